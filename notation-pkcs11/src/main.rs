@@ -1,0 +1,131 @@
+//! `notation-pkcs11`: a Notation signing plugin (contract 1.0, `SIGNATURE_GENERATOR.RAW`)
+//! for keys on any PKCS#11 token.
+//!
+//! Notation runs `notation-pkcs11 <command>` with a JSON request on stdin; the plugin
+//! answers with one JSON response on stdout and exit code 0, or with a JSON error on stderr
+//! and exit code 1 (`specs/plugin-extensibility.md`, "Plugin contract").
+
+mod chain;
+mod commands;
+mod keyspec;
+mod pkcs11;
+mod protocol;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::FromRawFd;
+use std::sync::Mutex;
+
+use protocol::PluginError;
+
+/// Largest request accepted on stdin (Notation limits each channel to 64 MiB).
+const MAX_REQUEST: u64 = 64 << 20;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let command = args.get(1).map(String::as_str).unwrap_or("");
+
+    if matches!(command, "version" | "--version") && args.len() == 2 {
+        let m = commands::metadata();
+        println!("{} - {}\nVersion: {}", m.name, m.description, m.version);
+        return;
+    }
+
+    // Keep stdout for the response alone, whatever the PKCS#11 module prints.
+    let stdout = match reserve_stdout() {
+        Ok(f) => f,
+        Err(e) => fail(PluginError::error(format!("cannot redirect stdout: {e}"))),
+    };
+
+    let result = if args.len() != 2 || !commands::is_command(command) {
+        let name = args
+            .first()
+            .map(String::as_str)
+            .unwrap_or("notation-pkcs11");
+        Err(PluginError::validation(format!(
+            "usage: {name} <get-plugin-metadata|describe-key|generate-signature> \
+             (JSON request on stdin); got {:?}",
+            &args[1.min(args.len())..]
+        )))
+    } else {
+        read_request().and_then(|input| run_catching_panics(command, &input))
+    };
+
+    match result {
+        Ok(response) => {
+            let mut out = stdout;
+            if let Err(e) = out.write_all(response.as_bytes()).and_then(|_| out.flush()) {
+                fail(PluginError::error(format!(
+                    "cannot write the response: {e}"
+                )));
+            }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Reads the whole request from stdin.
+fn read_request() -> Result<Vec<u8>, PluginError> {
+    let mut input = Vec::new();
+    io::stdin()
+        .take(MAX_REQUEST + 1)
+        .read_to_end(&mut input)
+        .map_err(|e| PluginError::error(format!("cannot read the request from stdin: {e}")))?;
+    if input.len() as u64 > MAX_REQUEST {
+        return Err(PluginError::validation("the request is larger than 64 MiB"));
+    }
+    Ok(input)
+}
+
+/// Message of the last panic, captured by the panic hook (which prints nothing, so that
+/// stderr carries only the JSON error).
+static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Runs the command; a panic becomes an `ERROR` response instead of a bare crash.
+fn run_catching_panics(command: &str, input: &[u8]) -> Result<String, PluginError> {
+    std::panic::set_hook(Box::new(|info| {
+        if let Ok(mut m) = PANIC_MESSAGE.lock() {
+            *m = Some(info.to_string());
+        }
+    }));
+    std::panic::catch_unwind(|| commands::run(command, input)).unwrap_or_else(|_| {
+        let msg = PANIC_MESSAGE
+            .lock()
+            .ok()
+            .and_then(|mut m| m.take())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        Err(PluginError::error(format!("internal error: {msg}")))
+    })
+}
+
+/// Writes the error response to stderr and exits with code 1 ("Plugin contract").
+fn fail(e: PluginError) -> ! {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "{}", e.to_json());
+    let _ = err.flush();
+    std::process::exit(1);
+}
+
+/// Duplicates stdout to a new close-on-exec descriptor reserved for the response, then
+/// points descriptor 1 at stderr, so that anything else written to stdout (by a PKCS#11
+/// module, its libraries, or the processes they start) goes to stderr. "Plugin contract"
+/// asks plugins to keep such output away from stdout.
+fn reserve_stdout() -> io::Result<File> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) and dup2 only operate on the process's descriptor
+    // table; they take no pointers. Descriptors 1 and 2 are the standard streams, and no
+    // Rust object in this process owns descriptor 1 (std's stdout handle only borrows it
+    // and is unused for output until after this returns). The descriptor returned by
+    // fcntl is new and owned by nobody else, so handing it to `File` gives `File` sole
+    // ownership.
+    unsafe {
+        let saved = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if saved < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let out = File::from_raw_fd(saved);
+        if libc::dup2(2, 1) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(out)
+    }
+}
