@@ -1,0 +1,185 @@
+//! The module's one error type, and the one table mapping TSB and transport failures to `CK_RV`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use cryptoki_sys::*;
+
+use crate::tsb::{TsbError, TsbErrorKind};
+
+/// An error that knows the `CK_RV` it becomes at the C boundary.
+///
+/// `needed` carries the required buffer size for `CKR_BUFFER_TOO_SMALL`, so the FFI layer can
+/// write it back to the caller's length pointer (PKCS#11 v2.40 §5.2, "Conventions for functions
+/// returning output in a variable-length buffer").
+#[derive(Debug, Clone)]
+pub struct Error {
+    rv: CK_RV,
+    needed: Option<usize>,
+    message: Cow<'static, str>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(rv: CK_RV, message: impl Into<Cow<'static, str>>) -> Error {
+        Error {
+            rv,
+            needed: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error that is only a return value, with no further explanation.
+    pub fn rv(rv: CK_RV) -> Error {
+        Error::new(rv, rv_name(rv))
+    }
+
+    /// `CKR_BUFFER_TOO_SMALL`, with the length the caller must provide.
+    pub fn buffer_too_small(needed: usize) -> Error {
+        Error {
+            rv: CKR_BUFFER_TOO_SMALL,
+            needed: Some(needed),
+            message: Cow::Borrowed("buffer too small"),
+        }
+    }
+
+    pub fn code(&self) -> CK_RV {
+        self.rv
+    }
+
+    pub fn needed(&self) -> Option<usize> {
+        self.needed
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, rv_name(self.rv))
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<crate::crypto::CryptoError> for Error {
+    fn from(e: crate::crypto::CryptoError) -> Error {
+        Error::new(CKR_GENERAL_ERROR, e.to_string())
+    }
+}
+
+/// What a credential failure means in the current login mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialContext {
+    /// Credentials come from the configuration: a rejected credential means the user (or the
+    /// configuration) is not authorised.
+    Configured,
+    /// The PIN given to `C_Login` is the credential: a rejected credential is a wrong PIN.
+    Pin,
+}
+
+/// The one place where TSB and transport failures become `CK_RV` values. Each mapping logs one
+/// warning naming the endpoint, the HTTP status and the TSB reason (never a secret).
+///
+/// | failure | `CK_RV` |
+/// |---|---|
+/// | connection refused, DNS, TLS failure, timeout, dropped connection | `CKR_DEVICE_ERROR` |
+/// | HTTP 5xx, TSB 701 (HSM error), HTML or unreadable body | `CKR_DEVICE_ERROR` |
+/// | TSB 401 (missing approval; the signer re-files through `/v1/sign` first) | `CKR_KEY_FUNCTION_NOT_PERMITTED` |
+/// | TSB 617 / 631 / HTTP 401, 403 | `CKR_USER_NOT_LOGGED_IN`, or `CKR_PIN_INCORRECT` when the PIN is the credential |
+/// | TSB 620 (key password mismatch) | `CKR_PIN_INCORRECT` |
+/// | TSB 650 (key does not exist), HTTP 404 on a key | `CKR_KEY_HANDLE_INVALID` |
+/// | TSB 607 (algorithm not supported by key) | `CKR_MECHANISM_INVALID` |
+/// | TSB 612 (invalid payload) | `CKR_DATA_INVALID` |
+/// | TSB 614 (operation forbidden), key blocked | `CKR_KEY_FUNCTION_NOT_PERMITTED` |
+/// | TSB 651 (request does not exist) | `CKR_FUNCTION_CANCELED` |
+/// | other 4xx / TSB 600, 621 | `CKR_GENERAL_ERROR` |
+/// | configuration (bad URL, CA file, refused plain http) | `CKR_GENERAL_ERROR` |
+pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
+    let rv = match &err.kind {
+        TsbErrorKind::NotSent(_)
+        | TsbErrorKind::Timeout(_)
+        | TsbErrorKind::Transport(_)
+        | TsbErrorKind::InvalidResponse(_) => CKR_DEVICE_ERROR,
+        TsbErrorKind::Config(_) => CKR_GENERAL_ERROR,
+        TsbErrorKind::Http { status, code, .. } => match (code, status) {
+            (Some(401), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            (Some(617 | 631), _) | (None, 401 | 403) => match context {
+                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
+                CredentialContext::Pin => CKR_PIN_INCORRECT,
+            },
+            (Some(620), _) => CKR_PIN_INCORRECT,
+            (Some(650), _) => CKR_KEY_HANDLE_INVALID,
+            (Some(607), _) => CKR_MECHANISM_INVALID,
+            (Some(612), _) => CKR_DATA_INVALID,
+            (Some(614), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            (Some(651), _) => CKR_FUNCTION_CANCELED,
+            (Some(c), _) if (450..460).contains(c) => match context {
+                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
+                CredentialContext::Pin => CKR_PIN_INCORRECT,
+            },
+            (Some(c), _) if (700..800).contains(c) => CKR_DEVICE_ERROR,
+            (_, s) if *s >= 500 => CKR_DEVICE_ERROR,
+            (None, 404) => CKR_KEY_HANDLE_INVALID,
+            _ => CKR_GENERAL_ERROR,
+        },
+    };
+    log::warn!("TSB call failed: {err} -> {}", rv_name(rv));
+    Error::new(rv, err.to_string())
+}
+
+/// The symbolic name of a return value, for logs.
+pub fn rv_name(rv: CK_RV) -> &'static str {
+    match rv {
+        CKR_OK => "CKR_OK",
+        CKR_CANCEL => "CKR_CANCEL",
+        CKR_HOST_MEMORY => "CKR_HOST_MEMORY",
+        CKR_SLOT_ID_INVALID => "CKR_SLOT_ID_INVALID",
+        CKR_GENERAL_ERROR => "CKR_GENERAL_ERROR",
+        CKR_FUNCTION_FAILED => "CKR_FUNCTION_FAILED",
+        CKR_ARGUMENTS_BAD => "CKR_ARGUMENTS_BAD",
+        CKR_CANT_LOCK => "CKR_CANT_LOCK",
+        CKR_ATTRIBUTE_SENSITIVE => "CKR_ATTRIBUTE_SENSITIVE",
+        CKR_ATTRIBUTE_TYPE_INVALID => "CKR_ATTRIBUTE_TYPE_INVALID",
+        CKR_ATTRIBUTE_VALUE_INVALID => "CKR_ATTRIBUTE_VALUE_INVALID",
+        CKR_ATTRIBUTE_READ_ONLY => "CKR_ATTRIBUTE_READ_ONLY",
+        CKR_DATA_INVALID => "CKR_DATA_INVALID",
+        CKR_DATA_LEN_RANGE => "CKR_DATA_LEN_RANGE",
+        CKR_DEVICE_ERROR => "CKR_DEVICE_ERROR",
+        CKR_FUNCTION_CANCELED => "CKR_FUNCTION_CANCELED",
+        CKR_FUNCTION_NOT_SUPPORTED => "CKR_FUNCTION_NOT_SUPPORTED",
+        CKR_KEY_HANDLE_INVALID => "CKR_KEY_HANDLE_INVALID",
+        CKR_KEY_TYPE_INCONSISTENT => "CKR_KEY_TYPE_INCONSISTENT",
+        CKR_KEY_FUNCTION_NOT_PERMITTED => "CKR_KEY_FUNCTION_NOT_PERMITTED",
+        CKR_MECHANISM_INVALID => "CKR_MECHANISM_INVALID",
+        CKR_MECHANISM_PARAM_INVALID => "CKR_MECHANISM_PARAM_INVALID",
+        CKR_OBJECT_HANDLE_INVALID => "CKR_OBJECT_HANDLE_INVALID",
+        CKR_OPERATION_ACTIVE => "CKR_OPERATION_ACTIVE",
+        CKR_OPERATION_NOT_INITIALIZED => "CKR_OPERATION_NOT_INITIALIZED",
+        CKR_PIN_INCORRECT => "CKR_PIN_INCORRECT",
+        CKR_PIN_LEN_RANGE => "CKR_PIN_LEN_RANGE",
+        CKR_SESSION_CLOSED => "CKR_SESSION_CLOSED",
+        CKR_SESSION_HANDLE_INVALID => "CKR_SESSION_HANDLE_INVALID",
+        CKR_SESSION_PARALLEL_NOT_SUPPORTED => "CKR_SESSION_PARALLEL_NOT_SUPPORTED",
+        CKR_SESSION_READ_ONLY => "CKR_SESSION_READ_ONLY",
+        CKR_SESSION_READ_ONLY_EXISTS => "CKR_SESSION_READ_ONLY_EXISTS",
+        CKR_SIGNATURE_INVALID => "CKR_SIGNATURE_INVALID",
+        CKR_SIGNATURE_LEN_RANGE => "CKR_SIGNATURE_LEN_RANGE",
+        CKR_TEMPLATE_INCOMPLETE => "CKR_TEMPLATE_INCOMPLETE",
+        CKR_TEMPLATE_INCONSISTENT => "CKR_TEMPLATE_INCONSISTENT",
+        CKR_TOKEN_NOT_PRESENT => "CKR_TOKEN_NOT_PRESENT",
+        CKR_TOKEN_WRITE_PROTECTED => "CKR_TOKEN_WRITE_PROTECTED",
+        CKR_USER_ALREADY_LOGGED_IN => "CKR_USER_ALREADY_LOGGED_IN",
+        CKR_USER_NOT_LOGGED_IN => "CKR_USER_NOT_LOGGED_IN",
+        CKR_USER_TYPE_INVALID => "CKR_USER_TYPE_INVALID",
+        CKR_BUFFER_TOO_SMALL => "CKR_BUFFER_TOO_SMALL",
+        CKR_CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
+        CKR_CRYPTOKI_ALREADY_INITIALIZED => "CKR_CRYPTOKI_ALREADY_INITIALIZED",
+        CKR_FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
+        CKR_OPERATION_CANCEL_FAILED => "CKR_OPERATION_CANCEL_FAILED",
+        _ => "CKR_(other)",
+    }
+}

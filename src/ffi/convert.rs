@@ -1,0 +1,140 @@
+//! Pointer checks and conversions between C arguments and Rust types. Every raw pointer the
+//! module reads or writes goes through these few functions.
+
+use std::mem::size_of;
+
+use cryptoki_sys::*;
+
+use crate::error::{Error, Result};
+use crate::token::{MechParams, Mechanism};
+
+fn bad(why: &'static str) -> Error {
+    Error::new(CKR_ARGUMENTS_BAD, why)
+}
+
+/// A length from C as `usize`.
+pub fn len(n: CK_ULONG) -> Result<usize> {
+    usize::try_from(n).map_err(|_| bad("length out of range"))
+}
+
+/// Borrows `len` bytes at `p`. NULL is allowed only with length 0.
+///
+/// # Safety
+/// `p` must be NULL or point to `len` readable bytes that stay valid for `'a`.
+pub unsafe fn bytes<'a>(p: *const CK_BYTE, n: CK_ULONG) -> Result<&'a [u8]> {
+    let n = len(n)?;
+    if p.is_null() {
+        return if n == 0 { Ok(&[]) } else { Err(bad("NULL data pointer")) };
+    }
+    // SAFETY: non-NULL, and the caller guarantees `n` readable bytes (PKCS#11 buffer convention).
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// A mutable reference to an output argument; NULL gives `CKR_ARGUMENTS_BAD`.
+///
+/// # Safety
+/// `p` must be NULL or valid and writable for `'a`.
+pub unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
+    // SAFETY: the caller guarantees validity when non-NULL.
+    unsafe { p.as_mut() }.ok_or_else(|| bad("NULL output pointer"))
+}
+
+/// Copies `s` into a blank-padded fixed field (CK_UTF8CHAR arrays are not NUL-terminated),
+/// cutting at a character boundary.
+pub fn padded<const N: usize>(s: &str) -> [CK_UTF8CHAR; N] {
+    let mut out = [b' '; N];
+    let mut end = s.len().min(N);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&s.as_bytes()[..end]);
+    out
+}
+
+/// Reads a `CK_MECHANISM` and decodes the parameters of the mechanisms that take some.
+///
+/// # Safety
+/// `p` must be NULL or point to a valid `CK_MECHANISM` whose parameter pointer is NULL or
+/// points to `ulParameterLen` readable bytes.
+pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
+    // SAFETY: caller guarantee; NULL is handled.
+    let m = unsafe { p.as_ref() }.ok_or_else(|| bad("NULL mechanism"))?;
+    let plen = len(m.ulParameterLen)?;
+    if m.pParameter.is_null() || plen == 0 {
+        if m.pParameter.is_null() && plen != 0 {
+            return Err(bad("NULL mechanism parameter with a length"));
+        }
+        return Ok(Mechanism::new(m.mechanism));
+    }
+    let params = match m.mechanism {
+        CKM_RSA_PKCS_PSS
+        | CKM_SHA1_RSA_PKCS_PSS
+        | CKM_SHA224_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS
+        | CKM_SHA512_RSA_PKCS_PSS => {
+            if plen != size_of::<CK_RSA_PKCS_PSS_PARAMS>() {
+                MechParams::Invalid("CK_RSA_PKCS_PSS_PARAMS has the wrong size")
+            } else {
+                // SAFETY: the parameter has exactly the struct's size; read_unaligned copes
+                // with any alignment.
+                let pss = unsafe {
+                    std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS)
+                };
+                MechParams::Pss {
+                    hash_alg: pss.hashAlg,
+                    mgf: pss.mgf,
+                    salt_len: pss.sLen,
+                }
+            }
+        }
+        CKM_EDDSA => {
+            if plen != size_of::<CK_EDDSA_PARAMS>() {
+                MechParams::Invalid("CK_EDDSA_PARAMS has the wrong size")
+            } else {
+                // SAFETY: exact size checked; unaligned read.
+                let ed =
+                    unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_EDDSA_PARAMS) };
+                // SAFETY: the context pointer/length pair follows the buffer convention.
+                let context = unsafe { bytes(ed.pContextData, ed.ulContextDataLen) }?.to_vec();
+                MechParams::EdDsa {
+                    prehash: ed.phFlag != 0,
+                    context,
+                }
+            }
+        }
+        _ => MechParams::Invalid("this mechanism takes no parameters"),
+    };
+    Ok(Mechanism {
+        mechanism: m.mechanism,
+        params,
+    })
+}
+
+/// Reads a search or creation template into (type, value) pairs.
+///
+/// # Safety
+/// `p` must be NULL (with `count` 0) or point to `count` valid `CK_ATTRIBUTE`s whose values
+/// are NULL or readable for `ulValueLen` bytes.
+pub unsafe fn template(
+    p: *const CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
+    let count = len(count)?;
+    if p.is_null() {
+        return if count == 0 { Ok(Vec::new()) } else { Err(bad("NULL template")) };
+    }
+    if count > 4096 {
+        return Err(bad("template too long"));
+    }
+    // SAFETY: caller guarantee of `count` attributes.
+    let attrs = unsafe { std::slice::from_raw_parts(p, count) };
+    attrs
+        .iter()
+        .map(|a| {
+            // SAFETY: value pointer/length pair per the buffer convention.
+            let v = unsafe { bytes(a.pValue as *const CK_BYTE, a.ulValueLen) }?;
+            Ok((a.type_, v.to_vec()))
+        })
+        .collect()
+}

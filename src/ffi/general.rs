@@ -1,0 +1,223 @@
+//! General-purpose functions (PKCS#11 v2.40 §5.4) and the v3.0 interface functions (§5.4 of
+//! v3.0: `C_GetInterfaceList`, `C_GetInterface`).
+
+use std::os::raw::c_void;
+
+use cryptoki_sys::*;
+
+use super::convert::{out, padded};
+use super::{guard, Instance, FUNCTION_LIST, FUNCTION_LIST_3_0, STATE};
+use crate::config::Config;
+use crate::error::Error;
+use crate::token::{Token, MANUFACTURER};
+
+/// `C_Initialize`: reads the configuration (no network I/O) and builds the token.
+#[no_mangle]
+pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
+    crate::logging::init();
+    log::trace!("C_Initialize(args={init_args:?})");
+    guard("C_Initialize", || {
+        // SAFETY: the argument is NULL or a CK_C_INITIALIZE_ARGS (PKCS#11 v2.40 §5.4).
+        let args = unsafe { (init_args as *const CK_C_INITIALIZE_ARGS).as_ref() };
+        let mut may_spawn_threads = true;
+        if let Some(a) = args {
+            if !a.pReserved.is_null() {
+                return Err(Error::new(CKR_ARGUMENTS_BAD, "pReserved must be NULL"));
+            }
+            let fns = [
+                a.CreateMutex.is_some(),
+                a.DestroyMutex.is_some(),
+                a.LockMutex.is_some(),
+                a.UnlockMutex.is_some(),
+            ];
+            if fns.iter().any(|f| *f) && !fns.iter().all(|f| *f) {
+                return Err(Error::new(
+                    CKR_ARGUMENTS_BAD,
+                    "mutex functions must be all given or all NULL",
+                ));
+            }
+            if fns[0] && a.flags & CKF_OS_LOCKING_OK == 0 {
+                return Err(Error::new(
+                    CKR_CANT_LOCK,
+                    "only OS locking is supported (set CKF_OS_LOCKING_OK)",
+                ));
+            }
+            may_spawn_threads = a.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS == 0;
+        }
+        let pid = std::process::id();
+        let mut state = STATE.write();
+        if let Some(instance) = state.as_ref() {
+            if instance.pid == pid {
+                return Err(Error::rv(CKR_CRYPTOKI_ALREADY_INITIALIZED));
+            }
+            // A forked child initialising again: the parent's state is not ours to tear down.
+            std::mem::forget(state.take());
+        }
+        let config = Config::load().map_err(|e| {
+            log::error!("{e}");
+            Error::new(CKR_GENERAL_ERROR, e.to_string())
+        })?;
+        let token = Token::new(config, may_spawn_threads).map_err(|e| {
+            log::error!("{}", e.message());
+            e
+        })?;
+        log::info!(
+            "initialised: TSB {} (token '{}')",
+            token.config().rest_api,
+            token.token_label()
+        );
+        *state = Some(Instance {
+            token: std::sync::Arc::new(token),
+            pid,
+        });
+        Ok(())
+    })
+}
+
+/// `C_Finalize`: ends all sessions; threads waiting in `C_Sign` return promptly.
+#[no_mangle]
+pub extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
+    log::trace!("C_Finalize(reserved={reserved:?})");
+    guard("C_Finalize", || {
+        if !reserved.is_null() {
+            return Err(Error::new(CKR_ARGUMENTS_BAD, "pReserved must be NULL"));
+        }
+        let instance = STATE
+            .write()
+            .take()
+            .ok_or_else(|| Error::rv(CKR_CRYPTOKI_NOT_INITIALIZED))?;
+        instance.token.finalize();
+        Ok(())
+    })
+}
+
+pub(super) fn version() -> CK_VERSION {
+    let v = |s: &str| s.parse::<u8>().unwrap_or(0);
+    CK_VERSION {
+        major: v(env!("CARGO_PKG_VERSION_MAJOR")),
+        minor: v(env!("CARGO_PKG_VERSION_MINOR")),
+    }
+}
+
+/// `C_GetInfo`.
+#[no_mangle]
+pub unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
+    log::trace!("C_GetInfo(info={info:?})");
+    guard("C_GetInfo", || {
+        super::token()?;
+        // SAFETY: the caller passes a writable CK_INFO (or NULL, refused).
+        let info = unsafe { out(info) }?;
+        *info = CK_INFO {
+            cryptokiVersion: CK_VERSION { major: 3, minor: 0 },
+            manufacturerID: padded(MANUFACTURER),
+            flags: 0,
+            libraryDescription: padded("tsb-pkcs11: Securosys TSB keys"),
+            libraryVersion: version(),
+        };
+        Ok(())
+    })
+}
+
+/// `C_GetFunctionList`: the v2.40 list. No network I/O, no initialisation needed.
+#[no_mangle]
+pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> CK_RV {
+    guard("C_GetFunctionList", || {
+        // SAFETY: the caller passes a writable pointer slot (or NULL, refused).
+        let list = unsafe { out(list) }?;
+        *list = &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut CK_FUNCTION_LIST;
+        Ok(())
+    })
+}
+
+/// The interfaces this module offers: "PKCS 11" 3.0 (default) and 2.40.
+struct Interfaces([CK_INTERFACE; 2]);
+
+// SAFETY: the interface table points only to immutable statics (the name and the function
+// lists), so sharing it between threads is sound.
+unsafe impl Sync for Interfaces {}
+
+static INTERFACE_NAME: &[u8] = b"PKCS 11\0";
+
+static INTERFACES: Interfaces = Interfaces([
+    CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+        pFunctionList: &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut c_void,
+        flags: CKF_INTERFACE_FORK_SAFE,
+    },
+    CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+        pFunctionList: &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut c_void,
+        flags: CKF_INTERFACE_FORK_SAFE,
+    },
+]);
+
+/// `C_GetInterfaceList` (PKCS#11 3.0 §5.4.5).
+#[no_mangle]
+pub unsafe extern "C" fn C_GetInterfaceList(
+    list: *mut CK_INTERFACE,
+    count: *mut CK_ULONG,
+) -> CK_RV {
+    log::trace!("C_GetInterfaceList(list={list:?})");
+    guard("C_GetInterfaceList", || {
+        // SAFETY: `count` is a writable CK_ULONG (or NULL, refused).
+        let count = unsafe { out(count) }?;
+        let n = INTERFACES.0.len();
+        if list.is_null() {
+            *count = n as CK_ULONG;
+            return Ok(());
+        }
+        if (*count as usize) < n {
+            *count = n as CK_ULONG;
+            return Err(Error::buffer_too_small(n));
+        }
+        for (i, iface) in INTERFACES.0.iter().enumerate() {
+            // SAFETY: `list` has room for `*count >= n` interfaces (caller guarantee).
+            unsafe {
+                list.add(i).write(CK_INTERFACE {
+                    pInterfaceName: iface.pInterfaceName,
+                    pFunctionList: iface.pFunctionList,
+                    flags: iface.flags,
+                })
+            };
+        }
+        *count = n as CK_ULONG;
+        Ok(())
+    })
+}
+
+/// `C_GetInterface` (PKCS#11 3.0 §5.4.6): by name (NULL or "PKCS 11"), version (NULL: 3.0)
+/// and flags.
+#[no_mangle]
+pub unsafe extern "C" fn C_GetInterface(
+    name: *mut CK_UTF8CHAR,
+    version: *mut CK_VERSION,
+    interface: *mut *mut CK_INTERFACE,
+    flags: CK_FLAGS,
+) -> CK_RV {
+    log::trace!("C_GetInterface(name={name:?}, version={version:?}, flags={flags})");
+    guard("C_GetInterface", || {
+        // SAFETY: `interface` is a writable pointer slot (or NULL, refused).
+        let interface = unsafe { out(interface) }?;
+        if !name.is_null() {
+            // SAFETY: a non-NULL name is a NUL-terminated string (PKCS#11 3.0 §5.4.6).
+            let n = unsafe { std::ffi::CStr::from_ptr(name as *const std::os::raw::c_char) };
+            if n.to_bytes() != b"PKCS 11" {
+                return Err(Error::new(CKR_ARGUMENTS_BAD, "unknown interface name"));
+            }
+        }
+        // SAFETY: a non-NULL version points to a CK_VERSION.
+        let wanted = unsafe { version.as_ref() }.map(|v| (v.major, v.minor));
+        let index = match wanted {
+            None | Some((3, 0)) => 0,
+            Some((2, _)) => 1,
+            Some(_) => return Err(Error::new(CKR_ARGUMENTS_BAD, "unsupported interface version")),
+        };
+        let iface = &INTERFACES.0[index];
+        if flags & !iface.flags != 0 {
+            return Err(Error::new(CKR_ARGUMENTS_BAD, "unsupported interface flags"));
+        }
+        *interface = iface as *const CK_INTERFACE as *mut CK_INTERFACE;
+        Ok(())
+    })
+}
+

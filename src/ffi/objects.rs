@@ -1,0 +1,118 @@
+//! Object search and attributes (PKCS#11 v2.40 §5.7).
+
+use cryptoki_sys::*;
+
+use super::convert::{len, out, template};
+use super::{guard, token};
+use crate::error::Error;
+use crate::token::attributes::AttrValue;
+
+/// `C_FindObjectsInit`.
+#[no_mangle]
+pub unsafe extern "C" fn C_FindObjectsInit(
+    session: CK_SESSION_HANDLE,
+    templ: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> CK_RV {
+    log::trace!("C_FindObjectsInit(session={session}, count={count})");
+    guard("C_FindObjectsInit", || {
+        // SAFETY: `templ` holds `count` attributes (NULL only with count 0).
+        let t = unsafe { template(templ, count) }?;
+        token()?.find_objects_init(session, &t)
+    })
+}
+
+/// `C_FindObjects`.
+#[no_mangle]
+pub unsafe extern "C" fn C_FindObjects(
+    session: CK_SESSION_HANDLE,
+    objects: *mut CK_OBJECT_HANDLE,
+    max: CK_ULONG,
+    found: *mut CK_ULONG,
+) -> CK_RV {
+    log::trace!("C_FindObjects(session={session}, max={max})");
+    guard("C_FindObjects", || {
+        // SAFETY: writable CK_ULONG (or NULL, refused).
+        let found = unsafe { out(found) }?;
+        if objects.is_null() && max > 0 {
+            return Err(Error::new(CKR_ARGUMENTS_BAD, "NULL object array"));
+        }
+        let handles = token()?.find_objects(session, len(max)?)?;
+        if !handles.is_empty() {
+            // SAFETY: `objects` has room for `max >= handles.len()` handles.
+            unsafe { std::ptr::copy_nonoverlapping(handles.as_ptr(), objects, handles.len()) };
+        }
+        *found = handles.len() as CK_ULONG;
+        Ok(())
+    })
+}
+
+/// `C_FindObjectsFinal`.
+#[no_mangle]
+pub extern "C" fn C_FindObjectsFinal(session: CK_SESSION_HANDLE) -> CK_RV {
+    log::trace!("C_FindObjectsFinal(session={session})");
+    guard("C_FindObjectsFinal", || token()?.find_objects_final(session))
+}
+
+/// `C_GetAttributeValue` (§5.7.5): every attribute of the template is answered; unknown ones
+/// get `CK_UNAVAILABLE_INFORMATION` and `CKR_ATTRIBUTE_TYPE_INVALID`, secret ones
+/// `CKR_ATTRIBUTE_SENSITIVE`, short buffers `CKR_BUFFER_TOO_SMALL`.
+#[no_mangle]
+pub unsafe extern "C" fn C_GetAttributeValue(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    templ: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> CK_RV {
+    log::trace!("C_GetAttributeValue(session={session}, object={object}, count={count})");
+    guard("C_GetAttributeValue", || {
+        let n = len(count)?;
+        if templ.is_null() {
+            return if n == 0 {
+                token()?.attribute_values(session, object, &[]).map(|_| ())
+            } else {
+                Err(Error::new(CKR_ARGUMENTS_BAD, "NULL template"))
+            };
+        }
+        // SAFETY: `templ` holds `count` attributes, writable (PKCS#11 §5.7.5).
+        let attrs = unsafe { std::slice::from_raw_parts_mut(templ, n) };
+        let types: Vec<CK_ATTRIBUTE_TYPE> = attrs.iter().map(|a| a.type_).collect();
+        let values = token()?.attribute_values(session, object, &types)?;
+        let mut rv = CKR_OK;
+        for (a, v) in attrs.iter_mut().zip(values) {
+            match v {
+                AttrValue::Sensitive => {
+                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                    rv = CKR_ATTRIBUTE_SENSITIVE;
+                }
+                AttrValue::Invalid => {
+                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                    if rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL {
+                        rv = CKR_ATTRIBUTE_TYPE_INVALID;
+                    }
+                }
+                AttrValue::Bytes(b) => {
+                    if a.pValue.is_null() {
+                        a.ulValueLen = b.len() as CK_ULONG;
+                    } else if len(a.ulValueLen)? >= b.len() {
+                        // SAFETY: `pValue` has `ulValueLen >= b.len()` writable bytes.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(b.as_ptr(), a.pValue as *mut u8, b.len())
+                        };
+                        a.ulValueLen = b.len() as CK_ULONG;
+                    } else {
+                        a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                        if rv == CKR_OK {
+                            rv = CKR_BUFFER_TOO_SMALL;
+                        }
+                    }
+                }
+            }
+        }
+        if rv == CKR_OK {
+            Ok(())
+        } else {
+            Err(Error::rv(rv))
+        }
+    })
+}

@@ -1,0 +1,23 @@
+//! tsb-pkcs11: a PKCS#11 module that signs with keys held in Securosys Primus HSMs / CloudHSM
+//! through the Transaction Security Broker (TSB) REST API.
+//!
+//! Layers, top to bottom:
+//! - [`ffi`]: the `extern "C"` entry points (pointer checks, `catch_unwind`, conversion, `CK_RV`).
+//! - [`token`]: PKCS#11 semantics (slot, token, sessions, objects, sign/verify operations,
+//!   approval waits) on plain Rust types; tests drive it directly.
+//! - [`tsb`]: the TSB REST client (HTTP and JSON, nothing of PKCS#11).
+//! - [`crypto`]: pure functions (key parsing, DER, hashes, local verification).
+//! - [`config`]: the configuration file.
+//!
+//! [`error`] holds the one error type (it carries its `CK_RV`) and the one table that maps TSB
+//! and transport failures to it.
+
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod ffi;
+pub mod logging;
+pub mod token;
+pub mod tsb;
+
+pub use error::{Error, Result};

@@ -1,0 +1,156 @@
+//! Attribute values of token objects (PKCS#11 v2.40 §4.4 storage, §4.6 certificates, §4.8 public
+//! keys, §4.9 private keys; v3.0 §2.3.8 for Edwards keys).
+//!
+//! Vendor-defined attributes (`CKA_VENDOR_DEFINED | 0x5453_0000 + n`, "TS"):
+//! - [`CKA_TSB_NEEDS_APPROVAL`] (`CK_BBOOL`): the key has a Smart Key Attributes use policy, so
+//!   `C_Sign` files an approval request and waits for it.
+//! - [`CKA_TSB_BLOCKED`] (`CK_BBOOL`): the key is blocked on the HSM and cannot sign.
+
+use cryptoki_sys::*;
+
+use super::mechanisms::allowed_for;
+use super::objects::{KeyPart, ObjectRef};
+use crate::crypto::PublicKey;
+
+pub const CKA_TSB_NEEDS_APPROVAL: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0001;
+pub const CKA_TSB_BLOCKED: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0002;
+
+/// The answer for one attribute of a `C_GetAttributeValue` template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttrValue {
+    Bytes(Vec<u8>),
+    /// Exists but may not be revealed (`CKR_ATTRIBUTE_SENSITIVE`).
+    Sensitive,
+    /// Not an attribute of this object (`CKR_ATTRIBUTE_TYPE_INVALID`).
+    Invalid,
+}
+
+fn ulong(v: CK_ULONG) -> AttrValue {
+    AttrValue::Bytes(v.to_ne_bytes().to_vec())
+}
+
+fn boolean(v: bool) -> AttrValue {
+    AttrValue::Bytes(vec![if v { CK_TRUE } else { CK_FALSE }])
+}
+
+fn bytes(v: &[u8]) -> AttrValue {
+    AttrValue::Bytes(v.to_vec())
+}
+
+fn ulongs(v: &[CK_ULONG]) -> AttrValue {
+    AttrValue::Bytes(v.iter().flat_map(|x| x.to_ne_bytes()).collect())
+}
+
+/// Attributes common to storage objects (§4.4).
+fn storage(
+    attr: CK_ATTRIBUTE_TYPE,
+    class: CK_OBJECT_CLASS,
+    label: &str,
+    private: bool,
+) -> Option<AttrValue> {
+    Some(match attr {
+        CKA_CLASS => ulong(class),
+        CKA_TOKEN => boolean(true),
+        CKA_PRIVATE => boolean(private),
+        CKA_MODIFIABLE | CKA_COPYABLE | CKA_DESTROYABLE => boolean(false),
+        CKA_LABEL => bytes(label.as_bytes()),
+        _ => return None,
+    })
+}
+
+/// Public key material, shared by the private and public key objects.
+fn key_material(attr: CK_ATTRIBUTE_TYPE, public: &PublicKey) -> Option<AttrValue> {
+    match (attr, public) {
+        (CKA_MODULUS, PublicKey::Rsa { modulus, .. }) => Some(bytes(modulus)),
+        (CKA_MODULUS_BITS, PublicKey::Rsa { bits, .. }) => Some(ulong(*bits as CK_ULONG)),
+        (CKA_PUBLIC_EXPONENT, PublicKey::Rsa { exponent, .. }) => Some(bytes(exponent)),
+        (CKA_EC_PARAMS, PublicKey::Ec { .. } | PublicKey::Ed25519 { .. }) => {
+            public.ec_params_der().map(AttrValue::Bytes)
+        }
+        (CKA_EC_POINT, PublicKey::Ec { .. } | PublicKey::Ed25519 { .. }) => {
+            public.ec_point_der().map(AttrValue::Bytes)
+        }
+        (CKA_PUBLIC_KEY_INFO, _) => Some(AttrValue::Bytes(public.spki_der())),
+        _ => None,
+    }
+}
+
+/// The value of one attribute of an object. `private_objects` is true when private keys are
+/// private objects (a PIN is required: `pinIs` is not `none`).
+pub fn attribute(obj: &ObjectRef, attr: CK_ATTRIBUTE_TYPE, private_objects: bool) -> AttrValue {
+    match obj {
+        ObjectRef::Key(key, part) => {
+            let private = *part == KeyPart::Private;
+            let class = if private {
+                CKO_PRIVATE_KEY
+            } else {
+                CKO_PUBLIC_KEY
+            };
+            if let Some(v) = storage(attr, class, &key.label, private && private_objects) {
+                return v;
+            }
+            if let Some(v) = key_material(attr, &key.public) {
+                return v;
+            }
+            let common = match attr {
+                CKA_KEY_TYPE => Some(ulong(key.key_type)),
+                CKA_ID => Some(bytes(&key.id)),
+                CKA_START_DATE | CKA_END_DATE | CKA_SUBJECT => Some(bytes(&[])),
+                CKA_DERIVE => Some(boolean(false)),
+                CKA_LOCAL => Some(boolean(false)),
+                CKA_KEY_GEN_MECHANISM => Some(ulong(CK_UNAVAILABLE_INFORMATION)),
+                CKA_ALLOWED_MECHANISMS => Some(ulongs(&allowed_for(key.key_type))),
+                CKA_TSB_NEEDS_APPROVAL => Some(boolean(key.needs_approval)),
+                CKA_TSB_BLOCKED => Some(boolean(key.blocked)),
+                _ => None,
+            };
+            if let Some(v) = common {
+                return v;
+            }
+            if private {
+                match attr {
+                    CKA_SIGN => boolean(!key.blocked),
+                    CKA_SIGN_RECOVER | CKA_DECRYPT | CKA_UNWRAP | CKA_WRAP_WITH_TRUSTED => {
+                        boolean(false)
+                    }
+                    CKA_SENSITIVE => boolean(true),
+                    CKA_EXTRACTABLE => boolean(false),
+                    CKA_ALWAYS_SENSITIVE => boolean(key.always_sensitive),
+                    CKA_NEVER_EXTRACTABLE => boolean(key.never_extractable),
+                    CKA_ALWAYS_AUTHENTICATE => boolean(false),
+                    CKA_VALUE | CKA_PRIVATE_EXPONENT | CKA_PRIME_1 | CKA_PRIME_2
+                    | CKA_EXPONENT_1 | CKA_EXPONENT_2 | CKA_COEFFICIENT => AttrValue::Sensitive,
+                    _ => AttrValue::Invalid,
+                }
+            } else {
+                match attr {
+                    CKA_VERIFY => boolean(true),
+                    CKA_ENCRYPT | CKA_WRAP | CKA_VERIFY_RECOVER | CKA_TRUSTED => boolean(false),
+                    _ => AttrValue::Invalid,
+                }
+            }
+        }
+        ObjectRef::Certificate(c) => {
+            if let Some(v) = storage(attr, CKO_CERTIFICATE, &c.label, false) {
+                return v;
+            }
+            match attr {
+                CKA_CERTIFICATE_TYPE => ulong(CKC_X_509),
+                CKA_TRUSTED => boolean(false),
+                CKA_CERTIFICATE_CATEGORY => ulong(c.category),
+                CKA_CHECK_VALUE => bytes(&c.cert.check_value()),
+                CKA_START_DATE | CKA_END_DATE | CKA_URL => bytes(&[]),
+                CKA_HASH_OF_SUBJECT_PUBLIC_KEY | CKA_HASH_OF_ISSUER_PUBLIC_KEY => bytes(&[]),
+                CKA_NAME_HASH_ALGORITHM => ulong(CKM_SHA_1),
+                CKA_JAVA_MIDP_SECURITY_DOMAIN => ulong(CK_SECURITY_DOMAIN_UNSPECIFIED),
+                CKA_SUBJECT => bytes(&c.cert.subject_der),
+                CKA_ISSUER => bytes(&c.cert.issuer_der),
+                CKA_SERIAL_NUMBER => bytes(&c.cert.serial_der),
+                CKA_ID => bytes(&c.id),
+                CKA_VALUE => bytes(&c.cert.der),
+                CKA_PUBLIC_KEY_INFO => AttrValue::Bytes(c.cert.public_key.spki_der()),
+                _ => AttrValue::Invalid,
+            }
+        }
+    }
+}

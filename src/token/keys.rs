@@ -1,0 +1,271 @@
+//! Lazy key discovery: nothing is fetched before the first object query; a search by
+//! `CKA_LABEL` (or a `CKA_ID` that is a label) fetches only that key; the key list and key
+//! attributes are cached for `cacheTtlSecs`.
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+
+use super::objects::{key_from_attributes, CertObject, KeyObject, ObjectRef, ObjectStore, Skipped};
+use super::Token;
+use crate::config::Secret;
+use crate::crypto::Certificate;
+use crate::error::{map_tsb_error, CredentialContext, Error, Result};
+use crate::tsb::TsbClient;
+
+/// How many key attribute requests run at once when a whole token is listed.
+const PARALLEL_FETCHES: usize = 8;
+
+impl Token {
+    fn allowed(&self, label: &str) -> bool {
+        match &self.config.pkcs11.keys {
+            Some(list) => list.iter().any(|l| l == label),
+            None => true,
+        }
+    }
+
+    /// The password to send for a key: configured per label, else the login PIN when `pinIs`
+    /// is `keyPassword`.
+    pub(super) fn key_password(&self, label: &str) -> Option<Secret> {
+        self.config
+            .pkcs11
+            .key_passwords
+            .get(label)
+            .cloned()
+            .or_else(|| self.login.lock().key_password.clone())
+    }
+
+    /// The labels on the token (`GET /v1/key`, cached; filtered by the `keys` allow-list).
+    pub(super) fn key_labels(&self) -> Result<Vec<String>> {
+        if let Some(l) = self.objects.fresh_list() {
+            return Ok(l);
+        }
+        let labels = match &self.config.pkcs11.keys {
+            // With an allow-list the TSB's list is not needed (and may not be readable).
+            Some(list) => list.clone(),
+            None => self
+                .client()?
+                .list_keys()
+                .map_err(|e| map_tsb_error(&e, self.credential_context()))?,
+        };
+        self.objects.store_list(labels.clone());
+        Ok(labels)
+    }
+
+    /// A key by label: from the cache, else `GET /v1/key/{label}/attributes`. `Ok(None)` when
+    /// the key does not exist, is not allowed, or cannot sign.
+    pub(super) fn load_key(&self, label: &str) -> Result<Option<Arc<KeyObject>>> {
+        if !self.allowed(label) {
+            return Ok(None);
+        }
+        if let Some(cached) = self.objects.fresh_key(label) {
+            return Ok(cached);
+        }
+        let client = self.client()?;
+        let password = self.key_password(label);
+        let attrs = match client.key_attributes(label, password.as_ref()) {
+            Ok(a) => a,
+            Err(e) if e.tsb_code() == Some(650) || e.http_status() == Some(404) => {
+                self.objects.store_gone(label);
+                return Ok(None);
+            }
+            Err(e) if e.tsb_code() == Some(620) => {
+                log::warn!(
+                    "key '{label}' is password-protected and no (right) password is configured; it is left out"
+                );
+                self.objects.store_skipped(label);
+                return Ok(None);
+            }
+            Err(e) => return Err(map_tsb_error(&e, self.credential_context())),
+        };
+        let base = self.objects.base_of(label);
+        match key_from_attributes(&attrs, base, password) {
+            Ok(key) => {
+                let cert = self.certificate_of(&client, &key);
+                Ok(Some(self.objects.store_key(key, cert)))
+            }
+            Err(Skipped::CannotSign(why)) => {
+                log::debug!("key '{label}' is left out: {why}");
+                self.objects.store_skipped(label);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The key's certificate: from the configured chain, else the TSB's (`GET /v1/certificate`).
+    fn certificate_of(&self, client: &TsbClient, key: &KeyObject) -> Option<Arc<CertObject>> {
+        let handle = ObjectStore::cert_handle(key.base);
+        let from_config = self
+            .configured_chain(&key.label)
+            .and_then(|chain| chain.into_iter().next());
+        let cert = match from_config {
+            Some(c) => Some(c),
+            None => match client.certificate(&key.label) {
+                Ok(Some(bytes)) => match Certificate::from_any(&bytes) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        log::warn!("certificate of key '{}' is unreadable: {e}", key.label);
+                        None
+                    }
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    log::debug!("no certificate for key '{}': {e}", key.label);
+                    None
+                }
+            },
+        }?;
+        if cert.public_key != key.public {
+            log::warn!(
+                "certificate for key '{}' holds a different public key; it is left out",
+                key.label
+            );
+            return None;
+        }
+        Some(Arc::new(CertObject {
+            handle,
+            label: key.label.clone(),
+            id: key.id.clone(),
+            cert,
+            category: 1,
+        }))
+    }
+
+    fn configured_chain(&self, label: &str) -> Option<Vec<Certificate>> {
+        let path = self.config.pkcs11.certificates.get(label)?;
+        let pem = match std::fs::read(path) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("certificate chain for '{label}' ({}): {e}", path.display());
+                return None;
+            }
+        };
+        match Certificate::chain_from_pem(&pem) {
+            Ok(c) if !c.is_empty() => Some(c),
+            Ok(_) => None,
+            Err(e) => {
+                log::warn!("certificate chain for '{label}' ({}): {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Authority certificates of the configured chains become `CKO_CERTIFICATE` objects of
+    /// category "authority" (read from local files: no network).
+    pub(super) fn load_configured_chains(&self) {
+        let mut chain = Vec::new();
+        let mut labels: Vec<&String> = self.config.pkcs11.certificates.keys().collect();
+        labels.sort();
+        for label in labels {
+            let Some(certs) = self.configured_chain(label) else {
+                continue;
+            };
+            for cert in certs.into_iter().skip(1) {
+                let label = format!("{label} CA {}", chain.len() + 1);
+                chain.push(Arc::new(CertObject {
+                    handle: ObjectStore::next_chain_handle(chain.len()),
+                    id: label.as_bytes().to_vec(),
+                    label,
+                    cert,
+                    category: 2,
+                }));
+            }
+        }
+        self.objects.set_chain(chain);
+    }
+
+    /// Every key that can sign, fetching missing attributes in parallel.
+    pub(super) fn all_keys(&self) -> Result<Vec<Arc<KeyObject>>> {
+        let labels = self.key_labels()?;
+        let workers = if self.may_spawn_threads {
+            PARALLEL_FETCHES
+        } else {
+            1
+        };
+        let mut keys = Vec::new();
+        for chunk in labels.chunks(workers) {
+            let results: Vec<Result<Option<Arc<KeyObject>>>> = if chunk.len() == 1 {
+                vec![self.load_key(&chunk[0])]
+            } else {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = chunk
+                        .iter()
+                        .map(|l| s.spawn(move || self.load_key(l)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(Error::new(CKR_GENERAL_ERROR, "key fetch panicked"))
+                            })
+                        })
+                        .collect()
+                })
+            };
+            for r in results {
+                if let Some(k) = r? {
+                    keys.push(k);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The objects a search template may match, fetching as little as possible.
+    pub(super) fn candidates(
+        &self,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<Vec<ObjectRef>> {
+        let find = |t: CK_ATTRIBUTE_TYPE| template.iter().find(|(a, _)| *a == t).map(|(_, v)| v);
+        let class = find(CKA_CLASS).and_then(|v| v.as_slice().try_into().ok().map(CK_ULONG::from_ne_bytes));
+        let mut objects = Vec::new();
+        let chain = self.objects.chain();
+        if class.is_none() || class == Some(CKO_CERTIFICATE) {
+            objects.extend(chain.iter().cloned().map(ObjectRef::Certificate));
+        }
+        if let Some(label) = find(CKA_LABEL) {
+            if let Ok(label) = std::str::from_utf8(label) {
+                if self.load_key(label)?.is_some() {
+                    objects.extend(self.objects.objects_of(label));
+                }
+            }
+            return Ok(objects);
+        }
+        if let Some(id) = find(CKA_ID) {
+            // IDs are usually the label's bytes: try that key first.
+            if let Ok(label) = std::str::from_utf8(id) {
+                if let Some(k) = self.load_key(label)? {
+                    if &k.id == id {
+                        objects.extend(self.objects.objects_of(label));
+                        return Ok(objects);
+                    }
+                }
+            }
+        }
+        for key in self.all_keys()? {
+            objects.extend(self.objects.objects_of(&key.label));
+        }
+        Ok(objects)
+    }
+
+    /// `pinIs: keyPassword`: the PIN must open a password-protected key
+    /// (`POST /v1/key/attributes`, error 620 on mismatch).
+    pub(super) fn check_key_password(&self, client: &TsbClient, pin: &Secret) -> Result<()> {
+        let labels = self.key_labels()?;
+        for label in labels.iter().filter(|l| !self.config.pkcs11.key_passwords.contains_key(*l)) {
+            match client.key_attributes(label, None) {
+                Ok(_) => continue,
+                Err(e) if e.tsb_code() == Some(620) => {
+                    return match client.key_attributes(label, Some(pin)) {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(map_tsb_error(&e, CredentialContext::Pin)),
+                    };
+                }
+                Err(e) if e.tsb_code() == Some(650) => continue,
+                Err(e) => return Err(map_tsb_error(&e, CredentialContext::Configured)),
+            }
+        }
+        log::info!("pinIs keyPassword: no password-protected key found to check the PIN against");
+        Ok(())
+    }
+}

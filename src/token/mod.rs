@@ -1,0 +1,421 @@
+//! The PKCS#11 core: one slot holding one token whose objects are the TSB's keys. It knows
+//! PKCS#11 semantics but no raw pointers; the FFI layer converts, and tests call it directly.
+
+pub mod approval;
+pub mod attributes;
+pub mod mechanisms;
+pub mod metadata;
+pub mod objects;
+pub mod operations;
+pub mod session;
+
+mod keys;
+mod signing;
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, PinIs, Secret};
+use crate::error::{map_tsb_error, CredentialContext, Error, Result};
+use crate::tsb::TsbClient;
+use attributes::AttrValue;
+use objects::ObjectStore;
+use operations::FindOp;
+use session::{CancelReason, SessionTable, Surrender};
+
+pub use mechanisms::{MechParams, Mechanism};
+
+/// The one slot's ID.
+pub const SLOT_ID: CK_SLOT_ID = 0;
+
+/// Text fields of the slot and token, blank-padded by the FFI layer.
+pub const MANUFACTURER: &str = "Securosys TSB via tsb-pkcs11";
+pub const MODEL: &str = "TSB REST";
+
+/// What `C_Sign`/`C_SignFinal` produced: the length (size query) or the signature.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignOutput {
+    Length(usize),
+    Signature(Vec<u8>),
+}
+
+/// Login state (PKCS#11 v2.40 §6.7: login is per token, shared by all sessions).
+#[derive(Default)]
+struct Login {
+    logged_in: bool,
+    /// With `pinIs: keyPassword`, the PIN is the password of keys without a configured one.
+    key_password: Option<Secret>,
+    /// With `pinIs: token` / `apiKey`, re-applied when a forked child rebuilds its client.
+    bearer: Option<Secret>,
+    operation_key: Option<Secret>,
+}
+
+/// The HTTP client of the current process. A child after `fork()` must not touch its parent's
+/// connections, so a change of pid builds a fresh client (and leaks the parent's copy).
+struct ClientCell {
+    pid: u32,
+    client: Arc<TsbClient>,
+}
+
+pub struct Token {
+    config: Arc<Config>,
+    client: Mutex<ClientCell>,
+    objects: ObjectStore,
+    sessions: SessionTable,
+    login: Mutex<Login>,
+    serial: String,
+    /// False when the application forbade creating threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`).
+    may_spawn_threads: bool,
+}
+
+impl Token {
+    /// Builds the token from a configuration. No network I/O (PKCS#11 `C_Initialize` must not
+    /// block on a remote service).
+    pub fn new(config: Config, may_spawn_threads: bool) -> Result<Token> {
+        let client = TsbClient::new(&config).map_err(|e| {
+            Error::new(
+                CKR_GENERAL_ERROR,
+                format!("config {}: {e}", config.source),
+            )
+        })?;
+        let digest = Sha256::digest(config.rest_api.as_bytes());
+        let serial: String = digest[..8].iter().map(|b| format!("{b:02X}")).collect();
+        let token = Token {
+            objects: ObjectStore::new(config.pkcs11.cache_ttl),
+            config: Arc::new(config),
+            client: Mutex::new(ClientCell {
+                pid: std::process::id(),
+                client: Arc::new(client),
+            }),
+            sessions: SessionTable::default(),
+            login: Mutex::new(Login::default()),
+            serial,
+            may_spawn_threads,
+        };
+        token.load_configured_chains();
+        Ok(token)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The TSB client for this process (rebuilt after a fork).
+    pub fn client(&self) -> Result<Arc<TsbClient>> {
+        let pid = std::process::id();
+        let mut cell = self.client.lock();
+        if cell.pid != pid {
+            let fresh = TsbClient::new(&self.config)
+                .map_err(|e| map_tsb_error(&e, CredentialContext::Configured))?;
+            let login = self.login.lock();
+            fresh.set_login_bearer(login.bearer.clone());
+            fresh.set_login_operation_key(login.operation_key.clone());
+            drop(login);
+            let parent = std::mem::replace(&mut cell.client, Arc::new(fresh));
+            // The parent's pooled connections are shared sockets: never use or close them here.
+            std::mem::forget(parent);
+            cell.pid = pid;
+            log::debug!("new process {pid} after fork: fresh TSB client");
+        }
+        Ok(cell.client.clone())
+    }
+
+    /// Ends every session; threads waiting in them return promptly (`C_Finalize`).
+    pub fn finalize(&self) {
+        self.sessions.close_all(CancelReason::Finalized);
+    }
+
+    fn check_slot(slot: CK_SLOT_ID) -> Result<()> {
+        if slot == SLOT_ID {
+            Ok(())
+        } else {
+            Err(Error::rv(CKR_SLOT_ID_INVALID))
+        }
+    }
+
+    // ----- slot and token (PKCS#11 v2.40 §5.5) -----
+
+    pub fn slot_description(&self) -> String {
+        format!("Securosys TSB at {}", self.config.rest_api)
+    }
+
+    pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_FLAGS> {
+        Self::check_slot(slot)?;
+        Ok(CKF_TOKEN_PRESENT)
+    }
+
+    pub fn token_label(&self) -> &str {
+        &self.config.pkcs11.token_label
+    }
+
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+
+    /// Token flags and session counts for `C_GetTokenInfo`: (flags, sessions, rw sessions).
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<(CK_FLAGS, usize, usize)> {
+        Self::check_slot(slot)?;
+        let mut flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_WRITE_PROTECTED;
+        if self.config.pkcs11.pin_is != PinIs::None {
+            flags |= CKF_LOGIN_REQUIRED;
+        }
+        let (all, rw) = self.sessions.count();
+        Ok((flags, all, rw))
+    }
+
+    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<&'static [CK_MECHANISM_TYPE]> {
+        Self::check_slot(slot)?;
+        Ok(mechanisms::SUPPORTED)
+    }
+
+    pub fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        mechanism: CK_MECHANISM_TYPE,
+    ) -> Result<CK_MECHANISM_INFO> {
+        Self::check_slot(slot)?;
+        mechanisms::mechanism_info(mechanism).ok_or_else(|| Error::rv(CKR_MECHANISM_INVALID))
+    }
+
+    // ----- sessions (§5.6) -----
+
+    pub fn open_session(
+        &self,
+        slot: CK_SLOT_ID,
+        flags: CK_FLAGS,
+        surrender: Option<Surrender>,
+    ) -> Result<CK_SESSION_HANDLE> {
+        Self::check_slot(slot)?;
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return Err(Error::rv(CKR_SESSION_PARALLEL_NOT_SUPPORTED));
+        }
+        if flags & CKF_RW_SESSION != 0 {
+            return Err(Error::new(
+                CKR_TOKEN_WRITE_PROTECTED,
+                "the token is write-protected: open a read-only session",
+            ));
+        }
+        Ok(self.sessions.open(false, surrender))
+    }
+
+    pub fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        self.sessions.close(session)
+    }
+
+    pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
+        Self::check_slot(slot)?;
+        self.sessions.close_all(CancelReason::SessionClosed);
+        Ok(())
+    }
+
+    /// `C_GetSessionInfo`: (state, flags).
+    pub fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<(CK_STATE, CK_FLAGS)> {
+        let s = self.sessions.get(session)?;
+        let user = self.login.lock().logged_in;
+        let state = match (s.read_write, user) {
+            (false, false) => CKS_RO_PUBLIC_SESSION,
+            (false, true) => CKS_RO_USER_FUNCTIONS,
+            (true, false) => CKS_RW_PUBLIC_SESSION,
+            (true, true) => CKS_RW_USER_FUNCTIONS,
+        };
+        let mut flags = CKF_SERIAL_SESSION;
+        if s.read_write {
+            flags |= CKF_RW_SESSION;
+        }
+        Ok((state, flags))
+    }
+
+    /// `C_SessionCancel` (PKCS#11 3.0 §5.6): ends the session's operations named by `flags`;
+    /// a thread waiting for approvals in `C_Sign` returns `CKR_FUNCTION_CANCELED` promptly.
+    pub fn session_cancel(&self, session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        if flags & (CKF_SIGN | CKF_VERIFY | CKF_FIND_OBJECTS) == 0 {
+            return Ok(());
+        }
+        match s.ops.try_lock() {
+            Some(mut ops) => {
+                if flags & CKF_SIGN != 0 {
+                    ops.sign = None;
+                }
+                if flags & CKF_VERIFY != 0 {
+                    ops.verify = None;
+                }
+                if flags & CKF_FIND_OBJECTS != 0 {
+                    ops.find = None;
+                }
+            }
+            // A call is running in the session: wake it; it cancels and ends its operation.
+            None => s.cancel.trigger(CancelReason::Cancelled),
+        }
+        Ok(())
+    }
+
+    // ----- login (§5.7) -----
+
+    fn credential_context(&self) -> CredentialContext {
+        match self.config.pkcs11.pin_is {
+            PinIs::Token | PinIs::ApiKey => CredentialContext::Pin,
+            _ => CredentialContext::Configured,
+        }
+    }
+
+    pub fn login(&self, session: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+        self.sessions.get(session)?;
+        match user {
+            CKU_USER => {}
+            CKU_CONTEXT_SPECIFIC => {
+                return if self.login.lock().logged_in {
+                    Ok(())
+                } else {
+                    Err(Error::rv(CKR_USER_NOT_LOGGED_IN))
+                };
+            }
+            CKU_SO => {
+                return Err(Error::new(
+                    CKR_USER_TYPE_INVALID,
+                    "this token has no security officer",
+                ))
+            }
+            _ => return Err(Error::rv(CKR_USER_TYPE_INVALID)),
+        }
+        if self.login.lock().logged_in {
+            return Err(Error::rv(CKR_USER_ALREADY_LOGGED_IN));
+        }
+        let pin = std::str::from_utf8(pin)
+            .map_err(|_| Error::new(CKR_PIN_INCORRECT, "the PIN is not UTF-8"))?;
+        let secret = Secret::new(pin.to_string());
+        let mut state = Login {
+            logged_in: true,
+            ..Login::default()
+        };
+        let client = self.client()?;
+        match self.config.pkcs11.pin_is {
+            PinIs::None => {}
+            PinIs::Token => {
+                client
+                    .check_bearer(&secret)
+                    .map_err(|e| map_tsb_error(&e, CredentialContext::Pin))?;
+                client.set_login_bearer(Some(secret.clone()));
+                state.bearer = Some(secret);
+            }
+            PinIs::ApiKey => {
+                client
+                    .check_operation_api_key(&secret)
+                    .map_err(|e| map_tsb_error(&e, CredentialContext::Pin))?;
+                client.set_login_operation_key(Some(secret.clone()));
+                state.operation_key = Some(secret);
+            }
+            PinIs::KeyPassword => {
+                self.check_key_password(&client, &secret)?;
+                state.key_password = Some(secret);
+            }
+        }
+        *self.login.lock() = state;
+        Ok(())
+    }
+
+    pub fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        self.sessions.get(session)?;
+        let mut login = self.login.lock();
+        if !login.logged_in {
+            return Err(Error::rv(CKR_USER_NOT_LOGGED_IN));
+        }
+        *login = Login::default();
+        drop(login);
+        let client = self.client()?;
+        client.set_login_bearer(None);
+        client.set_login_operation_key(None);
+        Ok(())
+    }
+
+    /// True when private keys need a login to be seen and used.
+    fn private_objects(&self) -> bool {
+        self.config.pkcs11.pin_is != PinIs::None
+    }
+
+    fn user_may_use_private(&self) -> bool {
+        !self.private_objects() || self.login.lock().logged_in
+    }
+
+    // ----- objects (§5.8) -----
+
+    pub fn find_objects_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        if s.ops.lock().find.is_some() {
+            return Err(Error::rv(CKR_OPERATION_ACTIVE));
+        }
+        let candidates = self.candidates(template)?;
+        let private_ok = self.user_may_use_private();
+        let private_objects = self.private_objects();
+        let mut handles = Vec::new();
+        for obj in candidates {
+            if obj.class() == CKO_PRIVATE_KEY && !private_ok {
+                continue;
+            }
+            let matches = template.iter().all(|(t, v)| {
+                attributes::attribute(&obj, *t, private_objects) == AttrValue::Bytes(v.clone())
+            });
+            if matches && !handles.contains(&obj.handle()) {
+                handles.push(obj.handle());
+            }
+        }
+        let mut ops = s.ops.lock();
+        if ops.find.is_some() {
+            return Err(Error::rv(CKR_OPERATION_ACTIVE));
+        }
+        ops.find = Some(FindOp { handles, next: 0 });
+        Ok(())
+    }
+
+    pub fn find_objects(
+        &self,
+        session: CK_SESSION_HANDLE,
+        max: usize,
+    ) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let s = self.sessions.get(session)?;
+        let mut ops = s.ops.lock();
+        let find = ops
+            .find
+            .as_mut()
+            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        let end = (find.next + max).min(find.handles.len());
+        let out = find.handles[find.next..end].to_vec();
+        find.next = end;
+        Ok(out)
+    }
+
+    pub fn find_objects_final(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        let mut ops = s.ops.lock();
+        if ops.find.take().is_none() {
+            return Err(Error::rv(CKR_OPERATION_NOT_INITIALIZED));
+        }
+        Ok(())
+    }
+
+    /// `C_GetAttributeValue`: one answer per requested attribute.
+    pub fn attribute_values(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrValue>> {
+        self.sessions.get(session)?;
+        let obj = self.objects.lookup(object)?;
+        if obj.class() == CKO_PRIVATE_KEY && !self.user_may_use_private() {
+            return Err(Error::rv(CKR_OBJECT_HANDLE_INVALID));
+        }
+        let private_objects = self.private_objects();
+        Ok(types
+            .iter()
+            .map(|t| attributes::attribute(&obj, *t, private_objects))
+            .collect())
+    }
+}

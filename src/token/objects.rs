@@ -1,0 +1,365 @@
+//! Token objects (PKCS#11 v2.40 §4): for every TSB key that can sign, a private key and a public
+//! key object, plus certificates. Handles are derived from a per-label index that is assigned
+//! once and never reused, so they stay the same across key-list refreshes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cryptoki_sys::*;
+use parking_lot::RwLock;
+
+use crate::config::Secret;
+use crate::crypto::{Certificate, PublicKey};
+use crate::error::{Error, Result};
+use crate::tsb::KeyAttributes;
+
+/// A TSB key as the token shows it.
+#[derive(Debug)]
+pub struct KeyObject {
+    pub label: String,
+    /// `CKA_ID`: the TSB's `id` when it has one (so Securosys' own provider agrees), else the
+    /// label's bytes. The same on the key's private, public and certificate objects.
+    pub id: Vec<u8>,
+    pub key_type: CK_KEY_TYPE,
+    pub public: PublicKey,
+    pub needs_approval: bool,
+    pub blocked: bool,
+    pub sensitive: bool,
+    pub always_sensitive: bool,
+    pub extractable: bool,
+    pub never_extractable: bool,
+    /// Who must approve, in words, for log lines.
+    pub approvers: String,
+    /// Index-derived base of the object handles.
+    pub base: CK_OBJECT_HANDLE,
+    pub password: Option<Secret>,
+}
+
+/// A certificate object: a key's own certificate, or an authority certificate of a chain.
+#[derive(Debug)]
+pub struct CertObject {
+    pub handle: CK_OBJECT_HANDLE,
+    pub label: String,
+    pub id: Vec<u8>,
+    pub cert: Certificate,
+    /// `CKA_CERTIFICATE_CATEGORY`: 1 token user, 2 authority.
+    pub category: CK_ULONG,
+}
+
+/// Which of a key's objects a handle names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPart {
+    Private,
+    Public,
+}
+
+#[derive(Clone, Debug)]
+pub enum ObjectRef {
+    Key(Arc<KeyObject>, KeyPart),
+    Certificate(Arc<CertObject>),
+}
+
+impl ObjectRef {
+    pub fn handle(&self) -> CK_OBJECT_HANDLE {
+        match self {
+            ObjectRef::Key(k, KeyPart::Private) => k.base | PRIVATE,
+            ObjectRef::Key(k, KeyPart::Public) => k.base | PUBLIC,
+            ObjectRef::Certificate(c) => c.handle,
+        }
+    }
+
+    pub fn class(&self) -> CK_OBJECT_CLASS {
+        match self {
+            ObjectRef::Key(_, KeyPart::Private) => CKO_PRIVATE_KEY,
+            ObjectRef::Key(_, KeyPart::Public) => CKO_PUBLIC_KEY,
+            ObjectRef::Certificate(_) => CKO_CERTIFICATE,
+        }
+    }
+}
+
+const PRIVATE: CK_OBJECT_HANDLE = 1;
+const PUBLIC: CK_OBJECT_HANDLE = 2;
+const CERT: CK_OBJECT_HANDLE = 3;
+const SHIFT: u32 = 2;
+
+/// Why a key is not shown (for the debug log).
+#[derive(Clone, Debug)]
+pub enum Skipped {
+    CannotSign(String),
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    /// Known by label, attributes not fetched yet.
+    Unknown,
+    Loaded {
+        key: Arc<KeyObject>,
+        cert: Option<Arc<CertObject>>,
+        at: Instant,
+    },
+    /// Listed, but it cannot sign (or its attributes could not be read).
+    Skipped { at: Instant },
+    /// No longer on the TSB.
+    Gone,
+}
+
+#[derive(Default)]
+struct Inner {
+    labels: Vec<String>,
+    entries: Vec<Entry>,
+    by_label: HashMap<String, usize>,
+    list: Option<(Instant, Vec<String>)>,
+    chain: Vec<Arc<CertObject>>,
+}
+
+/// The object cache. Its lock is never held across network I/O: callers fetch first, then
+/// store the result.
+pub struct ObjectStore {
+    inner: RwLock<Inner>,
+    ttl: Duration,
+}
+
+/// Handles of authority certificates from the configured chains live above this value.
+const CHAIN_BASE: CK_OBJECT_HANDLE = 0x4000_0000;
+
+impl ObjectStore {
+    pub fn new(ttl: Duration) -> ObjectStore {
+        ObjectStore {
+            inner: RwLock::new(Inner::default()),
+            ttl,
+        }
+    }
+
+    /// The handle base of a label, assigned on first sight and kept for the token's life.
+    pub fn base_of(&self, label: &str) -> CK_OBJECT_HANDLE {
+        if let Some(i) = self.inner.read().by_label.get(label) {
+            return ((*i as CK_OBJECT_HANDLE) + 1) << SHIFT;
+        }
+        let mut inner = self.inner.write();
+        let i = match inner.by_label.get(label) {
+            Some(i) => *i,
+            None => {
+                let i = inner.labels.len();
+                inner.labels.push(label.to_string());
+                inner.entries.push(Entry::Unknown);
+                inner.by_label.insert(label.to_string(), i);
+                i
+            }
+        };
+        ((i as CK_OBJECT_HANDLE) + 1) << SHIFT
+    }
+
+    fn index_of(handle: CK_OBJECT_HANDLE) -> Option<usize> {
+        (handle >> SHIFT).checked_sub(1).map(|i| i as usize)
+    }
+
+    /// The cached key list, if fresh.
+    pub fn fresh_list(&self) -> Option<Vec<String>> {
+        let inner = self.inner.read();
+        match &inner.list {
+            Some((at, labels)) if at.elapsed() < self.ttl => Some(labels.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stores a fetched key list; keys no longer listed become invalid handles.
+    pub fn store_list(&self, labels: Vec<String>) {
+        for l in &labels {
+            self.base_of(l);
+        }
+        let mut inner = self.inner.write();
+        let listed: std::collections::HashSet<&String> = labels.iter().collect();
+        let gone: Vec<usize> = inner
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !listed.contains(l))
+            .map(|(i, _)| i)
+            .collect();
+        for i in gone {
+            if !matches!(inner.entries[i], Entry::Gone) {
+                log::info!("key '{}' is no longer on the TSB", inner.labels[i]);
+            }
+            inner.entries[i] = Entry::Gone;
+        }
+        inner.list = Some((Instant::now(), labels));
+    }
+
+    /// Forgets the cached list, so the next query fetches it again.
+    pub fn invalidate_list(&self) {
+        self.inner.write().list = None;
+    }
+
+    /// A key whose attributes were fetched within the cache lifetime: `Some(Some(key))`, or
+    /// `Some(None)` when it is known to be skipped or gone; `None` when it must be fetched.
+    pub fn fresh_key(&self, label: &str) -> Option<Option<Arc<KeyObject>>> {
+        let inner = self.inner.read();
+        let i = *inner.by_label.get(label)?;
+        match &inner.entries[i] {
+            Entry::Loaded { key, at, .. } if at.elapsed() < self.ttl => Some(Some(key.clone())),
+            Entry::Skipped { at } if at.elapsed() < self.ttl => Some(None),
+            _ => None,
+        }
+    }
+
+    pub fn store_key(&self, key: KeyObject, cert: Option<Arc<CertObject>>) -> Arc<KeyObject> {
+        let key = Arc::new(key);
+        let i = Self::index_of(key.base).expect("valid base");
+        self.inner.write().entries[i] = Entry::Loaded {
+            key: key.clone(),
+            cert,
+            at: Instant::now(),
+        };
+        key
+    }
+
+    pub fn store_skipped(&self, label: &str) {
+        let base = self.base_of(label);
+        let i = Self::index_of(base).expect("valid base");
+        self.inner.write().entries[i] = Entry::Skipped { at: Instant::now() };
+    }
+
+    pub fn store_gone(&self, label: &str) {
+        let base = self.base_of(label);
+        let i = Self::index_of(base).expect("valid base");
+        let mut inner = self.inner.write();
+        inner.entries[i] = Entry::Gone;
+        if let Some((_, labels)) = inner.list.as_mut() {
+            labels.retain(|l| l != label);
+        }
+    }
+
+    pub fn set_chain(&self, chain: Vec<Arc<CertObject>>) {
+        self.inner.write().chain = chain;
+    }
+
+    pub fn chain(&self) -> Vec<Arc<CertObject>> {
+        self.inner.read().chain.clone()
+    }
+
+    pub fn next_chain_handle(index: usize) -> CK_OBJECT_HANDLE {
+        CHAIN_BASE + index as CK_OBJECT_HANDLE
+    }
+
+    /// The handle of a key's certificate object.
+    pub fn cert_handle(base: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+        base | CERT
+    }
+
+    /// The objects of a loaded key: private, public and (when it has one) certificate.
+    pub fn objects_of(&self, label: &str) -> Vec<ObjectRef> {
+        let inner = self.inner.read();
+        let Some(i) = inner.by_label.get(label) else {
+            return Vec::new();
+        };
+        match &inner.entries[*i] {
+            Entry::Loaded { key, cert, .. } => {
+                let mut v = vec![
+                    ObjectRef::Key(key.clone(), KeyPart::Private),
+                    ObjectRef::Key(key.clone(), KeyPart::Public),
+                ];
+                if let Some(c) = cert {
+                    v.push(ObjectRef::Certificate(c.clone()));
+                }
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Resolves a handle. A key removed from the TSB gives `CKR_OBJECT_HANDLE_INVALID`.
+    pub fn lookup(&self, handle: CK_OBJECT_HANDLE) -> Result<ObjectRef> {
+        let invalid = || Error::rv(CKR_OBJECT_HANDLE_INVALID);
+        let inner = self.inner.read();
+        if handle >= CHAIN_BASE {
+            return inner
+                .chain
+                .iter()
+                .find(|c| c.handle == handle)
+                .map(|c| ObjectRef::Certificate(c.clone()))
+                .ok_or_else(invalid);
+        }
+        let i = Self::index_of(handle).ok_or_else(invalid)?;
+        let Some(Entry::Loaded { key, cert, .. }) = inner.entries.get(i) else {
+            return Err(invalid());
+        };
+        match handle & ((1 << SHIFT) - 1) {
+            PRIVATE => Ok(ObjectRef::Key(key.clone(), KeyPart::Private)),
+            PUBLIC => Ok(ObjectRef::Key(key.clone(), KeyPart::Public)),
+            CERT => cert
+                .as_ref()
+                .map(|c| ObjectRef::Certificate(c.clone()))
+                .ok_or_else(invalid),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+/// Builds a key object from the TSB's attributes; `Err(reason)` when it cannot sign here.
+pub fn key_from_attributes(
+    attrs: &KeyAttributes,
+    base: CK_OBJECT_HANDLE,
+    password: Option<Secret>,
+) -> std::result::Result<KeyObject, Skipped> {
+    let skip = |why: String| Err(Skipped::CannotSign(why));
+    if !attrs.flags.sign {
+        return skip("its sign attribute is false".into());
+    }
+    let Some(pk) = attrs.public_key.as_deref() else {
+        return skip(format!("it has no public key (algorithm {})", attrs.algorithm));
+    };
+    let public = match PublicKey::from_spki(pk) {
+        Ok(p) => p,
+        Err(e) => return skip(format!("its public key is not supported: {e}")),
+    };
+    let key_type = match &public {
+        PublicKey::Rsa { .. } => CKK_RSA,
+        PublicKey::Ec { .. } => CKK_EC,
+        PublicKey::Ed25519 { .. } => CKK_EC_EDWARDS,
+    };
+    if attrs.blocked() {
+        log::debug!("key '{}' is blocked: signing is refused", attrs.label);
+    }
+    let id = match attrs.id.as_deref() {
+        Some(id) if !id.is_empty() => id.as_bytes().to_vec(),
+        _ => attrs.label.as_bytes().to_vec(),
+    };
+    Ok(KeyObject {
+        label: attrs.label.clone(),
+        id,
+        key_type,
+        public,
+        needs_approval: attrs.needs_approval(),
+        blocked: attrs.blocked(),
+        sensitive: attrs.flags.sensitive,
+        always_sensitive: attrs.flags.always_sensitive,
+        extractable: attrs.flags.extractable,
+        never_extractable: attrs.flags.never_extractable,
+        approvers: approvers_summary(attrs),
+        base,
+        password,
+    })
+}
+
+/// "group A: 2 of alice, bob, carol; group B: 1 of dave" for log lines.
+fn approvers_summary(attrs: &KeyAttributes) -> String {
+    let Some(policy) = attrs.policy.as_ref() else {
+        return String::new();
+    };
+    let mut tokens = Vec::new();
+    for t in &policy.rule_use.tokens {
+        let groups: Vec<String> = t
+            .groups
+            .iter()
+            .map(|g| {
+                let names: Vec<&str> = g.approvals.iter().map(|a| a.name.as_str()).collect();
+                format!("{}: {} of {}", g.name, g.quorum, names.join(", "))
+            })
+            .collect();
+        if !groups.is_empty() {
+            tokens.push(groups.join("; "));
+        }
+    }
+    tokens.join(" | or | ")
+}

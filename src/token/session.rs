@@ -1,0 +1,162 @@
+//! Sessions (PKCS#11 v2.40 §5.6): a table of handles to per-session state. Each session has
+//! its own lock, so a slow or waiting operation in one session never blocks another, and a
+//! cancellation signal that other threads can raise without taking that lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cryptoki_sys::*;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::operations::{FindOp, SignOp, VerifyOp};
+use crate::error::{Error, Result};
+
+/// Why a waiting operation was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// `C_SessionCancel` (PKCS#11 3.0 §5.6) or the application's `Notify` callback.
+    Cancelled,
+    /// `C_CloseSession` / `C_CloseAllSessions` from another thread.
+    SessionClosed,
+    /// `C_Finalize` from another thread.
+    Finalized,
+}
+
+impl CancelReason {
+    /// The return value of the interrupted call.
+    pub fn error(self) -> Error {
+        match self {
+            CancelReason::Cancelled => {
+                Error::new(CKR_FUNCTION_CANCELED, "the operation was cancelled")
+            }
+            CancelReason::SessionClosed => {
+                Error::new(CKR_SESSION_CLOSED, "the session was closed during the operation")
+            }
+            CancelReason::Finalized => Error::new(
+                CKR_CRYPTOKI_NOT_INITIALIZED,
+                "C_Finalize was called during the operation",
+            ),
+        }
+    }
+}
+
+/// A cancellation signal with a prompt wake-up for sleepers.
+#[derive(Default)]
+pub struct Cancel {
+    reason: Mutex<Option<CancelReason>>,
+    wake: Condvar,
+}
+
+impl Cancel {
+    /// Raises the signal. A session that is closed or finalized stays so.
+    pub fn trigger(&self, reason: CancelReason) {
+        let mut r = self.reason.lock();
+        if !matches!(
+            *r,
+            Some(CancelReason::SessionClosed | CancelReason::Finalized)
+        ) {
+            *r = Some(reason);
+        }
+        self.wake.notify_all();
+    }
+
+    pub fn check(&self) -> Option<CancelReason> {
+        *self.reason.lock()
+    }
+
+    /// Clears a `C_SessionCancel` left over from an earlier operation (a new operation starts).
+    pub fn reset(&self) {
+        let mut r = self.reason.lock();
+        if *r == Some(CancelReason::Cancelled) {
+            *r = None;
+        }
+    }
+
+    /// Sleeps up to `duration`, returning early with the reason when the signal is raised.
+    pub fn sleep(&self, duration: Duration) -> Option<CancelReason> {
+        let deadline = Instant::now() + duration;
+        let mut r = self.reason.lock();
+        while r.is_none() {
+            if self.wake.wait_until(&mut r, deadline).timed_out() {
+                break;
+            }
+        }
+        *r
+    }
+}
+
+/// The application's `Notify` callback (`C_OpenSession`), asked with `CKN_SURRENDER` at each
+/// poll of a long wait; returns true when the application wants to cancel (`CKR_CANCEL`).
+pub type Surrender = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// The active operations of a session (one of each kind at a time, PKCS#11 v2.40 §5.2).
+#[derive(Default)]
+pub struct Operations {
+    pub find: Option<FindOp>,
+    pub sign: Option<SignOp>,
+    pub verify: Option<VerifyOp>,
+}
+
+pub struct Session {
+    pub handle: CK_SESSION_HANDLE,
+    pub read_write: bool,
+    pub cancel: Cancel,
+    pub surrender: Option<Surrender>,
+    pub ops: Mutex<Operations>,
+}
+
+/// All open sessions. The table lock is held only to look up, insert or remove a handle.
+#[derive(Default)]
+pub struct SessionTable {
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
+    next: AtomicU64,
+}
+
+impl SessionTable {
+    pub fn open(&self, read_write: bool, surrender: Option<Surrender>) -> CK_SESSION_HANDLE {
+        let handle = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = Arc::new(Session {
+            handle,
+            read_write,
+            cancel: Cancel::default(),
+            surrender,
+            ops: Mutex::new(Operations::default()),
+        });
+        self.sessions.write().insert(handle, session);
+        handle
+    }
+
+    pub fn get(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+        self.sessions
+            .read()
+            .get(&handle)
+            .cloned()
+            .ok_or_else(|| Error::rv(CKR_SESSION_HANDLE_INVALID))
+    }
+
+    /// Removes a session; a thread still waiting in it is woken and ends with `CKR_SESSION_CLOSED`.
+    pub fn close(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        let session = self
+            .sessions
+            .write()
+            .remove(&handle)
+            .ok_or_else(|| Error::rv(CKR_SESSION_HANDLE_INVALID))?;
+        session.cancel.trigger(CancelReason::SessionClosed);
+        Ok(())
+    }
+
+    pub fn close_all(&self, reason: CancelReason) {
+        let all: Vec<_> = self.sessions.write().drain().map(|(_, s)| s).collect();
+        for s in all {
+            s.cancel.trigger(reason);
+        }
+    }
+
+    pub fn count(&self) -> (usize, usize) {
+        let map = self.sessions.read();
+        let rw = map.values().filter(|s| s.read_write).count();
+        (map.len(), rw)
+    }
+}

@@ -1,0 +1,315 @@
+//! Signing (PKCS#11 v2.40 §5.11) through the TSB, and verification (§5.13) done locally.
+//!
+//! The signature length is known from the key, so a size query and `CKR_BUFFER_TOO_SMALL` are
+//! answered before any network call and keep the operation active; a TSB request is made only
+//! when the caller's buffer can take the result, so an approval request is never filed twice.
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+
+use super::mechanisms::{single_part, DataSink, InputOwned, Mechanism, Plan};
+use super::objects::{KeyObject, KeyPart, ObjectRef};
+use super::operations::{SignOp, VerifyOp};
+use super::session::Session;
+use super::{approval, metadata, SignOutput, Token};
+use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
+use crate::error::{map_tsb_error, Error, Result};
+use crate::tsb::SignRequest;
+
+impl Token {
+    fn key_for(&self, handle: CK_OBJECT_HANDLE, part: KeyPart) -> Result<Arc<KeyObject>> {
+        let obj = self
+            .objects
+            .lookup(handle)
+            .map_err(|_| Error::rv(CKR_KEY_HANDLE_INVALID))?;
+        match obj {
+            ObjectRef::Key(k, p) if p == part => Ok(k),
+            ObjectRef::Key(..) => Err(Error::new(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                match part {
+                    KeyPart::Private => "sign with the private key object",
+                    KeyPart::Public => "verify with the public key object",
+                },
+            )),
+            ObjectRef::Certificate(_) => Err(Error::rv(CKR_KEY_HANDLE_INVALID)),
+        }
+    }
+
+    pub fn sign_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        let mut ops = s.ops.lock();
+        if ops.sign.is_some() {
+            return Err(Error::rv(CKR_OPERATION_ACTIVE));
+        }
+        let key = self.key_for(key, KeyPart::Private)?;
+        if !self.user_may_use_private() {
+            return Err(Error::rv(CKR_USER_NOT_LOGGED_IN));
+        }
+        if key.blocked {
+            return Err(Error::new(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!("key '{}' is blocked", key.label),
+            ));
+        }
+        let plan = Plan::new(mechanism, key.key_type)?;
+        s.cancel.reset();
+        ops.sign = Some(SignOp {
+            sink: DataSink::new(plan, &key.public),
+            key,
+            plan,
+            multi_part: false,
+        });
+        Ok(())
+    }
+
+    /// `C_Sign`. `capacity` is `None` for a size query (NULL signature pointer).
+    pub fn sign(
+        &self,
+        session: CK_SESSION_HANDLE,
+        data: &[u8],
+        capacity: Option<usize>,
+    ) -> Result<SignOutput> {
+        let s = self.sessions.get(session)?;
+        let mut ops = s.ops.lock();
+        let op = ops
+            .sign
+            .as_ref()
+            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        if op.multi_part {
+            ops.sign = None;
+            return Err(Error::new(
+                CKR_FUNCTION_FAILED,
+                "C_Sign after C_SignUpdate: finish with C_SignFinal",
+            ));
+        }
+        let needed = op.key.public.signature_len();
+        match capacity {
+            None => return Ok(SignOutput::Length(needed)),
+            Some(c) if c < needed => return Err(Error::buffer_too_small(needed)),
+            Some(_) => {}
+        }
+        let op = ops.sign.take().expect("checked above");
+        let input = single_part(op.plan, data);
+        self.produce(&s, &op, input).map(SignOutput::Signature)
+    }
+
+    pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        let mut ops = s.ops.lock();
+        let op = ops
+            .sign
+            .as_mut()
+            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        op.multi_part = true;
+        if let Err(e) = op.sink.update(data) {
+            ops.sign = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn sign_final(
+        &self,
+        session: CK_SESSION_HANDLE,
+        capacity: Option<usize>,
+    ) -> Result<SignOutput> {
+        let s = self.sessions.get(session)?;
+        let mut ops = s.ops.lock();
+        let op = ops
+            .sign
+            .as_ref()
+            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        let needed = op.key.public.signature_len();
+        match capacity {
+            None => return Ok(SignOutput::Length(needed)),
+            Some(c) if c < needed => return Err(Error::buffer_too_small(needed)),
+            Some(_) => {}
+        }
+        let mut op = ops.sign.take().expect("checked above");
+        let input = op.sink.finish();
+        self.produce(&s, &op, input).map(SignOutput::Signature)
+    }
+
+    /// Makes one signature: one TSB sign call (synchronous, or an approval request and its
+    /// wait), DER→r‖s for ECDSA, and a local check against the public key.
+    fn produce(&self, session: &Session, op: &SignOp, input: InputOwned) -> Result<Vec<u8>> {
+        let key = &op.key;
+        let prepared = op.plan.prepare(input.as_input(), &key.public)?;
+        let mut request = SignRequest {
+            key: key.label.clone(),
+            algorithm: prepared.algorithm.clone(),
+            payload: prepared.payload.clone(),
+            signature_type: None,
+            key_password: self.key_password(&key.label),
+            meta_data: None,
+            meta_data_signature: None,
+        };
+        let client = self.client()?;
+        let raw = if key.needs_approval {
+            self.sign_with_approval(session, key, &mut request)?
+        } else {
+            match client.sign_synchronous(&request) {
+                Ok(sig) => sig,
+                // The key gained an approval policy since its attributes were cached.
+                Err(e) if e.tsb_code() == Some(401) => {
+                    log::info!(
+                        "key '{}' needs approvals now: filing an approval request",
+                        key.label
+                    );
+                    self.objects.invalidate_list();
+                    self.sign_with_approval(session, key, &mut request)?
+                }
+                Err(e) => return Err(self.sign_error(&key.label, &e)),
+            }
+        };
+        let signature = match &key.public {
+            PublicKey::Ec { curve, .. } => {
+                let width = curve.field_bytes();
+                match ecdsa_der_to_raw(&raw, width) {
+                    Ok(s) => s,
+                    // Newer TSBs can answer r‖s already.
+                    Err(_) if raw.len() == 2 * width => raw,
+                    Err(e) => {
+                        log::error!("ECDSA signature from the TSB for '{}' is malformed: {e}", key.label);
+                        return Err(Error::new(CKR_DEVICE_ERROR, "malformed ECDSA signature"));
+                    }
+                }
+            }
+            _ => raw,
+        };
+        if signature.len() != key.public.signature_len() {
+            log::error!(
+                "signature from the TSB for '{}' has {} bytes, expected {}; not returned",
+                key.label,
+                signature.len(),
+                key.public.signature_len()
+            );
+            return Err(Error::new(CKR_DEVICE_ERROR, "signature of the wrong length"));
+        }
+        if self.config.pkcs11.verify_signatures {
+            if let Err(e) = verify(&key.public, &prepared.scheme, prepared.signed_data(), &signature)
+            {
+                log::error!(
+                    "signature from the TSB for key '{}' ({}) does not verify: {e}; not returned",
+                    key.label,
+                    prepared.algorithm
+                );
+                return Err(Error::new(CKR_DEVICE_ERROR, "the TSB's signature does not verify"));
+            }
+        }
+        Ok(signature)
+    }
+
+    fn sign_error(&self, label: &str, e: &crate::tsb::TsbError) -> Error {
+        if e.tsb_code() == Some(650) {
+            self.objects.store_gone(label);
+        }
+        map_tsb_error(e, self.credential_context())
+    }
+
+    fn sign_with_approval(
+        &self,
+        session: &Session,
+        key: &KeyObject,
+        request: &mut SignRequest,
+    ) -> Result<Vec<u8>> {
+        let (meta, meta_sig) = metadata::build(&self.config, &key.label, &request.algorithm);
+        request.meta_data = Some(meta);
+        request.meta_data_signature = meta_sig;
+        let client = self.client()?;
+        let id = client
+            .sign_asynchronous(request)
+            .map_err(|e| self.sign_error(&key.label, &e))?;
+        log::info!(
+            "approval request {id} filed for key '{}' ({}): waiting for approvals ({})",
+            key.label,
+            request.algorithm,
+            if key.approvers.is_empty() { "per policy" } else { &key.approvers }
+        );
+        approval::wait(&client, &id, &key.label, &self.config.pkcs11, session)
+    }
+
+    // ----- verification, local (§5.13) -----
+
+    pub fn verify_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        let mut ops = s.ops.lock();
+        if ops.verify.is_some() {
+            return Err(Error::rv(CKR_OPERATION_ACTIVE));
+        }
+        let key = self.key_for(key, KeyPart::Public)?;
+        let plan = Plan::new(mechanism, key.key_type)?;
+        ops.verify = Some(VerifyOp {
+            sink: DataSink::new(plan, &key.public),
+            key,
+            plan,
+            multi_part: false,
+        });
+        Ok(())
+    }
+
+    pub fn verify(&self, session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        let op = s
+            .ops
+            .lock()
+            .verify
+            .take()
+            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        if op.multi_part {
+            return Err(Error::new(
+                CKR_FUNCTION_FAILED,
+                "C_Verify after C_VerifyUpdate: finish with C_VerifyFinal",
+            ));
+        }
+        check_signature(&op, single_part(op.plan, data), signature)
+    }
+
+    pub fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        let mut ops = s.ops.lock();
+        let op = ops
+            .verify
+            .as_mut()
+            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        op.multi_part = true;
+        if let Err(e) = op.sink.update(data) {
+            ops.verify = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        let mut op = s
+            .ops
+            .lock()
+            .verify
+            .take()
+            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        let input = op.sink.finish();
+        check_signature(&op, input, signature)
+    }
+}
+
+fn check_signature(op: &VerifyOp, input: InputOwned, signature: &[u8]) -> Result<()> {
+    if signature.len() != op.key.public.signature_len() {
+        return Err(Error::rv(CKR_SIGNATURE_LEN_RANGE));
+    }
+    let prepared = op.plan.prepare(input.as_input(), &op.key.public)?;
+    verify(&op.key.public, &prepared.scheme, prepared.signed_data(), signature)
+        .map_err(|e| Error::new(CKR_SIGNATURE_INVALID, e.to_string()))
+}
+
