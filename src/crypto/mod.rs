@@ -1,0 +1,61 @@
+//! Pure cryptographic helpers for the PKCS#11 module.
+//!
+//! Everything here works on plain Rust types (no PKCS#11 structures, no I/O):
+//!
+//! * [`hash`]: SHA-1/SHA-2 digests and DER `DigestInfo` handling (RFC 8017 §9.2).
+//! * [`keys`]: named curves and public keys, SubjectPublicKeyInfo parsing and
+//!   encoding (RFC 5280 §4.1.2.7, RFC 3279, RFC 5480, RFC 8410) and the
+//!   PKCS#11 attribute encodings `CKA_EC_PARAMS` / `CKA_EC_POINT`
+//!   (PKCS#11 v2.40 Current Mechanisms §2.3.3).
+//! * [`der_sig`]: ECDSA signature conversion between DER `Ecdsa-Sig-Value`
+//!   (RFC 3279 §2.2.3) and the PKCS#11 raw `r || s` form (PKCS#11 v2.40
+//!   Current Mechanisms §2.3.1).
+//! * [`verify`]: signature verification for RSA PKCS#1 v1.5 / PSS
+//!   (RFC 8017 §8), ECDSA (ANSI X9.62 / FIPS 186-4) and Ed25519 (RFC 8032).
+//! * [`cert`]: X.509 certificate parsing for certificate objects (RFC 5280,
+//!   PKCS#11 v2.40 Base §4.6).
+//! * [`appkey`]: application-key signature of TSB request metadata.
+//! * [`encoding`]: DER / PEM (RFC 7468) / base64 input detection.
+
+pub mod appkey;
+pub mod cert;
+pub mod der_sig;
+pub mod encoding;
+pub mod hash;
+pub mod keys;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+pub use appkey::{sign_metadata, sign_metadata_base64, AppKey};
+pub use cert::Certificate;
+pub use der_sig::{ecdsa_der_to_raw, ecdsa_raw_to_der};
+pub use hash::{digest_info, parse_digest_info, HashAlg, Hasher};
+pub use keys::{Curve, PublicKey};
+pub use verify::{verify, Scheme, SignedData};
+
+/// Error of the crypto layer. The message is a short, human readable reason
+/// and never contains key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptoError(pub String);
+
+impl CryptoError {
+    /// Build an error from anything printable.
+    pub fn new(msg: impl Into<String>) -> Self {
+        CryptoError(msg.into())
+    }
+}
+
+impl fmt::Display for CryptoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CryptoError {}
+
+/// Result type of the crypto layer.
+pub type CryptoResult<T> = Result<T, CryptoError>;

@@ -1,0 +1,665 @@
+//! Cross-checks against OpenSSL as an independent implementation.
+
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use openssl::bn::BigNumContext;
+use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::{Padding, Rsa};
+use openssl::sign::{RsaPssSaltlen, Signer};
+
+use super::*;
+
+fn rsa2048() -> &'static PKey<Private> {
+    static K: OnceLock<PKey<Private>> = OnceLock::new();
+    K.get_or_init(|| PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap())
+}
+
+fn rsa2048_other() -> &'static PKey<Private> {
+    static K: OnceLock<PKey<Private>> = OnceLock::new();
+    K.get_or_init(|| PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap())
+}
+
+fn md(h: HashAlg) -> MessageDigest {
+    match h {
+        HashAlg::Sha1 => MessageDigest::sha1(),
+        HashAlg::Sha224 => MessageDigest::sha224(),
+        HashAlg::Sha256 => MessageDigest::sha256(),
+        HashAlg::Sha384 => MessageDigest::sha384(),
+        HashAlg::Sha512 => MessageDigest::sha512(),
+    }
+}
+
+fn public_of(k: &PKey<Private>) -> PublicKey {
+    PublicKey::from_spki(&k.public_key_to_der().unwrap()).unwrap()
+}
+
+fn flip(sig: &[u8], bit: usize) -> Vec<u8> {
+    let mut s = sig.to_vec();
+    let i = bit / 8 % s.len();
+    s[i] ^= 1 << (bit % 8);
+    s
+}
+
+const MSG: &[u8] = b"The quick brown fox jumps over the lazy dog";
+
+// ---------------------------------------------------------------- hashes
+
+#[test]
+fn hashes_match_openssl() {
+    for h in HashAlg::ALL {
+        let d = h.digest(MSG);
+        assert_eq!(d.len(), h.output_len());
+        assert_eq!(d, openssl::hash::hash(md(h), MSG).unwrap().to_vec());
+        let mut inc = Hasher::new(h);
+        for chunk in MSG.chunks(7) {
+            inc.update(chunk);
+        }
+        assert_eq!(inc.alg(), h);
+        assert_eq!(inc.finalize(), d);
+        assert_eq!(HashAlg::from_output_len(h.output_len()), Some(h));
+        assert!(h.name().starts_with("SHA"));
+    }
+    assert_eq!(HashAlg::Sha256.name(), "SHA256");
+}
+
+#[test]
+fn digest_info_roundtrip() {
+    for h in HashAlg::ALL {
+        let d = h.digest(MSG);
+        let di = digest_info(h, &d);
+        assert_eq!(di.len(), h.digest_info_prefix().len() + h.output_len());
+        assert_eq!(parse_digest_info(&di), Some((h, &d[..])));
+        // the DER is self-consistent: outer length covers everything
+        assert_eq!(di[1] as usize + 2, di.len());
+        // without NULL parameters
+        let mut di2 = h.digest_info_prefix_no_null();
+        di2.extend_from_slice(&d);
+        assert_eq!(di2[1] as usize + 2, di2.len());
+        assert_eq!(parse_digest_info(&di2), Some((h, &d[..])));
+        // wrong lengths are rejected
+        assert_eq!(parse_digest_info(&di[..di.len() - 1]), None);
+        let mut longer = di.clone();
+        longer.push(0);
+        assert_eq!(parse_digest_info(&longer), None);
+    }
+    assert_eq!(parse_digest_info(&[0u8; 32]), None);
+    assert_eq!(parse_digest_info(&[]), None);
+}
+
+#[test]
+fn openssl_digest_info_parses() {
+    // OpenSSL builds the DigestInfo inside an RSA PKCS#1 v1.5 signature;
+    // recover it with the public key and parse it.
+    let k = rsa2048();
+    let rsa = k.rsa().unwrap();
+    for h in HashAlg::ALL {
+        let mut signer = Signer::new(md(h), k).unwrap();
+        signer.set_rsa_padding(Padding::PKCS1).unwrap();
+        let sig = signer.sign_oneshot_to_vec(MSG).unwrap();
+        let mut buf = vec![0u8; rsa.size() as usize];
+        let n = rsa.public_decrypt(&sig, &mut buf, Padding::PKCS1).unwrap();
+        let (alg, d) = parse_digest_info(&buf[..n]).expect("openssl DigestInfo");
+        assert_eq!(alg, h);
+        assert_eq!(d, h.digest(MSG));
+        assert_eq!(&buf[..n], &digest_info(h, &h.digest(MSG))[..]);
+    }
+}
+
+// ---------------------------------------------------------------- RSA
+
+#[test]
+fn rsa_pkcs1v15_openssl_signatures() {
+    let k = rsa2048();
+    let pk = public_of(k);
+    let other = public_of(rsa2048_other());
+    assert_eq!(pk.bits(), 2048);
+    assert_eq!(pk.signature_len(), 256);
+    for h in HashAlg::ALL {
+        let mut signer = Signer::new(md(h), k).unwrap();
+        signer.set_rsa_padding(Padding::PKCS1).unwrap();
+        let sig = signer.sign_oneshot_to_vec(MSG).unwrap();
+        let d = h.digest(MSG);
+        let s = Scheme::RsaPkcs1v15(h);
+        verify(&pk, &s, SignedData::Message(MSG), &sig).unwrap();
+        verify(&pk, &s, SignedData::Digest(&d), &sig).unwrap();
+        // raw CKM_RSA_PKCS over the DigestInfo
+        let di = digest_info(h, &d);
+        verify(&pk, &Scheme::RsaPkcs1v15Raw, SignedData::Message(&di), &sig).unwrap();
+        // rejections
+        for bit in [0, 7, 1000, 2047] {
+            assert!(verify(&pk, &s, SignedData::Message(MSG), &flip(&sig, bit)).is_err());
+        }
+        assert!(verify(&pk, &s, SignedData::Message(b"other"), &sig).is_err());
+        assert!(verify(&other, &s, SignedData::Message(MSG), &sig).is_err());
+        assert!(verify(&pk, &Scheme::RsaPss(h), SignedData::Message(MSG), &sig).is_err());
+        assert!(verify(&pk, &Scheme::RsaPkcs1v15Raw, SignedData::Message(&d), &sig).is_err());
+        let wrong_hash = if h == HashAlg::Sha256 {
+            HashAlg::Sha384
+        } else {
+            HashAlg::Sha256
+        };
+        assert!(verify(
+            &pk,
+            &Scheme::RsaPkcs1v15(wrong_hash),
+            SignedData::Message(MSG),
+            &sig
+        )
+        .is_err());
+        // digest of the wrong length
+        assert!(verify(&pk, &s, SignedData::Digest(&d[1..]), &sig).is_err());
+        // signature of the wrong length
+        assert!(verify(&pk, &s, SignedData::Message(MSG), &sig[1..]).is_err());
+        let mut longer = vec![0u8];
+        longer.extend_from_slice(&sig);
+        assert!(verify(&pk, &s, SignedData::Message(MSG), &longer).is_err());
+        // wrong key type for the scheme
+        assert!(verify(&pk, &Scheme::Ecdsa(h), SignedData::Message(MSG), &sig).is_err());
+        assert!(verify(&pk, &Scheme::Ed25519, SignedData::Message(MSG), &sig).is_err());
+    }
+}
+
+#[test]
+fn rsa_private_encrypt_of_handmade_digest_info() {
+    let k = rsa2048();
+    let rsa = k.rsa().unwrap();
+    let pk = public_of(k);
+    for h in HashAlg::ALL {
+        let d = h.digest(MSG);
+        let di = digest_info(h, &d);
+        let mut sig = vec![0u8; rsa.size() as usize];
+        let n = rsa.private_encrypt(&di, &mut sig, Padding::PKCS1).unwrap();
+        assert_eq!(n, 256);
+        verify(&pk, &Scheme::RsaPkcs1v15(h), SignedData::Digest(&d), &sig).unwrap();
+        verify(&pk, &Scheme::RsaPkcs1v15Raw, SignedData::Message(&di), &sig).unwrap();
+        verify(&pk, &Scheme::RsaPkcs1v15Raw, SignedData::Digest(&di), &sig).unwrap();
+        assert!(verify(&pk, &Scheme::RsaPkcs1v15Raw, SignedData::Message(&d), &sig).is_err());
+        // DigestInfo without NULL parameters is accepted by RsaPkcs1v15(h) too
+        let mut di2 = h.digest_info_prefix_no_null();
+        di2.extend_from_slice(&d);
+        let n = rsa.private_encrypt(&di2, &mut sig, Padding::PKCS1).unwrap();
+        assert_eq!(n, 256);
+        verify(&pk, &Scheme::RsaPkcs1v15(h), SignedData::Digest(&d), &sig).unwrap();
+    }
+    // arbitrary raw input, up to k - 11 bytes
+    let input = vec![0x5au8; 256 - 11];
+    let mut sig = vec![0u8; 256];
+    rsa.private_encrypt(&input, &mut sig, Padding::PKCS1)
+        .unwrap();
+    verify(
+        &pk,
+        &Scheme::RsaPkcs1v15Raw,
+        SignedData::Message(&input),
+        &sig,
+    )
+    .unwrap();
+    assert!(verify(
+        &pk,
+        &Scheme::RsaPkcs1v15Raw,
+        SignedData::Message(&input[1..]),
+        &sig
+    )
+    .is_err());
+    let too_long = vec![0x5au8; 256 - 10];
+    assert!(verify(
+        &pk,
+        &Scheme::RsaPkcs1v15Raw,
+        SignedData::Message(&too_long),
+        &sig
+    )
+    .is_err());
+}
+
+#[test]
+fn rsa_pss_openssl_signatures() {
+    let k = rsa2048();
+    let pk = public_of(k);
+    let other = public_of(rsa2048_other());
+    for h in HashAlg::ALL {
+        let mut signer = Signer::new(md(h), k).unwrap();
+        signer.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+        signer
+            .set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
+            .unwrap();
+        signer.set_rsa_mgf1_md(md(h)).unwrap();
+        let sig = signer.sign_oneshot_to_vec(MSG).unwrap();
+        let d = h.digest(MSG);
+        let s = Scheme::RsaPss(h);
+        verify(&pk, &s, SignedData::Message(MSG), &sig).unwrap();
+        verify(&pk, &s, SignedData::Digest(&d), &sig).unwrap();
+        verify(
+            &pk,
+            &Scheme::RsaPssSalt(h, h.output_len()),
+            SignedData::Digest(&d),
+            &sig,
+        )
+        .unwrap();
+        assert!(verify(&pk, &s, SignedData::Message(MSG), &flip(&sig, 77)).is_err());
+        assert!(verify(&pk, &s, SignedData::Digest(&d[1..]), &sig).is_err());
+        assert!(verify(&other, &s, SignedData::Message(MSG), &sig).is_err());
+        assert!(verify(&pk, &Scheme::RsaPkcs1v15(h), SignedData::Message(MSG), &sig).is_err());
+    }
+    // explicit salt length
+    let mut signer = Signer::new(MessageDigest::sha256(), k).unwrap();
+    signer.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+    signer
+        .set_rsa_pss_saltlen(RsaPssSaltlen::custom(0))
+        .unwrap();
+    signer.set_rsa_mgf1_md(MessageDigest::sha256()).unwrap();
+    let sig = signer.sign_oneshot_to_vec(MSG).unwrap();
+    verify(
+        &pk,
+        &Scheme::RsaPssSalt(HashAlg::Sha256, 0),
+        SignedData::Message(MSG),
+        &sig,
+    )
+    .unwrap();
+}
+
+#[test]
+fn rsa_4096() {
+    let k = PKey::from_rsa(Rsa::generate(4096).unwrap()).unwrap();
+    let pk = public_of(&k);
+    assert_eq!(pk.bits(), 4096);
+    assert_eq!(pk.signature_len(), 512);
+    let mut signer = Signer::new(MessageDigest::sha512(), &k).unwrap();
+    let sig = signer.sign_oneshot_to_vec(MSG).unwrap();
+    verify(
+        &pk,
+        &Scheme::RsaPkcs1v15(HashAlg::Sha512),
+        SignedData::Message(MSG),
+        &sig,
+    )
+    .unwrap();
+}
+
+// ---------------------------------------------------------------- ECDSA
+
+fn curve_nid(c: Curve) -> Nid {
+    match c {
+        Curve::P256 => Nid::X9_62_PRIME256V1,
+        Curve::P384 => Nid::SECP384R1,
+        Curve::P521 => Nid::SECP521R1,
+        Curve::Secp256k1 => Nid::SECP256K1,
+    }
+}
+
+fn ec_key(c: Curve) -> EcKey<Private> {
+    EcKey::generate(&EcGroup::from_curve_name(curve_nid(c)).unwrap()).unwrap()
+}
+
+fn ec_public(k: &EcKey<Private>) -> PublicKey {
+    public_of(&PKey::from_ec_key(k.clone()).unwrap())
+}
+
+/// Sign `digest` with OpenSSL (DER), convert with `ecdsa_der_to_raw`.
+fn ossl_ecdsa_raw(k: &EcKey<Private>, c: Curve, digest: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let der = EcdsaSig::sign(digest, k).unwrap().to_der().unwrap();
+    let raw = ecdsa_der_to_raw(&der, c.field_bytes()).unwrap();
+    (der, raw)
+}
+
+#[test]
+fn ecdsa_openssl_signatures_all_curves_and_hashes() {
+    for c in Curve::ALL {
+        let k = ec_key(c);
+        let pk = ec_public(&k);
+        let other = ec_public(&ec_key(c));
+        assert_eq!(pk.signature_len(), 2 * c.field_bytes());
+        assert_eq!(pk.bits(), c.order_bits());
+        for h in HashAlg::ALL {
+            let d = h.digest(MSG);
+            let (der, raw) = ossl_ecdsa_raw(&k, c, &d);
+            assert_eq!(raw.len(), 2 * c.field_bytes());
+            let s = Scheme::Ecdsa(h);
+            verify(&pk, &s, SignedData::Digest(&d), &raw).unwrap();
+            verify(&pk, &s, SignedData::Message(MSG), &raw).unwrap();
+            // DER round-trip is canonical
+            assert_eq!(ecdsa_raw_to_der(&raw).unwrap(), der);
+            // rejections
+            for bit in [0, 100, raw.len() * 8 - 1] {
+                assert!(verify(&pk, &s, SignedData::Digest(&d), &flip(&raw, bit)).is_err());
+            }
+            assert!(verify(&other, &s, SignedData::Digest(&d), &raw).is_err());
+            assert!(verify(&pk, &s, SignedData::Message(b"other"), &raw).is_err());
+            assert!(verify(&pk, &s, SignedData::Digest(&der), &der).is_err());
+            assert!(verify(&pk, &s, SignedData::Digest(&d), &raw[1..]).is_err());
+            assert!(verify(&pk, &Scheme::RsaPkcs1v15(h), SignedData::Digest(&d), &raw).is_err());
+            assert!(verify(&pk, &Scheme::Ed25519, SignedData::Message(MSG), &raw).is_err());
+        }
+        // OpenSSL's own message signing path (DER output) with the SHA-2 of the curve size
+        let h = match c {
+            Curve::P384 => HashAlg::Sha384,
+            Curve::P521 => HashAlg::Sha512,
+            _ => HashAlg::Sha256,
+        };
+        let pkey = PKey::from_ec_key(k.clone()).unwrap();
+        let der = Signer::new(md(h), &pkey)
+            .unwrap()
+            .sign_oneshot_to_vec(MSG)
+            .unwrap();
+        let raw = ecdsa_der_to_raw(&der, c.field_bytes()).unwrap();
+        verify(&pk, &Scheme::Ecdsa(h), SignedData::Message(MSG), &raw).unwrap();
+    }
+}
+
+#[test]
+fn ecdsa_p521_many_signatures_through_der_to_raw() {
+    // ~3/4 of P-521 DER signatures have a 65-byte r or s; all must convert
+    // (left padding) and verify.
+    let c = Curve::P521;
+    let k = ec_key(c);
+    let pk = ec_public(&k);
+    let mut short = 0;
+    for i in 0..200u32 {
+        let msg = i.to_be_bytes();
+        let d = HashAlg::Sha512.digest(&msg);
+        let (der, raw) = ossl_ecdsa_raw(&k, c, &d);
+        if der.len() < 2 + 3 + 2 * (2 + 66) {
+            short += 1;
+        }
+        verify(
+            &pk,
+            &Scheme::Ecdsa(HashAlg::Sha512),
+            SignedData::Digest(&d),
+            &raw,
+        )
+        .unwrap_or_else(|e| panic!("signature {i}: {e}"));
+        verify(
+            &pk,
+            &Scheme::Ecdsa(HashAlg::Sha512),
+            SignedData::Message(&msg),
+            &raw,
+        )
+        .unwrap();
+        assert_eq!(ecdsa_raw_to_der(&raw).unwrap(), der);
+    }
+    assert!(short > 50, "expected many short P-521 values, got {short}");
+}
+
+#[test]
+fn ecdsa_p256_many_signatures_through_der_to_raw() {
+    let c = Curve::P256;
+    let k = ec_key(c);
+    let pk = ec_public(&k);
+    for i in 0..200u32 {
+        let d = HashAlg::Sha256.digest(&i.to_be_bytes());
+        let (_, raw) = ossl_ecdsa_raw(&k, c, &d);
+        verify(
+            &pk,
+            &Scheme::Ecdsa(HashAlg::Sha256),
+            SignedData::Digest(&d),
+            &raw,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn ecdsa_odd_digest_lengths_match_openssl() {
+    // X9.62: longer digests are truncated to the order's bit length, shorter
+    // ones are used as integers. OpenSSL implements exactly that.
+    for c in Curve::ALL {
+        let k = ec_key(c);
+        let pk = ec_public(&k);
+        for len in [
+            1usize, 8, 15, 16, 20, 31, 32, 33, 47, 48, 64, 65, 66, 67, 100,
+        ] {
+            let d: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(37).wrapping_add(0xa5))
+                .collect();
+            let (_, raw) = ossl_ecdsa_raw(&k, c, &d);
+            verify(
+                &pk,
+                &Scheme::Ecdsa(HashAlg::Sha256),
+                SignedData::Digest(&d),
+                &raw,
+            )
+            .unwrap_or_else(|e| panic!("{c:?} digest len {len}: {e}"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Ed25519
+
+#[test]
+fn ed25519_openssl_signatures() {
+    let k = PKey::generate_ed25519().unwrap();
+    let pk = public_of(&k);
+    let other = public_of(&PKey::generate_ed25519().unwrap());
+    assert_eq!(pk.signature_len(), 64);
+    assert_eq!(pk.bits(), 256);
+    let sig = Signer::new_without_digest(&k)
+        .unwrap()
+        .sign_oneshot_to_vec(MSG)
+        .unwrap();
+    verify(&pk, &Scheme::Ed25519, SignedData::Message(MSG), &sig).unwrap();
+    assert!(verify(
+        &pk,
+        &Scheme::Ed25519,
+        SignedData::Message(MSG),
+        &flip(&sig, 3)
+    )
+    .is_err());
+    assert!(verify(
+        &pk,
+        &Scheme::Ed25519,
+        SignedData::Message(MSG),
+        &flip(&sig, 300)
+    )
+    .is_err());
+    assert!(verify(&pk, &Scheme::Ed25519, SignedData::Message(b"x"), &sig).is_err());
+    assert!(verify(&other, &Scheme::Ed25519, SignedData::Message(MSG), &sig).is_err());
+    assert!(verify(&pk, &Scheme::Ed25519, SignedData::Digest(MSG), &sig).is_err());
+    assert!(verify(&pk, &Scheme::Ed25519, SignedData::Message(MSG), &sig[..63]).is_err());
+    assert!(verify(
+        &pk,
+        &Scheme::Ecdsa(HashAlg::Sha256),
+        SignedData::Message(MSG),
+        &sig
+    )
+    .is_err());
+}
+
+// ---------------------------------------------------------------- SPKI
+
+fn all_forms(der: &[u8], pem: &[u8]) -> Vec<Vec<u8>> {
+    let b64 = STANDARD.encode(der);
+    let wrapped: String = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| format!("{}\n", std::str::from_utf8(c).unwrap()))
+        .collect();
+    vec![
+        der.to_vec(),
+        pem.to_vec(),
+        b64.clone().into_bytes(),
+        format!("  {b64}\r\n").into_bytes(),
+        wrapped.into_bytes(),
+    ]
+}
+
+#[test]
+fn spki_forms_and_reencoding() {
+    let rsa = rsa2048().clone();
+    let ed = PKey::generate_ed25519().unwrap();
+    let mut keys: Vec<PKey<Private>> = vec![rsa, ed];
+    for c in Curve::ALL {
+        keys.push(PKey::from_ec_key(ec_key(c)).unwrap());
+    }
+    for k in &keys {
+        let der = k.public_key_to_der().unwrap();
+        let pem = k.public_key_to_pem().unwrap();
+        let expected = PublicKey::from_spki(&der).unwrap();
+        for form in all_forms(&der, &pem) {
+            assert_eq!(PublicKey::from_spki(&form).unwrap(), expected);
+        }
+        // canonical re-encoding equals OpenSSL's
+        assert_eq!(expected.spki_der(), der);
+        assert_eq!(
+            PublicKey::from_spki_der(&expected.spki_der()).unwrap(),
+            expected
+        );
+    }
+}
+
+#[test]
+fn spki_rsa_fields() {
+    let k = rsa2048();
+    let rsa = k.rsa().unwrap();
+    match public_of(k) {
+        PublicKey::Rsa {
+            modulus,
+            exponent,
+            bits,
+        } => {
+            assert_eq!(modulus, rsa.n().to_vec());
+            assert_eq!(exponent, vec![1, 0, 1]);
+            assert_eq!(bits, 2048);
+            assert_ne!(modulus[0], 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(public_of(k).ec_params_der(), None);
+    assert_eq!(public_of(k).ec_point_der(), None);
+    // leading zeros are removed
+    let pk = PublicKey::rsa(&[0, 0, 0x80, 1], &[0, 3]).unwrap();
+    assert_eq!(
+        pk,
+        PublicKey::Rsa {
+            modulus: vec![0x80, 1],
+            exponent: vec![3],
+            bits: 16
+        }
+    );
+}
+
+#[test]
+fn spki_ec_fields_and_compressed_points() {
+    let mut ctx = BigNumContext::new().unwrap();
+    for c in Curve::ALL {
+        let k = ec_key(c);
+        let group = k.group();
+        let uncompressed = k
+            .public_key()
+            .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .unwrap();
+        let compressed = k
+            .public_key()
+            .to_bytes(group, PointConversionForm::COMPRESSED, &mut ctx)
+            .unwrap();
+        let pk = ec_public(&k);
+        assert_eq!(
+            pk,
+            PublicKey::Ec {
+                curve: c,
+                point: uncompressed.clone()
+            }
+        );
+        assert_eq!(uncompressed.len(), 1 + 2 * c.field_bytes());
+        // CKA_EC_PARAMS / CKA_EC_POINT
+        let params = pk.ec_params_der().unwrap();
+        assert_eq!(params, c.params_der());
+        assert_eq!(params[0], 0x06);
+        assert_eq!(Curve::from_params_der(&params), Some(c));
+        let point_der = pk.ec_point_der().unwrap();
+        assert_eq!(point_der[0], 0x04);
+        assert!(point_der.ends_with(&uncompressed));
+        assert_eq!(
+            PublicKey::from_ec_attributes(&params, &point_der).unwrap(),
+            pk
+        );
+        assert_eq!(
+            PublicKey::from_ec_attributes(&params, &uncompressed).unwrap(),
+            pk
+        );
+        assert_eq!(
+            PublicKey::from_ec_attributes(&params, &compressed).unwrap(),
+            pk
+        );
+        // SPKI with a compressed point
+        let compressed_spki = spki::SubjectPublicKeyInfoOwned {
+            algorithm: spki::AlgorithmIdentifierOwned {
+                oid: der::asn1::ObjectIdentifier::new_unwrap(keys::OID_EC_PUBLIC_KEY),
+                parameters: Some(der::Decode::from_der(&params).unwrap()),
+            },
+            subject_public_key: der::asn1::BitString::from_bytes(&compressed).unwrap(),
+        };
+        let cder = der::Encode::to_der(&compressed_spki).unwrap();
+        assert_eq!(PublicKey::from_spki(&cder).unwrap(), pk);
+        assert_eq!(PublicKey::ec(c, &compressed).unwrap(), pk);
+        // a point that is not on the curve
+        let mut bad = uncompressed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(PublicKey::ec(c, &bad).is_err());
+    }
+    assert_eq!(
+        Curve::P256.params_der(),
+        [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]
+    );
+    assert_eq!(
+        Curve::P384.params_der(),
+        [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]
+    );
+    assert_eq!(
+        Curve::P521.params_der(),
+        [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23]
+    );
+    assert_eq!(
+        Curve::Secp256k1.params_der(),
+        [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a]
+    );
+    for c in Curve::ALL {
+        assert_eq!(Curve::from_oid(c.oid()), Some(c));
+    }
+    assert_eq!(Curve::from_oid("1.2.3"), None);
+    assert_eq!(
+        [Curve::P256, Curve::P384, Curve::P521, Curve::Secp256k1]
+            .map(|c| (c.field_bytes(), c.order_bits())),
+        [(32, 256), (48, 384), (66, 521), (32, 256)]
+    );
+}
+
+#[test]
+fn spki_ed25519_fields() {
+    let k = PKey::generate_ed25519().unwrap();
+    let raw = k.raw_public_key().unwrap();
+    let pk = public_of(&k);
+    assert_eq!(
+        pk,
+        PublicKey::Ed25519 {
+            key: raw.clone().try_into().unwrap()
+        }
+    );
+    assert_eq!(pk.ec_params_der().unwrap(), [0x06, 0x03, 0x2b, 0x65, 0x70]);
+    let point = pk.ec_point_der().unwrap();
+    assert_eq!(&point[..2], &[0x04, 0x20]);
+    assert_eq!(&point[2..], &raw[..]);
+    assert_eq!(
+        PublicKey::from_ec_attributes(&pk.ec_params_der().unwrap(), &point).unwrap(),
+        pk
+    );
+    assert_eq!(
+        PublicKey::from_ec_attributes(&pk.ec_params_der().unwrap(), &raw).unwrap(),
+        pk
+    );
+}
+
+#[test]
+fn spki_rejects_unknown_and_garbage() {
+    let x = PKey::generate_x25519().unwrap();
+    let e = PublicKey::from_spki(&x.public_key_to_der().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("1.3.101.110"), "{e}");
+    assert!(PublicKey::from_spki(b"").is_err());
+    assert!(PublicKey::from_spki(b"hello world").is_err());
+    assert!(PublicKey::from_spki(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
+    let mut der = rsa2048().public_key_to_der().unwrap();
+    der.truncate(der.len() - 1);
+    assert!(PublicKey::from_spki(&der).is_err());
+}

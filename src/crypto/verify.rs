@@ -1,0 +1,287 @@
+//! Signature verification (PKCS#11 `C_Verify`, and the module's check of
+//! every signature the TSB returns).
+//!
+//! * RSA PKCS#1 v1.5 (RFC 8017 §8.2.2, EMSA-PKCS1-v1_5 §9.2) and the raw
+//!   `CKM_RSA_PKCS` variant without DigestInfo (PKCS#11 v2.40 Current
+//!   Mechanisms §2.1.6).
+//! * RSASSA-PSS (RFC 8017 §8.1.2, EMSA-PSS §9.1) with MGF1 over the same hash.
+//! * ECDSA (ANSI X9.62, FIPS 186-4 §6.4) with PKCS#11 raw `r || s`
+//!   signatures (PKCS#11 v2.40 Current Mechanisms §2.3.1).
+//! * Ed25519 (RFC 8032 §5.1.7).
+
+use rsa::{BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
+use signature::hazmat::PrehashVerifier;
+
+use super::hash::{digest_info, HashAlg};
+use super::keys::{Curve, PublicKey};
+use super::{CryptoError, CryptoResult};
+
+/// Largest RSA modulus accepted for verification, in bits.
+pub const RSA_MAX_BITS: usize = 16384;
+
+/// What the signed bytes are.
+#[derive(Clone, Copy, Debug)]
+pub enum SignedData<'a> {
+    /// The message itself (the scheme's hash is applied, if it has one).
+    Message(&'a [u8]),
+    /// A precomputed digest (for `RsaPkcs1v15Raw` the input block itself).
+    Digest(&'a [u8]),
+}
+
+/// Signature scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// RSASSA-PKCS1-v1_5 with the DigestInfo of the hash (RFC 8017 §8.2).
+    RsaPkcs1v15(HashAlg),
+    /// `CKM_RSA_PKCS`: type-1 padding of arbitrary input of at most k-11
+    /// bytes, no DigestInfo added (the input usually is a DigestInfo).
+    RsaPkcs1v15Raw,
+    /// RSASSA-PSS, MGF1 with the same hash, salt length = hash length
+    /// (RFC 8017 §8.1, §9.1).
+    RsaPss(HashAlg),
+    /// RSASSA-PSS, MGF1 with the same hash, explicit salt length
+    /// (`CK_RSA_PKCS_PSS_PARAMS.sLen`, PKCS#11 v2.40 Current Mechanisms §2.1.11).
+    RsaPssSalt(HashAlg, usize),
+    /// ECDSA over hash(message) or over the given digest (X9.62 truncation
+    /// to the order length; shorter digests are taken as integers).
+    /// Signature is raw `r || s`.
+    Ecdsa(HashAlg),
+    /// Pure Ed25519 over the message (RFC 8032 §5.1).
+    Ed25519,
+}
+
+fn fail(msg: &str) -> CryptoError {
+    CryptoError::new(msg)
+}
+
+/// Verify `signature` over `data` with `key` under `scheme`.
+///
+/// Returns `Err` with a short reason on mismatch, wrong key type for the
+/// scheme, wrong signature length or wrong digest length.
+pub fn verify(
+    key: &PublicKey,
+    scheme: &Scheme,
+    data: SignedData<'_>,
+    signature: &[u8],
+) -> CryptoResult<()> {
+    match (key, scheme) {
+        (
+            PublicKey::Rsa {
+                modulus, exponent, ..
+            },
+            Scheme::RsaPkcs1v15(_)
+            | Scheme::RsaPkcs1v15Raw
+            | Scheme::RsaPss(_)
+            | Scheme::RsaPssSalt(_, _),
+        ) => verify_rsa(modulus, exponent, scheme, data, signature),
+        (PublicKey::Ec { curve, point }, Scheme::Ecdsa(h)) => {
+            let digest = match data {
+                SignedData::Message(m) => h.digest(m),
+                SignedData::Digest(d) => d.to_vec(),
+            };
+            verify_ecdsa(*curve, point, &digest, signature)
+        }
+        (PublicKey::Ed25519 { key }, Scheme::Ed25519) => {
+            let msg = match data {
+                SignedData::Message(m) => m,
+                SignedData::Digest(_) => return Err(fail("Ed25519 signs messages, not digests")),
+            };
+            verify_ed25519(key, msg, signature)
+        }
+        (k, s) => Err(CryptoError::new(format!(
+            "scheme {s:?} does not apply to a {} key",
+            k.kind()
+        ))),
+    }
+}
+
+fn rsa_key(modulus: &[u8], exponent: &[u8]) -> CryptoResult<RsaPublicKey> {
+    RsaPublicKey::new_with_max_size(
+        BigUint::from_bytes_be(modulus),
+        BigUint::from_bytes_be(exponent),
+        RSA_MAX_BITS,
+    )
+    .map_err(|_| fail("unusable RSA public key"))
+}
+
+fn pss_padding(h: HashAlg, salt: usize) -> Pss {
+    match h {
+        HashAlg::Sha1 => Pss::new_with_salt::<sha1::Sha1>(salt),
+        HashAlg::Sha224 => Pss::new_with_salt::<sha2::Sha224>(salt),
+        HashAlg::Sha256 => Pss::new_with_salt::<sha2::Sha256>(salt),
+        HashAlg::Sha384 => Pss::new_with_salt::<sha2::Sha384>(salt),
+        HashAlg::Sha512 => Pss::new_with_salt::<sha2::Sha512>(salt),
+    }
+}
+
+fn hashed<'a>(h: HashAlg, data: SignedData<'a>, buf: &'a mut Vec<u8>) -> CryptoResult<&'a [u8]> {
+    match data {
+        SignedData::Message(m) => {
+            *buf = h.digest(m);
+            Ok(buf)
+        }
+        SignedData::Digest(d) if d.len() == h.output_len() => Ok(d),
+        SignedData::Digest(_) => Err(CryptoError::new(format!(
+            "digest length does not match {}",
+            h.name()
+        ))),
+    }
+}
+
+fn verify_rsa(
+    modulus: &[u8],
+    exponent: &[u8],
+    scheme: &Scheme,
+    data: SignedData<'_>,
+    signature: &[u8],
+) -> CryptoResult<()> {
+    let key = rsa_key(modulus, exponent)?;
+    let k = modulus.len();
+    if signature.len() != k {
+        return Err(fail("RSA signature length differs from the modulus length"));
+    }
+    let mismatch = |_| fail("RSA signature mismatch");
+    let mut buf = Vec::new();
+    match *scheme {
+        Scheme::RsaPkcs1v15(h) => {
+            let d = hashed(h, data, &mut buf)?;
+            let t = digest_info(h, d);
+            let first = key.verify(Pkcs1v15Sign::new_unprefixed(), &t, signature);
+            if first.is_ok() {
+                return Ok(());
+            }
+            // DigestInfo with absent instead of NULL parameters (RFC 8017 §9.2 note 2).
+            let mut t2 = h.digest_info_prefix_no_null();
+            t2.extend_from_slice(d);
+            key.verify(Pkcs1v15Sign::new_unprefixed(), &t2, signature)
+                .map_err(mismatch)
+        }
+        Scheme::RsaPkcs1v15Raw => {
+            let input = match data {
+                SignedData::Message(m) | SignedData::Digest(m) => m,
+            };
+            if input.len() + 11 > k {
+                return Err(fail("CKM_RSA_PKCS input longer than k-11 bytes"));
+            }
+            key.verify(Pkcs1v15Sign::new_unprefixed(), input, signature)
+                .map_err(mismatch)
+        }
+        Scheme::RsaPss(h) | Scheme::RsaPssSalt(h, _) => {
+            let salt = match *scheme {
+                Scheme::RsaPssSalt(_, s) => s,
+                _ => h.output_len(),
+            };
+            let d = hashed(h, data, &mut buf)?;
+            key.verify(pss_padding(h, salt), d, signature)
+                .map_err(mismatch)
+        }
+        _ => Err(fail("not an RSA scheme")),
+    }
+}
+
+/// The ECDSA hash input as an integer encoded in exactly
+/// `curve.field_bytes()` bytes (ANSI X9.62 §7.4.1 / FIPS 186-4 §6.4 step 2 /
+/// SEC 1 §4.1.4 step 5): a digest longer than the order is truncated to its
+/// leftmost `order_bits` bits; shorter digests keep their integer value
+/// (left-padded with zero bytes).
+pub fn ecdsa_hash_to_field(curve: Curve, digest: &[u8]) -> Vec<u8> {
+    let fb = curve.field_bytes();
+    let ob = curve.order_bits();
+    let mut value: Vec<u8>;
+    if digest.len() * 8 > ob {
+        let nbytes = ob.div_ceil(8);
+        let shift = nbytes * 8 - ob;
+        let top = &digest[..nbytes];
+        value = top.to_vec();
+        if shift > 0 {
+            for i in (0..nbytes).rev() {
+                let lower = top[i] >> shift;
+                let carry = if i > 0 { top[i - 1] << (8 - shift) } else { 0 };
+                value[i] = lower | carry;
+            }
+        }
+    } else {
+        value = digest.to_vec();
+    }
+    // value.len() <= fb here: either <= ob bits, or nbytes <= fb.
+    let mut out = vec![0u8; fb - value.len()];
+    out.append(&mut value);
+    out
+}
+
+/// Verify on a concrete curve type (a macro rather than a generic function:
+/// the generic bounds would need the deprecated generic-array 0.14 traits).
+macro_rules! ecdsa_verify_on {
+    ($curve:ty, $point:expr, $z:expr, $sig:expr) => {{
+        let vk = ecdsa::VerifyingKey::<$curve>::from_sec1_bytes($point)
+            .map_err(|_| fail("invalid EC public key"))?;
+        let sig = ecdsa::Signature::<$curve>::from_slice($sig)
+            .map_err(|_| fail("ECDSA signature r or s out of range"))?;
+        // (r, s) and (r, n - s) are both valid; k256 only accepts low s
+        // (BIP 62), the HSM need not normalise, so normalise here.
+        let sig = sig.normalize_s().unwrap_or(sig);
+        vk.verify_prehash($z, &sig)
+            .map_err(|_| fail("ECDSA signature mismatch"))
+    }};
+}
+
+/// ECDSA verification of a raw `r || s` signature over `digest`
+/// (any non-empty length, see [`ecdsa_hash_to_field`]). High-s signatures
+/// are accepted.
+pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> CryptoResult<()> {
+    if sig.len() != 2 * curve.field_bytes() {
+        return Err(fail("ECDSA signature must be r||s of 2*field size bytes"));
+    }
+    if digest.is_empty() {
+        return Err(fail("empty ECDSA digest"));
+    }
+    let z = ecdsa_hash_to_field(curve, digest);
+    match curve {
+        Curve::P256 => ecdsa_verify_on!(p256::NistP256, point, &z, sig),
+        Curve::P384 => ecdsa_verify_on!(p384::NistP384, point, &z, sig),
+        Curve::P521 => ecdsa_verify_on!(p521::NistP521, point, &z, sig),
+        Curve::Secp256k1 => ecdsa_verify_on!(k256::Secp256k1, point, &z, sig),
+    }
+}
+
+/// Ed25519 verification (RFC 8032 §5.1.7).
+pub fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(key)
+        .map_err(|_| fail("invalid Ed25519 public key"))?;
+    let sig: [u8; 64] = sig
+        .try_into()
+        .map_err(|_| fail("Ed25519 signature must be 64 bytes"))?;
+    let sig = ed25519_dalek::Signature::from_bytes(&sig);
+    use signature::Verifier;
+    vk.verify(msg, &sig)
+        .map_err(|_| fail("Ed25519 signature mismatch"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_to_field_p521() {
+        // 64-byte digest on P-521: integer unchanged, padded to 66 bytes.
+        let d = [0xffu8; 64];
+        let z = ecdsa_hash_to_field(Curve::P521, &d);
+        assert_eq!(z.len(), 66);
+        assert_eq!(&z[..2], &[0, 0]);
+        assert_eq!(&z[2..], &d[..]);
+        // 66-byte digest: leftmost 521 bits, i.e. shifted right by 7.
+        let mut d = vec![0u8; 66];
+        d[0] = 0x80;
+        let z = ecdsa_hash_to_field(Curve::P521, &d);
+        assert_eq!(z.len(), 66);
+        assert_eq!(z[0], 0x01);
+        assert!(z[1..].iter().all(|&b| b == 0));
+        // P-256 with a 48-byte digest: leftmost 32 bytes.
+        let d: Vec<u8> = (0..48).collect();
+        assert_eq!(ecdsa_hash_to_field(Curve::P256, &d), d[..32].to_vec());
+        // short digest: left padding.
+        let z = ecdsa_hash_to_field(Curve::P384, &[1, 2, 3]);
+        assert_eq!(z.len(), 48);
+        assert_eq!(&z[45..], &[1, 2, 3]);
+    }
+}
