@@ -663,3 +663,267 @@ fn spki_rejects_unknown_and_garbage() {
     der.truncate(der.len() - 1);
     assert!(PublicKey::from_spki(&der).is_err());
 }
+
+#[test]
+fn ecdsa_high_and_low_s_accepted() {
+    use openssl::bn::BigNum;
+    for c in Curve::ALL {
+        let k = ec_key(c);
+        let pk = ec_public(&k);
+        let mut order = BigNum::new().unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        k.group().order(&mut order, &mut ctx).unwrap();
+        let d = HashAlg::Sha256.digest(MSG);
+        let (_, raw) = ossl_ecdsa_raw(&k, c, &d);
+        let fb = c.field_bytes();
+        let s = BigNum::from_slice(&raw[fb..]).unwrap();
+        let mut neg = BigNum::new().unwrap();
+        neg.checked_sub(&order, &s).unwrap();
+        let mut other = raw[..fb].to_vec();
+        other.extend_from_slice(&neg.to_vec_padded(fb as i32).unwrap());
+        let scheme = Scheme::Ecdsa(HashAlg::Sha256);
+        verify(&pk, &scheme, SignedData::Digest(&d), &raw).unwrap();
+        verify(&pk, &scheme, SignedData::Digest(&d), &other).unwrap();
+        // r = 0 / s = 0 are rejected
+        let zero_s = [&raw[..fb], &vec![0u8; fb][..]].concat();
+        assert!(verify(&pk, &scheme, SignedData::Digest(&d), &zero_s).is_err());
+        // s = n is out of range
+        let n_s = [&raw[..fb], &order.to_vec_padded(fb as i32).unwrap()[..]].concat();
+        assert!(verify(&pk, &scheme, SignedData::Digest(&d), &n_s).is_err());
+    }
+}
+
+// ---------------------------------------------------------------- app key
+
+#[test]
+fn sign_metadata_verified_by_openssl() {
+    use openssl::sign::Verifier;
+    let k = rsa2048();
+    let rsa = k.rsa().unwrap();
+    let data = br#"{"metaData":"example","time":"2024-01-01T00:00:00Z"}"#;
+    let pkcs8_der = k.private_key_to_pkcs8().unwrap();
+    let pkcs1_der = rsa.private_key_to_der().unwrap();
+    let forms: Vec<Vec<u8>> = vec![
+        k.private_key_to_pem_pkcs8().unwrap(),
+        rsa.private_key_to_pem().unwrap(),
+        STANDARD.encode(&pkcs8_der).into_bytes(),
+        STANDARD.encode(&pkcs1_der).into_bytes(),
+        pkcs8_der,
+        pkcs1_der,
+    ];
+    for form in &forms {
+        let sig = sign_metadata(form, data).unwrap();
+        assert_eq!(sig.len(), 256);
+        let mut v = Verifier::new(MessageDigest::sha256(), k).unwrap();
+        v.set_rsa_padding(Padding::PKCS1).unwrap();
+        assert!(v.verify_oneshot(&sig, data).unwrap());
+        // and by our verifier
+        verify(
+            &public_of(k),
+            &Scheme::RsaPkcs1v15(HashAlg::Sha256),
+            SignedData::Message(data),
+            &sig,
+        )
+        .unwrap();
+        let b64 = sign_metadata_base64(form, data).unwrap();
+        // PKCS#1 v1.5 is deterministic
+        assert_eq!(STANDARD.decode(b64).unwrap(), sig);
+    }
+    let app = AppKey::from_any(&forms[0]).unwrap();
+    assert_eq!(app.public_key(), public_of(k));
+    assert!(!format!("{app:?}").contains("d:"));
+    // not a key / not RSA / encrypted
+    assert!(sign_metadata(b"garbage", data).is_err());
+    let ec = PKey::from_ec_key(ec_key(Curve::P256)).unwrap();
+    assert!(sign_metadata(&ec.private_key_to_pem_pkcs8().unwrap(), data).is_err());
+    let enc = k
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_128_cbc(), b"pw")
+        .unwrap();
+    let e = sign_metadata(&enc, data).unwrap_err();
+    assert!(e.to_string().contains("encrypted"), "{e}");
+}
+
+// ---------------------------------------------------------------- certificates
+
+mod certs {
+    use openssl::asn1::{Asn1Integer, Asn1Time};
+    use openssl::bn::BigNum;
+    use openssl::x509::extension::{BasicConstraints, KeyUsage};
+    use openssl::x509::{X509Name, X509};
+
+    use super::*;
+
+    pub(super) struct Made {
+        pub x509: X509,
+        pub key: PKey<Private>,
+    }
+
+    fn name(cn: &str) -> X509Name {
+        let mut b = X509Name::builder().unwrap();
+        b.append_entry_by_text("C", "CH").unwrap();
+        b.append_entry_by_text("O", "Example").unwrap();
+        b.append_entry_by_text("CN", cn).unwrap();
+        b.build()
+    }
+
+    pub(super) fn make(
+        cn: &str,
+        key: PKey<Private>,
+        issuer: Option<&Made>,
+        ca: Option<bool>,
+        serial: &[u8],
+        not_after: i64,
+    ) -> Made {
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        let sn = Asn1Integer::from_bn(&BigNum::from_slice(serial).unwrap()).unwrap();
+        b.set_serial_number(&sn).unwrap();
+        b.set_subject_name(&name(cn)).unwrap();
+        match issuer {
+            Some(i) => b.set_issuer_name(i.x509.subject_name()).unwrap(),
+            None => b.set_issuer_name(&name(cn)).unwrap(),
+        }
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(1_600_000_000).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(not_after).unwrap())
+            .unwrap();
+        match ca {
+            Some(true) => {
+                b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                    .unwrap();
+                b.append_extension(KeyUsage::new().key_cert_sign().build().unwrap())
+                    .unwrap();
+            }
+            Some(false) => {
+                b.append_extension(BasicConstraints::new().build().unwrap())
+                    .unwrap();
+            }
+            None => {}
+        }
+        let signer = issuer.map(|i| &i.key).unwrap_or(&key);
+        b.sign(signer, MessageDigest::sha256()).unwrap();
+        Made {
+            x509: b.build(),
+            key,
+        }
+    }
+
+    fn der_integer(v: &[u8]) -> Vec<u8> {
+        let mut v = v.to_vec();
+        while v.len() > 1 && v[0] == 0 {
+            v.remove(0);
+        }
+        if v[0] & 0x80 != 0 {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend_from_slice(&v);
+        out
+    }
+
+    #[test]
+    fn self_signed_and_issued_certificates() {
+        let ca = make(
+            "Root CA",
+            rsa2048().clone(),
+            None,
+            Some(true),
+            &[0x01, 0x02],
+            1_900_000_000,
+        );
+        let leaf_key = PKey::from_ec_key(ec_key(Curve::P256)).unwrap();
+        let leaf_serial = [0x9a, 0xbc, 0xde, 0xf0, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let leaf = make(
+            "Leaf",
+            leaf_key.clone(),
+            Some(&ca),
+            Some(false),
+            &leaf_serial,
+            2_000_000_000,
+        );
+
+        let ca_der = ca.x509.to_der().unwrap();
+        let leaf_der = leaf.x509.to_der().unwrap();
+        let c = Certificate::from_der(&ca_der).unwrap();
+        let l = Certificate::from_der(&leaf_der).unwrap();
+
+        assert_eq!(c.der, ca_der);
+        assert_eq!(c.subject_der, ca.x509.subject_name().to_der().unwrap());
+        assert_eq!(c.issuer_der, c.subject_der);
+        assert!(c.self_signed());
+        assert!(c.is_ca);
+        assert_eq!(c.serial_der, [0x02, 0x02, 0x01, 0x02]);
+        assert_eq!(c.public_key, public_of(rsa2048()));
+        assert_eq!(c.not_after_unix, 1_900_000_000);
+        assert_eq!(c.not_before_unix, 1_600_000_000);
+        assert!(c.subject_text.contains("CN=Root CA"), "{}", c.subject_text);
+
+        assert_eq!(l.subject_der, leaf.x509.subject_name().to_der().unwrap());
+        assert_eq!(l.issuer_der, c.subject_der);
+        assert!(!l.self_signed());
+        assert!(l.issued_by(&c));
+        assert!(!l.is_ca);
+        assert_eq!(l.serial_der, der_integer(&leaf_serial));
+        assert_eq!(l.serial_der[..3], [0x02, 0x0a, 0x00]);
+        assert_eq!(l.public_key, public_of(&leaf_key));
+        assert_eq!(l.not_after_unix, 2_000_000_000);
+
+        for (cert, der) in [(&c, &ca_der), (&l, &leaf_der)] {
+            let sha1 = openssl::hash::hash(MessageDigest::sha1(), der).unwrap();
+            assert_eq!(cert.check_value(), [sha1[0], sha1[1], sha1[2]]);
+        }
+
+        // the CA's key verifies the leaf's signature (PKCS#1 v1.5 SHA-256 over the TBS)
+        let parsed: x509_cert::Certificate = der::Decode::from_der(&leaf_der).unwrap();
+        let tbs = der::Encode::to_der(&parsed.tbs_certificate).unwrap();
+        let sig = parsed.signature.as_bytes().unwrap();
+        verify(
+            &c.public_key,
+            &Scheme::RsaPkcs1v15(HashAlg::Sha256),
+            SignedData::Message(&tbs),
+            sig,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn certificate_input_forms_and_chains() {
+        let ca_key = PKey::from_ec_key(ec_key(Curve::P384)).unwrap();
+        let ca = make("EC CA", ca_key, None, Some(true), &[0x7f], 1_900_000_000);
+        let ed = PKey::generate_ed25519().unwrap();
+        // OpenSSL cannot sign with SHA-256 using Ed25519; issue an Ed25519 leaf from the EC CA.
+        let leaf = make("Ed leaf", ed, Some(&ca), None, &[0x05], 1_900_000_000);
+        let ca_der = ca.x509.to_der().unwrap();
+        let ca_pem = ca.x509.to_pem().unwrap();
+        let leaf_pem = leaf.x509.to_pem().unwrap();
+        let expected = Certificate::from_der(&ca_der).unwrap();
+        assert!(expected.is_ca);
+        for form in all_forms(&ca_der, &ca_pem) {
+            assert_eq!(Certificate::from_any(&form).unwrap(), expected);
+        }
+        let mut bundle = leaf_pem.clone();
+        bundle.extend_from_slice(b"\n# comment\n");
+        bundle.extend_from_slice(&ca_pem);
+        let chain = Certificate::chain_from_pem(&bundle).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert!(matches!(chain[0].public_key, PublicKey::Ed25519 { .. }));
+        assert!(!chain[0].is_ca);
+        assert_eq!(chain[1], expected);
+        assert!(chain[0].issued_by(&chain[1]));
+        // non-PEM input to chain_from_pem: one certificate
+        assert_eq!(
+            Certificate::chain_from_pem(&ca_der).unwrap(),
+            vec![expected.clone()]
+        );
+        // errors
+        assert!(
+            Certificate::chain_from_pem(b"-----BEGIN FOO-----\nMAA=\n-----END FOO-----\n").is_err()
+        );
+        assert!(Certificate::from_any(b"nonsense").is_err());
+        let mut truncated = ca_der.clone();
+        truncated.pop();
+        assert!(Certificate::from_der(&truncated).is_err());
+        assert!(Certificate::from_der(&rsa2048().public_key_to_der().unwrap()).is_err());
+    }
+}
