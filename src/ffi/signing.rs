@@ -77,9 +77,12 @@ pub unsafe extern "C" fn C_Sign(
 ) -> CK_RV {
     log::trace!("C_Sign(session={session}, data_len={data_len}, sig={sig:?})");
     guard("C_Sign", || {
+        let t = token()?;
         // SAFETY: `data` holds `data_len` bytes; `sig`/`sig_len` follow the output convention.
-        let (data, cap) = unsafe { (bytes(data, data_len)?, capacity(sig, sig_len)?) };
-        let result = token()?.sign(session, data, cap);
+        let args = unsafe { bytes(data, data_len).and_then(|d| Ok((d, capacity(sig, sig_len)?))) };
+        // Bad arguments end the operation like any other error (PKCS#11 v2.40 §5.11).
+        let (data, cap) = args.inspect_err(|_| t.end_sign(session))?;
+        let result = t.sign(session, data, cap);
         // SAFETY: as above.
         unsafe { deliver(result, sig, sig_len) }
     })
@@ -94,9 +97,10 @@ pub unsafe extern "C" fn C_SignUpdate(
 ) -> CK_RV {
     log::trace!("C_SignUpdate(session={session}, part_len={part_len})");
     guard("C_SignUpdate", || {
+        let t = token()?;
         // SAFETY: `part` holds `part_len` bytes.
-        let part = unsafe { bytes(part, part_len) }?;
-        token()?.sign_update(session, part)
+        let part = unsafe { bytes(part, part_len) }.inspect_err(|_| t.end_sign(session))?;
+        t.sign_update(session, part)
     })
 }
 
@@ -109,9 +113,10 @@ pub unsafe extern "C" fn C_SignFinal(
 ) -> CK_RV {
     log::trace!("C_SignFinal(session={session}, sig={sig:?})");
     guard("C_SignFinal", || {
+        let t = token()?;
         // SAFETY: output convention.
-        let cap = unsafe { capacity(sig, sig_len) }?;
-        let result = token()?.sign_final(session, cap);
+        let cap = unsafe { capacity(sig, sig_len) }.inspect_err(|_| t.end_sign(session))?;
+        let result = t.sign_final(session, cap);
         // SAFETY: output convention.
         unsafe { deliver(result, sig, sig_len) }
     })

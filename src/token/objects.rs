@@ -347,13 +347,16 @@ fn approvers_summary(attrs: &KeyAttributes) -> String {
     let Some(policy) = attrs.policy.as_ref() else {
         return String::new();
     };
+    let Some(rule) = policy.rule_use.as_ref() else {
+        return String::new();
+    };
     let mut tokens = Vec::new();
-    for t in &policy.rule_use.tokens {
+    for t in &rule.tokens {
         let groups: Vec<String> = t
             .groups
             .iter()
             .map(|g| {
-                let names: Vec<&str> = g.approvals.iter().map(|a| a.name.as_str()).collect();
+                let names: Vec<&str> = g.approvals.iter().filter_map(|a| a.name.as_deref()).collect();
                 format!("{}: {} of {}", g.name, g.quorum, names.join(", "))
             })
             .collect();

@@ -68,6 +68,13 @@ impl Token {
         Ok(())
     }
 
+    /// Ends the signing operation (after invalid arguments at the C boundary).
+    pub fn end_sign(&self, session: CK_SESSION_HANDLE) {
+        if let Ok(s) = self.sessions.get(session) {
+            s.ops.lock().sign = None;
+        }
+    }
+
     /// `C_Sign`. `capacity` is `None` for a size query (NULL signature pointer).
     pub fn sign(
         &self,

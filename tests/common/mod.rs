@@ -1,0 +1,350 @@
+//! Test harness: an in-process TSB simulator, a module configuration pointing at it, and the
+//! built `libtsb_pkcs11.so` loaded through the `cryptoki` crate (and raw, for return codes the
+//! crate hides). Each harness loads its own copy of the .so, so tests with different
+//! configurations run side by side in one process without sharing module state.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use cryptoki_sys::*;
+use openssl::pkey::{PKey, Public};
+use tsb_sim::{SimConfig, Simulator};
+
+/// Serialises setting `TSB_PKCS11_CONFIG` + `C_Initialize` across harnesses.
+static INIT: Mutex<()> = Mutex::new(());
+static COPIES: AtomicUsize = AtomicUsize::new(0);
+
+/// The cdylib cargo built next to this test binary (target/<profile>/libtsb_pkcs11.so).
+pub fn built_module() -> PathBuf {
+    if let Ok(p) = std::env::var("TSB_PKCS11_MODULE") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let so = profile_dir.join("libtsb_pkcs11.so");
+    assert!(so.exists(), "{} not built", so.display());
+    so
+}
+
+pub fn sim_state_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
+    target.join("tsb-sim-state")
+}
+
+/// Starts a simulator (keys cached under target/tsb-sim-state so RSA-4096 is generated once).
+pub fn start_sim(cfg: SimConfig) -> Simulator {
+    std::env::set_var("TSB_SIM_STATE_DIR", sim_state_dir());
+    Simulator::start(cfg).expect("simulator starts")
+}
+
+/// The raw PKCS#11 function list of a loaded module, for calls whose exact return codes the
+/// `cryptoki` crate does not expose (size queries, CKR_BUFFER_TOO_SMALL, bad arguments).
+pub struct Raw {
+    _lib: libloading::Library,
+    pub f: &'static CK_FUNCTION_LIST,
+    pub f3: &'static CK_FUNCTION_LIST_3_0,
+}
+
+impl Raw {
+    pub fn load(path: &Path) -> Raw {
+        // SAFETY: loading our own module; its initialisers have no side effects.
+        let lib = unsafe { libloading::Library::new(path) }.expect("dlopen");
+        let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+        let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
+        // SAFETY: symbols with the PKCS#11 signatures.
+        unsafe {
+            let gfl: libloading::Symbol<unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV> =
+                lib.get(b"C_GetFunctionList").expect("C_GetFunctionList");
+            assert_eq!(gfl(&mut list), CKR_OK);
+            let gi: libloading::Symbol<
+                unsafe extern "C" fn(*mut u8, *mut CK_VERSION, *mut *mut CK_INTERFACE, CK_FLAGS) -> CK_RV,
+            > = lib.get(b"C_GetInterface").expect("C_GetInterface");
+            assert_eq!(gi(std::ptr::null_mut(), std::ptr::null_mut(), &mut iface, 0), CKR_OK);
+        }
+        // SAFETY: the module's function lists are statics that live as long as the library,
+        // which `Raw` keeps loaded.
+        let (f, f3) = unsafe {
+            (
+                &*list,
+                &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_0),
+            )
+        };
+        Raw { _lib: lib, f, f3 }
+    }
+}
+
+pub struct Harness {
+    pub sim: Simulator,
+    pub pkcs11: Pkcs11,
+    pub raw: Raw,
+    pub slot: Slot,
+    pub config_path: PathBuf,
+    pub module_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// The simulator's demo keys, the module with default settings.
+    pub fn new() -> Harness {
+        Harness::with(SimConfig::demo(), serde_json::json!({}))
+    }
+
+    /// `pkcs11_settings` is merged into the config's `pkcs11` object; `top` keys beside it.
+    pub fn with(cfg: SimConfig, pkcs11_settings: serde_json::Value) -> Harness {
+        Harness::with_config(cfg, |url| {
+            serde_json::json!({ "restApi": url, "pkcs11": pkcs11_settings })
+        })
+    }
+
+    /// Full control of the module configuration, given the simulator URL.
+    pub fn with_config(cfg: SimConfig, make: impl FnOnce(&str) -> serde_json::Value) -> Harness {
+        let sim = start_sim(cfg);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.json");
+        let json = make(&sim.url());
+        write_private(&config_path, &serde_json::to_vec_pretty(&json).unwrap());
+        let n = COPIES.fetch_add(1, Ordering::Relaxed);
+        let module_path = dir.path().join(format!("libtsb_pkcs11-{n}.so"));
+        std::fs::copy(built_module(), &module_path).expect("copy module");
+        let pkcs11 = Pkcs11::new(&module_path).expect("load module");
+        {
+            let _g = INIT.lock().unwrap_or_else(|e| e.into_inner());
+            std::env::set_var("TSB_PKCS11_CONFIG", &config_path);
+            pkcs11
+                .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+                .expect("C_Initialize");
+        }
+        let raw = Raw::load(&module_path);
+        let slot = pkcs11.get_slots_with_token().expect("slots")[0];
+        Harness {
+            sim,
+            pkcs11,
+            raw,
+            slot,
+            config_path,
+            module_path,
+            dir,
+        }
+    }
+
+    pub fn session(&self) -> Session {
+        self.pkcs11.open_ro_session(self.slot).expect("open session")
+    }
+
+    pub fn find(&self, s: &Session, label: &str, class: ObjectClass) -> ObjectHandle {
+        let found = s
+            .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+            .expect("find");
+        assert_eq!(found.len(), 1, "exactly one {class:?} labelled {label}");
+        found[0]
+    }
+
+    pub fn private_key(&self, s: &Session, label: &str) -> ObjectHandle {
+        self.find(s, label, ObjectClass::PRIVATE_KEY)
+    }
+
+    /// The key's public key as the simulator holds it, parsed by OpenSSL (independent of the
+    /// module's own parsing).
+    pub fn sim_public_key(&self, label: &str) -> PKey<Public> {
+        let der = self.sim.public_key_der(label).expect("sim has the key");
+        PKey::public_key_from_der(&der).expect("openssl parses SPKI")
+    }
+
+    pub fn attr_bytes(&self, s: &Session, h: ObjectHandle, t: AttributeType) -> Vec<u8> {
+        let attrs = s.get_attributes(h, &[t]).expect("get attribute");
+        match attrs.into_iter().next() {
+            Some(Attribute::Id(v))
+            | Some(Attribute::Label(v))
+            | Some(Attribute::Modulus(v))
+            | Some(Attribute::PublicExponent(v))
+            | Some(Attribute::EcParams(v))
+            | Some(Attribute::EcPoint(v))
+            | Some(Attribute::Value(v)) => v,
+            other => panic!("unexpected attribute {other:?}"),
+        }
+    }
+}
+
+pub fn write_private(path: &Path, data: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write config");
+    f.write_all(data).unwrap();
+}
+
+pub mod verify {
+    //! Independent verification with OpenSSL (never the module's or the simulator's code).
+    use openssl::bn::BigNum;
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::hash::MessageDigest;
+    use openssl::md::Md;
+    use openssl::pkey::{PKey, Public};
+    use openssl::pkey_ctx::PkeyCtx;
+    use openssl::rsa::{Padding, Rsa};
+    use openssl::sign::{RsaPssSaltlen, Verifier};
+
+    #[derive(Clone, Copy, Debug)]
+    pub enum Hash {
+        Sha1,
+        Sha224,
+        Sha256,
+        Sha384,
+        Sha512,
+    }
+
+    impl Hash {
+        pub fn md(self) -> MessageDigest {
+            match self {
+                Hash::Sha1 => MessageDigest::sha1(),
+                Hash::Sha224 => MessageDigest::sha224(),
+                Hash::Sha256 => MessageDigest::sha256(),
+                Hash::Sha384 => MessageDigest::sha384(),
+                Hash::Sha512 => MessageDigest::sha512(),
+            }
+        }
+        pub fn md_ref(self) -> &'static openssl::md::MdRef {
+            match self {
+                Hash::Sha1 => Md::sha1(),
+                Hash::Sha224 => Md::sha224(),
+                Hash::Sha256 => Md::sha256(),
+                Hash::Sha384 => Md::sha384(),
+                Hash::Sha512 => Md::sha512(),
+            }
+        }
+        pub fn digest(self, data: &[u8]) -> Vec<u8> {
+            openssl::hash::hash(self.md(), data).unwrap().to_vec()
+        }
+        pub fn len(self) -> usize {
+            self.md().size()
+        }
+        /// DER DigestInfo (RFC 8017 §9.2 note 1) built by hand from the OIDs.
+        pub fn digest_info(self, digest: &[u8]) -> Vec<u8> {
+            let prefix: &[u8] = match self {
+                Hash::Sha1 => &[0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14],
+                Hash::Sha224 => &[0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c],
+                Hash::Sha256 => &[0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20],
+                Hash::Sha384 => &[0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30],
+                Hash::Sha512 => &[0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40],
+            };
+            [prefix, digest].concat()
+        }
+    }
+
+    pub const ALL: [Hash; 5] = [Hash::Sha1, Hash::Sha224, Hash::Sha256, Hash::Sha384, Hash::Sha512];
+
+    pub fn rsa_pkcs1(key: &PKey<Public>, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+        let mut v = Verifier::new(hash.md(), key).unwrap();
+        v.verify_oneshot(sig, msg).unwrap_or(false)
+    }
+
+    /// CKM_RSA_PKCS: the signature opens (public decrypt, type-1 padding) to exactly `input`.
+    pub fn rsa_pkcs1_raw(key: &PKey<Public>, input: &[u8], sig: &[u8]) -> bool {
+        let rsa: Rsa<Public> = key.rsa().unwrap();
+        let mut out = vec![0u8; rsa.size() as usize];
+        match rsa.public_decrypt(sig, &mut out, Padding::PKCS1) {
+            Ok(n) => &out[..n] == input,
+            Err(_) => false,
+        }
+    }
+
+    pub fn rsa_pss(key: &PKey<Public>, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+        let mut v = Verifier::new(hash.md(), key).unwrap();
+        v.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+        v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).unwrap();
+        v.set_rsa_mgf1_md(hash.md()).unwrap();
+        v.verify_oneshot(sig, msg).unwrap_or(false)
+    }
+
+    /// RSASSA-PSS over a given digest (CKM_RSA_PKCS_PSS).
+    pub fn rsa_pss_digest(key: &PKey<Public>, hash: Hash, digest: &[u8], sig: &[u8]) -> bool {
+        let mut ctx = PkeyCtx::new(key).unwrap();
+        ctx.verify_init().unwrap();
+        ctx.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+        ctx.set_signature_md(hash.md_ref()).unwrap();
+        ctx.set_rsa_mgf1_md(hash.md_ref()).unwrap();
+        ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).unwrap();
+        ctx.verify(digest, sig).unwrap_or(false)
+    }
+
+    /// ECDSA over a digest, with the PKCS#11 r‖s signature (each half the signature length).
+    pub fn ecdsa_digest(key: &PKey<Public>, digest: &[u8], sig: &[u8]) -> bool {
+        if sig.len() % 2 != 0 {
+            return false;
+        }
+        let (r, s) = sig.split_at(sig.len() / 2);
+        let sig = EcdsaSig::from_private_components(
+            BigNum::from_slice(r).unwrap(),
+            BigNum::from_slice(s).unwrap(),
+        )
+        .unwrap();
+        sig.verify(digest, &key.ec_key().unwrap()).unwrap_or(false)
+    }
+
+    pub fn ecdsa(key: &PKey<Public>, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+        ecdsa_digest(key, &hash.digest(msg), sig)
+    }
+
+    pub fn ed25519(key: &PKey<Public>, msg: &[u8], sig: &[u8]) -> bool {
+        let mut v = Verifier::new_without_digest(key).unwrap();
+        v.verify_oneshot(sig, msg).unwrap_or(false)
+    }
+}
+
+/// `C_SignInit` + `C_Sign` through the raw function list, with a caller-chosen mechanism
+/// parameter blob; returns the signature or the failing return value.
+pub fn raw_sign(
+    raw: &Raw,
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+    params: &mut [u8],
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
+    let mut mech = CK_MECHANISM {
+        mechanism,
+        pParameter: if params.is_empty() { std::ptr::null_mut() } else { params.as_mut_ptr().cast() },
+        ulParameterLen: params.len() as CK_ULONG,
+    };
+    // SAFETY: valid pointers for the duration of the calls.
+    unsafe {
+        let rv = (raw.f.C_SignInit.unwrap())(session, &mut mech, key);
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut len: CK_ULONG = 0;
+        let rv = (raw.f.C_Sign.unwrap())(session, data.as_ptr() as *mut u8, data.len() as CK_ULONG, std::ptr::null_mut(), &mut len);
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let mut sig = vec![0u8; len as usize];
+        let rv = (raw.f.C_Sign.unwrap())(session, data.as_ptr() as *mut u8, data.len() as CK_ULONG, sig.as_mut_ptr(), &mut len);
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        sig.truncate(len as usize);
+        Ok(sig)
+    }
+}
+
+/// A `CK_RSA_PKCS_PSS_PARAMS` as bytes.
+pub fn pss_params(hash: CK_MECHANISM_TYPE, mgf: CK_RSA_PKCS_MGF_TYPE, salt: CK_ULONG) -> Vec<u8> {
+    let p = CK_RSA_PKCS_PSS_PARAMS { hashAlg: hash, mgf, sLen: salt };
+    // SAFETY: plain-old-data struct viewed as bytes.
+    unsafe {
+        std::slice::from_raw_parts(&p as *const _ as *const u8, std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>())
+    }
+    .to_vec()
+}
