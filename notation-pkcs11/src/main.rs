@@ -21,11 +21,16 @@ use protocol::PluginError;
 /// Largest request accepted on stdin (Notation limits each channel to 64 MiB).
 const MAX_REQUEST: u64 = 64 << 20;
 
+const USAGE: &str = "usage: notation-pkcs11 <get-plugin-metadata|describe-key|generate-signature> \
+                     with the JSON request on stdin";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let command = args.get(1).map(String::as_str).unwrap_or("");
-
-    if matches!(command, "version" | "--version") && args.len() == 2 {
+    if matches!(
+        args.get(1).map(String::as_str),
+        Some("version" | "--version")
+    ) && args.len() == 2
+    {
         let m = commands::metadata();
         println!("{} - {}\nVersion: {}", m.name, m.description, m.version);
         return;
@@ -37,18 +42,16 @@ fn main() {
         Err(e) => fail(PluginError::error(format!("cannot redirect stdout: {e}"))),
     };
 
-    let result = if args.len() != 2 || !commands::is_command(command) {
-        let name = args
-            .first()
-            .map(String::as_str)
-            .unwrap_or("notation-pkcs11");
-        Err(PluginError::validation(format!(
-            "usage: {name} <get-plugin-metadata|describe-key|generate-signature> \
-             (JSON request on stdin); got {:?}",
-            &args[1.min(args.len())..]
-        )))
-    } else {
-        read_request().and_then(|input| run_catching_panics(command, &input))
+    let result = match args.as_slice() {
+        [_, cmd] if commands::is_command(cmd) => {
+            read_request().and_then(|input| run_catching_panics(cmd, &input))
+        }
+        [_, cmd] => Err(PluginError::validation(format!(
+            "unknown command '{cmd}'; {USAGE}"
+        ))),
+        _ => Err(PluginError::validation(format!(
+            "expected exactly one argument, the command; {USAGE}"
+        ))),
     };
 
     match result {
