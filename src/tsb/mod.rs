@@ -1,0 +1,26 @@
+//! The client of the Securosys Transaction Security Broker (TSB) REST API.
+//!
+//! This layer knows HTTP and JSON and nothing of PKCS#11: callers map [`TsbError`] to their
+//! own error codes. See `/work/shared/tsb-api.md` for the contract.
+//!
+//! Files: `client.rs` (the agent, authentication with JWT and API keys per role with
+//! rollover, retries), `tls.rs` (rustls: system roots + `caPath`, mTLS, certificate pin),
+//! `models.rs` (request and response types), `error.rs` (the error type).
+//!
+//! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
+//! child after `fork()`.
+
+mod client;
+mod error;
+mod models;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::TsbClient;
+pub use error::{TsbError, TsbErrorKind};
+pub use models::{
+    Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
+    RequestStatus, Rule, SignRequest,
+};

@@ -1,0 +1,279 @@
+//! Transport security: the rustls client configuration (system roots + `caPath`, optional
+//! mTLS client certificate, optional SHA-256 pin of the server certificate) and the
+//! plain-http policy.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuthType, Config};
+
+/// Builds the rustls client configuration for `config` (ring provider, TLS 1.2 and 1.3).
+pub(crate) fn client_config(config: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = Arc::new(root_store(config.ca_path.as_deref())?);
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match config.pkcs11.server_cert_sha256 {
+        Some(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier { inner: webpki, pin })),
+        None => builder.with_webpki_verifier(webpki),
+    };
+    let use_client_cert = config.auth_type == AuthType::Cert
+        || (config.client_cert.is_some() && config.client_key.is_some());
+    let tls = if use_client_cert {
+        let (Some(cert_path), Some(key_path)) = (&config.client_cert, &config.client_key) else {
+            return Err("authType CERT needs certpath and keypath".to_string());
+        };
+        let certs = load_certs(cert_path, "certpath")?;
+        let key = load_key(key_path)?;
+        builder.with_client_auth_cert(certs, key).map_err(|e| {
+            format!(
+                "client certificate {} / keypath {}: {e}",
+                cert_path.display(),
+                key_path.display()
+            )
+        })?
+    } else {
+        builder.with_no_client_auth()
+    };
+    Ok(Arc::new(tls))
+}
+
+/// The system roots (load errors only logged) plus the certificates of `ca_path`.
+fn root_store(ca_path: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        log::debug!("loading system CA certificates: {e}");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    log::debug!("system CA certificates: {added} loaded, {ignored} ignored");
+    if let Some(path) = ca_path {
+        let certs = load_certs(path, "caPath")?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("caPath {}: unusable CA certificate: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted CA certificates: the system store is empty and caPath is not set"
+                .to_string(),
+        );
+    }
+    Ok(roots)
+}
+
+/// Reads every certificate of a PEM file (at least one).
+pub(crate) fn load_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let data =
+        std::fs::read(path).map_err(|e| format!("{field} {}: cannot read: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{field} {}: bad PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{field} {}: no PEM certificate found",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let data =
+        std::fs::read(path).map_err(|e| format!("keypath {}: cannot read: {e}", path.display()))?;
+    match rustls_pemfile::private_key(&mut data.as_slice()) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(format!(
+            "keypath {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found",
+            path.display()
+        )),
+        Err(e) => Err(format!("keypath {}: bad PEM: {e}", path.display())),
+    }
+}
+
+/// The error reported when the server certificate does not match the pin.
+#[derive(Debug)]
+struct PinMismatch;
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("server certificate does not match pkcs11.serverCertSha256")
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+/// Normal WebPKI verification, then a SHA-256 pin of the end-entity certificate.
+#[derive(Debug)]
+struct PinnedVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    pin: [u8; 32],
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if constant_time_eq(&digest, &self.pin) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(PinMismatch)),
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// The scheme and host of a normalised URL (`scheme://host[:port][/path]`); IPv6 without
+/// brackets.
+pub(crate) fn scheme_and_host(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?.to_string()
+    } else {
+        authority.split(':').next()?.to_string()
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((scheme.to_ascii_lowercase(), host))
+}
+
+/// Whether a host is loopback: `localhost`, 127.0.0.0/8, `::1` (also v4-mapped).
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    if h == "localhost" || h.ends_with(".localhost") {
+        return true;
+    }
+    match h.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.is_loopback(),
+        Ok(IpAddr::V6(v6)) => {
+            v6 == Ipv6Addr::LOCALHOST || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "foo.localhost",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "example.com",
+            "10.0.0.1",
+            "::2",
+            "localhost.example.com",
+            "128.0.0.1",
+            "",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn scheme_host_parsing() {
+        assert_eq!(
+            scheme_and_host("https://tsb.example:8080"),
+            Some(("https".into(), "tsb.example".into()))
+        );
+        assert_eq!(
+            scheme_and_host("http://[::1]:8080/prefix"),
+            Some(("http".into(), "::1".into()))
+        );
+        assert_eq!(
+            scheme_and_host("HTTP://127.0.0.1"),
+            Some(("http".into(), "127.0.0.1".into()))
+        );
+        assert_eq!(scheme_and_host("nourl"), None);
+        assert_eq!(scheme_and_host("http://"), None);
+    }
+
+    #[test]
+    fn missing_ca_file_is_a_config_error() {
+        let mut c = Config::for_url("https://tsb.example");
+        c.ca_path = Some("/nonexistent/ca.pem".into());
+        let e = client_config(&c).unwrap_err();
+        assert!(e.contains("caPath /nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn ct_eq() {
+        assert!(constant_time_eq(&[1; 32], &[1; 32]));
+        let mut b = [1; 32];
+        b[31] = 2;
+        assert!(!constant_time_eq(&[1; 32], &b));
+    }
+}
