@@ -575,3 +575,51 @@ unsigned long C_GetFunctionList(void **list) {{
     let m = noisy.describe_key("missing").err_code("VALIDATION_ERROR");
     assert!(m.contains("not found"), "{m}");
 }
+
+/// Without `pluginConfig.module`, the plugin loads `libtsb_pkcs11.so` from its own
+/// directory, else through the library search path. (SoftHSM copied under that name.)
+#[test]
+fn default_module_location() {
+    let hsm = softhsm!();
+    hsm.keygen("EC:prime256v1", "k", "01");
+    let request = json!({
+        "contractVersion": "1.0",
+        "keyId": "k",
+        "pluginConfig": {"pin": USER_PIN},
+    });
+    let run_copy = |plugin: &std::path::Path, extra_env: &[(String, String)]| {
+        let mut env = hsm.target.env.clone();
+        env.extend_from_slice(extra_env);
+        run_plugin_at(
+            plugin,
+            &["describe-key"],
+            serde_json::to_string(&request).unwrap().as_bytes(),
+            &env,
+        )
+    };
+
+    // Next to the plugin executable.
+    let beside = hsm.dir.path().join("beside");
+    std::fs::create_dir(&beside).unwrap();
+    let plugin = beside.join("notation-pkcs11");
+    std::fs::copy(PLUGIN, &plugin).unwrap();
+    std::fs::copy(SOFTHSM_MODULE, beside.join("libtsb_pkcs11.so")).unwrap();
+    assert_eq!(run_copy(&plugin, &[]).ok()["keySpec"], "EC-256");
+
+    // Through LD_LIBRARY_PATH.
+    let alone = hsm.dir.path().join("alone");
+    let libs = hsm.dir.path().join("libs");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::create_dir(&libs).unwrap();
+    let plugin = alone.join("notation-pkcs11");
+    std::fs::copy(PLUGIN, &plugin).unwrap();
+    std::fs::copy(SOFTHSM_MODULE, libs.join("libtsb_pkcs11.so")).unwrap();
+    let ld = ("LD_LIBRARY_PATH".to_string(), libs.display().to_string());
+    assert_eq!(run_copy(&plugin, &[ld]).ok()["keySpec"], "EC-256");
+
+    // Neither (Cargo's LD_LIBRARY_PATH, which may hold the project's own module, is
+    // replaced): a clear error naming the module.
+    let no_ld = ("LD_LIBRARY_PATH".to_string(), alone.display().to_string());
+    let m = run_copy(&plugin, &[no_ld]).err_code("ERROR");
+    assert!(m.contains("libtsb_pkcs11.so"), "{m}");
+}

@@ -184,7 +184,17 @@ pub fn single_json_document(bytes: &[u8]) -> Value {
 /// Runs the plugin as Notation does: `notation-pkcs11 <command>`, request on stdin.
 /// `NOTATION_PKCS11_PIN` is removed from the environment unless `env` sets it.
 pub fn run_plugin(args: &[&str], stdin: &[u8], env: &[(String, String)]) -> PluginRun {
-    let mut cmd = Command::new(PLUGIN);
+    run_plugin_at(Path::new(PLUGIN), args, stdin, env)
+}
+
+/// Like [`run_plugin`] with the plugin executable at `plugin`.
+pub fn run_plugin_at(
+    plugin: &Path,
+    args: &[&str],
+    stdin: &[u8],
+    env: &[(String, String)],
+) -> PluginRun {
+    let mut cmd = Command::new(plugin);
     cmd.args(args)
         .env_remove("NOTATION_PKCS11_PIN")
         .stdin(Stdio::piped())
