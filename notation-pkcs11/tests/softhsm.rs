@@ -572,8 +572,35 @@ unsigned long C_GetFunctionList(void **list) {{
     assert_eq!(v["signingAlgorithm"], "ECDSA-SHA-256");
 
     // Errors: stdout stays empty and the JSON error is still the last line of stderr.
-    let m = noisy.describe_key("missing").err_code("VALIDATION_ERROR");
+    let (code, m) = noisy.describe_key("missing").err_after_noise();
+    assert_eq!(code, "VALIDATION_ERROR");
     assert!(m.contains("not found"), "{m}");
+
+    // With NOTATION_PKCS11_LOG, the noise goes to that file and stderr carries only the
+    // JSON error, which Notation can then parse.
+    let log = hsm.dir.path().join("plugin.log");
+    let mut logged = noisy.clone();
+    logged
+        .env
+        .push(("NOTATION_PKCS11_LOG".into(), log.display().to_string()));
+    let run = logged.describe_key("k");
+    assert_eq!(run.ok()["keySpec"], "EC-256");
+    assert!(
+        run.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let m = logged.describe_key("missing").err_code("VALIDATION_ERROR");
+    assert!(m.contains("not found"), "{m}");
+    let logged_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged_text.contains("NOISE: raw write to fd 1"),
+        "{logged_text}"
+    );
+    assert!(
+        logged_text.contains("NOISE: module loaded (buffered)"),
+        "{logged_text}"
+    );
 }
 
 /// Without `pluginConfig.module`, the plugin loads `libtsb_pkcs11.so` from its own

@@ -111,9 +111,29 @@ impl PluginRun {
         single_json_document(&self.stdout)
     }
 
-    /// Asserts failure as the contract requires (exit code 1, nothing on stdout, a JSON
-    /// error as the last line of stderr) and returns `(errorCode, errorMessage)`.
+    /// Asserts failure as the contract requires and as Notation parses it: exit code 1,
+    /// nothing on stdout, and stderr holding exactly one JSON error document (Notation
+    /// unmarshals the whole of stderr). Returns `(errorCode, errorMessage)`.
     pub fn err(&self) -> (String, String) {
+        self.check_failed();
+        Self::parse_error(&single_json_document(&self.stderr))
+    }
+
+    /// Like [`PluginRun::err`], but other output (e.g. a chatty module's) may precede the
+    /// JSON error, which must be the last line of stderr.
+    pub fn err_after_noise(&self) -> (String, String) {
+        self.check_failed();
+        let stderr = String::from_utf8_lossy(&self.stderr);
+        let last = stderr
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or_else(|| panic!("stderr is empty"));
+        let v: Value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("stderr's last line is not JSON ({e}): {stderr}"));
+        Self::parse_error(&v)
+    }
+
+    fn check_failed(&self) {
         assert_eq!(
             self.code,
             Some(1),
@@ -126,13 +146,9 @@ impl PluginRun {
             "stdout must be empty on error, got {:?}",
             String::from_utf8_lossy(&self.stdout)
         );
-        let stderr = String::from_utf8_lossy(&self.stderr);
-        let last = stderr
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or_else(|| panic!("stderr is empty"));
-        let v: Value = serde_json::from_str(last)
-            .unwrap_or_else(|e| panic!("stderr's last line is not JSON ({e}): {stderr}"));
+    }
+
+    fn parse_error(v: &Value) -> (String, String) {
         let code = v["errorCode"].as_str().expect("errorCode").to_string();
         let msg = v["errorMessage"]
             .as_str()
