@@ -741,6 +741,7 @@ impl TsbClient {
             // The error body is best effort: an unreadable one still gives the status.
             let body = body.map(|(b, _)| b).unwrap_or_default();
             let secrets = self.secrets(call);
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
             let (code, reason, message) = parse_error_body(&body, &secrets);
             Err(self.err(
                 call,
@@ -755,36 +756,37 @@ impl TsbClient {
     }
 
     /// Every secret this call could carry, for redaction of server texts.
-    fn secrets<'s>(&'s self, call: &Call<'s>) -> Vec<&'s str> {
-        let mut out: Vec<&str> = call.secrets.clone();
+    fn secrets(&self, call: &Call<'_>) -> Vec<String> {
+        let mut out: Vec<String> = call.secrets.iter().map(|s| s.to_string()).collect();
+        let mut push = |s: &Secret| out.push(s.expose().to_string());
         if let Some(t) = &self.token {
-            out.push(t.expose());
+            push(t);
         }
         if let Some(b) = call.bearer {
-            out.push(b.expose());
+            push(b);
         }
         if let Some(k) = call.api_key {
-            out.push(k.expose());
+            push(k);
+        }
+        if let Some(b) = self.login_bearer.read().as_ref() {
+            push(b);
+        }
+        if let Some(k) = self.login_operation_key.read().as_ref() {
+            push(k);
         }
         for keys in &self.api_keys {
-            out.extend(keys.iter().map(Secret::expose));
+            keys.iter().for_each(&mut push);
         }
         out
     }
 
     fn redact(&self, call: &Call<'_>, kind: TsbErrorKind) -> TsbErrorKind {
-        let mut secrets = self.secrets(call);
-        let login_bearer = self.login_bearer.read().clone();
-        let login_key = self.login_operation_key.read().clone();
-        if let Some(b) = &login_bearer {
-            secrets.push(b.expose());
-        }
-        if let Some(k) = &login_key {
-            secrets.push(k.expose());
-        }
-        let clean = |m: String| sanitize(&m, &secrets).unwrap_or_default();
         match kind {
-            TsbErrorKind::InvalidResponse(m) => TsbErrorKind::InvalidResponse(clean(m)),
+            TsbErrorKind::InvalidResponse(m) => {
+                let secrets = self.secrets(call);
+                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                TsbErrorKind::InvalidResponse(sanitize(&m, &secrets).unwrap_or_default())
+            }
             other => other,
         }
     }
@@ -855,6 +857,10 @@ fn classify_transport(t: &ureq::Transport) -> TsbErrorKind {
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             timed_out |= is_timeout(io.kind());
+            if let Some(tls_err) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                detail = tls::describe_tls_error(tls_err);
+                break;
+            }
         }
         let text = s.to_string();
         if !detail.contains(&text) {

@@ -1,1 +1,1166 @@
+//! Integration tests of the TSB client against tiny hand-rolled HTTP(S) servers on 127.0.0.1.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::{AuthType, Config, Secret};
+
+// ---------------------------------------------------------------------------------------
+// A tiny HTTP/1.1 server
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Recorded {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+enum Action {
+    /// Status, content type, body.
+    Reply(u16, &'static str, Vec<u8>),
+    /// Close the connection without answering.
+    Close,
+    /// Keep the connection open without answering, then close.
+    Hang(Duration),
+}
+
+fn reply_json(status: u16, v: Value) -> Action {
+    Action::Reply(status, "application/json", v.to_string().into_bytes())
+}
+
+type Handler = dyn Fn(&Recorded, usize) -> Action + Send + Sync;
+
+struct TestServer {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl TestServer {
+    /// An HTTP server; `handler` gets each request and its index (0-based, over all connections).
+    fn start(handler: impl Fn(&Recorded, usize) -> Action + Send + Sync + 'static) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(listener, Arc::new(handler), None)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        handler: Arc<Handler>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> TestServer {
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let reqs = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let handler = handler.clone();
+                let reqs = reqs.clone();
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => handle_connection(stream, &*handler, &reqs),
+                    Some(cfg) => {
+                        let conn = rustls::ServerConnection::new(cfg).unwrap();
+                        let tls_stream = rustls::StreamOwned::new(conn, stream);
+                        handle_connection(tls_stream, &*handler, &reqs)
+                    }
+                });
+            }
+        });
+        TestServer { addr, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn read_request<S: Read>(reader: &mut BufReader<S>) -> Option<Recorded> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':')?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn handle_connection<S: Read + Write>(stream: S, handler: &Handler, reqs: &Mutex<Vec<Recorded>>) {
+    let mut reader = BufReader::new(stream);
+    while let Some(req) = read_request(&mut reader) {
+        let index = {
+            let mut r = reqs.lock().unwrap();
+            r.push(req.clone());
+            r.len() - 1
+        };
+        match handler(&req, index) {
+            Action::Reply(status, ctype, body) => {
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let s = reader.get_mut();
+                if s.write_all(head.as_bytes()).is_err() || s.write_all(&body).is_err() {
+                    return;
+                }
+                let _ = s.flush();
+            }
+            Action::Close => return,
+            Action::Hang(d) => {
+                std::thread::sleep(d);
+                return;
+            }
+        }
+    }
+}
+
+/// A client for `url` with small timeouts and fast backoff.
+fn client_with(url: &str, f: impl FnOnce(&mut Config)) -> TsbClient {
+    let mut c = Config::for_url(url);
+    c.pkcs11.connect_timeout = Duration::from_millis(1000);
+    c.pkcs11.request_timeout = Duration::from_millis(2000);
+    c.pkcs11.retries = 2;
+    f(&mut c);
+    let mut client = TsbClient::new(&c).unwrap();
+    client.set_backoff_base(Duration::from_millis(10));
+    client
+}
+
+fn client(url: &str) -> TsbClient {
+    client_with(url, |_| {})
+}
+
+fn secret(s: &str) -> Secret {
+    Secret::new(s.to_string())
+}
+
+fn sign_req() -> SignRequest {
+    SignRequest::new("key1", "SHA256_WITH_ECDSA", b"payload".to_vec())
+}
+
+/// A port on which nothing listens.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------
+// Endpoints, bodies and headers
+
+#[test]
+fn endpoints_and_bodies() {
+    let server = TestServer::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/v1/versionInfo") => reply_json(200, json!({"Version": "2.2.0"})),
+        ("GET", "/v1/key") => reply_json(200, json!(["a", "m/0/1"])),
+        ("GET", "/v1/key/a/attributes") => reply_json(
+            200,
+            json!({"json": {"label": "a", "algorithm": "EC", "publicKey": "AQID",
+                           "policy": {"ruleUse": {"tokens": [{"groups": [{"quorum": 1}]}]}}}}),
+        ),
+        ("POST", "/v1/synchronousSign") => {
+            reply_json(200, json!({"signature": "AQIDBA==", "keyVersion": "1"}))
+        }
+        ("POST", "/v1/sign") => reply_json(201, json!({"signRequestId": "req-1"})),
+        ("GET", "/v1/request/req-1") => reply_json(
+            200,
+            json!({"id": "req-1", "status": "EXECUTED", "result": "BQY=",
+                   "approvedBy": [{"name": "alice"}], "notYetApprovedBy": [], "rejectedBy": []}),
+        ),
+        ("DELETE", "/v1/request/req-1") => reply_json(200, json!({})),
+        ("POST", "/v1/certificate/import/plain") => reply_json(200, json!({"label": "a"})),
+        ("DELETE", "/v1/certificate/a") => Action::Reply(200, "text/plain", vec![]),
+        _ => reply_json(
+            404,
+            json!({"errorCode": 650, "reason": "res.error.key.does.not.exist"}),
+        ),
+    });
+    let c = client(&server.url());
+    assert_eq!(c.base_url(), server.url());
+    assert_eq!(c.version_info().unwrap(), "2.2.0");
+    assert_eq!(c.list_keys().unwrap(), vec!["a", "m/0/1"]);
+    let attrs = c.key_attributes("a", None).unwrap();
+    assert_eq!(attrs.public_key.as_deref(), Some(&[1u8, 2, 3][..]));
+    assert!(attrs.needs_approval());
+    let e = c.key_attributes("missing", None).unwrap_err();
+    assert_eq!(e.http_status(), Some(404));
+    assert_eq!(e.tsb_code(), Some(650));
+    assert_eq!(e.endpoint, "GET /v1/key/{label}/attributes");
+    assert_eq!(
+        e.to_string(),
+        "GET /v1/key/{label}/attributes: HTTP 404, TSB 650 res.error.key.does.not.exist"
+    );
+
+    let mut req = sign_req();
+    req.signature_type = Some("DER".into());
+    assert_eq!(c.sign_synchronous(&req).unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(c.sign_asynchronous(&req).unwrap(), "req-1");
+    let st = c.request_status("req-1").unwrap();
+    assert_eq!(st.state, RequestState::Executed);
+    assert_eq!(st.result.as_deref(), Some(&[5u8, 6][..]));
+    assert_eq!(st.approved_by, vec!["alice"]);
+    c.cancel_request("req-1").unwrap();
+    c.import_certificate("a", &[0x30, 0x03, 1, 2, 3]).unwrap();
+    c.delete_certificate("a").unwrap();
+
+    let reqs = server.requests();
+    let sync = reqs
+        .iter()
+        .find(|r| r.path == "/v1/synchronousSign")
+        .unwrap();
+    assert_eq!(sync.header("content-type"), Some("application/json"));
+    assert_eq!(
+        sync.json(),
+        json!({"signRequest": {"payload": "cGF5bG9hZA==", "payloadType": "UNSPECIFIED",
+               "signKeyName": "key1", "signatureAlgorithm": "SHA256_WITH_ECDSA",
+               "signatureType": "DER"}, "requestSignature": null})
+    );
+    let import = reqs
+        .iter()
+        .find(|r| r.path == "/v1/certificate/import/plain")
+        .unwrap();
+    assert_eq!(
+        import.json(),
+        json!({"label": "a", "certificate": "MAMBAgM="})
+    );
+}
+
+#[test]
+fn labels_are_percent_encoded() {
+    let server = TestServer::start(|req, _| {
+        reply_json(
+            200,
+            json!({"json": {"label": req.path.clone(), "algorithm": "EC"}}),
+        )
+    });
+    let c = client(&server.url());
+    c.key_attributes("m/44'/0 x", None).unwrap();
+    c.key_attributes("..", None).unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs[0].method, "GET");
+    assert_eq!(reqs[0].path, "/v1/key/m%2F44%27%2F0%20x/attributes");
+    // "." and ".." cannot be path segments: the POST form is used
+    assert_eq!(reqs[1].method, "POST");
+    assert_eq!(reqs[1].path, "/v1/key/attributes");
+    assert_eq!(reqs[1].json(), json!({"label": ".."}));
+    let e = c.certificate("..").unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::Config(_)));
+    assert_eq!(server.count(), 2);
+}
+
+#[test]
+fn attributes_with_password_use_post() {
+    let server = TestServer::start(|_, _| {
+        reply_json(
+            200,
+            json!({"json": {"label": "k", "algorithm": "RSA", "keySize": 2048}}),
+        )
+    });
+    let c = client(&server.url());
+    let a = c.key_attributes("k", Some(&secret("pw1"))).unwrap();
+    assert_eq!(a.key_size, Some(2048));
+    let r = &server.requests()[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/v1/key/attributes")
+    );
+    assert_eq!(r.json(), json!({"label": "k", "password": ["p", "w", "1"]}));
+}
+
+#[test]
+fn certificate_shapes() {
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----";
+    let server = TestServer::start(|req, _| match req.path.as_str() {
+        "/v1/certificate/pem" => reply_json(200, json!({"label": "pem", "certificate": PEM})),
+        "/v1/certificate/b64" => {
+            reply_json(200, json!({"label": "b64", "certificate": "MAMCAQE="}))
+        }
+        "/v1/certificate/raw" => reply_json(
+            200,
+            json!({"label": "raw", "certificate": null, "rawCertificate": "MAMCAQE="}),
+        ),
+        "/v1/certificate/text" => Action::Reply(200, "text/plain", PEM.as_bytes().to_vec()),
+        "/v1/certificate/bad" => reply_json(200, json!({"certificate": "%%%"})),
+        "/v1/certificate/empty" => reply_json(200, json!({"label": "empty"})),
+        _ => reply_json(404, json!({"errorCode": 650})),
+    });
+    let c = client(&server.url());
+    let pem_bytes = format!("{PEM}\n").into_bytes();
+    assert_eq!(c.certificate("pem").unwrap(), Some(pem_bytes.clone()));
+    assert_eq!(c.certificate("b64").unwrap(), Some(vec![0x30, 3, 2, 1, 1]));
+    assert_eq!(c.certificate("raw").unwrap(), Some(vec![0x30, 3, 2, 1, 1]));
+    assert_eq!(c.certificate("text").unwrap(), Some(pem_bytes));
+    assert_eq!(c.certificate("none").unwrap(), None);
+    assert_eq!(c.certificate("empty").unwrap(), None);
+    let e = c.certificate("bad").unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::InvalidResponse(_)), "{e}");
+}
+
+#[test]
+fn auth_headers_per_endpoint() {
+    let server = TestServer::start(|req, _| match req.path.as_str() {
+        "/v1/versionInfo" => reply_json(200, json!({"Version": "1"})),
+        "/v1/key" => reply_json(200, json!([])),
+        "/v1/synchronousSign" => reply_json(200, json!({"signature": "AA=="})),
+        "/v1/sign" => reply_json(201, json!({"signRequestId": "r"})),
+        "/v1/request/r" => reply_json(200, json!({"status": "PENDING"})),
+        _ => reply_json(404, json!({})),
+    });
+    let c = client_with(&server.url(), |cfg| {
+        cfg.token = Some(secret("jwt-configured"));
+        cfg.auth_type = AuthType::Token;
+        cfg.api_keys.key_management = vec![secret("km-key")];
+        cfg.api_keys.key_operation = vec![secret("op-key")];
+        cfg.api_keys.service = vec![secret("svc-key")];
+    });
+    c.version_info().unwrap();
+    c.list_keys().unwrap();
+    c.sign_synchronous(&sign_req()).unwrap();
+    c.sign_asynchronous(&sign_req()).unwrap();
+    c.request_status("r").unwrap();
+    assert_eq!(c.certificate("k").unwrap(), None);
+    let reqs = server.requests();
+    let expect = [
+        ("/v1/versionInfo", "svc-key"),
+        ("/v1/key", "km-key"),
+        ("/v1/synchronousSign", "op-key"),
+        ("/v1/sign", "op-key"),
+        ("/v1/request/r", "op-key"),
+        ("/v1/certificate/k", "op-key"),
+    ];
+    for (r, (path, key)) in reqs.iter().zip(expect) {
+        assert_eq!(r.path, path);
+        assert_eq!(r.header("x-api-key"), Some(key), "{path}");
+        assert_eq!(
+            r.header("authorization"),
+            Some("Bearer jwt-configured"),
+            "{path}"
+        );
+        assert_eq!(r.header("accept"), Some("application/json"));
+    }
+
+    // Login credentials override the configured ones until cleared.
+    c.set_login_bearer(Some(secret("jwt-login")));
+    c.set_login_operation_key(Some(secret("op-login")));
+    c.list_keys().unwrap();
+    c.sign_synchronous(&sign_req()).unwrap();
+    c.set_login_bearer(None);
+    c.set_login_operation_key(None);
+    c.sign_synchronous(&sign_req()).unwrap();
+    let reqs = server.requests();
+    let n = reqs.len();
+    assert_eq!(
+        reqs[n - 3].header("authorization"),
+        Some("Bearer jwt-login")
+    );
+    assert_eq!(reqs[n - 3].header("x-api-key"), Some("km-key"));
+    assert_eq!(
+        reqs[n - 2].header("authorization"),
+        Some("Bearer jwt-login")
+    );
+    assert_eq!(reqs[n - 2].header("x-api-key"), Some("op-login"));
+    assert_eq!(
+        reqs[n - 1].header("authorization"),
+        Some("Bearer jwt-configured")
+    );
+    assert_eq!(reqs[n - 1].header("x-api-key"), Some("op-key"));
+}
+
+#[test]
+fn no_auth_headers_without_credentials() {
+    let server = TestServer::start(|_, _| reply_json(200, json!([])));
+    let c = client(&server.url());
+    c.list_keys().unwrap();
+    let r = &server.requests()[0];
+    assert_eq!(r.header("authorization"), None);
+    assert_eq!(r.header("x-api-key"), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// API-key rollover
+
+fn invalid_api_key() -> Action {
+    reply_json(
+        401,
+        json!({"errorCode": 631, "reason": "res.error.invalid.api.key", "message": "Invalid API key"}),
+    )
+}
+
+#[test]
+fn api_key_rollover_on_631() {
+    let server = TestServer::start(|req, _| match req.header("x-api-key") {
+        Some("new-key") => reply_json(200, json!(["k"])),
+        _ => invalid_api_key(),
+    });
+    let c = client_with(&server.url(), |cfg| {
+        cfg.api_keys.key_management = vec![secret("old-key"), secret("new-key")];
+    });
+    assert_eq!(c.list_keys().unwrap(), vec!["k"]);
+    assert_eq!(server.count(), 2);
+    // The working key is remembered.
+    assert_eq!(c.list_keys().unwrap(), vec!["k"]);
+    assert_eq!(server.count(), 3);
+    let keys: Vec<_> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("x-api-key").unwrap().to_string())
+        .collect();
+    assert_eq!(keys, vec!["old-key", "new-key", "new-key"]);
+}
+
+#[test]
+fn api_key_rollover_exhausted() {
+    let server = TestServer::start(|_, _| invalid_api_key());
+    let c = client_with(&server.url(), |cfg| {
+        cfg.api_keys.key_operation = vec![secret("k1-secret"), secret("k2-secret")];
+    });
+    let e = c.sign_synchronous(&sign_req()).unwrap_err();
+    assert_eq!(e.http_status(), Some(401));
+    assert_eq!(e.tsb_code(), Some(631));
+    assert_eq!(server.count(), 2, "each key once, no retries of a 401");
+}
+
+#[test]
+fn plain_401_does_not_roll_over() {
+    let server = TestServer::start(|_, _| reply_json(401, json!({"message": "Unauthorized"})));
+    let c = client_with(&server.url(), |cfg| {
+        cfg.api_keys.key_management = vec![secret("k1-secret"), secret("k2-secret")];
+    });
+    let e = c.list_keys().unwrap_err();
+    assert_eq!(e.http_status(), Some(401));
+    assert_eq!(server.count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Retries
+
+#[test]
+fn get_is_retried_after_503() {
+    let server = TestServer::start(|_, i| {
+        if i == 0 {
+            Action::Reply(503, "text/plain", vec![])
+        } else {
+            reply_json(200, json!(["a"]))
+        }
+    });
+    let c = client(&server.url());
+    assert_eq!(c.list_keys().unwrap(), vec!["a"]);
+    assert_eq!(server.count(), 2);
+}
+
+#[test]
+fn get_gives_up_after_retries() {
+    let server = TestServer::start(|_, _| Action::Reply(503, "text/plain", b"busy".to_vec()));
+    let c = client(&server.url());
+    let e = c.request_status("r").unwrap_err();
+    assert_eq!(e.http_status(), Some(503));
+    assert_eq!(server.count(), 3, "1 + retries(2)");
+    let c0 = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    c0.cancel_request("r").unwrap_err();
+    assert_eq!(server.count(), 4);
+}
+
+#[test]
+fn get_is_not_retried_after_4xx() {
+    let server = TestServer::start(|_, _| reply_json(400, json!({"errorCode": 600})));
+    let c = client(&server.url());
+    assert_eq!(c.list_keys().unwrap_err().tsb_code(), Some(600));
+    assert_eq!(server.count(), 1);
+}
+
+#[test]
+fn sign_is_not_retried_after_503() {
+    let server =
+        TestServer::start(|_, _| Action::Reply(503, "text/html", b"<html></html>".to_vec()));
+    let c = client(&server.url());
+    let e = c.sign_synchronous(&sign_req()).unwrap_err();
+    assert_eq!(e.http_status(), Some(503));
+    assert_eq!(server.count(), 1);
+    let e = c.sign_asynchronous(&sign_req()).unwrap_err();
+    assert_eq!(e.http_status(), Some(503));
+    assert_eq!(server.count(), 2);
+}
+
+#[test]
+fn sign_is_not_retried_after_dropped_connection() {
+    let server = TestServer::start(|_, _| Action::Close);
+    let c = client(&server.url());
+    let e = c.sign_synchronous(&sign_req()).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::Transport(_)), "{e:?}");
+    assert!(e.may_have_reached_server());
+    assert_eq!(server.count(), 1);
+    let e = c.sign_asynchronous(&sign_req()).unwrap_err();
+    assert!(e.may_have_reached_server(), "{e:?}");
+    assert_eq!(server.count(), 2);
+    // A GET is retried after the same failure.
+    c.list_keys().unwrap_err();
+    assert_eq!(server.count(), 5);
+}
+
+#[test]
+fn sign_is_not_retried_after_malformed_json() {
+    let server = TestServer::start(|_, _| {
+        Action::Reply(200, "application/json", b"{\"signature\":".to_vec())
+    });
+    let c = client(&server.url());
+    let e = c.sign_synchronous(&sign_req()).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::InvalidResponse(_)), "{e:?}");
+    assert_eq!(server.count(), 1);
+}
+
+#[test]
+fn connection_refused_is_not_sent() {
+    let port = closed_port();
+    let c = client(&format!("http://127.0.0.1:{port}"));
+    let started = Instant::now();
+    let e = c.sign_synchronous(&sign_req()).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::NotSent(_)), "{e:?}");
+    assert!(!e.may_have_reached_server());
+    // retried twice: backoff 10 ms + 30 ms
+    assert!(started.elapsed() >= Duration::from_millis(40));
+}
+
+#[test]
+fn sign_is_retried_after_connection_refused() {
+    let port = closed_port();
+    // The server comes up after the first attempt was refused.
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let reqs = requests.clone();
+    let starter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let server = TestServer::serve(
+            listener,
+            Arc::new(|_: &Recorded, _| reply_json(200, json!({"signature": "AQI="}))),
+            None,
+        );
+        *reqs.lock().unwrap() = vec![server];
+    });
+    let mut cfg = Config::for_url(&format!("http://127.0.0.1:{port}"));
+    cfg.pkcs11.retries = 3;
+    let mut c = TsbClient::new(&cfg).unwrap();
+    c.set_backoff_base(Duration::from_millis(60)); // 60, 180, 540 ms
+    let sig = c.sign_synchronous(&sign_req()).unwrap();
+    assert_eq!(sig, vec![1, 2]);
+    starter.join().unwrap();
+    assert_eq!(requests.lock().unwrap()[0].count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Timeouts and bodies
+
+#[test]
+fn read_timeout_is_bounded() {
+    let server = TestServer::start(|_, _| Action::Hang(Duration::from_secs(5)));
+    let c = client_with(&server.url(), |cfg| {
+        cfg.pkcs11.request_timeout = Duration::from_millis(300);
+        cfg.pkcs11.retries = 1;
+    });
+    let started = Instant::now();
+    let e = c.sign_synchronous(&sign_req()).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::Timeout(_)), "{e:?}");
+    assert!(e.may_have_reached_server());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.count(), 1, "a sign is never retried after a timeout");
+    // A GET is retried once: two bounded attempts.
+    let started = Instant::now();
+    let e = c.list_keys().unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::Timeout(_)), "{e:?}");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert_eq!(server.count(), 3);
+}
+
+#[test]
+fn connect_timeout_is_bounded() {
+    // A non-routable address: the connect either times out or fails at once.
+    let c = client_with("http://10.255.255.1:9", |cfg| {
+        cfg.pkcs11.allow_insecure_http = true;
+        cfg.pkcs11.connect_timeout = Duration::from_millis(200);
+        cfg.pkcs11.retries = 0;
+    });
+    let started = Instant::now();
+    // (Some sandboxes intercept outbound connections and answer themselves.)
+    let _ = c.list_keys();
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+#[test]
+fn html_502_is_http_error_without_code() {
+    let server = TestServer::start(|_, _| {
+        Action::Reply(
+            502,
+            "text/html",
+            b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>".to_vec(),
+        )
+    });
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    let e = c.list_keys().unwrap_err();
+    match &e.kind {
+        TsbErrorKind::Http {
+            status,
+            code,
+            reason,
+            message,
+        } => {
+            assert_eq!(*status, 502);
+            assert_eq!(*code, None);
+            assert_eq!(*reason, None);
+            assert_eq!(message.as_deref(), Some("502 Bad Gateway"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.to_string(), "GET /v1/key: HTTP 502: 502 Bad Gateway");
+}
+
+#[test]
+fn empty_error_body() {
+    let server = TestServer::start(|_, _| Action::Reply(500, "text/plain", vec![]));
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    let e = c.version_info().unwrap_err();
+    assert!(matches!(
+        e.kind,
+        TsbErrorKind::Http {
+            status: 500,
+            code: None,
+            reason: None,
+            message: None
+        }
+    ));
+}
+
+#[test]
+fn malformed_json_on_200_is_invalid_response() {
+    let server =
+        TestServer::start(|_, _| Action::Reply(200, "application/json", b"[\"a\", ".to_vec()));
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 1);
+    let e = c.list_keys().unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::InvalidResponse(_)), "{e:?}");
+    assert_eq!(server.count(), 2, "an idempotent GET is retried once");
+    let server =
+        TestServer::start(|_, _| Action::Reply(200, "text/html", b"<html>login</html>".to_vec()));
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    let e = c.version_info().unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::InvalidResponse(_)), "{e:?}");
+    let server = TestServer::start(|_, _| Action::Reply(200, "application/json", vec![]));
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    let e = c.sign_asynchronous(&sign_req()).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::InvalidResponse(_)), "{e:?}");
+    let server = TestServer::start(|_, _| reply_json(200, json!({"unexpected": true})));
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    let e = c.sign_synchronous(&sign_req()).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::InvalidResponse(_)), "{e:?}");
+}
+
+#[test]
+fn oversized_body_is_refused() {
+    let server = TestServer::start(|_, _| {
+        let mut body = b"[\"".to_vec();
+        body.extend(std::iter::repeat_n(b'a', 5 * 1024 * 1024));
+        body.extend(b"\"]");
+        Action::Reply(200, "application/json", body)
+    });
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    let e = c.list_keys().unwrap_err();
+    match &e.kind {
+        TsbErrorKind::InvalidResponse(m) => assert!(m.contains("larger than"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Login checks
+
+#[test]
+fn check_bearer_uses_the_given_token() {
+    let server = TestServer::start(|req, _| match req.header("authorization") {
+        Some("Bearer good-jwt") => reply_json(200, json!([])),
+        _ => reply_json(
+            401,
+            json!({"errorCode": 617, "reason": "res.error.invalid.access.token"}),
+        ),
+    });
+    let c = client_with(&server.url(), |cfg| {
+        cfg.token = Some(secret("configured-jwt"))
+    });
+    c.check_bearer(&secret("good-jwt")).unwrap();
+    let e = c.check_bearer(&secret("bad-jwt")).unwrap_err();
+    assert_eq!(e.http_status(), Some(401));
+    assert!(!e.to_string().contains("bad-jwt"));
+    let e = c.check_bearer(&secret("bad\njwt")).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::Config(_)));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs
+        .iter()
+        .all(|r| r.path == "/v1/key" && r.method == "GET"));
+    // Checking does not change the credentials in use.
+    c.list_keys().unwrap_err();
+    assert_eq!(
+        server.requests()[2].header("authorization"),
+        Some("Bearer configured-jwt")
+    );
+}
+
+#[test]
+fn check_operation_api_key() {
+    let server = TestServer::start(|req, _| match req.header("x-api-key") {
+        Some("good-key") => reply_json(
+            404,
+            json!({"errorCode": 651, "reason": "res.error.request.does.not.exist"}),
+        ),
+        Some("good-key-400") => reply_json(400, json!({"errorCode": 651})),
+        _ => invalid_api_key(),
+    });
+    let c = client_with(&server.url(), |cfg| {
+        cfg.api_keys.key_operation = vec![secret("configured-key")];
+    });
+    c.check_operation_api_key(&secret("good-key")).unwrap();
+    c.check_operation_api_key(&secret("good-key-400")).unwrap();
+    let e = c.check_operation_api_key(&secret("bad-key")).unwrap_err();
+    assert_eq!(e.http_status(), Some(401));
+    let reqs = server.requests();
+    assert_eq!(
+        reqs.len(),
+        3,
+        "no rollover to configured keys while checking"
+    );
+    for r in &reqs {
+        assert_eq!(r.method, "GET");
+        let id = r.path.strip_prefix("/v1/request/").unwrap();
+        assert_eq!(id.len(), 36);
+    }
+    assert_ne!(reqs[0].path, reqs[1].path);
+}
+
+// ---------------------------------------------------------------------------------------
+// Transport security
+
+#[test]
+fn plain_http_to_non_loopback_is_refused() {
+    let e = TsbClient::new(&Config::for_url("http://tsb.example.com:8080")).unwrap_err();
+    match &e.kind {
+        TsbErrorKind::Config(m) => assert_eq!(
+            m,
+            "plain http:// to a non-loopback host is refused; set pkcs11.allowInsecureHttp to allow it"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut cfg = Config::for_url("http://tsb.example.com:8080");
+    cfg.pkcs11.allow_insecure_http = true;
+    TsbClient::new(&cfg).unwrap();
+    for url in [
+        "http://127.0.0.1:8080",
+        "http://localhost",
+        "http://[::1]:1",
+    ] {
+        TsbClient::new(&Config::for_url(url)).unwrap();
+    }
+    let e = TsbClient::new(&Config::for_url("ftp://x")).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::Config(_)));
+}
+
+#[test]
+fn bad_credentials_in_config_are_refused_without_echo() {
+    let mut cfg = Config::for_url("http://127.0.0.1:1");
+    cfg.api_keys.key_operation = vec![secret("ok"), secret("bad\r\nkey")];
+    let e = TsbClient::new(&cfg).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "configuration: apiKeys.KeyOperationToken[1] contains characters not allowed in an HTTP header"
+    );
+}
+
+mod tls_server {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::x509::extension::{
+        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    };
+    use openssl::x509::{X509Builder, X509NameBuilder, X509};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use sha2::{Digest, Sha256};
+
+    fn key() -> PKey<Private> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+    }
+
+    fn cert(
+        cn: &str,
+        key: &PKey<Private>,
+        issuer: Option<(&X509, &PKey<Private>)>,
+        client: bool,
+    ) -> X509 {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let serial = BigNum::from_u32(rand_serial())
+            .unwrap()
+            .to_asn1_integer()
+            .unwrap();
+        b.set_serial_number(&serial).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        match issuer {
+            None => {
+                b.set_issuer_name(&name).unwrap();
+                b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                    .unwrap();
+                b.append_extension(KeyUsage::new().key_cert_sign().crl_sign().build().unwrap())
+                    .unwrap();
+                b.sign(key, MessageDigest::sha256()).unwrap();
+            }
+            Some((ca, ca_key)) => {
+                b.set_issuer_name(ca.subject_name()).unwrap();
+                b.append_extension(BasicConstraints::new().build().unwrap())
+                    .unwrap();
+                b.append_extension(KeyUsage::new().digital_signature().build().unwrap())
+                    .unwrap();
+                let eku = if client {
+                    ExtendedKeyUsage::new().client_auth().build().unwrap()
+                } else {
+                    ExtendedKeyUsage::new().server_auth().build().unwrap()
+                };
+                b.append_extension(eku).unwrap();
+                let san = SubjectAlternativeName::new()
+                    .dns("localhost")
+                    .ip("127.0.0.1")
+                    .build(&b.x509v3_context(Some(ca), None))
+                    .unwrap();
+                b.append_extension(san).unwrap();
+                b.sign(ca_key, MessageDigest::sha256()).unwrap();
+            }
+        }
+        b.build()
+    }
+
+    fn rand_serial() -> u32 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(1);
+        (h.finish() as u32) | 1
+    }
+
+    struct Pki {
+        dir: tempfile::TempDir,
+        ca_pem: std::path::PathBuf,
+        server_der: Vec<u8>,
+        server_key: Vec<u8>,
+        ca: X509,
+        ca_key: PKey<Private>,
+    }
+
+    fn pki() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = key();
+        let ca = cert("Test CA", &ca_key, None, false);
+        let server_key = key();
+        let server = cert("localhost", &server_key, Some((&ca, &ca_key)), false);
+        let ca_pem = dir.path().join("ca.pem");
+        std::fs::write(&ca_pem, ca.to_pem().unwrap()).unwrap();
+        Pki {
+            dir,
+            ca_pem,
+            server_der: server.to_der().unwrap(),
+            server_key: server_key.private_key_to_pkcs8().unwrap(),
+            ca,
+            ca_key,
+        }
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn tls_server(pki: &Pki, require_client_cert: bool) -> TestServer {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from(pki.ca.to_der().unwrap()))
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let cfg = builder
+            .with_single_cert(
+                vec![CertificateDer::from(pki.server_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
+            )
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        TestServer::serve(
+            listener,
+            Arc::new(|_: &Recorded, _| reply_json(200, json!({"Version": "tls"}))),
+            Some(Arc::new(cfg)),
+        )
+    }
+
+    fn https_client(server: &TestServer, f: impl FnOnce(&mut Config)) -> TsbClient {
+        client_with(&format!("https://127.0.0.1:{}", server.addr.port()), f)
+    }
+
+    #[test]
+    fn tls_with_ca_path_and_pin() {
+        let pki = pki();
+        let server = tls_server(&pki, false);
+        // Trusted through caPath
+        let c = https_client(&server, |cfg| cfg.ca_path = Some(pki.ca_pem.clone()));
+        assert_eq!(c.version_info().unwrap(), "tls");
+        // Matching pin
+        let pin: [u8; 32] = Sha256::digest(&pki.server_der).into();
+        let c = https_client(&server, |cfg| {
+            cfg.ca_path = Some(pki.ca_pem.clone());
+            cfg.pkcs11.server_cert_sha256 = Some(pin);
+        });
+        assert_eq!(c.version_info().unwrap(), "tls");
+        assert_eq!(server.count(), 2);
+        // Pin mismatch: NotSent, nothing reaches the server, even a sign is retried safely.
+        let c = https_client(&server, |cfg| {
+            cfg.ca_path = Some(pki.ca_pem.clone());
+            cfg.pkcs11.server_cert_sha256 = Some([7u8; 32]);
+        });
+        let e = c.sign_synchronous(&sign_req()).unwrap_err();
+        match &e.kind {
+            TsbErrorKind::NotSent(m) => assert!(m.contains("serverCertSha256"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!e.may_have_reached_server());
+        assert_eq!(server.count(), 2);
+    }
+
+    #[test]
+    fn untrusted_server_is_not_sent() {
+        let pki = pki();
+        let server = tls_server(&pki, false);
+        // Another CA in caPath: the server's chain is untrusted.
+        let other = pki_other_ca(&pki);
+        let c = https_client(&server, |cfg| cfg.ca_path = Some(other));
+        let e = c.version_info().unwrap_err();
+        assert!(matches!(e.kind, TsbErrorKind::NotSent(_)), "{e:?}");
+        assert_eq!(server.count(), 0);
+    }
+
+    fn pki_other_ca(pki: &Pki) -> std::path::PathBuf {
+        let k = key();
+        let ca = cert("Other CA", &k, None, false);
+        let p = pki.dir.path().join("other-ca.pem");
+        std::fs::write(&p, ca.to_pem().unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn mutual_tls_with_client_certificate() {
+        let pki = pki();
+        let server = tls_server(&pki, true);
+        // Without a client certificate the handshake fails.
+        let c = https_client(&server, |cfg| cfg.ca_path = Some(pki.ca_pem.clone()));
+        assert!(c.version_info().is_err());
+        assert_eq!(server.count(), 0);
+        // With one (SEC1 "EC PRIVATE KEY" PEM), it works.
+        let client_key = key();
+        let client_cert = cert("client", &client_key, Some((&pki.ca, &pki.ca_key)), true);
+        let cert_path = pki.dir.path().join("client.pem");
+        let key_path = pki.dir.path().join("client.key");
+        std::fs::write(&cert_path, client_cert.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            &key_path,
+            client_key.ec_key().unwrap().private_key_to_pem().unwrap(),
+        )
+        .unwrap();
+        let c = https_client(&server, |cfg| {
+            cfg.ca_path = Some(pki.ca_pem.clone());
+            cfg.auth_type = AuthType::Cert;
+            cfg.client_cert = Some(cert_path.clone());
+            cfg.client_key = Some(key_path.clone());
+        });
+        assert_eq!(c.version_info().unwrap(), "tls");
+        // A missing key file is a configuration error at construction.
+        let mut cfg = Config::for_url("https://127.0.0.1:1");
+        cfg.ca_path = Some(pki.ca_pem.clone());
+        cfg.auth_type = AuthType::Cert;
+        cfg.client_cert = Some(cert_path);
+        cfg.client_key = Some(pki.dir.path().join("missing.key"));
+        let e = TsbClient::new(&cfg).unwrap_err();
+        assert!(matches!(e.kind, TsbErrorKind::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("keypath"), "{e}");
+    }
+
+    #[test]
+    fn ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.pem");
+        std::fs::write(&p, "not a pem").unwrap();
+        let mut cfg = Config::for_url("https://tsb.example");
+        cfg.ca_path = Some(p);
+        let e = TsbClient::new(&cfg).unwrap_err();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets never reach the logs
+
+mod log_capture {
+    use once_cell::sync::Lazy;
+    use std::sync::Mutex;
+
+    pub static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            // ureq's own debug line "writing prelude" shows request headers (it masks only
+            // Authorization); the module's logger setup caps the `ureq` target at info.
+            if record.target().starts_with("ureq") {
+                return;
+            }
+            LINES.lock().unwrap().push(format!(
+                "{} {} {}",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
+        }
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture;
+
+    /// Installs the capturing logger if no other logger is installed; false if that failed.
+    pub fn install() -> bool {
+        static INSTALLED: Lazy<bool> = Lazy::new(|| {
+            let ok = log::set_logger(&CAPTURE).is_ok();
+            if ok {
+                log::set_max_level(log::LevelFilter::Trace);
+            }
+            ok
+        });
+        *INSTALLED
+    }
+}
+
+#[test]
+fn secrets_never_logged() {
+    if !log_capture::install() {
+        eprintln!("another logger is installed; secrets_never_logged skipped");
+        return;
+    }
+    let server = TestServer::start(|req, i| match (req.path.as_str(), i % 3) {
+        (_, 0) => invalid_api_key(),
+        ("/v1/synchronousSign", _) => reply_json(
+            400,
+            json!({"errorCode": 620, "reason": "res.error.key.password.mismatch",
+                   "message": "password SuperSecretPw1 for key with jwt SecretJwtValue1 via SecretApiKey2"}),
+        ),
+        _ => Action::Reply(503, "text/plain", b"SecretApiKey1 SecretJwtValue1".to_vec()),
+    });
+    let c = client_with(&server.url(), |cfg| {
+        cfg.token = Some(secret("SecretJwtValue1"));
+        cfg.api_keys.key_operation = vec![secret("SecretApiKey1"), secret("SecretApiKey2")];
+        cfg.api_keys.key_management = vec![secret("SecretApiKey1"), secret("SecretApiKey2")];
+    });
+    let mut req = sign_req();
+    req.key_password = Some(secret("SuperSecretPw1"));
+    let e = c.sign_synchronous(&req).unwrap_err();
+    let shown = format!("{e} {e:?}");
+    let _ = c.list_keys();
+    let _ = c.key_attributes("k", Some(&secret("SuperSecretPw1")));
+    c.set_login_bearer(Some(secret("SecretLoginJwt1")));
+    let _ = c.check_bearer(&secret("SecretCheckJwt1"));
+    let _ = c.check_operation_api_key(&secret("SecretCheckKey1"));
+    assert!(server.count() >= 4);
+    let lines = log_capture::LINES.lock().unwrap().join("\n");
+    assert!(lines.contains("TSB"), "nothing captured");
+    for s in [
+        "SecretJwtValue1",
+        "SecretApiKey1",
+        "SecretApiKey2",
+        "SuperSecretPw1",
+        "SecretLoginJwt1",
+        "SecretCheckJwt1",
+        "SecretCheckKey1",
+    ] {
+        assert!(!lines.contains(s), "{s} logged");
+        assert!(!shown.contains(s), "{s} in error");
+    }
+}

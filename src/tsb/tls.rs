@@ -119,6 +119,21 @@ impl std::fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
+/// A one-line description of a TLS error for [`super::TsbErrorKind::NotSent`].
+pub(crate) fn describe_tls_error(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other))
+            if other.0.downcast_ref::<PinMismatch>().is_some() =>
+        {
+            "TLS: server certificate does not match pkcs11.serverCertSha256".to_string()
+        }
+        rustls::Error::InvalidCertificate(c) => {
+            format!("TLS: server certificate rejected: {c:?}")
+        }
+        other => format!("TLS: {other}"),
+    }
+}
+
 /// Normal WebPKI verification, then a SHA-256 pin of the end-entity certificate.
 #[derive(Debug)]
 struct PinnedVerifier {
