@@ -1,0 +1,439 @@
+//! Networking: listeners, TLS/mTLS, per-request dispatch (counting, access log, faults,
+//! authentication) in front of the axum routers of [`crate::api`] and [`crate::control`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::config::ClientAuth;
+use crate::error::ApiError;
+use crate::faults::{Fault, FaultKind};
+use crate::state::Shared;
+
+/// Error returned to hyper to close a connection without (completing) an answer.
+#[derive(Debug)]
+struct Abort(&'static str);
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "connection aborted ({})", self.0)
+    }
+}
+impl std::error::Error for Abort {}
+
+/// Per-connection facts the dispatcher needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Only `/sim/` is served (the optional plain control listener).
+    pub control_only: bool,
+    /// `clientAuth = "optional"` and no client certificate was presented.
+    pub missing_client_cert: bool,
+}
+
+/// The complete axum application (`/v1/` and `/sim/`).
+pub fn app(shared: Arc<Shared>) -> Router {
+    crate::api::router()
+        .merge(crate::control::router())
+        .fallback(|uri: Uri| async move { crate::api::not_found(uri.path()) })
+        .method_not_allowed_fallback(|uri: Uri| async move {
+            crate::api::method_not_allowed(uri.path())
+        })
+        .layer(DefaultBodyLimit::max(8 << 20))
+        .with_state(shared)
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    app: Router,
+    control_only: bool,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    let optional_client_auth = shared
+        .cfg
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.enabled && t.client_auth == ClientAuth::Optional);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let mut info = ConnInfo {
+                control_only,
+                missing_client_cert: false,
+            };
+            match tls {
+                None => serve_io(stream, shared, app, info).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            let has_cert = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .is_some_and(|c| !c.is_empty());
+                            info.missing_client_cert = optional_client_auth && !has_cert;
+                            serve_io(tls_stream, shared, app, info).await
+                        }
+                        Ok(Err(e)) => log::info!("TLS handshake failed: {e}"),
+                        Err(_) => log::info!("TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_io<I>(io: I, shared: Arc<Shared>, app: Router, info: ConnInfo)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut shutdown = shared.shutdown.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        dispatch(shared.clone(), app.clone(), info, req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::select! {
+        r = conn => if let Err(e) = r { log::debug!("connection closed: {e}") },
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// The counter name of a request: method plus path with path parameters removed, e.g.
+/// `GET /v1/key/attributes`, `GET /v1/request`, `DELETE /v1/certificate`.
+pub fn endpoint_name(method: &Method, path: &str) -> String {
+    format!("{method} {}", normalized_path(path))
+}
+
+fn normalized_path(path: &str) -> String {
+    let p = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let segs: Vec<&str> = p.split('/').collect();
+    match segs.as_slice() {
+        ["", "v1", "key", _, .., "attributes"] => "/v1/key/attributes".to_string(),
+        ["", "v1", "request", _, ..] => "/v1/request".to_string(),
+        ["", "v1", "certificate", first, ..] if *first != "import" && *first != "synchronous" => {
+            "/v1/certificate".to_string()
+        }
+        _ => p.to_string(),
+    }
+}
+
+/// API-key role of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    KeyManagement,
+    KeyOperation,
+    Service,
+}
+
+fn role(normalized: &str) -> Option<Role> {
+    match normalized {
+        "/v1/key" | "/v1/key/attributes" => Some(Role::KeyManagement),
+        "/v1/synchronousSign" | "/v1/sign" | "/v1/request" => Some(Role::KeyOperation),
+        p if p.starts_with("/v1/certificate") => Some(Role::KeyOperation),
+        "/v1/versionInfo" | "/v1/licenseInfo" | "/v1/keystore/statistics" => Some(Role::Service),
+        _ => None,
+    }
+}
+
+/// Authentication of a `/v1/` request: client certificate (optional mTLS), bearer token, API key
+/// of the endpoint's role.
+fn check_auth(
+    shared: &Shared,
+    info: &ConnInfo,
+    req: &Request<Incoming>,
+    normalized: &str,
+) -> Result<(), ApiError> {
+    if info.missing_client_cert {
+        return Err(ApiError::client_certificate());
+    }
+    let auth = &shared.cfg.auth;
+    if let Some(expected) = &auth.bearer_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match given {
+            None => return Err(ApiError::access_token("Missing bearer access token")),
+            Some(v) => {
+                let token = v
+                    .strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .map(str::trim);
+                if token != Some(expected.as_str()) {
+                    return Err(ApiError::access_token("Invalid access token"));
+                }
+            }
+        }
+    }
+    let keys = match role(normalized) {
+        Some(Role::KeyManagement) => &auth.api_keys.key_management,
+        Some(Role::KeyOperation) => &auth.api_keys.key_operation,
+        Some(Role::Service) => &auth.api_keys.service,
+        None => return Ok(()),
+    };
+    if !keys.is_empty() {
+        let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+        match given {
+            None => return Err(ApiError::api_key("Missing API key (header X-API-KEY)")),
+            Some(k) if !keys.iter().any(|e| e == k) => {
+                return Err(ApiError::api_key("Invalid API key"))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    shared: Arc<Shared>,
+    app: Router,
+    info: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Abort> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let is_api = path == "/v1" || path.starts_with("/v1/");
+    let result = if info.control_only && !path.starts_with("/sim/") {
+        Ok(crate::api::not_found(&path))
+    } else if is_api {
+        api_request(&shared, app, &info, req, &method, &path).await
+    } else {
+        Ok(call(app, req).await)
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &result {
+        Ok(resp) => log::info!(
+            target: "tsb_sim::access",
+            "{method} {path} {} {ms:.1}ms",
+            resp.status().as_u16()
+        ),
+        Err(abort) => log::info!(target: "tsb_sim::access", "{method} {path} - {ms:.1}ms ({})", abort.0),
+    }
+    result
+}
+
+async fn call(app: Router, req: Request<Incoming>) -> Response<Body> {
+    match app.oneshot(req.map(Body::new)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let e: Infallible = e;
+            match e {}
+        }
+    }
+}
+
+async fn api_request(
+    shared: &Shared,
+    app: Router,
+    info: &ConnInfo,
+    req: Request<Incoming>,
+    method: &Method,
+    path: &str,
+) -> Result<Response<Body>, Abort> {
+    let normalized = normalized_path(path);
+    shared.count(&format!("{method} {normalized}"));
+    let cleared = shared.faults.cleared_signal();
+    let fault = shared.faults.find(method.as_str(), path, &normalized);
+    if let Some((id, f)) = &fault {
+        if f.kind != FaultKind::BadSignature {
+            shared.faults.consume(*id);
+        }
+        if let Some(ms) = f.latency_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        match f.kind {
+            FaultKind::Status5xx => return Ok(status_fault(f)),
+            FaultKind::HtmlBadGateway => return Ok(html_bad_gateway()),
+            FaultKind::Hang => {
+                // Read the whole request, then never answer.
+                let _ = axum::body::to_bytes(Body::new(req.into_body()), 16 << 20).await;
+                hang(shared, cleared).await;
+                return Err(Abort("hang fault"));
+            }
+            _ => {}
+        }
+    }
+    if let Err(e) = check_auth(shared, info, &req, &normalized) {
+        return Ok(e.into_response());
+    }
+    let resp = call(app, req).await;
+    match fault {
+        Some((_, f)) if f.kind == FaultKind::MalformedJson => Ok(malformed(resp).await),
+        Some((_, f)) if f.kind == FaultKind::DropConnection => Ok(drop_connection(resp).await),
+        Some((id, f)) if f.kind == FaultKind::BadSignature => {
+            let (resp, applied) = bad_signature(resp).await;
+            if applied {
+                shared.faults.consume(id);
+            }
+            Ok(resp)
+        }
+        _ => Ok(resp),
+    }
+}
+
+async fn hang(shared: &Shared, mut cleared: tokio::sync::watch::Receiver<u64>) {
+    let mut shutdown = shared.shutdown.clone();
+    tokio::select! {
+        _ = cleared.changed() => {}
+        _ = shutdown.changed() => {}
+        _ = tokio::time::sleep(Duration::from_millis(shared.cfg.hang_max_ms)) => {}
+    }
+}
+
+fn status_fault(f: &Fault) -> Response<Body> {
+    let status = StatusCode::from_u16(f.status.unwrap_or(500))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({
+        "errorCode": f.error_code.unwrap_or(701),
+        "reason": if f.error_code.is_none_or(|c| (700..800).contains(&c)) { "res.error.hsm" } else { "res.error.simulated" },
+        "message": f.message.clone().unwrap_or_else(|| "Simulated fault: error in HSM communication".to_string()),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn html_bad_gateway() -> Response<Body> {
+    let html = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+                <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n\
+                </body>\r\n</html>\r\n";
+    (
+        StatusCode::BAD_GATEWAY,
+        [(header::CONTENT_TYPE, "text/html")],
+        html,
+    )
+        .into_response()
+}
+
+async fn body_bytes(resp: Response<Body>) -> (axum::http::response::Parts, Bytes) {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    (parts, bytes)
+}
+
+async fn malformed(resp: Response<Body>) -> Response<Body> {
+    let (_, bytes) = body_bytes(resp).await;
+    let cut = if bytes.len() >= 2 {
+        bytes.slice(..bytes.len() / 2)
+    } else {
+        Bytes::from_static(b"{\"signature\": \"")
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        cut,
+    )
+        .into_response()
+}
+
+async fn drop_connection(resp: Response<Body>) -> Response<Body> {
+    let (mut parts, bytes) = body_bytes(resp).await;
+    let declared = bytes.len().max(2);
+    let half = bytes.slice(..bytes.len() / 2);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(declared));
+    let first = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(half)]);
+    let fail = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated dropped connection",
+        ))
+    });
+    use futures_util::StreamExt;
+    Response::from_parts(parts, Body::from_stream(first.chain(fail)))
+}
+
+async fn bad_signature(resp: Response<Body>) -> (Response<Body>, bool) {
+    let (parts, bytes) = body_bytes(resp).await;
+    let mut applied = false;
+    if let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) {
+        for field in ["signature", "result"] {
+            let Some(Value::String(s)) = v.get(field) else {
+                continue;
+            };
+            if let Ok(mut raw) = B64.decode(s) {
+                if let Some(last) = raw.last_mut() {
+                    *last ^= 1;
+                    v[field] = Value::String(B64.encode(&raw));
+                    applied = true;
+                }
+            }
+        }
+        if applied {
+            let body = serde_json::to_vec(&v).unwrap_or_default();
+            return (Response::from_parts(parts, Body::from(body)), true);
+        }
+    }
+    (Response::from_parts(parts, Body::from(bytes)), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_names() {
+        let get = Method::GET;
+        assert_eq!(endpoint_name(&get, "/v1/key"), "GET /v1/key");
+        assert_eq!(
+            endpoint_name(&get, "/v1/key/a%2Fb/attributes"),
+            "GET /v1/key/attributes"
+        );
+        assert_eq!(
+            endpoint_name(&Method::POST, "/v1/key/attributes"),
+            "POST /v1/key/attributes"
+        );
+        assert_eq!(endpoint_name(&get, "/v1/request/123"), "GET /v1/request");
+        assert_eq!(
+            endpoint_name(&Method::DELETE, "/v1/certificate/k"),
+            "DELETE /v1/certificate"
+        );
+        assert_eq!(
+            endpoint_name(&Method::POST, "/v1/certificate/import/plain"),
+            "POST /v1/certificate/import/plain"
+        );
+    }
+}
