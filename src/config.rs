@@ -819,6 +819,11 @@ pub(crate) fn parse_config(
             ));
         }
     }
+    if auth_type == AuthType::Token && token.is_none() && pkcs11.pin_is != PinIs::Token {
+        log::warn!(
+            "config {source}: authType TOKEN but no token is set (and pkcs11.pinIs is not \"token\")"
+        );
+    }
     match (&client_cert, &client_key) {
         (Some(_), None) => return Err(cx.err("keypath", "missing: certpath is set")),
         (None, Some(_)) => return Err(cx.err("certpath", "missing: keypath is set")),

@@ -19,7 +19,7 @@ use super::models::{
     password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
 };
 use super::tls;
-use crate::config::{normalise_url, Config, Secret};
+use crate::config::{normalise_url, AuthType, Config, Secret};
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
 pub(crate) const MAX_BODY: u64 = 4 * 1024 * 1024;
@@ -205,6 +205,8 @@ fn setup_error(message: impl Into<String>) -> TsbError {
 impl TsbClient {
     /// Builds the HTTP agent (ureq with a rustls client configuration, connect/read/write
     /// timeouts and an overall per-request deadline from the configuration). No network I/O.
+    /// The configured `token` is sent only with authType TOKEN; the client certificate is
+    /// used with authType CERT or when both `certpath` and `keypath` are set.
     pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
         let base =
             normalise_url(&config.rest_api).map_err(|m| setup_error(format!("restApi: {m}")))?;
@@ -263,10 +265,21 @@ impl TsbClient {
                 )));
             }
         }
+        // The configured JWT is sent with authType TOKEN only (as Securosys' Notation plugin
+        // does); a JWT given at login is always sent.
+        let token = match config.auth_type {
+            AuthType::Token => config.token.clone(),
+            _ => {
+                if config.token.is_some() {
+                    log::debug!("TSB: token ignored (authType is not TOKEN)");
+                }
+                None
+            }
+        };
         Ok(TsbClient {
             base,
             agent: builder.build(),
-            token: config.token.clone(),
+            token,
             api_keys: [
                 config.api_keys.key_management.clone(),
                 config.api_keys.key_operation.clone(),
@@ -890,6 +903,9 @@ fn classify_transport(t: &ureq::Transport) -> TsbErrorKind {
             TsbErrorKind::Config(detail)
         }
         K::Io if timed_out => TsbErrorKind::Timeout(detail),
+        _ if detail.contains("Unexpected EOF") => TsbErrorKind::Transport(
+            "the server closed the connection without a complete response".into(),
+        ),
         K::BadStatus | K::BadHeader => {
             TsbErrorKind::Transport(format!("malformed HTTP response: {detail}"))
         }

@@ -418,6 +418,25 @@ fn auth_headers_per_endpoint() {
 }
 
 #[test]
+fn token_sent_only_with_auth_type_token() {
+    let server = TestServer::start(|_, _| reply_json(200, json!([])));
+    let c = client_with(&server.url(), |cfg| {
+        cfg.token = Some(secret("jwt"));
+        cfg.auth_type = AuthType::Cert;
+        cfg.client_cert = None;
+    });
+    c.list_keys().unwrap();
+    assert_eq!(server.requests()[0].header("authorization"), None);
+    // A login token is sent whatever the authType.
+    c.set_login_bearer(Some(secret("login-jwt")));
+    c.list_keys().unwrap();
+    assert_eq!(
+        server.requests()[1].header("authorization"),
+        Some("Bearer login-jwt")
+    );
+}
+
+#[test]
 fn no_auth_headers_without_credentials() {
     let server = TestServer::start(|_, _| reply_json(200, json!([])));
     let c = client(&server.url());
@@ -735,7 +754,8 @@ fn check_bearer_uses_the_given_token() {
         ),
     });
     let c = client_with(&server.url(), |cfg| {
-        cfg.token = Some(secret("configured-jwt"))
+        cfg.token = Some(secret("configured-jwt"));
+        cfg.auth_type = AuthType::Token;
     });
     c.check_bearer(&secret("good-jwt")).unwrap();
     let e = c.check_bearer(&secret("bad-jwt")).unwrap_err();
@@ -1136,6 +1156,7 @@ fn secrets_never_logged() {
     });
     let c = client_with(&server.url(), |cfg| {
         cfg.token = Some(secret("SecretJwtValue1"));
+        cfg.auth_type = AuthType::Token;
         cfg.api_keys.key_operation = vec![secret("SecretApiKey1"), secret("SecretApiKey2")];
         cfg.api_keys.key_management = vec![secret("SecretApiKey1"), secret("SecretApiKey2")];
     });
