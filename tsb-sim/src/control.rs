@@ -45,7 +45,7 @@ fn sim_error(e: SimError) -> Response {
     let status = match &e {
         SimError::NotFound(_) => StatusCode::NOT_FOUND,
         SimError::Rejected(_) => StatusCode::CONFLICT,
-        SimError::Config(_) => StatusCode::BAD_REQUEST,
+        SimError::Config(_) | SimError::UnknownApprover(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())

@@ -22,7 +22,10 @@ pub enum SimError {
     /// No such sign request / key.
     #[error("not found: {0}")]
     NotFound(String),
-    /// The operation is not allowed (unknown approver, request already terminal, ...).
+    /// The approver is not part of the key's policy.
+    #[error("{0}")]
+    UnknownApprover(String),
+    /// The operation is not allowed in the request's current state.
     #[error("{0}")]
     Rejected(String),
     /// A control-interface HTTP call failed (CLI).

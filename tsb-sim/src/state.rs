@@ -269,7 +269,12 @@ impl Shared {
     ) -> Result<(), SimError> {
         self.with_request(id, |e| op(&mut e.machine, Instant::now()))
             .ok_or_else(|| SimError::NotFound(format!("sign request '{id}'")))?
-            .map_err(|e| SimError::Rejected(format!("request {id}: {e}")))
+            .map_err(|e| match e {
+                PolicyError::UnknownApprover { .. } => {
+                    SimError::UnknownApprover(format!("request {id}: {e}"))
+                }
+                PolicyError::WrongState(_) => SimError::Rejected(format!("request {id}: {e}")),
+            })
     }
 
     pub fn approve(&self, id: &str, approver: &str) -> Result<(), SimError> {
