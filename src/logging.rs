@@ -11,6 +11,9 @@ pub fn init() {
     let mut builder = env_logger::Builder::new();
     builder
         .parse_filters(&filter)
+        // ureq's debug lines echo request headers, X-API-KEY included: never let them through.
+        .filter_module("ureq", log::LevelFilter::Info)
+        .filter_module("rustls", log::LevelFilter::Info)
         .format_timestamp_millis()
         .target(env_logger::Target::Stderr);
     if let Ok(path) = std::env::var("TSB_PKCS11_LOG_FILE") {

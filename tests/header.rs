@@ -8,7 +8,13 @@ fn checked_in_header_is_current() {
     let root = env!("CARGO_MANIFEST_DIR");
     let header = std::path::Path::new(root).join("include/tsb_pkcs11.h");
     let text = std::fs::read_to_string(&header).expect("header exists");
-    for f in ["C_GetFunctionList", "C_GetInterface", "C_Initialize", "C_Sign", "C_SignFinal"] {
+    for f in [
+        "C_GetFunctionList",
+        "C_GetInterface",
+        "C_Initialize",
+        "C_Sign",
+        "C_SignFinal",
+    ] {
         assert!(text.contains(&format!("CK_RV {f}(")), "{f} declared");
     }
     // build.rs has just regenerated the file; git tells whether that changed the checked-in copy.

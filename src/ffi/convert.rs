@@ -24,7 +24,11 @@ pub fn len(n: CK_ULONG) -> Result<usize> {
 pub unsafe fn bytes<'a>(p: *const CK_BYTE, n: CK_ULONG) -> Result<&'a [u8]> {
     let n = len(n)?;
     if p.is_null() {
-        return if n == 0 { Ok(&[]) } else { Err(bad("NULL data pointer")) };
+        return if n == 0 {
+            Ok(&[])
+        } else {
+            Err(bad("NULL data pointer"))
+        };
     }
     // SAFETY: non-NULL, and the caller guarantees `n` readable bytes (PKCS#11 buffer convention).
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
@@ -122,7 +126,11 @@ pub unsafe fn template(
 ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
     let count = len(count)?;
     if p.is_null() {
-        return if count == 0 { Ok(Vec::new()) } else { Err(bad("NULL template")) };
+        return if count == 0 {
+            Ok(Vec::new())
+        } else {
+            Err(bad("NULL template"))
+        };
     }
     if count > 4096 {
         return Err(bad("template too long"));

@@ -210,7 +210,12 @@ pub unsafe extern "C" fn C_GetInterface(
         let index = match wanted {
             None | Some((3, 0)) => 0,
             Some((2, _)) => 1,
-            Some(_) => return Err(Error::new(CKR_ARGUMENTS_BAD, "unsupported interface version")),
+            Some(_) => {
+                return Err(Error::new(
+                    CKR_ARGUMENTS_BAD,
+                    "unsupported interface version",
+                ))
+            }
         };
         let iface = &INTERFACES.0[index];
         if flags & !iface.flags != 0 {
@@ -220,4 +225,3 @@ pub unsafe extern "C" fn C_GetInterface(
         Ok(())
     })
 }
-

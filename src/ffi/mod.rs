@@ -69,7 +69,10 @@ fn guard(name: &str, body: impl FnOnce() -> Result<()>) -> CK_RV {
 
 /// The PKCS#11 v2.40 function list (`C_GetFunctionList`).
 pub static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
-    version: CK_VERSION { major: 2, minor: 40 },
+    version: CK_VERSION {
+        major: 2,
+        minor: 40,
+    },
     C_Initialize: Some(C_Initialize),
     C_Finalize: Some(C_Finalize),
     C_GetInfo: Some(C_GetInfo),

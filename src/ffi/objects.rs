@@ -51,7 +51,9 @@ pub unsafe extern "C" fn C_FindObjects(
 #[no_mangle]
 pub extern "C" fn C_FindObjectsFinal(session: CK_SESSION_HANDLE) -> CK_RV {
     log::trace!("C_FindObjectsFinal(session={session})");
-    guard("C_FindObjectsFinal", || token()?.find_objects_final(session))
+    guard("C_FindObjectsFinal", || {
+        token()?.find_objects_final(session)
+    })
 }
 
 /// `C_GetAttributeValue` (§5.7.5): every attribute of the template is answered; unknown ones

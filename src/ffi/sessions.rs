@@ -22,9 +22,8 @@ impl Notify {
         let session = self.session.load(Ordering::Acquire);
         // SAFETY: the application gave this callback and context to C_OpenSession for exactly
         // this use (PKCS#11 v2.40 §5.16: CKN_SURRENDER during a long operation).
-        let rv = unsafe {
-            (self.callback)(session, CKN_SURRENDER, self.application as *mut c_void)
-        };
+        let rv =
+            unsafe { (self.callback)(session, CKN_SURRENDER, self.application as *mut c_void) };
         rv == CKR_CANCEL
     }
 }
@@ -38,7 +37,10 @@ pub unsafe extern "C" fn C_OpenSession(
     notify: CK_NOTIFY,
     session: *mut CK_SESSION_HANDLE,
 ) -> CK_RV {
-    log::trace!("C_OpenSession(slot={slot}, flags=0x{flags:x}, notify={})", notify.is_some());
+    log::trace!(
+        "C_OpenSession(slot={slot}, flags=0x{flags:x}, notify={})",
+        notify.is_some()
+    );
     guard("C_OpenSession", || {
         let t = token()?;
         // SAFETY: writable CK_SESSION_HANDLE (or NULL, refused).
@@ -98,7 +100,9 @@ pub unsafe extern "C" fn C_GetSessionInfo(
 #[no_mangle]
 pub extern "C" fn C_SessionCancel(session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> CK_RV {
     log::trace!("C_SessionCancel(session={session}, flags=0x{flags:x})");
-    guard("C_SessionCancel", || token()?.session_cancel(session, flags))
+    guard("C_SessionCancel", || {
+        token()?.session_cancel(session, flags)
+    })
 }
 
 /// `C_Login`. The PIN is never logged.

@@ -217,7 +217,8 @@ impl Token {
         template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
     ) -> Result<Vec<ObjectRef>> {
         let find = |t: CK_ATTRIBUTE_TYPE| template.iter().find(|(a, _)| *a == t).map(|(_, v)| v);
-        let class = find(CKA_CLASS).and_then(|v| v.as_slice().try_into().ok().map(CK_ULONG::from_ne_bytes));
+        let class =
+            find(CKA_CLASS).and_then(|v| v.as_slice().try_into().ok().map(CK_ULONG::from_ne_bytes));
         let mut objects = Vec::new();
         let chain = self.objects.chain();
         if class.is_none() || class == Some(CKO_CERTIFICATE) {
@@ -252,7 +253,10 @@ impl Token {
     /// (`POST /v1/key/attributes`, error 620 on mismatch).
     pub(super) fn check_key_password(&self, client: &TsbClient, pin: &Secret) -> Result<()> {
         let labels = self.key_labels()?;
-        for label in labels.iter().filter(|l| !self.config.pkcs11.key_passwords.contains_key(*l)) {
+        for label in labels
+            .iter()
+            .filter(|l| !self.config.pkcs11.key_passwords.contains_key(*l))
+        {
             match client.key_attributes(label, None) {
                 Ok(_) => continue,
                 Err(e) if e.tsb_code() == Some(620) => {

@@ -48,7 +48,10 @@ pub enum MechParams {
         salt_len: CK_ULONG,
     },
     /// `CK_EDDSA_PARAMS`.
-    EdDsa { prehash: bool, context: Vec<u8> },
+    EdDsa {
+        prehash: bool,
+        context: Vec<u8>,
+    },
     /// Parameters the mechanism does not take, or of the wrong size.
     Invalid(&'static str),
 }
@@ -353,15 +356,19 @@ impl Plan {
             (Plan::RsaPkcs(h), Input::Message(m)) => {
                 message(format!("{}_WITH_RSA", h.name()), m, Scheme::RsaPkcs1v15(*h))
             }
-            (Plan::RsaPkcs(h), Input::Digest(d)) => {
-                digest(format!("NONE{}_WITH_RSA", h.name()), d, Scheme::RsaPkcs1v15(*h))
-            }
+            (Plan::RsaPkcs(h), Input::Digest(d)) => digest(
+                format!("NONE{}_WITH_RSA", h.name()),
+                d,
+                Scheme::RsaPkcs1v15(*h),
+            ),
             (Plan::RsaPss(h), Input::Message(m)) => {
                 message(format!("{}_WITH_RSA_PSS", h.name()), m, Scheme::RsaPss(*h))
             }
-            (Plan::RsaPss(h), Input::Digest(d)) => {
-                digest(format!("NONE{}_WITH_RSA_PSS", h.name()), d, Scheme::RsaPss(*h))
-            }
+            (Plan::RsaPss(h), Input::Digest(d)) => digest(
+                format!("NONE{}_WITH_RSA_PSS", h.name()),
+                d,
+                Scheme::RsaPss(*h),
+            ),
             (Plan::Ecdsa(h), Input::Message(m)) => {
                 message(format!("{}_WITH_ECDSA", h.name()), m, Scheme::Ecdsa(*h))
             }

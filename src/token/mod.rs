@@ -75,12 +75,8 @@ impl Token {
     /// Builds the token from a configuration. No network I/O (PKCS#11 `C_Initialize` must not
     /// block on a remote service).
     pub fn new(config: Config, may_spawn_threads: bool) -> Result<Token> {
-        let client = TsbClient::new(&config).map_err(|e| {
-            Error::new(
-                CKR_GENERAL_ERROR,
-                format!("config {}: {e}", config.source),
-            )
-        })?;
+        let client = TsbClient::new(&config)
+            .map_err(|e| Error::new(CKR_GENERAL_ERROR, format!("config {}: {e}", config.source)))?;
         let digest = Sha256::digest(config.rest_api.as_bytes());
         let serial: String = digest[..8].iter().map(|b| format!("{b:02X}")).collect();
         let token = Token {

@@ -307,7 +307,10 @@ pub fn key_from_attributes(
         return skip("its sign attribute is false".into());
     }
     let Some(pk) = attrs.public_key.as_deref() else {
-        return skip(format!("it has no public key (algorithm {})", attrs.algorithm));
+        return skip(format!(
+            "it has no public key (algorithm {})",
+            attrs.algorithm
+        ));
     };
     let public = match PublicKey::from_spki(pk) {
         Ok(p) => p,
@@ -356,7 +359,11 @@ fn approvers_summary(attrs: &KeyAttributes) -> String {
             .groups
             .iter()
             .map(|g| {
-                let names: Vec<&str> = g.approvals.iter().filter_map(|a| a.name.as_deref()).collect();
+                let names: Vec<&str> = g
+                    .approvals
+                    .iter()
+                    .filter_map(|a| a.name.as_deref())
+                    .collect();
                 format!("{}: {} of {}", g.name, g.quorum, names.join(", "))
             })
             .collect();

@@ -31,9 +31,10 @@ impl CancelReason {
             CancelReason::Cancelled => {
                 Error::new(CKR_FUNCTION_CANCELED, "the operation was cancelled")
             }
-            CancelReason::SessionClosed => {
-                Error::new(CKR_SESSION_CLOSED, "the session was closed during the operation")
-            }
+            CancelReason::SessionClosed => Error::new(
+                CKR_SESSION_CLOSED,
+                "the session was closed during the operation",
+            ),
             CancelReason::Finalized => Error::new(
                 CKR_CRYPTOKI_NOT_INITIALIZED,
                 "C_Finalize was called during the operation",

@@ -183,7 +183,10 @@ impl Token {
                     // Newer TSBs can answer r‖s already.
                     Err(_) if raw.len() == 2 * width => raw,
                     Err(e) => {
-                        log::error!("ECDSA signature from the TSB for '{}' is malformed: {e}", key.label);
+                        log::error!(
+                            "ECDSA signature from the TSB for '{}' is malformed: {e}",
+                            key.label
+                        );
                         return Err(Error::new(CKR_DEVICE_ERROR, "malformed ECDSA signature"));
                     }
                 }
@@ -197,17 +200,27 @@ impl Token {
                 signature.len(),
                 key.public.signature_len()
             );
-            return Err(Error::new(CKR_DEVICE_ERROR, "signature of the wrong length"));
+            return Err(Error::new(
+                CKR_DEVICE_ERROR,
+                "signature of the wrong length",
+            ));
         }
         if self.config.pkcs11.verify_signatures {
-            if let Err(e) = verify(&key.public, &prepared.scheme, prepared.signed_data(), &signature)
-            {
+            if let Err(e) = verify(
+                &key.public,
+                &prepared.scheme,
+                prepared.signed_data(),
+                &signature,
+            ) {
                 log::error!(
                     "signature from the TSB for key '{}' ({}) does not verify: {e}; not returned",
                     key.label,
                     prepared.algorithm
                 );
-                return Err(Error::new(CKR_DEVICE_ERROR, "the TSB's signature does not verify"));
+                return Err(Error::new(
+                    CKR_DEVICE_ERROR,
+                    "the TSB's signature does not verify",
+                ));
             }
         }
         Ok(signature)
@@ -237,7 +250,11 @@ impl Token {
             "approval request {id} filed for key '{}' ({}): waiting for approvals ({})",
             key.label,
             request.algorithm,
-            if key.approvers.is_empty() { "per policy" } else { &key.approvers }
+            if key.approvers.is_empty() {
+                "per policy"
+            } else {
+                &key.approvers
+            }
         );
         approval::wait(&client, &id, &key.label, &self.config.pkcs11, session)
     }
@@ -316,7 +333,11 @@ fn check_signature(op: &VerifyOp, input: InputOwned, signature: &[u8]) -> Result
         return Err(Error::rv(CKR_SIGNATURE_LEN_RANGE));
     }
     let prepared = op.plan.prepare(input.as_input(), &op.key.public)?;
-    verify(&op.key.public, &prepared.scheme, prepared.signed_data(), signature)
-        .map_err(|e| Error::new(CKR_SIGNATURE_INVALID, e.to_string()))
+    verify(
+        &op.key.public,
+        &prepared.scheme,
+        prepared.signed_data(),
+        signature,
+    )
+    .map_err(|e| Error::new(CKR_SIGNATURE_INVALID, e.to_string()))
 }
-

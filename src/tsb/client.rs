@@ -595,7 +595,7 @@ impl TsbClient {
                     Retry::NotSentOnly => matches!(e.kind, TsbErrorKind::NotSent(_)),
                 };
             if !retry {
-                log::warn!("TSB request failed: {e}");
+                log::debug!("TSB request failed: {e}");
                 return Err(e);
             }
             let delay = self.backoff(attempt);

@@ -26,7 +26,10 @@ pub fn built_module() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let so = profile_dir.join("libtsb_pkcs11.so");
     assert!(so.exists(), "{} not built", so.display());
     so
@@ -64,9 +67,17 @@ impl Raw {
                 lib.get(b"C_GetFunctionList").expect("C_GetFunctionList");
             assert_eq!(gfl(&mut list), CKR_OK);
             let gi: libloading::Symbol<
-                unsafe extern "C" fn(*mut u8, *mut CK_VERSION, *mut *mut CK_INTERFACE, CK_FLAGS) -> CK_RV,
+                unsafe extern "C" fn(
+                    *mut u8,
+                    *mut CK_VERSION,
+                    *mut *mut CK_INTERFACE,
+                    CK_FLAGS,
+                ) -> CK_RV,
             > = lib.get(b"C_GetInterface").expect("C_GetInterface");
-            assert_eq!(gi(std::ptr::null_mut(), std::ptr::null_mut(), &mut iface, 0), CKR_OK);
+            assert_eq!(
+                gi(std::ptr::null_mut(), std::ptr::null_mut(), &mut iface, 0),
+                CKR_OK
+            );
         }
         // SAFETY: the module's function lists are statics that live as long as the library,
         // which `Raw` keeps loaded.
@@ -98,9 +109,10 @@ impl Harness {
 
     /// `pkcs11_settings` is merged into the config's `pkcs11` object; `top` keys beside it.
     pub fn with(cfg: SimConfig, pkcs11_settings: serde_json::Value) -> Harness {
-        Harness::with_config(cfg, |url| {
-            serde_json::json!({ "restApi": url, "pkcs11": pkcs11_settings })
-        })
+        Harness::with_config(
+            cfg,
+            |url| serde_json::json!({ "restApi": url, "pkcs11": pkcs11_settings }),
+        )
     }
 
     /// Full control of the module configuration, given the simulator URL.
@@ -135,12 +147,17 @@ impl Harness {
     }
 
     pub fn session(&self) -> Session {
-        self.pkcs11.open_ro_session(self.slot).expect("open session")
+        self.pkcs11
+            .open_ro_session(self.slot)
+            .expect("open session")
     }
 
     pub fn find(&self, s: &Session, label: &str, class: ObjectClass) -> ObjectHandle {
         let found = s
-            .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
             .expect("find");
         assert_eq!(found.len(), 1, "exactly one {class:?} labelled {label}");
         found[0]
@@ -173,8 +190,8 @@ impl Harness {
 }
 
 pub fn write_private(path: &Path, data: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -233,17 +250,38 @@ pub mod verify {
         /// DER DigestInfo (RFC 8017 §9.2 note 1) built by hand from the OIDs.
         pub fn digest_info(self, digest: &[u8]) -> Vec<u8> {
             let prefix: &[u8] = match self {
-                Hash::Sha1 => &[0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14],
-                Hash::Sha224 => &[0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c],
-                Hash::Sha256 => &[0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20],
-                Hash::Sha384 => &[0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30],
-                Hash::Sha512 => &[0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40],
+                Hash::Sha1 => &[
+                    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00,
+                    0x04, 0x14,
+                ],
+                Hash::Sha224 => &[
+                    0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
+                    0x02, 0x04, 0x05, 0x00, 0x04, 0x1c,
+                ],
+                Hash::Sha256 => &[
+                    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
+                    0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+                ],
+                Hash::Sha384 => &[
+                    0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
+                    0x02, 0x02, 0x05, 0x00, 0x04, 0x30,
+                ],
+                Hash::Sha512 => &[
+                    0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
+                    0x02, 0x03, 0x05, 0x00, 0x04, 0x40,
+                ],
             };
             [prefix, digest].concat()
         }
     }
 
-    pub const ALL: [Hash; 5] = [Hash::Sha1, Hash::Sha224, Hash::Sha256, Hash::Sha384, Hash::Sha512];
+    pub const ALL: [Hash; 5] = [
+        Hash::Sha1,
+        Hash::Sha224,
+        Hash::Sha256,
+        Hash::Sha384,
+        Hash::Sha512,
+    ];
 
     pub fn rsa_pkcs1(key: &PKey<Public>, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
         let mut v = Verifier::new(hash.md(), key).unwrap();
@@ -275,7 +313,8 @@ pub mod verify {
         ctx.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
         ctx.set_signature_md(hash.md_ref()).unwrap();
         ctx.set_rsa_mgf1_md(hash.md_ref()).unwrap();
-        ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).unwrap();
+        ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
+            .unwrap();
         ctx.verify(digest, sig).unwrap_or(false)
     }
 
@@ -315,7 +354,11 @@ pub fn raw_sign(
 ) -> Result<Vec<u8>, CK_RV> {
     let mut mech = CK_MECHANISM {
         mechanism,
-        pParameter: if params.is_empty() { std::ptr::null_mut() } else { params.as_mut_ptr().cast() },
+        pParameter: if params.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            params.as_mut_ptr().cast()
+        },
         ulParameterLen: params.len() as CK_ULONG,
     };
     // SAFETY: valid pointers for the duration of the calls.
@@ -325,12 +368,24 @@ pub fn raw_sign(
             return Err(rv);
         }
         let mut len: CK_ULONG = 0;
-        let rv = (raw.f.C_Sign.unwrap())(session, data.as_ptr() as *mut u8, data.len() as CK_ULONG, std::ptr::null_mut(), &mut len);
+        let rv = (raw.f.C_Sign.unwrap())(
+            session,
+            data.as_ptr() as *mut u8,
+            data.len() as CK_ULONG,
+            std::ptr::null_mut(),
+            &mut len,
+        );
         if rv != CKR_OK {
             return Err(rv);
         }
         let mut sig = vec![0u8; len as usize];
-        let rv = (raw.f.C_Sign.unwrap())(session, data.as_ptr() as *mut u8, data.len() as CK_ULONG, sig.as_mut_ptr(), &mut len);
+        let rv = (raw.f.C_Sign.unwrap())(
+            session,
+            data.as_ptr() as *mut u8,
+            data.len() as CK_ULONG,
+            sig.as_mut_ptr(),
+            &mut len,
+        );
         if rv != CKR_OK {
             return Err(rv);
         }
@@ -341,10 +396,17 @@ pub fn raw_sign(
 
 /// A `CK_RSA_PKCS_PSS_PARAMS` as bytes.
 pub fn pss_params(hash: CK_MECHANISM_TYPE, mgf: CK_RSA_PKCS_MGF_TYPE, salt: CK_ULONG) -> Vec<u8> {
-    let p = CK_RSA_PKCS_PSS_PARAMS { hashAlg: hash, mgf, sLen: salt };
+    let p = CK_RSA_PKCS_PSS_PARAMS {
+        hashAlg: hash,
+        mgf,
+        sLen: salt,
+    };
     // SAFETY: plain-old-data struct viewed as bytes.
     unsafe {
-        std::slice::from_raw_parts(&p as *const _ as *const u8, std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>())
+        std::slice::from_raw_parts(
+            &p as *const _ as *const u8,
+            std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>(),
+        )
     }
     .to_vec()
 }
