@@ -35,7 +35,10 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/key/{*rest}", get(get_key_attributes))
         .route("/v1/certificate/import/plain", post(import_certificate))
         .route("/v1/certificate/synchronous/selfsign", post(selfsign))
-        .route("/v1/certificate/synchronous/request", post(certificate_request))
+        .route(
+            "/v1/certificate/synchronous/request",
+            post(certificate_request),
+        )
         .route(
             "/v1/certificate/{*label}",
             get(get_certificate).delete(delete_certificate),
@@ -143,8 +146,9 @@ async fn import_certificate(State(s): S, body: Bytes) -> ApiResult {
     }
     let der = decode_b64(cert_b64)
         .ok_or_else(|| ApiError::validation("certificate is not valid base64"))?;
-    certs::parse_certificate(&der)
-        .map_err(|e| ApiError::validation(format!("certificate is not an X.509 certificate: {e}")))?;
+    certs::parse_certificate(&der).map_err(|e| {
+        ApiError::validation(format!("certificate is not an X.509 certificate: {e}"))
+    })?;
     *key.certificate.lock() = Some(der);
     ok(json!({"label": label, "certificate": cert_b64}))
 }
@@ -187,9 +191,11 @@ fn cert_params(
         .collect();
     let mut subject = Vec::new();
     for name in certs::SUBJECT_ORDER {
-        let value = sources
-            .iter()
-            .find_map(|obj| obj.get(name).and_then(Value::as_str).filter(|v| !v.is_empty()));
+        let value = sources.iter().find_map(|obj| {
+            obj.get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+        });
         if let (Some(v), Some(oid)) = (value, certs::subject_attribute_oid(name)) {
             subject.push((oid, v.to_string()));
         }
@@ -217,7 +223,11 @@ fn cert_params(
     let certificate_authority = match m.get("certificateAuthority") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::validation("certificateAuthority must be a boolean")),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "certificateAuthority must be a boolean",
+            ))
+        }
     };
     Ok((
         key,
@@ -236,11 +246,7 @@ fn cert_params(
 /// the certificate is also stored as the key's certificate.
 async fn selfsign(State(s): S, body: Bytes) -> ApiResult {
     let m = parse_body(&body)?;
-    let (key, params) = cert_params(
-        &s,
-        &m,
-        &["", "standardCertificateAttributes", "attributes"],
-    )?;
+    let (key, params) = cert_params(&s, &m, &["", "standardCertificateAttributes", "attributes"])?;
     let der = certs::self_signed(&key, &params)?;
     *key.certificate.lock() = Some(der.clone());
     ok(json!({
@@ -254,11 +260,7 @@ async fn selfsign(State(s): S, body: Bytes) -> ApiResult {
 /// "keyVersion"}`.
 async fn certificate_request(State(s): S, body: Bytes) -> ApiResult {
     let m = parse_body(&body)?;
-    let (key, params) = cert_params(
-        &s,
-        &m,
-        &["standardCertificateAttributes", "attributes", ""],
-    )?;
+    let (key, params) = cert_params(&s, &m, &["standardCertificateAttributes", "attributes", ""])?;
     let der = certs::signing_request(&key, &params)?;
     ok(json!({
         "label": key.label(),
@@ -339,8 +341,8 @@ fn sign_request(s: &Shared, body: &[u8], endpoint: &'static str) -> Result<Signe
     key.check_password(password.as_deref())?;
     key.check_can_sign()?;
     let alg = parse_algorithm(alg_name, &key)?;
-    let payload = decode_b64(payload_b64)
-        .ok_or_else(|| ApiError::payload("payload is not valid base64"))?;
+    let payload =
+        decode_b64(payload_b64).ok_or_else(|| ApiError::payload("payload is not valid base64"))?;
     if payload.len() > s.cfg.max_payload_bytes {
         return Err(ApiError::payload(format!(
             "payload is {} bytes, the limit is {} bytes",

@@ -327,9 +327,7 @@ pub fn self_signed(key: &SimKey, p: &CertParams) -> Result<Vec<u8>, ApiError> {
         extensions: Some(build_extensions(p, Some(&ski))?),
     };
     let tbs_der = tbs.to_der().map_err(der_err)?;
-    let signature = key
-        .material
-        .sign(p.signature_algorithm, &tbs_der, false)?;
+    let signature = key.material.sign(p.signature_algorithm, &tbs_der, false)?;
     let cert = Certificate {
         tbs_certificate: tbs,
         signature_algorithm: alg_id,
@@ -365,9 +363,7 @@ pub fn signing_request(key: &SimKey, p: &CertParams) -> Result<Vec<u8>, ApiError
         attributes,
     };
     let info_der = info.to_der().map_err(der_err)?;
-    let signature = key
-        .material
-        .sign(p.signature_algorithm, &info_der, false)?;
+    let signature = key.material.sign(p.signature_algorithm, &info_der, false)?;
     let req = CertReq {
         info,
         algorithm: alg_id,
@@ -406,7 +402,8 @@ pub fn parse_certificate(der: &[u8]) -> Result<(), String> {
 
 /// Reads a PEM or DER certificate file (config `certificate.file`).
 pub fn read_certificate_file(path: &Path) -> Result<Vec<u8>, SimError> {
-    let bytes = std::fs::read(path).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
     let der = if bytes.starts_with(b"-----") {
         let mut reader = std::io::BufReader::new(bytes.as_slice());
         let first = rustls_pemfile::certs(&mut reader).next();
@@ -614,9 +611,7 @@ pub fn build_tls(cfg: &TlsConfig, dir: &Path) -> Result<TlsMaterial, SimError> {
         };
         builder.with_client_cert_verifier(verifier.build().map_err(tls_err)?)
     };
-    let mut server_config = builder
-        .with_single_cert(chain, key_der)
-        .map_err(tls_err)?;
+    let mut server_config = builder.with_single_cert(chain, key_der).map_err(tls_err)?;
     server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsMaterial {
         server_config: std::sync::Arc::new(server_config),

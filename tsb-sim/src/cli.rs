@@ -157,14 +157,7 @@ pub fn run() -> i32 {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("tsb_sim=info"))
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "{} {}",
-                tsb_sim_time(),
-                record.args()
-            )
-        })
+        .format(|buf, record| writeln!(buf, "{} {}", tsb_sim_time(), record.args()))
         .init();
     let mut cfg = match &args.config {
         Some(path) => SimConfig::from_file(path).map_err(|e| e.to_string())?,
@@ -225,7 +218,10 @@ fn agent(client: &ClientArgs) -> Result<(ureq::Agent, String), String> {
         .clone()
         .or_else(|| std::env::var("TSB_SIM_URL").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
-    let base = url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+    let base = url
+        .trim_end_matches('/')
+        .trim_end_matches("/v1")
+        .to_string();
     let mut builder = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
     let ca = client
         .ca
@@ -307,10 +303,7 @@ fn requests(client: &ClientArgs, json: bool) -> Result<(), String> {
             .unwrap_or_else(|| "-".to_string())
     };
     let s = |r: &Value, f: &str| -> String {
-        r.get(f)
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_string()
+        r.get(f).and_then(Value::as_str).unwrap_or("-").to_string()
     };
     println!(
         "{:<36}  {:<18} {:<24} {:<9} {:<14} {:<14} {:<14} CREATED",

@@ -437,7 +437,10 @@ impl KeySpec {
             }
             KeyAlgorithm::Aes => {
                 if ![128, 192, 256].contains(&self.effective_size()) {
-                    return err(format!("unsupported AES key size {}", self.effective_size()));
+                    return err(format!(
+                        "unsupported AES key size {}",
+                        self.effective_size()
+                    ));
                 }
             }
             _ => {}
@@ -638,7 +641,10 @@ impl SimConfig {
         for key in &self.keys {
             key.validate()?;
             if !seen.insert(key.label.as_str()) {
-                return Err(SimError::Config(format!("duplicate key label '{}'", key.label)));
+                return Err(SimError::Config(format!(
+                    "duplicate key label '{}'",
+                    key.label
+                )));
             }
         }
         if !(self.time_scale > 0.0 && self.time_scale.is_finite()) {

@@ -71,7 +71,12 @@ fn approver_of(body: &[u8]) -> Result<String, Response> {
         .and_then(Value::as_str)
         .filter(|a| !a.is_empty())
         .map(str::to_string)
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "body must be {\"approver\": \"name\"}"))
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "body must be {\"approver\": \"name\"}",
+            )
+        })
 }
 
 fn after_op(s: &Shared, id: &str, result: Result<(), SimError>) -> Response {

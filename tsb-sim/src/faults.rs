@@ -172,8 +172,7 @@ impl Fault {
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
     let path = path.trim_end_matches('/');
-    path == prefix
-        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
 #[derive(Debug)]
@@ -214,7 +213,12 @@ impl FaultRegistry {
 
     /// The active faults with their remaining counts.
     pub fn list(&self) -> Vec<Fault> {
-        self.active.lock().1.iter().map(|a| a.fault.clone()).collect()
+        self.active
+            .lock()
+            .1
+            .iter()
+            .map(|a| a.fault.clone())
+            .collect()
     }
 
     /// The first fault matching the request (not yet consumed).

@@ -227,9 +227,9 @@ impl KeyMaterial {
                     KeyMaterial::P521(Box::new(p521::ecdsa::SigningKey::random(&mut rng)))
                 }
             },
-            KeyAlgorithm::Ed => KeyMaterial::Ed25519(Box::new(
-                ed25519_dalek::SigningKey::generate(&mut rng),
-            )),
+            KeyAlgorithm::Ed => {
+                KeyMaterial::Ed25519(Box::new(ed25519_dalek::SigningKey::generate(&mut rng)))
+            }
             KeyAlgorithm::Aes => {
                 let mut bytes = vec![0u8; spec.effective_size() as usize / 8];
                 rng.fill_bytes(&mut bytes);
@@ -283,8 +283,7 @@ impl KeyMaterial {
                 Curve::P521 => {
                     let secret = p521::SecretKey::from_pkcs8_pem(pem).map_err(key_err)?;
                     KeyMaterial::P521(Box::new(
-                        p521::ecdsa::SigningKey::from_bytes(&secret.to_bytes())
-                            .map_err(key_err)?,
+                        p521::ecdsa::SigningKey::from_bytes(&secret.to_bytes()).map_err(key_err)?,
                     ))
                 }
             },
@@ -563,11 +562,7 @@ pub fn obtain(spec: &KeySpec, cache_dir: Option<&Path>) -> Result<Arc<KeyMateria
     if spec.algorithm == KeyAlgorithm::Aes {
         return Ok(Arc::new(KeyMaterial::generate(spec)?));
     }
-    let key: CacheKey = (
-        spec.label.clone(),
-        spec.algorithm,
-        spec.effective_size(),
-    );
+    let key: CacheKey = (spec.label.clone(), spec.algorithm, spec.effective_size());
     let slot = lock(&MEMORY_CACHE).entry(key).or_default().clone();
     let mut slot = lock(&slot);
     if let Some(material) = slot.as_ref() {
@@ -728,7 +723,11 @@ impl SimKey {
                     ("1.2.840.10045.2.1", Some(c.oid()), Some(c.bits()))
                 }
                 KeyAlgorithm::Ed => ("1.3.101.112", None, None),
-                KeyAlgorithm::Aes => ("2.16.840.1.101.3.4.1", None, Some(self.spec.effective_size())),
+                KeyAlgorithm::Aes => (
+                    "2.16.840.1.101.3.4.1",
+                    None,
+                    Some(self.spec.effective_size()),
+                ),
             };
         json!({
             "label": self.spec.label,

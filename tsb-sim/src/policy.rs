@@ -58,7 +58,10 @@ struct TokenRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyError {
     /// The approver is not in any group of the key's policy.
-    UnknownApprover { approver: String, known: Vec<String> },
+    UnknownApprover {
+        approver: String,
+        known: Vec<String>,
+    },
     /// The request is not in a state that allows the operation.
     WrongState(Status),
 }

@@ -247,7 +247,9 @@ async fn dispatch(
             "{method} {path} {} {ms:.1}ms",
             resp.status().as_u16()
         ),
-        Err(abort) => log::info!(target: "tsb_sim::access", "{method} {path} - {ms:.1}ms ({})", abort.0),
+        Err(abort) => {
+            log::info!(target: "tsb_sim::access", "{method} {path} - {ms:.1}ms ({})", abort.0)
+        }
     }
     result
 }
@@ -321,8 +323,8 @@ async fn hang(shared: &Shared, mut cleared: tokio::sync::watch::Receiver<u64>) {
 }
 
 fn status_fault(f: &Fault) -> Response<Body> {
-    let status = StatusCode::from_u16(f.status.unwrap_or(500))
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(f.status.unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::json!({
         "errorCode": f.error_code.unwrap_or(701),
         "reason": if f.error_code.is_none_or(|c| (700..800).contains(&c)) { "res.error.hsm" } else { "res.error.simulated" },

@@ -58,7 +58,9 @@ pub(crate) fn build_key(spec: KeySpec, cache_dir: Option<&Path>) -> Result<SimKe
             let params = crate::certs::CertParams {
                 subject: vec![(
                     crate::certs::subject_attribute_oid("commonName").expect("known"),
-                    c.common_name.clone().unwrap_or_else(|| key.label().to_string()),
+                    c.common_name
+                        .clone()
+                        .unwrap_or_else(|| key.label().to_string()),
                 )],
                 validity_days: c.validity_days,
                 key_usage: c.key_usage.clone(),
@@ -171,12 +173,7 @@ impl Simulator {
             .enable_all()
             .build()?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let shared = Arc::new(Shared::new(
-            cfg.clone(),
-            keys,
-            key_cache_dir,
-            shutdown_rx,
-        ));
+        let shared = Arc::new(Shared::new(cfg.clone(), keys, key_cache_dir, shutdown_rx));
         let app = crate::server::app(shared.clone());
 
         let addr = parse_addr(cfg.listen.as_deref().unwrap_or("127.0.0.1:0"))?;
@@ -218,9 +215,8 @@ impl Simulator {
                 None => None,
                 Some(c) => {
                     let caddr = parse_addr(c)?;
-                    let cl = std::net::TcpListener::bind(caddr).map_err(|e| {
-                        SimError::Config(format!("cannot listen on {caddr}: {e}"))
-                    })?;
+                    let cl = std::net::TcpListener::bind(caddr)
+                        .map_err(|e| SimError::Config(format!("cannot listen on {caddr}: {e}")))?;
                     cl.set_nonblocking(true)?;
                     let clocal = cl.local_addr()?;
                     let cl = tokio::net::TcpListener::from_std(cl)?;
@@ -336,7 +332,10 @@ impl Simulator {
 
     /// The DER SubjectPublicKeyInfo of a key.
     pub fn public_key_der(&self, label: &str) -> Option<Vec<u8>> {
-        self.shared.key(label).ok().and_then(|k| k.public_der.clone())
+        self.shared
+            .key(label)
+            .ok()
+            .and_then(|k| k.public_der.clone())
     }
 
     /// The DER certificate stored for a key.

@@ -224,7 +224,11 @@ impl Shared {
     }
 
     pub fn count(&self, endpoint: &str) {
-        *self.counters.lock().entry(endpoint.to_string()).or_insert(0) += 1;
+        *self
+            .counters
+            .lock()
+            .entry(endpoint.to_string())
+            .or_insert(0) += 1;
     }
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.counters.lock().clone()

@@ -73,7 +73,9 @@ fn message() -> Vec<u8> {
 }
 
 fn digest(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(0x80)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(0x80))
+        .collect()
 }
 
 fn check_rsa(label: &str) {
@@ -85,7 +87,10 @@ fn check_rsa(label: &str) {
         assert!(verify(&spki, alg, &msg, &sig, false), "{label} {alg}");
         let mut other = msg.clone();
         other[0] ^= 1;
-        assert!(!verify(&spki, alg, &other, &sig, false), "{label} {alg} wrong msg");
+        assert!(
+            !verify(&spki, alg, &other, &sig, false),
+            "{label} {alg} wrong msg"
+        );
     }
     for (alg, len) in RSA_DIGEST_ALGS {
         let d = digest(len);
@@ -100,7 +105,13 @@ fn check_rsa(label: &str) {
     digest_info.extend(digest(32));
     let sig = sign_sync(&http, label, "NONE_WITH_RSA", &digest_info);
     assert!(verify(&spki, "NONE_WITH_RSA", &digest_info, &sig, false));
-    assert!(verify(&spki, "NONESHA256_WITH_RSA", &digest(32), &sig, false));
+    assert!(verify(
+        &spki,
+        "NONESHA256_WITH_RSA",
+        &digest(32),
+        &sig,
+        false
+    ));
     let k = openssl::pkey::PKey::public_key_from_der(&spki)
         .unwrap()
         .size();
@@ -155,7 +166,10 @@ fn check_ec(label: &str, curve: Curve) {
             } else {
                 assert_eq!(sig[0], 0x30, "{label} {alg} is DER");
             }
-            assert!(verify(&spki, alg, &msg, &sig, raw), "{label} {alg} raw={raw}");
+            assert!(
+                verify(&spki, alg, &msg, &sig, raw),
+                "{label} {alg} raw={raw}"
+            );
             assert!(
                 !verify(&spki, alg, b"other message", &sig, raw),
                 "{label} {alg} verifies another message"
@@ -226,7 +240,12 @@ fn algorithm_not_fitting_the_key_is_607() {
         "/v1/synchronousSign",
         &sign_body("ec-p256", "SHA256withECDSA", b"x"),
     );
-    assert_eq!((r.status, r.error_code()), (400, 600), "unknown name: {}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, 600),
+        "unknown name: {}",
+        r.body
+    );
     let mut body = sign_body("ec-p256", "SHA256_WITH_ECDSA", b"x");
     body["signRequest"]["signatureType"] = json!("ETH");
     let r = http.post("/v1/synchronousSign", &body);
@@ -310,13 +329,20 @@ fn passwords() {
     assert_eq!((r.status, r.error_code()), (400, 620));
     body["signRequest"]["keyPassword"] = json!(["se", "cret-pw"]);
     let r = http.post("/v1/synchronousSign", &body);
-    assert_eq!((r.status, r.error_code()), (400, 600), "multi-char elements");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, 600),
+        "multi-char elements"
+    );
 }
 
 #[test]
 fn missing_key_and_bad_requests() {
     let http = http();
-    let r = http.post("/v1/synchronousSign", &sign_body("nope", "SHA256_WITH_ECDSA", b"x"));
+    let r = http.post(
+        "/v1/synchronousSign",
+        &sign_body("nope", "SHA256_WITH_ECDSA", b"x"),
+    );
     assert_eq!((r.status, r.error_code()), (404, 650));
     assert_eq!(r.json()["reason"], "res.error.key.does.not.exist");
     let r = http.post_raw("/v1/synchronousSign", "{\"signRequest\": {");
@@ -335,7 +361,10 @@ fn synchronous_sign_on_ska_key_needs_approval() {
     let http = http();
     let before = sim().requests().len();
     for key in ["ska-ec-p256", "ska-quorum"] {
-        let r = http.post("/v1/synchronousSign", &sign_body(key, "SHA256_WITH_ECDSA", b"x"));
+        let r = http.post(
+            "/v1/synchronousSign",
+            &sign_body(key, "SHA256_WITH_ECDSA", b"x"),
+        );
         assert_eq!((r.status, r.error_code()), (400, 401), "{key}");
         assert_eq!(r.json()["reason"], "res.error.missing.approval");
     }
@@ -398,7 +427,10 @@ fn sync_requests_are_recorded() {
     assert_eq!(rec.endpoint, "POST /v1/synchronousSign");
     assert_eq!(rec.status, "EXECUTED");
     assert_eq!(rec.meta_data, Some(json!("not json")));
-    assert_eq!(rec.meta_data_raw.as_deref(), Some(b64(b"not json").as_str()));
+    assert_eq!(
+        rec.meta_data_raw.as_deref(),
+        Some(b64(b"not json").as_str())
+    );
 }
 
 #[test]

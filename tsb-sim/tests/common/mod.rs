@@ -94,7 +94,9 @@ impl Http {
         path: &str,
         body: Option<&str>,
     ) -> Result<Resp, ureq::Error> {
-        let mut req = self.agent.request(method, &format!("{}{}", self.base, path));
+        let mut req = self
+            .agent
+            .request(method, &format!("{}{}", self.base, path));
         for (k, v) in &self.headers {
             req = req.set(k, v);
         }
@@ -210,7 +212,8 @@ pub fn verify(spki_der: &[u8], alg: &str, payload: &[u8], sig: &[u8], raw: bool)
             ctx.verify_init().unwrap();
             ctx.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
             ctx.set_signature_md(md).unwrap();
-            ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).unwrap();
+            ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
+                .unwrap();
             ctx.set_rsa_mgf1_md(md).unwrap();
             return ctx.verify(payload, sig).unwrap_or(false);
         }
