@@ -428,20 +428,13 @@ impl KeySpec {
         if self.label.is_empty() {
             return Err(SimError::Config("a key has an empty label".into()));
         }
+        let size = self.effective_size();
         match self.algorithm {
-            KeyAlgorithm::Rsa => {
-                let bits = self.effective_size();
-                if !(1024..=8192).contains(&bits) || bits % 8 != 0 {
-                    return err(format!("unsupported RSA key size {bits}"));
-                }
+            KeyAlgorithm::Rsa if !(1024..=4096).contains(&size) || !size.is_multiple_of(8) => {
+                return err(format!("unsupported RSA key size {size} (1024..=4096)"));
             }
-            KeyAlgorithm::Aes => {
-                if ![128, 192, 256].contains(&self.effective_size()) {
-                    return err(format!(
-                        "unsupported AES key size {}",
-                        self.effective_size()
-                    ));
-                }
+            KeyAlgorithm::Aes if ![128, 192, 256].contains(&size) => {
+                return err(format!("unsupported AES key size {size}"));
             }
             _ => {}
         }

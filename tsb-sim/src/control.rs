@@ -64,7 +64,7 @@ async fn get_request(State(s): S, Path(id): Path<String>) -> Response {
     }
 }
 
-fn approver_of(body: &[u8]) -> Result<String, Response> {
+fn approver_of(body: &[u8]) -> Result<String, Box<Response>> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
     v.get("approver")
@@ -72,10 +72,10 @@ fn approver_of(body: &[u8]) -> Result<String, Response> {
         .filter(|a| !a.is_empty())
         .map(str::to_string)
         .ok_or_else(|| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "body must be {\"approver\": \"name\"}",
-            )
+            ))
         })
 }
 
@@ -93,7 +93,7 @@ fn after_op(s: &Shared, id: &str, result: Result<(), SimError>) -> Response {
 async fn approve(State(s): S, Path(id): Path<String>, body: Bytes) -> Response {
     match approver_of(&body) {
         Ok(a) => after_op(&s, &id, s.approve(&id, &a)),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -101,7 +101,7 @@ async fn approve(State(s): S, Path(id): Path<String>, body: Bytes) -> Response {
 async fn reject(State(s): S, Path(id): Path<String>, body: Bytes) -> Response {
     match approver_of(&body) {
         Ok(a) => after_op(&s, &id, s.reject(&id, &a)),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

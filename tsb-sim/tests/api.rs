@@ -23,7 +23,10 @@ fn service_endpoints() {
     let v = http.get("/v1/licenseInfo").json();
     assert!(v["clientFlags"].as_array().is_some_and(|a| !a.is_empty()));
     let v = http.get("/v1/keystore/statistics").json();
-    assert!(v["keyStoreStatistics"].as_str().unwrap().contains("objects="));
+    assert!(v["keyStoreStatistics"]
+        .as_str()
+        .unwrap()
+        .contains("objects="));
 }
 
 #[test]
@@ -44,7 +47,14 @@ fn key_list() {
     let v = http.get("/v1/key").json();
     let labels: Vec<String> = serde_json::from_value(v).unwrap();
     assert_eq!(labels, sim.key_labels());
-    for l in ["rsa-2048", "ec-p256", "ed25519", "aes-256", "decrypt-only-rsa", "m/44'/0'/0'"] {
+    for l in [
+        "rsa-2048",
+        "ec-p256",
+        "ed25519",
+        "aes-256",
+        "decrypt-only-rsa",
+        "m/44'/0'/0'",
+    ] {
         assert!(labels.iter().any(|x| x == l), "{l}");
     }
 }
@@ -92,8 +102,8 @@ fn attributes_of_each_key_type() {
         assert_eq!(a[name], value, "{name}");
     }
     // The public key is a real RSA-2048 SPKI.
-    let pk = openssl::pkey::PKey::public_key_from_der(&unb64(j["publicKey"].as_str().unwrap()))
-        .unwrap();
+    let pk =
+        openssl::pkey::PKey::public_key_from_der(&unb64(j["publicKey"].as_str().unwrap())).unwrap();
     assert_eq!(pk.bits(), 2048);
 
     for (label, oid, bits) in [
@@ -105,9 +115,8 @@ fn attributes_of_each_key_type() {
         assert_eq!(j["algorithm"], "EC");
         assert_eq!(j["algorithmOid"], "1.2.840.10045.2.1");
         assert_eq!(j["curveOid"], oid);
-        let pk =
-            openssl::pkey::PKey::public_key_from_der(&unb64(j["publicKey"].as_str().unwrap()))
-                .unwrap();
+        let pk = openssl::pkey::PKey::public_key_from_der(&unb64(j["publicKey"].as_str().unwrap()))
+            .unwrap();
         assert_eq!(pk.bits(), bits);
     }
     let j = &attrs(&http, "ed25519")["json"];
@@ -193,7 +202,10 @@ fn password_protected_attributes() {
     let r = http.get("/v1/key/ec-p256-pw/attributes");
     assert_eq!((r.status, r.error_code()), (400, 620));
     let pw: Vec<String> = "secret-pw".chars().map(String::from).collect();
-    let r = http.post("/v1/key/attributes", &json!({"label": "ec-p256-pw", "password": pw}));
+    let r = http.post(
+        "/v1/key/attributes",
+        &json!({"label": "ec-p256-pw", "password": pw}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["json"]["label"], "ec-p256-pw");
     let r = http.post(
@@ -234,7 +246,8 @@ fn openssl_self_signed() -> X509 {
         .unwrap();
     b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(10).unwrap())
         .unwrap();
-    b.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
+    b.sign(&key, openssl::hash::MessageDigest::sha256())
+        .unwrap();
     b.build()
 }
 
@@ -252,10 +265,16 @@ fn certificate_import_get_delete() {
         &json!({"label": "ec-p256", "certificate": b64(&der)}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json(), json!({"label": "ec-p256", "certificate": b64(&der)}));
+    assert_eq!(
+        r.json(),
+        json!({"label": "ec-p256", "certificate": b64(&der)})
+    );
     let r = http.get("/v1/certificate/ec-p256");
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"label": "ec-p256", "certificate": b64(&der)}));
+    assert_eq!(
+        r.json(),
+        json!({"label": "ec-p256", "certificate": b64(&der)})
+    );
     assert_eq!(sim.certificate_der("ec-p256"), Some(der.clone()));
 
     // Labels with '/' work percent-encoded.
@@ -273,7 +292,15 @@ fn certificate_import_get_delete() {
     assert_eq!((r.status, r.error_code()), (404, 652));
 
     // Invalid input.
-    for cert in [b64(b"not a certificate"), "%%%".to_string(), X509::from_der(&der).unwrap().to_pem().map(|p| String::from_utf8(p).unwrap()).unwrap()] {
+    for cert in [
+        b64(b"not a certificate"),
+        "%%%".to_string(),
+        X509::from_der(&der)
+            .unwrap()
+            .to_pem()
+            .map(|p| String::from_utf8(p).unwrap())
+            .unwrap(),
+    ] {
         let r = http.post(
             "/v1/certificate/import/plain",
             &json!({"label": "ec-p256", "certificate": cert}),
@@ -312,8 +339,14 @@ fn selfsigned_code_signing_certificate() {
         }),
     );
     let spki = sim.public_key_der("ec-p256").unwrap();
-    assert_eq!(cert.public_key().unwrap().public_key_to_der().unwrap(), spki);
-    assert!(cert.verify(&cert.public_key().unwrap()).unwrap(), "signed by the key");
+    assert_eq!(
+        cert.public_key().unwrap().public_key_to_der().unwrap(),
+        spki
+    );
+    assert!(
+        cert.verify(&cert.public_key().unwrap()).unwrap(),
+        "signed by the key"
+    );
     let cn = cert
         .subject_name()
         .entries_by_nid(openssl::nid::Nid::COMMONNAME)
@@ -334,7 +367,10 @@ fn selfsigned_code_signing_certificate() {
     assert!(text.contains("ecdsa-with-SHA256"));
     // Stored as the key's certificate.
     let stored = http.get("/v1/certificate/ec-p256").json();
-    assert_eq!(unb64(stored["certificate"].as_str().unwrap()), cert.to_der().unwrap());
+    assert_eq!(
+        unb64(stored["certificate"].as_str().unwrap()),
+        cert.to_der().unwrap()
+    );
 }
 
 #[test]
@@ -384,7 +420,10 @@ fn selfsigned_variants() {
         json!({"signKeyName": "ec-p521", "commonName": "sha3", "signatureAlgorithm": "SHA3512_WITH_ECDSA"}),
     );
     let text = String::from_utf8(cert.to_text().unwrap()).unwrap();
-    assert!(text.contains("2.16.840.1.101.3.4.3.12") || text.contains("SHA3-512"), "{text}");
+    assert!(
+        text.contains("2.16.840.1.101.3.4.3.12") || text.contains("SHA3-512"),
+        "{text}"
+    );
     let parsed = {
         use der::{Decode, Encode};
         let c = x509_cert::Certificate::from_der(&cert.to_der().unwrap()).unwrap();
@@ -394,7 +433,13 @@ fn selfsigned_variants() {
         )
     };
     let spki = sim.public_key_der("ec-p521").unwrap();
-    assert!(verify(&spki, "SHA3512_WITH_ECDSA", &parsed.0, &parsed.1, false));
+    assert!(verify(
+        &spki,
+        "SHA3512_WITH_ECDSA",
+        &parsed.0,
+        &parsed.1,
+        false
+    ));
     // Password-protected key.
     let pw: Vec<String> = "secret-pw".chars().map(String::from).collect();
     selfsign(
@@ -407,19 +452,56 @@ fn selfsigned_variants() {
 fn selfsign_errors() {
     let (_sim, http) = setup();
     for (body, status, code) in [
-        (json!({"signKeyName": "ska-ec-p256", "commonName": "x"}), 400, 401),
+        (
+            json!({"signKeyName": "ska-ec-p256", "commonName": "x"}),
+            400,
+            401,
+        ),
         (json!({"signKeyName": "ec-p256"}), 400, 600),
-        (json!({"signKeyName": "ec-p256", "commonName": "x", "keyUsage": ["FLY"]}), 400, 600),
-        (json!({"signKeyName": "ec-p256", "commonName": "x", "validity": 0}), 400, 600),
-        (json!({"signKeyName": "ec-p256", "commonName": "x", "signatureAlgorithm": "NONE_WITH_ECDSA"}), 400, 607),
-        (json!({"signKeyName": "ec-p256", "commonName": "x", "signatureAlgorithm": "SHA256_WITH_RSA"}), 400, 607),
-        (json!({"signKeyName": "blocked-ec-p256", "commonName": "x"}), 400, 614),
-        (json!({"signKeyName": "decrypt-only-rsa", "commonName": "x"}), 400, 614),
-        (json!({"signKeyName": "ec-p256-pw", "commonName": "x"}), 400, 620),
+        (
+            json!({"signKeyName": "ec-p256", "commonName": "x", "keyUsage": ["FLY"]}),
+            400,
+            600,
+        ),
+        (
+            json!({"signKeyName": "ec-p256", "commonName": "x", "validity": 0}),
+            400,
+            600,
+        ),
+        (
+            json!({"signKeyName": "ec-p256", "commonName": "x", "signatureAlgorithm": "NONE_WITH_ECDSA"}),
+            400,
+            607,
+        ),
+        (
+            json!({"signKeyName": "ec-p256", "commonName": "x", "signatureAlgorithm": "SHA256_WITH_RSA"}),
+            400,
+            607,
+        ),
+        (
+            json!({"signKeyName": "blocked-ec-p256", "commonName": "x"}),
+            400,
+            614,
+        ),
+        (
+            json!({"signKeyName": "decrypt-only-rsa", "commonName": "x"}),
+            400,
+            614,
+        ),
+        (
+            json!({"signKeyName": "ec-p256-pw", "commonName": "x"}),
+            400,
+            620,
+        ),
         (json!({"signKeyName": "nope", "commonName": "x"}), 404, 650),
     ] {
         let r = http.post("/v1/certificate/synchronous/selfsign", &body);
-        assert_eq!((r.status, r.error_code()), (status, code), "{body}: {}", r.body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (status, code),
+            "{body}: {}",
+            r.body
+        );
     }
 }
 
@@ -442,11 +524,14 @@ fn certificate_signing_request() {
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     assert_eq!(v["label"], "ec-p384");
-    let req = X509Req::from_pem(v["certificateSigningRequest"].as_str().unwrap().as_bytes())
-        .unwrap();
+    let req =
+        X509Req::from_pem(v["certificateSigningRequest"].as_str().unwrap().as_bytes()).unwrap();
     let pk = req.public_key().unwrap();
     assert!(req.verify(&pk).unwrap());
-    assert_eq!(pk.public_key_to_der().unwrap(), sim.public_key_der("ec-p384").unwrap());
+    assert_eq!(
+        pk.public_key_to_der().unwrap(),
+        sim.public_key_der("ec-p384").unwrap()
+    );
     let subject: Vec<String> = req
         .subject_name()
         .entries()
@@ -469,13 +554,18 @@ fn configured_certificates_and_formats() {
     let cert = X509::from_pem(v["certificate"].as_str().unwrap().as_bytes()).unwrap();
     assert!(cert.verify(&cert.public_key().unwrap()).unwrap());
     let text = String::from_utf8(cert.to_text().unwrap()).unwrap();
-    assert!(text.contains("CN=Configured") || text.contains("CN = Configured"), "{text}");
+    assert!(
+        text.contains("CN=Configured") || text.contains("CN = Configured"),
+        "{text}"
+    );
     assert!(text.contains("Code Signing"));
     drop(sim);
 
     cfg.certificate_format = CertificateFormat::RawCertificate;
     let sim = start(cfg);
-    let v = Http::new(&sim.url()).get("/v1/certificate/with-cert").json();
+    let v = Http::new(&sim.url())
+        .get("/v1/certificate/with-cert")
+        .json();
     assert!(v.get("certificate").is_none());
     X509::from_der(&unb64(v["rawCertificate"].as_str().unwrap())).unwrap();
 }
@@ -483,7 +573,8 @@ fn configured_certificates_and_formats() {
 #[test]
 fn keys_can_change_at_run_time() {
     let (sim, http) = setup();
-    sim.add_key(KeySpec::ed25519("added-ed").with_id("added")).unwrap();
+    sim.add_key(KeySpec::ed25519("added-ed").with_id("added"))
+        .unwrap();
     let labels: Vec<String> = serde_json::from_value(http.get("/v1/key").json()).unwrap();
     assert_eq!(labels.last().map(String::as_str), Some("added-ed"));
     let spki = sim.public_key_der("added-ed").unwrap();
@@ -491,14 +582,20 @@ fn keys_can_change_at_run_time() {
     assert!(verify(&spki, "EDDSA", b"new key", &sig, false));
     sim.remove_key("ec-p256");
     assert_eq!(sim.public_key_der("ec-p256"), None);
-    let r = http.post("/v1/synchronousSign", &sign_body("ec-p256", "SHA256_WITH_ECDSA", b"x"));
+    let r = http.post(
+        "/v1/synchronousSign",
+        &sign_body("ec-p256", "SHA256_WITH_ECDSA", b"x"),
+    );
     assert_eq!((r.status, r.error_code()), (404, 650));
     let labels: Vec<String> = serde_json::from_value(http.get("/v1/key").json()).unwrap();
     assert!(!labels.contains(&"ec-p256".to_string()));
     // Invalid specs are refused.
     assert!(sim.add_key(KeySpec::rsa("tiny", 512)).is_err());
     // The control interface can do the same.
-    let r = http.post("/sim/keys", &json!({"label": "ctl-key", "algorithm": "EC", "curve": "P-384"}));
+    let r = http.post(
+        "/sim/keys",
+        &json!({"label": "ctl-key", "algorithm": "EC", "curve": "P-384"}),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(attrs(&http, "ctl-key")["json"]["curveOid"], "1.3.132.0.34");
     assert_eq!(http.delete("/sim/keys/ctl-key").status, 204);

@@ -31,13 +31,19 @@ fn api_keys_per_role() {
     let sim = start(api_keys_config());
     let base = sim.url();
     // Service role.
-    assert_eq!(get_with_key(&base, "/v1/versionInfo", Some("svc-1")).status, 200);
+    assert_eq!(
+        get_with_key(&base, "/v1/versionInfo", Some("svc-1")).status,
+        200
+    );
     for key in [None, Some("km-1"), Some("wrong")] {
         let r = get_with_key(&base, "/v1/versionInfo", key);
         assert_eq!((r.status, r.error_code()), (401, 631), "{key:?}");
         assert_eq!(r.json()["reason"], "res.error.invalid.api.key");
     }
-    assert_eq!(get_with_key(&base, "/v1/licenseInfo", Some("svc-1")).status, 200);
+    assert_eq!(
+        get_with_key(&base, "/v1/licenseInfo", Some("svc-1")).status,
+        200
+    );
     assert_eq!(
         get_with_key(&base, "/v1/keystore/statistics", Some("svc-1")).status,
         200
@@ -87,7 +93,10 @@ fn roles_without_keys_are_open() {
     let mut cfg = api_keys_config();
     cfg.auth.api_keys.service.clear();
     let sim = start(cfg);
-    assert_eq!(get_with_key(&sim.url(), "/v1/versionInfo", None).status, 200);
+    assert_eq!(
+        get_with_key(&sim.url(), "/v1/versionInfo", None).status,
+        200
+    );
     assert_eq!(get_with_key(&sim.url(), "/v1/key", None).status, 401);
 }
 

@@ -11,7 +11,8 @@ use tsb_sim::{ClientAuth, ServerCertMode, SimConfig, Simulator, TlsConfig};
 
 fn tls_config(mode: ServerCertMode, client_auth: ClientAuth) -> SimConfig {
     let mut cfg = SimConfig::default();
-    cfg.keys.push(tsb_sim::KeySpec::ec("ec-p256", tsb_sim::Curve::P256));
+    cfg.keys
+        .push(tsb_sim::KeySpec::ec("ec-p256", tsb_sim::Curve::P256));
     cfg.tls = Some(TlsConfig {
         server_cert_mode: mode,
         client_auth,
@@ -68,7 +69,9 @@ fn valid_certificate_with_generated_ca() {
     let url = sim.url();
     assert!(url.starts_with("https://localhost:"), "{url}");
     let ca = sim.ca_cert_pem_path().expect("CA path");
-    assert!(std::fs::read_to_string(&ca).unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(std::fs::read_to_string(&ca)
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
     assert_eq!(sim.client_cert_paths(), None);
     let http = Http::with_agent(agent(&ca, None), &url);
     assert_eq!(http.get("/v1/versionInfo").json()["Version"], "2.2.0");
@@ -78,11 +81,22 @@ fn valid_certificate_with_generated_ca() {
     assert_eq!(http.get("/sim/counters").status, 200);
     // Also by IP address (the certificate has IP SANs).
     let by_ip = url.replace("localhost", "127.0.0.1");
-    assert_eq!(Http::with_agent(agent(&ca, None), &by_ip).get("/v1/key").status, 200);
+    assert_eq!(
+        Http::with_agent(agent(&ca, None), &by_ip)
+            .get("/v1/key")
+            .status,
+        200
+    );
     // A client that does not trust the CA fails.
     let plain = Http::new(&url);
-    let err = plain.try_send("GET", "/v1/versionInfo", None).unwrap_err().to_string();
-    assert!(err.contains("UnknownIssuer") || err.contains("certificate"), "{err}");
+    let err = plain
+        .try_send("GET", "/v1/versionInfo", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -111,7 +125,9 @@ fn mtls_required() {
     let sim = start(tls_config(ServerCertMode::Valid, ClientAuth::Required));
     let ca = sim.ca_cert_pem_path().unwrap();
     let (cert, key) = sim.client_cert_paths().expect("client certificate written");
-    assert!(std::fs::read_to_string(&key).unwrap().contains("PRIVATE KEY"));
+    assert!(std::fs::read_to_string(&key)
+        .unwrap()
+        .contains("PRIVATE KEY"));
     // Without a client certificate the handshake fails.
     let http = Http::with_agent(agent(&ca, None), &sim.url());
     let err = http.try_send("GET", "/v1/versionInfo", None);

@@ -93,7 +93,7 @@ impl Http {
         method: &str,
         path: &str,
         body: Option<&str>,
-    ) -> Result<Resp, ureq::Error> {
+    ) -> Result<Resp, Box<ureq::Error>> {
         let mut req = self
             .agent
             .request(method, &format!("{}{}", self.base, path));
@@ -108,14 +108,16 @@ impl Http {
             Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
                 let status = resp.status();
                 let content_type = resp.content_type().to_string();
-                let body = resp.into_string().map_err(ureq::Error::from)?;
+                let body = resp
+                    .into_string()
+                    .map_err(|e| Box::new(ureq::Error::from(e)))?;
                 Ok(Resp {
                     status,
                     content_type,
                     body,
                 })
             }
-            Err(e) => Err(e),
+            Err(e) => Err(Box::new(e)),
         }
     }
     pub fn send(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
@@ -257,7 +259,7 @@ pub fn verify(spki_der: &[u8], alg: &str, payload: &[u8], sig: &[u8], raw: bool)
     };
     let ec = pkey.ec_key().expect("EC key");
     let ecsig = if raw {
-        if sig.len() % 2 != 0 {
+        if !sig.len().is_multiple_of(2) {
             return false;
         }
         let (r, s) = sig.split_at(sig.len() / 2);

@@ -1,0 +1,309 @@
+//! Fault injection: every kind, counts, endpoint matching, and the `/sim/faults` interface.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tsb_sim::{Fault, FaultKind, Simulator};
+
+fn setup() -> (Simulator, Http) {
+    let sim = start(test_config());
+    let http = Http::new(&sim.url());
+    (sim, http)
+}
+
+#[test]
+fn fault_json_format() {
+    let f: Fault = serde_json::from_value(
+        json!({"endpoint": "POST /v1/synchronousSign", "kind": "status5xx", "status": 503, "count": 2}),
+    )
+    .unwrap();
+    assert_eq!(f, Fault::status("POST /v1/synchronousSign", 503).times(2));
+    assert_eq!(
+        serde_json::to_value(Fault::latency("*", 250)).unwrap(),
+        json!({"endpoint": "*", "kind": "latency", "latencyMs": 250})
+    );
+    for kind in [
+        "latency",
+        "status5xx",
+        "htmlBadGateway",
+        "malformedJson",
+        "dropConnection",
+        "hang",
+        "badSignature",
+    ] {
+        let f: Fault = serde_json::from_value(json!({"kind": kind, "latencyMs": 1})).unwrap();
+        assert_eq!(f.endpoint, "*");
+        assert_eq!(serde_json::to_value(f.kind).unwrap(), kind);
+    }
+    assert_eq!(
+        serde_json::from_value::<FaultKind>(json!("latencyMs")).unwrap(),
+        FaultKind::Latency
+    );
+}
+
+#[test]
+fn status_5xx_for_count_requests() {
+    let (sim, http) = setup();
+    sim.inject(Fault::status("POST /v1/synchronousSign", 503).times(2));
+    let body = sign_body("ec-p256", "SHA256_WITH_ECDSA", b"x");
+    for _ in 0..2 {
+        let r = http.post("/v1/synchronousSign", &body);
+        assert_eq!(r.status, 503);
+        assert_eq!(r.error_code(), 701);
+        assert_eq!(r.json()["reason"], "res.error.hsm");
+        assert!(r.json()["message"].is_string());
+    }
+    assert_eq!(http.post("/v1/synchronousSign", &body).status, 200);
+    // Faulted requests never reached the HSM.
+    assert_eq!(sim.requests().len(), 1);
+    assert_eq!(sim.counter("POST /v1/synchronousSign"), 3);
+    // Custom status and error code, until cleared.
+    sim.inject(Fault::status("GET /v1/key", 500).with_error(705, "HSM down"));
+    for _ in 0..3 {
+        let r = http.get("/v1/key");
+        assert_eq!((r.status, r.error_code()), (500, 705));
+        assert_eq!(r.json()["message"], "HSM down");
+    }
+    assert_eq!(
+        http.get("/v1/versionInfo").status,
+        200,
+        "other endpoints unaffected"
+    );
+    sim.clear_faults();
+    assert_eq!(http.get("/v1/key").status, 200);
+}
+
+#[test]
+fn html_bad_gateway() {
+    let (sim, http) = setup();
+    sim.inject(Fault::html_bad_gateway("*").times(1));
+    let r = http.get("/v1/versionInfo");
+    assert_eq!(r.status, 502);
+    assert!(
+        r.content_type.starts_with("text/html"),
+        "{}",
+        r.content_type
+    );
+    assert!(r.body.contains("<html>") && r.body.contains("502 Bad Gateway"));
+    assert!(serde_json::from_str::<serde_json::Value>(&r.body).is_err());
+    assert_eq!(http.get("/v1/versionInfo").status, 200);
+    // The control interface is never faulted.
+    sim.inject(Fault::html_bad_gateway("*"));
+    assert_eq!(http.get("/sim/counters").status, 200);
+}
+
+#[test]
+fn malformed_json() {
+    let (sim, http) = setup();
+    sim.inject(Fault::malformed_json("POST /v1/synchronousSign").times(1));
+    let r = http.post(
+        "/v1/synchronousSign",
+        &sign_body("ec-p256", "SHA256_WITH_ECDSA", b"m"),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.content_type.starts_with("application/json"));
+    assert!(!r.body.is_empty());
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&r.body).is_err(),
+        "{}",
+        r.body
+    );
+    assert!(r.body.starts_with("{\"signature\""), "{}", r.body);
+    // The request itself was processed.
+    assert_eq!(sim.requests().len(), 1);
+    sim.inject(Fault::malformed_json("GET /v1/key"));
+    let r = http.get("/v1/key");
+    assert!(serde_json::from_str::<serde_json::Value>(&r.body).is_err());
+}
+
+#[test]
+fn drop_connection() {
+    let (sim, http) = setup();
+    sim.inject(Fault::drop_connection("POST /v1/synchronousSign").times(1));
+    let body = sign_body("ec-p256", "SHA256_WITH_ECDSA", b"d").to_string();
+    let err = http
+        .try_send("POST", "/v1/synchronousSign", Some(&body))
+        .expect_err("the answer must be broken");
+    let msg = err.to_string();
+    assert!(!msg.is_empty());
+    assert_eq!(http.post_raw("/v1/synchronousSign", &body).status, 200);
+
+    // At the socket level: status line and headers arrive, the body is cut short.
+    sim.inject(Fault::drop_connection("GET /v1/key").times(1));
+    let addr = sim.url().trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /v1/key HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers arrive");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let declared: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    assert!(body.len() < declared, "body {} of {declared}", body.len());
+    assert!(!body.is_empty());
+}
+
+#[test]
+fn hang_until_cleared() {
+    let (sim, _) = setup();
+    sim.inject(Fault::hang("GET /v1/versionInfo"));
+    let quick = Http::with_agent(
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_millis(400))
+            .build(),
+        &sim.url(),
+    );
+    let started = Instant::now();
+    let err = quick.try_send("GET", "/v1/versionInfo", None).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(390));
+    assert!(
+        err.to_string().to_lowercase().contains("timed out"),
+        "{err}"
+    );
+    assert_eq!(quick.get("/v1/key").status, 200, "other endpoints answer");
+
+    // A hanging request is released (connection closed, no answer) when faults are cleared.
+    let url = sim.url();
+    let waiter = std::thread::spawn(move || {
+        let patient = Http::new(&url);
+        let started = Instant::now();
+        (
+            patient.try_send("GET", "/v1/versionInfo", None).is_err(),
+            started.elapsed(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    sim.clear_faults();
+    let (failed, elapsed) = waiter.join().unwrap();
+    assert!(failed, "no answer is given");
+    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(10));
+    assert_eq!(quick.get("/v1/versionInfo").status, 200);
+}
+
+#[test]
+fn hang_is_bounded_and_ends_with_the_simulator() {
+    let mut cfg = test_config();
+    cfg.hang_max_ms = 300;
+    let sim = start(cfg);
+    sim.inject(Fault::hang("*"));
+    let http = Http::new(&sim.url());
+    let started = Instant::now();
+    assert!(http.try_send("GET", "/v1/key", None).is_err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Dropping the simulator while a request hangs does not block.
+    let url = sim.url();
+    let waiter =
+        std::thread::spawn(move || Http::new(&url).try_send("GET", "/v1/key", None).is_err());
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    drop(sim);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(waiter.join().unwrap());
+}
+
+#[test]
+fn latency() {
+    let (sim, http) = setup();
+    sim.inject(Fault::latency("GET /v1/key", 300).times(2));
+    for _ in 0..2 {
+        let started = Instant::now();
+        assert_eq!(http.get("/v1/key").status, 200);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+    let started = Instant::now();
+    assert_eq!(http.get("/v1/key").status, 200);
+    assert!(started.elapsed() < Duration::from_millis(300));
+    // Latency before another effect.
+    sim.inject(Fault::status("*", 500).with_latency(200).times(1));
+    let started = Instant::now();
+    assert_eq!(http.get("/v1/versionInfo").status, 500);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
+fn bad_signature_sync_and_async() {
+    let (sim, http) = setup();
+    let spki = sim.public_key_der("ec-p256").unwrap();
+    sim.inject(Fault::bad_signature("POST /v1/synchronousSign").times(1));
+    let sig = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"b");
+    assert!(!verify(&spki, "SHA256_WITH_ECDSA", b"b", &sig, false));
+    let sig = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"b");
+    assert!(verify(&spki, "SHA256_WITH_ECDSA", b"b", &sig, false));
+    for (key, alg) in [("rsa-2048", "SHA256_WITH_RSA"), ("ed25519", "EDDSA")] {
+        let spki = sim.public_key_der(key).unwrap();
+        sim.inject(Fault::bad_signature("*").times(1));
+        let sig = sign_sync(&http, key, alg, b"b");
+        assert!(!verify(&spki, alg, b"b", &sig, false), "{key}");
+    }
+
+    // On GET /v1/request only answers with a result count.
+    let spki = sim.public_key_der("ska-ec-p256").unwrap();
+    sim.inject(Fault::bad_signature("GET /v1/request").times(1));
+    let id = sign_async(&http, &sign_body("ska-ec-p256", "SHA256_WITH_ECDSA", b"a"));
+    assert_eq!(
+        http.get(&format!("/v1/request/{id}")).json()["status"],
+        "PENDING"
+    );
+    sim.approve(&id, "alice").unwrap();
+    let v = wait_terminal(&http, &id, Duration::from_secs(5));
+    assert_eq!(v["status"], "EXECUTED");
+    let bad = unb64(v["result"].as_str().unwrap());
+    assert!(!verify(&spki, "SHA256_WITH_ECDSA", b"a", &bad, false));
+    let good = unb64(
+        http.get(&format!("/v1/request/{id}")).json()["result"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(verify(&spki, "SHA256_WITH_ECDSA", b"a", &good, false));
+    assert_eq!(bad.len(), good.len());
+}
+
+#[test]
+fn control_interface_faults() {
+    let (_sim, http) = setup();
+    let r = http.post(
+        "/sim/faults",
+        &json!([
+            {"endpoint": "POST /v1/sign", "kind": "status5xx", "status": 503, "count": 1},
+            {"endpoint": "GET /v1/key/attributes", "kind": "htmlBadGateway"}
+        ]),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(http.get("/sim/faults").json().as_array().unwrap().len(), 2);
+    // Matching: /v1/sign is not /v1/synchronousSign; attributes by normalised name.
+    sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"x");
+    let r = http.post("/v1/sign", &sign_body("ec-p256", "SHA256_WITH_ECDSA", b"x"));
+    assert_eq!(r.status, 503);
+    assert_eq!(http.get("/v1/key/m%2F44'%2F0'%2F0'/attributes").status, 502);
+    assert_eq!(http.get("/v1/key").status, 200);
+    let faults = http.get("/sim/faults").json();
+    assert_eq!(
+        faults.as_array().unwrap().len(),
+        1,
+        "the counted fault is used up"
+    );
+    assert_eq!(http.delete("/sim/faults").status, 204);
+    assert_eq!(http.get("/v1/key/rsa-2048/attributes").status, 200);
+    // Invalid faults.
+    for bad in [
+        json!({"kind": "explode"}),
+        json!({"kind": "latency"}),
+        json!({"kind": "hang", "count": 0}),
+        json!({"kind": "hang", "endpoint": "v1"}),
+    ] {
+        assert_eq!(http.post("/sim/faults", &bad).status, 400, "{bad}");
+    }
+    assert_eq!(http.post_raw("/sim/faults", "{").status, 400);
+}
