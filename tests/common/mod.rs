@@ -25,14 +25,23 @@ pub fn built_module() -> PathBuf {
     if let Ok(p) = std::env::var("TSB_PKCS11_MODULE") {
         return PathBuf::from(p);
     }
+    // `cargo test` builds the cdylib into target/<profile>/deps; `cargo build` copies it up one
+    // level. Take the newer, so a test never runs against a stale module.
     let exe = std::env::current_exe().expect("test exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let so = profile_dir.join("libtsb_pkcs11.so");
-    assert!(so.exists(), "{} not built", so.display());
-    so
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let candidates = [
+        deps.join("libtsb_pkcs11.so"),
+        deps.parent().unwrap().join("libtsb_pkcs11.so"),
+    ];
+    candidates
+        .into_iter()
+        .filter_map(|p| {
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            Some((modified, p))
+        })
+        .max()
+        .map(|(_, p)| p)
+        .expect("libtsb_pkcs11.so is built (cargo build / cargo test)")
 }
 
 pub fn sim_state_dir() -> PathBuf {

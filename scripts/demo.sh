@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The main job (README "Set up" step 1): builds the module, starts the TSB simulator with its demo
+# keys, writes a module configuration pointing at it, and drives the module through PKCS#11,
+# saying what happens. An approver ("alice") is simulated with `tsb-sim approve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+need=()
+command -v pkg-config >/dev/null || need+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${need[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "== building the module, the simulator and the demo (release)"
+cargo build --release -q -p tsb-pkcs11 -p tsb-sim --example demo
+
+work=$(mktemp -d)
+sim_pid=""
+approver_pid=""
+cleanup() {
+  [ -n "$approver_pid" ] && kill "$approver_pid" 2>/dev/null || true
+  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== starting the TSB simulator with the demo keys (tsb-sim/demo.toml)"
+state="${TSB_SIM_STATE_DIR:-$root/target/tsb-sim-state}"
+target/release/tsb-sim --listen 127.0.0.1:0 --config tsb-sim/demo.toml --state-dir "$state" \
+  >"$work/sim.out" 2>"$work/sim.log" &
+sim_pid=$!
+url=""
+for _ in $(seq 1 600); do
+  url=$(sed -n 's/^listening on //p' "$work/sim.out" | head -n1)
+  [ -n "$url" ] && break
+  kill -0 "$sim_pid" 2>/dev/null || { cat "$work/sim.log"; echo "the simulator did not start"; exit 1; }
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "the simulator did not start in time"; exit 1; }
+echo "   simulator listening on $url"
+
+config="$work/config.json"
+cat >"$config" <<JSON
+{
+  "restApi": "$url",
+  "pkcs11": { "tokenLabel": "TSB demo", "pollIntervalMs": 500, "pollIntervalMaxMs": 2000 }
+}
+JSON
+chmod 600 "$config"
+echo "== module configuration written to $config (restApi: $url)"
+
+# The approver: waits for an approval request, then approves it as alice after two seconds.
+(
+  while true; do
+    id=$(target/release/tsb-sim requests --url "$url" 2>/dev/null | awk '$4 == "PENDING" { print $1; exit }')
+    if [ -n "$id" ]; then
+      sleep 2
+      echo "   [approver] tsb-sim approve $id --as alice"
+      target/release/tsb-sim approve "$id" --as alice --url "$url" >/dev/null
+    fi
+    sleep 0.5
+  done
+) &
+approver_pid=$!
+
+echo "== driving the module through PKCS#11 (examples/demo.rs)"
+echo
+TSB_PKCS11_CONFIG="$config" TSB_PKCS11_LOG="${TSB_PKCS11_LOG:-info}" \
+  target/release/examples/demo "$root/target/release/libtsb_pkcs11.so"
+
+if command -v pkcs11-tool >/dev/null; then
+  echo
+  echo "== the same token seen by OpenSC's pkcs11-tool"
+  TSB_PKCS11_CONFIG="$config" pkcs11-tool --module "$root/target/release/libtsb_pkcs11.so" -L
+fi
