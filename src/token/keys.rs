@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use cryptoki_sys::*;
 
-use super::objects::{key_from_attributes, CertObject, KeyObject, ObjectRef, ObjectStore, Skipped};
+use super::objects::{
+    key_from_attributes, CertObject, CertSource, KeyObject, ObjectRef, ObjectStore, Skipped,
+};
 use super::Token;
 use crate::config::Secret;
 use crate::crypto::Certificate;
@@ -92,43 +94,52 @@ impl Token {
         }
     }
 
-    /// The key's certificate: from the configured chain, else the TSB's (`GET /v1/certificate`).
+    /// The key's certificate object: the leaf of its chain in `pkcs11.certificates`, else the
+    /// TSB's (`GET /v1/certificate/{label}`). A certificate whose public key is not the key's is
+    /// refused with a warning (a refused configured leaf falls back to the TSB's certificate).
     fn certificate_of(&self, client: &TsbClient, key: &KeyObject) -> Option<Arc<CertObject>> {
-        let handle = ObjectStore::cert_handle(key.base);
-        let from_config = self
+        if let Some(leaf) = self
             .configured_chain(&key.label)
-            .and_then(|chain| chain.into_iter().next());
-        let cert = match from_config {
-            Some(c) => Some(c),
-            None => match client.certificate(&key.label) {
-                Ok(Some(bytes)) => match Certificate::from_any(&bytes) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        log::warn!("certificate of key '{}' is unreadable: {e}", key.label);
-                        None
-                    }
-                },
-                Ok(None) => None,
-                Err(e) => {
-                    log::debug!("no certificate for key '{}': {e}", key.label);
-                    None
-                }
-            },
-        }?;
+            .and_then(|chain| chain.into_iter().next())
+        {
+            if leaf.public_key == key.public {
+                return Some(key_cert_object(key, leaf, CertSource::ConfigLeaf));
+            }
+            log::warn!(
+                "the first certificate of pkcs11.certificates for key '{}' ({}) holds a different public key; it is not used",
+                key.label,
+                leaf.subject_text
+            );
+        }
+        let cert = self.tsb_certificate(client, &key.label)?;
         if cert.public_key != key.public {
             log::warn!(
-                "certificate for key '{}' holds a different public key; it is left out",
-                key.label
+                "the TSB's certificate for key '{}' ({}) holds a different public key; it is left out",
+                key.label,
+                cert.subject_text
             );
             return None;
         }
-        Some(Arc::new(CertObject {
-            handle,
-            label: key.label.clone(),
-            id: key.id.clone(),
-            cert,
-            category: 1,
-        }))
+        Some(key_cert_object(key, cert, CertSource::Tsb))
+    }
+
+    /// The certificate the TSB stores for a key (PEM or base64 DER, `certificate` or
+    /// `rawCertificate`); `None` when it has none or it cannot be read (logged).
+    fn tsb_certificate(&self, client: &TsbClient, label: &str) -> Option<Certificate> {
+        match client.certificate(label) {
+            Ok(Some(bytes)) => match Certificate::from_any(&bytes) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    log::warn!("certificate of key '{label}' is unreadable: {e}");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                log::debug!("no certificate for key '{label}': {e}");
+                None
+            }
+        }
     }
 
     fn configured_chain(&self, label: &str) -> Option<Vec<Certificate>> {
@@ -161,6 +172,13 @@ impl Token {
                 continue;
             };
             for cert in certs.into_iter().skip(1) {
+                // A CA shared by several chains appears once.
+                if chain
+                    .iter()
+                    .any(|c: &Arc<CertObject>| c.cert.der == cert.der)
+                {
+                    continue;
+                }
                 let label = format!("{label} CA {}", chain.len() + 1);
                 chain.push(Arc::new(CertObject {
                     handle: ObjectStore::next_chain_handle(chain.len()),
@@ -168,6 +186,7 @@ impl Token {
                     label,
                     cert,
                     category: 2,
+                    source: CertSource::ConfigAuthority,
                 }));
             }
         }
@@ -234,8 +253,12 @@ impl Token {
         }
         if let Some(id) = find(CKA_ID) {
             // IDs are usually the label's bytes: try that key first.
-            if let Ok(label) = std::str::from_utf8(id) {
-                if let Some(k) = self.load_key(label)? {
+            // A failure here only means the ID is not a label: fall back to the full list.
+            let label = std::str::from_utf8(id)
+                .ok()
+                .filter(|l| !l.is_empty() && !l.chars().any(char::is_control));
+            if let Some(label) = label {
+                if let Ok(Some(k)) = self.load_key(label) {
                     if &k.id == id {
                         objects.extend(self.objects.objects_of(label));
                         return Ok(objects);
@@ -272,4 +295,21 @@ impl Token {
         log::info!("pinIs keyPassword: no password-protected key found to check the PIN against");
         Ok(())
     }
+}
+
+/// A key's own certificate object (PKCS#11 v2.40 §4.6.3): handle `base | 3`, the key's
+/// `CKA_ID` and `CKA_LABEL`, category 1 ("token user").
+pub(super) fn key_cert_object(
+    key: &KeyObject,
+    cert: Certificate,
+    source: CertSource,
+) -> Arc<CertObject> {
+    Arc::new(CertObject {
+        handle: ObjectStore::cert_handle(key.base),
+        label: key.label.clone(),
+        id: key.id.clone(),
+        cert,
+        category: 1,
+        source,
+    })
 }

@@ -18,8 +18,7 @@ use crate::tsb::KeyAttributes;
 #[derive(Debug)]
 pub struct KeyObject {
     pub label: String,
-    /// `CKA_ID`: the TSB's `id` when it has one (so Securosys' own provider agrees), else the
-    /// label's bytes. The same on the key's private, public and certificate objects.
+    /// `CKA_ID`: see [`key_id`]. The same on the key's private, public and certificate objects.
     pub id: Vec<u8>,
     pub key_type: CK_KEY_TYPE,
     pub public: PublicKey,
@@ -45,6 +44,19 @@ pub struct CertObject {
     pub cert: Certificate,
     /// `CKA_CERTIFICATE_CATEGORY`: 1 token user, 2 authority.
     pub category: CK_ULONG,
+    pub source: CertSource,
+}
+
+/// Where a certificate object comes from, which decides whether `C_DestroyObject` may remove
+/// it (`CKA_DESTROYABLE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// The key's certificate stored on the TSB (`GET /v1/certificate/{label}`): destroyable.
+    Tsb,
+    /// The leaf of the key's chain in `pkcs11.certificates`: read-only.
+    ConfigLeaf,
+    /// An authority certificate of a chain in `pkcs11.certificates`: read-only.
+    ConfigAuthority,
 }
 
 /// Which of a key's objects a handle names.
@@ -230,6 +242,22 @@ impl ObjectStore {
         }
     }
 
+    /// Replaces the certificate of a loaded key (after `C_CreateObject` / `C_DestroyObject`), so
+    /// the cache agrees with the TSB at once. Returns false when the key is not loaded.
+    pub fn set_cert(&self, label: &str, cert: Option<Arc<CertObject>>) -> bool {
+        let mut inner = self.inner.write();
+        let Some(i) = inner.by_label.get(label).copied() else {
+            return false;
+        };
+        match &mut inner.entries[i] {
+            Entry::Loaded { cert: slot, .. } => {
+                *slot = cert;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn set_chain(&self, chain: Vec<Arc<CertObject>>) {
         self.inner.write().chain = chain;
     }
@@ -324,10 +352,7 @@ pub fn key_from_attributes(
     if attrs.blocked() {
         log::debug!("key '{}' is blocked: signing is refused", attrs.label);
     }
-    let id = match attrs.id.as_deref() {
-        Some(id) if !id.is_empty() => id.as_bytes().to_vec(),
-        _ => attrs.label.as_bytes().to_vec(),
-    };
+    let id = key_id(attrs.id.as_deref(), &attrs.label);
     Ok(KeyObject {
         label: attrs.label.clone(),
         id,
@@ -343,6 +368,25 @@ pub fn key_from_attributes(
         base,
         password,
     })
+}
+
+/// `CKA_ID` of a key: the TSB's `id` decoded from hex when it is hex (as Securosys' own PKCS#11
+/// provider shows it), the `id` text otherwise, and the label's bytes when the key has no `id`.
+pub fn key_id(tsb_id: Option<&str>, label: &str) -> Vec<u8> {
+    match tsb_id.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(id) => decode_hex(id).unwrap_or_else(|| id.as_bytes().to_vec()),
+        None => label.as_bytes().to_vec(),
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// "group A: 2 of alice, bob, carol; group B: 1 of dave" for log lines.
