@@ -458,3 +458,17 @@ pub fn method_not_allowed(path: &str) -> Response {
     )
         .into_response()
 }
+
+/// Spring-Boot-like 415 body (POST without `Content-Type: application/json`).
+pub fn unsupported_media_type(path: &str) -> Response {
+    (
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Json(json!({
+            "timestamp": crate::util::rfc3339(SystemTime::now()),
+            "status": 415,
+            "error": "Unsupported Media Type",
+            "path": path,
+        })),
+    )
+        .into_response()
+}

@@ -565,10 +565,14 @@ pub fn obtain(spec: &KeySpec, cache_dir: Option<&Path>) -> Result<Arc<KeyMateria
     let key: CacheKey = (spec.label.clone(), spec.algorithm, spec.effective_size());
     let slot = lock(&MEMORY_CACHE).entry(key).or_default().clone();
     let mut slot = lock(&slot);
+    let path: Option<PathBuf> = cache_dir.map(|d| d.join(cache_file_name(spec)));
     if let Some(material) = slot.as_ref() {
+        // Keep the state directory complete even when the key came from memory.
+        if let Some(path) = path.as_ref().filter(|p| !p.exists()) {
+            store(path, material);
+        }
         return Ok(material.clone());
     }
-    let path: Option<PathBuf> = cache_dir.map(|d| d.join(cache_file_name(spec)));
     if let Some(path) = &path {
         if let Ok(pem) = std::fs::read_to_string(path) {
             match KeyMaterial::from_pkcs8_pem(spec, &pem) {
@@ -582,18 +586,27 @@ pub fn obtain(spec: &KeySpec, cache_dir: Option<&Path>) -> Result<Arc<KeyMateria
         }
     }
     let material = Arc::new(KeyMaterial::generate(spec)?);
-    if let (Some(path), Some(pem)) = (&path, material.to_pkcs8_pem()?) {
-        let written = path
-            .parent()
-            .map(create_private_dir)
-            .unwrap_or(Ok(()))
-            .and_then(|_| write_private_file(path, &pem));
-        if let Err(e) = written {
-            log::warn!("cannot write key cache {}: {e}", path.display());
-        }
+    if let Some(path) = &path {
+        store(path, &material);
     }
     *slot = Some(material.clone());
     Ok(material)
+}
+
+/// Writes key material to the disk cache (errors are only logged).
+fn store(path: &Path, material: &KeyMaterial) {
+    let pem = match material.to_pkcs8_pem() {
+        Ok(Some(pem)) => pem,
+        _ => return,
+    };
+    let written = path
+        .parent()
+        .map(create_private_dir)
+        .unwrap_or(Ok(()))
+        .and_then(|_| write_private_file(path, &pem));
+    if let Err(e) = written {
+        log::warn!("cannot write key cache {}: {e}", path.display());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

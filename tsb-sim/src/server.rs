@@ -298,6 +298,10 @@ async fn api_request(
     if let Err(e) = check_auth(shared, info, &req, &normalized) {
         return Ok(e.into_response());
     }
+    if method == Method::POST && !is_json(&req) {
+        // Like Spring Boot: a body that is not declared as JSON is refused.
+        return Ok(crate::api::unsupported_media_type(path));
+    }
     let resp = call(app, req).await;
     match fault {
         Some((_, f)) if f.kind == FaultKind::MalformedJson => Ok(malformed(resp).await),
@@ -311,6 +315,17 @@ async fn api_request(
         }
         _ => Ok(resp),
     }
+}
+
+fn is_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
 }
 
 async fn hang(shared: &Shared, mut cleared: tokio::sync::watch::Receiver<u64>) {

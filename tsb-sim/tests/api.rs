@@ -39,6 +39,23 @@ fn unknown_paths_and_methods() {
     assert_eq!(r.status, 405);
     let r = http.get("/v1/key/rsa-2048");
     assert_eq!(r.status, 404);
+    // POST bodies must be declared as JSON (415 otherwise, like Spring Boot).
+    let body = sign_body("ec-p256", "SHA256_WITH_ECDSA", b"x").to_string();
+    let url = format!("{}/v1/synchronousSign", http.base);
+    let r = http
+        .agent
+        .post(&url)
+        .set("Content-Type", "text/plain")
+        .send_string(&body);
+    assert!(matches!(r, Err(ureq::Error::Status(415, _))), "{r:?}");
+    let r = http.agent.post(&url).send_bytes(body.as_bytes());
+    assert!(matches!(r, Err(ureq::Error::Status(415, _))), "{r:?}");
+    let r = http
+        .agent
+        .post(&url)
+        .set("Content-Type", "application/json; charset=UTF-8")
+        .send_string(&body);
+    assert_eq!(r.unwrap().status(), 200);
 }
 
 #[test]
