@@ -11,12 +11,47 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::token::{Token, MANUFACTURER};
 
+/// Keeps this library mapped after the host's `dlclose()` (glibc `RTLD_NODELETE`).
+///
+/// Once initialised, the module holds process-wide state outside `STATE` that is never freed:
+/// the global logger and `ureq`'s default TLS configuration (a `Lazy` that every
+/// `AgentBuilder::new()` fills). Were the image unmapped and loaded again, each cycle would
+/// leak them (about 16 kB per dlopen/C_Initialize/C_Finalize/dlclose, `tests/unload.rs`), and a
+/// thread still returning from a call that `C_Finalize` interrupted would run unmapped code.
+/// Pinning makes a later `dlopen()` of the same file return this image, where
+/// `C_Finalize` has already reset `STATE`.
+fn pin_in_memory() {
+    static PINNED: std::sync::Once = std::sync::Once::new();
+    PINNED.call_once(|| {
+        // SAFETY: Dl_info is plain data (pointers and an address); all-zero is a valid value.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: dladdr only reads the address (a function of this library) and fills `info`.
+        let found = unsafe { libc::dladdr(C_Initialize as *const c_void, &mut info) } != 0;
+        if !found || info.dli_fname.is_null() {
+            return;
+        }
+        // SAFETY: `dli_fname` is the NUL-terminated path this library was loaded from;
+        // RTLD_NOLOAD only promotes the flags of the already loaded image, and the extra
+        // reference is dropped at once (RTLD_NODELETE stays).
+        unsafe {
+            let handle = libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_LAZY | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            );
+            if !handle.is_null() {
+                libc::dlclose(handle);
+            }
+        }
+    });
+}
+
 /// `C_Initialize`: reads the configuration (no network I/O) and builds the token.
 #[no_mangle]
 pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
     crate::logging::init();
     log::trace!("C_Initialize(args={init_args:?})");
     guard("C_Initialize", || {
+        pin_in_memory();
         // SAFETY: the argument is NULL or a CK_C_INITIALIZE_ARGS (PKCS#11 v2.40 §5.4).
         let args = unsafe { (init_args as *const CK_C_INITIALIZE_ARGS).as_ref() };
         let mut may_spawn_threads = true;
@@ -57,10 +92,8 @@ pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
             log::error!("{e}");
             Error::new(CKR_GENERAL_ERROR, e.to_string())
         })?;
-        let token = Token::new(config, may_spawn_threads).map_err(|e| {
-            log::error!("{}", e.message());
-            e
-        })?;
+        let token = Token::new(config, may_spawn_threads)
+            .inspect_err(|e| log::error!("{}", e.message()))?;
         log::info!(
             "initialised: TSB {} (token '{}')",
             token.config().rest_api,
