@@ -38,6 +38,18 @@ CK_RV C_GetInterface(CK_UTF8CHAR *name,
                      CK_INTERFACE **interface,
                      CK_FLAGS flags);
 
+// `C_CreateObject` (§5.7.1): stores an X.509 certificate for one of the token's keys on the
+// TSB (`POST /v1/certificate/import/plain`); other objects give `CKR_TEMPLATE_INCONSISTENT`.
+CK_RV C_CreateObject(CK_SESSION_HANDLE session,
+                     CK_ATTRIBUTE *templ,
+                     CK_ULONG count,
+                     CK_OBJECT_HANDLE *object);
+
+// `C_DestroyObject` (§5.7.3): removes a key's certificate from the TSB
+// (`DELETE /v1/certificate/{label}`); keys give `CKR_ACTION_PROHIBITED`.
+CK_RV C_DestroyObject(CK_SESSION_HANDLE session,
+                      CK_OBJECT_HANDLE object);
+
 // `C_FindObjectsInit`.
 CK_RV C_FindObjectsInit(CK_SESSION_HANDLE session,
                         CK_ATTRIBUTE *templ,

@@ -216,7 +216,8 @@ fn operation_state_errors() {
             CKR_OPERATION_ACTIVE
         );
         assert_eq!((f.C_FindObjectsFinal.unwrap())(s.handle()), CKR_OK);
-        // Read-write sessions on a write-protected token.
+        // Read-write sessions open (certificates can be stored); objects cannot be created in
+        // a read-only session (PKCS#11 v2.40 §5.7.1).
         let mut hs: CK_SESSION_HANDLE = 0;
         assert_eq!(
             (f.C_OpenSession.unwrap())(
@@ -226,7 +227,22 @@ fn operation_state_errors() {
                 None,
                 &mut hs
             ),
-            CKR_TOKEN_WRITE_PROTECTED
+            CKR_OK
+        );
+        let mut info: CK_SESSION_INFO = std::mem::zeroed();
+        assert_eq!((f.C_GetSessionInfo.unwrap())(hs, &mut info), CKR_OK);
+        assert_eq!(info.state, CKS_RW_PUBLIC_SESSION);
+        assert_eq!((f.C_CloseSession.unwrap())(hs), CKR_OK);
+        let mut class = CKO_CERTIFICATE;
+        let mut templ = [CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: (&mut class as *mut CK_OBJECT_CLASS).cast(),
+            ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+        }];
+        let mut created: CK_OBJECT_HANDLE = 0;
+        assert_eq!(
+            (f.C_CreateObject.unwrap())(s.handle(), templ.as_mut_ptr(), 1, &mut created),
+            CKR_SESSION_READ_ONLY
         );
         assert_eq!(
             (f.C_OpenSession.unwrap())(0, 0, std::ptr::null_mut(), None, &mut hs),
@@ -446,7 +462,10 @@ fn token_and_slot_info() {
     let h = Harness::new();
     let info = h.pkcs11.get_token_info(h.slot).unwrap();
     assert_eq!(info.label(), "TSB");
-    assert!(info.write_protected());
+    assert!(
+        !info.write_protected(),
+        "certificates can be stored on the token"
+    );
     assert!(!info.login_required());
     assert_eq!(info.serial_number().len(), 16);
     let mut n: CK_ULONG = 0;

@@ -1,4 +1,4 @@
-//! Object search and attributes (PKCS#11 v2.40 §5.7).
+//! Object management, search and attributes (PKCS#11 v2.40 §5.7).
 
 use cryptoki_sys::*;
 
@@ -6,6 +6,36 @@ use super::convert::{len, out, template};
 use super::{guard, token};
 use crate::error::Error;
 use crate::token::attributes::AttrValue;
+
+/// `C_CreateObject` (§5.7.1): stores an X.509 certificate for one of the token's keys on the
+/// TSB (`POST /v1/certificate/import/plain`); other objects give `CKR_TEMPLATE_INCONSISTENT`.
+#[no_mangle]
+pub unsafe extern "C" fn C_CreateObject(
+    session: CK_SESSION_HANDLE,
+    templ: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    object: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    log::trace!("C_CreateObject(session={session}, count={count})");
+    guard("C_CreateObject", || {
+        // SAFETY: writable CK_OBJECT_HANDLE (or NULL, refused).
+        let object = unsafe { out(object) }?;
+        // SAFETY: `templ` holds `count` attributes (NULL only with count 0).
+        let t = unsafe { template(templ, count) }?;
+        *object = token()?.create_object(session, &t)?;
+        Ok(())
+    })
+}
+
+/// `C_DestroyObject` (§5.7.3): removes a key's certificate from the TSB
+/// (`DELETE /v1/certificate/{label}`); keys give `CKR_ACTION_PROHIBITED`.
+#[no_mangle]
+pub extern "C" fn C_DestroyObject(session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> CK_RV {
+    log::trace!("C_DestroyObject(session={session}, object={object})");
+    guard("C_DestroyObject", || {
+        token()?.destroy_object(session, object)
+    })
+}
 
 /// `C_FindObjectsInit`.
 #[no_mangle]

@@ -9,7 +9,7 @@
 use cryptoki_sys::*;
 
 use super::mechanisms::allowed_for;
-use super::objects::{KeyPart, ObjectRef};
+use super::objects::{CertSource, KeyPart, ObjectRef};
 use crate::crypto::PublicKey;
 
 pub const CKA_TSB_NEEDS_APPROVAL: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0001;
@@ -131,6 +131,11 @@ pub fn attribute(obj: &ObjectRef, attr: CK_ATTRIBUTE_TYPE, private_objects: bool
             }
         }
         ObjectRef::Certificate(c) => {
+            // A key's certificate stored on the TSB can be removed with C_DestroyObject
+            // (`DELETE /v1/certificate/{label}`); configured ones cannot.
+            if attr == CKA_DESTROYABLE {
+                return boolean(c.source == CertSource::Tsb);
+            }
             if let Some(v) = storage(attr, CKO_CERTIFICATE, &c.label, false) {
                 return v;
             }

@@ -9,6 +9,7 @@ pub mod objects;
 pub mod operations;
 pub mod session;
 
+mod certificates;
 mod keys;
 mod signing;
 
@@ -152,9 +153,10 @@ impl Token {
     }
 
     /// Token flags and session counts for `C_GetTokenInfo`: (flags, sessions, rw sessions).
+    /// Not `CKF_WRITE_PROTECTED`: certificates can be stored on the TSB (`C_CreateObject`).
     pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<(CK_FLAGS, usize, usize)> {
         Self::check_slot(slot)?;
-        let mut flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_WRITE_PROTECTED;
+        let mut flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED;
         if self.config.pkcs11.pin_is != PinIs::None {
             flags |= CKF_LOGIN_REQUIRED;
         }
@@ -188,13 +190,8 @@ impl Token {
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(Error::rv(CKR_SESSION_PARALLEL_NOT_SUPPORTED));
         }
-        if flags & CKF_RW_SESSION != 0 {
-            return Err(Error::new(
-                CKR_TOKEN_WRITE_PROTECTED,
-                "the token is write-protected: open a read-only session",
-            ));
-        }
-        Ok(self.sessions.open(false, surrender))
+        // Read-write sessions may create and destroy certificate objects (§5.6.1, §5.7.1).
+        Ok(self.sessions.open(flags & CKF_RW_SESSION != 0, surrender))
     }
 
     pub fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {

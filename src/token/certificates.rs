@@ -1,0 +1,404 @@
+//! Certificate objects the application creates and destroys (PKCS#11 v2.40 §5.7
+//! `C_CreateObject` / `C_DestroyObject`; §4.6.3 X.509 certificate objects).
+//!
+//! The TSB keeps one certificate per key. `C_CreateObject` of a `CKO_CERTIFICATE` whose
+//! `CKA_LABEL` or `CKA_ID` names a key stores it with `POST /v1/certificate/import/plain` (it
+//! replaces the key's earlier certificate, and the object keeps the handle `base | 3`);
+//! `C_DestroyObject` on it calls `DELETE /v1/certificate/{label}`. Keys and the certificates
+//! of `pkcs11.certificates` cannot be destroyed (`CKR_ACTION_PROHIBITED`).
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+
+use super::keys::key_cert_object;
+use super::objects::{CertSource, KeyObject, ObjectRef};
+use super::Token;
+use crate::crypto::Certificate;
+use crate::error::{map_tsb_error, Error, Result};
+
+/// What a `C_CreateObject` template asks for, once checked.
+struct CertTemplate {
+    cert: Certificate,
+    label: Option<String>,
+    id: Option<Vec<u8>>,
+}
+
+fn inconsistent(why: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::new(CKR_TEMPLATE_INCONSISTENT, why)
+}
+
+fn value_invalid(why: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::new(CKR_ATTRIBUTE_VALUE_INVALID, why)
+}
+
+fn ulong_of(attr: &str, v: &[u8]) -> Result<CK_ULONG> {
+    v.try_into()
+        .map(CK_ULONG::from_ne_bytes)
+        .map_err(|_| value_invalid(format!("{attr} is not a CK_ULONG")))
+}
+
+fn bool_of(attr: &str, v: &[u8]) -> Result<bool> {
+    match v {
+        [b] => Ok(*b != CK_FALSE),
+        _ => Err(value_invalid(format!("{attr} is not a CK_BBOOL"))),
+    }
+}
+
+/// The content octets of a DER INTEGER (`CKA_SERIAL_NUMBER` is the whole DER INTEGER, but
+/// some applications pass only its value).
+fn integer_content(der: &[u8]) -> &[u8] {
+    match der {
+        [0x02, len, rest @ ..] if (*len as usize) == rest.len() => rest,
+        [0x02, 0x81, len, rest @ ..] if (*len as usize) == rest.len() => rest,
+        _ => der,
+    }
+}
+
+impl CertTemplate {
+    /// Checks a creation template (§4.6.3 table 24): `CKA_CLASS` = `CKO_CERTIFICATE`,
+    /// `CKA_CERTIFICATE_TYPE` = `CKC_X_509` and `CKA_VALUE` (DER; PEM is accepted too) are
+    /// required; `CKA_SUBJECT`, `CKA_ISSUER`, `CKA_SERIAL_NUMBER`, `CKA_CHECK_VALUE` and
+    /// `CKA_PUBLIC_KEY_INFO`, when given, must be the certificate's; the object is a public,
+    /// non-modifiable token object. Informational attributes (dates, hashes for URL
+    /// certificates) are accepted and not stored.
+    fn parse(template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<CertTemplate> {
+        let find = |t: CK_ATTRIBUTE_TYPE| template.iter().find(|(a, _)| *a == t).map(|(_, v)| v);
+        let class = find(CKA_CLASS)
+            .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is missing"))?;
+        let class = ulong_of("CKA_CLASS", class)?;
+        if class != CKO_CERTIFICATE {
+            return Err(inconsistent(format!(
+                "objects of class {class:#x} cannot be created: this token stores only certificates of its keys"
+            )));
+        }
+        let cert_type = find(CKA_CERTIFICATE_TYPE).ok_or_else(|| {
+            Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_CERTIFICATE_TYPE is missing")
+        })?;
+        if ulong_of("CKA_CERTIFICATE_TYPE", cert_type)? != CKC_X_509 {
+            return Err(value_invalid(
+                "only X.509 certificates (CKC_X_509) are supported",
+            ));
+        }
+        let value = find(CKA_VALUE)
+            .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE is missing"))?;
+        let cert = Certificate::from_any(value)
+            .map_err(|e| value_invalid(format!("CKA_VALUE is not an X.509 certificate: {e}")))?;
+
+        let mut label = None;
+        let mut id = None;
+        for (t, v) in template {
+            match *t {
+                CKA_CLASS | CKA_CERTIFICATE_TYPE | CKA_VALUE => {}
+                CKA_LABEL => {
+                    let l = std::str::from_utf8(v)
+                        .map_err(|_| value_invalid("CKA_LABEL is not UTF-8"))?;
+                    label = Some(l.to_string());
+                }
+                CKA_ID => id = Some(v.clone()),
+                CKA_TOKEN => {
+                    if !bool_of("CKA_TOKEN", v)? {
+                        return Err(inconsistent(
+                            "session certificate objects are not supported (CKA_TOKEN must be true)",
+                        ));
+                    }
+                }
+                CKA_PRIVATE => {
+                    if bool_of("CKA_PRIVATE", v)? {
+                        return Err(inconsistent(
+                            "certificates on this token are public objects (CKA_PRIVATE must be false)",
+                        ));
+                    }
+                }
+                CKA_MODIFIABLE | CKA_COPYABLE => {
+                    if bool_of("CKA_MODIFIABLE/CKA_COPYABLE", v)? {
+                        return Err(inconsistent(
+                            "certificate objects are neither modifiable nor copyable",
+                        ));
+                    }
+                }
+                CKA_DESTROYABLE => {
+                    if !bool_of("CKA_DESTROYABLE", v)? {
+                        return Err(inconsistent(
+                            "a certificate stored on the TSB is always destroyable",
+                        ));
+                    }
+                }
+                CKA_TRUSTED => {
+                    if bool_of("CKA_TRUSTED", v)? {
+                        return Err(Error::new(
+                            CKR_ATTRIBUTE_READ_ONLY,
+                            "only the security officer may set CKA_TRUSTED (§4.6.2)",
+                        ));
+                    }
+                }
+                CKA_CERTIFICATE_CATEGORY => {
+                    let c = ulong_of("CKA_CERTIFICATE_CATEGORY", v)?;
+                    if c != CK_CERTIFICATE_CATEGORY_UNSPECIFIED
+                        && c != CK_CERTIFICATE_CATEGORY_TOKEN_USER
+                    {
+                        return Err(inconsistent(
+                            "only a key's own certificate (category 1, token user) can be stored",
+                        ));
+                    }
+                }
+                CKA_JAVA_MIDP_SECURITY_DOMAIN => {
+                    if ulong_of("CKA_JAVA_MIDP_SECURITY_DOMAIN", v)?
+                        != CK_SECURITY_DOMAIN_UNSPECIFIED
+                    {
+                        return Err(inconsistent(
+                            "CKA_JAVA_MIDP_SECURITY_DOMAIN is not supported",
+                        ));
+                    }
+                }
+                CKA_URL => {
+                    if !v.is_empty() {
+                        return Err(inconsistent(
+                            "certificates by URL are not supported: give CKA_VALUE",
+                        ));
+                    }
+                }
+                CKA_SUBJECT => {
+                    if *v != cert.subject_der {
+                        return Err(inconsistent("CKA_SUBJECT is not the certificate's subject"));
+                    }
+                }
+                CKA_ISSUER => {
+                    if *v != cert.issuer_der {
+                        return Err(inconsistent("CKA_ISSUER is not the certificate's issuer"));
+                    }
+                }
+                CKA_SERIAL_NUMBER => {
+                    if *v != cert.serial_der && v != integer_content(&cert.serial_der) {
+                        return Err(inconsistent(
+                            "CKA_SERIAL_NUMBER is not the certificate's serial number",
+                        ));
+                    }
+                }
+                CKA_CHECK_VALUE => {
+                    if v[..] != cert.check_value() {
+                        return Err(value_invalid(
+                            "CKA_CHECK_VALUE does not match the certificate (§4.6.3)",
+                        ));
+                    }
+                }
+                CKA_PUBLIC_KEY_INFO => {
+                    if !v.is_empty() && *v != cert.public_key.spki_der() {
+                        return Err(inconsistent(
+                            "CKA_PUBLIC_KEY_INFO is not the certificate's public key",
+                        ));
+                    }
+                }
+                CKA_START_DATE
+                | CKA_END_DATE
+                | CKA_HASH_OF_SUBJECT_PUBLIC_KEY
+                | CKA_HASH_OF_ISSUER_PUBLIC_KEY
+                | CKA_NAME_HASH_ALGORITHM => {}
+                other => {
+                    return Err(Error::new(
+                        CKR_ATTRIBUTE_TYPE_INVALID,
+                        format!("attribute {other:#x} is not an attribute of X.509 certificates"),
+                    ))
+                }
+            }
+        }
+        Ok(CertTemplate { cert, label, id })
+    }
+}
+
+impl Token {
+    /// `C_CreateObject` (PKCS#11 v2.40 §5.7.1): stores an X.509 certificate for the key that
+    /// `CKA_LABEL` or `CKA_ID` names (with neither, the key holding the certificate's public
+    /// key) on the TSB (`POST /v1/certificate/import/plain`) and returns its object handle.
+    pub fn create_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let s = self.sessions.get(session)?;
+        if !s.read_write {
+            return Err(Error::new(
+                CKR_SESSION_READ_ONLY,
+                "objects can only be created in a read-write session",
+            ));
+        }
+        let req = CertTemplate::parse(template)?;
+        if !self.user_may_use_private() {
+            return Err(Error::new(
+                CKR_USER_NOT_LOGGED_IN,
+                "log in to store a certificate for a key",
+            ));
+        }
+        let key = self.key_for_certificate(&req)?;
+        if req.cert.public_key != key.public {
+            return Err(inconsistent(format!(
+                "the certificate ({}) holds another public key than key '{}'",
+                req.cert.subject_text, key.label
+            )));
+        }
+        let configured =
+            self.objects.objects_of(&key.label).into_iter().any(
+                |o| matches!(o, ObjectRef::Certificate(c) if c.source == CertSource::ConfigLeaf),
+            );
+        if configured {
+            return Err(inconsistent(format!(
+                "the certificate of key '{}' comes from pkcs11.certificates in the configuration; remove it there to manage it on the TSB",
+                key.label
+            )));
+        }
+        let client = self.client()?;
+        if let Err(e) = client.import_certificate(&key.label, &req.cert.der) {
+            return Err(match (e.http_status(), e.tsb_code()) {
+                (_, Some(650)) | (Some(404), _) => {
+                    self.objects.store_gone(&key.label);
+                    inconsistent(format!("key '{}' is no longer on the TSB", key.label))
+                }
+                (Some(400), _) => {
+                    log::warn!("the TSB refused the certificate for '{}': {e}", key.label);
+                    value_invalid(format!("the TSB refused the certificate: {e}"))
+                }
+                _ => map_tsb_error(&e, self.credential_context()),
+            });
+        }
+        log::info!(
+            "stored certificate '{}' for key '{}' on the TSB",
+            req.cert.subject_text,
+            key.label
+        );
+        let object = key_cert_object(&key, req.cert, CertSource::Tsb);
+        let handle = object.handle;
+        if !self.objects.set_cert(&key.label, Some(object)) {
+            // The key's entry expired meanwhile: the next load fetches the new certificate.
+            self.load_key(&key.label)?;
+        }
+        Ok(handle)
+    }
+
+    /// The key a new certificate belongs to: by `CKA_LABEL`, else by `CKA_ID`; with neither,
+    /// the one key whose public key the certificate holds.
+    fn key_for_certificate(&self, req: &CertTemplate) -> Result<Arc<KeyObject>> {
+        let by_label = match &req.label {
+            Some(l) => self.load_key(l)?,
+            None => None,
+        };
+        if let Some(key) = by_label {
+            return match &req.id {
+                Some(id) if *id != key.id => Err(inconsistent(format!(
+                    "CKA_ID is not the CKA_ID of key '{}'",
+                    key.label
+                ))),
+                _ => Ok(key),
+            };
+        }
+        if let Some(id) = &req.id {
+            if let Some(key) = self.key_by_id(id)? {
+                if let Some(l) = &req.label {
+                    log::info!(
+                        "CKA_LABEL '{l}' names no key; the certificate takes the label of key '{}' (CKA_ID)",
+                        key.label
+                    );
+                }
+                return Ok(key);
+            }
+            return Err(inconsistent("neither CKA_LABEL nor CKA_ID names a key"));
+        }
+        if let Some(l) = &req.label {
+            return Err(inconsistent(format!("CKA_LABEL '{l}' names no key")));
+        }
+        let mut matching: Vec<Arc<KeyObject>> = self
+            .all_keys()?
+            .into_iter()
+            .filter(|k| k.public == req.cert.public_key)
+            .collect();
+        match matching.len() {
+            1 => Ok(matching.remove(0)),
+            0 => Err(inconsistent("no key holds the certificate's public key")),
+            _ => Err(Error::new(
+                CKR_TEMPLATE_INCOMPLETE,
+                "several keys hold the certificate's public key: give CKA_LABEL or CKA_ID",
+            )),
+        }
+    }
+
+    /// The key with this `CKA_ID` (the TSB's `id` or the label's bytes): first the key whose
+    /// label the ID spells, else a search of the key list.
+    fn key_by_id(&self, id: &[u8]) -> Result<Option<Arc<KeyObject>>> {
+        let label = std::str::from_utf8(id)
+            .ok()
+            .filter(|l| !l.is_empty() && !l.chars().any(char::is_control));
+        if let Some(label) = label {
+            // A failure only means the ID is not a label.
+            if let Ok(Some(k)) = self.load_key(label) {
+                if k.id == id {
+                    return Ok(Some(k));
+                }
+            }
+        }
+        Ok(self.all_keys()?.into_iter().find(|k| k.id == id))
+    }
+
+    /// `C_DestroyObject` (PKCS#11 v2.40 §5.7.3): removes a key's certificate from the TSB
+    /// (`DELETE /v1/certificate/{label}`). Keys and configured certificates cannot be
+    /// destroyed (`CKR_ACTION_PROHIBITED`).
+    pub fn destroy_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let s = self.sessions.get(session)?;
+        let obj = self.objects.lookup(object)?;
+        if obj.class() == CKO_PRIVATE_KEY && !self.user_may_use_private() {
+            return Err(Error::rv(CKR_OBJECT_HANDLE_INVALID));
+        }
+        if !s.read_write {
+            return Err(Error::new(
+                CKR_SESSION_READ_ONLY,
+                "objects can only be destroyed in a read-write session",
+            ));
+        }
+        let cert = match obj {
+            ObjectRef::Key(k, _) => {
+                return Err(Error::new(
+                    CKR_ACTION_PROHIBITED,
+                    format!(
+                        "key '{}' lives on the HSM and cannot be destroyed here",
+                        k.label
+                    ),
+                ))
+            }
+            ObjectRef::Certificate(c) if c.source != CertSource::Tsb => {
+                return Err(Error::new(
+                    CKR_ACTION_PROHIBITED,
+                    format!(
+                        "certificate '{}' comes from pkcs11.certificates in the configuration",
+                        c.label
+                    ),
+                ))
+            }
+            ObjectRef::Certificate(c) => c,
+        };
+        if !self.user_may_use_private() {
+            return Err(Error::new(
+                CKR_USER_NOT_LOGGED_IN,
+                "log in to remove a key's certificate",
+            ));
+        }
+        match self.client()?.delete_certificate(&cert.label) {
+            Ok(()) => {}
+            // Already gone on the TSB (removed elsewhere): the object is gone all the same.
+            Err(e) if e.http_status() == Some(404) => {
+                log::info!(
+                    "certificate of key '{}' was already removed: {e}",
+                    cert.label
+                )
+            }
+            Err(e) => return Err(map_tsb_error(&e, self.credential_context())),
+        }
+        log::info!(
+            "removed the certificate of key '{}' from the TSB",
+            cert.label
+        );
+        self.objects.set_cert(&cert.label, None);
+        Ok(())
+    }
+}
