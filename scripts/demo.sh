@@ -17,7 +17,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "== building the module, the simulator and the demo (release)"
-cargo build --release -q -p tsb-pkcs11 -p tsb-sim --example demo
+cargo build --release -q -p tsb-pkcs11 --lib --example demo
+cargo build --release -q -p tsb-sim --bin tsb-sim
 
 work=$(mktemp -d)
 sim_pid=""
@@ -49,7 +50,12 @@ config="$work/config.json"
 cat >"$config" <<JSON
 {
   "restApi": "$url",
-  "pkcs11": { "tokenLabel": "TSB demo", "pollIntervalMs": 500, "pollIntervalMaxMs": 2000 }
+  "pkcs11": {
+    "tokenLabel": "TSB demo",
+    "pollIntervalMs": 500,
+    "pollIntervalMaxMs": 2000,
+    "keyPasswords": { "ec-p256-pw": "secret-pw" }
+  }
 }
 JSON
 chmod 600 "$config"

@@ -282,6 +282,9 @@ impl ObjectStore {
             return Vec::new();
         };
         match &inner.entries[*i] {
+            // A blocked key cannot sign: it is not listed, but a handle taken before it was
+            // blocked still resolves, so C_SignInit can say CKR_KEY_FUNCTION_NOT_PERMITTED.
+            Entry::Loaded { key, .. } if key.blocked => Vec::new(),
             Entry::Loaded { key, cert, .. } => {
                 let mut v = vec![
                     ObjectRef::Key(key.clone(), KeyPart::Private),
@@ -350,7 +353,7 @@ pub fn key_from_attributes(
         PublicKey::Ed25519 { .. } => CKK_EC_EDWARDS,
     };
     if attrs.blocked() {
-        log::debug!("key '{}' is blocked: signing is refused", attrs.label);
+        log::debug!("key '{}' is left out: it is blocked", attrs.label);
     }
     let id = key_id(attrs.id.as_deref(), &attrs.label);
     Ok(KeyObject {
