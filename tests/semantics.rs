@@ -415,7 +415,7 @@ fn keys_that_cannot_sign_are_left_out_and_lookups_are_lazy() {
         .map(|o| String::from_utf8(h.attr_bytes(&s, *o, AttributeType::Label)).unwrap())
         .collect();
     labels.sort();
-    for absent in ["decrypt-only-rsa", "aes-256"] {
+    for absent in ["decrypt-only-rsa", "aes-256", "blocked-ec-p256"] {
         assert!(
             !labels.contains(&absent.to_string()),
             "{absent} must be left out: {labels:?}"
