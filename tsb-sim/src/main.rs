@@ -1,4 +1,5 @@
 //! `tsb-sim` binary: `serve` (default) and control-interface client commands.
+#![forbid(unsafe_code)]
 
 mod cli;
 
