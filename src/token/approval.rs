@@ -124,6 +124,20 @@ fn next_interval(current: Duration, settings: &ModuleSettings) -> Duration {
     (current + current / 2).min(settings.poll_interval_max.max(settings.poll_interval))
 }
 
+/// The TSB's name of a status (`PENDING`, `APPROVED`, ...), as approvers and operators know it.
+fn state_name(state: &RequestState) -> &str {
+    match state {
+        RequestState::Pending => "PENDING",
+        RequestState::Approved => "APPROVED",
+        RequestState::Executed => "EXECUTED",
+        RequestState::Rejected => "REJECTED",
+        RequestState::Expired => "EXPIRED",
+        RequestState::Cancelled => "CANCELLED",
+        RequestState::Failed => "FAILED",
+        RequestState::Other(s) => s,
+    }
+}
+
 fn log_progress(id: &str, label: &str, s: &RequestStatus, elapsed: Duration) {
     let secs = elapsed.as_secs_f32();
     match s.state {
@@ -134,9 +148,16 @@ fn log_progress(id: &str, label: &str, s: &RequestStatus, elapsed: Duration) {
             "approval request {id} (key '{label}') REJECTED by {} after {secs:.1}s",
             s.rejected_by.join(", ")
         ),
+        RequestState::Expired | RequestState::Cancelled | RequestState::Failed => log::info!(
+            "approval request {id} (key '{label}') {} after {secs:.1}s: approved by [{}], \
+             not approved by [{}]",
+            state_name(&s.state),
+            s.approved_by.join(", "),
+            s.not_yet_approved_by.join(", ")
+        ),
         _ => log::info!(
-            "approval request {id} (key '{label}') {:?}: approved by [{}], waiting for [{}]",
-            s.state,
+            "approval request {id} (key '{label}') {}: approved by [{}], waiting for [{}]",
+            state_name(&s.state),
             s.approved_by.join(", "),
             s.not_yet_approved_by.join(", ")
         ),

@@ -240,8 +240,10 @@ impl Token {
                     ops.find = None;
                 }
             }
-            // A call is running in the session: wake it; it cancels and ends its operation.
-            None => s.cancel.trigger(CancelReason::Cancelled),
+            // A call is running in the session. Only signing waits (for approvals): wake it; it
+            // cancels and ends its operation. Cancelling other operations leaves it alone.
+            None if flags & CKF_SIGN != 0 => s.cancel.trigger(CancelReason::Cancelled),
+            None => {}
         }
         Ok(())
     }

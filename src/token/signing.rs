@@ -239,6 +239,10 @@ impl Token {
         key: &KeyObject,
         request: &mut SignRequest,
     ) -> Result<Vec<u8>> {
+        // A C_SessionCancel (or close) that came while this session was busy: file nothing.
+        if let Some(reason) = session.cancel.check() {
+            return Err(reason.error());
+        }
         let (meta, meta_sig) = metadata::build(&self.config, &key.label, &request.algorithm);
         request.meta_data = Some(meta);
         request.meta_data_signature = meta_sig;
