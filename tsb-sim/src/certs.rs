@@ -255,12 +255,18 @@ fn build_extensions(p: &CertParams, ski: Option<&[u8]>) -> Result<Vec<Extension>
         },
     )?);
     if !p.key_usage.is_empty() {
-        let mut flags = flagset::FlagSet::<KeyUsages>::default();
+        let mut usage: Option<KeyUsage> = None;
         for name in &p.key_usage {
-            flags |= key_usage_flag(name)
+            let flag = key_usage_flag(name)
                 .ok_or_else(|| ApiError::validation(format!("Unknown keyUsage '{name}'")))?;
+            usage = Some(match usage {
+                None => KeyUsage(flag.into()),
+                Some(KeyUsage(acc)) => KeyUsage(acc | flag),
+            });
         }
-        exts.push(extension("2.5.29.15", true, &KeyUsage(flags))?);
+        if let Some(usage) = usage {
+            exts.push(extension("2.5.29.15", true, &usage)?);
+        }
     }
     if !p.extended_key_usage.is_empty() {
         let mut oids = Vec::new();
