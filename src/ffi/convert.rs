@@ -12,6 +12,11 @@ fn bad(why: &'static str) -> Error {
     Error::new(CKR_ARGUMENTS_BAD, why)
 }
 
+/// The most attributes a template may have. Larger counts are refused before the array is
+/// read: no object has that many attributes, and a count near `CK_ULONG::MAX` would not even
+/// make a valid slice.
+pub const MAX_TEMPLATE: usize = 4096;
+
 /// A length from C as `usize`.
 pub fn len(n: CK_ULONG) -> Result<usize> {
     usize::try_from(n).map_err(|_| bad("length out of range"))
@@ -132,7 +137,7 @@ pub unsafe fn template(
             Err(bad("NULL template"))
         };
     }
-    if count > 4096 {
+    if count > MAX_TEMPLATE {
         return Err(bad("template too long"));
     }
     // SAFETY: caller guarantee of `count` attributes.
@@ -145,4 +150,32 @@ pub unsafe fn template(
             Ok((a.type_, v.to_vec()))
         })
         .collect()
+}
+
+/// Reads an object-creation template: like [`template`], and an attribute given more than once
+/// counts once when the values agree; conflicting values give `CKR_TEMPLATE_INCONSISTENT`
+/// (PKCS#11 v2.40 §4.1.1: a repeated attribute either acts as if given once or fails so).
+///
+/// # Safety
+/// As for [`template`].
+pub unsafe fn creation_template(
+    p: *const CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
+    // SAFETY: the caller's guarantee, passed on.
+    let all = unsafe { template(p, count) }?;
+    let mut out: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> = Vec::with_capacity(all.len());
+    for (t, v) in all {
+        match out.iter().find(|(seen, _)| *seen == t) {
+            None => out.push((t, v)),
+            Some((_, earlier)) if *earlier == v => {}
+            Some(_) => {
+                return Err(Error::new(
+                    CKR_TEMPLATE_INCONSISTENT,
+                    format!("attribute {t:#x} is given twice with different values"),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }

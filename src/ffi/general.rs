@@ -48,9 +48,9 @@ fn pin_in_memory() {
 /// `C_Initialize`: reads the configuration (no network I/O) and builds the token.
 #[no_mangle]
 pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
-    crate::logging::init();
-    log::trace!("C_Initialize(args={init_args:?})");
     guard("C_Initialize", || {
+        crate::logging::init();
+        log::trace!("C_Initialize(args={init_args:?})");
         pin_in_memory();
         // SAFETY: the argument is NULL or a CK_C_INITIALIZE_ARGS (PKCS#11 v2.40 §5.4).
         let args = unsafe { (init_args as *const CK_C_INITIALIZE_ARGS).as_ref() };

@@ -2,7 +2,7 @@
 
 use cryptoki_sys::*;
 
-use super::convert::{len, out, template};
+use super::convert::{creation_template, len, out, template, MAX_TEMPLATE};
 use super::{guard, token};
 use crate::error::Error;
 use crate::token::attributes::AttrValue;
@@ -21,7 +21,7 @@ pub unsafe extern "C" fn C_CreateObject(
         // SAFETY: writable CK_OBJECT_HANDLE (or NULL, refused).
         let object = unsafe { out(object) }?;
         // SAFETY: `templ` holds `count` attributes (NULL only with count 0).
-        let t = unsafe { template(templ, count) }?;
+        let t = unsafe { creation_template(templ, count) }?;
         *object = token()?.create_object(session, &t)?;
         Ok(())
     })
@@ -105,6 +105,9 @@ pub unsafe extern "C" fn C_GetAttributeValue(
             } else {
                 Err(Error::new(CKR_ARGUMENTS_BAD, "NULL template"))
             };
+        }
+        if n > MAX_TEMPLATE {
+            return Err(Error::new(CKR_ARGUMENTS_BAD, "template too long"));
         }
         // SAFETY: `templ` holds `count` attributes, writable (PKCS#11 §5.7.5).
         let attrs = unsafe { std::slice::from_raw_parts_mut(templ, n) };

@@ -20,6 +20,10 @@ const PARALLEL_FETCHES: usize = 8;
 
 impl Token {
     fn allowed(&self, label: &str) -> bool {
+        // No TSB key has an empty label (the TSB refuses the lookup as a validation error).
+        if label.is_empty() {
+            return false;
+        }
         match &self.config.pkcs11.keys {
             Some(list) => list.iter().any(|l| l == label),
             None => true,

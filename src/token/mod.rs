@@ -380,7 +380,7 @@ impl Token {
             .find
             .as_mut()
             .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        let end = (find.next + max).min(find.handles.len());
+        let end = find.next.saturating_add(max).min(find.handles.len());
         let out = find.handles[find.next..end].to_vec();
         find.next = end;
         Ok(out)
