@@ -860,6 +860,160 @@ fn finalize_from_another_thread_ends_the_wait_promptly() {
     interrupt_wait(Interrupt::Finalize, CKR_CRYPTOKI_NOT_INITIALIZED);
 }
 
+/// A poll that hangs (the TSB or a proxy never answers) does not delay a cancellation:
+/// C_SessionCancel ends the wait within 300 ms although the poll's own timeout
+/// (requestTimeoutMs) is 20 s, and the request is cancelled on the TSB.
+#[test]
+fn session_cancel_is_prompt_while_a_poll_hangs() {
+    let _x = shared();
+    let h = harness(json!({"pollIntervalMs": 50, "requestTimeoutMs": 20000}));
+    h.sim.inject(Fault::hang(GET_REQUEST));
+    let s = session(&h);
+    let t = start_sign(&h, s, SKA_EC, CKM_ECDSA_SHA256, &message("hanging poll"));
+    let id = id_of(&wait_request(&h, SKA_EC, 0));
+    wait_until("a poll in flight", Duration::from_secs(10), || {
+        (h.sim.counter(GET_REQUEST) >= 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        poll_threads() >= 1,
+        "the hanging poll runs on a helper thread"
+    );
+    let at = Instant::now();
+    // SAFETY: plain call on a live session.
+    assert_eq!(
+        unsafe { (h.raw.f3.C_SessionCancel.unwrap())(s, CKF_SIGN) },
+        CKR_OK
+    );
+    let done = join(t);
+    let took = done.at.saturating_duration_since(at);
+    h.sim.clear_faults();
+    eprintln!(
+        "C_SessionCancel during a hanging poll: C_Sign returned after {} ms",
+        ms(took)
+    );
+    assert_eq!(done.rv, CKR_FUNCTION_CANCELED);
+    assert!(took < Duration::from_millis(300), "{} ms", ms(took));
+    assert_eq!(h.sim.counter(DELETE_REQUEST), 1);
+    assert_eq!(status(&h, &id), "CANCELLED");
+}
+
+/// The deadline holds even when the TSB stops answering (polls and the DELETE hang): C_Sign
+/// returns CKR_FUNCTION_CANCELED about a second after approvalTimeoutSecs, not after the
+/// requests' own timeouts (20 s each, with retries); the DELETE was sent.
+#[test]
+fn deadline_holds_while_the_tsb_hangs() {
+    let _x = shared();
+    let h = harness(json!({
+        "pollIntervalMs": 50, "approvalTimeoutSecs": 1, "requestTimeoutMs": 20000
+    }));
+    let s = session(&h);
+    let started = Instant::now();
+    let t = start_sign(&h, s, SKA_EC, CKM_ECDSA_SHA256, &message("hanging TSB"));
+    let id = id_of(&wait_request(&h, SKA_EC, 0));
+    h.sim.inject(Fault::hang("* /v1/request"));
+    let done = join(t);
+    let took = done.at - started;
+    let deletes = h.sim.counter(DELETE_REQUEST);
+    h.sim.clear_faults();
+    eprintln!(
+        "deadline 1 s with a hanging TSB: C_Sign returned after {} ms",
+        ms(took)
+    );
+    assert_eq!(done.rv, CKR_FUNCTION_CANCELED);
+    assert!(took >= Duration::from_secs(1), "{} ms", ms(took));
+    assert!(took < Duration::from_millis(3500), "{} ms", ms(took));
+    assert!(deletes >= 1, "the DELETE was sent");
+    assert_eq!(
+        status(&h, &id),
+        "PENDING",
+        "the hanging TSB never processed it"
+    );
+}
+
+/// Threads of this process that the module started for polls.
+fn poll_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tsb-pkcs11-poll")
+        .count()
+}
+
+/// With CKF_LIBRARY_CANT_CREATE_OS_THREADS the module starts no thread: polls run inline (a
+/// cancellation then waits for a hanging poll to time out), and an approval still completes.
+#[test]
+fn without_threads_the_wait_polls_inline() {
+    let _x = exclusive();
+    // Poll threads that earlier tests walked away from end once their requests do.
+    wait_until("no poll thread left", Duration::from_secs(30), || {
+        (poll_threads() == 0).then_some(())
+    });
+    let h = harness(json!({"pollIntervalMs": 50, "requestTimeoutMs": 800, "retries": 0}));
+    let f = h.f();
+    {
+        let _g = LOG_ENV.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("TSB_PKCS11_CONFIG", &h.config_path);
+        let mut args = CK_C_INITIALIZE_ARGS {
+            CreateMutex: None,
+            DestroyMutex: None,
+            LockMutex: None,
+            UnlockMutex: None,
+            flags: CKF_LIBRARY_CANT_CREATE_OS_THREADS | CKF_OS_LOCKING_OK,
+            pReserved: std::ptr::null_mut(),
+        };
+        // SAFETY: plain calls with valid arguments.
+        unsafe {
+            assert_eq!((f.C_Finalize.unwrap())(std::ptr::null_mut()), CKR_OK);
+            assert_eq!(
+                (f.C_Initialize.unwrap())((&mut args as *mut CK_C_INITIALIZE_ARGS).cast()),
+                CKR_OK
+            );
+        }
+    }
+    let s = session(&h);
+    let msg = message("no threads");
+    let t = start_sign(&h, s, SKA_EC, CKM_ECDSA_SHA256, &msg);
+    let id = id_of(&wait_request(&h, SKA_EC, 0));
+    wait_until("two polls", Duration::from_secs(10), || {
+        (h.sim.counter(GET_REQUEST) >= 2).then_some(())
+    });
+    h.sim.approve(&id, "alice").unwrap();
+    let done = join(t);
+    assert_eq!(done.rv, CKR_OK);
+    assert_ecdsa(&h, SKA_EC, &msg, &done.signature);
+
+    // A hanging poll holds up a cancellation until the poll times out (requestTimeoutMs).
+    h.sim.inject(Fault::hang(GET_REQUEST));
+    let polls = h.sim.counter(GET_REQUEST);
+    let t = start_sign(&h, s, SKA_EC, CKM_ECDSA_SHA256, &msg);
+    wait_request(&h, SKA_EC, 1);
+    wait_until("a hanging poll", Duration::from_secs(10), || {
+        (h.sim.counter(GET_REQUEST) > polls).then_some(())
+    });
+    assert_eq!(
+        poll_threads(),
+        0,
+        "the hanging poll runs on the caller's thread"
+    );
+    let at = Instant::now();
+    // SAFETY: plain call on a live session.
+    assert_eq!(
+        unsafe { (h.raw.f3.C_SessionCancel.unwrap())(s, CKF_SIGN) },
+        CKR_OK
+    );
+    let done = join(t);
+    h.sim.clear_faults();
+    let took = done.at.saturating_duration_since(at);
+    eprintln!(
+        "without threads, cancel during a hanging poll took {} ms",
+        ms(took)
+    );
+    assert_eq!(done.rv, CKR_FUNCTION_CANCELED);
+    assert!(took < Duration::from_secs(3), "{} ms", ms(took));
+    assert_eq!(h.sim.counter(DELETE_REQUEST), 1);
+}
+
 /// C_SessionCancel for other operations (find, verify) leaves a waiting C_Sign alone.
 #[test]
 fn session_cancel_of_other_operations_leaves_the_wait_alone() {

@@ -5,53 +5,70 @@
 //! Polling starts after `pollIntervalMs` and backs off by half again each time up to
 //! `pollIntervalMaxMs`; a change of status (e.g. to `APPROVED`) resets the interval, so the
 //! signature is picked up promptly once the TSB's timer job executes the request.
+//!
+//! A cancellation (`C_SessionCancel`, `C_CloseSession`, `C_Finalize`, the `Notify` callback)
+//! and the deadline end the wait promptly even while a poll is in flight: unless the
+//! application forbade threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`), each poll runs on a
+//! short-lived helper thread that the waiting thread can walk away from, and the `DELETE` of a
+//! request given up on is awaited for at most [`CANCEL_WAIT`] (it carries on in the background
+//! when the TSB is slow to answer).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
+use parking_lot::Mutex;
 
 use super::session::{CancelReason, Session};
 use crate::config::ModuleSettings;
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
-use crate::tsb::{RequestState, RequestStatus, TsbClient};
+use crate::tsb::{RequestState, RequestStatus, TsbClient, TsbError};
+
+/// How long giving up waits for the TSB to confirm the `DELETE` of the request.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
 /// Waits for request `id` to reach a terminal status; returns the signature on `EXECUTED`.
 /// Every way out other than `EXECUTED`, `REJECTED`, `EXPIRED`, `CANCELLED` or `FAILED`
 /// cancels the request on the TSB, so no approver approves a request nobody waits for.
+/// `threads`: whether helper threads may be used (see the module documentation).
 pub fn wait(
-    client: &TsbClient,
+    client: &Arc<TsbClient>,
     id: &str,
     label: &str,
     settings: &ModuleSettings,
-    session: &Session,
+    session: &Arc<Session>,
+    threads: bool,
 ) -> Result<Vec<u8>> {
     let started = Instant::now();
     let deadline = started + settings.approval_timeout;
     let mut interval = settings.poll_interval;
     let mut last: Option<(RequestState, Vec<String>, Vec<String>)> = None;
     let give_up = |why: Error| -> Error {
-        match client.cancel_request(id) {
-            Ok(()) => log::info!("approval request {id} (key '{label}') cancelled on the TSB"),
-            Err(e) => log::warn!("approval request {id}: cancelling on the TSB failed: {e}"),
-        }
+        cancel_on_tsb(client, id, label, threads);
         why
+    };
+    let timed_out = || {
+        log::warn!(
+            "approval request {id} (key '{label}'): no decision within {}s; giving up",
+            settings.approval_timeout.as_secs()
+        );
+        give_up(Error::new(
+            CKR_FUNCTION_CANCELED,
+            format!("approval request {id} timed out"),
+        ))
+    };
+    let stopped = |reason: CancelReason| {
+        log::info!("approval request {id} (key '{label}'): {reason:?}; giving up");
+        give_up(reason.error())
     };
     loop {
         let now = Instant::now();
         if now >= deadline {
-            log::warn!(
-                "approval request {id} (key '{label}'): no decision within {}s; giving up",
-                settings.approval_timeout.as_secs()
-            );
-            return Err(give_up(Error::new(
-                CKR_FUNCTION_CANCELED,
-                format!("approval request {id} timed out"),
-            )));
+            return Err(timed_out());
         }
         let nap = interval.min(deadline - now);
         if let Some(reason) = session.cancel.sleep(nap) {
-            log::info!("approval request {id} (key '{label}'): {reason:?}; giving up");
-            return Err(give_up(reason.error()));
+            return Err(stopped(reason));
         }
         if let Some(surrender) = session.surrender.as_ref() {
             if surrender() {
@@ -59,16 +76,18 @@ pub fn wait(
                 return Err(give_up(CancelReason::Cancelled.error()));
             }
         }
-        let status = match client.request_status(id) {
-            Ok(s) => s,
-            Err(e) if e.tsb_code() == Some(651) => {
+        let status = match poll(client, id, session, threads, deadline) {
+            Polled::Status(Ok(s)) => s,
+            Polled::Status(Err(e)) if e.tsb_code() == Some(651) => {
                 return Err(map_tsb_error(&e, CredentialContext::Configured));
             }
-            Err(e) => {
+            Polled::Status(Err(e)) => {
                 log::warn!("approval request {id}: poll failed ({e}); retrying");
                 interval = next_interval(interval, settings);
                 continue;
             }
+            Polled::Stopped(reason) => return Err(stopped(reason)),
+            Polled::Deadline => return Err(timed_out()),
         };
         let seen = (
             status.state.clone(),
@@ -106,7 +125,7 @@ pub fn wait(
             RequestState::Expired | RequestState::Cancelled => {
                 return Err(Error::new(
                     CKR_FUNCTION_CANCELED,
-                    format!("approval request {id} is {:?}", status.state),
+                    format!("approval request {id} is {}", state_name(&status.state)),
                 ))
             }
             RequestState::Failed => {
@@ -116,6 +135,95 @@ pub fn wait(
                 ))
             }
             RequestState::Pending | RequestState::Approved | RequestState::Other(_) => {}
+        }
+    }
+}
+
+/// The outcome of one poll.
+enum Polled {
+    Status(std::result::Result<RequestStatus, TsbError>),
+    /// The wait was cancelled while the poll was in flight (its answer is dropped).
+    Stopped(CancelReason),
+    /// The deadline passed while the poll was in flight.
+    Deadline,
+}
+
+/// `GET /v1/request/{id}` on a helper thread, waiting for its answer, a cancellation or the
+/// deadline, whichever comes first. Without threads (or when none can be started), inline.
+fn poll(
+    client: &Arc<TsbClient>,
+    id: &str,
+    session: &Arc<Session>,
+    threads: bool,
+    deadline: Instant,
+) -> Polled {
+    if !threads {
+        return Polled::Status(client.request_status(id));
+    }
+    let slot = Arc::new(Mutex::new(None));
+    let job = {
+        let (client, id, slot, session) = (
+            client.clone(),
+            id.to_string(),
+            slot.clone(),
+            session.clone(),
+        );
+        move || {
+            let status = client.request_status(&id);
+            *slot.lock() = Some(status);
+            session.cancel.poke();
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("tsb-pkcs11-poll".into())
+        .spawn(job)
+    {
+        log::debug!("cannot start a poll thread ({e}); polling inline");
+        return Polled::Status(client.request_status(id));
+    }
+    match session.cancel.wait_for(deadline, || slot.lock().is_some()) {
+        Err(reason) => Polled::Stopped(reason),
+        Ok(true) => Polled::Status(slot.lock().take().expect("the poll thread answered")),
+        Ok(false) => Polled::Deadline,
+    }
+}
+
+/// `DELETE /v1/request/{id}`: waits up to [`CANCEL_WAIT`] for the TSB's answer (with threads;
+/// the call carries on in the background after that), or until it ends (without).
+fn cancel_on_tsb(client: &Arc<TsbClient>, id: &str, label: &str, threads: bool) {
+    fn cancel(client: &TsbClient, id: &str, label: &str) {
+        match client.cancel_request(id) {
+            Ok(()) => log::info!("approval request {id} (key '{label}') cancelled on the TSB"),
+            Err(e) => log::warn!("approval request {id}: cancelling on the TSB failed: {e}"),
+        }
+    }
+    if !threads {
+        return cancel(client, id, label);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let job = {
+        let (client, id, label) = (client.clone(), id.to_string(), label.to_string());
+        move || {
+            cancel(&client, &id, &label);
+            let _ = tx.send(());
+        }
+    };
+    match std::thread::Builder::new()
+        .name("tsb-pkcs11-cancel".into())
+        .spawn(job)
+    {
+        Ok(_) => {
+            if rx.recv_timeout(CANCEL_WAIT).is_err() {
+                log::warn!(
+                    "approval request {id} (key '{label}'): the TSB has not confirmed the \
+                     cancellation within {} ms; it carries on in the background",
+                    CANCEL_WAIT.as_millis()
+                );
+            }
+        }
+        Err(e) => {
+            log::debug!("cannot start a thread for the cancellation ({e}); cancelling inline");
+            cancel(client, id, label);
         }
     }
 }

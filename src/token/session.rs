@@ -75,6 +75,38 @@ impl Cancel {
         }
     }
 
+    /// Wakes the sleepers without raising the signal: a helper thread has finished the work
+    /// a [`Cancel::wait_for`] waits for.
+    pub fn poke(&self) {
+        let _r = self.reason.lock();
+        self.wake.notify_all();
+    }
+
+    /// Waits until `done()` holds (`Ok(true)`), `deadline` passes (`Ok(false)`) or the signal is
+    /// raised (`Err(reason)`, which wins over `done`). Whoever makes `done()` true must call
+    /// [`Cancel::poke`] afterwards.
+    pub fn wait_for(
+        &self,
+        deadline: Instant,
+        done: impl Fn() -> bool,
+    ) -> std::result::Result<bool, CancelReason> {
+        let mut r = self.reason.lock();
+        loop {
+            if let Some(reason) = *r {
+                return Err(reason);
+            }
+            if done() {
+                return Ok(true);
+            }
+            if self.wake.wait_until(&mut r, deadline).timed_out() {
+                return match *r {
+                    Some(reason) => Err(reason),
+                    None => Ok(done()),
+                };
+            }
+        }
+    }
+
     /// Sleeps up to `duration`, returning early with the reason when the signal is raised.
     pub fn sleep(&self, duration: Duration) -> Option<CancelReason> {
         let deadline = Instant::now() + duration;

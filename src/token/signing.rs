@@ -145,7 +145,7 @@ impl Token {
 
     /// Makes one signature: one TSB sign call (synchronous, or an approval request and its
     /// wait), DER→r‖s for ECDSA, and a local check against the public key.
-    fn produce(&self, session: &Session, op: &SignOp, input: InputOwned) -> Result<Vec<u8>> {
+    fn produce(&self, session: &Arc<Session>, op: &SignOp, input: InputOwned) -> Result<Vec<u8>> {
         let key = &op.key;
         let prepared = op.plan.prepare(input.as_input(), &key.public)?;
         let mut request = SignRequest {
@@ -235,7 +235,7 @@ impl Token {
 
     fn sign_with_approval(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         key: &KeyObject,
         request: &mut SignRequest,
     ) -> Result<Vec<u8>> {
@@ -260,7 +260,14 @@ impl Token {
                 &key.approvers
             }
         );
-        approval::wait(&client, &id, &key.label, &self.config.pkcs11, session)
+        approval::wait(
+            &client,
+            &id,
+            &key.label,
+            &self.config.pkcs11,
+            session,
+            self.may_spawn_threads,
+        )
     }
 
     // ----- verification, local (§5.13) -----
