@@ -139,8 +139,9 @@ impl Token {
                 }
             },
             Ok(None) => None,
+            // 404 is Ok(None): this is a failed request, shown until the key is fetched again.
             Err(e) => {
-                log::debug!("no certificate for key '{label}': {e}");
+                log::warn!("the certificate of key '{label}' could not be read: {e}");
                 None
             }
         }
