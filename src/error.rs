@@ -89,7 +89,7 @@ pub enum CredentialContext {
 /// | connection refused, DNS, TLS failure, timeout, dropped connection | `CKR_DEVICE_ERROR` |
 /// | HTTP 5xx, TSB 701 (HSM error), HTML or unreadable body | `CKR_DEVICE_ERROR` |
 /// | TSB 401 (missing approval; the signer re-files through `/v1/sign` first) | `CKR_KEY_FUNCTION_NOT_PERMITTED` |
-/// | TSB 617 / 631 / HTTP 401, 403 | `CKR_USER_NOT_LOGGED_IN`, or `CKR_PIN_INCORRECT` when the PIN is the credential |
+/// | TSB 617 / 631 / 45x, any other HTTP 401, 403 | `CKR_USER_NOT_LOGGED_IN`, or `CKR_PIN_INCORRECT` when the PIN is the credential |
 /// | TSB 620 (key password mismatch) | `CKR_PIN_INCORRECT` |
 /// | TSB 650 (key does not exist), HTTP 404 on a key | `CKR_KEY_HANDLE_INVALID` |
 /// | TSB 607 (algorithm not supported by key) | `CKR_MECHANISM_INVALID` |
@@ -107,7 +107,9 @@ pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
         TsbErrorKind::Config(_) => CKR_GENERAL_ERROR,
         TsbErrorKind::Http { status, code, .. } => match (code, status) {
             (Some(401), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
-            (Some(617 | 631), _) | (None, 401 | 403) => match context {
+            // 617 invalid access token, 631 invalid API key; any other 401/403 (e.g. a
+            // missing client certificate) is a credential failure too.
+            (Some(617 | 631), _) => match context {
                 CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
                 CredentialContext::Pin => CKR_PIN_INCORRECT,
             },
@@ -118,6 +120,10 @@ pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
             (Some(614), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
             (Some(651), _) => CKR_FUNCTION_CANCELED,
             (Some(c), _) if (450..460).contains(c) => match context {
+                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
+                CredentialContext::Pin => CKR_PIN_INCORRECT,
+            },
+            (_, 401 | 403) => match context {
                 CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
                 CredentialContext::Pin => CKR_PIN_INCORRECT,
             },
@@ -181,5 +187,98 @@ pub fn rv_name(rv: CK_RV) -> &'static str {
         CKR_FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
         CKR_OPERATION_CANCEL_FAILED => "CKR_OPERATION_CANCEL_FAILED",
         _ => "CKR_(other)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, code: Option<i64>) -> TsbError {
+        TsbError {
+            endpoint: "GET /v1/key".into(),
+            kind: TsbErrorKind::Http {
+                status,
+                code,
+                reason: None,
+                message: None,
+            },
+        }
+    }
+
+    fn rv(e: &TsbError, c: CredentialContext) -> CK_RV {
+        map_tsb_error(e, c).code()
+    }
+
+    #[test]
+    fn the_table() {
+        use CredentialContext::{Configured, Pin};
+        let kinds = [
+            TsbErrorKind::NotSent("refused".into()),
+            TsbErrorKind::Timeout("read".into()),
+            TsbErrorKind::Transport("eof".into()),
+            TsbErrorKind::InvalidResponse("html".into()),
+        ];
+        for kind in kinds {
+            let e = TsbError {
+                endpoint: String::new(),
+                kind,
+            };
+            assert_eq!(rv(&e, Configured), CKR_DEVICE_ERROR);
+        }
+        let config = TsbError {
+            endpoint: String::new(),
+            kind: TsbErrorKind::Config("bad".into()),
+        };
+        assert_eq!(rv(&config, Configured), CKR_GENERAL_ERROR);
+        let cases: &[(u16, Option<i64>, CK_RV, CK_RV)] = &[
+            (500, Some(701), CKR_DEVICE_ERROR, CKR_DEVICE_ERROR),
+            (503, None, CKR_DEVICE_ERROR, CKR_DEVICE_ERROR),
+            (502, None, CKR_DEVICE_ERROR, CKR_DEVICE_ERROR),
+            (
+                400,
+                Some(401),
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            ),
+            (401, Some(617), CKR_USER_NOT_LOGGED_IN, CKR_PIN_INCORRECT),
+            (401, Some(631), CKR_USER_NOT_LOGGED_IN, CKR_PIN_INCORRECT),
+            (401, None, CKR_USER_NOT_LOGGED_IN, CKR_PIN_INCORRECT),
+            (403, None, CKR_USER_NOT_LOGGED_IN, CKR_PIN_INCORRECT),
+            (403, Some(451), CKR_USER_NOT_LOGGED_IN, CKR_PIN_INCORRECT),
+            // A 401 with a code this table does not know (e.g. a missing client certificate).
+            (401, Some(632), CKR_USER_NOT_LOGGED_IN, CKR_PIN_INCORRECT),
+            (400, Some(620), CKR_PIN_INCORRECT, CKR_PIN_INCORRECT),
+            (
+                404,
+                Some(650),
+                CKR_KEY_HANDLE_INVALID,
+                CKR_KEY_HANDLE_INVALID,
+            ),
+            (404, None, CKR_KEY_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID),
+            (400, Some(607), CKR_MECHANISM_INVALID, CKR_MECHANISM_INVALID),
+            (400, Some(612), CKR_DATA_INVALID, CKR_DATA_INVALID),
+            (
+                400,
+                Some(614),
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            ),
+            (
+                403,
+                Some(614),
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            ),
+            (404, Some(651), CKR_FUNCTION_CANCELED, CKR_FUNCTION_CANCELED),
+            (400, Some(600), CKR_GENERAL_ERROR, CKR_GENERAL_ERROR),
+            (400, Some(621), CKR_GENERAL_ERROR, CKR_GENERAL_ERROR),
+            (400, None, CKR_GENERAL_ERROR, CKR_GENERAL_ERROR),
+        ];
+        for &(status, code, configured, pin) in cases {
+            let e = http(status, code);
+            assert_eq!(rv(&e, Configured), configured, "{status} {code:?}");
+            assert_eq!(rv(&e, Pin), pin, "{status} {code:?} (PIN)");
+        }
     }
 }

@@ -187,6 +187,8 @@ pub struct TsbClient {
     login_operation_key: RwLock<Option<Secret>>,
     retries: u32,
     backoff_base: Duration,
+    /// `requestTimeoutMs`: the deadline of one call, retries included.
+    request_timeout: Duration,
 }
 
 impl fmt::Debug for TsbClient {
@@ -294,6 +296,7 @@ impl TsbClient {
             login_operation_key: RwLock::new(None),
             retries: s.retries,
             backoff_base: Duration::from_millis(100),
+            request_timeout: s.request_timeout,
         })
     }
 
@@ -575,30 +578,47 @@ impl TsbClient {
 
     /// Runs a call with retries; `parse` turns a response into the value (an error from it
     /// is an `InvalidResponse`-class failure, retried like one).
+    ///
+    /// `requestTimeoutMs` is the deadline of the whole call, retries included: each attempt
+    /// gets the time that is left, and a retry is made only when, after its backoff, at least
+    /// a quarter of the timeout is left (so a TSB that hangs costs one timeout, not three).
     fn execute<T>(
         &self,
         call: &Call<'_>,
         parse: impl Fn(&Reply) -> Result<T, TsbErrorKind>,
     ) -> Result<T, TsbError> {
+        let deadline = Instant::now() + self.request_timeout;
         let mut attempt: u32 = 0;
         loop {
             let result = self
-                .send_with_keys(call)
+                .send_with_keys(call, deadline)
                 .and_then(|reply| parse(&reply).map_err(|k| self.err(call, self.redact(call, k))));
             let e = match result {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let retry = attempt < self.retries
-                && match call.retry {
-                    Retry::Idempotent => e.retryable_if_idempotent(),
-                    Retry::NotSentOnly => matches!(e.kind, TsbErrorKind::NotSent(_)),
-                };
+            let retryable = match call.retry {
+                Retry::Idempotent => e.retryable_if_idempotent(),
+                Retry::NotSentOnly => matches!(e.kind, TsbErrorKind::NotSent(_)),
+            };
+            let delay = self.backoff(attempt);
+            let left_after_backoff = deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(delay);
+            let retry = retryable
+                && attempt < self.retries
+                && left_after_backoff >= self.request_timeout / 4;
             if !retry {
-                log::debug!("TSB request failed: {e}");
+                if retryable && attempt < self.retries {
+                    log::debug!(
+                        "TSB request failed: {e} (no retry: requestTimeoutMs {} nearly used up)",
+                        self.request_timeout.as_millis()
+                    );
+                } else {
+                    log::debug!("TSB request failed: {e}");
+                }
                 return Err(e);
             }
-            let delay = self.backoff(attempt);
             log::warn!(
                 "TSB request failed: {e} (attempt {} of {}; retrying in {} ms)",
                 attempt + 1,
@@ -620,30 +640,30 @@ impl TsbClient {
 
     /// Sends a call with the API keys of its role: a 401 with TSB 631 moves on to the next key;
     /// the key that worked is remembered.
-    fn send_with_keys(&self, call: &Call<'_>) -> Result<Reply, TsbError> {
+    fn send_with_keys(&self, call: &Call<'_>, deadline: Instant) -> Result<Reply, TsbError> {
         let role = role_for_path(&call.path);
         if let Some(key) = call.api_key {
-            return self.send_once(call, Some(key));
+            return self.send_once(call, Some(key), deadline);
         }
         if role == Some(Role::KeyOperation) {
             let login_key = self.login_operation_key.read().clone();
             if let Some(key) = login_key {
-                return self.send_once(call, Some(&key));
+                return self.send_once(call, Some(&key), deadline);
             }
         }
         let Some(role) = role else {
-            return self.send_once(call, None);
+            return self.send_once(call, None, deadline);
         };
         let keys = &self.api_keys[role.index()];
         if keys.is_empty() {
-            return self.send_once(call, None);
+            return self.send_once(call, None, deadline);
         }
         let n = keys.len();
         let start = self.key_index[role.index()].load(Ordering::Relaxed) % n;
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            match self.send_once(call, Some(&keys[idx])) {
+            match self.send_once(call, Some(&keys[idx]), deadline) {
                 Err(e) if e.is_invalid_api_key() => {
                     if i + 1 < n {
                         log::warn!(
@@ -672,11 +692,28 @@ impl TsbClient {
     }
 
     /// Sends one HTTP request and reads its (bounded) body.
-    fn send_once(&self, call: &Call<'_>, api_key: Option<&Secret>) -> Result<Reply, TsbError> {
+    /// `deadline` bounds the whole exchange (connect, TLS, send, response and body).
+    fn send_once(
+        &self,
+        call: &Call<'_>,
+        api_key: Option<&Secret>,
+        deadline: Instant,
+    ) -> Result<Reply, TsbError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(self.err(
+                call,
+                TsbErrorKind::NotSent(format!(
+                    "requestTimeoutMs ({} ms) used up before the request was sent",
+                    self.request_timeout.as_millis()
+                )),
+            ));
+        }
         let url = format!("{}{}", self.base, call.path);
         let mut req = self
             .agent
             .request(call.method, &url)
+            .timeout(remaining)
             .set("Accept", "application/json");
         let login_bearer = if call.bearer.is_none() {
             self.login_bearer.read().clone()

@@ -636,12 +636,38 @@ fn read_timeout_is_bounded() {
         started.elapsed()
     );
     assert_eq!(server.count(), 1, "a sign is never retried after a timeout");
-    // A GET is retried once: two bounded attempts.
+    // requestTimeoutMs is the deadline of the whole call: a GET that used it up is not
+    // retried (a hanging TSB costs one timeout, not one per attempt).
     let started = Instant::now();
     let e = c.list_keys().unwrap_err();
     assert!(matches!(e.kind, TsbErrorKind::Timeout(_)), "{e:?}");
-    assert!(started.elapsed() < Duration::from_millis(2500));
-    assert_eq!(server.count(), 3);
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.count(), 2);
+}
+
+#[test]
+fn retries_fit_in_the_request_deadline() {
+    // Each answer takes 150 ms and is a 503: with a 1000 ms deadline and 10 ms backoff,
+    // attempts go on while a quarter of the deadline is left after the backoff.
+    let server = TestServer::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(150));
+        Action::Reply(503, "text/plain", vec![])
+    });
+    let c = client_with(&server.url(), |cfg| {
+        cfg.pkcs11.request_timeout = Duration::from_millis(1000);
+        cfg.pkcs11.retries = 10;
+    });
+    let started = Instant::now();
+    let e = c.list_keys().unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.http_status(), Some(503));
+    assert!(took < Duration::from_millis(1100), "{took:?}");
+    let n = server.count();
+    assert!((3..=6).contains(&n), "{n} attempts in {took:?}");
 }
 
 #[test]

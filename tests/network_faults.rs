@@ -1,0 +1,620 @@
+//! Issue #6 part 4, "hostile network": the built module against a simulator that injects
+//! faults (latency, 5xx with TSB error bodies, 502 HTML from a proxy, malformed JSON, a
+//! connection dropped mid-response, a TSB that never answers, a wrong signature) and against a
+//! TSB that is down.
+//!
+//! What every test checks:
+//! - the failure becomes the documented `CK_RV` (`CKR_DEVICE_ERROR` for all of these), within
+//!   the configured timeout (`requestTimeoutMs` 1000 here; elapsed time is measured);
+//! - idempotent reads (key attributes, key list, request polls) are retried with backoff: the
+//!   simulator's endpoint counters show each attempt;
+//! - a synchronous sign (`POST /v1/synchronousSign`) reaches the simulator exactly once when
+//!   the request may have reached it (5xx, HTML, dropped connection, malformed answer, hang),
+//!   and an approval request (`POST /v1/sign`) is never filed twice;
+//! - a wrong signature is never returned: the module verifies every signature;
+//! - the next call works once the fault is cleared.
+//!
+//! Timings are printed with `--nocapture` ("timing: ...").
+
+mod common;
+mod netsec;
+
+use std::time::Duration;
+
+use common::verify::{self, Hash};
+use common::Harness;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki_sys::*;
+use netsec::{assert_rv, logged, report, rv_of, timed, Logged};
+use tsb_sim::{Fault, SimConfig};
+
+use cryptoki::error::RvError;
+
+const GET_ATTRS: &str = "GET /v1/key/attributes";
+const GET_KEYS: &str = "GET /v1/key";
+const POST_SYNC: &str = "POST /v1/synchronousSign";
+const POST_SIGN: &str = "POST /v1/sign";
+const GET_REQUEST: &str = "GET /v1/request";
+
+/// The per-request deadline configured for these tests.
+const TIMEOUT_MS: u64 = 1000;
+
+/// The module with small timeouts, no caching (every object search asks the TSB), the default
+/// retry count (2) and fast approval polling.
+fn harness_with(cfg: SimConfig) -> Logged {
+    logged(cfg, "debug", |url| {
+        serde_json::json!({
+            "restApi": url,
+            "pkcs11": {
+                "requestTimeoutMs": TIMEOUT_MS,
+                "connectTimeoutMs": 500,
+                "cacheTtlSecs": 0,
+                "pollIntervalMs": 50,
+                "pollIntervalMaxMs": 100,
+                "approvalTimeoutSecs": 20
+            }
+        })
+    })
+}
+
+fn harness() -> Logged {
+    harness_with(SimConfig::fast_test())
+}
+
+/// A simulator whose approval keys are approved 150 ms after each request is filed.
+fn auto_approving() -> SimConfig {
+    let mut cfg = SimConfig::fast_test();
+    cfg.auto_approve_after_ms = Some(150);
+    cfg.approved_execution_delay_ms = 50;
+    cfg
+}
+
+/// Finds a private key by label (one `GET /v1/key/{label}/attributes` with caching off).
+fn find_key(s: &Session, label: &str) -> cryptoki::error::Result<Vec<ObjectHandle>> {
+    s.find_objects(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])
+}
+
+fn key(h: &Harness, s: &Session, label: &str) -> ObjectHandle {
+    h.private_key(s, label)
+}
+
+/// Signs "msg" with ECDSA-SHA256 and verifies the result with OpenSSL.
+fn sign_ec_ok(h: &Harness, s: &Session, label: &str) {
+    let k = key(h, s, label);
+    let sig = s
+        .sign(&Mechanism::EcdsaSha256, k, b"msg")
+        .expect("sign works");
+    assert!(verify::ecdsa(
+        &h.sim_public_key(label),
+        Hash::Sha256,
+        b"msg",
+        &sig
+    ));
+}
+
+/// `C_SignInit` + `C_Sign` through the raw function list into a buffer pre-filled with 0xA5:
+/// returns the return value and the buffer as the module left it.
+fn raw_sign_into_buffer(
+    h: &Harness,
+    s: &Session,
+    mechanism: CK_MECHANISM_TYPE,
+    k: ObjectHandle,
+    data: &[u8],
+    len: usize,
+) -> (CK_RV, Vec<u8>) {
+    let mut mech = CK_MECHANISM {
+        mechanism,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut buf = vec![0xA5u8; len];
+    let mut out_len = len as CK_ULONG;
+    // SAFETY: valid pointers for the duration of the calls.
+    let rv = unsafe {
+        let rv = (h.raw.f.C_SignInit.unwrap())(s.handle(), &mut mech, k.handle());
+        assert_eq!(rv, CKR_OK);
+        (h.raw.f.C_Sign.unwrap())(
+            s.handle(),
+            data.as_ptr() as *mut u8,
+            data.len() as CK_ULONG,
+            buf.as_mut_ptr(),
+            &mut out_len,
+        )
+    };
+    (rv, buf)
+}
+
+// ---------------------------------------------------------------------------------------
+// Latency
+
+#[test]
+fn latency_below_the_timeout_only_slows_calls_down() {
+    let h = harness();
+    let s = h.session();
+    h.sim.inject(Fault::latency("*", 300));
+    let (found, took) = timed(|| find_key(&s, "ec-p256").unwrap());
+    report("find with 300 ms latency", took);
+    assert_eq!(found.len(), 1);
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let (_, took) = timed(|| sign_ec_ok(&h, &s, "ec-p256"));
+    report("find + sign with 300 ms latency", took);
+    assert_eq!(h.sim.counter(POST_SYNC), 1, "nothing is retried");
+}
+
+#[test]
+fn latency_beyond_the_timeout_fails_the_sign_once_within_the_timeout() {
+    let h = harness();
+    let s = h.session();
+    let k = key(&h, &s, "ec-p256");
+    h.sim.inject(Fault::latency(POST_SYNC, 2500));
+    let (r, took) = timed(|| s.sign(&Mechanism::EcdsaSha256, k, b"late"));
+    report("sign, 2500 ms latency, 1000 ms timeout", took);
+    assert_rv(r, RvError::DeviceError);
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    assert!(took >= Duration::from_millis(TIMEOUT_MS - 50), "{took:?}");
+    assert_eq!(
+        h.sim.counter(POST_SYNC),
+        1,
+        "a sign that may have reached the TSB is never sent again"
+    );
+    h.sim.clear_faults();
+    sign_ec_ok(&h, &s, "ec-p256");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5xx with TSB error bodies
+
+#[test]
+fn server_errors_on_reads_are_retried_with_backoff() {
+    let h = harness();
+    let s = h.session();
+    // Two failures, then the TSB answers: the search succeeds on the third attempt.
+    h.sim.inject(
+        Fault::status(GET_ATTRS, 503)
+            .with_error(701, "HSM busy")
+            .times(2),
+    );
+    let (found, took) = timed(|| find_key(&s, "ec-p384").unwrap());
+    report("find after two 503s (retried)", took);
+    assert_eq!(found.len(), 1);
+    assert_eq!(h.sim.counter(GET_ATTRS), 3, "two retries");
+    // Backoff 100 ms then 300 ms.
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_millis(TIMEOUT_MS), "{took:?}");
+
+    // A TSB that keeps failing: 1 + 2 retries, then CKR_DEVICE_ERROR.
+    h.sim.reset_counters();
+    h.sim
+        .inject(Fault::status(GET_ATTRS, 500).with_error(701, "HSM down"));
+    let (r, took) = timed(|| find_key(&s, "ec-p384"));
+    report("find with 500 on every attempt", took);
+    assert_rv(r, RvError::DeviceError);
+    assert_eq!(h.sim.counter(GET_ATTRS), 3);
+    assert!(took < Duration::from_millis(TIMEOUT_MS + 500), "{took:?}");
+    let warn = h.lines_with("HTTP 500, TSB 701 res.error.hsm");
+    assert!(
+        !warn.is_empty(),
+        "the TSB's reason is logged:\n{}",
+        h.log_text()
+    );
+    assert!(
+        h.log_text().contains("CKR_DEVICE_ERROR"),
+        "the mapping is logged"
+    );
+
+    h.sim.clear_faults();
+    assert_eq!(find_key(&s, "ec-p384").unwrap().len(), 1);
+}
+
+#[test]
+fn key_list_is_retried() {
+    let h = harness();
+    let s = h.session();
+    h.sim
+        .inject(Fault::status(GET_KEYS, 502).times(1).with_error(701, "x"));
+    h.sim.inject(Fault::drop_connection(GET_KEYS).times(1));
+    let (all, took) = timed(|| {
+        s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+            .unwrap()
+    });
+    report("full key list after a 502 and a dropped connection", took);
+    assert!(all.len() > 5, "{}", all.len());
+    assert_eq!(h.sim.counter("GET /v1/key"), 3);
+}
+
+#[test]
+fn status_503_on_a_synchronous_sign_is_not_retried() {
+    let h = harness();
+    let s = h.session();
+    let k = key(&h, &s, "ec-p256");
+    h.sim
+        .inject(Fault::status(POST_SYNC, 503).with_error(701, "Service temporarily unavailable"));
+    let (r, took) = timed(|| s.sign(&Mechanism::EcdsaSha256, k, b"x"));
+    report("sign with 503", took);
+    assert_rv(r, RvError::DeviceError);
+    assert_eq!(h.sim.counter(POST_SYNC), 1, "exactly one request");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert!(
+        !h.lines_with("POST /v1/synchronousSign: HTTP 503, TSB 701")
+            .is_empty(),
+        "{}",
+        h.log_text()
+    );
+    h.sim.clear_faults();
+    sign_ec_ok(&h, &s, "ec-p256");
+    assert_eq!(h.sim.counter(POST_SYNC), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// HTML from a proxy, malformed JSON
+
+#[test]
+fn html_bad_gateway_from_a_proxy() {
+    let h = harness();
+    let s = h.session();
+    h.sim.inject(Fault::html_bad_gateway(GET_ATTRS));
+    let (r, took) = timed(|| find_key(&s, "ec-p256"));
+    report("find with 502 HTML on every attempt", took);
+    assert_rv(r, RvError::DeviceError);
+    assert_eq!(h.sim.counter(GET_ATTRS), 3, "retried like any 5xx");
+    assert!(
+        !h.lines_with("HTTP 502").is_empty(),
+        "the status is logged:\n{}",
+        h.log_text()
+    );
+    h.sim.clear_faults();
+    let k = key(&h, &s, "ec-p256");
+
+    h.sim.inject(Fault::html_bad_gateway(POST_SYNC));
+    let (r, took) = timed(|| s.sign(&Mechanism::EcdsaSha256, k, b"x"));
+    report("sign with 502 HTML", took);
+    assert_rv(r, RvError::DeviceError);
+    assert_eq!(h.sim.counter(POST_SYNC), 1);
+    h.sim.clear_faults();
+    sign_ec_ok(&h, &s, "ec-p256");
+}
+
+#[test]
+fn malformed_json() {
+    let h = harness();
+    let s = h.session();
+    // A truncated attributes answer once: retried, then found.
+    h.sim.inject(Fault::malformed_json(GET_ATTRS).times(1));
+    let (found, took) = timed(|| find_key(&s, "ed25519").unwrap());
+    report("find after one malformed answer", took);
+    assert_eq!(found.len(), 1);
+    assert_eq!(h.sim.counter(GET_ATTRS), 2);
+
+    // Always malformed: CKR_DEVICE_ERROR after 3 attempts.
+    h.sim.inject(Fault::malformed_json(GET_ATTRS));
+    let (r, took) = timed(|| find_key(&s, "ed25519"));
+    report("find with malformed JSON on every attempt", took);
+    assert_rv(r, RvError::DeviceError);
+    assert_eq!(h.sim.counter(GET_ATTRS), 2 + 3);
+    h.sim.clear_faults();
+    let k = key(&h, &s, "ed25519");
+
+    // A sign answered with truncated JSON was processed by the TSB: not sent again.
+    h.sim.inject(Fault::malformed_json(POST_SYNC));
+    let (r, took) = timed(|| {
+        s.sign(
+            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            k,
+            b"x",
+        )
+    });
+    report("sign with a malformed answer", took);
+    assert_rv(r, RvError::DeviceError);
+    assert_eq!(h.sim.counter(POST_SYNC), 1);
+    assert!(
+        !h.lines_with("not valid JSON").is_empty(),
+        "{}",
+        h.log_text()
+    );
+    h.sim.clear_faults();
+    let sig = s
+        .sign(
+            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            k,
+            b"x",
+        )
+        .unwrap();
+    assert!(verify::ed25519(&h.sim_public_key("ed25519"), b"x", &sig));
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections dropped mid-response
+
+#[test]
+fn dropped_connection_on_a_read_is_retried() {
+    let h = harness();
+    let s = h.session();
+    h.sim.inject(Fault::drop_connection(GET_ATTRS).times(2));
+    let (found, took) = timed(|| find_key(&s, "rsa-2048").unwrap());
+    report("find after two dropped connections", took);
+    assert_eq!(found.len(), 1);
+    assert_eq!(h.sim.counter(GET_ATTRS), 3);
+}
+
+#[test]
+fn dropped_connection_on_a_synchronous_sign_is_not_retried() {
+    let h = harness();
+    let s = h.session();
+    let k = key(&h, &s, "rsa-2048");
+    h.sim.inject(Fault::drop_connection(POST_SYNC));
+    let (r, took) = timed(|| s.sign(&Mechanism::Sha256RsaPkcs, k, b"dropped"));
+    report("sign with the connection dropped mid-response", took);
+    assert_rv(r, RvError::DeviceError);
+    assert_eq!(
+        h.sim.counter(POST_SYNC),
+        1,
+        "the TSB may have signed: exactly one request"
+    );
+    assert_eq!(h.sim.requests().len(), 1, "the simulator processed it once");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert!(
+        !h.lines_with("POST /v1/synchronousSign: transport error")
+            .is_empty(),
+        "{}",
+        h.log_text()
+    );
+    h.sim.clear_faults();
+    let sig = s
+        .sign(&Mechanism::Sha256RsaPkcs, k, b"dropped")
+        .expect("works again");
+    assert!(verify::rsa_pkcs1(
+        &h.sim_public_key("rsa-2048"),
+        Hash::Sha256,
+        b"dropped",
+        &sig
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// A TSB that accepts the connection and never answers
+
+#[test]
+fn hanging_sign_fails_within_the_timeout_and_is_not_retried() {
+    let h = harness();
+    let s = h.session();
+    let k = key(&h, &s, "ec-p256");
+    h.sim.inject(Fault::hang(POST_SYNC));
+    let (r, took) = timed(|| s.sign(&Mechanism::EcdsaSha256, k, b"hang"));
+    report("sign against a hanging TSB (requestTimeoutMs 1000)", took);
+    assert_rv(r, RvError::DeviceError);
+    assert!(took >= Duration::from_millis(TIMEOUT_MS - 50), "{took:?}");
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    assert_eq!(h.sim.counter(POST_SYNC), 1);
+    assert!(
+        !h.lines_with("timed out").is_empty(),
+        "a timeout is logged:\n{}",
+        h.log_text()
+    );
+    h.sim.clear_faults();
+    sign_ec_ok(&h, &s, "ec-p256");
+}
+
+#[test]
+fn hanging_read_fails_within_the_timeout() {
+    let h = harness();
+    let s = h.session();
+    h.sim.inject(Fault::hang(GET_ATTRS));
+    let (r, took) = timed(|| find_key(&s, "ec-p521"));
+    report("find against a hanging TSB (requestTimeoutMs 1000)", took);
+    assert_rv(r, RvError::DeviceError);
+    assert!(took >= Duration::from_millis(TIMEOUT_MS - 50), "{took:?}");
+    assert!(
+        took < Duration::from_millis(TIMEOUT_MS + 500),
+        "requestTimeoutMs bounds the whole call, retries included: {took:?}"
+    );
+    h.sim.clear_faults();
+    let (found, took) = timed(|| find_key(&s, "ec-p521").unwrap());
+    report("find after the hang cleared", took);
+    assert_eq!(found.len(), 1);
+}
+
+#[test]
+fn a_slow_first_attempt_leaves_time_for_a_retry_only_within_the_deadline() {
+    let h = harness();
+    let s = h.session();
+    // First attempt: 200 ms then a 503; the retry (after 100 ms backoff) succeeds.
+    h.sim
+        .inject(Fault::status(GET_ATTRS, 503).with_latency(200).times(1));
+    let (found, took) = timed(|| find_key(&s, "ec-p256").unwrap());
+    report("find: slow 503, then success", took);
+    assert_eq!(found.len(), 1);
+    assert_eq!(h.sim.counter(GET_ATTRS), 2);
+    // First attempt 800 ms then 503: not enough time is left for a useful retry.
+    h.sim.reset_counters();
+    h.sim
+        .inject(Fault::status(GET_ATTRS, 503).with_latency(800));
+    let (r, took) = timed(|| find_key(&s, "ec-p256"));
+    report("find: 800 ms then 503, deadline 1000 ms", took);
+    assert_rv(r, RvError::DeviceError);
+    assert!(took < Duration::from_millis(TIMEOUT_MS + 300), "{took:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Wrong signatures are never returned
+
+#[test]
+fn bad_signatures_are_never_returned() {
+    let h = harness();
+    let s = h.session();
+    let cases: [(&str, CK_MECHANISM_TYPE, usize); 3] = [
+        ("ec-p256", CKM_ECDSA_SHA256, 64),
+        ("rsa-2048", CKM_SHA256_RSA_PKCS, 256),
+        ("ed25519", CKM_EDDSA, 64),
+    ];
+    for (label, mech, len) in cases {
+        let k = key(&h, &s, label);
+        h.sim.inject(Fault::bad_signature(POST_SYNC).times(1));
+        let ((rv, buf), took) = timed(|| raw_sign_into_buffer(&h, &s, mech, k, b"tampered", len));
+        report(&format!("sign with a wrong signature ({label})"), took);
+        assert_eq!(rv, CKR_DEVICE_ERROR, "{label}");
+        assert!(
+            buf.iter().all(|b| *b == 0xA5),
+            "{label}: the caller's buffer is untouched"
+        );
+        assert_eq!(h.sim.counter(POST_SYNC), 1, "not retried");
+        // The fault is used up: the next signature is right.
+        let sig = common::raw_sign(&h.raw, s.handle(), mech, &mut [], k.handle(), b"tampered")
+            .expect("works again");
+        let pk = h.sim_public_key(label);
+        let ok = match label {
+            "ec-p256" => verify::ecdsa(&pk, Hash::Sha256, b"tampered", &sig),
+            "rsa-2048" => verify::rsa_pkcs1(&pk, Hash::Sha256, b"tampered", &sig),
+            _ => verify::ed25519(&pk, b"tampered", &sig),
+        };
+        assert!(ok, "{label}");
+        h.sim.reset_counters();
+        h.sim.clear_faults();
+    }
+    assert_eq!(
+        h.lines_with("; not returned").len(),
+        3,
+        "one error line per wrong signature:\n{}",
+        h.log_text()
+    );
+}
+
+#[test]
+fn bad_signature_from_an_approval_request_is_not_returned() {
+    let h = harness_with(auto_approving());
+    let s = h.session();
+    let k = key(&h, &s, "ska-ec-p256");
+    h.sim.inject(Fault::bad_signature(GET_REQUEST));
+    let (r, took) = timed(|| s.sign(&Mechanism::EcdsaSha256, k, b"approved but tampered"));
+    report("approval sign with a wrong result", took);
+    assert_rv(r, RvError::DeviceError);
+    assert_eq!(h.sim.counter(POST_SIGN), 1, "filed once");
+    h.sim.clear_faults();
+    sign_ec_ok(&h, &s, "ska-ec-p256");
+    assert_eq!(h.sim.counter(POST_SIGN), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Approval requests are never filed twice
+
+#[test]
+fn failing_polls_keep_waiting_for_the_same_approval_request() {
+    let h = harness_with(auto_approving());
+    let s = h.session();
+    let k = key(&h, &s, "ska-rsa-2048");
+    h.sim.inject(Fault::status(GET_REQUEST, 503).times(2));
+    h.sim.inject(Fault::drop_connection(GET_REQUEST).times(1));
+    h.sim.inject(Fault::html_bad_gateway(GET_REQUEST).times(1));
+    h.sim.inject(Fault::malformed_json(GET_REQUEST).times(1));
+    let (sig, took) = timed(|| {
+        s.sign(&Mechanism::Sha256RsaPkcsPss(pss256()), k, b"approve me")
+            .expect("the approval wait survives failing polls")
+    });
+    report("approval sign with 5 failing polls", took);
+    assert!(verify::rsa_pss(
+        &h.sim_public_key("ska-rsa-2048"),
+        Hash::Sha256,
+        b"approve me",
+        &sig
+    ));
+    assert_eq!(h.sim.counter(POST_SIGN), 1, "one approval request");
+    assert_eq!(h.sim.requests().len(), 1);
+    assert!(h.sim.counter(GET_REQUEST) >= 4);
+}
+
+#[test]
+fn hanging_poll_times_out_and_the_wait_goes_on() {
+    let h = harness_with(auto_approving());
+    let s = h.session();
+    let k = key(&h, &s, "ska-ec-p256");
+    h.sim.inject(Fault::hang(GET_REQUEST).times(1));
+    let (_, took) = timed(|| sign_ec_ok(&h, &s, "ska-ec-p256"));
+    report("approval sign with one hanging poll", took);
+    assert!(took >= Duration::from_millis(TIMEOUT_MS - 50), "{took:?}");
+    assert!(took < Duration::from_millis(TIMEOUT_MS + 2000), "{took:?}");
+    assert_eq!(h.sim.counter(POST_SIGN), 1);
+    let _ = k;
+}
+
+#[test]
+fn approval_request_is_never_filed_twice() {
+    let h = harness_with(auto_approving());
+    let s = h.session();
+    let k = key(&h, &s, "ska-ec-p256");
+    for (name, fault) in [
+        ("503", Fault::status(POST_SIGN, 503)),
+        ("dropped connection", Fault::drop_connection(POST_SIGN)),
+        ("malformed JSON", Fault::malformed_json(POST_SIGN)),
+        ("HTML 502", Fault::html_bad_gateway(POST_SIGN)),
+        ("hang", Fault::hang(POST_SIGN)),
+    ] {
+        h.sim.reset_counters();
+        h.sim.inject(fault);
+        let (r, took) = timed(|| s.sign(&Mechanism::EcdsaSha256, k, b"once"));
+        report(&format!("approval sign, POST /v1/sign {name}"), took);
+        assert_rv(r, RvError::DeviceError);
+        assert_eq!(h.sim.counter(POST_SIGN), 1, "{name}: filed at most once");
+        assert_eq!(h.sim.counter(POST_SYNC), 0, "{name}");
+        assert!(
+            took < Duration::from_millis(TIMEOUT_MS + 500),
+            "{name}: {took:?}"
+        );
+        h.sim.clear_faults();
+    }
+    sign_ec_ok(&h, &s, "ska-ec-p256");
+}
+
+// ---------------------------------------------------------------------------------------
+// A TSB that is down
+
+#[test]
+fn tsb_down_gives_device_error_quickly() {
+    let h = harness();
+    let s = h.session();
+    let k = key(&h, &s, "ec-p256");
+    let Logged { h, .. } = h;
+    let Harness { sim, .. } = h;
+    drop(sim); // connection refused from now on
+    let (r, took) = timed(|| s.sign(&Mechanism::EcdsaSha256, k, b"down"));
+    report("sign, TSB down (connection refused, 2 retries)", took);
+    assert_rv(r, RvError::DeviceError);
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    let (r, took) = timed(|| find_key(&s, "ec-p384"));
+    report("find, TSB down (connection refused, 2 retries)", took);
+    assert_rv(r, RvError::DeviceError);
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+#[test]
+fn tsb_down_from_the_start() {
+    let dead = {
+        let sim = common::start_sim(tsb_sim::SimConfig::default());
+        sim.url()
+    };
+    let h = logged(
+        SimConfig::default(),
+        "warn",
+        |_| serde_json::json!({ "restApi": dead, "pkcs11": { "requestTimeoutMs": TIMEOUT_MS } }),
+    );
+    let s = h.session();
+    let (r, took) = timed(|| s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]));
+    report("key list, TSB never up", took);
+    let e = r.unwrap_err();
+    assert_eq!(rv_of(&e), Some(RvError::DeviceError), "{e:?}");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    let lines = h.lines_with("connection failed");
+    assert!(!lines.is_empty(), "{}", h.log_text());
+}
+
+fn pss256() -> cryptoki::mechanism::rsa::PkcsPssParams {
+    cryptoki::mechanism::rsa::PkcsPssParams {
+        hash_alg: cryptoki::mechanism::MechanismType::SHA256,
+        mgf: cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA256,
+        s_len: 32.into(),
+    }
+}
