@@ -25,7 +25,7 @@ fn rv(e: &cryptoki::error::Error) -> String {
     format!("{e:?}")
 }
 
-fn private_keys(h: &Harness, s: &cryptoki::session::Session) -> usize {
+fn private_keys(s: &cryptoki::session::Session) -> usize {
     s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
         .unwrap()
         .len()
@@ -47,7 +47,7 @@ fn pin_is_token_the_pin_is_the_jwt() {
     assert!(rv(&err).contains("PinIncorrect"));
     s.login(UserType::User, Some(&AuthPin::new(JWT.into())))
         .expect("right JWT");
-    assert!(private_keys(&h, &s) > 5);
+    assert!(private_keys(&s) > 5);
     let key = h.private_key(&s, "ec-p256");
     let sig = s.sign(&Mechanism::EcdsaSha256, key, b"hello").unwrap();
     assert!(verify::ecdsa(
@@ -75,7 +75,7 @@ fn pin_is_api_key_the_pin_is_the_key_operation_token() {
     });
     let s = h.session();
     assert_eq!(
-        private_keys(&h, &s),
+        private_keys(&s),
         0,
         "private keys are private objects before login"
     );
