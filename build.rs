@@ -4,9 +4,11 @@
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    // `cargo fuzz` builds the library with `--cfg fuzzing` (src/fuzzing.rs).
+    println!("cargo::rustc-check-cfg=cfg(fuzzing)");
     let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
-    let config = cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml"))
-        .expect("cbindgen.toml");
+    let config =
+        cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml")).expect("cbindgen.toml");
     match cbindgen::Builder::new()
         .with_crate(&crate_dir)
         .with_config(config)

@@ -15,7 +15,11 @@ use cryptoki::session::Session;
 const CKA_TSB_NEEDS_APPROVAL: u64 = 0x8000_0000 | 0x5453_0001;
 
 fn label_of(s: &Session, h: ObjectHandle) -> String {
-    match s.get_attributes(h, &[AttributeType::Label]).ok().and_then(|a| a.into_iter().next()) {
+    match s
+        .get_attributes(h, &[AttributeType::Label])
+        .ok()
+        .and_then(|a| a.into_iter().next())
+    {
         Some(Attribute::Label(l)) => String::from_utf8_lossy(&l).into_owned(),
         _ => "?".into(),
     }
@@ -25,7 +29,11 @@ fn describe(s: &Session, h: ObjectHandle) -> String {
     let attrs = s
         .get_attributes(
             h,
-            &[AttributeType::KeyType, AttributeType::ModulusBits, AttributeType::EcParams],
+            &[
+                AttributeType::KeyType,
+                AttributeType::ModulusBits,
+                AttributeType::EcParams,
+            ],
         )
         .unwrap_or_default();
     let mut kind = String::new();
@@ -58,7 +66,12 @@ fn describe(s: &Session, h: ObjectHandle) -> String {
     }
 }
 
-fn sign_and_check(s: &Session, label: &str, mech: &Mechanism, data: &[u8]) -> cryptoki::error::Result<()> {
+fn sign_and_check(
+    s: &Session,
+    label: &str,
+    mech: &Mechanism,
+    data: &[u8],
+) -> cryptoki::error::Result<()> {
     let private = s.find_objects(&[
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::Label(label.as_bytes().to_vec()),
@@ -86,12 +99,18 @@ fn sign_and_check(s: &Session, label: &str, mech: &Mechanism, data: &[u8]) -> cr
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let module = std::env::args().nth(1).unwrap_or_else(|| "target/release/libtsb_pkcs11.so".into());
+    let module = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/release/libtsb_pkcs11.so".into());
     println!("Loading the PKCS#11 module {module}");
     let p = Pkcs11::new(&module)?;
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
     let info = p.get_library_info()?;
-    println!("  library: {} {}", info.library_description(), info.library_version());
+    println!(
+        "  library: {} {}",
+        info.library_description(),
+        info.library_version()
+    );
     let slot = p.get_slots_with_token()?[0];
     let token = p.get_token_info(slot)?;
     println!(
@@ -122,17 +141,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s_len: 32u64.into(),
     };
     sign_and_check(&s, "rsa-2048", &Mechanism::Sha256RsaPkcsPss(pss), message)?;
-    sign_and_check(&s, "ed25519", &Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
-        cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
-    )), message)?;
+    sign_and_check(
+        &s,
+        "ed25519",
+        &Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+            cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
+        )),
+        message,
+    )?;
 
-    println!("\nSigning with a Smart Key Attributes key (POST /v1/sign, then waiting for approval):");
+    println!(
+        "\nSigning with a Smart Key Attributes key (POST /v1/sign, then waiting for approval):"
+    );
     println!("  C_Sign files an approval request and waits; an approver (here: alice, via");
     println!("  `tsb-sim approve <id> --as alice`) approves, the TSB executes, C_Sign returns.");
     sign_and_check(&s, "ska-ec-p256", &Mechanism::EcdsaSha256, message)?;
 
     drop(s);
     p.finalize()?;
-    println!("\nDone: every signature came from the TSB and verified against the key's public key.");
+    println!(
+        "\nDone: every signature came from the TSB and verified against the key's public key."
+    );
     Ok(())
 }
