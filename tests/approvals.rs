@@ -365,7 +365,8 @@ fn assert_ecdsa(h: &H, label: &str, msg: &[u8], sig: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // 1. Routing by policy.
 
-/// Plain keys use `/v1/synchronousSign`, SKA keys `/v1/sign`.
+/// Plain keys use `/v1/synchronousSign`, SKA keys `/v1/sign` (also a key that gained a policy
+/// since the module cached it).
 #[test]
 fn keys_are_routed_by_policy() {
     let _x = shared();
@@ -393,6 +394,27 @@ fn keys_are_routed_by_policy() {
 
     assert_eq!(h.sim.counter(POST_SYNC), 1);
     assert_eq!(h.sim.counter(POST_SIGN), 1);
+
+    // A plain key that gains an approval policy on the TSB while the module has it cached:
+    // the TSB refuses the synchronous call (401 missing approval) and the module files one
+    // approval request instead.
+    let mut spec = SimConfig::demo()
+        .keys
+        .into_iter()
+        .find(|k| k.label == PLAIN_EC)
+        .unwrap();
+    spec.policy = Some(PolicySpec::single_group(1, &["erin"]));
+    h.sim.add_key(spec).unwrap();
+    assert_eq!(sign_init(f, s, CKM_ECDSA_SHA256, plain), CKR_OK);
+    let t = spawn_sign(f, s, msg.clone());
+    let r = wait_request(&h, PLAIN_EC, 0);
+    assert_eq!(r.payload, msg);
+    h.sim.approve(&id_of(&r), "erin").unwrap();
+    let done = join(t);
+    assert_eq!(done.rv, CKR_OK);
+    assert_ecdsa(&h, PLAIN_EC, &msg, &done.signature);
+    assert_eq!(h.sim.counter(POST_SYNC), 2, "the refused synchronous call");
+    assert_eq!(h.sim.counter(POST_SIGN), 2, "one approval request for it");
     assert_eq!(h.sim.counter(DELETE_REQUEST), 0);
 }
 
@@ -602,7 +624,7 @@ fn timelock_keeps_an_approved_request_waiting() {
     let r = wait_request(&h, SKA_TIMELOCK, 0);
     let id = id_of(&r);
     h.sim.approve(&id, "alice").unwrap();
-    wait_log(&h, "APPROVED: approved by [alice]");
+    wait_log(&h, "APPROVED by [alice]: quorum reached");
     assert!(
         !t.is_finished(),
         "APPROVED is not terminal: C_Sign keeps waiting"

@@ -263,6 +263,11 @@ fn log_progress(id: &str, label: &str, s: &RequestStatus, elapsed: Duration) {
             s.approved_by.join(", "),
             s.not_yet_approved_by.join(", ")
         ),
+        RequestState::Approved => log::info!(
+            "approval request {id} (key '{label}') APPROVED by [{}]: quorum reached, waiting for \
+             the TSB to execute it",
+            s.approved_by.join(", ")
+        ),
         _ => log::info!(
             "approval request {id} (key '{label}') {}: approved by [{}], waiting for [{}]",
             state_name(&s.state),
