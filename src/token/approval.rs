@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::session::{CancelReason, Session};
 use crate::config::ModuleSettings;
@@ -26,6 +26,53 @@ use crate::tsb::{RequestState, RequestStatus, TsbClient, TsbError};
 
 /// How long giving up waits for the TSB to confirm the `DELETE` of the request.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// Helper threads still running (a poll or a cancellation the waiting thread walked away from).
+/// `C_Finalize` waits for them, so no thread runs module code after it returns (a host may
+/// `dlclose` the module next).
+static BACKGROUND: (Mutex<usize>, Condvar) = (parking_lot::const_mutex(0), Condvar::new());
+
+/// Counts a helper thread from its spawn to its end.
+struct Background;
+
+impl Background {
+    fn start() -> Background {
+        *BACKGROUND.0.lock() += 1;
+        Background
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let mut n = BACKGROUND.0.lock();
+        *n = n.saturating_sub(1);
+        BACKGROUND.1.notify_all();
+    }
+}
+
+/// Spawns a helper thread that is counted until it ends.
+fn spawn_counted(name: &str, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    let token = Background::start();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _counted = token;
+            job()
+        })
+        .map(|_| ())
+}
+
+/// Waits until no helper thread runs, at most `limit`; returns how many still run.
+pub fn wait_for_background(limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    let mut n = BACKGROUND.0.lock();
+    while *n > 0 {
+        if BACKGROUND.1.wait_until(&mut n, deadline).timed_out() {
+            break;
+        }
+    }
+    *n
+}
 
 /// Waits for request `id` to reach a terminal status; returns the signature on `EXECUTED`.
 /// Every way out other than `EXECUTED`, `REJECTED`, `EXPIRED`, `CANCELLED` or `FAILED`
@@ -174,10 +221,7 @@ fn poll(
             session.cancel.poke();
         }
     };
-    if let Err(e) = std::thread::Builder::new()
-        .name("tsb-pkcs11-poll".into())
-        .spawn(job)
-    {
+    if let Err(e) = spawn_counted("tsb-pkcs11-poll", job) {
         log::debug!("cannot start a poll thread ({e}); polling inline");
         return Polled::Status(client.request_status(id));
     }
@@ -208,10 +252,7 @@ fn cancel_on_tsb(client: &Arc<TsbClient>, id: &str, label: &str, threads: bool) 
             let _ = tx.send(());
         }
     };
-    match std::thread::Builder::new()
-        .name("tsb-pkcs11-cancel".into())
-        .spawn(job)
-    {
+    match spawn_counted("tsb-pkcs11-cancel", job) {
         Ok(_) => {
             if rx.recv_timeout(CANCEL_WAIT).is_err() {
                 log::warn!(

@@ -123,6 +123,13 @@ impl Token {
     /// Ends every session; threads waiting in them return promptly (`C_Finalize`).
     pub fn finalize(&self) {
         self.sessions.close_all(CancelReason::Finalized);
+        // A poll or cancellation abandoned because the TSB hangs ends within its request
+        // deadline: wait for it, so no module thread outlives C_Finalize.
+        let limit = self.config.pkcs11.request_timeout + approval::CANCEL_WAIT;
+        let left = approval::wait_for_background(limit);
+        if left > 0 {
+            log::warn!("C_Finalize: {left} TSB request(s) still running after {limit:?}");
+        }
     }
 
     fn check_slot(slot: CK_SLOT_ID) -> Result<()> {
