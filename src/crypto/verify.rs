@@ -75,6 +75,13 @@ pub fn verify(
             | Scheme::RsaPssSalt(_, _),
         ) => verify_rsa(modulus, exponent, scheme, data, signature),
         (PublicKey::Ec { curve, point }, Scheme::Ecdsa(h)) => {
+            if let (SignedData::Message(m), Some(alg)) = (data, ring_ecdsa(*curve, *h)) {
+                // The common hash-and-sign pairs go through ring's constant-time, assembly
+                // ECDSA: several times faster than the generic path, same result.
+                return ring::signature::UnparsedPublicKey::new(alg, point)
+                    .verify(m, signature)
+                    .map_err(|_| fail("ECDSA signature does not verify"));
+            }
             let digest = match data {
                 SignedData::Message(m) => h.digest(m),
                 SignedData::Digest(d) => d.to_vec(),
@@ -92,6 +99,18 @@ pub fn verify(
             "scheme {s:?} does not apply to a {} key",
             k.kind()
         ))),
+    }
+}
+
+/// ring's fixed-width (r‖s) ECDSA verifier for a curve and message hash, where it has one.
+fn ring_ecdsa(
+    curve: Curve,
+    hash: HashAlg,
+) -> Option<&'static ring::signature::EcdsaVerificationAlgorithm> {
+    match (curve, hash) {
+        (Curve::P256, HashAlg::Sha256) => Some(&ring::signature::ECDSA_P256_SHA256_FIXED),
+        (Curve::P384, HashAlg::Sha384) => Some(&ring::signature::ECDSA_P384_SHA384_FIXED),
+        _ => None,
     }
 }
 
