@@ -251,6 +251,32 @@ fn status_503_on_a_synchronous_sign_is_not_retried() {
     assert_eq!(h.sim.counter(POST_SYNC), 2);
 }
 
+/// After a refused sign the simulator (like many servers) closes the keep-alive connection
+/// because it did not read the request body. A sign made right after must not be sent on that
+/// dying pooled connection: it would fail with "connection closed" and could not be retried
+/// (the module cannot tell it never reached the TSB). Signs therefore use a fresh connection.
+#[test]
+fn a_sign_right_after_a_refused_sign_works() {
+    let h = harness();
+    let s = h.session();
+    let k = key(&h, &s, "ed25519");
+    // A body the server has not read by the time it answers.
+    let data = vec![0x5a; 64 * 1024];
+    let mut failures = 0;
+    for _ in 0..40 {
+        h.sim.inject(Fault::status(POST_SYNC, 500).times(1));
+        assert_rv(s.sign(&eddsa(), k, &data), RvError::DeviceError);
+        if s.sign(&eddsa(), k, &data).is_err() {
+            failures += 1;
+        }
+    }
+    assert_eq!(
+        failures, 0,
+        "signs failed on a connection the TSB had closed"
+    );
+    assert_eq!(h.sim.counter(POST_SYNC), 80, "each sign sent exactly once");
+}
+
 // ---------------------------------------------------------------------------------------
 // HTML from a proxy, malformed JSON
 
@@ -609,6 +635,10 @@ fn tsb_down_from_the_start() {
     assert!(took < Duration::from_millis(1000), "{took:?}");
     let lines = h.lines_with("connection failed");
     assert!(!lines.is_empty(), "{}", h.log_text());
+}
+
+fn eddsa() -> Mechanism<'static> {
+    Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure))
 }
 
 fn pss256() -> cryptoki::mechanism::rsa::PkcsPssParams {

@@ -96,7 +96,8 @@ fn header_safe(s: &str) -> bool {
 enum Retry {
     /// Reads and idempotent operations: on NotSent, Timeout, Transport, 5xx, InvalidResponse.
     Idempotent,
-    /// Sign requests: only when the request provably never reached the server (NotSent).
+    /// Sign requests, approval requests, certificate changes: only when the request provably
+    /// never reached the server (NotSent). Always sent on a new connection.
     NotSentOnly,
 }
 
@@ -177,7 +178,13 @@ impl Reply {
 /// The client of one TSB. `Send + Sync`; share it through an `Arc`. It owns no threads.
 pub struct TsbClient {
     base: String,
+    /// Keeps idle keep-alive connections: reads and other idempotent requests.
     agent: ureq::Agent,
+    /// Keeps no connection: each request on a new one. Used for requests that are retried only
+    /// when they provably never reached the TSB (signing, approval requests, certificate
+    /// changes): a pooled connection the TSB is closing could swallow such a request with no
+    /// way to tell whether it arrived.
+    fresh_agent: ureq::Agent,
     token: Option<Secret>,
     /// Indexed by [`Role::index`].
     api_keys: [Vec<Secret>; 3],
@@ -205,7 +212,7 @@ fn setup_error(message: impl Into<String>) -> TsbError {
 }
 
 impl TsbClient {
-    /// Builds the HTTP agent (ureq with a rustls client configuration, connect/read/write
+    /// Builds the HTTP agents (ureq with a rustls client configuration, connect/read/write
     /// timeouts and an overall per-request deadline from the configuration). No network I/O.
     /// The configured `token` is sent only with authType TOKEN; the client certificate is
     /// used with authType CERT or when both `certpath` and `keypath` are set.
@@ -215,19 +222,8 @@ impl TsbClient {
         let (scheme, host) = tls::scheme_and_host(&base)
             .ok_or_else(|| setup_error("restApi: the URL has no host"))?;
         let s = &config.pkcs11;
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout_connect(s.connect_timeout)
-            .timeout_read(s.request_timeout)
-            .timeout_write(s.request_timeout)
-            .timeout(s.request_timeout)
-            .redirects(0)
-            .max_idle_connections_per_host(4)
-            .user_agent(concat!("tsb-pkcs11/", env!("CARGO_PKG_VERSION")));
-        match scheme.as_str() {
-            "https" => {
-                let tls_config = tls::client_config(config).map_err(setup_error)?;
-                builder = builder.tls_config(tls_config);
-            }
+        let tls_config = match scheme.as_str() {
+            "https" => Some(tls::client_config(config).map_err(setup_error)?),
             "http" => {
                 if !tls::is_loopback_host(&host) {
                     if s.allow_insecure_http {
@@ -244,9 +240,31 @@ impl TsbClient {
                 if config.client_cert.is_some() {
                     log::warn!("TSB at {base}: plain http://, the client certificate (certpath) is not used");
                 }
+                None
             }
             _ => return Err(setup_error("restApi: expected an http:// or https:// URL")),
-        }
+        };
+        // Two agents with the same settings (and the same rustls configuration, so TLS
+        // sessions are resumed across both): one keeps idle connections for reads, the other
+        // keeps none, for requests that must not be sent twice.
+        let agent = |pooled: bool| {
+            let mut builder = ureq::AgentBuilder::new()
+                .timeout_connect(s.connect_timeout)
+                .timeout_read(s.request_timeout)
+                .timeout_write(s.request_timeout)
+                .timeout(s.request_timeout)
+                .redirects(0)
+                .user_agent(concat!("tsb-pkcs11/", env!("CARGO_PKG_VERSION")));
+            builder = if pooled {
+                builder.max_idle_connections_per_host(4)
+            } else {
+                builder.max_idle_connections(0)
+            };
+            if let Some(tls) = &tls_config {
+                builder = builder.tls_config(tls.clone());
+            }
+            builder.build()
+        };
         if let Some(t) = &config.token {
             if !header_safe(t.expose()) {
                 return Err(setup_error(
@@ -280,7 +298,8 @@ impl TsbClient {
         };
         Ok(TsbClient {
             base,
-            agent: builder.build(),
+            agent: agent(true),
+            fresh_agent: agent(false),
             token,
             api_keys: [
                 config.api_keys.key_management.clone(),
@@ -710,8 +729,11 @@ impl TsbClient {
             ));
         }
         let url = format!("{}{}", self.base, call.path);
-        let mut req = self
-            .agent
+        let agent = match call.retry {
+            Retry::Idempotent => &self.agent,
+            Retry::NotSentOnly => &self.fresh_agent,
+        };
+        let mut req = agent
             .request(call.method, &url)
             .timeout(remaining)
             .set("Accept", "application/json");

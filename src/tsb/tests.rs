@@ -19,6 +19,8 @@ struct Recorded {
     path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// The request's index on its connection (0 = first).
+    on_connection: usize,
 }
 
 impl Recorded {
@@ -134,12 +136,16 @@ fn read_request<S: Read>(reader: &mut BufReader<S>) -> Option<Recorded> {
         path,
         headers,
         body,
+        on_connection: 0,
     })
 }
 
 fn handle_connection<S: Read + Write>(stream: S, handler: &Handler, reqs: &Mutex<Vec<Recorded>>) {
     let mut reader = BufReader::new(stream);
-    while let Some(req) = read_request(&mut reader) {
+    let mut on_connection = 0;
+    while let Some(mut req) = read_request(&mut reader) {
+        req.on_connection = on_connection;
+        on_connection += 1;
         let index = {
             let mut r = reqs.lock().unwrap();
             r.push(req.clone());
@@ -576,6 +582,37 @@ fn sign_is_not_retried_after_malformed_json() {
     let e = c.sign_synchronous(&sign_req()).unwrap_err();
     assert!(matches!(e.kind, TsbErrorKind::InvalidResponse(_)), "{e:?}");
     assert_eq!(server.count(), 1);
+}
+
+#[test]
+fn signs_never_use_a_kept_alive_connection() {
+    // The server answers the first request of each connection and closes a connection when a
+    // second request arrives on it (an idle timeout at the wrong moment). A sign sent on a
+    // pooled connection would be lost without knowing whether it arrived; signs therefore
+    // always use a new connection, while reads reuse connections (and ureq retries them).
+    let server = TestServer::start(|req, _| {
+        if req.on_connection > 0 {
+            return Action::Close;
+        }
+        match req.path.as_str() {
+            "/v1/key" => reply_json(200, json!(["a"])),
+            "/v1/sign" => reply_json(201, json!({"signRequestId": "r1"})),
+            _ => reply_json(200, json!({"signature": "AQI="})),
+        }
+    });
+    let c = client(&server.url());
+    for _ in 0..3 {
+        c.list_keys().unwrap();
+        assert_eq!(c.sign_synchronous(&sign_req()).unwrap(), vec![1, 2]);
+        assert_eq!(c.sign_asynchronous(&sign_req()).unwrap(), "r1");
+    }
+    let signs: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(signs.len(), 6, "each sign sent once");
+    assert!(signs.iter().all(|r| r.on_connection == 0));
 }
 
 #[test]

@@ -51,6 +51,12 @@ impl Logged {
     }
 }
 
+/// `Harness::with_config` under [`ENV_LOCK`], logging wherever the process environment says.
+pub fn harness(cfg: SimConfig, make: impl FnOnce(&str) -> serde_json::Value) -> Harness {
+    let _g = env_lock();
+    Harness::with_config(cfg, make)
+}
+
 impl std::ops::Deref for Logged {
     type Target = Harness;
     fn deref(&self) -> &Harness {
@@ -64,14 +70,10 @@ pub fn logged(cfg: SimConfig, level: &str, make: impl FnOnce(&str) -> serde_json
     let log = log_dir.path().join("module.log");
     let h = {
         let _g = env_lock();
-        std::env::set_var("TSB_PKCS11_LOG", level);
-        std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
-        let h = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Harness::with_config(cfg, make)
-        }));
-        std::env::remove_var("TSB_PKCS11_LOG");
-        std::env::remove_var("TSB_PKCS11_LOG_FILE");
-        h.unwrap_or_else(|p| std::panic::resume_unwind(p))
+        let mut vars = EnvGuard(Vec::new());
+        vars.set("TSB_PKCS11_LOG", Some(std::ffi::OsStr::new(level)));
+        vars.set("TSB_PKCS11_LOG_FILE", Some(log.as_os_str()));
+        Harness::with_config(cfg, make)
     };
     Logged {
         h,
@@ -80,14 +82,39 @@ pub fn logged(cfg: SimConfig, level: &str, make: impl FnOnce(&str) -> serde_json
     }
 }
 
-/// The outcome of `C_Initialize` of a fresh module copy.
-pub struct InitOutcome {
-    pub rv: CK_RV,
-    pub log: String,
-    pub elapsed: Duration,
-    /// Keeps the module copy loaded (and finalises it on drop when it initialised).
+/// What the configuration file of a `C_Initialize` is.
+pub enum ConfigFile<'a> {
+    /// Written with this mode.
+    Bytes(&'a [u8], u32),
+    /// `TSB_PKCS11_CONFIG` points to this path (which may not exist).
+    Path(&'a Path),
+}
+
+/// Where a module copy logs.
+#[derive(Clone, Copy)]
+pub enum LogTo<'a> {
+    /// To the copy's own file, at this level (None: the module's default, warn).
+    File(Option<&'a str>),
+    /// Wherever the process environment says (`TSB_PKCS11_LOG`, `TSB_PKCS11_LOG_FILE`).
+    Inherit,
+}
+
+/// A fresh copy of the module, loaded through its raw function list. Its logger is installed
+/// by its first `C_Initialize`; later ones reuse it (and its log file).
+pub struct ModuleCopy {
     pub raw: Raw,
     pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+    initialised: bool,
+    configs: usize,
+}
+
+/// The outcome of one `C_Initialize`.
+pub struct InitOutcome {
+    pub rv: CK_RV,
+    /// What the module logged during the call (to its own file).
+    pub log: String,
+    pub elapsed: Duration,
 }
 
 impl InitOutcome {
@@ -96,77 +123,120 @@ impl InitOutcome {
     }
 }
 
-impl Drop for InitOutcome {
+/// Sets (or removes) environment variables and restores the previous values on drop.
+struct EnvGuard(Vec<(String, Option<std::ffi::OsString>)>);
+
+impl EnvGuard {
+    fn set(&mut self, k: &str, v: Option<&std::ffi::OsStr>) {
+        self.0.push((k.to_string(), std::env::var_os(k)));
+        match v {
+            Some(v) => std::env::set_var(k, v),
+            None => std::env::remove_var(k),
+        }
+    }
+}
+
+impl Drop for EnvGuard {
     fn drop(&mut self) {
-        if self.rv == CKR_OK {
-            // SAFETY: the module was initialised by `initialize_with`.
+        for (k, old) in self.0.drain(..).rev() {
+            match old {
+                Some(v) => std::env::set_var(&k, v),
+                None => std::env::remove_var(&k),
+            }
+        }
+    }
+}
+
+impl ModuleCopy {
+    pub fn load() -> ModuleCopy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = COPIES.fetch_add(1, Ordering::Relaxed);
+        let module = dir.path().join(format!("libtsb_pkcs11-init-{n}.so"));
+        std::fs::copy(built_module(), &module).expect("copy module");
+        let raw = Raw::load(&module);
+        let log = dir.path().join("module.log");
+        ModuleCopy {
+            raw,
+            dir,
+            log,
+            initialised: false,
+            configs: 0,
+        }
+    }
+
+    /// `C_Initialize` with `TSB_PKCS11_CONFIG` pointing at `file`; `env` is set for the call.
+    pub fn initialize(
+        &mut self,
+        file: ConfigFile<'_>,
+        log_to: LogTo<'_>,
+        env: &[(&str, &str)],
+    ) -> InitOutcome {
+        self.configs += 1;
+        let config_path = match file {
+            ConfigFile::Bytes(bytes, mode) => {
+                let p = self
+                    .dir
+                    .path()
+                    .join(format!("config-{}.json", self.configs));
+                std::fs::write(&p, bytes).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+                p
+            }
+            ConfigFile::Path(p) => p.to_path_buf(),
+        };
+        let before = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let (rv, elapsed) = {
+            let _g = env_lock();
+            let mut vars = EnvGuard(Vec::new());
+            vars.set("TSB_PKCS11_CONFIG", Some(config_path.as_os_str()));
+            if let LogTo::File(level) = log_to {
+                vars.set("TSB_PKCS11_LOG", level.map(std::ffi::OsStr::new));
+                vars.set("TSB_PKCS11_LOG_FILE", Some(self.log.as_os_str()));
+            }
+            for (k, v) in env {
+                vars.set(k, Some(std::ffi::OsStr::new(v)));
+            }
+            let started = Instant::now();
+            // SAFETY: NULL arguments are allowed (PKCS#11 v2.40 §5.4).
+            let rv = unsafe { (self.raw.f.C_Initialize.unwrap())(std::ptr::null_mut()) };
+            (rv, started.elapsed())
+        };
+        if rv == CKR_OK {
+            self.initialised = true;
+        }
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let log = String::from_utf8_lossy(&text[(before as usize).min(text.len())..]).to_string();
+        InitOutcome { rv, log, elapsed }
+    }
+
+    pub fn finalize(&mut self) {
+        if self.initialised {
+            // SAFETY: the module is initialised.
+            let rv = unsafe { (self.raw.f.C_Finalize.unwrap())(std::ptr::null_mut()) };
+            assert_eq!(rv, CKR_OK);
+            self.initialised = false;
+        }
+    }
+}
+
+impl Drop for ModuleCopy {
+    fn drop(&mut self) {
+        if self.initialised {
+            // SAFETY: the module is initialised.
             unsafe { (self.raw.f.C_Finalize.unwrap())(std::ptr::null_mut()) };
         }
     }
 }
 
-/// What the configuration file of [`initialize_with`] is.
-pub enum ConfigFile<'a> {
-    /// Written with this mode.
-    Bytes(&'a [u8], u32),
-    /// `TSB_PKCS11_CONFIG` points to this path (which may not exist).
-    Path(&'a Path),
-}
-
-/// Loads a fresh copy of the module and calls `C_Initialize` with `TSB_PKCS11_CONFIG` pointing
-/// at the given configuration, logging at `level` (None: the module's default) to a file.
-/// Extra environment variables are set for the call only.
+/// Loads a fresh copy of the module and calls `C_Initialize` once, logging at `level`
+/// (None: the module's default) to the copy's own file.
 pub fn initialize_with(
     file: ConfigFile<'_>,
     level: Option<&str>,
     env: &[(&str, &str)],
 ) -> InitOutcome {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config_path = match file {
-        ConfigFile::Bytes(bytes, mode) => {
-            let p = dir.path().join("config.json");
-            std::fs::write(&p, bytes).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-            p
-        }
-        ConfigFile::Path(p) => p.to_path_buf(),
-    };
-    let n = COPIES.fetch_add(1, Ordering::Relaxed);
-    let module = dir.path().join(format!("libtsb_pkcs11-init-{n}.so"));
-    std::fs::copy(built_module(), &module).expect("copy module");
-    let log = dir.path().join("module.log");
-    let raw = Raw::load(&module);
-    let (rv, elapsed) = {
-        let _g = env_lock();
-        std::env::set_var("TSB_PKCS11_CONFIG", &config_path);
-        match level {
-            Some(l) => std::env::set_var("TSB_PKCS11_LOG", l),
-            None => std::env::remove_var("TSB_PKCS11_LOG"),
-        }
-        std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
-        for (k, v) in env {
-            std::env::set_var(k, v);
-        }
-        let started = Instant::now();
-        // SAFETY: NULL arguments are allowed (PKCS#11 v2.40 §5.4).
-        let rv = unsafe { (raw.f.C_Initialize.unwrap())(std::ptr::null_mut()) };
-        let elapsed = started.elapsed();
-        for (k, _) in env {
-            std::env::remove_var(k);
-        }
-        std::env::remove_var("TSB_PKCS11_LOG");
-        std::env::remove_var("TSB_PKCS11_LOG_FILE");
-        std::env::remove_var("TSB_PKCS11_CONFIG");
-        (rv, elapsed)
-    };
-    let log = std::fs::read_to_string(&log).unwrap_or_default();
-    InitOutcome {
-        rv,
-        log,
-        elapsed,
-        raw,
-        dir,
-    }
+    let mut m = ModuleCopy::load();
+    m.initialize(file, LogTo::File(level), env)
 }
 
 /// The PKCS#11 return value of a `cryptoki` error.
