@@ -637,6 +637,84 @@ fn tsb_down_from_the_start() {
     assert!(!lines.is_empty(), "{}", h.log_text());
 }
 
+// ---------------------------------------------------------------------------------------
+// A TSB that does not accept connections (connect timeout)
+
+/// A loopback listener that never accepts: its accept queue (backlog 0) is filled first, so
+/// the kernel drops further SYNs and a connect waits until the client gives up.
+struct Blackhole {
+    fd: i32,
+    port: u16,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        // SAFETY: our own socket.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+fn blackhole() -> Blackhole {
+    // SAFETY: plain socket calls on a socket this function owns.
+    let (fd, port) = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        let mut bound: libc::sockaddr_in = std::mem::zeroed();
+        let mut blen = len;
+        libc::getsockname(fd, &mut bound as *mut _ as *mut libc::sockaddr, &mut blen);
+        (fd, u16::from_be(bound.sin_port))
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => queued.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Blackhole {
+                    fd,
+                    port,
+                    _queued: queued,
+                }
+            }
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+    }
+    panic!("the kernel kept accepting connections into a full queue");
+}
+
+#[test]
+fn connect_timeout_is_bounded_and_retried_within_the_deadline() {
+    let hole = blackhole();
+    let url = format!("http://127.0.0.1:{}", hole.port);
+    let h = logged(SimConfig::default(), "debug", |_| {
+        serde_json::json!({
+            "restApi": url,
+            "pkcs11": { "connectTimeoutMs": 300, "requestTimeoutMs": TIMEOUT_MS }
+        })
+    });
+    let s = h.session();
+    let (r, took) = timed(|| find_key(&s, "ec-p256"));
+    report("find, TSB not accepting (connectTimeoutMs 300)", took);
+    assert_rv(r, RvError::DeviceError);
+    let attempts = h.lines_with("connect timed out");
+    assert!(
+        took >= Duration::from_millis(2 * 300),
+        "a connect timeout, then a retry: {took:?}"
+    );
+    assert!(took < Duration::from_millis(TIMEOUT_MS + 300), "{took:?}");
+    assert!(!attempts.is_empty(), "{}", h.log_text());
+}
+
 fn eddsa() -> Mechanism<'static> {
     Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure))
 }

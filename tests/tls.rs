@@ -405,7 +405,7 @@ fn plain_http_to_a_non_loopback_host_is_refused() {
         lines[0]
     );
     assert!(
-        lines[0].contains("config.json"),
+        lines[0].contains("/config-1.json"),
         "names the file: {}",
         lines[0]
     );
@@ -502,7 +502,7 @@ fn bad_tls_files_fail_c_initialize_naming_the_field() {
         let lines = out.log_lines();
         assert_eq!(lines.len(), 1, "{config}: {}", out.log);
         assert!(
-            lines[0].contains(field) && lines[0].contains("config.json"),
+            lines[0].contains(field) && lines[0].contains("/config-1.json"),
             "{field}: {}",
             lines[0]
         );
