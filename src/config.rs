@@ -129,9 +129,10 @@ pub struct ModuleSettings {
     pub certificates: HashMap<String, PathBuf>,
     /// `connectTimeoutMs` (default 5000).
     pub connect_timeout: Duration,
-    /// `requestTimeoutMs` (default 30000): the deadline of a whole request.
+    /// `requestTimeoutMs` (default 30000): the deadline of one TSB call (connect, TLS, request,
+    /// answer), its retries included.
     pub request_timeout: Duration,
-    /// `retries` (default 2): retries of idempotent requests.
+    /// `retries` (default 2): retries of idempotent requests (within `requestTimeoutMs`).
     pub retries: u32,
     /// `serverCertSha256`: SHA-256 pin of the server's end-entity certificate.
     pub server_cert_sha256: Option<[u8; 32]>,
