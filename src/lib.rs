@@ -20,4 +20,9 @@ pub mod logging;
 pub mod token;
 pub mod tsb;
 
+/// Wrappers of crate-private parsers for the fuzz targets in `fuzz/` (`cargo fuzz` sets
+/// `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzzing;
+
 pub use error::{Error, Result};

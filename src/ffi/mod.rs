@@ -7,7 +7,7 @@
 #![allow(clippy::missing_safety_doc)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod convert;
+pub(crate) mod convert;
 mod general;
 mod objects;
 mod sessions;

@@ -12,7 +12,7 @@
 
 mod client;
 mod error;
-mod models;
+pub(crate) mod models;
 mod tls;
 
 #[cfg(test)]

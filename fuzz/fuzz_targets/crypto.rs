@@ -1,0 +1,84 @@
+//! Pure parsers of `crypto`: SubjectPublicKeyInfo (DER or PEM), ECDSA DER <-> r||s,
+//! DigestInfo, base64/PEM helpers, and verification of arbitrary signatures. No panic;
+//! round trips hold.
+#![no_main]
+
+mod keys;
+
+use libfuzzer_sys::fuzz_target;
+use tsb_pkcs11::crypto::{
+    digest_info, ecdsa_der_to_raw, ecdsa_raw_to_der, encoding, parse_digest_info, verify,
+    PublicKey, Scheme, SignedData,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    match selector % 6 {
+        0 => {
+            if let Ok(key) = PublicKey::from_spki(rest) {
+                let der = key.spki_der();
+                let again = PublicKey::from_spki(&der).expect("own SPKI parses");
+                assert_eq!(again, key);
+                assert!(key.signature_len() > 0);
+                let _ = (key.ec_params_der(), key.ec_point_der(), key.bits());
+            }
+        }
+        1 => {
+            for width in [32, 48, 66] {
+                if let Ok(raw) = ecdsa_der_to_raw(rest, width) {
+                    assert_eq!(raw.len(), 2 * width);
+                    let der = ecdsa_raw_to_der(&raw).expect("r||s converts to DER");
+                    assert_eq!(ecdsa_der_to_raw(&der, width).expect("round trip"), raw);
+                }
+            }
+            if let Ok(der) = ecdsa_raw_to_der(rest) {
+                if !rest.is_empty() && rest.len() % 2 == 0 {
+                    let back = ecdsa_der_to_raw(&der, rest.len() / 2).expect("round trip");
+                    assert_eq!(back, rest);
+                }
+            }
+        }
+        2 => {
+            if let Some((alg, digest)) = parse_digest_info(rest) {
+                assert_eq!(digest.len(), alg.output_len());
+                let canonical = digest_info(alg, digest);
+                assert_eq!(parse_digest_info(&canonical), Some((alg, digest)));
+            }
+        }
+        3 => {
+            let _ = encoding::decode_base64(rest);
+            if let Ok(blocks) = encoding::pem_blocks(rest) {
+                let _ = blocks.len();
+            }
+            let _ = encoding::to_der(rest, &["PUBLIC KEY", "CERTIFICATE"]);
+            let _ = encoding::der_tlv_len(rest);
+        }
+        4 => {
+            // Arbitrary signatures over arbitrary data never verify (and never panic).
+            let (sig, msg) = rest.split_at(rest.len() / 2);
+            for (_, key) in keys::keys() {
+                for scheme in [
+                    Scheme::RsaPkcs1v15(tsb_pkcs11::crypto::HashAlg::Sha256),
+                    Scheme::RsaPkcs1v15Raw,
+                    Scheme::RsaPss(tsb_pkcs11::crypto::HashAlg::Sha384),
+                    Scheme::Ecdsa(tsb_pkcs11::crypto::HashAlg::Sha256),
+                    Scheme::Ed25519,
+                ] {
+                    for signed in [SignedData::Message(msg), SignedData::Digest(msg)] {
+                        assert!(verify(key, &scheme, signed, sig).is_err());
+                    }
+                }
+            }
+        }
+        _ => {
+            if let Ok(key) = PublicKey::from_ec_attributes(
+                &rest[..rest.len().min(12)],
+                &rest[rest.len().min(12)..],
+            ) {
+                assert!(key.ec_point_der().is_some());
+            }
+        }
+    }
+});

@@ -1,0 +1,105 @@
+//! Entry points for the fuzz targets in `fuzz/`: thin wrappers that hand the crate-private
+//! parsers (C argument decoding in `ffi::convert`, TSB responses in `tsb::models`) to the
+//! fuzzers. Compiled only with `--cfg fuzzing`, which `cargo fuzz` sets.
+
+use std::mem::size_of;
+
+use cryptoki_sys::*;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::token::Mechanism;
+use crate::tsb::{KeyAttributes, RequestStatus};
+
+/// Decodes a `CK_MECHANISM` as `C_SignInit` does. `parameter` is the parameter block as the
+/// application would pass it (copied to an 8-byte aligned buffer), or a NULL pointer with
+/// `parameter.len()` as its length when `null_parameter` is set. A fuzzer cannot make valid
+/// pointers, so a `CKM_EDDSA` block of `CK_EDDSA_PARAMS`'s size gets its context pointer and
+/// length set to `context`.
+pub fn mechanism(
+    mechanism: CK_MECHANISM_TYPE,
+    parameter: &[u8],
+    null_parameter: bool,
+    context: &[u8],
+) -> Result<Mechanism> {
+    let mut block = vec![0u64; parameter.len().div_ceil(8)];
+    // SAFETY: `block` has at least `parameter.len()` bytes; u64 storage only adds alignment.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            parameter.as_ptr(),
+            block.as_mut_ptr().cast::<u8>(),
+            parameter.len(),
+        )
+    };
+    if mechanism == CKM_EDDSA && parameter.len() == size_of::<CK_EDDSA_PARAMS>() {
+        let p = block.as_mut_ptr().cast::<CK_EDDSA_PARAMS>();
+        // SAFETY: `block` holds one aligned CK_EDDSA_PARAMS; `context` outlives the decoding.
+        unsafe {
+            (*p).pContextData = context.as_ptr() as *mut CK_BYTE;
+            (*p).ulContextDataLen = context.len() as CK_ULONG;
+        }
+    }
+    let m = CK_MECHANISM {
+        mechanism,
+        pParameter: if null_parameter {
+            std::ptr::null_mut()
+        } else {
+            block.as_mut_ptr().cast()
+        },
+        ulParameterLen: parameter.len() as CK_ULONG,
+    };
+    // SAFETY: the parameter pointer is NULL or points to `ulParameterLen` readable bytes, and
+    // an EdDSA block's context pointer is valid for its length.
+    unsafe { crate::ffi::convert::mechanism(&m) }
+}
+
+/// A template as `C_FindObjectsInit` (first result) and `C_CreateObject` (second) read it.
+/// `None` values are NULL pointers whose length is `null_len`.
+pub fn template(
+    attrs: &[(CK_ATTRIBUTE_TYPE, Option<Vec<u8>>)],
+    null_len: CK_ULONG,
+) -> (
+    Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
+    Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
+) {
+    let mut values: Vec<Option<Vec<u8>>> = attrs.iter().map(|(_, v)| v.clone()).collect();
+    let c: Vec<CK_ATTRIBUTE> = attrs
+        .iter()
+        .zip(values.iter_mut())
+        .map(|((t, _), v)| match v {
+            Some(v) => CK_ATTRIBUTE {
+                type_: *t,
+                pValue: v.as_mut_ptr().cast(),
+                ulValueLen: v.len() as CK_ULONG,
+            },
+            None => CK_ATTRIBUTE {
+                type_: *t,
+                pValue: std::ptr::null_mut(),
+                ulValueLen: null_len,
+            },
+        })
+        .collect();
+    let (p, n) = (c.as_ptr(), c.len() as CK_ULONG);
+    // SAFETY: `c` holds `n` attributes whose values are NULL or valid for their lengths.
+    unsafe {
+        (
+            crate::ffi::convert::template(p, n),
+            crate::ffi::convert::creation_template(p, n),
+        )
+    }
+}
+
+/// `GET /v1/key/{label}/attributes`.
+pub fn key_attributes(v: &Value) -> std::result::Result<KeyAttributes, String> {
+    crate::tsb::models::parse_key_attributes(v)
+}
+
+/// `GET /v1/key`.
+pub fn key_list(v: &Value) -> std::result::Result<Vec<String>, String> {
+    crate::tsb::models::parse_key_list(v)
+}
+
+/// `GET /v1/request/{id}`.
+pub fn request_status(v: &Value, id: &str) -> std::result::Result<RequestStatus, String> {
+    crate::tsb::models::parse_request_status(v, id)
+}
