@@ -715,6 +715,26 @@ fn connect_timeout_is_bounded_and_retried_within_the_deadline() {
     assert!(!attempts.is_empty(), "{}", h.log_text());
 }
 
+#[test]
+fn connect_timeout_longer_than_the_request_deadline_is_cut_to_it() {
+    let hole = blackhole();
+    let url = format!("http://127.0.0.1:{}", hole.port);
+    // connectTimeoutMs keeps its default (5000).
+    let h = logged(
+        SimConfig::default(),
+        "debug",
+        |_| serde_json::json!({ "restApi": url, "pkcs11": { "requestTimeoutMs": TIMEOUT_MS } }),
+    );
+    let s = h.session();
+    let (r, took) = timed(|| find_key(&s, "ec-p256"));
+    report(
+        "find, TSB not accepting (connectTimeoutMs 5000, requestTimeoutMs 1000)",
+        took,
+    );
+    assert_rv(r, RvError::DeviceError);
+    assert!(took < Duration::from_millis(TIMEOUT_MS + 300), "{took:?}");
+}
+
 fn eddsa() -> Mechanism<'static> {
     Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure))
 }

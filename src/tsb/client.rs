@@ -196,6 +196,8 @@ pub struct TsbClient {
     backoff_base: Duration,
     /// `requestTimeoutMs`: the deadline of one call, retries included.
     request_timeout: Duration,
+    /// `connectTimeoutMs`, at most `requestTimeoutMs`.
+    connect_timeout: Duration,
 }
 
 impl fmt::Debug for TsbClient {
@@ -247,9 +249,13 @@ impl TsbClient {
         // Two agents with the same settings (and the same rustls configuration, so TLS
         // sessions are resumed across both): one keeps idle connections for reads, the other
         // keeps none, for requests that must not be sent twice.
+        // ureq bounds a connect by the connect timeout alone, not by the request's deadline:
+        // never let it be longer than the deadline (and retry only while a whole connect fits,
+        // see `execute`).
+        let connect_timeout = s.connect_timeout.min(s.request_timeout);
         let agent = |pooled: bool| {
             let mut builder = ureq::AgentBuilder::new()
-                .timeout_connect(s.connect_timeout)
+                .timeout_connect(connect_timeout)
                 .timeout_read(s.request_timeout)
                 .timeout_write(s.request_timeout)
                 .timeout(s.request_timeout)
@@ -316,6 +322,7 @@ impl TsbClient {
             retries: s.retries,
             backoff_base: Duration::from_millis(100),
             request_timeout: s.request_timeout,
+            connect_timeout,
         })
     }
 
@@ -600,7 +607,8 @@ impl TsbClient {
     ///
     /// `requestTimeoutMs` is the deadline of the whole call, retries included: each attempt
     /// gets the time that is left, and a retry is made only when, after its backoff, at least
-    /// a quarter of the timeout is left (so a TSB that hangs costs one timeout, not three).
+    /// a quarter of the timeout and a whole connect timeout are left (so a TSB that hangs
+    /// costs one timeout, not three, and a connect never runs past the deadline).
     fn execute<T>(
         &self,
         call: &Call<'_>,
@@ -626,7 +634,7 @@ impl TsbClient {
                 .saturating_sub(delay);
             let retry = retryable
                 && attempt < self.retries
-                && left_after_backoff >= self.request_timeout / 4;
+                && left_after_backoff >= (self.request_timeout / 4).max(self.connect_timeout);
             if !retry {
                 if retryable && attempt < self.retries {
                     log::debug!(

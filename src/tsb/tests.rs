@@ -689,13 +689,15 @@ fn read_timeout_is_bounded() {
 #[test]
 fn retries_fit_in_the_request_deadline() {
     // Each answer takes 150 ms and is a 503: with a 1000 ms deadline and 10 ms backoff,
-    // attempts go on while a quarter of the deadline is left after the backoff.
+    // attempts go on while a quarter of the deadline (and a whole connect timeout, 100 ms) is
+    // left after the backoff.
     let server = TestServer::start(|_, _| {
         std::thread::sleep(Duration::from_millis(150));
         Action::Reply(503, "text/plain", vec![])
     });
     let c = client_with(&server.url(), |cfg| {
         cfg.pkcs11.request_timeout = Duration::from_millis(1000);
+        cfg.pkcs11.connect_timeout = Duration::from_millis(100);
         cfg.pkcs11.retries = 10;
     });
     let started = Instant::now();
@@ -705,6 +707,19 @@ fn retries_fit_in_the_request_deadline() {
     assert!(took < Duration::from_millis(1100), "{took:?}");
     let n = server.count();
     assert!((3..=6).contains(&n), "{n} attempts in {took:?}");
+}
+
+#[test]
+fn no_retry_when_a_connect_could_outlast_the_deadline() {
+    // connectTimeoutMs equal to requestTimeoutMs: a retry's connect could run past the
+    // deadline (ureq bounds a connect by the connect timeout alone), so there is none.
+    let server = TestServer::start(|_, _| Action::Reply(503, "text/plain", vec![]));
+    let c = client_with(&server.url(), |cfg| {
+        cfg.pkcs11.request_timeout = Duration::from_millis(1000);
+        cfg.pkcs11.connect_timeout = Duration::from_millis(5000);
+    });
+    assert_eq!(c.list_keys().unwrap_err().http_status(), Some(503));
+    assert_eq!(server.count(), 1);
 }
 
 #[test]
