@@ -230,6 +230,44 @@ fn a_ca_path_of_another_ca_is_refused() {
     refused(&t.h, "UnknownIssuer");
 }
 
+#[test]
+fn a_tls_handshake_that_never_completes_fails_within_the_deadline() {
+    // A server that accepts TCP connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let url = format!("https://127.0.0.1:{port}");
+    let h = logged(
+        SimConfig::default(),
+        "warn",
+        |_| json!({ "restApi": url, "pkcs11": { "requestTimeoutMs": 1000, "connectTimeoutMs": 200 } }),
+    );
+    let s = h.session();
+    let (r, took) = timed(|| {
+        s.find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"ec-p256".to_vec()),
+        ])
+    });
+    report(
+        "silent server during the TLS handshake (requestTimeoutMs 1000)",
+        took,
+    );
+    assert_rv(r, RvError::DeviceError);
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_millis(1300), "{took:?}");
+    assert!(
+        !h.lines_with("CKR_DEVICE_ERROR").is_empty(),
+        "{}",
+        h.log_text()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Pinning
 
