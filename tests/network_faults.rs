@@ -29,7 +29,7 @@ use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki_sys::*;
 use netsec::{assert_rv, logged, report, rv_of, timed, Logged};
-use tsb_sim::{Fault, SimConfig};
+use tsb_sim::{Curve, Fault, KeySpec, SimConfig};
 
 use cryptoki::error::RvError;
 
@@ -38,6 +38,7 @@ const GET_KEYS: &str = "GET /v1/key";
 const POST_SYNC: &str = "POST /v1/synchronousSign";
 const POST_SIGN: &str = "POST /v1/sign";
 const GET_REQUEST: &str = "GET /v1/request";
+const GET_CERT: &str = "GET /v1/certificate";
 
 /// The per-request deadline configured for these tests.
 const TIMEOUT_MS: u64 = 1000;
@@ -226,6 +227,30 @@ fn key_list_is_retried() {
     report("full key list after a 502 and a dropped connection", took);
     assert!(all.len() > 5, "{}", all.len());
     assert_eq!(h.sim.counter("GET /v1/key"), 3);
+}
+
+#[test]
+fn certificate_reads_are_retried() {
+    let mut cfg = SimConfig::fast_test();
+    cfg.keys
+        .push(KeySpec::ec("ec-cert", Curve::P256).with_self_signed_certificate("retry test"));
+    let h = harness_with(cfg);
+    let s = h.session();
+    h.sim.inject(Fault::status(GET_CERT, 503).times(1));
+    h.sim.inject(Fault::drop_connection(GET_CERT).times(1));
+    let (certs, took) = timed(|| {
+        s.find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Label(b"ec-cert".to_vec()),
+        ])
+        .unwrap()
+    });
+    report("certificate after a 503 and a dropped connection", took);
+    assert_eq!(certs.len(), 1, "the certificate object is there");
+    assert_eq!(h.sim.counter(GET_CERT), 3);
+    let der = h.sim.certificate_der("ec-cert").unwrap();
+    let value = h.attr_bytes(&s, certs[0], cryptoki::object::AttributeType::Value);
+    assert_eq!(value, der);
 }
 
 #[test]
