@@ -35,7 +35,9 @@ struct Input {
     signature: Vec<u8>,
 }
 
-const HASHES: [CK_MECHANISM_TYPE; 6] = [CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_ECDSA];
+const HASHES: [CK_MECHANISM_TYPE; 6] = [
+    CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_ECDSA,
+];
 const MGFS: [CK_RSA_PKCS_MGF_TYPE; 6] = [
     CKG_MGF1_SHA1,
     CKG_MGF1_SHA224,
@@ -75,13 +77,15 @@ fuzz_target!(|input: Input| {
             context.clone(),
         ),
     };
-    let m = match tsb_pkcs11::fuzzing::mechanism(mechanism, &parameter, input.null_parameter, &context) {
-        Ok(m) => m,
-        Err(e) => {
-            assert_eq!(e.code(), CKR_ARGUMENTS_BAD, "{e:?}");
-            return;
-        }
-    };
+    let m =
+        match tsb_pkcs11::fuzzing::mechanism(mechanism, &parameter, input.null_parameter, &context)
+        {
+            Ok(m) => m,
+            Err(e) => {
+                assert_eq!(e.code(), CKR_ARGUMENTS_BAD, "{e:?}");
+                return;
+            }
+        };
     let repeat = 1 + input.repeat as usize % 8;
     let data: Vec<u8> = input.parts.concat().repeat(repeat);
     for (key_type, key) in keys::keys() {
@@ -113,7 +117,10 @@ fuzz_target!(|input: Input| {
             }
         }
         let multi = sink.finish();
-        for (which, owned) in [("single", Some(single)), ("multi", multi_ok.then_some(multi))] {
+        for (which, owned) in [
+            ("single", Some(single)),
+            ("multi", multi_ok.then_some(multi)),
+        ] {
             let Some(owned) = owned else { continue };
             match plan.prepare(owned.as_input(), key) {
                 Ok(p) => {
