@@ -53,15 +53,15 @@ pub fn mechanism(
     unsafe { crate::ffi::convert::mechanism(&m) }
 }
 
+/// A decoded template: (type, value) pairs.
+pub type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+
 /// A template as `C_FindObjectsInit` (first result) and `C_CreateObject` (second) read it.
 /// `None` values are NULL pointers whose length is `null_len`.
 pub fn template(
     attrs: &[(CK_ATTRIBUTE_TYPE, Option<Vec<u8>>)],
     null_len: CK_ULONG,
-) -> (
-    Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
-    Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
-) {
+) -> (Result<Template>, Result<Template>) {
     let mut values: Vec<Option<Vec<u8>>> = attrs.iter().map(|(_, v)| v.clone()).collect();
     let c: Vec<CK_ATTRIBUTE> = attrs
         .iter()
