@@ -415,3 +415,60 @@ fn fork_before_first_use_and_grandchildren() {
     assert_all_ok(&wait_all(&[pid]));
     parent_signs(&h, &keys, b"parent after the children");
 }
+
+/// A multi-threaded parent that forks while its own threads are signing (their TSB answers
+/// take 100 ms, so signatures are in flight at each fork): children use new sessions (one
+/// initialises again) and sign. The module holds its locks only for moments, never across
+/// network I/O except a session's own operation lock, so a child that keeps off the parent's
+/// sessions finds none of them held. (The parent's threads verify only after the children
+/// ended: a lock inside OpenSSL held at fork time would be the test's problem, not the
+/// module's.)
+#[test]
+fn fork_while_other_threads_sign() {
+    let _g = serial();
+    let h = Harness::new();
+    let keys = Keys::of(&h);
+    h.sim
+        .inject(tsb_sim::Fault::latency("POST /v1/synchronousSign", 100));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let signed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (h, stop, signed) = (&h, &stop, &signed);
+            scope.spawn(move || {
+                let f = h.raw.f;
+                let s = open_session(f).expect("session");
+                let key = find_private_key(f, s, "ec-p256").expect("key");
+                let mut mine = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let msg = format!("parent thread {t} #{i}");
+                    let sig = raw_sign(&h.raw, s, CKM_ECDSA_SHA256, &mut [], key, msg.as_bytes())
+                        .expect("parent thread signs");
+                    mine.push((msg, sig));
+                    i += 1;
+                }
+                signed.lock().unwrap().extend(mine);
+            });
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        let mut pids = Vec::new();
+        for n in 0..4 {
+            pids.push(spawn(|| worker(&h, &keys, n)));
+            std::thread::sleep(Duration::from_millis(37));
+        }
+        pids.push(spawn(|| reinitializing_child(&h, &keys, false)));
+        let ends = wait_all(&pids);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_all_ok(&ends);
+    });
+    let signed = signed.into_inner().unwrap();
+    assert!(!signed.is_empty());
+    for (msg, sig) in &signed {
+        assert!(
+            verify::ecdsa(&keys.ec, Hash::Sha256, msg.as_bytes(), sig),
+            "{msg}"
+        );
+    }
+    h.sim.clear_faults();
+}
