@@ -4,18 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v pkcs11-tool >/dev/null || need+=(opensc)
-[ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
-command -v openssl >/dev/null || need+=(openssl)
-command -v pkg-config >/dev/null || need+=(pkg-config)
-dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing Debian packages: ${need[*]}"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. scripts/packages.sh
+ensure_packages pkcs11-tool:opensc /usr/lib/softhsm/libsofthsm2.so:softhsm2 openssl:openssl pkg-config:pkg-config dpkg=libssl-dev:libssl-dev
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use cryptoki_sys::CK_OBJECT_HANDLE;
+use cryptoki_sys::{CKR_OPERATION_NOT_INITIALIZED, CK_OBJECT_HANDLE};
 
 use super::mechanisms::{DataSink, Plan};
 use super::objects::KeyObject;
+use crate::error::{Error, Result};
 
 /// `C_FindObjectsInit` .. `C_FindObjectsFinal`: the matching handles, taken in chunks.
 pub struct FindOp {
@@ -13,19 +14,40 @@ pub struct FindOp {
     pub next: usize,
 }
 
-/// `C_SignInit` .. `C_Sign` / `C_SignFinal`.
-pub struct SignOp {
+/// A signing (`C_SignInit` .. `C_Sign` / `C_SignFinal`) or verification (`C_VerifyInit` ..
+/// `C_Verify` / `C_VerifyFinal`, done locally with the public key) in progress.
+pub struct KeyOp {
     pub key: Arc<KeyObject>,
     pub plan: Plan,
     pub sink: DataSink,
-    /// `C_SignUpdate` was called: only `C_SignUpdate`/`C_SignFinal` may follow.
+    /// An update call was made: only further updates and the final call may follow.
     pub multi_part: bool,
 }
 
-/// `C_VerifyInit` .. `C_Verify` / `C_VerifyFinal`, done locally with the public key.
-pub struct VerifyOp {
-    pub key: Arc<KeyObject>,
-    pub plan: Plan,
-    pub sink: DataSink,
-    pub multi_part: bool,
+pub type SignOp = KeyOp;
+pub type VerifyOp = KeyOp;
+
+impl KeyOp {
+    pub fn new(key: Arc<KeyObject>, plan: Plan) -> KeyOp {
+        KeyOp {
+            sink: DataSink::new(plan, &key.public),
+            key,
+            plan,
+            multi_part: false,
+        }
+    }
+}
+
+/// `C_SignUpdate` / `C_VerifyUpdate`: adds a part; an error ends the operation (PKCS#11 v2.40
+/// §5.11, §5.13).
+pub fn update(slot: &mut Option<KeyOp>, data: &[u8]) -> Result<()> {
+    let op = slot
+        .as_mut()
+        .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
+    op.multi_part = true;
+    if let Err(e) = op.sink.update(data) {
+        *slot = None;
+        return Err(e);
+    }
+    Ok(())
 }

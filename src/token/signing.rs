@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use cryptoki_sys::*;
 
-use super::mechanisms::{single_part, DataSink, InputOwned, Mechanism, Plan};
+use super::mechanisms::{single_part, InputOwned, Mechanism, Plan};
 use super::objects::{KeyObject, KeyPart, ObjectRef};
-use super::operations::{SignOp, VerifyOp};
+use super::operations::{self, SignOp, VerifyOp};
 use super::session::Session;
 use super::{approval, metadata, SignOutput, Token};
 use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
@@ -59,12 +59,7 @@ impl Token {
         }
         let plan = Plan::new(mechanism, key.key_type)?;
         s.cancel.reset();
-        ops.sign = Some(SignOp {
-            sink: DataSink::new(plan, &key.public),
-            key,
-            plan,
-            multi_part: false,
-        });
+        ops.sign = Some(SignOp::new(key, plan));
         Ok(())
     }
 
@@ -109,16 +104,7 @@ impl Token {
     pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
-        let op = ops
-            .sign
-            .as_mut()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        op.multi_part = true;
-        if let Err(e) = op.sink.update(data) {
-            ops.sign = None;
-            return Err(e);
-        }
-        Ok(())
+        operations::update(&mut ops.sign, data)
     }
 
     pub fn sign_final(
@@ -285,12 +271,7 @@ impl Token {
         }
         let key = self.key_for(key, KeyPart::Public)?;
         let plan = Plan::new(mechanism, key.key_type)?;
-        ops.verify = Some(VerifyOp {
-            sink: DataSink::new(plan, &key.public),
-            key,
-            plan,
-            multi_part: false,
-        });
+        ops.verify = Some(VerifyOp::new(key, plan));
         Ok(())
     }
 
@@ -314,16 +295,7 @@ impl Token {
     pub fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
-        let op = ops
-            .verify
-            .as_mut()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        op.multi_part = true;
-        if let Err(e) = op.sink.update(data) {
-            ops.verify = None;
-            return Err(e);
-        }
-        Ok(())
+        operations::update(&mut ops.verify, data)
     }
 
     pub fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
