@@ -11,6 +11,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "== fuzzing the parsers (scripts/fuzz.sh, ${FUZZ_SECS:-10} s per target)"
+  bash scripts/fuzz.sh "${FUZZ_SECS:-10}"
+else
+  echo "== fuzzing skipped: scripts/fuzz.sh needs the nightly toolchain, which this machine lacks"
+fi
 mkdir -p target
 echo "== cargo test (workspace)"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
