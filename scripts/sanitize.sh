@@ -12,7 +12,9 @@
 #           instrumented. The tests dlopen the module, whose __tsan_* calls resolve against the
 #           runtime linked into the test executable: it is linked with --export-dynamic.
 #           Fork tests are left out (TSan does not support fork() in multi-threaded programs).
-#           Its own target directory (target/sanitize, or $SANITIZE_TARGET_DIR).
+#           Its own target directory (target/sanitize, or $SANITIZE_TARGET_DIR). Suppressed:
+#           only tokio (the simulator) in scripts/tsan-suppressions.txt.
+#           TSAN_REPEAT=n runs the concurrency tests n times (default 1).
 # memcheck: tests/concurrency.rs, tests/bad_input.rs and tests/unload.rs (stable debug build)
 #           under valgrind; any error fails.
 # helgrind: the shared-session test only. Helgrind does not understand locks built on atomics
@@ -54,13 +56,17 @@ run_tsan() {
   mkdir -p "$dir/$triple"
   if [ -d target/tsb-sim-state ]; then cp -rn target/tsb-sim-state "$dir/$triple/"; fi
   local flags="-Zsanitizer=thread -Clink-arg=-Wl,--export-dynamic"
-  local opts="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
-  echo "== tsan: tests/concurrency.rs"
-  if ! CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" TSAN_OPTIONS="$opts" \
-      cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11 --test concurrency \
-      -- --test-threads=1 --nocapture; then
-    echo "tsan: concurrency FAILED"; status=1
-  fi
+  local opts="halt_on_error=1 second_deadlock_stack=1"
+  opts="$opts suppressions=$PWD/scripts/tsan-suppressions.txt ${TSAN_OPTIONS:-}"
+  local i
+  for i in $(seq 1 "${TSAN_REPEAT:-1}"); do
+    echo "== tsan: tests/concurrency.rs (run $i)"
+    if ! CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" TSAN_OPTIONS="$opts" \
+        cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11 --test concurrency \
+        -- --test-threads=1 --nocapture; then
+      echo "tsan: concurrency FAILED"; status=1
+    fi
+  done
   echo "== tsan: tests/unload.rs finalize_with_signs_in_flight"
   if ! CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" TSAN_OPTIONS="$opts" \
       cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11 --test unload \
