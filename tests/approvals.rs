@@ -140,35 +140,7 @@ fn session(h: &H) -> CK_SESSION_HANDLE {
 
 /// The private keys labelled `label` (C_FindObjects with CKA_CLASS and CKA_LABEL).
 fn find_keys(h: &H, s: CK_SESSION_HANDLE, label: &str) -> Vec<CK_OBJECT_HANDLE> {
-    let mut class: CK_OBJECT_CLASS = CKO_PRIVATE_KEY;
-    let mut template = [
-        CK_ATTRIBUTE {
-            type_: CKA_CLASS,
-            pValue: (&mut class as *mut CK_OBJECT_CLASS).cast(),
-            ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
-        },
-        CK_ATTRIBUTE {
-            type_: CKA_LABEL,
-            pValue: label.as_ptr() as *mut c_void,
-            ulValueLen: label.len() as CK_ULONG,
-        },
-    ];
-    let mut found = [0 as CK_OBJECT_HANDLE; 4];
-    let mut n: CK_ULONG = 0;
-    // SAFETY: the template and output buffers live across the calls.
-    unsafe {
-        let f = h.f();
-        assert_eq!(
-            (f.C_FindObjectsInit.unwrap())(s, template.as_mut_ptr(), 2),
-            CKR_OK
-        );
-        assert_eq!(
-            (f.C_FindObjects.unwrap())(s, found.as_mut_ptr(), 4, &mut n),
-            CKR_OK
-        );
-        assert_eq!((f.C_FindObjectsFinal.unwrap())(s), CKR_OK);
-    }
-    found[..n as usize].to_vec()
+    common::raw_find_private_keys(h.f(), s, label).expect("C_FindObjects*")
 }
 
 fn find_key(h: &H, s: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {

@@ -110,33 +110,10 @@ fn open_session(f: &CK_FUNCTION_LIST) -> Result<CK_SESSION_HANDLE, i32> {
 
 /// Finds the one private key labelled `label` (C_FindObjects* through the raw list).
 fn find_private_key(f: &CK_FUNCTION_LIST, s: CK_SESSION_HANDLE, label: &str) -> Result<u64, i32> {
-    let mut class = CKO_PRIVATE_KEY;
-    let mut template = [
-        CK_ATTRIBUTE {
-            type_: CKA_CLASS,
-            pValue: (&mut class as *mut CK_OBJECT_CLASS).cast(),
-            ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
-        },
-        CK_ATTRIBUTE {
-            type_: CKA_LABEL,
-            pValue: label.as_ptr() as *mut _,
-            ulValueLen: label.len() as CK_ULONG,
-        },
-    ];
-    let mut found = [0 as CK_OBJECT_HANDLE; 4];
-    let mut n: CK_ULONG = 0;
-    // SAFETY: the template and output arrays are valid for the calls.
-    unsafe {
-        if (f.C_FindObjectsInit.unwrap())(s, template.as_mut_ptr(), 2) != CKR_OK {
-            return Err(code::FIND);
-        }
-        let rv = (f.C_FindObjects.unwrap())(s, found.as_mut_ptr(), 4, &mut n);
-        (f.C_FindObjectsFinal.unwrap())(s);
-        if rv != CKR_OK || n != 1 {
-            return Err(code::FIND);
-        }
+    match common::raw_find_private_keys(f, s, label) {
+        Ok(found) if found.len() == 1 => Ok(found[0]),
+        _ => Err(code::FIND),
     }
-    Ok(found[0])
 }
 
 /// One ECDSA-P256 and one RSA-2048 signature in a new session, both checked with OpenSSL.

@@ -69,35 +69,8 @@ fn mapped(path: &Path) -> bool {
 }
 
 fn find_private_key(raw: &Raw, s: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
-    let mut class = CKO_PRIVATE_KEY;
-    let mut template = [
-        CK_ATTRIBUTE {
-            type_: CKA_CLASS,
-            pValue: (&mut class as *mut CK_OBJECT_CLASS).cast(),
-            ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
-        },
-        CK_ATTRIBUTE {
-            type_: CKA_LABEL,
-            pValue: label.as_ptr() as *mut _,
-            ulValueLen: label.len() as CK_ULONG,
-        },
-    ];
-    let mut found = [0 as CK_OBJECT_HANDLE; 2];
-    let mut n: CK_ULONG = 0;
-    let f = raw.f;
-    // SAFETY: template and output arrays are valid for the calls.
-    unsafe {
-        assert_eq!(
-            (f.C_FindObjectsInit.unwrap())(s, template.as_mut_ptr(), 2),
-            CKR_OK
-        );
-        assert_eq!(
-            (f.C_FindObjects.unwrap())(s, found.as_mut_ptr(), 2, &mut n),
-            CKR_OK
-        );
-        assert_eq!((f.C_FindObjectsFinal.unwrap())(s), CKR_OK);
-    }
-    assert_eq!(n, 1, "one private key labelled {label}");
+    let found = common::raw_find_private_keys(raw.f, s, label).expect("C_FindObjects*");
+    assert_eq!(found.len(), 1, "one private key labelled {label}");
     found[0]
 }
 

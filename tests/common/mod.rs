@@ -419,3 +419,43 @@ pub fn pss_params(hash: CK_MECHANISM_TYPE, mgf: CK_RSA_PKCS_MGF_TYPE, salt: CK_U
     }
     .to_vec()
 }
+
+/// The private keys labelled `label`, through the raw `C_FindObjects*` calls (for tests that must
+/// stay off the `cryptoki` crate, e.g. in a forked child).
+pub fn raw_find_private_keys(
+    f: &CK_FUNCTION_LIST,
+    session: CK_SESSION_HANDLE,
+    label: &str,
+) -> Result<Vec<CK_OBJECT_HANDLE>, CK_RV> {
+    let mut class = CKO_PRIVATE_KEY;
+    let mut template = [
+        CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: (&mut class as *mut CK_OBJECT_CLASS).cast(),
+            ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_LABEL,
+            pValue: label.as_ptr() as *mut _,
+            ulValueLen: label.len() as CK_ULONG,
+        },
+    ];
+    let mut found = [0 as CK_OBJECT_HANDLE; 8];
+    let mut n: CK_ULONG = 0;
+    // SAFETY: the template and output arrays outlive the calls.
+    unsafe {
+        let rv = (f.C_FindObjectsInit.unwrap())(session, template.as_mut_ptr(), 2);
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        let rv = (f.C_FindObjects.unwrap())(session, found.as_mut_ptr(), 8, &mut n);
+        let rv_final = (f.C_FindObjectsFinal.unwrap())(session);
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        if rv_final != CKR_OK {
+            return Err(rv_final);
+        }
+    }
+    Ok(found[..n as usize].to_vec())
+}
