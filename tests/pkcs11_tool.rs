@@ -66,6 +66,27 @@ fn id_of(label: &str) -> &'static str {
     }
 }
 
+/// `openssl pkeyutl -verify` of `sig` over `input` with the simulator's public key of `label`.
+fn pkeyutl_verifies(h: &Harness, label: &str, input: &Path, sig: &Path, extra: &[&str]) {
+    let key = public_der(h, label);
+    let mut args = vec![
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-keyform",
+        "DER",
+        "-inkey",
+        s(&key),
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["-in", s(input), "-sigfile", s(sig)]);
+    let out = openssl(&args);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Verified Successfully"),
+        "{label}: {out:?}"
+    );
+}
+
 #[test]
 fn list_token_slots_and_objects() {
     if !tool_available() {
@@ -270,24 +291,7 @@ fn sign_with_each_mechanism_verified_by_openssl() {
             s(&sig),
         ],
     );
-    let key = public_der(&h, "ec-p384");
-    let out = openssl(&[
-        "pkeyutl",
-        "-verify",
-        "-pubin",
-        "-keyform",
-        "DER",
-        "-inkey",
-        s(&key),
-        "-in",
-        s(&d),
-        "-sigfile",
-        s(&sig),
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Verified Successfully"),
-        "{out:?}"
-    );
+    pkeyutl_verifies(&h, "ec-p384", &d, &sig, &[]);
     pkcs11_tool(
         &h,
         &[
@@ -302,24 +306,7 @@ fn sign_with_each_mechanism_verified_by_openssl() {
             s(&sig),
         ],
     );
-    let key = public_der(&h, "rsa-4096");
-    let out = openssl(&[
-        "pkeyutl",
-        "-verify",
-        "-pubin",
-        "-keyform",
-        "DER",
-        "-inkey",
-        s(&key),
-        "-in",
-        s(&d),
-        "-sigfile",
-        s(&sig),
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Verified Successfully"),
-        "{out:?}"
-    );
+    pkeyutl_verifies(&h, "rsa-4096", &d, &sig, &[]);
     // Ed25519.
     pkcs11_tool(
         &h,
@@ -335,23 +322,5 @@ fn sign_with_each_mechanism_verified_by_openssl() {
             s(&sig),
         ],
     );
-    let key = public_der(&h, "ed25519");
-    let out = openssl(&[
-        "pkeyutl",
-        "-verify",
-        "-pubin",
-        "-keyform",
-        "DER",
-        "-inkey",
-        s(&key),
-        "-rawin",
-        "-in",
-        s(&data),
-        "-sigfile",
-        s(&sig),
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Verified Successfully"),
-        "{out:?}"
-    );
+    pkeyutl_verifies(&h, "ed25519", &data, &sig, &["-rawin"]);
 }
