@@ -15,7 +15,7 @@ use super::session::Session;
 use super::{approval, metadata, SignOutput, Token};
 use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
 use crate::error::{map_tsb_error, Error, Result};
-use crate::tsb::SignRequest;
+use crate::tsb::{SignRequest, TsbClient};
 
 impl Token {
     fn key_for(&self, handle: CK_OBJECT_HANDLE, part: KeyPart) -> Result<Arc<KeyObject>> {
@@ -90,11 +90,8 @@ impl Token {
                 "C_Sign after C_SignUpdate: finish with C_SignFinal",
             ));
         }
-        let needed = op.key.public.signature_len();
-        match capacity {
-            None => return Ok(SignOutput::Length(needed)),
-            Some(c) if c < needed => return Err(Error::buffer_too_small(needed)),
-            Some(_) => {}
+        if let Some(answer) = size_check(op, capacity)? {
+            return Ok(answer);
         }
         let op = ops.sign.take().expect("checked above");
         let input = single_part(op.plan, data);
@@ -118,11 +115,8 @@ impl Token {
             .sign
             .as_ref()
             .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        let needed = op.key.public.signature_len();
-        match capacity {
-            None => return Ok(SignOutput::Length(needed)),
-            Some(c) if c < needed => return Err(Error::buffer_too_small(needed)),
-            Some(_) => {}
+        if let Some(answer) = size_check(op, capacity)? {
+            return Ok(answer);
         }
         let mut op = ops.sign.take().expect("checked above");
         let input = op.sink.finish();
@@ -145,7 +139,7 @@ impl Token {
         };
         let client = self.client()?;
         let raw = if key.needs_approval {
-            self.sign_with_approval(session, key, &mut request)?
+            self.sign_with_approval(&client, session, key, &mut request)?
         } else {
             match client.sign_synchronous(&request) {
                 Ok(sig) => sig,
@@ -156,7 +150,7 @@ impl Token {
                         key.label
                     );
                     self.objects.invalidate_list();
-                    self.sign_with_approval(session, key, &mut request)?
+                    self.sign_with_approval(&client, session, key, &mut request)?
                 }
                 Err(e) => return Err(self.sign_error(&key.label, &e)),
             }
@@ -221,6 +215,7 @@ impl Token {
 
     fn sign_with_approval(
         &self,
+        client: &Arc<TsbClient>,
         session: &Arc<Session>,
         key: &KeyObject,
         request: &mut SignRequest,
@@ -232,7 +227,6 @@ impl Token {
         let (meta, meta_sig) = metadata::build(&self.config, &key.label, &request.algorithm);
         request.meta_data = Some(meta);
         request.meta_data_signature = meta_sig;
-        let client = self.client()?;
         let id = client
             .sign_asynchronous(request)
             .map_err(|e| self.sign_error(&key.label, &e))?;
@@ -247,7 +241,7 @@ impl Token {
             }
         );
         approval::wait(
-            &client,
+            client,
             &id,
             &key.label,
             &self.config.pkcs11,
@@ -308,6 +302,18 @@ impl Token {
             .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
         let input = op.sink.finish();
         check_signature(&op, input, signature)
+    }
+}
+
+/// The size rules of PKCS#11 v2.40 §5.2, answered from the key without any TSB call: a size
+/// query gets the length, a short buffer `CKR_BUFFER_TOO_SMALL`; both keep the operation.
+/// `None`: the buffer fits, go on and sign.
+fn size_check(op: &SignOp, capacity: Option<usize>) -> Result<Option<SignOutput>> {
+    let needed = op.key.public.signature_len();
+    match capacity {
+        None => Ok(Some(SignOutput::Length(needed))),
+        Some(c) if c < needed => Err(Error::buffer_too_small(needed)),
+        Some(_) => Ok(None),
     }
 }
 
