@@ -8,7 +8,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub(crate) mod convert;
+mod digest;
 mod general;
+mod legacy;
 mod objects;
 mod sessions;
 mod signing;
@@ -24,7 +26,9 @@ use parking_lot::RwLock;
 use crate::error::{rv_name, Error, Result};
 use crate::token::Token;
 
+pub use digest::*;
 pub use general::*;
+pub use legacy::*;
 pub use objects::*;
 pub use sessions::*;
 pub use signing::*;
