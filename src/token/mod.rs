@@ -246,25 +246,26 @@ impl Token {
     /// a thread waiting for approvals in `C_Sign` returns `CKR_FUNCTION_CANCELED` promptly.
     pub fn session_cancel(&self, session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
         let s = self.sessions.get(session)?;
-        if flags & (CKF_SIGN | CKF_VERIFY | CKF_FIND_OBJECTS) == 0 {
+        if flags & (CKF_SIGN | CKF_VERIFY | CKF_FIND_OBJECTS | CKF_DIGEST) == 0 {
             return Ok(());
         }
-        match s.ops.try_lock() {
-            Some(mut ops) => {
-                if flags & CKF_SIGN != 0 {
-                    ops.sign = None;
-                }
-                if flags & CKF_VERIFY != 0 {
-                    ops.verify = None;
-                }
-                if flags & CKF_FIND_OBJECTS != 0 {
-                    ops.find = None;
-                }
+        let mut ops = s.ops.lock();
+        if flags & CKF_DIGEST != 0 {
+            ops.digest = None;
+        }
+        if flags & CKF_SIGN != 0 {
+            ops.sign = None;
+            // A signature call is at the TSB (its operation already taken out): wake its wait;
+            // it cancels the approval request and returns CKR_FUNCTION_CANCELED.
+            if ops.signing {
+                s.cancel.trigger(CancelReason::Cancelled);
             }
-            // A call is running in the session. Only signing waits (for approvals): wake it; it
-            // cancels and ends its operation. Cancelling other operations leaves it alone.
-            None if flags & CKF_SIGN != 0 => s.cancel.trigger(CancelReason::Cancelled),
-            None => {}
+        }
+        if flags & CKF_VERIFY != 0 {
+            ops.verify = None;
+        }
+        if flags & CKF_FIND_OBJECTS != 0 {
+            ops.find = None;
         }
         Ok(())
     }
@@ -299,7 +300,7 @@ impl Token {
                 // PKCS#11 v2.40 §5.6 (C_Login): CKU_CONTEXT_SPECIFIC authorises the operation
                 // just initialised in this session; without one there is nothing to authorise.
                 let ops = s.ops.lock();
-                if ops.sign.is_none() && ops.verify.is_none() {
+                if ops.sign.is_none() && !ops.signing && ops.verify.is_none() {
                     return Err(Error::new(
                         CKR_OPERATION_NOT_INITIALIZED,
                         "CKU_CONTEXT_SPECIFIC needs an active operation in the session",

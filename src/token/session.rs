@@ -131,6 +131,29 @@ pub struct Operations {
     pub digest: Option<super::digest::DigestOp>,
     pub sign: Option<SignOp>,
     pub verify: Option<VerifyOp>,
+    /// A `C_Sign` / `C_SignFinal` of this session is at the TSB (possibly waiting for
+    /// approvals). Its operation has been taken out and this lock released, so other calls on
+    /// the session (and the application's `Notify` callback) answer at once; signing calls get
+    /// `CKR_OPERATION_ACTIVE` until it returns.
+    pub signing: bool,
+}
+
+/// Marks a session as signing while alive (see [`Operations::signing`]); the mark goes when
+/// the signature call ends, however it ends. Created with the session's lock held (the
+/// caller sets the flag), dropped without it.
+pub struct Signing<'a>(&'a Session);
+
+impl<'a> Signing<'a> {
+    pub fn start(session: &'a Session, ops: &mut Operations) -> Signing<'a> {
+        ops.signing = true;
+        Signing(session)
+    }
+}
+
+impl Drop for Signing<'_> {
+    fn drop(&mut self) {
+        self.0.ops.lock().signing = false;
+    }
 }
 
 pub struct Session {

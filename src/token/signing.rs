@@ -11,7 +11,7 @@ use cryptoki_sys::*;
 use super::mechanisms::{single_part, InputOwned, Mechanism, Plan};
 use super::objects::{KeyObject, KeyPart, ObjectRef};
 use super::operations::{self, SignOp, VerifyOp};
-use super::session::Session;
+use super::session::{Session, Signing};
 use super::{approval, metadata, SignOutput, Token};
 use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
 use crate::error::{map_tsb_error, Error, Result};
@@ -44,7 +44,7 @@ impl Token {
     ) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
-        if ops.sign.is_some() {
+        if ops.sign.is_some() || ops.signing {
             return Err(Error::rv(CKR_OPERATION_ACTIVE));
         }
         let key = self.key_for(key, KeyPart::Private)?;
@@ -79,6 +79,9 @@ impl Token {
     ) -> Result<SignOutput> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
+        if ops.signing {
+            return Err(busy());
+        }
         let op = ops
             .sign
             .as_ref()
@@ -94,6 +97,9 @@ impl Token {
             return Ok(answer);
         }
         let op = ops.sign.take().expect("checked above");
+        let _signing = Signing::start(&s, &mut ops);
+        // The TSB call (and any approval wait) runs without the session's lock.
+        drop(ops);
         let input = single_part(op.plan, data);
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
@@ -101,6 +107,9 @@ impl Token {
     pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
+        if ops.signing {
+            return Err(busy());
+        }
         operations::update(&mut ops.sign, data)
     }
 
@@ -111,6 +120,9 @@ impl Token {
     ) -> Result<SignOutput> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
+        if ops.signing {
+            return Err(busy());
+        }
         let op = ops
             .sign
             .as_ref()
@@ -119,6 +131,8 @@ impl Token {
             return Ok(answer);
         }
         let mut op = ops.sign.take().expect("checked above");
+        let _signing = Signing::start(&s, &mut ops);
+        drop(ops);
         let input = op.sink.finish();
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
@@ -303,6 +317,15 @@ impl Token {
         let input = op.sink.finish();
         check_signature(&op, input, signature)
     }
+}
+
+/// Another thread's `C_Sign` / `C_SignFinal` of this session is still running (PKCS#11
+/// v2.40 §5.1.6: `CKR_OPERATION_ACTIVE`, an active operation prevents the call).
+fn busy() -> Error {
+    Error::new(
+        CKR_OPERATION_ACTIVE,
+        "a signature of this session is still in progress",
+    )
 }
 
 /// The size rules of PKCS#11 v2.40 §5.2, answered from the key without any TSB call: a size
