@@ -59,7 +59,8 @@ fn guard(name: &str, body: impl FnOnce() -> Result<()>) -> CK_RV {
     let rv = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
-            log::debug!("{name}: {e}");
+            // The message may quote the TSB (network text): shown sanitised.
+            log::debug!("{name}: {}", crate::logging::Net(&e.to_string()));
             e.code()
         }
         Err(_) => {

@@ -17,6 +17,7 @@ use super::objects::{CertSource, KeyObject, ObjectRef};
 use super::Token;
 use crate::crypto::Certificate;
 use crate::error::{map_tsb_error, Error, Result};
+use crate::logging::Net;
 
 /// What a `C_CreateObject` template asks for, once checked.
 struct CertTemplate {
@@ -282,7 +283,11 @@ impl Token {
                     inconsistent(format!("key '{}' is no longer on the TSB", key.label))
                 }
                 (Some(400), _) => {
-                    log::warn!("the TSB refused the certificate for '{}': {e}", key.label);
+                    log::warn!(
+                        "the TSB refused the certificate for '{}': {}",
+                        Net(&key.label),
+                        Net(&e.to_string())
+                    );
                     value_invalid(format!("the TSB refused the certificate: {e}"))
                 }
                 _ => map_tsb_error(&e, self.credential_context()),
@@ -290,8 +295,8 @@ impl Token {
         }
         log::info!(
             "stored certificate '{}' for key '{}' on the TSB",
-            req.cert.subject_text,
-            key.label
+            Net(&req.cert.subject_text),
+            Net(&key.label)
         );
         let object = key_cert_object(&key, req.cert, CertSource::Tsb);
         let handle = object.handle;

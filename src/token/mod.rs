@@ -99,7 +99,24 @@ impl Token {
             pin_failed: AtomicBool::new(false),
         };
         token.load_configured_chains();
+        token.register_secrets();
         Ok(token)
+    }
+
+    /// The configuration's secrets are never shown in a log line, not even when the TSB
+    /// echoes them back in a label, request id or message ([`crate::logging::Net`]).
+    fn register_secrets(&self) {
+        let c = &self.config;
+        let keys = &c.api_keys;
+        let all = c
+            .token
+            .iter()
+            .chain(keys.key_management.iter())
+            .chain(keys.key_operation.iter())
+            .chain(keys.service.iter())
+            .chain(c.pkcs11.key_passwords.values())
+            .chain(c.application_key_pair.iter().map(|k| &k.private_key));
+        crate::logging::register_secrets(all.map(Secret::expose));
     }
 
     pub fn config(&self) -> &Config {
@@ -352,6 +369,10 @@ impl Token {
         let pin = std::str::from_utf8(pin)
             .map_err(|_| Error::new(CKR_PIN_INCORRECT, "the PIN is not UTF-8"))?;
         let secret = Secret::new(pin.to_string());
+        // A PIN that is a credential (a JWT, an API key, a key password) is a secret too.
+        if self.config.pkcs11.pin_is != PinIs::None {
+            crate::logging::register_secrets([secret.expose()]);
+        }
         let mut state = Login {
             logged_in: true,
             ..Login::default()

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use crate::config::Secret;
 use crate::crypto::{Certificate, PublicKey};
 use crate::error::{Error, Result};
+use crate::logging::Net;
 use crate::tsb::KeyAttributes;
 
 /// A TSB key as the token shows it.
@@ -191,7 +192,7 @@ impl ObjectStore {
             .collect();
         for i in gone {
             if !matches!(inner.entries[i], Entry::Gone) {
-                log::info!("key '{}' is no longer on the TSB", inner.labels[i]);
+                log::info!("key '{}' is no longer on the TSB", Net(&inner.labels[i]));
             }
             inner.entries[i] = Entry::Gone;
         }
@@ -353,7 +354,7 @@ pub fn key_from_attributes(
         PublicKey::Ed25519 { .. } => CKK_EC_EDWARDS,
     };
     if attrs.blocked() {
-        log::debug!("key '{}' is left out: it is blocked", attrs.label);
+        log::debug!("key '{}' is left out: it is blocked", Net(&attrs.label));
     }
     let id = key_id(attrs.id.as_deref(), &attrs.label);
     Ok(KeyObject {

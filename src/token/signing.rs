@@ -15,6 +15,7 @@ use super::session::{Session, Signing};
 use super::{approval, metadata, SignOutput, Token};
 use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
 use crate::error::{map_tsb_error, Error, Result};
+use crate::logging::{sanitize, Net};
 use crate::tsb::{SignRequest, TsbClient};
 
 impl Token {
@@ -161,7 +162,7 @@ impl Token {
                 Err(e) if e.tsb_code() == Some(401) => {
                     log::info!(
                         "key '{}' needs approvals now: filing an approval request",
-                        key.label
+                        Net(&key.label)
                     );
                     self.objects.invalidate_list();
                     self.sign_with_approval(&client, session, key, &mut request)?
@@ -179,7 +180,7 @@ impl Token {
                     Err(e) => {
                         log::error!(
                             "ECDSA signature from the TSB for '{}' is malformed: {e}",
-                            key.label
+                            Net(&key.label)
                         );
                         return Err(Error::new(CKR_DEVICE_ERROR, "malformed ECDSA signature"));
                     }
@@ -190,7 +191,7 @@ impl Token {
         if signature.len() != key.public.signature_len() {
             log::error!(
                 "signature from the TSB for '{}' has {} bytes, expected {}; not returned",
-                key.label,
+                Net(&key.label),
                 signature.len(),
                 key.public.signature_len()
             );
@@ -208,7 +209,7 @@ impl Token {
             ) {
                 log::error!(
                     "signature from the TSB for key '{}' ({}) does not verify: {e}; not returned",
-                    key.label,
+                    Net(&key.label),
                     prepared.algorithm
                 );
                 return Err(Error::new(
@@ -245,13 +246,14 @@ impl Token {
             .sign_asynchronous(request)
             .map_err(|e| self.sign_error(&key.label, &e))?;
         log::info!(
-            "approval request {id} filed for key '{}' ({}): waiting for approvals ({})",
-            key.label,
+            "approval request {} filed for key '{}' ({}): waiting for approvals ({})",
+            Net(&id),
+            Net(&key.label),
             request.algorithm,
             if key.approvers.is_empty() {
-                "per policy"
+                "per policy".to_string()
             } else {
-                &key.approvers
+                sanitize(&key.approvers)
             }
         );
         approval::wait(
