@@ -13,6 +13,8 @@ mod certificates;
 mod digest;
 mod keys;
 mod signing;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
