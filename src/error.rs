@@ -5,7 +5,7 @@ use std::fmt;
 
 use cryptoki_sys::*;
 
-use crate::tsb::{TsbError, TsbErrorKind};
+use crate::tsb::{TsbError, TsbErrorKind, TsbReason};
 
 /// An error that knows the `CK_RV` it becomes at the C boundary.
 ///
@@ -98,6 +98,15 @@ pub enum CredentialContext {
 /// | TSB 651 (request does not exist) | `CKR_FUNCTION_CANCELED` |
 /// | other 4xx / TSB 600, 621 | `CKR_GENERAL_ERROR` |
 /// | configuration (bad URL, CA file, refused plain http) | `CKR_GENERAL_ERROR` |
+/// A rejected credential: the user is not logged in when the credentials come from the
+/// configuration, the PIN is wrong when the PIN is the credential.
+fn credential_failure(context: CredentialContext) -> CK_RV {
+    match context {
+        CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
+        CredentialContext::Pin => CKR_PIN_INCORRECT,
+    }
+}
+
 pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
     let rv = match &err.kind {
         TsbErrorKind::NotSent(_)
@@ -105,31 +114,24 @@ pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
         | TsbErrorKind::Transport(_)
         | TsbErrorKind::InvalidResponse(_) => CKR_DEVICE_ERROR,
         TsbErrorKind::Config(_) => CKR_GENERAL_ERROR,
-        TsbErrorKind::Http { status, code, .. } => match (code, status) {
-            (Some(401), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
-            // 617 invalid access token, 631 invalid API key; any other 401/403 (e.g. a
-            // missing client certificate) is a credential failure too.
-            (Some(617 | 631), _) => match context {
-                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
-                CredentialContext::Pin => CKR_PIN_INCORRECT,
-            },
-            (Some(620), _) => CKR_PIN_INCORRECT,
-            (Some(650), _) => CKR_KEY_HANDLE_INVALID,
-            (Some(607), _) => CKR_MECHANISM_INVALID,
-            (Some(612), _) => CKR_DATA_INVALID,
-            (Some(614), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
-            (Some(651), _) => CKR_FUNCTION_CANCELED,
-            (Some(c), _) if (450..460).contains(c) => match context {
-                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
-                CredentialContext::Pin => CKR_PIN_INCORRECT,
-            },
-            (_, 401 | 403) => match context {
-                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
-                CredentialContext::Pin => CKR_PIN_INCORRECT,
-            },
-            (Some(c), _) if (700..800).contains(c) => CKR_DEVICE_ERROR,
+        TsbErrorKind::Http { status, .. } => match (err.reason(), status) {
+            (Some(TsbReason::MissingApproval), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            // Invalid access token or API key, a 45x authorisation failure; any other 401/403
+            // (e.g. a missing client certificate) is a credential failure too.
+            (
+                Some(TsbReason::InvalidToken | TsbReason::InvalidApiKey | TsbReason::NotAuthorized),
+                _,
+            ) => credential_failure(context),
+            (Some(TsbReason::WrongPassword), _) => CKR_PIN_INCORRECT,
+            (Some(TsbReason::KeyNotFound), _) => CKR_KEY_HANDLE_INVALID,
+            (Some(TsbReason::AlgorithmNotSupported), _) => CKR_MECHANISM_INVALID,
+            (Some(TsbReason::InvalidPayload), _) => CKR_DATA_INVALID,
+            (Some(TsbReason::OperationForbidden), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            (Some(TsbReason::RequestNotFound), _) => CKR_FUNCTION_CANCELED,
+            (_, 401 | 403) => credential_failure(context),
+            (Some(TsbReason::HsmError), _) => CKR_DEVICE_ERROR,
             (_, s) if *s >= 500 => CKR_DEVICE_ERROR,
-            (None, 404) => CKR_KEY_HANDLE_INVALID,
+            (None, 404) if err.tsb_code().is_none() => CKR_KEY_HANDLE_INVALID,
             _ => CKR_GENERAL_ERROR,
         },
     };

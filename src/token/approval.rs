@@ -22,7 +22,7 @@ use parking_lot::{Condvar, Mutex};
 use super::session::{CancelReason, Session};
 use crate::config::ModuleSettings;
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
-use crate::tsb::{RequestState, RequestStatus, TsbClient, TsbError};
+use crate::tsb::{RequestState, RequestStatus, TsbClient, TsbError, TsbReason};
 
 /// How long giving up waits for the TSB to confirm the `DELETE` of the request.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(1);
@@ -125,7 +125,7 @@ pub fn wait(
         }
         let status = match poll(client, id, session, threads, deadline) {
             Polled::Status(Ok(s)) => s,
-            Polled::Status(Err(e)) if e.tsb_code() == Some(651) => {
+            Polled::Status(Err(e)) if e.reason() == Some(TsbReason::RequestNotFound) => {
                 return Err(map_tsb_error(&e, CredentialContext::Configured));
             }
             Polled::Status(Err(e)) => {

@@ -13,7 +13,7 @@ use super::Token;
 use crate::config::Secret;
 use crate::crypto::Certificate;
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
-use crate::tsb::TsbClient;
+use crate::tsb::{TsbClient, TsbReason};
 
 /// How many key attribute requests run at once when a whole token is listed.
 const PARALLEL_FETCHES: usize = 8;
@@ -71,11 +71,11 @@ impl Token {
         let password = self.key_password(label);
         let attrs = match client.key_attributes(label, password.as_ref()) {
             Ok(a) => a,
-            Err(e) if e.tsb_code() == Some(650) || e.http_status() == Some(404) => {
+            Err(e) if e.is_key_not_found() => {
                 self.objects.store_gone(label);
                 return Ok(None);
             }
-            Err(e) if e.tsb_code() == Some(620) => {
+            Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
                 log::warn!(
                     "key '{label}' is password-protected and no (right) password is configured; it is left out"
                 );
@@ -287,13 +287,13 @@ impl Token {
         {
             match client.key_attributes(label, None) {
                 Ok(_) => continue,
-                Err(e) if e.tsb_code() == Some(620) => {
+                Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
                     return match client.key_attributes(label, Some(pin)) {
                         Ok(_) => Ok(()),
                         Err(e) => Err(map_tsb_error(&e, CredentialContext::Pin)),
                     };
                 }
-                Err(e) if e.tsb_code() == Some(650) => continue,
+                Err(e) if e.reason() == Some(TsbReason::KeyNotFound) => continue,
                 Err(e) => return Err(map_tsb_error(&e, CredentialContext::Configured)),
             }
         }

@@ -19,7 +19,7 @@ mod tls;
 mod tests;
 
 pub use client::TsbClient;
-pub use error::{TsbError, TsbErrorKind};
+pub use error::{TsbError, TsbErrorKind, TsbReason};
 pub use models::{
     Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
     RequestStatus, Rule, SignRequest,
