@@ -12,10 +12,11 @@ use super::mechanisms::{single_part, InputOwned, Mechanism, Plan};
 use super::objects::{KeyObject, KeyPart, ObjectRef};
 use super::operations::{self, SignOp, VerifyOp};
 use super::session::Session;
+use super::Backend;
 use super::{approval, metadata, SignOutput, Token};
 use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
 use crate::error::{map_tsb_error, Error, Result};
-use crate::tsb::{SignRequest, TsbClient, TsbReason};
+use crate::tsb::{SignRequest, TsbReason};
 
 impl Token {
     fn key_for(&self, handle: CK_OBJECT_HANDLE, part: KeyPart) -> Result<Arc<KeyObject>> {
@@ -215,7 +216,7 @@ impl Token {
 
     fn sign_with_approval(
         &self,
-        client: &Arc<TsbClient>,
+        client: &Arc<dyn Backend>,
         session: &Arc<Session>,
         key: &KeyObject,
         request: &mut SignRequest,
