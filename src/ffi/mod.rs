@@ -10,6 +10,7 @@
 pub(crate) mod convert;
 mod general;
 mod objects;
+pub(crate) mod os;
 mod sessions;
 mod signing;
 mod slots;
