@@ -562,3 +562,478 @@ fn sha256_hex() {
     assert!(parse_sha256_hex(&hex[2..]).is_none());
     assert!(parse_sha256_hex(&("zz".repeat(32))).is_none());
 }
+
+#[test]
+fn rest_api_array() {
+    let c = parse(r#"{"restApi": ["https://a:8080/v1/", "HTTPS://B.example"]}"#).unwrap();
+    assert_eq!(c.rest_apis, vec!["https://a:8080", "https://b.example"]);
+    assert_eq!(c.rest_api(), "https://a:8080");
+    let c = parse(r#"{"restApi": "https://a"}"#).unwrap();
+    assert_eq!(c.rest_apis, vec!["https://a"]);
+    assert_eq!(
+        err(r#"{"restApi": []}"#),
+        r#"config test.json: field "restApi": an empty array: give at least one TSB URL, e.g. https://tsb:8080"#
+    );
+    assert_eq!(
+        err(r#"{"restApi": ["https://a", "https://b", "https://A/v1"]}"#),
+        r#"config test.json: field "restApi[2]": the same TSB as restApi[0] (https://a)"#
+    );
+    assert_eq!(
+        err(r#"{"restApi": ["https://a", "ftp://b"]}"#),
+        r#"config test.json: field "restApi[1]": expected an http:// or https:// URL, got scheme "ftp""#
+    );
+    assert_eq!(
+        err(r#"{"restApi": ["https://a", 7]}"#),
+        r#"config test.json: field "restApi[1]": expected a string, got 7"#
+    );
+    assert_eq!(
+        err(r#"{"restApi": ["https://a", " "]}"#),
+        r#"config test.json: field "restApi[1]": expected a URL, got an empty string"#
+    );
+    assert_eq!(
+        err(r#"{"restApi": {"url": "https://a"}}"#),
+        r#"config test.json: field "restApi": expected a URL or an array of URLs, got an object"#
+    );
+    let e = err(r#"{"restApi": ["https://a", "https://u:SECRETPW@b"]}"#);
+    assert!(e.contains(r#"field "restApi[1]": credentials"#), "{e}");
+    assert!(!e.contains("SECRETPW"), "{e}");
+}
+
+#[test]
+fn url_normalisation_with_the_url_crate() {
+    for (input, want) in [
+        ("https://TSB.Example:8443/", "https://tsb.example:8443"),
+        ("https://tsb:443/v1", "https://tsb"),
+        ("http://tsb:80", "http://tsb"),
+        ("http://127.1:8080", "http://127.0.0.1:8080"),
+        ("https://[0:0::1]/tsb/V1/", "https://[::1]/tsb"),
+    ] {
+        assert_eq!(normalise_url(input).unwrap(), want, "{input}");
+    }
+    for bad in [
+        "https://h:99999",
+        "https://h\u{7f}x",
+        "https://[::1",
+        "http://h\tx",
+    ] {
+        assert!(normalise_url(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn node_settings() {
+    let s = parse(r#"{"restApi": "https://t"}"#).unwrap().pkcs11;
+    assert_eq!(s.node_strategy, NodeStrategy::Failover);
+    assert_eq!(s.node_down_backoff, Duration::from_millis(1000));
+    assert_eq!(s.node_down_backoff_max, Duration::from_millis(30_000));
+    let s = parse(
+        r#"{"restApi": ["https://a", "https://b"], "pkcs11": {"nodeStrategy": "Spread",
+            "nodeDownBackoffMs": 250, "nodeDownBackoffMaxMs": "4000"}}"#,
+    )
+    .unwrap()
+    .pkcs11;
+    assert_eq!(s.node_strategy, NodeStrategy::Spread);
+    assert_eq!(s.node_down_backoff, Duration::from_millis(250));
+    assert_eq!(s.node_down_backoff_max, Duration::from_millis(4000));
+    // A large initial back-off raises the default cap with it.
+    let s = parse(r#"{"restApi": "https://t", "pkcs11": {"nodeDownBackoffMs": 60000}}"#)
+        .unwrap()
+        .pkcs11;
+    assert_eq!(s.node_down_backoff_max, Duration::from_millis(60_000));
+    assert_eq!(
+        err(r#"{"restApi": "https://t", "pkcs11": {"nodeStrategy": "random"}}"#),
+        r#"config test.json: field "pkcs11.nodeStrategy": expected failover or spread, got "random""#
+    );
+    assert_eq!(
+        err(r#"{"restApi": "https://t", "pkcs11": {"nodeDownBackoffMs": 0}}"#),
+        r#"config test.json: field "pkcs11.nodeDownBackoffMs": expected a whole number ≥ 1, got 0"#
+    );
+    assert_eq!(
+        err(
+            r#"{"restApi": "https://t", "pkcs11": {"nodeDownBackoffMs": 5000, "nodeDownBackoffMaxMs": 1000}}"#
+        ),
+        r#"config test.json: field "pkcs11.nodeDownBackoffMaxMs": must be ≥ nodeDownBackoffMs (5000), got 1000"#
+    );
+}
+
+#[test]
+fn token_serial() {
+    let s = |v: &str| {
+        parse(&format!(
+            r#"{{"restApi": "https://t", "pkcs11": {{"tokenSerial": {v}}}}}"#
+        ))
+    };
+    assert_eq!(
+        s(r#""A""#).unwrap().pkcs11.token_serial.as_deref(),
+        Some("A")
+    );
+    assert_eq!(
+        s(r#""0123456789ABCDEF""#)
+            .unwrap()
+            .pkcs11
+            .token_serial
+            .as_deref(),
+        Some("0123456789ABCDEF")
+    );
+    assert_eq!(
+        s(r#""a b-c_~""#).unwrap().pkcs11.token_serial.as_deref(),
+        Some("a b-c_~")
+    );
+    assert!(parse(r#"{"restApi": "https://t"}"#)
+        .unwrap()
+        .pkcs11
+        .token_serial
+        .is_none());
+    for bad in [
+        r#""""#,
+        r#""0123456789ABCDEF0""#,
+        r#""é""#,
+        r#""a\tb""#,
+        r#"" a""#,
+        r#""a ""#,
+    ] {
+        let e = s(bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with(r#"config test.json: field "pkcs11.tokenSerial": expected 1 to 16 printable ASCII characters"#),
+            "{bad}: {e}"
+        );
+    }
+    assert_eq!(
+        s("12").unwrap_err().to_string(),
+        r#"config test.json: field "pkcs11.tokenSerial": expected a string, got 12"#
+    );
+}
+
+#[test]
+fn approval_timeout_is_optional_and_capped() {
+    let s = |v: &str| {
+        parse(&format!(
+            r#"{{"restApi": "https://t", "pkcs11": {{"approvalTimeoutSecs": {v}}}}}"#
+        ))
+    };
+    assert_eq!(MAX_APPROVAL_WAIT, Duration::from_secs(86_400));
+    assert_eq!(
+        s("86400").unwrap().pkcs11.approval_timeout,
+        Some(MAX_APPROVAL_WAIT)
+    );
+    assert_eq!(s("null").unwrap().pkcs11.approval_timeout, None);
+    assert_eq!(
+        s("86401").unwrap_err().to_string(),
+        r#"config test.json: field "pkcs11.approvalTimeoutSecs": expected a whole number from 1 to 86400, got 86401"#
+    );
+    assert!(s("0").is_err());
+}
+
+const PK: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE";
+
+#[test]
+fn key_policies_and_deletion() {
+    let c = parse(&format!(
+        r#"{{"restApi": "https://t", "pkcs11": {{
+            "newKeyPolicy": {{"ruleUse": {{"tokens": [{{"name": "t", "timeout": 600, "groups": [
+                {{"name": "g", "quorum": 1, "approvals": [{{"type": "public_key", "value": "{PK}"}}]}}]}}]}}}},
+            "policyProfiles": {{"open": {{}}, "blocked": {{"keyStatus": {{"blocked": true}}}}}},
+            "allowKeyDeletion": true}}}}"#
+    ))
+    .unwrap();
+    let s = &c.pkcs11;
+    let p = s.new_key_policy.as_ref().unwrap();
+    assert!(p.needs_approval());
+    assert_eq!(p.rule_use.as_ref().unwrap().tokens[0].timeout.0, 600);
+    assert_eq!(s.policy_profiles.len(), 2);
+    assert_eq!(s.policy_profiles["open"], PolicySpec::default());
+    assert!(s.policy_profiles["blocked"].key_status.blocked);
+    assert!(s.allow_key_deletion);
+
+    let d = parse(r#"{"restApi": "https://t"}"#).unwrap().pkcs11;
+    assert!(d.new_key_policy.is_none() && d.policy_profiles.is_empty() && !d.allow_key_deletion);
+
+    let e = err(&format!(
+        r#"{{"restApi": "https://t", "pkcs11": {{"newKeyPolicy": {{"ruleUse": {{"tokens": [{{"groups": [
+            {{"quorum": 2, "approvals": [{{"type": "public_key", "value": "{PK}"}}]}}]}}]}}}}}}}}"#
+    ));
+    assert_eq!(
+        e,
+        r#"config test.json: field "pkcs11.newKeyPolicy.ruleUse.tokens[0].groups[0]": quorum 2 is more than the 1 approver(s) of the group"#
+    );
+    let e = err(
+        r#"{"restApi": "https://t", "pkcs11": {"policyProfiles": {"p": {"ruleUse": {"tokens": [{"timelock": 30}]}}}}}"#,
+    );
+    assert_eq!(
+        e,
+        r#"config test.json: field "pkcs11.policyProfiles.p.ruleUse.tokens[0].timelock": expected seconds in whole minutes (a multiple of 60), got 30"#
+    );
+    let e = err(r#"{"restApi": "https://t", "pkcs11": {"newKeyPolicy": {"ruleuse": null}}}"#);
+    assert!(
+        e.starts_with(
+            r#"config test.json: field "pkcs11.newKeyPolicy.ruleuse": unknown field `ruleuse`"#
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        err(r#"{"restApi": "https://t", "pkcs11": {"newKeyPolicy": "strict"}}"#),
+        r#"config test.json: field "pkcs11.newKeyPolicy": expected an object, got "strict""#
+    );
+    assert_eq!(
+        err(r#"{"restApi": "https://t", "pkcs11": {"policyProfiles": {"": {}}}}"#),
+        r#"config test.json: field "pkcs11.policyProfiles": a profile name must not be empty"#
+    );
+    assert_eq!(
+        err(r#"{"restApi": "https://t", "pkcs11": {"allowKeyDeletion": "yes"}}"#),
+        r#"config test.json: field "pkcs11.allowKeyDeletion": expected true or false, got "yes""#
+    );
+}
+
+#[test]
+fn request_journal() {
+    let j = |v: &str| {
+        parse_config(
+            &format!(r#"{{"restApi": "https://t", "pkcs11": {{"requestJournal": {v}}}}}"#),
+            "test.json",
+            Some(Path::new("/etc/tsb-pkcs11")),
+        )
+        .map(|p| p.config.pkcs11.request_journal)
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        parse(r#"{"restApi": "https://t"}"#)
+            .unwrap()
+            .pkcs11
+            .request_journal,
+        RequestJournal::Default
+    );
+    assert_eq!(j("true").unwrap(), RequestJournal::Default);
+    assert_eq!(j("false").unwrap(), RequestJournal::Off);
+    assert_eq!(
+        j(r#""journal.log""#).unwrap(),
+        RequestJournal::File(PathBuf::from("/etc/tsb-pkcs11/journal.log"))
+    );
+    assert_eq!(
+        j(r#""/var/lib/j""#).unwrap(),
+        RequestJournal::File(PathBuf::from("/var/lib/j"))
+    );
+    assert_eq!(
+        j("1").unwrap_err(),
+        r#"config test.json: field "pkcs11.requestJournal": expected true, false or a file path, got 1"#
+    );
+    assert!(j(r#""""#).is_err());
+}
+
+#[test]
+fn unknown_fields_in_nested_objects_are_listed_with_their_path() {
+    let p = parse_config(
+        r#"{"restApi": "https://t", "pkcs11": {"nodestrategy": "spread", "keyPasswords": {}},
+            "metaData": {"anything": {"goes": 1}}}"#,
+        "t",
+        None,
+    )
+    .unwrap();
+    assert_eq!(p.unknown, vec!["pkcs11.nodestrategy"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Files: bounded regular files, and who may write the configuration.
+
+fn mkfifo(path: &Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(st.success());
+}
+
+/// Runs `f` on another thread; fails the test (instead of hanging it) if `f` blocks.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("blocked: a FIFO or device was opened or read")
+}
+
+#[test]
+fn secret_files_must_be_small_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let json = format!(
+        r#"{{"restApi": "https://t", "token": "file:{}"}}"#,
+        fifo.display()
+    );
+    let e = within_a_minute(move || err(&json));
+    assert_eq!(
+        e,
+        format!(
+            r#"config test.json: field "token": cannot read secret file {}: not a regular file"#,
+            fifo.display()
+        )
+    );
+    let e = within_a_minute(|| err(r#"{"restApi": "https://t", "token": "file:/dev/zero"}"#));
+    assert!(e.ends_with("/dev/zero: not a regular file"), "{e}");
+
+    let big = dir.path().join("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1024 * 1024 + 1)
+        .unwrap();
+    let e = err(&format!(
+        r#"{{"restApi": "https://t", "apiKeys": {{"KeyOperationToken": ["file:{}"]}}}}"#,
+        big.display()
+    ));
+    assert!(
+        e.starts_with(
+            r#"config test.json: field "apiKeys.KeyOperationToken[0]": cannot read secret file"#
+        ) && e.ends_with("larger than 1 MiB (1048576 bytes), the most the module reads"),
+        "{e}"
+    );
+    // Exactly 1 MiB is fine.
+    let limit = dir.path().join("limit");
+    std::fs::write(&limit, vec![b'k'; 1024 * 1024]).unwrap();
+    let c = parse(&format!(
+        r#"{{"restApi": "https://t", "token": "file:{}"}}"#,
+        limit.display()
+    ))
+    .unwrap();
+    assert_eq!(c.token.unwrap().expose().len(), 1024 * 1024);
+}
+
+#[test]
+fn read_regular_file_refuses_what_is_not_a_small_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let e = within_a_minute(move || read_regular_file(&fifo).unwrap_err().to_string());
+    assert_eq!(e, "not a regular file");
+    let e = within_a_minute(|| {
+        read_regular_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string()
+    });
+    assert_eq!(e, "not a regular file");
+    assert_eq!(
+        read_regular_file(dir.path()).unwrap_err().to_string(),
+        "not a regular file"
+    );
+    let f = write_file(dir.path(), "small", "pem", 0o600);
+    assert_eq!(read_regular_file(&f).unwrap(), b"pem");
+}
+
+#[cfg(unix)]
+#[test]
+fn config_file_must_be_a_small_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.json");
+    mkfifo(&fifo);
+    let path = fifo.clone();
+    let e = within_a_minute(move || Config::from_file(&path).unwrap_err().to_string());
+    assert_eq!(e, format!("config {}: not a regular file", fifo.display()));
+    let huge = dir.path().join("huge.json");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(600 * 1024 * 1024).unwrap();
+    std::fs::set_permissions(&huge, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let e = Config::from_file(&huge).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "config {}: cannot read: larger than 1 MiB (1048576 bytes), the most the module reads",
+            huge.display()
+        )
+    );
+}
+
+#[cfg(unix)]
+fn is_root() -> bool {
+    crate::ffi::os::effective_uid() == 0
+}
+
+#[cfg(unix)]
+#[test]
+fn config_owned_by_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give a file to another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_file(
+        dir.path(),
+        "config.json",
+        r#"{"restApi": "https://t"}"#,
+        0o600,
+    );
+    Config::from_file(&p).unwrap();
+    // nobody
+    std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+    let e = Config::from_file(&p).unwrap_err();
+    assert_eq!(e.field, None);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "config {f}: refusing a file owned by another user (uid 65534): another user could \
+             change it; make it yours (uid 0) or root's: chown 0 {f}",
+            f = p.display()
+        )
+    );
+    // Owned by root (the running user here), group other: fine.
+    std::os::unix::fs::chown(&p, Some(0), Some(65534)).unwrap();
+    Config::from_file(&p).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn config_in_a_folder_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    let p = write_file(&open, "config.json", r#"{"restApi": "https://t"}"#, 0o600);
+    let set =
+        |mode: u32| std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+    set(0o777);
+    let e = Config::from_file(&p).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "config {f}: refusing a file in folder {d} which others can write (mode 0777, owner \
+             uid {uid}): another user could replace the file; run: chmod o-w {d} (or move the file)",
+            f = p.display(),
+            d = open.display(),
+            uid = crate::ffi::os::effective_uid()
+        )
+    );
+    // Sticky and owned by the running user (like /tmp): others cannot replace our file.
+    set(0o1777);
+    Config::from_file(&p).unwrap();
+    // Group-writable folders are not refused (only the file itself must not be).
+    set(0o775);
+    Config::from_file(&p).unwrap();
+
+    // A symlink to a file in such a folder is refused too (the real file's folders count).
+    set(0o777);
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&p, &link).unwrap();
+    let e = Config::from_file(&link).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("refusing a file in folder {}", open.display())),
+        "{e}"
+    );
+    set(0o700);
+    Config::from_file(&link).unwrap();
+    // ... and a symlink in such a folder, to a file elsewhere.
+    let safe = write_file(
+        dir.path(),
+        "safe.json",
+        r#"{"restApi": "https://t"}"#,
+        0o600,
+    );
+    let link2 = open.join("link2.json");
+    std::os::unix::fs::symlink(&safe, &link2).unwrap();
+    set(0o777);
+    let e = Config::from_file(&link2).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("refusing a file in folder {}", open.display())),
+        "{e}"
+    );
+    set(0o700);
+    Config::from_file(&link2).unwrap();
+}
