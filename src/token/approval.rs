@@ -2,6 +2,12 @@
 //! `GET /v1/request/{id}` until a terminal status; `DELETE /v1/request/{id}` when the caller
 //! gives up).
 //!
+//! How long the wait lasts ([`wait_limit`]): `approvalTimeoutSecs` when it is set; otherwise
+//! as long as the TSB keeps the request alive, i.e. the key policy's timeout plus a short grace
+//! (so the module sees `EXPIRED` from the TSB rather than giving up a moment before), capped
+//! at [`MAX_APPROVAL_WAIT`] (24 h) for a policy without a timeout, and
+//! [`DEFAULT_APPROVAL_TIMEOUT`] when the key's policy is not known.
+//!
 //! Polling starts after `pollIntervalMs` and backs off by half again each time up to
 //! `pollIntervalMaxMs`; a change of status (e.g. to `APPROVED`) resets the interval, so the
 //! signature is picked up promptly once the TSB's timer job executes the request.
@@ -21,13 +27,82 @@ use parking_lot::{Condvar, Mutex};
 
 use super::session::{CancelReason, Session};
 use super::Backend;
-use crate::config::ModuleSettings;
+use crate::config::{ModuleSettings, DEFAULT_APPROVAL_TIMEOUT, MAX_APPROVAL_WAIT};
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
 use crate::logging::{sanitize, Net, NetList};
-use crate::tsb::{RequestState, RequestStatus, TsbError, TsbReason};
+use crate::tsb::{Policy, RequestState, RequestStatus, TsbError, TsbReason};
 
 /// How long giving up waits for the TSB to confirm the `DELETE` of the request.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// Added to a key policy's timeout when that timeout bounds the wait: the TSB expires a request
+/// `timeout` seconds after it created it, and the module should see that `EXPIRED` (one poll,
+/// at most `pollIntervalMaxMs` apart, plus this for the TSB's clock and the network).
+pub(crate) const POLICY_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the TSB keeps an approval request for a key alive, from the key's `ruleUse` policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestLifetime {
+    /// The key's policy is not known (a key that gained approval rules after it was listed).
+    Unknown,
+    /// A way to approve without a timeout: the request never expires on the TSB.
+    Unlimited,
+    /// The request expires this long after it was filed.
+    Expires(Duration),
+}
+
+impl RequestLifetime {
+    /// The lifetime of requests under `policy`: the `ruleUse` tokens with groups are OR'ed, and
+    /// the TSB expires a request only when every one of them has timed out, so the longest
+    /// timeout counts, and a token without one (`timeout` 0) makes the request live until a
+    /// decision. Tokens without groups are always satisfied (such a key signs synchronously).
+    pub(crate) fn of(policy: Option<&Policy>) -> RequestLifetime {
+        let Some(rule) = policy.and_then(|p| p.rule_use.as_ref()) else {
+            return RequestLifetime::Unknown;
+        };
+        let mut longest: Option<u64> = None;
+        for token in rule.tokens.iter().filter(|t| !t.groups.is_empty()) {
+            if token.timeout == 0 {
+                return RequestLifetime::Unlimited;
+            }
+            longest = Some(longest.unwrap_or(0).max(token.timeout));
+        }
+        match longest {
+            Some(secs) => RequestLifetime::Expires(Duration::from_secs(secs)),
+            None => RequestLifetime::Unknown,
+        }
+    }
+}
+
+/// How long `C_Sign` waits for a decision on a request with `lifetime`, and why (for the log).
+/// `approvalTimeoutSecs` wins when set; otherwise the request's lifetime on the TSB plus
+/// [`POLICY_GRACE`] and one poll interval, capped at [`MAX_APPROVAL_WAIT`].
+pub(crate) fn wait_limit(settings: &ModuleSettings, lifetime: RequestLifetime) -> (Duration, String) {
+    if let Some(configured) = settings.approval_timeout {
+        return (configured, "approvalTimeoutSecs".to_string());
+    }
+    match lifetime {
+        RequestLifetime::Unknown => (
+            DEFAULT_APPROVAL_TIMEOUT,
+            "the default; the key's policy is not known".to_string(),
+        ),
+        RequestLifetime::Unlimited => (
+            MAX_APPROVAL_WAIT,
+            "the cap; the key's policy sets no timeout".to_string(),
+        ),
+        RequestLifetime::Expires(timeout) => {
+            let poll = settings.poll_interval_max.max(settings.poll_interval);
+            let limit = timeout
+                .saturating_add(POLICY_GRACE)
+                .saturating_add(poll)
+                .min(MAX_APPROVAL_WAIT);
+            (
+                limit,
+                format!("the key policy's timeout of {}s", timeout.as_secs()),
+            )
+        }
+    }
+}
 
 /// Helper threads still running (a poll or a cancellation the waiting thread walked away from).
 /// `C_Finalize` waits for them, so no thread runs module code after it returns (a host may
@@ -79,12 +154,14 @@ pub fn wait_for_background(limit: Duration) -> usize {
 /// Waits for request `id` to reach a terminal status; returns the signature on `EXECUTED`.
 /// Every way out other than `EXECUTED`, `REJECTED`, `EXPIRED`, `CANCELLED` or `FAILED`
 /// cancels the request on the TSB, so no approver approves a request nobody waits for.
-/// `threads`: whether helper threads may be used (see the module documentation).
+/// `limit`: how long to wait at most (see [`wait_limit`]). `threads`: whether helper threads
+/// may be used (see the module documentation).
 pub(crate) fn wait(
     client: &Arc<dyn Backend>,
     id: &str,
     label: &str,
     settings: &ModuleSettings,
+    limit: Duration,
     session: &Arc<Session>,
     threads: bool,
 ) -> Result<Vec<u8>> {
@@ -92,7 +169,7 @@ pub(crate) fn wait(
     let (raw_id, raw_label) = (id, label);
     let (id, label) = (&sanitize(raw_id), &sanitize(raw_label));
     let started = Instant::now();
-    let deadline = started + settings.approval_wait();
+    let deadline = started + limit;
     let mut interval = settings.poll_interval;
     let mut last: Option<(RequestState, Vec<String>, Vec<String>)> = None;
     let give_up = |why: Error| -> Error {
@@ -102,7 +179,7 @@ pub(crate) fn wait(
     let timed_out = || {
         log::warn!(
             "approval request {id} (key '{label}'): no decision within {}s; giving up",
-            settings.approval_wait().as_secs()
+            limit.as_secs()
         );
         give_up(Error::new(
             CKR_FUNCTION_CANCELED,
@@ -331,5 +408,104 @@ fn log_progress(id: &str, label: &str, s: &RequestStatus, elapsed: Duration) {
             NetList(&s.approved_by),
             NetList(&s.not_yet_approved_by)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(rule_use: serde_json::Value) -> Policy {
+        serde_json::from_value(json!({ "ruleUse": rule_use })).expect("a policy")
+    }
+
+    fn token(timeout: u64, groups: usize) -> serde_json::Value {
+        let groups: Vec<_> = (0..groups)
+            .map(|i| json!({"name": format!("g{i}"), "quorum": 1,
+                            "approvals": [{"type": "public_key", "name": "alice", "value": "x"}]}))
+            .collect();
+        json!({"name": "t", "timelock": 0, "timeout": timeout, "groups": groups})
+    }
+
+    fn settings(configured: Option<u64>) -> ModuleSettings {
+        ModuleSettings {
+            approval_timeout: configured.map(Duration::from_secs),
+            poll_interval: Duration::from_millis(1000),
+            poll_interval_max: Duration::from_millis(10_000),
+            ..ModuleSettings::default()
+        }
+    }
+
+    #[test]
+    fn lifetime_is_the_longest_timeout_of_the_tokens_with_groups() {
+        let one = policy(json!({"tokens": [token(600, 1)]}));
+        assert_eq!(
+            RequestLifetime::of(Some(&one)),
+            RequestLifetime::Expires(Duration::from_secs(600))
+        );
+        // Tokens are OR'ed: the request lives until the last of them times out.
+        let two = policy(json!({"tokens": [token(120, 1), token(3600, 2)]}));
+        assert_eq!(
+            RequestLifetime::of(Some(&two)),
+            RequestLifetime::Expires(Duration::from_secs(3600))
+        );
+        // A token without groups signs at once; its timeout does not count.
+        let free = policy(json!({"tokens": [token(7200, 0), token(60, 1)]}));
+        assert_eq!(
+            RequestLifetime::of(Some(&free)),
+            RequestLifetime::Expires(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_token_without_timeout_makes_the_request_unlimited() {
+        let p = policy(json!({"tokens": [token(60, 1), token(0, 1)]}));
+        assert_eq!(RequestLifetime::of(Some(&p)), RequestLifetime::Unlimited);
+    }
+
+    #[test]
+    fn no_policy_or_no_approval_rule_is_unknown() {
+        assert_eq!(RequestLifetime::of(None), RequestLifetime::Unknown);
+        let empty: Policy = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(RequestLifetime::of(Some(&empty)), RequestLifetime::Unknown);
+        let no_groups = policy(json!({"tokens": [token(60, 0)]}));
+        assert_eq!(
+            RequestLifetime::of(Some(&no_groups)),
+            RequestLifetime::Unknown
+        );
+    }
+
+    #[test]
+    fn configured_timeout_wins_over_the_policy() {
+        for lifetime in [
+            RequestLifetime::Unknown,
+            RequestLifetime::Unlimited,
+            RequestLifetime::Expires(Duration::from_secs(60)),
+        ] {
+            let (limit, why) = wait_limit(&settings(Some(30)), lifetime);
+            assert_eq!(limit, Duration::from_secs(30), "{lifetime:?}");
+            assert_eq!(why, "approvalTimeoutSecs");
+        }
+    }
+
+    #[test]
+    fn unset_timeout_follows_the_policy_capped() {
+        let s = settings(None);
+        let (limit, why) = wait_limit(&s, RequestLifetime::Expires(Duration::from_secs(60)));
+        // 60 s + the grace + one poll at the back-off's cap (10 s).
+        assert_eq!(limit, Duration::from_secs(60) + POLICY_GRACE + Duration::from_secs(10));
+        assert!(why.contains("timeout of 60s"), "{why}");
+        let (limit, _) = wait_limit(&s, RequestLifetime::Expires(Duration::from_secs(86_400)));
+        assert_eq!(limit, MAX_APPROVAL_WAIT, "a policy timeout of 24 h is capped");
+        let (limit, why) = wait_limit(&s, RequestLifetime::Expires(Duration::MAX));
+        assert_eq!(limit, MAX_APPROVAL_WAIT, "no overflow");
+        assert!(why.contains("timeout"), "{why}");
+        let (limit, why) = wait_limit(&s, RequestLifetime::Unlimited);
+        assert_eq!(limit, MAX_APPROVAL_WAIT);
+        assert!(why.contains("no timeout"), "{why}");
+        let (limit, why) = wait_limit(&s, RequestLifetime::Unknown);
+        assert_eq!(limit, DEFAULT_APPROVAL_TIMEOUT);
+        assert!(why.contains("not known"), "{why}");
     }
 }

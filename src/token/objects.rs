@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use crate::config::Secret;
 use crate::crypto::{Certificate, PublicKey};
 use crate::error::{Error, Result};
+use super::approval::RequestLifetime;
 use crate::logging::Net;
 use crate::tsb::KeyAttributes;
 
@@ -31,6 +32,8 @@ pub struct KeyObject {
     pub never_extractable: bool,
     /// Who must approve, in words, for log lines.
     pub approvers: String,
+    /// How long the TSB keeps an approval request for this key alive (from its policy).
+    pub(crate) request_lifetime: RequestLifetime,
     /// Index-derived base of the object handles.
     pub base: CK_OBJECT_HANDLE,
     pub password: Option<Secret>,
@@ -408,6 +411,7 @@ pub fn key_from_attributes(
         extractable: attrs.flags.extractable,
         never_extractable: attrs.flags.never_extractable,
         approvers: approvers_summary(attrs),
+        request_lifetime: RequestLifetime::of(attrs.policy.as_ref()),
         base,
         password,
     })

@@ -246,8 +246,11 @@ impl Token {
         let id = client
             .sign_asynchronous(request)
             .map_err(|e| self.sign_error(&key.label, &e))?;
+        // How long to wait: approvalTimeoutSecs, else as long as the TSB keeps the request.
+        let (limit, why) = approval::wait_limit(&self.config.pkcs11, key.request_lifetime);
         log::info!(
-            "approval request {} filed for key '{}' ({}): waiting for approvals ({})",
+            "approval request {} filed for key '{}' ({}): waiting for approvals ({}) for up to \
+             {}s ({why})",
             Net(&id),
             Net(&key.label),
             request.algorithm,
@@ -255,13 +258,15 @@ impl Token {
                 "per policy".to_string()
             } else {
                 sanitize(&key.approvers)
-            }
+            },
+            limit.as_secs()
         );
         approval::wait(
             client,
             &id,
             &key.label,
             &self.config.pkcs11,
+            limit,
             session,
             self.may_spawn_threads,
         )
