@@ -701,11 +701,58 @@ fn deadline_cancels_the_request_on_the_tsb() {
     let log = h.log_text();
     assert!(log.contains("no decision within 1s"), "{log}");
     assert!(
+        log.contains("for up to 1s (approvalTimeoutSecs)"),
+        "the configured deadline wins over the policy:\n{log}"
+    );
+    assert!(
         log.contains(&format!(
             "approval request {id} (key '{SKA_EC}') cancelled on the TSB"
         )),
         "{log}"
     );
+}
+
+/// approvalTimeoutSecs not set: the wait lasts as long as the TSB keeps the request alive, i.e.
+/// the key policy's timeout (plus a grace of 10 s and one poll, so the module sees the TSB's
+/// EXPIRED and cancels nothing), or, for a policy without a timeout, up to the 24 h cap. The
+/// filed line says how long and why.
+#[test]
+fn unset_timeout_follows_the_key_policy() {
+    let _x = shared();
+    let h = harness(json!({"pollIntervalMs": 50, "pollIntervalMaxMs": 100}));
+    let s = session(&h);
+    let msg = message("policy timeout");
+
+    // ska-expiring: policy timeout 60 s (600 ms on the compressed simulator clock).
+    let t = start_sign(&h, s, SKA_EXPIRING, CKM_ECDSA_SHA256, &msg);
+    let id = id_of(&wait_request(&h, SKA_EXPIRING, 0));
+    let done = join(t);
+    assert_eq!(done.rv, CKR_FUNCTION_CANCELED, "expired on the TSB");
+    assert_eq!(status(&h, &id), "EXPIRED");
+    assert_eq!(h.sim.counter(DELETE_REQUEST), 0, "the TSB expired it");
+    let log = h.log_text();
+    assert!(
+        log.contains(&format!(
+            "approval request {id} filed for key '{SKA_EXPIRING}'"
+        )) && log.contains("for up to 70s (the key policy's timeout of 60s)"),
+        "60 s + 10 s grace + one 100 ms poll:\n{log}"
+    );
+
+    // ska-ec-p256: no timeout in its policy: the 24 h cap, then approved as usual.
+    let t = start_sign(&h, s, SKA_EC, CKM_ECDSA_SHA256, &msg);
+    let id = id_of(&wait_request(&h, SKA_EC, 0));
+    wait_log(&h, &format!("approval request {id} filed for key '{SKA_EC}'"));
+    assert!(
+        h.log_text()
+            .contains("for up to 86400s (the cap; the key's policy sets no timeout)"),
+        "{}",
+        h.log_text()
+    );
+    h.sim.approve(&id, "bob").unwrap();
+    let done = join(t);
+    assert_eq!(done.rv, CKR_OK);
+    assert_ecdsa(&h, SKA_EC, &msg, &done.signature);
+    assert_eq!(h.sim.counter(POST_SIGN), 2, "one request per C_Sign");
 }
 
 // ---------------------------------------------------------------------------------------
