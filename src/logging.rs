@@ -134,7 +134,12 @@ impl<L: log::Log> log::Log for RateLimited<L> {
             self.inner.log(record);
             return;
         }
-        let key = format!("{}\u{0}{}\u{0}{}", record.level(), record.target(), record.args());
+        let key = format!(
+            "{}\u{0}{}\u{0}{}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
         match self.decide(&key, Instant::now()) {
             Repeat::Log => self.inner.log(record),
             Repeat::Suppress => {}
@@ -212,7 +217,10 @@ mod tests {
             true
         }
         fn log(&self, r: &log::Record<'_>) {
-            self.0.lock().unwrap().push(format!("{} {}", r.level(), r.args()));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", r.level(), r.args()));
         }
         fn flush(&self) {}
     }
@@ -259,12 +267,18 @@ mod tests {
             )
         };
         for _ in 0..26_000 {
-            rec(log::Level::Error, "C_Initialize: cannot read the configuration");
+            rec(
+                log::Level::Error,
+                "C_Initialize: cannot read the configuration",
+            );
             rec(log::Level::Info, "info line");
         }
         l.flush();
         let lines = l.inner.0.lock().unwrap().clone();
-        assert_eq!(lines.iter().filter(|s| s.starts_with("INFO")).count(), 26_000);
+        assert_eq!(
+            lines.iter().filter(|s| s.starts_with("INFO")).count(),
+            26_000
+        );
         let errors: Vec<_> = lines.iter().filter(|s| s.starts_with("ERROR")).collect();
         assert_eq!(
             errors,

@@ -158,6 +158,15 @@ open(sys.argv[2], "wb").write(b"\x30" + ln + body)
 PY
 }
 same_key() { cmp "$W/$1.pub.der" "$2"; }
+# app_is PREFIX: the "app" approvers saw in the metaData of the last approved request.
+app_is() {
+  "$SIMBIN" requests --json | python3 -c '
+import json, sys
+r = next(r for r in json.load(sys.stdin) if r["id"] == sys.argv[1])
+app = (r.get("metaData") or {}).get("app", "")
+print("approvers saw app:", app, "| algorithm:", r["algorithm"])
+sys.exit(0 if app.startswith(sys.argv[2]) else 1)' "$(cat "$W/approval.id")" "$1"
+}
 
 # approve_while CMD...: runs CMD in the background, waits for its PENDING request on the
 # simulator, approves it as alice, and returns CMD's exit status.
@@ -182,6 +191,7 @@ print(next((r["id"] for r in rs if r["status"] == "PENDING"), ""))' "$before")
     return 1
   fi
   echo "approving $id while the client waits"
+  echo "$id" >"$W/approval.id"
   "$SIMBIN" approve "$id" --as alice || return 1
   wait "$pid"; rc=$?
   return $rc
@@ -217,7 +227,7 @@ pt_mechs() {
     grep -q "^  $m" "$W/pt.mechs" || { echo "no $m in -M"; return 1; }
   done
 }
-pt_approve() { approve_while pt_sign 0008 ECDSA-SHA256 ska-ec-p256 "$W/pt.ska.sig" --signature-format openssl && verify ska-ec-p256 "$W/pt.ska.sig"; }
+pt_approve() { approve_while pt_sign 0008 ECDSA-SHA256 ska-ec-p256 "$W/pt.ska.sig" --signature-format openssl && verify ska-ec-p256 "$W/pt.ska.sig" && app_is pkcs11-tool; }
 if command -v pkcs11-tool >/dev/null; then
   check "$c" list pt_list
   check "$c" pubkey pt_pub
@@ -269,7 +279,7 @@ pv_dgst() { pv dgst "-$(digest_of "$1")" -sign "$(uri "$1")" "${@:3}" -out "$2" 
 pv_ec() { pv_dgst "$1" "$W/pv.$1.sig" && verify "$1" "$W/pv.$1.sig"; }
 pv_pss() { pv_dgst rsa-2048 "$W/pv.pss.sig" -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 && verify rsa-2048 "$W/pv.pss.sig" pss; }
 pv_ed() { pv pkeyutl -sign -inkey "$(uri ed25519)" -rawin -in "$DATA" -out "$W/pv.ed.sig" && verify_ed "$W/pv.ed.sig"; }
-pv_approve() { approve_while pv_dgst ska-ec-p256 "$W/pv.ska.sig" && verify ska-ec-p256 "$W/pv.ska.sig"; }
+pv_approve() { approve_while pv_dgst ska-ec-p256 "$W/pv.ska.sig" && verify ska-ec-p256 "$W/pv.ska.sig" && app_is openssl; }
 pv_x509() {
   pv req -x509 -new -key "$(uri ec-p256)" -subj /CN=provider -days 1 -out "$W/pv.crt.pem"
   OPENSSL_CONF=/dev/null openssl verify -CAfile "$W/pv.crt.pem" "$W/pv.crt.pem"
@@ -321,7 +331,7 @@ en_x509() {
   OPENSSL_CONF=/dev/null openssl x509 -in "$W/en.crt.pem" -noout -pubkey | openssl pkey -pubin -outform DER -out "$W/en.crt.pub.der"
   same_key ec-p256 "$W/en.crt.pub.der"
 }
-en_approve() { approve_while en_dgst ska-ec-p256 "$W/en.ska.sig" && verify ska-ec-p256 "$W/en.ska.sig"; }
+en_approve() { approve_while en_dgst ska-ec-p256 "$W/en.ska.sig" && verify ska-ec-p256 "$W/en.ska.sig" && app_is openssl; }
 if [ -n "$ENG" ]; then
   ns "$c" list "the engine has no key listing command (keys are addressed by URI)"
   check "$c" pubkey en_pub
@@ -372,7 +382,8 @@ if command -v p11tool >/dev/null && command -v certtool >/dev/null; then
   check "$c" rsa-pkcs1 gt_test "$(uri rsa-2048)"
   check "$c" rsa-pss gt_test --sign-params RSA-PSS "$(uri rsa-2048)"
   check "$c" ed25519 gt_test --hash SHA512 "$(uri ed25519)"
-  check "$c" approval approve_while gt_test "$(uri ska-ec-p256)"
+  gt_approve() { approve_while gt_test "$(uri ska-ec-p256)" && app_is p11tool; }
+  check "$c" approval gt_approve
   check "$c" extra gt_cert
 else
   fail "$c" list "gnutls-bin (p11tool, certtool) is not installed"
@@ -434,7 +445,8 @@ if [ -n "$PROXY" ] && command -v p11-kit >/dev/null; then
   check "$c" rsa-pkcs1 px_rsa
   check "$c" rsa-pss px_pss
   check "$c" ed25519 px_ed
-  check "$c" approval approve_while px_ec 0008 ECDSA-SHA256 ska-ec-p256
+  px_approve() { approve_while px_ec 0008 ECDSA-SHA256 ska-ec-p256 && app_is pkcs11-tool; }
+  check "$c" approval px_approve
   check "$c" extra px_rpc
 else
   fail "$c" list "p11-kit is not installed"
@@ -460,7 +472,7 @@ jv_sig() { # LABEL ALG [pss]
   [ -f "$W/java/$1.$2.sig" ] || { echo "Java wrote no $1 $2 signature"; grep -h "^$1 $2:" "$W/logs/java.sign.log"; return 1; }
   verify "$1" "$W/java/$1.$2.sig" "${3:-}"
 }
-jv_approve() { approve_while jv approve && jv_sig ska-ec-p256 SHA256withECDSA; }
+jv_approve() { approve_while jv approve && jv_sig ska-ec-p256 SHA256withECDSA && app_is java; }
 jv_jar() {
   (cd "$W/java" && printf 'hello\n' >hello.txt && timeout 60 jar cf app.jar hello.txt)
   timeout 60 jarsigner -keystore NONE "${KT[@]}" "$W/java/app.jar" ec-p384
@@ -512,7 +524,7 @@ sh_sign() {
   SSH_AUTH_SOCK=$W/ssh/agent.sock timeout 60 ssh-keygen -Y sign -f "$W/ssh/$l.pub" -n file "$W/ssh/$l.data"
   ssh-keygen -Y verify -f "$W/ssh/$l.allowed" -I compat@tsb -n file -s "$W/ssh/$l.data.sig" <"$W/ssh/$l.data"
 }
-sh_approve() { approve_while sh_sign ska-ec-p256; }
+sh_approve() { approve_while sh_sign ska-ec-p256 && app_is 'ssh-pkcs11-helper (OpenSSH'; }
 if command -v ssh-keygen >/dev/null && command -v ssh-agent >/dev/null; then
   check "$c" list sh_list
   check "$c" pubkey sh_list
@@ -542,7 +554,7 @@ py_sig() {
   [ -f "$W/py/$1.$2.sig" ] || { echo "python-pkcs11 wrote no $1 $2 signature"; grep -h "^$1 $2:" "$W/logs/python.sign.log"; return 1; }
   if [ "$1" = ed25519 ]; then verify_ed "$W/py/$1.$2.sig"; else verify "$1" "$W/py/$1.$2.sig" "${3:-}"; fi
 }
-py_approve() { approve_while py approve && py_sig ska-ec-p256 ECDSA_SHA256; }
+py_approve() { approve_while py approve && py_sig ska-ec-p256 ECDSA_SHA256 && app_is python; }
 if "$VENV/bin/python" -c 'import pkcs11' 2>/dev/null; then
   check "$c" list py_list
   check "$c" pubkey py_list
