@@ -27,6 +27,6 @@ fi
 mkdir -p target
 echo "== cargo test (workspace)"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
-echo "== compatibility suite (tests/compat/run.sh)"
-cargo build -q -p tsb-pkcs11 -p tsb-sim
+echo "== compatibility suite (tests/compat/run.sh: PKCS#11 applications against the module)"
+# `cargo test --workspace` has built the module (target/debug/deps) and tsb-sim (target/debug).
 bash tests/compat/run.sh target/debug

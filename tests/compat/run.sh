@@ -84,8 +84,10 @@ die() { echo "compat: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- simulator and module
 [ -x "$BIN/tsb-sim" ] || die "no $BIN/tsb-sim (cargo build -p tsb-sim)"
-[ -f "$BIN/libtsb_pkcs11.so" ] || die "no $BIN/libtsb_pkcs11.so (cargo build -p tsb-pkcs11)"
-cp "$BIN/libtsb_pkcs11.so" "$W/libtsb_pkcs11.so"
+# `cargo test` leaves the module in deps/, `cargo build` in BIN: take the newer.
+SO=$(ls -t "$BIN/libtsb_pkcs11.so" "$BIN/deps/libtsb_pkcs11.so" 2>/dev/null | head -n1)
+[ -n "$SO" ] || die "no $BIN/libtsb_pkcs11.so (cargo build -p tsb-pkcs11)"
+cp "$SO" "$W/libtsb_pkcs11.so"
 MOD=$W/libtsb_pkcs11.so
 cp "$BIN/tsb-sim" "$W/tsb-sim"
 SIMBIN=$W/tsb-sim
