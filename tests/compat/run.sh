@@ -33,7 +33,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- results table
-OPS=(list pubkey p256 p384 rsa-pkcs1 rsa-pss ed25519 approval extra)
+OPS=(list pubkey p256 p384 rsa-pkcs1 rsa-pss ed25519 approval extra denied)
 CLIENTS=()
 declare -A RES
 NOTES=()
@@ -76,6 +76,8 @@ print_table() {
   printf 'extra: pkcs11-tool: mechanism list (-M); provider/engine/GnuTLS: a self-signed certificate\n'
   printf '(openssl req -x509, certtool --generate-self-signed); Java: jarsigner + jarsigner -verify;\n'
   printf 'OpenSSH: ssh-agent (ssh-add -s) signing; p11-kit: RPC (p11-kit server/remote); nginx: reload.\n'
+  printf 'denied: nginx workers that cannot read the configuration fail every handshake and log the error\n'
+  printf 'once (then at most one "repeated N times" line per 10 s), not once per handshake.\n'
   for line in "${NOTES[@]}"; do printf '  %s\n' "$line"; done
   printf '\ncompatibility suite: %s s\n' "$(($(date +%s) - START))"
 }
@@ -640,10 +642,37 @@ ng_reload() {
   handshakes 4
   ! grep -E '\[(emerg|alert|crit)\]' "$NG/error.log"
 }
+ng_stop() { [ -f "$NG/nginx.pid" ] && { ngx -s quit; for _ in $(seq 1 100); do [ -f "$NG/nginx.pid" ] || break; sleep 0.1; done; }; }
+# Workers that cannot read the configuration (root-only file, www-data workers): every handshake
+# fails, and the module logs the error once per worker plus at most one "(repeated N times)" line
+# per 10 s, not one line per handshake.
+ng_denied() {
+  install -m 600 "$W/config-libp11.json" "$NG/config-private.json"
+  : >"$NG/denied.log" && chmod 666 "$NG/denied.log"
+  TSB_PKCS11_CONFIG=$NG/config-private.json TSB_PKCS11_LOG_FILE=$NG/denied.log \
+    OPENSSL_CONF=$W/engine.cnf timeout 60 nginx -p "$NG/" -e "$NG/error.log" -c "$NG/nginx.conf"
+  for _ in $(seq 1 100); do [ "$(workers | grep -c .)" = 2 ] && break; sleep 0.1; done
+  local i ok=0
+  for i in $(seq 1 30); do
+    OPENSSL_CONF=/dev/null timeout 30 openssl s_client -connect "127.0.0.1:$NGPORT" -brief </dev/null >/dev/null 2>&1 && ok=$((ok + 1))
+  done
+  ng_stop
+  echo "handshakes that succeeded: $ok of 30"; cat "$NG/denied.log"
+  [ "$ok" = 0 ] || { echo "workers should not sign without their configuration"; return 1; }
+  grep -q 'config-private.json' "$NG/denied.log" || { echo "the module logged no error about its configuration"; return 1; }
+  local n; n=$(grep -c 'config-private.json' "$NG/denied.log")
+  echo "$n error lines for 30 failed handshakes"
+  [ "$n" -le 4 ]
+}
 if command -v nginx >/dev/null && [ -n "$ENG" ]; then
   check "$c" p256 ng_start
   if [ "${RES["$c|p256"]}" = pass ]; then check "$c" extra ng_reload; else fail "$c" extra "nginx did not start"; fi
-  [ -f "$NG/nginx.pid" ] && { ngx -s quit; for _ in $(seq 1 50); do [ -f "$NG/nginx.pid" ] || break; sleep 0.1; done; }
+  ng_stop
+  if [ "$(id -u)" = 0 ]; then
+    check "$c" denied ng_denied
+  else
+    ns "$c" denied "needs root (workers of another user)"
+  fi
   ns "$c" list "a TLS server; keys are addressed by URI"
 else
   fail "$c" p256 "nginx or the libp11 engine is not installed"
