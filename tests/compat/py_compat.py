@@ -23,11 +23,12 @@ failed = False
 def spki(pub):
     """SubjectPublicKeyInfo DER of a public key object, built by python-pkcs11's own encoders."""
     if pub.key_type == KeyType.RSA:
+        from asn1crypto.core import Null
         from asn1crypto.keys import PublicKeyInfo, RSAPublicKey
 
         return PublicKeyInfo(
             {
-                "algorithm": {"algorithm": "rsa", "parameters": None},
+                "algorithm": {"algorithm": "rsa", "parameters": Null()},
                 "public_key": RSAPublicKey.load(encode_rsa_public_key(pub)),
             }
         ).dump()

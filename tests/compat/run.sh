@@ -53,8 +53,12 @@ ns() {
 # last line of its output as the failure reason. Every check has a deadline.
 check() {
   local client=$1 op=$2; shift 2
-  local log="$W/logs/${client// /_}.$op.log"
-  if ( set -e; "$@" ) >"$log" 2>&1; then
+  local log="$W/logs/${client// /_}.$op.log" rc
+  # Not inside an "if": there bash would ignore set -e in the subshell, and a failing step in
+  # the middle of a check would go unnoticed.
+  ( set -e; "$@" ) >"$log" 2>&1
+  rc=$?
+  if [ $rc = 0 ]; then
     pass "$client" "$op"
   else
     fail "$client" "$op" "$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 | cut -c1-160) (log: ${log#"$W"/})"
@@ -642,7 +646,12 @@ ng_reload() {
   handshakes 4
   ! grep -E '\[(emerg|alert|crit)\]' "$NG/error.log"
 }
-ng_stop() { [ -f "$NG/nginx.pid" ] && { ngx -s quit; for _ in $(seq 1 100); do [ -f "$NG/nginx.pid" ] || break; sleep 0.1; done; }; }
+ng_stop() {
+  [ -f "$NG/nginx.pid" ] || return 0
+  ngx -s quit
+  for _ in $(seq 1 100); do [ -f "$NG/nginx.pid" ] || return 0; sleep 0.1; done
+  echo "nginx did not stop"; return 1
+}
 # Workers that cannot read the configuration (root-only file, www-data workers): every handshake
 # fails, and the module logs the error once per worker plus at most one "(repeated N times)" line
 # per 10 s, not one line per handshake.
