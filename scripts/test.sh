@@ -10,8 +10,8 @@ ensure_packages pkcs11-tool:opensc /usr/lib/softhsm/libsofthsm2.so:softhsm2 open
 dpkg -s pkcs11-provider >/dev/null 2>&1 || ensure_backports
 ensure_packages dpkg=pkcs11-provider:pkcs11-provider dpkg=libengine-pkcs11-openssl:libengine-pkcs11-openssl \
   p11tool:gnutls-bin certtool:gnutls-bin p11-kit:p11-kit dpkg=p11-kit-modules:p11-kit-modules \
-  ssh-agent:openssh-client nginx:nginx curl:curl java:openjdk-17-jdk-headless jarsigner:openjdk-17-jdk-headless \
-  dpkg=python3-venv:python3-venv
+  ssh-agent:openssh-client nginx:nginx curl:curl pgrep:procps java:openjdk-17-jdk-headless \
+  jarsigner:openjdk-17-jdk-headless /usr/bin/python3:python3 dpkg=python3-venv:python3-venv
 ensure_venv target/compat-venv python-pkcs11
 
 echo "== cargo fmt --check"
