@@ -4,6 +4,7 @@
 //! `.so` against the simulator (`tests/`).
 
 mod fake;
+mod mechanisms;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
