@@ -22,9 +22,10 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/tsb-compat.XXXXXX")
 chmod 755 "$W"
 mkdir -p "$W/logs"
 PIDS=()
+# Daemons started inside a check (ssh-agent, p11-kit server) append their pid to $W/pids.
 cleanup() {
   [ -f "$W/nginx/nginx.pid" ] && kill "$(cat "$W/nginx/nginx.pid")" 2>/dev/null
-  [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null
+  [ -f "$W/pids" ] && while read -r p; do kill "$p" 2>/dev/null; done <"$W/pids"
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
   if [ -n "${TSB_COMPAT_KEEP:-}" ]; then echo "kept $W"; else rm -rf "$W"; fi
@@ -435,7 +436,7 @@ px_rpc() {
   cat "$W/px/server.env"
   addr=$(sed -n "s/^P11_KIT_SERVER_ADDRESS='\{0,1\}\([^';]*\).*/\1/p" "$W/px/server.env")
   spid=$(sed -n "s/^P11_KIT_SERVER_PID=\([0-9]*\).*/\1/p" "$W/px/server.env")
-  [ -n "$spid" ] && PIDS+=("$spid")
+  [ -n "$spid" ] && echo "$spid" >>"$W/pids"
   [ -n "$addr" ] || { echo "p11-kit server did not start"; return 1; }
   local client rc=0; client=$(find /usr/lib -name p11-kit-client.so 2>/dev/null | head -n1)
   openssl dgst -sha256 -binary -out "$W/px/digest" "$DATA"
@@ -517,7 +518,7 @@ sh_list() {
 sh_agent() {
   printf '#!/bin/sh\necho 0000\n' >"$W/ssh/askpass" && chmod 755 "$W/ssh/askpass"
   eval "$(ssh-agent -s -a "$W/ssh/agent.sock" -P "$W/*")" >/dev/null
-  echo "$SSH_AGENT_PID" >"$W/ssh/agent.pid"
+  echo "$SSH_AGENT_PID" >>"$W/pids"
   SSH_ASKPASS=$W/ssh/askpass SSH_ASKPASS_REQUIRE=force DISPLAY=none timeout 60 ssh-add -s "$MOD" </dev/null
   SSH_AUTH_SOCK=$W/ssh/agent.sock ssh-add -L | tee "$W/ssh/agent.txt"
   [ "$(grep -c . "$W/ssh/agent.txt")" -ge 4 ]
@@ -537,7 +538,6 @@ if command -v ssh-keygen >/dev/null && command -v ssh-agent >/dev/null; then
   check "$c" list sh_list
   check "$c" pubkey sh_list
   check "$c" extra sh_agent
-  SSH_AGENT_PID=$(cat "$W/ssh/agent.pid" 2>/dev/null)
   check "$c" p256 sh_sign ec-p256
   check "$c" p384 sh_sign ec-p384
   check "$c" rsa-pkcs1 sh_sign rsa-2048
@@ -653,8 +653,8 @@ ng_stop() {
   echo "nginx did not stop"; return 1
 }
 # Workers that cannot read the configuration (root-only file, www-data workers): every handshake
-# fails, and the module logs the error once per worker plus at most one "(repeated N times)" line
-# per 10 s, not one line per handshake.
+# fails, and the module logs the error once per worker, later only "(repeated N times)" lines (at
+# most one per 10 s), not one line per handshake.
 ng_denied() {
   install -m 600 "$W/config-libp11.json" "$NG/config-private.json"
   : >"$NG/denied.log" && chmod 666 "$NG/denied.log"
@@ -669,9 +669,12 @@ ng_denied() {
   echo "handshakes that succeeded: $ok of 30"; cat "$NG/denied.log"
   [ "$ok" = 0 ] || { echo "workers should not sign without their configuration"; return 1; }
   grep -q 'config-private.json' "$NG/denied.log" || { echo "the module logged no error about its configuration"; return 1; }
-  local n; n=$(grep -c 'config-private.json' "$NG/denied.log")
-  echo "$n error lines for 30 failed handshakes"
-  [ "$n" -le 4 ]
+  local n plain
+  n=$(grep -c 'config-private.json' "$NG/denied.log")
+  plain=$(grep 'config-private.json' "$NG/denied.log" | grep -vc 'repeated [0-9]* times' || true)
+  echo "$n error lines for 30 failed handshakes, $plain without a repeat count"
+  # One plain line per worker; every later line carries a count (their number depends on time).
+  [ "$plain" -le 2 ] && [ "$n" -lt 30 ]
 }
 if command -v nginx >/dev/null && [ -n "$ENG" ]; then
   check "$c" p256 ng_start
