@@ -348,7 +348,7 @@ if [ -n "$ENG" ]; then
   check "$c" p384 en_ec ec-p384
   check "$c" rsa-pkcs1 en_ec rsa-2048
   check "$c" rsa-pss en_pss
-  ns "$c" ed25519 "libp11 0.4.12 has no EdDSA and stops enumerating keys at an Ed25519 key (pkcs11.keys allow-list used)"
+  ns "$c" ed25519 "libp11 0.4.12 has no EdDSA, and loads no private key while the token shows an Ed25519 one (pkcs11.keys allow-list used)"
   check "$c" approval en_approve
   check "$c" extra en_x509
 else
