@@ -88,7 +88,7 @@ pub(crate) fn wait(
     threads: bool,
 ) -> Result<Vec<u8>> {
     let started = Instant::now();
-    let deadline = started + settings.approval_timeout;
+    let deadline = started + settings.approval_wait();
     let mut interval = settings.poll_interval;
     let mut last: Option<(RequestState, Vec<String>, Vec<String>)> = None;
     let give_up = |why: Error| -> Error {
@@ -98,7 +98,7 @@ pub(crate) fn wait(
     let timed_out = || {
         log::warn!(
             "approval request {id} (key '{label}'): no decision within {}s; giving up",
-            settings.approval_timeout.as_secs()
+            settings.approval_wait().as_secs()
         );
         give_up(Error::new(
             CKR_FUNCTION_CANCELED,

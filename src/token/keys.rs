@@ -150,7 +150,7 @@ impl Token {
 
     fn configured_chain(&self, label: &str) -> Option<Vec<Certificate>> {
         let path = self.config.pkcs11.certificates.get(label)?;
-        let pem = match std::fs::read(path) {
+        let pem = match crate::config::read_regular_file(path) {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("certificate chain for '{label}' ({}): {e}", path.display());

@@ -92,8 +92,15 @@ impl Token {
     ) -> Result<Token> {
         let client = factory(&config)
             .map_err(|e| Error::new(CKR_GENERAL_ERROR, format!("config {}: {e}", config.source)))?;
-        let digest = Sha256::digest(config.rest_api.as_bytes());
-        let serial: String = digest[..8].iter().map(|b| format!("{b:02X}")).collect();
+        // CK_TOKEN_INFO.serialNumber (PKCS#11 v3.0 §5.5): `pkcs11.tokenSerial`, else 16 hex
+        // digits of the SHA-256 of the first TSB URL (stable for one TSB).
+        let serial = match &config.pkcs11.token_serial {
+            Some(serial) => serial.clone(),
+            None => {
+                let digest = Sha256::digest(config.rest_api().as_bytes());
+                digest[..8].iter().map(|b| format!("{b:02X}")).collect()
+            }
+        };
         let token = Token {
             objects: ObjectStore::new(config.pkcs11.cache_ttl),
             config: Arc::new(config),
@@ -158,7 +165,7 @@ impl Token {
     // ----- slot and token (PKCS#11 v2.40 §5.5) -----
 
     pub fn slot_description(&self) -> String {
-        format!("Securosys TSB at {}", self.config.rest_api)
+        format!("Securosys TSB at {}", self.config.rest_api())
     }
 
     pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_FLAGS> {

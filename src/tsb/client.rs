@@ -220,7 +220,7 @@ impl TsbClient {
     /// used with authType CERT or when both `certpath` and `keypath` are set.
     pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
         let base =
-            normalise_url(&config.rest_api).map_err(|m| setup_error(format!("restApi: {m}")))?;
+            normalise_url(config.rest_api()).map_err(|m| setup_error(format!("restApi: {m}")))?;
         let (scheme, host) = tls::scheme_and_host(&base)
             .ok_or_else(|| setup_error("restApi: the URL has no host"))?;
         let s = &config.pkcs11;
