@@ -585,9 +585,9 @@ NG=$W/nginx
 mkdir -p "$NG"
 NGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 NGUSER=""
-[ "$(id -u)" = 0 ] && NGUSER="user $(getent passwd www-data >/dev/null && echo www-data || echo nobody);"
+[ "$(id -u)" = 0 ] && NGUSER=$(getent passwd www-data >/dev/null && echo www-data || echo nobody)
 cat >"$NG/nginx.conf" <<EOF
-$NGUSER
+${NGUSER:+user $NGUSER;}
 worker_processes 2;
 pid $NG/nginx.pid;
 error_log $NG/error.log warn;
@@ -657,7 +657,8 @@ ng_stop() {
 # most one per 10 s), not one line per handshake.
 ng_denied() {
   install -m 600 "$W/config-libp11.json" "$NG/config-private.json"
-  : >"$NG/denied.log" && chmod 666 "$NG/denied.log"
+  # The module writes a log file only when the process's user owns it.
+  install -m 600 -o "$NGUSER" /dev/null "$NG/denied.log"
   TSB_PKCS11_CONFIG=$NG/config-private.json TSB_PKCS11_LOG_FILE=$NG/denied.log \
     OPENSSL_CONF=$W/engine.cnf timeout 60 nginx -p "$NG/" -e "$NG/error.log" -c "$NG/nginx.conf"
   for _ in $(seq 1 100); do [ "$(workers | grep -c .)" = 2 ] && break; sleep 0.1; done
