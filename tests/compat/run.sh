@@ -657,16 +657,17 @@ ng_stop() {
 # most one per 10 s), not one line per handshake.
 ng_denied() {
   install -m 600 "$W/config-libp11.json" "$NG/config-private.json"
-  # The module writes a log file only when the process's user owns it.
-  install -m 600 -o "$NGUSER" /dev/null "$NG/denied.log"
-  TSB_PKCS11_CONFIG=$NG/config-private.json TSB_PKCS11_LOG_FILE=$NG/denied.log \
-    OPENSSL_CONF=$W/engine.cnf timeout 60 nginx -p "$NG/" -e "$NG/error.log" -c "$NG/nginx.conf"
+  # The module logs to stderr here, which nginx sends to its error log: read what this run adds.
+  local from; from=$(wc -l <"$NG/error.log")
+  env -u TSB_PKCS11_LOG_FILE TSB_PKCS11_CONFIG="$NG/config-private.json" OPENSSL_CONF="$W/engine.cnf" \
+    timeout 60 nginx -p "$NG/" -e "$NG/error.log" -c "$NG/nginx.conf"
   for _ in $(seq 1 100); do [ "$(workers | grep -c .)" = 2 ] && break; sleep 0.1; done
   local i ok=0
   for i in $(seq 1 30); do
     OPENSSL_CONF=/dev/null timeout 30 openssl s_client -connect "127.0.0.1:$NGPORT" -brief </dev/null >/dev/null 2>&1 && ok=$((ok + 1))
   done
   ng_stop
+  tail -n "+$((from + 1))" "$NG/error.log" | grep -v 'SSL_do_handshake() failed' >"$NG/denied.log" || true
   echo "handshakes that succeeded: $ok of 30"; cat "$NG/denied.log"
   [ "$ok" = 0 ] || { echo "workers should not sign without their configuration"; return 1; }
   grep -q 'config-private.json' "$NG/denied.log" || { echo "the module logged no error about its configuration"; return 1; }
