@@ -741,7 +741,10 @@ fn unset_timeout_follows_the_key_policy() {
     // ska-ec-p256: no timeout in its policy: the 24 h cap, then approved as usual.
     let t = start_sign(&h, s, SKA_EC, CKM_ECDSA_SHA256, &msg);
     let id = id_of(&wait_request(&h, SKA_EC, 0));
-    wait_log(&h, &format!("approval request {id} filed for key '{SKA_EC}'"));
+    wait_log(
+        &h,
+        &format!("approval request {id} filed for key '{SKA_EC}'"),
+    );
     assert!(
         h.log_text()
             .contains("for up to 86400s (the cap; the key's policy sets no timeout)"),

@@ -77,7 +77,10 @@ impl RequestLifetime {
 /// How long `C_Sign` waits for a decision on a request with `lifetime`, and why (for the log).
 /// `approvalTimeoutSecs` wins when set; otherwise the request's lifetime on the TSB plus
 /// [`POLICY_GRACE`] and one poll interval, capped at [`MAX_APPROVAL_WAIT`].
-pub(crate) fn wait_limit(settings: &ModuleSettings, lifetime: RequestLifetime) -> (Duration, String) {
+pub(crate) fn wait_limit(
+    settings: &ModuleSettings,
+    lifetime: RequestLifetime,
+) -> (Duration, String) {
     if let Some(configured) = settings.approval_timeout {
         return (configured, "approvalTimeoutSecs".to_string());
     }
@@ -422,8 +425,10 @@ mod tests {
 
     fn token(timeout: u64, groups: usize) -> serde_json::Value {
         let groups: Vec<_> = (0..groups)
-            .map(|i| json!({"name": format!("g{i}"), "quorum": 1,
-                            "approvals": [{"type": "public_key", "name": "alice", "value": "x"}]}))
+            .map(|i| {
+                json!({"name": format!("g{i}"), "quorum": 1,
+                            "approvals": [{"type": "public_key", "name": "alice", "value": "x"}]})
+            })
             .collect();
         json!({"name": "t", "timelock": 0, "timeout": timeout, "groups": groups})
     }
@@ -494,10 +499,16 @@ mod tests {
         let s = settings(None);
         let (limit, why) = wait_limit(&s, RequestLifetime::Expires(Duration::from_secs(60)));
         // 60 s + the grace + one poll at the back-off's cap (10 s).
-        assert_eq!(limit, Duration::from_secs(60) + POLICY_GRACE + Duration::from_secs(10));
+        assert_eq!(
+            limit,
+            Duration::from_secs(60) + POLICY_GRACE + Duration::from_secs(10)
+        );
         assert!(why.contains("timeout of 60s"), "{why}");
         let (limit, _) = wait_limit(&s, RequestLifetime::Expires(Duration::from_secs(86_400)));
-        assert_eq!(limit, MAX_APPROVAL_WAIT, "a policy timeout of 24 h is capped");
+        assert_eq!(
+            limit, MAX_APPROVAL_WAIT,
+            "a policy timeout of 24 h is capped"
+        );
         let (limit, why) = wait_limit(&s, RequestLifetime::Expires(Duration::MAX));
         assert_eq!(limit, MAX_APPROVAL_WAIT, "no overflow");
         assert!(why.contains("timeout"), "{why}");

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use cryptoki_sys::*;
 use parking_lot::RwLock;
 
+use super::approval::RequestLifetime;
 use crate::config::Secret;
 use crate::crypto::{Certificate, PublicKey};
 use crate::error::{Error, Result};
-use super::approval::RequestLifetime;
 use crate::logging::Net;
 use crate::tsb::KeyAttributes;
 
