@@ -563,6 +563,22 @@ fn ed25519_openssl_signatures() {
     assert!(verify(&other, &Scheme::Ed25519, SignedData::Message(MSG), &sig).is_err());
     assert!(verify(&pk, &Scheme::Ed25519, SignedData::Digest(MSG), &sig).is_err());
     assert!(verify(&pk, &Scheme::Ed25519, SignedData::Message(MSG), &sig[..63]).is_err());
+    // S + L (the group order): the same point equation, but RFC 8032 §5.1.7 wants S < L,
+    // and OpenSSL refuses it too.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut malleable = sig.clone();
+    let mut carry = 0u16;
+    for (b, l) in malleable[32..].iter_mut().zip(L) {
+        let v = *b as u16 + l as u16 + carry;
+        *b = v as u8;
+        carry = v >> 8;
+    }
+    let mut ossl = openssl::sign::Verifier::new_without_digest(&k).unwrap();
+    assert!(!ossl.verify_oneshot(&malleable, MSG).unwrap_or(false));
+    assert!(verify(&pk, &Scheme::Ed25519, SignedData::Message(MSG), &malleable).is_err());
     assert!(verify(
         &pk,
         &Scheme::Ecdsa(HashAlg::Sha256),

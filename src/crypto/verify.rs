@@ -9,7 +9,7 @@
 //!   signatures (PKCS#11 v2.40 Current Mechanisms §2.3.1).
 //! * Ed25519 (RFC 8032 §5.1.7).
 
-use signature::hazmat::PrehashVerifier;
+use ecdsa::signature::hazmat::PrehashVerifier;
 
 use super::hash::HashAlg;
 use super::keys::{Curve, PublicKey};
@@ -177,16 +177,13 @@ pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> Cr
     }
 }
 
-/// Ed25519 verification (RFC 8032 §5.1.7).
+/// Ed25519 verification (RFC 8032 §5.1.7), ring's.
 pub fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(key)
-        .map_err(|_| fail("invalid Ed25519 public key"))?;
-    let sig: [u8; 64] = sig
-        .try_into()
-        .map_err(|_| fail("Ed25519 signature must be 64 bytes"))?;
-    let sig = ed25519_dalek::Signature::from_bytes(&sig);
-    use signature::Verifier;
-    vk.verify(msg, &sig)
+    if sig.len() != 64 {
+        return Err(fail("Ed25519 signature must be 64 bytes"));
+    }
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(msg, sig)
         .map_err(|_| fail("Ed25519 signature mismatch"))
 }
 
