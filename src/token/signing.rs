@@ -158,7 +158,7 @@ impl Token {
         let signature = match &key.public {
             PublicKey::Ec { curve, .. } => {
                 let width = curve.field_bytes();
-                match ecdsa_der_to_raw(&raw, width) {
+                match ecdsa_der_to_raw(&raw, *curve) {
                     Ok(s) => s,
                     // Newer TSBs can answer r‖s already.
                     Err(_) if raw.len() == 2 * width => raw,
