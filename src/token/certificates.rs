@@ -323,16 +323,8 @@ impl Token {
     /// The key with this `CKA_ID` (the TSB's `id` or the label's bytes): first the key whose
     /// label the ID spells, else a search of the key list.
     fn key_by_id(&self, id: &[u8]) -> Result<Option<Arc<KeyObject>>> {
-        let label = std::str::from_utf8(id)
-            .ok()
-            .filter(|l| !l.is_empty() && !l.chars().any(char::is_control));
-        if let Some(label) = label {
-            // A failure only means the ID is not a label.
-            if let Ok(Some(k)) = self.load_key(label) {
-                if k.id == id {
-                    return Ok(Some(k));
-                }
-            }
+        if let Some(k) = self.key_by_label_id(id) {
+            return Ok(Some(k));
         }
         Ok(self.all_keys()?.into_iter().find(|k| k.id == id))
     }

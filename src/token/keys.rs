@@ -58,6 +58,15 @@ impl Token {
         Ok(labels)
     }
 
+    /// The key whose label a `CKA_ID` spells, when that key has this ID (IDs are usually the
+    /// label's bytes). `None` otherwise; a TSB failure here only means the ID is not a label.
+    pub(super) fn key_by_label_id(&self, id: &[u8]) -> Option<Arc<KeyObject>> {
+        let label = std::str::from_utf8(id)
+            .ok()
+            .filter(|l| !l.is_empty() && !l.chars().any(char::is_control))?;
+        self.load_key(label).ok().flatten().filter(|k| k.id == id)
+    }
+
     /// A key by label: from the cache, else `GET /v1/key/{label}/attributes`. `Ok(None)` when
     /// the key does not exist, is not allowed, or cannot sign.
     pub(super) fn load_key(&self, label: &str) -> Result<Option<Arc<KeyObject>>> {
@@ -257,18 +266,10 @@ impl Token {
             return Ok(objects);
         }
         if let Some(id) = find(CKA_ID) {
-            // IDs are usually the label's bytes: try that key first.
-            // A failure here only means the ID is not a label: fall back to the full list.
-            let label = std::str::from_utf8(id)
-                .ok()
-                .filter(|l| !l.is_empty() && !l.chars().any(char::is_control));
-            if let Some(label) = label {
-                if let Ok(Some(k)) = self.load_key(label) {
-                    if &k.id == id {
-                        objects.extend(self.objects.objects_of(label));
-                        return Ok(objects);
-                    }
-                }
+            // IDs are usually the label's bytes: try that key first, else the full list.
+            if let Some(k) = self.key_by_label_id(id) {
+                objects.extend(self.objects.objects_of(&k.label));
+                return Ok(objects);
             }
         }
         for key in self.all_keys()? {

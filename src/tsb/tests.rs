@@ -1175,7 +1175,7 @@ mod tls_server {
 // Secrets never reach the logs
 
 mod log_capture {
-    use once_cell::sync::Lazy;
+    use std::sync::LazyLock;
     use std::sync::Mutex;
 
     pub static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -1206,7 +1206,7 @@ mod log_capture {
 
     /// Installs the capturing logger if no other logger is installed; false if that failed.
     pub fn install() -> bool {
-        static INSTALLED: Lazy<bool> = Lazy::new(|| {
+        static INSTALLED: LazyLock<bool> = LazyLock::new(|| {
             let ok = log::set_logger(&CAPTURE).is_ok();
             if ok {
                 log::set_max_level(log::LevelFilter::Trace);

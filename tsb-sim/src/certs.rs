@@ -11,6 +11,7 @@ use der::asn1::{
 };
 use der::{Decode, Encode, EncodePem};
 use rand::RngCore;
+use rustls::pki_types::pem::PemObject;
 use sha1::Digest;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::{Attribute, AttributeTypeAndValue};
@@ -411,8 +412,7 @@ pub fn read_certificate_file(path: &Path) -> Result<Vec<u8>, SimError> {
     let bytes =
         std::fs::read(path).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
     let der = if bytes.starts_with(b"-----") {
-        let mut reader = std::io::BufReader::new(bytes.as_slice());
-        let first = rustls_pemfile::certs(&mut reader).next();
+        let first = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes).next();
         first
             .ok_or_else(|| SimError::Config(format!("{}: no certificate", path.display())))?
             .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?
@@ -572,7 +572,7 @@ pub fn build_tls(cfg: &TlsConfig, dir: &Path) -> Result<TlsMaterial, SimError> {
         if let Some(file) = &cfg.client_ca_file {
             let pem = std::fs::read(file)
                 .map_err(|e| SimError::Tls(format!("{}: {e}", file.display())))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
                 roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
             }
         } else {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use tsb_sim::{SimConfig, Simulator};
 
@@ -230,7 +231,7 @@ fn agent(client: &ClientArgs) -> Result<(ureq::Agent, String), String> {
     if let Some(ca) = ca {
         let pem = std::fs::read(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
             roots
                 .add(cert)
