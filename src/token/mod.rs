@@ -79,7 +79,7 @@ impl Token {
         let client = TsbClient::new(&config)
             .map_err(|e| Error::new(CKR_GENERAL_ERROR, format!("config {}: {e}", config.source)))?;
         let digest = Sha256::digest(config.rest_api.as_bytes());
-        let serial: String = digest[..8].iter().map(|b| format!("{b:02X}")).collect();
+        let serial = hex::encode_upper(&digest[..8]);
         let token = Token {
             objects: ObjectStore::new(config.pkcs11.cache_ttl),
             config: Arc::new(config),

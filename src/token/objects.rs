@@ -377,19 +377,9 @@ pub fn key_from_attributes(
 /// provider shows it), the `id` text otherwise, and the label's bytes when the key has no `id`.
 pub fn key_id(tsb_id: Option<&str>, label: &str) -> Vec<u8> {
     match tsb_id.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(id) => decode_hex(id).unwrap_or_else(|| id.as_bytes().to_vec()),
+        Some(id) => hex::decode(id).unwrap_or_else(|_| id.as_bytes().to_vec()),
         None => label.as_bytes().to_vec(),
     }
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// "group A: 2 of alice, bob, carol; group B: 1 of dave" for log lines.

@@ -1,9 +1,7 @@
 //! The TSB client: one `ureq` agent, authentication headers per endpoint role, API-key
 //! rollover, retries of idempotent requests, bounded reads.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -72,17 +70,15 @@ pub(crate) fn role_for_path(path: &str) -> Option<Role> {
     }
 }
 
-/// Percent-encodes one path segment: everything but `A-Z a-z 0-9 - . _ ~` (so `/` too).
+/// Percent-encodes one path segment: everything but the RFC 3986 §2.3 unreserved characters
+/// `A-Z a-z 0-9 - . _ ~` (so `/` too).
 pub(crate) fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Whether a value may be sent in an HTTP header (visible ASCII, space, tab).
@@ -980,32 +976,16 @@ fn classify_transport(t: &ureq::Transport) -> TsbErrorKind {
     }
 }
 
-/// A random version-4 UUID (not for cryptography; a request id that does not exist).
+/// A random version-4 UUID (a request id that does not exist), from ring's system RNG.
 fn random_uuid() -> String {
     let mut bytes = [0u8; 16];
-    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-        let mut h = RandomState::new().build_hasher();
-        h.write_usize(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
-        h.write_u32(std::process::id());
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    // The system RNG does not fail on the platforms ring supports; zeros would still give a
+    // well-formed (if not random) v4 UUID.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]
