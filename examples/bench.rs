@@ -59,7 +59,7 @@ fn main() {
     let message = b"benchmark payload: a short message to sign".to_vec();
 
     // Direct: one keep-alive ureq agent per thread, the same JSON request the module sends.
-    let body = serde_json::json!({
+    let body = serde_json::to_string(&serde_json::json!({
         "signRequest": {
             "payload": base64::engine::general_purpose::STANDARD.encode(&message),
             "payloadType": "UNSPECIFIED",
@@ -67,7 +67,8 @@ fn main() {
             "signatureAlgorithm": "SHA256_WITH_ECDSA"
         },
         "requestSignature": null
-    });
+    }))
+    .expect("JSON");
     let endpoint = format!("{url}/v1/synchronousSign");
     let direct = |threads| {
         let (endpoint, body) = (endpoint.clone(), body.clone());
@@ -84,7 +85,8 @@ fn main() {
             });
             let r = agents[i]
                 .post(&endpoint)
-                .send_json(body.clone())
+                .set("Content-Type", "application/json")
+                .send_string(&body)
                 .expect("direct sign");
             assert_eq!(r.status(), 200);
             let _ = r.into_string();
