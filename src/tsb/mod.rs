@@ -12,6 +12,7 @@
 
 mod client;
 mod error;
+mod http;
 pub(crate) mod models;
 mod tls;
 
