@@ -3,8 +3,8 @@
 //! This layer knows HTTP and JSON and nothing of PKCS#11: callers map [`TsbError`] to their
 //! own error codes. See `/work/shared/tsb-api.md` for the contract.
 //!
-//! Files: `client.rs` (the agent, authentication with JWT and API keys per role with
-//! rollover, retries), `tls.rs` (rustls: system roots + `caPath`, mTLS, certificate pin),
+//! Files: `client.rs` (requests, authentication with JWT and API keys per role with
+//! rollover, retries), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs` (rustls: system roots + `caPath`, mTLS, certificate pin),
 //! `models.rs` (request and response types), `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
