@@ -566,11 +566,11 @@ fn main() {
             println!(
                 "{:>6} | {:>10.1} {:>9} | {:>10.1} {:>9} {:>10.1}",
                 n,
-                row["firstMs"],
+                row["firstMs"].as_f64().unwrap_or(0.0),
                 row["firstRequests"],
-                row["listMs"],
+                row["listMs"].as_f64().unwrap_or(0.0),
                 row["listRequests"],
-                row["listCpuMs"]
+                row["listCpuMs"].as_f64().unwrap_or(0.0)
             );
             rows.push(row);
         }
