@@ -13,13 +13,14 @@ use base64::Engine;
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 
-use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind};
+use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind, TsbReason};
 use super::models::{
     decode_b64, decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
     password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
 };
 use super::{http, tls};
 use crate::config::{normalise_url, AuthType, Config, Secret};
+use crate::logging::Net;
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
 pub(crate) const MAX_BODY: u64 = 4 * 1024 * 1024;
@@ -230,7 +231,7 @@ impl TsbClient {
     /// used with authType CERT or when both `certpath` and `keypath` are set.
     pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
         let base =
-            normalise_url(&config.rest_api).map_err(|m| setup_error(format!("restApi: {m}")))?;
+            normalise_url(config.rest_api()).map_err(|m| setup_error(format!("restApi: {m}")))?;
         let (scheme, host) = tls::scheme_and_host(&base)
             .ok_or_else(|| setup_error("restApi: the URL has no host"))?;
         let s = &config.pkcs11;
@@ -477,7 +478,7 @@ impl TsbClient {
         );
         log::trace!(
             "TSB synchronousSign {} {}: payload {} bytes",
-            req.key,
+            Net(&req.key),
             req.algorithm,
             req.payload.len()
         );
@@ -499,7 +500,7 @@ impl TsbClient {
         let call = sign_call(req, "POST /v1/sign", "/v1/sign", Retry::NotSentOnly);
         log::trace!(
             "TSB sign {} {}: payload {} bytes",
-            req.key,
+            Net(&req.key),
             req.algorithm,
             req.payload.len()
         );
@@ -582,7 +583,7 @@ impl TsbClient {
         call.accept = &[404];
         match self.execute(&call, |_| Ok(())) {
             Ok(()) => Ok(()),
-            Err(e) if e.tsb_code() == Some(651) => Ok(()),
+            Err(e) if e.reason() == Some(TsbReason::RequestNotFound) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -643,16 +644,18 @@ impl TsbClient {
             if !retry {
                 if retryable && attempt < self.retries {
                     log::debug!(
-                        "TSB request failed: {e} (no retry: requestTimeoutMs {} nearly used up)",
+                        "TSB request failed: {} (no retry: requestTimeoutMs {} nearly used up)",
+                        Net(&e.to_string()),
                         self.request_timeout.as_millis()
                     );
                 } else {
-                    log::debug!("TSB request failed: {e}");
+                    log::debug!("TSB request failed: {}", Net(&e.to_string()));
                 }
                 return Err(e);
             }
             log::warn!(
-                "TSB request failed: {e} (attempt {} of {}; retrying in {} ms)",
+                "TSB request failed: {} (attempt {} of {}; retrying in {} ms)",
+                Net(&e.to_string()),
                 attempt + 1,
                 self.retries + 1,
                 delay.as_millis()
@@ -825,7 +828,7 @@ impl TsbClient {
                 log::debug!(
                     "TSB {} {} -> failed after {} ms",
                     call.method,
-                    call.path,
+                    Net(&call.path),
                     started.elapsed().as_millis()
                 );
                 let stale = matches!(failure, http::Failure::Stale(_));
@@ -845,7 +848,7 @@ impl TsbClient {
         log::debug!(
             "TSB {} {} -> {} ({} ms)",
             call.method,
-            call.path,
+            Net(&call.path),
             status,
             started.elapsed().as_millis()
         );

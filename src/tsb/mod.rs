@@ -1,11 +1,12 @@
 //! The client of the Securosys Transaction Security Broker (TSB) REST API.
 //!
 //! This layer knows HTTP and JSON and nothing of PKCS#11: callers map [`TsbError`] to their
-//! own error codes. See `/work/shared/tsb-api.md` for the contract.
+//! own error codes. See `docs/tsb-api.md` for the contract.
 //!
 //! Files: `client.rs` (requests, authentication with JWT and API keys per role with
-//! rollover, retries), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs` (rustls: system roots + `caPath`, mTLS, certificate pin),
-//! `models.rs` (request and response types), `error.rs` (the error type).
+//! rollover, retries), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs`
+//! (rustls: system roots + `caPath`, mTLS, certificate pin), `models.rs` (request and response
+//! types), `policy.rs` (strict key policies for new keys), `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
 //! child after `fork()`.
@@ -14,13 +15,14 @@ mod client;
 mod error;
 mod http;
 pub(crate) mod models;
+pub mod policy;
 mod tls;
 
 #[cfg(test)]
 mod tests;
 
 pub use client::TsbClient;
-pub use error::{TsbError, TsbErrorKind};
+pub use error::{TsbError, TsbErrorKind, TsbReason};
 pub use models::{
     Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
     RequestStatus, Rule, SignRequest,
