@@ -228,8 +228,8 @@ impl Token {
         // first error stops them all.
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let slots: Vec<Mutex<Option<Result<Option<Arc<KeyObject>>>>>> =
-            labels.iter().map(|_| Mutex::new(None)).collect();
+        type Fetched = Result<Option<Arc<KeyObject>>>;
+        let slots: Vec<Mutex<Option<Fetched>>> = labels.iter().map(|_| Mutex::new(None)).collect();
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers.min(labels.len()))
                 .map(|_| {

@@ -684,7 +684,8 @@ fn a_sign_that_got_an_answer_on_a_kept_alive_connection_is_never_sent_twice() {
     // The answer to the sign on the reused connection starts, then the connection drops; or it
     // is an error status; or nothing comes before the deadline. The TSB may have signed: the
     // request is not repeated.
-    let partial: [(&str, fn() -> Action); 5] = [
+    type Case = (&'static str, fn() -> Action);
+    let partial: [Case; 5] = [
         ("half a status line, then close", || {
             Action::Raw(b"HTTP/1.1 2")
         }),
