@@ -246,6 +246,9 @@ pub enum Curve {
     P384,
     #[serde(rename = "P-521", alias = "secp521r1")]
     P521,
+    /// The Bitcoin/Ethereum curve (SEC 2).
+    #[serde(rename = "secp256k1")]
+    Secp256k1,
 }
 
 impl Curve {
@@ -254,6 +257,7 @@ impl Curve {
             Curve::P256 => "P-256",
             Curve::P384 => "P-384",
             Curve::P521 => "P-521",
+            Curve::Secp256k1 => "secp256k1",
         }
     }
     pub fn oid(self) -> &'static str {
@@ -261,11 +265,12 @@ impl Curve {
             Curve::P256 => "1.2.840.10045.3.1.7",
             Curve::P384 => "1.3.132.0.34",
             Curve::P521 => "1.3.132.0.35",
+            Curve::Secp256k1 => "1.3.132.0.10",
         }
     }
     pub fn bits(self) -> u32 {
         match self {
-            Curve::P256 => 256,
+            Curve::P256 | Curve::Secp256k1 => 256,
             Curve::P384 => 384,
             Curve::P521 => 521,
         }
@@ -273,7 +278,7 @@ impl Curve {
     /// Field size in bytes (width of r and s in a RAW signature).
     pub fn field_bytes(self) -> usize {
         match self {
-            Curve::P256 => 32,
+            Curve::P256 | Curve::Secp256k1 => 32,
             Curve::P384 => 48,
             Curve::P521 => 66,
         }

@@ -18,6 +18,7 @@ pub mod config;
 mod control;
 mod error;
 mod faults;
+mod keygen;
 mod keys;
 mod policy;
 mod server;

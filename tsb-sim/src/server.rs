@@ -148,6 +148,7 @@ fn normalized_path(path: &str) -> String {
     let segs: Vec<&str> = p.split('/').collect();
     match segs.as_slice() {
         ["", "v1", "key", _, .., "attributes"] => "/v1/key/attributes".to_string(),
+        ["", "v1", "key", first, ..] if *first != "attributes" => "/v1/key".to_string(),
         ["", "v1", "request", _, ..] => "/v1/request".to_string(),
         ["", "v1", "certificate", first, ..] if *first != "import" && *first != "synchronous" => {
             "/v1/certificate".to_string()
@@ -447,6 +448,10 @@ mod tests {
         assert_eq!(
             endpoint_name(&Method::DELETE, "/v1/certificate/k"),
             "DELETE /v1/certificate"
+        );
+        assert_eq!(
+            endpoint_name(&Method::DELETE, "/v1/key/a%2Fb"),
+            "DELETE /v1/key"
         );
         assert_eq!(
             endpoint_name(&Method::POST, "/v1/certificate/import/plain"),

@@ -215,6 +215,17 @@ impl Shared {
         Ok(())
     }
 
+    /// Adds a key created by `POST /v1/key`; refuses a label in use (622), checked under the
+    /// write lock so concurrent creations of one label cannot both succeed.
+    pub fn insert_new_key(&self, key: SimKey) -> Result<(), ApiError> {
+        let mut keys = self.keys.write();
+        if keys.iter().any(|k| k.label() == key.label()) {
+            return Err(ApiError::key_exists(key.label()));
+        }
+        keys.push(Arc::new(key));
+        Ok(())
+    }
+
     /// Removes a key; returns whether it existed.
     pub fn remove_key(&self, label: &str) -> bool {
         let mut keys = self.keys.write();
