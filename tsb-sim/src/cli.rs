@@ -35,6 +35,10 @@ struct ServeArgs {
     /// State directory (key cache, TLS files); overrides `stateDir` and TSB_SIM_STATE_DIR
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Emulated network round-trip time in ms: one per new connection and per client flight
+    /// (overrides `rttMs`)
+    #[arg(long)]
+    rtt_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -91,6 +95,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show (or change) the network emulation: round-trip time, connections accepted
+    Network {
+        /// New round-trip time in milliseconds (0 = off)
+        #[arg(long)]
+        rtt_ms: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Manage injected faults
     Faults {
         #[command(subcommand)]
@@ -140,6 +152,7 @@ pub fn run() -> i32 {
         }) => decide(&client, &request_id, "reject", Some(&approver)),
         Some(Command::Fail { request_id, client }) => decide(&client, &request_id, "fail", None),
         Some(Command::Counters { reset, client }) => counters(&client, reset),
+        Some(Command::Network { rtt_ms, client }) => network(&client, rtt_ms),
         Some(Command::Faults { action }) => faults(action),
         Some(Command::DemoConfig) => {
             print!("{}", tsb_sim::DEMO_TOML);
@@ -170,6 +183,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     );
     if let Some(dir) = args.state_dir {
         cfg.state_dir = Some(dir);
+    }
+    if let Some(rtt) = args.rtt_ms {
+        cfg.rtt_ms = rtt;
     }
     let started = std::time::Instant::now();
     let sim = Simulator::start(cfg).map_err(|e| e.to_string())?;
@@ -363,6 +379,29 @@ fn counters(client: &ClientArgs, reset: bool) -> Result<(), String> {
     for (k, n) in v.as_object().into_iter().flatten() {
         println!("{n:>8}  {k}");
     }
+    let net = call(client, "GET", "/sim/network", None)?.unwrap_or(Value::Null);
+    if let Some(n) = net.get("connectionsAccepted").and_then(Value::as_u64) {
+        println!("{n:>8}  connections accepted");
+    }
+    Ok(())
+}
+
+fn network(client: &ClientArgs, rtt_ms: Option<u64>) -> Result<(), String> {
+    let v = match rtt_ms {
+        Some(ms) => {
+            let body = serde_json::json!({ "rttMs": ms }).to_string();
+            call(client, "POST", "/sim/network", Some(&body))?
+        }
+        None => call(client, "GET", "/sim/network", None)?,
+    }
+    .unwrap_or(Value::Null);
+    println!(
+        "rtt {} ms, {} connections accepted",
+        v.get("rttMs").and_then(Value::as_u64).unwrap_or(0),
+        v.get("connectionsAccepted")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    );
     Ok(())
 }
 

@@ -38,6 +38,10 @@ pub struct SimConfig {
     /// (not scaled). Per-key `autoApproveAfterMs` overrides it.
     #[serde(default)]
     pub auto_approve_after_ms: Option<u64>,
+    /// Emulated network round-trip time in milliseconds (0 = none): one RTT per new connection
+    /// and per client flight (see the README's "Network emulation").
+    #[serde(default)]
+    pub rtt_ms: u64,
     /// Upper bound of a `hang` fault, in milliseconds (default 10 minutes).
     #[serde(default = "default_hang_max")]
     pub hang_max_ms: u64,
@@ -90,6 +94,7 @@ impl Default for SimConfig {
             time_scale: 1.0,
             approved_execution_delay_ms: default_exec_delay(),
             auto_approve_after_ms: None,
+            rtt_ms: 0,
             hang_max_ms: default_hang_max(),
             max_payload_bytes: default_max_payload(),
             version: default_version(),

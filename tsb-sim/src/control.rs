@@ -29,6 +29,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/sim/requests/{id}/reject", post(reject))
         .route("/sim/requests/{id}/fail", post(fail))
         .route("/sim/counters", get(counters).delete(reset_counters))
+        .route("/sim/network", get(network).post(set_network))
         .route(
             "/sim/faults",
             get(list_faults).post(add_faults).delete(clear_faults),
@@ -115,10 +116,44 @@ async fn counters(State(s): S) -> Response {
     Json(s.counters()).into_response()
 }
 
-/// `DELETE /sim/counters`.
+/// `DELETE /sim/counters` (also resets the connection counter).
 async fn reset_counters(State(s): S) -> Response {
     s.reset_counters();
+    s.net.reset_connections();
     StatusCode::NO_CONTENT.into_response()
+}
+
+fn network_json(s: &Shared) -> Response {
+    Json(json!({
+        "rttMs": u64::try_from(s.net.rtt().as_millis()).unwrap_or(u64::MAX),
+        "connectionsAccepted": s.net.connections(),
+    }))
+    .into_response()
+}
+
+/// `GET /sim/network`: `{"rttMs", "connectionsAccepted"}`.
+async fn network(State(s): S) -> Response {
+    network_json(&s)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NetworkChange {
+    rtt_ms: u64,
+}
+
+/// `POST /sim/network` with `{"rttMs": n}`: changes the emulated round-trip time.
+async fn set_network(State(s): S, body: Bytes) -> Response {
+    match serde_json::from_slice::<NetworkChange>(&body) {
+        Ok(c) => {
+            s.net.set_rtt(std::time::Duration::from_millis(c.rtt_ms));
+            network_json(&s)
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {{\"rttMs\": n}}: {e}"),
+        ),
+    }
 }
 
 /// `GET /sim/faults`: active faults with remaining counts.

@@ -20,6 +20,7 @@ mod error;
 mod faults;
 mod keygen;
 mod keys;
+mod network;
 mod policy;
 mod server;
 mod simulator;

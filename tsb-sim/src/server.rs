@@ -87,10 +87,23 @@ pub async fn serve(
         let shared = shared.clone();
         let app = app.clone();
         let tls = tls.clone();
+        if !control_only {
+            shared.net.count_connection();
+        }
         tokio::spawn(async move {
             let mut info = ConnInfo {
                 control_only,
                 missing_client_cert: false,
+            };
+            let rtt = shared.net.rtt();
+            if !control_only && !rtt.is_zero() {
+                // The TCP handshake's round trip.
+                tokio::time::sleep(rtt).await;
+            }
+            let stream = if control_only {
+                crate::network::RttStream::plain(stream)
+            } else {
+                shared.net.wrap(stream)
             };
             match tls {
                 None => serve_io(stream, shared, app, info).await,

@@ -313,8 +313,26 @@ impl Simulator {
         self.shared.counters()
     }
 
+    /// Resets the endpoint counters and the connection counter.
     pub fn reset_counters(&self) {
-        self.shared.reset_counters()
+        self.shared.reset_counters();
+        self.shared.net.reset_connections();
+    }
+
+    /// TCP connections accepted so far by the `/v1/` listeners (not `controlListen`).
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.net.connections()
+    }
+
+    /// The emulated round-trip time (`rttMs`).
+    pub fn rtt(&self) -> Duration {
+        self.shared.net.rtt()
+    }
+
+    /// Changes the emulated round-trip time; applies to the next client flight of every
+    /// connection (millisecond resolution; zero turns emulation off).
+    pub fn set_rtt(&self, rtt: Duration) {
+        self.shared.net.set_rtt(rtt)
     }
 
     /// Adds a fault (see [`Fault`]). Invalid faults are logged and ignored.

@@ -162,6 +162,8 @@ pub struct Shared {
     requests: Mutex<RequestLog>,
     counters: Mutex<BTreeMap<String, u64>>,
     pub faults: FaultRegistry,
+    /// Round-trip emulation and the connection counter.
+    pub(crate) net: crate::network::NetState,
     pub key_cache_dir: Option<PathBuf>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -174,6 +176,7 @@ impl Shared {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Shared {
         Shared {
+            net: crate::network::NetState::new(cfg.rtt_ms),
             cfg,
             keys: RwLock::new(keys),
             requests: Mutex::new(RequestLog::default()),
