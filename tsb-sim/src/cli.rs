@@ -26,9 +26,10 @@ struct Cli {
 
 #[derive(Args, Debug, Clone, Default)]
 struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080, or `listen` of the config file]
+    /// Address to listen on [default: 127.0.0.1:8080, or `listen` of the config file]; repeat
+    /// for a cluster: every listener serves the same keys and requests
     #[arg(long)]
-    listen: Option<String>,
+    listen: Vec<String>,
     /// TOML configuration file [default: the built-in demo configuration]
     #[arg(long)]
     config: Option<PathBuf>,
@@ -103,6 +104,23 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List the listeners (cluster nodes) with their fault and request/connection counts
+    Listeners {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set the fault of one listener: none, down, hang, unavailable (503) or slow
+    Listener {
+        /// Listener index (0 = the first --listen)
+        index: usize,
+        /// none | down | hang | unavailable | slow
+        fault: String,
+        /// Latency of `slow`, in milliseconds
+        #[arg(long)]
+        latency_ms: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Manage injected faults
     Faults {
         #[command(subcommand)]
@@ -153,6 +171,13 @@ pub fn run() -> i32 {
         Some(Command::Fail { request_id, client }) => decide(&client, &request_id, "fail", None),
         Some(Command::Counters { reset, client }) => counters(&client, reset),
         Some(Command::Network { rtt_ms, client }) => network(&client, rtt_ms),
+        Some(Command::Listeners { client }) => listeners(&client),
+        Some(Command::Listener {
+            index,
+            fault,
+            latency_ms,
+            client,
+        }) => listener(&client, index, &fault, latency_ms),
         Some(Command::Faults { action }) => faults(action),
         Some(Command::DemoConfig) => {
             print!("{}", tsb_sim::DEMO_TOML);
@@ -176,11 +201,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Some(path) => SimConfig::from_file(path).map_err(|e| e.to_string())?,
         None => SimConfig::demo(),
     };
-    cfg.listen = Some(
-        args.listen
-            .or(cfg.listen.take())
-            .unwrap_or_else(|| "127.0.0.1:8080".to_string()),
-    );
+    let mut listen = args.listen.into_iter();
+    match listen.next() {
+        Some(first) => {
+            cfg.listen = Some(first);
+            cfg.extra_listen = listen.collect();
+        }
+        None => {
+            cfg.listen = Some(
+                cfg.listen
+                    .take()
+                    .unwrap_or_else(|| "127.0.0.1:8080".to_string()),
+            )
+        }
+    }
     if let Some(dir) = args.state_dir {
         cfg.state_dir = Some(dir);
     }
@@ -207,7 +241,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(c) = sim.control_url() {
         eprintln!("tsb-sim: control interface on {c}/sim/");
     }
-    println!("listening on {}", sim.url());
+    for url in sim.urls() {
+        println!("listening on {url}");
+    }
     let _ = std::io::stdout().flush();
     sim.wait_for_shutdown_signal();
     eprintln!("tsb-sim: shutting down");
@@ -383,6 +419,53 @@ fn counters(client: &ClientArgs, reset: bool) -> Result<(), String> {
     if let Some(n) = net.get("connectionsAccepted").and_then(Value::as_u64) {
         println!("{n:>8}  connections accepted");
     }
+    Ok(())
+}
+
+fn print_listener(l: &Value) {
+    let fault = l.get("fault").and_then(Value::as_str).unwrap_or("?");
+    let fault = match l.get("latencyMs").and_then(Value::as_u64) {
+        Some(ms) => format!("{fault} {ms}ms"),
+        None => fault.to_string(),
+    };
+    println!(
+        "{:>3}  {:<32} {:<14} {:>8} {:>8}",
+        l.get("index").and_then(Value::as_u64).unwrap_or(0),
+        l.get("url").and_then(Value::as_str).unwrap_or("-"),
+        fault,
+        l.get("requests").and_then(Value::as_u64).unwrap_or(0),
+        l.get("connections").and_then(Value::as_u64).unwrap_or(0),
+    );
+}
+
+fn listeners(client: &ClientArgs) -> Result<(), String> {
+    let v = call(client, "GET", "/sim/listeners", None)?.unwrap_or(Value::Null);
+    println!(
+        "{:>3}  {:<32} {:<14} {:>8} {:>8}",
+        "#", "URL", "FAULT", "REQUESTS", "CONNS"
+    );
+    v.as_array().into_iter().flatten().for_each(print_listener);
+    Ok(())
+}
+
+fn listener(
+    client: &ClientArgs,
+    index: usize,
+    fault: &str,
+    latency_ms: Option<u64>,
+) -> Result<(), String> {
+    let mut body = serde_json::json!({ "fault": fault });
+    if let Some(ms) = latency_ms {
+        body["latencyMs"] = ms.into();
+    }
+    let v = call(
+        client,
+        "POST",
+        &format!("/sim/listeners/{index}"),
+        Some(&body.to_string()),
+    )?
+    .unwrap_or(Value::Null);
+    print_listener(&v);
     Ok(())
 }
 

@@ -16,6 +16,9 @@ pub struct SimConfig {
     /// `host:port` to listen on; `None` → `127.0.0.1:0` (a free port).
     #[serde(default)]
     pub listen: Option<String>,
+    /// Further listeners serving the same keys and requests (cluster mode), `host:port` each.
+    #[serde(default)]
+    pub extra_listen: Vec<String>,
     /// Optional extra plain-HTTP listener serving only the `/sim/` control interface (useful when
     /// the main listener requires mTLS).
     #[serde(default)]
@@ -88,6 +91,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             listen: None,
+            extra_listen: Vec::new(),
             control_listen: None,
             state_dir: None,
             cache_keys: true,

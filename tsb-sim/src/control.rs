@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use crate::cluster::NodeFault;
 use crate::config::KeySpec;
 use crate::error::SimError;
 use crate::faults::Fault;
@@ -30,6 +31,8 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/sim/requests/{id}/fail", post(fail))
         .route("/sim/counters", get(counters).delete(reset_counters))
         .route("/sim/network", get(network).post(set_network))
+        .route("/sim/listeners", get(listeners))
+        .route("/sim/listeners/{index}", post(set_listener))
         .route(
             "/sim/faults",
             get(list_faults).post(add_faults).delete(clear_faults),
@@ -120,6 +123,9 @@ async fn counters(State(s): S) -> Response {
 async fn reset_counters(State(s): S) -> Response {
     s.reset_counters();
     s.net.reset_connections();
+    for n in s.nodes.get().into_iter().flatten() {
+        n.reset_counts();
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -153,6 +159,41 @@ async fn set_network(State(s): S, body: Bytes) -> Response {
             StatusCode::BAD_REQUEST,
             format!("body must be {{\"rttMs\": n}}: {e}"),
         ),
+    }
+}
+
+/// `GET /sim/listeners`: `[{"index","url","fault","latencyMs"?,"requests","connections"}]`.
+async fn listeners(State(s): S) -> Response {
+    let list: Vec<_> = s
+        .nodes
+        .get()
+        .into_iter()
+        .flatten()
+        .map(|n| n.info())
+        .collect();
+    Json(list).into_response()
+}
+
+/// `POST /sim/listeners/{index}` with `{"fault": "down"}` (`none`, `down`, `hang`,
+/// `unavailable`, or `slow` with `latencyMs`): answers once the change is in effect.
+async fn set_listener(State(s): S, Path(index): Path<usize>, body: Bytes) -> Response {
+    let fault: NodeFault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid listener fault: {e}"),
+            )
+        }
+    };
+    let Some(node) = s.nodes.get().and_then(|n| n.get(index)).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("no listener {index}"));
+    };
+    let setter = node.clone();
+    match tokio::task::spawn_blocking(move || setter.set_fault(fault)).await {
+        Ok(Ok(())) => Json(node.info()).into_response(),
+        Ok(Err(e)) => sim_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

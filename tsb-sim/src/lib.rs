@@ -14,6 +14,7 @@
 
 mod api;
 mod certs;
+mod cluster;
 pub mod config;
 mod control;
 mod error;
@@ -27,6 +28,7 @@ mod simulator;
 mod state;
 mod util;
 
+pub use cluster::{ListenerInfo, NodeFault};
 pub use config::{
     ApiKeys, AuthConfig, CertificateFormat, CertificateSpec, ClientAuth, Curve, GroupSpec,
     KeyAlgorithm, KeySpec, PolicySpec, ServerCertMode, SimConfig, TlsConfig, TokenSpec,

@@ -164,6 +164,8 @@ pub struct Shared {
     pub faults: FaultRegistry,
     /// Round-trip emulation and the connection counter.
     pub(crate) net: crate::network::NetState,
+    /// The listeners (set once they are bound).
+    pub(crate) nodes: std::sync::OnceLock<Vec<Arc<crate::cluster::Node>>>,
     pub key_cache_dir: Option<PathBuf>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -177,6 +179,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             net: crate::network::NetState::new(cfg.rtt_ms),
+            nodes: std::sync::OnceLock::new(),
             cfg,
             keys: RwLock::new(keys),
             requests: Mutex::new(RequestLog::default()),
