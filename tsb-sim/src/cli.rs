@@ -10,6 +10,28 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use tsb_sim::{SimConfig, Simulator};
 
+/// `println!` to stdout that ends the program quietly (exit code 0) when stdout is a closed pipe,
+/// e.g. `tsb-sim requests | head`, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("tsb-sim: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn out_raw(text: &str) {
+    emit(format_args!("{text}"))
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tsb-sim",
@@ -180,7 +202,7 @@ pub fn run() -> i32 {
         }) => listener(&client, index, &fault, latency_ms),
         Some(Command::Faults { action }) => faults(action),
         Some(Command::DemoConfig) => {
-            print!("{}", tsb_sim::DEMO_TOML);
+            out_raw(tsb_sim::DEMO_TOML);
             Ok(())
         }
     };
@@ -242,7 +264,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         eprintln!("tsb-sim: control interface on {c}/sim/");
     }
     for url in sim.urls() {
-        println!("listening on {url}");
+        out!("listening on {url}");
     }
     let _ = std::io::stdout().flush();
     sim.wait_for_shutdown_signal();
@@ -339,7 +361,7 @@ fn call(
 fn requests(client: &ClientArgs, json: bool) -> Result<(), String> {
     let v = call(client, "GET", "/sim/requests", None)?.unwrap_or(Value::Array(vec![]));
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
     let list = |r: &Value, f: &str| -> String {
@@ -357,16 +379,22 @@ fn requests(client: &ClientArgs, json: bool) -> Result<(), String> {
     let s = |r: &Value, f: &str| -> String {
         r.get(f).and_then(Value::as_str).unwrap_or("-").to_string()
     };
-    println!(
+    out!(
         "{:<36}  {:<18} {:<24} {:<9} {:<14} {:<14} {:<14} CREATED",
-        "ID", "KEY", "ALGORITHM", "STATUS", "APPROVED", "WAITING FOR", "REJECTED"
+        "ID",
+        "KEY",
+        "ALGORITHM",
+        "STATUS",
+        "APPROVED",
+        "WAITING FOR",
+        "REJECTED"
     );
     for r in v.as_array().into_iter().flatten() {
         let id = match r.get("id").and_then(Value::as_str) {
             Some(id) => id.to_string(),
             None => "(synchronous)".to_string(),
         };
-        println!(
+        out!(
             "{:<36}  {:<18} {:<24} {:<9} {:<14} {:<14} {:<14} {}",
             id,
             s(r, "key"),
@@ -378,7 +406,7 @@ fn requests(client: &ClientArgs, json: bool) -> Result<(), String> {
             s(r, "createdAt"),
         );
         if let Some(meta) = r.get("metaData").filter(|m| !m.is_null()) {
-            println!("{:<38}metaData: {meta}", "");
+            out!("{:<38}metaData: {meta}", "");
         }
     }
     Ok(())
@@ -398,7 +426,7 @@ fn decide(
         body.as_deref(),
     )?
     .unwrap_or(Value::Null);
-    println!(
+    out!(
         "request {id}: {}",
         v.get("status").and_then(Value::as_str).unwrap_or("?")
     );
@@ -408,16 +436,16 @@ fn decide(
 fn counters(client: &ClientArgs, reset: bool) -> Result<(), String> {
     if reset {
         call(client, "DELETE", "/sim/counters", None)?;
-        println!("counters reset");
+        out!("counters reset");
         return Ok(());
     }
     let v = call(client, "GET", "/sim/counters", None)?.unwrap_or(Value::Null);
     for (k, n) in v.as_object().into_iter().flatten() {
-        println!("{n:>8}  {k}");
+        out!("{n:>8}  {k}");
     }
     let net = call(client, "GET", "/sim/network", None)?.unwrap_or(Value::Null);
     if let Some(n) = net.get("connectionsAccepted").and_then(Value::as_u64) {
-        println!("{n:>8}  connections accepted");
+        out!("{n:>8}  connections accepted");
     }
     Ok(())
 }
@@ -428,7 +456,7 @@ fn print_listener(l: &Value) {
         Some(ms) => format!("{fault} {ms}ms"),
         None => fault.to_string(),
     };
-    println!(
+    out!(
         "{:>3}  {:<32} {:<14} {:>8} {:>8}",
         l.get("index").and_then(Value::as_u64).unwrap_or(0),
         l.get("url").and_then(Value::as_str).unwrap_or("-"),
@@ -440,9 +468,13 @@ fn print_listener(l: &Value) {
 
 fn listeners(client: &ClientArgs) -> Result<(), String> {
     let v = call(client, "GET", "/sim/listeners", None)?.unwrap_or(Value::Null);
-    println!(
+    out!(
         "{:>3}  {:<32} {:<14} {:>8} {:>8}",
-        "#", "URL", "FAULT", "REQUESTS", "CONNS"
+        "#",
+        "URL",
+        "FAULT",
+        "REQUESTS",
+        "CONNS"
     );
     v.as_array().into_iter().flatten().for_each(print_listener);
     Ok(())
@@ -478,7 +510,7 @@ fn network(client: &ClientArgs, rtt_ms: Option<u64>) -> Result<(), String> {
         None => call(client, "GET", "/sim/network", None)?,
     }
     .unwrap_or(Value::Null);
-    println!(
+    out!(
         "rtt {} ms, {} connections accepted",
         v.get("rttMs").and_then(Value::as_u64).unwrap_or(0),
         v.get("connectionsAccepted")
@@ -492,15 +524,15 @@ fn faults(action: FaultAction) -> Result<(), String> {
     match action {
         FaultAction::List { client } => {
             let v = call(&client, "GET", "/sim/faults", None)?.unwrap_or(Value::Null);
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         FaultAction::Add { json, client } => {
             let v = call(&client, "POST", "/sim/faults", Some(&json))?.unwrap_or(Value::Null);
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         FaultAction::Clear { client } => {
             call(&client, "DELETE", "/sim/faults", None)?;
-            println!("faults cleared");
+            out!("faults cleared");
         }
     }
     Ok(())
