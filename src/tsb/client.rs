@@ -13,7 +13,7 @@ use base64::Engine;
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 
-use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind};
+use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind, TsbReason};
 use super::models::{
     decode_b64, decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
     password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
@@ -579,7 +579,7 @@ impl TsbClient {
         call.accept = &[404];
         match self.execute(&call, |_| Ok(())) {
             Ok(()) => Ok(()),
-            Err(e) if e.tsb_code() == Some(651) => Ok(()),
+            Err(e) if e.reason() == Some(TsbReason::RequestNotFound) => Ok(()),
             Err(e) => Err(e),
         }
     }

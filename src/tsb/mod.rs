@@ -1,7 +1,7 @@
 //! The client of the Securosys Transaction Security Broker (TSB) REST API.
 //!
 //! This layer knows HTTP and JSON and nothing of PKCS#11: callers map [`TsbError`] to their
-//! own error codes. See `/work/shared/tsb-api.md` for the contract.
+//! own error codes. See `docs/tsb-api.md` for the contract.
 //!
 //! Files: `client.rs` (the agent, authentication with JWT and API keys per role with
 //! rollover, retries), `tls.rs` (rustls: system roots + `caPath`, mTLS, certificate pin),
@@ -19,7 +19,7 @@ mod tls;
 mod tests;
 
 pub use client::TsbClient;
-pub use error::{TsbError, TsbErrorKind};
+pub use error::{TsbError, TsbErrorKind, TsbReason};
 pub use models::{
     Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
     RequestStatus, Rule, SignRequest,
