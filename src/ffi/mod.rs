@@ -9,6 +9,7 @@
 
 pub(crate) mod convert;
 mod general;
+mod keygen;
 mod objects;
 mod sessions;
 mod signing;
@@ -25,6 +26,7 @@ use crate::error::{rv_name, Error, Result};
 use crate::token::Token;
 
 pub use general::*;
+pub use keygen::*;
 pub use objects::*;
 pub use sessions::*;
 pub use signing::*;

@@ -357,15 +357,8 @@ impl Token {
             ));
         }
         let cert = match obj {
-            ObjectRef::Key(k, _) => {
-                return Err(Error::new(
-                    CKR_ACTION_PROHIBITED,
-                    format!(
-                        "key '{}' lives on the HSM and cannot be destroyed here",
-                        k.label
-                    ),
-                ))
-            }
+            // Deletes the key on the TSB when pkcs11.allowKeyDeletion allows it (keygen.rs).
+            ObjectRef::Key(k, _) => return self.destroy_key(&k),
             ObjectRef::Certificate(c) if c.source != CertSource::Tsb => {
                 return Err(Error::new(
                     CKR_ACTION_PROHIBITED,

@@ -11,6 +11,7 @@ pub mod session;
 
 mod backend;
 mod certificates;
+mod keygen;
 mod keys;
 mod signing;
 #[cfg(test)]
@@ -188,7 +189,7 @@ impl Token {
 
     pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<&'static [CK_MECHANISM_TYPE]> {
         Self::check_slot(slot)?;
-        Ok(mechanisms::SUPPORTED)
+        Ok(keygen::ALL_MECHANISMS.as_slice())
     }
 
     pub fn mechanism_info(
@@ -197,7 +198,9 @@ impl Token {
         mechanism: CK_MECHANISM_TYPE,
     ) -> Result<CK_MECHANISM_INFO> {
         Self::check_slot(slot)?;
-        mechanisms::mechanism_info(mechanism).ok_or_else(|| Error::rv(CKR_MECHANISM_INVALID))
+        mechanisms::mechanism_info(mechanism)
+            .or_else(|| keygen::keygen_mechanism_info(mechanism))
+            .ok_or_else(|| Error::rv(CKR_MECHANISM_INVALID))
     }
 
     // ----- sessions (§5.6) -----
