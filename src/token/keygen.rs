@@ -363,7 +363,7 @@ impl Token {
             ));
         }
         if let Some(list) = &self.config.pkcs11.keys {
-            if !list.iter().any(|l| *l == req.label) {
+            if !list.contains(&req.label) {
                 return Err(inconsistent(format!(
                     "label '{}' is not in pkcs11.keys: the new key would not be visible",
                     req.label
@@ -529,12 +529,12 @@ mod tests {
             parse_templates(rsa, public, private).unwrap_err().code()
         };
         assert_eq!(
-            rv(&[bits.clone()], &[]),
+            rv(std::slice::from_ref(&bits), &[]),
             CKR_TEMPLATE_INCOMPLETE,
             "no label"
         );
         assert_eq!(
-            rv(&[label.clone()], &[]),
+            rv(std::slice::from_ref(&label), &[]),
             CKR_TEMPLATE_INCOMPLETE,
             "no size"
         );
