@@ -1,11 +1,17 @@
 //! Logging setup: `env_logger` to stderr (never stdout: Notation plugins and ssh-agent speak over
 //! stdout), or to a file. Level from `TSB_PKCS11_LOG` (`error`, `warn` (default), `info`, `debug`,
-//! `trace`, or any env_logger filter); `TSB_PKCS11_LOG_FILE` sends the lines to a file instead.
+//! `trace`, or any env_logger filter); `TSB_PKCS11_LOG_FILE` sends the lines to a file instead
+//! (created with mode 0600; a symlink or a file of another user is refused, with one line on
+//! stderr, and the lines go to stderr).
 //!
 //! The HTTP and TLS libraries are capped at `info` whatever the filter says: ureq's debug lines
 //! echo request headers, `X-API-KEY` included.
 
-use std::fs::OpenOptions;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
+use parking_lot::RwLock;
 
 /// Libraries whose log output is capped at `info`.
 const CAPPED: &[&str] = &["ureq", "rustls"];
@@ -23,14 +29,52 @@ pub fn init() {
         builder.filter_module(module, log::LevelFilter::Info);
     }
     if let Ok(path) = std::env::var("TSB_PKCS11_LOG_FILE") {
-        match OpenOptions::new().create(true).append(true).open(&path) {
+        match open_log_file(Path::new(&path)) {
             Ok(file) => {
                 builder.target(env_logger::Target::Pipe(Box::new(file)));
             }
-            Err(e) => eprintln!("tsb-pkcs11: cannot open log file {path}: {e}; logging to stderr"),
+            Err(e) => eprintln!("tsb-pkcs11: cannot use log file {path}: {e}; logging to stderr"),
         }
     }
     let _ = builder.try_init();
+}
+
+/// Opens (or creates, mode 0600) the log file for appending. A symlink is not followed and a
+/// file owned by another user is refused: either would let someone else choose which file the
+/// module (perhaps running as root) writes to, or read what it logs.
+fn open_log_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                "it is a symbolic link (not followed)",
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = file.metadata()?.uid();
+        let me = crate::ffi::os::effective_uid();
+        if owner != me {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("it is owned by another user (uid {owner}, not {me})"),
+            ));
+        }
+    }
+    Ok(file)
 }
 
 /// The filter without directives for the capped libraries or their submodules (a directive for
@@ -57,9 +101,115 @@ fn without_capped(filter: &str) -> String {
     out
 }
 
+/// The most characters of one piece of network text a log line shows.
+pub(crate) const MAX_LOGGED_CHARS: usize = 200;
+
+/// Secrets of the configuration and of logins (process-wide), never shown in a log line.
+static SECRETS: RwLock<Vec<String>> = parking_lot::const_rwlock(Vec::new());
+
+/// Adds secrets that [`Net`] redacts from now on. Values shorter than 4 characters are not
+/// worth hiding (they would only garble the text) and are ignored.
+pub(crate) fn register_secrets<'a>(secrets: impl IntoIterator<Item = &'a str>) {
+    let mut all = SECRETS.write();
+    for s in secrets {
+        if s.len() >= 4 && !all.iter().any(|k| k == s) {
+            all.push(s.to_string());
+        }
+    }
+}
+
+/// Text that came from the TSB or the network (labels, request ids, approver names,
+/// statuses, messages), shown safely in a log line: the registered secrets become
+/// `<redacted>`, control characters are escaped (`\n`, `\u{1b}`: a value cannot forge a log
+/// line), and at most [`MAX_LOGGED_CHARS`] characters are shown, with a marker saying how
+/// many more there were. Every log site that prints network text wraps it in `Net`.
+pub(crate) struct Net<'a>(pub &'a str);
+
+impl fmt::Display for Net<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&sanitize(self.0))
+    }
+}
+
+/// A list of network texts, comma-separated, each as [`Net`] shows it; at most
+/// [`MAX_LOGGED_CHARS`] characters in all.
+pub(crate) struct NetList<'a>(pub &'a [String]);
+
+impl fmt::Display for NetList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let joined: Vec<String> = self.0.iter().map(|s| sanitize(s)).collect();
+        f.write_str(&cap(&joined.join(", ")))
+    }
+}
+
+/// See [`Net`]. Only a window of the text is examined, so a huge value costs little.
+pub(crate) fn sanitize(text: &str) -> String {
+    let secrets = SECRETS.read();
+    let longest = secrets.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+    // Enough to redact any secret that starts within the part shown.
+    let window: String = text.chars().take(MAX_LOGGED_CHARS + longest + 1).collect();
+    let beyond = text.chars().count() - window.chars().count();
+    let mut redacted = window;
+    for s in secrets.iter() {
+        if redacted.contains(s.as_str()) {
+            redacted = redacted.replace(s.as_str(), "<redacted>");
+        }
+    }
+    drop(secrets);
+    let mut out = String::new();
+    let mut chars = redacted.chars();
+    for c in chars.by_ref().take(MAX_LOGGED_CHARS) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    let more = chars.count() + beyond;
+    if more > 0 {
+        out.push_str(&format!("…[{more} more characters]"));
+    }
+    out
+}
+
+/// Cuts already sanitised text to [`MAX_LOGGED_CHARS`] characters, with a marker.
+fn cap(text: &str) -> String {
+    let total = text.chars().count();
+    if total <= MAX_LOGGED_CHARS {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(MAX_LOGGED_CHARS).collect();
+    out.push_str(&format!("…[{} more characters]", total - MAX_LOGGED_CHARS));
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::without_capped;
+    use super::{register_secrets, sanitize, without_capped, NetList, MAX_LOGGED_CHARS};
+
+    #[test]
+    fn network_text_is_escaped_capped_and_redacted() {
+        assert_eq!(sanitize("req-1"), "req-1");
+        assert_eq!(
+            sanitize("id\n[ERROR] forged line\r\u{1b}[31m"),
+            "id\\n[ERROR] forged line\\r\\u{1b}[31m"
+        );
+        let huge = "x".repeat(2 * 1024 * 1024);
+        let shown = sanitize(&huge);
+        assert!(shown.len() < MAX_LOGGED_CHARS + 40, "{}", shown.len());
+        assert!(shown.ends_with(&format!(
+            "…[{} more characters]",
+            huge.len() - MAX_LOGGED_CHARS
+        )));
+        register_secrets(["unit-test-secret-value"]);
+        let with_secret = format!("{}unit-test-secret-value tail", "y".repeat(190));
+        let shown = sanitize(&with_secret);
+        assert!(!shown.contains("unit-test"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert_eq!(sanitize("ab\u{7f}"), "ab\\u{7f}");
+        let names = vec!["alice".to_string(), "bob\nINFO fake".to_string()];
+        assert_eq!(NetList(&names).to_string(), "alice, bob\\nINFO fake");
+    }
 
     #[test]
     fn capped_directives_are_dropped() {

@@ -364,3 +364,158 @@ fn generation_without_the_key_management_role_is_a_clear_error() {
     }
     assert!(!h.sim.key_labels().iter().any(|l| l == "new-key"));
 }
+
+fn ec_templates(label: &str) -> (Vec<Attribute>, Vec<Attribute>) {
+    (
+        vec![
+            // P-256
+            Attribute::EcParams(vec![
+                0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+            ]),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ],
+        vec![Attribute::Sign(true)],
+    )
+}
+
+#[test]
+fn keys_are_deleted_when_allowed() {
+    let h = Harness::with(small_sim(), serde_json::json!({"allowKeyDeletion": true}));
+    let s = rw_session(&h);
+    let (p, k) = ec_templates("doomed");
+    let (pub_h, priv_h) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .unwrap();
+    s.destroy_object(priv_h).expect("deleted");
+    assert!(
+        !h.sim.key_labels().iter().any(|l| l == "doomed"),
+        "gone on the TSB"
+    );
+    // Both objects of the pair are gone.
+    for handle in [priv_h, pub_h] {
+        assert!(matches!(
+            s.get_attributes(handle, &[cryptoki::object::AttributeType::Label]),
+            Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::ObjectHandleInvalid,
+                _
+            ))
+        ));
+    }
+    assert!(matches!(
+        s.sign_init(&Mechanism::Ecdsa, priv_h),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::KeyHandleInvalid
+                | cryptoki::error::RvError::ObjectHandleInvalid,
+            _
+        ))
+    ));
+    assert!(s
+        .find_objects(&[Attribute::Label(b"doomed".to_vec())])
+        .unwrap()
+        .is_empty());
+    // The label can be used again: a new key.
+    let (p, k) = ec_templates("doomed");
+    s.generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .expect("the label is free again");
+
+    // A key created with CKA_DESTROYABLE false: the TSB refuses to delete it.
+    let (p, mut k) = ec_templates("keeper");
+    k.push(Attribute::Destroyable(false));
+    let (_, keeper) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .unwrap();
+    assert!(matches!(
+        s.destroy_object(keeper),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::ActionProhibited,
+            _
+        ))
+    ));
+    assert!(h.sim.key_labels().iter().any(|l| l == "keeper"));
+}
+
+#[test]
+fn new_keys_get_the_configured_policy_and_sign_after_approval() {
+    let approvers = serde_json::json!({"tokens": [{"name": "main", "timelock": 0, "timeout": 0,
+        "groups": [{"name": "board", "quorum": 1, "approvals": [
+            {"type": "onboarded_approver_certificate", "name": "alice"}]}]}]});
+    let h = Harness::with(
+        small_sim(),
+        serde_json::json!({
+            "policyProfiles": {"board": {"ruleUse": approvers}},
+        }),
+    );
+    let s = rw_session(&h);
+    // Without a profile: the empty policy, signs at once.
+    let (p, k) = ec_templates("plain-new");
+    let (_, plain) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .unwrap();
+    let digest = openssl::sha::sha256(b"m");
+    let sig = s.sign(&Mechanism::Ecdsa, plain, &digest).unwrap();
+    assert!(verify::ecdsa_digest(
+        &h.sim_public_key("plain-new"),
+        &digest,
+        &sig
+    ));
+    assert!(
+        h.sim.requests().iter().all(|r| r.id.is_none()),
+        "no approval request"
+    );
+
+    // With the profile: the key needs alice's approval.
+    let (p, mut k) = ec_templates("board-key");
+    k.push(vendor_profile("board"));
+    let (_, key) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .unwrap();
+    let sim = &h.sim;
+    let approver = std::thread::scope(|scope| {
+        let t = scope.spawn(|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if let Some(id) = sim
+                    .requests()
+                    .into_iter()
+                    .find(|r| r.key == "board-key")
+                    .and_then(|r| r.id)
+                {
+                    sim.approve(&id, "alice").unwrap();
+                    return id;
+                }
+                assert!(std::time::Instant::now() < deadline, "no approval request");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        let sig = s
+            .sign(&Mechanism::Ecdsa, key, &digest)
+            .expect("signed after approval");
+        assert!(verify::ecdsa_digest(
+            &h.sim_public_key("board-key"),
+            &digest,
+            &sig
+        ));
+        t.join().unwrap()
+    });
+    assert_eq!(h.sim.request_status(&approver).as_deref(), Some("EXECUTED"));
+
+    // An unknown profile.
+    let (p, mut k) = ec_templates("nope");
+    k.push(vendor_profile("nobody"));
+    assert!(matches!(
+        s.generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::AttributeValueInvalid,
+            _
+        ))
+    ));
+}
+
+/// `CKA_VENDOR_DEFINED | 0x54530003`: the policy profile of a new key.
+fn vendor_profile(name: &str) -> Attribute {
+    let t = cryptoki_sys::CKA_VENDOR_DEFINED | 0x5453_0003;
+    Attribute::VendorDefined((
+        cryptoki::object::AttributeType::VendorDefined(t),
+        name.as_bytes().to_vec(),
+    ))
+}

@@ -2,7 +2,7 @@
 
 use cryptoki_sys::*;
 
-use super::convert::{creation_template, mechanism, out};
+use super::convert::{mechanism, out, template, without_repeats};
 use super::{guard, token};
 
 /// `C_GenerateKeyPair` (§5.14): `CKM_RSA_PKCS_KEY_PAIR_GEN`, `CKM_EC_KEY_PAIR_GEN` and
@@ -31,9 +31,11 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
         // SAFETY: as above.
         let private_key = unsafe { out(private_key) }?;
         // SAFETY: each template holds its count of attributes (NULL only with count 0).
-        let public = unsafe { creation_template(public_template, public_count) }?;
+        let public =
+            unsafe { template(public_template, public_count) }.and_then(without_repeats)?;
         // SAFETY: as above.
-        let private = unsafe { creation_template(private_template, private_count) }?;
+        let private =
+            unsafe { template(private_template, private_count) }.and_then(without_repeats)?;
         let (p, k) = token()?.generate_key_pair(session, &m, &public, &private)?;
         *public_key = p;
         *private_key = k;

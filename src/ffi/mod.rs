@@ -1,6 +1,7 @@
 //! The C ABI: `extern "C"` entry points (PKCS#11 v2.40 and v3.0). Each one checks its pointers,
 //! converts arguments to Rust types, calls the [`Token`] core inside `catch_unwind`, and maps
-//! the result to a `CK_RV`. Nothing else lives here.
+//! the result to a `CK_RV`. Nothing else lives here, except `os.rs`: the few `libc` calls other
+//! layers need (this is the only folder with `unsafe`).
 //!
 //! Safety contract of every entry point: the caller follows PKCS#11 (pointers are NULL or valid
 //! for the lengths given). Each `unsafe` block states the part of that contract it relies on.
@@ -8,9 +9,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub(crate) mod convert;
+mod digest;
 mod general;
 mod keygen;
+mod legacy;
 mod objects;
+pub(crate) mod os;
 mod sessions;
 mod signing;
 mod slots;
@@ -25,8 +29,10 @@ use parking_lot::RwLock;
 use crate::error::{rv_name, Error, Result};
 use crate::token::Token;
 
+pub use digest::*;
 pub use general::*;
 pub use keygen::*;
+pub use legacy::*;
 pub use objects::*;
 pub use sessions::*;
 pub use signing::*;
@@ -57,7 +63,8 @@ fn guard(name: &str, body: impl FnOnce() -> Result<()>) -> CK_RV {
     let rv = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
-            log::debug!("{name}: {e}");
+            // The message may quote the TSB (network text): shown sanitised.
+            log::debug!("{name}: {}", crate::logging::Net(&e.to_string()));
             e.code()
         }
         Err(_) => {

@@ -11,6 +11,7 @@ use cryptoki_sys::*;
 use super::mechanisms::{MechParams, Mechanism};
 use super::objects::{key_from_attributes, KeyObject, KeyPart, ObjectRef, Skipped};
 use super::Token;
+use crate::config::PolicySpec;
 use crate::error::{map_tsb_error, Error, Result};
 use crate::tsb::{NewKey, NewKeyType, TsbReason};
 
@@ -23,14 +24,6 @@ pub(crate) const KEYGEN_MECHANISMS: [CK_MECHANISM_TYPE; 3] = [
     CKM_EC_KEY_PAIR_GEN,
     CKM_EC_EDWARDS_KEY_PAIR_GEN,
 ];
-
-/// Every mechanism of the token: the signing ones, then the generation ones.
-pub(crate) static ALL_MECHANISMS: std::sync::LazyLock<Vec<CK_MECHANISM_TYPE>> =
-    std::sync::LazyLock::new(|| {
-        let mut all = super::mechanisms::SUPPORTED.to_vec();
-        all.extend(KEYGEN_MECHANISMS);
-        all
-    });
 
 /// `C_GetMechanismInfo` of a generation mechanism: key sizes in bits and flags.
 pub(crate) fn keygen_mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO> {
@@ -305,29 +298,26 @@ fn parse_templates(
     })
 }
 
-/// The empty policy: no rule, not blocked. A key created with it signs at once and can be
-/// given approvers later; a key created without any policy never can (docs/tsb-api.md).
-fn empty_policy() -> serde_json::Value {
-    serde_json::json!({
-        "ruleUse": null, "ruleBlock": null, "ruleUnblock": null, "ruleModify": null,
-        "keyStatus": {"blocked": false},
-    })
-}
-
 impl Token {
-    /// The policy of a new key: the named profile, else the empty policy.
-    fn new_key_policy(&self, profile: Option<&str>) -> Result<serde_json::Value> {
+    /// The policy of a new key: the named profile of `pkcs11.policyProfiles`, else
+    /// `pkcs11.newKeyPolicy`, else the empty policy (every rule null, not blocked). Never no
+    /// policy: a key created without one can never be given one, while a key with the empty
+    /// policy signs at once and can gain approvers later (docs/tsb-api.md).
+    fn new_key_policy(&self, profile: Option<&str>) -> Result<PolicySpec> {
+        let settings = &self.config.pkcs11;
         match profile {
-            None => Ok(empty_policy()),
-            Some(name) => Err(value_invalid(format!(
-                "no policy profile '{name}' is configured (pkcs11.policyProfiles)"
-            ))),
+            Some(name) => settings.policy_profiles.get(name).cloned().ok_or_else(|| {
+                value_invalid(format!(
+                    "no policy profile '{name}' is configured (pkcs11.policyProfiles)"
+                ))
+            }),
+            None => Ok(settings.new_key_policy.clone().unwrap_or_default()),
         }
     }
 
     /// Whether `C_DestroyObject` may delete keys on the TSB (`pkcs11.allowKeyDeletion`).
     fn key_deletion_allowed(&self) -> bool {
-        false
+        self.config.pkcs11.allow_key_deletion
     }
 
     /// `C_GenerateKeyPair` (PKCS#11 v3.0 §5.14): creates the key on the TSB and returns the

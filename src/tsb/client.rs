@@ -22,6 +22,7 @@ use super::tls;
 
 mod keys;
 use crate::config::{normalise_url, AuthType, Config, Secret};
+use crate::logging::Net;
 pub(crate) use keys::{NewKey, NewKeyType};
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
@@ -223,7 +224,7 @@ impl TsbClient {
     /// used with authType CERT or when both `certpath` and `keypath` are set.
     pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
         let base =
-            normalise_url(&config.rest_api).map_err(|m| setup_error(format!("restApi: {m}")))?;
+            normalise_url(config.rest_api()).map_err(|m| setup_error(format!("restApi: {m}")))?;
         let (scheme, host) = tls::scheme_and_host(&base)
             .ok_or_else(|| setup_error("restApi: the URL has no host"))?;
         let s = &config.pkcs11;
@@ -477,7 +478,7 @@ impl TsbClient {
         let call = sign_call(req, "POST /v1/synchronousSign", "/v1/synchronousSign");
         log::trace!(
             "TSB synchronousSign {} {}: payload {} bytes",
-            req.key,
+            Net(&req.key),
             req.algorithm,
             req.payload.len()
         );
@@ -499,7 +500,7 @@ impl TsbClient {
         let call = sign_call(req, "POST /v1/sign", "/v1/sign");
         log::trace!(
             "TSB sign {} {}: payload {} bytes",
-            req.key,
+            Net(&req.key),
             req.algorithm,
             req.payload.len()
         );
@@ -641,16 +642,18 @@ impl TsbClient {
             if !retry {
                 if retryable && attempt < self.retries {
                     log::debug!(
-                        "TSB request failed: {e} (no retry: requestTimeoutMs {} nearly used up)",
+                        "TSB request failed: {} (no retry: requestTimeoutMs {} nearly used up)",
+                        Net(&e.to_string()),
                         self.request_timeout.as_millis()
                     );
                 } else {
-                    log::debug!("TSB request failed: {e}");
+                    log::debug!("TSB request failed: {}", Net(&e.to_string()));
                 }
                 return Err(e);
             }
             log::warn!(
-                "TSB request failed: {e} (attempt {} of {}; retrying in {} ms)",
+                "TSB request failed: {} (attempt {} of {}; retrying in {} ms)",
+                Net(&e.to_string()),
                 attempt + 1,
                 self.retries + 1,
                 delay.as_millis()
@@ -792,7 +795,7 @@ impl TsbClient {
                 log::debug!(
                     "TSB {} {} -> failed after {} ms",
                     call.method,
-                    call.path,
+                    Net(&call.path),
                     started.elapsed().as_millis()
                 );
                 return Err(self.err(call, kind));
@@ -804,7 +807,7 @@ impl TsbClient {
         log::debug!(
             "TSB {} {} -> {} ({} ms)",
             call.method,
-            call.path,
+            Net(&call.path),
             status,
             started.elapsed().as_millis()
         );

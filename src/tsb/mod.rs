@@ -5,7 +5,8 @@
 //!
 //! Files: `client.rs` (the agent, authentication with JWT and API keys per role with
 //! rollover, retries), `tls.rs` (rustls: system roots + `caPath`, mTLS, certificate pin),
-//! `models.rs` (request and response types), `error.rs` (the error type).
+//! `models.rs` (request and response types), `policy.rs` (strict key policies for new keys),
+//! `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
 //! child after `fork()`.
@@ -13,6 +14,7 @@
 mod client;
 mod error;
 pub(crate) mod models;
+pub mod policy;
 mod tls;
 
 #[cfg(test)]

@@ -166,6 +166,9 @@ pub struct Shared {
     pub(crate) net: crate::network::NetState,
     /// The listeners (set once they are bound).
     pub(crate) nodes: std::sync::OnceLock<Vec<Arc<crate::cluster::Node>>>,
+    /// When set, `POST /v1/sign` answers this `signRequestId` instead of a fresh UUID (tests of
+    /// how clients cope with odd ids: newlines, megabytes, secrets).
+    pub request_id_override: Mutex<Option<String>>,
     pub key_cache_dir: Option<PathBuf>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -185,6 +188,7 @@ impl Shared {
             requests: Mutex::new(RequestLog::default()),
             counters: Mutex::new(BTreeMap::new()),
             faults: FaultRegistry::default(),
+            request_id_override: Mutex::new(None),
             key_cache_dir,
             shutdown,
         }

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::{segment, Call, Retry, TsbClient};
-use crate::config::Secret;
+use crate::config::{PolicySpec, Secret};
 use crate::tsb::models::password_chars;
 use crate::tsb::TsbError;
 
@@ -29,7 +29,7 @@ pub(crate) struct NewKey<'a> {
     pub(crate) destroyable: bool,
     pub(crate) modifiable: bool,
     /// The `policy` document; never absent (a key created without one can never get one).
-    pub(crate) policy: &'a serde_json::Value,
+    pub(crate) policy: &'a PolicySpec,
 }
 
 #[derive(Serialize)]
@@ -44,7 +44,7 @@ struct CreateBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     password: Option<serde_json::Value>,
     attributes: CreateAttributes,
-    policy: &'a serde_json::Value,
+    policy: &'a PolicySpec,
 }
 
 /// The key attributes of a signing key that never leaves the HSM.
