@@ -519,3 +519,56 @@ fn vendor_profile(name: &str) -> Attribute {
         name.as_bytes().to_vec(),
     ))
 }
+
+/// The Python interpreter with python-pkcs11: `TSB_PYTHON`, else the venv scripts/test.sh
+/// fills (`target/compat-venv`).
+fn python_with_pkcs11() -> Option<std::path::PathBuf> {
+    let candidates = std::env::var_os("TSB_PYTHON")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compat-venv/bin/python")]);
+    for p in candidates {
+        let ok = Command::new(&p)
+            .args(["-c", "import pkcs11"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(p);
+        }
+    }
+    eprintln!("!!! python-pkcs11 not found (TSB_PYTHON or target/compat-venv): SKIPPED — scripts/test.sh installs it");
+    None
+}
+
+#[test]
+fn python_pkcs11_generates_key_pairs() {
+    let Some(python) = python_with_pkcs11() else {
+        return;
+    };
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let out = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/keygen.py"))
+        .arg(&h.module_path)
+        .arg(h.dir.path())
+        .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .output()
+        .unwrap();
+    let text = ok(out, "tests/python/keygen.py");
+    assert!(text.contains("refused py-decrypt"), "{text}");
+    assert!(!h.sim.key_labels().iter().any(|l| l == "py-decrypt"));
+    let msg = b"python-pkcs11";
+    let sig = std::fs::read(h.dir.path().join("py-rsa.sig")).unwrap();
+    assert!(verify::rsa_pkcs1(
+        &h.sim_public_key("py-rsa"),
+        verify::Hash::Sha256,
+        msg,
+        &sig
+    ));
+    let sig = std::fs::read(h.dir.path().join("py-p384.sig")).unwrap();
+    let digest = openssl::sha::sha384(msg);
+    assert!(verify::ecdsa_digest(
+        &h.sim_public_key("py-p384"),
+        &digest,
+        &sig
+    ));
+}

@@ -262,7 +262,8 @@ fn parse_templates(
             "CKA_LABEL is required: it names the key on the TSB",
         )
     })?;
-    if let Some(id) = id {
+    // An empty CKA_ID asks for nothing (python-pkcs11 sends one by default).
+    if let Some(id) = id.filter(|i| !i.is_empty()) {
         if id != label.as_bytes() {
             return Err(inconsistent(
                 "the TSB cannot store a CKA_ID for a new key: its CKA_ID is its label's bytes (leave CKA_ID out or give the label)",
