@@ -326,6 +326,12 @@ fn keys_cannot_be_deleted_without_allow_key_deletion() {
     let h = Harness::with(small_sim(), serde_json::json!({}));
     let s = rw_session(&h);
     let key = h.private_key(&s, "existing");
+    assert_eq!(
+        s.get_attributes(key, &[cryptoki::object::AttributeType::Destroyable])
+            .unwrap(),
+        vec![Attribute::Destroyable(false)],
+        "not destroyable without pkcs11.allowKeyDeletion"
+    );
     match s.destroy_object(key) {
         Err(cryptoki::error::Error::Pkcs11(rv, _)) => {
             assert_eq!(rv, cryptoki::error::RvError::ActionProhibited)
@@ -386,6 +392,18 @@ fn keys_are_deleted_when_allowed() {
     let (pub_h, priv_h) = s
         .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
         .unwrap();
+    let destroyable = |h| match s
+        .get_attributes(h, &[cryptoki::object::AttributeType::Destroyable])
+        .unwrap()
+        .pop()
+    {
+        Some(Attribute::Destroyable(d)) => d,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        destroyable(priv_h) && destroyable(pub_h),
+        "CKA_DESTROYABLE is true"
+    );
     s.destroy_object(priv_h).expect("deleted");
     assert!(
         !h.sim.key_labels().iter().any(|l| l == "doomed"),
@@ -424,6 +442,10 @@ fn keys_are_deleted_when_allowed() {
     let (_, keeper) = s
         .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
         .unwrap();
+    assert!(
+        !destroyable(keeper),
+        "CKA_DESTROYABLE shows the TSB's destroyable false"
+    );
     assert!(matches!(
         s.destroy_object(keeper),
         Err(cryptoki::error::Error::Pkcs11(

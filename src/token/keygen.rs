@@ -407,7 +407,7 @@ impl Token {
             .key_attributes(&req.label, password.as_ref())
             .map_err(|e| map_tsb_error(&e, self.credential_context()))?;
         let base = self.objects.base_of(&req.label);
-        let key = match key_from_attributes(&attrs, base, password) {
+        let mut key = match key_from_attributes(&attrs, base, password) {
             Ok(k) => k,
             Err(Skipped::CannotSign(why)) => {
                 return Err(Error::new(
@@ -416,6 +416,7 @@ impl Token {
                 ))
             }
         };
+        key.destroyable &= self.key_deletion_allowed();
         let key = self.objects.store_key(key, None);
         Ok((
             ObjectRef::Key(key.clone(), KeyPart::Public).handle(),
