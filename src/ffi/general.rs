@@ -120,6 +120,8 @@ pub extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
             .take()
             .ok_or_else(|| Error::rv(CKR_CRYPTOKI_NOT_INITIALIZED))?;
         instance.token.finalize();
+        // Report repeated log lines held back by the rate limit (src/logging.rs).
+        log::logger().flush();
         Ok(())
     })
 }

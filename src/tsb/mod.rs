@@ -22,6 +22,7 @@ mod tls;
 mod tests;
 
 pub use client::TsbClient;
+pub(crate) use client::{NewKey, NewKeyType};
 pub use error::{TsbError, TsbErrorKind, TsbReason};
 pub use models::{
     Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
