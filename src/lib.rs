@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod ffi;
+mod journal;
 pub mod logging;
 pub mod token;
 pub mod tsb;

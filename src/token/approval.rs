@@ -88,10 +88,16 @@ pub fn wait(
 ) -> Result<Vec<u8>> {
     let started = Instant::now();
     let deadline = started + settings.approval_timeout;
+    // The journal gets the outcome of every way out (see `crate::journal`).
+    let journal = crate::journal::setting(settings);
+    let outcome = |status: &str, reason: &str| {
+        crate::journal::outcome(&journal, id, label, status, Some(reason));
+    };
     let mut interval = settings.poll_interval;
     let mut last: Option<(RequestState, Vec<String>, Vec<String>)> = None;
     let give_up = |why: Error| -> Error {
         cancel_on_tsb(client, id, label, threads);
+        outcome("CANCELLED", why.message());
         why
     };
     let timed_out = || {
@@ -126,6 +132,7 @@ pub fn wait(
         let status = match poll(client, id, session, threads, deadline) {
             Polled::Status(Ok(s)) => s,
             Polled::Status(Err(e)) if e.tsb_code() == Some(651) => {
+                outcome("GONE", "the TSB no longer knows the request");
                 return Err(map_tsb_error(&e, CredentialContext::Configured));
             }
             Polled::Status(Err(e)) => {
@@ -150,6 +157,9 @@ pub fn wait(
             }
         } else {
             interval = next_interval(interval, settings);
+        }
+        if status.state.is_terminal() {
+            outcome(state_name(&status.state), "final status on the TSB");
         }
         match status.state {
             RequestState::Executed => {

@@ -35,7 +35,7 @@ pub fn build(config: &Config, key_label: &str, algorithm: &str) -> (Vec<u8>, Opt
     (json, signature)
 }
 
-fn process_name() -> String {
+pub(crate) fn process_name() -> String {
     std::fs::read_to_string("/proc/self/comm")
         .map(|s| s.trim().to_string())
         .ok()
