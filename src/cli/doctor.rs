@@ -899,7 +899,7 @@ fn report_key(r: &mut Report, k: &KeyReport) {
     let details = serde_json::to_value(k).unwrap_or(Value::Null);
     if k.shown {
         let mut m = format!(
-            "'{}': shown, {}, approval {}, certificate {}, password {}",
+            "'{}': shown, {}; approval: {}; certificate: {}; password: {}",
             k.label,
             k.key_type.as_deref().unwrap_or("?"),
             k.approval,
