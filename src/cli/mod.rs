@@ -253,7 +253,12 @@ pub(crate) fn describe_config_error(e: &ConfigError) -> String {
 pub(crate) fn config_fix(e: &ConfigError) -> Option<String> {
     let m = e.message.as_str();
     if m.contains("chmod") || m.contains("chown") {
-        return None; // the message already says what to run
+        return Some("run the command the message names".into());
+    }
+    if m.contains("not a regular file") {
+        return Some(format!(
+            "point {CONFIG_ENV} (or --config) at the JSON file itself, not a folder or device"
+        ));
     }
     if m.contains("cannot read") && m.contains("ermission denied") {
         return Some(format!(
