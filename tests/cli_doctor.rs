@@ -229,6 +229,7 @@ fn an_insecure_or_unreadable_or_invalid_configuration_fails_at_the_config_step()
     let c = r.find("config", "fail");
     assert!(c["message"].as_str().unwrap().contains("chmod go-w"), "{c:#}");
     assert_eq!(r.steps(), ["config"], "nothing after a refused config");
+    std::fs::remove_file(&path).unwrap();
     // Not a readable file (a directory).
     let r = run(dir.path(), &["doctor"]);
     r.failed_at("config");
