@@ -20,3 +20,5 @@ fi
 mkdir -p target
 echo "== cargo test (workspace)"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+echo "== the Debian package: build, install, p11-kit applications, doctor, purge (scripts/package-test.sh)"
+bash scripts/package-test.sh

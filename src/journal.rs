@@ -48,10 +48,9 @@ pub(crate) fn path(setting: &Setting) -> Option<PathBuf> {
     match setting {
         Setting::Off => None,
         Setting::Path(p) => Some(p.clone()),
-        Setting::Default => default_path(
-            std::env::var_os("XDG_STATE_HOME"),
-            std::env::var_os("HOME"),
-        ),
+        Setting::Default => {
+            default_path(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
+        }
     }
 }
 
@@ -241,7 +240,12 @@ pub(crate) fn read(path: &Path) -> std::io::Result<Contents> {
         {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", p.display()),
+                ))
+            }
         };
         if !file.metadata()?.is_file() {
             return Err(std::io::Error::other(format!(
@@ -280,7 +284,9 @@ mod tests {
         // A relative XDG_STATE_HOME is ignored (XDG Base Directory spec).
         assert_eq!(
             default_path(Some("rel".into()), Some("/home/u".into())),
-            Some(PathBuf::from("/home/u/.local/state/tsb-pkcs11/requests.jsonl"))
+            Some(PathBuf::from(
+                "/home/u/.local/state/tsb-pkcs11/requests.jsonl"
+            ))
         );
         assert_eq!(default_path(None, None), None);
     }

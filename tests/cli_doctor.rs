@@ -130,14 +130,19 @@ fn a_healthy_setup_passes_every_step_and_the_test_signature_verifies_with_openss
     assert_eq!(r.code, 0, "{:#}\n{}", r.doc, r.stderr);
     assert_eq!(r.doc["result"], "ok");
     let steps = r.steps();
-    for s in ["config", "dns", "tcp", "auth", "version", "key", "keys", "sign"] {
+    for s in [
+        "config", "dns", "tcp", "auth", "version", "key", "keys", "sign",
+    ] {
         assert!(steps.iter().any(|x| x == s), "step {s} missing: {steps:?}");
     }
     // The order of the network steps.
     let pos = |s: &str| steps.iter().position(|x| x == s).unwrap();
     assert!(pos("config") < pos("dns") && pos("dns") < pos("tcp") && pos("tcp") < pos("auth"));
     let keys = r.find("keys", "ok");
-    assert!(keys["message"].as_str().unwrap().contains("3 of 3"), "{keys:#}");
+    assert!(
+        keys["message"].as_str().unwrap().contains("3 of 3"),
+        "{keys:#}"
+    );
     let ska = r
         .checks()
         .iter()
@@ -154,8 +159,8 @@ fn a_healthy_setup_passes_every_step_and_the_test_signature_verifies_with_openss
     let sign = &r.find("sign", "ok")["details"];
     let data = B64.decode(sign["data"].as_str().unwrap()).unwrap();
     let sig = B64.decode(sign["signature"].as_str().unwrap()).unwrap();
-    let key = openssl::pkey::PKey::public_key_from_der(&sim.public_key_der("ec-p256").unwrap())
-        .unwrap();
+    let key =
+        openssl::pkey::PKey::public_key_from_der(&sim.public_key_der("ec-p256").unwrap()).unwrap();
     assert!(common::verify::ecdsa(
         &key,
         common::verify::Hash::Sha256,
@@ -174,10 +179,17 @@ fn text_output_names_each_step_and_the_exit_code_follows_the_worst_check() {
     let text = String::from_utf8_lossy(&out.stdout);
     // A password-protected key without a password is left out: a warning with its fix.
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.contains("ec-p256-pw': left out: the key is password-protected"), "{text}");
+    assert!(
+        text.contains("ec-p256-pw': left out: the key is password-protected"),
+        "{text}"
+    );
     assert!(text.contains("fix: add \"keyPasswords\""), "{text}");
     assert!(text.contains("result: works, with warnings"), "{text}");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // With the password configured, the key is shown and all is well.
     let path = config_file(
         dir.path(),
@@ -212,8 +224,14 @@ fn no_configuration_file_anywhere_is_reported_with_config_init_as_the_fix() {
     assert_eq!(out.status.code(), Some(1));
     let c = &doc["checks"][0];
     assert_eq!(c["status"], "fail");
-    assert!(c["message"].as_str().unwrap().contains("no configuration file"));
-    assert!(c["fix"].as_str().unwrap().contains("tsb-pkcs11 config init"));
+    assert!(c["message"]
+        .as_str()
+        .unwrap()
+        .contains("no configuration file"));
+    assert!(c["fix"]
+        .as_str()
+        .unwrap()
+        .contains("tsb-pkcs11 config init"));
 }
 
 #[test]
@@ -227,7 +245,10 @@ fn an_insecure_or_unreadable_or_invalid_configuration_fails_at_the_config_step()
     let r = run(&path, &["doctor"]);
     assert_eq!(r.code, 1);
     let c = r.find("config", "fail");
-    assert!(c["message"].as_str().unwrap().contains("chmod go-w"), "{c:#}");
+    assert!(
+        c["message"].as_str().unwrap().contains("chmod go-w"),
+        "{c:#}"
+    );
     assert_eq!(r.steps(), ["config"], "nothing after a refused config");
     std::fs::remove_file(&path).unwrap();
     // Not a readable file (a directory).
@@ -244,7 +265,13 @@ fn an_insecure_or_unreadable_or_invalid_configuration_fails_at_the_config_step()
     );
     let r = run(&path, &["doctor"]);
     let c = r.failed_at("config");
-    assert!(c["message"].as_str().unwrap().contains("pkcs11.pollIntervalMs"), "{c:#}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("pkcs11.pollIntervalMs"),
+        "{c:#}"
+    );
     // A secret from an unset environment variable.
     let path = config_file(
         dir.path(),
@@ -252,7 +279,13 @@ fn an_insecure_or_unreadable_or_invalid_configuration_fails_at_the_config_step()
     );
     let r = run(&path, &["doctor"]);
     let c = r.failed_at("config");
-    assert!(c["message"].as_str().unwrap().contains("TSB_PKCS11_TEST_UNSET_VAR"), "{c:#}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("TSB_PKCS11_TEST_UNSET_VAR"),
+        "{c:#}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -266,7 +299,10 @@ fn a_wrong_url_port_fails_at_tcp() {
     };
     let (r, _d) = doctor(&format!("http://127.0.0.1:{port}"), json!({}));
     let c = r.failed_at("tcp");
-    assert!(c["fix"].as_str().unwrap().contains(&format!("port {port}")), "{c:#}");
+    assert!(
+        c["fix"].as_str().unwrap().contains(&format!("port {port}")),
+        "{c:#}"
+    );
     assert!(!r.steps().contains(&"auth".to_string()));
 }
 
@@ -322,7 +358,13 @@ fn an_untrusted_server_certificate_fails_at_tls_with_ca_path_as_fix() {
 fn a_server_certificate_for_another_host_fails_at_tls() {
     let r = tls_doctor(ServerCertMode::WrongHost, ClientAuth::None, json!({}));
     let c = r.failed_at("tls");
-    assert!(c["fix"].as_str().unwrap().contains("not issued for 'localhost'"), "{c:#}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("not issued for 'localhost'"),
+        "{c:#}"
+    );
 }
 
 #[test]
@@ -340,8 +382,14 @@ fn a_wrong_certificate_pin_fails_at_tls() {
         json!({ "pkcs11": { "serverCertSha256": "ab".repeat(32) } }),
     );
     let c = r.failed_at("tls");
-    assert!(c["message"].as_str().unwrap().contains("serverCertSha256"), "{c:#}");
-    assert!(c["fix"].as_str().unwrap().contains("serverCertSha256"), "{c:#}");
+    assert!(
+        c["message"].as_str().unwrap().contains("serverCertSha256"),
+        "{c:#}"
+    );
+    assert!(
+        c["fix"].as_str().unwrap().contains("serverCertSha256"),
+        "{c:#}"
+    );
 }
 
 #[test]
@@ -424,7 +472,10 @@ fn an_api_key_of_the_wrong_role_is_named_with_the_list_it_belongs_to() {
         json!({ "apiKeys": { "KeyManagementToken": ["km-key-1"], "ServiceToken": ["svc-key-1"] } }),
     );
     let c = r.failed_at("auth");
-    assert!(c["fix"].as_str().unwrap().contains("KeyOperationToken"), "{c:#}");
+    assert!(
+        c["fix"].as_str().unwrap().contains("KeyOperationToken"),
+        "{c:#}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -441,17 +492,29 @@ fn a_tsb_without_keys_fails_at_keys() {
 #[test]
 fn keys_the_token_leaves_out_are_listed_with_the_reason() {
     let sim = start_sim(sim_config(&["decrypt-only-rsa", "aes-256"]));
-    let (r, _d) = doctor(&sim.url(), json!({ "pkcs11": { "keys": ["decrypt-only-rsa", "aes-256", "not-there"] } }));
+    let (r, _d) = doctor(
+        &sim.url(),
+        json!({ "pkcs11": { "keys": ["decrypt-only-rsa", "aes-256", "not-there"] } }),
+    );
     let c = r.failed_at("keys");
-    assert!(c["message"].as_str().unwrap().contains("none of the 3"), "{c:#}");
+    assert!(
+        c["message"].as_str().unwrap().contains("none of the 3"),
+        "{c:#}"
+    );
     let text = r.doc.to_string();
-    assert!(text.contains("'decrypt-only-rsa': left out: its sign attribute is false"), "{text}");
+    assert!(
+        text.contains("'decrypt-only-rsa': left out: its sign attribute is false"),
+        "{text}"
+    );
     let gone = r
         .checks()
         .iter()
         .find(|c| c["details"]["label"] == "not-there")
         .unwrap();
-    assert!(gone["fix"].as_str().unwrap().contains("remove 'not-there' from pkcs11.keys"));
+    assert!(gone["fix"]
+        .as_str()
+        .unwrap()
+        .contains("remove 'not-there' from pkcs11.keys"));
 }
 
 #[test]
@@ -503,10 +566,16 @@ fn keys_lists_objects_with_percent_encoded_pkcs11_uris() {
         keys[0]["uri"]["privateKey"],
         "pkcs11:token=My%20TSB;object=ec-p256;id=%00%04;type=private"
     );
-    assert!(keys[1]["approval"].as_str().unwrap().starts_with("needs approval"));
+    assert!(keys[1]["approval"]
+        .as_str()
+        .unwrap()
+        .starts_with("needs approval"));
     // --all adds the key left out, with its reason.
     let r = run(&path, &["keys", "--all"]);
     let keys = r.doc["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 3);
-    assert!(keys[2]["leftOut"].as_str().unwrap().contains("sign attribute"));
+    assert!(keys[2]["leftOut"]
+        .as_str()
+        .unwrap()
+        .contains("sign attribute"));
 }

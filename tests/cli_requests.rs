@@ -100,9 +100,8 @@ impl Setup {
             .env("XDG_STATE_HOME", &self.state)
             .output()
             .expect("run tsb-pkcs11");
-        let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
-        });
+        let doc = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
         (out, doc)
     }
 }
@@ -190,10 +189,9 @@ fn an_approved_request_is_journalled_with_its_outcome() {
     assert_eq!(lines[1]["status"], "EXECUTED");
     // The signature (raw r||s from pkcs11-tool), checked by OpenSSL.
     let sig = std::fs::read(&sig_path).unwrap();
-    let key = openssl::pkey::PKey::public_key_from_der(
-        &s.sim.public_key_der("ska-ec-p256").unwrap(),
-    )
-    .unwrap();
+    let key =
+        openssl::pkey::PKey::public_key_from_der(&s.sim.public_key_der("ska-ec-p256").unwrap())
+            .unwrap();
     assert!(common::verify::ecdsa(
         &key,
         common::verify::Hash::Sha256,

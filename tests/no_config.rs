@@ -48,11 +48,20 @@ fn without_any_configuration_there_is_no_slot_and_an_explicit_missing_file_still
         assert_eq!(f.C_GetInfo.unwrap()(&mut info), CKR_OK);
         let mut session: CK_SESSION_HANDLE = 0;
         assert_eq!(
-            f.C_OpenSession.unwrap()(0, CKF_SERIAL_SESSION, std::ptr::null_mut(), None, &mut session),
+            f.C_OpenSession.unwrap()(
+                0,
+                CKF_SERIAL_SESSION,
+                std::ptr::null_mut(),
+                None,
+                &mut session
+            ),
             CKR_SLOT_ID_INVALID
         );
         let mut slot_info: CK_SLOT_INFO = std::mem::zeroed();
-        assert_eq!(f.C_GetSlotInfo.unwrap()(0, &mut slot_info), CKR_SLOT_ID_INVALID);
+        assert_eq!(
+            f.C_GetSlotInfo.unwrap()(0, &mut slot_info),
+            CKR_SLOT_ID_INVALID
+        );
         assert_eq!(f.C_Finalize.unwrap()(std::ptr::null_mut()), CKR_OK);
         // Nothing logged at the default level.
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
@@ -60,7 +69,10 @@ fn without_any_configuration_there_is_no_slot_and_an_explicit_missing_file_still
 
         // An explicit TSB_PKCS11_CONFIG that names a missing file is an error, as before.
         std::env::set_var("TSB_PKCS11_CONFIG", home.path().join("missing.json"));
-        assert_eq!(f.C_Initialize.unwrap()(std::ptr::null_mut()), CKR_GENERAL_ERROR);
+        assert_eq!(
+            f.C_Initialize.unwrap()(std::ptr::null_mut()),
+            CKR_GENERAL_ERROR
+        );
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(logged.contains("missing.json"), "{logged}");
 
@@ -68,7 +80,10 @@ fn without_any_configuration_there_is_no_slot_and_an_explicit_missing_file_still
         std::env::remove_var("TSB_PKCS11_CONFIG");
         let user = home.path().join("config").join("tsb-pkcs11");
         std::fs::create_dir_all(&user).unwrap();
-        common::write_private(&user.join("config.json"), br#"{"restApi":"http://127.0.0.1:9"}"#);
+        common::write_private(
+            &user.join("config.json"),
+            br#"{"restApi":"http://127.0.0.1:9"}"#,
+        );
         assert_eq!(f.C_Initialize.unwrap()(std::ptr::null_mut()), CKR_OK);
         let mut n: CK_ULONG = 0;
         assert_eq!(

@@ -63,7 +63,12 @@ struct Report {
 }
 
 impl Report {
-    fn add(&mut self, step: &'static str, status: Status, message: impl Into<String>) -> &mut Check {
+    fn add(
+        &mut self,
+        step: &'static str,
+        status: Status,
+        message: impl Into<String>,
+    ) -> &mut Check {
         self.checks.push(Check {
             step,
             status,
@@ -377,7 +382,11 @@ fn endpoint(url: &str) -> Option<(String, String, u16)> {
             None => (authority.to_string(), None),
         }
     };
-    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
     let port = match port {
         Some(p) => p.parse().ok()?,
         None => default,
@@ -400,7 +409,11 @@ fn check_network(config: &Config, r: &mut Report) -> bool {
     let (tx, rx) = std::sync::mpsc::channel();
     let (h, p) = (host.clone(), port);
     std::thread::spawn(move || {
-        let _ = tx.send((h.as_str(), p).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        let _ = tx.send(
+            (h.as_str(), p)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>()),
+        );
     });
     let addrs = match rx.recv_timeout(deadline) {
         Ok(Ok(a)) if !a.is_empty() => a,
@@ -416,7 +429,9 @@ fn check_network(config: &Config, r: &mut Report) -> bool {
             r.fail(
                 "dns",
                 format!("{host}: cannot resolve: {e}"),
-                Some("check the host name in restApi, and this host's DNS (/etc/resolv.conf)".into()),
+                Some(
+                    "check the host name in restApi, and this host's DNS (/etc/resolv.conf)".into(),
+                ),
             );
             return false;
         }
@@ -497,14 +512,18 @@ fn check_tls(
     addr: SocketAddr,
     deadline: Duration,
 ) -> Result<String, (String, Option<String>)> {
-    let tls = crate::tsb::client_config(config)
-        .map_err(|e| (e, Some("correct the TLS file named in the message".to_string())))?;
+    let tls = crate::tsb::client_config(config).map_err(|e| {
+        (
+            e,
+            Some("correct the TLS file named in the message".to_string()),
+        )
+    })?;
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| (format!("{host}: not a valid TLS server name: {e}"), None))?;
-    let mut conn = rustls::ClientConnection::new(tls, name)
-        .map_err(|e| (format!("TLS setup: {e}"), None))?;
-    let mut sock = TcpStream::connect_timeout(&addr, deadline)
-        .map_err(|e| (format!("{addr}: {e}"), None))?;
+    let mut conn =
+        rustls::ClientConnection::new(tls, name).map_err(|e| (format!("TLS setup: {e}"), None))?;
+    let mut sock =
+        TcpStream::connect_timeout(&addr, deadline).map_err(|e| (format!("{addr}: {e}"), None))?;
     let _ = sock.set_read_timeout(Some(deadline));
     let _ = sock.set_write_timeout(Some(deadline));
     let mut stream = rustls::Stream::new(&mut conn, &mut sock);
@@ -562,7 +581,10 @@ fn describe_tls_failure(
         {
             Some("the TSB does not complete the TLS handshake: is the port a TLS port? (try http:// or the right port)".into())
         } else if config.client_cert.is_none() {
-            Some("the TSB may require a client certificate: set authType CERT, certpath and keypath".into())
+            Some(
+                "the TSB may require a client certificate: set authType CERT, certpath and keypath"
+                    .into(),
+            )
         } else {
             None
         };
@@ -589,9 +611,11 @@ fn describe_tls_failure(
         || debug.contains("HandshakeFailure")
     {
         if config.client_cert.is_none() {
-            "the TSB requires a client certificate: set authType CERT, certpath and keypath".to_string()
+            "the TSB requires a client certificate: set authType CERT, certpath and keypath"
+                .to_string()
         } else {
-            "the TSB refused the client certificate: use one issued by a CA the TSB trusts".to_string()
+            "the TSB refused the client certificate: use one issued by a CA the TSB trusts"
+                .to_string()
         }
     } else {
         "see the TLS message".to_string()
@@ -711,7 +735,11 @@ fn check_auth(config: &Config, client: &TsbClient, r: &mut Report) -> Option<Opt
                             .unwrap_or("?")
                             .to_string();
                         r.ok("version", format!("TSB version {version}"));
-                        report_unknown(r, "GET /v1/versionInfo", &known::unknown_fields(&v, &known::VERSION_INFO));
+                        report_unknown(
+                            r,
+                            "GET /v1/versionInfo",
+                            &known::unknown_fields(&v, &known::VERSION_INFO),
+                        );
                     }
                     Probe::Keys(v) => key_list = Some(v),
                     Probe::Operation => {}
@@ -781,7 +809,10 @@ fn explain_api_key(config: &Config, role: Role, m: String) -> (String, Option<St
     if keys.is_empty() {
         return (
             format!("the TSB requires a {} API key: {m}", role.name()),
-            Some(format!("add \"apiKeys\": {{\"{}\": [\"env:NAME\"]}}", role.name())),
+            Some(format!(
+                "add \"apiKeys\": {{\"{}\": [\"env:NAME\"]}}",
+                role.name()
+            )),
         );
     }
     // Is one of this role's keys a key of another role?
@@ -789,7 +820,9 @@ fn explain_api_key(config: &Config, role: Role, m: String) -> (String, Option<St
         for other in Role::ALL.into_iter().filter(|o| *o != role) {
             let mut c = config.clone();
             *other.keys_mut(&mut c) = vec![k.clone()];
-            let Ok(client) = TsbClient::new(&c) else { continue };
+            let Ok(client) = TsbClient::new(&c) else {
+                continue;
+            };
             if probe(&client, other, &c).is_ok() {
                 take_warnings();
                 return (
@@ -811,7 +844,11 @@ fn explain_api_key(config: &Config, role: Role, m: String) -> (String, Option<St
     take_warnings();
     (
         format!("every apiKeys.{} key was refused: {m}", role.name()),
-        Some(format!("put a valid {} key in apiKeys.{}", role.name(), role.name())),
+        Some(format!(
+            "put a valid {} key in apiKeys.{}",
+            role.name(),
+            role.name()
+        )),
     )
 }
 
@@ -880,7 +917,10 @@ fn check_keys(config: &Config, client: &TsbClient, key_list: Option<Value>, r: &
     if shown == 0 {
         r.fail(
             "keys",
-            format!("none of the {} key(s) would be shown on the token", labels.len()),
+            format!(
+                "none of the {} key(s) would be shown on the token",
+                labels.len()
+            ),
             Some("see why each key is left out above".into()),
         );
     } else {
@@ -916,7 +956,11 @@ fn report_key(r: &mut Report, k: &KeyReport) {
             k.label,
             k.left_out.as_deref().unwrap_or("?")
         );
-        let status = if k.fix.is_some() { Status::Warn } else { Status::Info };
+        let status = if k.fix.is_some() {
+            Status::Warn
+        } else {
+            Status::Info
+        };
         let c = r.add("key", status, m);
         c.fix = k.fix.clone();
         c.with_details(details);
@@ -934,7 +978,10 @@ fn report_key(r: &mut Report, k: &KeyReport) {
                 k.label,
                 k.unknown_values.join(", ")
             ),
-            Some("the key may be left out or misread; report it with `tsb-pkcs11 doctor --json`".into()),
+            Some(
+                "the key may be left out or misread; report it with `tsb-pkcs11 doctor --json`"
+                    .into(),
+            ),
         );
     }
 }
@@ -953,7 +1000,11 @@ fn test_signature(config: &Config, label: &str, pin_env: Option<&str>, r: &mut R
 
 type Failure = (String, Option<String>);
 
-fn sign_once(config: &Config, label: &str, pin_env: Option<&str>) -> Result<(String, Value), Failure> {
+fn sign_once(
+    config: &Config,
+    label: &str,
+    pin_env: Option<&str>,
+) -> Result<(String, Value), Failure> {
     let plain = |e: crate::Error| (format!("'{label}': {e}"), None);
     let token = Token::new(config.clone(), true).map_err(plain)?;
     let session = token
@@ -1000,10 +1051,23 @@ fn sign_once(config: &Config, label: &str, pin_env: Option<&str>) -> Result<(Str
         _ => return Err((format!("'{label}': no key type"), None)),
     };
     let (mechanism, name, scheme) = match key_type {
-        CKK_RSA => (CKM_SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS", Scheme::RsaPkcs1v15(HashAlg::Sha256)),
-        CKK_EC => (CKM_ECDSA_SHA256, "CKM_ECDSA_SHA256", Scheme::Ecdsa(HashAlg::Sha256)),
+        CKK_RSA => (
+            CKM_SHA256_RSA_PKCS,
+            "CKM_SHA256_RSA_PKCS",
+            Scheme::RsaPkcs1v15(HashAlg::Sha256),
+        ),
+        CKK_EC => (
+            CKM_ECDSA_SHA256,
+            "CKM_ECDSA_SHA256",
+            Scheme::Ecdsa(HashAlg::Sha256),
+        ),
         CKK_EC_EDWARDS => (CKM_EDDSA, "CKM_EDDSA", Scheme::Ed25519),
-        other => return Err((format!("'{label}': key type {other:#x} cannot sign here"), None)),
+        other => {
+            return Err((
+                format!("'{label}': key type {other:#x} cannot sign here"),
+                None,
+            ))
+        }
     };
     let data = format!("tsb-pkcs11 doctor test signature {}", unix_now()).into_bytes();
     token
@@ -1060,9 +1124,18 @@ mod tests {
     #[test]
     fn endpoints_of_urls() {
         let e = |u: &str| endpoint(u).map(|(s, h, p)| format!("{s} {h} {p}"));
-        assert_eq!(e("https://tsb.example:8080").as_deref(), Some("https tsb.example 8080"));
-        assert_eq!(e("https://tsb.example").as_deref(), Some("https tsb.example 443"));
-        assert_eq!(e("http://127.0.0.1:1/x").as_deref(), Some("http 127.0.0.1 1"));
+        assert_eq!(
+            e("https://tsb.example:8080").as_deref(),
+            Some("https tsb.example 8080")
+        );
+        assert_eq!(
+            e("https://tsb.example").as_deref(),
+            Some("https tsb.example 443")
+        );
+        assert_eq!(
+            e("http://127.0.0.1:1/x").as_deref(),
+            Some("http 127.0.0.1 1")
+        );
         assert_eq!(e("https://[::1]:9443").as_deref(), Some("https ::1 9443"));
         assert_eq!(e("https://[::1]").as_deref(), Some("https ::1 443"));
         assert_eq!(e("https://h:notaport"), None);

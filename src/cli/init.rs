@@ -224,7 +224,9 @@ fn from_notation(src: &Path) -> Result<(Value, Vec<String>), String> {
     }
     if let Some(Value::Object(keys)) = obj.get("apiKeys") {
         for (role, list) in keys {
-            let n = list.as_array().map_or(0, |l| l.iter().filter(|k| literal(k)).count());
+            let n = list
+                .as_array()
+                .map_or(0, |l| l.iter().filter(|k| literal(k)).count());
             if n > 0 {
                 secrets.push(format!("apiKeys.{role}"));
             }

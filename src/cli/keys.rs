@@ -148,10 +148,7 @@ pub(crate) fn inspect_key(
         None if !label.is_empty() && label != "." && label != ".." => client
             .get_json(
                 "GET /v1/key/{label}/attributes",
-                format!(
-                    "/v1/key/{}/attributes",
-                    crate::tsb::encode_segment(label)
-                ),
+                format!("/v1/key/{}/attributes", crate::tsb::encode_segment(label)),
             )
             .and_then(|raw| {
                 r.unknown_fields = known::unknown_fields(&raw, &known::KEY_ATTRIBUTES);
@@ -220,9 +217,9 @@ pub(crate) fn inspect_key(
         match client.certificate(label) {
             Ok(Some(bytes)) => match Certificate::from_any(&bytes) {
                 Ok(c) if c.public_key == key.public => r.certificate = Some("TSB".into()),
-                Ok(_) => r.notes.push(
-                    "the TSB holds a certificate for another public key: not shown".into(),
-                ),
+                Ok(_) => r
+                    .notes
+                    .push("the TSB holds a certificate for another public key: not shown".into()),
                 Err(e) => r
                     .notes
                     .push(format!("the TSB's certificate cannot be read: {e}")),
@@ -249,10 +246,22 @@ fn timing(attrs: &KeyAttributes) -> String {
         return String::new();
     };
     let mut out = String::new();
-    if let Some(t) = rule.tokens.iter().map(|t| t.timelock).max().filter(|t| *t > 0) {
+    if let Some(t) = rule
+        .tokens
+        .iter()
+        .map(|t| t.timelock)
+        .max()
+        .filter(|t| *t > 0)
+    {
         out.push_str(&format!(", timelock {t} s"));
     }
-    if let Some(t) = rule.tokens.iter().map(|t| t.timeout).max().filter(|t| *t > 0) {
+    if let Some(t) = rule
+        .tokens
+        .iter()
+        .map(|t| t.timeout)
+        .max()
+        .filter(|t| *t > 0)
+    {
         out.push_str(&format!(", timeout {t} s"));
     }
     out
@@ -300,9 +309,8 @@ pub(crate) fn labels(client: &TsbClient, config: &Config) -> Result<Vec<String>,
 pub(crate) fn run(global: &Global, args: &KeysArgs, out: &Out) -> Result<i32, String> {
     let config = load_config(global)?;
     let client = TsbClient::new(&config).map_err(|e| format!("{e}"))?;
-    let labels = labels(&client, &config).map_err(|e| {
-        format!("{e} (run `tsb-pkcs11 doctor` to find out why)")
-    })?;
+    let labels = labels(&client, &config)
+        .map_err(|e| format!("{e} (run `tsb-pkcs11 doctor` to find out why)"))?;
     let mut reports = Vec::new();
     for label in &labels {
         let r = inspect_key(&client, &config, label)
@@ -327,7 +335,10 @@ pub(crate) fn run(global: &Global, args: &KeysArgs, out: &Out) -> Result<i32, St
         ));
         return Ok(1);
     }
-    out.line(&format!("token '{}' at {}", config.pkcs11.token_label, config.rest_api));
+    out.line(&format!(
+        "token '{}' at {}",
+        config.pkcs11.token_label, config.rest_api
+    ));
     for r in &reports {
         out.line("");
         if !r.shown {
@@ -342,7 +353,10 @@ pub(crate) fn run(global: &Global, args: &KeysArgs, out: &Out) -> Result<i32, St
             continue;
         }
         out.line(&r.label);
-        out.line(&format!("  type:        {}", r.key_type.as_deref().unwrap_or("?")));
+        out.line(&format!(
+            "  type:        {}",
+            r.key_type.as_deref().unwrap_or("?")
+        ));
         out.line(&format!("  CKA_ID:      {}", r.id.as_deref().unwrap_or("")));
         out.line(&format!("  approval:    {}", r.approval));
         out.line(&format!(

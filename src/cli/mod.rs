@@ -246,7 +246,12 @@ pub(crate) fn load_config(global: &Global) -> Result<Config, String> {
 
 /// A configuration error with its likely fix.
 pub(crate) fn describe_config_error(e: &ConfigError) -> String {
-    format!("{e}{}", config_fix(e).map(|f| format!("; fix: {f}")).unwrap_or_default())
+    format!(
+        "{e}{}",
+        config_fix(e)
+            .map(|f| format!("; fix: {f}"))
+            .unwrap_or_default()
+    )
 }
 
 /// The likely fix of a configuration error.

@@ -79,7 +79,13 @@ fn state_name(s: &RequestState) -> String {
 /// Shortens an approver (a base64 public key) for people; names stay as they are.
 fn short(approver: &str) -> String {
     if approver.len() > 24 {
-        format!("{}…", &approver[..approver.char_indices().nth(16).map_or(approver.len(), |(i, _)| i)])
+        format!(
+            "{}…",
+            &approver[..approver
+                .char_indices()
+                .nth(16)
+                .map_or(approver.len(), |(i, _)| i)]
+        )
     } else {
         approver.to_string()
     }
@@ -168,7 +174,11 @@ pub(crate) fn run(global: &Global, args: &RequestsArgs, out: &Out) -> Result<i32
         out.line(&format!(
             "no open approval request in {}{}",
             path.display(),
-            if args.all { "" } else { " (--all lists finished ones)" }
+            if args.all {
+                ""
+            } else {
+                " (--all lists finished ones)"
+            }
         ));
         return Ok(0);
     }
@@ -186,7 +196,11 @@ pub(crate) fn run(global: &Global, args: &RequestsArgs, out: &Out) -> Result<i32
             r.filed,
             r.process,
             r.pid,
-            if r.process_running { "still running" } else { "no longer running" }
+            if r.process_running {
+                "still running"
+            } else {
+                "no longer running"
+            }
         ));
         if !r.approved_by.is_empty() || !r.waiting_for.is_empty() {
             out.line(&format!(

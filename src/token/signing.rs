@@ -231,7 +231,13 @@ impl Token {
             .sign_asynchronous(request)
             .map_err(|e| self.sign_error(&key.label, &e))?;
         let journal = crate::journal::setting(&self.config.pkcs11);
-        crate::journal::filed(&journal, client.base_url(), &id, &key.label, &request.algorithm);
+        crate::journal::filed(
+            &journal,
+            client.base_url(),
+            &id,
+            &key.label,
+            &request.algorithm,
+        );
         log::info!(
             "approval request {id} filed for key '{}' ({}): waiting for approvals ({})",
             key.label,
