@@ -1,5 +1,7 @@
-//! Generates `include/tsb_pkcs11.h` from the `extern "C"` entry points with cbindgen.
-//! The header is checked in; `tests/header.rs` fails when the checked-in copy is stale.
+//! Generates the C header of the `extern "C"` entry points with cbindgen into `OUT_DIR`
+//! (a build never writes into the source tree, so `cargo package` works). The header is also
+//! checked in as `include/tsb_pkcs11.h`; `tests/header.rs` fails when that copy differs from the
+//! generated one (`scripts/header.sh` refreshes it).
 
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
@@ -15,7 +17,8 @@ fn main() {
         .generate()
     {
         Ok(bindings) => {
-            bindings.write_to_file(format!("{crate_dir}/include/tsb_pkcs11.h"));
+            let out = std::env::var("OUT_DIR").expect("OUT_DIR");
+            bindings.write_to_file(format!("{out}/tsb_pkcs11.h"));
         }
         // A syntax error elsewhere is reported by rustc itself; don't mask it here.
         Err(e) => println!("cargo:warning=cbindgen could not generate the header: {e}"),

@@ -5,7 +5,7 @@ use std::fmt;
 
 use cryptoki_sys::*;
 
-use crate::tsb::{TsbError, TsbErrorKind};
+use crate::tsb::{TsbError, TsbErrorKind, TsbReason};
 
 /// An error that knows the `CK_RV` it becomes at the C boundary.
 ///
@@ -98,6 +98,15 @@ pub enum CredentialContext {
 /// | TSB 651 (request does not exist) | `CKR_FUNCTION_CANCELED` |
 /// | other 4xx / TSB 600, 621 | `CKR_GENERAL_ERROR` |
 /// | configuration (bad URL, CA file, refused plain http) | `CKR_GENERAL_ERROR` |
+/// A rejected credential: the user is not logged in when the credentials come from the
+/// configuration, the PIN is wrong when the PIN is the credential.
+fn credential_failure(context: CredentialContext) -> CK_RV {
+    match context {
+        CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
+        CredentialContext::Pin => CKR_PIN_INCORRECT,
+    }
+}
+
 pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
     let rv = match &err.kind {
         TsbErrorKind::NotSent(_)
@@ -105,31 +114,24 @@ pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
         | TsbErrorKind::Transport(_)
         | TsbErrorKind::InvalidResponse(_) => CKR_DEVICE_ERROR,
         TsbErrorKind::Config(_) => CKR_GENERAL_ERROR,
-        TsbErrorKind::Http { status, code, .. } => match (code, status) {
-            (Some(401), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
-            // 617 invalid access token, 631 invalid API key; any other 401/403 (e.g. a
-            // missing client certificate) is a credential failure too.
-            (Some(617 | 631), _) => match context {
-                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
-                CredentialContext::Pin => CKR_PIN_INCORRECT,
-            },
-            (Some(620), _) => CKR_PIN_INCORRECT,
-            (Some(650), _) => CKR_KEY_HANDLE_INVALID,
-            (Some(607), _) => CKR_MECHANISM_INVALID,
-            (Some(612), _) => CKR_DATA_INVALID,
-            (Some(614), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
-            (Some(651), _) => CKR_FUNCTION_CANCELED,
-            (Some(c), _) if (450..460).contains(c) => match context {
-                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
-                CredentialContext::Pin => CKR_PIN_INCORRECT,
-            },
-            (_, 401 | 403) => match context {
-                CredentialContext::Configured => CKR_USER_NOT_LOGGED_IN,
-                CredentialContext::Pin => CKR_PIN_INCORRECT,
-            },
-            (Some(c), _) if (700..800).contains(c) => CKR_DEVICE_ERROR,
+        TsbErrorKind::Http { status, .. } => match (err.reason(), status) {
+            (Some(TsbReason::MissingApproval), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            // Invalid access token or API key, a 45x authorisation failure; any other 401/403
+            // (e.g. a missing client certificate) is a credential failure too.
+            (
+                Some(TsbReason::InvalidToken | TsbReason::InvalidApiKey | TsbReason::NotAuthorized),
+                _,
+            ) => credential_failure(context),
+            (Some(TsbReason::WrongPassword), _) => CKR_PIN_INCORRECT,
+            (Some(TsbReason::KeyNotFound), _) => CKR_KEY_HANDLE_INVALID,
+            (Some(TsbReason::AlgorithmNotSupported), _) => CKR_MECHANISM_INVALID,
+            (Some(TsbReason::InvalidPayload), _) => CKR_DATA_INVALID,
+            (Some(TsbReason::OperationForbidden), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            (Some(TsbReason::RequestNotFound), _) => CKR_FUNCTION_CANCELED,
+            (_, 401 | 403) => credential_failure(context),
+            (Some(TsbReason::HsmError), _) => CKR_DEVICE_ERROR,
             (_, s) if *s >= 500 => CKR_DEVICE_ERROR,
-            (None, 404) => CKR_KEY_HANDLE_INVALID,
+            (None, 404) if err.tsb_code().is_none() => CKR_KEY_HANDLE_INVALID,
             _ => CKR_GENERAL_ERROR,
         },
     };
@@ -139,54 +141,114 @@ pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
 
 /// The symbolic name of a return value, for logs.
 pub fn rv_name(rv: CK_RV) -> &'static str {
+    // Every return value of PKCS#11 v3.0 §5.1 (as cryptoki-sys names them).
     match rv {
-        CKR_OK => "CKR_OK",
-        CKR_CANCEL => "CKR_CANCEL",
-        CKR_HOST_MEMORY => "CKR_HOST_MEMORY",
-        CKR_SLOT_ID_INVALID => "CKR_SLOT_ID_INVALID",
-        CKR_GENERAL_ERROR => "CKR_GENERAL_ERROR",
-        CKR_FUNCTION_FAILED => "CKR_FUNCTION_FAILED",
+        CKR_ACTION_PROHIBITED => "CKR_ACTION_PROHIBITED",
+        CKR_AEAD_DECRYPT_FAILED => "CKR_AEAD_DECRYPT_FAILED",
         CKR_ARGUMENTS_BAD => "CKR_ARGUMENTS_BAD",
-        CKR_CANT_LOCK => "CKR_CANT_LOCK",
+        CKR_ATTRIBUTE_READ_ONLY => "CKR_ATTRIBUTE_READ_ONLY",
         CKR_ATTRIBUTE_SENSITIVE => "CKR_ATTRIBUTE_SENSITIVE",
         CKR_ATTRIBUTE_TYPE_INVALID => "CKR_ATTRIBUTE_TYPE_INVALID",
         CKR_ATTRIBUTE_VALUE_INVALID => "CKR_ATTRIBUTE_VALUE_INVALID",
-        CKR_ATTRIBUTE_READ_ONLY => "CKR_ATTRIBUTE_READ_ONLY",
+        CKR_BUFFER_TOO_SMALL => "CKR_BUFFER_TOO_SMALL",
+        CKR_CANCEL => "CKR_CANCEL",
+        CKR_CANT_LOCK => "CKR_CANT_LOCK",
+        CKR_CRYPTOKI_ALREADY_INITIALIZED => "CKR_CRYPTOKI_ALREADY_INITIALIZED",
+        CKR_CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
+        CKR_CURVE_NOT_SUPPORTED => "CKR_CURVE_NOT_SUPPORTED",
         CKR_DATA_INVALID => "CKR_DATA_INVALID",
         CKR_DATA_LEN_RANGE => "CKR_DATA_LEN_RANGE",
         CKR_DEVICE_ERROR => "CKR_DEVICE_ERROR",
+        CKR_DEVICE_MEMORY => "CKR_DEVICE_MEMORY",
+        CKR_DEVICE_REMOVED => "CKR_DEVICE_REMOVED",
+        CKR_DOMAIN_PARAMS_INVALID => "CKR_DOMAIN_PARAMS_INVALID",
+        CKR_ENCRYPTED_DATA_INVALID => "CKR_ENCRYPTED_DATA_INVALID",
+        CKR_ENCRYPTED_DATA_LEN_RANGE => "CKR_ENCRYPTED_DATA_LEN_RANGE",
+        CKR_EXCEEDED_MAX_ITERATIONS => "CKR_EXCEEDED_MAX_ITERATIONS",
+        CKR_FIPS_SELF_TEST_FAILED => "CKR_FIPS_SELF_TEST_FAILED",
         CKR_FUNCTION_CANCELED => "CKR_FUNCTION_CANCELED",
+        CKR_FUNCTION_FAILED => "CKR_FUNCTION_FAILED",
+        CKR_FUNCTION_NOT_PARALLEL => "CKR_FUNCTION_NOT_PARALLEL",
         CKR_FUNCTION_NOT_SUPPORTED => "CKR_FUNCTION_NOT_SUPPORTED",
-        CKR_KEY_HANDLE_INVALID => "CKR_KEY_HANDLE_INVALID",
-        CKR_KEY_TYPE_INCONSISTENT => "CKR_KEY_TYPE_INCONSISTENT",
+        CKR_FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
+        CKR_GENERAL_ERROR => "CKR_GENERAL_ERROR",
+        CKR_HOST_MEMORY => "CKR_HOST_MEMORY",
+        CKR_INFORMATION_SENSITIVE => "CKR_INFORMATION_SENSITIVE",
+        CKR_KEY_CHANGED => "CKR_KEY_CHANGED",
+        CKR_KEY_EXHAUSTED => "CKR_KEY_EXHAUSTED",
         CKR_KEY_FUNCTION_NOT_PERMITTED => "CKR_KEY_FUNCTION_NOT_PERMITTED",
+        CKR_KEY_HANDLE_INVALID => "CKR_KEY_HANDLE_INVALID",
+        CKR_KEY_INDIGESTIBLE => "CKR_KEY_INDIGESTIBLE",
+        CKR_KEY_NEEDED => "CKR_KEY_NEEDED",
+        CKR_KEY_NOT_NEEDED => "CKR_KEY_NOT_NEEDED",
+        CKR_KEY_NOT_WRAPPABLE => "CKR_KEY_NOT_WRAPPABLE",
+        CKR_KEY_SIZE_RANGE => "CKR_KEY_SIZE_RANGE",
+        CKR_KEY_TYPE_INCONSISTENT => "CKR_KEY_TYPE_INCONSISTENT",
+        CKR_KEY_UNEXTRACTABLE => "CKR_KEY_UNEXTRACTABLE",
+        CKR_LIBRARY_LOAD_FAILED => "CKR_LIBRARY_LOAD_FAILED",
         CKR_MECHANISM_INVALID => "CKR_MECHANISM_INVALID",
         CKR_MECHANISM_PARAM_INVALID => "CKR_MECHANISM_PARAM_INVALID",
+        CKR_MUTEX_BAD => "CKR_MUTEX_BAD",
+        CKR_MUTEX_NOT_LOCKED => "CKR_MUTEX_NOT_LOCKED",
+        CKR_NEED_TO_CREATE_THREADS => "CKR_NEED_TO_CREATE_THREADS",
+        CKR_NEW_PIN_MODE => "CKR_NEW_PIN_MODE",
+        CKR_NEXT_OTP => "CKR_NEXT_OTP",
+        CKR_NO_EVENT => "CKR_NO_EVENT",
         CKR_OBJECT_HANDLE_INVALID => "CKR_OBJECT_HANDLE_INVALID",
+        CKR_OK => "CKR_OK",
         CKR_OPERATION_ACTIVE => "CKR_OPERATION_ACTIVE",
+        CKR_OPERATION_CANCEL_FAILED => "CKR_OPERATION_CANCEL_FAILED",
         CKR_OPERATION_NOT_INITIALIZED => "CKR_OPERATION_NOT_INITIALIZED",
+        CKR_OPERATION_NOT_VALIDATED => "CKR_OPERATION_NOT_VALIDATED",
+        CKR_PARAMETER_SET_NOT_SUPPORTED => "CKR_PARAMETER_SET_NOT_SUPPORTED",
+        CKR_PENDING => "CKR_PENDING",
+        CKR_PIN_EXPIRED => "CKR_PIN_EXPIRED",
         CKR_PIN_INCORRECT => "CKR_PIN_INCORRECT",
+        CKR_PIN_INVALID => "CKR_PIN_INVALID",
         CKR_PIN_LEN_RANGE => "CKR_PIN_LEN_RANGE",
+        CKR_PIN_LOCKED => "CKR_PIN_LOCKED",
+        CKR_PIN_TOO_WEAK => "CKR_PIN_TOO_WEAK",
+        CKR_PUBLIC_KEY_INVALID => "CKR_PUBLIC_KEY_INVALID",
+        CKR_RANDOM_NO_RNG => "CKR_RANDOM_NO_RNG",
+        CKR_RANDOM_SEED_NOT_SUPPORTED => "CKR_RANDOM_SEED_NOT_SUPPORTED",
+        CKR_SAVED_STATE_INVALID => "CKR_SAVED_STATE_INVALID",
+        CKR_SEED_RANDOM_REQUIRED => "CKR_SEED_RANDOM_REQUIRED",
+        CKR_SESSION_ASYNC_NOT_SUPPORTED => "CKR_SESSION_ASYNC_NOT_SUPPORTED",
         CKR_SESSION_CLOSED => "CKR_SESSION_CLOSED",
+        CKR_SESSION_COUNT => "CKR_SESSION_COUNT",
+        CKR_SESSION_EXISTS => "CKR_SESSION_EXISTS",
         CKR_SESSION_HANDLE_INVALID => "CKR_SESSION_HANDLE_INVALID",
         CKR_SESSION_PARALLEL_NOT_SUPPORTED => "CKR_SESSION_PARALLEL_NOT_SUPPORTED",
         CKR_SESSION_READ_ONLY => "CKR_SESSION_READ_ONLY",
         CKR_SESSION_READ_ONLY_EXISTS => "CKR_SESSION_READ_ONLY_EXISTS",
+        CKR_SESSION_READ_WRITE_SO_EXISTS => "CKR_SESSION_READ_WRITE_SO_EXISTS",
         CKR_SIGNATURE_INVALID => "CKR_SIGNATURE_INVALID",
         CKR_SIGNATURE_LEN_RANGE => "CKR_SIGNATURE_LEN_RANGE",
+        CKR_SLOT_ID_INVALID => "CKR_SLOT_ID_INVALID",
+        CKR_STATE_UNSAVEABLE => "CKR_STATE_UNSAVEABLE",
         CKR_TEMPLATE_INCOMPLETE => "CKR_TEMPLATE_INCOMPLETE",
         CKR_TEMPLATE_INCONSISTENT => "CKR_TEMPLATE_INCONSISTENT",
+        CKR_TOKEN_NOT_INITIALIZED => "CKR_TOKEN_NOT_INITIALIZED",
         CKR_TOKEN_NOT_PRESENT => "CKR_TOKEN_NOT_PRESENT",
+        CKR_TOKEN_NOT_RECOGNIZED => "CKR_TOKEN_NOT_RECOGNIZED",
+        CKR_TOKEN_RESOURCE_EXCEEDED => "CKR_TOKEN_RESOURCE_EXCEEDED",
         CKR_TOKEN_WRITE_PROTECTED => "CKR_TOKEN_WRITE_PROTECTED",
+        CKR_UNWRAPPING_KEY_HANDLE_INVALID => "CKR_UNWRAPPING_KEY_HANDLE_INVALID",
+        CKR_UNWRAPPING_KEY_SIZE_RANGE => "CKR_UNWRAPPING_KEY_SIZE_RANGE",
+        CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT => "CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT",
         CKR_USER_ALREADY_LOGGED_IN => "CKR_USER_ALREADY_LOGGED_IN",
+        CKR_USER_ANOTHER_ALREADY_LOGGED_IN => "CKR_USER_ANOTHER_ALREADY_LOGGED_IN",
         CKR_USER_NOT_LOGGED_IN => "CKR_USER_NOT_LOGGED_IN",
+        CKR_USER_PIN_NOT_INITIALIZED => "CKR_USER_PIN_NOT_INITIALIZED",
+        CKR_USER_TOO_MANY_TYPES => "CKR_USER_TOO_MANY_TYPES",
         CKR_USER_TYPE_INVALID => "CKR_USER_TYPE_INVALID",
-        CKR_BUFFER_TOO_SMALL => "CKR_BUFFER_TOO_SMALL",
-        CKR_CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
-        CKR_CRYPTOKI_ALREADY_INITIALIZED => "CKR_CRYPTOKI_ALREADY_INITIALIZED",
-        CKR_FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
-        CKR_OPERATION_CANCEL_FAILED => "CKR_OPERATION_CANCEL_FAILED",
-        _ => "CKR_(other)",
+        CKR_WRAPPED_KEY_INVALID => "CKR_WRAPPED_KEY_INVALID",
+        CKR_WRAPPED_KEY_LEN_RANGE => "CKR_WRAPPED_KEY_LEN_RANGE",
+        CKR_WRAPPING_KEY_HANDLE_INVALID => "CKR_WRAPPING_KEY_HANDLE_INVALID",
+        CKR_WRAPPING_KEY_SIZE_RANGE => "CKR_WRAPPING_KEY_SIZE_RANGE",
+        CKR_WRAPPING_KEY_TYPE_INCONSISTENT => "CKR_WRAPPING_KEY_TYPE_INCONSISTENT",
+        rv if rv >= CKR_VENDOR_DEFINED => "CKR_VENDOR_DEFINED",
+        _ => "CKR_(unknown)",
     }
 }
 
@@ -208,6 +270,23 @@ mod tests {
 
     fn rv(e: &TsbError, c: CredentialContext) -> CK_RV {
         map_tsb_error(e, c).code()
+    }
+
+    #[test]
+    fn every_return_value_has_its_name() {
+        for (rv, name) in [
+            (CKR_ACTION_PROHIBITED, "CKR_ACTION_PROHIBITED"),
+            (CKR_FUNCTION_NOT_PARALLEL, "CKR_FUNCTION_NOT_PARALLEL"),
+            (CKR_RANDOM_NO_RNG, "CKR_RANDOM_NO_RNG"),
+            (CKR_USER_PIN_NOT_INITIALIZED, "CKR_USER_PIN_NOT_INITIALIZED"),
+            (CKR_OPERATION_CANCEL_FAILED, "CKR_OPERATION_CANCEL_FAILED"),
+            (CKR_KEY_INDIGESTIBLE, "CKR_KEY_INDIGESTIBLE"),
+            (CKR_OK, "CKR_OK"),
+        ] {
+            assert_eq!(rv_name(rv), name);
+        }
+        assert_eq!(rv_name(CKR_VENDOR_DEFINED | 0x42), "CKR_VENDOR_DEFINED");
+        assert_eq!(rv_name(0x7777), "CKR_(unknown)");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModuleSettings;
+use crate::config::{ModuleSettings, RequestJournal};
 
 /// Size at which the journal is rotated (the previous file becomes `<name>.1`).
 pub(crate) const MAX_BYTES: u64 = 1024 * 1024;
@@ -28,8 +28,6 @@ const MAX_READ: u64 = 2 * MAX_BYTES;
 
 /// Where the journal goes (`pkcs11.requestJournal`: `true` (default), `false`, or a path).
 #[derive(Clone, Debug, PartialEq, Eq)]
-// `Off` and `Path` come from `pkcs11.requestJournal` once the configuration rewrite lands.
-#[allow(dead_code)]
 pub(crate) enum Setting {
     Off,
     Default,
@@ -37,10 +35,12 @@ pub(crate) enum Setting {
 }
 
 /// The configured journal setting.
-// `pkcs11.requestJournal` is parsed by the configuration rewrite; until it lands the journal
-// is on, at its default place.
-pub(crate) fn setting(_settings: &ModuleSettings) -> Setting {
-    Setting::Default
+pub(crate) fn setting(settings: &ModuleSettings) -> Setting {
+    match &settings.request_journal {
+        RequestJournal::Off => Setting::Off,
+        RequestJournal::Default => Setting::Default,
+        RequestJournal::File(p) => Setting::Path(p.clone()),
+    }
 }
 
 /// The journal file for a setting, or `None` when it is off (or no home folder is known).

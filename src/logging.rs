@@ -1,11 +1,14 @@
 //! Logging setup: `env_logger` to stderr (never stdout: Notation plugins and ssh-agent speak over
 //! stdout), or to a file. Level from `TSB_PKCS11_LOG` (`error`, `warn` (default), `info`, `debug`,
-//! `trace`, or any env_logger filter); `TSB_PKCS11_LOG_FILE` sends the lines to a file instead.
+//! `trace`, or any env_logger filter); `TSB_PKCS11_LOG_FILE` sends the lines to a file instead
+//! (created with mode 0600; a symlink or a file of another user is refused, with one line on
+//! stderr, and the lines go to stderr).
 //!
 //! The HTTP and TLS libraries are capped at `info` whatever the filter says: ureq's debug lines
 //! echo request headers, `X-API-KEY` included.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
 
 /// Libraries whose log output is capped at `info`.
 const CAPPED: &[&str] = &["ureq", "rustls"];
@@ -23,14 +26,52 @@ pub fn init() {
         builder.filter_module(module, log::LevelFilter::Info);
     }
     if let Ok(path) = std::env::var("TSB_PKCS11_LOG_FILE") {
-        match OpenOptions::new().create(true).append(true).open(&path) {
+        match open_log_file(Path::new(&path)) {
             Ok(file) => {
                 builder.target(env_logger::Target::Pipe(Box::new(file)));
             }
-            Err(e) => eprintln!("tsb-pkcs11: cannot open log file {path}: {e}; logging to stderr"),
+            Err(e) => eprintln!("tsb-pkcs11: cannot use log file {path}: {e}; logging to stderr"),
         }
     }
     let _ = builder.try_init();
+}
+
+/// Opens (or creates, mode 0600) the log file for appending. A symlink is not followed and a
+/// file owned by another user is refused: either would let someone else choose which file the
+/// module (perhaps running as root) writes to, or read what it logs.
+fn open_log_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                "it is a symbolic link (not followed)",
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = file.metadata()?.uid();
+        let me = crate::ffi::os::effective_uid();
+        if owner != me {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("it is owned by another user (uid {owner}, not {me})"),
+            ));
+        }
+    }
+    Ok(file)
 }
 
 /// The filter without directives for the capped libraries or their submodules (a directive for

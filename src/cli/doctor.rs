@@ -243,7 +243,7 @@ fn summarise_fields(c: &Config, r: &mut Report) {
         format!(
             "restApi {}, authType {auth}, API keys: {} KeyManagement, {} KeyOperation, {} Service; \
              token '{}', pinIs {pin}, {}",
-            c.rest_api,
+            c.rest_apis.join(" "),
             keys.key_management.len(),
             keys.key_operation.len(),
             keys.service.len(),
@@ -255,7 +255,7 @@ fn summarise_fields(c: &Config, r: &mut Report) {
         ),
     )
     .with_details(json!({
-        "restApi": c.rest_api,
+        "restApi": c.rest_apis,
         "authType": auth,
         "token": c.token.is_some(),
         "certpath": c.client_cert,
@@ -273,7 +273,7 @@ fn summarise_fields(c: &Config, r: &mut Report) {
             "pinIs": pin,
             "keyPasswords": s.key_passwords.keys().collect::<Vec<_>>(),
             "certificates": s.certificates,
-            "approvalTimeoutSecs": s.approval_timeout.as_secs(),
+            "approvalTimeoutSecs": s.approval_wait().as_secs(),
             "requestTimeoutMs": s.request_timeout.as_millis() as u64,
             "serverCertSha256": s.server_cert_sha256.is_some(),
         }
@@ -394,12 +394,22 @@ fn endpoint(url: &str) -> Option<(String, String, u16)> {
     Some((scheme.to_ascii_lowercase(), host, port))
 }
 
-/// DNS, TCP and TLS; false when a step failed (later steps would only repeat it).
+/// DNS, TCP and TLS of every TSB node (`restApi`); false when no node passed (later steps
+/// would only repeat the failure).
 fn check_network(config: &Config, r: &mut Report) -> bool {
-    let Some((scheme, host, port)) = endpoint(&config.rest_api) else {
+    let mut any = false;
+    for url in &config.rest_apis {
+        any |= check_node(config, url, r);
+    }
+    any
+}
+
+/// DNS, TCP and TLS of one node; false when a step failed.
+fn check_node(config: &Config, url: &str, r: &mut Report) -> bool {
+    let Some((scheme, host, port)) = endpoint(url) else {
         r.fail(
             "config",
-            format!("restApi {}: no host in the URL", config.rest_api),
+            format!("restApi {url}: no host in the URL"),
             Some("write restApi as https://host:port".into()),
         );
         return false;

@@ -337,7 +337,8 @@ pub(crate) fn run(global: &Global, args: &KeysArgs, out: &Out) -> Result<i32, St
     }
     out.line(&format!(
         "token '{}' at {}",
-        config.pkcs11.token_label, config.rest_api
+        config.pkcs11.token_label,
+        config.rest_apis.join(", ")
     ));
     for r in &reports {
         out.line("");

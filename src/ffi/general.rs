@@ -111,7 +111,7 @@ pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
             .inspect_err(|e| log::error!("{}", e.message()))?;
         log::info!(
             "initialised: TSB {} (token '{}')",
-            token.config().rest_api,
+            token.config().rest_api(),
             token.token_label()
         );
         *state = Some(Instance {

@@ -1,6 +1,7 @@
 //! The C ABI: `extern "C"` entry points (PKCS#11 v2.40 and v3.0). Each one checks its pointers,
 //! converts arguments to Rust types, calls the [`Token`] core inside `catch_unwind`, and maps
-//! the result to a `CK_RV`. Nothing else lives here.
+//! the result to a `CK_RV`. Nothing else lives here, except `os.rs`: the few `libc` calls other
+//! layers need (this is the only folder with `unsafe`).
 //!
 //! Safety contract of every entry point: the caller follows PKCS#11 (pointers are NULL or valid
 //! for the lengths given). Each `unsafe` block states the part of that contract it relies on.
@@ -10,6 +11,7 @@
 pub(crate) mod convert;
 mod general;
 mod objects;
+pub(crate) mod os;
 mod sessions;
 mod signing;
 mod slots;

@@ -20,9 +20,10 @@ use cryptoki_sys::*;
 use parking_lot::{Condvar, Mutex};
 
 use super::session::{CancelReason, Session};
+use super::Backend;
 use crate::config::ModuleSettings;
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
-use crate::tsb::{RequestState, RequestStatus, TsbClient, TsbError};
+use crate::tsb::{RequestState, RequestStatus, TsbError, TsbReason};
 
 /// How long giving up waits for the TSB to confirm the `DELETE` of the request.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(1);
@@ -78,8 +79,8 @@ pub fn wait_for_background(limit: Duration) -> usize {
 /// Every way out other than `EXECUTED`, `REJECTED`, `EXPIRED`, `CANCELLED` or `FAILED`
 /// cancels the request on the TSB, so no approver approves a request nobody waits for.
 /// `threads`: whether helper threads may be used (see the module documentation).
-pub fn wait(
-    client: &Arc<TsbClient>,
+pub(crate) fn wait(
+    client: &Arc<dyn Backend>,
     id: &str,
     label: &str,
     settings: &ModuleSettings,
@@ -87,7 +88,7 @@ pub fn wait(
     threads: bool,
 ) -> Result<Vec<u8>> {
     let started = Instant::now();
-    let deadline = started + settings.approval_timeout;
+    let deadline = started + settings.approval_wait();
     // The journal gets the outcome of every way out (see `crate::journal`).
     let journal = crate::journal::setting(settings);
     let outcome = |status: &str, reason: &str| {
@@ -103,7 +104,7 @@ pub fn wait(
     let timed_out = || {
         log::warn!(
             "approval request {id} (key '{label}'): no decision within {}s; giving up",
-            settings.approval_timeout.as_secs()
+            settings.approval_wait().as_secs()
         );
         give_up(Error::new(
             CKR_FUNCTION_CANCELED,
@@ -131,7 +132,7 @@ pub fn wait(
         }
         let status = match poll(client, id, session, threads, deadline) {
             Polled::Status(Ok(s)) => s,
-            Polled::Status(Err(e)) if e.tsb_code() == Some(651) => {
+            Polled::Status(Err(e)) if e.reason() == Some(TsbReason::RequestNotFound) => {
                 outcome("GONE", "the TSB no longer knows the request");
                 return Err(map_tsb_error(&e, CredentialContext::Configured));
             }
@@ -208,7 +209,7 @@ enum Polled {
 /// `GET /v1/request/{id}` on a helper thread, waiting for its answer, a cancellation or the
 /// deadline, whichever comes first. Without threads (or when none can be started), inline.
 fn poll(
-    client: &Arc<TsbClient>,
+    client: &Arc<dyn Backend>,
     id: &str,
     session: &Arc<Session>,
     threads: bool,
@@ -244,21 +245,21 @@ fn poll(
 
 /// `DELETE /v1/request/{id}`: waits up to [`CANCEL_WAIT`] for the TSB's answer (with threads;
 /// the call carries on in the background after that), or until it ends (without).
-fn cancel_on_tsb(client: &Arc<TsbClient>, id: &str, label: &str, threads: bool) {
-    fn cancel(client: &TsbClient, id: &str, label: &str) {
+fn cancel_on_tsb(client: &Arc<dyn Backend>, id: &str, label: &str, threads: bool) {
+    fn cancel(client: &dyn Backend, id: &str, label: &str) {
         match client.cancel_request(id) {
             Ok(()) => log::info!("approval request {id} (key '{label}') cancelled on the TSB"),
             Err(e) => log::warn!("approval request {id}: cancelling on the TSB failed: {e}"),
         }
     }
     if !threads {
-        return cancel(client, id, label);
+        return cancel(client.as_ref(), id, label);
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let job = {
         let (client, id, label) = (client.clone(), id.to_string(), label.to_string());
         move || {
-            cancel(&client, &id, &label);
+            cancel(client.as_ref(), &id, &label);
             let _ = tx.send(());
         }
     };
@@ -274,7 +275,7 @@ fn cancel_on_tsb(client: &Arc<TsbClient>, id: &str, label: &str, threads: bool) 
         }
         Err(e) => {
             log::debug!("cannot start a thread for the cancellation ({e}); cancelling inline");
-            cancel(client, id, label);
+            cancel(client.as_ref(), id, label);
         }
     }
 }

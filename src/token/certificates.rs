@@ -248,12 +248,12 @@ impl Token {
         }
         let client = self.client()?;
         if let Err(e) = client.import_certificate(&key.label, &req.cert.der) {
-            return Err(match (e.http_status(), e.tsb_code()) {
-                (_, Some(650)) | (Some(404), _) => {
+            return Err(match e.http_status() {
+                _ if e.is_key_not_found() => {
                     self.objects.store_gone(&key.label);
                     inconsistent(format!("key '{}' is no longer on the TSB", key.label))
                 }
-                (Some(400), _) => {
+                Some(400) => {
                     log::warn!("the TSB refused the certificate for '{}': {e}", key.label);
                     value_invalid(format!("the TSB refused the certificate: {e}"))
                 }

@@ -9,11 +9,12 @@ use cryptoki_sys::*;
 use super::objects::{
     key_from_attributes, CertObject, CertSource, KeyObject, ObjectRef, ObjectStore, Skipped,
 };
+use super::Backend;
 use super::Token;
 use crate::config::Secret;
 use crate::crypto::Certificate;
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
-use crate::tsb::TsbClient;
+use crate::tsb::TsbReason;
 
 /// How many key attribute requests run at once when a whole token is listed.
 const PARALLEL_FETCHES: usize = 8;
@@ -71,11 +72,11 @@ impl Token {
         let password = self.key_password(label);
         let attrs = match client.key_attributes(label, password.as_ref()) {
             Ok(a) => a,
-            Err(e) if e.tsb_code() == Some(650) || e.http_status() == Some(404) => {
+            Err(e) if e.is_key_not_found() => {
                 self.objects.store_gone(label);
                 return Ok(None);
             }
-            Err(e) if e.tsb_code() == Some(620) => {
+            Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
                 log::warn!(
                     "key '{label}' is password-protected and no (right) password is configured; it is left out"
                 );
@@ -87,7 +88,7 @@ impl Token {
         let base = self.objects.base_of(label);
         match key_from_attributes(&attrs, base, password) {
             Ok(key) => {
-                let cert = self.certificate_of(&client, &key);
+                let cert = self.certificate_of(client.as_ref(), &key);
                 Ok(Some(self.objects.store_key(key, cert)))
             }
             Err(Skipped::CannotSign(why)) => {
@@ -101,7 +102,7 @@ impl Token {
     /// The key's certificate object: the leaf of its chain in `pkcs11.certificates`, else the
     /// TSB's (`GET /v1/certificate/{label}`). A certificate whose public key is not the key's is
     /// refused with a warning (a refused configured leaf falls back to the TSB's certificate).
-    fn certificate_of(&self, client: &TsbClient, key: &KeyObject) -> Option<Arc<CertObject>> {
+    fn certificate_of(&self, client: &dyn Backend, key: &KeyObject) -> Option<Arc<CertObject>> {
         if let Some(leaf) = self
             .configured_chain(&key.label)
             .and_then(|chain| chain.into_iter().next())
@@ -129,7 +130,7 @@ impl Token {
 
     /// The certificate the TSB stores for a key (PEM or base64 DER, `certificate` or
     /// `rawCertificate`); `None` when it has none or it cannot be read (logged).
-    fn tsb_certificate(&self, client: &TsbClient, label: &str) -> Option<Certificate> {
+    fn tsb_certificate(&self, client: &dyn Backend, label: &str) -> Option<Certificate> {
         match client.certificate(label) {
             Ok(Some(bytes)) => match Certificate::from_any(&bytes) {
                 Ok(c) => Some(c),
@@ -149,7 +150,7 @@ impl Token {
 
     fn configured_chain(&self, label: &str) -> Option<Vec<Certificate>> {
         let path = self.config.pkcs11.certificates.get(label)?;
-        let pem = match std::fs::read(path) {
+        let pem = match crate::config::read_regular_file(path) {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("certificate chain for '{label}' ({}): {e}", path.display());
@@ -279,7 +280,7 @@ impl Token {
 
     /// `pinIs: keyPassword`: the PIN must open a password-protected key
     /// (`POST /v1/key/attributes`, error 620 on mismatch).
-    pub(super) fn check_key_password(&self, client: &TsbClient, pin: &Secret) -> Result<()> {
+    pub(super) fn check_key_password(&self, client: &dyn Backend, pin: &Secret) -> Result<()> {
         let labels = self.key_labels()?;
         for label in labels
             .iter()
@@ -287,13 +288,13 @@ impl Token {
         {
             match client.key_attributes(label, None) {
                 Ok(_) => continue,
-                Err(e) if e.tsb_code() == Some(620) => {
+                Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
                     return match client.key_attributes(label, Some(pin)) {
                         Ok(_) => Ok(()),
                         Err(e) => Err(map_tsb_error(&e, CredentialContext::Pin)),
                     };
                 }
-                Err(e) if e.tsb_code() == Some(650) => continue,
+                Err(e) if e.reason() == Some(TsbReason::KeyNotFound) => continue,
                 Err(e) => return Err(map_tsb_error(&e, CredentialContext::Configured)),
             }
         }

@@ -9,9 +9,12 @@ pub mod objects;
 pub mod operations;
 pub mod session;
 
+mod backend;
 mod certificates;
 mod keys;
 mod signing;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -21,8 +24,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, PinIs, Secret};
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
-use crate::tsb::TsbClient;
 use attributes::AttrValue;
+pub(crate) use backend::{Backend, BackendFactory};
 use objects::ObjectStore;
 use operations::FindOp;
 use session::{CancelReason, SessionTable, Surrender};
@@ -58,12 +61,14 @@ struct Login {
 /// connections, so a change of pid builds a fresh client (and leaks the parent's copy).
 struct ClientCell {
     pid: u32,
-    client: Arc<TsbClient>,
+    client: Arc<dyn Backend>,
 }
 
 pub struct Token {
     config: Arc<Config>,
     client: Mutex<ClientCell>,
+    /// Builds the backend of a process (the TSB client; a fake in the core tests).
+    factory: BackendFactory,
     objects: ObjectStore,
     sessions: SessionTable,
     login: Mutex<Login>,
@@ -76,17 +81,34 @@ impl Token {
     /// Builds the token from a configuration. No network I/O (PKCS#11 `C_Initialize` must not
     /// block on a remote service).
     pub fn new(config: Config, may_spawn_threads: bool) -> Result<Token> {
-        let client = TsbClient::new(&config)
+        Token::with_backend(config, may_spawn_threads, backend::tsb_factory())
+    }
+
+    /// Builds the token over the backends `factory` makes (the core tests pass a fake).
+    pub(crate) fn with_backend(
+        config: Config,
+        may_spawn_threads: bool,
+        factory: BackendFactory,
+    ) -> Result<Token> {
+        let client = factory(&config)
             .map_err(|e| Error::new(CKR_GENERAL_ERROR, format!("config {}: {e}", config.source)))?;
-        let digest = Sha256::digest(config.rest_api.as_bytes());
-        let serial: String = digest[..8].iter().map(|b| format!("{b:02X}")).collect();
+        // CK_TOKEN_INFO.serialNumber (PKCS#11 v3.0 §5.5): `pkcs11.tokenSerial`, else 16 hex
+        // digits of the SHA-256 of the first TSB URL (stable for one TSB).
+        let serial = match &config.pkcs11.token_serial {
+            Some(serial) => serial.clone(),
+            None => {
+                let digest = Sha256::digest(config.rest_api().as_bytes());
+                digest[..8].iter().map(|b| format!("{b:02X}")).collect()
+            }
+        };
         let token = Token {
             objects: ObjectStore::new(config.pkcs11.cache_ttl),
             config: Arc::new(config),
             client: Mutex::new(ClientCell {
                 pid: std::process::id(),
-                client: Arc::new(client),
+                client,
             }),
+            factory,
             sessions: SessionTable::default(),
             login: Mutex::new(Login::default()),
             serial,
@@ -101,17 +123,17 @@ impl Token {
     }
 
     /// The TSB client for this process (rebuilt after a fork).
-    pub fn client(&self) -> Result<Arc<TsbClient>> {
+    pub(crate) fn client(&self) -> Result<Arc<dyn Backend>> {
         let pid = std::process::id();
         let mut cell = self.client.lock();
         if cell.pid != pid {
-            let fresh = TsbClient::new(&self.config)
+            let fresh = (self.factory)(&self.config)
                 .map_err(|e| map_tsb_error(&e, CredentialContext::Configured))?;
             let login = self.login.lock();
             fresh.set_login_bearer(login.bearer.clone());
             fresh.set_login_operation_key(login.operation_key.clone());
             drop(login);
-            let parent = std::mem::replace(&mut cell.client, Arc::new(fresh));
+            let parent = std::mem::replace(&mut cell.client, fresh);
             // The parent's pooled connections are shared sockets: never use or close them here.
             std::mem::forget(parent);
             cell.pid = pid;
@@ -143,7 +165,7 @@ impl Token {
     // ----- slot and token (PKCS#11 v2.40 §5.5) -----
 
     pub fn slot_description(&self) -> String {
-        format!("Securosys TSB at {}", self.config.rest_api)
+        format!("Securosys TSB at {}", self.config.rest_api())
     }
 
     pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_FLAGS> {
@@ -311,7 +333,7 @@ impl Token {
                 state.operation_key = Some(secret);
             }
             PinIs::KeyPassword => {
-                self.check_key_password(&client, &secret)?;
+                self.check_key_password(client.as_ref(), &secret)?;
                 state.key_password = Some(secret);
             }
         }

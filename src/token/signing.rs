@@ -12,10 +12,11 @@ use super::mechanisms::{single_part, InputOwned, Mechanism, Plan};
 use super::objects::{KeyObject, KeyPart, ObjectRef};
 use super::operations::{self, SignOp, VerifyOp};
 use super::session::Session;
+use super::Backend;
 use super::{approval, metadata, SignOutput, Token};
 use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
 use crate::error::{map_tsb_error, Error, Result};
-use crate::tsb::{SignRequest, TsbClient};
+use crate::tsb::{SignRequest, TsbReason};
 
 impl Token {
     fn key_for(&self, handle: CK_OBJECT_HANDLE, part: KeyPart) -> Result<Arc<KeyObject>> {
@@ -144,7 +145,7 @@ impl Token {
             match client.sign_synchronous(&request) {
                 Ok(sig) => sig,
                 // The key gained an approval policy since its attributes were cached.
-                Err(e) if e.tsb_code() == Some(401) => {
+                Err(e) if e.reason() == Some(TsbReason::MissingApproval) => {
                     log::info!(
                         "key '{}' needs approvals now: filing an approval request",
                         key.label
@@ -207,7 +208,7 @@ impl Token {
     }
 
     fn sign_error(&self, label: &str, e: &crate::tsb::TsbError) -> Error {
-        if e.tsb_code() == Some(650) {
+        if e.reason() == Some(TsbReason::KeyNotFound) {
             self.objects.store_gone(label);
         }
         map_tsb_error(e, self.credential_context())
@@ -215,7 +216,7 @@ impl Token {
 
     fn sign_with_approval(
         &self,
-        client: &Arc<TsbClient>,
+        client: &Arc<dyn Backend>,
         session: &Arc<Session>,
         key: &KeyObject,
         request: &mut SignRequest,
@@ -233,7 +234,7 @@ impl Token {
         let journal = crate::journal::setting(&self.config.pkcs11);
         crate::journal::filed(
             &journal,
-            client.base_url(),
+            self.config.rest_api(),
             &id,
             &key.label,
             &request.algorithm,

@@ -13,7 +13,7 @@ use base64::Engine;
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 
-use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind};
+use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind, TsbReason};
 use super::models::{
     decode_b64, decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
     password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
@@ -220,7 +220,7 @@ impl TsbClient {
     /// used with authType CERT or when both `certpath` and `keypath` are set.
     pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
         let base =
-            normalise_url(&config.rest_api).map_err(|m| setup_error(format!("restApi: {m}")))?;
+            normalise_url(config.rest_api()).map_err(|m| setup_error(format!("restApi: {m}")))?;
         let (scheme, host) = tls::scheme_and_host(&base)
             .ok_or_else(|| setup_error("restApi: the URL has no host"))?;
         let s = &config.pkcs11;
@@ -586,7 +586,7 @@ impl TsbClient {
         call.accept = &[404];
         match self.execute(&call, |_| Ok(())) {
             Ok(()) => Ok(()),
-            Err(e) if e.tsb_code() == Some(651) => Ok(()),
+            Err(e) if e.reason() == Some(TsbReason::RequestNotFound) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -44,6 +44,60 @@ pub enum TsbErrorKind {
     Config(String),
 }
 
+/// The TSB error codes the module acts on, by name (docs/tsb-api.md, "Errors"). The numbers
+/// appear only here; call sites match on the names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TsbReason {
+    /// 401 `res.error.missing.approval`: the key needs approvals, sign through `/v1/sign`.
+    MissingApproval,
+    /// 600: the request failed validation.
+    ValidationFailed,
+    /// 607: the signature algorithm is not supported by the key.
+    AlgorithmNotSupported,
+    /// 612: the payload is invalid for the algorithm.
+    InvalidPayload,
+    /// 614: the operation is forbidden for the key (e.g. it is blocked).
+    OperationForbidden,
+    /// 617: the access token (JWT) is invalid.
+    InvalidToken,
+    /// 620 `res.error.key.password.mismatch`.
+    WrongPassword,
+    /// 621: the request's JSON is invalid.
+    InvalidJson,
+    /// 631 `res.error.invalid.api.key`: try the next API key of the role.
+    InvalidApiKey,
+    /// 45x: an authorisation failure.
+    NotAuthorized,
+    /// 650 `res.error.key.does.not.exist`.
+    KeyNotFound,
+    /// 651: the approval request does not exist.
+    RequestNotFound,
+    /// 7xx: an error in the HSM.
+    HsmError,
+}
+
+impl TsbReason {
+    /// The name of a TSB `errorCode`, if the module knows it.
+    pub fn from_code(code: i64) -> Option<TsbReason> {
+        Some(match code {
+            401 => TsbReason::MissingApproval,
+            600 => TsbReason::ValidationFailed,
+            607 => TsbReason::AlgorithmNotSupported,
+            612 => TsbReason::InvalidPayload,
+            614 => TsbReason::OperationForbidden,
+            617 => TsbReason::InvalidToken,
+            620 => TsbReason::WrongPassword,
+            621 => TsbReason::InvalidJson,
+            631 => TsbReason::InvalidApiKey,
+            450..=459 => TsbReason::NotAuthorized,
+            650 => TsbReason::KeyNotFound,
+            651 => TsbReason::RequestNotFound,
+            700..=799 => TsbReason::HsmError,
+            _ => return None,
+        })
+    }
+}
+
 impl TsbError {
     pub(crate) fn new(endpoint: impl Into<String>, kind: TsbErrorKind) -> TsbError {
         TsbError {
@@ -68,6 +122,17 @@ impl TsbError {
         }
     }
 
+    /// The named reason of an HTTP error that carries a TSB `errorCode` the module knows.
+    pub fn reason(&self) -> Option<TsbReason> {
+        self.tsb_code().and_then(TsbReason::from_code)
+    }
+
+    /// For a call about one key: whether the answer says the key does not exist (TSB 650, or
+    /// HTTP 404 whatever the body, as a proxy or another TSB version may answer).
+    pub fn is_key_not_found(&self) -> bool {
+        self.reason() == Some(TsbReason::KeyNotFound) || self.http_status() == Some(404)
+    }
+
     /// The HTTP status of an HTTP error, if any.
     pub fn http_status(&self) -> Option<u16> {
         match &self.kind {
@@ -90,14 +155,7 @@ impl TsbError {
 
     /// Whether this is the TSB's "invalid API key" answer (HTTP 401 with errorCode 631).
     pub(crate) fn is_invalid_api_key(&self) -> bool {
-        matches!(
-            self.kind,
-            TsbErrorKind::Http {
-                status: 401,
-                code: Some(631),
-                ..
-            }
-        )
+        self.http_status() == Some(401) && self.reason() == Some(TsbReason::InvalidApiKey)
     }
 }
 

@@ -1,11 +1,12 @@
 //! The client of the Securosys Transaction Security Broker (TSB) REST API.
 //!
 //! This layer knows HTTP and JSON and nothing of PKCS#11: callers map [`TsbError`] to their
-//! own error codes. See `/work/shared/tsb-api.md` for the contract.
+//! own error codes. See `docs/tsb-api.md` for the contract.
 //!
 //! Files: `client.rs` (the agent, authentication with JWT and API keys per role with
 //! rollover, retries), `tls.rs` (rustls: system roots + `caPath`, mTLS, certificate pin),
-//! `models.rs` (request and response types), `error.rs` (the error type).
+//! `models.rs` (request and response types), `policy.rs` (strict key policies for new keys),
+//! `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
 //! child after `fork()`.
@@ -13,6 +14,7 @@
 mod client;
 mod error;
 pub(crate) mod models;
+pub mod policy;
 mod tls;
 
 #[cfg(test)]
@@ -21,7 +23,7 @@ mod tests;
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;
 pub use client::TsbClient;
-pub use error::{TsbError, TsbErrorKind};
+pub use error::{TsbError, TsbErrorKind, TsbReason};
 pub use models::{
     Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
     RequestStatus, Rule, SignRequest,

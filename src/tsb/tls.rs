@@ -79,8 +79,8 @@ fn root_store(ca_path: Option<&Path>) -> Result<RootCertStore, String> {
 
 /// Reads every certificate of a PEM file (at least one).
 pub(crate) fn load_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data =
-        std::fs::read(path).map_err(|e| format!("{field} {}: cannot read: {e}", path.display()))?;
+    let data = crate::config::read_regular_file(path)
+        .map_err(|e| format!("{field} {}: cannot read: {e}", path.display()))?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut data.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{field} {}: bad PEM: {e}", path.display()))?;
@@ -95,8 +95,8 @@ pub(crate) fn load_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<
 
 /// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let data =
-        std::fs::read(path).map_err(|e| format!("keypath {}: cannot read: {e}", path.display()))?;
+    let data = crate::config::read_regular_file(path)
+        .map_err(|e| format!("keypath {}: cannot read: {e}", path.display()))?;
     match rustls_pemfile::private_key(&mut data.as_slice()) {
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(format!(
@@ -214,10 +214,13 @@ pub(crate) fn scheme_and_host(url: &str) -> Option<(String, String)> {
     Some((scheme.to_ascii_lowercase(), host))
 }
 
-/// Whether a host is loopback: `localhost`, 127.0.0.0/8, `::1` (also v4-mapped).
+/// Whether a host is loopback: exactly `localhost`, or a literal IP of 127.0.0.0/8 or `::1`
+/// (also v4-mapped).
 pub(crate) fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim_end_matches('.').to_ascii_lowercase();
-    if h == "localhost" || h.ends_with(".localhost") {
+    let h = host.to_ascii_lowercase();
+    // Exactly `localhost`, not a name under it: `tsb.localhost` would go to DNS, and
+    // plain http must never leave the machine unless pkcs11.allowInsecureHttp says so.
+    if h == "localhost" {
         return true;
     }
     match h.parse::<IpAddr>() {
@@ -241,7 +244,6 @@ mod tests {
             "127.0.0.1",
             "127.1.2.3",
             "::1",
-            "foo.localhost",
             "::ffff:127.0.0.1",
         ] {
             assert!(is_loopback_host(h), "{h}");
@@ -251,6 +253,9 @@ mod tests {
             "10.0.0.1",
             "::2",
             "localhost.example.com",
+            "foo.localhost",
+            "tsb.localhost",
+            "localhost.",
             "128.0.0.1",
             "",
         ] {

@@ -1,4 +1,4 @@
-//! The `/v1/` TSB REST endpoints (contract: `/work/shared/tsb-api.md`).
+//! The `/v1/` TSB REST endpoints (contract: `docs/tsb-api.md`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

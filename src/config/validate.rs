@@ -1,0 +1,459 @@
+//! From the fields as written ([`super::schema`]) to a checked [`Config`]: defaults, checks
+//! across fields, URL normalisation.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::schema::{truncate, JournalValue, RawConfig, RawModuleSettings, RestApis, Text};
+use super::secrets::{resolve_path, Secret};
+use super::{
+    ApiKeys, ApplicationKeyPair, AuthType, Config, ConfigError, ModuleSettings, NodeStrategy,
+    PinIs, RequestJournal,
+};
+
+/// Errors about one field of one file.
+pub(super) struct Fields<'a> {
+    pub(super) source: &'a str,
+    pub(super) base_dir: Option<&'a Path>,
+}
+
+impl Fields<'_> {
+    pub(super) fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.source.to_string(),
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// A path field: empty is absent; relative to the file's folder.
+    fn path(&self, v: Option<Text>) -> Option<std::path::PathBuf> {
+        let s = v?.0;
+        let s = s.trim();
+        (!s.is_empty()).then(|| resolve_path(s, self.base_dir))
+    }
+}
+
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", truncate(s, 40))
+}
+
+/// Checks the fields together and fills in defaults. `unknown` collects unknown fields.
+pub(super) fn build(
+    raw: RawConfig,
+    fx: &Fields<'_>,
+    unknown: &mut Vec<String>,
+) -> Result<Config, ConfigError> {
+    let rest_apis = rest_apis(raw.rest_api, fx)?;
+    let token = raw.token.filter(|t| !t.is_empty());
+    let client_cert = fx.path(raw.cert_path);
+    let client_key = fx.path(raw.key_path);
+
+    let mut api_keys = ApiKeys::default();
+    for (role, list) in raw.api_keys.map(|o| o.0).unwrap_or_default() {
+        let list = list.map(|l| l.0).unwrap_or_default();
+        match role.to_ascii_lowercase().as_str() {
+            "keymanagementtoken" => api_keys.key_management.extend(list),
+            "keyoperationtoken" => api_keys.key_operation.extend(list),
+            "servicetoken" => api_keys.service.extend(list),
+            _ => unknown.push(format!("apiKeys.{role}")),
+        }
+    }
+
+    let application_key_pair = match raw.application_key_pair.map(|o| o.0) {
+        None => None,
+        Some(pair) => {
+            let public = pair.public_key.map(|t| t.0);
+            let private = pair.private_key.filter(|s| !s.is_empty());
+            match (public, private) {
+                (None, None) => None,
+                (Some(p), None) if p.is_empty() => None,
+                (Some(public_key), Some(private_key)) if !public_key.trim().is_empty() => {
+                    if !is_base64(&public_key) {
+                        return Err(fx.err("applicationKeyPair.publicKey", "not valid base64"));
+                    }
+                    if !is_base64(private_key.expose()) {
+                        return Err(fx.err("applicationKeyPair.privateKey", "not valid base64"));
+                    }
+                    Some(ApplicationKeyPair {
+                        public_key: public_key.trim().to_string(),
+                        private_key,
+                    })
+                }
+                (_, None) => {
+                    return Err(fx.err(
+                        "applicationKeyPair.privateKey",
+                        "missing (publicKey is set)",
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(fx.err(
+                        "applicationKeyPair.publicKey",
+                        "missing (privateKey is set)",
+                    ))
+                }
+            }
+        }
+    };
+
+    let meta_data = raw.meta_data.map(|o| o.0).unwrap_or_default();
+    let ca_path = fx.path(raw.ca_path);
+    let pkcs11 = match raw.pkcs11 {
+        Some(o) => module_settings(o.0, fx)?,
+        None => ModuleSettings::default(),
+    };
+
+    let auth_type = match raw.auth_type.map(|t| t.0) {
+        Some(s) if !s.trim().is_empty() => match s.trim().to_ascii_uppercase().as_str() {
+            "TOKEN" => AuthType::Token,
+            "CERT" => AuthType::Cert,
+            "NONE" => AuthType::None,
+            _ => {
+                return Err(fx.err(
+                    "authType",
+                    format!("expected TOKEN, CERT or NONE, got {}", quoted(&s)),
+                ))
+            }
+        },
+        _ => {
+            if token.is_some() || pkcs11.pin_is == PinIs::Token {
+                AuthType::Token
+            } else {
+                AuthType::None
+            }
+        }
+    };
+    if auth_type == AuthType::Cert {
+        if client_cert.is_none() {
+            return Err(fx.err(
+                "certpath",
+                "missing: authType CERT needs certpath and keypath",
+            ));
+        }
+        if client_key.is_none() {
+            return Err(fx.err(
+                "keypath",
+                "missing: authType CERT needs certpath and keypath",
+            ));
+        }
+    }
+    if auth_type == AuthType::Token && token.is_none() && pkcs11.pin_is != PinIs::Token {
+        log::warn!(
+            "config {}: authType TOKEN but no token is set (and pkcs11.pinIs is not \"token\")",
+            fx.source
+        );
+    }
+    match (&client_cert, &client_key) {
+        (Some(_), None) => return Err(fx.err("keypath", "missing: certpath is set")),
+        (None, Some(_)) => return Err(fx.err("certpath", "missing: keypath is set")),
+        _ => {}
+    }
+
+    Ok(Config {
+        source: fx.source.to_string(),
+        rest_apis,
+        auth_type,
+        token,
+        client_cert,
+        client_key,
+        api_keys,
+        application_key_pair,
+        meta_data,
+        ca_path,
+        pkcs11,
+    })
+}
+
+/// `restApi`: one URL or a non-empty array of distinct URLs, each normalised.
+fn rest_apis(v: Option<RestApis>, fx: &Fields<'_>) -> Result<Vec<String>, ConfigError> {
+    const MISSING: &str = "missing: the TSB URL, e.g. https://tsb:8080";
+    match v {
+        Some(RestApis::One(s)) if !s.trim().is_empty() => {
+            Ok(vec![normalise_url(&s).map_err(|m| fx.err("restApi", m))?])
+        }
+        Some(RestApis::Many(list)) if !list.is_empty() => {
+            let mut out: Vec<String> = Vec::with_capacity(list.len());
+            for (i, s) in list.iter().enumerate() {
+                let field = format!("restApi[{i}]");
+                if s.trim().is_empty() {
+                    return Err(fx.err(&field, "expected a URL, got an empty string"));
+                }
+                let url = normalise_url(s).map_err(|m| fx.err(&field, m))?;
+                if let Some(first) = out.iter().position(|u| *u == url) {
+                    return Err(fx.err(&field, format!("the same TSB as restApi[{first}] ({url})")));
+                }
+                out.push(url);
+            }
+            Ok(out)
+        }
+        Some(RestApis::Many(_)) => Err(fx.err(
+            "restApi",
+            "an empty array: give at least one TSB URL, e.g. https://tsb:8080",
+        )),
+        _ => Err(fx.err("restApi", MISSING)),
+    }
+}
+
+fn module_settings(raw: RawModuleSettings, fx: &Fields<'_>) -> Result<ModuleSettings, ConfigError> {
+    let mut s = ModuleSettings::default();
+
+    if let Some(Text(label)) = raw.token_label {
+        if label.is_empty() {
+            return Err(fx.err("pkcs11.tokenLabel", "must not be empty"));
+        }
+        if label.len() > 32 {
+            return Err(fx.err(
+                "pkcs11.tokenLabel",
+                format!("at most 32 bytes, got {} bytes", label.len()),
+            ));
+        }
+        s.token_label = label;
+    }
+    if let Some(Text(serial)) = raw.token_serial {
+        let printable = serial.bytes().all(|b| (0x20..=0x7e).contains(&b));
+        if serial.is_empty()
+            || serial.chars().count() > 16
+            || !printable
+            || serial.starts_with(' ')
+            || serial.ends_with(' ')
+        {
+            return Err(fx.err(
+                "pkcs11.tokenSerial",
+                format!(
+                    "expected 1 to 16 printable ASCII characters, not starting or ending with a \
+                     space, got {}",
+                    quoted(&serial)
+                ),
+            ));
+        }
+        s.token_serial = Some(serial);
+    }
+    s.keys = raw.keys.map(|k| k.0);
+
+    if let Some(n) = raw.approval_timeout_secs {
+        s.approval_timeout = Some(Duration::from_secs(n.0));
+    }
+    if let Some(n) = raw.poll_interval_ms {
+        s.poll_interval = Duration::from_millis(n.0);
+    }
+    match raw.poll_interval_max_ms {
+        Some(n) => {
+            if Duration::from_millis(n.0) < s.poll_interval {
+                return Err(fx.err(
+                    "pkcs11.pollIntervalMaxMs",
+                    format!(
+                        "must be ≥ pollIntervalMs ({}), got {}",
+                        s.poll_interval.as_millis(),
+                        n.0
+                    ),
+                ));
+            }
+            s.poll_interval_max = Duration::from_millis(n.0);
+        }
+        None => s.poll_interval_max = s.poll_interval_max.max(s.poll_interval),
+    }
+    if let Some(n) = raw.cache_ttl_secs {
+        s.cache_ttl = Duration::from_secs(n.0);
+    }
+
+    s.key_passwords = raw
+        .key_passwords
+        .map(|o| o.0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(label, secret)| Some((label, secret.filter(|s| !s.is_empty())?)))
+        .collect::<HashMap<String, Secret>>();
+
+    if let Some(Text(pin)) = raw.pin_is {
+        let norm: String = pin
+            .trim()
+            .chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        s.pin_is = match norm.as_str() {
+            "" | "none" => PinIs::None,
+            "token" => PinIs::Token,
+            "apikey" => PinIs::ApiKey,
+            "keypassword" => PinIs::KeyPassword,
+            _ => {
+                return Err(fx.err(
+                    "pkcs11.pinIs",
+                    format!(
+                        "expected none, token, apiKey or keyPassword, got {}",
+                        quoted(&pin)
+                    ),
+                ))
+            }
+        };
+    }
+    if let Some(b) = raw.verify_signatures {
+        s.verify_signatures = b.0;
+    }
+
+    for (label, path) in raw.certificates.map(|o| o.0).unwrap_or_default() {
+        match fx.path(path) {
+            Some(p) => {
+                s.certificates.insert(label, p);
+            }
+            None => {
+                return Err(fx.err(
+                    &format!("pkcs11.certificates.{label}"),
+                    "expected a file path, got an empty value",
+                ))
+            }
+        }
+    }
+
+    if let Some(n) = raw.connect_timeout_ms {
+        s.connect_timeout = Duration::from_millis(n.0);
+    }
+    if let Some(n) = raw.request_timeout_ms {
+        s.request_timeout = Duration::from_millis(n.0);
+    }
+    if let Some(n) = raw.retries {
+        s.retries = n.0 as u32;
+    }
+    if let Some(Text(pin)) = raw.server_cert_sha256 {
+        if !pin.trim().is_empty() {
+            s.server_cert_sha256 = Some(parse_sha256_hex(&pin).ok_or_else(|| {
+                fx.err(
+                    "pkcs11.serverCertSha256",
+                    format!(
+                        "expected 64 hex digits (colons allowed), got {}",
+                        quoted(&pin)
+                    ),
+                )
+            })?);
+        }
+    }
+    if let Some(b) = raw.allow_insecure_http {
+        s.allow_insecure_http = b.0;
+    }
+
+    if let Some(Text(strategy)) = raw.node_strategy {
+        s.node_strategy = match strategy.trim().to_ascii_lowercase().as_str() {
+            "failover" => NodeStrategy::Failover,
+            "spread" => NodeStrategy::Spread,
+            _ => {
+                return Err(fx.err(
+                    "pkcs11.nodeStrategy",
+                    format!("expected failover or spread, got {}", quoted(&strategy)),
+                ))
+            }
+        };
+    }
+    if let Some(n) = raw.node_down_backoff_ms {
+        s.node_down_backoff = Duration::from_millis(n.0);
+    }
+    match raw.node_down_backoff_max_ms {
+        Some(n) => {
+            if Duration::from_millis(n.0) < s.node_down_backoff {
+                return Err(fx.err(
+                    "pkcs11.nodeDownBackoffMaxMs",
+                    format!(
+                        "must be ≥ nodeDownBackoffMs ({}), got {}",
+                        s.node_down_backoff.as_millis(),
+                        n.0
+                    ),
+                ));
+            }
+            s.node_down_backoff_max = Duration::from_millis(n.0);
+        }
+        None => s.node_down_backoff_max = s.node_down_backoff_max.max(s.node_down_backoff),
+    }
+
+    s.new_key_policy = raw.new_key_policy.map(|o| o.0);
+    for (name, policy) in raw.policy_profiles.map(|o| o.0).unwrap_or_default() {
+        if name.trim().is_empty() {
+            return Err(fx.err("pkcs11.policyProfiles", "a profile name must not be empty"));
+        }
+        s.policy_profiles.insert(name, policy.0);
+    }
+    if let Some(b) = raw.allow_key_deletion {
+        s.allow_key_deletion = b.0;
+    }
+    if let Some(journal) = raw.request_journal {
+        s.request_journal = match journal {
+            JournalValue::On(true) => RequestJournal::Default,
+            JournalValue::On(false) => RequestJournal::Off,
+            JournalValue::Path(p) => RequestJournal::File(resolve_path(&p, fx.base_dir)),
+        };
+    }
+    Ok(s)
+}
+
+fn is_base64(s: &str) -> bool {
+    use base64::Engine;
+    let cleaned: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(cleaned.as_bytes())
+        .is_ok()
+}
+
+/// Normalises a `restApi` URL: scheme and host in lower case, no default port, no trailing
+/// `/` or `/v1`. Refuses other schemes, credentials, queries, fragments and whitespace.
+pub(crate) fn normalise_url(url: &str) -> Result<String, String> {
+    let text = url.trim();
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| "expected an http:// or https:// URL".to_string())?;
+    let scheme_lc = scheme.to_ascii_lowercase();
+    if scheme_lc != "http" && scheme_lc != "https" {
+        return Err(format!(
+            "expected an http:// or https:// URL, got scheme \"{}\"",
+            truncate(scheme, 20)
+        ));
+    }
+    // The url crate forgives what a configuration should not hold: stray slashes, whitespace
+    // and control characters (silently removed). Check the text as written first.
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("credentials in the URL are not supported; use token or apiKeys".to_string());
+    }
+    if authority.is_empty() {
+        return Err("the URL has no host".to_string());
+    }
+    if rest.contains(['?', '#']) {
+        return Err("the URL must not have a query or fragment".to_string());
+    }
+    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL contains whitespace".to_string());
+    }
+    let parsed = url::Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| "the URL has no host".to_string())?;
+    let mut path = parsed.path().to_string();
+    loop {
+        let before = path.len();
+        while path.ends_with('/') {
+            path.pop();
+        }
+        if path.to_ascii_lowercase().ends_with("/v1") {
+            path.truncate(path.len() - 3);
+        }
+        if path.len() == before {
+            break;
+        }
+    }
+    let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(format!("{}://{host}{port}{path}", parsed.scheme()))
+}
+
+/// Parses a SHA-256 in hex; colons, spaces and a `sha256:` prefix are allowed.
+pub(crate) fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("sha256:")
+        .or_else(|| s.strip_prefix("SHA256:"))
+        .unwrap_or(s);
+    let digits: String = s
+        .chars()
+        .filter(|c| *c != ':' && !c.is_ascii_whitespace())
+        .collect();
+    let bytes = hex::decode(digits).ok()?;
+    bytes.try_into().ok()
+}
