@@ -30,14 +30,23 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with(json!({}))
+    }
+
+    /// `pkcs11` settings merged into the module configuration.
+    fn with(pkcs11: Value) -> Setup {
         let mut cfg = SimConfig::fast_test();
         cfg.keys.retain(|k| k.label == "ska-ec-p256");
         let sim = start_sim(cfg);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.json");
+        let mut settings = json!({ "pollIntervalMs": 20, "pollIntervalMaxMs": 50 });
+        for (k, v) in pkcs11.as_object().unwrap() {
+            settings[k] = v.clone();
+        }
         write_private(
             &config,
-            json!({ "restApi": sim.url(), "pkcs11": { "pollIntervalMs": 20, "pollIntervalMaxMs": 50 } })
+            json!({ "restApi": sim.url(), "pkcs11": settings })
                 .to_string()
                 .as_bytes(),
         );
@@ -201,4 +210,55 @@ fn an_approved_request_is_journalled_with_its_outcome() {
     // Nothing open.
     let (_, doc) = s.cli(&["requests"]);
     assert_eq!(doc["requests"], json!([]));
+}
+
+#[test]
+fn the_journal_goes_where_request_journal_says_or_nowhere() {
+    if !tool_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("elsewhere").join("journal.jsonl");
+    for setting in [json!(file), json!(false)] {
+        let s = Setup::with(json!({ "requestJournal": setting }));
+        let input = s.dir.path().join("data");
+        std::fs::write(&input, b"journal setting").unwrap();
+        let child = s.signer(&input, &s.dir.path().join("sig"));
+        // Approve the request as soon as the simulator has it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let id = loop {
+            if let Some(id) = s.sim.requests().into_iter().find_map(|r| r.id) {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "no request filed");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        s.sim.approve(&id, "alice").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Never in the default place.
+        assert!(!s.journal().exists());
+        if setting == json!(false) {
+            let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+                .args(["-c", s.config.to_str().unwrap(), "requests"])
+                .env("XDG_STATE_HOME", &s.state)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("journal is off"));
+        } else {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 2, "{text}");
+            assert_eq!(lines[0]["id"], id.as_str());
+            assert_eq!(lines[1]["status"], "EXECUTED");
+        }
+    }
 }
