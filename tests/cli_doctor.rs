@@ -579,3 +579,98 @@ fn keys_lists_objects_with_percent_encoded_pkcs11_uris() {
         .unwrap()
         .contains("sign attribute"));
 }
+
+// ---------------------------------------------------------------------------------------
+// config init
+
+#[test]
+fn config_init_writes_a_private_file_the_module_reads_and_never_overwrites_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("cfg").join("config.json");
+    let o = out_path.to_str().unwrap();
+    let init = |extra: &[&str]| {
+        let mut args = vec!["--json", "config", "init", "-o", o];
+        args.extend_from_slice(extra);
+        let out = tsb_pkcs11(&args, &[]);
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), doc)
+    };
+    let (code, doc) = init(&[
+        "--url",
+        "https://tsb.example.com:8080",
+        "--token-env",
+        "MY_JWT",
+    ]);
+    assert_eq!(code, 0, "{doc:#}");
+    // The JWT's variable is not set here: a note, not a failure.
+    assert!(doc["warnings"].to_string().contains("MY_JWT"), "{doc:#}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(written["restApi"], "https://tsb.example.com:8080");
+    assert_eq!(written["token"], "env:MY_JWT");
+    assert!(dir.path().join("cfg").join("config-notes.txt").exists());
+    // An existing file is kept unless --force.
+    let (code, doc) = init(&["--url", "https://other.example.com"]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(doc["error"].as_str().unwrap().contains("--force"));
+    let (code, _) = init(&["--url", "https://other.example.com", "--force"]);
+    assert_eq!(code, 0);
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(written["restApi"], "https://other.example.com");
+}
+
+#[test]
+fn config_init_takes_over_a_notation_plugin_config_with_absolute_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let src_dir = dir.path().join("notation");
+    std::fs::create_dir_all(&src_dir).unwrap();
+    std::fs::write(src_dir.join("client.pem"), b"").unwrap();
+    let src = src_dir.join("config.json");
+    std::fs::write(
+        &src,
+        json!({
+            "restApi": "https://tsb.example.com:8080",
+            "authType": "CERT",
+            "certpath": "client.pem",
+            "keypath": "client.key",
+            "apiKeys": { "KeyOperationToken": ["a-literal-api-key"] },
+            "metaData": { "team": "build" }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out_path = dir.path().join("out").join("config.json");
+    let out = tsb_pkcs11(
+        &[
+            "--json",
+            "config",
+            "init",
+            "--from-notation",
+            src.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(
+        written["certpath"],
+        src_dir.join("client.pem").to_str().unwrap()
+    );
+    assert_eq!(
+        written["keypath"],
+        src_dir.join("client.key").to_str().unwrap()
+    );
+    assert_eq!(written["metaData"], json!({ "team": "build" }));
+    assert_eq!(written["pkcs11"], json!({}));
+    let warnings = doc["warnings"].to_string();
+    assert!(
+        warnings.contains("literal secrets copied (apiKeys.KeyOperationToken)"),
+        "{doc:#}"
+    );
+    assert!(!warnings.contains("a-literal-api-key"));
+    assert_eq!(doc["ok"], true, "{doc:#}");
+}
