@@ -15,6 +15,32 @@
 extern "C" {
 #endif // __cplusplus
 
+// `C_DigestInit`.
+CK_RV C_DigestInit(CK_SESSION_HANDLE session,
+                   CK_MECHANISM *mech);
+
+// `C_Digest`: a NULL output pointer asks for the length; the operation stays active then and
+// after `CKR_BUFFER_TOO_SMALL`.
+CK_RV C_Digest(CK_SESSION_HANDLE session,
+               CK_BYTE *data,
+               CK_ULONG data_len,
+               CK_BYTE *digest,
+               CK_ULONG *digest_len);
+
+// `C_DigestUpdate`.
+CK_RV C_DigestUpdate(CK_SESSION_HANDLE session,
+                     CK_BYTE *part,
+                     CK_ULONG part_len);
+
+// `C_DigestKey`: `CKR_KEY_INDIGESTIBLE` for this token's keys.
+CK_RV C_DigestKey(CK_SESSION_HANDLE session,
+                  CK_OBJECT_HANDLE key);
+
+// `C_DigestFinal`.
+CK_RV C_DigestFinal(CK_SESSION_HANDLE session,
+                    CK_BYTE *digest,
+                    CK_ULONG *digest_len);
+
 // `C_Initialize`: reads the configuration (no network I/O) and builds the token.
 CK_RV C_Initialize(void *init_args);
 
@@ -37,6 +63,25 @@ CK_RV C_GetInterface(CK_UTF8CHAR *name,
                      CK_VERSION *version,
                      CK_INTERFACE **interface,
                      CK_FLAGS flags);
+
+// `C_GetFunctionStatus` (PKCS#11 v2.40 §5.16): a legacy function that "should simply return
+// the value CKR_FUNCTION_NOT_PARALLEL" (after the initialisation check, like SoftHSM2).
+CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE session);
+
+// `C_CancelFunction` (PKCS#11 v2.40 §5.16): legacy, `CKR_FUNCTION_NOT_PARALLEL`.
+CK_RV C_CancelFunction(CK_SESSION_HANDLE session);
+
+// `C_SeedRandom` (PKCS#11 v2.40 §5.15): the session and arguments are checked, then
+// `CKR_RANDOM_NO_RNG` (the token has no random number generator). Nothing is read.
+CK_RV C_SeedRandom(CK_SESSION_HANDLE session,
+                   CK_BYTE *seed,
+                   CK_ULONG seed_len);
+
+// `C_GenerateRandom` (PKCS#11 v2.40 §5.15): the session and arguments are checked, then
+// `CKR_RANDOM_NO_RNG`. Nothing is written.
+CK_RV C_GenerateRandom(CK_SESSION_HANDLE session,
+                       CK_BYTE *data,
+                       CK_ULONG data_len);
 
 // `C_CreateObject` (§5.7.1): stores an X.509 certificate for one of the token's keys on the
 // TSB (`POST /v1/certificate/import/plain`); other objects give `CKR_TEMPLATE_INCONSISTENT`.

@@ -5,6 +5,7 @@ use std::fmt;
 
 use cryptoki_sys::*;
 
+use crate::logging::Net;
 use crate::tsb::{TsbError, TsbErrorKind, TsbReason};
 
 /// An error that knows the `CK_RV` it becomes at the C boundary.
@@ -135,7 +136,11 @@ pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
             _ => CKR_GENERAL_ERROR,
         },
     };
-    log::warn!("TSB call failed: {err} -> {}", rv_name(rv));
+    log::warn!(
+        "TSB call failed: {} -> {}",
+        Net(&err.to_string()),
+        rv_name(rv)
+    );
     Error::new(rv, err.to_string())
 }
 

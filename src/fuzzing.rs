@@ -84,7 +84,7 @@ pub fn template(
     unsafe {
         (
             crate::ffi::convert::template(p, n),
-            crate::ffi::convert::creation_template(p, n),
+            crate::ffi::convert::template(p, n).and_then(crate::ffi::convert::without_repeats),
         )
     }
 }

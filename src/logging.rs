@@ -7,8 +7,11 @@
 //! The HTTP and TLS libraries are capped at `info` whatever the filter says: ureq's debug lines
 //! echo request headers, `X-API-KEY` included.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
+
+use parking_lot::RwLock;
 
 /// Libraries whose log output is capped at `info`.
 const CAPPED: &[&str] = &["ureq", "rustls"];
@@ -33,7 +36,7 @@ pub fn init() {
             Err(e) => eprintln!("tsb-pkcs11: cannot use log file {path}: {e}; logging to stderr"),
         }
     }
-    let _ = builder.try_init();
+    repeat::install(builder.build());
 }
 
 /// Opens (or creates, mode 0600) the log file for appending. A symlink is not followed and a
@@ -98,9 +101,115 @@ fn without_capped(filter: &str) -> String {
     out
 }
 
+/// The most characters of one piece of network text a log line shows.
+pub(crate) const MAX_LOGGED_CHARS: usize = 200;
+
+/// Secrets of the configuration and of logins (process-wide), never shown in a log line.
+static SECRETS: RwLock<Vec<String>> = parking_lot::const_rwlock(Vec::new());
+
+/// Adds secrets that [`Net`] redacts from now on. Values shorter than 4 characters are not
+/// worth hiding (they would only garble the text) and are ignored.
+pub(crate) fn register_secrets<'a>(secrets: impl IntoIterator<Item = &'a str>) {
+    let mut all = SECRETS.write();
+    for s in secrets {
+        if s.len() >= 4 && !all.iter().any(|k| k == s) {
+            all.push(s.to_string());
+        }
+    }
+}
+
+/// Text that came from the TSB or the network (labels, request ids, approver names,
+/// statuses, messages), shown safely in a log line: the registered secrets become
+/// `<redacted>`, control characters are escaped (`\n`, `\u{1b}`: a value cannot forge a log
+/// line), and at most [`MAX_LOGGED_CHARS`] characters are shown, with a marker saying how
+/// many more there were. Every log site that prints network text wraps it in `Net`.
+pub(crate) struct Net<'a>(pub &'a str);
+
+impl fmt::Display for Net<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&sanitize(self.0))
+    }
+}
+
+/// A list of network texts, comma-separated, each as [`Net`] shows it; at most
+/// [`MAX_LOGGED_CHARS`] characters in all.
+pub(crate) struct NetList<'a>(pub &'a [String]);
+
+impl fmt::Display for NetList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let joined: Vec<String> = self.0.iter().map(|s| sanitize(s)).collect();
+        f.write_str(&cap(&joined.join(", ")))
+    }
+}
+
+/// See [`Net`]. Only a window of the text is examined, so a huge value costs little.
+pub(crate) fn sanitize(text: &str) -> String {
+    let secrets = SECRETS.read();
+    let longest = secrets.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+    // Enough to redact any secret that starts within the part shown.
+    let window: String = text.chars().take(MAX_LOGGED_CHARS + longest + 1).collect();
+    let beyond = text.chars().count() - window.chars().count();
+    let mut redacted = window;
+    for s in secrets.iter() {
+        if redacted.contains(s.as_str()) {
+            redacted = redacted.replace(s.as_str(), "<redacted>");
+        }
+    }
+    drop(secrets);
+    let mut out = String::new();
+    let mut chars = redacted.chars();
+    for c in chars.by_ref().take(MAX_LOGGED_CHARS) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    let more = chars.count() + beyond;
+    if more > 0 {
+        out.push_str(&format!("…[{more} more characters]"));
+    }
+    out
+}
+
+/// Cuts already sanitised text to [`MAX_LOGGED_CHARS`] characters, with a marker.
+fn cap(text: &str) -> String {
+    let total = text.chars().count();
+    if total <= MAX_LOGGED_CHARS {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(MAX_LOGGED_CHARS).collect();
+    out.push_str(&format!("…[{} more characters]", total - MAX_LOGGED_CHARS));
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::without_capped;
+    use super::{register_secrets, sanitize, without_capped, NetList, MAX_LOGGED_CHARS};
+
+    #[test]
+    fn network_text_is_escaped_capped_and_redacted() {
+        assert_eq!(sanitize("req-1"), "req-1");
+        assert_eq!(
+            sanitize("id\n[ERROR] forged line\r\u{1b}[31m"),
+            "id\\n[ERROR] forged line\\r\\u{1b}[31m"
+        );
+        let huge = "x".repeat(2 * 1024 * 1024);
+        let shown = sanitize(&huge);
+        assert!(shown.len() < MAX_LOGGED_CHARS + 40, "{}", shown.len());
+        assert!(shown.ends_with(&format!(
+            "…[{} more characters]",
+            huge.len() - MAX_LOGGED_CHARS
+        )));
+        register_secrets(["unit-test-secret-value"]);
+        let with_secret = format!("{}unit-test-secret-value tail", "y".repeat(190));
+        let shown = sanitize(&with_secret);
+        assert!(!shown.contains("unit-test"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert_eq!(sanitize("ab\u{7f}"), "ab\\u{7f}");
+        let names = vec!["alice".to_string(), "bob\nINFO fake".to_string()];
+        assert_eq!(NetList(&names).to_string(), "alice, bob\\nINFO fake");
+    }
 
     #[test]
     fn capped_directives_are_dropped() {
@@ -115,5 +224,247 @@ mod tests {
         );
         assert_eq!(without_capped("ureq::unit"), "");
         assert_eq!(without_capped("debug,ureq=trace/TSB"), "debug/TSB");
+    }
+}
+
+/// Rate limiting of repeated identical `error`/`warn` lines: a host that calls the module in a
+/// loop while it cannot work (nginx workers that cannot read the configuration fail every TLS
+/// handshake, each with a new `C_Initialize`) logs the first occurrence, then at most one line
+/// per [`repeat::REPEAT_INTERVAL`] carrying "(repeated N times)"; `C_Finalize` (a log flush)
+/// reports what was held back.
+mod repeat {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// At most one line per interval for each distinct `error`/`warn` message.
+    pub(crate) const REPEAT_INTERVAL: Duration = Duration::from_secs(10);
+    /// Distinct messages remembered; beyond this, entries idle for an interval are forgotten.
+    const MAX_TRACKED: usize = 256;
+
+    /// Installs `logger` behind the rate limit as the process's logger, unless one is set.
+    pub(super) fn install(logger: env_logger::Logger) {
+        let max_level = logger.filter();
+        let limited = RateLimited {
+            inner: logger,
+            seen: Mutex::new(HashMap::new()),
+        };
+        if log::set_boxed_logger(Box::new(limited)).is_ok() {
+            log::set_max_level(max_level);
+        }
+    }
+
+    /// What to do with one `error`/`warn` line.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) enum Repeat {
+        /// Log it as it is (first occurrence, or nothing was held back).
+        Log,
+        /// Log it with "(repeated N times)": N identical lines were held back since the last one.
+        LogRepeated(u64),
+        /// Hold it back (counted).
+        Suppress,
+    }
+
+    struct Seen {
+        last_logged: Instant,
+        suppressed: u64,
+    }
+
+    /// A logger that passes `info` and below through and rate-limits identical `error`/`warn` lines.
+    struct RateLimited<L> {
+        inner: L,
+        seen: Mutex<HashMap<String, Seen>>,
+    }
+
+    impl<L> RateLimited<L> {
+        /// Decides for the line `key` seen at `now` (the clock is a parameter so tests need no sleep).
+        fn decide(&self, key: &str, now: Instant) -> Repeat {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(entry) = seen.get_mut(key) {
+                if now.saturating_duration_since(entry.last_logged) < REPEAT_INTERVAL {
+                    entry.suppressed += 1;
+                    return Repeat::Suppress;
+                }
+                let n = std::mem::take(&mut entry.suppressed);
+                entry.last_logged = now;
+                return if n == 0 {
+                    Repeat::Log
+                } else {
+                    Repeat::LogRepeated(n)
+                };
+            }
+            if seen.len() >= MAX_TRACKED {
+                seen.retain(|_, e| {
+                    e.suppressed > 0
+                        || now.saturating_duration_since(e.last_logged) < REPEAT_INTERVAL
+                });
+                if seen.len() >= MAX_TRACKED {
+                    seen.clear();
+                }
+            }
+            seen.insert(
+                key.to_string(),
+                Seen {
+                    last_logged: now,
+                    suppressed: 0,
+                },
+            );
+            Repeat::Log
+        }
+
+        /// Lines held back since their last appearance, with their counts (emitted at flush).
+        fn take_pending(&self) -> Vec<(String, u64)> {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.iter_mut()
+                .filter(|(_, e)| e.suppressed > 0)
+                .map(|(k, e)| (k.clone(), std::mem::take(&mut e.suppressed)))
+                .collect()
+        }
+    }
+
+    impl<L: log::Log> log::Log for RateLimited<L> {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            self.inner.enabled(metadata)
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if !self.inner.enabled(record.metadata()) {
+                return;
+            }
+            if record.level() > log::Level::Warn {
+                self.inner.log(record);
+                return;
+            }
+            let key = format!(
+                "{}\u{0}{}\u{0}{}",
+                record.level(),
+                record.target(),
+                record.args()
+            );
+            match self.decide(&key, Instant::now()) {
+                Repeat::Log => self.inner.log(record),
+                Repeat::Suppress => {}
+                Repeat::LogRepeated(n) => self.inner.log(
+                    &log::Record::builder()
+                        .args(format_args!("{} (repeated {n} times)", record.args()))
+                        .metadata(record.metadata().clone())
+                        .module_path(record.module_path())
+                        .file(record.file())
+                        .line(record.line())
+                        .build(),
+                ),
+            }
+        }
+
+        /// Writes one "(repeated N times)" line for every message held back since it last appeared.
+        fn flush(&self) {
+            for (key, n) in self.take_pending() {
+                let mut parts = key.splitn(3, '\u{0}');
+                let (level, target, text) = (parts.next(), parts.next(), parts.next());
+                let level = level
+                    .and_then(|l| l.parse::<log::Level>().ok())
+                    .unwrap_or(log::Level::Warn);
+                self.inner.log(
+                    &log::Record::builder()
+                        .args(format_args!(
+                            "{} (repeated {n} times)",
+                            text.unwrap_or_default()
+                        ))
+                        .level(level)
+                        .target(target.unwrap_or("tsb_pkcs11"))
+                        .build(),
+                );
+            }
+            self.inner.flush();
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{RateLimited, Repeat, REPEAT_INTERVAL};
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        use std::time::{Duration, Instant};
+
+        /// Collects what reaches the inner logger.
+        #[derive(Default)]
+        struct Collect(Mutex<Vec<String>>);
+        impl log::Log for Collect {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, r: &log::Record<'_>) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", r.level(), r.args()));
+            }
+            fn flush(&self) {}
+        }
+
+        fn limited() -> RateLimited<Collect> {
+            RateLimited {
+                inner: Collect::default(),
+                seen: Mutex::new(HashMap::new()),
+            }
+        }
+
+        #[test]
+        fn repeated_lines_are_counted_once_per_interval() {
+            let l = limited();
+            let t0 = Instant::now();
+            let ms = Duration::from_millis;
+            assert_eq!(l.decide("cannot read config", t0), Repeat::Log);
+            for i in 1..=999 {
+                assert_eq!(l.decide("cannot read config", t0 + ms(i)), Repeat::Suppress);
+            }
+            // Another line is not held back by the first one.
+            assert_eq!(l.decide("other", t0 + ms(5)), Repeat::Log);
+            // After the interval: one line with the count of the lines held back.
+            let t1 = t0 + REPEAT_INTERVAL + ms(1);
+            assert_eq!(l.decide("cannot read config", t1), Repeat::LogRepeated(999));
+            assert_eq!(l.decide("cannot read config", t1 + ms(1)), Repeat::Suppress);
+            // A line that stopped repeating logs plainly after the interval.
+            let t2 = t1 + REPEAT_INTERVAL * 2;
+            assert_eq!(l.decide("other", t2), Repeat::Log);
+            assert_eq!(l.decide("cannot read config", t2), Repeat::LogRepeated(1));
+        }
+
+        #[test]
+        fn logger_passes_info_and_reports_held_back_lines_at_flush() {
+            use log::Log;
+            let l = limited();
+            let rec = |level, text: &str| {
+                l.log(
+                    &log::Record::builder()
+                        .args(format_args!("{text}"))
+                        .level(level)
+                        .target("tsb_pkcs11")
+                        .build(),
+                )
+            };
+            for _ in 0..26_000 {
+                rec(
+                    log::Level::Error,
+                    "C_Initialize: cannot read the configuration",
+                );
+                rec(log::Level::Info, "info line");
+            }
+            l.flush();
+            let lines = l.inner.0.lock().unwrap().clone();
+            assert_eq!(
+                lines.iter().filter(|s| s.starts_with("INFO")).count(),
+                26_000
+            );
+            let errors: Vec<_> = lines.iter().filter(|s| s.starts_with("ERROR")).collect();
+            assert_eq!(
+                errors,
+                [
+                    "ERROR C_Initialize: cannot read the configuration",
+                    "ERROR C_Initialize: cannot read the configuration (repeated 25999 times)"
+                ]
+            );
+            assert!(l.take_pending().is_empty(), "flush reported everything");
+        }
     }
 }

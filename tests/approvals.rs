@@ -768,6 +768,112 @@ fn notify_callback_cancels_the_wait() {
     assert_eq!(h.sim.counter(POST_SIGN), 1);
 }
 
+/// The function list the re-entrant callback below calls into (set before the session opens).
+static REENTRANT_FNS: std::sync::atomic::AtomicPtr<CK_FUNCTION_LIST> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static REENTRANT_CALLS: AtomicUsize = AtomicUsize::new(0);
+/// What the calls made from inside the callback returned, in order, for the first callback.
+static REENTRANT_RVS: Mutex<Vec<CK_RV>> = Mutex::new(Vec::new());
+
+/// A `Notify` callback that uses its own session while `C_Sign` waits in it: a search
+/// (C_FindObjectsInit/C_FindObjects/C_FindObjectsFinal), C_GetSessionInfo, and a second
+/// C_SignInit (which must say CKR_OPERATION_ACTIVE). Records the return values once.
+extern "C" fn notify_reentrant(
+    session: CK_SESSION_HANDLE,
+    _event: CK_NOTIFICATION,
+    _application: *mut c_void,
+) -> CK_RV {
+    let n = REENTRANT_CALLS.fetch_add(1, Ordering::SeqCst);
+    if n > 0 {
+        return CKR_OK;
+    }
+    // SAFETY: the test stored a valid function list before opening the session.
+    let f = unsafe { &*REENTRANT_FNS.load(Ordering::SeqCst) };
+    let mut rvs = Vec::new();
+    rvs.push(match common::raw_find_private_keys(f, session, PLAIN_EC) {
+        Ok(found) if found.len() == 1 => CKR_OK,
+        Ok(_) => CKR_GENERAL_ERROR,
+        Err(rv) => rv,
+    });
+    let mut info = CK_SESSION_INFO::default();
+    // SAFETY: valid out pointer.
+    rvs.push(unsafe { (f.C_GetSessionInfo.unwrap())(session, &mut info) });
+    rvs.push(sign_init(f, session, CKM_ECDSA_SHA256, 1));
+    let mut len: CK_ULONG = 0;
+    let data = *b"x";
+    // SAFETY: valid buffers (a size query).
+    rvs.push(unsafe {
+        (f.C_Sign.unwrap())(
+            session,
+            data.as_ptr() as *mut u8,
+            1,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    });
+    *REENTRANT_RVS.lock().unwrap() = rvs;
+    CKR_OK
+}
+
+/// The session's lock is not held while C_Sign waits for approvals: the application's Notify
+/// callback can use the same session (before, C_FindObjectsInit from inside it hung forever),
+/// another thread's calls on the session answer at once, and the signature still arrives.
+#[test]
+fn notify_callback_may_use_the_waiting_session() {
+    let _x = shared();
+    let h = harness(json!({"pollIntervalMs": 50, "pollIntervalMaxMs": 50}));
+    REENTRANT_FNS.store(
+        h.f() as *const CK_FUNCTION_LIST as *mut CK_FUNCTION_LIST,
+        Ordering::SeqCst,
+    );
+    let s = open_session(&h, Some(notify_reentrant), std::ptr::null_mut());
+    let msg = message("re-entrant notify");
+    let key = find_key(&h, s, SKA_EC);
+    assert_eq!(sign_init(h.f(), s, CKM_ECDSA_SHA256, key), CKR_OK);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = h.f();
+    let data = msg.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(c_sign(f, s, &data, Some(1024)));
+    });
+    let id = id_of(&wait_request(&h, SKA_EC, 0));
+    wait_until("the Notify callback", Duration::from_secs(10), || {
+        (!REENTRANT_RVS.lock().unwrap().is_empty()).then_some(())
+    });
+    // Another thread, while the signature waits: answers at once.
+    let started = Instant::now();
+    let mut info = CK_SESSION_INFO::default();
+    // SAFETY: valid out pointer.
+    assert_eq!(
+        unsafe { (f.C_GetSessionInfo.unwrap())(s, &mut info) },
+        CKR_OK
+    );
+    assert_eq!(find_keys(&h, s, PLAIN_EC).len(), 1);
+    assert_eq!(sign_init(f, s, CKM_ECDSA_SHA256, key), CKR_OPERATION_ACTIVE);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no wait for the signer"
+    );
+    h.sim.approve(&id, "alice").unwrap();
+    let (rv, _, sig) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("C_Sign returns (no deadlock in the Notify callback)");
+    assert_eq!(rv, CKR_OK);
+    assert_ecdsa(&h, SKA_EC, &msg, &sig);
+    assert_eq!(
+        *REENTRANT_RVS.lock().unwrap(),
+        vec![CKR_OK, CKR_OK, CKR_OPERATION_ACTIVE, CKR_OPERATION_ACTIVE],
+        "search, C_GetSessionInfo, C_SignInit, C_Sign from inside Notify"
+    );
+    assert_eq!(h.sim.counter(POST_SIGN), 1, "one approval request");
+    // The session is usable again.
+    let plain = find_key(&h, s, PLAIN_EC);
+    assert_eq!(sign_init(f, s, CKM_ECDSA_SHA256, plain), CKR_OK);
+    let (rv, _, sig) = c_sign(f, s, &msg, Some(1024));
+    assert_eq!(rv, CKR_OK);
+    assert_ecdsa(&h, PLAIN_EC, &msg, &sig);
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Interrupt {
     SessionCancel,

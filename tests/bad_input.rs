@@ -261,6 +261,17 @@ fn needs_initialisation<'a>(raw: &'a Raw, s: CK_SESSION_HANDLE) -> Vec<Case<'a>>
             let mut sig = [0u8; 64];
             call!(f.C_VerifyFinal, s, sig.as_mut_ptr(), 64)
         }),
+        case("C_DigestInit", nope, move || {
+            let mut m = mech(CKM_SHA256);
+            call!(f.C_DigestInit, s, &mut m)
+        }),
+        case("C_GenerateRandom", nope, move || {
+            let mut b = [0u8; 4];
+            call!(f.C_GenerateRandom, s, b.as_mut_ptr(), 4)
+        }),
+        case("C_GetFunctionStatus", nope, move || {
+            call!(f.C_GetFunctionStatus, s)
+        }),
     ]
 }
 
@@ -281,12 +292,9 @@ fn no_initialisation_needed(raw: &Raw) -> Vec<Case<'_>> {
             call!(raw.f3.C_GetInterface, null_mut(), null_mut(), &mut i, 0)
         }),
         case(
-            "C_GenerateRandom (unsupported)",
+            "C_InitToken (unsupported)",
             CKR_FUNCTION_NOT_SUPPORTED,
-            move || {
-                let mut b = [0u8; 4];
-                call!(f.C_GenerateRandom, 1, b.as_mut_ptr(), 4)
-            },
+            move || call!(f.C_InitToken, 0, null_mut(), 0, null_mut()),
         ),
     ]
 }
@@ -1026,7 +1034,8 @@ fn invalid_handles() {
         case("C_Login(user type 7)", CKR_USER_TYPE_INVALID, || {
             call!(f.C_Login, s, 7, null_mut(), 0)
         }),
-        case("C_Login(CKU_SO)", CKR_USER_TYPE_INVALID, || {
+        // A read-only session is open: the SO cannot log in (PKCS#11 v2.40 §5.6).
+        case("C_Login(CKU_SO)", CKR_SESSION_READ_ONLY_EXISTS, || {
             call!(f.C_Login, s, CKU_SO, null_mut(), 0)
         }),
         case(

@@ -324,3 +324,28 @@ fn sign_with_each_mechanism_verified_by_openssl() {
     );
     pkeyutl_verifies(&h, "ed25519", &data, &sig, &["-rawin"]);
 }
+
+/// `pkcs11-tool --test` (its self-test of digests, signatures, verification and random
+/// numbers) ends without an error: the token answers `CKR_RANDOM_NO_RNG` (no `CKF_RNG`), which
+/// pkcs11-tool takes as "no RNG", and lists the digest mechanisms it tests.
+#[test]
+fn pkcs11_tool_self_test_passes() {
+    if !tool_available() {
+        return;
+    }
+    // Keys that sign at once (no approval policy): the self-test signs with every RSA key.
+    let h = Harness::with(
+        tsb_sim::SimConfig::demo(),
+        serde_json::json!({ "keys": ["rsa-2048", "ec-p256"] }),
+    );
+    let out = pkcs11_tool(&h, &["--test"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(text.contains("No errors"), "{text}");
+    assert!(!text.to_lowercase().contains("error:"), "{text}");
+    assert!(!text.contains("failed"), "{text}");
+}

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::known;
 use super::{hex, load_config, Global, Out};
 use crate::config::Config;
-use crate::crypto::{Certificate, Curve, PublicKey};
+use crate::crypto::{Certificate, PublicKey};
 use crate::token::objects::{key_from_attributes, Skipped};
 use crate::tsb::{KeyAttributes, TsbClient, TsbError};
 
@@ -51,7 +51,7 @@ pub(crate) struct KeyReport {
     /// Fields of the attributes answer the module does not know.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) unknown_fields: Vec<String>,
-    /// Values the module does not know (`algorithm`, `curveOid`, approver `type`).
+    /// Values the module does not know (`algorithm`, approver `type`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) unknown_values: Vec<String>,
     /// Notes (e.g. a certificate that is not used).
@@ -271,11 +271,6 @@ fn unknown_values(attrs: &KeyAttributes) -> Vec<String> {
     let mut out = Vec::new();
     if !known::ALGORITHMS.contains(&attrs.algorithm.as_str()) {
         out.push(format!("algorithm \"{}\"", attrs.algorithm));
-    }
-    if let Some(oid) = attrs.curve_oid.as_deref() {
-        if Curve::from_oid(oid).is_none() && oid != "1.3.101.112" {
-            out.push(format!("curveOid \"{oid}\""));
-        }
     }
     let rules = attrs.policy.iter().flat_map(|p| {
         [&p.rule_use, &p.rule_block, &p.rule_unblock, &p.rule_modify]

@@ -57,10 +57,18 @@ struct Row {
     unknown_fields: Vec<String>,
 }
 
+/// Whether process `pid` still runs the program the journal names (its executable's file name
+/// starts the journal's description, e.g. "ssh-pkcs11-helper (OpenSSH's ...)").
 fn process_running(pid: u32, name: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim() == name)
-        .unwrap_or(false)
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    match exe {
+        Some(exe) => name.starts_with(exe.trim_end_matches(" (deleted)")),
+        None => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| !c.trim().is_empty() && name.starts_with(c.trim()))
+            .unwrap_or(false),
+    }
 }
 
 fn state_name(s: &RequestState) -> String {

@@ -6,6 +6,7 @@ use std::mem::size_of;
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
+use crate::token::attributes::fixed_len;
 use crate::token::{MechParams, Mechanism};
 
 fn bad(why: &'static str) -> Error {
@@ -120,19 +121,19 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
     })
 }
 
-/// Reads a search or creation template into (type, value) pairs.
+/// Borrows a template's `CK_ATTRIBUTE` array (types, value pointers and lengths) without
+/// reading any value.
 ///
 /// # Safety
-/// `p` must be NULL (with `count` 0) or point to `count` valid `CK_ATTRIBUTE`s whose values
-/// are NULL or readable for `ulValueLen` bytes.
-pub unsafe fn template(
+/// `p` must be NULL (with `count` 0) or point to `count` valid `CK_ATTRIBUTE`s.
+pub unsafe fn attribute_array<'a>(
     p: *const CK_ATTRIBUTE,
     count: CK_ULONG,
-) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
+) -> Result<&'a [CK_ATTRIBUTE]> {
     let count = len(count)?;
     if p.is_null() {
         return if count == 0 {
-            Ok(Vec::new())
+            Ok(&[])
         } else {
             Err(bad("NULL template"))
         };
@@ -141,7 +142,54 @@ pub unsafe fn template(
         return Err(bad("template too long"));
     }
     // SAFETY: caller guarantee of `count` attributes.
-    let attrs = unsafe { std::slice::from_raw_parts(p, count) };
+    Ok(unsafe { std::slice::from_raw_parts(p, count) })
+}
+
+/// Checks the length of every fixed-size attribute (`CK_BBOOL`, `CK_ULONG`, ...) before any
+/// value is read: a wrong `ulValueLen` is `CKR_ATTRIBUTE_VALUE_INVALID`, so a length larger
+/// than the caller's buffer is never trusted for these (PKCS#11 v2.40 §4: the attribute's type
+/// fixes its size).
+pub fn check_fixed_lengths(attrs: &[CK_ATTRIBUTE]) -> Result<()> {
+    for a in attrs {
+        if let Some(n) = fixed_len(a.type_) {
+            if a.ulValueLen != n as CK_ULONG {
+                return Err(Error::new(
+                    CKR_ATTRIBUTE_VALUE_INVALID,
+                    format!(
+                        "attribute {:#x} has {} bytes; its type has {n}",
+                        a.type_, a.ulValueLen
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the values of the fixed-size attributes only (after [`check_fixed_lengths`]).
+///
+/// # Safety
+/// Each value pointer is NULL or readable for its `ulValueLen` bytes.
+pub unsafe fn fixed_values(attrs: &[CK_ATTRIBUTE]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
+    check_fixed_lengths(attrs)?;
+    attrs
+        .iter()
+        .filter(|a| fixed_len(a.type_).is_some())
+        .map(|a| {
+            // SAFETY: value pointer/length pair per the buffer convention; the length is the
+            // type's own small size (checked above).
+            let v = unsafe { bytes(a.pValue as *const CK_BYTE, a.ulValueLen) }?;
+            Ok((a.type_, v.to_vec()))
+        })
+        .collect()
+}
+
+/// Copies every value of a template (after [`check_fixed_lengths`]).
+///
+/// # Safety
+/// Each value pointer is NULL or readable for its `ulValueLen` bytes.
+pub unsafe fn values(attrs: &[CK_ATTRIBUTE]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
+    check_fixed_lengths(attrs)?;
     attrs
         .iter()
         .map(|a| {
@@ -152,18 +200,26 @@ pub unsafe fn template(
         .collect()
 }
 
-/// Reads an object-creation template: like [`template`], and an attribute given more than once
-/// counts once when the values agree; conflicting values give `CKR_TEMPLATE_INCONSISTENT`
-/// (PKCS#11 v2.40 §4.1.1: a repeated attribute either acts as if given once or fails so).
+/// Reads a search template into (type, value) pairs; fixed-size attributes of the wrong
+/// length are refused before any value is read.
 ///
 /// # Safety
-/// As for [`template`].
-pub unsafe fn creation_template(
+/// `p` must be NULL (with `count` 0) or point to `count` valid `CK_ATTRIBUTE`s whose values
+/// are NULL or readable for `ulValueLen` bytes.
+pub unsafe fn template(
     p: *const CK_ATTRIBUTE,
     count: CK_ULONG,
 ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
     // SAFETY: the caller's guarantee, passed on.
-    let all = unsafe { template(p, count) }?;
+    unsafe { values(attribute_array(p, count)?) }
+}
+
+/// An object-creation template: an attribute given more than once counts once when the values
+/// agree; conflicting values give `CKR_TEMPLATE_INCONSISTENT` (PKCS#11 v2.40 §4.1.1: a
+/// repeated attribute either acts as if given once or fails so).
+pub fn without_repeats(
+    all: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>,
+) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
     let mut out: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> = Vec::with_capacity(all.len());
     for (t, v) in all {
         match out.iter().find(|(seen, _)| *seen == t) {

@@ -137,6 +137,8 @@ pub extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
         if let Some(token) = instance.token {
             token.finalize();
         }
+        // Report repeated log lines held back by the rate limit (src/logging.rs).
+        log::logger().flush();
         Ok(())
     })
 }

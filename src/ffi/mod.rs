@@ -9,7 +9,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub(crate) mod convert;
+mod digest;
 mod general;
+mod legacy;
 mod objects;
 pub(crate) mod os;
 mod sessions;
@@ -26,7 +28,9 @@ use parking_lot::RwLock;
 use crate::error::{rv_name, Error, Result};
 use crate::token::Token;
 
+pub use digest::*;
 pub use general::*;
+pub use legacy::*;
 pub use objects::*;
 pub use sessions::*;
 pub use signing::*;
@@ -64,7 +68,8 @@ fn guard(name: &str, body: impl FnOnce() -> Result<()>) -> CK_RV {
     let rv = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
-            log::debug!("{name}: {e}");
+            // The message may quote the TSB (network text): shown sanitised.
+            log::debug!("{name}: {}", crate::logging::Net(&e.to_string()));
             e.code()
         }
         Err(_) => {

@@ -2,7 +2,9 @@
 
 use cryptoki_sys::*;
 
-use super::convert::{creation_template, len, out, template, MAX_TEMPLATE};
+use super::convert::{
+    attribute_array, fixed_values, len, out, template, values, without_repeats, MAX_TEMPLATE,
+};
 use super::{guard, token};
 use crate::error::Error;
 use crate::token::attributes::AttrValue;
@@ -21,8 +23,14 @@ pub unsafe extern "C" fn C_CreateObject(
         // SAFETY: writable CK_OBJECT_HANDLE (or NULL, refused).
         let object = unsafe { out(object) }?;
         // SAFETY: `templ` holds `count` attributes (NULL only with count 0).
-        let t = unsafe { creation_template(templ, count) }?;
-        *object = token()?.create_object(session, &t)?;
+        let attrs = unsafe { attribute_array(templ, count) }?;
+        // Only the fixed-size values (checked lengths) are read first: the class and the
+        // session decide whether the rest is read at all.
+        // SAFETY: each value pointer is readable for its `ulValueLen` bytes.
+        let fixed = unsafe { fixed_values(attrs) }?;
+        // SAFETY: as above; read only once the template may create an object.
+        let rest = || unsafe { values(attrs) }.and_then(without_repeats);
+        *object = token()?.create_object(session, &fixed, rest)?;
         Ok(())
     })
 }

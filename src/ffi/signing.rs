@@ -7,12 +7,12 @@ use super::{guard, token};
 use crate::error::Result;
 use crate::token::SignOutput;
 
-/// Writes a signature (or its length) back under the variable-length output convention; the
+/// Writes a signature or digest (or its length) back under the variable-length output convention; the
 /// needed length is reported with `CKR_BUFFER_TOO_SMALL` too.
 ///
 /// # Safety
 /// `sig` is NULL or has `*sig_len` writable bytes; `sig_len` is valid.
-unsafe fn deliver(
+pub(super) unsafe fn deliver(
     result: Result<SignOutput>,
     sig: *mut CK_BYTE,
     sig_len: *mut CK_ULONG,
@@ -43,7 +43,7 @@ unsafe fn deliver(
 ///
 /// # Safety
 /// `sig_len` is NULL or valid.
-unsafe fn capacity(sig: *mut CK_BYTE, sig_len: *mut CK_ULONG) -> Result<Option<usize>> {
+pub(super) unsafe fn capacity(sig: *mut CK_BYTE, sig_len: *mut CK_ULONG) -> Result<Option<usize>> {
     // SAFETY: caller guarantee.
     let n = *unsafe { out(sig_len) }?;
     Ok(if sig.is_null() { None } else { Some(len(n)?) })

@@ -23,6 +23,7 @@ use super::session::{CancelReason, Session};
 use super::Backend;
 use crate::config::ModuleSettings;
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
+use crate::logging::{sanitize, Net, NetList};
 use crate::tsb::{RequestState, RequestStatus, TsbError, TsbReason};
 
 /// How long giving up waits for the TSB to confirm the `DELETE` of the request.
@@ -87,17 +88,20 @@ pub(crate) fn wait(
     session: &Arc<Session>,
     threads: bool,
 ) -> Result<Vec<u8>> {
+    // The request id and label as log lines and error messages show them (network text).
+    let (raw_id, raw_label) = (id, label);
+    let (id, label) = (&sanitize(raw_id), &sanitize(raw_label));
     let started = Instant::now();
     let deadline = started + settings.approval_wait();
     // The journal gets the outcome of every way out (see `crate::journal`).
     let journal = crate::journal::setting(settings);
     let outcome = |status: &str, reason: &str| {
-        crate::journal::outcome(&journal, id, label, status, Some(reason));
+        crate::journal::outcome(&journal, raw_id, raw_label, status, Some(reason));
     };
     let mut interval = settings.poll_interval;
     let mut last: Option<(RequestState, Vec<String>, Vec<String>)> = None;
     let give_up = |why: Error| -> Error {
-        cancel_on_tsb(client, id, label, threads);
+        cancel_on_tsb(client, raw_id, label, threads);
         outcome("CANCELLED", why.message());
         why
     };
@@ -130,14 +134,17 @@ pub(crate) fn wait(
                 return Err(give_up(CancelReason::Cancelled.error()));
             }
         }
-        let status = match poll(client, id, session, threads, deadline) {
+        let status = match poll(client, raw_id, session, threads, deadline) {
             Polled::Status(Ok(s)) => s,
             Polled::Status(Err(e)) if e.reason() == Some(TsbReason::RequestNotFound) => {
                 outcome("GONE", "the TSB no longer knows the request");
                 return Err(map_tsb_error(&e, CredentialContext::Configured));
             }
             Polled::Status(Err(e)) => {
-                log::warn!("approval request {id}: poll failed ({e}); retrying");
+                log::warn!(
+                    "approval request {id}: poll failed ({}); retrying",
+                    Net(&e.to_string())
+                );
                 interval = next_interval(interval, settings);
                 continue;
             }
@@ -176,14 +183,17 @@ pub(crate) fn wait(
                     CKR_FUNCTION_REJECTED,
                     format!(
                         "approval request {id} was rejected by {}",
-                        status.rejected_by.join(", ")
+                        NetList(&status.rejected_by)
                     ),
                 ))
             }
             RequestState::Expired | RequestState::Cancelled => {
                 return Err(Error::new(
                     CKR_FUNCTION_CANCELED,
-                    format!("approval request {id} is {}", state_name(&status.state)),
+                    format!(
+                        "approval request {id} is {}",
+                        Net(state_name(&status.state))
+                    ),
                 ))
             }
             RequestState::Failed => {
@@ -243,18 +253,23 @@ fn poll(
     }
 }
 
-/// `DELETE /v1/request/{id}`: waits up to [`CANCEL_WAIT`] for the TSB's answer (with threads;
+/// `DELETE /v1/request/{id}` (`label` already sanitised): waits up to [`CANCEL_WAIT`] for the TSB's answer (with threads;
 /// the call carries on in the background after that), or until it ends (without).
 fn cancel_on_tsb(client: &Arc<dyn Backend>, id: &str, label: &str, threads: bool) {
-    fn cancel(client: &dyn Backend, id: &str, label: &str) {
-        match client.cancel_request(id) {
+    fn cancel(client: &dyn Backend, raw_id: &str, label: &str) {
+        let id = sanitize(raw_id);
+        match client.cancel_request(raw_id) {
             Ok(()) => log::info!("approval request {id} (key '{label}') cancelled on the TSB"),
-            Err(e) => log::warn!("approval request {id}: cancelling on the TSB failed: {e}"),
+            Err(e) => log::warn!(
+                "approval request {id}: cancelling on the TSB failed: {}",
+                Net(&e.to_string())
+            ),
         }
     }
     if !threads {
         return cancel(client.as_ref(), id, label);
     }
+    let shown_id = sanitize(id);
     let (tx, rx) = std::sync::mpsc::channel();
     let job = {
         let (client, id, label) = (client.clone(), id.to_string(), label.to_string());
@@ -267,7 +282,7 @@ fn cancel_on_tsb(client: &Arc<dyn Backend>, id: &str, label: &str, threads: bool
         Ok(_) => {
             if rx.recv_timeout(CANCEL_WAIT).is_err() {
                 log::warn!(
-                    "approval request {id} (key '{label}'): the TSB has not confirmed the \
+                    "approval request {shown_id} (key '{label}'): the TSB has not confirmed the \
                      cancellation within {} ms; it carries on in the background",
                     CANCEL_WAIT.as_millis()
                 );
@@ -306,25 +321,25 @@ fn log_progress(id: &str, label: &str, s: &RequestStatus, elapsed: Duration) {
         }
         RequestState::Rejected => log::info!(
             "approval request {id} (key '{label}') REJECTED by {} after {secs:.1}s",
-            s.rejected_by.join(", ")
+            NetList(&s.rejected_by)
         ),
         RequestState::Expired | RequestState::Cancelled | RequestState::Failed => log::info!(
             "approval request {id} (key '{label}') {} after {secs:.1}s: approved by [{}], \
              not approved by [{}]",
-            state_name(&s.state),
-            s.approved_by.join(", "),
-            s.not_yet_approved_by.join(", ")
+            Net(state_name(&s.state)),
+            NetList(&s.approved_by),
+            NetList(&s.not_yet_approved_by)
         ),
         RequestState::Approved => log::info!(
             "approval request {id} (key '{label}') APPROVED by [{}]: quorum reached, waiting for \
              the TSB to execute it",
-            s.approved_by.join(", ")
+            NetList(&s.approved_by)
         ),
         _ => log::info!(
             "approval request {id} (key '{label}') {}: approved by [{}], waiting for [{}]",
-            state_name(&s.state),
-            s.approved_by.join(", "),
-            s.not_yet_approved_by.join(", ")
+            Net(state_name(&s.state)),
+            NetList(&s.approved_by),
+            NetList(&s.not_yet_approved_by)
         ),
     }
 }

@@ -159,3 +159,73 @@ pub fn attribute(obj: &ObjectRef, attr: CK_ATTRIBUTE_TYPE, private_objects: bool
         }
     }
 }
+
+/// The size every value of a fixed-size attribute must have: `CK_BBOOL` attributes one byte,
+/// `CK_ULONG`-typed ones (`CKA_CLASS`, `CKA_KEY_TYPE`, `CKA_CERTIFICATE_TYPE`, ...)
+/// `sizeof(CK_ULONG)` (PKCS#11 v2.40 §4: each attribute's data type). `None` for variable
+/// lengths. A template value of another length is `CKR_ATTRIBUTE_VALUE_INVALID`, found before
+/// any value is copied.
+pub(crate) fn fixed_len(attr: CK_ATTRIBUTE_TYPE) -> Option<usize> {
+    match attr {
+        CKA_TOKEN
+        | CKA_PRIVATE
+        | CKA_MODIFIABLE
+        | CKA_COPYABLE
+        | CKA_DESTROYABLE
+        | CKA_TRUSTED
+        | CKA_SENSITIVE
+        | CKA_ENCRYPT
+        | CKA_DECRYPT
+        | CKA_WRAP
+        | CKA_UNWRAP
+        | CKA_SIGN
+        | CKA_SIGN_RECOVER
+        | CKA_VERIFY
+        | CKA_VERIFY_RECOVER
+        | CKA_DERIVE
+        | CKA_EXTRACTABLE
+        | CKA_LOCAL
+        | CKA_NEVER_EXTRACTABLE
+        | CKA_ALWAYS_SENSITIVE
+        | CKA_ALWAYS_AUTHENTICATE
+        | CKA_WRAP_WITH_TRUSTED
+        | CKA_RESET_ON_INIT
+        | CKA_HAS_RESET
+        | CKA_TSB_NEEDS_APPROVAL
+        | CKA_TSB_BLOCKED => Some(std::mem::size_of::<CK_BBOOL>()),
+        CKA_CLASS
+        | CKA_KEY_TYPE
+        | CKA_CERTIFICATE_TYPE
+        | CKA_CERTIFICATE_CATEGORY
+        | CKA_JAVA_MIDP_SECURITY_DOMAIN
+        | CKA_NAME_HASH_ALGORITHM
+        | CKA_MODULUS_BITS
+        | CKA_VALUE_LEN
+        | CKA_VALUE_BITS
+        | CKA_KEY_GEN_MECHANISM
+        | CKA_PRIME_BITS
+        | CKA_SUBPRIME_BITS
+        | CKA_HW_FEATURE_TYPE
+        | CKA_MECHANISM_TYPE
+        | CKA_PROFILE_ID => Some(std::mem::size_of::<CK_ULONG>()),
+        _ => None,
+    }
+}
+
+/// True for the object classes PKCS#11 defines (v3.0 §4.2 table 9: `CKO_DATA` ..
+/// `CKO_PROFILE`); any other value of `CKA_CLASS` is invalid (`CKR_ATTRIBUTE_VALUE_INVALID`).
+pub(crate) fn known_class(class: CK_OBJECT_CLASS) -> bool {
+    matches!(
+        class,
+        CKO_DATA
+            | CKO_CERTIFICATE
+            | CKO_PUBLIC_KEY
+            | CKO_PRIVATE_KEY
+            | CKO_SECRET_KEY
+            | CKO_HW_FEATURE
+            | CKO_DOMAIN_PARAMETERS
+            | CKO_MECHANISM
+            | CKO_OTP_KEY
+            | CKO_PROFILE
+    )
+}

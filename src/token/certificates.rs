@@ -11,11 +11,13 @@ use std::sync::Arc;
 
 use cryptoki_sys::*;
 
+use super::attributes::known_class;
 use super::keys::key_cert_object;
 use super::objects::{CertSource, KeyObject, ObjectRef};
 use super::Token;
 use crate::crypto::Certificate;
 use crate::error::{map_tsb_error, Error, Result};
+use crate::logging::Net;
 
 /// What a `C_CreateObject` template asks for, once checked.
 struct CertTemplate {
@@ -210,19 +212,46 @@ impl Token {
     /// `C_CreateObject` (PKCS#11 v2.40 §5.7.1): stores an X.509 certificate for the key that
     /// `CKA_LABEL` or `CKA_ID` names (with neither, the key holding the certificate's public
     /// key) on the TSB (`POST /v1/certificate/import/plain`) and returns its object handle.
+    ///
+    /// `fixed` holds the template's fixed-size attributes (lengths already checked); the rest
+    /// of the template is read (`template()`) only once the class and the session allow the
+    /// creation, so nothing more of a template that is refused anyway is touched.
     pub fn create_object(
         &self,
         session: CK_SESSION_HANDLE,
-        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+        fixed: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+        template: impl FnOnce() -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.sessions.get(session)?;
-        if !s.read_write {
+        let find = |t: CK_ATTRIBUTE_TYPE| fixed.iter().find(|(a, _)| *a == t).map(|(_, v)| v);
+        let class = find(CKA_CLASS)
+            .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is missing"))?;
+        let class = ulong_of("CKA_CLASS", class)?;
+        if !known_class(class) {
+            return Err(value_invalid(format!(
+                "CKA_CLASS {class:#x} is not an object class"
+            )));
+        }
+        if class != CKO_CERTIFICATE {
+            return Err(inconsistent(format!(
+                "objects of class {class:#x} cannot be created: this token stores only certificates of its keys"
+            )));
+        }
+        // PKCS#11 v2.40 §5.7.1: a read-only session cannot create token objects. A template
+        // without CKA_TOKEN is stored on the TSB here (a token object); CKA_TOKEN = false asks
+        // for a session object, refused below exactly as in a read-write session.
+        let token_object = match find(CKA_TOKEN) {
+            Some(v) => bool_of("CKA_TOKEN", v)?,
+            None => true,
+        };
+        if token_object && !s.read_write {
             return Err(Error::new(
                 CKR_SESSION_READ_ONLY,
-                "objects can only be created in a read-write session",
+                "token objects can only be created in a read-write session",
             ));
         }
-        let req = CertTemplate::parse(template)?;
+        let template = template()?;
+        let req = CertTemplate::parse(&template)?;
         if !self.user_may_use_private() {
             return Err(Error::new(
                 CKR_USER_NOT_LOGGED_IN,
@@ -254,7 +283,11 @@ impl Token {
                     inconsistent(format!("key '{}' is no longer on the TSB", key.label))
                 }
                 Some(400) => {
-                    log::warn!("the TSB refused the certificate for '{}': {e}", key.label);
+                    log::warn!(
+                        "the TSB refused the certificate for '{}': {}",
+                        Net(&key.label),
+                        Net(&e.to_string())
+                    );
                     value_invalid(format!("the TSB refused the certificate: {e}"))
                 }
                 _ => map_tsb_error(&e, self.credential_context()),
@@ -262,8 +295,8 @@ impl Token {
         }
         log::info!(
             "stored certificate '{}' for key '{}' on the TSB",
-            req.cert.subject_text,
-            key.label
+            Net(&req.cert.subject_text),
+            Net(&key.label)
         );
         let object = key_cert_object(&key, req.cert, CertSource::Tsb);
         let handle = object.handle;

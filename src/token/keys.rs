@@ -14,6 +14,7 @@ use super::Token;
 use crate::config::Secret;
 use crate::crypto::Certificate;
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
+use crate::logging::Net;
 use crate::tsb::TsbReason;
 
 /// How many key attribute requests run at once when a whole token is listed.
@@ -78,7 +79,8 @@ impl Token {
             }
             Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
                 log::warn!(
-                    "key '{label}' is password-protected and no (right) password is configured; it is left out"
+                    "key '{}' is password-protected and no (right) password is configured; it is left out",
+                    Net(label)
                 );
                 self.objects.store_skipped(label);
                 return Ok(None);
@@ -92,7 +94,7 @@ impl Token {
                 Ok(Some(self.objects.store_key(key, cert)))
             }
             Err(Skipped::CannotSign(why)) => {
-                log::debug!("key '{label}' is left out: {why}");
+                log::debug!("key '{}' is left out: {}", Net(label), Net(&why));
                 self.objects.store_skipped(label);
                 Ok(None)
             }
@@ -112,16 +114,16 @@ impl Token {
             }
             log::warn!(
                 "the first certificate of pkcs11.certificates for key '{}' ({}) holds a different public key; it is not used",
-                key.label,
-                leaf.subject_text
+                Net(&key.label),
+                Net(&leaf.subject_text)
             );
         }
         let cert = self.tsb_certificate(client, &key.label)?;
         if cert.public_key != key.public {
             log::warn!(
                 "the TSB's certificate for key '{}' ({}) holds a different public key; it is left out",
-                key.label,
-                cert.subject_text
+                Net(&key.label),
+                Net(&cert.subject_text)
             );
             return None;
         }
@@ -135,14 +137,18 @@ impl Token {
             Ok(Some(bytes)) => match Certificate::from_any(&bytes) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    log::warn!("certificate of key '{label}' is unreadable: {e}");
+                    log::warn!("certificate of key '{}' is unreadable: {e}", Net(label));
                     None
                 }
             },
             Ok(None) => None,
             // 404 is Ok(None): this is a failed request, shown until the key is fetched again.
             Err(e) => {
-                log::warn!("the certificate of key '{label}' could not be read: {e}");
+                log::warn!(
+                    "the certificate of key '{}' could not be read: {}",
+                    Net(label),
+                    Net(&e.to_string())
+                );
                 None
             }
         }

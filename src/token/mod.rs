@@ -11,11 +11,13 @@ pub mod session;
 
 mod backend;
 mod certificates;
+mod digest;
 mod keys;
 mod signing;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cryptoki_sys::*;
@@ -30,6 +32,7 @@ use objects::ObjectStore;
 use operations::FindOp;
 use session::{CancelReason, SessionTable, Surrender};
 
+pub use digest::DigestOutput;
 pub use mechanisms::{MechParams, Mechanism};
 
 /// The one slot's ID.
@@ -75,6 +78,8 @@ pub struct Token {
     serial: String,
     /// False when the application forbade creating threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`).
     may_spawn_threads: bool,
+    /// The last `C_Login` as user failed with a wrong PIN (`CKF_USER_PIN_COUNT_LOW`).
+    pin_failed: AtomicBool,
 }
 
 impl Token {
@@ -113,9 +118,27 @@ impl Token {
             login: Mutex::new(Login::default()),
             serial,
             may_spawn_threads,
+            pin_failed: AtomicBool::new(false),
         };
         token.load_configured_chains();
+        token.register_secrets();
         Ok(token)
+    }
+
+    /// The configuration's secrets are never shown in a log line, not even when the TSB
+    /// echoes them back in a label, request id or message ([`crate::logging::Net`]).
+    fn register_secrets(&self) {
+        let c = &self.config;
+        let keys = &c.api_keys;
+        let all = c
+            .token
+            .iter()
+            .chain(keys.key_management.iter())
+            .chain(keys.key_operation.iter())
+            .chain(keys.service.iter())
+            .chain(c.pkcs11.key_passwords.values())
+            .chain(c.application_key_pair.iter().map(|k| &k.private_key));
+        crate::logging::register_secrets(all.map(Secret::expose));
     }
 
     pub fn config(&self) -> &Config {
@@ -188,14 +211,20 @@ impl Token {
         let mut flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED;
         if self.config.pkcs11.pin_is != PinIs::None {
             flags |= CKF_LOGIN_REQUIRED;
+            // PKCS#11 v2.40 §5.5 (CK_TOKEN_INFO): "an incorrect user login PIN has been entered
+            // at least once since the last successful authentication".
+            if self.pin_failed.load(Ordering::Relaxed) {
+                flags |= CKF_USER_PIN_COUNT_LOW;
+            }
         }
         let (all, rw) = self.sessions.count();
         Ok((flags, all, rw))
     }
 
-    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<&'static [CK_MECHANISM_TYPE]> {
+    /// The signing mechanisms, then the digests.
+    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
         Self::check_slot(slot)?;
-        Ok(mechanisms::SUPPORTED)
+        Ok([mechanisms::SUPPORTED, digest::DIGESTS].concat())
     }
 
     pub fn mechanism_info(
@@ -204,7 +233,9 @@ impl Token {
         mechanism: CK_MECHANISM_TYPE,
     ) -> Result<CK_MECHANISM_INFO> {
         Self::check_slot(slot)?;
-        mechanisms::mechanism_info(mechanism).ok_or_else(|| Error::rv(CKR_MECHANISM_INVALID))
+        mechanisms::mechanism_info(mechanism)
+            .or_else(|| digest::digest_info(mechanism))
+            .ok_or_else(|| Error::rv(CKR_MECHANISM_INVALID))
     }
 
     // ----- sessions (§5.6) -----
@@ -254,27 +285,41 @@ impl Token {
     /// a thread waiting for approvals in `C_Sign` returns `CKR_FUNCTION_CANCELED` promptly.
     pub fn session_cancel(&self, session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
         let s = self.sessions.get(session)?;
-        if flags & (CKF_SIGN | CKF_VERIFY | CKF_FIND_OBJECTS) == 0 {
+        if flags & (CKF_SIGN | CKF_VERIFY | CKF_FIND_OBJECTS | CKF_DIGEST) == 0 {
             return Ok(());
         }
-        match s.ops.try_lock() {
-            Some(mut ops) => {
-                if flags & CKF_SIGN != 0 {
-                    ops.sign = None;
-                }
-                if flags & CKF_VERIFY != 0 {
-                    ops.verify = None;
-                }
-                if flags & CKF_FIND_OBJECTS != 0 {
-                    ops.find = None;
-                }
+        let mut ops = s.ops.lock();
+        if flags & CKF_DIGEST != 0 {
+            ops.digest = None;
+        }
+        if flags & CKF_SIGN != 0 {
+            ops.sign = None;
+            // A signature call is at the TSB (its operation already taken out): wake its wait;
+            // it cancels the approval request and returns CKR_FUNCTION_CANCELED.
+            if ops.signing {
+                s.cancel.trigger(CancelReason::Cancelled);
             }
-            // A call is running in the session. Only signing waits (for approvals): wake it; it
-            // cancels and ends its operation. Cancelling other operations leaves it alone.
-            None if flags & CKF_SIGN != 0 => s.cancel.trigger(CancelReason::Cancelled),
-            None => {}
+        }
+        if flags & CKF_VERIFY != 0 {
+            ops.verify = None;
+        }
+        if flags & CKF_FIND_OBJECTS != 0 {
+            ops.find = None;
         }
         Ok(())
+    }
+
+    /// `C_SeedRandom` / `C_GenerateRandom` (PKCS#11 v2.40 §5.15): `CKR_RANDOM_NO_RNG` once the
+    /// session and arguments are checked (the token info has no `CKF_RNG`).
+    pub fn random(&self, session: CK_SESSION_HANDLE, arguments_ok: bool) -> Result<()> {
+        self.sessions.get(session)?;
+        if !arguments_ok {
+            return Err(Error::new(CKR_ARGUMENTS_BAD, "NULL buffer with a length"));
+        }
+        Err(Error::new(
+            CKR_RANDOM_NO_RNG,
+            "this token has no random number generator",
+        ))
     }
 
     // ----- login (§5.7) -----
@@ -287,10 +332,20 @@ impl Token {
     }
 
     pub fn login(&self, session: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
-        self.sessions.get(session)?;
+        let s = self.sessions.get(session)?;
         match user {
             CKU_USER => {}
             CKU_CONTEXT_SPECIFIC => {
+                // PKCS#11 v2.40 §5.6 (C_Login): CKU_CONTEXT_SPECIFIC authorises the operation
+                // just initialised in this session; without one there is nothing to authorise.
+                let ops = s.ops.lock();
+                if ops.sign.is_none() && !ops.signing && ops.verify.is_none() {
+                    return Err(Error::new(
+                        CKR_OPERATION_NOT_INITIALIZED,
+                        "CKU_CONTEXT_SPECIFIC needs an active operation in the session",
+                    ));
+                }
+                drop(ops);
                 return if self.login.lock().logged_in {
                     Ok(())
                 } else {
@@ -298,19 +353,48 @@ impl Token {
                 };
             }
             CKU_SO => {
+                // The session-state rules of PKCS#11 v2.40 §5.6 (C_Login) come first: an SO
+                // cannot log in while a read-only session exists, nor while the user is.
+                if self.sessions.any_read_only() {
+                    return Err(Error::rv(CKR_SESSION_READ_ONLY_EXISTS));
+                }
+                if self.login.lock().logged_in {
+                    return Err(Error::rv(CKR_USER_ANOTHER_ALREADY_LOGGED_IN));
+                }
+                // CKU_SO is a valid user type (§3.2, so not CKR_USER_TYPE_INVALID, which §5.1
+                // reserves for values other than CKU_SO, CKU_USER and CKU_CONTEXT_SPECIFIC), but
+                // this token has no SO PIN: no PIN matches it, which is CKR_PIN_INCORRECT
+                // ("the specified PIN does not match the PIN stored on the token", §5.1).
                 return Err(Error::new(
-                    CKR_USER_TYPE_INVALID,
+                    CKR_PIN_INCORRECT,
                     "this token has no security officer",
-                ))
+                ));
             }
             _ => return Err(Error::rv(CKR_USER_TYPE_INVALID)),
         }
         if self.login.lock().logged_in {
             return Err(Error::rv(CKR_USER_ALREADY_LOGGED_IN));
         }
+        let result = self.user_login(pin);
+        match &result {
+            Ok(()) => self.pin_failed.store(false, Ordering::Relaxed),
+            Err(e) if e.code() == CKR_PIN_INCORRECT => {
+                self.pin_failed.store(true, Ordering::Relaxed)
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Checks the user PIN as `pinIs` says and logs the user in.
+    fn user_login(&self, pin: &[u8]) -> Result<()> {
         let pin = std::str::from_utf8(pin)
             .map_err(|_| Error::new(CKR_PIN_INCORRECT, "the PIN is not UTF-8"))?;
         let secret = Secret::new(pin.to_string());
+        // A PIN that is a credential (a JWT, an API key, a key password) is a secret too.
+        if self.config.pkcs11.pin_is != PinIs::None {
+            crate::logging::register_secrets([secret.expose()]);
+        }
         let mut state = Login {
             logged_in: true,
             ..Login::default()

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use crate::config::Secret;
 use crate::crypto::{Certificate, PublicKey};
 use crate::error::{Error, Result};
+use crate::logging::Net;
 use crate::tsb::KeyAttributes;
 
 /// A TSB key as the token shows it.
@@ -112,17 +113,36 @@ enum Entry {
     },
     /// Listed, but it cannot sign (or its attributes could not be read).
     Skipped { at: Instant },
-    /// No longer on the TSB.
-    Gone,
 }
 
+/// The handle table: one slot per label that exists on the TSB. A label gets its index when
+/// it is first seen to exist; a label that is gone is forgotten (its handles become invalid)
+/// and its index is never given out again. Labels that do not exist never get a slot, so the
+/// table is bounded by what the TSB holds, whatever the application searches for.
 #[derive(Default)]
 struct Inner {
-    labels: Vec<String>,
-    entries: Vec<Entry>,
+    /// The state of each label's index.
+    slots: HashMap<usize, Entry>,
     by_label: HashMap<String, usize>,
+    /// The next index to give out (indices are never reused).
+    next: usize,
     list: Option<(Instant, Vec<String>)>,
     chain: Vec<Arc<CertObject>>,
+}
+
+impl Inner {
+    fn entry(&self, label: &str) -> Option<&Entry> {
+        let i = self.by_label.get(label)?;
+        self.slots.get(i)
+    }
+
+    /// Forgets a label: its handles become invalid.
+    fn forget(&mut self, label: &str) -> bool {
+        match self.by_label.remove(label) {
+            Some(i) => self.slots.remove(&i).is_some(),
+            None => false,
+        }
+    }
 }
 
 /// The object cache. Its lock is never held across network I/O: callers fetch first, then
@@ -143,7 +163,8 @@ impl ObjectStore {
         }
     }
 
-    /// The handle base of a label, assigned on first sight and kept for the token's life.
+    /// The handle base of a label that exists on the TSB, assigned on first sight and kept
+    /// until the label is gone.
     pub fn base_of(&self, label: &str) -> CK_OBJECT_HANDLE {
         if let Some(i) = self.inner.read().by_label.get(label) {
             return ((*i as CK_OBJECT_HANDLE) + 1) << SHIFT;
@@ -152,9 +173,9 @@ impl ObjectStore {
         let i = match inner.by_label.get(label) {
             Some(i) => *i,
             None => {
-                let i = inner.labels.len();
-                inner.labels.push(label.to_string());
-                inner.entries.push(Entry::Unknown);
+                let i = inner.next;
+                inner.next += 1;
+                inner.slots.insert(i, Entry::Unknown);
                 inner.by_label.insert(label.to_string(), i);
                 i
             }
@@ -166,6 +187,14 @@ impl ObjectStore {
         (handle >> SHIFT).checked_sub(1).map(|i| i as usize)
     }
 
+    /// How many labels the handle table holds (tests: it stays bounded).
+    #[cfg(test)]
+    pub fn table_len(&self) -> usize {
+        let inner = self.inner.read();
+        debug_assert_eq!(inner.slots.len(), inner.by_label.len());
+        inner.by_label.len()
+    }
+
     /// The cached key list, if fresh.
     pub fn fresh_list(&self) -> Option<Vec<String>> {
         let inner = self.inner.read();
@@ -175,25 +204,24 @@ impl ObjectStore {
         }
     }
 
-    /// Stores a fetched key list; keys no longer listed become invalid handles.
+    /// Stores a fetched key list; keys no longer listed are forgotten (invalid handles).
     pub fn store_list(&self, labels: Vec<String>) {
         for l in &labels {
             self.base_of(l);
         }
         let mut inner = self.inner.write();
         let listed: std::collections::HashSet<&String> = labels.iter().collect();
-        let gone: Vec<usize> = inner
-            .labels
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| !listed.contains(l))
-            .map(|(i, _)| i)
+        let gone: Vec<String> = inner
+            .by_label
+            .keys()
+            .filter(|l| !listed.contains(l))
+            .cloned()
             .collect();
-        for i in gone {
-            if !matches!(inner.entries[i], Entry::Gone) {
-                log::info!("key '{}' is no longer on the TSB", inner.labels[i]);
+        for label in gone {
+            if matches!(inner.entry(&label), Some(Entry::Loaded { .. })) {
+                log::info!("key '{}' is no longer on the TSB", Net(&label));
             }
-            inner.entries[i] = Entry::Gone;
+            inner.forget(&label);
         }
         inner.list = Some((Instant::now(), labels));
     }
@@ -207,8 +235,7 @@ impl ObjectStore {
     /// `Some(None)` when it is known to be skipped or gone; `None` when it must be fetched.
     pub fn fresh_key(&self, label: &str) -> Option<Option<Arc<KeyObject>>> {
         let inner = self.inner.read();
-        let i = *inner.by_label.get(label)?;
-        match &inner.entries[i] {
+        match inner.entry(label)? {
             Entry::Loaded { key, at, .. } if at.elapsed() < self.ttl => Some(Some(key.clone())),
             Entry::Skipped { at } if at.elapsed() < self.ttl => Some(None),
             _ => None,
@@ -218,25 +245,38 @@ impl ObjectStore {
     pub fn store_key(&self, key: KeyObject, cert: Option<Arc<CertObject>>) -> Arc<KeyObject> {
         let key = Arc::new(key);
         let i = Self::index_of(key.base).expect("valid base");
-        self.inner.write().entries[i] = Entry::Loaded {
-            key: key.clone(),
-            cert,
-            at: Instant::now(),
-        };
+        let mut inner = self.inner.write();
+        // The label keeps the index its handles were made from (also if a list refresh
+        // forgot it meanwhile).
+        if let Some(old) = inner.by_label.insert(key.label.clone(), i) {
+            if old != i {
+                inner.slots.remove(&old);
+            }
+        }
+        inner.slots.insert(
+            i,
+            Entry::Loaded {
+                key: key.clone(),
+                cert,
+                at: Instant::now(),
+            },
+        );
         key
     }
 
+    /// A key that exists but cannot be used here (it keeps its slot: the TSB holds it).
     pub fn store_skipped(&self, label: &str) {
         let base = self.base_of(label);
         let i = Self::index_of(base).expect("valid base");
-        self.inner.write().entries[i] = Entry::Skipped { at: Instant::now() };
+        if let Some(entry) = self.inner.write().slots.get_mut(&i) {
+            *entry = Entry::Skipped { at: Instant::now() };
+        }
     }
 
+    /// A label the TSB does not have (any more): forgotten, never added.
     pub fn store_gone(&self, label: &str) {
-        let base = self.base_of(label);
-        let i = Self::index_of(base).expect("valid base");
         let mut inner = self.inner.write();
-        inner.entries[i] = Entry::Gone;
+        inner.forget(label);
         if let Some((_, labels)) = inner.list.as_mut() {
             labels.retain(|l| l != label);
         }
@@ -249,8 +289,8 @@ impl ObjectStore {
         let Some(i) = inner.by_label.get(label).copied() else {
             return false;
         };
-        match &mut inner.entries[i] {
-            Entry::Loaded { cert: slot, .. } => {
+        match inner.slots.get_mut(&i) {
+            Some(Entry::Loaded { cert: slot, .. }) => {
                 *slot = cert;
                 true
             }
@@ -278,10 +318,10 @@ impl ObjectStore {
     /// The objects of a loaded key: private, public and (when it has one) certificate.
     pub fn objects_of(&self, label: &str) -> Vec<ObjectRef> {
         let inner = self.inner.read();
-        let Some(i) = inner.by_label.get(label) else {
+        let Some(entry) = inner.entry(label) else {
             return Vec::new();
         };
-        match &inner.entries[*i] {
+        match entry {
             // A blocked key cannot sign: it is not listed, but a handle taken before it was
             // blocked still resolves, so C_SignInit can say CKR_KEY_FUNCTION_NOT_PERMITTED.
             Entry::Loaded { key, .. } if key.blocked => Vec::new(),
@@ -312,7 +352,7 @@ impl ObjectStore {
                 .ok_or_else(invalid);
         }
         let i = Self::index_of(handle).ok_or_else(invalid)?;
-        let Some(Entry::Loaded { key, cert, .. }) = inner.entries.get(i) else {
+        let Some(Entry::Loaded { key, cert, .. }) = inner.slots.get(&i) else {
             return Err(invalid());
         };
         match handle & ((1 << SHIFT) - 1) {
@@ -353,7 +393,7 @@ pub fn key_from_attributes(
         PublicKey::Ed25519 { .. } => CKK_EC_EDWARDS,
     };
     if attrs.blocked() {
-        log::debug!("key '{}' is left out: it is blocked", attrs.label);
+        log::debug!("key '{}' is left out: it is blocked", Net(&attrs.label));
     }
     let id = key_id(attrs.id.as_deref(), &attrs.label);
     Ok(KeyObject {

@@ -128,8 +128,32 @@ pub type Surrender = Box<dyn Fn() -> bool + Send + Sync>;
 #[derive(Default)]
 pub struct Operations {
     pub find: Option<FindOp>,
+    pub digest: Option<super::digest::DigestOp>,
     pub sign: Option<SignOp>,
     pub verify: Option<VerifyOp>,
+    /// A `C_Sign` / `C_SignFinal` of this session is at the TSB (possibly waiting for
+    /// approvals). Its operation has been taken out and this lock released, so other calls on
+    /// the session (and the application's `Notify` callback) answer at once; signing calls get
+    /// `CKR_OPERATION_ACTIVE` until it returns.
+    pub signing: bool,
+}
+
+/// Marks a session as signing while alive (see [`Operations::signing`]); the mark goes when
+/// the signature call ends, however it ends. Created with the session's lock held (the
+/// caller sets the flag), dropped without it.
+pub struct Signing<'a>(&'a Session);
+
+impl<'a> Signing<'a> {
+    pub fn start(session: &'a Session, ops: &mut Operations) -> Signing<'a> {
+        ops.signing = true;
+        Signing(session)
+    }
+}
+
+impl Drop for Signing<'_> {
+    fn drop(&mut self) {
+        self.0.ops.lock().signing = false;
+    }
 }
 
 pub struct Session {
@@ -140,16 +164,20 @@ pub struct Session {
     pub ops: Mutex<Operations>,
 }
 
+/// The last session handle given out in this process. Process-wide and never reset, so a
+/// handle is never reused, not even across `C_Finalize` + `C_Initialize`: a stale handle an
+/// application kept gives `CKR_SESSION_HANDLE_INVALID` instead of acting on another session.
+static LAST_HANDLE: AtomicU64 = AtomicU64::new(0);
+
 /// All open sessions. The table lock is held only to look up, insert or remove a handle.
 #[derive(Default)]
 pub struct SessionTable {
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
-    next: AtomicU64,
 }
 
 impl SessionTable {
     pub fn open(&self, read_write: bool, surrender: Option<Surrender>) -> CK_SESSION_HANDLE {
-        let handle = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let handle = LAST_HANDLE.fetch_add(1, Ordering::Relaxed) + 1;
         let session = Arc::new(Session {
             handle,
             read_write,
@@ -185,6 +213,11 @@ impl SessionTable {
         for s in all {
             s.cancel.trigger(reason);
         }
+    }
+
+    /// True when a read-only session is open (`C_Login` as SO refuses then, §5.6).
+    pub fn any_read_only(&self) -> bool {
+        self.sessions.read().values().any(|s| !s.read_write)
     }
 
     pub fn count(&self) -> (usize, usize) {

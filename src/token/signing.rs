@@ -11,11 +11,12 @@ use cryptoki_sys::*;
 use super::mechanisms::{single_part, InputOwned, Mechanism, Plan};
 use super::objects::{KeyObject, KeyPart, ObjectRef};
 use super::operations::{self, SignOp, VerifyOp};
-use super::session::Session;
+use super::session::{Session, Signing};
 use super::Backend;
 use super::{approval, metadata, SignOutput, Token};
 use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
 use crate::error::{map_tsb_error, Error, Result};
+use crate::logging::{sanitize, Net};
 use crate::tsb::{SignRequest, TsbReason};
 
 impl Token {
@@ -45,7 +46,7 @@ impl Token {
     ) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
-        if ops.sign.is_some() {
+        if ops.sign.is_some() || ops.signing {
             return Err(Error::rv(CKR_OPERATION_ACTIVE));
         }
         let key = self.key_for(key, KeyPart::Private)?;
@@ -80,6 +81,9 @@ impl Token {
     ) -> Result<SignOutput> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
+        if ops.signing {
+            return Err(busy());
+        }
         let op = ops
             .sign
             .as_ref()
@@ -95,6 +99,9 @@ impl Token {
             return Ok(answer);
         }
         let op = ops.sign.take().expect("checked above");
+        let _signing = Signing::start(&s, &mut ops);
+        // The TSB call (and any approval wait) runs without the session's lock.
+        drop(ops);
         let input = single_part(op.plan, data);
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
@@ -102,6 +109,9 @@ impl Token {
     pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
+        if ops.signing {
+            return Err(busy());
+        }
         operations::update(&mut ops.sign, data)
     }
 
@@ -112,6 +122,9 @@ impl Token {
     ) -> Result<SignOutput> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
+        if ops.signing {
+            return Err(busy());
+        }
         let op = ops
             .sign
             .as_ref()
@@ -120,6 +133,8 @@ impl Token {
             return Ok(answer);
         }
         let mut op = ops.sign.take().expect("checked above");
+        let _signing = Signing::start(&s, &mut ops);
+        drop(ops);
         let input = op.sink.finish();
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
@@ -148,7 +163,7 @@ impl Token {
                 Err(e) if e.reason() == Some(TsbReason::MissingApproval) => {
                     log::info!(
                         "key '{}' needs approvals now: filing an approval request",
-                        key.label
+                        Net(&key.label)
                     );
                     self.objects.invalidate_list();
                     self.sign_with_approval(&client, session, key, &mut request)?
@@ -166,7 +181,7 @@ impl Token {
                     Err(e) => {
                         log::error!(
                             "ECDSA signature from the TSB for '{}' is malformed: {e}",
-                            key.label
+                            Net(&key.label)
                         );
                         return Err(Error::new(CKR_DEVICE_ERROR, "malformed ECDSA signature"));
                     }
@@ -177,7 +192,7 @@ impl Token {
         if signature.len() != key.public.signature_len() {
             log::error!(
                 "signature from the TSB for '{}' has {} bytes, expected {}; not returned",
-                key.label,
+                Net(&key.label),
                 signature.len(),
                 key.public.signature_len()
             );
@@ -195,7 +210,7 @@ impl Token {
             ) {
                 log::error!(
                     "signature from the TSB for key '{}' ({}) does not verify: {e}; not returned",
-                    key.label,
+                    Net(&key.label),
                     prepared.algorithm
                 );
                 return Err(Error::new(
@@ -240,13 +255,14 @@ impl Token {
             &request.algorithm,
         );
         log::info!(
-            "approval request {id} filed for key '{}' ({}): waiting for approvals ({})",
-            key.label,
+            "approval request {} filed for key '{}' ({}): waiting for approvals ({})",
+            Net(&id),
+            Net(&key.label),
             request.algorithm,
             if key.approvers.is_empty() {
-                "per policy"
+                "per policy".to_string()
             } else {
-                &key.approvers
+                sanitize(&key.approvers)
             }
         );
         approval::wait(
@@ -312,6 +328,15 @@ impl Token {
         let input = op.sink.finish();
         check_signature(&op, input, signature)
     }
+}
+
+/// Another thread's `C_Sign` / `C_SignFinal` of this session is still running (PKCS#11
+/// v2.40 §5.1.6: `CKR_OPERATION_ACTIVE`, an active operation prevents the call).
+fn busy() -> Error {
+    Error::new(
+        CKR_OPERATION_ACTIVE,
+        "a signature of this session is still in progress",
+    )
 }
 
 /// The size rules of PKCS#11 v2.40 §5.2, answered from the key without any TSB call: a size

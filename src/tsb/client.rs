@@ -20,6 +20,7 @@ use super::models::{
 };
 use super::tls;
 use crate::config::{normalise_url, AuthType, Config, Secret};
+use crate::logging::Net;
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
 pub(crate) const MAX_BODY: u64 = 4 * 1024 * 1024;
@@ -481,7 +482,7 @@ impl TsbClient {
         let call = sign_call(req, "POST /v1/synchronousSign", "/v1/synchronousSign");
         log::trace!(
             "TSB synchronousSign {} {}: payload {} bytes",
-            req.key,
+            Net(&req.key),
             req.algorithm,
             req.payload.len()
         );
@@ -503,7 +504,7 @@ impl TsbClient {
         let call = sign_call(req, "POST /v1/sign", "/v1/sign");
         log::trace!(
             "TSB sign {} {}: payload {} bytes",
-            req.key,
+            Net(&req.key),
             req.algorithm,
             req.payload.len()
         );
@@ -645,16 +646,18 @@ impl TsbClient {
             if !retry {
                 if retryable && attempt < self.retries {
                     log::debug!(
-                        "TSB request failed: {e} (no retry: requestTimeoutMs {} nearly used up)",
+                        "TSB request failed: {} (no retry: requestTimeoutMs {} nearly used up)",
+                        Net(&e.to_string()),
                         self.request_timeout.as_millis()
                     );
                 } else {
-                    log::debug!("TSB request failed: {e}");
+                    log::debug!("TSB request failed: {}", Net(&e.to_string()));
                 }
                 return Err(e);
             }
             log::warn!(
-                "TSB request failed: {e} (attempt {} of {}; retrying in {} ms)",
+                "TSB request failed: {} (attempt {} of {}; retrying in {} ms)",
+                Net(&e.to_string()),
                 attempt + 1,
                 self.retries + 1,
                 delay.as_millis()
@@ -796,7 +799,7 @@ impl TsbClient {
                 log::debug!(
                     "TSB {} {} -> failed after {} ms",
                     call.method,
-                    call.path,
+                    Net(&call.path),
                     started.elapsed().as_millis()
                 );
                 return Err(self.err(call, kind));
@@ -808,7 +811,7 @@ impl TsbClient {
         log::debug!(
             "TSB {} {} -> {} ({} ms)",
             call.method,
-            call.path,
+            Net(&call.path),
             status,
             started.elapsed().as_millis()
         );

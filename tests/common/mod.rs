@@ -157,6 +157,23 @@ impl Harness {
         }
     }
 
+    /// `C_Finalize` and `C_Initialize` again through the raw list (same configuration).
+    pub fn reinitialize(&self) {
+        let _g = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("TSB_PKCS11_CONFIG", &self.config_path);
+        // SAFETY: NULL arguments are allowed for both calls.
+        unsafe {
+            assert_eq!(
+                (self.raw.f.C_Finalize.unwrap())(std::ptr::null_mut()),
+                CKR_OK
+            );
+            assert_eq!(
+                (self.raw.f.C_Initialize.unwrap())(std::ptr::null_mut()),
+                CKR_OK
+            );
+        }
+    }
+
     pub fn session(&self) -> Session {
         self.pkcs11
             .open_ro_session(self.slot)

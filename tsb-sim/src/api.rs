@@ -404,7 +404,11 @@ async fn synchronous_sign(State(s): S, body: Bytes) -> ApiResult {
 /// approvals, else files a PENDING request.
 async fn async_sign(State(s): S, body: Bytes) -> ApiResult {
     let mut signed = sign_request(&s, &body, ASYNC)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = s
+        .request_id_override
+        .lock()
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     signed.entry.id = Some(id.clone());
     log::debug!(
         "sign request {id} for key '{}' is {}",

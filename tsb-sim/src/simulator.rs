@@ -325,6 +325,12 @@ impl Simulator {
         }
     }
 
+    /// Makes `POST /v1/sign` answer `id` as the `signRequestId` of every new request (`None`:
+    /// fresh UUIDs again). For tests of clients facing odd ids.
+    pub fn override_request_ids(&self, id: Option<String>) {
+        *self.shared.request_id_override.lock() = id;
+    }
+
     /// Removes all faults and releases hanging requests.
     pub fn clear_faults(&self) {
         self.shared.faults.clear()

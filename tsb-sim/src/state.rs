@@ -162,6 +162,9 @@ pub struct Shared {
     requests: Mutex<RequestLog>,
     counters: Mutex<BTreeMap<String, u64>>,
     pub faults: FaultRegistry,
+    /// When set, `POST /v1/sign` answers this `signRequestId` instead of a fresh UUID (tests of
+    /// how clients cope with odd ids: newlines, megabytes, secrets).
+    pub request_id_override: Mutex<Option<String>>,
     pub key_cache_dir: Option<PathBuf>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -179,6 +182,7 @@ impl Shared {
             requests: Mutex::new(RequestLog::default()),
             counters: Mutex::new(BTreeMap::new()),
             faults: FaultRegistry::default(),
+            request_id_override: Mutex::new(None),
             key_cache_dir,
             shutdown,
         }

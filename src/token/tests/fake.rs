@@ -217,13 +217,11 @@ impl Backend for FakeTsb {
             _ => None,
         };
         Ok(RequestStatus {
-            id: id.to_string(),
             state,
             approved_by: vec![],
             not_yet_approved_by: vec!["alice".into()],
             rejected_by: vec![],
             result,
-            execution_time: None,
         })
     }
 

@@ -4,6 +4,7 @@
 //! `.so` against the simulator (`tests/`).
 
 mod fake;
+mod handle_table;
 mod mechanisms;
 
 use std::sync::Arc;

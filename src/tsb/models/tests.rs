@@ -1,0 +1,647 @@
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::Secret;
+
+const ATTRS_WITH_POLICY: &str = r#"{
+  "json": {
+    "label": "ska-key",
+    "id": "4f2a",
+    "attributes": {"encrypt": false, "decrypt": false, "verify": true, "sign": true,
+                   "wrap": false, "unwrap": false, "derive": false, "bip32": false,
+                   "extractable": false, "modifiable": true, "destroyable": true,
+                   "sensitive": true, "copyable": false, "alwaysSensitive": true,
+                   "neverExtractable": true},
+    "keySize": 256,
+    "algorithm": "EC",
+    "algorithmOid": "1.2.840.10045.2.1",
+    "curveOid": "1.2.840.10045.3.1.7",
+    "publicKey": "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE",
+    "createTime": "2024-05-01T10:00:00Z",
+    "policy": {
+      "ruleUse": {"tokens": [{"name": "main", "timelock": 0, "timeout": 600,
+         "groups": [{"name": "g1", "quorum": 2, "approvals": [
+            {"type": "public_key", "name": "alice", "value": "MFkw..."},
+            {"type": "public_key", "name": "bob", "value": "MFkw..."}]}]}]},
+      "ruleBlock": {"tokens": []},
+      "ruleUnblock": {"tokens": [{"name": "t", "timelock": "60", "timeout": "0", "groups": []}]},
+      "ruleModify": null,
+      "keyStatus": {"blocked": false}
+    }
+  },
+  "xml": "<xml/>",
+  "xmlSignature": "abc",
+  "attestationKeyName": "attestation-key"
+}"#;
+
+#[test]
+fn attributes_with_policy() {
+    let v: Value = serde_json::from_str(ATTRS_WITH_POLICY).unwrap();
+    let a = parse_key_attributes(&v).unwrap();
+    assert_eq!(a.label, "ska-key");
+    assert_eq!(a.id.as_deref(), Some("4f2a"));
+    assert_eq!(a.algorithm, "EC");
+    assert_eq!(
+        a.public_key.as_deref(),
+        Some(
+            &STANDARD
+                .decode("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE")
+                .unwrap()[..]
+        )
+    );
+    assert!(a.flags.sign && a.flags.sensitive && a.flags.always_sensitive);
+    assert!(a.flags.never_extractable && a.flags.modifiable && a.flags.destroyable);
+    assert!(!a.flags.decrypt && !a.flags.extractable && !a.flags.copyable);
+    assert!(a.needs_approval());
+    assert!(!a.blocked());
+    let p = a.policy.as_ref().unwrap();
+    let tok = &p.rule_use.as_ref().unwrap().tokens[0];
+    assert_eq!(tok.name, "main");
+    assert_eq!(tok.timeout, 600);
+    assert_eq!(tok.groups[0].quorum, 2);
+    assert_eq!(tok.groups[0].approvals.len(), 2);
+    assert_eq!(tok.groups[0].approvals[0].kind, "public_key");
+    assert_eq!(tok.groups[0].approvals[1].name.as_deref(), Some("bob"));
+    assert_eq!(p.rule_unblock.as_ref().unwrap().tokens[0].timelock, 60);
+    assert!(p.rule_modify.is_none());
+}
+
+#[test]
+fn attributes_minimal_and_defaults() {
+    let v = json!({"json": {"label": "rsa", "algorithm": "RSA", "keySize": "2048",
+                            "publicKey": null, "policy": null, "id": null}});
+    let a = parse_key_attributes(&v).unwrap();
+    assert!(a.id.is_none() && a.public_key.is_none() && a.policy.is_none());
+    assert_eq!(a.flags, KeyFlags::default());
+    assert!(a.flags.sensitive && !a.flags.sign);
+    assert!(!a.needs_approval() && !a.blocked());
+    // The inner object directly, numbers as id, string booleans
+    let v = json!({"label": "ed", "algorithm": "ED", "id": 17, "curveOid": null,
+                   "algorithmOid": "1.3.101.112",
+                   "attributes": {"sign": "true", "sensitive": "false"}});
+    let a = parse_key_attributes(&v).unwrap();
+    assert_eq!(a.id.as_deref(), Some("17"));
+    assert!(a.flags.sign && !a.flags.sensitive);
+}
+
+#[test]
+fn attributes_pem_public_key() {
+    let pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n";
+    let v = json!({"json": {"label": "k", "algorithm": "EC", "publicKey": pem}});
+    let a = parse_key_attributes(&v).unwrap();
+    assert_eq!(a.public_key.unwrap(), pem.as_bytes());
+    let v = json!({"json": {"label": "k", "algorithm": "EC", "publicKey": "%%%"}});
+    assert!(parse_key_attributes(&v).is_err());
+    assert!(parse_key_attributes(&json!([1])).is_err());
+    assert!(parse_key_attributes(&json!({"xml": "x"})).is_err());
+}
+
+#[test]
+fn policy_variants() {
+    // empty groups: no approval needed
+    let v = json!({"json": {"label": "k", "algorithm": "EC",
+        "policy": {"ruleUse": {"tokens": [{"name": "t", "groups": []}]},
+                   "keyStatus": {"blocked": "true"}}}});
+    let a = parse_key_attributes(&v).unwrap();
+    assert!(!a.needs_approval());
+    assert!(a.blocked());
+    // a policy given as a JSON string, numbers as strings, unknown fields
+    let inner = json!({"ruleUse": {"tokens": [{"name": "t", "timelock": "120", "extra": 1,
+        "groups": [{"name": "g", "quorum": "1", "approvals": [{"type": "public_key", "value": "AA=="}]}]}]}});
+    let v = json!({"json": {"label": "k", "algorithm": "EC", "policy": inner.to_string()}});
+    let a = parse_key_attributes(&v).unwrap();
+    assert!(a.needs_approval());
+    let tok = &a.policy.unwrap().rule_use.unwrap().tokens[0];
+    assert_eq!(tok.timelock, 120);
+    assert_eq!(tok.groups[0].quorum, 1);
+    assert!(tok.groups[0].approvals[0].name.is_none());
+    // groups with odd entries still count
+    let v = json!({"json": {"label": "k", "algorithm": "EC",
+        "policy": {"ruleUse": {"tokens": [{"groups": ["weird"]}]}}}});
+    assert!(parse_key_attributes(&v).unwrap().needs_approval());
+    let v = json!({"json": {"label": "k", "algorithm": "EC", "policy": 5}});
+    assert!(parse_key_attributes(&v).is_err());
+}
+
+#[test]
+fn request_status_shapes() {
+    let v = json!({"id": "r1", "status": "PENDING", "executionTime": null,
+        "approvedBy": ["MFkwEw-alice"], "notYetApprovedBy": [{"name": "bob", "publicKey": "MFkw"}],
+        "rejectedBy": [], "result": null});
+    let s = parse_request_status(&v, "x").unwrap();
+    assert_eq!(s.state, RequestState::Pending);
+    assert!(!s.state.is_terminal());
+    assert_eq!(s.approved_by, vec!["MFkwEw-alice"]);
+    assert_eq!(s.not_yet_approved_by, vec!["bob"]);
+    assert!(s.rejected_by.is_empty() && s.result.is_none());
+
+    let v = json!({"status": "executed", "executionTime": "2024-01-01T00:00:00Z",
+        "approvedBy": [{"publicKey": "PK1"}, {"approverName": "carol"}], "result": "AQID"});
+    let s = parse_request_status(&v, "r2").unwrap();
+    assert_eq!(s.state, RequestState::Executed);
+    assert!(s.state.is_terminal());
+    assert_eq!(s.approved_by, vec!["PK1", "carol"]);
+    assert_eq!(s.result.as_deref(), Some(&[1u8, 2, 3][..]));
+
+    for (text, state) in [
+        ("APPROVED", RequestState::Approved),
+        ("REJECTED", RequestState::Rejected),
+        ("EXPIRED", RequestState::Expired),
+        ("CANCELLED", RequestState::Cancelled),
+        ("CANCELED", RequestState::Cancelled),
+        ("FAILED", RequestState::Failed),
+        ("SOMETHING", RequestState::Other("SOMETHING".into())),
+    ] {
+        let s = parse_request_status(&json!({"status": text}), "r").unwrap();
+        assert_eq!(s.state, state);
+    }
+    assert!(parse_request_status(&json!({"id": "r"}), "r").is_err());
+    assert!(parse_request_status(&json!("PENDING"), "r").is_err());
+    assert!(parse_request_status(&json!({"status": "EXECUTED", "result": "!!"}), "r").is_err());
+    // Non-base64 result of a failed request is ignored
+    let s =
+        parse_request_status(&json!({"status": "FAILED", "result": "HSM error!"}), "r").unwrap();
+    assert!(s.result.is_none());
+}
+
+#[test]
+fn key_list_shapes() {
+    assert_eq!(
+        parse_key_list(&json!(["a", "b/0/1"])).unwrap(),
+        vec!["a", "b/0/1"]
+    );
+    assert_eq!(parse_key_list(&json!([{"label": "a"}])).unwrap(), vec!["a"]);
+    assert_eq!(parse_key_list(&json!({"keys": ["a"]})).unwrap(), vec!["a"]);
+    assert!(parse_key_list(&json!({"x": 1})).is_err());
+    assert!(parse_key_list(&json!([1])).is_err());
+    assert!(parse_key_list(&json!("a")).is_err());
+}
+
+#[test]
+fn sign_request_body() {
+    let mut r = SignRequest::new("k", "SHA256_WITH_ECDSA", b"hello".to_vec());
+    let v = r.to_json();
+    assert_eq!(
+        v,
+        json!({"signRequest": {"payload": "aGVsbG8=", "payloadType": "UNSPECIFIED",
+               "signKeyName": "k", "signatureAlgorithm": "SHA256_WITH_ECDSA"},
+               "requestSignature": null})
+    );
+    r.signature_type = Some("DER".into());
+    r.key_password = Some(Secret::new("pwé".into()));
+    r.meta_data = Some(br#"{"app":"x"}"#.to_vec());
+    let v = r.to_json();
+    let sr = &v["signRequest"];
+    assert_eq!(sr["signatureType"], "DER");
+    assert_eq!(sr["keyPassword"], json!(["p", "w", "é"]));
+    assert_eq!(sr["metaData"], STANDARD.encode(br#"{"app":"x"}"#));
+    assert_eq!(sr["metaDataSignature"], Value::Null);
+    r.meta_data_signature = Some(vec![1, 2]);
+    assert_eq!(r.to_json()["signRequest"]["metaDataSignature"], "AQI=");
+    let dbg = format!("{r:?}");
+    assert!(!dbg.contains("pw") && dbg.contains("<redacted>"));
+}
+
+#[test]
+fn base64_and_pem() {
+    assert_eq!(decode_b64("AQID").unwrap(), vec![1, 2, 3]);
+    assert_eq!(decode_b64("AQ").unwrap(), vec![1]);
+    assert_eq!(decode_b64("AQ==\n").unwrap(), vec![1]);
+    assert_eq!(decode_b64("-_8").unwrap(), vec![0xfb, 0xff]);
+    assert!(decode_b64("***").is_none());
+    assert_eq!(
+        decode_pem_or_b64("  -----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----")
+            .unwrap(),
+        b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The tolerances, one row each, and the unknown-field report
+
+/// The DER of a P-256 SubjectPublicKeyInfo prefix (enough to tell the encodings apart).
+const SPKI: [u8; 8] = [0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0xfb];
+
+fn attrs(v: Value) -> Result<KeyAttributes, String> {
+    parse_key_attributes(&v)
+}
+
+#[test]
+fn attribute_tolerances() {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let inner = json!({"label": "k", "algorithm": "EC", "publicKey": STANDARD.encode(SPKI)});
+    let b64 = STANDARD.encode(SPKI);
+    let folded = format!("{}\r\n {}\n", &b64[..4], &b64[4..]);
+    type Check = fn(&KeyAttributes) -> bool;
+    let rows: Vec<(&str, Value, Check)> = vec![
+        ("wrapped", json!({"json": inner, "xml": "<k/>"}), |a| {
+            a.label == "k"
+        }),
+        (
+            "json as a string",
+            json!({"json": inner.to_string()}),
+            |a| a.label == "k" && a.public_key.as_deref() == Some(&SPKI[..]),
+        ),
+        ("the inner object alone", inner.clone(), |a| {
+            a.algorithm == "EC"
+        }),
+        ("only algorithm present", json!({"algorithm": "RSA"}), |a| {
+            a.label.is_empty() && a.algorithm == "RSA"
+        }),
+        (
+            "json null beside a bare object",
+            json!({"json": null, "label": "bare"}),
+            |a| a.label == "bare",
+        ),
+        (
+            "odd top-level fields beside json are not looked at",
+            json!({"json": inner, "publicKey": 5, "policy": 7}),
+            |a| a.public_key.as_deref() == Some(&SPKI[..]) && a.policy.is_none(),
+        ),
+        (
+            "numbers for strings",
+            json!({"label": 7, "algorithm": "EC", "id": 17}),
+            |a| a.label == "7" && a.id.as_deref() == Some("17"),
+        ),
+        ("empty id is none", json!({"label": "k", "id": ""}), |a| {
+            a.id.is_none()
+        }),
+        (
+            "publicKey base64 without padding",
+            json!({"label": "k", "publicKey": STANDARD_NO_PAD.encode(SPKI)}),
+            |a| a.public_key.as_deref() == Some(&SPKI[..]),
+        ),
+        (
+            "publicKey URL-safe",
+            json!({"label": "k", "publicKey": URL_SAFE.encode(SPKI)}),
+            |a| a.public_key.as_deref() == Some(&SPKI[..]),
+        ),
+        (
+            "publicKey URL-safe without padding",
+            json!({"label": "k", "publicKey": URL_SAFE_NO_PAD.encode(SPKI)}),
+            |a| a.public_key.as_deref() == Some(&SPKI[..]),
+        ),
+        (
+            "publicKey with line breaks",
+            json!({"label": "k", "publicKey": folded}),
+            |a| a.public_key.as_deref() == Some(&SPKI[..]),
+        ),
+        (
+            "publicKey PEM",
+            json!({"label": "k", "publicKey": "  -----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"}),
+            |a| {
+                a.public_key.as_deref()
+                    == Some(&b"-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"[..])
+            },
+        ),
+        (
+            "publicKey blank",
+            json!({"label": "k", "publicKey": " "}),
+            |a| a.public_key.is_none(),
+        ),
+        (
+            "booleans as strings and numbers",
+            json!({"label": "k", "attributes": {"sign": "yes", "decrypt": 1, "derive": "TRUE",
+                   "sensitive": "no", "extractable": 0, "modifiable": " true ", "copyable": "1"}}),
+            |a| {
+                let f = a.flags;
+                f.sign
+                    && f.decrypt
+                    && f.derive
+                    && !f.sensitive
+                    && !f.extractable
+                    && f.modifiable
+                    && f.copyable
+            },
+        ),
+        (
+            "unreadable booleans take the defaults",
+            json!({"label": "k", "attributes": {"sign": "maybe", "sensitive": [true], "unwrap": null}}),
+            |a| a.flags == KeyFlags::default(),
+        ),
+        (
+            "attributes that are no object give the defaults",
+            json!({"label": "k", "attributes": "sign"}),
+            |a| a.flags == KeyFlags::default(),
+        ),
+        ("policy null", json!({"label": "k", "policy": null}), |a| {
+            a.policy.is_none()
+        }),
+        (
+            "policy blank text",
+            json!({"label": "k", "policy": ""}),
+            |a| a.policy.is_none(),
+        ),
+        (
+            "policy text null",
+            json!({"label": "k", "policy": "null"}),
+            |a| a.policy.is_none(),
+        ),
+        (
+            "policy as text",
+            json!({"label": "k", "policy": r#"{"keyStatus": {"blocked": 1}}"#}),
+            |a| a.blocked() && !a.needs_approval(),
+        ),
+        (
+            "a rule as text, numbers as strings",
+            json!({"label": "k", "policy": {"ruleUse":
+                r#"{"tokens": [{"timelock": " 60 ", "timeout": 120.0, "groups": [{"quorum": "2"}]}]}"#}}),
+            |a| {
+                let p = a.policy.as_ref().unwrap();
+                let t = &p.rule_use.as_ref().unwrap().tokens[0];
+                a.needs_approval()
+                    && t.timelock == 60
+                    && t.timeout == 120
+                    && t.groups[0].quorum == 2
+            },
+        ),
+        (
+            "a rule that is no object counts as an empty rule",
+            json!({"label": "k", "policy": {"ruleUse": 5, "ruleBlock": "not json"}}),
+            |a| {
+                let p = a.policy.as_ref().unwrap();
+                p.rule_use.as_ref().is_some_and(|r| r.tokens.is_empty()) && p.rule_block.is_none()
+            },
+        ),
+        (
+            "a single token instead of a list; negative numbers are 0; huge quorum capped",
+            json!({"label": "k", "policy": {"ruleUse": {"tokens": {"timelock": -60,
+                "groups": {"quorum": 1e12, "approvals": "x"}}}}}),
+            |a| {
+                let t = &a.policy.as_ref().unwrap().rule_use.as_ref().unwrap().tokens;
+                t.len() == 1
+                    && t[0].timelock == 0
+                    && t[0].groups[0].quorum == u32::MAX
+                    && t[0].groups[0].approvals.len() == 1
+            },
+        ),
+        (
+            "null lists are empty; odd entries keep the count",
+            json!({"label": "k", "policy": {"ruleUse": {"tokens": [
+                {"groups": null}, 3, {"groups": [null, "g", {"name": "ok"}]}]}}}),
+            |a| {
+                let t = &a.policy.as_ref().unwrap().rule_use.as_ref().unwrap().tokens;
+                t.len() == 3
+                    && t[0].groups.is_empty()
+                    && t[2].groups.len() == 3
+                    && t[2].groups[2].name == "ok"
+            },
+        ),
+    ];
+    for (name, input, check) in rows {
+        let a = attrs(input).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(check(&a), "{name}: {a:?}");
+    }
+}
+
+#[test]
+fn attribute_errors_name_the_field() {
+    for (input, message) in [
+        (json!([1]), "expected a JSON object"),
+        (json!("k"), "expected a JSON object"),
+        (json!({"xml": "x"}), "no field \"json\""),
+        (json!({"json": "[1]"}), "field \"json\" is not an object"),
+        (
+            json!({"json": "{not json"}),
+            "field \"json\" is not an object",
+        ),
+        (
+            json!({"json": {"label": "k", "publicKey": "%%%"}}),
+            "json.publicKey: neither base64 nor PEM",
+        ),
+        (
+            json!({"json": {"label": "k", "publicKey": 5}}),
+            "json.publicKey: not a string",
+        ),
+        (
+            json!({"label": "k", "publicKey": ["MFkw"]}),
+            "publicKey: not a string",
+        ),
+        (
+            json!({"json": {"label": "k", "policy": 5}}),
+            "json.policy: not a JSON object",
+        ),
+        (
+            json!({"json": {"label": "k", "policy": "[1]"}}),
+            "json.policy: not a JSON object",
+        ),
+        (
+            json!({"json": {"label": "k", "policy": "{oops"}}),
+            "json.policy: not a JSON object (a string that is no JSON: line 1, column 2)",
+        ),
+        (
+            json!({"json": json!({"label": "k", "publicKey": "%"}).to_string()}),
+            "json.publicKey: neither base64 nor PEM",
+        ),
+    ] {
+        let e = attrs(input.clone()).expect_err(&input.to_string());
+        assert_eq!(e, message, "{input}");
+    }
+}
+
+#[test]
+fn key_list_tolerances() {
+    for (input, labels) in [
+        (json!([]), vec![]),
+        (json!(["a", "", "b/0/1"]), vec!["a", "", "b/0/1"]),
+        (
+            json!([{"label": "a"}, {"label": 7}, "c"]),
+            vec!["a", "7", "c"],
+        ),
+        (json!({"keys": ["a"]}), vec!["a"]),
+        (json!({"labels": ["a"]}), vec!["a"]),
+        (json!({"keyLabels": [{"label": "a"}]}), vec!["a"]),
+        (json!({"content": ["a"], "total": 1}), vec!["a"]),
+        // The first name that holds an array wins; the others are not looked at.
+        (
+            json!({"keys": "none", "labels": ["b"], "content": [1]}),
+            vec!["b"],
+        ),
+        (json!({"keys": ["a"], "labels": [null]}), vec!["a"]),
+    ] {
+        assert_eq!(parse_key_list(&input).unwrap(), labels, "{input}");
+    }
+    for (input, message) in [
+        (json!("a"), "expected a JSON array of key labels"),
+        (json!(null), "expected a JSON array of key labels"),
+        (json!({"x": ["a"]}), "expected a JSON array of key labels"),
+        (json!(["a", 1]), "[1]: a key list entry is not a string"),
+        (json!(["a", null]), "[1]: a key list entry is not a string"),
+        (json!([{"name": "a"}]), "[0]: a key list entry has no label"),
+        (
+            json!({"labels": [{"label": ""}]}),
+            "labels[0]: a key list entry has no label",
+        ),
+    ] {
+        assert_eq!(parse_key_list(&input).unwrap_err(), message, "{input}");
+    }
+}
+
+#[test]
+fn request_status_tolerances() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let sig = [0xfb_u8, 0xff, 0x01, 0x02];
+    type Check = fn(&RequestStatus) -> bool;
+    let rows: Vec<(&str, Value, Check)> = vec![
+        ("state for status", json!({"state": "pending"}), |s| {
+            s.state == RequestState::Pending
+        }),
+        (
+            "an empty status falls back to state",
+            json!({"status": "", "state": "REJECTED"}),
+            |s| s.state == RequestState::Rejected,
+        ),
+        ("status as a number", json!({"status": 5}), |s| {
+            s.state == RequestState::Other("5".into())
+        }),
+        (
+            "result URL-safe without padding",
+            json!({"status": "EXECUTED", "result": URL_SAFE_NO_PAD.encode(sig)}),
+            |s| s.result.as_deref() == Some(&[0xfb, 0xff, 0x01, 0x02][..]),
+        ),
+        (
+            "result that is no string is none",
+            json!({"status": "EXECUTED", "result": 1234}),
+            |s| s.result.is_none(),
+        ),
+        (
+            "blank result is none",
+            json!({"status": "EXECUTED", "result": "  "}),
+            |s| s.result.is_none(),
+        ),
+        (
+            "approver entries of every shape",
+            json!({"status": "PENDING", "approvedBy": [
+                "pk-a", "", null, 7, true,
+                {"name": "n"}, {"approverName": "an"}, {"publicKey": "pk"},
+                {"approverPublicKey": "apk"}, {"approver": "ap"}, {"certificate": "c"},
+                {"id": 9}, {"value": "v"}, {"name": "", "value": "v2"}, {"other": 1}, [1, 2]]}),
+            |s| {
+                s.approved_by
+                    == [
+                        "pk-a",
+                        "",
+                        "7",
+                        "true",
+                        "n",
+                        "an",
+                        "pk",
+                        "apk",
+                        "ap",
+                        "c",
+                        "9",
+                        "v",
+                        "v2",
+                        r#"{"other":1}"#,
+                        "[1,2]",
+                    ]
+            },
+        ),
+        (
+            "a single approver instead of a list",
+            json!({"status": "PENDING", "notYetApprovedBy": "bob", "rejectedBy": {"name": "eve"}}),
+            |s| s.not_yet_approved_by == ["bob"] && s.rejected_by == ["eve"],
+        ),
+        (
+            "null or odd approver lists are empty",
+            json!({"status": "PENDING", "approvedBy": null, "notYetApprovedBy": 3,
+                   "rejectedBy": false}),
+            |s| {
+                s.approved_by.is_empty()
+                    && s.not_yet_approved_by.is_empty()
+                    && s.rejected_by.is_empty()
+            },
+        ),
+    ];
+    for (name, input, check) in rows {
+        let s = parse_request_status(&input, "r").unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(check(&s), "{name}: {s:?}");
+    }
+    for (input, message) in [
+        (json!(["PENDING"]), "expected a JSON object"),
+        (json!({"state": null}), "no field \"status\""),
+        (
+            json!({"status": "EXECUTED", "result": "not base64!"}),
+            "result: not base64",
+        ),
+    ] {
+        assert_eq!(
+            parse_request_status(&input, "r").unwrap_err(),
+            message,
+            "{input}"
+        );
+    }
+}
+
+#[test]
+fn unknown_fields_are_reported_by_path() {
+    // The simulator's full response (every field of the contract): nothing is unknown.
+    let v: Value = serde_json::from_str(ATTRS_WITH_POLICY).unwrap();
+    let (a, unknown) = keys::parse_key_attributes_checked(&v).unwrap();
+    assert_eq!(a.label, "ska-key");
+    assert!(unknown.is_empty(), "{unknown:?}");
+
+    let v = json!({
+        "json": {
+            "label": "k", "algorithm": "EC", "createTime": "2024", "keySize": 256,
+            "newField": 1,
+            "attributes": {"sign": true, "verify": true, "quantumSafe": true},
+            "policy": {"ruleUse": {"tokens": [{"name": "t", "extra": {"deep": 1},
+                "groups": [{"name": "g", "quorum": 1,
+                    "approvals": [{"type": "public_key", "value": "AA==", "comment": "x"}]}]}]},
+                "keyStatus": {"blocked": false, "since": "now"}}
+        },
+        "xml": "<k/>", "xmlSignature": "c2ln", "attestationKeyName": "att",
+        "signatureAlgorithm": "x",
+        "strange\nkey": 1,
+    });
+    let (a, unknown) = keys::parse_key_attributes_checked(&v).unwrap();
+    assert!(a.needs_approval() && a.flags.sign);
+    let mut unknown = unknown;
+    unknown.sort();
+    assert_eq!(
+        unknown,
+        [
+            "\"strange key\"",
+            "json.attributes.quantumSafe",
+            "json.newField",
+            "json.policy.keyStatus.since",
+            "json.policy.ruleUse.tokens[0].extra",
+            "json.policy.ruleUse.tokens[0].groups[0].approvals[0].comment",
+            "signatureAlgorithm",
+        ]
+    );
+
+    // The inner object alone: its own fields are known, the envelope's are not expected.
+    let v = json!({"label": "k", "algorithm": "ED", "curveOid": null, "colour": "blue"});
+    let (_, unknown) = keys::parse_key_attributes_checked(&v).unwrap();
+    assert_eq!(unknown, ["colour"]);
+
+    // `json` as a string: the paths inside it still start with `json`.
+    let v = json!({"json": json!({"label": "k", "more": 1}).to_string(), "xml": ""});
+    let (_, unknown) = keys::parse_key_attributes_checked(&v).unwrap();
+    assert_eq!(unknown, ["json.more"]);
+
+    // Request status: the documented fields and the tolerated `state` are known.
+    let v = json!({"id": "r", "status": "PENDING", "state": "x", "executionTime": null,
+        "approvedBy": [{"name": "a", "note": 1}], "notYetApprovedBy": [], "rejectedBy": [],
+        "result": null, "createdAt": "2024", "policy": {"a": 1}});
+    let (s, mut unknown) = status::parse_request_status_checked(&v, "r").unwrap();
+    assert_eq!(s.approved_by, ["a"]);
+    unknown.sort();
+    assert_eq!(unknown, ["createdAt", "policy"]);
+
+    // A hostile body cannot make the report huge.
+    let many: serde_json::Map<String, Value> =
+        (0..1000).map(|i| (format!("f{i}"), json!(i))).collect();
+    let (_, unknown) =
+        status::parse_request_status_checked(&json!({"status": "PENDING", "x": many}), "r")
+            .unwrap();
+    assert_eq!(unknown, ["x"]);
+    let mut body = many.clone();
+    body.insert("status".into(), json!("PENDING"));
+    let (_, unknown) = status::parse_request_status_checked(&Value::Object(body), "r").unwrap();
+    assert_eq!(unknown.len(), lenient::MAX_UNKNOWN_FIELDS);
+}

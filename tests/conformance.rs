@@ -1,0 +1,351 @@
+//! PKCS#11 conformance of return codes and state rules (issue 10): each test drives the built
+//! module through the raw function list and checks the value the spec (and SoftHSM2) gives.
+
+mod common;
+
+use std::ptr::null_mut;
+
+use common::Harness;
+use cryptoki_sys::*;
+
+/// Calls a function of a PKCS#11 function list.
+///
+/// SAFETY (every use): the arguments are NULL or valid for the lengths given.
+macro_rules! call {
+    ($f:expr, $($arg:expr),* $(,)?) => {
+        // SAFETY: see the macro's documentation.
+        unsafe { ($f.expect("function in the list"))($($arg),*) }
+    };
+}
+
+fn open(h: &Harness, flags: CK_FLAGS) -> CK_SESSION_HANDLE {
+    let mut s = 0;
+    assert_eq!(
+        call!(
+            h.raw.f.C_OpenSession,
+            0,
+            CKF_SERIAL_SESSION | flags,
+            null_mut(),
+            None,
+            &mut s
+        ),
+        CKR_OK
+    );
+    s
+}
+
+fn token_flags(h: &Harness) -> CK_FLAGS {
+    let mut info = CK_TOKEN_INFO::default();
+    assert_eq!(call!(h.raw.f.C_GetTokenInfo, 0, &mut info), CKR_OK);
+    info.flags
+}
+
+#[test]
+fn legacy_parallel_functions_answer_not_parallel() {
+    let h = Harness::new();
+    let s = open(&h, 0);
+    let f = h.raw.f;
+    assert_eq!(call!(f.C_GetFunctionStatus, s), CKR_FUNCTION_NOT_PARALLEL);
+    assert_eq!(call!(f.C_CancelFunction, s), CKR_FUNCTION_NOT_PARALLEL);
+}
+
+#[test]
+fn random_functions_answer_no_rng_after_the_session_checks() {
+    let h = Harness::new();
+    let f = h.raw.f;
+    assert_eq!(token_flags(&h) & CKF_RNG, 0, "the token claims no RNG");
+    let s = open(&h, 0);
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        call!(f.C_GenerateRandom, s, buf.as_mut_ptr(), 16),
+        CKR_RANDOM_NO_RNG
+    );
+    assert_eq!(buf, [0u8; 16], "nothing written");
+    assert_eq!(
+        call!(f.C_SeedRandom, s, buf.as_mut_ptr(), 16),
+        CKR_RANDOM_NO_RNG
+    );
+    assert_eq!(
+        call!(f.C_GenerateRandom, s + 1000, buf.as_mut_ptr(), 16),
+        CKR_SESSION_HANDLE_INVALID
+    );
+    assert_eq!(
+        call!(f.C_SeedRandom, s + 1000, buf.as_mut_ptr(), 16),
+        CKR_SESSION_HANDLE_INVALID
+    );
+    assert_eq!(
+        call!(f.C_GenerateRandom, s, null_mut(), 16),
+        CKR_ARGUMENTS_BAD
+    );
+}
+
+#[test]
+fn so_login_follows_the_session_state_rules_then_is_refused() {
+    let h = Harness::new();
+    let f = h.raw.f;
+    let mut pin = *b"1234";
+    let ro = open(&h, 0);
+    let rw = open(&h, CKF_RW_SESSION);
+    // A read-only session exists (PKCS#11 v2.40 §5.6 C_Login).
+    assert_eq!(
+        call!(f.C_Login, rw, CKU_SO, pin.as_mut_ptr(), 4),
+        CKR_SESSION_READ_ONLY_EXISTS
+    );
+    assert_eq!(call!(f.C_CloseSession, ro), CKR_OK);
+    // The user is logged in.
+    assert_eq!(call!(f.C_Login, rw, CKU_USER, pin.as_mut_ptr(), 4), CKR_OK);
+    assert_eq!(
+        call!(f.C_Login, rw, CKU_SO, pin.as_mut_ptr(), 4),
+        CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+    );
+    assert_eq!(call!(f.C_Logout, rw), CKR_OK);
+    // No SO exists: no PIN matches.
+    assert_eq!(
+        call!(f.C_Login, rw, CKU_SO, pin.as_mut_ptr(), 4),
+        CKR_PIN_INCORRECT
+    );
+    let mut info = CK_SESSION_INFO::default();
+    assert_eq!(call!(f.C_GetSessionInfo, rw, &mut info), CKR_OK);
+    assert_eq!(info.state, CKS_RW_PUBLIC_SESSION, "nobody is logged in");
+    // An unknown user type stays CKR_USER_TYPE_INVALID.
+    assert_eq!(
+        call!(f.C_Login, rw, 7, pin.as_mut_ptr(), 4),
+        CKR_USER_TYPE_INVALID
+    );
+}
+
+#[test]
+fn context_specific_login_needs_an_active_operation() {
+    let h = Harness::new();
+    let f = h.raw.f;
+    let s = open(&h, 0);
+    let mut pin = *b"1234";
+    assert_eq!(
+        call!(f.C_Login, s, CKU_CONTEXT_SPECIFIC, pin.as_mut_ptr(), 4),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(call!(f.C_Login, s, CKU_USER, pin.as_mut_ptr(), 4), CKR_OK);
+    assert_eq!(
+        call!(f.C_Login, s, CKU_CONTEXT_SPECIFIC, pin.as_mut_ptr(), 4),
+        CKR_OPERATION_NOT_INITIALIZED,
+        "also when the user is logged in"
+    );
+}
+
+#[test]
+fn session_handles_are_never_reused_across_finalize() {
+    let h = Harness::new();
+    let f = h.raw.f;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let a = open(&h, 0);
+        let b = open(&h, CKF_RW_SESSION);
+        for new in [a, b] {
+            assert!(!seen.contains(&new), "handle {new} reused (seen {seen:?})");
+        }
+        assert_eq!(call!(f.C_CloseSession, a), CKR_OK);
+        seen.extend([a, b]);
+        h.reinitialize();
+        // The old handles name no session of the new instance.
+        let mut info = CK_SESSION_INFO::default();
+        for old in &seen {
+            assert_eq!(
+                call!(f.C_GetSessionInfo, *old, &mut info),
+                CKR_SESSION_HANDLE_INVALID,
+                "stale handle {old}"
+            );
+        }
+    }
+    let next = open(&h, 0);
+    assert!(!seen.contains(&next), "{next} reused from {seen:?}");
+}
+
+const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.e30.simulated-jwt-for-conformance";
+
+#[test]
+fn a_wrong_pin_sets_user_pin_count_low_until_the_next_login() {
+    let mut cfg = tsb_sim::SimConfig::demo();
+    cfg.auth.bearer_token = Some(JWT.to_string());
+    let h = Harness::with(cfg, serde_json::json!({ "pinIs": "token" }));
+    let f = h.raw.f;
+    let s = open(&h, 0);
+    assert_eq!(token_flags(&h) & CKF_USER_PIN_COUNT_LOW, 0);
+    let mut wrong = *b"not-the-jwt";
+    assert_eq!(
+        call!(
+            f.C_Login,
+            s,
+            CKU_USER,
+            wrong.as_mut_ptr(),
+            wrong.len() as CK_ULONG
+        ),
+        CKR_PIN_INCORRECT
+    );
+    assert_ne!(
+        token_flags(&h) & CKF_USER_PIN_COUNT_LOW,
+        0,
+        "after a wrong PIN"
+    );
+    // A refused SO login is no wrong user PIN; the flag stays as it is.
+    let mut right = JWT.as_bytes().to_vec();
+    assert_eq!(
+        call!(
+            f.C_Login,
+            s,
+            CKU_USER,
+            right.as_mut_ptr(),
+            right.len() as CK_ULONG
+        ),
+        CKR_OK
+    );
+    assert_eq!(
+        token_flags(&h) & CKF_USER_PIN_COUNT_LOW,
+        0,
+        "cleared by a successful login"
+    );
+    assert_eq!(call!(f.C_Logout, s), CKR_OK);
+    assert_eq!(
+        token_flags(&h) & CKF_USER_PIN_COUNT_LOW,
+        0,
+        "logout keeps it clear"
+    );
+}
+
+fn ulong(v: CK_ULONG) -> Vec<u8> {
+    v.to_ne_bytes().to_vec()
+}
+
+fn attr(t: CK_ATTRIBUTE_TYPE, v: &mut [u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: v.as_mut_ptr().cast(),
+        ulValueLen: v.len() as CK_ULONG,
+    }
+}
+
+/// An attribute whose `ulValueLen` claims far more than its 3-byte buffer: reading it would
+/// crash the test process.
+fn oversized(t: CK_ATTRIBUTE_TYPE, v: &mut [u8; 3]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: v.as_mut_ptr().cast(),
+        ulValueLen: 1 << 40,
+    }
+}
+
+fn create(h: &Harness, s: CK_SESSION_HANDLE, t: &mut [CK_ATTRIBUTE]) -> CK_RV {
+    let mut o = 0;
+    call!(
+        h.raw.f.C_CreateObject,
+        s,
+        t.as_mut_ptr(),
+        t.len() as CK_ULONG,
+        &mut o
+    )
+}
+
+#[test]
+fn invalid_class_value_is_attribute_value_invalid() {
+    let h = Harness::new();
+    let rw = open(&h, CKF_RW_SESSION);
+    let mut class = ulong(0xDEAD_BEEF);
+    let mut value = *b"not a certificate";
+    let mut t = [attr(CKA_CLASS, &mut class), attr(CKA_VALUE, &mut value)];
+    assert_eq!(create(&h, rw, &mut t), CKR_ATTRIBUTE_VALUE_INVALID);
+    // A defined class the token does not create stays an inconsistent template.
+    let mut class = ulong(CKO_SECRET_KEY);
+    let mut t = [attr(CKA_CLASS, &mut class)];
+    assert_eq!(create(&h, rw, &mut t), CKR_TEMPLATE_INCONSISTENT);
+}
+
+#[test]
+fn fixed_size_attributes_of_the_wrong_length_are_refused_before_reading() {
+    let h = Harness::new();
+    let f = h.raw.f;
+    let rw = open(&h, CKF_RW_SESSION);
+    let mut class = ulong(CKO_CERTIFICATE);
+    let mut small = [1u8; 3];
+    // A CK_BBOOL with length 0xFFFFFFFF on a 3-byte buffer.
+    let mut t = [
+        attr(CKA_CLASS, &mut class),
+        CK_ATTRIBUTE {
+            type_: CKA_TOKEN,
+            pValue: small.as_mut_ptr().cast(),
+            ulValueLen: 0xFFFF_FFFF,
+        },
+    ];
+    assert_eq!(create(&h, rw, &mut t), CKR_ATTRIBUTE_VALUE_INVALID);
+    // A CK_ULONG class with 3 bytes.
+    let mut t = [attr(CKA_CLASS, &mut small)];
+    assert_eq!(create(&h, rw, &mut t), CKR_ATTRIBUTE_VALUE_INVALID);
+    // A CK_BBOOL of 2 bytes in a search template.
+    let mut two = [1u8, 0];
+    let mut t = [attr(CKA_PRIVATE, &mut two)];
+    let s = open(&h, 0);
+    assert_eq!(
+        call!(f.C_FindObjectsInit, s, t.as_mut_ptr(), 1),
+        CKR_ATTRIBUTE_VALUE_INVALID
+    );
+}
+
+#[test]
+fn refused_templates_are_not_read_further() {
+    let h = Harness::new();
+    let rw = open(&h, CKF_RW_SESSION);
+    let ro = open(&h, 0);
+    let mut small = [0u8; 3];
+    // A class the token never creates: the label is never read.
+    let mut class = ulong(CKO_PRIVATE_KEY);
+    let mut t = [
+        attr(CKA_CLASS, &mut class),
+        oversized(CKA_LABEL, &mut small),
+    ];
+    assert_eq!(create(&h, rw, &mut t), CKR_TEMPLATE_INCONSISTENT);
+    let mut class = ulong(0xDEAD_BEEF);
+    let mut t = [
+        oversized(CKA_VALUE, &mut small),
+        attr(CKA_CLASS, &mut class),
+    ];
+    assert_eq!(create(&h, rw, &mut t), CKR_ATTRIBUTE_VALUE_INVALID);
+    // A token object in a read-only session: the certificate value is never read.
+    let mut class = ulong(CKO_CERTIFICATE);
+    let mut cert_type = ulong(CKC_X_509);
+    let mut t = [
+        attr(CKA_CLASS, &mut class),
+        attr(CKA_CERTIFICATE_TYPE, &mut cert_type),
+        oversized(CKA_VALUE, &mut small),
+    ];
+    assert_eq!(create(&h, ro, &mut t), CKR_SESSION_READ_ONLY);
+}
+
+#[test]
+fn session_object_templates_get_the_same_answer_in_read_only_sessions() {
+    let h = Harness::new();
+    let rw = open(&h, CKF_RW_SESSION);
+    let ro = open(&h, 0);
+    let mut class = ulong(CKO_CERTIFICATE);
+    let mut cert_type = ulong(CKC_X_509);
+    let mut value = *b"not a certificate";
+    let mut no = [CK_FALSE];
+    let mut yes = [CK_TRUE];
+    for (token, want_ro) in [
+        (&mut no[..], None),
+        (&mut yes[..], Some(CKR_SESSION_READ_ONLY)),
+    ] {
+        let mut t = [
+            attr(CKA_CLASS, &mut class),
+            attr(CKA_CERTIFICATE_TYPE, &mut cert_type),
+            attr(CKA_TOKEN, token),
+            attr(CKA_VALUE, &mut value),
+        ];
+        let in_rw = create(&h, rw, &mut t);
+        assert_ne!(in_rw, CKR_OK);
+        let in_ro = create(&h, ro, &mut t);
+        assert_eq!(
+            in_ro,
+            want_ro.unwrap_or(in_rw),
+            "token object: {}",
+            want_ro.is_some()
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! Network text in log lines (issue 10, item 13): request ids, labels, approver names and
+//! messages from the TSB are escaped, capped and stripped of secrets before they are logged.
+//! The simulator answers odd `signRequestId`s (`Simulator::override_request_ids`).
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use cryptoki_sys::*;
+use serde_json::json;
+use tsb_sim::SimConfig;
+
+const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsb2ctdGVzdCJ9.c2VjcmV0LXNpZ25hdHVyZQ";
+const SKA_EC: &str = "ska-ec-p256";
+
+/// Serialises setting the logging variables + `C_Initialize`.
+static LOG_ENV: Mutex<()> = Mutex::new(());
+
+struct Logged {
+    h: Harness,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The demo keys behind a JWT (configured as `token`), the module logging at info to a file.
+fn harness(approval_timeout_secs: u64) -> Logged {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("module.log");
+    let mut cfg = SimConfig::demo();
+    cfg.auth.bearer_token = Some(JWT.to_string());
+    cfg.time_scale = 0.01;
+    cfg.approved_execution_delay_ms = 20;
+    let _g = LOG_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var("TSB_PKCS11_LOG", "info");
+    std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
+    let h = Harness::with_config(cfg, |url| {
+        json!({
+            "restApi": url,
+            "token": JWT,
+            "pkcs11": {
+                "pollIntervalMs": 20,
+                "pollIntervalMaxMs": 50,
+                "approvalTimeoutSecs": approval_timeout_secs
+            }
+        })
+    });
+    std::env::remove_var("TSB_PKCS11_LOG_FILE");
+    std::env::remove_var("TSB_PKCS11_LOG");
+    Logged { h, log, _dir: dir }
+}
+
+impl Logged {
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// C_SignInit + C_Sign with the SKA key on a thread; returns its return value.
+    fn start_sign(&self) -> std::sync::mpsc::Receiver<CK_RV> {
+        let f = self.h.raw.f;
+        let mut s = 0;
+        // SAFETY: valid out pointer.
+        let rv = unsafe {
+            (f.C_OpenSession.unwrap())(0, CKF_SERIAL_SESSION, std::ptr::null_mut(), None, &mut s)
+        };
+        assert_eq!(rv, CKR_OK);
+        let key = common::raw_find_private_keys(f, s, SKA_EC).unwrap()[0];
+        let mut mech = CK_MECHANISM {
+            mechanism: CKM_ECDSA_SHA256,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        // SAFETY: valid mechanism.
+        assert_eq!(
+            unsafe { (f.C_SignInit.unwrap())(s, &mut mech, key) },
+            CKR_OK
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let data = *b"log test";
+            let mut sig = [0u8; 256];
+            let mut len: CK_ULONG = 256;
+            // SAFETY: valid buffers for the call.
+            let rv = unsafe {
+                (f.C_Sign.unwrap())(s, data.as_ptr() as *mut u8, 8, sig.as_mut_ptr(), &mut len)
+            };
+            let _ = tx.send(rv);
+        });
+        rx
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while !self.text().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "log line with {needle:?}:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_request_id_with_a_newline_cannot_forge_a_log_line() {
+    let l = harness(30);
+    let forged = "FORGED tsb_pkcs11] approval granted by root";
+    let id = format!("req-1\n[2026-01-01T00:00:00.000Z ERROR {forged}");
+    l.h.sim.override_request_ids(Some(id.clone()));
+    let rx = l.start_sign();
+    l.wait_log("filed for key");
+    l.h.sim.approve(&id, "alice").unwrap();
+    let rv = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("C_Sign returns");
+    assert_eq!(rv, CKR_OK, "the odd id still works with the TSB");
+    let text = l.text();
+    assert!(text.contains("req-1\\n[2026-01-01"), "escaped:\n{text}");
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("[2026-01-01T00:00:00.000Z"),
+            "forged line: {line}\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_huge_request_id_writes_little_log() {
+    let l = harness(1);
+    let id = format!("big-{}", "x".repeat(2 * 1024 * 1024));
+    l.h.sim.override_request_ids(Some(id));
+    let rx = l.start_sign();
+    let rv = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("C_Sign returns");
+    assert_ne!(rv, CKR_OK);
+    let text = l.text();
+    assert!(text.contains("big-xxxx"), "{text}");
+    assert!(
+        text.contains("more characters]"),
+        "the cut is marked:\n{text}"
+    );
+    let size = std::fs::metadata(&l.log).unwrap().len();
+    assert!(size < 64 * 1024, "log of {size} bytes");
+}
+
+#[test]
+fn a_request_id_carrying_the_jwt_does_not_log_it() {
+    let l = harness(1);
+    let id = format!("leak-{JWT}-end");
+    l.h.sim.override_request_ids(Some(id));
+    let rx = l.start_sign();
+    let rv = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("C_Sign returns");
+    let text = l.text();
+    assert!(text.contains("leak-<redacted>-end"), "rv {rv:#x}:\n{text}");
+    assert!(!text.contains(JWT), "{text}");
+    assert!(!text.contains(&JWT[..20]), "{text}");
+}
