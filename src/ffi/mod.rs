@@ -11,6 +11,7 @@
 pub(crate) mod convert;
 mod digest;
 mod general;
+mod keygen;
 mod legacy;
 mod objects;
 pub(crate) mod os;
@@ -30,6 +31,7 @@ use crate::token::Token;
 
 pub use digest::*;
 pub use general::*;
+pub use keygen::*;
 pub use legacy::*;
 pub use objects::*;
 pub use sessions::*;

@@ -89,7 +89,8 @@ impl Token {
         };
         let base = self.objects.base_of(label);
         match key_from_attributes(&attrs, base, password) {
-            Ok(key) => {
+            Ok(mut key) => {
+                key.destroyable &= self.config.pkcs11.allow_key_deletion;
                 let cert = self.certificate_of(client.as_ref(), &key);
                 Ok(Some(self.objects.store_key(key, cert)))
             }

@@ -19,8 +19,11 @@ use super::models::{
     password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
 };
 use super::tls;
+
+mod keys;
 use crate::config::{normalise_url, AuthType, Config, Secret};
 use crate::logging::Net;
+pub(crate) use keys::{NewKey, NewKeyType};
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
 pub(crate) const MAX_BODY: u64 = 4 * 1024 * 1024;

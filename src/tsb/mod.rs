@@ -23,6 +23,7 @@ mod tests;
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;
 pub use client::TsbClient;
+pub(crate) use client::{NewKey, NewKeyType};
 pub use error::{TsbError, TsbErrorKind, TsbReason};
 pub use models::{
     Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
