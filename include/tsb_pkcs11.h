@@ -205,7 +205,7 @@ CK_RV C_VerifyFinal(CK_SESSION_HANDLE session,
                     CK_BYTE *sig,
                     CK_ULONG sig_len);
 
-// `C_GetSlotList`: one slot, always with its token present.
+// `C_GetSlotList`: one slot, always with its token present; none without a configuration.
 CK_RV C_GetSlotList(CK_BBOOL token_present,
                     CK_SLOT_ID *list,
                     CK_ULONG *count);

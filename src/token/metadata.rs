@@ -38,7 +38,7 @@ pub fn build(config: &Config, key_label: &str, algorithm: &str) -> (Vec<u8>, Opt
 /// The application shown to approvers: the full executable name (`/proc/self/exe`, else
 /// argv[0]; `/proc/self/comm` is cut at 15 characters), plus what it is when it is a known helper
 /// process that signs on behalf of another program.
-fn process_name() -> String {
+pub(crate) fn process_name() -> String {
     let file_name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
     let exe = std::fs::read_link("/proc/self/exe")
         .ok()

@@ -332,6 +332,13 @@ impl TsbClient {
         self.opened.load(Ordering::Relaxed)
     }
 
+    /// `GET path` → the answer's JSON as it came (`tsb-pkcs11 doctor` compares it with the
+    /// fields this client knows). `endpoint` names the call in errors.
+    pub(crate) fn get_json(&self, endpoint: &'static str, path: String) -> Result<Value, TsbError> {
+        let call = Call::new("GET", endpoint, path, Retry::Idempotent);
+        self.execute(&call, |reply| reply.json())
+    }
+
     #[cfg(test)]
     pub(crate) fn set_backoff_base(&mut self, d: Duration) {
         self.backoff_base = d;

@@ -21,6 +21,8 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+/// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
+pub(crate) use client::encode_segment;
 pub use client::TsbClient;
 pub(crate) use client::{NewKey, NewKeyType};
 pub use error::{TsbError, TsbErrorKind, TsbReason};
@@ -28,3 +30,4 @@ pub use models::{
     Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
     RequestStatus, Rule, SignRequest,
 };
+pub(crate) use tls::{client_config, describe_tls_error};

@@ -370,6 +370,7 @@ async fn api_request(
     match fault {
         Some((_, f)) if f.kind == FaultKind::MalformedJson => Ok(malformed(resp).await),
         Some((_, f)) if f.kind == FaultKind::DropConnection => Ok(drop_connection(resp).await),
+        Some((_, f)) if f.kind == FaultKind::ExtraField => Ok(extra_field(resp, &f).await),
         Some((id, f)) if f.kind == FaultKind::BadSignature => {
             let (resp, applied) = bad_signature(resp).await;
             if applied {
@@ -465,6 +466,28 @@ async fn drop_connection(resp: Response<Body>) -> Response<Body> {
     });
     use futures_util::StreamExt;
     Response::from_parts(parts, Body::from_stream(first.chain(fail)))
+}
+
+async fn extra_field(resp: Response<Body>, f: &Fault) -> Response<Body> {
+    let (parts, bytes) = body_bytes(resp).await;
+    if let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) {
+        let path = f.field.as_deref().unwrap_or("simulatedExtraField");
+        let mut segments: Vec<&str> = path.split('.').collect();
+        let last = segments.pop().unwrap_or("simulatedExtraField");
+        let mut at = &mut v;
+        for seg in segments {
+            match at.get_mut(seg) {
+                Some(next) if next.is_object() => at = next,
+                _ => return Response::from_parts(parts, Body::from(bytes)),
+            }
+        }
+        if let Some(obj) = at.as_object_mut() {
+            obj.insert(last.to_string(), Value::Bool(true));
+            let body = serde_json::to_vec(&v).unwrap_or_default();
+            return Response::from_parts(parts, Body::from(body));
+        }
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 async fn bad_signature(resp: Response<Body>) -> (Response<Body>, bool) {
