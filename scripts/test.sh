@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 
 . scripts/packages.sh
 ensure_packages pkcs11-tool:opensc /usr/lib/softhsm/libsofthsm2.so:softhsm2 openssl:openssl pkg-config:pkg-config dpkg=libssl-dev:libssl-dev
+# The clients of the compatibility suite (tests/compat/run.sh); pkcs11-provider comes from backports.
+dpkg -s pkcs11-provider >/dev/null 2>&1 || ensure_backports
+ensure_packages dpkg=pkcs11-provider:pkcs11-provider dpkg=libengine-pkcs11-openssl:libengine-pkcs11-openssl \
+  p11tool:gnutls-bin certtool:gnutls-bin p11-kit:p11-kit dpkg=p11-kit-modules:p11-kit-modules \
+  ssh-agent:openssh-client nginx:nginx curl:curl pgrep:procps java:openjdk-17-jdk-headless \
+  jarsigner:openjdk-17-jdk-headless /usr/bin/python3:python3 dpkg=python3-venv:python3-venv
+ensure_venv target/compat-venv python-pkcs11
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -20,3 +27,8 @@ fi
 mkdir -p target
 echo "== cargo test (workspace)"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+echo "== compatibility suite (tests/compat/run.sh: PKCS#11 applications against the module)"
+# `cargo test --workspace` has built the module (target/debug/deps) and tsb-sim (target/debug).
+bash tests/compat/run.sh target/debug
+echo "== the Debian package: build, install, p11-kit applications, doctor, purge (scripts/package-test.sh)"
+bash scripts/package-test.sh

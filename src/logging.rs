@@ -36,7 +36,7 @@ pub fn init() {
             Err(e) => eprintln!("tsb-pkcs11: cannot use log file {path}: {e}; logging to stderr"),
         }
     }
-    let _ = builder.try_init();
+    repeat::install(builder.build());
 }
 
 /// Opens (or creates, mode 0600) the log file for appending. A symlink is not followed and a
@@ -224,5 +224,247 @@ mod tests {
         );
         assert_eq!(without_capped("ureq::unit"), "");
         assert_eq!(without_capped("debug,ureq=trace/TSB"), "debug/TSB");
+    }
+}
+
+/// Rate limiting of repeated identical `error`/`warn` lines: a host that calls the module in a
+/// loop while it cannot work (nginx workers that cannot read the configuration fail every TLS
+/// handshake, each with a new `C_Initialize`) logs the first occurrence, then at most one line
+/// per [`repeat::REPEAT_INTERVAL`] carrying "(repeated N times)"; `C_Finalize` (a log flush)
+/// reports what was held back.
+mod repeat {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// At most one line per interval for each distinct `error`/`warn` message.
+    pub(crate) const REPEAT_INTERVAL: Duration = Duration::from_secs(10);
+    /// Distinct messages remembered; beyond this, entries idle for an interval are forgotten.
+    const MAX_TRACKED: usize = 256;
+
+    /// Installs `logger` behind the rate limit as the process's logger, unless one is set.
+    pub(super) fn install(logger: env_logger::Logger) {
+        let max_level = logger.filter();
+        let limited = RateLimited {
+            inner: logger,
+            seen: Mutex::new(HashMap::new()),
+        };
+        if log::set_boxed_logger(Box::new(limited)).is_ok() {
+            log::set_max_level(max_level);
+        }
+    }
+
+    /// What to do with one `error`/`warn` line.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) enum Repeat {
+        /// Log it as it is (first occurrence, or nothing was held back).
+        Log,
+        /// Log it with "(repeated N times)": N identical lines were held back since the last one.
+        LogRepeated(u64),
+        /// Hold it back (counted).
+        Suppress,
+    }
+
+    struct Seen {
+        last_logged: Instant,
+        suppressed: u64,
+    }
+
+    /// A logger that passes `info` and below through and rate-limits identical `error`/`warn` lines.
+    struct RateLimited<L> {
+        inner: L,
+        seen: Mutex<HashMap<String, Seen>>,
+    }
+
+    impl<L> RateLimited<L> {
+        /// Decides for the line `key` seen at `now` (the clock is a parameter so tests need no sleep).
+        fn decide(&self, key: &str, now: Instant) -> Repeat {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(entry) = seen.get_mut(key) {
+                if now.saturating_duration_since(entry.last_logged) < REPEAT_INTERVAL {
+                    entry.suppressed += 1;
+                    return Repeat::Suppress;
+                }
+                let n = std::mem::take(&mut entry.suppressed);
+                entry.last_logged = now;
+                return if n == 0 {
+                    Repeat::Log
+                } else {
+                    Repeat::LogRepeated(n)
+                };
+            }
+            if seen.len() >= MAX_TRACKED {
+                seen.retain(|_, e| {
+                    e.suppressed > 0
+                        || now.saturating_duration_since(e.last_logged) < REPEAT_INTERVAL
+                });
+                if seen.len() >= MAX_TRACKED {
+                    seen.clear();
+                }
+            }
+            seen.insert(
+                key.to_string(),
+                Seen {
+                    last_logged: now,
+                    suppressed: 0,
+                },
+            );
+            Repeat::Log
+        }
+
+        /// Lines held back since their last appearance, with their counts (emitted at flush).
+        fn take_pending(&self) -> Vec<(String, u64)> {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.iter_mut()
+                .filter(|(_, e)| e.suppressed > 0)
+                .map(|(k, e)| (k.clone(), std::mem::take(&mut e.suppressed)))
+                .collect()
+        }
+    }
+
+    impl<L: log::Log> log::Log for RateLimited<L> {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            self.inner.enabled(metadata)
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if !self.inner.enabled(record.metadata()) {
+                return;
+            }
+            if record.level() > log::Level::Warn {
+                self.inner.log(record);
+                return;
+            }
+            let key = format!(
+                "{}\u{0}{}\u{0}{}",
+                record.level(),
+                record.target(),
+                record.args()
+            );
+            match self.decide(&key, Instant::now()) {
+                Repeat::Log => self.inner.log(record),
+                Repeat::Suppress => {}
+                Repeat::LogRepeated(n) => self.inner.log(
+                    &log::Record::builder()
+                        .args(format_args!("{} (repeated {n} times)", record.args()))
+                        .metadata(record.metadata().clone())
+                        .module_path(record.module_path())
+                        .file(record.file())
+                        .line(record.line())
+                        .build(),
+                ),
+            }
+        }
+
+        /// Writes one "(repeated N times)" line for every message held back since it last appeared.
+        fn flush(&self) {
+            for (key, n) in self.take_pending() {
+                let mut parts = key.splitn(3, '\u{0}');
+                let (level, target, text) = (parts.next(), parts.next(), parts.next());
+                let level = level
+                    .and_then(|l| l.parse::<log::Level>().ok())
+                    .unwrap_or(log::Level::Warn);
+                self.inner.log(
+                    &log::Record::builder()
+                        .args(format_args!(
+                            "{} (repeated {n} times)",
+                            text.unwrap_or_default()
+                        ))
+                        .level(level)
+                        .target(target.unwrap_or("tsb_pkcs11"))
+                        .build(),
+                );
+            }
+            self.inner.flush();
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{RateLimited, Repeat, REPEAT_INTERVAL};
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        use std::time::{Duration, Instant};
+
+        /// Collects what reaches the inner logger.
+        #[derive(Default)]
+        struct Collect(Mutex<Vec<String>>);
+        impl log::Log for Collect {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, r: &log::Record<'_>) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", r.level(), r.args()));
+            }
+            fn flush(&self) {}
+        }
+
+        fn limited() -> RateLimited<Collect> {
+            RateLimited {
+                inner: Collect::default(),
+                seen: Mutex::new(HashMap::new()),
+            }
+        }
+
+        #[test]
+        fn repeated_lines_are_counted_once_per_interval() {
+            let l = limited();
+            let t0 = Instant::now();
+            let ms = Duration::from_millis;
+            assert_eq!(l.decide("cannot read config", t0), Repeat::Log);
+            for i in 1..=999 {
+                assert_eq!(l.decide("cannot read config", t0 + ms(i)), Repeat::Suppress);
+            }
+            // Another line is not held back by the first one.
+            assert_eq!(l.decide("other", t0 + ms(5)), Repeat::Log);
+            // After the interval: one line with the count of the lines held back.
+            let t1 = t0 + REPEAT_INTERVAL + ms(1);
+            assert_eq!(l.decide("cannot read config", t1), Repeat::LogRepeated(999));
+            assert_eq!(l.decide("cannot read config", t1 + ms(1)), Repeat::Suppress);
+            // A line that stopped repeating logs plainly after the interval.
+            let t2 = t1 + REPEAT_INTERVAL * 2;
+            assert_eq!(l.decide("other", t2), Repeat::Log);
+            assert_eq!(l.decide("cannot read config", t2), Repeat::LogRepeated(1));
+        }
+
+        #[test]
+        fn logger_passes_info_and_reports_held_back_lines_at_flush() {
+            use log::Log;
+            let l = limited();
+            let rec = |level, text: &str| {
+                l.log(
+                    &log::Record::builder()
+                        .args(format_args!("{text}"))
+                        .level(level)
+                        .target("tsb_pkcs11")
+                        .build(),
+                )
+            };
+            for _ in 0..26_000 {
+                rec(
+                    log::Level::Error,
+                    "C_Initialize: cannot read the configuration",
+                );
+                rec(log::Level::Info, "info line");
+            }
+            l.flush();
+            let lines = l.inner.0.lock().unwrap().clone();
+            assert_eq!(
+                lines.iter().filter(|s| s.starts_with("INFO")).count(),
+                26_000
+            );
+            let errors: Vec<_> = lines.iter().filter(|s| s.starts_with("ERROR")).collect();
+            assert_eq!(
+                errors,
+                [
+                    "ERROR C_Initialize: cannot read the configuration",
+                    "ERROR C_Initialize: cannot read the configuration (repeated 25999 times)"
+                ]
+            );
+            assert!(l.take_pending().is_empty(), "flush reported everything");
+        }
     }
 }

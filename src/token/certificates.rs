@@ -4,8 +4,9 @@
 //! The TSB keeps one certificate per key. `C_CreateObject` of a `CKO_CERTIFICATE` whose
 //! `CKA_LABEL` or `CKA_ID` names a key stores it with `POST /v1/certificate/import/plain` (it
 //! replaces the key's earlier certificate, and the object keeps the handle `base | 3`);
-//! `C_DestroyObject` on it calls `DELETE /v1/certificate/{label}`. Keys and the certificates
-//! of `pkcs11.certificates` cannot be destroyed (`CKR_ACTION_PROHIBITED`).
+//! `C_DestroyObject` on it calls `DELETE /v1/certificate/{label}`. The certificates of
+//! `pkcs11.certificates` cannot be destroyed (`CKR_ACTION_PROHIBITED`); keys only with
+//! `pkcs11.allowKeyDeletion` (keygen.rs).
 
 use std::sync::Arc;
 
@@ -363,8 +364,9 @@ impl Token {
     }
 
     /// `C_DestroyObject` (PKCS#11 v2.40 §5.7.3): removes a key's certificate from the TSB
-    /// (`DELETE /v1/certificate/{label}`). Keys and configured certificates cannot be
-    /// destroyed (`CKR_ACTION_PROHIBITED`).
+    /// (`DELETE /v1/certificate/{label}`), or deletes a key when `pkcs11.allowKeyDeletion`
+    /// allows it (keygen.rs). Configured certificates cannot be destroyed
+    /// (`CKR_ACTION_PROHIBITED`).
     pub fn destroy_object(
         &self,
         session: CK_SESSION_HANDLE,
@@ -382,15 +384,8 @@ impl Token {
             ));
         }
         let cert = match obj {
-            ObjectRef::Key(k, _) => {
-                return Err(Error::new(
-                    CKR_ACTION_PROHIBITED,
-                    format!(
-                        "key '{}' lives on the HSM and cannot be destroyed here",
-                        k.label
-                    ),
-                ))
-            }
+            // Deletes the key on the TSB when pkcs11.allowKeyDeletion allows it (keygen.rs).
+            ObjectRef::Key(k, _) => return self.destroy_key(&k),
             ObjectRef::Certificate(c) if c.source != CertSource::Tsb => {
                 return Err(Error::new(
                     CKR_ACTION_PROHIBITED,

@@ -2,9 +2,11 @@
 //! `CKA_LABEL` (or a `CKA_ID` that is a label) fetches only that key; the key list and key
 //! attributes are cached for `cacheTtlSecs`.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cryptoki_sys::*;
+use parking_lot::Mutex;
 
 use super::objects::{
     key_from_attributes, CertObject, CertSource, KeyObject, ObjectRef, ObjectStore, Skipped,
@@ -98,7 +100,8 @@ impl Token {
         };
         let base = self.objects.base_of(label);
         match key_from_attributes(&attrs, base, password) {
-            Ok(key) => {
+            Ok(mut key) => {
+                key.destroyable &= self.config.pkcs11.allow_key_deletion;
                 let cert = self.certificate_of(client.as_ref(), &key);
                 Ok(Some(self.objects.store_key(key, cert)))
             }
@@ -222,30 +225,52 @@ impl Token {
         } else {
             1
         };
-        let mut keys = Vec::new();
-        for chunk in labels.chunks(workers) {
-            let results: Vec<Result<Option<Arc<KeyObject>>>> = if chunk.len() == 1 {
-                vec![self.load_key(&chunk[0])]
-            } else {
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = chunk
-                        .iter()
-                        .map(|l| s.spawn(move || self.load_key(l)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                Err(Error::new(CKR_GENERAL_ERROR, "key fetch panicked"))
-                            })
-                        })
-                        .collect()
-                })
-            };
-            for r in results {
-                if let Some(k) = r? {
+        if workers == 1 || labels.len() <= 1 {
+            let mut keys = Vec::new();
+            for l in &labels {
+                if let Some(k) = self.load_key(l)? {
                     keys.push(k);
                 }
+            }
+            return Ok(keys);
+        }
+        // A fixed pool of scoped workers takes the labels in order (no thread per key); the
+        // first error stops them all.
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        type Fetched = Result<Option<Arc<KeyObject>>>;
+        let slots: Vec<Mutex<Option<Fetched>>> = labels.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers.min(labels.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        while !failed.load(Ordering::Relaxed) {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(label) = labels.get(i) else { break };
+                            let r = self.load_key(label);
+                            if r.is_err() {
+                                failed.store(true, Ordering::Relaxed);
+                            }
+                            *slots[i].lock() = Some(r);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                // A worker that panicked leaves its slot empty (reported below).
+                let _ = h.join();
+            }
+        });
+        let mut keys = Vec::new();
+        for slot in slots {
+            match slot.into_inner() {
+                Some(r) => {
+                    if let Some(k) = r? {
+                        keys.push(k);
+                    }
+                }
+                None if failed.load(Ordering::Relaxed) => continue,
+                None => return Err(Error::new(CKR_GENERAL_ERROR, "key fetch panicked")),
             }
         }
         Ok(keys)

@@ -34,6 +34,9 @@ pub struct KeyObject {
     /// Index-derived base of the object handles.
     pub base: CK_OBJECT_HANDLE,
     pub password: Option<Secret>,
+    /// `CKA_DESTROYABLE`: the TSB attribute `destroyable`, cleared by the token unless
+    /// `pkcs11.allowKeyDeletion` lets `C_DestroyObject` delete keys.
+    pub destroyable: bool,
 }
 
 /// A certificate object: a key's own certificate, or an authority certificate of a chain.
@@ -410,6 +413,7 @@ pub fn key_from_attributes(
         approvers: approvers_summary(attrs),
         base,
         password,
+        destroyable: attrs.flags.destroyable,
     })
 }
 

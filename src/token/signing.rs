@@ -246,6 +246,14 @@ impl Token {
         let id = client
             .sign_asynchronous(request)
             .map_err(|e| self.sign_error(&key.label, &e))?;
+        let journal = crate::journal::setting(&self.config.pkcs11);
+        crate::journal::filed(
+            &journal,
+            self.config.rest_api(),
+            &id,
+            &key.label,
+            &request.algorithm,
+        );
         log::info!(
             "approval request {} filed for key '{}' ({}): waiting for approvals ({})",
             Net(&id),

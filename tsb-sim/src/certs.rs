@@ -94,7 +94,9 @@ pub fn default_cert_algorithm(key: &SimKey) -> Option<SigAlg> {
     Some(match key.spec.algorithm {
         KeyAlgorithm::Rsa => SigAlg::RsaPkcs1(Hash::Sha256),
         KeyAlgorithm::Ec => match key.spec.effective_curve() {
-            crate::config::Curve::P256 => SigAlg::Ecdsa(Hash::Sha256),
+            crate::config::Curve::P256 | crate::config::Curve::Secp256k1 => {
+                SigAlg::Ecdsa(Hash::Sha256)
+            }
             crate::config::Curve::P384 => SigAlg::Ecdsa(Hash::Sha384),
             crate::config::Curve::P521 => SigAlg::Ecdsa(Hash::Sha512),
         },
