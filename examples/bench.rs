@@ -31,6 +31,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, ObjectClass};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ fn run(threads: usize, secs: f64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Sta
 fn tls_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).unwrap();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(c.unwrap()).unwrap();
     }
     Arc::new(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rustls::pki_types::pem::PemObject;
 use serde_json::json;
 use tsb_sim::{KeySpec, SimConfig, TlsConfig};
 
@@ -60,7 +61,7 @@ fn tls_handshakes_cost_their_round_trips() {
     let sim = start(cfg);
     let pem = std::fs::read(sim.ca_cert_pem_path().unwrap()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     for (version, round_trips) in [
