@@ -1,18 +1,409 @@
-//! Benchmark: signing through the module versus a direct keep-alive HTTP call to the same TSB
-//! (the in-process simulator), measured side by side in one run. Prints numbers and ratios;
-//! absolute times on shared machines are noise, the ratios are the result.
+//! Benchmark: signing through the module (loaded with `dlopen`) side by side with the floor, a
+//! direct keep-alive HTTP client on the same simulator with the same key and payload, in one
+//! run. Absolute times on shared machines are noise; the ratios are the result.
 //!
-//! `cargo run --release --example bench [-- SECONDS_PER_CASE]` (default 3 s per case).
+//! ```text
+//! cargo build --release -p tsb-pkcs11 && cargo run --release --example bench -- [options]
+//!   --secs S            measured seconds per case (default 1.0; warm-up a quarter of it)
+//!   --threads 1,4,16,64 thread counts (one session each)
+//!   --rtt 0,10          emulated round trips in ms (a delaying loopback proxy; 0 = direct)
+//!   --transport http,tls
+//!   --algs ec,ed,rsa    P-256 ECDSA, Ed25519, RSA-2048 PSS
+//!   --keys 10,1000,5000,10000   key counts for the start-up and listing cases (empty: skip)
+//!   --memory 1000,100000   signatures after which resident memory is read (empty: skip)
+//!   --json FILE         also write every figure as JSON
+//! ```
+//!
+//! The simulator runs in a child process (this program, `--sim-child`), so the CPU time and
+//! resident memory measured here are the module's and the benchmark's own.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, ObjectClass};
+use rustls::pki_types::pem::PemObject;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+struct Opts {
+    secs: f64,
+    threads: Vec<usize>,
+    rtts: Vec<u64>,
+    transports: Vec<bool>,
+    algs: Vec<Alg>,
+    keys: Vec<usize>,
+    memory: Vec<usize>,
+    json: Option<PathBuf>,
+}
+
+fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
+    s.split(',').filter_map(|x| x.trim().parse().ok()).collect()
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        secs: 1.0,
+        threads: vec![1, 4, 16, 64],
+        rtts: vec![0, 10],
+        transports: vec![false, true],
+        algs: vec![Alg::Ec, Alg::Ed, Alg::Rsa],
+        keys: vec![10, 1000, 5000, 10000],
+        memory: vec![1000, 100_000],
+        json: None,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--secs" => o.secs = v.parse().expect("--secs"),
+            "--threads" => o.threads = list(&v),
+            "--rtt" => o.rtts = list(&v),
+            "--transport" => o.transports = v.split(',').map(|t| t.trim() == "tls").collect(),
+            "--algs" => o.algs = v.split(',').filter_map(Alg::parse).collect(),
+            "--keys" => o.keys = list(&v),
+            "--memory" => o.memory = list(&v),
+            "--json" => o.json = Some(v.into()),
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Alg {
+    Ec,
+    Ed,
+    Rsa,
+}
+
+impl Alg {
+    fn parse(s: &str) -> Option<Alg> {
+        match s.trim() {
+            "ec" => Some(Alg::Ec),
+            "ed" => Some(Alg::Ed),
+            "rsa" => Some(Alg::Rsa),
+            _ => None,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Ec => "P-256 ECDSA",
+            Alg::Ed => "Ed25519",
+            Alg::Rsa => "RSA-2048 PSS",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Alg::Ec => "ec-p256",
+            Alg::Ed => "ed25519",
+            Alg::Rsa => "rsa-2048",
+        }
+    }
+    /// The TSB algorithm the module sends for the mechanism below.
+    fn tsb_algorithm(self) -> &'static str {
+        match self {
+            Alg::Ec => "SHA256_WITH_ECDSA",
+            Alg::Ed => "EDDSA",
+            Alg::Rsa => "SHA256_WITH_RSA_PSS",
+        }
+    }
+    fn mechanism(self) -> Mechanism<'static> {
+        match self {
+            Alg::Ec => Mechanism::EcdsaSha256,
+            Alg::Ed => Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+                cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
+            )),
+            Alg::Rsa => Mechanism::Sha256RsaPkcsPss(PkcsPssParams {
+                hash_alg: MechanismType::SHA256,
+                mgf: PkcsMgfType::MGF1_SHA256,
+                s_len: 32.into(),
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The simulator in a child process
+
+struct Sim {
+    child: Child,
+    url: String,
+    control: String,
+    ca: Option<PathBuf>,
+}
+
+impl Sim {
+    fn start(dir: &Path, tls: bool, extra_keys: usize) -> Sim {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--sim-child",
+                dir.to_str().unwrap(),
+                if tls { "1" } else { "0" },
+                &extra_keys.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("simulator child");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = lines.next().unwrap().unwrap();
+        let control = lines.next().unwrap().unwrap();
+        Sim {
+            child,
+            url,
+            control,
+            ca: tls.then(|| dir.join("ca.pem")),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        let v: BTreeMap<String, u64> = ureq::get(&format!("{}/sim/counters", self.control))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        v.iter()
+            .filter(|(k, _)| k.contains("/v1/"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn reset_counters(&self) {
+        ureq::delete(&format!("{}/sim/counters", self.control))
+            .call()
+            .unwrap();
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn sim_child(dir: &str, tls: bool, extra_keys: usize) {
+    let mut cfg = tsb_sim::SimConfig::fast_test();
+    cfg.control_listen = Some("127.0.0.1:0".into());
+    for i in 0..extra_keys {
+        cfg.keys
+            .push(tsb_sim::KeySpec::ed25519(&format!("k-{i:05}")));
+    }
+    if tls {
+        cfg.tls = Some(tsb_sim::TlsConfig {
+            ca_cert_path: Some(Path::new(dir).join("ca.pem")),
+            ..tsb_sim::TlsConfig::default()
+        });
+    }
+    let sim = tsb_sim::Simulator::start(cfg).expect("simulator");
+    let mut out = std::io::stdout();
+    writeln!(out, "{}", sim.url()).unwrap();
+    writeln!(out, "{}", sim.control_url().unwrap()).unwrap();
+    out.flush().unwrap();
+    // Runs until the parent closes stdin (or dies).
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+// ---------------------------------------------------------------------------------------
+// A loopback proxy that delays each direction by half the round trip and counts connections
+
+struct Proxy {
+    port: u16,
+    accepted: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    fn start(upstream: String, rtt: Duration) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::Relaxed);
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    rtt / 2,
+                );
+                pump(server, client, rtt / 2);
+            }
+        });
+        Proxy { port, accepted }
+    }
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read.
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = from.shutdown(std::net::Shutdown::Read);
+    });
+    std::thread::spawn(move || {
+        for (at, chunk) in rx {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurement
+
+#[derive(Clone, Debug, Default)]
+struct Stats {
+    p50_us: f64,
+    p99_us: f64,
+    per_sec: f64,
+    ops: u64,
+}
+
+/// Runs `work(thread)` on `threads` threads: a warm-up of `secs / 4`, then `secs` measured.
+fn run(threads: usize, secs: f64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Stats {
+    let warm = Duration::from_secs_f64(secs / 4.0);
+    let measure = Duration::from_secs_f64(secs);
+    let start = Instant::now() + Duration::from_millis(20);
+    let (t0, t1) = (start + warm, start + warm + measure);
+    let total = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let (work, total) = (work.clone(), total.clone());
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(4096);
+                while Instant::now() < start {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                loop {
+                    let s = Instant::now();
+                    if s >= t1 {
+                        break;
+                    }
+                    work(i);
+                    total.fetch_add(1, Ordering::Relaxed);
+                    if s >= t0 {
+                        lat.push(s.elapsed().as_micros() as u32);
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<u32> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    Stats {
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        per_sec: lat.len() as f64 / measure.as_secs_f64(),
+        ops: total.load(Ordering::Relaxed),
+    }
+}
+
+fn tls_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+const MESSAGE: &[u8] = b"benchmark payload: a short message to sign";
+
+/// The floor: one keep-alive ureq agent per thread posting the module's JSON request; the
+/// signature is decoded from the answer.
+fn direct(
+    url: &str,
+    ca: Option<&Path>,
+    alg: Alg,
+    threads: usize,
+) -> Arc<dyn Fn(usize) + Send + Sync> {
+    let body = json!({
+        "signRequest": {
+            "payload": base64::engine::general_purpose::STANDARD.encode(MESSAGE),
+            "payloadType": "UNSPECIFIED",
+            "signKeyName": alg.label(),
+            "signatureAlgorithm": alg.tsb_algorithm()
+        }
+    })
+    .to_string();
+    let endpoint = format!("{url}/v1/synchronousSign");
+    let agents: Vec<ureq::Agent> = (0..threads)
+        .map(|_| {
+            let mut b = ureq::AgentBuilder::new().max_idle_connections_per_host(1);
+            if let Some(ca) = ca {
+                b = b.tls_config(tls_config(ca));
+            }
+            b.build()
+        })
+        .collect();
+    Arc::new(move |i| {
+        let r = agents[i]
+            .post(&endpoint)
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+            .expect("direct sign");
+        let v: Value = r.into_json().unwrap();
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(v["signature"].as_str().unwrap())
+            .unwrap();
+        assert!(!sig.is_empty());
+    })
+}
 
 fn module_copy(dir: &Path, name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -23,143 +414,271 @@ fn module_copy(dir: &Path, name: &str) -> PathBuf {
     copy
 }
 
-/// Runs `work` on `threads` threads for `secs`; returns operations per second.
-fn run(threads: usize, secs: f64, work: impl Fn() + Send + Sync + 'static) -> f64 {
-    let work = Arc::new(work);
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (work, stop, count) = (work.clone(), stop.clone(), count.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    work();
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().unwrap();
+fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>) -> Pkcs11 {
+    let config = dir.join(format!("{name}.json"));
+    let mut c = json!({ "restApi": url, "pkcs11": { "requestTimeoutMs": 30000 } });
+    if let Some(ca) = ca {
+        c["caPath"] = json!(ca);
     }
-    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    std::fs::write(&config, serde_json::to_vec(&c).unwrap()).unwrap();
+    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    let p = Pkcs11::new(module_copy(dir, name)).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    p
 }
 
+/// Through the module: one session per thread, `C_SignInit` + `C_Sign` (with the size query).
+fn through(p: &Pkcs11, alg: Alg, threads: usize) -> Arc<dyn Fn(usize) + Send + Sync> {
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let sessions: Vec<_> = (0..threads)
+        .map(|_| {
+            let s = p.open_ro_session(slot).unwrap();
+            let key = s
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Label(alg.label().as_bytes().to_vec()),
+                ])
+                .unwrap()[0];
+            (parking_lot::Mutex::new(s), key)
+        })
+        .collect();
+    Arc::new(move |i| {
+        let (s, key) = &sessions[i];
+        let sig = s
+            .lock()
+            .sign(&alg.mechanism(), *key, MESSAGE)
+            .expect("sign");
+        assert!(!sig.is_empty());
+    })
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of this process.
+fn cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
+// ---------------------------------------------------------------------------------------
+
 fn main() {
-    let secs: f64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
-    let sim = tsb_sim::Simulator::start(tsb_sim::SimConfig::demo()).expect("simulator");
-    let url = sim.url();
-    let dir = tempfile::tempdir().unwrap();
-    let message = b"benchmark payload: a short message to sign".to_vec();
-
-    // Direct: one keep-alive ureq agent per thread, the same JSON request the module sends.
-    let body = serde_json::json!({
-        "signRequest": {
-            "payload": base64::engine::general_purpose::STANDARD.encode(&message),
-            "payloadType": "UNSPECIFIED",
-            "signKeyName": "ec-p256",
-            "signatureAlgorithm": "SHA256_WITH_ECDSA"
-        },
-        "requestSignature": null
-    });
-    let endpoint = format!("{url}/v1/synchronousSign");
-    let direct = |threads| {
-        let (endpoint, body) = (endpoint.clone(), body.clone());
-        let agents: Arc<Vec<ureq::Agent>> = Arc::new((0..64).map(|_| ureq::Agent::new()).collect());
-        let next = Arc::new(AtomicU64::new(0));
-        thread_local!(static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) });
-        run(threads, secs, move || {
-            let i = SLOT.with(|s| {
-                s.get().unwrap_or_else(|| {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize % 64;
-                    s.set(Some(i));
-                    i
-                })
-            });
-            let r = agents[i]
-                .post(&endpoint)
-                .send_json(body.clone())
-                .expect("direct sign");
-            assert_eq!(r.status(), 200);
-            let _ = r.into_string();
-        })
-    };
-
-    // Through the module: C_SignInit + C_Sign (size query + sign), DER -> r||s, local verification.
-    let module = |verify: bool, name: &str| {
-        let config = dir.path().join(format!("{name}.json"));
-        std::fs::write(
-            &config,
-            serde_json::to_vec(&serde_json::json!({
-                "restApi": url, "pkcs11": { "verifySignatures": verify }
-            }))
-            .unwrap(),
-        )
-        .unwrap();
-        std::env::set_var("TSB_PKCS11_CONFIG", &config);
-        let p = Pkcs11::new(module_copy(dir.path(), name)).unwrap();
-        p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .unwrap();
-        p
-    };
-    let through = |p: &Pkcs11, threads| {
-        let slot = p.get_slots_with_token().unwrap()[0];
-        let sessions: Arc<Vec<_>> = Arc::new(
-            (0..threads)
-                .map(|_| {
-                    let s = p.open_ro_session(slot).unwrap();
-                    let key = s
-                        .find_objects(&[
-                            Attribute::Class(ObjectClass::PRIVATE_KEY),
-                            Attribute::Label(b"ec-p256".to_vec()),
-                        ])
-                        .unwrap()[0];
-                    (parking_lot::Mutex::new(s), key)
-                })
-                .collect(),
-        );
-        let next = Arc::new(AtomicU64::new(0));
-        let message = message.clone();
-        thread_local!(static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) });
-        run(threads, secs, move || {
-            let i = SLOT.with(|s| {
-                s.get().unwrap_or_else(|| {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    s.set(Some(i));
-                    i
-                })
-            });
-            let (s, key) = &sessions[i];
-            let sig = s
-                .lock()
-                .sign(&Mechanism::EcdsaSha256, *key, &message)
-                .expect("sign");
-            assert_eq!(sig.len(), 64);
-        })
-    };
-    let verified = module(true, "verify");
-    let unverified = module(false, "noverify");
-
-    println!("ECDSA P-256 signatures per second against the in-process TSB simulator ({secs} s per case)");
-    println!(
-        "{:<10} {:>14} {:>16} {:>18} {:>10} {:>10}",
-        "threads", "direct HTTP", "module", "module (no check)", "ratio", "ratio nc"
-    );
-    for threads in [1usize, 4, 8] {
-        let d = direct(threads);
-        let m = through(&verified, threads);
-        let n = through(&unverified, threads);
-        println!(
-            "{threads:<10} {d:>14.0} {m:>16.0} {n:>18.0} {:>10.2} {:>10.2}",
-            m / d,
-            n / d
-        );
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--sim-child") {
+        sim_child(&args[2], args[3] == "1", args[4].parse().unwrap());
+        return;
     }
-    println!("ratio = module / direct (1.00 = no overhead); 'no check' = verifySignatures false");
+    let o = opts();
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = json!({
+        "machine": machine(),
+        "secsPerCase": o.secs,
+        "signing": [],
+    });
+    println!("machine: {}", report["machine"].as_str().unwrap());
+    println!(
+        "signing: direct keep-alive HTTP client (floor) vs the module through dlopen; {} s per case",
+        o.secs
+    );
+    println!(
+        "{:<13} {:<5} {:>4} {:>3} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>5} {:>5} | {:>7} {:>7}",
+        "algorithm", "tls", "rtt", "thr", "d p50", "d p99", "d sig/s", "m p50", "m p99", "m sig/s",
+        "p50 x", "tput x", "d c/1k", "m c/1k"
+    );
+    for &tls in &o.transports {
+        let sim_dir = dir.path().join(if tls { "sim-tls" } else { "sim" });
+        std::fs::create_dir_all(&sim_dir).unwrap();
+        let sim = Sim::start(&sim_dir, tls, 0);
+        for &rtt in &o.rtts {
+            let proxy = (rtt > 0).then(|| {
+                let upstream = sim.url.split("://").nth(1).unwrap().to_string();
+                Proxy::start(upstream, Duration::from_millis(rtt))
+            });
+            let url = match &proxy {
+                Some(p) => format!(
+                    "{}://127.0.0.1:{}",
+                    if tls { "https" } else { "http" },
+                    p.port
+                ),
+                None => sim.url.clone(),
+            };
+            let name = format!("{}-{rtt}", if tls { "tls" } else { "http" });
+            let p = load_module(dir.path(), &name, &url, sim.ca.as_deref());
+            for &alg in &o.algs {
+                for &threads in &o.threads {
+                    let conns = || proxy.as_ref().map(|p| p.accepted.load(Ordering::Relaxed));
+                    let c0 = conns();
+                    let d = run(
+                        threads,
+                        o.secs,
+                        direct(&url, sim.ca.as_deref(), alg, threads),
+                    );
+                    let c1 = conns();
+                    let m = run(threads, o.secs, through(&p, alg, threads));
+                    let c2 = conns();
+                    let per_k = |a: Option<u64>, b: Option<u64>, ops: u64| {
+                        a.zip(b)
+                            .map(|(a, b)| (b - a) as f64 * 1000.0 / ops.max(1) as f64)
+                    };
+                    let (dc, mc) = (per_k(c0, c1, d.ops), per_k(c1, c2, m.ops));
+                    let show = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.2}"));
+                    println!(
+                        "{:<13} {:<5} {:>4} {:>3} | {:>8.0} {:>8.0} {:>8.0} | {:>8.0} {:>8.0} {:>8.0} | {:>5.2} {:>5.2} | {:>7} {:>7}",
+                        alg.name(), tls, rtt, threads, d.p50_us, d.p99_us, d.per_sec,
+                        m.p50_us, m.p99_us, m.per_sec, m.p50_us / d.p50_us, m.per_sec / d.per_sec,
+                        show(dc), show(mc)
+                    );
+                    report["signing"].as_array_mut().unwrap().push(json!({
+                        "algorithm": alg.name(), "tls": tls, "rttMs": rtt, "threads": threads,
+                        "direct": {"p50Us": d.p50_us, "p99Us": d.p99_us, "perSec": d.per_sec,
+                                   "ops": d.ops, "connectionsPer1000": dc},
+                        "module": {"p50Us": m.p50_us, "p99Us": m.p99_us, "perSec": m.per_sec,
+                                   "ops": m.ops, "connectionsPer1000": mc,
+                                   "connections": c1.zip(c2).map(|(a, b)| b - a)},
+                        "p50Ratio": m.p50_us / d.p50_us, "throughputRatio": m.per_sec / d.per_sec,
+                    }));
+                }
+            }
+        }
+    }
+    if !o.keys.is_empty() {
+        println!();
+        println!(
+            "keys (plain http, 0 ms): C_Initialize to the first signature, and a full listing"
+        );
+        println!(
+            "{:>6} | {:>10} {:>9} | {:>10} {:>9} {:>10}",
+            "keys", "first ms", "requests", "list ms", "requests", "list CPU ms"
+        );
+        let mut rows = Vec::new();
+        for &n in &o.keys {
+            let row = keys_case(dir.path(), n);
+            println!(
+                "{:>6} | {:>10.1} {:>9} | {:>10.1} {:>9} {:>10.1}",
+                n,
+                row["firstMs"].as_f64().unwrap_or(0.0),
+                row["firstRequests"],
+                row["listMs"].as_f64().unwrap_or(0.0),
+                row["listRequests"],
+                row["listCpuMs"].as_f64().unwrap_or(0.0)
+            );
+            rows.push(row);
+        }
+        report["keys"] = json!(rows);
+    }
+    if !o.memory.is_empty() {
+        println!();
+        let rows = memory_case(dir.path(), &o.memory);
+        for r in &rows {
+            println!(
+                "resident memory after {:>7} signatures: {:>8} KiB",
+                r["signatures"], r["rssKiB"]
+            );
+        }
+        report["memory"] = json!(rows);
+    }
+    if let Some(path) = &o.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    }
+    println!();
+    println!("p50 x = module p50 / direct p50; tput x = module sig/s / direct sig/s; c/1k = connections opened per 1,000 signatures (through the proxy, rtt > 0)");
+}
+
+/// C_Initialize → first signature, and a full listing of the private keys, with `n` keys.
+fn keys_case(dir: &Path, n: usize) -> Value {
+    let sim_dir = dir.join(format!("sim-keys-{n}"));
+    std::fs::create_dir_all(&sim_dir).unwrap();
+    let extra = n.saturating_sub(tsb_sim::SimConfig::fast_test().keys.len());
+    let sim = Sim::start(&sim_dir, false, extra);
+    let name = format!("keys-{n}");
+    let config = dir.join(format!("{name}.json"));
+    std::fs::write(
+        &config,
+        serde_json::to_vec(&json!({ "restApi": sim.url, "pkcs11": { "requestTimeoutMs": 30000 } }))
+            .unwrap(),
+    )
+    .unwrap();
+    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    let so = module_copy(dir, &name);
+    sim.reset_counters();
+    let started = Instant::now();
+    let p = Pkcs11::new(&so).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let s = p.open_ro_session(slot).unwrap();
+    let key = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"ec-p256".to_vec()),
+        ])
+        .unwrap()[0];
+    s.sign(&Mechanism::EcdsaSha256, key, MESSAGE).unwrap();
+    let first = started.elapsed();
+    let first_requests = sim.requests();
+    drop(s);
+    // A full listing on a freshly loaded module (nothing cached).
+    let p = Pkcs11::new(module_copy(dir, &format!("{name}-list"))).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let s = p.open_ro_session(slot).unwrap();
+    sim.reset_counters();
+    let cpu0 = cpu();
+    let started = Instant::now();
+    let all = s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap();
+    let labels = all.len();
+    let list = started.elapsed();
+    let list_cpu = cpu() - cpu0;
+    let list_requests = sim.requests();
+    assert!(labels >= extra, "listed {labels} of {n} keys");
+    json!({
+        "keys": n, "firstMs": first.as_secs_f64() * 1e3, "firstRequests": first_requests,
+        "listMs": list.as_secs_f64() * 1e3, "listRequests": list_requests,
+        "listCpuMs": list_cpu.as_secs_f64() * 1e3, "listed": labels,
+    })
+}
+
+/// Resident memory of this process after each count of P-256 signatures (one thread).
+fn memory_case(dir: &Path, counts: &[usize]) -> Vec<Value> {
+    let sim_dir = dir.join("sim-memory");
+    std::fs::create_dir_all(&sim_dir).unwrap();
+    let sim = Sim::start(&sim_dir, false, 0);
+    let p = load_module(dir, "memory", &sim.url, None);
+    let work = through(&p, Alg::Ec, 1);
+    let mut done = 0;
+    let mut rows = Vec::new();
+    for &n in counts {
+        while done < n {
+            work(0);
+            done += 1;
+        }
+        rows.push(json!({ "signatures": n, "rssKiB": rss_kib() }));
+    }
+    rows
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs, {model}")
 }

@@ -64,6 +64,18 @@ CK_RV C_GetInterface(CK_UTF8CHAR *name,
                      CK_INTERFACE **interface,
                      CK_FLAGS flags);
 
+// `C_GenerateKeyPair` (§5.14): `CKM_RSA_PKCS_KEY_PAIR_GEN`, `CKM_EC_KEY_PAIR_GEN` and
+// `CKM_EC_EDWARDS_KEY_PAIR_GEN` create the key on the TSB (`POST /v1/key`); the handles of
+// its public and private key objects are returned.
+CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE session,
+                        CK_MECHANISM *mech,
+                        CK_ATTRIBUTE *public_template,
+                        CK_ULONG public_count,
+                        CK_ATTRIBUTE *private_template,
+                        CK_ULONG private_count,
+                        CK_OBJECT_HANDLE *public_key,
+                        CK_OBJECT_HANDLE *private_key);
+
 // `C_GetFunctionStatus` (PKCS#11 v2.40 §5.16): a legacy function that "should simply return
 // the value CKR_FUNCTION_NOT_PARALLEL" (after the initialisation check, like SoftHSM2).
 CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE session);
@@ -91,7 +103,8 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE session,
                      CK_OBJECT_HANDLE *object);
 
 // `C_DestroyObject` (§5.7.3): removes a key's certificate from the TSB
-// (`DELETE /v1/certificate/{label}`); keys give `CKR_ACTION_PROHIBITED`.
+// (`DELETE /v1/certificate/{label}`); a key is deleted on the TSB (`DELETE /v1/key/{label}`)
+// only with `pkcs11.allowKeyDeletion`, else `CKR_ACTION_PROHIBITED`.
 CK_RV C_DestroyObject(CK_SESSION_HANDLE session,
                       CK_OBJECT_HANDLE object);
 
@@ -192,7 +205,7 @@ CK_RV C_VerifyFinal(CK_SESSION_HANDLE session,
                     CK_BYTE *sig,
                     CK_ULONG sig_len);
 
-// `C_GetSlotList`: one slot, always with its token present.
+// `C_GetSlotList`: one slot, always with its token present; none without a configuration.
 CK_RV C_GetSlotList(CK_BBOOL token_present,
                     CK_SLOT_ID *list,
                     CK_ULONG *count);

@@ -125,6 +125,8 @@ pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
             ) => credential_failure(context),
             (Some(TsbReason::WrongPassword), _) => CKR_PIN_INCORRECT,
             (Some(TsbReason::KeyNotFound), _) => CKR_KEY_HANDLE_INVALID,
+            // C_GenerateKeyPair with a CKA_LABEL in use (PKCS#11 v3.0 §5.14).
+            (Some(TsbReason::KeyExists), _) => CKR_TEMPLATE_INCONSISTENT,
             (Some(TsbReason::AlgorithmNotSupported), _) => CKR_MECHANISM_INVALID,
             (Some(TsbReason::InvalidPayload), _) => CKR_DATA_INVALID,
             (Some(TsbReason::OperationForbidden), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,

@@ -8,14 +8,17 @@
 //! - [`tsb`]: the TSB REST client (HTTP and JSON, nothing of PKCS#11).
 //! - [`crypto`]: pure functions (key parsing, DER, hashes, local verification).
 //! - [`config`]: the configuration file.
+//! - [`cli`]: the `tsb-pkcs11` command (`src/bin/tsb-pkcs11.rs` calls it).
 //!
 //! [`error`] holds the one error type (it carries its `CK_RV`) and the one table that maps TSB
 //! and transport failures to it.
 
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod ffi;
+mod journal;
 pub mod logging;
 pub mod token;
 pub mod tsb;

@@ -1362,10 +1362,10 @@ fn metadata_shows_the_request_and_is_signed_with_the_application_key() {
             .unwrap_or_default()
             .to_string()
     };
-    // The full executable name (not /proc/self/comm, which is cut at 15 characters).
+    // The full executable name (not the 15-character /proc/self/comm).
     let exe = std::env::current_exe().unwrap();
-    let exe = exe.file_name().unwrap().to_string_lossy().into_owned();
-    assert_eq!(text("app"), exe, "application = executable name");
+    let exe = exe.file_name().unwrap().to_string_lossy();
+    assert_eq!(text("app"), exe, "application = the executable's full name");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(text("host"), host.trim());
     assert!(text("operation").contains("C_Sign"), "{meta}");

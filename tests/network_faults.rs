@@ -277,9 +277,9 @@ fn status_503_on_a_synchronous_sign_is_not_retried() {
 }
 
 /// After a refused sign the simulator (like many servers) closes the keep-alive connection
-/// because it did not read the request body. A sign made right after must not be sent on that
-/// dying pooled connection: it would fail with "connection closed" and could not be retried
-/// (the module cannot tell it never reached the TSB). Signs therefore use a fresh connection.
+/// because it did not read the request body. A sign made right after may be sent on that dying
+/// pooled connection: it is closed before any answer, and the sign is sent once more on a new
+/// connection (a synchronous sign has no state at the TSB). Each sign reaches the TSB once.
 #[test]
 fn a_sign_right_after_a_refused_sign_works() {
     let h = harness();

@@ -477,8 +477,8 @@ fn token_and_slot_info() {
         )
     };
     assert_eq!(
-        n, 23,
-        "RSA PKCS/PSS x hashes, ECDSA x hashes, EdDSA, 5 digests"
+        n, 26,
+        "RSA PKCS/PSS x hashes, ECDSA x hashes, EdDSA, 5 digests, 3 key-pair generations"
     );
     let lib = h.pkcs11.get_library_info().unwrap();
     assert!(lib.manufacturer_id().contains("Securosys"));

@@ -15,19 +15,10 @@ use crate::protocol::{
     COMMAND_GET_PLUGIN_METADATA, CONTRACT_VERSION, PLUGIN_NAME,
 };
 
-/// Support and documentation URL reported by `get-plugin-metadata`: the package's
-/// `repository` or `homepage` if Cargo.toml sets one.
-const URL: &str = {
-    let repo = env!("CARGO_PKG_REPOSITORY");
-    let home = env!("CARGO_PKG_HOMEPAGE");
-    if !repo.is_empty() {
-        repo
-    } else if !home.is_empty() {
-        home
-    } else {
-        "https://www.securosys.com"
-    }
-};
+/// Support and documentation URL reported by `get-plugin-metadata`: the workspace's
+/// `repository` (Cargo.toml `[workspace.package]`), the home of this project.
+const URL: &str = env!("CARGO_PKG_REPOSITORY");
+const _: () = assert!(!URL.is_empty(), "Cargo.toml must set `repository`");
 
 /// Standard base64 that accepts input with or without padding.
 const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -69,8 +60,8 @@ pub fn is_command(command: &str) -> bool {
 pub fn metadata() -> GetMetadataResponse {
     GetMetadataResponse {
         name: PLUGIN_NAME.to_string(),
-        description: "Signs with a private key on any PKCS#11 token (HSM, smart card, or \
-                      remote-key module such as Securosys TSB)"
+        description: "notation-pkcs11 of the tsb-pkcs11 project: signs with a private key on \
+                      any PKCS#11 token (Securosys TSB through tsb-pkcs11, HSM, smart card)"
             .to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         url: URL.to_string(),

@@ -104,6 +104,13 @@ fn get_plugin_metadata() {
             );
         }
     }
+    // The version and URL are the workspace's (root Cargo.toml `[workspace.package]`), and the
+    // description names this project, not a vendor.
+    let v = run_plugin(&["get-plugin-metadata"], b"{}", &[]).ok();
+    assert_eq!(v["version"], workspace_package_field("version"));
+    assert_eq!(v["url"], workspace_package_field("repository"));
+    assert!(v["description"].as_str().unwrap().contains("tsb-pkcs11"));
+    assert!(!v["url"].as_str().unwrap().contains("securosys"));
     let m = run_plugin(&["get-plugin-metadata"], b"{oops", &[]).err_code("VALIDATION_ERROR");
     assert!(m.contains("malformed"), "{m}");
 }
@@ -649,4 +656,21 @@ fn default_module_location() {
     let no_ld = ("LD_LIBRARY_PATH".to_string(), alone.display().to_string());
     let m = run_copy(&plugin, &[no_ld]).err_code("ERROR");
     assert!(m.contains("libtsb_pkcs11.so"), "{m}");
+}
+
+/// A string field of `[workspace.package]` in the root Cargo.toml, read as text.
+fn workspace_package_field(name: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let text = std::fs::read_to_string(root).unwrap();
+    let section = text
+        .split("\n[")
+        .find(|s| s.starts_with("workspace.package]"))
+        .expect("[workspace.package] in the root Cargo.toml");
+    section
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| panic!("{name} in [workspace.package]"))
 }

@@ -6,30 +6,32 @@
 //!
 //! The private key is accepted as DER, PEM or base64 of DER, in PKCS#8
 //! (`PrivateKeyInfo`, RFC 5208 §5) or PKCS#1 (`RSAPrivateKey`, RFC 8017
-//! Appendix A.1.2) form.
+//! Appendix A.1.2) form, with a modulus of 2048 to 4096 bits (what ring signs with).
+//!
+//! Signing is ring's (`RsaKeyPair`, blinded, constant-time), not the `rsa` crate's
+//! (RUSTSEC-2023-0071).
+
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::traits::PublicKeyParts;
-use rsa::{Pkcs1v15Sign, RsaPrivateKey};
+use ring::rand::SystemRandom;
+use ring::signature::{RsaKeyPair, RsaPublicKeyComponents, RSA_PKCS1_SHA256};
 
 use super::encoding;
-use super::hash::{digest_info, HashAlg};
 use super::keys::PublicKey;
 use super::{CryptoError, CryptoResult};
 
 /// A parsed application private key (RSA). Parse once, sign many times.
 #[derive(Clone)]
 pub struct AppKey {
-    key: RsaPrivateKey,
+    key: Arc<RsaKeyPair>,
 }
 
 impl std::fmt::Debug for AppKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppKey")
-            .field("bits", &(self.key.size() * 8))
+            .field("bits", &(self.key.public().modulus_len() * 8))
             .finish_non_exhaustive()
     }
 }
@@ -49,31 +51,39 @@ impl AppKey {
         }
         let der = encoding::to_der(input, &["PRIVATE KEY", "RSA PRIVATE KEY"])
             .map_err(|_| CryptoError::new("application private key is not DER, PEM or base64"))?;
-        let key = RsaPrivateKey::from_pkcs8_der(&der)
-            .or_else(|_| RsaPrivateKey::from_pkcs1_der(&der))
-            .map_err(|_| {
-                CryptoError::new("application private key is not an RSA PKCS#8 or PKCS#1 key")
-            })?;
-        Ok(AppKey { key })
+        let key = match RsaKeyPair::from_pkcs8(&der) {
+            Ok(key) => key,
+            Err(pkcs8) => RsaKeyPair::from_der(&der).map_err(|pkcs1| {
+                // Name the reason of the form the input was in (ring's reasons are fixed
+                // words such as "TooSmall", never key material).
+                let why = if pkcs8.to_string() == "InvalidEncoding" {
+                    pkcs1
+                } else {
+                    pkcs8
+                };
+                CryptoError::new(format!(
+                    "application private key is not a usable RSA key \
+                     (PKCS#8 or PKCS#1, 2048 to 4096 bits): {why}"
+                ))
+            })?,
+        };
+        Ok(AppKey { key: Arc::new(key) })
     }
 
     /// RSASSA-PKCS1-v1_5 SHA-256 signature of `data` (raw bytes, length =
     /// modulus length). Uses blinding.
     pub fn sign(&self, data: &[u8]) -> CryptoResult<Vec<u8>> {
-        let t = digest_info(HashAlg::Sha256, &HashAlg::Sha256.digest(data));
+        let mut sig = vec![0u8; self.key.public().modulus_len()];
         self.key
-            .sign_with_rng(
-                &mut rsa::rand_core::OsRng,
-                Pkcs1v15Sign::new_unprefixed(),
-                &t,
-            )
-            .map_err(|_| CryptoError::new("application key signature failed"))
+            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), data, &mut sig)
+            .map_err(|_| CryptoError::new("application key signature failed"))?;
+        Ok(sig)
     }
 
     /// The public half (to show / register with the TSB).
     pub fn public_key(&self) -> PublicKey {
-        PublicKey::rsa(&self.key.n().to_bytes_be(), &self.key.e().to_bytes_be())
-            .expect("valid RSA key")
+        let c = RsaPublicKeyComponents::<Vec<u8>>::from(self.key.public());
+        PublicKey::rsa(&c.n, &c.e).expect("valid RSA key")
     }
 }
 

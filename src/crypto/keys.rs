@@ -7,8 +7,8 @@
 //!   `CKA_EC_POINT` (DER OCTET STRING of the point), PKCS#11 v2.40 Current
 //!   Mechanisms §2.3.3 and PKCS#11 v3.0 §2.3.5 (Edwards keys).
 
-use der::asn1::{Any, BitString, ObjectIdentifier, OctetString};
-use der::{Decode, Encode, Tag};
+use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, UintRef};
+use der::{Decode, Encode, Sequence, Tag};
 use ecdsa::elliptic_curve::sec1::{FromEncodedPoint, ModulusSize, ToEncodedPoint};
 use ecdsa::elliptic_curve::{AffinePoint, CurveArithmetic, FieldBytesSize};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
@@ -26,6 +26,13 @@ pub const OID_ED25519: &str = "1.3.101.112";
 pub const ED25519_PARAMS_DER: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 /// `CKA_EC_PARAMS` form "PrintableString edwards25519" (PKCS#11 v3.0 §2.3.5).
 const ED25519_PARAMS_PRINTABLE: &[u8] = b"\x13\x0cedwards25519";
+
+/// `RSAPublicKey` (RFC 8017 Appendix A.1.1).
+#[derive(Sequence)]
+struct RsaPublicKeyDer<'a> {
+    modulus: UintRef<'a>,
+    public_exponent: UintRef<'a>,
+}
 
 /// Named elliptic curves supported for ECDSA (SEC 2, FIPS 186-4 D.1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,7 +237,7 @@ impl PublicKey {
         let oid = spki.algorithm.oid.to_string();
         match oid.as_str() {
             OID_RSA_ENCRYPTION => {
-                let k = rsa::pkcs1::RsaPublicKey::from_der(key_bytes)
+                let k = RsaPublicKeyDer::from_der(key_bytes)
                     .map_err(|e| CryptoError::new(format!("bad RSAPublicKey: {e}")))?;
                 PublicKey::rsa(k.modulus.as_bytes(), k.public_exponent.as_bytes())
             }
@@ -265,9 +272,9 @@ impl PublicKey {
             PublicKey::Rsa {
                 modulus, exponent, ..
             } => {
-                let k = rsa::pkcs1::RsaPublicKey {
-                    modulus: rsa::pkcs1::UintRef::new(modulus).expect("modulus"),
-                    public_exponent: rsa::pkcs1::UintRef::new(exponent).expect("exponent"),
+                let k = RsaPublicKeyDer {
+                    modulus: UintRef::new(modulus).expect("modulus"),
+                    public_exponent: UintRef::new(exponent).expect("exponent"),
                 };
                 (
                     OID_RSA_ENCRYPTION,

@@ -7,11 +7,11 @@
 //!   encoding (RFC 5280 §4.1.2.7, RFC 3279, RFC 5480, RFC 8410) and the
 //!   PKCS#11 attribute encodings `CKA_EC_PARAMS` / `CKA_EC_POINT`
 //!   (PKCS#11 v2.40 Current Mechanisms §2.3.3).
-//! * [`der_sig`]: ECDSA signature conversion between DER `Ecdsa-Sig-Value`
-//!   (RFC 3279 §2.2.3) and the PKCS#11 raw `r || s` form (PKCS#11 v2.40
+//! * [`der_sig`]: ECDSA signature conversion from DER `Ecdsa-Sig-Value`
+//!   (RFC 3279 §2.2.3) to the PKCS#11 raw `r || s` form (PKCS#11 v2.40
 //!   Current Mechanisms §2.3.1).
 //! * [`verify`]: signature verification for RSA PKCS#1 v1.5 / PSS
-//!   (RFC 8017 §8), ECDSA (ANSI X9.62 / FIPS 186-4) and Ed25519 (RFC 8032).
+//!   (RFC 8017 §8; ring, and RSAVP1 plus encoding checks in `rsa`), ECDSA (ANSI X9.62 / FIPS 186-4) and Ed25519 (RFC 8032).
 //! * [`cert`]: X.509 certificate parsing for certificate objects (RFC 5280,
 //!   PKCS#11 v2.40 Base §4.6).
 //! * [`appkey`]: application-key signature of TSB request metadata.
@@ -23,6 +23,7 @@ pub mod der_sig;
 pub mod encoding;
 pub mod hash;
 pub mod keys;
+mod rsa;
 pub mod verify;
 
 #[cfg(test)]
@@ -32,7 +33,7 @@ use std::fmt;
 
 pub use appkey::{sign_metadata, sign_metadata_base64, AppKey};
 pub use cert::Certificate;
-pub use der_sig::{ecdsa_der_to_raw, ecdsa_raw_to_der};
+pub use der_sig::ecdsa_der_to_raw;
 pub use hash::{digest_info, parse_digest_info, HashAlg, Hasher};
 pub use keys::{Curve, PublicKey};
 pub use verify::{verify, Scheme, SignedData};

@@ -261,6 +261,112 @@ fn rsa_pss_openssl_signatures() {
     .unwrap();
 }
 
+fn ossl_rsa_sign(k: &PKey<Private>, h: HashAlg, pss_salt: Option<RsaPssSaltlen>) -> Vec<u8> {
+    let mut signer = Signer::new(md(h), k).unwrap();
+    match pss_salt {
+        None => signer.set_rsa_padding(Padding::PKCS1).unwrap(),
+        Some(salt) => {
+            signer.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+            signer.set_rsa_pss_saltlen(salt).unwrap();
+            signer.set_rsa_mgf1_md(md(h)).unwrap();
+        }
+    }
+    signer.sign_oneshot_to_vec(MSG).unwrap()
+}
+
+fn rsa_parts(pk: &PublicKey) -> (Vec<u8>, u64) {
+    match pk {
+        PublicKey::Rsa {
+            modulus, exponent, ..
+        } => (
+            modulus.clone(),
+            exponent.iter().fold(0u64, |a, &b| (a << 8) | b as u64),
+        ),
+        _ => panic!("not RSA"),
+    }
+}
+
+/// Key sizes ring does and does not take (1024 bits, a modulus length that is not a
+/// multiple of 8, 3072), exponents 65537 and 3, every hash, PKCS#1 v1.5 and PSS with
+/// several salt lengths: OpenSSL signs; `verify` (ring where it applies) and the RSAVP1 path
+/// alone both accept, and both reject a flipped bit, another message and a wrong salt length.
+#[test]
+fn rsa_sizes_exponents_salts_both_paths() {
+    use openssl::bn::BigNum;
+    let e3 = BigNum::from_u32(3).unwrap();
+    let keys = [
+        PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap(),
+        PKey::from_rsa(Rsa::generate_with_e(2049, &e3).unwrap()).unwrap(),
+        PKey::from_rsa(Rsa::generate(3072).unwrap()).unwrap(),
+    ];
+    for k in &keys {
+        let pk = public_of(k);
+        let (n, e) = rsa_parts(&pk);
+        let em_len = (pk.bits() - 1).div_ceil(8);
+        for h in HashAlg::ALL {
+            let d = h.digest(MSG);
+            let max_salt = em_len - h.output_len() - 2;
+            let mut cases = vec![(Scheme::RsaPkcs1v15(h), ossl_rsa_sign(k, h, None))];
+            for salt in [0, 1, h.output_len(), max_salt] {
+                if salt > max_salt {
+                    continue; // SHA-512 with a 64-byte salt does not fit 1024 bits
+                }
+                let sig = ossl_rsa_sign(k, h, Some(RsaPssSaltlen::custom(salt as i32)));
+                cases.push((Scheme::RsaPssSalt(h, salt), sig));
+            }
+            if h.output_len() <= max_salt {
+                let sig = ossl_rsa_sign(k, h, Some(RsaPssSaltlen::DIGEST_LENGTH));
+                cases.push((Scheme::RsaPss(h), sig));
+            }
+            for (scheme, sig) in &cases {
+                let what = format!("{} bits, e={e}, {scheme:?}", pk.bits());
+                verify(&pk, scheme, SignedData::Message(MSG), sig).expect(&what);
+                verify(&pk, scheme, SignedData::Digest(&d), sig).expect(&what);
+                rsa::verify_recovered(&n, e, scheme, SignedData::Message(MSG), sig).expect(&what);
+                for bad in [flip(sig, 5), flip(sig, sig.len() * 4)] {
+                    assert!(verify(&pk, scheme, SignedData::Message(MSG), &bad).is_err());
+                    assert!(
+                        rsa::verify_recovered(&n, e, scheme, SignedData::Message(MSG), &bad)
+                            .is_err()
+                    );
+                }
+                assert!(verify(&pk, scheme, SignedData::Message(b"other"), sig).is_err());
+                assert!(
+                    rsa::verify_recovered(&n, e, scheme, SignedData::Message(b"other"), sig)
+                        .is_err()
+                );
+                if let Scheme::RsaPssSalt(_, salt) = *scheme {
+                    let wrong = Scheme::RsaPssSalt(h, if salt == 0 { 1 } else { salt - 1 });
+                    assert!(verify(&pk, &wrong, SignedData::Message(MSG), sig).is_err());
+                }
+            }
+        }
+    }
+}
+
+/// Public keys and signatures RSAVP1 must refuse (RFC 8017 §5.2.2 step 1): a signature not
+/// below the modulus, an even modulus, an exponent past 2^33 - 1.
+#[test]
+fn rsa_rejects_out_of_range_inputs() {
+    let k = rsa2048();
+    let pk = public_of(k);
+    let (n, e) = rsa_parts(&pk);
+    let s = Scheme::RsaPkcs1v15(HashAlg::Sha256);
+    let sig = ossl_rsa_sign(k, HashAlg::Sha256, None);
+    verify(&pk, &s, SignedData::Message(MSG), &sig).unwrap();
+    let err = verify(&pk, &s, SignedData::Message(MSG), &n).unwrap_err();
+    assert!(err.to_string().contains("out of range"), "{err}");
+    assert!(verify(&pk, &s, SignedData::Message(MSG), &[0xff; 256]).is_err());
+    let mut even = n.clone();
+    *even.last_mut().unwrap() &= 0xfe;
+    let even = PublicKey::rsa(&even, &[1, 0, 1]).unwrap();
+    assert!(verify(&even, &s, SignedData::Message(MSG), &sig).is_err());
+    let big_e = PublicKey::rsa(&n, &[2, 0, 0, 0, 1]).unwrap();
+    let err = verify(&big_e, &s, SignedData::Message(MSG), &sig).unwrap_err();
+    assert!(err.to_string().contains("unusable"), "{err}");
+    assert_eq!(e, 65537);
+}
+
 #[test]
 fn rsa_4096() {
     let k = PKey::from_rsa(Rsa::generate(4096).unwrap()).unwrap();
@@ -297,11 +403,22 @@ fn ec_public(k: &EcKey<Private>) -> PublicKey {
     public_of(&PKey::from_ec_key(k.clone()).unwrap())
 }
 
-/// Sign `digest` with OpenSSL (DER), convert with `ecdsa_der_to_raw`.
+/// Sign `digest` with OpenSSL (DER), convert with `ecdsa_der_to_raw`; the conversion is
+/// checked against OpenSSL's own r and s.
 fn ossl_ecdsa_raw(k: &EcKey<Private>, c: Curve, digest: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let der = EcdsaSig::sign(digest, k).unwrap().to_der().unwrap();
-    let raw = ecdsa_der_to_raw(&der, c.field_bytes()).unwrap();
+    let raw = ecdsa_der_to_raw(&der, c).unwrap();
+    assert_eq!(raw, ossl_r_s(&der, c));
     (der, raw)
+}
+
+/// r || s of a DER ECDSA signature as OpenSSL reads it, each padded to the field size.
+fn ossl_r_s(der: &[u8], c: Curve) -> Vec<u8> {
+    let sig = EcdsaSig::from_der(der).unwrap();
+    let w = c.field_bytes() as i32;
+    let mut raw = sig.r().to_vec_padded(w).unwrap();
+    raw.extend(sig.s().to_vec_padded(w).unwrap());
+    raw
 }
 
 #[test]
@@ -319,8 +436,6 @@ fn ecdsa_openssl_signatures_all_curves_and_hashes() {
             let s = Scheme::Ecdsa(h);
             verify(&pk, &s, SignedData::Digest(&d), &raw).unwrap();
             verify(&pk, &s, SignedData::Message(MSG), &raw).unwrap();
-            // DER round-trip is canonical
-            assert_eq!(ecdsa_raw_to_der(&raw).unwrap(), der);
             // rejections
             for bit in [0, 100, raw.len() * 8 - 1] {
                 assert!(verify(&pk, &s, SignedData::Digest(&d), &flip(&raw, bit)).is_err());
@@ -343,7 +458,8 @@ fn ecdsa_openssl_signatures_all_curves_and_hashes() {
             .unwrap()
             .sign_oneshot_to_vec(MSG)
             .unwrap();
-        let raw = ecdsa_der_to_raw(&der, c.field_bytes()).unwrap();
+        let raw = ecdsa_der_to_raw(&der, c).unwrap();
+        assert_eq!(raw, ossl_r_s(&der, c));
         verify(&pk, &Scheme::Ecdsa(h), SignedData::Message(MSG), &raw).unwrap();
     }
 }
@@ -377,7 +493,6 @@ fn ecdsa_p521_many_signatures_through_der_to_raw() {
             &raw,
         )
         .unwrap();
-        assert_eq!(ecdsa_raw_to_der(&raw).unwrap(), der);
     }
     assert!(short > 50, "expected many short P-521 values, got {short}");
 }
@@ -457,6 +572,22 @@ fn ed25519_openssl_signatures() {
     assert!(verify(&other, &Scheme::Ed25519, SignedData::Message(MSG), &sig).is_err());
     assert!(verify(&pk, &Scheme::Ed25519, SignedData::Digest(MSG), &sig).is_err());
     assert!(verify(&pk, &Scheme::Ed25519, SignedData::Message(MSG), &sig[..63]).is_err());
+    // S + L (the group order): the same point equation, but RFC 8032 §5.1.7 wants S < L,
+    // and OpenSSL refuses it too.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut malleable = sig.clone();
+    let mut carry = 0u16;
+    for (b, l) in malleable[32..].iter_mut().zip(L) {
+        let v = *b as u16 + l as u16 + carry;
+        *b = v as u8;
+        carry = v >> 8;
+    }
+    let mut ossl = openssl::sign::Verifier::new_without_digest(&k).unwrap();
+    assert!(!ossl.verify_oneshot(&malleable, MSG).unwrap_or(false));
+    assert!(verify(&pk, &Scheme::Ed25519, SignedData::Message(MSG), &malleable).is_err());
     assert!(verify(
         &pk,
         &Scheme::Ecdsa(HashAlg::Sha256),
@@ -741,6 +872,31 @@ fn sign_metadata_verified_by_openssl() {
         .unwrap();
     let e = sign_metadata(&enc, data).unwrap_err();
     assert!(e.to_string().contains("encrypted"), "{e}");
+}
+
+/// ring signs with 2048- to 4096-bit keys: a 3072-bit key signs (OpenSSL verifies), a
+/// 1024-bit key in either form is refused with a reason, not a panic.
+#[test]
+fn sign_metadata_key_sizes() {
+    use openssl::sign::Verifier;
+    let data = b"{}";
+    let k3072 = PKey::from_rsa(Rsa::generate(3072).unwrap()).unwrap();
+    let sig = sign_metadata(&k3072.private_key_to_pem_pkcs8().unwrap(), data).unwrap();
+    assert_eq!(sig.len(), 384);
+    let mut v = Verifier::new(MessageDigest::sha256(), &k3072).unwrap();
+    assert!(v.verify_oneshot(&sig, data).unwrap());
+    let small = Rsa::generate(1024).unwrap();
+    let small_pkcs8 = PKey::from_rsa(small.clone()).unwrap();
+    for form in [
+        small_pkcs8.private_key_to_pem_pkcs8().unwrap(),
+        small.private_key_to_pem().unwrap(),
+    ] {
+        let e = sign_metadata(&form, data).unwrap_err().to_string();
+        assert!(
+            e.contains("2048 to 4096 bits") && e.contains("TooSmall"),
+            "{e}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- certificates

@@ -9,15 +9,13 @@
 //!   signatures (PKCS#11 v2.40 Current Mechanisms §2.3.1).
 //! * Ed25519 (RFC 8032 §5.1.7).
 
-use rsa::{BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
-use signature::hazmat::PrehashVerifier;
+use ecdsa::signature::hazmat::PrehashVerifier;
 
-use super::hash::{digest_info, HashAlg};
+use super::hash::HashAlg;
 use super::keys::{Curve, PublicKey};
 use super::{CryptoError, CryptoResult};
 
-/// Largest RSA modulus accepted for verification, in bits.
-pub const RSA_MAX_BITS: usize = 16384;
+pub use super::rsa::RSA_MAX_BITS;
 
 /// What the signed bytes are.
 #[derive(Clone, Copy, Debug)]
@@ -73,7 +71,7 @@ pub fn verify(
             | Scheme::RsaPkcs1v15Raw
             | Scheme::RsaPss(_)
             | Scheme::RsaPssSalt(_, _),
-        ) => verify_rsa(modulus, exponent, scheme, data, signature),
+        ) => super::rsa::verify(modulus, exponent, scheme, data, signature),
         (PublicKey::Ec { curve, point }, Scheme::Ecdsa(h)) => {
             if let (SignedData::Message(m), Some(alg)) = (data, ring_ecdsa(*curve, *h)) {
                 // The common hash-and-sign pairs go through ring's constant-time, assembly
@@ -111,90 +109,6 @@ fn ring_ecdsa(
         (Curve::P256, HashAlg::Sha256) => Some(&ring::signature::ECDSA_P256_SHA256_FIXED),
         (Curve::P384, HashAlg::Sha384) => Some(&ring::signature::ECDSA_P384_SHA384_FIXED),
         _ => None,
-    }
-}
-
-fn rsa_key(modulus: &[u8], exponent: &[u8]) -> CryptoResult<RsaPublicKey> {
-    RsaPublicKey::new_with_max_size(
-        BigUint::from_bytes_be(modulus),
-        BigUint::from_bytes_be(exponent),
-        RSA_MAX_BITS,
-    )
-    .map_err(|_| fail("unusable RSA public key"))
-}
-
-fn pss_padding(h: HashAlg, salt: usize) -> Pss {
-    match h {
-        HashAlg::Sha1 => Pss::new_with_salt::<sha1::Sha1>(salt),
-        HashAlg::Sha224 => Pss::new_with_salt::<sha2::Sha224>(salt),
-        HashAlg::Sha256 => Pss::new_with_salt::<sha2::Sha256>(salt),
-        HashAlg::Sha384 => Pss::new_with_salt::<sha2::Sha384>(salt),
-        HashAlg::Sha512 => Pss::new_with_salt::<sha2::Sha512>(salt),
-    }
-}
-
-fn hashed<'a>(h: HashAlg, data: SignedData<'a>, buf: &'a mut Vec<u8>) -> CryptoResult<&'a [u8]> {
-    match data {
-        SignedData::Message(m) => {
-            *buf = h.digest(m);
-            Ok(buf)
-        }
-        SignedData::Digest(d) if d.len() == h.output_len() => Ok(d),
-        SignedData::Digest(_) => Err(CryptoError::new(format!(
-            "digest length does not match {}",
-            h.name()
-        ))),
-    }
-}
-
-fn verify_rsa(
-    modulus: &[u8],
-    exponent: &[u8],
-    scheme: &Scheme,
-    data: SignedData<'_>,
-    signature: &[u8],
-) -> CryptoResult<()> {
-    let key = rsa_key(modulus, exponent)?;
-    let k = modulus.len();
-    if signature.len() != k {
-        return Err(fail("RSA signature length differs from the modulus length"));
-    }
-    let mismatch = |_| fail("RSA signature mismatch");
-    let mut buf = Vec::new();
-    match *scheme {
-        Scheme::RsaPkcs1v15(h) => {
-            let d = hashed(h, data, &mut buf)?;
-            let t = digest_info(h, d);
-            let first = key.verify(Pkcs1v15Sign::new_unprefixed(), &t, signature);
-            if first.is_ok() {
-                return Ok(());
-            }
-            // DigestInfo with absent instead of NULL parameters (RFC 8017 §9.2 note 2).
-            let mut t2 = h.digest_info_prefix_no_null();
-            t2.extend_from_slice(d);
-            key.verify(Pkcs1v15Sign::new_unprefixed(), &t2, signature)
-                .map_err(mismatch)
-        }
-        Scheme::RsaPkcs1v15Raw => {
-            let input = match data {
-                SignedData::Message(m) | SignedData::Digest(m) => m,
-            };
-            if input.len() + 11 > k {
-                return Err(fail("CKM_RSA_PKCS input longer than k-11 bytes"));
-            }
-            key.verify(Pkcs1v15Sign::new_unprefixed(), input, signature)
-                .map_err(mismatch)
-        }
-        Scheme::RsaPss(h) | Scheme::RsaPssSalt(h, _) => {
-            let salt = match *scheme {
-                Scheme::RsaPssSalt(_, s) => s,
-                _ => h.output_len(),
-            };
-            let d = hashed(h, data, &mut buf)?;
-            key.verify(pss_padding(h, salt), d, signature)
-                .map_err(mismatch)
-        }
-        _ => Err(fail("not an RSA scheme")),
     }
 }
 
@@ -263,16 +177,13 @@ pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> Cr
     }
 }
 
-/// Ed25519 verification (RFC 8032 §5.1.7).
+/// Ed25519 verification (RFC 8032 §5.1.7), ring's.
 pub fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(key)
-        .map_err(|_| fail("invalid Ed25519 public key"))?;
-    let sig: [u8; 64] = sig
-        .try_into()
-        .map_err(|_| fail("Ed25519 signature must be 64 bytes"))?;
-    let sig = ed25519_dalek::Signature::from_bytes(&sig);
-    use signature::Verifier;
-    vk.verify(msg, &sig)
+    if sig.len() != 64 {
+        return Err(fail("Ed25519 signature must be 64 bytes"));
+    }
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(msg, sig)
         .map_err(|_| fail("Ed25519 signature mismatch"))
 }
 

@@ -7,7 +7,7 @@ use cryptoki_sys::*;
 
 use super::convert::{out, padded};
 use super::{guard, Instance, FUNCTION_LIST, FUNCTION_LIST_3_0, STATE};
-use crate::config::Config;
+use crate::config::{Config, CONFIG_ENV};
 use crate::error::Error;
 use crate::token::{Token, MANUFACTURER};
 
@@ -88,6 +88,21 @@ pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
             // A forked child initialising again: the parent's state is not ours to tear down.
             std::mem::forget(state.take());
         }
+        if no_configuration() {
+            // Registered with p11-kit, the module is loaded by every p11-kit application, most
+            // of which have nothing to do with a TSB: without any configuration it offers no
+            // slot and stays silent (C_GetSlotList returns 0 slots, PKCS#11 v3.0 §5.5).
+            log::debug!(
+                "no configuration file ({CONFIG_ENV} unset, none of {}): no slot",
+                Config::search_paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            *state = Some(Instance { token: None, pid });
+            return Ok(());
+        }
         let config = Config::load().map_err(|e| {
             log::error!("{e}");
             Error::new(CKR_GENERAL_ERROR, e.to_string())
@@ -100,7 +115,7 @@ pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
             token.token_label()
         );
         *state = Some(Instance {
-            token: std::sync::Arc::new(token),
+            token: Some(std::sync::Arc::new(token)),
             pid,
         });
         Ok(())
@@ -119,11 +134,23 @@ pub extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
             .write()
             .take()
             .ok_or_else(|| Error::rv(CKR_CRYPTOKI_NOT_INITIALIZED))?;
-        instance.token.finalize();
+        if let Some(token) = instance.token {
+            token.finalize();
+        }
         // Report repeated log lines held back by the rate limit (src/logging.rs).
         log::logger().flush();
         Ok(())
     })
+}
+
+/// True when `TSB_PKCS11_CONFIG` is unset (or empty) and no file of the search path exists
+/// (a dangling symbolic link counts as existing, so it is reported as an error). An explicit
+/// `TSB_PKCS11_CONFIG` naming a missing file is an error, not this case.
+fn no_configuration() -> bool {
+    std::env::var_os(CONFIG_ENV).is_none_or(|v| v.is_empty())
+        && Config::search_paths()
+            .iter()
+            .all(|p| std::fs::symlink_metadata(p).is_err())
 }
 
 pub(super) fn version() -> CK_VERSION {
@@ -139,7 +166,7 @@ pub(super) fn version() -> CK_VERSION {
 pub unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
     log::trace!("C_GetInfo(info={info:?})");
     guard("C_GetInfo", || {
-        super::token()?;
+        super::initialised()?;
         // SAFETY: the caller passes a writable CK_INFO (or NULL, refused).
         let info = unsafe { out(info) }?;
         *info = CK_INFO {

@@ -11,6 +11,7 @@
 pub(crate) mod convert;
 mod digest;
 mod general;
+mod keygen;
 mod legacy;
 mod objects;
 pub(crate) mod os;
@@ -30,6 +31,7 @@ use crate::token::Token;
 
 pub use digest::*;
 pub use general::*;
+pub use keygen::*;
 pub use legacy::*;
 pub use objects::*;
 pub use sessions::*;
@@ -37,17 +39,24 @@ pub use signing::*;
 pub use slots::*;
 pub use unsupported::*;
 
-/// The initialised module: its token, and the process that initialised it.
+/// The initialised module: its token (none when no configuration file exists at all, see
+/// `C_Initialize`), and the process that initialised it.
 struct Instance {
-    token: Arc<Token>,
+    token: Option<Arc<Token>>,
     pid: u32,
 }
 
 static STATE: RwLock<Option<Instance>> = parking_lot::const_rwlock(None);
 
-/// The token, or `CKR_CRYPTOKI_NOT_INITIALIZED`. The lock is held only to clone the `Arc`:
-/// a slow call never blocks `C_Finalize` or other calls.
+/// The token, or `CKR_CRYPTOKI_NOT_INITIALIZED`; `CKR_SLOT_ID_INVALID` when the module runs
+/// without a configuration and so has no slot. The lock is held only to clone the `Arc`: a
+/// slow call never blocks `C_Finalize` or other calls.
 fn token() -> Result<Arc<Token>> {
+    initialised()?.ok_or_else(|| Error::rv(CKR_SLOT_ID_INVALID))
+}
+
+/// `CKR_CRYPTOKI_NOT_INITIALIZED`, or the token (`None`: no configuration, no slot).
+fn initialised() -> Result<Option<Arc<Token>>> {
     STATE
         .read()
         .as_ref()

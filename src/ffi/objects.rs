@@ -36,7 +36,8 @@ pub unsafe extern "C" fn C_CreateObject(
 }
 
 /// `C_DestroyObject` (§5.7.3): removes a key's certificate from the TSB
-/// (`DELETE /v1/certificate/{label}`); keys give `CKR_ACTION_PROHIBITED`.
+/// (`DELETE /v1/certificate/{label}`); a key is deleted on the TSB (`DELETE /v1/key/{label}`)
+/// only with `pkcs11.allowKeyDeletion`, else `CKR_ACTION_PROHIBITED`.
 #[no_mangle]
 pub extern "C" fn C_DestroyObject(session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> CK_RV {
     log::trace!("C_DestroyObject(session={session}, object={object})");

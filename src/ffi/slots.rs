@@ -4,11 +4,11 @@ use cryptoki_sys::*;
 
 use super::convert::{len, out, padded};
 use super::general::version;
-use super::{guard, token};
+use super::{guard, initialised, token};
 use crate::error::Error;
 use crate::token::{MANUFACTURER, MODEL, SLOT_ID};
 
-/// `C_GetSlotList`: one slot, always with its token present.
+/// `C_GetSlotList`: one slot, always with its token present; none without a configuration.
 #[no_mangle]
 pub unsafe extern "C" fn C_GetSlotList(
     token_present: CK_BBOOL,
@@ -17,9 +17,13 @@ pub unsafe extern "C" fn C_GetSlotList(
 ) -> CK_RV {
     log::trace!("C_GetSlotList(token_present={token_present}, list={list:?})");
     guard("C_GetSlotList", || {
-        token()?;
+        let slots: CK_ULONG = if initialised()?.is_some() { 1 } else { 0 };
         // SAFETY: `count` is a writable CK_ULONG (or NULL, refused).
         let count = unsafe { out(count) }?;
+        if slots == 0 {
+            *count = 0;
+            return Ok(());
+        }
         if list.is_null() {
             *count = 1;
             return Ok(());

@@ -173,10 +173,16 @@ pub(crate) fn wait(
     let (id, label) = (&sanitize(raw_id), &sanitize(raw_label));
     let started = Instant::now();
     let deadline = started + limit;
+    // The journal gets the outcome of every way out (see `crate::journal`).
+    let journal = crate::journal::setting(settings);
+    let outcome = |status: &str, reason: &str| {
+        crate::journal::outcome(&journal, raw_id, raw_label, status, Some(reason));
+    };
     let mut interval = settings.poll_interval;
     let mut last: Option<(RequestState, Vec<String>, Vec<String>)> = None;
     let give_up = |why: Error| -> Error {
         cancel_on_tsb(client, raw_id, label, threads);
+        outcome("CANCELLED", why.message());
         why
     };
     let timed_out = || {
@@ -211,6 +217,7 @@ pub(crate) fn wait(
         let status = match poll(client, raw_id, session, threads, deadline) {
             Polled::Status(Ok(s)) => s,
             Polled::Status(Err(e)) if e.reason() == Some(TsbReason::RequestNotFound) => {
+                outcome("GONE", "the TSB no longer knows the request");
                 return Err(map_tsb_error(&e, CredentialContext::Configured));
             }
             Polled::Status(Err(e)) => {
@@ -238,6 +245,9 @@ pub(crate) fn wait(
             }
         } else {
             interval = next_interval(interval, settings);
+        }
+        if status.state.is_terminal() {
+            outcome(state_name(&status.state), "final status on the TSB");
         }
         match status.state {
             RequestState::Executed => {

@@ -86,6 +86,10 @@ pub fn attribute(obj: &ObjectRef, attr: CK_ATTRIBUTE_TYPE, private_objects: bool
             } else {
                 CKO_PUBLIC_KEY
             };
+            // Keys can be deleted (`DELETE /v1/key`) only with pkcs11.allowKeyDeletion.
+            if attr == CKA_DESTROYABLE {
+                return boolean(key.destroyable);
+            }
             if let Some(v) = storage(attr, class, &key.label, private && private_objects) {
                 return v;
             }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::config::{Config, Secret};
-use crate::tsb::{KeyAttributes, RequestStatus, SignRequest, TsbClient, TsbError};
+use crate::tsb::{
+    KeyAttributes, NewKey, RequestStatus, SignRequest, TsbClient, TsbError, TsbErrorKind,
+};
 
 /// The TSB operations the token uses (docs/tsb-api.md). Errors are the TSB client's, which
 /// `crate::error::map_tsb_error` turns into return values.
@@ -40,6 +42,22 @@ pub(crate) trait Backend: Send + Sync {
     fn set_login_bearer(&self, jwt: Option<Secret>);
     /// Sets (or clears) the operation API key given at login.
     fn set_login_operation_key(&self, key: Option<Secret>);
+    /// `POST /v1/key`: creates a key (C_GenerateKeyPair).
+    fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
+        let _ = key;
+        Err(TsbError::new(
+            "POST /v1/key",
+            TsbErrorKind::Config("this backend cannot create keys".into()),
+        ))
+    }
+    /// `DELETE /v1/key/{label}`: deletes a key (C_DestroyObject).
+    fn delete_key(&self, label: &str) -> Result<(), TsbError> {
+        let _ = label;
+        Err(TsbError::new(
+            "DELETE /v1/key/{label}",
+            TsbErrorKind::Config("this backend cannot delete keys".into()),
+        ))
+    }
 }
 
 /// Builds the backend of a process: called at `C_Initialize` and again in a child after `fork()`.
@@ -94,5 +112,11 @@ impl Backend for TsbClient {
     }
     fn set_login_operation_key(&self, key: Option<Secret>) {
         TsbClient::set_login_operation_key(self, key)
+    }
+    fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
+        TsbClient::create_key(self, key)
+    }
+    fn delete_key(&self, label: &str) -> Result<(), TsbError> {
+        TsbClient::delete_key(self, label)
     }
 }

@@ -4,8 +4,9 @@
 //! The TSB keeps one certificate per key. `C_CreateObject` of a `CKO_CERTIFICATE` whose
 //! `CKA_LABEL` or `CKA_ID` names a key stores it with `POST /v1/certificate/import/plain` (it
 //! replaces the key's earlier certificate, and the object keeps the handle `base | 3`);
-//! `C_DestroyObject` on it calls `DELETE /v1/certificate/{label}`. Keys and the certificates
-//! of `pkcs11.certificates` cannot be destroyed (`CKR_ACTION_PROHIBITED`).
+//! `C_DestroyObject` on it calls `DELETE /v1/certificate/{label}`. The certificates of
+//! `pkcs11.certificates` cannot be destroyed (`CKR_ACTION_PROHIBITED`); keys only with
+//! `pkcs11.allowKeyDeletion` (keygen.rs).
 
 use std::sync::Arc;
 
@@ -356,23 +357,16 @@ impl Token {
     /// The key with this `CKA_ID` (the TSB's `id` or the label's bytes): first the key whose
     /// label the ID spells, else a search of the key list.
     fn key_by_id(&self, id: &[u8]) -> Result<Option<Arc<KeyObject>>> {
-        let label = std::str::from_utf8(id)
-            .ok()
-            .filter(|l| !l.is_empty() && !l.chars().any(char::is_control));
-        if let Some(label) = label {
-            // A failure only means the ID is not a label.
-            if let Ok(Some(k)) = self.load_key(label) {
-                if k.id == id {
-                    return Ok(Some(k));
-                }
-            }
+        if let Some(k) = self.key_by_label_id(id) {
+            return Ok(Some(k));
         }
         Ok(self.all_keys()?.into_iter().find(|k| k.id == id))
     }
 
     /// `C_DestroyObject` (PKCS#11 v2.40 §5.7.3): removes a key's certificate from the TSB
-    /// (`DELETE /v1/certificate/{label}`). Keys and configured certificates cannot be
-    /// destroyed (`CKR_ACTION_PROHIBITED`).
+    /// (`DELETE /v1/certificate/{label}`), or deletes a key when `pkcs11.allowKeyDeletion`
+    /// allows it (keygen.rs). Configured certificates cannot be destroyed
+    /// (`CKR_ACTION_PROHIBITED`).
     pub fn destroy_object(
         &self,
         session: CK_SESSION_HANDLE,
@@ -390,15 +384,8 @@ impl Token {
             ));
         }
         let cert = match obj {
-            ObjectRef::Key(k, _) => {
-                return Err(Error::new(
-                    CKR_ACTION_PROHIBITED,
-                    format!(
-                        "key '{}' lives on the HSM and cannot be destroyed here",
-                        k.label
-                    ),
-                ))
-            }
+            // Deletes the key on the TSB when pkcs11.allowKeyDeletion allows it (keygen.rs).
+            ObjectRef::Key(k, _) => return self.destroy_key(&k),
             ObjectRef::Certificate(c) if c.source != CertSource::Tsb => {
                 return Err(Error::new(
                     CKR_ACTION_PROHIBITED,

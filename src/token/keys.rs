@@ -2,9 +2,11 @@
 //! `CKA_LABEL` (or a `CKA_ID` that is a label) fetches only that key; the key list and key
 //! attributes are cached for `cacheTtlSecs`.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cryptoki_sys::*;
+use parking_lot::Mutex;
 
 use super::objects::{
     key_from_attributes, CertObject, CertSource, KeyObject, ObjectRef, ObjectStore, Skipped,
@@ -60,6 +62,15 @@ impl Token {
         Ok(labels)
     }
 
+    /// The key whose label a `CKA_ID` spells, when that key has this ID (IDs are usually the
+    /// label's bytes). `None` otherwise; a TSB failure here only means the ID is not a label.
+    pub(super) fn key_by_label_id(&self, id: &[u8]) -> Option<Arc<KeyObject>> {
+        let label = std::str::from_utf8(id)
+            .ok()
+            .filter(|l| !l.is_empty() && !l.chars().any(char::is_control))?;
+        self.load_key(label).ok().flatten().filter(|k| k.id == id)
+    }
+
     /// A key by label: from the cache, else `GET /v1/key/{label}/attributes`. `Ok(None)` when
     /// the key does not exist, is not allowed, or cannot sign.
     pub(super) fn load_key(&self, label: &str) -> Result<Option<Arc<KeyObject>>> {
@@ -89,7 +100,8 @@ impl Token {
         };
         let base = self.objects.base_of(label);
         match key_from_attributes(&attrs, base, password) {
-            Ok(key) => {
+            Ok(mut key) => {
+                key.destroyable &= self.config.pkcs11.allow_key_deletion;
                 let cert = self.certificate_of(client.as_ref(), &key);
                 Ok(Some(self.objects.store_key(key, cert)))
             }
@@ -213,30 +225,52 @@ impl Token {
         } else {
             1
         };
-        let mut keys = Vec::new();
-        for chunk in labels.chunks(workers) {
-            let results: Vec<Result<Option<Arc<KeyObject>>>> = if chunk.len() == 1 {
-                vec![self.load_key(&chunk[0])]
-            } else {
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = chunk
-                        .iter()
-                        .map(|l| s.spawn(move || self.load_key(l)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                Err(Error::new(CKR_GENERAL_ERROR, "key fetch panicked"))
-                            })
-                        })
-                        .collect()
-                })
-            };
-            for r in results {
-                if let Some(k) = r? {
+        if workers == 1 || labels.len() <= 1 {
+            let mut keys = Vec::new();
+            for l in &labels {
+                if let Some(k) = self.load_key(l)? {
                     keys.push(k);
                 }
+            }
+            return Ok(keys);
+        }
+        // A fixed pool of scoped workers takes the labels in order (no thread per key); the
+        // first error stops them all.
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        type Fetched = Result<Option<Arc<KeyObject>>>;
+        let slots: Vec<Mutex<Option<Fetched>>> = labels.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers.min(labels.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        while !failed.load(Ordering::Relaxed) {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(label) = labels.get(i) else { break };
+                            let r = self.load_key(label);
+                            if r.is_err() {
+                                failed.store(true, Ordering::Relaxed);
+                            }
+                            *slots[i].lock() = Some(r);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                // A worker that panicked leaves its slot empty (reported below).
+                let _ = h.join();
+            }
+        });
+        let mut keys = Vec::new();
+        for slot in slots {
+            match slot.into_inner() {
+                Some(r) => {
+                    if let Some(k) = r? {
+                        keys.push(k);
+                    }
+                }
+                None if failed.load(Ordering::Relaxed) => continue,
+                None => return Err(Error::new(CKR_GENERAL_ERROR, "key fetch panicked")),
             }
         }
         Ok(keys)
@@ -264,18 +298,10 @@ impl Token {
             return Ok(objects);
         }
         if let Some(id) = find(CKA_ID) {
-            // IDs are usually the label's bytes: try that key first.
-            // A failure here only means the ID is not a label: fall back to the full list.
-            let label = std::str::from_utf8(id)
-                .ok()
-                .filter(|l| !l.is_empty() && !l.chars().any(char::is_control));
-            if let Some(label) = label {
-                if let Ok(Some(k)) = self.load_key(label) {
-                    if &k.id == id {
-                        objects.extend(self.objects.objects_of(label));
-                        return Ok(objects);
-                    }
-                }
+            // IDs are usually the label's bytes: try that key first, else the full list.
+            if let Some(k) = self.key_by_label_id(id) {
+                objects.extend(self.objects.objects_of(&k.label));
+                return Ok(objects);
             }
         }
         for key in self.all_keys()? {

@@ -2,8 +2,6 @@
 //! object with the time, the application, the host, the operation and the configuration's own
 //! `metaData`, signed with the application key pair when one is configured.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -38,7 +36,7 @@ pub fn build(config: &Config, key_label: &str, algorithm: &str) -> (Vec<u8>, Opt
 /// The application shown to approvers: the full executable name (`/proc/self/exe`, else
 /// argv[0]; `/proc/self/comm` is cut at 15 characters), plus what it is when it is a known helper
 /// process that signs on behalf of another program.
-fn process_name() -> String {
+pub(crate) fn process_name() -> String {
     let file_name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
     let exe = std::fs::read_link("/proc/self/exe")
         .ok()
@@ -103,28 +101,11 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// UTC time as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, H. Hinnant's algorithm).
+/// UTC time as `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, whole seconds).
 pub fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod session;
 mod backend;
 mod certificates;
 mod digest;
+mod keygen;
 mod keys;
 mod signing;
 #[cfg(test)]
@@ -103,7 +104,7 @@ impl Token {
             Some(serial) => serial.clone(),
             None => {
                 let digest = Sha256::digest(config.rest_api().as_bytes());
-                digest[..8].iter().map(|b| format!("{b:02X}")).collect()
+                hex::encode_upper(&digest[..8])
             }
         };
         let token = Token {
@@ -221,10 +222,15 @@ impl Token {
         Ok((flags, all, rw))
     }
 
-    /// The signing mechanisms, then the digests.
+    /// The signing mechanisms, then the digests, then the key-pair generations.
     pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
         Self::check_slot(slot)?;
-        Ok([mechanisms::SUPPORTED, digest::DIGESTS].concat())
+        Ok([
+            mechanisms::SUPPORTED,
+            digest::DIGESTS,
+            keygen::KEYGEN_MECHANISMS.as_slice(),
+        ]
+        .concat())
     }
 
     pub fn mechanism_info(
@@ -235,6 +241,7 @@ impl Token {
         Self::check_slot(slot)?;
         mechanisms::mechanism_info(mechanism)
             .or_else(|| digest::digest_info(mechanism))
+            .or_else(|| keygen::keygen_mechanism_info(mechanism))
             .ok_or_else(|| Error::rv(CKR_MECHANISM_INVALID))
     }
 

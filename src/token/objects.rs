@@ -37,6 +37,9 @@ pub struct KeyObject {
     /// Index-derived base of the object handles.
     pub base: CK_OBJECT_HANDLE,
     pub password: Option<Secret>,
+    /// `CKA_DESTROYABLE`: the TSB attribute `destroyable`, cleared by the token unless
+    /// `pkcs11.allowKeyDeletion` lets `C_DestroyObject` delete keys.
+    pub destroyable: bool,
 }
 
 /// A certificate object: a key's own certificate, or an authority certificate of a chain.
@@ -414,6 +417,7 @@ pub fn key_from_attributes(
         request_lifetime: RequestLifetime::of(attrs.policy.as_ref()),
         base,
         password,
+        destroyable: attrs.flags.destroyable,
     })
 }
 
@@ -421,19 +425,9 @@ pub fn key_from_attributes(
 /// provider shows it), the `id` text otherwise, and the label's bytes when the key has no `id`.
 pub fn key_id(tsb_id: Option<&str>, label: &str) -> Vec<u8> {
     match tsb_id.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(id) => decode_hex(id).unwrap_or_else(|| id.as_bytes().to_vec()),
+        Some(id) => hex::decode(id).unwrap_or_else(|_| id.as_bytes().to_vec()),
         None => label.as_bytes().to_vec(),
     }
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// "group A: 2 of alice, bob, carol; group B: 1 of dave" for log lines.

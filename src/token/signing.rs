@@ -174,7 +174,7 @@ impl Token {
         let signature = match &key.public {
             PublicKey::Ec { curve, .. } => {
                 let width = curve.field_bytes();
-                match ecdsa_der_to_raw(&raw, width) {
+                match ecdsa_der_to_raw(&raw, *curve) {
                     Ok(s) => s,
                     // Newer TSBs can answer r‖s already.
                     Err(_) if raw.len() == 2 * width => raw,
@@ -246,6 +246,14 @@ impl Token {
         let id = client
             .sign_asynchronous(request)
             .map_err(|e| self.sign_error(&key.label, &e))?;
+        let journal = crate::journal::setting(&self.config.pkcs11);
+        crate::journal::filed(
+            &journal,
+            self.config.rest_api(),
+            &id,
+            &key.label,
+            &request.algorithm,
+        );
         // How long to wait: approvalTimeoutSecs, else as long as the TSB keeps the request.
         let (limit, why) = approval::wait_limit(&self.config.pkcs11, key.request_lifetime);
         log::info!(

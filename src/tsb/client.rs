@@ -1,11 +1,9 @@
 //! The TSB client: one `ureq` agent, authentication headers per endpoint role, API-key
 //! rollover, retries of idempotent requests, bounded reads.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
-use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -18,12 +16,18 @@ use super::models::{
     decode_b64, decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
     password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
 };
-use super::tls;
+use super::{http, tls};
+
+mod keys;
 use crate::config::{normalise_url, AuthType, Config, Secret};
 use crate::logging::Net;
+pub(crate) use keys::{NewKey, NewKeyType};
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
 pub(crate) const MAX_BODY: u64 = 4 * 1024 * 1024;
+
+/// The most idle kept-alive connections kept (one per signing thread, up to this many).
+const MAX_IDLE: usize = 64;
 
 /// The API-key role of an endpoint (`apiKeys` in the configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,17 +77,15 @@ pub(crate) fn role_for_path(path: &str) -> Option<Role> {
     }
 }
 
-/// Percent-encodes one path segment: everything but `A-Z a-z 0-9 - . _ ~` (so `/` too).
+/// Percent-encodes one path segment: everything but the RFC 3986 §2.3 unreserved characters
+/// `A-Z a-z 0-9 - . _ ~` (so `/` too).
 pub(crate) fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Whether a value may be sent in an HTTP header (visible ASCII, space, tab).
@@ -96,9 +98,16 @@ fn header_safe(s: &str) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retry {
     /// Reads and idempotent operations: on NotSent, Timeout, Transport, 5xx, InvalidResponse.
+    /// Over kept-alive connections.
     Idempotent,
-    /// Sign requests, approval requests, certificate changes: only when the request provably
-    /// never reached the server (NotSent). Always sent on a new connection.
+    /// Synchronous signs: over kept-alive connections; sent again when the request provably
+    /// never reached the server (NotSent), and once, on a new connection, when a reused
+    /// connection was closed or reset before a response arrived (the TSB keeps no state for a
+    /// synchronous sign, so this cannot duplicate anything the caller sees; RFC 9112 §9.3.1).
+    Stateless,
+    /// Approval requests, certificate changes: only when the request provably never reached
+    /// the server (NotSent). Always sent on a new connection, so a kept-alive connection the
+    /// server is closing can never swallow one.
     NotSentOnly,
 }
 
@@ -179,13 +188,13 @@ impl Reply {
 /// The client of one TSB. `Send + Sync`; share it through an `Arc`. It owns no threads.
 pub struct TsbClient {
     base: String,
-    /// Keeps idle keep-alive connections: reads and other idempotent requests.
-    agent: ureq::Agent,
-    /// Keeps no connection: each request on a new one. Used for requests that are retried only
-    /// when they provably never reached the TSB (signing, approval requests, certificate
-    /// changes): a pooled connection the TSB is closing could swallow such a request with no
-    /// way to tell whether it arrived.
-    fresh_agent: ureq::Agent,
+    /// The kept-alive connections: reads, idempotent requests, synchronous signs. Requests
+    /// that must never be sent twice (approval requests, certificate changes) go on a new
+    /// connection each: a pooled connection the TSB is closing could swallow one with no way
+    /// to tell whether it arrived.
+    pool: http::Pool,
+    /// Connections opened (TCP connects attempted).
+    opened: Arc<AtomicU64>,
     token: Option<Secret>,
     /// Indexed by [`Role::index`].
     api_keys: [Vec<Secret>; 3],
@@ -247,31 +256,13 @@ impl TsbClient {
             }
             _ => return Err(setup_error("restApi: expected an http:// or https:// URL")),
         };
-        // Two agents with the same settings (and the same rustls configuration, so TLS
-        // sessions are resumed across both): one keeps idle connections for reads, the other
-        // keeps none, for requests that must not be sent twice.
-        // ureq bounds a connect by the connect timeout alone, not by the request's deadline:
-        // never let it be longer than the deadline (and retry only while a whole connect fits,
-        // see `execute`).
+        // A connect is bounded by the connect timeout and the request's deadline; a retry is
+        // made only while a whole connect fits (see `execute`).
         let connect_timeout = s.connect_timeout.min(s.request_timeout);
-        let agent = |pooled: bool| {
-            let mut builder = ureq::AgentBuilder::new()
-                .timeout_connect(connect_timeout)
-                .timeout_read(s.request_timeout)
-                .timeout_write(s.request_timeout)
-                .timeout(s.request_timeout)
-                .redirects(0)
-                .user_agent(concat!("tsb-pkcs11/", env!("CARGO_PKG_VERSION")));
-            builder = if pooled {
-                builder.max_idle_connections_per_host(4)
-            } else {
-                builder.max_idle_connections(0)
-            };
-            if let Some(tls) = &tls_config {
-                builder = builder.tls_config(tls.clone());
-            }
-            builder.build()
-        };
+        let opened = Arc::new(AtomicU64::new(0));
+        let origin = http::Origin::parse(&base, tls_config)
+            .map_err(|m| setup_error(format!("restApi: {m}")))?;
+        let pool = http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone());
         if let Some(t) = &config.token {
             if !header_safe(t.expose()) {
                 return Err(setup_error(
@@ -305,8 +296,8 @@ impl TsbClient {
         };
         Ok(TsbClient {
             base,
-            agent: agent(true),
-            fresh_agent: agent(false),
+            pool,
+            opened,
             token,
             api_keys: [
                 config.api_keys.key_management.clone(),
@@ -330,6 +321,18 @@ impl TsbClient {
     /// The normalised base URL (no trailing `/`, no `/v1`).
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The number of connections this client has opened (attempted) so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// `GET path` → the answer's JSON as it came (`tsb-pkcs11 doctor` compares it with the
+    /// fields this client knows). `endpoint` names the call in errors.
+    pub(crate) fn get_json(&self, endpoint: &'static str, path: String) -> Result<Value, TsbError> {
+        let call = Call::new("GET", endpoint, path, Retry::Idempotent);
+        self.execute(&call, |reply| reply.json())
     }
 
     #[cfg(test)]
@@ -469,10 +472,16 @@ impl TsbClient {
         self.execute(&call, |_| Ok(()))
     }
 
-    /// `POST /v1/synchronousSign` → the decoded `signature`. Retried only when the request
-    /// provably never reached the server.
+    /// `POST /v1/synchronousSign` → the decoded `signature`, over a kept-alive connection.
+    /// Sent again only when the request provably never reached the server, or once when the
+    /// reused connection was closed before a response arrived (see [`Retry::Stateless`]).
     pub fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
-        let call = sign_call(req, "POST /v1/synchronousSign", "/v1/synchronousSign");
+        let call = sign_call(
+            req,
+            "POST /v1/synchronousSign",
+            "/v1/synchronousSign",
+            Retry::Stateless,
+        );
         log::trace!(
             "TSB synchronousSign {} {}: payload {} bytes",
             Net(&req.key),
@@ -494,7 +503,7 @@ impl TsbClient {
     /// `POST /v1/sign` (201) → the `signRequestId`. Retried only when the request provably
     /// never reached the server, so an approval request is never filed twice.
     pub fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
-        let call = sign_call(req, "POST /v1/sign", "/v1/sign");
+        let call = sign_call(req, "POST /v1/sign", "/v1/sign", Retry::NotSentOnly);
         log::trace!(
             "TSB sign {} {}: payload {} bytes",
             Net(&req.key),
@@ -627,7 +636,9 @@ impl TsbClient {
             };
             let retryable = match call.retry {
                 Retry::Idempotent => e.retryable_if_idempotent(),
-                Retry::NotSentOnly => matches!(e.kind, TsbErrorKind::NotSent(_)),
+                Retry::Stateless | Retry::NotSentOnly => {
+                    matches!(e.kind, TsbErrorKind::NotSent(_))
+                }
             };
             let delay = self.backoff(attempt);
             let left_after_backoff = deadline
@@ -721,33 +732,47 @@ impl TsbClient {
         Err(last.expect("at least one key was tried"))
     }
 
-    /// Sends one HTTP request and reads its (bounded) body.
-    /// `deadline` bounds the whole exchange (connect, TLS, send, response and body).
+    /// Sends one HTTP request and reads its (bounded) body; a synchronous sign that a reused
+    /// connection swallowed (closed or reset before a response arrived) is sent once more, on a
+    /// new connection.
     fn send_once(
         &self,
         call: &Call<'_>,
         api_key: Option<&Secret>,
         deadline: Instant,
     ) -> Result<Reply, TsbError> {
+        match self.send_attempt(call, api_key, deadline, false) {
+            Err(Attempt::StaleConnection(e)) => {
+                log::debug!(
+                    "TSB {}: the kept-alive connection was closed before a response ({e}); \
+                     sending again on a new connection",
+                    call.endpoint
+                );
+                self.send_attempt(call, api_key, deadline, true)
+                    .map_err(Attempt::into_error)
+            }
+            other => other.map_err(Attempt::into_error),
+        }
+    }
+
+    /// One HTTP exchange. `deadline` bounds it all (connect, TLS, send, response and body).
+    fn send_attempt(
+        &self,
+        call: &Call<'_>,
+        api_key: Option<&Secret>,
+        deadline: Instant,
+        fresh: bool,
+    ) -> Result<Reply, Attempt> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(self.err(
+            return Err(Attempt::Failed(self.err(
                 call,
                 TsbErrorKind::NotSent(format!(
                     "requestTimeoutMs ({} ms) used up before the request was sent",
                     self.request_timeout.as_millis()
                 )),
-            ));
+            )));
         }
-        let url = format!("{}{}", self.base, call.path);
-        let agent = match call.retry {
-            Retry::Idempotent => &self.agent,
-            Retry::NotSentOnly => &self.fresh_agent,
-        };
-        let mut req = agent
-            .request(call.method, &url)
-            .timeout(remaining)
-            .set("Accept", "application/json");
         let login_bearer = if call.bearer.is_none() {
             self.login_bearer.read().clone()
         } else {
@@ -757,50 +782,75 @@ impl TsbClient {
             .bearer
             .or(login_bearer.as_ref())
             .or(self.token.as_ref());
+        let authorization;
+        let mut headers: [(&str, &str); 3] = [("", ""); 3];
+        let mut n = 0;
         if let Some(b) = bearer {
             if !header_safe(b.expose()) {
-                return Err(self.err(
+                return Err(Attempt::Failed(self.err(
                     call,
                     TsbErrorKind::Config(
                         "the token contains characters not allowed in an HTTP header".into(),
                     ),
-                ));
+                )));
             }
-            req = req.set("Authorization", &format!("Bearer {}", b.expose()));
+            authorization = format!("Bearer {}", b.expose());
+            headers[n] = ("Authorization", &authorization);
+            n += 1;
         }
         if let Some(k) = api_key {
             if !header_safe(k.expose()) {
-                return Err(self.err(
+                return Err(Attempt::Failed(self.err(
                     call,
                     TsbErrorKind::Config(
                         "the API key contains characters not allowed in an HTTP header".into(),
                     ),
-                ));
+                )));
             }
-            req = req.set("X-API-KEY", k.expose());
+            headers[n] = ("X-API-KEY", k.expose());
+            n += 1;
         }
-        let started = Instant::now();
-        let result = match &call.body {
-            Some(body) => req.set("Content-Type", "application/json").send_bytes(body),
-            None => req.call(),
+        if call.body.is_some() {
+            headers[n] = ("Content-Type", "application/json");
+            n += 1;
+        }
+        let request = http::Request {
+            method: call.method,
+            path: &call.path,
+            headers: &headers[..n],
+            body: call.body.as_deref(),
         };
-        let response = match result {
-            Ok(resp) => resp,
-            Err(ureq::Error::Status(_, resp)) => resp,
-            Err(ureq::Error::Transport(t)) => {
-                let kind = classify_transport(&t);
+        let reuse = match call.retry {
+            Retry::Idempotent | Retry::Stateless => !fresh,
+            Retry::NotSentOnly => false,
+        };
+        let started = Instant::now();
+        let response = match self
+            .pool
+            .exchange(&request, deadline, reuse, MAX_BODY as usize)
+        {
+            Ok(r) => r,
+            Err(failure) => {
                 log::debug!(
                     "TSB {} {} -> failed after {} ms",
                     call.method,
                     Net(&call.path),
                     started.elapsed().as_millis()
                 );
-                return Err(self.err(call, kind));
+                let stale = matches!(failure, http::Failure::Stale(_));
+                let e = self.err(call, failure_kind(failure));
+                if stale && call.retry == Retry::Stateless {
+                    return Err(Attempt::StaleConnection(e));
+                }
+                return Err(Attempt::Failed(e));
             }
         };
-        let status = response.status();
+        let status = response.status;
         let ok = (200..300).contains(&status) || call.accept.contains(&status);
-        let body = read_body(response);
+        let body = match response.body_error {
+            Some(f) => Err(failure_kind(f)),
+            None => Ok((response.body, response.truncated)),
+        };
         log::debug!(
             "TSB {} {} -> {} ({} ms)",
             call.method,
@@ -809,15 +859,15 @@ impl TsbClient {
             started.elapsed().as_millis()
         );
         if ok {
-            let (body, truncated) = body.map_err(|k| self.err(call, k))?;
+            let (body, truncated) = body.map_err(|k| Attempt::Failed(self.err(call, k)))?;
             if truncated {
-                return Err(self.err(
+                return Err(Attempt::Failed(self.err(
                     call,
                     TsbErrorKind::InvalidResponse(format!(
                         "HTTP {status} with a body larger than {} bytes",
                         MAX_BODY
                     )),
-                ));
+                )));
             }
             Ok(Reply { status, body })
         } else {
@@ -826,7 +876,7 @@ impl TsbClient {
             let secrets = self.secrets(call);
             let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
             let (code, reason, message) = parse_error_body(&body, &secrets);
-            Err(self.err(
+            Err(Attempt::Failed(self.err(
                 call,
                 TsbErrorKind::Http {
                     status,
@@ -834,7 +884,7 @@ impl TsbClient {
                     reason,
                     message,
                 },
-            ))
+            )))
         }
     }
 
@@ -875,10 +925,30 @@ impl TsbClient {
     }
 }
 
+/// How one HTTP exchange failed.
+enum Attempt {
+    Failed(TsbError),
+    /// A synchronous sign on a reused connection that was closed or reset before any response
+    /// arrived: it may be sent once more on a new connection.
+    StaleConnection(TsbError),
+}
+
+impl Attempt {
+    fn into_error(self) -> TsbError {
+        match self {
+            Attempt::Failed(e) | Attempt::StaleConnection(e) => e,
+        }
+    }
+}
+
 /// The call of a sign endpoint (body holds the key password: never logged).
-fn sign_call<'a>(req: &'a SignRequest, endpoint: &'static str, path: &str) -> Call<'a> {
-    let mut call =
-        Call::new("POST", endpoint, path.into(), Retry::NotSentOnly).json_body(&req.to_json());
+fn sign_call<'a>(
+    req: &'a SignRequest,
+    endpoint: &'static str,
+    path: &str,
+    retry: Retry,
+) -> Call<'a> {
+    let mut call = Call::new("POST", endpoint, path.into(), retry).json_body(&req.to_json());
     if let Some(pw) = &req.key_password {
         call.secrets.push(pw.expose());
     }
@@ -897,118 +967,30 @@ fn segment(value: &str, endpoint: &str) -> Result<String, TsbError> {
     Ok(encode_segment(value))
 }
 
-/// Reads a response body, at most [`MAX_BODY`] bytes; returns (body, truncated).
-fn read_body(response: ureq::Response) -> Result<(Vec<u8>, bool), TsbErrorKind> {
-    let mut buf = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| classify_io(&e, "reading the response"))?;
-    let truncated = buf.len() as u64 > MAX_BODY;
-    if truncated {
-        buf.truncate(MAX_BODY as usize);
-    }
-    Ok((buf, truncated))
-}
-
-fn is_timeout(kind: std::io::ErrorKind) -> bool {
-    matches!(
-        kind,
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-    )
-}
-
-fn classify_io(e: &std::io::Error, what: &str) -> TsbErrorKind {
-    if is_timeout(e.kind()) {
-        TsbErrorKind::Timeout(format!("{what}: {e}"))
-    } else {
-        TsbErrorKind::Transport(format!("{what}: {e}"))
+/// The error kind of a failed HTTP exchange. Server-provided text can reach here (TLS
+/// alerts, proxies): it is kept short and clean.
+fn failure_kind(f: http::Failure) -> TsbErrorKind {
+    let clean = |m: String| sanitize(&m, &[]).unwrap_or_default();
+    match f {
+        http::Failure::NotSent(m) => TsbErrorKind::NotSent(clean(m)),
+        http::Failure::Timeout(m) => TsbErrorKind::Timeout(clean(m)),
+        http::Failure::Stale(m) => TsbErrorKind::Transport(clean(format!(
+            "the server closed the kept-alive connection before answering ({m})"
+        ))),
+        http::Failure::Transport(m) => TsbErrorKind::Transport(clean(m)),
     }
 }
 
-/// Classifies a ureq transport error: anything before the request was written (DNS,
-/// connect, TLS handshake) is `NotSent`.
-fn classify_transport(t: &ureq::Transport) -> TsbErrorKind {
-    use std::error::Error as _;
-    let mut detail = String::new();
-    if let Some(m) = t.message() {
-        detail.push_str(m);
-    }
-    let mut timed_out = false;
-    let mut source = t.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            timed_out |= is_timeout(io.kind());
-            if let Some(tls_err) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                detail = tls::describe_tls_error(tls_err);
-                break;
-            }
-        }
-        let text = s.to_string();
-        if !detail.contains(&text) {
-            if !detail.is_empty() {
-                detail.push_str(": ");
-            }
-            detail.push_str(&text);
-        }
-        source = s.source();
-    }
-    if detail.is_empty() {
-        detail = t.kind().to_string();
-    }
-    // Server-provided text can reach here (TLS alerts, proxies); keep it short and clean.
-    let detail = sanitize(&detail, &[]).unwrap_or_default();
-    use ureq::ErrorKind as K;
-    match t.kind() {
-        K::Dns => TsbErrorKind::NotSent(format!("DNS lookup failed: {detail}")),
-        K::ConnectionFailed if timed_out => {
-            TsbErrorKind::NotSent(format!("connect timed out: {detail}"))
-        }
-        K::ConnectionFailed => TsbErrorKind::NotSent(format!("connection failed: {detail}")),
-        K::InvalidProxyUrl | K::ProxyConnect | K::ProxyUnauthorized => {
-            TsbErrorKind::NotSent(format!("proxy: {detail}"))
-        }
-        K::InvalidUrl | K::UnknownScheme | K::InsecureRequestHttpsOnly => {
-            TsbErrorKind::Config(detail)
-        }
-        K::Io if timed_out => TsbErrorKind::Timeout(detail),
-        _ if detail.contains("Unexpected EOF") => TsbErrorKind::Transport(
-            "the server closed the connection without a complete response".into(),
-        ),
-        K::BadStatus | K::BadHeader => {
-            TsbErrorKind::Transport(format!("malformed HTTP response: {detail}"))
-        }
-        _ => TsbErrorKind::Transport(detail),
-    }
-}
-
-/// A random version-4 UUID (not for cryptography; a request id that does not exist).
+/// A random version-4 UUID (a request id that does not exist), from ring's system RNG.
 fn random_uuid() -> String {
     let mut bytes = [0u8; 16];
-    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-        let mut h = RandomState::new().build_hasher();
-        h.write_usize(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
-        h.write_u32(std::process::id());
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    // The system RNG does not fail on the platforms ring supports; zeros would still give a
+    // well-formed (if not random) v4 UUID.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]

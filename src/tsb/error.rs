@@ -70,6 +70,9 @@ pub enum TsbReason {
     NotAuthorized,
     /// 650 `res.error.key.does.not.exist`.
     KeyNotFound,
+    /// 622 `res.error.key.already.exists`: `POST /v1/key` with a label in use (the code the
+    /// project's simulator uses; the real TSB's is not public).
+    KeyExists,
     /// 651: the approval request does not exist.
     RequestNotFound,
     /// 7xx: an error in the HSM.
@@ -91,6 +94,7 @@ impl TsbReason {
             631 => TsbReason::InvalidApiKey,
             450..=459 => TsbReason::NotAuthorized,
             650 => TsbReason::KeyNotFound,
+            622 => TsbReason::KeyExists,
             651 => TsbReason::RequestNotFound,
             700..=799 => TsbReason::HsmError,
             _ => return None,

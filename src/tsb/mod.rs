@@ -3,16 +3,17 @@
 //! This layer knows HTTP and JSON and nothing of PKCS#11: callers map [`TsbError`] to their
 //! own error codes. See `docs/tsb-api.md` for the contract.
 //!
-//! Files: `client.rs` (the agent, authentication with JWT and API keys per role with
-//! rollover, retries), `tls.rs` (rustls: system roots + `caPath`, mTLS, certificate pin),
-//! `models.rs` (request and response types), `policy.rs` (strict key policies for new keys),
-//! `error.rs` (the error type).
+//! Files: `client.rs` (requests, authentication with JWT and API keys per role with
+//! rollover, retries), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs`
+//! (rustls: system roots + `caPath`, mTLS, certificate pin), `models.rs` (request and response
+//! types), `policy.rs` (strict key policies for new keys), `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
 //! child after `fork()`.
 
 mod client;
 mod error;
+mod http;
 pub(crate) mod models;
 pub mod policy;
 mod tls;
@@ -20,9 +21,13 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+/// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
+pub(crate) use client::encode_segment;
 pub use client::TsbClient;
+pub(crate) use client::{NewKey, NewKeyType};
 pub use error::{TsbError, TsbErrorKind, TsbReason};
 pub use models::{
     Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
     RequestStatus, Rule, SignRequest,
 };
+pub(crate) use tls::{client_config, describe_tls_error};

@@ -41,6 +41,8 @@ enum Action {
     Reply(u16, &'static str, Vec<u8>),
     /// Close the connection without answering.
     Close,
+    /// Send these bytes (e.g. a partial response), then close.
+    Raw(&'static [u8]),
     /// Keep the connection open without answering, then close.
     Hang(Duration),
 }
@@ -164,6 +166,12 @@ fn handle_connection<S: Read + Write>(stream: S, handler: &Handler, reqs: &Mutex
                 let _ = s.flush();
             }
             Action::Close => return,
+            Action::Raw(bytes) => {
+                let s = reader.get_mut();
+                let _ = s.write_all(bytes);
+                let _ = s.flush();
+                return;
+            }
             Action::Hang(d) => {
                 std::thread::sleep(d);
                 return;
@@ -584,13 +592,10 @@ fn sign_is_not_retried_after_malformed_json() {
     assert_eq!(server.count(), 1);
 }
 
-#[test]
-fn signs_never_use_a_kept_alive_connection() {
-    // The server answers the first request of each connection and closes a connection when a
-    // second request arrives on it (an idle timeout at the wrong moment). A sign sent on a
-    // pooled connection would be lost without knowing whether it arrived; signs therefore
-    // always use a new connection, while reads reuse connections (and ureq retries them).
-    let server = TestServer::start(|req, _| {
+/// A server that answers the first request of each connection and closes a connection
+/// without a word when a later request arrives on it: an idle timeout at the wrong moment.
+fn closes_kept_alive_connections() -> TestServer {
+    TestServer::start(|req, _| {
         if req.on_connection > 0 {
             return Action::Close;
         }
@@ -599,20 +604,121 @@ fn signs_never_use_a_kept_alive_connection() {
             "/v1/sign" => reply_json(201, json!({"signRequestId": "r1"})),
             _ => reply_json(200, json!({"signature": "AQI="})),
         }
+    })
+}
+
+#[test]
+fn synchronous_signs_reuse_kept_alive_connections() {
+    let server = TestServer::start(|req, _| match req.path.as_str() {
+        "/v1/key" => reply_json(200, json!(["a"])),
+        _ => reply_json(200, json!({"signature": "AQI="})),
     });
+    let c = client(&server.url());
+    c.list_keys().unwrap();
+    for _ in 0..20 {
+        assert_eq!(c.sign_synchronous(&sign_req()).unwrap(), vec![1, 2]);
+    }
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 21);
+    assert_eq!(
+        reqs.iter().filter(|r| r.on_connection == 0).count(),
+        1,
+        "one connection for a read and twenty signs"
+    );
+    assert_eq!(c.connections_opened(), 1);
+}
+
+#[test]
+fn a_sign_on_a_kept_alive_connection_closed_by_the_server_is_sent_once_more() {
+    let server = closes_kept_alive_connections();
     let c = client(&server.url());
     for _ in 0..3 {
         c.list_keys().unwrap();
+        // Sent on the connection the list used, closed by the server before any answer, then
+        // sent once more on a new connection, which answers.
         assert_eq!(c.sign_synchronous(&sign_req()).unwrap(), vec![1, 2]);
+        // Approval requests never go over a kept-alive connection.
         assert_eq!(c.sign_asynchronous(&sign_req()).unwrap(), "r1");
     }
-    let signs: Vec<_> = server
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
+    let reqs = server.requests();
+    let sync: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.path == "/v1/synchronousSign")
         .collect();
-    assert_eq!(signs.len(), 6, "each sign sent once");
-    assert!(signs.iter().all(|r| r.on_connection == 0));
+    assert_eq!(sync.len(), 6, "each sign: once swallowed, once answered");
+    assert_eq!(sync.iter().filter(|r| r.on_connection == 0).count(), 3);
+    let approvals: Vec<_> = reqs.iter().filter(|r| r.path == "/v1/sign").collect();
+    assert_eq!(approvals.len(), 3, "each approval request filed once");
+    assert!(approvals.iter().all(|r| r.on_connection == 0));
+}
+
+#[test]
+fn a_swallowed_sign_is_sent_again_only_once() {
+    // The first connection answers the list; every later request is closed unanswered, on
+    // the reused connection and on the new one alike.
+    let server = TestServer::start(|req, i| {
+        if i == 0 {
+            reply_json(200, json!(["a"]))
+        } else {
+            let _ = req;
+            Action::Close
+        }
+    });
+    let c = client(&server.url());
+    c.list_keys().unwrap();
+    let e = c.sign_synchronous(&sign_req()).unwrap_err();
+    assert!(matches!(e.kind, TsbErrorKind::Transport(_)), "{e:?}");
+    assert!(e.may_have_reached_server());
+    let reqs = server.requests();
+    assert_eq!(
+        reqs.len(),
+        3,
+        "the list, the swallowed sign, one more: {reqs:?}"
+    );
+    assert_eq!(reqs[1].on_connection, 1);
+    assert_eq!(reqs[2].on_connection, 0);
+}
+
+#[test]
+fn a_sign_that_got_an_answer_on_a_kept_alive_connection_is_never_sent_twice() {
+    // The answer to the sign on the reused connection starts, then the connection drops; or it
+    // is an error status; or nothing comes before the deadline. The TSB may have signed: the
+    // request is not repeated.
+    type Case = (&'static str, fn() -> Action);
+    let partial: [Case; 5] = [
+        ("half a status line, then close", || {
+            Action::Raw(b"HTTP/1.1 2")
+        }),
+        ("status line, then close", || {
+            Action::Raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        }),
+        ("half a body, then close", || {
+            Action::Raw(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"sig",
+            )
+        }),
+        ("503", || reply_json(503, json!({"errorCode": 701}))),
+        ("hang", || Action::Hang(Duration::from_millis(2500))),
+    ];
+    for (name, action) in partial {
+        let server = TestServer::start(move |req, _| {
+            if req.on_connection == 0 {
+                reply_json(200, json!(["a"]))
+            } else {
+                action()
+            }
+        });
+        let c = client(&server.url());
+        c.list_keys().unwrap();
+        let e = c.sign_synchronous(&sign_req()).unwrap_err();
+        assert!(e.may_have_reached_server(), "{name}: {e:?}");
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 2, "{name}: sent once: {reqs:?}");
+        assert_eq!(
+            reqs[1].on_connection, 1,
+            "{name}: on the kept-alive connection"
+        );
+    }
 }
 
 #[test]
@@ -1175,7 +1281,7 @@ mod tls_server {
 // Secrets never reach the logs
 
 mod log_capture {
-    use once_cell::sync::Lazy;
+    use std::sync::LazyLock;
     use std::sync::Mutex;
 
     pub static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -1206,7 +1312,7 @@ mod log_capture {
 
     /// Installs the capturing logger if no other logger is installed; false if that failed.
     pub fn install() -> bool {
-        static INSTALLED: Lazy<bool> = Lazy::new(|| {
+        static INSTALLED: LazyLock<bool> = LazyLock::new(|| {
             let ok = log::set_logger(&CAPTURE).is_ok();
             if ok {
                 log::set_max_level(log::LevelFilter::Trace);

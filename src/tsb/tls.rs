@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -81,9 +82,9 @@ fn root_store(ca_path: Option<&Path>) -> Result<RootCertStore, String> {
 pub(crate) fn load_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let data = crate::config::read_regular_file(path)
         .map_err(|e| format!("{field} {}: cannot read: {e}", path.display()))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut data.as_slice())
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{field} {}: bad PEM: {e}", path.display()))?;
+        .map_err(|e| format!("{field} {}: bad PEM: {}", path.display(), pem_error(&e)))?;
     if certs.is_empty() {
         return Err(format!(
             "{field} {}: no PEM certificate found",
@@ -97,13 +98,28 @@ pub(crate) fn load_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let data = crate::config::read_regular_file(path)
         .map_err(|e| format!("keypath {}: cannot read: {e}", path.display()))?;
-    match rustls_pemfile::private_key(&mut data.as_slice()) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(format!(
+    match PrivateKeyDer::from_pem_slice(&data) {
+        Ok(key) => Ok(key),
+        Err(pem::Error::NoItemsFound) => Err(format!(
             "keypath {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found",
             path.display()
         )),
-        Err(e) => Err(format!("keypath {}: bad PEM: {e}", path.display())),
+        Err(e) => Err(format!(
+            "keypath {}: bad PEM: {}",
+            path.display(),
+            pem_error(&e)
+        )),
+    }
+}
+
+/// What is wrong with a PEM file, without quoting it (a key file's lines are secret).
+fn pem_error(e: &pem::Error) -> &'static str {
+    match e {
+        pem::Error::MissingSectionEnd { .. } => "a section has no END line",
+        pem::Error::IllegalSectionStart { .. } => "malformed BEGIN line",
+        pem::Error::Base64Decode(_) => "invalid base64",
+        pem::Error::SectionTooLarge => "section too large",
+        _ => "unreadable",
     }
 }
 
@@ -191,10 +207,8 @@ impl ServerCertVerifier for PinnedVerifier {
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// The scheme and host of a normalised URL (`scheme://host[:port][/path]`); IPv6 without
@@ -287,6 +301,68 @@ mod tests {
         c.ca_path = Some("/nonexistent/ca.pem".into());
         let e = client_config(&c).unwrap_err();
         assert!(e.contains("caPath /nonexistent/ca.pem"), "{e}");
+    }
+
+    /// PEM files as people have them: CRLF line ends, text around the blocks, several
+    /// certificates, keys in PKCS#8, PKCS#1 and SEC1 form; broken files give a reason that
+    /// quotes nothing of the file.
+    #[test]
+    fn pem_variants() {
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, data: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            p
+        };
+        let rsa = Rsa::generate(2048).unwrap();
+        let ec =
+            EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap();
+        let pkcs8 = PKey::from_rsa(rsa.clone()).unwrap();
+        for (pem, der) in [
+            (
+                pkcs8.private_key_to_pem_pkcs8().unwrap(),
+                pkcs8.private_key_to_pkcs8().unwrap(),
+            ),
+            (
+                rsa.private_key_to_pem().unwrap(),
+                rsa.private_key_to_der().unwrap(),
+            ),
+            (
+                ec.private_key_to_pem().unwrap(),
+                ec.private_key_to_der().unwrap(),
+            ),
+        ] {
+            let text = String::from_utf8(pem).unwrap();
+            let crlf = format!("a comment line\r\n{}", text.replace('\n', "\r\n"));
+            let key = load_key(&write("key.pem", crlf.as_bytes())).unwrap();
+            assert_eq!(key.secret_der(), &der[..]);
+        }
+        let cert = {
+            let mut b = openssl::x509::X509Builder::new().unwrap();
+            b.set_pubkey(&pkcs8).unwrap();
+            b.sign(&pkcs8, openssl::hash::MessageDigest::sha256())
+                .unwrap();
+            b.build()
+        };
+        let one = String::from_utf8(cert.to_pem().unwrap()).unwrap();
+        let bundle = format!("subject=whatever\n{one}\n\n{one}");
+        let certs = load_certs(&write("ca.pem", bundle.as_bytes()), "caPath").unwrap();
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0].as_ref(), &cert.to_der().unwrap()[..]);
+        // no certificate / no key / broken base64 / missing END line
+        let e = load_certs(&write("none.pem", b"hello"), "caPath").unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = load_key(&write("none.pem", one.as_bytes())).unwrap_err();
+        assert!(e.contains("no PEM private key"), "{e}");
+        let secret = "-----BEGIN PRIVATE KEY-----\nSECRETSECRET!!\n-----END PRIVATE KEY-----\n";
+        let e = load_key(&write("bad.pem", secret.as_bytes())).unwrap_err();
+        assert!(e.contains("invalid base64") && !e.contains("SECRET"), "{e}");
+        let e = load_key(&write("cut.pem", &secret.as_bytes()[..40])).unwrap_err();
+        assert!(e.contains("no END line") && !e.contains("SECRET"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub fn sim_state_dir() -> PathBuf {
 /// Starts a simulator (keys cached under target/tsb-sim-state so RSA-4096 is generated once).
 pub fn start_sim(cfg: SimConfig) -> Simulator {
     std::env::set_var("TSB_SIM_STATE_DIR", sim_state_dir());
+    // The module's journal of approval requests goes under target/, not into the home folder.
+    std::env::set_var("XDG_STATE_HOME", sim_state_dir().join("xdg-state"));
     Simulator::start(cfg).expect("simulator starts")
 }
 

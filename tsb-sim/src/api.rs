@@ -30,9 +30,12 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/versionInfo", get(version_info))
         .route("/v1/licenseInfo", get(license_info))
         .route("/v1/keystore/statistics", get(keystore_statistics))
-        .route("/v1/key", get(list_keys))
+        .route("/v1/key", get(list_keys).post(crate::keygen::create_key))
         .route("/v1/key/attributes", post(post_key_attributes))
-        .route("/v1/key/{*rest}", get(get_key_attributes))
+        .route(
+            "/v1/key/{*rest}",
+            get(get_key_attributes).delete(crate::keygen::delete_key),
+        )
         .route("/v1/certificate/import/plain", post(import_certificate))
         .route("/v1/certificate/synchronous/selfsign", post(selfsign))
         .route(

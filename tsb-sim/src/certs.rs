@@ -11,6 +11,7 @@ use der::asn1::{
 };
 use der::{Decode, Encode, EncodePem};
 use rand::RngCore;
+use rustls::pki_types::pem::PemObject;
 use sha1::Digest;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::{Attribute, AttributeTypeAndValue};
@@ -93,7 +94,9 @@ pub fn default_cert_algorithm(key: &SimKey) -> Option<SigAlg> {
     Some(match key.spec.algorithm {
         KeyAlgorithm::Rsa => SigAlg::RsaPkcs1(Hash::Sha256),
         KeyAlgorithm::Ec => match key.spec.effective_curve() {
-            crate::config::Curve::P256 => SigAlg::Ecdsa(Hash::Sha256),
+            crate::config::Curve::P256 | crate::config::Curve::Secp256k1 => {
+                SigAlg::Ecdsa(Hash::Sha256)
+            }
             crate::config::Curve::P384 => SigAlg::Ecdsa(Hash::Sha384),
             crate::config::Curve::P521 => SigAlg::Ecdsa(Hash::Sha512),
         },
@@ -411,8 +414,7 @@ pub fn read_certificate_file(path: &Path) -> Result<Vec<u8>, SimError> {
     let bytes =
         std::fs::read(path).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
     let der = if bytes.starts_with(b"-----") {
-        let mut reader = std::io::BufReader::new(bytes.as_slice());
-        let first = rustls_pemfile::certs(&mut reader).next();
+        let first = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes).next();
         first
             .ok_or_else(|| SimError::Config(format!("{}: no certificate", path.display())))?
             .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?
@@ -572,7 +574,7 @@ pub fn build_tls(cfg: &TlsConfig, dir: &Path) -> Result<TlsMaterial, SimError> {
         if let Some(file) = &cfg.client_ca_file {
             let pem = std::fs::read(file)
                 .map_err(|e| SimError::Tls(format!("{}: {e}", file.display())))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
                 roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
             }
         } else {

@@ -7,8 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use tsb_sim::{SimConfig, Simulator};
+
+/// `println!` to stdout that ends the program quietly (exit code 0) when stdout is a closed pipe,
+/// e.g. `tsb-sim requests | head`, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("tsb-sim: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn out_raw(text: &str) {
+    emit(format_args!("{text}"))
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,15 +49,20 @@ struct Cli {
 
 #[derive(Args, Debug, Clone, Default)]
 struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080, or `listen` of the config file]
+    /// Address to listen on [default: 127.0.0.1:8080, or `listen` of the config file]; repeat
+    /// for a cluster: every listener serves the same keys and requests
     #[arg(long)]
-    listen: Option<String>,
+    listen: Vec<String>,
     /// TOML configuration file [default: the built-in demo configuration]
     #[arg(long)]
     config: Option<PathBuf>,
     /// State directory (key cache, TLS files); overrides `stateDir` and TSB_SIM_STATE_DIR
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Emulated network round-trip time in ms: one per new connection and per client flight
+    /// (overrides `rttMs`)
+    #[arg(long)]
+    rtt_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -91,6 +119,31 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show (or change) the network emulation: round-trip time, connections accepted
+    Network {
+        /// New round-trip time in milliseconds (0 = off)
+        #[arg(long)]
+        rtt_ms: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the listeners (cluster nodes) with their fault and request/connection counts
+    Listeners {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set the fault of one listener: none, down, hang, unavailable (503) or slow
+    Listener {
+        /// Listener index (0 = the first --listen)
+        index: usize,
+        /// none | down | hang | unavailable | slow
+        fault: String,
+        /// Latency of `slow`, in milliseconds
+        #[arg(long)]
+        latency_ms: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Manage injected faults
     Faults {
         #[command(subcommand)]
@@ -140,9 +193,17 @@ pub fn run() -> i32 {
         }) => decide(&client, &request_id, "reject", Some(&approver)),
         Some(Command::Fail { request_id, client }) => decide(&client, &request_id, "fail", None),
         Some(Command::Counters { reset, client }) => counters(&client, reset),
+        Some(Command::Network { rtt_ms, client }) => network(&client, rtt_ms),
+        Some(Command::Listeners { client }) => listeners(&client),
+        Some(Command::Listener {
+            index,
+            fault,
+            latency_ms,
+            client,
+        }) => listener(&client, index, &fault, latency_ms),
         Some(Command::Faults { action }) => faults(action),
         Some(Command::DemoConfig) => {
-            print!("{}", tsb_sim::DEMO_TOML);
+            out_raw(tsb_sim::DEMO_TOML);
             Ok(())
         }
     };
@@ -163,13 +224,25 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Some(path) => SimConfig::from_file(path).map_err(|e| e.to_string())?,
         None => SimConfig::demo(),
     };
-    cfg.listen = Some(
-        args.listen
-            .or(cfg.listen.take())
-            .unwrap_or_else(|| "127.0.0.1:8080".to_string()),
-    );
+    let mut listen = args.listen.into_iter();
+    match listen.next() {
+        Some(first) => {
+            cfg.listen = Some(first);
+            cfg.extra_listen = listen.collect();
+        }
+        None => {
+            cfg.listen = Some(
+                cfg.listen
+                    .take()
+                    .unwrap_or_else(|| "127.0.0.1:8080".to_string()),
+            )
+        }
+    }
     if let Some(dir) = args.state_dir {
         cfg.state_dir = Some(dir);
+    }
+    if let Some(rtt) = args.rtt_ms {
+        cfg.rtt_ms = rtt;
     }
     let started = std::time::Instant::now();
     let sim = Simulator::start(cfg).map_err(|e| e.to_string())?;
@@ -191,7 +264,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(c) = sim.control_url() {
         eprintln!("tsb-sim: control interface on {c}/sim/");
     }
-    println!("listening on {}", sim.url());
+    for url in sim.urls() {
+        out!("listening on {url}");
+    }
     let _ = std::io::stdout().flush();
     sim.wait_for_shutdown_signal();
     eprintln!("tsb-sim: shutting down");
@@ -230,7 +305,7 @@ fn agent(client: &ClientArgs) -> Result<(ureq::Agent, String), String> {
     if let Some(ca) = ca {
         let pem = std::fs::read(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
             roots
                 .add(cert)
@@ -287,7 +362,7 @@ fn call(
 fn requests(client: &ClientArgs, json: bool) -> Result<(), String> {
     let v = call(client, "GET", "/sim/requests", None)?.unwrap_or(Value::Array(vec![]));
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
     let list = |r: &Value, f: &str| -> String {
@@ -305,16 +380,22 @@ fn requests(client: &ClientArgs, json: bool) -> Result<(), String> {
     let s = |r: &Value, f: &str| -> String {
         r.get(f).and_then(Value::as_str).unwrap_or("-").to_string()
     };
-    println!(
+    out!(
         "{:<36}  {:<18} {:<24} {:<9} {:<14} {:<14} {:<14} CREATED",
-        "ID", "KEY", "ALGORITHM", "STATUS", "APPROVED", "WAITING FOR", "REJECTED"
+        "ID",
+        "KEY",
+        "ALGORITHM",
+        "STATUS",
+        "APPROVED",
+        "WAITING FOR",
+        "REJECTED"
     );
     for r in v.as_array().into_iter().flatten() {
         let id = match r.get("id").and_then(Value::as_str) {
             Some(id) => id.to_string(),
             None => "(synchronous)".to_string(),
         };
-        println!(
+        out!(
             "{:<36}  {:<18} {:<24} {:<9} {:<14} {:<14} {:<14} {}",
             id,
             s(r, "key"),
@@ -326,7 +407,7 @@ fn requests(client: &ClientArgs, json: bool) -> Result<(), String> {
             s(r, "createdAt"),
         );
         if let Some(meta) = r.get("metaData").filter(|m| !m.is_null()) {
-            println!("{:<38}metaData: {meta}", "");
+            out!("{:<38}metaData: {meta}", "");
         }
     }
     Ok(())
@@ -346,7 +427,7 @@ fn decide(
         body.as_deref(),
     )?
     .unwrap_or(Value::Null);
-    println!(
+    out!(
         "request {id}: {}",
         v.get("status").and_then(Value::as_str).unwrap_or("?")
     );
@@ -356,13 +437,87 @@ fn decide(
 fn counters(client: &ClientArgs, reset: bool) -> Result<(), String> {
     if reset {
         call(client, "DELETE", "/sim/counters", None)?;
-        println!("counters reset");
+        out!("counters reset");
         return Ok(());
     }
     let v = call(client, "GET", "/sim/counters", None)?.unwrap_or(Value::Null);
     for (k, n) in v.as_object().into_iter().flatten() {
-        println!("{n:>8}  {k}");
+        out!("{n:>8}  {k}");
     }
+    let net = call(client, "GET", "/sim/network", None)?.unwrap_or(Value::Null);
+    if let Some(n) = net.get("connectionsAccepted").and_then(Value::as_u64) {
+        out!("{n:>8}  connections accepted");
+    }
+    Ok(())
+}
+
+fn print_listener(l: &Value) {
+    let fault = l.get("fault").and_then(Value::as_str).unwrap_or("?");
+    let fault = match l.get("latencyMs").and_then(Value::as_u64) {
+        Some(ms) => format!("{fault} {ms}ms"),
+        None => fault.to_string(),
+    };
+    out!(
+        "{:>3}  {:<32} {:<14} {:>8} {:>8}",
+        l.get("index").and_then(Value::as_u64).unwrap_or(0),
+        l.get("url").and_then(Value::as_str).unwrap_or("-"),
+        fault,
+        l.get("requests").and_then(Value::as_u64).unwrap_or(0),
+        l.get("connections").and_then(Value::as_u64).unwrap_or(0),
+    );
+}
+
+fn listeners(client: &ClientArgs) -> Result<(), String> {
+    let v = call(client, "GET", "/sim/listeners", None)?.unwrap_or(Value::Null);
+    out!(
+        "{:>3}  {:<32} {:<14} {:>8} {:>8}",
+        "#",
+        "URL",
+        "FAULT",
+        "REQUESTS",
+        "CONNS"
+    );
+    v.as_array().into_iter().flatten().for_each(print_listener);
+    Ok(())
+}
+
+fn listener(
+    client: &ClientArgs,
+    index: usize,
+    fault: &str,
+    latency_ms: Option<u64>,
+) -> Result<(), String> {
+    let mut body = serde_json::json!({ "fault": fault });
+    if let Some(ms) = latency_ms {
+        body["latencyMs"] = ms.into();
+    }
+    let v = call(
+        client,
+        "POST",
+        &format!("/sim/listeners/{index}"),
+        Some(&body.to_string()),
+    )?
+    .unwrap_or(Value::Null);
+    print_listener(&v);
+    Ok(())
+}
+
+fn network(client: &ClientArgs, rtt_ms: Option<u64>) -> Result<(), String> {
+    let v = match rtt_ms {
+        Some(ms) => {
+            let body = serde_json::json!({ "rttMs": ms }).to_string();
+            call(client, "POST", "/sim/network", Some(&body))?
+        }
+        None => call(client, "GET", "/sim/network", None)?,
+    }
+    .unwrap_or(Value::Null);
+    out!(
+        "rtt {} ms, {} connections accepted",
+        v.get("rttMs").and_then(Value::as_u64).unwrap_or(0),
+        v.get("connectionsAccepted")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    );
     Ok(())
 }
 
@@ -370,15 +525,15 @@ fn faults(action: FaultAction) -> Result<(), String> {
     match action {
         FaultAction::List { client } => {
             let v = call(&client, "GET", "/sim/faults", None)?.unwrap_or(Value::Null);
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         FaultAction::Add { json, client } => {
             let v = call(&client, "POST", "/sim/faults", Some(&json))?.unwrap_or(Value::Null);
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         FaultAction::Clear { client } => {
             call(&client, "DELETE", "/sim/faults", None)?;
-            println!("faults cleared");
+            out!("faults cleared");
         }
     }
     Ok(())

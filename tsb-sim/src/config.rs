@@ -16,6 +16,9 @@ pub struct SimConfig {
     /// `host:port` to listen on; `None` → `127.0.0.1:0` (a free port).
     #[serde(default)]
     pub listen: Option<String>,
+    /// Further listeners serving the same keys and requests (cluster mode), `host:port` each.
+    #[serde(default)]
+    pub extra_listen: Vec<String>,
     /// Optional extra plain-HTTP listener serving only the `/sim/` control interface (useful when
     /// the main listener requires mTLS).
     #[serde(default)]
@@ -38,6 +41,10 @@ pub struct SimConfig {
     /// (not scaled). Per-key `autoApproveAfterMs` overrides it.
     #[serde(default)]
     pub auto_approve_after_ms: Option<u64>,
+    /// Emulated network round-trip time in milliseconds (0 = none): one RTT per new connection
+    /// and per client flight (see the README's "Network emulation").
+    #[serde(default)]
+    pub rtt_ms: u64,
     /// Upper bound of a `hang` fault, in milliseconds (default 10 minutes).
     #[serde(default = "default_hang_max")]
     pub hang_max_ms: u64,
@@ -84,12 +91,14 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             listen: None,
+            extra_listen: Vec::new(),
             control_listen: None,
             state_dir: None,
             cache_keys: true,
             time_scale: 1.0,
             approved_execution_delay_ms: default_exec_delay(),
             auto_approve_after_ms: None,
+            rtt_ms: 0,
             hang_max_ms: default_hang_max(),
             max_payload_bytes: default_max_payload(),
             version: default_version(),
@@ -246,6 +255,9 @@ pub enum Curve {
     P384,
     #[serde(rename = "P-521", alias = "secp521r1")]
     P521,
+    /// The Bitcoin/Ethereum curve (SEC 2).
+    #[serde(rename = "secp256k1")]
+    Secp256k1,
 }
 
 impl Curve {
@@ -254,6 +266,7 @@ impl Curve {
             Curve::P256 => "P-256",
             Curve::P384 => "P-384",
             Curve::P521 => "P-521",
+            Curve::Secp256k1 => "secp256k1",
         }
     }
     pub fn oid(self) -> &'static str {
@@ -261,11 +274,12 @@ impl Curve {
             Curve::P256 => "1.2.840.10045.3.1.7",
             Curve::P384 => "1.3.132.0.34",
             Curve::P521 => "1.3.132.0.35",
+            Curve::Secp256k1 => "1.3.132.0.10",
         }
     }
     pub fn bits(self) -> u32 {
         match self {
-            Curve::P256 => 256,
+            Curve::P256 | Curve::Secp256k1 => 256,
             Curve::P384 => 384,
             Curve::P521 => 521,
         }
@@ -273,7 +287,7 @@ impl Curve {
     /// Field size in bytes (width of r and s in a RAW signature).
     pub fn field_bytes(self) -> usize {
         match self {
-            Curve::P256 => 32,
+            Curve::P256 | Curve::Secp256k1 => 32,
             Curve::P384 => 48,
             Curve::P521 => 66,
         }

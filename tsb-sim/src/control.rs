@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use crate::cluster::NodeFault;
 use crate::config::KeySpec;
 use crate::error::SimError;
 use crate::faults::Fault;
@@ -29,6 +30,9 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/sim/requests/{id}/reject", post(reject))
         .route("/sim/requests/{id}/fail", post(fail))
         .route("/sim/counters", get(counters).delete(reset_counters))
+        .route("/sim/network", get(network).post(set_network))
+        .route("/sim/listeners", get(listeners))
+        .route("/sim/listeners/{index}", post(set_listener))
         .route(
             "/sim/faults",
             get(list_faults).post(add_faults).delete(clear_faults),
@@ -115,10 +119,82 @@ async fn counters(State(s): S) -> Response {
     Json(s.counters()).into_response()
 }
 
-/// `DELETE /sim/counters`.
+/// `DELETE /sim/counters` (also resets the connection counter).
 async fn reset_counters(State(s): S) -> Response {
     s.reset_counters();
+    s.net.reset_connections();
+    for n in s.nodes.get().into_iter().flatten() {
+        n.reset_counts();
+    }
     StatusCode::NO_CONTENT.into_response()
+}
+
+fn network_json(s: &Shared) -> Response {
+    Json(json!({
+        "rttMs": u64::try_from(s.net.rtt().as_millis()).unwrap_or(u64::MAX),
+        "connectionsAccepted": s.net.connections(),
+    }))
+    .into_response()
+}
+
+/// `GET /sim/network`: `{"rttMs", "connectionsAccepted"}`.
+async fn network(State(s): S) -> Response {
+    network_json(&s)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NetworkChange {
+    rtt_ms: u64,
+}
+
+/// `POST /sim/network` with `{"rttMs": n}`: changes the emulated round-trip time.
+async fn set_network(State(s): S, body: Bytes) -> Response {
+    match serde_json::from_slice::<NetworkChange>(&body) {
+        Ok(c) => {
+            s.net.set_rtt(std::time::Duration::from_millis(c.rtt_ms));
+            network_json(&s)
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {{\"rttMs\": n}}: {e}"),
+        ),
+    }
+}
+
+/// `GET /sim/listeners`: `[{"index","url","fault","latencyMs"?,"requests","connections"}]`.
+async fn listeners(State(s): S) -> Response {
+    let list: Vec<_> = s
+        .nodes
+        .get()
+        .into_iter()
+        .flatten()
+        .map(|n| n.info())
+        .collect();
+    Json(list).into_response()
+}
+
+/// `POST /sim/listeners/{index}` with `{"fault": "down"}` (`none`, `down`, `hang`,
+/// `unavailable`, or `slow` with `latencyMs`): answers once the change is in effect.
+async fn set_listener(State(s): S, Path(index): Path<usize>, body: Bytes) -> Response {
+    let fault: NodeFault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid listener fault: {e}"),
+            )
+        }
+    };
+    let Some(node) = s.nodes.get().and_then(|n| n.get(index)).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("no listener {index}"));
+    };
+    let setter = node.clone();
+    match tokio::task::spawn_blocking(move || setter.set_fault(fault)).await {
+        Ok(Ok(())) => Json(node.info()).into_response(),
+        Ok(Err(e)) => sim_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// `GET /sim/faults`: active faults with remaining counts.

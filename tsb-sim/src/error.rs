@@ -114,6 +114,15 @@ impl ApiError {
             "A TLS client certificate is required",
         )
     }
+    /// 622 `res.error.key.already.exists` (HTTP 400): `POST /v1/key` with a label in use. The
+    /// real TSB's code for this case is not public; the simulator picked 622.
+    pub fn key_exists(label: &str) -> ApiError {
+        ApiError::new(
+            622,
+            "res.error.key.already.exists",
+            format!("Key with label '{label}' already exists"),
+        )
+    }
     /// 650 `res.error.key.does.not.exist` (HTTP 404).
     pub fn no_key(label: &str) -> ApiError {
         ApiError::new(

@@ -30,6 +30,10 @@ pub enum FaultKind {
     /// Process the request; the `signature` (synchronousSign) or `result` (request status) in
     /// the answer gets its last bit flipped. Only answers that carry a signature use up `count`.
     BadSignature,
+    /// Process the request; a JSON object answer gets one more field, `field` (a dotted path,
+    /// e.g. `json.attributes.quantumSafe`; default `simulatedExtraField`), with the value
+    /// `true`, as a TSB that differs from the documented contract would send.
+    ExtraField,
 }
 
 /// One fault. `endpoint` is `"*"` (every `/v1/` request), `"METHOD /path/prefix"`,
@@ -57,6 +61,9 @@ pub struct Fault {
     /// message of the `status5xx` body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The field an `extraField` fault adds (dotted path into the answer's objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 fn star() -> String {
@@ -74,6 +81,7 @@ impl Fault {
             latency_ms: None,
             error_code: None,
             message: None,
+            field: None,
         }
     }
     /// `latency`: add `ms` milliseconds.
@@ -109,6 +117,13 @@ impl Fault {
     /// `badSignature`.
     pub fn bad_signature(endpoint: &str) -> Fault {
         Fault::new(endpoint, FaultKind::BadSignature)
+    }
+    /// `extraField`: adds `field` (a dotted path) to JSON object answers.
+    pub fn extra_field(endpoint: &str, field: &str) -> Fault {
+        Fault {
+            field: Some(field.to_string()),
+            ..Fault::new(endpoint, FaultKind::ExtraField)
+        }
     }
     /// Limit the fault to the next `n` matching requests.
     pub fn times(mut self, n: u32) -> Fault {

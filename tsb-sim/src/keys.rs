@@ -188,6 +188,7 @@ pub enum KeyMaterial {
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
     P521(Box<p521::ecdsa::SigningKey>),
+    K256(k256::ecdsa::SigningKey),
     Ed25519(Box<ed25519_dalek::SigningKey>),
     /// AES key bytes (never used: the simulator does not encrypt).
     Secret(Vec<u8>),
@@ -201,6 +202,7 @@ impl std::fmt::Debug for KeyMaterial {
             KeyMaterial::P256(_) => "EC P-256".to_string(),
             KeyMaterial::P384(_) => "EC P-384".to_string(),
             KeyMaterial::P521(_) => "EC P-521".to_string(),
+            KeyMaterial::K256(_) => "EC secp256k1".to_string(),
             KeyMaterial::Ed25519(_) => "Ed25519".to_string(),
             KeyMaterial::Secret(k) => format!("AES-{}", k.len() * 8),
         };
@@ -226,6 +228,7 @@ impl KeyMaterial {
                 Curve::P521 => {
                     KeyMaterial::P521(Box::new(p521::ecdsa::SigningKey::random(&mut rng)))
                 }
+                Curve::Secp256k1 => KeyMaterial::K256(k256::ecdsa::SigningKey::random(&mut rng)),
             },
             KeyAlgorithm::Ed => {
                 KeyMaterial::Ed25519(Box::new(ed25519_dalek::SigningKey::generate(&mut rng)))
@@ -250,6 +253,9 @@ impl KeyMaterial {
                 .map_err(key_err)?,
             KeyMaterial::P521(k) => p521::SecretKey::from_bytes(&k.to_bytes())
                 .map_err(key_err)?
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(key_err)?,
+            KeyMaterial::K256(k) => k256::SecretKey::from(k.as_nonzero_scalar())
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(key_err)?,
             KeyMaterial::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF).map_err(key_err)?,
@@ -286,6 +292,9 @@ impl KeyMaterial {
                         p521::ecdsa::SigningKey::from_bytes(&secret.to_bytes()).map_err(key_err)?,
                     ))
                 }
+                Curve::Secp256k1 => KeyMaterial::K256(k256::ecdsa::SigningKey::from(
+                    k256::SecretKey::from_pkcs8_pem(pem).map_err(key_err)?,
+                )),
             },
             KeyAlgorithm::Ed => KeyMaterial::Ed25519(Box::new(
                 ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(key_err)?,
@@ -311,6 +320,7 @@ impl KeyMaterial {
                 .public_key()
                 .to_public_key_der()
                 .map_err(key_err)?,
+            KeyMaterial::K256(k) => k.verifying_key().to_public_key_der().map_err(key_err)?,
             KeyMaterial::Ed25519(k) => k.verifying_key().to_public_key_der().map_err(key_err)?,
             KeyMaterial::Secret(_) => return Ok(None),
         };
@@ -320,7 +330,10 @@ impl KeyMaterial {
     fn kind(&self) -> KeyAlgorithm {
         match self {
             KeyMaterial::Rsa(_) => KeyAlgorithm::Rsa,
-            KeyMaterial::P256(_) | KeyMaterial::P384(_) | KeyMaterial::P521(_) => KeyAlgorithm::Ec,
+            KeyMaterial::P256(_)
+            | KeyMaterial::P384(_)
+            | KeyMaterial::P521(_)
+            | KeyMaterial::K256(_) => KeyAlgorithm::Ec,
             KeyMaterial::Ed25519(_) => KeyAlgorithm::Ed,
             KeyMaterial::Secret(_) => KeyAlgorithm::Aes,
         }
@@ -358,6 +371,17 @@ impl KeyMaterial {
             KeyMaterial::P521(key) => {
                 let z = ec_prehash(Curve::P521, alg, payload)?;
                 let sig: p521::ecdsa::Signature = key.sign_prehash(&z).map_err(hsm_err)?;
+                Ok(if raw_ecdsa {
+                    sig.to_bytes().to_vec()
+                } else {
+                    sig.to_der().as_bytes().to_vec()
+                })
+            }
+            KeyMaterial::K256(key) => {
+                let z = ec_prehash(Curve::Secp256k1, alg, payload)?;
+                let sig: k256::ecdsa::Signature = key.sign_prehash(&z).map_err(hsm_err)?;
+                // Low-S form, as Bitcoin/Ethereum verifiers want (still a valid ECDSA signature).
+                let sig = sig.normalize_s().unwrap_or(sig);
                 Ok(if raw_ecdsa {
                     sig.to_bytes().to_vec()
                 } else {
@@ -621,6 +645,8 @@ pub struct SimKey {
     pub create_time: String,
     /// DER certificate stored for the key (`/v1/certificate/**`).
     pub certificate: PlMutex<Option<Vec<u8>>>,
+    /// The policy document a key was created with (`POST /v1/key`), shown as given.
+    pub(crate) policy_doc: Option<crate::keygen::TsbPolicy>,
 }
 
 impl SimKey {
@@ -632,6 +658,7 @@ impl SimKey {
             public_der,
             create_time: crate::util::rfc3339(std::time::SystemTime::now()),
             certificate: PlMutex::new(None),
+            policy_doc: None,
         })
     }
 
@@ -674,6 +701,14 @@ impl SimKey {
             .is_some_and(|p| p.needs_approval())
     }
 
+    /// The value of one attribute boolean (`sign`, `destroyable`, ...), defaults applied.
+    pub fn attribute(&self, name: &str) -> bool {
+        self.attribute_values()
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
     fn attribute_values(&self) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
         for name in ATTRIBUTE_NAMES {
@@ -692,6 +727,9 @@ impl SimKey {
 
     fn policy_json(&self) -> Value {
         let blocked = self.spec.blocked;
+        if let Some(doc) = &self.policy_doc {
+            return doc.to_json(blocked);
+        }
         let tokens = match &self.spec.policy {
             None if !blocked => return Value::Null,
             None => Vec::new(),

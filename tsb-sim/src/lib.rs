@@ -14,17 +14,21 @@
 
 mod api;
 mod certs;
+mod cluster;
 pub mod config;
 mod control;
 mod error;
 mod faults;
+mod keygen;
 mod keys;
+mod network;
 mod policy;
 mod server;
 mod simulator;
 mod state;
 mod util;
 
+pub use cluster::{ListenerInfo, NodeFault};
 pub use config::{
     ApiKeys, AuthConfig, CertificateFormat, CertificateSpec, ClientAuth, Curve, GroupSpec,
     KeyAlgorithm, KeySpec, PolicySpec, ServerCertMode, SimConfig, TlsConfig, TokenSpec,

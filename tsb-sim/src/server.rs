@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::cluster::{Node, NodeFault};
 use crate::config::ClientAuth;
 use crate::error::ApiError;
 use crate::faults::{Fault, FaultKind};
@@ -36,12 +37,25 @@ impl std::fmt::Display for Abort {
 impl std::error::Error for Abort {}
 
 /// Per-connection facts the dispatcher needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ConnInfo {
     /// Only `/sim/` is served (the optional plain control listener).
     pub control_only: bool,
     /// `clientAuth = "optional"` and no client certificate was presented.
     pub missing_client_cert: bool,
+    /// The cluster node (listener) the connection came in on; `None` for `controlListen`.
+    pub(crate) node: Option<Arc<Node>>,
+}
+
+/// Resolves when `node` goes down (never for `None`).
+async fn node_down(node: Option<&Arc<Node>>) {
+    match node {
+        Some(n) => {
+            let mut rx = n.subscribe();
+            let _ = rx.wait_for(|f| *f == NodeFault::Down).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The complete axum application (`/v1/` and `/sim/`).
@@ -63,6 +77,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     app: Router,
     control_only: bool,
+    node: Option<Arc<Node>>,
 ) {
     let mut shutdown = shared.shutdown.clone();
     let optional_client_auth = shared
@@ -74,6 +89,8 @@ pub async fn serve(
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => break,
+            // Closing the socket refuses further connections.
+            _ = node_down(node.as_ref()) => break,
         };
         let (stream, _peer) = match accepted {
             Ok(x) => x,
@@ -87,10 +104,28 @@ pub async fn serve(
         let shared = shared.clone();
         let app = app.clone();
         let tls = tls.clone();
+        if !control_only {
+            shared.net.count_connection();
+        }
+        if let Some(n) = &node {
+            n.count_connection();
+        }
+        let node = node.clone();
         tokio::spawn(async move {
             let mut info = ConnInfo {
                 control_only,
                 missing_client_cert: false,
+                node,
+            };
+            let rtt = shared.net.rtt();
+            if !control_only && !rtt.is_zero() {
+                // The TCP handshake's round trip.
+                tokio::time::sleep(rtt).await;
+            }
+            let stream = if control_only {
+                crate::network::RttStream::plain(stream)
+            } else {
+                shared.net.wrap(stream)
             };
             match tls {
                 None => serve_io(stream, shared, app, info).await,
@@ -121,8 +156,9 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut shutdown = shared.shutdown.clone();
+    let node = info.node.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        dispatch(shared.clone(), app.clone(), info, req)
+        dispatch(shared.clone(), app.clone(), info.clone(), req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -130,6 +166,8 @@ where
     tokio::select! {
         r = conn => if let Err(e) = r { log::debug!("connection closed: {e}") },
         _ = shutdown.changed() => {}
+        // A node that goes down drops its connections.
+        _ = node_down(node.as_ref()) => {}
     }
 }
 
@@ -148,6 +186,7 @@ fn normalized_path(path: &str) -> String {
     let segs: Vec<&str> = p.split('/').collect();
     match segs.as_slice() {
         ["", "v1", "key", _, .., "attributes"] => "/v1/key/attributes".to_string(),
+        ["", "v1", "key", first, ..] if *first != "attributes" => "/v1/key".to_string(),
         ["", "v1", "request", _, ..] => "/v1/request".to_string(),
         ["", "v1", "certificate", first, ..] if *first != "import" && *first != "synchronous" => {
             "/v1/certificate".to_string()
@@ -274,6 +313,31 @@ async fn api_request(
 ) -> Result<Response<Body>, Abort> {
     let normalized = normalized_path(path);
     shared.count(&format!("{method} {normalized}"));
+    if let Some(node) = &info.node {
+        node.count_request();
+        match node.fault() {
+            NodeFault::None | NodeFault::Down => {}
+            NodeFault::Slow { latency_ms } => {
+                tokio::time::sleep(Duration::from_millis(latency_ms)).await
+            }
+            NodeFault::Unavailable => {
+                let f = Fault::status("*", 503)
+                    .with_error(701, "Simulated fault: this TSB node is unavailable");
+                return Ok(status_fault(&f));
+            }
+            NodeFault::Hang => {
+                let _ = axum::body::to_bytes(Body::new(req.into_body()), 16 << 20).await;
+                let mut rx = node.subscribe();
+                let mut shutdown = shared.shutdown.clone();
+                tokio::select! {
+                    _ = rx.wait_for(|f| *f != NodeFault::Hang) => {}
+                    _ = shutdown.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(shared.cfg.hang_max_ms)) => {}
+                }
+                return Err(Abort("hanging listener"));
+            }
+        }
+    }
     let cleared = shared.faults.cleared_signal();
     let fault = shared.faults.find(method.as_str(), path, &normalized);
     if let Some((id, f)) = &fault {
@@ -306,6 +370,7 @@ async fn api_request(
     match fault {
         Some((_, f)) if f.kind == FaultKind::MalformedJson => Ok(malformed(resp).await),
         Some((_, f)) if f.kind == FaultKind::DropConnection => Ok(drop_connection(resp).await),
+        Some((_, f)) if f.kind == FaultKind::ExtraField => Ok(extra_field(resp, &f).await),
         Some((id, f)) if f.kind == FaultKind::BadSignature => {
             let (resp, applied) = bad_signature(resp).await;
             if applied {
@@ -403,6 +468,28 @@ async fn drop_connection(resp: Response<Body>) -> Response<Body> {
     Response::from_parts(parts, Body::from_stream(first.chain(fail)))
 }
 
+async fn extra_field(resp: Response<Body>, f: &Fault) -> Response<Body> {
+    let (parts, bytes) = body_bytes(resp).await;
+    if let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) {
+        let path = f.field.as_deref().unwrap_or("simulatedExtraField");
+        let mut segments: Vec<&str> = path.split('.').collect();
+        let last = segments.pop().unwrap_or("simulatedExtraField");
+        let mut at = &mut v;
+        for seg in segments {
+            match at.get_mut(seg) {
+                Some(next) if next.is_object() => at = next,
+                _ => return Response::from_parts(parts, Body::from(bytes)),
+            }
+        }
+        if let Some(obj) = at.as_object_mut() {
+            obj.insert(last.to_string(), Value::Bool(true));
+            let body = serde_json::to_vec(&v).unwrap_or_default();
+            return Response::from_parts(parts, Body::from(body));
+        }
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
 async fn bad_signature(resp: Response<Body>) -> (Response<Body>, bool) {
     let (parts, bytes) = body_bytes(resp).await;
     let mut applied = false;
@@ -447,6 +534,10 @@ mod tests {
         assert_eq!(
             endpoint_name(&Method::DELETE, "/v1/certificate/k"),
             "DELETE /v1/certificate"
+        );
+        assert_eq!(
+            endpoint_name(&Method::DELETE, "/v1/key/a%2Fb"),
+            "DELETE /v1/key"
         );
         assert_eq!(
             endpoint_name(&Method::POST, "/v1/certificate/import/plain"),

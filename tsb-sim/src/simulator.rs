@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::{ListenerInfo, Node, NodeFault};
 use crate::config::{KeyAlgorithm, KeySpec, SimConfig};
 use crate::error::SimError;
 use crate::faults::Fault;
@@ -21,6 +22,7 @@ pub struct Simulator {
     url: String,
     control_url: Option<String>,
     addr: SocketAddr,
+    nodes: Vec<Arc<Node>>,
     ca_cert_path: Option<PathBuf>,
     client_cert_paths: Option<(PathBuf, PathBuf)>,
     temp_dir: Option<PathBuf>,
@@ -140,8 +142,15 @@ fn parse_addr(s: &str) -> Result<SocketAddr, SimError> {
 
 impl Simulator {
     /// Generates/loads the keys, sets up TLS if configured, and starts listening on
-    /// `cfg.listen` (default `127.0.0.1:0`).
+    /// `cfg.listen` (default `127.0.0.1:0`) and on every `cfg.extraListen` address.
     pub fn start(cfg: SimConfig) -> Result<Simulator, SimError> {
+        Simulator::start_cluster(cfg, 1)
+    }
+
+    /// Like [`Simulator::start`], with at least `listeners` listeners ("nodes") serving the same
+    /// keys and requests: `listen`, then `extraListen`, then free ports on `listen`'s address.
+    /// Each can fail on its own ([`Simulator::set_listener_fault`]).
+    pub fn start_cluster(cfg: SimConfig, listeners: usize) -> Result<Simulator, SimError> {
         cfg.validate()?;
         let state_dir = cfg.effective_state_dir();
         let key_cache_dir = cfg.cache_keys.then(|| match &state_dir {
@@ -176,40 +185,54 @@ impl Simulator {
         let shared = Arc::new(Shared::new(cfg.clone(), keys, key_cache_dir, shutdown_rx));
         let app = crate::server::app(shared.clone());
 
-        let addr = parse_addr(cfg.listen.as_deref().unwrap_or("127.0.0.1:0"))?;
-        let std_listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| SimError::Config(format!("cannot listen on {addr}: {e}")))?;
-        std_listener.set_nonblocking(true)?;
-        let local = std_listener.local_addr()?;
+        let mut listen: Vec<String> = vec![cfg
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:0".to_string())];
+        listen.extend(cfg.extra_listen.iter().cloned());
+        let first_ip = parse_addr(&listen[0])?.ip();
+        while listen.len() < listeners.max(1) {
+            listen.push(SocketAddr::new(first_ip, 0).to_string());
+        }
         let acceptor = tls
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config.clone()));
 
         let control_url;
+        let mut nodes = Vec::new();
         {
             let _guard = runtime.enter();
-            let listener = tokio::net::TcpListener::from_std(std_listener)?;
-            runtime.spawn(crate::server::serve(
-                listener,
-                acceptor.clone(),
-                shared.clone(),
-                app.clone(),
-                false,
-            ));
-            // "localhost" may resolve to ::1 first: serve the same port there too.
-            if acceptor.is_some() && local.ip() == IpAddr::from([127, 0, 0, 1]) {
-                let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), local.port());
-                if let Ok(l6) = std::net::TcpListener::bind(v6) {
-                    l6.set_nonblocking(true)?;
-                    let l6 = tokio::net::TcpListener::from_std(l6)?;
-                    runtime.spawn(crate::server::serve(
-                        l6,
-                        acceptor.clone(),
-                        shared.clone(),
-                        app.clone(),
-                        false,
-                    ));
+            for (index, spec) in listen.iter().enumerate() {
+                let addr = parse_addr(spec)?;
+                let std_listener = std::net::TcpListener::bind(addr)
+                    .map_err(|e| SimError::Config(format!("cannot listen on {addr}: {e}")))?;
+                std_listener.set_nonblocking(true)?;
+                let local = std_listener.local_addr()?;
+                let mut addrs = vec![local];
+                let mut sockets = vec![tokio::net::TcpListener::from_std(std_listener)?];
+                // "localhost" may resolve to ::1 first: serve the same port there too.
+                if acceptor.is_some() && local.ip() == IpAddr::from([127, 0, 0, 1]) {
+                    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), local.port());
+                    if let Ok(l6) = std::net::TcpListener::bind(v6) {
+                        l6.set_nonblocking(true)?;
+                        sockets.push(tokio::net::TcpListener::from_std(l6)?);
+                        addrs.push(v6);
+                    }
                 }
+                let url = format!(
+                    "{}://{}",
+                    if tls.is_some() { "https" } else { "http" },
+                    host_port(local, tls.is_some())
+                );
+                let node = Arc::new(Node::new(index, url, addrs));
+                runtime.spawn(crate::cluster::serve_node(
+                    node.clone(),
+                    sockets,
+                    acceptor.clone(),
+                    shared.clone(),
+                    app.clone(),
+                ));
+                nodes.push(node);
             }
             control_url = match &cfg.control_listen {
                 None => None,
@@ -226,25 +249,25 @@ impl Simulator {
                         shared.clone(),
                         app.clone(),
                         true,
+                        None,
                     ));
                     Some(format!("http://{}", host_port(clocal, false)))
                 }
             };
         }
 
-        let url = format!(
-            "{}://{}",
-            if tls.is_some() { "https" } else { "http" },
-            host_port(local, tls.is_some())
-        );
-        log::info!("listening on {url}");
+        for n in &nodes {
+            log::info!("listening on {}", n.url);
+        }
+        let _ = shared.nodes.set(nodes.clone());
         Ok(Simulator {
             runtime: Some(runtime),
             shared,
             shutdown: shutdown_tx,
-            url,
+            url: nodes[0].url.clone(),
             control_url,
-            addr: local,
+            addr: nodes[0].addr(),
+            nodes,
             ca_cert_path: tls.as_ref().map(|t| t.ca_cert_path.clone()),
             client_cert_paths: tls.and_then(|t| t.client_cert_paths),
             temp_dir,
@@ -313,8 +336,53 @@ impl Simulator {
         self.shared.counters()
     }
 
+    /// Resets the endpoint counters, the connection counter and the listeners' counts.
     pub fn reset_counters(&self) {
-        self.shared.reset_counters()
+        self.shared.reset_counters();
+        self.shared.net.reset_connections();
+        self.nodes.iter().for_each(|n| n.reset_counts());
+    }
+
+    /// URLs of all listeners, in order (the first is [`Simulator::url`]).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    /// Fault and counts of every listener.
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.nodes.iter().map(|n| n.info()).collect()
+    }
+
+    /// `/v1/` requests received by listener `index` (0 if there is none).
+    pub fn listener_requests(&self, index: usize) -> u64 {
+        self.nodes.get(index).map_or(0, |n| n.info().requests)
+    }
+
+    /// Switches the fault of listener `index`. Returns once the change is in effect: after
+    /// `Down` the port refuses connections, after leaving `Down` it accepts them again.
+    /// Blocks the calling thread for that moment (do not call it from a single-threaded async
+    /// runtime's only thread while awaiting the simulator).
+    pub fn set_listener_fault(&self, index: usize, fault: NodeFault) -> Result<(), SimError> {
+        self.nodes
+            .get(index)
+            .ok_or_else(|| SimError::NotFound(format!("listener {index}")))?
+            .set_fault(fault)
+    }
+
+    /// TCP connections accepted so far by the `/v1/` listeners (not `controlListen`).
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.net.connections()
+    }
+
+    /// The emulated round-trip time (`rttMs`).
+    pub fn rtt(&self) -> Duration {
+        self.shared.net.rtt()
+    }
+
+    /// Changes the emulated round-trip time; applies to the next client flight of every
+    /// connection (millisecond resolution; zero turns emulation off).
+    pub fn set_rtt(&self, rtt: Duration) {
+        self.shared.net.set_rtt(rtt)
     }
 
     /// Adds a fault (see [`Fault`]). Invalid faults are logged and ignored.

@@ -162,6 +162,10 @@ pub struct Shared {
     requests: Mutex<RequestLog>,
     counters: Mutex<BTreeMap<String, u64>>,
     pub faults: FaultRegistry,
+    /// Round-trip emulation and the connection counter.
+    pub(crate) net: crate::network::NetState,
+    /// The listeners (set once they are bound).
+    pub(crate) nodes: std::sync::OnceLock<Vec<Arc<crate::cluster::Node>>>,
     /// When set, `POST /v1/sign` answers this `signRequestId` instead of a fresh UUID (tests of
     /// how clients cope with odd ids: newlines, megabytes, secrets).
     pub request_id_override: Mutex<Option<String>>,
@@ -177,6 +181,8 @@ impl Shared {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Shared {
         Shared {
+            net: crate::network::NetState::new(cfg.rtt_ms),
+            nodes: std::sync::OnceLock::new(),
             cfg,
             keys: RwLock::new(keys),
             requests: Mutex::new(RequestLog::default()),
@@ -216,6 +222,17 @@ impl Shared {
         } else {
             keys.push(Arc::new(key));
         }
+        Ok(())
+    }
+
+    /// Adds a key created by `POST /v1/key`; refuses a label in use (622), checked under the
+    /// write lock so concurrent creations of one label cannot both succeed.
+    pub fn insert_new_key(&self, key: SimKey) -> Result<(), ApiError> {
+        let mut keys = self.keys.write();
+        if keys.iter().any(|k| k.label() == key.label()) {
+            return Err(ApiError::key_exists(key.label()));
+        }
+        keys.push(Arc::new(key));
         Ok(())
     }
 

@@ -261,3 +261,31 @@ fn binary_serves_and_logs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tsb.toml"));
     let _ = Duration::ZERO;
 }
+
+/// `tsb-sim requests | head`: a closed stdout pipe ends the client quietly (issue 12.7).
+#[test]
+fn closed_stdout_pipe_exits_quietly() {
+    let sim = start(test_config());
+    let http = Http::new(&sim.url());
+    sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"pipe");
+    for args in [
+        &["requests"][..],
+        &["requests", "--json"],
+        &["counters"],
+        &["demo-config"],
+    ] {
+        // The reader is gone before the child writes anything: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .env("TSB_SIM_URL", sim.url())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}

@@ -145,7 +145,7 @@ fn check_ec(label: &str, curve: Curve) {
     let http = http();
     let spki = sim().public_key_der(label).unwrap();
     let field = match curve {
-        Curve::P256 => 32,
+        Curve::P256 | Curve::Secp256k1 => 32,
         Curve::P384 => 48,
         Curve::P521 => 66,
     };

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tsb_sim::{ClientAuth, ServerCertMode, SimConfig, Simulator, TlsConfig};
 
 fn tls_config(mode: ServerCertMode, client_auth: ClientAuth) -> SimConfig {
@@ -24,7 +26,7 @@ fn tls_config(mode: ServerCertMode, client_auth: ClientAuth) -> SimConfig {
 fn roots(ca: &Path) -> rustls::RootCertStore {
     let pem = std::fs::read(ca).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     roots
@@ -40,12 +42,11 @@ fn agent(ca: &Path, client: Option<(&Path, &Path)>) -> ureq::Agent {
     let config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let certs: Vec<_> = rustls_pemfile::certs(&mut std::fs::read(cert).unwrap().as_slice())
+            let certs: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .unwrap()
                 .map(|c| c.unwrap())
                 .collect();
-            let key = rustls_pemfile::private_key(&mut std::fs::read(key).unwrap().as_slice())
-                .unwrap()
-                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(key).unwrap();
             builder.with_client_auth_cert(certs, key).unwrap()
         }
     };

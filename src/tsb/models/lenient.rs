@@ -12,8 +12,6 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use base64::Engine;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
@@ -527,12 +525,10 @@ where
 // ---------------------------------------------------------------------------------------
 // Base64 and PEM
 
-/// Decodes base64 leniently (standard or URL-safe, padded or not, whitespace ignored).
+/// Decodes base64 leniently (standard or URL-safe, padded or not, whitespace ignored):
+/// [`crate::crypto::encoding::decode_base64`].
 pub(crate) fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    let cleaned: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|engine| engine.decode(cleaned.as_bytes()).ok())
+    crate::crypto::encoding::decode_base64(s.as_bytes()).ok()
 }
 
 /// PEM text → its bytes as given (trimmed); else base64 → the decoded bytes.

@@ -1,0 +1,310 @@
+//! The `tsb-pkcs11` command: `doctor`, `keys`, `requests`, `config init`. It lives in the
+//! library so it reuses the configuration, the TSB client, the token and the crypto code
+//! exactly as the module runs them, without making them public; `src/bin/tsb-pkcs11.rs` only
+//! calls [`main_with_args`].
+//!
+//! Output: people on a terminal get text, scripts `--json` (one JSON document on stdout).
+//! Log lines of the library go to stderr only with `--verbose`; warnings are collected and
+//! shown with the step that caused them. Exit codes: 0 all well, 1 a problem (a failed
+//! check), 2 warnings only (doctor) or a usage error.
+
+mod doctor;
+mod init;
+mod keys;
+mod known;
+mod requests;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError, CONFIG_ENV};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tsb-pkcs11",
+    version,
+    about = "Checks and shows what the tsb-pkcs11 PKCS#11 module sees: configuration, TSB, keys, approval requests",
+    long_about = None
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Global {
+    /// Configuration file (default: as the module finds it: $TSB_PKCS11_CONFIG, then
+    /// $XDG_CONFIG_HOME/tsb-pkcs11/config.json, ~/.config/tsb-pkcs11/config.json,
+    /// /etc/tsb-pkcs11/config.json).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// One JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The module's log lines (debug level) on stderr.
+    #[arg(long, short = 'v', global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Checks the configuration, the network path to the TSB (DNS, TCP, TLS), authentication
+    /// per role, and every key; says what is wrong and how to fix it.
+    Doctor(doctor::DoctorArgs),
+    /// The token's objects: label, CKA_ID, type, approvals, certificate and PKCS#11 URI.
+    Keys(keys::KeysArgs),
+    /// Approval requests this host's module filed (from its journal), with their status on
+    /// the TSB; `requests cancel ID` cancels a leftover.
+    Requests(requests::RequestsArgs),
+    /// The configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Writes a starting configuration (mode 0600) and a companion file explaining it, or
+    /// converts and checks a Securosys Notation plugin config.json.
+    Init(init::InitArgs),
+}
+
+/// Runs the command with `args` (the first one is the program name); returns the exit code.
+pub fn main_with_args(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    Capture::install(cli.global.verbose);
+    let out = Out::new(cli.global.json);
+    let result = match cli.command {
+        Command::Doctor(a) => doctor::run(&cli.global, &a, &out),
+        Command::Keys(a) => keys::run(&cli.global, &a, &out),
+        Command::Requests(a) => requests::run(&cli.global, &a, &out),
+        Command::Config {
+            command: ConfigCommand::Init(a),
+        } => init::run(&cli.global, &a, &out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            if out.json {
+                out.json_doc(&serde_json::json!({ "ok": false, "error": message }));
+            } else {
+                eprintln!("tsb-pkcs11: {message}");
+            }
+            1
+        }
+    }
+}
+
+/// Where output goes: stdout, text or JSON.
+pub(crate) struct Out {
+    pub(crate) json: bool,
+}
+
+impl Out {
+    fn new(json: bool) -> Out {
+        Out { json }
+    }
+
+    /// A line of text (text mode only).
+    pub(crate) fn line(&self, text: &str) {
+        if !self.json {
+            let mut o = std::io::stdout().lock();
+            // A closed pipe (`| head`) ends the output quietly.
+            let _ = writeln!(o, "{text}");
+        }
+    }
+
+    /// The JSON document (JSON mode).
+    pub(crate) fn json_doc<T: Serialize>(&self, value: &T) {
+        let mut o = std::io::stdout().lock();
+        let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
+        let _ = writeln!(o, "{text}");
+    }
+}
+
+/// Collects the library's warnings (so each check can show its own), and echoes log lines to
+/// stderr with `--verbose`. Secrets never reach the log (see `crate::logging`).
+struct Capture {
+    verbose: bool,
+}
+
+static CAPTURED: Mutex<Vec<String>> = parking_lot::const_mutex(Vec::new());
+
+impl Capture {
+    fn install(verbose: bool) {
+        let level = if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Warn
+        };
+        if log::set_boxed_logger(Box::new(Capture { verbose })).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+}
+
+impl log::Log for Capture {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        let ours = meta.target().starts_with("tsb_pkcs11");
+        // ureq's debug lines echo request headers: never show them.
+        ours || meta.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if record.level() <= log::Level::Warn && record.target().starts_with("tsb_pkcs11") {
+            CAPTURED.lock().push(record.args().to_string());
+        }
+        if self.verbose {
+            eprintln!("[{} {}] {}", record.level(), record.target(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// The warnings logged since the last call.
+pub(crate) fn take_warnings() -> Vec<String> {
+    std::mem::take(&mut *CAPTURED.lock())
+}
+
+/// The configuration file the module would read, and how it was chosen.
+#[derive(Debug, Serialize)]
+pub(crate) struct Found {
+    /// The file, if one exists (or was named).
+    pub(crate) path: Option<PathBuf>,
+    /// How: `--config`, `$TSB_PKCS11_CONFIG`, `search path`.
+    pub(crate) how: &'static str,
+    /// The search path with whether each file exists.
+    pub(crate) searched: Vec<(PathBuf, bool)>,
+}
+
+/// Finds the configuration file as `C_Initialize` does (`--config` overrides).
+pub(crate) fn find_config(global: &Global) -> Found {
+    let searched: Vec<(PathBuf, bool)> = Config::search_paths()
+        .into_iter()
+        .map(|p| {
+            let exists = std::fs::symlink_metadata(&p).is_ok();
+            (p, exists)
+        })
+        .collect();
+    if let Some(p) = &global.config {
+        return Found {
+            path: Some(p.clone()),
+            how: "--config",
+            searched,
+        };
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Found {
+            path: Some(PathBuf::from(p)),
+            how: "$TSB_PKCS11_CONFIG",
+            searched,
+        };
+    }
+    let path = searched.iter().find(|(_, e)| *e).map(|(p, _)| p.clone());
+    Found {
+        path,
+        how: "search path",
+        searched,
+    }
+}
+
+/// Loads the configuration for commands other than `doctor` (which reports each step).
+pub(crate) fn load_config(global: &Global) -> Result<Config, String> {
+    let found = find_config(global);
+    let Some(path) = found.path else {
+        return Err(format!(
+            "no configuration file (looked in {}); run `tsb-pkcs11 config init` or set {CONFIG_ENV}",
+            found
+                .searched
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    Config::from_file(&path).map_err(|e| describe_config_error(&e))
+}
+
+/// A configuration error with its likely fix.
+pub(crate) fn describe_config_error(e: &ConfigError) -> String {
+    format!(
+        "{e}{}",
+        config_fix(e)
+            .map(|f| format!("; fix: {f}"))
+            .unwrap_or_default()
+    )
+}
+
+/// The likely fix of a configuration error.
+pub(crate) fn config_fix(e: &ConfigError) -> Option<String> {
+    let m = e.message.as_str();
+    if m.contains("chmod") || m.contains("chown") {
+        return Some("run the command the message names".into());
+    }
+    if m.contains("not a regular file") {
+        return Some(format!(
+            "point {CONFIG_ENV} (or --config) at the JSON file itself, not a folder or device"
+        ));
+    }
+    if m.contains("cannot read") && m.contains("ermission denied") {
+        return Some(format!(
+            "make {} readable by the user the application runs as (chmod 600 and chown to that user)",
+            e.file
+        ));
+    }
+    if m.contains("cannot read") || m.contains("No such file") {
+        return Some(format!(
+            "create it with `tsb-pkcs11 config init`, or point {CONFIG_ENV} at the right file"
+        ));
+    }
+    match e.field.as_deref() {
+        Some(f) if m.contains("env:") || m.contains("environment") => Some(format!(
+            "export the environment variable that {f} names, in the environment of the application"
+        )),
+        Some(f) if m.contains("file:") => Some(format!(
+            "create the file that {f} names, readable by the application's user"
+        )),
+        Some(f) => Some(format!("correct {f} (see docs/configuration.md)")),
+        None if m.contains("JSON") || m.contains("json") => {
+            Some("fix the JSON syntax at the position given".to_string())
+        }
+        None => None,
+    }
+}
+
+/// File mode and owner of a path (`None` when it cannot be read).
+pub(crate) fn mode_and_owner(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.mode() & 0o7777, m.uid()))
+}
+
+/// The effective uid of this process (owner of `/proc/self`).
+pub(crate) fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,359 @@
+//! The journal of approval requests: one JSON line per request the module files and per
+//! outcome, so `tsb-pkcs11 requests` can show (and cancel) what this host's applications left
+//! behind, e.g. a request of an application killed while it waited for approvals.
+//!
+//! The file is `$XDG_STATE_HOME/tsb-pkcs11/requests.jsonl` (default
+//! `~/.local/state/tsb-pkcs11/requests.jsonl`) or the path of `pkcs11.requestJournal`; it is
+//! created with mode 0600 (its folder 0700), opened with `O_NOFOLLOW`, refused when another user
+//! owns it, and rotated to `requests.jsonl.1` once it would pass [`MAX_BYTES`]. A line holds the
+//! request id, key label, algorithm, time, process, TSB URL and status: never a secret or the
+//! data signed. Writing it never fails a signature: a failure is logged once per process.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ModuleSettings, RequestJournal};
+
+/// Size at which the journal is rotated (the previous file becomes `<name>.1`).
+pub(crate) const MAX_BYTES: u64 = 1024 * 1024;
+
+/// The largest journal file read back (the current file and `.1` are each at most
+/// [`MAX_BYTES`] plus one line).
+const MAX_READ: u64 = 2 * MAX_BYTES;
+
+/// Where the journal goes (`pkcs11.requestJournal`: `true` (default), `false`, or a path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Setting {
+    Off,
+    Default,
+    Path(PathBuf),
+}
+
+/// The configured journal setting.
+pub(crate) fn setting(settings: &ModuleSettings) -> Setting {
+    match &settings.request_journal {
+        RequestJournal::Off => Setting::Off,
+        RequestJournal::Default => Setting::Default,
+        RequestJournal::File(p) => Setting::Path(p.clone()),
+    }
+}
+
+/// The journal file for a setting, or `None` when it is off (or no home folder is known).
+pub(crate) fn path(setting: &Setting) -> Option<PathBuf> {
+    match setting {
+        Setting::Off => None,
+        Setting::Path(p) => Some(p.clone()),
+        Setting::Default => {
+            default_path(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
+        }
+    }
+}
+
+fn default_path(
+    xdg_state: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let base = match xdg_state.map(PathBuf::from).filter(|p| p.is_absolute()) {
+        Some(x) => x,
+        None => PathBuf::from(home.filter(|h| !h.is_empty())?)
+            .join(".local")
+            .join("state"),
+    };
+    Some(base.join("tsb-pkcs11").join("requests.jsonl"))
+}
+
+/// The rotated file of a journal.
+pub(crate) fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// What a line records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Event {
+    /// The module filed an approval request (`POST /v1/sign`).
+    Filed,
+    /// The request reached a final status, or the module (or `tsb-pkcs11 requests cancel`)
+    /// gave up on it.
+    Outcome,
+}
+
+/// One line of the journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Entry {
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub(crate) time: String,
+    pub(crate) event: Event,
+    /// The TSB's request id.
+    pub(crate) id: String,
+    /// The key label.
+    pub(crate) key: String,
+    /// The TSB `signatureAlgorithm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) algorithm: Option<String>,
+    /// The TSB base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tsb: Option<String>,
+    pub(crate) pid: u32,
+    pub(crate) process: String,
+    /// For outcomes: the request's final status (`EXECUTED`, `REJECTED`, `EXPIRED`,
+    /// `CANCELLED`, `FAILED`, or `GONE` when the TSB no longer knows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<String>,
+    /// For outcomes: why, in words (e.g. "timed out after 600 s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+}
+
+impl Entry {
+    fn new(event: Event, id: &str, key: &str) -> Entry {
+        Entry {
+            time: crate::token::metadata::rfc3339_now(),
+            event,
+            id: id.to_string(),
+            key: key.to_string(),
+            algorithm: None,
+            tsb: None,
+            pid: std::process::id(),
+            process: crate::token::metadata::process_name(),
+            status: None,
+            reason: None,
+        }
+    }
+}
+
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Records a filed request (never fails; see the module documentation).
+pub(crate) fn filed(setting: &Setting, tsb: &str, id: &str, key: &str, algorithm: &str) {
+    let mut e = Entry::new(Event::Filed, id, key);
+    e.algorithm = Some(algorithm.to_string());
+    e.tsb = Some(tsb.to_string());
+    record(setting, &e);
+}
+
+/// Records the outcome of a request (never fails).
+pub(crate) fn outcome(setting: &Setting, id: &str, key: &str, status: &str, reason: Option<&str>) {
+    let mut e = Entry::new(Event::Outcome, id, key);
+    e.status = Some(status.to_string());
+    e.reason = reason.map(str::to_string);
+    record(setting, &e);
+}
+
+/// Appends `entry`; a failure is logged once per process and otherwise ignored.
+pub(crate) fn record(setting: &Setting, entry: &Entry) {
+    let Some(path) = path(setting) else {
+        if *setting == Setting::Default && !WARNED.swap(true, Ordering::Relaxed) {
+            log::warn!("request journal: neither XDG_STATE_HOME nor HOME is set; not written");
+        }
+        return;
+    };
+    if let Err(e) = append(&path, entry) {
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "request journal {}: {e}; approval requests are not recorded \
+                 (pkcs11.requestJournal: false turns the journal off)",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Appends one line to the journal at `path`, rotating it first when it would pass
+/// [`MAX_BYTES`].
+pub(crate) fn append(path: &Path, entry: &Entry) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut file = open_append(path)?;
+    let size = file.metadata()?.len();
+    if size > 0 && size + line.len() as u64 > MAX_BYTES {
+        std::fs::rename(path, rotated(path))?;
+        file = open_append(path)?;
+    }
+    file.write_all(&line)
+}
+
+/// Opens (creating with mode 0600) for appending, without following a symbolic link, and
+/// refuses a file that is not a regular file or that another user owns.
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    check_owned_regular(&file.metadata()?)?;
+    Ok(file)
+}
+
+fn check_owned_regular(meta: &std::fs::Metadata) -> std::io::Result<()> {
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let me = own_uid()?;
+    if meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// The effective uid of this process: the owner of `/proc/self` (no `unsafe` call outside
+/// `src/ffi`).
+fn own_uid() -> std::io::Result<u32> {
+    Ok(std::fs::metadata("/proc/self")?.uid())
+}
+
+/// What reading a journal found.
+#[derive(Debug, Default)]
+pub(crate) struct Contents {
+    /// Entries of `<name>.1` then of the current file, in order.
+    pub(crate) entries: Vec<Entry>,
+    /// Lines that are not journal entries.
+    pub(crate) bad_lines: usize,
+}
+
+/// Reads the journal (and its rotated file). A missing file reads as empty.
+pub(crate) fn read(path: &Path) -> std::io::Result<Contents> {
+    let mut out = Contents::default();
+    for p in [rotated(path), path.to_path_buf()] {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&p)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", p.display()),
+                ))
+            }
+        };
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{}: not a regular file",
+                p.display()
+            )));
+        }
+        let mut text = String::new();
+        file.take(MAX_READ).read_to_string(&mut text)?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<Entry>(line) {
+                Ok(e) => out.entries.push(e),
+                Err(_) => out.bad_lines += 1,
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Entry {
+        let mut e = Entry::new(Event::Filed, id, "ska-ec-p256");
+        e.algorithm = Some("SHA256_WITH_ECDSA".into());
+        e
+    }
+
+    #[test]
+    fn default_path_follows_xdg_then_home() {
+        assert_eq!(
+            default_path(Some("/x/state".into()), Some("/home/u".into())),
+            Some(PathBuf::from("/x/state/tsb-pkcs11/requests.jsonl"))
+        );
+        // A relative XDG_STATE_HOME is ignored (XDG Base Directory spec).
+        assert_eq!(
+            default_path(Some("rel".into()), Some("/home/u".into())),
+            Some(PathBuf::from(
+                "/home/u/.local/state/tsb-pkcs11/requests.jsonl"
+            ))
+        );
+        assert_eq!(default_path(None, None), None);
+    }
+
+    #[test]
+    fn append_and_read_back_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/tsb-pkcs11/requests.jsonl");
+        append(&path, &entry("a")).unwrap();
+        append(&path, &entry("b")).unwrap();
+        let c = read(&path).unwrap();
+        let ids: Vec<&str> = c.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(c.bad_lines, 0);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn rotates_at_the_size_limit_and_keeps_one_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        let one = serde_json::to_vec(&entry("x")).unwrap().len() as u64 + 1;
+        let n = MAX_BYTES / one + 1;
+        for i in 0..n {
+            append(&path, &entry(&format!("{i:08}"))).unwrap();
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() <= MAX_BYTES);
+        assert!(std::fs::metadata(rotated(&path)).unwrap().len() <= MAX_BYTES);
+        // Once more around: the oldest lines are gone, the newest kept, nothing beyond `.1`.
+        for i in n..2 * n {
+            append(&path, &entry(&format!("{i:08}"))).unwrap();
+        }
+        let c = read(&path).unwrap();
+        assert_eq!(c.entries.last().unwrap().id, format!("{:08}", 2 * n - 1));
+        assert!(c.entries.first().unwrap().id != "00000000");
+        assert!(!dir.path().join("requests.jsonl.2").exists());
+        assert!(std::fs::metadata(&path).unwrap().len() <= MAX_BYTES);
+    }
+
+    #[test]
+    fn a_symbolic_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"").unwrap();
+        let path = dir.path().join("requests.jsonl");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(append(&path, &entry("a")).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"");
+    }
+
+    #[test]
+    fn bad_lines_are_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        append(&path, &entry("a")).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"not json\n").unwrap();
+        append(&path, &entry("b")).unwrap();
+        let c = read(&path).unwrap();
+        assert_eq!(c.entries.len(), 2);
+        assert_eq!(c.bad_lines, 1);
+    }
+}

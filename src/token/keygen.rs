@@ -1,0 +1,588 @@
+//! Key management through PKCS#11: `C_GenerateKeyPair` creates a signing key on the TSB
+//! (`POST /v1/key`), `C_DestroyObject` on a key deletes it (`DELETE /v1/key/{label}`) when
+//! the configuration allows it. PKCS#11 v3.0 §5.14 (C_GenerateKeyPair), §5.7 (C_DestroyObject),
+//! §2.1.4 (CKM_RSA_PKCS_KEY_PAIR_GEN), §2.3.7 (CKM_EC_KEY_PAIR_GEN), §2.3.9
+//! (CKM_EC_EDWARDS_KEY_PAIR_GEN). docs/objects-and-mechanisms.md describes the rules.
+
+use std::borrow::Cow;
+
+use cryptoki_sys::*;
+
+use super::mechanisms::{MechParams, Mechanism};
+use super::objects::{key_from_attributes, KeyObject, KeyPart, ObjectRef, Skipped};
+use super::Token;
+use crate::config::PolicySpec;
+use crate::error::{map_tsb_error, Error, Result};
+use crate::tsb::{NewKey, NewKeyType, TsbReason};
+
+/// Vendor attribute naming a policy profile of `pkcs11.policyProfiles` (UTF-8).
+pub(crate) const CKA_TSB_POLICY_PROFILE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0003;
+
+/// The key-pair generation mechanisms.
+pub(crate) const KEYGEN_MECHANISMS: [CK_MECHANISM_TYPE; 3] = [
+    CKM_RSA_PKCS_KEY_PAIR_GEN,
+    CKM_EC_KEY_PAIR_GEN,
+    CKM_EC_EDWARDS_KEY_PAIR_GEN,
+];
+
+/// `C_GetMechanismInfo` of a generation mechanism: key sizes in bits and flags.
+pub(crate) fn keygen_mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO> {
+    let (min, max, extra) = match mechanism {
+        CKM_RSA_PKCS_KEY_PAIR_GEN => (2048, 4096, 0),
+        CKM_EC_KEY_PAIR_GEN => (
+            256,
+            521,
+            CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS | CKF_EC_OID,
+        ),
+        CKM_EC_EDWARDS_KEY_PAIR_GEN => (256, 256, CKF_EC_NAMEDCURVE | CKF_EC_OID),
+        _ => return None,
+    };
+    Some(CK_MECHANISM_INFO {
+        ulMinKeySize: min,
+        ulMaxKeySize: max,
+        flags: CKF_HW | CKF_GENERATE_KEY_PAIR | extra,
+    })
+}
+
+fn inconsistent(why: impl Into<Cow<'static, str>>) -> Error {
+    Error::new(CKR_TEMPLATE_INCONSISTENT, why)
+}
+
+fn value_invalid(why: impl Into<Cow<'static, str>>) -> Error {
+    Error::new(CKR_ATTRIBUTE_VALUE_INVALID, why)
+}
+
+fn ulong_of(attr: &str, v: &[u8]) -> Result<CK_ULONG> {
+    v.try_into()
+        .map(CK_ULONG::from_ne_bytes)
+        .map_err(|_| value_invalid(format!("{attr} is not a CK_ULONG")))
+}
+
+fn bool_of(attr: &str, v: &[u8]) -> Result<bool> {
+    match v {
+        [b] => Ok(*b != CK_FALSE),
+        _ => Err(value_invalid(format!("{attr} is not a CK_BBOOL"))),
+    }
+}
+
+/// The curve of `CKA_EC_PARAMS`: a DER OBJECT IDENTIFIER (namedCurve), or for Edwards keys
+/// the PrintableString "edwards25519" (PKCS#11 v3.0 §2.3.3).
+fn curve_of(mechanism: CK_MECHANISM_TYPE, params: &[u8]) -> Result<NewKeyType> {
+    const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+    const P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+    const K256: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
+    const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+    const ED25519_NAME: &[u8] = b"\x13\x0cedwards25519";
+    let well_formed = matches!(params, [0x06 | 0x13, len, rest @ ..] if *len as usize == rest.len() && !rest.is_empty());
+    if !well_formed {
+        return Err(value_invalid(
+            "CKA_EC_PARAMS is not a DER OBJECT IDENTIFIER or PrintableString",
+        ));
+    }
+    let edwards = mechanism == CKM_EC_EDWARDS_KEY_PAIR_GEN;
+    match params {
+        p if !edwards && p == P256 => Ok(NewKeyType::Ec("1.2.840.10045.3.1.7")),
+        p if !edwards && p == P384 => Ok(NewKeyType::Ec("1.3.132.0.34")),
+        p if !edwards && p == P521 => Ok(NewKeyType::Ec("1.3.132.0.35")),
+        p if !edwards && p == K256 => Ok(NewKeyType::Ec("1.3.132.0.10")),
+        p if edwards && (p == ED25519 || p == ED25519_NAME) => Ok(NewKeyType::Ed25519),
+        _ => Err(Error::new(
+            CKR_CURVE_NOT_SUPPORTED,
+            if edwards {
+                "only Ed25519 (OID 1.3.101.112 or \"edwards25519\") keys can be generated"
+            } else {
+                "only P-256, P-384, P-521 and secp256k1 keys can be generated"
+            },
+        )),
+    }
+}
+
+/// A checked generation request.
+#[derive(Debug)]
+struct KeyGenRequest {
+    label: String,
+    key_type: NewKeyType,
+    destroyable: bool,
+    modifiable: bool,
+    profile: Option<String>,
+}
+
+/// Checks both templates against what the TSB can create: a signing key that never leaves
+/// the HSM. Every attribute is honoured or refused, never dropped (§5.14).
+fn parse_templates(
+    mechanism: CK_MECHANISM_TYPE,
+    public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> Result<KeyGenRequest> {
+    let key_type = match mechanism {
+        CKM_RSA_PKCS_KEY_PAIR_GEN => CKK_RSA,
+        CKM_EC_KEY_PAIR_GEN => CKK_EC,
+        _ => CKK_EC_EDWARDS,
+    };
+    let mut label: Option<String> = None;
+    let mut id: Option<Vec<u8>> = None;
+    let mut modulus_bits = None;
+    let mut ec_params = None;
+    let mut destroyable: Option<bool> = None;
+    let mut modifiable: Option<bool> = None;
+    let mut profile = None;
+    for (is_private, template) in [(false, public), (true, private)] {
+        let class = if is_private {
+            CKO_PRIVATE_KEY
+        } else {
+            CKO_PUBLIC_KEY
+        };
+        let which = if is_private { "private" } else { "public" };
+        for (t, v) in template {
+            let t = *t;
+            // Attributes that must be `want` if given.
+            let require = |name: &str, want: bool| -> Result<()> {
+                if bool_of(name, v)? != want {
+                    return Err(inconsistent(format!(
+                        "{name} {} on the {which} key is not possible: a TSB key signs and never leaves the HSM",
+                        if want { "false" } else { "true" }
+                    )));
+                }
+                Ok(())
+            };
+            match t {
+                CKA_CLASS => {
+                    if ulong_of("CKA_CLASS", v)? != class {
+                        return Err(inconsistent(format!(
+                            "CKA_CLASS of the {which} key template"
+                        )));
+                    }
+                }
+                CKA_KEY_TYPE => {
+                    if ulong_of("CKA_KEY_TYPE", v)? != key_type {
+                        return Err(inconsistent("CKA_KEY_TYPE does not fit the mechanism"));
+                    }
+                }
+                CKA_TOKEN => require("CKA_TOKEN", true)?,
+                CKA_LABEL => {
+                    let l = std::str::from_utf8(v)
+                        .map_err(|_| value_invalid("CKA_LABEL is not UTF-8"))?
+                        .to_string();
+                    match &label {
+                        Some(other) if *other != l => {
+                            return Err(inconsistent(
+                                "the two templates give different CKA_LABELs",
+                            ))
+                        }
+                        _ => label = Some(l),
+                    }
+                }
+                CKA_ID => match &id {
+                    Some(other) if other != v => {
+                        return Err(inconsistent("the two templates give different CKA_IDs"))
+                    }
+                    _ => id = Some(v.clone()),
+                },
+                CKA_PRIVATE => require("CKA_PRIVATE", is_private)?,
+                CKA_DESTROYABLE => {
+                    let d = bool_of("CKA_DESTROYABLE", v)?;
+                    if destroyable.is_some_and(|e| e != d) {
+                        return Err(inconsistent(
+                            "the two templates give different CKA_DESTROYABLE values",
+                        ));
+                    }
+                    destroyable = Some(d);
+                }
+                CKA_MODIFIABLE => {
+                    let m = bool_of("CKA_MODIFIABLE", v)?;
+                    if modifiable.is_some_and(|e| e != m) {
+                        return Err(inconsistent(
+                            "the two templates give different CKA_MODIFIABLE values",
+                        ));
+                    }
+                    modifiable = Some(m);
+                }
+                CKA_COPYABLE => require("CKA_COPYABLE", false)?,
+                CKA_START_DATE | CKA_END_DATE if v.is_empty() => {}
+                CKA_ALLOWED_MECHANISMS if v.is_empty() => {}
+                // Public key.
+                CKA_VERIFY if !is_private => require("CKA_VERIFY", true)?,
+                CKA_ENCRYPT | CKA_WRAP | CKA_VERIFY_RECOVER | CKA_DERIVE | CKA_TRUSTED
+                    if !is_private =>
+                {
+                    require("CKA_ENCRYPT/CKA_WRAP/CKA_VERIFY_RECOVER/CKA_DERIVE/CKA_TRUSTED", false)?
+                }
+                CKA_MODULUS_BITS if !is_private && key_type == CKK_RSA => {
+                    modulus_bits = Some(ulong_of("CKA_MODULUS_BITS", v)?)
+                }
+                CKA_PUBLIC_EXPONENT if !is_private && key_type == CKK_RSA => {
+                    let significant: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
+                    if significant != [0x01, 0x00, 0x01] {
+                        return Err(value_invalid(
+                            "CKA_PUBLIC_EXPONENT must be 65537: the TSB chooses no other",
+                        ));
+                    }
+                }
+                CKA_EC_PARAMS if !is_private && key_type != CKK_RSA => ec_params = Some(v.clone()),
+                // Private key.
+                CKA_SIGN if is_private => require("CKA_SIGN", true)?,
+                CKA_SENSITIVE if is_private => require("CKA_SENSITIVE", true)?,
+                CKA_DECRYPT
+                | CKA_UNWRAP
+                | CKA_SIGN_RECOVER
+                | CKA_DERIVE
+                | CKA_EXTRACTABLE
+                | CKA_WRAP_WITH_TRUSTED
+                | CKA_ALWAYS_AUTHENTICATE
+                    if is_private =>
+                {
+                    require(
+                        "CKA_DECRYPT/CKA_UNWRAP/CKA_SIGN_RECOVER/CKA_DERIVE/CKA_EXTRACTABLE/CKA_WRAP_WITH_TRUSTED/CKA_ALWAYS_AUTHENTICATE",
+                        false,
+                    )?
+                }
+                CKA_TSB_POLICY_PROFILE if is_private => {
+                    let name = std::str::from_utf8(v)
+                        .map_err(|_| value_invalid("the policy profile name is not UTF-8"))?;
+                    profile = Some(name.to_string());
+                }
+                CKA_START_DATE | CKA_END_DATE | CKA_ALLOWED_MECHANISMS => {
+                    return Err(inconsistent(
+                        "CKA_START_DATE, CKA_END_DATE and CKA_ALLOWED_MECHANISMS cannot be set on TSB keys",
+                    ))
+                }
+                other => {
+                    return Err(Error::new(
+                        CKR_ATTRIBUTE_TYPE_INVALID,
+                        format!("attribute {other:#x} cannot be given in the {which} key template"),
+                    ))
+                }
+            }
+        }
+    }
+    let label = label.filter(|l| !l.is_empty()).ok_or_else(|| {
+        Error::new(
+            CKR_TEMPLATE_INCOMPLETE,
+            "CKA_LABEL is required: it names the key on the TSB",
+        )
+    })?;
+    // An empty CKA_ID asks for nothing (python-pkcs11 sends one by default).
+    if let Some(id) = id.filter(|i| !i.is_empty()) {
+        if id != label.as_bytes() {
+            return Err(inconsistent(
+                "the TSB cannot store a CKA_ID for a new key: its CKA_ID is its label's bytes (leave CKA_ID out or give the label)",
+            ));
+        }
+    }
+    let new_type = match key_type {
+        CKK_RSA => {
+            let bits = modulus_bits.ok_or_else(|| {
+                Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_MODULUS_BITS is missing")
+            })?;
+            match bits {
+                2048 | 3072 | 4096 => NewKeyType::Rsa(bits as u32),
+                _ => {
+                    return Err(value_invalid(format!(
+                    "CKA_MODULUS_BITS {bits}: the TSB creates RSA keys of 2048, 3072 or 4096 bits"
+                )))
+                }
+            }
+        }
+        _ => {
+            let params = ec_params
+                .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS is missing"))?;
+            curve_of(mechanism, &params)?
+        }
+    };
+    Ok(KeyGenRequest {
+        label,
+        key_type: new_type,
+        destroyable: destroyable.unwrap_or(true),
+        modifiable: modifiable.unwrap_or(true),
+        profile,
+    })
+}
+
+impl Token {
+    /// The policy of a new key: the named profile of `pkcs11.policyProfiles`, else
+    /// `pkcs11.newKeyPolicy`, else the empty policy (every rule null, not blocked). Never no
+    /// policy: a key created without one can never be given one, while a key with the empty
+    /// policy signs at once and can gain approvers later (docs/tsb-api.md).
+    fn new_key_policy(&self, profile: Option<&str>) -> Result<PolicySpec> {
+        let settings = &self.config.pkcs11;
+        match profile {
+            Some(name) => settings.policy_profiles.get(name).cloned().ok_or_else(|| {
+                value_invalid(format!(
+                    "no policy profile '{name}' is configured (pkcs11.policyProfiles)"
+                ))
+            }),
+            None => Ok(settings.new_key_policy.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Whether `C_DestroyObject` may delete keys on the TSB (`pkcs11.allowKeyDeletion`).
+    fn key_deletion_allowed(&self) -> bool {
+        self.config.pkcs11.allow_key_deletion
+    }
+
+    /// `C_GenerateKeyPair` (PKCS#11 v3.0 §5.14): creates the key on the TSB and returns the
+    /// handles of its public and private key objects.
+    pub fn generate_key_pair(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: &Mechanism,
+        public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+        private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let s = self.sessions.get(session)?;
+        if !KEYGEN_MECHANISMS.contains(&mechanism.mechanism) {
+            return Err(Error::rv(CKR_MECHANISM_INVALID));
+        }
+        if mechanism.params != MechParams::None {
+            return Err(Error::new(
+                CKR_MECHANISM_PARAM_INVALID,
+                "key-pair generation takes no mechanism parameter",
+            ));
+        }
+        if !s.read_write {
+            return Err(Error::new(
+                CKR_SESSION_READ_ONLY,
+                "keys can only be generated in a read-write session",
+            ));
+        }
+        let req = parse_templates(mechanism.mechanism, public, private)?;
+        if !self.user_may_use_private() {
+            return Err(Error::new(
+                CKR_USER_NOT_LOGGED_IN,
+                "log in to generate a key",
+            ));
+        }
+        if let Some(list) = &self.config.pkcs11.keys {
+            if !list.contains(&req.label) {
+                return Err(inconsistent(format!(
+                    "label '{}' is not in pkcs11.keys: the new key would not be visible",
+                    req.label
+                )));
+            }
+        }
+        let policy = self.new_key_policy(req.profile.as_deref())?;
+        let client = self.client()?;
+        let password = self.config.pkcs11.key_passwords.get(&req.label).cloned();
+        // A label in use is refused before anything is created (the TSB refuses it too).
+        match client.key_attributes(&req.label, password.as_ref()) {
+            Ok(_) => {
+                return Err(inconsistent(format!(
+                    "a key labelled '{}' already exists",
+                    req.label
+                )))
+            }
+            Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
+                return Err(inconsistent(format!(
+                    "a key labelled '{}' already exists",
+                    req.label
+                )))
+            }
+            Err(e) if e.is_key_not_found() => {}
+            Err(e) => return Err(map_tsb_error(&e, self.credential_context())),
+        }
+        let new = NewKey {
+            label: &req.label,
+            key_type: req.key_type,
+            password: password.as_ref(),
+            destroyable: req.destroyable,
+            modifiable: req.modifiable,
+            policy: &policy,
+        };
+        if let Err(e) = client.create_key(&new) {
+            if e.http_status() == Some(400) && e.reason() != Some(TsbReason::KeyExists) {
+                log::warn!("the TSB refused to create key '{}': {e}", req.label);
+                return Err(inconsistent(format!("the TSB refused the key: {e}")));
+            }
+            return Err(map_tsb_error(&e, self.credential_context()));
+        }
+        log::info!(
+            "created key '{}' ({:?}) on the TSB",
+            req.label,
+            req.key_type
+        );
+        // Read the new key back at once: no cache entry may hide it.
+        self.objects.invalidate_list();
+        let attrs = client
+            .key_attributes(&req.label, password.as_ref())
+            .map_err(|e| map_tsb_error(&e, self.credential_context()))?;
+        let base = self.objects.base_of(&req.label);
+        let mut key = match key_from_attributes(&attrs, base, password) {
+            Ok(k) => k,
+            Err(Skipped::CannotSign(why)) => {
+                return Err(Error::new(
+                    CKR_FUNCTION_FAILED,
+                    format!("the new key '{}' cannot sign: {why}", req.label),
+                ))
+            }
+        };
+        key.destroyable &= self.key_deletion_allowed();
+        let key = self.objects.store_key(key, None);
+        Ok((
+            ObjectRef::Key(key.clone(), KeyPart::Public).handle(),
+            ObjectRef::Key(key, KeyPart::Private).handle(),
+        ))
+    }
+
+    /// `C_DestroyObject` on a key object (PKCS#11 v3.0 §5.7): deletes the key on the TSB when
+    /// `pkcs11.allowKeyDeletion` is true; both objects of the pair disappear.
+    pub(super) fn destroy_key(&self, key: &KeyObject) -> Result<()> {
+        if !self.key_deletion_allowed() {
+            return Err(Error::new(
+                CKR_ACTION_PROHIBITED,
+                format!(
+                    "key '{}' lives on the HSM; deleting keys needs pkcs11.allowKeyDeletion",
+                    key.label
+                ),
+            ));
+        }
+        if !self.user_may_use_private() {
+            return Err(Error::new(CKR_USER_NOT_LOGGED_IN, "log in to delete a key"));
+        }
+        match self.client()?.delete_key(&key.label) {
+            Ok(()) => {}
+            Err(e) if e.is_key_not_found() => {
+                log::info!("key '{}' was already deleted: {e}", key.label)
+            }
+            Err(e) if e.reason() == Some(TsbReason::OperationForbidden) => {
+                return Err(Error::new(
+                    CKR_ACTION_PROHIBITED,
+                    format!(
+                        "the TSB refuses to delete key '{}' (not destroyable): {e}",
+                        key.label
+                    ),
+                ))
+            }
+            Err(e) => return Err(map_tsb_error(&e, self.credential_context())),
+        }
+        log::info!("deleted key '{}' on the TSB", key.label);
+        self.objects.store_gone(&key.label);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ul(v: CK_ULONG) -> Vec<u8> {
+        v.to_ne_bytes().to_vec()
+    }
+
+    #[test]
+    fn curves() {
+        let ec = CKM_EC_KEY_PAIR_GEN;
+        let ed = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+        assert_eq!(
+            curve_of(ec, &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a]).unwrap(),
+            NewKeyType::Ec("1.3.132.0.10")
+        );
+        assert_eq!(
+            curve_of(ed, b"\x13\x0cedwards25519").unwrap(),
+            NewKeyType::Ed25519
+        );
+        assert_eq!(
+            curve_of(ed, &[0x06, 0x03, 0x2b, 0x65, 0x70]).unwrap(),
+            NewKeyType::Ed25519
+        );
+        // Ed25519's OID is not an EC curve, P-256 not an Edwards curve.
+        assert_eq!(
+            curve_of(ec, &[0x06, 0x03, 0x2b, 0x65, 0x70])
+                .unwrap_err()
+                .code(),
+            CKR_CURVE_NOT_SUPPORTED
+        );
+        assert_eq!(
+            curve_of(
+                ed,
+                &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]
+            )
+            .unwrap_err()
+            .code(),
+            CKR_CURVE_NOT_SUPPORTED
+        );
+        assert_eq!(
+            curve_of(ec, &[0x06, 0x09, 1]).unwrap_err().code(),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+    }
+
+    #[test]
+    fn templates() {
+        let rsa = CKM_RSA_PKCS_KEY_PAIR_GEN;
+        let label = (CKA_LABEL, b"k".to_vec());
+        let bits = (CKA_MODULUS_BITS, ul(3072));
+        let ok =
+            parse_templates(rsa, &[bits.clone(), label.clone()], &[(CKA_SIGN, vec![1])]).unwrap();
+        assert_eq!(ok.key_type, NewKeyType::Rsa(3072));
+        assert!(ok.destroyable && ok.label == "k");
+        let rv = |public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+                  private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]| {
+            parse_templates(rsa, public, private).unwrap_err().code()
+        };
+        assert_eq!(
+            rv(std::slice::from_ref(&bits), &[]),
+            CKR_TEMPLATE_INCOMPLETE,
+            "no label"
+        );
+        assert_eq!(
+            rv(std::slice::from_ref(&label), &[]),
+            CKR_TEMPLATE_INCOMPLETE,
+            "no size"
+        );
+        assert_eq!(
+            rv(&[bits.clone(), label.clone()], &[(CKA_DECRYPT, vec![1])]),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(
+                &[bits.clone(), label.clone()],
+                &[(CKA_EXTRACTABLE, vec![1])]
+            ),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(&[bits.clone(), label.clone(), (CKA_TOKEN, vec![0])], &[]),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(&[(CKA_MODULUS_BITS, ul(1024)), label.clone()], &[]),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(
+            rv(
+                &[bits.clone(), label.clone(), (CKA_PUBLIC_EXPONENT, vec![3])],
+                &[]
+            ),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert!(parse_templates(
+            rsa,
+            &[
+                bits.clone(),
+                label.clone(),
+                (CKA_PUBLIC_EXPONENT, vec![0, 1, 0, 1])
+            ],
+            &[]
+        )
+        .is_ok());
+        assert_eq!(
+            rv(
+                &[bits.clone(), label.clone(), (CKA_ID, b"other".to_vec())],
+                &[]
+            ),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(
+                &[bits.clone(), label.clone()],
+                &[(CKA_LABEL, b"j".to_vec())]
+            ),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(&[bits, label], &[(CKA_VALUE, vec![1])]),
+            CKR_ATTRIBUTE_TYPE_INVALID
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Key management calls: `POST /v1/key` and `DELETE /v1/key/{label}` (docs/tsb-api.md,
+//! "Creating and deleting keys"). Both use the `KeyManagementToken` role and are retried only
+//! when they provably never reached the TSB (a repeated creation would hit "label in use", a
+//! repeated deletion "no such key").
+
+use serde::Serialize;
+
+use super::{segment, Call, Retry, TsbClient};
+use crate::config::{PolicySpec, Secret};
+use crate::tsb::models::password_chars;
+use crate::tsb::TsbError;
+
+/// The type of a key to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NewKeyType {
+    /// RSA with this modulus size (2048, 3072, 4096).
+    Rsa(u32),
+    /// EC on the curve with this OID (dotted).
+    Ec(&'static str),
+    /// Ed25519.
+    Ed25519,
+}
+
+/// A key to create on the TSB.
+pub(crate) struct NewKey<'a> {
+    pub(crate) label: &'a str,
+    pub(crate) key_type: NewKeyType,
+    pub(crate) password: Option<&'a Secret>,
+    pub(crate) destroyable: bool,
+    pub(crate) modifiable: bool,
+    /// The `policy` document; never absent (a key created without one can never get one).
+    pub(crate) policy: &'a PolicySpec,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody<'a> {
+    label: &'a str,
+    algorithm: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    curve_oid: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<serde_json::Value>,
+    attributes: CreateAttributes,
+    policy: &'a PolicySpec,
+}
+
+/// The key attributes of a signing key that never leaves the HSM.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateAttributes {
+    sign: bool,
+    decrypt: bool,
+    unwrap: bool,
+    derive: bool,
+    extractable: bool,
+    sensitive: bool,
+    modifiable: bool,
+    copyable: bool,
+    destroyable: bool,
+}
+
+impl TsbClient {
+    /// `POST /v1/key` (201): creates a signing key (sign only, sensitive, not extractable).
+    pub(crate) fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
+        let (algorithm, key_size, curve_oid) = match key.key_type {
+            NewKeyType::Rsa(bits) => ("RSA", Some(bits), None),
+            NewKeyType::Ec(oid) => ("EC", None, Some(oid)),
+            NewKeyType::Ed25519 => ("ED", None, Some("1.3.101.112")),
+        };
+        let body = CreateBody {
+            label: key.label,
+            algorithm,
+            key_size,
+            curve_oid,
+            password: key.password.map(password_chars),
+            attributes: CreateAttributes {
+                sign: true,
+                decrypt: false,
+                unwrap: false,
+                derive: false,
+                extractable: false,
+                sensitive: true,
+                modifiable: key.modifiable,
+                copyable: false,
+                destroyable: key.destroyable,
+            },
+            policy: key.policy,
+        };
+        let body = serde_json::to_value(&body).unwrap_or_default();
+        let mut call = Call::new("POST", "POST /v1/key", "/v1/key".into(), Retry::NotSentOnly)
+            .json_body(&body);
+        if let Some(pw) = key.password {
+            call.secrets.push(pw.expose());
+        }
+        log::debug!("TSB create key '{}' ({algorithm})", key.label);
+        self.execute(&call, |_| Ok(()))
+    }
+
+    /// `DELETE /v1/key/{label}`: deletes a key on the HSM.
+    pub(crate) fn delete_key(&self, label: &str) -> Result<(), TsbError> {
+        let call = Call::new(
+            "DELETE",
+            "DELETE /v1/key/{label}",
+            format!("/v1/key/{}", segment(label, "DELETE /v1/key/{label}")?),
+            Retry::NotSentOnly,
+        );
+        self.execute(&call, |_| Ok(()))
+    }
+}

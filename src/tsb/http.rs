@@ -1,0 +1,717 @@
+//! A small HTTP/1.1 client for one TSB origin: kept-alive connections (plain TCP or rustls,
+//! TLS sessions resumed), one write per request, every I/O bounded by the call's deadline, and
+//! an exact account of what reached the wire — whether the connection was reused, and whether
+//! any byte of a response arrived. That account is what lets a synchronous sign that a closing
+//! kept-alive connection swallowed be sent again (see `client.rs`, `Retry::Stateless`).
+//!
+//! No threads, no global state: a pool belongs to its `TsbClient`.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
+
+use super::tls;
+
+/// The largest response head (status line and headers) read.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Where requests go: scheme, host, port and path prefix of the normalised base URL.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    host: String,
+    port: u16,
+    /// The `Host` header (the URL's authority).
+    authority: String,
+    /// The base URL's path (no trailing `/`), put before each request path.
+    prefix: String,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+}
+
+impl Origin {
+    /// Parses a base URL as produced by `config::normalise_url`.
+    pub(crate) fn parse(
+        base: &str,
+        tls_config: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Origin, String> {
+        let (scheme, rest) = base
+            .split_once("://")
+            .ok_or("expected an http:// or https:// URL")?;
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let default_port = if scheme.eq_ignore_ascii_case("https") {
+            443
+        } else {
+            80
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, p),
+                None if after.is_empty() => (h, ""),
+                None => return Err("bad host".into()),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, p),
+                None => (authority, ""),
+            }
+        };
+        if host.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        let port = if port.is_empty() {
+            default_port
+        } else {
+            port.parse::<u16>().map_err(|_| {
+                format!("bad port \"{}\"", port.chars().take(10).collect::<String>())
+            })?
+        };
+        let tls = match tls_config {
+            Some(cfg) => {
+                let name = ServerName::try_from(host.to_string())
+                    .map_err(|e| format!("host \"{host}\" is not a valid TLS server name: {e}"))?;
+                Some((cfg, name))
+            }
+            None => None,
+        };
+        Ok(Origin {
+            host: host.to_string(),
+            port,
+            authority: authority.to_string(),
+            prefix: prefix.to_string(),
+            tls,
+        })
+    }
+}
+
+/// One request. Header values are checked by the caller (no CR/LF).
+pub(crate) struct Request<'a> {
+    pub method: &'a str,
+    /// The path below the base URL, e.g. `/v1/key`.
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Option<&'a [u8]>,
+}
+
+/// A response: the status and the body, at most `max_body` bytes.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The body was longer than `max_body` (the rest is not read).
+    pub truncated: bool,
+    /// Reading the body failed after the head arrived (the body holds what was read).
+    pub body_error: Option<Failure>,
+}
+
+/// How an exchange failed.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// Nothing was sent: DNS, connect, TLS handshake.
+    NotSent(String),
+    /// A reused connection was closed or reset before any byte of a response arrived
+    /// (while the request was written, or after).
+    Stale(String),
+    /// A read or write timed out after the connection was made.
+    Timeout(String),
+    /// The connection failed after the request was (partly) sent, or the response is not
+    /// HTTP.
+    Transport(String),
+}
+
+/// The transport under TLS: a TCP stream whose every read and write is bounded by a deadline.
+#[derive(Debug)]
+struct Sock {
+    tcp: TcpStream,
+    deadline: Instant,
+}
+
+impl Sock {
+    fn remaining(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "requestTimeoutMs used up",
+            ))
+        } else {
+            Ok(left)
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.remaining()?))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.remaining()?))?;
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+#[derive(Debug)]
+enum Stream {
+    Plain(Sock),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Sock>>),
+}
+
+impl Stream {
+    fn sock(&mut self) -> &mut Sock {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &mut t.sock,
+        }
+    }
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => &s.tcp,
+            Stream::Tls(t) => &t.sock.tcp,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// One connection: the stream behind a read buffer.
+#[derive(Debug)]
+struct Conn {
+    io: BufReader<Stream>,
+}
+
+impl Conn {
+    /// Whether an idle connection is still usable: nothing buffered, and the server has
+    /// neither closed it nor sent anything (a non-blocking peek would block).
+    fn idle_and_open(&self) -> bool {
+        if !self.io.buffer().is_empty() {
+            return false;
+        }
+        let tcp = self.io.get_ref().tcp();
+        if tcp.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        let open = matches!(tcp.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        open && tcp.set_nonblocking(false).is_ok()
+    }
+}
+
+/// The kept-alive connections to one origin.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    origin: Origin,
+    idle: Mutex<Vec<Conn>>,
+    max_idle: usize,
+    connect_timeout: Duration,
+    user_agent: &'static str,
+    opened: Arc<AtomicU64>,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        origin: Origin,
+        max_idle: usize,
+        connect_timeout: Duration,
+        opened: Arc<AtomicU64>,
+    ) -> Pool {
+        Pool {
+            origin,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            connect_timeout,
+            user_agent: concat!("tsb-pkcs11/", env!("CARGO_PKG_VERSION")),
+            opened,
+        }
+    }
+
+    /// Sends `req` and reads the response, all before `deadline`. With `reuse`, an idle
+    /// kept-alive connection is used when there is one, and the connection is kept afterwards;
+    /// without, the request goes on a new connection that is closed afterwards.
+    pub(crate) fn exchange(
+        &self,
+        req: &Request<'_>,
+        deadline: Instant,
+        reuse: bool,
+        max_body: usize,
+    ) -> Result<Response, Failure> {
+        let pooled = if reuse { self.take_idle() } else { None };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect(deadline)?,
+        };
+        conn.io.get_mut().sock().deadline = deadline;
+        let head = self.request_bytes(req, reuse);
+        let written = write_request(conn.io.get_mut(), &head, req.body);
+        let response = read_response(&mut conn.io, max_body);
+        let (resp, keep) = match (written, response) {
+            (_, Ok(r)) => r,
+            (Err(we), Err(ReadFailure { seen: 0, error: _ })) => {
+                // Nothing came back on a connection we could not write to.
+                return Err(if is_timeout(&we) {
+                    Failure::Timeout(format!("sending the request: {we}"))
+                } else if reused {
+                    Failure::Stale(format!("sending the request: {we}"))
+                } else {
+                    Failure::Transport(format!("sending the request: {we}"))
+                });
+            }
+            (_, Err(ReadFailure { seen, error })) => {
+                let tls_error = error
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .map(tls::describe_tls_error);
+                return Err(if is_timeout(&error) {
+                    Failure::Timeout(format!("waiting for the response: {error}"))
+                } else if let Some(d) = tls_error {
+                    // E.g. the server refusing the client certificate after the handshake
+                    // (TLS 1.3).
+                    Failure::Transport(d)
+                } else if seen == 0 && reused && closed(&error) {
+                    Failure::Stale(describe_read(&error))
+                } else if seen == 0 || error.kind() == io::ErrorKind::UnexpectedEof {
+                    Failure::Transport(
+                        "the server closed the connection without a complete response".into(),
+                    )
+                } else if error.kind() == io::ErrorKind::InvalidData {
+                    Failure::Transport(format!("malformed HTTP response: {error}"))
+                } else {
+                    Failure::Transport(describe_read(&error))
+                });
+            }
+        };
+        if keep && reuse && resp.body_error.is_none() && !resp.truncated {
+            let mut idle = self.idle.lock();
+            if idle.len() < self.max_idle {
+                idle.push(conn);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// The newest idle connection that is still open (older ones the server may have closed
+    /// are dropped).
+    fn take_idle(&self) -> Option<Conn> {
+        loop {
+            let conn = self.idle.lock().pop()?;
+            if conn.idle_and_open() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn connect(&self, deadline: Instant) -> Result<Conn, Failure> {
+        let o = &self.origin;
+        let addrs: Vec<SocketAddr> = (o.host.as_str(), o.port)
+            .to_socket_addrs()
+            .map_err(|e| Failure::NotSent(format!("DNS lookup failed: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(Failure::NotSent(format!(
+                "DNS lookup failed: no address for {}",
+                o.host
+            )));
+        }
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        let mut tcp = None;
+        for addr in &addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match TcpStream::connect_timeout(addr, self.connect_timeout.min(left)) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = match (tcp, last) {
+            (Some(t), _) => t,
+            (None, Some(e)) if is_timeout(&e) => {
+                return Err(Failure::NotSent(format!("connect timed out: {e}")))
+            }
+            (None, Some(e)) => return Err(Failure::NotSent(format!("connection failed: {e}"))),
+            (None, None) => {
+                return Err(Failure::NotSent(
+                    "connect timed out: requestTimeoutMs used up".into(),
+                ))
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut sock = Sock { tcp, deadline };
+        let stream = match &o.tls {
+            None => Stream::Plain(sock),
+            Some((cfg, name)) => {
+                let mut tls = rustls::ClientConnection::new(cfg.clone(), name.clone())
+                    .map_err(|e| Failure::NotSent(tls::describe_tls_error(&e)))?;
+                while tls.is_handshaking() {
+                    if let Err(e) = tls.complete_io(&mut sock) {
+                        let inner = e
+                            .get_ref()
+                            .and_then(|i| i.downcast_ref::<rustls::Error>())
+                            .map(tls::describe_tls_error);
+                        return Err(Failure::NotSent(match inner {
+                            Some(d) => d,
+                            None if is_timeout(&e) => format!("TLS handshake timed out: {e}"),
+                            None => format!("TLS handshake failed: {e}"),
+                        }));
+                    }
+                }
+                Stream::Tls(Box::new(rustls::StreamOwned::new(tls, sock)))
+            }
+        };
+        Ok(Conn {
+            io: BufReader::with_capacity(16 * 1024, stream),
+        })
+    }
+
+    /// The request line and headers, in one buffer with room for a small body.
+    fn request_bytes(&self, req: &Request<'_>, keep_alive: bool) -> Vec<u8> {
+        let body_len = req.body.map_or(0, <[u8]>::len);
+        let mut h = Vec::with_capacity(256 + if body_len <= 16 * 1024 { body_len } else { 0 });
+        let mut put = |parts: &[&[u8]]| parts.iter().for_each(|p| h.extend_from_slice(p));
+        put(&[
+            req.method.as_bytes(),
+            b" ",
+            self.origin.prefix.as_bytes(),
+            req.path.as_bytes(),
+            b" HTTP/1.1\r\nHost: ",
+            self.origin.authority.as_bytes(),
+            b"\r\nUser-Agent: ",
+            self.user_agent.as_bytes(),
+            b"\r\nAccept: application/json\r\n",
+        ]);
+        for (name, value) in req.headers {
+            put(&[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
+        }
+        if !keep_alive {
+            put(&[b"Connection: close\r\n"]);
+        }
+        if req.body.is_some() || req.method == "POST" || req.method == "PUT" {
+            let n = body_len.to_string();
+            put(&[b"Content-Length: ", n.as_bytes(), b"\r\n"]);
+        }
+        put(&[b"\r\n"]);
+        if let Some(b) = req.body {
+            if body_len <= 16 * 1024 {
+                h.extend_from_slice(b);
+            }
+        }
+        h
+    }
+}
+
+/// Writes the head (with a small body in it) or the head and then a large body.
+fn write_request(s: &mut Stream, head: &[u8], body: Option<&[u8]>) -> io::Result<()> {
+    s.write_all(head)?;
+    if let Some(b) = body.filter(|b| b.len() > 16 * 1024) {
+        s.write_all(b)?;
+    }
+    s.flush()
+}
+
+struct ReadFailure {
+    /// Bytes of the response received before the failure.
+    seen: usize,
+    error: io::Error,
+}
+
+/// Reads a response: head, then the body framed by Content-Length, chunked encoding or the
+/// end of the connection. Returns it and whether the connection may be kept.
+fn read_response(
+    io: &mut BufReader<Stream>,
+    max_body: usize,
+) -> Result<(Response, bool), ReadFailure> {
+    let mut seen = 0usize;
+    let mut line = Vec::with_capacity(128);
+    let fail = |seen: usize, error: io::Error| ReadFailure { seen, error };
+    let bad = |seen: usize, m: String| ReadFailure {
+        seen,
+        error: io::Error::new(io::ErrorKind::InvalidData, m),
+    };
+    // Status line (1xx interim responses are skipped) and headers.
+    let (status, version_11, headers) = loop {
+        line.clear();
+        let n = read_line(io, &mut line, MAX_HEAD).map_err(|e| fail(seen + line.len(), e))?;
+        seen += n;
+        let text = String::from_utf8_lossy(trim_crlf(&line)).into_owned();
+        let mut parts = text.splitn(3, ' ');
+        let version = parts.next().unwrap_or("");
+        let code = parts.next().unwrap_or("");
+        if !version.starts_with("HTTP/1.") || code.len() != 3 {
+            return Err(bad(seen, format!("bad status line ({} bytes)", line.len())));
+        }
+        let status: u16 = code
+            .parse()
+            .map_err(|_| bad(seen, "bad status code".to_string()))?;
+        let mut headers: Vec<(String, String)> = Vec::new();
+        loop {
+            line.clear();
+            let n = read_line(io, &mut line, MAX_HEAD).map_err(|e| fail(seen + line.len(), e))?;
+            seen += n;
+            if seen > MAX_HEAD {
+                return Err(bad(
+                    seen,
+                    format!("response head longer than {MAX_HEAD} bytes"),
+                ));
+            }
+            let l = trim_crlf(&line);
+            if l.is_empty() {
+                break;
+            }
+            if let Some(i) = l.iter().position(|&b| b == b':') {
+                let name = String::from_utf8_lossy(&l[..i]).trim().to_ascii_lowercase();
+                let value = String::from_utf8_lossy(&l[i + 1..]).trim().to_string();
+                headers.push((name, value));
+            }
+        }
+        if (100..200).contains(&status) {
+            continue;
+        }
+        break (status, version == "HTTP/1.1", headers);
+    };
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let close_requested = header("connection")
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+    let chunked =
+        header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let length = header("content-length").map(|v| v.parse::<u64>());
+    let mut resp = Response {
+        status,
+        body: Vec::new(),
+        truncated: false,
+        body_error: None,
+    };
+    let mut keep = version_11 && !close_requested;
+    let no_body = status == 204 || status == 304;
+    let result = if no_body {
+        Ok(())
+    } else if chunked {
+        read_chunked(io, &mut resp, max_body)
+    } else {
+        match length {
+            Some(Ok(n)) => read_exact_len(io, &mut resp, n, max_body),
+            Some(Err(_)) => {
+                keep = false;
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed HTTP response: bad Content-Length",
+                ))
+            }
+            None => {
+                keep = false;
+                read_to_end(io, &mut resp, max_body)
+            }
+        }
+    };
+    if let Err(e) = result {
+        keep = false;
+        resp.body_error = Some(if is_timeout(&e) {
+            Failure::Timeout(format!("reading the response: {e}"))
+        } else if e.kind() == io::ErrorKind::InvalidData {
+            Failure::Transport(e.to_string())
+        } else {
+            Failure::Transport(format!("reading the response: {e}"))
+        });
+    }
+    Ok((resp, keep))
+}
+
+/// Reads one line (up to and with `\n`); an end of stream before any byte is an
+/// `UnexpectedEof` with nothing read, within a line too.
+fn read_line(io: &mut BufReader<Stream>, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let n = io.by_ref().take(max as u64 + 1).read_until(b'\n', line)?;
+    if n == 0 || line.last() != Some(&b'\n') {
+        if n > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("response line longer than {max} bytes"),
+            ));
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            if n == 0 {
+                "connection closed by the server"
+            } else {
+                "connection closed in the middle of a line"
+            },
+        ));
+    }
+    Ok(n)
+}
+
+fn trim_crlf(l: &[u8]) -> &[u8] {
+    let l = l.strip_suffix(b"\n").unwrap_or(l);
+    l.strip_suffix(b"\r").unwrap_or(l)
+}
+
+fn read_exact_len(
+    io: &mut BufReader<Stream>,
+    resp: &mut Response,
+    n: u64,
+    max: usize,
+) -> io::Result<()> {
+    let want = n.min(max as u64 + 1) as usize;
+    resp.body.reserve_exact(want);
+    io.by_ref().take(want as u64).read_to_end(&mut resp.body)?;
+    if resp.body.len() > max {
+        resp.body.truncate(max);
+        resp.truncated = true;
+        return Ok(());
+    }
+    if (resp.body.len() as u64) < n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the connection closed after {} of {n} body bytes",
+                resp.body.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn read_to_end(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> io::Result<()> {
+    io.by_ref()
+        .take(max as u64 + 1)
+        .read_to_end(&mut resp.body)?;
+    if resp.body.len() > max {
+        resp.body.truncate(max);
+        resp.truncated = true;
+    }
+    Ok(())
+}
+
+fn read_chunked(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> io::Result<()> {
+    let mut line = Vec::with_capacity(32);
+    loop {
+        line.clear();
+        read_line(io, &mut line, 1024)?;
+        let text = String::from_utf8_lossy(trim_crlf(&line)).into_owned();
+        let size_hex = text.split(';').next().unwrap_or("").trim();
+        let size = u64::from_str_radix(size_hex, 16).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed HTTP response: bad chunk size",
+            )
+        })?;
+        if size == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                line.clear();
+                read_line(io, &mut line, MAX_HEAD)?;
+                if trim_crlf(&line).is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        let room = (max + 1).saturating_sub(resp.body.len()) as u64;
+        let take = size.min(room);
+        let before = resp.body.len();
+        io.by_ref().take(take).read_to_end(&mut resp.body)?;
+        if ((resp.body.len() - before) as u64) < take {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the connection closed in the middle of a chunk",
+            ));
+        }
+        if resp.body.len() > max {
+            resp.body.truncate(max);
+            resp.truncated = true;
+            return Ok(());
+        }
+        line.clear();
+        read_line(io, &mut line, 2)?;
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Whether a read failure means the connection was closed or reset.
+fn closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+fn describe_read(e: &io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(t) => tls::describe_tls_error(t),
+        None => format!("reading the response: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let o = Origin::parse("http://127.0.0.1:8080/tsb", None).unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 8080));
+        assert_eq!(o.authority, "127.0.0.1:8080");
+        assert_eq!(o.prefix, "/tsb");
+        let o = Origin::parse("https://[::1]", None).unwrap();
+        assert_eq!(
+            (o.host.as_str(), o.port, o.prefix.as_str()),
+            ("::1", 443, "")
+        );
+        let o = Origin::parse("http://localhost", None).unwrap();
+        assert_eq!(o.port, 80);
+        assert!(Origin::parse("http://h:99999", None).is_err());
+        assert!(Origin::parse("http://:80", None).is_err());
+    }
+}

@@ -1,0 +1,676 @@
+//! `tsb-pkcs11 doctor` and `tsb-pkcs11 keys`, the built command against the simulator: one test
+//! per failure mode (each must be found at the right step, with a fix), the healthy case with
+//! a test signature verified here by OpenSSL, and the key listing with its PKCS#11 URIs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine;
+use common::{start_sim, write_private};
+use serde_json::{json, Value};
+use tsb_sim::{ClientAuth, Fault, ServerCertMode, SimConfig, Simulator, TlsConfig};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The simulator with a few keys (one password-protected key only where a test wants it).
+fn sim_config(keys: &[&str]) -> SimConfig {
+    let mut cfg = SimConfig::fast_test();
+    cfg.keys.retain(|k| keys.contains(&k.label.as_str()));
+    cfg
+}
+
+struct Run {
+    code: i32,
+    doc: Value,
+    stderr: String,
+}
+
+impl Run {
+    fn checks(&self) -> &Vec<Value> {
+        self.doc["checks"].as_array().expect("checks")
+    }
+
+    /// The first check of `step` with `status`.
+    fn find(&self, step: &str, status: &str) -> &Value {
+        self.checks()
+            .iter()
+            .find(|c| c["step"] == step && c["status"] == status)
+            .unwrap_or_else(|| panic!("no {status} check at step {step}: {:#}", self.doc))
+    }
+
+    /// The failed check: exactly one step fails, and it is `step`.
+    fn failed_at(&self, step: &str) -> &Value {
+        assert_eq!(self.code, 1, "exit code: {:#}", self.doc);
+        assert_eq!(self.doc["ok"], false);
+        let c = self.find(step, "fail");
+        assert!(
+            c["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "a failure comes with a fix: {c:#}"
+        );
+        c
+    }
+
+    fn steps(&self) -> Vec<String> {
+        self.checks()
+            .iter()
+            .map(|c| c["step"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn tsb_pkcs11(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"));
+    cmd.args(args)
+        .env_remove("TSB_PKCS11_CONFIG")
+        .env_remove("TSB_PKCS11_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tsb-pkcs11")
+}
+
+/// `tsb-pkcs11 --json -c CONFIG <args>`.
+fn run(config: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--json", "-c", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = tsb_pkcs11(&all, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document ({e}): {stdout}"));
+    Run {
+        code: out.status.code().expect("exit code"),
+        doc,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A configuration file (mode 0600) in `dir`.
+fn config_file(dir: &Path, config: &Value) -> PathBuf {
+    let path = dir.join("config.json");
+    write_private(&path, &serde_json::to_vec_pretty(config).unwrap());
+    path
+}
+
+fn doctor(sim_url: &str, extra: Value) -> (Run, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = json!({ "restApi": sim_url, "pkcs11": { "requestTimeoutMs": 3000, "connectTimeoutMs": 1000 } });
+    merge(&mut c, extra);
+    let path = config_file(dir.path(), &c);
+    (run(&path, &["doctor"]), dir)
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let Value::Object(m) = from {
+        for (k, v) in m {
+            match (into.get_mut(&k), v) {
+                (Some(Value::Object(a)), Value::Object(b)) => {
+                    for (kk, vv) in b {
+                        a.insert(kk, vv);
+                    }
+                }
+                (_, v) => {
+                    into[&k] = v;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The healthy case
+
+#[test]
+fn a_healthy_setup_passes_every_step_and_the_test_signature_verifies_with_openssl() {
+    let sim = start_sim(sim_config(&["ec-p256", "rsa-2048", "ska-ec-p256"]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &json!({ "restApi": sim.url() }));
+    let r = run(&path, &["doctor", "--sign", "ec-p256"]);
+    assert_eq!(r.code, 0, "{:#}\n{}", r.doc, r.stderr);
+    assert_eq!(r.doc["result"], "ok");
+    let steps = r.steps();
+    for s in [
+        "config", "dns", "tcp", "auth", "version", "key", "keys", "sign",
+    ] {
+        assert!(steps.iter().any(|x| x == s), "step {s} missing: {steps:?}");
+    }
+    // The order of the network steps.
+    let pos = |s: &str| steps.iter().position(|x| x == s).unwrap();
+    assert!(pos("config") < pos("dns") && pos("dns") < pos("tcp") && pos("tcp") < pos("auth"));
+    let keys = r.find("keys", "ok");
+    assert!(
+        keys["message"].as_str().unwrap().contains("3 of 3"),
+        "{keys:#}"
+    );
+    let ska = r
+        .checks()
+        .iter()
+        .find(|c| c["step"] == "key" && c["details"]["label"] == "ska-ec-p256")
+        .unwrap();
+    assert!(
+        ska["details"]["approval"]
+            .as_str()
+            .unwrap()
+            .contains("1 of alice, bob"),
+        "{ska:#}"
+    );
+    // The signature, checked by OpenSSL against the key the simulator holds.
+    let sign = &r.find("sign", "ok")["details"];
+    let data = B64.decode(sign["data"].as_str().unwrap()).unwrap();
+    let sig = B64.decode(sign["signature"].as_str().unwrap()).unwrap();
+    let key =
+        openssl::pkey::PKey::public_key_from_der(&sim.public_key_der("ec-p256").unwrap()).unwrap();
+    assert!(common::verify::ecdsa(
+        &key,
+        common::verify::Hash::Sha256,
+        &data,
+        &sig
+    ));
+    assert_eq!(sim.requests().len(), 1, "one signature, no more");
+}
+
+#[test]
+fn text_output_names_each_step_and_the_exit_code_follows_the_worst_check() {
+    let sim = start_sim(sim_config(&["ec-p256", "ec-p256-pw"]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &json!({ "restApi": sim.url() }));
+    let out = tsb_pkcs11(&["-c", path.to_str().unwrap(), "doctor"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // A password-protected key without a password is left out: a warning with its fix.
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("ec-p256-pw': left out: the key is password-protected"),
+        "{text}"
+    );
+    assert!(text.contains("fix: add \"keyPasswords\""), "{text}");
+    assert!(text.contains("result: works, with warnings"), "{text}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With the password configured, the key is shown and all is well.
+    let path = config_file(
+        dir.path(),
+        &json!({ "restApi": sim.url(), "pkcs11": { "keyPasswords": { "ec-p256-pw": "secret-pw" } } }),
+    );
+    let out = tsb_pkcs11(&["-c", path.to_str().unwrap(), "doctor"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("'ec-p256-pw': shown"), "{text}");
+    assert!(!text.contains("secret-pw"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+#[test]
+fn no_configuration_file_anywhere_is_reported_with_config_init_as_the_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tsb_pkcs11(
+        &["--json", "doctor"],
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", home.path().join("cfg").to_str().unwrap()),
+        ],
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    if Path::new("/etc/tsb-pkcs11/config.json").exists() {
+        // A system-wide configuration is found; the missing user files are not a problem.
+        assert_eq!(doc["checks"][0]["step"], "config");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1));
+    let c = &doc["checks"][0];
+    assert_eq!(c["status"], "fail");
+    assert!(c["message"]
+        .as_str()
+        .unwrap()
+        .contains("no configuration file"));
+    assert!(c["fix"]
+        .as_str()
+        .unwrap()
+        .contains("tsb-pkcs11 config init"));
+}
+
+#[test]
+fn an_insecure_or_unreadable_or_invalid_configuration_fails_at_the_config_step() {
+    let dir = tempfile::tempdir().unwrap();
+    // Writable by others: refused as the module refuses it.
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, br#"{"restApi":"http://127.0.0.1:9"}"#).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = run(&path, &["doctor"]);
+    assert_eq!(r.code, 1);
+    let c = r.find("config", "fail");
+    assert!(
+        c["message"].as_str().unwrap().contains("chmod go-w"),
+        "{c:#}"
+    );
+    assert_eq!(r.steps(), ["config"], "nothing after a refused config");
+    std::fs::remove_file(&path).unwrap();
+    // Not a readable file (a directory).
+    let r = run(dir.path(), &["doctor"]);
+    r.failed_at("config");
+    // A named file that does not exist.
+    let r = run(&dir.path().join("missing.json"), &["doctor"]);
+    let c = r.failed_at("config");
+    assert!(c["fix"].as_str().unwrap().contains("config init"), "{c:#}");
+    // A wrong value names the field.
+    let path = config_file(
+        dir.path(),
+        &json!({ "restApi": "http://127.0.0.1:9", "pkcs11": { "pollIntervalMs": "soon" } }),
+    );
+    let r = run(&path, &["doctor"]);
+    let c = r.failed_at("config");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("pkcs11.pollIntervalMs"),
+        "{c:#}"
+    );
+    // A secret from an unset environment variable.
+    let path = config_file(
+        dir.path(),
+        &json!({ "restApi": "http://127.0.0.1:9", "token": "env:TSB_PKCS11_TEST_UNSET_VAR" }),
+    );
+    let r = run(&path, &["doctor"]);
+    let c = r.failed_at("config");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("TSB_PKCS11_TEST_UNSET_VAR"),
+        "{c:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Network and TLS
+
+#[test]
+fn a_wrong_url_port_fails_at_tcp() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (r, _d) = doctor(&format!("http://127.0.0.1:{port}"), json!({}));
+    let c = r.failed_at("tcp");
+    assert!(
+        c["fix"].as_str().unwrap().contains(&format!("port {port}")),
+        "{c:#}"
+    );
+    assert!(!r.steps().contains(&"auth".to_string()));
+}
+
+#[test]
+fn a_url_that_is_not_a_tsb_api_fails_at_auth_with_the_url_as_fix() {
+    let sim = start_sim(sim_config(&["ec-p256"]));
+    let (r, _d) = doctor(&format!("{}/not-the-api", sim.url()), json!({}));
+    let c = r.failed_at("auth");
+    assert!(c["fix"].as_str().unwrap().contains("restApi"), "{c:#}");
+}
+
+fn tls_sim(mode: ServerCertMode, client_auth: ClientAuth, dir: &Path) -> Simulator {
+    let mut cfg = sim_config(&["ec-p256"]);
+    cfg.tls = Some(TlsConfig {
+        server_cert_mode: mode,
+        ca_cert_path: Some(dir.join("ca.pem")),
+        client_auth,
+        client_cert_path: Some(dir.join("client.pem")),
+        client_key_path: Some(dir.join("client.key")),
+        ..TlsConfig::default()
+    });
+    start_sim(cfg)
+}
+
+fn tls_doctor(mode: ServerCertMode, client_auth: ClientAuth, extra: Value) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tls_sim(mode, client_auth, dir.path());
+    let mut e = json!({ "caPath": dir.path().join("ca.pem") });
+    merge(&mut e, extra);
+    // `{dir}` in string values stands for the simulator's TLS folder.
+    let text = e.to_string().replace("{dir}", dir.path().to_str().unwrap());
+    doctor(&sim.url(), serde_json::from_str(&text).unwrap()).0
+}
+
+#[test]
+fn tls_with_the_right_ca_passes() {
+    let r = tls_doctor(ServerCertMode::Valid, ClientAuth::None, json!({}));
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    assert!(r.find("tls", "ok")["message"]
+        .as_str()
+        .unwrap()
+        .contains("server certificate"));
+}
+
+#[test]
+fn an_untrusted_server_certificate_fails_at_tls_with_ca_path_as_fix() {
+    let r = tls_doctor(ServerCertMode::Untrusted, ClientAuth::None, json!({}));
+    let c = r.failed_at("tls");
+    assert!(c["fix"].as_str().unwrap().contains("caPath"), "{c:#}");
+}
+
+#[test]
+fn a_server_certificate_for_another_host_fails_at_tls() {
+    let r = tls_doctor(ServerCertMode::WrongHost, ClientAuth::None, json!({}));
+    let c = r.failed_at("tls");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("not issued for 'localhost'"),
+        "{c:#}"
+    );
+}
+
+#[test]
+fn an_expired_server_certificate_fails_at_tls() {
+    let r = tls_doctor(ServerCertMode::Expired, ClientAuth::None, json!({}));
+    let c = r.failed_at("tls");
+    assert!(c["fix"].as_str().unwrap().contains("expired"), "{c:#}");
+}
+
+#[test]
+fn a_wrong_certificate_pin_fails_at_tls() {
+    let r = tls_doctor(
+        ServerCertMode::Valid,
+        ClientAuth::None,
+        json!({ "pkcs11": { "serverCertSha256": "ab".repeat(32) } }),
+    );
+    let c = r.failed_at("tls");
+    assert!(
+        c["message"].as_str().unwrap().contains("serverCertSha256"),
+        "{c:#}"
+    );
+    assert!(
+        c["fix"].as_str().unwrap().contains("serverCertSha256"),
+        "{c:#}"
+    );
+}
+
+#[test]
+fn mutual_tls_without_a_client_certificate_fails_and_with_one_passes() {
+    let r = tls_doctor(ServerCertMode::Valid, ClientAuth::Required, json!({}));
+    let c = r.failed_at("tls");
+    assert!(c["fix"].as_str().unwrap().contains("certpath"), "{c:#}");
+    let r = tls_doctor(
+        ServerCertMode::Valid,
+        ClientAuth::Required,
+        json!({ "authType": "CERT", "certpath": "{dir}/client.pem", "keypath": "{dir}/client.key" }),
+    );
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    assert!(r.find("tls", "ok")["message"]
+        .as_str()
+        .unwrap()
+        .contains("client certificate presented"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication
+
+#[test]
+fn a_bad_jwt_fails_every_role_with_a_fresh_token_as_fix() {
+    let mut cfg = sim_config(&["ec-p256"]);
+    cfg.auth.bearer_token = Some("the-right-jwt".into());
+    let sim = start_sim(cfg);
+    let (r, _d) = doctor(
+        &sim.url(),
+        json!({ "authType": "TOKEN", "token": "a-wrong-jwt" }),
+    );
+    r.failed_at("auth");
+    let fails: Vec<&Value> = r
+        .checks()
+        .iter()
+        .filter(|c| c["step"] == "auth" && c["status"] == "fail")
+        .collect();
+    assert_eq!(fails.len(), 3, "{:#}", r.doc);
+    assert!(fails[0]["fix"].as_str().unwrap().contains("fresh JWT"));
+    let text = r.doc.to_string();
+    assert!(!text.contains("a-wrong-jwt") && !text.contains("the-right-jwt"));
+    // The right JWT passes.
+    let (r, _d) = doctor(
+        &sim.url(),
+        json!({ "authType": "TOKEN", "token": "the-right-jwt" }),
+    );
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+}
+
+#[test]
+fn an_api_key_of_the_wrong_role_is_named_with_the_list_it_belongs_to() {
+    let mut cfg = sim_config(&["ec-p256"]);
+    cfg.auth.api_keys.key_management = vec!["km-key-1".into()];
+    cfg.auth.api_keys.key_operation = vec!["ko-key-1".into()];
+    cfg.auth.api_keys.service = vec!["svc-key-1".into()];
+    let sim = start_sim(cfg);
+    let (r, _d) = doctor(
+        &sim.url(),
+        json!({ "apiKeys": {
+            "KeyManagementToken": ["km-key-1"],
+            "KeyOperationToken": ["svc-key-1"],
+            "ServiceToken": ["svc-key-1"] } }),
+    );
+    let c = r.failed_at("auth");
+    let m = c["message"].as_str().unwrap();
+    assert!(m.starts_with("KeyOperationToken"), "{c:#}");
+    assert!(m.contains("accepted as a ServiceToken key"), "{c:#}");
+    assert!(c["fix"].as_str().unwrap().contains("wrong list"), "{c:#}");
+    // The two right roles pass.
+    let oks = r
+        .checks()
+        .iter()
+        .filter(|c| c["step"] == "auth" && c["status"] == "ok")
+        .count();
+    assert_eq!(oks, 2, "{:#}", r.doc);
+    assert!(!r.doc.to_string().contains("svc-key-1"));
+    // A missing key of a role that needs one.
+    let (r, _d) = doctor(
+        &sim.url(),
+        json!({ "apiKeys": { "KeyManagementToken": ["km-key-1"], "ServiceToken": ["svc-key-1"] } }),
+    );
+    let c = r.failed_at("auth");
+    assert!(
+        c["fix"].as_str().unwrap().contains("KeyOperationToken"),
+        "{c:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys and answers
+
+#[test]
+fn a_tsb_without_keys_fails_at_keys() {
+    let sim = start_sim(sim_config(&[]));
+    let (r, _d) = doctor(&sim.url(), json!({}));
+    let c = r.failed_at("keys");
+    assert!(c["message"].as_str().unwrap().contains("no key"), "{c:#}");
+}
+
+#[test]
+fn keys_the_token_leaves_out_are_listed_with_the_reason() {
+    let sim = start_sim(sim_config(&["decrypt-only-rsa", "aes-256"]));
+    let (r, _d) = doctor(
+        &sim.url(),
+        json!({ "pkcs11": { "keys": ["decrypt-only-rsa", "aes-256", "not-there"] } }),
+    );
+    let c = r.failed_at("keys");
+    assert!(
+        c["message"].as_str().unwrap().contains("none of the 3"),
+        "{c:#}"
+    );
+    let text = r.doc.to_string();
+    assert!(
+        text.contains("'decrypt-only-rsa': left out: its sign attribute is false"),
+        "{text}"
+    );
+    let gone = r
+        .checks()
+        .iter()
+        .find(|c| c["details"]["label"] == "not-there")
+        .unwrap();
+    assert!(gone["fix"]
+        .as_str()
+        .unwrap()
+        .contains("remove 'not-there' from pkcs11.keys"));
+}
+
+#[test]
+fn fields_the_module_does_not_know_are_reported() {
+    let sim = start_sim(sim_config(&["ec-p256", "rsa-2048"]));
+    sim.inject(Fault::extra_field(
+        "GET /v1/key/ec-p256/attributes",
+        "json.attributes.quantumSafe",
+    ));
+    sim.inject(Fault::extra_field("GET /v1/versionInfo", "buildTime"));
+    let (r, _d) = doctor(&sim.url(), json!({}));
+    assert_eq!(r.code, 2, "warnings only: {:#}", r.doc);
+    let unknown: Vec<&Value> = r
+        .checks()
+        .iter()
+        .filter(|c| c["step"] == "unknown")
+        .collect();
+    assert_eq!(unknown.len(), 2, "{:#}", r.doc);
+    assert_eq!(unknown[0]["details"]["fields"], json!(["buildTime"]));
+    assert_eq!(
+        unknown[1]["details"]["fields"],
+        json!(["json.attributes.quantumSafe"])
+    );
+    assert!(unknown[1]["details"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .contains("ec-p256"));
+    // Without the faults: nothing unknown.
+    sim.clear_faults();
+    let (r, _d) = doctor(&sim.url(), json!({}));
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+}
+
+#[test]
+fn keys_lists_objects_with_percent_encoded_pkcs11_uris() {
+    let sim = start_sim(sim_config(&["ec-p256", "ska-ec-p256", "decrypt-only-rsa"]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        &json!({ "restApi": sim.url(), "pkcs11": { "tokenLabel": "My TSB" } }),
+    );
+    let r = run(&path, &["keys"]);
+    assert_eq!(r.code, 0);
+    let keys = r.doc["keys"].as_array().unwrap();
+    let labels: Vec<&str> = keys.iter().map(|k| k["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["ec-p256", "ska-ec-p256"]);
+    assert_eq!(keys[0]["id"], "0004");
+    assert_eq!(
+        keys[0]["uri"]["privateKey"],
+        "pkcs11:token=My%20TSB;object=ec-p256;id=%00%04;type=private"
+    );
+    assert!(keys[1]["approval"]
+        .as_str()
+        .unwrap()
+        .starts_with("needs approval"));
+    // --all adds the key left out, with its reason.
+    let r = run(&path, &["keys", "--all"]);
+    let keys = r.doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3);
+    assert!(keys[2]["leftOut"]
+        .as_str()
+        .unwrap()
+        .contains("sign attribute"));
+}
+
+// ---------------------------------------------------------------------------------------
+// config init
+
+#[test]
+fn config_init_writes_a_private_file_the_module_reads_and_never_overwrites_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("cfg").join("config.json");
+    let o = out_path.to_str().unwrap();
+    let init = |extra: &[&str]| {
+        let mut args = vec!["--json", "config", "init", "-o", o];
+        args.extend_from_slice(extra);
+        let out = tsb_pkcs11(&args, &[]);
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), doc)
+    };
+    let (code, doc) = init(&[
+        "--url",
+        "https://tsb.example.com:8080",
+        "--token-env",
+        "MY_JWT",
+    ]);
+    assert_eq!(code, 0, "{doc:#}");
+    // The JWT's variable is not set here: a note, not a failure.
+    assert!(doc["warnings"].to_string().contains("MY_JWT"), "{doc:#}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(written["restApi"], "https://tsb.example.com:8080");
+    assert_eq!(written["token"], "env:MY_JWT");
+    assert!(dir.path().join("cfg").join("config-notes.txt").exists());
+    // An existing file is kept unless --force.
+    let (code, doc) = init(&["--url", "https://other.example.com"]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(doc["error"].as_str().unwrap().contains("--force"));
+    let (code, _) = init(&["--url", "https://other.example.com", "--force"]);
+    assert_eq!(code, 0);
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(written["restApi"], "https://other.example.com");
+}
+
+#[test]
+fn config_init_takes_over_a_notation_plugin_config_with_absolute_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let src_dir = dir.path().join("notation");
+    std::fs::create_dir_all(&src_dir).unwrap();
+    std::fs::write(src_dir.join("client.pem"), b"").unwrap();
+    let src = src_dir.join("config.json");
+    std::fs::write(
+        &src,
+        json!({
+            "restApi": "https://tsb.example.com:8080",
+            "authType": "CERT",
+            "certpath": "client.pem",
+            "keypath": "client.key",
+            "apiKeys": { "KeyOperationToken": ["a-literal-api-key"] },
+            "metaData": { "team": "build" }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out_path = dir.path().join("out").join("config.json");
+    let out = tsb_pkcs11(
+        &[
+            "--json",
+            "config",
+            "init",
+            "--from-notation",
+            src.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(
+        written["certpath"],
+        src_dir.join("client.pem").to_str().unwrap()
+    );
+    assert_eq!(
+        written["keypath"],
+        src_dir.join("client.key").to_str().unwrap()
+    );
+    assert_eq!(written["metaData"], json!({ "team": "build" }));
+    assert_eq!(written["pkcs11"], json!({}));
+    let warnings = doc["warnings"].to_string();
+    assert!(
+        warnings.contains("literal secrets copied (apiKeys.KeyOperationToken)"),
+        "{doc:#}"
+    );
+    assert!(!warnings.contains("a-literal-api-key"));
+    assert_eq!(doc["ok"], true, "{doc:#}");
+}

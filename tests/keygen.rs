@@ -1,0 +1,596 @@
+//! Key generation through PKCS#11 (`C_GenerateKeyPair` → `POST /v1/key`) and key deletion
+//! (`C_DestroyObject`). Signatures made with the new keys are verified with OpenSSL against the
+//! simulator's copy of the public key, never with the module.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{verify, Harness};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::Session;
+use tsb_sim::{ApiKeys, AuthConfig, SimConfig};
+
+fn small_sim() -> SimConfig {
+    SimConfig {
+        time_scale: 0.01,
+        approved_execution_delay_ms: 20,
+        keys: vec![tsb_sim::KeySpec::ed25519("existing")],
+        ..SimConfig::default()
+    }
+}
+
+fn tool_available() -> bool {
+    let ok = Command::new("pkcs11-tool").arg("--help").output().is_ok();
+    if !ok {
+        eprintln!("!!! pkcs11-tool not installed (Debian package opensc): SKIPPED — scripts/test.sh installs it");
+    }
+    ok
+}
+
+fn pkcs11_tool(h: &Harness, args: &[&str]) -> Output {
+    Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(&h.module_path)
+        .args(args)
+        .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .output()
+        .expect("run pkcs11-tool")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `openssl pkeyutl -verify` with the simulator's public key of `label`.
+fn openssl_verifies(h: &Harness, label: &str, input: &Path, sig: &Path, extra: &[&str]) -> bool {
+    let key = h.dir.path().join(format!("{label}.pub.der"));
+    std::fs::write(&key, h.sim.public_key_der(label).expect("key on the sim")).unwrap();
+    let mut args = vec![
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-keyform",
+        "DER",
+        "-inkey",
+        s(&key),
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["-in", s(input), "-sigfile", s(sig)]);
+    let out = Command::new("openssl").args(&args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("Verified Successfully")
+}
+
+#[test]
+fn pkcs11_tool_generates_every_key_type_and_signs() {
+    if !tool_available() {
+        return;
+    }
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let data = h.dir.path().join("data.txt");
+    std::fs::write(&data, b"a key made through pkcs11-tool\n").unwrap();
+    let sig = h.dir.path().join("sig.bin");
+    // (label, --key-type, -m for signing, openssl pkeyutl options, input is a digest)
+    let cases: [(&str, &str, &str, &[&str]); 6] = [
+        (
+            "gen-rsa",
+            "rsa:2048",
+            "SHA256-RSA-PKCS",
+            &["-rawin", "-digest", "sha256"],
+        ),
+        ("gen-p256", "EC:prime256v1", "ECDSA", &[]),
+        ("gen-p384", "EC:secp384r1", "ECDSA", &[]),
+        ("gen-p521", "EC:secp521r1", "ECDSA", &[]),
+        ("gen-k256", "EC:secp256k1", "ECDSA", &[]),
+        ("gen-ed", "EC:edwards25519", "EDDSA", &["-rawin"]),
+    ];
+    let digest = h.dir.path().join("digest.bin");
+    std::fs::write(
+        &digest,
+        openssl::hash::hash(openssl::hash::MessageDigest::sha256(), b"digest input").unwrap(),
+    )
+    .unwrap();
+    for (label, key_type, mech, extra) in cases {
+        let out = ok(
+            pkcs11_tool(
+                &h,
+                &[
+                    "--keypairgen",
+                    "--key-type",
+                    key_type,
+                    "--label",
+                    label,
+                    "--usage-sign",
+                ],
+            ),
+            &format!("keypairgen {key_type}"),
+        );
+        assert!(out.contains(label), "{out}");
+        assert!(
+            h.sim.key_labels().iter().any(|l| l == label),
+            "{label} on the TSB"
+        );
+        // The new key's CKA_ID is its label's bytes.
+        let id_hex: String = label.bytes().map(|b| format!("{b:02x}")).collect();
+        // pkcs11-tool signs raw ECDSA (r||s); OpenSSL wants DER: convert for EC.
+        let input = if mech == "ECDSA" { &digest } else { &data };
+        ok(
+            pkcs11_tool(
+                &h,
+                &[
+                    "--sign",
+                    "--id",
+                    &id_hex,
+                    "-m",
+                    mech,
+                    "-i",
+                    s(input),
+                    "-o",
+                    s(&sig),
+                ]
+                .into_iter()
+                .chain(if mech == "ECDSA" {
+                    vec!["--signature-format", "openssl"]
+                } else {
+                    vec![]
+                })
+                .collect::<Vec<_>>(),
+            ),
+            &format!("sign with {label}"),
+        );
+        assert!(openssl_verifies(&h, label, input, &sig, extra), "{label}");
+        // A signature over other data does not verify (the check can fail).
+        std::fs::write(h.dir.path().join("other.bin"), b"other").unwrap();
+        if mech != "ECDSA" {
+            assert!(!openssl_verifies(
+                &h,
+                label,
+                &h.dir.path().join("other.bin"),
+                &sig,
+                extra
+            ));
+        }
+    }
+    // The same label again: refused, the key is unchanged.
+    let before = h.sim.public_key_der("gen-p256").unwrap();
+    let out = pkcs11_tool(
+        &h,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "gen-p256",
+            "--usage-sign",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CKR_TEMPLATE_INCONSISTENT"),
+        "{out:?}"
+    );
+    assert_eq!(h.sim.public_key_der("gen-p256").unwrap(), before);
+}
+
+fn rw_session(h: &Harness) -> Session {
+    h.pkcs11.open_rw_session(h.slot).expect("rw session")
+}
+
+fn rsa_templates(label: &str) -> (Vec<Attribute>, Vec<Attribute>) {
+    (
+        vec![
+            Attribute::Token(true),
+            Attribute::ModulusBits(2048.into()),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+            Attribute::Verify(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ],
+        vec![
+            Attribute::Token(true),
+            Attribute::Sign(true),
+            Attribute::Sensitive(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ],
+    )
+}
+
+#[test]
+fn generated_keys_are_usable_at_once_and_templates_are_checked() {
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let s = rw_session(&h);
+    // Search first, so a cached "not there" could hide the new key.
+    assert!(s
+        .find_objects(&[Attribute::Label(b"fresh".to_vec())])
+        .unwrap()
+        .is_empty());
+    let (public, private) = rsa_templates("fresh");
+    let (pub_h, priv_h) = s
+        .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+        .expect("generate");
+    assert_eq!(h.find(&s, "fresh", ObjectClass::PRIVATE_KEY), priv_h);
+    assert_eq!(h.find(&s, "fresh", ObjectClass::PUBLIC_KEY), pub_h);
+    let msg = b"signed with a brand-new key";
+    let sig = s.sign(&Mechanism::Sha256RsaPkcs, priv_h, msg).unwrap();
+    assert!(verify::rsa_pkcs1(
+        &h.sim_public_key("fresh"),
+        verify::Hash::Sha256,
+        msg,
+        &sig
+    ));
+    // The modulus the module shows is the TSB's key.
+    let modulus = h.attr_bytes(&s, pub_h, cryptoki::object::AttributeType::Modulus);
+    let sim_rsa = h.sim_public_key("fresh").rsa().unwrap();
+    assert_eq!(modulus, sim_rsa.n().to_vec());
+
+    // Refused templates, with the spec's codes; nothing is created.
+    let rv = |public: Vec<Attribute>, private: Vec<Attribute>| match s.generate_key_pair(
+        &Mechanism::RsaPkcsKeyPairGen,
+        &public,
+        &private,
+    ) {
+        Err(cryptoki::error::Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    use cryptoki::error::RvError::*;
+    let (p, mut k) = rsa_templates("bad");
+    k.push(Attribute::Decrypt(true));
+    assert_eq!(rv(p, k), TemplateInconsistent);
+    let (p, mut k) = rsa_templates("bad");
+    k.push(Attribute::Extractable(true));
+    assert_eq!(rv(p, k), TemplateInconsistent);
+    let (mut p, k) = rsa_templates("bad");
+    p[0] = Attribute::Token(false);
+    assert_eq!(rv(p, k), TemplateInconsistent);
+    let (mut p, k) = rsa_templates("bad");
+    p[1] = Attribute::ModulusBits(1024.into());
+    assert_eq!(rv(p, k), AttributeValueInvalid);
+    let (mut p, k) = rsa_templates("bad");
+    p[2] = Attribute::PublicExponent(vec![3]);
+    assert_eq!(rv(p, k), AttributeValueInvalid);
+    let (mut p, mut k) = rsa_templates("bad");
+    p.retain(|a| !matches!(a, Attribute::Label(_)));
+    k.retain(|a| !matches!(a, Attribute::Label(_)));
+    assert_eq!(rv(p, k), TemplateIncomplete);
+    let (p, k) = rsa_templates("existing");
+    assert_eq!(rv(p, k), TemplateInconsistent);
+    assert!(!h.sim.key_labels().iter().any(|l| l == "bad"));
+
+    // An unknown curve.
+    let ec = s.generate_key_pair(
+        &Mechanism::EccKeyPairGen,
+        &[
+            Attribute::EcParams(vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x21]), // P-224
+            Attribute::Label(b"p224".to_vec()),
+        ],
+        &[Attribute::Sign(true)],
+    );
+    assert!(matches!(
+        ec,
+        Err(cryptoki::error::Error::Pkcs11(CurveNotSupported, _))
+    ));
+
+    // A read-only session cannot generate.
+    let ro = h.session();
+    let (p, k) = rsa_templates("ro");
+    assert!(matches!(
+        ro.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &p, &k),
+        Err(cryptoki::error::Error::Pkcs11(SessionReadOnly, _))
+    ));
+}
+
+#[test]
+fn mechanisms_list_generation_with_sizes() {
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let list = h.pkcs11.get_mechanism_list(h.slot).unwrap();
+    for (m, min, max) in [
+        (
+            cryptoki::mechanism::MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+            2048,
+            4096,
+        ),
+        (
+            cryptoki::mechanism::MechanismType::ECC_KEY_PAIR_GEN,
+            256,
+            521,
+        ),
+        (
+            cryptoki::mechanism::MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+            256,
+            256,
+        ),
+    ] {
+        assert!(list.contains(&m), "{m:?} listed");
+        let info = h.pkcs11.get_mechanism_info(h.slot, m).unwrap();
+        assert!(info.generate_key_pair(), "{m:?}");
+        assert!(!info.sign(), "{m:?} does not sign");
+        assert_eq!((info.min_key_size(), info.max_key_size()), (min, max));
+    }
+    let token = h.pkcs11.get_token_info(h.slot).unwrap();
+    assert!(!token.write_protected());
+}
+
+#[test]
+fn keys_cannot_be_deleted_without_allow_key_deletion() {
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let s = rw_session(&h);
+    let key = h.private_key(&s, "existing");
+    assert_eq!(
+        s.get_attributes(key, &[cryptoki::object::AttributeType::Destroyable])
+            .unwrap(),
+        vec![Attribute::Destroyable(false)],
+        "not destroyable without pkcs11.allowKeyDeletion"
+    );
+    match s.destroy_object(key) {
+        Err(cryptoki::error::Error::Pkcs11(rv, _)) => {
+            assert_eq!(rv, cryptoki::error::RvError::ActionProhibited)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(h.sim.key_labels().iter().any(|l| l == "existing"));
+}
+
+#[test]
+fn generation_without_the_key_management_role_is_a_clear_error() {
+    let mut cfg = small_sim();
+    cfg.auth = AuthConfig {
+        bearer_token: None,
+        api_keys: ApiKeys {
+            key_management: vec!["km-right".into()],
+            key_operation: vec![],
+            service: vec![],
+        },
+    };
+    let h = Harness::with_config(cfg, |url| {
+        serde_json::json!({
+            "restApi": url,
+            "apiKeys": {"KeyManagementToken": ["km-wrong"]},
+            "pkcs11": {"keys": ["existing", "new-key"]},
+        })
+    });
+    let s = rw_session(&h);
+    let (p, k) = rsa_templates("new-key");
+    match s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &p, &k) {
+        // A configured API key the TSB refuses: the credentials are not good enough.
+        Err(cryptoki::error::Error::Pkcs11(rv, _)) => {
+            assert_eq!(rv, cryptoki::error::RvError::UserNotLoggedIn)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!h.sim.key_labels().iter().any(|l| l == "new-key"));
+}
+
+fn ec_templates(label: &str) -> (Vec<Attribute>, Vec<Attribute>) {
+    (
+        vec![
+            // P-256
+            Attribute::EcParams(vec![
+                0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+            ]),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ],
+        vec![Attribute::Sign(true)],
+    )
+}
+
+#[test]
+fn keys_are_deleted_when_allowed() {
+    let h = Harness::with(small_sim(), serde_json::json!({"allowKeyDeletion": true}));
+    let s = rw_session(&h);
+    let (p, k) = ec_templates("doomed");
+    let (pub_h, priv_h) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .unwrap();
+    let destroyable = |h| match s
+        .get_attributes(h, &[cryptoki::object::AttributeType::Destroyable])
+        .unwrap()
+        .pop()
+    {
+        Some(Attribute::Destroyable(d)) => d,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        destroyable(priv_h) && destroyable(pub_h),
+        "CKA_DESTROYABLE is true"
+    );
+    s.destroy_object(priv_h).expect("deleted");
+    assert!(
+        !h.sim.key_labels().iter().any(|l| l == "doomed"),
+        "gone on the TSB"
+    );
+    // Both objects of the pair are gone.
+    for handle in [priv_h, pub_h] {
+        assert!(matches!(
+            s.get_attributes(handle, &[cryptoki::object::AttributeType::Label]),
+            Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::ObjectHandleInvalid,
+                _
+            ))
+        ));
+    }
+    assert!(matches!(
+        s.sign_init(&Mechanism::Ecdsa, priv_h),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::KeyHandleInvalid
+                | cryptoki::error::RvError::ObjectHandleInvalid,
+            _
+        ))
+    ));
+    assert!(s
+        .find_objects(&[Attribute::Label(b"doomed".to_vec())])
+        .unwrap()
+        .is_empty());
+    // The label can be used again: a new key.
+    let (p, k) = ec_templates("doomed");
+    s.generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .expect("the label is free again");
+
+    // A key created with CKA_DESTROYABLE false: the TSB refuses to delete it.
+    let (p, mut k) = ec_templates("keeper");
+    k.push(Attribute::Destroyable(false));
+    let (_, keeper) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .unwrap();
+    assert!(
+        !destroyable(keeper),
+        "CKA_DESTROYABLE shows the TSB's destroyable false"
+    );
+    assert!(matches!(
+        s.destroy_object(keeper),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::ActionProhibited,
+            _
+        ))
+    ));
+    assert!(h.sim.key_labels().iter().any(|l| l == "keeper"));
+}
+
+#[test]
+fn new_keys_get_the_configured_policy_and_sign_after_approval() {
+    let approvers = serde_json::json!({"tokens": [{"name": "main", "timelock": 0, "timeout": 0,
+        "groups": [{"name": "board", "quorum": 1, "approvals": [
+            {"type": "onboarded_approver_certificate", "name": "alice"}]}]}]});
+    let h = Harness::with(
+        small_sim(),
+        serde_json::json!({
+            "policyProfiles": {"board": {"ruleUse": approvers}},
+        }),
+    );
+    let s = rw_session(&h);
+    // Without a profile: the empty policy, signs at once.
+    let (p, k) = ec_templates("plain-new");
+    let (_, plain) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .unwrap();
+    let digest = openssl::sha::sha256(b"m");
+    let sig = s.sign(&Mechanism::Ecdsa, plain, &digest).unwrap();
+    assert!(verify::ecdsa_digest(
+        &h.sim_public_key("plain-new"),
+        &digest,
+        &sig
+    ));
+    assert!(
+        h.sim.requests().iter().all(|r| r.id.is_none()),
+        "no approval request"
+    );
+
+    // With the profile: the key needs alice's approval.
+    let (p, mut k) = ec_templates("board-key");
+    k.push(vendor_profile("board"));
+    let (_, key) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k)
+        .unwrap();
+    let sim = &h.sim;
+    let approver = std::thread::scope(|scope| {
+        let t = scope.spawn(|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if let Some(id) = sim
+                    .requests()
+                    .into_iter()
+                    .find(|r| r.key == "board-key")
+                    .and_then(|r| r.id)
+                {
+                    sim.approve(&id, "alice").unwrap();
+                    return id;
+                }
+                assert!(std::time::Instant::now() < deadline, "no approval request");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        let sig = s
+            .sign(&Mechanism::Ecdsa, key, &digest)
+            .expect("signed after approval");
+        assert!(verify::ecdsa_digest(
+            &h.sim_public_key("board-key"),
+            &digest,
+            &sig
+        ));
+        t.join().unwrap()
+    });
+    assert_eq!(h.sim.request_status(&approver).as_deref(), Some("EXECUTED"));
+
+    // An unknown profile.
+    let (p, mut k) = ec_templates("nope");
+    k.push(vendor_profile("nobody"));
+    assert!(matches!(
+        s.generate_key_pair(&Mechanism::EccKeyPairGen, &p, &k),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::AttributeValueInvalid,
+            _
+        ))
+    ));
+}
+
+/// `CKA_VENDOR_DEFINED | 0x54530003`: the policy profile of a new key.
+fn vendor_profile(name: &str) -> Attribute {
+    let t = cryptoki_sys::CKA_VENDOR_DEFINED | 0x5453_0003;
+    Attribute::VendorDefined((
+        cryptoki::object::AttributeType::VendorDefined(t),
+        name.as_bytes().to_vec(),
+    ))
+}
+
+/// The Python interpreter with python-pkcs11: `TSB_PYTHON`, else the venv scripts/test.sh
+/// fills (`target/compat-venv`).
+fn python_with_pkcs11() -> Option<std::path::PathBuf> {
+    let candidates = std::env::var_os("TSB_PYTHON")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compat-venv/bin/python")]);
+    for p in candidates {
+        let ok = Command::new(&p)
+            .args(["-c", "import pkcs11"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(p);
+        }
+    }
+    eprintln!("!!! python-pkcs11 not found (TSB_PYTHON or target/compat-venv): SKIPPED — scripts/test.sh installs it");
+    None
+}
+
+#[test]
+fn python_pkcs11_generates_key_pairs() {
+    let Some(python) = python_with_pkcs11() else {
+        return;
+    };
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let out = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/keygen.py"))
+        .arg(&h.module_path)
+        .arg(h.dir.path())
+        .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .output()
+        .unwrap();
+    let text = ok(out, "tests/python/keygen.py");
+    assert!(text.contains("refused py-decrypt"), "{text}");
+    assert!(!h.sim.key_labels().iter().any(|l| l == "py-decrypt"));
+    let msg = b"python-pkcs11";
+    let sig = std::fs::read(h.dir.path().join("py-rsa.sig")).unwrap();
+    assert!(verify::rsa_pkcs1(
+        &h.sim_public_key("py-rsa"),
+        verify::Hash::Sha256,
+        msg,
+        &sig
+    ));
+    let sig = std::fs::read(h.dir.path().join("py-p384.sig")).unwrap();
+    let digest = openssl::sha::sha384(msg);
+    assert!(verify::ecdsa_digest(
+        &h.sim_public_key("py-p384"),
+        &digest,
+        &sig
+    ));
+}

@@ -1,0 +1,411 @@
+//! Key management: `POST /v1/key` (generate a key on the simulated HSM) and
+//! `DELETE /v1/key/{label}` (contract: "Creating and deleting keys").
+//!
+//! A created key is an ordinary [`KeySpec`] key afterwards: its `policy` is converted to a
+//! [`PolicySpec`] (so signing and approvals work exactly as for configured keys), and the policy
+//! document as sent is kept to be shown again by the attributes call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{Curve, GroupSpec, KeySpec, PolicySpec, TokenSpec};
+use crate::error::ApiError;
+use crate::keys::{KeyMaterial, SimKey, ATTRIBUTE_NAMES};
+use crate::state::Shared;
+
+/// Body of `POST /v1/key`. Unknown fields are ignored (as Spring Boot's Jackson does).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateKeyRequest {
+    label: Option<String>,
+    algorithm: Option<String>,
+    key_size: Option<u32>,
+    curve_oid: Option<String>,
+    password: Option<Password>,
+    attributes: Option<BTreeMap<String, Option<bool>>>,
+    policy: Option<TsbPolicy>,
+}
+
+/// A password: an array of one-character strings (Jackson's `char[]`), or a plain string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Password {
+    Chars(Vec<String>),
+    Text(String),
+}
+
+impl Password {
+    fn into_string(self) -> Result<String, ApiError> {
+        match self {
+            Password::Text(s) => Ok(s),
+            Password::Chars(chars) => {
+                if chars.iter().any(|c| c.chars().count() != 1) {
+                    return Err(ApiError::validation(
+                        "Field 'password' must be an array of one-character strings",
+                    ));
+                }
+                Ok(chars.concat())
+            }
+        }
+    }
+}
+
+/// The TSB policy document (`policy` of key creation and of the attributes response).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TsbPolicy {
+    #[serde(default)]
+    rule_use: Option<TsbRule>,
+    #[serde(default)]
+    rule_block: Option<TsbRule>,
+    #[serde(default)]
+    rule_unblock: Option<TsbRule>,
+    #[serde(default)]
+    rule_modify: Option<TsbRule>,
+    #[serde(default)]
+    key_status: Option<TsbKeyStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct TsbKeyStatus {
+    #[serde(default)]
+    blocked: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TsbRule {
+    #[serde(default)]
+    tokens: Option<Vec<TsbToken>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TsbToken {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    timelock: u64,
+    #[serde(default)]
+    timeout: u64,
+    #[serde(default)]
+    groups: Option<Vec<TsbGroup>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TsbGroup {
+    #[serde(default)]
+    name: Option<String>,
+    quorum: u32,
+    #[serde(default)]
+    approvals: Option<Vec<TsbApproval>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TsbApproval {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+impl TsbPolicy {
+    /// The document the attributes response shows, with the key's current `blocked` state.
+    pub(crate) fn to_json(&self, blocked: bool) -> Value {
+        let mut doc = self.clone();
+        doc.key_status = Some(TsbKeyStatus { blocked });
+        serde_json::to_value(doc).unwrap_or(Value::Null)
+    }
+
+    /// Validates every rule and converts `ruleUse` into the simulator's policy model: an approver
+    /// is identified by its `name`, else by its `value` (public key or certificate).
+    fn to_spec(&self) -> Result<PolicySpec, ApiError> {
+        let rules = [
+            ("ruleUse", &self.rule_use),
+            ("ruleBlock", &self.rule_block),
+            ("ruleUnblock", &self.rule_unblock),
+            ("ruleModify", &self.rule_modify),
+        ];
+        let mut spec = PolicySpec::default();
+        for (rule_name, rule) in rules {
+            let tokens = rule
+                .as_ref()
+                .and_then(|r| r.tokens.as_deref())
+                .unwrap_or(&[]);
+            for (ti, t) in tokens.iter().enumerate() {
+                let what = format!("policy.{rule_name}.tokens[{ti}]");
+                for (field, secs) in [("timelock", t.timelock), ("timeout", t.timeout)] {
+                    if secs % 60 != 0 {
+                        return Err(ApiError::validation(format!(
+                            "{what}.{field} must be a multiple of 60 seconds, got {secs}"
+                        )));
+                    }
+                }
+                let mut groups = Vec::new();
+                for (gi, g) in t.groups.as_deref().unwrap_or(&[]).iter().enumerate() {
+                    let approvals = g.approvals.as_deref().unwrap_or(&[]);
+                    let mut approvers: Vec<String> = Vec::new();
+                    for (ai, a) in approvals.iter().enumerate() {
+                        let id = approver_id(a).map_err(|m| {
+                            ApiError::validation(format!(
+                                "{what}.groups[{gi}].approvals[{ai}]: {m}"
+                            ))
+                        })?;
+                        if approvers.contains(&id) {
+                            return Err(ApiError::validation(format!(
+                                "{what}.groups[{gi}]: approver '{id}' is listed twice"
+                            )));
+                        }
+                        approvers.push(id);
+                    }
+                    if g.quorum == 0 || g.quorum as usize > approvers.len() {
+                        return Err(ApiError::validation(format!(
+                            "{what}.groups[{gi}]: quorum {} needs 1..={} approvals",
+                            g.quorum,
+                            approvers.len()
+                        )));
+                    }
+                    groups.push(GroupSpec {
+                        name: g.name.clone().unwrap_or_else(|| format!("group{gi}")),
+                        quorum: g.quorum,
+                        approvers,
+                    });
+                }
+                if rule_name == "ruleUse" {
+                    let mut token = TokenSpec::new(groups);
+                    token.name = t.name.clone().unwrap_or_else(|| format!("token{ti}"));
+                    token.timelock = t.timelock;
+                    token.timeout = t.timeout;
+                    spec.tokens.push(token);
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+fn approver_id(a: &TsbApproval) -> Result<String, String> {
+    match a.kind.as_str() {
+        "certificate" | "public_key" | "public-key" | "onboarded_approver_certificate" => {}
+        other => return Err(format!("unknown approval type '{other}'")),
+    }
+    let name = a.name.as_deref().filter(|n| !n.is_empty());
+    let value = a.value.as_deref().filter(|v| !v.is_empty());
+    if a.kind == "onboarded_approver_certificate" && name.is_none() {
+        return Err("an onboarded approver needs a name".into());
+    }
+    if a.kind != "onboarded_approver_certificate" && value.is_none() {
+        return Err(format!("a {} approval needs a value", a.kind));
+    }
+    Ok(name.or(value).unwrap_or_default().to_string())
+}
+
+/// The key type and size requested, as a [`KeySpec`] without extras.
+fn key_type(req: &CreateKeyRequest, label: &str) -> Result<KeySpec, ApiError> {
+    let algorithm = req
+        .algorithm
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ApiError::validation("Field 'algorithm' is required"))?;
+    match algorithm {
+        "RSA" => {
+            if req.curve_oid.is_some() {
+                return Err(ApiError::validation("curveOid is not valid for RSA keys"));
+            }
+            match req.key_size {
+                Some(bits @ (2048 | 3072 | 4096)) => Ok(KeySpec::rsa(label, bits)),
+                Some(bits) => Err(ApiError::validation(format!(
+                    "Unsupported RSA keySize {bits} (2048, 3072 or 4096)"
+                ))),
+                None => Err(ApiError::validation("Field 'keySize' is required for RSA")),
+            }
+        }
+        "EC" => {
+            let oid = req
+                .curve_oid
+                .as_deref()
+                .ok_or_else(|| ApiError::validation("Field 'curveOid' is required for EC"))?;
+            let curve = [Curve::P256, Curve::P384, Curve::P521, Curve::Secp256k1]
+                .into_iter()
+                .find(|c| c.oid() == oid)
+                .ok_or_else(|| {
+                    ApiError::validation(format!("Unsupported curveOid '{oid}' for EC"))
+                })?;
+            Ok(KeySpec::ec(label, curve))
+        }
+        "ED" => match req.curve_oid.as_deref() {
+            None | Some("1.3.101.112") => Ok(KeySpec::ed25519(label)),
+            Some(oid) => Err(ApiError::validation(format!(
+                "Unsupported curveOid '{oid}' for ED (only Ed25519, 1.3.101.112)"
+            ))),
+        },
+        other => Err(ApiError::validation(format!(
+            "Unsupported algorithm '{other}' (the simulator creates RSA, EC and ED keys)"
+        ))),
+    }
+}
+
+/// Validates a creation request and builds the key's spec and stored policy document.
+fn build_spec(body: &[u8]) -> Result<(KeySpec, Option<TsbPolicy>), ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::json(format!("Request body is not valid JSON: {e}")))?;
+    let req: CreateKeyRequest = serde_json::from_value(value)
+        .map_err(|e| ApiError::validation(format!("Invalid key creation request: {e}")))?;
+    let label = req
+        .label
+        .clone()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ApiError::validation("Field 'label' is required"))?;
+    let mut spec = key_type(&req, &label)?;
+    for (name, value) in req.attributes.iter().flatten() {
+        if !ATTRIBUTE_NAMES.contains(&name.as_str()) {
+            return Err(ApiError::validation(format!(
+                "Unknown key attribute '{name}'"
+            )));
+        }
+        if let Some(v) = value {
+            spec.attributes.insert(name.clone(), *v);
+        }
+    }
+    if let Some(p) = req.password {
+        let p = p.into_string()?;
+        if p.is_empty() {
+            return Err(ApiError::validation("Field 'password' must not be empty"));
+        }
+        spec.password = Some(p);
+    }
+    if let Some(policy) = &req.policy {
+        spec.policy = Some(policy.to_spec()?);
+        spec.blocked = policy.key_status.as_ref().is_some_and(|k| k.blocked);
+    }
+    spec.validate()
+        .map_err(|e| ApiError::validation(e.to_string()))?;
+    Ok((spec, req.policy))
+}
+
+/// `POST /v1/key` → 201 with an empty body. Duplicate label → 400 / 622; invalid input → 600.
+pub(crate) async fn create_key(
+    State(s): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (spec, policy) = build_spec(&body)?;
+    if s.key(&spec.label).is_ok() {
+        return Err(ApiError::key_exists(&spec.label));
+    }
+    // Fresh material for every creation (never the configured keys' caches): a key deleted and
+    // created again is a different key. RSA generation is slow: off the async workers.
+    let label = spec.label.clone();
+    let key = tokio::task::spawn_blocking(move || -> Result<SimKey, ApiError> {
+        let material = KeyMaterial::generate(&spec).map_err(|e| ApiError::hsm(e.to_string()))?;
+        let mut key =
+            SimKey::new(spec, Arc::new(material)).map_err(|e| ApiError::hsm(e.to_string()))?;
+        key.policy_doc = policy;
+        Ok(key)
+    })
+    .await
+    .map_err(|e| ApiError::hsm(format!("key generation failed: {e}")))??;
+    s.insert_new_key(key)?;
+    log::info!("created key '{label}'");
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// `DELETE /v1/key/{label}` → 200 with an empty body; 404 / 650 unknown label; 400 / 614 when
+/// the key's `destroyable` attribute is false.
+pub(crate) async fn delete_key(
+    State(s): State<Arc<Shared>>,
+    Path(label): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = s.key(&label)?;
+    if !key.attribute("destroyable") {
+        return Err(ApiError::forbidden(format!(
+            "Key '{label}' is not destroyable"
+        )));
+    }
+    if !s.remove_key(&label) {
+        return Err(ApiError::no_key(&label));
+    }
+    log::info!("deleted key '{label}'");
+    Ok(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_policy_needs_no_approval() {
+        let body = br#"{"label":"k","algorithm":"EC","curveOid":"1.3.132.0.10",
+            "policy":{"ruleUse":null,"ruleBlock":null,"ruleUnblock":null,"ruleModify":null,
+            "keyStatus":{"blocked":false}}}"#;
+        let (spec, doc) = build_spec(body).unwrap();
+        assert_eq!(spec.effective_curve(), Curve::Secp256k1);
+        let policy = spec.policy.expect("a policy");
+        assert!(policy.tokens.is_empty() && !policy.needs_approval());
+        assert!(doc.is_some());
+    }
+
+    #[test]
+    fn quorum_policy_converts() {
+        let body = br#"{"label":"k","algorithm":"ED","policy":{"ruleUse":{"tokens":[{"name":"t",
+            "timelock":120,"timeout":0,"groups":[{"name":"g","quorum":2,"approvals":[
+            {"type":"public_key","name":"alice","value":"QUFB"},
+            {"type":"public-key","value":"QkJC"},
+            {"type":"onboarded_approver_certificate","name":"carol"}]}]}]}}}"#;
+        let (spec, _) = build_spec(body).unwrap();
+        let p = spec.policy.unwrap();
+        assert!(p.needs_approval());
+        assert_eq!(p.tokens[0].timelock, 120);
+        assert_eq!(p.tokens[0].groups[0].approvers, ["alice", "QkJC", "carol"]);
+    }
+
+    #[test]
+    fn refusals() {
+        for (body, needle) in [
+            (
+                r#"{"algorithm":"EC","curveOid":"1.2.840.10045.3.1.7"}"#,
+                "label",
+            ),
+            (
+                r#"{"label":"k","algorithm":"RSA","keySize":1024}"#,
+                "keySize",
+            ),
+            (
+                r#"{"label":"k","algorithm":"EC","curveOid":"1.2.3"}"#,
+                "curveOid",
+            ),
+            (r#"{"label":"k","algorithm":"DSA"}"#, "DSA"),
+            (
+                r#"{"label":"k","algorithm":"ED","attributes":{"fly":true}}"#,
+                "fly",
+            ),
+            (
+                r#"{"label":"k","algorithm":"ED","password":["ab"]}"#,
+                "password",
+            ),
+            (
+                r#"{"label":"k","algorithm":"ED","policy":{"ruleUse":{"tokens":[{"timelock":30,"groups":[]}]}}}"#,
+                "multiple of 60",
+            ),
+            (
+                r#"{"label":"k","algorithm":"ED","policy":{"ruleUse":{"tokens":[{"groups":[{"quorum":2,"approvals":[{"type":"public_key","name":"a","value":"QQ=="}]}]}]}}}"#,
+                "quorum",
+            ),
+            (
+                r#"{"label":"k","algorithm":"ED","policy":{"ruleModify":{"tokens":[{"timeout":61}]}}}"#,
+                "ruleModify",
+            ),
+        ] {
+            let e = build_spec(body.as_bytes()).expect_err(body);
+            assert_eq!(e.code, 600, "{body}");
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+        }
+        assert_eq!(build_spec(b"{").unwrap_err().code, 621);
+    }
+}
