@@ -16,10 +16,18 @@ use parking_lot::RwLock;
 /// Libraries whose log output is capped at `info`.
 const CAPPED: &[&str] = &["ureq", "rustls"];
 
+/// The log target of the two lines every approval wait writes (request filed, wait ended): the
+/// default filter lets them through, so a user whose `C_Sign` waits for approvers sees why, with
+/// no other `info` line (docs/approvals.md, "Log lines").
+pub(crate) const WAIT_TARGET: &str = "tsb_pkcs11::wait";
+
+/// The filter when `TSB_PKCS11_LOG` is not set: warnings, errors and the approval-wait lines.
+const DEFAULT_FILTER: &str = "warn,tsb_pkcs11::wait=info";
+
 /// Installs the logger once per process; later calls (a second `C_Initialize`, or another Rust
 /// library that owns the global logger) are harmless no-ops.
 pub fn init() {
-    let filter = std::env::var("TSB_PKCS11_LOG").unwrap_or_else(|_| "warn".to_string());
+    let filter = std::env::var("TSB_PKCS11_LOG").unwrap_or_else(|_| DEFAULT_FILTER.to_string());
     let mut builder = env_logger::Builder::new();
     builder
         .parse_filters(&without_capped(&filter))

@@ -257,6 +257,7 @@ impl Token {
         // How long to wait: approvalTimeoutSecs, else as long as the TSB keeps the request.
         let (limit, why) = approval::wait_limit(&self.config.pkcs11, key.request_lifetime);
         log::info!(
+            target: crate::logging::WAIT_TARGET,
             "approval request {} filed for key '{}' ({}): waiting for approvals ({}) for up to \
              {}s ({why})",
             Net(&id),
@@ -269,7 +270,8 @@ impl Token {
             },
             limit.as_secs()
         );
-        approval::wait(
+        let started = std::time::Instant::now();
+        let result = approval::wait(
             client,
             &id,
             &key.label,
@@ -277,7 +279,24 @@ impl Token {
             limit,
             session,
             self.may_spawn_threads,
-        )
+        );
+        // The one line that closes the one above, whatever the way out.
+        let secs = started.elapsed().as_secs_f32();
+        match &result {
+            Ok(_) => log::info!(
+                target: crate::logging::WAIT_TARGET,
+                "approval request {} for key '{}' ended after {secs:.1}s: approved, signature returned",
+                Net(&id),
+                Net(&key.label)
+            ),
+            Err(e) => log::info!(
+                target: crate::logging::WAIT_TARGET,
+                "approval request {} for key '{}' ended after {secs:.1}s: {e}",
+                Net(&id),
+                Net(&key.label)
+            ),
+        }
+        result
     }
 
     // ----- verification, local (§5.13) -----
