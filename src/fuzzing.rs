@@ -103,3 +103,9 @@ pub fn key_list(v: &Value) -> std::result::Result<Vec<String>, String> {
 pub fn request_status(v: &Value, id: &str) -> std::result::Result<RequestStatus, String> {
     crate::tsb::models::parse_request_status(v, id)
 }
+
+/// The size a fixed-size attribute's value must have (`token::attributes::fixed_len`), so the
+/// template target knows when `CKR_ATTRIBUTE_VALUE_INVALID` is the right answer.
+pub fn fixed_len(attr: CK_ATTRIBUTE_TYPE) -> Option<usize> {
+    crate::token::attributes::fixed_len(attr)
+}

@@ -1,6 +1,7 @@
 //! Templates as `C_FindObjectsInit` and `C_CreateObject` read them (`ffi::convert::template`,
-//! `creation_template`): no panic; a refused template is CKR_ARGUMENTS_BAD (NULL value with a
-//! length) or CKR_TEMPLATE_INCONSISTENT (conflicting repeats); a creation template keeps one
+//! `without_repeats`): no panic; a refused template is CKR_ARGUMENTS_BAD (NULL value with a
+//! length), CKR_ATTRIBUTE_VALUE_INVALID (a fixed-size attribute of another length) or
+//! CKR_TEMPLATE_INCONSISTENT (conflicting repeats); a creation template keeps one
 //! entry per attribute type, the first value.
 #![no_main]
 
@@ -43,15 +44,23 @@ fuzz_target!(|input: Input| {
     let null_len = input.null_len as CK_ULONG;
     let (search, create) = tsb_pkcs11::fuzzing::template(&attrs, null_len);
     let has_bad_null = attrs.iter().any(|(_, v)| v.is_none()) && null_len != 0;
+    // A fixed-size attribute (CK_BBOOL, CK_ULONG) whose length is not its size is refused
+    // before any value is read (PKCS#11 v3.0 §5.8: CKR_ATTRIBUTE_VALUE_INVALID).
+    let wrong_len = attrs.iter().any(|(t, v)| {
+        let len = v.as_ref().map_or(null_len as usize, Vec::len);
+        tsb_pkcs11::fuzzing::fixed_len(*t).is_some_and(|n| n != len)
+    });
     match &search {
         Ok(t) => {
             assert!(!has_bad_null);
+            assert!(!wrong_len, "a fixed-size attribute of the wrong length was accepted");
             assert_eq!(t.len(), attrs.len());
             for ((ta, va), (tb, vb)) in t.iter().zip(&attrs) {
                 assert_eq!(ta, tb);
                 assert_eq!(va, vb.as_deref().unwrap_or(&[]));
             }
         }
+        Err(e) if e.code() == CKR_ATTRIBUTE_VALUE_INVALID => assert!(wrong_len),
         Err(e) => {
             assert_eq!(e.code(), CKR_ARGUMENTS_BAD);
             assert!(has_bad_null || attrs.len() > 4096);

@@ -15,6 +15,7 @@ use cryptoki_sys::*;
 use super::attributes::known_class;
 use super::keys::key_cert_object;
 use super::objects::{CertSource, KeyObject, ObjectRef};
+use super::template::{bool_of, inconsistent, ulong_of, value_invalid};
 use super::Token;
 use crate::crypto::Certificate;
 use crate::error::{map_tsb_error, Error, Result};
@@ -25,27 +26,6 @@ struct CertTemplate {
     cert: Certificate,
     label: Option<String>,
     id: Option<Vec<u8>>,
-}
-
-fn inconsistent(why: impl Into<std::borrow::Cow<'static, str>>) -> Error {
-    Error::new(CKR_TEMPLATE_INCONSISTENT, why)
-}
-
-fn value_invalid(why: impl Into<std::borrow::Cow<'static, str>>) -> Error {
-    Error::new(CKR_ATTRIBUTE_VALUE_INVALID, why)
-}
-
-fn ulong_of(attr: &str, v: &[u8]) -> Result<CK_ULONG> {
-    v.try_into()
-        .map(CK_ULONG::from_ne_bytes)
-        .map_err(|_| value_invalid(format!("{attr} is not a CK_ULONG")))
-}
-
-fn bool_of(attr: &str, v: &[u8]) -> Result<bool> {
-    match v {
-        [b] => Ok(*b != CK_FALSE),
-        _ => Err(value_invalid(format!("{attr} is not a CK_BBOOL"))),
-    }
 }
 
 /// The content octets of a DER INTEGER (`CKA_SERIAL_NUMBER` is the whole DER INTEGER, but

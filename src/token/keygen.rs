@@ -4,12 +4,11 @@
 //! §2.1.4 (CKM_RSA_PKCS_KEY_PAIR_GEN), §2.3.7 (CKM_EC_KEY_PAIR_GEN), §2.3.9
 //! (CKM_EC_EDWARDS_KEY_PAIR_GEN). docs/objects-and-mechanisms.md describes the rules.
 
-use std::borrow::Cow;
-
 use cryptoki_sys::*;
 
 use super::mechanisms::{MechParams, Mechanism};
 use super::objects::{key_from_attributes, KeyObject, KeyPart, ObjectRef, Skipped};
+use super::template::{bool_of, inconsistent, ulong_of, value_invalid};
 use super::Token;
 use crate::config::PolicySpec;
 use crate::error::{map_tsb_error, Error, Result};
@@ -42,27 +41,6 @@ pub(crate) fn keygen_mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_M
         ulMaxKeySize: max,
         flags: CKF_HW | CKF_GENERATE_KEY_PAIR | extra,
     })
-}
-
-fn inconsistent(why: impl Into<Cow<'static, str>>) -> Error {
-    Error::new(CKR_TEMPLATE_INCONSISTENT, why)
-}
-
-fn value_invalid(why: impl Into<Cow<'static, str>>) -> Error {
-    Error::new(CKR_ATTRIBUTE_VALUE_INVALID, why)
-}
-
-fn ulong_of(attr: &str, v: &[u8]) -> Result<CK_ULONG> {
-    v.try_into()
-        .map(CK_ULONG::from_ne_bytes)
-        .map_err(|_| value_invalid(format!("{attr} is not a CK_ULONG")))
-}
-
-fn bool_of(attr: &str, v: &[u8]) -> Result<bool> {
-    match v {
-        [b] => Ok(*b != CK_FALSE),
-        _ => Err(value_invalid(format!("{attr} is not a CK_BBOOL"))),
-    }
 }
 
 /// The curve of `CKA_EC_PARAMS`: a DER OBJECT IDENTIFIER (namedCurve), or for Edwards keys

@@ -15,6 +15,7 @@ mod digest;
 mod keygen;
 mod keys;
 mod signing;
+mod template;
 #[cfg(test)]
 mod tests;
 
