@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::Harness;
+use common::{pkeyutl_verifies, Harness};
 
 fn tool_available() -> bool {
     let ok = Command::new("pkcs11-tool").arg("--help").output().is_ok();
@@ -64,27 +64,6 @@ fn id_of(label: &str) -> &'static str {
         "ed25519" => "0007",
         _ => panic!("no id for {label}"),
     }
-}
-
-/// `openssl pkeyutl -verify` of `sig` over `input` with the simulator's public key of `label`.
-fn pkeyutl_verifies(h: &Harness, label: &str, input: &Path, sig: &Path, extra: &[&str]) {
-    let key = public_der(h, label);
-    let mut args = vec![
-        "pkeyutl",
-        "-verify",
-        "-pubin",
-        "-keyform",
-        "DER",
-        "-inkey",
-        s(&key),
-    ];
-    args.extend_from_slice(extra);
-    args.extend(["-in", s(input), "-sigfile", s(sig)]);
-    let out = openssl(&args);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Verified Successfully"),
-        "{label}: {out:?}"
-    );
 }
 
 #[test]
@@ -291,7 +270,7 @@ fn sign_with_each_mechanism_verified_by_openssl() {
             s(&sig),
         ],
     );
-    pkeyutl_verifies(&h, "ec-p384", &d, &sig, &[]);
+    assert!(pkeyutl_verifies(&h, "ec-p384", &d, &sig, &[]), "ec-p384");
     pkcs11_tool(
         &h,
         &[
@@ -306,7 +285,7 @@ fn sign_with_each_mechanism_verified_by_openssl() {
             s(&sig),
         ],
     );
-    pkeyutl_verifies(&h, "rsa-4096", &d, &sig, &[]);
+    assert!(pkeyutl_verifies(&h, "rsa-4096", &d, &sig, &[]), "rsa-4096");
     // Ed25519.
     pkcs11_tool(
         &h,
@@ -322,7 +301,10 @@ fn sign_with_each_mechanism_verified_by_openssl() {
             s(&sig),
         ],
     );
-    pkeyutl_verifies(&h, "ed25519", &data, &sig, &["-rawin"]);
+    assert!(
+        pkeyutl_verifies(&h, "ed25519", &data, &sig, &["-rawin"]),
+        "ed25519"
+    );
 }
 
 /// `pkcs11-tool --test` (its self-test of digests, signatures, verification and random

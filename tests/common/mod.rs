@@ -478,3 +478,26 @@ pub fn raw_find_private_keys(
     }
     Ok(found[..n as usize].to_vec())
 }
+
+/// `openssl pkeyutl -verify` (the OpenSSL CLI, independent of the module) of `sig` over `input`
+/// with the simulator's public key of `label`; `extra` adds options such as `-rawin` or the
+/// PSS parameters.
+pub fn pkeyutl_verifies(
+    h: &Harness,
+    label: &str,
+    input: &Path,
+    sig: &Path,
+    extra: &[&str],
+) -> bool {
+    let key = h.dir.path().join(format!("{label}.pub.der"));
+    std::fs::write(&key, h.sim.public_key_der(label).expect("key on the sim")).unwrap();
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
+    let out = std::process::Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-keyform", "DER", "-inkey"])
+        .arg(path(&key))
+        .args(extra)
+        .args(["-in", &path(input), "-sigfile", &path(sig)])
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout).contains("Verified Successfully")
+}
