@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use p256::ecdsa::signature::Signer;
+use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::ecdsa::{DerSignature, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use parking_lot::Mutex;
@@ -22,6 +22,7 @@ pub(super) struct FakeKey {
 struct FakeRequest {
     state: RequestState,
     key: String,
+    algorithm: String,
     payload: Vec<u8>,
 }
 
@@ -109,11 +110,26 @@ impl FakeTsb {
         self.requests.lock().keys().cloned().collect()
     }
 
-    fn signature(&self, label: &str, payload: &[u8]) -> Result<Vec<u8>, TsbError> {
+    /// The DER signature the TSB's `algorithm` makes of `payload`: `NONE_WITH_ECDSA` signs the
+    /// payload as a digest, `SHAxxx_WITH_ECDSA` hashes it first; anything else is refused.
+    fn signature(&self, label: &str, algorithm: &str, payload: &[u8]) -> Result<Vec<u8>, TsbError> {
+        use sha2::Digest;
         let keys = self.keys.lock();
         let key = keys.get(label).ok_or_else(|| tsb_error(404, 650))?;
-        let sig: DerSignature = key.signer.sign(payload);
-        Ok(sig.as_bytes().to_vec())
+        let digest = match algorithm {
+            "NONE_WITH_ECDSA" => payload.to_vec(),
+            "SHA1_WITH_ECDSA" => sha1::Sha1::digest(payload).to_vec(),
+            "SHA224_WITH_ECDSA" => sha2::Sha224::digest(payload).to_vec(),
+            "SHA256_WITH_ECDSA" => sha2::Sha256::digest(payload).to_vec(),
+            "SHA384_WITH_ECDSA" => sha2::Sha384::digest(payload).to_vec(),
+            "SHA512_WITH_ECDSA" => sha2::Sha512::digest(payload).to_vec(),
+            _ => return Err(tsb_error(400, 600)),
+        };
+        let sig: p256::ecdsa::Signature = key
+            .signer
+            .sign_prehash(&digest)
+            .map_err(|_| tsb_error(400, 600))?;
+        Ok(DerSignature::from(sig).as_bytes().to_vec())
     }
 }
 
@@ -187,7 +203,7 @@ impl Backend for FakeTsb {
         {
             return Err(tsb_error(400, 401));
         }
-        self.signature(&req.key, &req.payload)
+        self.signature(&req.key, &req.algorithm, &req.payload)
     }
 
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
@@ -199,6 +215,7 @@ impl Backend for FakeTsb {
             FakeRequest {
                 state: RequestState::Pending,
                 key: req.key.clone(),
+                algorithm: req.algorithm.clone(),
                 payload: req.payload.clone(),
             },
         );
@@ -207,13 +224,18 @@ impl Backend for FakeTsb {
 
     fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
         self.record(format!("poll {id}"));
-        let (state, key, payload) = {
+        let (state, key, algorithm, payload) = {
             let requests = self.requests.lock();
             let r = requests.get(id).ok_or_else(|| tsb_error(404, 651))?;
-            (r.state.clone(), r.key.clone(), r.payload.clone())
+            (
+                r.state.clone(),
+                r.key.clone(),
+                r.algorithm.clone(),
+                r.payload.clone(),
+            )
         };
         let result = match state {
-            RequestState::Executed => Some(self.signature(&key, &payload)?),
+            RequestState::Executed => Some(self.signature(&key, &algorithm, &payload)?),
             _ => None,
         };
         Ok(RequestStatus {

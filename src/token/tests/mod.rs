@@ -3,9 +3,13 @@
 //! with OpenSSL, never with the module's code. The same rules are also tested through the built
 //! `.so` against the simulator (`tests/`).
 
+mod digest;
 mod fake;
 mod handle_table;
 mod mechanisms;
+mod objects;
+mod sessions;
+mod signing;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,8 +74,13 @@ fn ecdsa_sha256() -> Mechanism {
     }
 }
 
-/// Verifies a fixed-width r‖s P-256 signature of `msg` with OpenSSL.
+/// Verifies a fixed-width r‖s P-256 signature of `msg` (hashed with SHA-256) with OpenSSL.
 fn openssl_verifies(key: &SigningKey, msg: &[u8], raw: &[u8]) -> bool {
+    openssl_verifies_digest(key, &openssl::sha::sha256(msg), raw)
+}
+
+/// Verifies a fixed-width r‖s P-256 signature of a digest with OpenSSL.
+fn openssl_verifies_digest(key: &SigningKey, digest: &[u8], raw: &[u8]) -> bool {
     use openssl::bn::BigNum;
     use openssl::ecdsa::EcdsaSig;
     let spki = key.verifying_key().to_public_key_der().expect("SPKI");
@@ -83,8 +92,7 @@ fn openssl_verifies(key: &SigningKey, msg: &[u8], raw: &[u8]) -> bool {
         BigNum::from_slice(&raw[32..]).unwrap(),
     )
     .unwrap();
-    let digest = openssl::sha::sha256(msg);
-    sig.verify(&digest, &ec).unwrap()
+    sig.verify(digest, &ec).unwrap()
 }
 
 fn signature(out: SignOutput) -> Vec<u8> {

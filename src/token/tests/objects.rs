@@ -1,0 +1,228 @@
+//! Key objects and their attributes (PKCS#11 v2.40 §4.4, §4.8, §4.9; §5.7 C_GetAttributeValue,
+//! C_FindObjects*), compared with what OpenSSL derives from the fake's keys.
+
+use cryptoki_sys::*;
+use openssl::bn::BigNumContext;
+use openssl::ec::PointConversionForm;
+use p256::pkcs8::EncodePublicKey;
+use serde_json::json;
+
+use super::fake::FakeTsb;
+use super::{find, private_key, session, token_with, ulong};
+use crate::token::attributes::{AttrValue, CKA_TSB_BLOCKED, CKA_TSB_NEEDS_APPROVAL};
+
+const EC_MECHANISMS: [CK_MECHANISM_TYPE; 6] = [
+    CKM_ECDSA,
+    CKM_ECDSA_SHA1,
+    CKM_ECDSA_SHA224,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+];
+
+fn b(v: bool) -> AttrValue {
+    AttrValue::Bytes(vec![if v { CK_TRUE } else { CK_FALSE }])
+}
+
+fn u(v: CK_ULONG) -> AttrValue {
+    AttrValue::Bytes(ulong(v))
+}
+
+fn bytes(v: &[u8]) -> AttrValue {
+    AttrValue::Bytes(v.to_vec())
+}
+
+/// Every attribute of a P-256 key's private and public objects: the storage attributes, the
+/// key material as OpenSSL encodes it, and the capabilities a signing-only HSM key has.
+#[test]
+fn ec_key_objects_have_the_attributes_of_their_key() {
+    let fake = FakeTsb::new();
+    let signer = fake.add_key("ec", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let private = private_key(&token, s, "ec");
+    let public = find(
+        &token,
+        s,
+        &[
+            (CKA_CLASS, ulong(CKO_PUBLIC_KEY)),
+            (CKA_LABEL, b"ec".to_vec()),
+        ],
+    );
+    assert_eq!(public.len(), 1);
+    let public = public[0];
+    assert_ne!(private, public);
+
+    // OpenSSL's view of the key.
+    let spki = signer.verifying_key().to_public_key_der().unwrap();
+    let pkey = openssl::pkey::PKey::public_key_from_der(spki.as_bytes()).unwrap();
+    let ec = pkey.ec_key().unwrap();
+    let mut ctx = BigNumContext::new().unwrap();
+    let point = ec
+        .public_key()
+        .to_bytes(ec.group(), PointConversionForm::UNCOMPRESSED, &mut ctx)
+        .unwrap();
+    let mut ec_point = vec![0x04, point.len() as u8];
+    ec_point.extend_from_slice(&point);
+    let params = openssl::asn1::Asn1Object::from_str("1.2.840.10045.3.1.7").unwrap();
+    let mut ec_params = vec![0x06, params.as_slice().len() as u8];
+    ec_params.extend_from_slice(params.as_slice());
+    let allowed: Vec<u8> = EC_MECHANISMS.iter().flat_map(|m| m.to_ne_bytes()).collect();
+
+    let common = [
+        (CKA_TOKEN, b(true)),
+        (CKA_PRIVATE, b(false)),
+        (CKA_MODIFIABLE, b(false)),
+        (CKA_COPYABLE, b(false)),
+        (CKA_DESTROYABLE, b(false)),
+        (CKA_LABEL, bytes(b"ec")),
+        (CKA_ID, bytes(b"ec")),
+        (CKA_KEY_TYPE, u(CKK_EC)),
+        (CKA_START_DATE, bytes(&[])),
+        (CKA_END_DATE, bytes(&[])),
+        (CKA_SUBJECT, bytes(&[])),
+        (CKA_DERIVE, b(false)),
+        (CKA_LOCAL, b(false)),
+        (CKA_KEY_GEN_MECHANISM, u(CK_UNAVAILABLE_INFORMATION)),
+        (CKA_ALLOWED_MECHANISMS, AttrValue::Bytes(allowed)),
+        (CKA_EC_PARAMS, AttrValue::Bytes(ec_params)),
+        (CKA_EC_POINT, AttrValue::Bytes(ec_point)),
+        (CKA_PUBLIC_KEY_INFO, bytes(spki.as_bytes())),
+        (CKA_TSB_NEEDS_APPROVAL, b(false)),
+        (CKA_TSB_BLOCKED, b(false)),
+        (CKA_MODULUS, AttrValue::Invalid),
+        (CKA_PUBLIC_EXPONENT, AttrValue::Invalid),
+        (CKA_MODULUS_BITS, AttrValue::Invalid),
+        (CKA_VENDOR_DEFINED, AttrValue::Invalid),
+    ];
+    let private_only = [
+        (CKA_CLASS, u(CKO_PRIVATE_KEY)),
+        (CKA_SIGN, b(true)),
+        (CKA_SIGN_RECOVER, b(false)),
+        (CKA_DECRYPT, b(false)),
+        (CKA_UNWRAP, b(false)),
+        (CKA_WRAP_WITH_TRUSTED, b(false)),
+        (CKA_SENSITIVE, b(true)),
+        (CKA_EXTRACTABLE, b(false)),
+        (CKA_ALWAYS_SENSITIVE, b(true)),
+        (CKA_NEVER_EXTRACTABLE, b(true)),
+        (CKA_ALWAYS_AUTHENTICATE, b(false)),
+        (CKA_VALUE, AttrValue::Sensitive),
+        (CKA_VERIFY, AttrValue::Invalid),
+        (CKA_ENCRYPT, AttrValue::Invalid),
+    ];
+    let public_only = [
+        (CKA_CLASS, u(CKO_PUBLIC_KEY)),
+        (CKA_VERIFY, b(true)),
+        (CKA_ENCRYPT, b(false)),
+        (CKA_WRAP, b(false)),
+        (CKA_VERIFY_RECOVER, b(false)),
+        (CKA_TRUSTED, b(false)),
+        (CKA_SIGN, AttrValue::Invalid),
+        (CKA_SENSITIVE, AttrValue::Invalid),
+        (CKA_VALUE, AttrValue::Invalid),
+    ];
+    for (handle, only) in [(private, &private_only[..]), (public, &public_only[..])] {
+        for (attr, expected) in common.iter().chain(only) {
+            let got = token.attribute_values(s, handle, &[*attr]).unwrap();
+            assert_eq!(
+                got,
+                vec![expected.clone()],
+                "attribute {attr:#x} of {handle}"
+            );
+        }
+    }
+    assert_eq!(
+        token
+            .attribute_values(s + 1000, private, &[CKA_LABEL])
+            .unwrap_err()
+            .code(),
+        CKR_SESSION_HANDLE_INVALID
+    );
+}
+
+/// A key with a use policy shows `CKA_TSB_NEEDS_APPROVAL`; a search template matches each
+/// attribute by value (§5.7 C_FindObjectsInit), so both key classes and the approval flag
+/// select exactly the right objects.
+#[test]
+fn search_templates_match_attribute_values() {
+    let fake = FakeTsb::new();
+    fake.add_key("plain", false);
+    fake.add_key("approved", true);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let needs = private_key(&token, s, "approved");
+    assert_eq!(
+        token
+            .attribute_values(s, needs, &[CKA_TSB_NEEDS_APPROVAL, CKA_LABEL])
+            .unwrap(),
+        vec![b(true), bytes(b"approved")]
+    );
+    let all = find(&token, s, &[]);
+    assert_eq!(all.len(), 4, "two keys, two objects each");
+    let with_approval = find(&token, s, &[(CKA_TSB_NEEDS_APPROVAL, vec![CK_TRUE])]);
+    assert_eq!(with_approval.len(), 2);
+    assert!(with_approval.contains(&needs));
+    let private = find(&token, s, &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY))]);
+    assert_eq!(private.len(), 2);
+    let by_id = find(&token, s, &[(CKA_ID, b"plain".to_vec())]);
+    assert_eq!(by_id.len(), 2);
+    assert!(!by_id.contains(&needs));
+    assert!(find(&token, s, &[(CKA_KEY_TYPE, ulong(CKK_RSA))]).is_empty());
+    assert_eq!(find(&token, s, &[(CKA_KEY_TYPE, ulong(CKK_EC))]).len(), 4);
+    assert!(find(&token, s, &[(CKA_ID, b"nothing".to_vec())]).is_empty());
+    assert!(find(&token, s, &[(CKA_LABEL, vec![0xff])]).is_empty());
+}
+
+/// §5.7 C_FindObjects hands out the matches in chunks of at most `max`, and one search at a
+/// time per session.
+#[test]
+fn find_objects_returns_chunks_and_one_search_at_a_time() {
+    let fake = FakeTsb::new();
+    for label in ["k1", "k2", "k3"] {
+        fake.add_key(label, false);
+    }
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    assert_eq!(
+        token.find_objects(s, 1).unwrap_err().code(),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(
+        token.find_objects_final(s).unwrap_err().code(),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    token.find_objects_init(s, &[]).unwrap();
+    assert_eq!(
+        token.find_objects_init(s, &[]).unwrap_err().code(),
+        CKR_OPERATION_ACTIVE
+    );
+    let mut seen = Vec::new();
+    for expected in [4, 2, 0, 0] {
+        let chunk = token.find_objects(s, 4).unwrap();
+        assert_eq!(chunk.len(), expected);
+        seen.extend(chunk);
+    }
+    token.find_objects_final(s).unwrap();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 6, "every object once");
+    token.find_objects_init(s, &[]).unwrap();
+    assert_eq!(token.find_objects(s, usize::MAX).unwrap().len(), 6);
+    token.find_objects_final(s).unwrap();
+}
+
+/// `pkcs11.keys` limits the token to the listed labels, without listing the TSB's keys.
+#[test]
+fn the_keys_allow_list_limits_what_is_seen() {
+    let fake = FakeTsb::new();
+    fake.add_key("shown", false);
+    fake.add_key("hidden", false);
+    let token = token_with(&fake, json!({"keys": ["shown"]}));
+    let s = session(&token);
+    assert_eq!(find(&token, s, &[]).len(), 2);
+    assert!(find(&token, s, &[(CKA_LABEL, b"hidden".to_vec())]).is_empty());
+    assert!(find(&token, s, &[(CKA_LABEL, b"".to_vec())]).is_empty());
+    assert_eq!(fake.count("list"), 0);
+    assert_eq!(fake.count("attributes hidden"), 0);
+}
