@@ -4,6 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use openssl::hash::MessageDigest;
+use openssl::md::Md;
+use openssl::pkey::{Id, PKey, Private};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::Padding;
+use openssl::sign::RsaPssSaltlen;
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::ecdsa::{DerSignature, SigningKey};
 use p256::pkcs8::EncodePublicKey;
@@ -14,9 +20,16 @@ use crate::config::{Config, Secret};
 use crate::token::{Backend, BackendFactory};
 use crate::tsb::{KeyAttributes, RequestState, RequestStatus, SignRequest, TsbError, TsbErrorKind};
 
-pub(super) struct FakeKey {
-    pub(super) signer: SigningKey,
-    pub(super) needs_approval: bool,
+/// The private key behind a fake TSB key.
+enum Signer {
+    P256(SigningKey),
+    /// An RSA or Ed25519 key, signed with OpenSSL.
+    OpenSsl(PKey<Private>),
+}
+
+struct FakeKey {
+    signer: Signer,
+    needs_approval: bool,
 }
 
 struct FakeRequest {
@@ -64,14 +77,23 @@ impl FakeTsb {
         // A key derived from the label: deterministic, and different per label.
         let secret = <sha2::Sha256 as sha2::Digest>::digest(label.as_bytes());
         let signer = SigningKey::from_bytes(&secret).expect("a valid P-256 scalar");
+        self.insert(label, Signer::P256(signer.clone()), needs_approval);
+        signer
+    }
+
+    /// Adds an RSA or Ed25519 key (signed with OpenSSL).
+    pub(super) fn add_openssl_key(&self, label: &str, key: &PKey<Private>) {
+        self.insert(label, Signer::OpenSsl(key.clone()), false);
+    }
+
+    fn insert(&self, label: &str, signer: Signer, needs_approval: bool) {
         self.keys.lock().insert(
             label.to_string(),
             FakeKey {
-                signer: signer.clone(),
+                signer,
                 needs_approval,
             },
         );
-        signer
     }
 
     pub(super) fn remove_key(&self, label: &str) {
@@ -110,26 +132,85 @@ impl FakeTsb {
         self.requests.lock().keys().cloned().collect()
     }
 
-    /// The DER signature the TSB's `algorithm` makes of `payload`: `NONE_WITH_ECDSA` signs the
-    /// payload as a digest, `SHAxxx_WITH_ECDSA` hashes it first; anything else is refused.
+    /// The signature the TSB's `algorithm` makes of `payload` (ECDSA as DER). `NONE…`
+    /// algorithms sign the payload as a digest (`NONE_WITH_RSA`: as it is), the others hash it
+    /// first; an algorithm that does not fit the key is refused as the TSB does.
     fn signature(&self, label: &str, algorithm: &str, payload: &[u8]) -> Result<Vec<u8>, TsbError> {
-        use sha2::Digest;
         let keys = self.keys.lock();
         let key = keys.get(label).ok_or_else(|| tsb_error(404, 650))?;
-        let digest = match algorithm {
-            "NONE_WITH_ECDSA" => payload.to_vec(),
-            "SHA1_WITH_ECDSA" => sha1::Sha1::digest(payload).to_vec(),
-            "SHA224_WITH_ECDSA" => sha2::Sha224::digest(payload).to_vec(),
-            "SHA256_WITH_ECDSA" => sha2::Sha256::digest(payload).to_vec(),
-            "SHA384_WITH_ECDSA" => sha2::Sha384::digest(payload).to_vec(),
-            "SHA512_WITH_ECDSA" => sha2::Sha512::digest(payload).to_vec(),
-            _ => return Err(tsb_error(400, 600)),
+        let refused = || tsb_error(400, 600);
+        if algorithm == "EDDSA" {
+            return match &key.signer {
+                Signer::OpenSsl(k) if k.id() == Id::ED25519 => {
+                    let mut signer = openssl::sign::Signer::new_without_digest(k).unwrap();
+                    Ok(signer.sign_oneshot_to_vec(payload).unwrap())
+                }
+                _ => Err(refused()),
+            };
+        }
+        let (hash, scheme) = algorithm.split_once("_WITH_").ok_or_else(refused)?;
+        let (prehashed, hash) = match hash.strip_prefix("NONE") {
+            Some(h) => (true, h),
+            None => (false, hash),
         };
-        let sig: p256::ecdsa::Signature = key
-            .signer
-            .sign_prehash(&digest)
-            .map_err(|_| tsb_error(400, 600))?;
-        Ok(DerSignature::from(sig).as_bytes().to_vec())
+        let md = match hash {
+            "" => None,
+            "SHA1" => Some(MessageDigest::sha1()),
+            "SHA224" => Some(MessageDigest::sha224()),
+            "SHA256" => Some(MessageDigest::sha256()),
+            "SHA384" => Some(MessageDigest::sha384()),
+            "SHA512" => Some(MessageDigest::sha512()),
+            _ => return Err(refused()),
+        };
+        let digest = |m: MessageDigest| -> Vec<u8> {
+            if prehashed {
+                payload.to_vec()
+            } else {
+                openssl::hash::hash(m, payload).unwrap().to_vec()
+            }
+        };
+        match (&key.signer, scheme) {
+            (Signer::P256(k), "ECDSA") => {
+                let d = match md {
+                    Some(m) => digest(m),
+                    None if prehashed => payload.to_vec(),
+                    None => return Err(refused()),
+                };
+                let sig: p256::ecdsa::Signature = k.sign_prehash(&d).map_err(|_| refused())?;
+                Ok(DerSignature::from(sig).as_bytes().to_vec())
+            }
+            (Signer::OpenSsl(k), "RSA" | "RSA_PSS") if k.id() == Id::RSA => {
+                let mut ctx = PkeyCtx::new(k).unwrap();
+                ctx.sign_init().unwrap();
+                if scheme == "RSA_PSS" {
+                    let m = md.ok_or_else(refused)?;
+                    ctx.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+                    ctx.set_signature_md(Md::from_nid(m.type_()).unwrap())
+                        .unwrap();
+                    ctx.set_rsa_mgf1_md(Md::from_nid(m.type_()).unwrap())
+                        .unwrap();
+                    ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
+                        .unwrap();
+                    let d = digest(m);
+                    let mut sig = vec![];
+                    ctx.sign_to_vec(&d, &mut sig).map_err(|_| refused())?;
+                    return Ok(sig);
+                }
+                ctx.set_rsa_padding(Padding::PKCS1).unwrap();
+                let d = match md {
+                    Some(m) => {
+                        ctx.set_signature_md(Md::from_nid(m.type_()).unwrap())
+                            .unwrap();
+                        digest(m)
+                    }
+                    None => payload.to_vec(),
+                };
+                let mut sig = vec![];
+                ctx.sign_to_vec(&d, &mut sig).map_err(|_| refused())?;
+                Ok(sig)
+            }
+            _ => Err(refused()),
+        }
     }
 }
 
@@ -147,11 +228,20 @@ impl Backend for FakeTsb {
         self.record(format!("attributes {label}"));
         let keys = self.keys.lock();
         let key = keys.get(label).ok_or_else(|| tsb_error(404, 650))?;
-        let spki = key
-            .signer
-            .verifying_key()
-            .to_public_key_der()
-            .expect("SPKI");
+        let (algorithm, curve, spki) = match &key.signer {
+            Signer::P256(k) => (
+                "EC",
+                Some("1.2.840.10045.3.1.7"),
+                k.verifying_key()
+                    .to_public_key_der()
+                    .expect("SPKI")
+                    .to_vec(),
+            ),
+            Signer::OpenSsl(k) if k.id() == Id::RSA => {
+                ("RSA", None, k.public_key_to_der().unwrap())
+            }
+            Signer::OpenSsl(k) => ("ED", None, k.public_key_to_der().unwrap()),
+        };
         let policy = if key.needs_approval {
             json!({"ruleUse": {"tokens": [{"name": "t", "timelock": 0, "timeout": 0,
                 "groups": [{"name": "g", "quorum": 1,
@@ -163,11 +253,11 @@ impl Backend for FakeTsb {
         let body = json!({"json": {
             "label": label,
             "id": null,
-            "algorithm": "EC",
-            "curveOid": "1.2.840.10045.3.1.7",
+            "algorithm": algorithm,
+            "curveOid": curve,
             "publicKey": base64::Engine::encode(
                 &base64::engine::general_purpose::STANDARD,
-                spki.as_bytes()
+                &spki
             ),
             "attributes": {"sign": true, "decrypt": false, "unwrap": false, "derive": false,
                 "sensitive": true, "alwaysSensitive": true, "extractable": false,

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::fake::FakeTsb;
 use super::token_with;
 
-const RSA: &[CK_MECHANISM_TYPE] = &[
+pub(super) const RSA: &[CK_MECHANISM_TYPE] = &[
     CKM_RSA_PKCS,
     CKM_SHA1_RSA_PKCS,
     CKM_SHA224_RSA_PKCS,

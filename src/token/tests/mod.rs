@@ -8,6 +8,7 @@ mod fake;
 mod handle_table;
 mod mechanisms;
 mod objects;
+mod rsa_eddsa;
 mod sessions;
 mod signing;
 
