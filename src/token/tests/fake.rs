@@ -18,7 +18,10 @@ use serde_json::json;
 
 use crate::config::{Config, Secret};
 use crate::token::{Backend, BackendFactory};
-use crate::tsb::{KeyAttributes, RequestState, RequestStatus, SignRequest, TsbError, TsbErrorKind};
+use crate::tsb::{
+    KeyAttributes, NewKey, NewKeyType, RequestState, RequestStatus, SignRequest, TsbError,
+    TsbErrorKind,
+};
 
 /// The private key behind a fake TSB key.
 enum Signer {
@@ -363,4 +366,42 @@ impl Backend for FakeTsb {
     }
 
     fn set_login_operation_key(&self, _key: Option<Secret>) {}
+
+    /// Creates P-256, RSA-2048 and Ed25519 keys; other types are refused (400, 600). A label
+    /// in use is 400 with 622.
+    fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
+        self.record(format!(
+            "create {} {:?} destroyable={} modifiable={}",
+            key.label, key.key_type, key.destroyable, key.modifiable
+        ));
+        if self.keys.lock().contains_key(key.label) {
+            return Err(tsb_error(400, 622));
+        }
+        match key.key_type {
+            NewKeyType::Ec("1.2.840.10045.3.1.7") => {
+                self.add_key(key.label, false);
+            }
+            NewKeyType::Rsa(2048) => {
+                let k = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+                self.add_openssl_key(key.label, &k);
+            }
+            NewKeyType::Ed25519 => {
+                self.add_openssl_key(key.label, &PKey::generate_ed25519().unwrap())
+            }
+            _ => return Err(tsb_error(400, 600)),
+        }
+        Ok(())
+    }
+
+    /// Deletes a key; labels starting with `locked` are not destroyable (403, 614).
+    fn delete_key(&self, label: &str) -> Result<(), TsbError> {
+        self.record(format!("delete {label}"));
+        if label.starts_with("locked") {
+            return Err(tsb_error(403, 614));
+        }
+        match self.keys.lock().remove(label) {
+            Some(_) => Ok(()),
+            None => Err(tsb_error(404, 650)),
+        }
+    }
 }

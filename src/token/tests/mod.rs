@@ -6,6 +6,7 @@
 mod digest;
 mod fake;
 mod handle_table;
+mod keygen;
 mod mechanisms;
 mod objects;
 mod rsa_eddsa;

@@ -1,0 +1,309 @@
+//! C_GenerateKeyPair (PKCS#11 v3.0 §5.14) and C_DestroyObject on keys (§5.7) over the fake
+//! TSB: the new key is usable at once, and deletion follows `pkcs11.allowKeyDeletion`.
+
+use cryptoki_sys::*;
+use serde_json::json;
+
+use super::fake::FakeTsb;
+use super::{find, session, signature, token_with, ulong};
+use crate::token::attributes::AttrValue;
+use crate::token::{MechParams, Mechanism, Token};
+
+type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+
+const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+fn ec_templates(label: &str, params: &[u8]) -> (Template, Template) {
+    (
+        vec![
+            (CKA_LABEL, label.as_bytes().to_vec()),
+            (CKA_EC_PARAMS, params.to_vec()),
+            (CKA_VERIFY, vec![CK_TRUE]),
+        ],
+        vec![
+            (CKA_LABEL, label.as_bytes().to_vec()),
+            (CKA_SIGN, vec![CK_TRUE]),
+            (CKA_SENSITIVE, vec![CK_TRUE]),
+            (CKA_TOKEN, vec![CK_TRUE]),
+        ],
+    )
+}
+
+fn generate(
+    token: &Token,
+    s: CK_SESSION_HANDLE,
+    m: CK_MECHANISM_TYPE,
+    (public, private): &(Template, Template),
+) -> crate::error::Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+    token.generate_key_pair(s, &Mechanism::new(m), public, private)
+}
+
+/// §5.14: a generated key pair exists on the TSB, its handles are those a search finds, it
+/// signs at once (verified by OpenSSL), and the generation mechanisms report their sizes.
+#[test]
+fn generated_keys_sign_at_once() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    for (m, min, max) in [
+        (CKM_RSA_PKCS_KEY_PAIR_GEN, 2048, 4096),
+        (CKM_EC_KEY_PAIR_GEN, 256, 521),
+        (CKM_EC_EDWARDS_KEY_PAIR_GEN, 256, 256),
+    ] {
+        let info = token.mechanism_info(0, m).unwrap();
+        assert_eq!((info.ulMinKeySize, info.ulMaxKeySize), (min, max));
+        assert_eq!(
+            info.flags & (CKF_HW | CKF_GENERATE_KEY_PAIR | CKF_SIGN),
+            CKF_HW | CKF_GENERATE_KEY_PAIR
+        );
+        assert!(token.mechanism_list(0).unwrap().contains(&m));
+    }
+    assert_eq!(
+        token.mechanism_info(0, CKM_EC_KEY_PAIR_GEN).unwrap().flags & CKF_EC_F_P,
+        CKF_EC_F_P
+    );
+    assert_eq!(
+        token
+            .mechanism_info(0, CKM_EC_EDWARDS_KEY_PAIR_GEN)
+            .unwrap()
+            .flags
+            & (CKF_EC_NAMEDCURVE | CKF_EC_F_P),
+        CKF_EC_NAMEDCURVE
+    );
+
+    let (public, private) = generate(
+        &token,
+        s,
+        CKM_EC_KEY_PAIR_GEN,
+        &ec_templates("new-ec", P256),
+    )
+    .unwrap();
+    assert!(fake.calls().contains(
+        &"create new-ec Ec(\"1.2.840.10045.3.1.7\") destroyable=true modifiable=true".to_string()
+    ));
+    let found = find(&token, s, &[(CKA_LABEL, b"new-ec".to_vec())]);
+    assert_eq!(found.len(), 2);
+    assert!(found.contains(&public) && found.contains(&private));
+    assert_eq!(
+        token
+            .attribute_values(s, private, &[CKA_CLASS, CKA_KEY_TYPE])
+            .unwrap(),
+        vec![
+            AttrValue::Bytes(ulong(CKO_PRIVATE_KEY)),
+            AttrValue::Bytes(ulong(CKK_EC))
+        ]
+    );
+    assert_eq!(
+        token.attribute_values(s, public, &[CKA_CLASS]).unwrap(),
+        vec![AttrValue::Bytes(ulong(CKO_PUBLIC_KEY))]
+    );
+    token
+        .sign_init(s, &Mechanism::new(CKM_ECDSA_SHA256), private)
+        .unwrap();
+    let sig = signature(token.sign(s, b"new key", Some(64)).unwrap());
+    let spki = match &token
+        .attribute_values(s, public, &[CKA_PUBLIC_KEY_INFO])
+        .unwrap()[0]
+    {
+        AttrValue::Bytes(b) => b.clone(),
+        other => panic!("{other:?}"),
+    };
+    let pkey = openssl::pkey::PKey::public_key_from_der(&spki).unwrap();
+    let r_s = openssl::ecdsa::EcdsaSig::from_private_components(
+        openssl::bn::BigNum::from_slice(&sig[..32]).unwrap(),
+        openssl::bn::BigNum::from_slice(&sig[32..]).unwrap(),
+    )
+    .unwrap();
+    assert!(r_s
+        .verify(&openssl::sha::sha256(b"new key"), &pkey.ec_key().unwrap())
+        .unwrap());
+
+    // RSA and Ed25519.
+    let rsa = (
+        vec![
+            (CKA_LABEL, b"new-rsa".to_vec()),
+            (CKA_MODULUS_BITS, ulong(2048)),
+            (CKA_PUBLIC_EXPONENT, vec![0, 1, 0, 1]),
+            (CKA_CLASS, ulong(CKO_PUBLIC_KEY)),
+            (CKA_KEY_TYPE, ulong(CKK_RSA)),
+        ],
+        vec![
+            (CKA_CLASS, ulong(CKO_PRIVATE_KEY)),
+            (CKA_PRIVATE, vec![CK_TRUE]),
+            (CKA_DESTROYABLE, vec![CK_FALSE]),
+        ],
+    );
+    let (_, rsa_private) = generate(&token, s, CKM_RSA_PKCS_KEY_PAIR_GEN, &rsa).unwrap();
+    assert!(fake
+        .calls()
+        .contains(&"create new-rsa Rsa(2048) destroyable=false modifiable=true".to_string()));
+    assert_eq!(
+        token
+            .attribute_values(s, rsa_private, &[CKA_MODULUS_BITS])
+            .unwrap(),
+        vec![AttrValue::Bytes(ulong(2048))]
+    );
+    let ed = ec_templates("new-ed", b"\x13\x0cedwards25519");
+    let (_, ed_private) = generate(&token, s, CKM_EC_EDWARDS_KEY_PAIR_GEN, &ed).unwrap();
+    assert_eq!(
+        token
+            .attribute_values(s, ed_private, &[CKA_KEY_TYPE])
+            .unwrap(),
+        vec![AttrValue::Bytes(ulong(CKK_EC_EDWARDS))]
+    );
+}
+
+/// What C_GenerateKeyPair refuses, and with which code (§5.14, §5.1).
+#[test]
+fn key_generation_refusals() {
+    let fake = FakeTsb::new();
+    fake.add_key("taken", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let ok = ec_templates("k", P256);
+    assert_eq!(
+        generate(&token, s, CKM_ECDSA, &ok).unwrap_err().code(),
+        CKR_MECHANISM_INVALID
+    );
+    let with_params = Mechanism {
+        mechanism: CKM_EC_KEY_PAIR_GEN,
+        params: MechParams::Invalid("x"),
+    };
+    assert_eq!(
+        token
+            .generate_key_pair(s, &with_params, &ok.0, &ok.1)
+            .unwrap_err()
+            .code(),
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    let ro = token.open_session(0, CKF_SERIAL_SESSION, None).unwrap();
+    assert_eq!(
+        generate(&token, ro, CKM_EC_KEY_PAIR_GEN, &ok)
+            .unwrap_err()
+            .code(),
+        CKR_SESSION_READ_ONLY
+    );
+    assert_eq!(
+        generate(&token, s + 1000, CKM_EC_KEY_PAIR_GEN, &ok)
+            .unwrap_err()
+            .code(),
+        CKR_SESSION_HANDLE_INVALID
+    );
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("taken", P256))
+            .unwrap_err()
+            .code(),
+        CKR_TEMPLATE_INCONSISTENT,
+        "a label in use"
+    );
+    // The fake TSB refuses P-384: a 400 from POST /v1/key is the template's fault.
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("p384", P384))
+            .unwrap_err()
+            .code(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+    assert_eq!(
+        fake.count("create "),
+        1,
+        "nothing created for the refusals before it"
+    );
+    let mut profile = ec_templates("prof", P256);
+    profile.1.push((
+        crate::token::keygen::CKA_TSB_POLICY_PROFILE,
+        b"nope".to_vec(),
+    ));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &profile)
+            .unwrap_err()
+            .code(),
+        CKR_ATTRIBUTE_VALUE_INVALID
+    );
+    assert!(find(&token, s, &[(CKA_LABEL, b"k".to_vec())]).is_empty());
+
+    // With `keys`, a label outside the list would be invisible: refused.
+    let limited = token_with(&fake, json!({"keys": ["taken"]}));
+    let s = session(&limited);
+    assert_eq!(
+        generate(&limited, s, CKM_EC_KEY_PAIR_GEN, &ok)
+            .unwrap_err()
+            .code(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+
+    // With a PIN, only a logged-in user generates keys.
+    *fake.good_jwt.lock() = Some("jwt".into());
+    let pin = token_with(&fake, json!({"pinIs": "token"}));
+    let s = session(&pin);
+    assert_eq!(
+        generate(&pin, s, CKM_EC_KEY_PAIR_GEN, &ok)
+            .unwrap_err()
+            .code(),
+        CKR_USER_NOT_LOGGED_IN
+    );
+    pin.login(s, CKU_USER, b"jwt").unwrap();
+    generate(&pin, s, CKM_EC_KEY_PAIR_GEN, &ok).unwrap();
+}
+
+/// §5.7 C_DestroyObject on a key: refused (CKR_ACTION_PROHIBITED) unless
+/// `pkcs11.allowKeyDeletion`; with it, the key is deleted on the TSB and both handles go.
+#[test]
+fn key_deletion_follows_the_configuration() {
+    let fake = FakeTsb::new();
+    fake.add_key("doomed", false);
+    fake.add_key("locked-key", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = super::private_key(&token, s, "doomed");
+    assert_eq!(
+        token.attribute_values(s, key, &[CKA_DESTROYABLE]).unwrap(),
+        vec![AttrValue::Bytes(vec![CK_FALSE])]
+    );
+    assert_eq!(
+        token.destroy_object(s, key).unwrap_err().code(),
+        CKR_ACTION_PROHIBITED
+    );
+    assert_eq!(fake.count("delete "), 0);
+
+    let token = token_with(&fake, json!({"allowKeyDeletion": true}));
+    let s = session(&token);
+    let ro = token.open_session(0, CKF_SERIAL_SESSION, None).unwrap();
+    let objects = find(&token, s, &[(CKA_LABEL, b"doomed".to_vec())]);
+    assert_eq!(objects.len(), 2);
+    assert_eq!(
+        token
+            .attribute_values(s, objects[0], &[CKA_DESTROYABLE])
+            .unwrap(),
+        vec![AttrValue::Bytes(vec![CK_TRUE])]
+    );
+    assert_eq!(
+        token.destroy_object(ro, objects[0]).unwrap_err().code(),
+        CKR_SESSION_READ_ONLY
+    );
+    token.destroy_object(s, objects[0]).unwrap();
+    assert!(fake.calls().contains(&"delete doomed".to_string()));
+    for h in objects {
+        assert_eq!(
+            token
+                .attribute_values(s, h, &[CKA_LABEL])
+                .unwrap_err()
+                .code(),
+            CKR_OBJECT_HANDLE_INVALID
+        );
+    }
+    let locked = super::private_key(&token, s, "locked-key");
+    assert_eq!(
+        token.destroy_object(s, locked).unwrap_err().code(),
+        CKR_ACTION_PROHIBITED
+    );
+    // A key already deleted elsewhere is gone all the same.
+    fake.add_key("twice", false);
+    let twice = super::private_key(&token, s, "twice");
+    fake.remove_key("twice");
+    token.destroy_object(s, twice).unwrap();
+    assert_eq!(
+        token.destroy_object(s, twice).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+}
