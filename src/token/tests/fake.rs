@@ -47,6 +47,8 @@ pub(super) struct FakeTsb {
     keys: Mutex<BTreeMap<String, FakeKey>>,
     requests: Mutex<HashMap<String, FakeRequest>>,
     calls: Mutex<Vec<String>>,
+    /// The certificate stored for each key label.
+    certificates: Mutex<HashMap<String, Vec<u8>>>,
     /// The JWT `check_bearer` accepts.
     pub(super) good_jwt: Mutex<Option<String>>,
     /// The JWT set at login.
@@ -101,6 +103,11 @@ impl FakeTsb {
 
     pub(super) fn remove_key(&self, label: &str) {
         self.keys.lock().remove(label);
+    }
+
+    /// Removes a key's certificate on the TSB without the token knowing.
+    pub(super) fn delete_certificate_behind_the_tokens_back(&self, label: &str) {
+        self.certificates.lock().remove(label);
     }
 
     /// The calls made so far, as `name label-or-id`.
@@ -273,17 +280,28 @@ impl Backend for FakeTsb {
 
     fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
         self.record(format!("certificate {label}"));
-        Ok(None)
+        Ok(self.certificates.lock().get(label).cloned())
     }
 
-    fn import_certificate(&self, label: &str, _der: &[u8]) -> Result<(), TsbError> {
+    /// Stores a certificate for an existing key; anything but a DER SEQUENCE is a 400.
+    fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError> {
         self.record(format!("import-certificate {label}"));
+        if !self.keys.lock().contains_key(label) {
+            return Err(tsb_error(404, 650));
+        }
+        if der.first() != Some(&0x30) {
+            return Err(tsb_error(400, 600));
+        }
+        self.certificates.lock().insert(label.into(), der.to_vec());
         Ok(())
     }
 
     fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
         self.record(format!("delete-certificate {label}"));
-        Ok(())
+        match self.certificates.lock().remove(label) {
+            Some(_) => Ok(()),
+            None => Err(tsb_error(404, 650)),
+        }
     }
 
     fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {

@@ -1,0 +1,395 @@
+//! Certificate objects stored on the TSB (PKCS#11 v2.40 §4.6.3, §5.7 C_CreateObject /
+//! C_DestroyObject), with certificates made by OpenSSL.
+
+use cryptoki_sys::*;
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use p256::ecdsa::SigningKey;
+use p256::pkcs8::EncodePublicKey;
+use serde_json::json;
+
+use super::fake::FakeTsb;
+use super::{find, session, token_with, ulong};
+use crate::error::Result;
+use crate::token::attributes::AttrValue;
+use crate::token::Token;
+
+type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+
+/// An X.509 certificate for `key`, issued by a throw-away CA key.
+fn certificate(key: &SigningKey, cn: &str, serial: u32) -> X509 {
+    let spki = key.verifying_key().to_public_key_der().unwrap();
+    let public = PKey::public_key_from_der(spki.as_bytes()).unwrap();
+    let ca = PKey::from_ec_key(
+        openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut subject = X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", cn).unwrap();
+    let subject = subject.build();
+    let mut issuer = X509NameBuilder::new().unwrap();
+    issuer.append_entry_by_text("CN", "Test CA").unwrap();
+    let issuer = issuer.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap())
+        .unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(&issuer).unwrap();
+    b.set_pubkey(&public).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&ca, MessageDigest::sha256()).unwrap();
+    b.build()
+}
+
+fn template(cert: &X509, extra: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Template {
+    let mut t = vec![
+        (CKA_CLASS, ulong(CKO_CERTIFICATE)),
+        (CKA_CERTIFICATE_TYPE, ulong(CKC_X_509)),
+        (CKA_VALUE, cert.to_der().unwrap()),
+    ];
+    t.extend_from_slice(extra);
+    t
+}
+
+fn create(token: &Token, s: CK_SESSION_HANDLE, t: &Template) -> Result<CK_OBJECT_HANDLE> {
+    let fixed: Template = t
+        .iter()
+        .filter(|(a, _)| crate::token::attributes::fixed_len(*a).is_some())
+        .cloned()
+        .collect();
+    token.create_object(s, &fixed, || Ok(t.clone()))
+}
+
+fn bytes(v: &[u8]) -> AttrValue {
+    AttrValue::Bytes(v.to_vec())
+}
+
+/// §5.7.1 C_CreateObject stores the certificate for the key CKA_LABEL names; the object has the
+/// X.509 attributes of §4.6.3 as OpenSSL reads them, is found by a search, comes back from the
+/// TSB in a new token, and C_DestroyObject removes it from the TSB.
+#[test]
+fn stored_certificate_objects() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("ec", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let cert = certificate(&key, "leaf", 4242);
+    let der = cert.to_der().unwrap();
+    let h = create(&token, s, &template(&cert, &[(CKA_LABEL, b"ec".to_vec())])).unwrap();
+    assert!(fake.calls().contains(&"import-certificate ec".to_string()));
+    let serial = Asn1Integer::from_bn(&BigNum::from_u32(4242).unwrap()).unwrap();
+    let serial_der = {
+        let v = serial.to_bn().unwrap().to_vec();
+        let mut d = vec![0x02, v.len() as u8];
+        d.extend_from_slice(&v);
+        d
+    };
+    let sha1 = openssl::sha::sha1(&der);
+    let spki = key.verifying_key().to_public_key_der().unwrap();
+    let expected = [
+        (CKA_CLASS, AttrValue::Bytes(ulong(CKO_CERTIFICATE))),
+        (CKA_CERTIFICATE_TYPE, AttrValue::Bytes(ulong(CKC_X_509))),
+        (CKA_TOKEN, bytes(&[CK_TRUE])),
+        (CKA_PRIVATE, bytes(&[CK_FALSE])),
+        (CKA_MODIFIABLE, bytes(&[CK_FALSE])),
+        (CKA_DESTROYABLE, bytes(&[CK_TRUE])),
+        (CKA_TRUSTED, bytes(&[CK_FALSE])),
+        (CKA_LABEL, bytes(b"ec")),
+        (CKA_ID, bytes(b"ec")),
+        (CKA_VALUE, bytes(&der)),
+        (CKA_SUBJECT, bytes(&cert.subject_name().to_der().unwrap())),
+        (CKA_ISSUER, bytes(&cert.issuer_name().to_der().unwrap())),
+        (CKA_SERIAL_NUMBER, bytes(&serial_der)),
+        (CKA_CHECK_VALUE, bytes(&sha1[..3])),
+        (CKA_CERTIFICATE_CATEGORY, AttrValue::Bytes(ulong(1))),
+        (CKA_PUBLIC_KEY_INFO, bytes(spki.as_bytes())),
+        (CKA_NAME_HASH_ALGORITHM, AttrValue::Bytes(ulong(CKM_SHA_1))),
+        (
+            CKA_JAVA_MIDP_SECURITY_DOMAIN,
+            AttrValue::Bytes(ulong(CK_SECURITY_DOMAIN_UNSPECIFIED)),
+        ),
+        (CKA_START_DATE, bytes(&[])),
+        (CKA_URL, bytes(&[])),
+        (CKA_HASH_OF_SUBJECT_PUBLIC_KEY, bytes(&[])),
+        (CKA_MODULUS, AttrValue::Invalid),
+        (CKA_SIGN, AttrValue::Invalid),
+    ];
+    for (attr, value) in &expected {
+        assert_eq!(
+            token.attribute_values(s, h, &[*attr]).unwrap(),
+            vec![value.clone()],
+            "attribute {attr:#x}"
+        );
+    }
+    assert_eq!(
+        find(&token, s, &[(CKA_CLASS, ulong(CKO_CERTIFICATE))]),
+        vec![h]
+    );
+    assert_eq!(find(&token, s, &[(CKA_LABEL, b"ec".to_vec())]).len(), 3);
+
+    // A new token reads it back from the TSB, with the same handle.
+    let again = token_with(&fake, json!({}));
+    let s2 = session(&again);
+    assert_eq!(
+        find(
+            &again,
+            s2,
+            &[
+                (CKA_CLASS, ulong(CKO_CERTIFICATE)),
+                (CKA_LABEL, b"ec".to_vec())
+            ]
+        ),
+        vec![h]
+    );
+    assert_eq!(
+        again.attribute_values(s2, h, &[CKA_VALUE]).unwrap(),
+        vec![bytes(&der)]
+    );
+
+    // C_DestroyObject: read-write sessions only; the TSB's copy goes, and the handle.
+    let ro = token.open_session(0, CKF_SERIAL_SESSION, None).unwrap();
+    assert_eq!(
+        token.destroy_object(ro, h).unwrap_err().code(),
+        CKR_SESSION_READ_ONLY
+    );
+    token.destroy_object(s, h).unwrap();
+    assert!(fake.calls().contains(&"delete-certificate ec".to_string()));
+    assert_eq!(
+        token
+            .attribute_values(s, h, &[CKA_LABEL])
+            .unwrap_err()
+            .code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert!(find(&token, s, &[(CKA_CLASS, ulong(CKO_CERTIFICATE))]).is_empty());
+    // Already gone on the TSB: the object goes all the same.
+    let h = create(&token, s, &template(&cert, &[(CKA_LABEL, b"ec".to_vec())])).unwrap();
+    fake.delete_certificate_behind_the_tokens_back("ec");
+    token.destroy_object(s, h).unwrap();
+    assert_eq!(
+        token.destroy_object(s, h).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+}
+
+/// Without CKA_LABEL the key is found by CKA_ID, and with neither by the public key.
+#[test]
+fn the_key_is_found_by_id_or_public_key() {
+    let fake = FakeTsb::new();
+    let a = fake.add_key("a", false);
+    let b = fake.add_key("b", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let by_id = create(
+        &token,
+        s,
+        &template(&certificate(&a, "a", 1), &[(CKA_ID, b"a".to_vec())]),
+    )
+    .unwrap();
+    let by_key = create(&token, s, &template(&certificate(&b, "b", 2), &[])).unwrap();
+    assert_ne!(by_id, by_key);
+    assert_eq!(
+        token.attribute_values(s, by_key, &[CKA_LABEL]).unwrap(),
+        vec![bytes(b"b")]
+    );
+    // A label that names no key, but an ID that does: the ID's key.
+    let h = create(
+        &token,
+        s,
+        &template(
+            &certificate(&a, "a2", 3),
+            &[(CKA_LABEL, b"nobody".to_vec()), (CKA_ID, b"a".to_vec())],
+        ),
+    )
+    .unwrap();
+    assert_eq!(h, by_id, "the key's certificate handle");
+    assert_eq!(
+        token.attribute_values(s, h, &[CKA_LABEL]).unwrap(),
+        vec![bytes(b"a")]
+    );
+}
+
+/// What C_CreateObject refuses, and with which code (§5.7.1, §4.6.3).
+#[test]
+fn certificate_template_refusals() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("ec", false);
+    let other = fake.add_key("other", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let cert = certificate(&key, "leaf", 7);
+    let label = (CKA_LABEL, b"ec".to_vec());
+    let serial_content = BigNum::from_u32(7).unwrap().to_vec();
+    // Matching optional attributes are accepted (the serial also as bare content octets).
+    create(
+        &token,
+        s,
+        &template(
+            &cert,
+            &[
+                label.clone(),
+                (CKA_SUBJECT, cert.subject_name().to_der().unwrap()),
+                (CKA_ISSUER, cert.issuer_name().to_der().unwrap()),
+                (CKA_SERIAL_NUMBER, serial_content.clone()),
+                (
+                    CKA_CHECK_VALUE,
+                    openssl::sha::sha1(&cert.to_der().unwrap())[..3].to_vec(),
+                ),
+                (CKA_TOKEN, vec![CK_TRUE]),
+                (CKA_PRIVATE, vec![CK_FALSE]),
+                (CKA_TRUSTED, vec![CK_FALSE]),
+                (CKA_DESTROYABLE, vec![CK_TRUE]),
+                (
+                    CKA_CERTIFICATE_CATEGORY,
+                    ulong(CK_CERTIFICATE_CATEGORY_TOKEN_USER),
+                ),
+                (
+                    CKA_JAVA_MIDP_SECURITY_DOMAIN,
+                    ulong(CK_SECURITY_DOMAIN_UNSPECIFIED),
+                ),
+                (CKA_URL, vec![]),
+                (CKA_PUBLIC_KEY_INFO, vec![]),
+                (CKA_START_DATE, vec![]),
+            ],
+        ),
+    )
+    .unwrap();
+    let base = template(&cert, &[]);
+    let without = |attr: CK_ATTRIBUTE_TYPE| -> Template {
+        let mut t: Template = base.iter().filter(|(a, _)| *a != attr).cloned().collect();
+        t.push(label.clone());
+        t
+    };
+    let with = |extra: (CK_ATTRIBUTE_TYPE, Vec<u8>)| template(&cert, &[label.clone(), extra]);
+    let cases: Vec<(Template, CK_RV)> = vec![
+        (without(CKA_CLASS), CKR_TEMPLATE_INCOMPLETE),
+        (without(CKA_CERTIFICATE_TYPE), CKR_TEMPLATE_INCOMPLETE),
+        (without(CKA_VALUE), CKR_TEMPLATE_INCOMPLETE),
+        (
+            vec![(CKA_CLASS, ulong(CKO_PRIVATE_KEY)), label.clone()],
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            vec![(CKA_CLASS, ulong(0x0fff_0000)), label.clone()],
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            vec![
+                (CKA_CLASS, ulong(CKO_CERTIFICATE)),
+                (CKA_CERTIFICATE_TYPE, ulong(CKC_WTLS)),
+                (CKA_VALUE, cert.to_der().unwrap()),
+            ],
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            vec![
+                (CKA_CLASS, ulong(CKO_CERTIFICATE)),
+                (CKA_CERTIFICATE_TYPE, ulong(CKC_X_509)),
+                (CKA_VALUE, b"not a certificate".to_vec()),
+            ],
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (with((CKA_TOKEN, vec![CK_FALSE])), CKR_TEMPLATE_INCONSISTENT),
+        (
+            with((CKA_PRIVATE, vec![CK_TRUE])),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            with((CKA_MODIFIABLE, vec![CK_TRUE])),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            with((CKA_DESTROYABLE, vec![CK_FALSE])),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (with((CKA_TRUSTED, vec![CK_TRUE])), CKR_ATTRIBUTE_READ_ONLY),
+        (
+            with((
+                CKA_CERTIFICATE_CATEGORY,
+                ulong(CK_CERTIFICATE_CATEGORY_AUTHORITY),
+            )),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            with((CKA_JAVA_MIDP_SECURITY_DOMAIN, ulong(1))),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            with((CKA_URL, b"http://x".to_vec())),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            with((CKA_SUBJECT, b"\x30\x00".to_vec())),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            with((CKA_ISSUER, cert.subject_name().to_der().unwrap())),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            with((CKA_SERIAL_NUMBER, vec![0x02, 0x01, 0x08])),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            with((CKA_CHECK_VALUE, vec![0, 0, 0])),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            with((
+                CKA_PUBLIC_KEY_INFO,
+                other.verifying_key().to_public_key_der().unwrap().to_vec(),
+            )),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (with((CKA_MODULUS, vec![1])), CKR_ATTRIBUTE_TYPE_INVALID),
+        (with((CKA_LABEL, vec![0xff])), CKR_ATTRIBUTE_VALUE_INVALID),
+        (
+            template(&cert, &[(CKA_LABEL, b"nobody".to_vec())]),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            template(&cert, &[(CKA_ID, b"nobody".to_vec())]),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            template(&cert, &[label.clone(), (CKA_ID, b"other".to_vec())]),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            template(&cert, &[(CKA_LABEL, b"other".to_vec())]),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            template(
+                &certificate(&SigningKey::from_bytes(&[7; 32].into()).unwrap(), "x", 1),
+                &[],
+            ),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+    ];
+    for (i, (t, rv)) in cases.iter().enumerate() {
+        assert_eq!(create(&token, s, t).unwrap_err().code(), *rv, "case {i}");
+    }
+    assert_eq!(
+        fake.count("import-certificate"),
+        1,
+        "only the good template"
+    );
+    let ro = token.open_session(0, CKF_SERIAL_SESSION, None).unwrap();
+    assert_eq!(
+        create(&token, ro, &template(&cert, &[label.clone()]))
+            .unwrap_err()
+            .code(),
+        CKR_SESSION_READ_ONLY
+    );
+}
