@@ -33,6 +33,7 @@ enum Signer {
 struct FakeKey {
     signer: Signer,
     needs_approval: bool,
+    blocked: bool,
 }
 
 struct FakeRequest {
@@ -40,6 +41,7 @@ struct FakeRequest {
     key: String,
     algorithm: String,
     payload: Vec<u8>,
+    meta_data: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -97,8 +99,23 @@ impl FakeTsb {
             FakeKey {
                 signer,
                 needs_approval,
+                blocked: false,
             },
         );
+    }
+
+    /// Blocks or unblocks a key on the HSM (`keyStatus.blocked`).
+    pub(super) fn set_blocked(&self, label: &str, blocked: bool) {
+        if let Some(k) = self.keys.lock().get_mut(label) {
+            k.blocked = blocked;
+        }
+    }
+
+    /// The `metaData` JSON sent with an approval request.
+    pub(super) fn request_metadata(&self, id: &str) -> Option<serde_json::Value> {
+        let requests = self.requests.lock();
+        let meta = requests.get(id)?.meta_data.as_ref()?;
+        Some(serde_json::from_slice(meta).expect("metaData is JSON"))
     }
 
     pub(super) fn remove_key(&self, label: &str) {
@@ -256,9 +273,9 @@ impl Backend for FakeTsb {
             json!({"ruleUse": {"tokens": [{"name": "t", "timelock": 0, "timeout": 0,
                 "groups": [{"name": "g", "quorum": 1,
                     "approvals": [{"type": "public_key", "name": "alice", "value": "AA=="}]}]}]},
-                "keyStatus": {"blocked": false}})
+                "keyStatus": {"blocked": key.blocked}})
         } else {
-            json!({"ruleUse": null, "keyStatus": {"blocked": false}})
+            json!({"ruleUse": null, "keyStatus": {"blocked": key.blocked}})
         };
         let body = json!({"json": {
             "label": label,
@@ -328,6 +345,7 @@ impl Backend for FakeTsb {
                 key: req.key.clone(),
                 algorithm: req.algorithm.clone(),
                 payload: req.payload.clone(),
+                meta_data: req.meta_data.clone(),
             },
         );
         Ok(id)

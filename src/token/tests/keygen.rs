@@ -307,3 +307,29 @@ fn key_deletion_follows_the_configuration() {
         CKR_OBJECT_HANDLE_INVALID
     );
 }
+
+/// Template attributes of the wrong key type or contradicting each other (§5.14).
+#[test]
+fn key_generation_template_conflicts() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let mut ec_with_bits = ec_templates("k", P256);
+    ec_with_bits.0.push((CKA_MODULUS_BITS, ulong(2048)));
+    let mut two_labels = ec_templates("k", P256);
+    two_labels.1[0] = (CKA_LABEL, b"other".to_vec());
+    let mut same_label_twice = ec_templates("k", P256);
+    same_label_twice.1.push((CKA_LABEL, b"k".to_vec()));
+    for (t, rv) in [
+        (ec_with_bits, CKR_ATTRIBUTE_TYPE_INVALID),
+        (two_labels, CKR_TEMPLATE_INCONSISTENT),
+    ] {
+        assert_eq!(
+            generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t)
+                .unwrap_err()
+                .code(),
+            rv
+        );
+    }
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &same_label_twice).unwrap();
+}

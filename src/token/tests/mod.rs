@@ -248,6 +248,12 @@ fn approval_wait_returns_the_executed_signature() {
     };
     let id = wait_for("the approval request", || fake.request_ids().pop());
     wait_for("a poll", || (fake.count("poll ") > 0).then_some(()));
+    // The approvers see what is signed (TSB contract, "Signing": metaData).
+    let meta = fake.request_metadata(&id).expect("metaData");
+    assert_eq!(meta["keyLabel"], "ska");
+    assert_eq!(meta["signatureAlgorithm"], "SHA256_WITH_ECDSA");
+    assert_eq!(meta["type"], "Sign");
+    assert_eq!(meta["pid"], std::process::id());
     fake.approve(&id);
     let sig = signature(signing.join().unwrap().unwrap());
     assert!(openssl_verifies(&signer, b"approve me", &sig));

@@ -226,3 +226,49 @@ fn the_keys_allow_list_limits_what_is_seen() {
     assert_eq!(fake.count("list"), 0);
     assert_eq!(fake.count("attributes hidden"), 0);
 }
+
+/// A blocked key (keyStatus.blocked) is not listed and cannot sign: a handle taken before it
+/// was blocked gives CKR_KEY_FUNCTION_NOT_PERMITTED at C_SignInit (§5.11), and its
+/// CKA_SIGN and CKA_TSB_BLOCKED say so.
+#[test]
+fn blocked_keys_cannot_sign() {
+    let fake = FakeTsb::new();
+    fake.add_key("k", false);
+    let token = token_with(&fake, json!({"cacheTtlSecs": 0}));
+    let s = session(&token);
+    let key = private_key(&token, s, "k");
+    fake.set_blocked("k", true);
+    assert!(find(&token, s, &[(CKA_LABEL, b"k".to_vec())]).is_empty());
+    assert_eq!(
+        token
+            .attribute_values(s, key, &[CKA_TSB_BLOCKED, CKA_SIGN])
+            .unwrap(),
+        vec![b(true), b(false)]
+    );
+    assert_eq!(
+        token
+            .sign_init(s, &super::ecdsa_sha256(), key)
+            .unwrap_err()
+            .code(),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    fake.set_blocked("k", false);
+    assert_eq!(private_key(&token, s, "k"), key);
+    token.sign_init(s, &super::ecdsa_sha256(), key).unwrap();
+}
+
+/// A search by a CKA_ID that spells a label fetches that key only, without listing the TSB.
+#[test]
+fn an_id_that_is_a_label_is_looked_up_directly() {
+    let fake = FakeTsb::new();
+    fake.add_key("a", false);
+    fake.add_key("b", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    assert_eq!(find(&token, s, &[(CKA_ID, b"a".to_vec())]).len(), 2);
+    assert_eq!(fake.count("list"), 0);
+    assert_eq!(fake.count("attributes b"), 0);
+    // An ID with a control character is no label: the key list is searched.
+    assert!(find(&token, s, &[(CKA_ID, b"a\n".to_vec())]).is_empty());
+    assert_eq!(fake.count("list"), 1);
+}
