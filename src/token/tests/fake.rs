@@ -146,8 +146,25 @@ impl FakeTsb {
 
     /// Executes an approval request: its result becomes the key's signature of the payload.
     pub(super) fn approve(&self, id: &str) {
+        self.set_request_state(id, RequestState::Executed);
+    }
+
+    /// Moves an approval request to `state`.
+    pub(super) fn set_request_state(&self, id: &str, state: RequestState) {
         if let Some(r) = self.requests.lock().get_mut(id) {
-            r.state = RequestState::Executed;
+            r.state = state;
+        }
+    }
+
+    /// Forgets an approval request (the TSB answers 651 for it from now on).
+    pub(super) fn forget_request(&self, id: &str) {
+        self.requests.lock().remove(id);
+    }
+
+    /// Gives a key a use policy (or takes it away) on the TSB.
+    pub(super) fn set_needs_approval(&self, label: &str, needs: bool) {
+        if let Some(k) = self.keys.lock().get_mut(label) {
+            k.needs_approval = needs;
         }
     }
 

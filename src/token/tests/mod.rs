@@ -3,6 +3,7 @@
 //! with OpenSSL, never with the module's code. The same rules are also tested through the built
 //! `.so` against the simulator (`tests/`).
 
+mod approval;
 mod certificates;
 mod digest;
 mod fake;

@@ -1,0 +1,152 @@
+//! Approval requests (TSB contract, "Signing"; docs/approvals.md): every final state of a
+//! request gives its own return value, a key that gains a policy switches to a request, and the
+//! wait works without helper threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`).
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use serde_json::{json, Value};
+
+use super::fake::FakeTsb;
+use super::{ecdsa_sha256, openssl_verifies, private_key, session, signature, wait_for};
+use crate::config::Config;
+use crate::token::Token;
+use crate::tsb::RequestState;
+
+fn token(fake: &Arc<FakeTsb>, threads: bool, pkcs11: Value) -> Arc<Token> {
+    let mut settings = json!({"pollIntervalMs": 10, "pollIntervalMaxMs": 20});
+    for (k, v) in pkcs11.as_object().unwrap() {
+        settings[k] = v.clone();
+    }
+    let config = json!({"restApi": "http://127.0.0.1:9", "pkcs11": settings});
+    let config = Config::from_json_str(&config.to_string(), "core-test").unwrap();
+    Arc::new(Token::with_backend(config, threads, fake.factory()).unwrap())
+}
+
+/// Signs with key `ska` on another thread and, once the request is filed, applies `decide`
+/// to its id; returns the C_Sign result.
+fn sign_and_decide(
+    fake: &Arc<FakeTsb>,
+    token: &Arc<Token>,
+    decide: impl FnOnce(&str),
+) -> crate::error::Result<Vec<u8>> {
+    let s = session(token);
+    let key = private_key(token, s, "ska");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let before = fake.request_ids().len();
+    let signing = {
+        let token = token.clone();
+        std::thread::spawn(move || token.sign(s, b"approve me", Some(64)))
+    };
+    let id = wait_for("the approval request", || {
+        let ids = fake.request_ids();
+        (ids.len() > before).then(|| {
+            let mut ids = ids;
+            ids.sort_by_key(|i| i[4..].parse::<u32>().unwrap());
+            ids.pop().unwrap()
+        })
+    });
+    decide(&id);
+    signing.join().unwrap().map(signature)
+}
+
+/// Each final state of a request ends C_Sign with its own return value (docs/errors.md).
+#[test]
+fn final_request_states_give_their_return_values() {
+    for threads in [true, false] {
+        let fake = FakeTsb::new();
+        let signer = fake.add_key("ska", true);
+        let token = token(&fake, threads, json!({}));
+        let sig = sign_and_decide(&fake, &token, |id| fake.approve(id)).unwrap();
+        assert!(openssl_verifies(&signer, b"approve me", &sig));
+        for (state, rv) in [
+            (RequestState::Rejected, CKR_FUNCTION_REJECTED),
+            (RequestState::Expired, CKR_FUNCTION_CANCELED),
+            (RequestState::Cancelled, CKR_FUNCTION_CANCELED),
+            (RequestState::Failed, CKR_DEVICE_ERROR),
+        ] {
+            let err = sign_and_decide(&fake, &token, |id| {
+                fake.set_request_state(id, RequestState::Approved);
+                fake.set_request_state(id, state.clone());
+            })
+            .unwrap_err();
+            assert_eq!(err.code(), rv, "{state:?}, threads {threads}");
+        }
+        // A request the TSB forgot (651).
+        let err = sign_and_decide(&fake, &token, |id| fake.forget_request(id)).unwrap_err();
+        assert_eq!(err.code(), CKR_FUNCTION_CANCELED);
+        assert_eq!(fake.count("sign ska"), 0);
+    }
+}
+
+/// No decision within `approvalTimeoutSecs`: CKR_FUNCTION_CANCELED, and the request is
+/// cancelled on the TSB.
+#[test]
+fn approval_timeout_cancels_the_request() {
+    let fake = FakeTsb::new();
+    fake.add_key("ska", true);
+    let token = token(&fake, true, json!({"approvalTimeoutSecs": 1}));
+    let err = sign_and_decide(&fake, &token, |_| {}).unwrap_err();
+    assert_eq!(err.code(), CKR_FUNCTION_CANCELED);
+    let id = fake.request_ids().pop().unwrap();
+    assert_eq!(fake.request_state(&id), Some(RequestState::Cancelled));
+    assert!(fake.calls().contains(&format!("cancel {id}")));
+}
+
+/// A key that gained a use policy after its attributes were cached: the synchronous sign is
+/// refused (401 missing approval) and the token files a request instead.
+#[test]
+fn a_key_that_gains_a_policy_switches_to_a_request() {
+    let fake = FakeTsb::new();
+    let signer = fake.add_key("ska", false);
+    let token = token(&fake, true, json!({"cacheTtlSecs": 600}));
+    let s = session(&token);
+    let key = private_key(&token, s, "ska");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let sig = signature(token.sign(s, b"approve me", Some(64)).unwrap());
+    assert!(openssl_verifies(&signer, b"approve me", &sig));
+    fake.set_needs_approval("ska", true);
+    let sig = sign_and_decide(&fake, &token, |id| fake.approve(id)).unwrap();
+    assert!(openssl_verifies(&signer, b"approve me", &sig));
+    assert_eq!(fake.count("sign ska"), 2, "one refused synchronous sign");
+    assert_eq!(fake.count("file ska"), 1);
+}
+
+/// Closing the session from another thread ends a waiting C_Sign with CKR_SESSION_CLOSED
+/// (§5.6 C_CloseSession) and cancels the request.
+#[test]
+fn closing_the_session_ends_the_wait() {
+    let fake = FakeTsb::new();
+    fake.add_key("ska", true);
+    let token = token(&fake, true, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "ska");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let signing = {
+        let token = token.clone();
+        std::thread::spawn(move || token.sign(s, b"x", Some(64)))
+    };
+    let id = wait_for("the approval request", || fake.request_ids().pop());
+    // While the signature runs, the session answers at once (§5.1.6).
+    wait_for("the signing mark", || {
+        (token.sign_update(s, b"y").err()?.code() == CKR_OPERATION_ACTIVE).then_some(())
+    });
+    assert_eq!(
+        token.sign_init(s, &ecdsa_sha256(), key).unwrap_err().code(),
+        CKR_OPERATION_ACTIVE
+    );
+    assert_eq!(
+        token.sign(s, b"x", Some(64)).unwrap_err().code(),
+        CKR_OPERATION_ACTIVE
+    );
+    assert_eq!(
+        token.sign_final(s, Some(64)).unwrap_err().code(),
+        CKR_OPERATION_ACTIVE
+    );
+    token.close_session(s).unwrap();
+    assert_eq!(
+        signing.join().unwrap().unwrap_err().code(),
+        CKR_SESSION_CLOSED
+    );
+    assert_eq!(fake.request_state(&id), Some(RequestState::Cancelled));
+}
