@@ -143,6 +143,76 @@ mod tests {
         assert!(!is_der_sequence(&[0x30, 0x03, 0x02, 0x01]));
     }
 
+    /// X.690 §8.1.2-§8.1.3: every length form, and the headers that are refused (high tag
+    /// numbers, the indefinite form, more than four length octets, a cut length).
+    #[test]
+    fn tlv_length_forms() {
+        assert_eq!(der_tlv_len(&[0x04, 0x7f]), Some(129));
+        assert_eq!(der_tlv_len(&[0x04, 0x81, 0x05]), Some(8));
+        assert_eq!(der_tlv_len(&[0x04, 0x81, 0xff]), Some(258));
+        assert_eq!(der_tlv_len(&[0x04, 0x82, 0x12, 0x34]), Some(4 + 0x1234));
+        assert_eq!(der_tlv_len(&[0x04, 0x83, 0x01, 0x00, 0x00]), Some(5 + 0x1_0000));
+        assert_eq!(
+            der_tlv_len(&[0x04, 0x84, 0x01, 0x02, 0x03, 0x04]),
+            Some(6 + 0x0102_0304)
+        );
+        assert_eq!(der_tlv_len(&[0x1f, 0x05]), None, "high tag number form");
+        assert_eq!(der_tlv_len(&[0x3f, 0x05]), None, "constructed, high tag number");
+        assert_eq!(der_tlv_len(&[0x1e, 0x00]), Some(2), "tag 30 is one octet");
+        assert_eq!(der_tlv_len(&[0x04, 0x80]), None, "indefinite length");
+        assert_eq!(der_tlv_len(&[0x04, 0x85, 1, 2, 3, 4, 5]), None);
+        assert_eq!(der_tlv_len(&[0x04, 0x82, 0x01]), None, "cut length");
+        assert_eq!(der_tlv_len(&[0x04, 0x82, 0x01, 0x00]), Some(260));
+        assert_eq!(der_tlv_len(&[]), None);
+        // One whole SEQUENCE, nothing more and nothing less.
+        let mut long = vec![0x30, 0x81, 0x80];
+        long.extend_from_slice(&[0; 0x80]);
+        assert!(is_der_sequence(&long));
+        long.push(0);
+        assert!(!is_der_sequence(&long));
+        assert!(!is_der_sequence(&[0x31, 0x00]), "a SET");
+        assert!(!is_der_sequence(&[]));
+    }
+
+    /// Base64 in all four alphabets, whitespace ignored; PEM headers, several blocks, and the
+    /// malformed PEM that is refused.
+    #[test]
+    fn base64_alphabets_and_pem_structure() {
+        let data = [0xfb, 0xff, 0xfe, 0x01];
+        for text in ["+//+AQ==", "+//+AQ", "-__-AQ==", "-__-AQ", " +//+\n AQ==\t"] {
+            assert_eq!(decode_base64(text.as_bytes()).unwrap(), data, "{text:?}");
+        }
+        assert!(decode_base64(b"").is_err());
+        assert!(decode_base64(b" \n ").is_err());
+        assert!(decode_base64(b"A").is_err());
+        let b64 = STANDARD.encode([0x30, 0x00]);
+        let two = format!(
+            "-----BEGIN A-----\nProc-Type: 4,ENCRYPTED\n{b64}\n-----END A-----\n\
+             between\n  -----BEGIN B-----  \n{b64}\n-----END B-----\n"
+        );
+        let blocks = pem_blocks(two.as_bytes()).unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!((blocks[0].label.as_str(), &blocks[0].der[..]), ("A", &[0x30, 0][..]));
+        assert_eq!(blocks[1].label, "B");
+        assert_eq!(to_der(two.as_bytes(), &["B", "C"]).unwrap(), vec![0x30, 0]);
+        assert_eq!(to_der(two.as_bytes(), &[]).unwrap(), vec![0x30, 0]);
+        for bad in [
+            "-----BEGIN A\nMAA=\n-----END A-----\n",
+            "-----BEGIN A-----\nMAA=\n-----END A\n",
+            "-----END A-----\n",
+            "-----BEGIN A-----\nMAA=\n",
+            "-----BEGIN A-----\n%%%%\n-----END A-----\n",
+        ] {
+            assert!(pem_blocks(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(pem_blocks(&[0xff, 0xfe]).is_err());
+        assert_eq!(pem_blocks(b"no blocks").unwrap(), vec![]);
+        // Base64 that decodes to something other than one SEQUENCE is not DER input.
+        assert!(to_der(STANDARD.encode([0x04, 0x00]).as_bytes(), &[]).is_err());
+        assert!(to_der(b"  \n", &[]).is_err());
+        assert_eq!(to_der(b"  MAA=  \n", &[]).unwrap(), vec![0x30, 0]);
+    }
+
     #[test]
     fn pem_and_base64() {
         let der = vec![0x30, 0x03, 0x02, 0x01, 0x05];
