@@ -151,13 +151,20 @@ mod tests {
         assert_eq!(der_tlv_len(&[0x04, 0x81, 0x05]), Some(8));
         assert_eq!(der_tlv_len(&[0x04, 0x81, 0xff]), Some(258));
         assert_eq!(der_tlv_len(&[0x04, 0x82, 0x12, 0x34]), Some(4 + 0x1234));
-        assert_eq!(der_tlv_len(&[0x04, 0x83, 0x01, 0x00, 0x00]), Some(5 + 0x1_0000));
+        assert_eq!(
+            der_tlv_len(&[0x04, 0x83, 0x01, 0x00, 0x00]),
+            Some(5 + 0x1_0000)
+        );
         assert_eq!(
             der_tlv_len(&[0x04, 0x84, 0x01, 0x02, 0x03, 0x04]),
             Some(6 + 0x0102_0304)
         );
         assert_eq!(der_tlv_len(&[0x1f, 0x05]), None, "high tag number form");
-        assert_eq!(der_tlv_len(&[0x3f, 0x05]), None, "constructed, high tag number");
+        assert_eq!(
+            der_tlv_len(&[0x3f, 0x05]),
+            None,
+            "constructed, high tag number"
+        );
         assert_eq!(der_tlv_len(&[0x1e, 0x00]), Some(2), "tag 30 is one octet");
         assert_eq!(der_tlv_len(&[0x04, 0x80]), None, "indefinite length");
         assert_eq!(der_tlv_len(&[0x04, 0x85, 1, 2, 3, 4, 5]), None);
@@ -192,7 +199,10 @@ mod tests {
         );
         let blocks = pem_blocks(two.as_bytes()).unwrap();
         assert_eq!(blocks.len(), 2);
-        assert_eq!((blocks[0].label.as_str(), &blocks[0].der[..]), ("A", &[0x30, 0][..]));
+        assert_eq!(
+            (blocks[0].label.as_str(), &blocks[0].der[..]),
+            ("A", &[0x30, 0][..])
+        );
         assert_eq!(blocks[1].label, "B");
         assert_eq!(to_der(two.as_bytes(), &["B", "C"]).unwrap(), vec![0x30, 0]);
         assert_eq!(to_der(two.as_bytes(), &[]).unwrap(), vec![0x30, 0]);

@@ -350,3 +350,25 @@ fn session_cancel_ends_the_named_operations_only() {
         CKR_SESSION_HANDLE_INVALID
     );
 }
+
+/// A PIN that is a credential (here the JWT) is never shown in a log line, not even a wrong
+/// one; with `pinIs: none` the PIN means nothing and is left alone.
+#[test]
+fn credential_pins_are_redacted_from_logs() {
+    use crate::logging::sanitize;
+    let fake = FakeTsb::new();
+    *fake.good_jwt.lock() = Some("jwt-core-test-right".into());
+    let token = token_with(&fake, json!({"pinIs": "token"}));
+    let s = session(&token);
+    token
+        .login(s, CKU_USER, b"jwt-core-test-wrong")
+        .unwrap_err();
+    token.login(s, CKU_USER, b"jwt-core-test-right").unwrap();
+    for pin in ["jwt-core-test-wrong", "jwt-core-test-right"] {
+        assert_eq!(sanitize(&format!("a {pin} b")), "a <redacted> b");
+    }
+    let plain = token_with(&fake, json!({}));
+    let s = session(&plain);
+    plain.login(s, CKU_USER, b"pin-core-test-none").unwrap();
+    assert_eq!(sanitize("a pin-core-test-none b"), "a pin-core-test-none b");
+}
