@@ -395,6 +395,32 @@ fn curve_nid(c: Curve) -> Nid {
     }
 }
 
+/// Each curve's OID, CKA_EC_PARAMS, sizes and SEC 2 name, as OpenSSL knows the curve.
+#[test]
+fn curve_properties_match_openssl() {
+    let names = ["secp256r1", "secp384r1", "secp521r1", "secp256k1"];
+    for (c, name) in Curve::ALL.into_iter().zip(names) {
+        let nid = curve_nid(c);
+        let group = EcGroup::from_curve_name(nid).unwrap();
+        let oid = openssl::asn1::Asn1Object::from_str(c.oid()).unwrap();
+        assert_eq!(oid.nid(), nid, "{c:?}");
+        let mut der = vec![0x06, oid.as_slice().len() as u8];
+        der.extend_from_slice(oid.as_slice());
+        assert_eq!(c.params_der(), der);
+        assert_eq!(Curve::from_params_der(&der), Some(c));
+        assert_eq!(Curve::from_oid(c.oid()), Some(c));
+        assert_eq!(c.field_bytes(), (group.degree() as usize).div_ceil(8));
+        let mut ctx = BigNumContext::new().unwrap();
+        let mut order = openssl::bn::BigNum::new().unwrap();
+        group.order(&mut order, &mut ctx).unwrap();
+        assert_eq!(c.order_bits(), order.num_bits() as usize);
+        assert_eq!(c.name(), name);
+    }
+    assert_eq!(Curve::from_oid("1.3.101.112"), None);
+    assert_eq!(Curve::from_params_der(&[0x06, 0x03, 0x2b, 0x65, 0x70]), None);
+    assert_eq!(Curve::from_params_der(b"garbage"), None);
+}
+
 fn ec_key(c: Curve) -> EcKey<Private> {
     EcKey::generate(&EcGroup::from_curve_name(curve_nid(c)).unwrap()).unwrap()
 }
@@ -862,7 +888,8 @@ fn sign_metadata_verified_by_openssl() {
     }
     let app = AppKey::from_any(&forms[0]).unwrap();
     assert_eq!(app.public_key(), public_of(k));
-    assert!(!format!("{app:?}").contains("d:"));
+    // Debug shows the size only, never key material.
+    assert_eq!(format!("{app:?}"), "AppKey { bits: 2048, .. }");
     // not a key / not RSA / encrypted
     assert!(sign_metadata(b"garbage", data).is_err());
     let ec = PKey::from_ec_key(ec_key(Curve::P256)).unwrap();
