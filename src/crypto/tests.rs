@@ -417,7 +417,10 @@ fn curve_properties_match_openssl() {
         assert_eq!(c.name(), name);
     }
     assert_eq!(Curve::from_oid("1.3.101.112"), None);
-    assert_eq!(Curve::from_params_der(&[0x06, 0x03, 0x2b, 0x65, 0x70]), None);
+    assert_eq!(
+        Curve::from_params_der(&[0x06, 0x03, 0x2b, 0x65, 0x70]),
+        None
+    );
     assert_eq!(Curve::from_params_der(b"garbage"), None);
 }
 

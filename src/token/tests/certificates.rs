@@ -387,7 +387,7 @@ fn certificate_template_refusals() {
     );
     let ro = token.open_session(0, CKF_SERIAL_SESSION, None).unwrap();
     assert_eq!(
-        create(&token, ro, &template(&cert, &[label.clone()]))
+        create(&token, ro, &template(&cert, std::slice::from_ref(&label)))
             .unwrap_err()
             .code(),
         CKR_SESSION_READ_ONLY

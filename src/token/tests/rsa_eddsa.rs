@@ -80,12 +80,15 @@ fn openssl_pss_verifies(md: MessageDigest, msg: &[u8], sig: &[u8]) -> bool {
     v.verify_oneshot(sig, msg).unwrap()
 }
 
-const HASHES: [(
+/// A PSS hash: its digest mechanism, the hash-and-sign mechanism, its MGF1 and OpenSSL's hash.
+type PssHash = (
     CK_MECHANISM_TYPE,
     CK_MECHANISM_TYPE,
     CK_ULONG,
     fn() -> MessageDigest,
-); 4] = [
+);
+
+const HASHES: [PssHash; 4] = [
     (
         CKM_SHA224,
         CKM_SHA224_RSA_PKCS_PSS,
