@@ -424,6 +424,28 @@ fn curve_properties_match_openssl() {
     assert_eq!(Curve::from_params_der(b"garbage"), None);
 }
 
+/// A scheme of another key type is refused with a reason naming the key's type.
+#[test]
+fn schemes_of_another_key_type_are_refused() {
+    let rsa = public_of(rsa2048());
+    let ec = ec_public(&ec_key(Curve::P256));
+    let ed = public_of(&PKey::generate_ed25519().unwrap());
+    for (key, scheme, kind) in [
+        (&rsa, Scheme::Ecdsa(HashAlg::Sha256), "RSA"),
+        (&ec, Scheme::RsaPkcs1v15(HashAlg::Sha256), "EC"),
+        (&ed, Scheme::Ecdsa(HashAlg::Sha256), "Ed25519"),
+        (&ec, Scheme::Ed25519, "EC"),
+    ] {
+        let err = verify(key, &scheme, SignedData::Message(MSG), &[0; 64]).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(&format!("does not apply to a {kind} key")),
+            "{err}"
+        );
+        assert_eq!(key.kind(), kind);
+    }
+}
+
 fn ec_key(c: Curve) -> EcKey<Private> {
     EcKey::generate(&EcGroup::from_curve_name(curve_nid(c)).unwrap()).unwrap()
 }
