@@ -194,7 +194,7 @@ pub(crate) fn inspect_key(
     }
     r.unknown_values = unknown_values(&attrs);
     r.public_key = attrs.public_key.clone();
-    let key = match key_from_attributes(&attrs, 0, password) {
+    let key = match key_from_attributes(&attrs, 0) {
         Ok(k) => k,
         Err(Skipped::CannotSign(why)) => {
             return Ok(r.left_out(format!("{} ({})", why, attrs.algorithm), None))

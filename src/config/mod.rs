@@ -41,9 +41,6 @@ pub(crate) use validate::normalise_url;
 /// Environment variable holding the path of the configuration file.
 pub const CONFIG_ENV: &str = "TSB_PKCS11_CONFIG";
 
-/// The `source` of a configuration not read from a file.
-pub const INLINE_SOURCE: &str = "<inline>";
-
 /// The longest `pkcs11.approvalTimeoutSecs` accepted, and the cap of any approval wait.
 pub const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(MAX_APPROVAL_WAIT_SECS);
 const MAX_APPROVAL_WAIT_SECS: u64 = 24 * 60 * 60;
@@ -108,11 +105,10 @@ pub struct ApiKeys {
     pub service: Vec<Secret>,
 }
 
-/// The application key pair that signs the approval metadata (`applicationKeyPair`).
+/// The application key pair that signs the approval metadata (`applicationKeyPair`). Its
+/// `publicKey` is checked (present, base64) but only the TSB uses it.
 #[derive(Clone, Debug)]
 pub struct ApplicationKeyPair {
-    /// Base64 as given in the file.
-    pub public_key: String,
     /// Base64 as given in the file.
     pub private_key: Secret,
 }
@@ -319,9 +315,10 @@ impl Config {
     }
 
     /// A configuration with every default and no authentication, for `url`.
+    #[cfg(test)]
     pub fn for_url(url: &str) -> Config {
         Config {
-            source: INLINE_SOURCE.to_string(),
+            source: "<inline>".to_string(),
             rest_apis: vec![normalise_url(url).unwrap_or_else(|_| url.trim().to_string())],
             auth_type: AuthType::None,
             token: None,

@@ -76,10 +76,7 @@ pub(super) fn build(
                     if !is_base64(private_key.expose()) {
                         return Err(fx.err("applicationKeyPair.privateKey", "not valid base64"));
                     }
-                    Some(ApplicationKeyPair {
-                        public_key: public_key.trim().to_string(),
-                        private_key,
-                    })
+                    Some(ApplicationKeyPair { private_key })
                 }
                 (_, None) => {
                     return Err(fx.err(

@@ -105,15 +105,4 @@ impl Certificate {
         let h = HashAlg::Sha1.digest(&self.der);
         [h[0], h[1], h[2]]
     }
-
-    /// True when subject and issuer are the same Name (a root or a
-    /// self-issued certificate; the signature is not checked).
-    pub fn self_signed(&self) -> bool {
-        self.subject_der == self.issuer_der
-    }
-
-    /// True when `issuer` is named as this certificate's issuer.
-    pub fn issued_by(&self, issuer: &Certificate) -> bool {
-        self.issuer_der == issuer.subject_der
-    }
 }

@@ -75,22 +75,6 @@ impl HashAlg {
         }
     }
 
-    /// Dotted OID of the hash algorithm (RFC 3279 §2.2.1, RFC 5754 §2).
-    pub fn oid(self) -> &'static str {
-        match self {
-            HashAlg::Sha1 => "1.3.14.3.2.26",
-            HashAlg::Sha224 => "2.16.840.1.101.3.4.2.4",
-            HashAlg::Sha256 => "2.16.840.1.101.3.4.2.1",
-            HashAlg::Sha384 => "2.16.840.1.101.3.4.2.2",
-            HashAlg::Sha512 => "2.16.840.1.101.3.4.2.3",
-        }
-    }
-
-    /// The hash whose digest has `len` bytes (unique among the supported ones).
-    pub fn from_output_len(len: usize) -> Option<HashAlg> {
-        HashAlg::ALL.into_iter().find(|h| h.output_len() == len)
-    }
-
     /// DER prefix of `DigestInfo` (with NULL parameters) that precedes the
     /// digest, RFC 8017 §9.2 note 1.
     pub fn digest_info_prefix(self) -> &'static [u8] {

@@ -24,8 +24,6 @@ pub const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 pub const OID_ED25519: &str = "1.3.101.112";
 /// DER of the id-Ed25519 OID: the `CKA_EC_PARAMS` of Ed25519 keys.
 pub const ED25519_PARAMS_DER: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
-/// `CKA_EC_PARAMS` form "PrintableString edwards25519" (PKCS#11 v3.0 §2.3.5).
-const ED25519_PARAMS_PRINTABLE: &[u8] = b"\x13\x0cedwards25519";
 
 /// `RSAPublicKey` (RFC 8017 Appendix A.1.1).
 #[derive(Sequence)]
@@ -76,12 +74,6 @@ impl Curve {
     /// OBJECT IDENTIFIER of the curve (PKCS#11 v2.40 Current Mechanisms §2.3.3).
     pub fn params_der(self) -> Vec<u8> {
         oid_der(self.oid())
-    }
-
-    /// Curve from `CKA_EC_PARAMS` (DER OBJECT IDENTIFIER of a named curve).
-    pub fn from_params_der(der: &[u8]) -> Option<Curve> {
-        let oid = ObjectIdentifier::from_der(der).ok()?;
-        Curve::from_oid(&oid.to_string())
     }
 
     /// Length in bytes of a field element / of each of r and s.
@@ -186,35 +178,6 @@ impl PublicKey {
         })
     }
 
-    /// Key from the PKCS#11 attributes `CKA_EC_PARAMS` and `CKA_EC_POINT`
-    /// (PKCS#11 v2.40 Current Mechanisms §2.3.3, v3.0 §2.3.5). The point may be
-    /// DER OCTET STRING wrapped (the standard) or raw (a common deviation).
-    pub fn from_ec_attributes(params_der: &[u8], point: &[u8]) -> CryptoResult<PublicKey> {
-        if params_der == ED25519_PARAMS_DER || params_der == ED25519_PARAMS_PRINTABLE {
-            let raw: &[u8] = if point.len() == 32 {
-                point
-            } else {
-                &unwrap_octet_string(point).ok_or_else(|| CryptoError::new("bad Ed25519 point"))?
-            };
-            let key: [u8; 32] = raw
-                .try_into()
-                .map_err(|_| CryptoError::new("Ed25519 key must be 32 bytes"))?;
-            return Ok(PublicKey::Ed25519 { key });
-        }
-        let curve = Curve::from_params_der(params_der)
-            .ok_or_else(|| CryptoError::new("unsupported EC parameters"))?;
-        let fb = curve.field_bytes();
-        let looks_raw = matches!(point.first(), Some(2..=4))
-            && (point.len() == 1 + 2 * fb || point.len() == 1 + fb);
-        if looks_raw {
-            if let Ok(k) = PublicKey::ec(curve, point) {
-                return Ok(k);
-            }
-        }
-        let inner = unwrap_octet_string(point).ok_or_else(|| CryptoError::new("bad EC point"))?;
-        PublicKey::ec(curve, &inner)
-    }
-
     /// Parse a SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) given as DER, PEM
     /// (`-----BEGIN PUBLIC KEY-----`) or base64 of DER.
     ///
@@ -309,16 +272,6 @@ impl PublicKey {
         }
     }
 
-    /// Key size in bits (`CKA_MODULUS_BITS` for RSA; order bits for EC; 256
-    /// for Ed25519).
-    pub fn bits(&self) -> usize {
-        match self {
-            PublicKey::Rsa { bits, .. } => *bits,
-            PublicKey::Ec { curve, .. } => curve.order_bits(),
-            PublicKey::Ed25519 { .. } => 256,
-        }
-    }
-
     /// `CKA_EC_PARAMS`: the curve OID in DER (EC), or the id-Ed25519 OID
     /// `06 03 2B 65 70` (Ed25519). `None` for RSA.
     pub fn ec_params_der(&self) -> Option<Vec<u8>> {
@@ -353,10 +306,4 @@ impl PublicKey {
             PublicKey::Ed25519 { .. } => "Ed25519",
         }
     }
-}
-
-fn unwrap_octet_string(der: &[u8]) -> Option<Vec<u8>> {
-    OctetString::from_der(der)
-        .ok()
-        .map(|o| o.as_bytes().to_vec())
 }

@@ -31,11 +31,11 @@ mod tests;
 
 use std::fmt;
 
-pub use appkey::{sign_metadata, sign_metadata_base64, AppKey};
+pub use appkey::sign_metadata;
 pub use cert::Certificate;
 pub use der_sig::ecdsa_der_to_raw;
-pub use hash::{digest_info, parse_digest_info, HashAlg, Hasher};
-pub use keys::{Curve, PublicKey};
+pub use hash::{parse_digest_info, HashAlg, Hasher};
+pub use keys::PublicKey;
 pub use verify::{verify, Scheme, SignedData};
 
 /// Error of the crypto layer. The message is a short, human readable reason

@@ -15,8 +15,6 @@ use super::hash::HashAlg;
 use super::keys::{Curve, PublicKey};
 use super::{CryptoError, CryptoResult};
 
-pub use super::rsa::RSA_MAX_BITS;
-
 /// What the signed bytes are.
 #[derive(Clone, Copy, Debug)]
 pub enum SignedData<'a> {
@@ -37,9 +35,6 @@ pub enum Scheme {
     /// RSASSA-PSS, MGF1 with the same hash, salt length = hash length
     /// (RFC 8017 §8.1, §9.1).
     RsaPss(HashAlg),
-    /// RSASSA-PSS, MGF1 with the same hash, explicit salt length
-    /// (`CK_RSA_PKCS_PSS_PARAMS.sLen`, PKCS#11 v2.40 Current Mechanisms §2.1.11).
-    RsaPssSalt(HashAlg, usize),
     /// ECDSA over hash(message) or over the given digest (X9.62 truncation
     /// to the order length; shorter digests are taken as integers).
     /// Signature is raw `r || s`.
@@ -67,10 +62,7 @@ pub fn verify(
             PublicKey::Rsa {
                 modulus, exponent, ..
             },
-            Scheme::RsaPkcs1v15(_)
-            | Scheme::RsaPkcs1v15Raw
-            | Scheme::RsaPss(_)
-            | Scheme::RsaPssSalt(_, _),
+            Scheme::RsaPkcs1v15(_) | Scheme::RsaPkcs1v15Raw | Scheme::RsaPss(_),
         ) => super::rsa::verify(modulus, exponent, scheme, data, signature),
         (PublicKey::Ec { curve, point }, Scheme::Ecdsa(h)) => {
             if let (SignedData::Message(m), Some(alg)) = (data, ring_ecdsa(*curve, *h)) {

@@ -385,7 +385,7 @@ impl Token {
             .key_attributes(&req.label, password.as_ref())
             .map_err(|e| map_tsb_error(&e, self.credential_context()))?;
         let base = self.objects.base_of(&req.label);
-        let mut key = match key_from_attributes(&attrs, base, password) {
+        let mut key = match key_from_attributes(&attrs, base) {
             Ok(k) => k,
             Err(Skipped::CannotSign(why)) => {
                 return Err(Error::new(

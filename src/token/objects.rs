@@ -10,7 +10,6 @@ use cryptoki_sys::*;
 use parking_lot::RwLock;
 
 use super::approval::RequestLifetime;
-use crate::config::Secret;
 use crate::crypto::{Certificate, PublicKey};
 use crate::error::{Error, Result};
 use crate::logging::Net;
@@ -26,9 +25,7 @@ pub struct KeyObject {
     pub public: PublicKey,
     pub needs_approval: bool,
     pub blocked: bool,
-    pub sensitive: bool,
     pub always_sensitive: bool,
-    pub extractable: bool,
     pub never_extractable: bool,
     /// Who must approve, in words, for log lines.
     pub approvers: String,
@@ -36,7 +33,6 @@ pub struct KeyObject {
     pub(crate) request_lifetime: RequestLifetime,
     /// Index-derived base of the object handles.
     pub base: CK_OBJECT_HANDLE,
-    pub password: Option<Secret>,
     /// `CKA_DESTROYABLE`: the TSB attribute `destroyable`, cleared by the token unless
     /// `pkcs11.allowKeyDeletion` lets `C_DestroyObject` delete keys.
     pub destroyable: bool,
@@ -377,7 +373,6 @@ impl ObjectStore {
 pub fn key_from_attributes(
     attrs: &KeyAttributes,
     base: CK_OBJECT_HANDLE,
-    password: Option<Secret>,
 ) -> std::result::Result<KeyObject, Skipped> {
     let skip = |why: String| Err(Skipped::CannotSign(why));
     if !attrs.flags.sign {
@@ -409,14 +404,11 @@ pub fn key_from_attributes(
         public,
         needs_approval: attrs.needs_approval(),
         blocked: attrs.blocked(),
-        sensitive: attrs.flags.sensitive,
         always_sensitive: attrs.flags.always_sensitive,
-        extractable: attrs.flags.extractable,
         never_extractable: attrs.flags.never_extractable,
         approvers: approvers_summary(attrs),
         request_lifetime: RequestLifetime::of(attrs.policy.as_ref()),
         base,
-        password,
         destroyable: attrs.flags.destroyable,
     })
 }

@@ -157,7 +157,6 @@ impl Drop for Signing<'_> {
 }
 
 pub struct Session {
-    pub handle: CK_SESSION_HANDLE,
     pub read_write: bool,
     pub cancel: Cancel,
     pub surrender: Option<Surrender>,
@@ -179,7 +178,6 @@ impl SessionTable {
     pub fn open(&self, read_write: bool, surrender: Option<Surrender>) -> CK_SESSION_HANDLE {
         let handle = LAST_HANDLE.fetch_add(1, Ordering::Relaxed) + 1;
         let session = Arc::new(Session {
-            handle,
             read_write,
             cancel: Cancel::default(),
             surrender,

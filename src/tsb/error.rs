@@ -111,6 +111,7 @@ impl TsbError {
     }
 
     /// Whether the request may have reached the server (false only for `NotSent` and `Config`).
+    #[cfg(test)]
     pub fn may_have_reached_server(&self) -> bool {
         !matches!(
             self.kind,

@@ -26,8 +26,5 @@ pub(crate) use client::encode_segment;
 pub use client::TsbClient;
 pub(crate) use client::{NewKey, NewKeyType};
 pub use error::{TsbError, TsbErrorKind, TsbReason};
-pub use models::{
-    Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
-    RequestStatus, Rule, SignRequest,
-};
+pub use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
 pub(crate) use tls::{client_config, describe_tls_error};

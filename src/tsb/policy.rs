@@ -37,15 +37,6 @@ pub struct PolicySpec {
     pub key_status: KeyStatusSpec,
 }
 
-impl PolicySpec {
-    /// Whether signing with a key of this policy needs approvals: a `ruleUse` token has groups.
-    pub fn needs_approval(&self) -> bool {
-        self.rule_use
-            .as_ref()
-            .is_some_and(|r| r.tokens.iter().any(|t| !t.groups.is_empty()))
-    }
-}
-
 /// `keyStatus`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -231,7 +222,6 @@ mod tests {
             json!({"ruleUse": null, "ruleBlock": null, "ruleUnblock": null,
                    "ruleModify": null, "keyStatus": {"blocked": false}})
         );
-        assert!(!empty.needs_approval());
         assert_eq!(parse(json!({})).unwrap(), empty);
     }
 
@@ -244,7 +234,6 @@ mod tests {
                 {"type": "onboarded_approver_certificate", "name": "carol"}]}]}]},
             "keyStatus": {"blocked": true}});
         let p = parse(v).unwrap();
-        assert!(p.needs_approval());
         let token = &p.rule_use.as_ref().unwrap().tokens[0];
         assert_eq!(
             (token.timelock, token.timeout),

@@ -20,10 +20,10 @@ pub(crate) mod status;
 #[cfg(test)]
 mod tests;
 
+pub use keys::KeyAttributes;
 pub(crate) use keys::{parse_key_attributes, parse_key_list};
-pub use keys::{KeyAttributes, KeyFlags};
 pub(crate) use lenient::{decode_b64, decode_pem_or_b64, v_str};
-pub use policy::{Approval, KeyStatus, Policy, PolicyGroup, PolicyToken, Rule};
+pub use policy::Policy;
 pub(crate) use requests::password_chars;
 pub use requests::SignRequest;
 pub(crate) use status::parse_request_status;

@@ -29,6 +29,7 @@ pub struct SignRequest {
 
 impl SignRequest {
     /// A request with only the mandatory fields.
+    #[cfg(test)]
     pub fn new(key: impl Into<String>, algorithm: impl Into<String>, payload: Vec<u8>) -> Self {
         SignRequest {
             key: key.into(),

@@ -2,6 +2,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::keys::KeyFlags;
 use super::*;
 use crate::config::Secret;
 
