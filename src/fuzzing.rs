@@ -8,14 +8,16 @@ use std::mem::size_of;
 use cryptoki_sys::*;
 use serde_json::Value;
 
+pub use crate::crypto::cert::Certificate;
 pub use crate::crypto::der_sig::ecdsa_der_to_raw;
 pub use crate::crypto::hash::{digest_info, parse_digest_info, HashAlg};
 pub use crate::crypto::keys::{Curve, PublicKey};
 pub use crate::crypto::verify::{verify, Scheme, SignedData};
-pub use crate::crypto::{encoding, Certificate};
+pub use crate::crypto::{encoding, CryptoError};
 pub use crate::error::{Error, Result};
-pub use crate::token::mechanisms::{single_part, DataSink, Plan, PAYLOAD_LIMIT, SUPPORTED};
-pub use crate::token::Mechanism;
+pub use crate::token::mechanisms::{
+    single_part, DataSink, Mechanism, Plan, PAYLOAD_LIMIT, SUPPORTED,
+};
 use crate::tsb::{KeyAttributes, RequestStatus};
 
 /// Decodes a `CK_MECHANISM` as `C_SignInit` does. `parameter` is the parameter block as the

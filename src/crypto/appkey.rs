@@ -21,7 +21,7 @@ use super::{CryptoError, CryptoResult};
 
 /// A parsed application private key (RSA). Parse once, sign many times.
 #[derive(Clone)]
-pub struct AppKey {
+pub(crate) struct AppKey {
     key: Arc<RsaKeyPair>,
 }
 
@@ -36,7 +36,7 @@ impl std::fmt::Debug for AppKey {
 impl AppKey {
     /// Parse an RSA private key given as DER, PEM (`PRIVATE KEY` or
     /// `RSA PRIVATE KEY`) or base64 of DER; PKCS#8 or PKCS#1.
-    pub fn from_any(input: &[u8]) -> CryptoResult<AppKey> {
+    pub(crate) fn from_any(input: &[u8]) -> CryptoResult<AppKey> {
         let text = input.trim_ascii();
         if text
             .windows(29)
@@ -69,7 +69,7 @@ impl AppKey {
 
     /// RSASSA-PKCS1-v1_5 SHA-256 signature of `data` (raw bytes, length =
     /// modulus length). Uses blinding.
-    pub fn sign(&self, data: &[u8]) -> CryptoResult<Vec<u8>> {
+    pub(crate) fn sign(&self, data: &[u8]) -> CryptoResult<Vec<u8>> {
         let mut sig = vec![0u8; self.key.public().modulus_len()];
         self.key
             .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), data, &mut sig)
@@ -81,6 +81,6 @@ impl AppKey {
 /// Sign the raw `metaData` JSON bytes with the application private key
 /// (RSASSA-PKCS1-v1_5 with SHA-256, RFC 8017 §8.2.1). Returns the raw
 /// signature bytes (the TSB expects them base64 encoded in `metaDataSignature`).
-pub fn sign_metadata(private_key: &[u8], data: &[u8]) -> CryptoResult<Vec<u8>> {
+pub(crate) fn sign_metadata(private_key: &[u8], data: &[u8]) -> CryptoResult<Vec<u8>> {
     AppKey::from_any(private_key)?.sign(data)
 }

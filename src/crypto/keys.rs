@@ -17,13 +17,13 @@ use super::encoding;
 use super::{CryptoError, CryptoResult};
 
 /// rsaEncryption, RFC 3279 §2.3.1.
-pub const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+pub(crate) const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
 /// id-ecPublicKey, RFC 5480 §2.1.1.
-pub const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+pub(crate) const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 /// id-Ed25519, RFC 8410 §3.
-pub const OID_ED25519: &str = "1.3.101.112";
+pub(crate) const OID_ED25519: &str = "1.3.101.112";
 /// DER of the id-Ed25519 OID: the `CKA_EC_PARAMS` of Ed25519 keys.
-pub const ED25519_PARAMS_DER: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+pub(crate) const ED25519_PARAMS_DER: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 /// `RSAPublicKey` (RFC 8017 Appendix A.1.1).
 #[derive(Sequence)]
@@ -46,12 +46,12 @@ impl Curve {
     pub const ALL: [Curve; 4] = [Curve::P256, Curve::P384, Curve::P521, Curve::Secp256k1];
 
     /// Curve from its dotted OID (RFC 5480 §2.1.1.1, SEC 2 §A.2).
-    pub fn from_oid(oid: &str) -> Option<Curve> {
+    pub(crate) fn from_oid(oid: &str) -> Option<Curve> {
         Curve::ALL.into_iter().find(|c| c.oid() == oid)
     }
 
     /// Dotted OID of the named curve.
-    pub fn oid(self) -> &'static str {
+    pub(crate) fn oid(self) -> &'static str {
         match self {
             Curve::P256 => "1.2.840.10045.3.1.7",
             Curve::P384 => "1.3.132.0.34",
@@ -61,7 +61,7 @@ impl Curve {
     }
 
     /// Curve name as commonly written (`"secp256r1"`, …, SEC 2).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Curve::P256 => "secp256r1",
             Curve::P384 => "secp384r1",
@@ -72,7 +72,7 @@ impl Curve {
 
     /// `CKA_EC_PARAMS`: DER `ECParameters` choice namedCurve, i.e. the DER
     /// OBJECT IDENTIFIER of the curve (PKCS#11 v2.40 Current Mechanisms §2.3.3).
-    pub fn params_der(self) -> Vec<u8> {
+    pub(crate) fn params_der(self) -> Vec<u8> {
         oid_der(self.oid())
     }
 
@@ -86,7 +86,7 @@ impl Curve {
     }
 
     /// Bit length of the group order n.
-    pub fn order_bits(self) -> usize {
+    pub(crate) fn order_bits(self) -> usize {
         match self {
             Curve::P256 | Curve::Secp256k1 => 256,
             Curve::P384 => 384,
@@ -143,7 +143,7 @@ where
 }
 
 /// Validate an EC point for `curve` and return it uncompressed.
-pub fn normalize_point(curve: Curve, bytes: &[u8]) -> CryptoResult<Vec<u8>> {
+pub(crate) fn normalize_point(curve: Curve, bytes: &[u8]) -> CryptoResult<Vec<u8>> {
     match curve {
         Curve::P256 => normalize_point_on::<p256::NistP256>(bytes),
         Curve::P384 => normalize_point_on::<p384::NistP384>(bytes),
@@ -155,7 +155,7 @@ pub fn normalize_point(curve: Curve, bytes: &[u8]) -> CryptoResult<Vec<u8>> {
 impl PublicKey {
     /// RSA key from big-endian modulus and public exponent (leading zeros
     /// are removed, `bits` is computed).
-    pub fn rsa(modulus: &[u8], exponent: &[u8]) -> CryptoResult<PublicKey> {
+    pub(crate) fn rsa(modulus: &[u8], exponent: &[u8]) -> CryptoResult<PublicKey> {
         let modulus = strip_zeros(modulus).to_vec();
         let exponent = strip_zeros(exponent).to_vec();
         if modulus.is_empty() || exponent.is_empty() {
@@ -171,7 +171,7 @@ impl PublicKey {
 
     /// EC key from a SEC 1 point (compressed or uncompressed); the point is
     /// checked to be on the curve and stored uncompressed.
-    pub fn ec(curve: Curve, point: &[u8]) -> CryptoResult<PublicKey> {
+    pub(crate) fn ec(curve: Curve, point: &[u8]) -> CryptoResult<PublicKey> {
         Ok(PublicKey::Ec {
             curve,
             point: normalize_point(curve, point)?,
@@ -190,7 +190,7 @@ impl PublicKey {
     }
 
     /// Parse a DER SubjectPublicKeyInfo.
-    pub fn from_spki_der(der: &[u8]) -> CryptoResult<PublicKey> {
+    pub(crate) fn from_spki_der(der: &[u8]) -> CryptoResult<PublicKey> {
         let spki = SubjectPublicKeyInfoRef::from_der(der)
             .map_err(|e| CryptoError::new(format!("bad SubjectPublicKeyInfo: {e}")))?;
         let key_bytes = spki

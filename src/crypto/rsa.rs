@@ -24,7 +24,7 @@ use super::verify::{Scheme, SignedData};
 use super::{CryptoError, CryptoResult};
 
 /// Largest RSA modulus accepted for verification, in bits.
-pub const RSA_MAX_BITS: usize = 16384;
+pub(crate) const RSA_MAX_BITS: usize = 16384;
 
 /// Largest public exponent accepted (as the `rsa` crate and ring: below 2^33).
 const MAX_EXPONENT: u64 = (1 << 33) - 1;

@@ -874,8 +874,8 @@ mod certs {
     use super::*;
 
     pub(super) struct Made {
-        pub x509: X509,
-        pub key: PKey<Private>,
+        pub(crate) x509: X509,
+        pub(crate) key: PKey<Private>,
     }
 
     fn name(cn: &str) -> X509Name {

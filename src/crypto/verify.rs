@@ -109,7 +109,7 @@ fn ring_ecdsa(
 /// SEC 1 §4.1.4 step 5): a digest longer than the order is truncated to its
 /// leftmost `order_bits` bits; shorter digests keep their integer value
 /// (left-padded with zero bytes).
-pub fn ecdsa_hash_to_field(curve: Curve, digest: &[u8]) -> Vec<u8> {
+pub(crate) fn ecdsa_hash_to_field(curve: Curve, digest: &[u8]) -> Vec<u8> {
     let fb = curve.field_bytes();
     let ob = curve.order_bits();
     let mut value: Vec<u8>;
@@ -153,7 +153,12 @@ macro_rules! ecdsa_verify_on {
 /// ECDSA verification of a raw `r || s` signature over `digest`
 /// (any non-empty length, see [`ecdsa_hash_to_field`]). High-s signatures
 /// are accepted.
-pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> CryptoResult<()> {
+pub(crate) fn verify_ecdsa(
+    curve: Curve,
+    point: &[u8],
+    digest: &[u8],
+    sig: &[u8],
+) -> CryptoResult<()> {
     if sig.len() != 2 * curve.field_bytes() {
         return Err(fail("ECDSA signature must be r||s of 2*field size bytes"));
     }
@@ -170,7 +175,7 @@ pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> Cr
 }
 
 /// Ed25519 verification (RFC 8032 §5.1.7), ring's.
-pub fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
+pub(crate) fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
     if sig.len() != 64 {
         return Err(fail("Ed25519 signature must be 64 bytes"));
     }

@@ -29,15 +29,15 @@ use parking_lot::RwLock;
 use crate::error::{rv_name, Error, Result};
 use crate::token::Token;
 
-pub use digest::*;
-pub use general::*;
-pub use keygen::*;
-pub use legacy::*;
-pub use objects::*;
-pub use sessions::*;
-pub use signing::*;
-pub use slots::*;
-pub use unsupported::*;
+pub(crate) use digest::*;
+pub(crate) use general::*;
+pub(crate) use keygen::*;
+pub(crate) use legacy::*;
+pub(crate) use objects::*;
+pub(crate) use sessions::*;
+pub(crate) use signing::*;
+pub(crate) use slots::*;
+pub(crate) use unsupported::*;
 
 /// The initialised module: its token (none when no configuration file exists at all, see
 /// `C_Initialize`), and the process that initialised it.
@@ -84,7 +84,7 @@ fn guard(name: &str, body: impl FnOnce() -> Result<()>) -> CK_RV {
 }
 
 /// The PKCS#11 v2.40 function list (`C_GetFunctionList`).
-pub static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
+pub(crate) static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     version: CK_VERSION {
         major: 2,
         minor: 40,
@@ -160,7 +160,7 @@ pub static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
 };
 
 /// The PKCS#11 v3.0 function list (`C_GetInterface`).
-pub static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = CK_FUNCTION_LIST_3_0 {
+pub(crate) static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = CK_FUNCTION_LIST_3_0 {
     version: CK_VERSION { major: 3, minor: 0 },
     C_Initialize: Some(C_Initialize),
     C_Finalize: Some(C_Finalize),

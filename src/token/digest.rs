@@ -38,7 +38,7 @@ pub(crate) fn digest_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_I
 }
 
 /// A digest in progress (`C_DigestInit` .. `C_Digest` / `C_DigestFinal`).
-pub struct DigestOp {
+pub(crate) struct DigestOp {
     hasher: Hasher,
     /// `C_DigestUpdate` was called: only further updates and `C_DigestFinal` may follow.
     multi_part: bool,
@@ -46,7 +46,7 @@ pub struct DigestOp {
 
 /// What `C_Digest` / `C_DigestFinal` produced: the length (size query) or the digest.
 #[derive(Debug, PartialEq, Eq)]
-pub enum DigestOutput {
+pub(crate) enum DigestOutput {
     Length(usize),
     Digest(Vec<u8>),
 }
@@ -62,7 +62,11 @@ fn size_check(op: &DigestOp, capacity: Option<usize>) -> Result<Option<DigestOut
 }
 
 impl Token {
-    pub fn digest_init(&self, session: CK_SESSION_HANDLE, mechanism: &Mechanism) -> Result<()> {
+    pub(crate) fn digest_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: &Mechanism,
+    ) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.digest.is_some() {
@@ -88,14 +92,14 @@ impl Token {
     }
 
     /// Ends the digest operation (after invalid arguments at the C boundary).
-    pub fn end_digest(&self, session: CK_SESSION_HANDLE) {
+    pub(crate) fn end_digest(&self, session: CK_SESSION_HANDLE) {
         if let Ok(s) = self.sessions.get(session) {
             s.ops.lock().digest = None;
         }
     }
 
     /// `C_Digest`. `capacity` is `None` for a size query (NULL output pointer).
-    pub fn digest(
+    pub(crate) fn digest(
         &self,
         session: CK_SESSION_HANDLE,
         data: &[u8],
@@ -122,7 +126,7 @@ impl Token {
         Ok(DigestOutput::Digest(op.hasher.finalize()))
     }
 
-    pub fn digest_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub(crate) fn digest_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         let op = ops
@@ -137,7 +141,11 @@ impl Token {
     /// `C_DigestKey`: this token's keys are public keys (whose value is not a key attribute
     /// to digest) and sensitive private keys, so any key is `CKR_KEY_INDIGESTIBLE` (§5.10);
     /// like any error, it ends the operation.
-    pub fn digest_key(&self, session: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
+    pub(crate) fn digest_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.digest.is_none() {
@@ -153,7 +161,7 @@ impl Token {
         }
     }
 
-    pub fn digest_final(
+    pub(crate) fn digest_final(
         &self,
         session: CK_SESSION_HANDLE,
         capacity: Option<usize>,

@@ -301,7 +301,7 @@ impl Token {
 
     /// `C_GenerateKeyPair` (PKCS#11 v3.0 §5.14): creates the key on the TSB and returns the
     /// handles of its public and private key objects.
-    pub fn generate_key_pair(
+    pub(crate) fn generate_key_pair(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,

@@ -38,7 +38,7 @@ impl Token {
         }
     }
 
-    pub fn sign_init(
+    pub(crate) fn sign_init(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,
@@ -66,14 +66,14 @@ impl Token {
     }
 
     /// Ends the signing operation (after invalid arguments at the C boundary).
-    pub fn end_sign(&self, session: CK_SESSION_HANDLE) {
+    pub(crate) fn end_sign(&self, session: CK_SESSION_HANDLE) {
         if let Ok(s) = self.sessions.get(session) {
             s.ops.lock().sign = None;
         }
     }
 
     /// `C_Sign`. `capacity` is `None` for a size query (NULL signature pointer).
-    pub fn sign(
+    pub(crate) fn sign(
         &self,
         session: CK_SESSION_HANDLE,
         data: &[u8],
@@ -106,7 +106,7 @@ impl Token {
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
 
-    pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub(crate) fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.signing {
@@ -115,7 +115,7 @@ impl Token {
         operations::update(&mut ops.sign, data)
     }
 
-    pub fn sign_final(
+    pub(crate) fn sign_final(
         &self,
         session: CK_SESSION_HANDLE,
         capacity: Option<usize>,
@@ -301,7 +301,7 @@ impl Token {
 
     // ----- verification, local (§5.13) -----
 
-    pub fn verify_init(
+    pub(crate) fn verify_init(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,
@@ -318,7 +318,12 @@ impl Token {
         Ok(())
     }
 
-    pub fn verify(&self, session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+    pub(crate) fn verify(
+        &self,
+        session: CK_SESSION_HANDLE,
+        data: &[u8],
+        signature: &[u8],
+    ) -> Result<()> {
         let s = self.sessions.get(session)?;
         let op = s
             .ops
@@ -335,13 +340,13 @@ impl Token {
         check_signature(&op, single_part(op.plan, data), signature)
     }
 
-    pub fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub(crate) fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         operations::update(&mut ops.verify, data)
     }
 
-    pub fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+    pub(crate) fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut op = s
             .ops

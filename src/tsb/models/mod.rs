@@ -20,11 +20,11 @@ pub(crate) mod status;
 #[cfg(test)]
 mod tests;
 
-pub use keys::KeyAttributes;
+pub(crate) use keys::KeyAttributes;
 pub(crate) use keys::{parse_key_attributes, parse_key_list};
 pub(crate) use lenient::{decode_b64, decode_pem_or_b64, v_str};
-pub use policy::Policy;
+pub(crate) use policy::Policy;
 pub(crate) use requests::password_chars;
-pub use requests::SignRequest;
+pub(crate) use requests::SignRequest;
 pub(crate) use status::parse_request_status;
-pub use status::{RequestState, RequestStatus};
+pub(crate) use status::{RequestState, RequestStatus};
