@@ -11,7 +11,6 @@
 mod doctor;
 mod init;
 mod keys;
-mod known;
 mod requests;
 
 use std::ffi::OsString;

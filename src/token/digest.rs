@@ -9,6 +9,7 @@ use cryptoki_sys::*;
 
 use super::mechanisms::{MechParams, Mechanism};
 use super::objects::ObjectRef;
+use super::operations::{check_output, Staged};
 use super::Token;
 use crate::crypto::{HashAlg, Hasher};
 use crate::error::{Error, Result};
@@ -51,13 +52,12 @@ pub(crate) enum DigestOutput {
     Digest(Vec<u8>),
 }
 
-/// The size rules of §5.2, answered before the digest is finished: `None` means go on.
-fn size_check(op: &DigestOp, capacity: Option<usize>) -> Result<Option<DigestOutput>> {
-    let needed = op.hasher.alg().output_len();
-    match capacity {
-        None => Ok(Some(DigestOutput::Length(needed))),
-        Some(c) if c < needed => Err(Error::buffer_too_small(needed)),
-        Some(_) => Ok(None),
+impl Staged for DigestOp {
+    fn multi_part(&self) -> bool {
+        self.multi_part
+    }
+    fn output_len(&self) -> usize {
+        self.hasher.alg().output_len()
     }
 }
 
@@ -107,19 +107,9 @@ impl Token {
     ) -> Result<DigestOutput> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
-        let op = ops
-            .digest
-            .as_ref()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        if op.multi_part {
-            ops.digest = None;
-            return Err(Error::new(
-                CKR_FUNCTION_FAILED,
-                "C_Digest after C_DigestUpdate: finish with C_DigestFinal",
-            ));
-        }
-        if let Some(answer) = size_check(op, capacity)? {
-            return Ok(answer);
+        const AFTER_UPDATE: &str = "C_Digest after C_DigestUpdate: finish with C_DigestFinal";
+        if let Some(n) = check_output(&mut ops.digest, Some(AFTER_UPDATE), capacity)? {
+            return Ok(DigestOutput::Length(n));
         }
         let mut op = ops.digest.take().expect("checked above");
         op.hasher.update(data);
@@ -168,12 +158,8 @@ impl Token {
     ) -> Result<DigestOutput> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
-        let op = ops
-            .digest
-            .as_ref()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        if let Some(answer) = size_check(op, capacity)? {
-            return Ok(answer);
+        if let Some(n) = check_output(&mut ops.digest, None, capacity)? {
+            return Ok(DigestOutput::Length(n));
         }
         let op = ops.digest.take().expect("checked above");
         Ok(DigestOutput::Digest(op.hasher.finalize()))

@@ -84,19 +84,9 @@ impl Token {
         if ops.signing {
             return Err(busy());
         }
-        let op = ops
-            .sign
-            .as_ref()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        if op.multi_part {
-            ops.sign = None;
-            return Err(Error::new(
-                CKR_FUNCTION_FAILED,
-                "C_Sign after C_SignUpdate: finish with C_SignFinal",
-            ));
-        }
-        if let Some(answer) = size_check(op, capacity)? {
-            return Ok(answer);
+        const AFTER_UPDATE: &str = "C_Sign after C_SignUpdate: finish with C_SignFinal";
+        if let Some(n) = operations::check_output(&mut ops.sign, Some(AFTER_UPDATE), capacity)? {
+            return Ok(SignOutput::Length(n));
         }
         let op = ops.sign.take().expect("checked above");
         let _signing = Signing::start(&s, &mut ops);
@@ -125,12 +115,8 @@ impl Token {
         if ops.signing {
             return Err(busy());
         }
-        let op = ops
-            .sign
-            .as_ref()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        if let Some(answer) = size_check(op, capacity)? {
-            return Ok(answer);
+        if let Some(n) = operations::check_output(&mut ops.sign, None, capacity)? {
+            return Ok(SignOutput::Length(n));
         }
         let mut op = ops.sign.take().expect("checked above");
         let _signing = Signing::start(&s, &mut ops);
@@ -366,18 +352,6 @@ fn busy() -> Error {
         CKR_OPERATION_ACTIVE,
         "a signature of this session is still in progress",
     )
-}
-
-/// The size rules of PKCS#11 v2.40 §5.2, answered from the key without any TSB call: a size
-/// query gets the length, a short buffer `CKR_BUFFER_TOO_SMALL`; both keep the operation.
-/// `None`: the buffer fits, go on and sign.
-fn size_check(op: &SignOp, capacity: Option<usize>) -> Result<Option<SignOutput>> {
-    let needed = op.key.public.signature_len();
-    match capacity {
-        None => Ok(Some(SignOutput::Length(needed))),
-        Some(c) if c < needed => Err(Error::buffer_too_small(needed)),
-        Some(_) => Ok(None),
-    }
 }
 
 fn check_signature(op: &VerifyOp, input: InputOwned, signature: &[u8]) -> Result<()> {

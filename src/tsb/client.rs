@@ -354,9 +354,9 @@ impl TsbClient {
             Retry::Idempotent,
         );
         self.execute(&call, |reply| {
-            let v = reply.json()?;
-            v_str(v.get("Version"))
-                .or_else(|| v_str(v.get("version")))
+            super::models::parse_version_info_checked(&reply.json()?)
+                .map_err(TsbErrorKind::InvalidResponse)?
+                .0
                 .ok_or_else(|| TsbErrorKind::InvalidResponse("no field \"Version\"".into()))
         })
     }

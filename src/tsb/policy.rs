@@ -144,21 +144,27 @@ struct RawApprover {
 
 const APPROVER_TYPES: &str = "certificate, public_key or onboarded_approver_certificate";
 
+/// The approver `type` of the contract that `kind` names (`public-key` is `public_key`), or
+/// `None` for a type the module does not know.
+pub(crate) fn approver_type(kind: &str) -> Option<&'static str> {
+    match kind {
+        "certificate" => Some("certificate"),
+        "public_key" | "public-key" => Some("public_key"),
+        "onboarded_approver_certificate" => Some("onboarded_approver_certificate"),
+        _ => None,
+    }
+}
+
 impl TryFrom<RawApprover> for ApproverSpec {
     type Error = String;
 
     fn try_from(a: RawApprover) -> Result<ApproverSpec, String> {
         use base64::Engine;
-        let kind = match a.kind.as_str() {
-            "certificate" => "certificate",
-            "public_key" | "public-key" => "public_key",
-            "onboarded_approver_certificate" => "onboarded_approver_certificate",
-            other => {
-                return Err(format!(
-                    "type: expected {APPROVER_TYPES}, got \"{}\"",
-                    other.chars().take(40).collect::<String>()
-                ))
-            }
+        let Some(kind) = approver_type(&a.kind) else {
+            return Err(format!(
+                "type: expected {APPROVER_TYPES}, got \"{}\"",
+                a.kind.chars().take(40).collect::<String>()
+            ));
         };
         let name = a.name.filter(|n| !n.trim().is_empty());
         let value = a.value.filter(|v| !v.trim().is_empty());

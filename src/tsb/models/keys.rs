@@ -38,6 +38,10 @@ impl Default for KeyFlags {
     }
 }
 
+/// The `algorithm` values of the contract (the module signs with RSA, EC and ED keys and leaves
+/// the others out knowingly; `tsb-pkcs11 doctor` names any other).
+pub(crate) const ALGORITHMS: &[&str] = &["RSA", "EC", "ED", "DSA", "BLS", "AES"];
+
 /// The attributes of a key (`GET /v1/key/{label}/attributes`, field `json`).
 #[derive(Clone, Debug)]
 pub struct KeyAttributes {
@@ -271,6 +275,7 @@ pub(crate) fn parse_key_attributes_checked(
 ) -> Result<(KeyAttributes, Vec<String>), String> {
     let mut unknown = Vec::new();
     let attributes = attributes_at(v, "", &mut unknown)?;
+    unknown.sort();
     Ok((attributes, unknown))
 }
 

@@ -4,11 +4,13 @@
 //! defaults, numbers and booleans may come as strings, and the few shapes a real TSB (or a
 //! proxy, or another version) may use beside the documented contract are accepted (each
 //! file lists them; docs/tsb-api.md has the contract). Errors name the JSON path of the field.
-//! `keys::parse_key_attributes_checked` and `status::parse_request_status_checked` also list
-//! the fields the module does not know, for `tsb-pkcs11 doctor`.
+//! `keys::parse_key_attributes_checked`, `status::parse_request_status_checked` and
+//! `parse_version_info_checked` also list the fields the module does not know, for
+//! `tsb-pkcs11 doctor` (the one list of the fields the module knows is these types).
 //!
 //! Files: `requests.rs` (bodies the module sends), `keys.rs` (key attributes, key list),
 //! `policy.rs` (Smart Key Attributes policies), `status.rs` (approval request status),
+//! `version.rs` (the TSB version),
 //! `lenient.rs` (the lenient serde helpers, base64/PEM decoding).
 
 pub(crate) mod keys;
@@ -16,6 +18,7 @@ mod lenient;
 mod policy;
 mod requests;
 pub(crate) mod status;
+mod version;
 
 #[cfg(test)]
 mod tests;
@@ -28,3 +31,4 @@ pub(crate) use requests::password_chars;
 pub(crate) use requests::SignRequest;
 pub(crate) use status::parse_request_status;
 pub(crate) use status::{RequestState, RequestStatus};
+pub(crate) use version::parse_version_info_checked;

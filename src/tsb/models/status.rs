@@ -238,6 +238,7 @@ pub(crate) fn parse_request_status_checked(
     }
     let mut unknown = Vec::new();
     let wire: StatusWire = lenient::from_value_tracked(v, "", &mut unknown)?;
+    unknown.sort();
     let status = wire
         .status
         .or(wire.state)
