@@ -163,12 +163,7 @@ fn check_config(global: &Global, r: &mut Report) -> Option<Config> {
             "config",
             format!(
                 "no configuration file: none of {} exists (the module then offers no slot)",
-                found
-                    .searched
-                    .iter()
-                    .map(|(p, _)| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                found.searched_list()
             ),
             Some("run `tsb-pkcs11 config init --url https://YOUR-TSB:8080`".into()),
         );

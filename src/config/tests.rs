@@ -276,6 +276,7 @@ fn api_keys_forms() {
 fn env_secrets() {
     std::env::set_var("TSB_PKCS11_TEST_ENV_TOKEN", "jwt-from-env");
     std::env::set_var("TSB_PKCS11_TEST_ENV_EMPTY", "");
+    std::env::set_var("TSB_PKCS11_TEST_ENV_NOT_B64", "jwt.from.env");
     let p = parse_config(
         r#"{"restApi": "https://t", "token": "env:TSB_PKCS11_TEST_ENV_TOKEN",
             "apiKeys": {"KeyOperationToken": ["env:TSB_PKCS11_TEST_ENV_TOKEN"]},
@@ -300,13 +301,13 @@ fn env_secrets() {
         r#"config test.json: field "pkcs11.keyPasswords.k1": environment variable TSB_PKCS11_TEST_ENV_EMPTY is empty"#
     );
     let e = err(
-        r#"{"restApi": "https://t", "applicationKeyPair": {"publicKey": "AAAA", "privateKey": "env:TSB_PKCS11_TEST_ENV_TOKEN"}}"#,
+        r#"{"restApi": "https://t", "applicationKeyPair": {"publicKey": "AAAA", "privateKey": "env:TSB_PKCS11_TEST_ENV_NOT_B64"}}"#,
     );
     assert_eq!(
         e,
         r#"config test.json: field "applicationKeyPair.privateKey": not valid base64"#
     );
-    assert!(!e.contains("jwt-from-env"));
+    assert!(!e.contains("jwt.from.env"));
 }
 
 #[test]

@@ -381,12 +381,10 @@ fn module_settings(raw: RawModuleSettings, fx: &Fields<'_>) -> Result<ModuleSett
     Ok(s)
 }
 
+/// Base64 as the application key is read later ([`crate::crypto::encoding::decode_base64`]:
+/// standard or URL-safe, padded or not, whitespace ignored).
 fn is_base64(s: &str) -> bool {
-    use base64::Engine;
-    let cleaned: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(cleaned.as_bytes())
-        .is_ok()
+    crate::crypto::encoding::decode_base64(s.as_bytes()).is_ok()
 }
 
 /// Normalises a `restApi` URL: scheme and host in lower case, no default port, no trailing

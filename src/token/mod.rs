@@ -51,15 +51,14 @@ pub(crate) enum SignOutput {
     Signature(Vec<u8>),
 }
 
-/// Login state (PKCS#11 v2.40 §6.7: login is per token, shared by all sessions).
+/// Login state (PKCS#11 v2.40 §6.7: login is per token, shared by all sessions). A JWT or
+/// API key given as the PIN (`pinIs: token` / `apiKey`) is kept by the client only, which
+/// sends it (`Backend::set_login_bearer`, `set_login_operation_key`).
 #[derive(Default)]
 struct Login {
     logged_in: bool,
     /// With `pinIs: keyPassword`, the PIN is the password of keys without a configured one.
     key_password: Option<Secret>,
-    /// With `pinIs: token` / `apiKey`, re-applied when a forked child rebuilds its client.
-    bearer: Option<Secret>,
-    operation_key: Option<Secret>,
 }
 
 /// The HTTP client of the current process. A child after `fork()` must not touch its parent's
@@ -154,10 +153,10 @@ impl Token {
         if cell.pid != pid {
             let fresh = (self.factory)(&self.config)
                 .map_err(|e| map_tsb_error(&e, CredentialContext::Configured))?;
-            let login = self.login.lock();
-            fresh.set_login_bearer(login.bearer.clone());
-            fresh.set_login_operation_key(login.operation_key.clone());
-            drop(login);
+            // The login carries over: the parent's client (a copy in this process) has it.
+            let (bearer, operation_key) = cell.client.login_credentials();
+            fresh.set_login_bearer(bearer);
+            fresh.set_login_operation_key(operation_key);
             let parent = std::mem::replace(&mut cell.client, fresh);
             // The parent's pooled connections are shared sockets: never use or close them here.
             std::mem::forget(parent);
@@ -419,15 +418,13 @@ impl Token {
                 client
                     .check_bearer(&secret)
                     .map_err(|e| map_tsb_error(&e, CredentialContext::Pin))?;
-                client.set_login_bearer(Some(secret.clone()));
-                state.bearer = Some(secret);
+                client.set_login_bearer(Some(secret));
             }
             PinIs::ApiKey => {
                 client
                     .check_operation_api_key(&secret)
                     .map_err(|e| map_tsb_error(&e, CredentialContext::Pin))?;
-                client.set_login_operation_key(Some(secret.clone()));
-                state.operation_key = Some(secret);
+                client.set_login_operation_key(Some(secret));
             }
             PinIs::KeyPassword => {
                 self.check_key_password(client.as_ref(), &secret)?;

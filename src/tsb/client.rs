@@ -610,6 +610,14 @@ impl TsbClient {
         *self.login_operation_key.write() = key;
     }
 
+    /// The JWT and the `KeyOperationToken` API key given at login.
+    pub(crate) fn login_credentials(&self) -> (Option<Secret>, Option<Secret>) {
+        (
+            self.login_bearer.read().clone(),
+            self.login_operation_key.read().clone(),
+        )
+    }
+
     // -----------------------------------------------------------------------------------
     // Request machinery
 
