@@ -76,10 +76,7 @@ pub(super) fn build(
                     if !is_base64(private_key.expose()) {
                         return Err(fx.err("applicationKeyPair.privateKey", "not valid base64"));
                     }
-                    Some(ApplicationKeyPair {
-                        public_key: public_key.trim().to_string(),
-                        private_key,
-                    })
+                    Some(ApplicationKeyPair { private_key })
                 }
                 (_, None) => {
                     return Err(fx.err(
@@ -384,12 +381,10 @@ fn module_settings(raw: RawModuleSettings, fx: &Fields<'_>) -> Result<ModuleSett
     Ok(s)
 }
 
+/// Base64 as the application key is read later ([`crate::crypto::encoding::decode_base64`]:
+/// standard or URL-safe, padded or not, whitespace ignored).
 fn is_base64(s: &str) -> bool {
-    use base64::Engine;
-    let cleaned: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(cleaned.as_bytes())
-        .is_ok()
+    crate::crypto::encoding::decode_base64(s.as_bytes()).is_ok()
 }
 
 /// Normalises a `restApi` URL: scheme and host in lower case, no default port, no trailing

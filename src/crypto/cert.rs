@@ -19,22 +19,22 @@ pub struct Certificate {
     /// The whole certificate, DER (`CKA_VALUE`).
     pub der: Vec<u8>,
     /// DER of the subject Name (`CKA_SUBJECT`).
-    pub subject_der: Vec<u8>,
+    pub(crate) subject_der: Vec<u8>,
     /// DER of the issuer Name (`CKA_ISSUER`).
-    pub issuer_der: Vec<u8>,
+    pub(crate) issuer_der: Vec<u8>,
     /// DER INTEGER of the serial number, tag and length included
     /// (`CKA_SERIAL_NUMBER`).
-    pub serial_der: Vec<u8>,
+    pub(crate) serial_der: Vec<u8>,
     /// Subject public key.
-    pub public_key: PublicKey,
+    pub(crate) public_key: PublicKey,
     /// basicConstraints cA (RFC 5280 §4.2.1.9); false when absent.
-    pub is_ca: bool,
+    pub(crate) is_ca: bool,
     /// notBefore as Unix seconds (`CKA_START_DATE` source).
-    pub not_before_unix: i64,
+    pub(crate) not_before_unix: i64,
     /// notAfter as Unix seconds (`CKA_END_DATE` source).
-    pub not_after_unix: i64,
+    pub(crate) not_after_unix: i64,
     /// Subject as RFC 4514 text, for labels and logs.
-    pub subject_text: String,
+    pub(crate) subject_text: String,
 }
 
 impl Certificate {
@@ -104,16 +104,5 @@ impl Certificate {
     pub fn check_value(&self) -> [u8; 3] {
         let h = HashAlg::Sha1.digest(&self.der);
         [h[0], h[1], h[2]]
-    }
-
-    /// True when subject and issuer are the same Name (a root or a
-    /// self-issued certificate; the signature is not checked).
-    pub fn self_signed(&self) -> bool {
-        self.subject_der == self.issuer_der
-    }
-
-    /// True when `issuer` is named as this certificate's issuer.
-    pub fn issued_by(&self, issuer: &Certificate) -> bool {
-        self.issuer_der == issuer.subject_der
     }
 }

@@ -457,4 +457,8 @@ impl Backend for FakeTsb {
             None => Err(tsb_error(404, 650)),
         }
     }
+
+    fn login_credentials(&self) -> (Option<Secret>, Option<Secret>) {
+        (self.login_bearer.lock().clone().map(Secret::new), None)
+    }
 }

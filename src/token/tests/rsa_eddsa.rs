@@ -217,7 +217,7 @@ fn raw_rsa_pkcs_input_rules() {
     let public = public_handle(&token, s, "rsa");
     let raw = Mechanism::new(CKM_RSA_PKCS);
     let msg = b"a DigestInfo made by the caller";
-    let digest_info = crate::crypto::digest_info(
+    let digest_info = crate::crypto::hash::digest_info(
         crate::crypto::HashAlg::Sha384,
         &hash(MessageDigest::sha384(), msg).unwrap(),
     );

@@ -18,18 +18,18 @@ use super::policy::Policy;
 
 /// Key attribute flags (`json.attributes`). Missing flags are false, except `sensitive`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyFlags {
-    pub sign: bool,
-    pub decrypt: bool,
-    pub unwrap: bool,
-    pub derive: bool,
-    pub sensitive: bool,
-    pub always_sensitive: bool,
-    pub extractable: bool,
-    pub never_extractable: bool,
-    pub modifiable: bool,
-    pub copyable: bool,
-    pub destroyable: bool,
+pub(crate) struct KeyFlags {
+    pub(crate) sign: bool,
+    pub(crate) decrypt: bool,
+    pub(crate) unwrap: bool,
+    pub(crate) derive: bool,
+    pub(crate) sensitive: bool,
+    pub(crate) always_sensitive: bool,
+    pub(crate) extractable: bool,
+    pub(crate) never_extractable: bool,
+    pub(crate) modifiable: bool,
+    pub(crate) copyable: bool,
+    pub(crate) destroyable: bool,
 }
 
 impl Default for KeyFlags {
@@ -38,21 +38,25 @@ impl Default for KeyFlags {
     }
 }
 
+/// The `algorithm` values of the contract (the module signs with RSA, EC and ED keys and leaves
+/// the others out knowingly; `tsb-pkcs11 doctor` names any other).
+pub(crate) const ALGORITHMS: &[&str] = &["RSA", "EC", "ED", "DSA", "BLS", "AES"];
+
 /// The attributes of a key (`GET /v1/key/{label}/attributes`, field `json`).
 #[derive(Clone, Debug)]
 pub struct KeyAttributes {
     /// `label`.
-    pub label: String,
+    pub(crate) label: String,
     /// `id` (nullable): Securosys' PKCS#11 provider's id for the key.
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// `algorithm`: `RSA`, `EC`, `ED`, ...
-    pub algorithm: String,
+    pub(crate) algorithm: String,
     /// `publicKey`: if base64, the decoded DER SubjectPublicKeyInfo; if PEM, the PEM bytes.
     pub public_key: Option<Vec<u8>>,
     /// `attributes`.
-    pub flags: KeyFlags,
+    pub(crate) flags: KeyFlags,
     /// `policy`.
-    pub policy: Option<Policy>,
+    pub(crate) policy: Option<Policy>,
 }
 
 impl KeyAttributes {
@@ -271,6 +275,7 @@ pub(crate) fn parse_key_attributes_checked(
 ) -> Result<(KeyAttributes, Vec<String>), String> {
     let mut unknown = Vec::new();
     let attributes = attributes_at(v, "", &mut unknown)?;
+    unknown.sort();
     Ok((attributes, unknown))
 }
 

@@ -2,6 +2,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::keys::KeyFlags;
 use super::*;
 use crate::config::Secret;
 
@@ -644,4 +645,17 @@ fn unknown_fields_are_reported_by_path() {
     body.insert("status".into(), json!("PENDING"));
     let (_, unknown) = status::parse_request_status_checked(&Value::Object(body), "r").unwrap();
     assert_eq!(unknown.len(), lenient::MAX_UNKNOWN_FIELDS);
+}
+
+#[test]
+fn version_info_and_its_unknown_fields() {
+    let (v, unknown) =
+        parse_version_info_checked(&json!({"Version": "2.2.0", "buildTime": "t"})).unwrap();
+    assert_eq!(v.as_deref(), Some("2.2.0"));
+    assert_eq!(unknown, ["buildTime"]);
+    let (v, unknown) = parse_version_info_checked(&json!({"version": 3})).unwrap();
+    assert_eq!(v.as_deref(), Some("3"));
+    assert!(unknown.is_empty());
+    assert_eq!(parse_version_info_checked(&json!({})).unwrap().0, None);
+    assert!(parse_version_info_checked(&json!([1])).is_err());
 }
