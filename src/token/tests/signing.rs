@@ -261,3 +261,33 @@ fn each_ecdsa_mechanism_signs_with_its_hash() {
         );
     }
 }
+
+/// CKM_ECDSA takes a digest: empty input or more than 1024 bytes is CKR_DATA_LEN_RANGE
+/// (PKCS#11 v2.40 Current Mechanisms §2.3.6), single- or multi-part.
+#[test]
+fn raw_ecdsa_input_limits() {
+    let fake = FakeTsb::new();
+    fake.add_key("ec", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "ec");
+    for data in [vec![], vec![7; 1025]] {
+        token.sign_init(s, &Mechanism::new(CKM_ECDSA), key).unwrap();
+        assert_eq!(
+            token.sign(s, &data, Some(64)).unwrap_err().code(),
+            CKR_DATA_LEN_RANGE,
+            "{} bytes",
+            data.len()
+        );
+    }
+    token.sign_init(s, &Mechanism::new(CKM_ECDSA), key).unwrap();
+    token.sign_update(s, &[7; 1024]).unwrap();
+    assert_eq!(
+        token.sign_update(s, &[7]).unwrap_err().code(),
+        CKR_DATA_LEN_RANGE
+    );
+    token.sign_init(s, &Mechanism::new(CKM_ECDSA), key).unwrap();
+    let sig = signature(token.sign(s, &[7; 1024], Some(64)).unwrap());
+    assert_eq!(sig.len(), 64);
+    assert_eq!(fake.count("sign ec"), 1, "only the call within the limits");
+}
