@@ -116,9 +116,17 @@ fn a_key_that_gains_a_policy_switches_to_a_request() {
 /// (§5.6 C_CloseSession) and cancels the request.
 #[test]
 fn closing_the_session_ends_the_wait() {
+    for threads in [true, false] {
+        closing_the_session_ends_the_wait_with(threads);
+    }
+}
+
+fn closing_the_session_ends_the_wait_with(threads: bool) {
     let fake = FakeTsb::new();
     fake.add_key("ska", true);
-    let token = token(&fake, true, json!({}));
+    // The timeout only bounds a broken wait: its error (CKR_FUNCTION_CANCELED) is not the
+    // one expected here.
+    let token = token(&fake, threads, json!({"approvalTimeoutSecs": 20}));
     let s = session(&token);
     let key = private_key(&token, s, "ska");
     token.sign_init(s, &ecdsa_sha256(), key).unwrap();

@@ -372,3 +372,14 @@ fn credential_pins_are_redacted_from_logs() {
     plain.login(s, CKU_USER, b"pin-core-test-none").unwrap();
     assert_eq!(sanitize("a pin-core-test-none b"), "a pin-core-test-none b");
 }
+
+/// The configuration's secrets (here a key password) are never shown in a log line.
+#[test]
+fn configured_secrets_are_redacted_from_logs() {
+    let fake = FakeTsb::new();
+    let _token = token_with(&fake, json!({"keyPasswords": {"k": "kp-core-test-secret"}}));
+    assert_eq!(
+        crate::logging::sanitize("x kp-core-test-secret y"),
+        "x <redacted> y"
+    );
+}
