@@ -393,3 +393,126 @@ fn certificate_template_refusals() {
         CKR_SESSION_READ_ONLY
     );
 }
+
+/// A leaf issued for `key` by a self-signed CA: (leaf, CA).
+fn chain(key: &SigningKey) -> (X509, X509) {
+    let ca_key = PKey::from_ec_key(
+        openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let name = |cn: &str| {
+        let mut n = X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", cn).unwrap();
+        n.build()
+    };
+    let build = |subject: &str, public: &PKey<openssl::pkey::Public>, serial: u32| {
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap())
+            .unwrap();
+        b.set_subject_name(&name(subject)).unwrap();
+        b.set_issuer_name(&name("Chain CA")).unwrap();
+        b.set_pubkey(public).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+        b.build()
+    };
+    let ca_public = PKey::public_key_from_der(&ca_key.public_key_to_der().unwrap()).unwrap();
+    let spki = key.verifying_key().to_public_key_der().unwrap();
+    let leaf_public = PKey::public_key_from_der(spki.as_bytes()).unwrap();
+    (
+        build("leaf", &leaf_public, 10),
+        build("Chain CA", &ca_public, 1),
+    )
+}
+
+/// `pkcs11.certificates`: the chain's leaf is the key's certificate object (category token
+/// user), each authority certificate an object of category authority; none can be destroyed
+/// or replaced through PKCS#11 (CKR_ACTION_PROHIBITED / CKR_TEMPLATE_INCONSISTENT). A leaf of
+/// another key is not used: the TSB's certificate is shown instead.
+#[test]
+fn configured_certificate_chains() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("ec", false);
+    let other = fake.add_key("other", false);
+    let (leaf, ca) = chain(&key);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ec-chain.pem");
+    let mut pem = leaf.to_pem().unwrap();
+    pem.extend(ca.to_pem().unwrap());
+    std::fs::write(&path, &pem).unwrap();
+    // The chain for "other" holds a leaf of "ec": not used for "other".
+    let wrong = dir.path().join("other-chain.pem");
+    std::fs::write(&wrong, &pem).unwrap();
+    let stored = certificate(&other, "other's own", 5);
+    let token = token_with(&fake, json!({"certificates": {"ec": path, "other": wrong}}));
+    let s = session(&token);
+    let certs = |t: &Token| find(t, s, &[(CKA_CLASS, ulong(CKO_CERTIFICATE))]);
+    let all = certs(&token);
+    assert_eq!(all.len(), 2, "the leaf of ec and the CA once: {all:?}");
+    let value = |h| {
+        token
+            .attribute_values(
+                s,
+                h,
+                &[CKA_VALUE, CKA_CERTIFICATE_CATEGORY, CKA_DESTROYABLE],
+            )
+            .unwrap()
+    };
+    let mut seen = vec![];
+    for h in &all {
+        seen.push(value(*h));
+    }
+    assert!(seen.contains(&vec![
+        bytes(&leaf.to_der().unwrap()),
+        AttrValue::Bytes(ulong(1)),
+        bytes(&[CK_FALSE])
+    ]));
+    assert!(seen.contains(&vec![
+        bytes(&ca.to_der().unwrap()),
+        AttrValue::Bytes(ulong(2)),
+        bytes(&[CK_FALSE])
+    ]));
+    for h in &all {
+        assert_eq!(
+            token.destroy_object(s, *h).unwrap_err().code(),
+            CKR_ACTION_PROHIBITED
+        );
+    }
+    assert_eq!(
+        create(&token, s, &template(&leaf, &[(CKA_LABEL, b"ec".to_vec())]))
+            .unwrap_err()
+            .code(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+    // "other" has the TSB's certificate once one is stored.
+    create(
+        &token,
+        s,
+        &template(&stored, &[(CKA_LABEL, b"other".to_vec())]),
+    )
+    .unwrap();
+    let fresh = token_with(&fake, json!({"certificates": {"ec": path, "other": wrong}}));
+    let s2 = session(&fresh);
+    let other_cert = find(
+        &fresh,
+        s2,
+        &[
+            (CKA_CLASS, ulong(CKO_CERTIFICATE)),
+            (CKA_LABEL, b"other".to_vec()),
+        ],
+    );
+    assert_eq!(other_cert.len(), 1);
+    assert_eq!(
+        fresh
+            .attribute_values(s2, other_cert[0], &[CKA_VALUE])
+            .unwrap(),
+        vec![bytes(&stored.to_der().unwrap())]
+    );
+}
