@@ -52,9 +52,8 @@ fn attributes_with_policy() {
                 .unwrap()[..]
         )
     );
-    assert!(a.flags.sign && a.flags.sensitive && a.flags.always_sensitive);
-    assert!(a.flags.never_extractable && a.flags.modifiable && a.flags.destroyable);
-    assert!(!a.flags.decrypt && !a.flags.extractable && !a.flags.copyable);
+    assert!(a.flags.sign && a.flags.always_sensitive);
+    assert!(a.flags.never_extractable && a.flags.destroyable);
     assert!(a.needs_approval());
     assert!(!a.blocked());
     let p = a.policy.as_ref().unwrap();
@@ -76,15 +75,15 @@ fn attributes_minimal_and_defaults() {
     let a = parse_key_attributes(&v).unwrap();
     assert!(a.id.is_none() && a.public_key.is_none() && a.policy.is_none());
     assert_eq!(a.flags, KeyFlags::default());
-    assert!(a.flags.sensitive && !a.flags.sign);
+    assert!(!a.flags.sign && !a.flags.destroyable);
     assert!(!a.needs_approval() && !a.blocked());
     // The inner object directly, numbers as id, string booleans
     let v = json!({"label": "ed", "algorithm": "ED", "id": 17, "curveOid": null,
                    "algorithmOid": "1.3.101.112",
-                   "attributes": {"sign": "true", "sensitive": "false"}});
+                   "attributes": {"sign": "true", "destroyable": "false"}});
     let a = parse_key_attributes(&v).unwrap();
     assert_eq!(a.id.as_deref(), Some("17"));
-    assert!(a.flags.sign && !a.flags.sensitive);
+    assert!(a.flags.sign && !a.flags.destroyable);
 }
 
 #[test]
