@@ -303,22 +303,16 @@ fn attribute_tolerances() {
         ),
         (
             "booleans as strings and numbers",
-            json!({"label": "k", "attributes": {"sign": "yes", "decrypt": 1, "derive": "TRUE",
-                   "sensitive": "no", "extractable": 0, "modifiable": " true ", "copyable": "1"}}),
+            json!({"label": "k", "attributes": {"sign": "yes", "alwaysSensitive": 1,
+                   "neverExtractable": " true ", "destroyable": "no", "decrypt": 1}}),
             |a| {
                 let f = a.flags;
-                f.sign
-                    && f.decrypt
-                    && f.derive
-                    && !f.sensitive
-                    && !f.extractable
-                    && f.modifiable
-                    && f.copyable
+                f.sign && f.always_sensitive && f.never_extractable && !f.destroyable
             },
         ),
         (
             "unreadable booleans take the defaults",
-            json!({"label": "k", "attributes": {"sign": "maybe", "sensitive": [true], "unwrap": null}}),
+            json!({"label": "k", "attributes": {"sign": "maybe", "destroyable": [true], "unwrap": null}}),
             |a| a.flags == KeyFlags::default(),
         ),
         (
