@@ -58,7 +58,6 @@ fn attributes_with_policy() {
     assert!(!a.blocked());
     let p = a.policy.as_ref().unwrap();
     let tok = &p.rule_use.as_ref().unwrap().tokens[0];
-    assert_eq!(tok.name, "main");
     assert_eq!(tok.timeout, 600);
     assert_eq!(tok.groups[0].quorum, 2);
     assert_eq!(tok.groups[0].approvals.len(), 2);
