@@ -16,19 +16,12 @@ use serde_json::Value;
 use super::lenient::{self, Known, Scalar};
 use super::policy::Policy;
 
-/// Key attribute flags (`json.attributes`). Missing flags are false, except `sensitive`.
+/// The key attribute flags (`json.attributes`) the token uses. Missing flags are false.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct KeyFlags {
     pub(crate) sign: bool,
-    pub(crate) decrypt: bool,
-    pub(crate) unwrap: bool,
-    pub(crate) derive: bool,
-    pub(crate) sensitive: bool,
     pub(crate) always_sensitive: bool,
-    pub(crate) extractable: bool,
     pub(crate) never_extractable: bool,
-    pub(crate) modifiable: bool,
-    pub(crate) copyable: bool,
     pub(crate) destroyable: bool,
 }
 
@@ -211,26 +204,28 @@ struct FlagsWire {
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     sign: Option<bool>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
-    decrypt: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    unwrap: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    derive: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    sensitive: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
     always_sensitive: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    extractable: Option<bool>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     never_extractable: Option<bool>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
-    modifiable: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    copyable: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
     destroyable: Option<bool>,
-    // Flags a TSB reports that the module does not use.
+    // Flags of the contract the module does not use: `CKA_SENSITIVE` is always true and
+    // `CKA_EXTRACTABLE` always false here (the TSB never hands out a private key), and the
+    // token offers no decryption, unwrapping, derivation, copying or modification.
+    #[serde(rename = "decrypt", default)]
+    _decrypt: Known,
+    #[serde(rename = "unwrap", default)]
+    _unwrap: Known,
+    #[serde(rename = "derive", default)]
+    _derive: Known,
+    #[serde(rename = "sensitive", default)]
+    _sensitive: Known,
+    #[serde(rename = "extractable", default)]
+    _extractable: Known,
+    #[serde(rename = "modifiable", default)]
+    _modifiable: Known,
+    #[serde(rename = "copyable", default)]
+    _copyable: Known,
     #[serde(rename = "encrypt", default)]
     _encrypt: Known,
     #[serde(rename = "verify", default)]
@@ -245,15 +240,8 @@ impl From<FlagsWire> for KeyFlags {
     fn from(w: FlagsWire) -> Self {
         KeyFlags {
             sign: w.sign.unwrap_or(false),
-            decrypt: w.decrypt.unwrap_or(false),
-            unwrap: w.unwrap.unwrap_or(false),
-            derive: w.derive.unwrap_or(false),
-            sensitive: w.sensitive.unwrap_or(true),
             always_sensitive: w.always_sensitive.unwrap_or(false),
-            extractable: w.extractable.unwrap_or(false),
             never_extractable: w.never_extractable.unwrap_or(false),
-            modifiable: w.modifiable.unwrap_or(false),
-            copyable: w.copyable.unwrap_or(false),
             destroyable: w.destroyable.unwrap_or(false),
         }
     }

@@ -2,12 +2,12 @@
 //! numbers may come as strings, a rule may come as a JSON string, odd list entries count as
 //! empty ones (so a group given as `"weird"` still makes a key need approvals).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::lenient;
+use super::lenient::{self, Known};
 
 /// A key policy (`policy`): rules and key status.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Policy {
     #[serde(default, deserialize_with = "lenient::lenient_object")]
@@ -32,7 +32,7 @@ impl Policy {
 }
 
 /// A policy rule: tokens are OR'ed.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Rule {
     #[serde(default, deserialize_with = "lenient::vec")]
@@ -40,11 +40,11 @@ pub(crate) struct Rule {
 }
 
 /// A policy token: its groups are AND'ed.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PolicyToken {
-    #[serde(default, deserialize_with = "lenient::string")]
-    pub(crate) name: String,
+    #[serde(rename = "name", default)]
+    _name: Known,
     /// Seconds after the request's creation before it may execute (0 = none).
     #[serde(default, deserialize_with = "lenient::u64")]
     pub(crate) timelock: u64,
@@ -56,7 +56,7 @@ pub(crate) struct PolicyToken {
 }
 
 /// A group of approvers, of which `quorum` must approve.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PolicyGroup {
     #[serde(default, deserialize_with = "lenient::string")]
@@ -68,7 +68,7 @@ pub(crate) struct PolicyGroup {
 }
 
 /// One approver of a group.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Approval {
     /// `type`, e.g. `public_key`, `certificate`, `onboarded_approver_certificate`.
@@ -76,12 +76,13 @@ pub(crate) struct Approval {
     pub(crate) kind: String,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub(crate) name: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    pub(crate) value: Option<String>,
+    /// The approver's public key or certificate (not read here).
+    #[serde(rename = "value", default)]
+    _value: Known,
 }
 
 /// `keyStatus`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct KeyStatus {
     #[serde(default, deserialize_with = "lenient::bool")]
