@@ -320,8 +320,13 @@ fn key_generation_template_conflicts() {
     two_labels.1[0] = (CKA_LABEL, b"other".to_vec());
     let mut same_label_twice = ec_templates("k", P256);
     same_label_twice.1.push((CKA_LABEL, b"k".to_vec()));
+    let mut ec_with_exponent = ec_templates("k", P256);
+    ec_with_exponent
+        .0
+        .push((CKA_PUBLIC_EXPONENT, vec![1, 0, 1]));
     for (t, rv) in [
         (ec_with_bits, CKR_ATTRIBUTE_TYPE_INVALID),
+        (ec_with_exponent, CKR_ATTRIBUTE_TYPE_INVALID),
         (two_labels, CKR_TEMPLATE_INCONSISTENT),
     ] {
         assert_eq!(

@@ -272,3 +272,33 @@ fn an_id_that_is_a_label_is_looked_up_directly() {
     assert!(find(&token, s, &[(CKA_ID, b"a\n".to_vec())]).is_empty());
     assert_eq!(fake.count("list"), 1);
 }
+
+/// A key found gone while signing leaves the cached key list too: the next full search shows
+/// the other keys at once, from the cache.
+#[test]
+fn a_key_found_gone_leaves_the_cached_list() {
+    let fake = FakeTsb::new();
+    fake.add_key("kept", false);
+    fake.add_key("gone", false);
+    let token = token_with(&fake, json!({"cacheTtlSecs": 600}));
+    let s = session(&token);
+    assert_eq!(find(&token, s, &[]).len(), 4);
+    let kept = find(&token, s, &[(CKA_LABEL, b"kept".to_vec())]);
+    let gone = private_key(&token, s, "gone");
+    fake.remove_key("gone");
+    token.sign_init(s, &super::ecdsa_sha256(), gone).unwrap();
+    assert_eq!(
+        token.sign(s, b"x", Some(64)).unwrap_err().code(),
+        CKR_KEY_HANDLE_INVALID
+    );
+    let mut all = find(&token, s, &[]);
+    all.sort_unstable();
+    let mut kept = kept;
+    kept.sort_unstable();
+    assert_eq!(all, kept);
+    assert_eq!(
+        fake.count("list"),
+        1,
+        "the cached list, without the gone key"
+    );
+}

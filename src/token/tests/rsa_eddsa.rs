@@ -492,3 +492,24 @@ fn ed25519_keys_and_signatures() {
         );
     }
 }
+
+/// CKM_RSA_PKCS_PSS signs a digest of the PSS hash: multi-part input longer than that digest
+/// is refused at the C_SignUpdate that makes it too long, which ends the operation.
+#[test]
+fn pss_over_a_digest_refuses_longer_input_at_the_update() {
+    let (fake, token, s) = setup();
+    let key = private_key(&token, s, "rsa");
+    let m = pss(CKM_RSA_PKCS_PSS, CKM_SHA256, CKG_MGF1_SHA256, 32);
+    token.sign_init(s, &m, key).unwrap();
+    token.sign_update(s, &[1; 20]).unwrap();
+    token.sign_update(s, &[1; 12]).unwrap();
+    assert_eq!(
+        token.sign_update(s, &[1]).unwrap_err().code(),
+        CKR_DATA_LEN_RANGE
+    );
+    assert_eq!(
+        token.sign_final(s, Some(256)).unwrap_err().code(),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(fake.count("sign "), 0);
+}
