@@ -55,6 +55,10 @@ pub(super) struct FakeTsb {
     pub(super) good_jwt: Mutex<Option<String>>,
     /// The JWT set at login.
     pub(super) login_bearer: Mutex<Option<String>>,
+    /// When set, every key attribute request fails with this (HTTP status, TSB code).
+    pub(super) attributes_error: Mutex<Option<(u16, i64)>>,
+    /// Answer ECDSA signatures as fixed-width r‖s instead of DER (newer TSBs can).
+    pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
 }
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
@@ -221,6 +225,9 @@ impl FakeTsb {
                     None => return Err(refused()),
                 };
                 let sig: p256::ecdsa::Signature = k.sign_prehash(&d).map_err(|_| refused())?;
+                if self.raw_ecdsa.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(sig.to_bytes().to_vec());
+                }
                 Ok(DerSignature::from(sig).as_bytes().to_vec())
             }
             (Signer::OpenSsl(k), "RSA" | "RSA_PSS") if k.id() == Id::RSA => {
@@ -270,6 +277,9 @@ impl Backend for FakeTsb {
         _password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
         self.record(format!("attributes {label}"));
+        if let Some((status, code)) = *self.attributes_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         let keys = self.keys.lock();
         let key = keys.get(label).ok_or_else(|| tsb_error(404, 650))?;
         let (algorithm, curve, spki) = match &key.signer {

@@ -320,6 +320,9 @@ fn key_generation_template_conflicts() {
     two_labels.1[0] = (CKA_LABEL, b"other".to_vec());
     let mut same_label_twice = ec_templates("k", P256);
     same_label_twice.1.push((CKA_LABEL, b"k".to_vec()));
+    let mut two_ids = ec_templates("k", P256);
+    two_ids.0.push((CKA_ID, b"k".to_vec()));
+    two_ids.1.push((CKA_ID, b"x".to_vec()));
     let mut ec_with_exponent = ec_templates("k", P256);
     ec_with_exponent
         .0
@@ -327,6 +330,7 @@ fn key_generation_template_conflicts() {
     for (t, rv) in [
         (ec_with_bits, CKR_ATTRIBUTE_TYPE_INVALID),
         (ec_with_exponent, CKR_ATTRIBUTE_TYPE_INVALID),
+        (two_ids, CKR_TEMPLATE_INCONSISTENT),
         (two_labels, CKR_TEMPLATE_INCONSISTENT),
     ] {
         assert_eq!(
@@ -337,4 +341,21 @@ fn key_generation_template_conflicts() {
         );
     }
     generate(&token, s, CKM_EC_KEY_PAIR_GEN, &same_label_twice).unwrap();
+}
+
+/// A TSB failure while checking that the label is free is that failure, and nothing is
+/// created (only "key not found" means the label is free).
+#[test]
+fn key_generation_stops_on_a_tsb_failure() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    *fake.attributes_error.lock() = Some((500, 700));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("k", P256))
+            .unwrap_err()
+            .code(),
+        CKR_DEVICE_ERROR
+    );
+    assert_eq!(fake.count("create "), 0);
 }

@@ -302,3 +302,24 @@ fn a_key_found_gone_leaves_the_cached_list() {
         "the cached list, without the gone key"
     );
 }
+
+/// A TSB failure while loading a key is reported (CKR_DEVICE_ERROR), not taken for "no such
+/// key": the key keeps its handle once the TSB answers again.
+#[test]
+fn a_tsb_failure_is_not_a_missing_key() {
+    let fake = FakeTsb::new();
+    fake.add_key("k", false);
+    let token = token_with(&fake, json!({"cacheTtlSecs": 0}));
+    let s = session(&token);
+    let key = private_key(&token, s, "k");
+    *fake.attributes_error.lock() = Some((503, 700));
+    assert_eq!(
+        token
+            .find_objects_init(s, &[(CKA_LABEL, b"k".to_vec())])
+            .unwrap_err()
+            .code(),
+        CKR_DEVICE_ERROR
+    );
+    *fake.attributes_error.lock() = None;
+    assert_eq!(private_key(&token, s, "k"), key);
+}

@@ -291,3 +291,19 @@ fn raw_ecdsa_input_limits() {
     assert_eq!(sig.len(), 64);
     assert_eq!(fake.count("sign ec"), 1, "only the call within the limits");
 }
+
+/// A TSB that answers ECDSA as fixed-width r‖s instead of DER: the signature is taken as it is
+/// (and still verified by OpenSSL).
+#[test]
+fn raw_ecdsa_answers_are_accepted() {
+    let fake = FakeTsb::new();
+    let signer = fake.add_key("ec", false);
+    fake.raw_ecdsa
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "ec");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let sig = signature(token.sign(s, b"raw", Some(64)).unwrap());
+    assert!(openssl_verifies(&signer, b"raw", &sig));
+}
