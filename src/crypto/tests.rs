@@ -180,9 +180,28 @@ fn rsa_private_encrypt_of_handmade_digest_info() {
         verify(&pk, &Scheme::RsaPkcs1v15Raw, SignedData::Message(&di), &sig).unwrap();
         verify(&pk, &Scheme::RsaPkcs1v15Raw, SignedData::Digest(&di), &sig).unwrap();
         assert!(verify(&pk, &Scheme::RsaPkcs1v15Raw, SignedData::Message(&d), &sig).is_err());
-        // DigestInfo without NULL parameters is accepted by RsaPkcs1v15(h) too
-        let mut di2 = h.digest_info_prefix_no_null();
+        // DigestInfo without NULL parameters (RFC 8017 §9.2 note 2), encoded here from the
+        // hash's OID as OpenSSL knows it, is accepted by RsaPkcs1v15(h) too.
+        let oid = openssl::asn1::Asn1Object::from_str(match h {
+            HashAlg::Sha1 => "1.3.14.3.2.26",
+            HashAlg::Sha224 => "2.16.840.1.101.3.4.2.4",
+            HashAlg::Sha256 => "2.16.840.1.101.3.4.2.1",
+            HashAlg::Sha384 => "2.16.840.1.101.3.4.2.2",
+            HashAlg::Sha512 => "2.16.840.1.101.3.4.2.3",
+        })
+        .unwrap();
+        assert_eq!(oid.nid(), md(h).type_(), "{h:?}");
+        let oid = oid.as_slice();
+        let algorithm_len = 2 + oid.len();
+        let mut di2 = vec![0x30, (2 + algorithm_len + 2 + d.len()) as u8];
+        di2.extend_from_slice(&[0x30, algorithm_len as u8, 0x06, oid.len() as u8]);
+        di2.extend_from_slice(oid);
+        di2.extend_from_slice(&[0x04, d.len() as u8]);
         di2.extend_from_slice(&d);
+        assert_eq!(
+            &di2[..di2.len() - d.len()],
+            &h.digest_info_prefix_no_null()[..]
+        );
         let n = rsa.private_encrypt(&di2, &mut sig, Padding::PKCS1).unwrap();
         assert_eq!(n, 256);
         verify(&pk, &Scheme::RsaPkcs1v15(h), SignedData::Digest(&d), &sig).unwrap();
@@ -356,6 +375,23 @@ fn rsa_rejects_out_of_range_inputs() {
     let err = verify(&big_e, &s, SignedData::Message(MSG), &sig).unwrap_err();
     assert!(err.to_string().contains("unusable"), "{err}");
     assert_eq!(e, 65537);
+}
+
+/// The largest modulus taken is 16384 bits (rsa::RSA_MAX_BITS): a 16384-bit key is used (a
+/// wrong signature is a mismatch), one byte more is an unusable key.
+#[test]
+fn rsa_modulus_size_limit() {
+    let s = Scheme::RsaPkcs1v15(HashAlg::Sha256);
+    for (bytes, unusable) in [(2048, false), (2049, true)] {
+        let n = vec![0xff; bytes];
+        let pk = PublicKey::rsa(&n, &[1, 0, 1]).unwrap();
+        let err = verify(&pk, &s, SignedData::Message(MSG), &vec![1; bytes]).unwrap_err();
+        assert_eq!(
+            err.to_string().contains("unusable"),
+            unusable,
+            "{bytes} bytes: {err}"
+        );
+    }
 }
 
 #[test]
