@@ -12,6 +12,10 @@
 //!   --keys 10,1000,5000,10000   key counts for the start-up and listing cases (empty: skip)
 //!   --memory 1000,100000   signatures after which resident memory is read (empty: skip)
 //!   --json FILE         also write every figure as JSON
+//!   --no-verify         load the module with `verifySignatures: false` (to see what the local
+//!                       check of every signature costs)
+//!   --calls N           instead of timing, make exactly N signatures per thread and case, no
+//!                       warm-up (for instruction counts under callgrind, see the docs)
 //! ```
 //!
 //! The simulator runs in a child process (this program, `--sim-child`), so the CPU time and
@@ -46,6 +50,8 @@ struct Opts {
     keys: Vec<usize>,
     memory: Vec<usize>,
     json: Option<PathBuf>,
+    verify: bool,
+    calls: Option<u64>,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
@@ -62,6 +68,8 @@ fn opts() -> Opts {
         keys: vec![10, 1000, 5000, 10000],
         memory: vec![1000, 100_000],
         json: None,
+        verify: true,
+        calls: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -76,6 +84,12 @@ fn opts() -> Opts {
             "--keys" => o.keys = list(&v),
             "--memory" => o.memory = list(&v),
             "--json" => o.json = Some(v.into()),
+            "--no-verify" => {
+                o.verify = false;
+                i += 1;
+                continue;
+            }
+            "--calls" => o.calls = Some(v.parse().expect("--calls")),
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -297,8 +311,17 @@ struct Stats {
     ops: u64,
 }
 
-/// Runs `work(thread)` on `threads` threads: a warm-up of `secs / 4`, then `secs` measured.
-fn run(threads: usize, secs: f64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Stats {
+/// Runs `work(thread)` on `threads` threads: a warm-up of `secs / 4`, then `secs` measured;
+/// with `calls`, exactly that many calls per thread, all measured, no warm-up.
+fn run(
+    threads: usize,
+    secs: f64,
+    calls: Option<u64>,
+    work: Arc<dyn Fn(usize) + Send + Sync>,
+) -> Stats {
+    if let Some(n) = calls {
+        return run_calls(threads, n, work);
+    }
     let warm = Duration::from_secs_f64(secs / 4.0);
     let measure = Duration::from_secs_f64(secs);
     let start = Instant::now() + Duration::from_millis(20);
@@ -327,10 +350,39 @@ fn run(threads: usize, secs: f64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Sta
             })
         })
         .collect();
-    let mut lat: Vec<u32> = handles
+    let lat: Vec<u32> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
+    stats(lat, measure, total.load(Ordering::Relaxed))
+}
+
+/// `n` calls of `work(thread)` on each of `threads` threads.
+fn run_calls(threads: usize, n: u64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Stats {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let work = work.clone();
+            std::thread::spawn(move || {
+                (0..n)
+                    .map(|_| {
+                        let s = Instant::now();
+                        work(i);
+                        s.elapsed().as_micros() as u32
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let lat: Vec<u32> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let ops = lat.len() as u64;
+    stats(lat, started.elapsed(), ops)
+}
+
+fn stats(mut lat: Vec<u32>, measure: Duration, ops: u64) -> Stats {
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -341,7 +393,7 @@ fn run(threads: usize, secs: f64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Sta
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         per_sec: lat.len() as f64 / measure.as_secs_f64(),
-        ops: total.load(Ordering::Relaxed),
+        ops,
     }
 }
 
@@ -414,9 +466,10 @@ fn module_copy(dir: &Path, name: &str) -> PathBuf {
     copy
 }
 
-fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>) -> Pkcs11 {
+fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>, verify: bool) -> Pkcs11 {
     let config = dir.join(format!("{name}.json"));
-    let mut c = json!({ "restApi": url, "pkcs11": { "requestTimeoutMs": 30000 } });
+    let mut c = json!({ "restApi": url,
+                        "pkcs11": { "requestTimeoutMs": 30000, "verifySignatures": verify } });
     if let Some(ca) = ca {
         c["caPath"] = json!(ca);
     }
@@ -484,12 +537,18 @@ fn main() {
     let mut report = json!({
         "machine": machine(),
         "secsPerCase": o.secs,
+        "verifySignatures": o.verify,
         "signing": [],
     });
     println!("machine: {}", report["machine"].as_str().unwrap());
     println!(
-        "signing: direct keep-alive HTTP client (floor) vs the module through dlopen; {} s per case",
-        o.secs
+        "signing: direct keep-alive HTTP client (floor) vs the module through dlopen; {}; \
+         verifySignatures {}",
+        match o.calls {
+            Some(n) => format!("{n} calls per thread and case"),
+            None => format!("{} s per case", o.secs),
+        },
+        o.verify
     );
     println!(
         "{:<13} {:<5} {:>4} {:>3} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>5} {:>5} | {:>7} {:>7}",
@@ -514,7 +573,7 @@ fn main() {
                 None => sim.url.clone(),
             };
             let name = format!("{}-{rtt}", if tls { "tls" } else { "http" });
-            let p = load_module(dir.path(), &name, &url, sim.ca.as_deref());
+            let p = load_module(dir.path(), &name, &url, sim.ca.as_deref(), o.verify);
             for &alg in &o.algs {
                 for &threads in &o.threads {
                     let conns = || proxy.as_ref().map(|p| p.accepted.load(Ordering::Relaxed));
@@ -522,10 +581,11 @@ fn main() {
                     let d = run(
                         threads,
                         o.secs,
+                        o.calls,
                         direct(&url, sim.ca.as_deref(), alg, threads),
                     );
                     let c1 = conns();
-                    let m = run(threads, o.secs, through(&p, alg, threads));
+                    let m = run(threads, o.secs, o.calls, through(&p, alg, threads));
                     let c2 = conns();
                     let per_k = |a: Option<u64>, b: Option<u64>, ops: u64| {
                         a.zip(b)
@@ -656,7 +716,7 @@ fn memory_case(dir: &Path, counts: &[usize]) -> Vec<Value> {
     let sim_dir = dir.join("sim-memory");
     std::fs::create_dir_all(&sim_dir).unwrap();
     let sim = Sim::start(&sim_dir, false, 0);
-    let p = load_module(dir, "memory", &sim.url, None);
+    let p = load_module(dir, "memory", &sim.url, None, true);
     let work = through(&p, Alg::Ec, 1);
     let mut done = 0;
     let mut rows = Vec::new();

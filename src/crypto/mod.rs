@@ -36,7 +36,7 @@ pub use cert::Certificate;
 pub use der_sig::ecdsa_der_to_raw;
 pub use hash::{digest_info, parse_digest_info, HashAlg, Hasher};
 pub use keys::{Curve, PublicKey};
-pub use verify::{verify, Scheme, SignedData};
+pub use verify::{verify, verify_with, PreparedKey, Scheme, SignedData};
 
 /// Error of the crypto layer. The message is a short, human readable reason
 /// and never contains key material.
