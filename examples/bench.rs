@@ -311,19 +311,74 @@ struct Stats {
     ops: u64,
 }
 
-/// Runs `work(thread)` on `threads` threads: a warm-up of `secs / 4`, then `secs` measured;
-/// with `calls`, exactly that many calls per thread, all measured, no warm-up.
-fn run(
+/// The measured time of a case is cut into this many slices, taken by the floor and the module
+/// in turn.
+const SLICES: u32 = 4;
+
+type Work = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// Runs the floor `d` and the module `m` on `threads` threads each, in turn: a warm-up of
+/// `secs / 4` each, then [`SLICES`] slices of `secs / SLICES` each, so that a change of the
+/// machine's load during a case falls on both alike. With `calls`, exactly that many calls per
+/// thread for each, all measured, no warm-up. `conns` reads the proxy's connection counter;
+/// the connections each side opened (warm-up included) come back with its figures.
+fn run_pair(
     threads: usize,
     secs: f64,
     calls: Option<u64>,
-    work: Arc<dyn Fn(usize) + Send + Sync>,
-) -> Stats {
-    if let Some(n) = calls {
-        return run_calls(threads, n, work);
+    d: Work,
+    m: Work,
+    conns: &dyn Fn() -> Option<u64>,
+) -> [(Stats, Option<u64>); 2] {
+    let works = [d, m];
+    let mut lat: [Vec<u32>; 2] = Default::default();
+    let mut ops = [0u64; 2];
+    let mut opened: [Option<u64>; 2] = [conns().map(|_| 0); 2];
+    let mut measured = [Duration::ZERO; 2];
+    let mut window = |side: usize, warm: Duration, measure: Duration| {
+        let c0 = conns();
+        let started = Instant::now();
+        let (l, n) = match calls {
+            Some(n) => run_calls(threads, n, works[side].clone()),
+            None => run_window(threads, warm, measure, works[side].clone()),
+        };
+        measured[side] += if calls.is_some() {
+            started.elapsed()
+        } else {
+            measure
+        };
+        lat[side].extend(l);
+        ops[side] += n;
+        if let (Some(a), Some(b), Some(o)) = (c0, conns(), opened[side].as_mut()) {
+            *o += b - a;
+        }
+    };
+    if calls.is_some() {
+        window(0, Duration::ZERO, Duration::ZERO);
+        window(1, Duration::ZERO, Duration::ZERO);
+    } else {
+        let warm = Duration::from_secs_f64(secs / 4.0);
+        let slice = Duration::from_secs_f64(secs / SLICES as f64);
+        for side in 0..2 {
+            window(side, warm, Duration::ZERO);
+        }
+        for _ in 0..SLICES {
+            for side in 0..2 {
+                window(side, Duration::ZERO, slice);
+            }
+        }
     }
-    let warm = Duration::from_secs_f64(secs / 4.0);
-    let measure = Duration::from_secs_f64(secs);
+    let [ld, lm] = lat;
+    [
+        (stats(ld, measured[0], ops[0]), opened[0]),
+        (stats(lm, measured[1], ops[1]), opened[1]),
+    ]
+}
+
+/// Runs `work(thread)` on `threads` threads: a warm-up of `warm`, then `measure` measured.
+/// Returns the latencies (µs) of the calls started in the measured time and the number of
+/// calls made.
+fn run_window(threads: usize, warm: Duration, measure: Duration, work: Work) -> (Vec<u32>, u64) {
     let start = Instant::now() + Duration::from_millis(20);
     let (t0, t1) = (start + warm, start + warm + measure);
     let total = Arc::new(AtomicU64::new(0));
@@ -354,12 +409,11 @@ fn run(
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    stats(lat, measure, total.load(Ordering::Relaxed))
+    (lat, total.load(Ordering::Relaxed))
 }
 
 /// `n` calls of `work(thread)` on each of `threads` threads.
-fn run_calls(threads: usize, n: u64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Stats {
-    let started = Instant::now();
+fn run_calls(threads: usize, n: u64, work: Work) -> (Vec<u32>, u64) {
     let handles: Vec<_> = (0..threads)
         .map(|i| {
             let work = work.clone();
@@ -379,7 +433,7 @@ fn run_calls(threads: usize, n: u64, work: Arc<dyn Fn(usize) + Send + Sync>) -> 
         .flat_map(|h| h.join().unwrap())
         .collect();
     let ops = lat.len() as u64;
-    stats(lat, started.elapsed(), ops)
+    (lat, ops)
 }
 
 fn stats(mut lat: Vec<u32>, measure: Duration, ops: u64) -> Stats {
@@ -418,12 +472,7 @@ const MESSAGE: &[u8] = b"benchmark payload: a short message to sign";
 
 /// The floor: one keep-alive ureq agent per thread posting the module's JSON request; the
 /// signature is decoded from the answer.
-fn direct(
-    url: &str,
-    ca: Option<&Path>,
-    alg: Alg,
-    threads: usize,
-) -> Arc<dyn Fn(usize) + Send + Sync> {
+fn direct(url: &str, ca: Option<&Path>, alg: Alg, threads: usize) -> Work {
     let body = json!({
         "signRequest": {
             "payload": base64::engine::general_purpose::STANDARD.encode(MESSAGE),
@@ -482,7 +531,7 @@ fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>, verify: boo
 }
 
 /// Through the module: one session per thread, `C_SignInit` + `C_Sign` (with the size query).
-fn through(p: &Pkcs11, alg: Alg, threads: usize) -> Arc<dyn Fn(usize) + Send + Sync> {
+fn through(p: &Pkcs11, alg: Alg, threads: usize) -> Work {
     let slot = p.get_slots_with_token().unwrap()[0];
     let sessions: Vec<_> = (0..threads)
         .map(|_| {
@@ -577,21 +626,18 @@ fn main() {
             for &alg in &o.algs {
                 for &threads in &o.threads {
                     let conns = || proxy.as_ref().map(|p| p.accepted.load(Ordering::Relaxed));
-                    let c0 = conns();
-                    let d = run(
+                    let [(d, d_opened), (m, m_opened)] = run_pair(
                         threads,
                         o.secs,
                         o.calls,
                         direct(&url, sim.ca.as_deref(), alg, threads),
+                        through(&p, alg, threads),
+                        &conns,
                     );
-                    let c1 = conns();
-                    let m = run(threads, o.secs, o.calls, through(&p, alg, threads));
-                    let c2 = conns();
-                    let per_k = |a: Option<u64>, b: Option<u64>, ops: u64| {
-                        a.zip(b)
-                            .map(|(a, b)| (b - a) as f64 * 1000.0 / ops.max(1) as f64)
+                    let per_k = |opened: Option<u64>, ops: u64| {
+                        opened.map(|n| n as f64 * 1000.0 / ops.max(1) as f64)
                     };
-                    let (dc, mc) = (per_k(c0, c1, d.ops), per_k(c1, c2, m.ops));
+                    let (dc, mc) = (per_k(d_opened, d.ops), per_k(m_opened, m.ops));
                     let show = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.2}"));
                     println!(
                         "{:<13} {:<5} {:>4} {:>3} | {:>8.0} {:>8.0} {:>8.0} | {:>8.0} {:>8.0} {:>8.0} | {:>5.2} {:>5.2} | {:>7} {:>7}",
@@ -605,7 +651,7 @@ fn main() {
                                    "ops": d.ops, "connectionsPer1000": dc},
                         "module": {"p50Us": m.p50_us, "p99Us": m.p99_us, "perSec": m.per_sec,
                                    "ops": m.ops, "connectionsPer1000": mc,
-                                   "connections": c1.zip(c2).map(|(a, b)| b - a)},
+                                   "connections": m_opened},
                         "p50Ratio": m.p50_us / d.p50_us, "throughputRatio": m.per_sec / d.per_sec,
                     }));
                 }
