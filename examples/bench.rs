@@ -309,6 +309,8 @@ struct Stats {
     p99_us: f64,
     per_sec: f64,
     ops: u64,
+    /// CPU time of this process (the client, and the proxy when there is one) per call, µs.
+    cpu_us: f64,
 }
 
 /// The measured time of a case is cut into this many slices, taken by the floor and the module
@@ -335,9 +337,11 @@ fn run_pair(
     let mut ops = [0u64; 2];
     let mut opened: [Option<u64>; 2] = [conns().map(|_| 0); 2];
     let mut measured = [Duration::ZERO; 2];
+    let mut cpu_used = [Duration::ZERO; 2];
     let mut window = |side: usize, warm: Duration, measure: Duration| {
         let c0 = conns();
         let started = Instant::now();
+        let cpu0 = cpu();
         let (l, n) = match calls {
             Some(n) => run_calls(threads, n, works[side].clone()),
             None => run_window(threads, warm, measure, works[side].clone()),
@@ -347,6 +351,7 @@ fn run_pair(
         } else {
             measure
         };
+        cpu_used[side] += cpu() - cpu0;
         lat[side].extend(l);
         ops[side] += n;
         if let (Some(a), Some(b), Some(o)) = (c0, conns(), opened[side].as_mut()) {
@@ -369,9 +374,13 @@ fn run_pair(
         }
     }
     let [ld, lm] = lat;
+    let with_cpu = |mut st: Stats, side: usize| {
+        st.cpu_us = cpu_used[side].as_secs_f64() * 1e6 / ops[side].max(1) as f64;
+        st
+    };
     [
-        (stats(ld, measured[0], ops[0]), opened[0]),
-        (stats(lm, measured[1], ops[1]), opened[1]),
+        (with_cpu(stats(ld, measured[0], ops[0]), 0), opened[0]),
+        (with_cpu(stats(lm, measured[1], ops[1]), 1), opened[1]),
     ]
 }
 
@@ -448,6 +457,7 @@ fn stats(mut lat: Vec<u32>, measure: Duration, ops: u64) -> Stats {
         p99_us: pct(0.99),
         per_sec: lat.len() as f64 / measure.as_secs_f64(),
         ops,
+        cpu_us: 0.0,
     }
 }
 
@@ -600,9 +610,9 @@ fn main() {
         o.verify
     );
     println!(
-        "{:<13} {:<5} {:>4} {:>3} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>5} {:>5} | {:>7} {:>7}",
+        "{:<13} {:<5} {:>4} {:>3} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>5} {:>5} | {:>7} {:>7} | {:>6} {:>6}",
         "algorithm", "tls", "rtt", "thr", "d p50", "d p99", "d sig/s", "m p50", "m p99", "m sig/s",
-        "p50 x", "tput x", "d c/1k", "m c/1k"
+        "p50 x", "tput x", "d c/1k", "m c/1k", "d cpu", "m cpu"
     );
     for &tls in &o.transports {
         let sim_dir = dir.path().join(if tls { "sim-tls" } else { "sim" });
@@ -640,17 +650,17 @@ fn main() {
                     let (dc, mc) = (per_k(d_opened, d.ops), per_k(m_opened, m.ops));
                     let show = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.2}"));
                     println!(
-                        "{:<13} {:<5} {:>4} {:>3} | {:>8.0} {:>8.0} {:>8.0} | {:>8.0} {:>8.0} {:>8.0} | {:>5.2} {:>5.2} | {:>7} {:>7}",
+                        "{:<13} {:<5} {:>4} {:>3} | {:>8.0} {:>8.0} {:>8.0} | {:>8.0} {:>8.0} {:>8.0} | {:>5.2} {:>5.2} | {:>7} {:>7} | {:>6.0} {:>6.0}",
                         alg.name(), tls, rtt, threads, d.p50_us, d.p99_us, d.per_sec,
                         m.p50_us, m.p99_us, m.per_sec, m.p50_us / d.p50_us, m.per_sec / d.per_sec,
-                        show(dc), show(mc)
+                        show(dc), show(mc), d.cpu_us, m.cpu_us
                     );
                     report["signing"].as_array_mut().unwrap().push(json!({
                         "algorithm": alg.name(), "tls": tls, "rttMs": rtt, "threads": threads,
                         "direct": {"p50Us": d.p50_us, "p99Us": d.p99_us, "perSec": d.per_sec,
-                                   "ops": d.ops, "connectionsPer1000": dc},
+                                   "ops": d.ops, "connectionsPer1000": dc, "cpuUsPerSig": d.cpu_us},
                         "module": {"p50Us": m.p50_us, "p99Us": m.p99_us, "perSec": m.per_sec,
-                                   "ops": m.ops, "connectionsPer1000": mc,
+                                   "ops": m.ops, "connectionsPer1000": mc, "cpuUsPerSig": m.cpu_us,
                                    "connections": m_opened},
                         "p50Ratio": m.p50_us / d.p50_us, "throughputRatio": m.per_sec / d.per_sec,
                     }));
@@ -698,7 +708,7 @@ fn main() {
         std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
     }
     println!();
-    println!("p50 x = module p50 / direct p50; tput x = module sig/s / direct sig/s; c/1k = connections opened per 1,000 signatures (through the proxy, rtt > 0)");
+    println!("p50 x = module p50 / direct p50; tput x = module sig/s / direct sig/s; c/1k = connections opened per 1,000 signatures (through the proxy, rtt > 0); cpu = CPU µs of this process per signature (client, and the proxy when rtt > 0; the simulator runs in a child process)");
 }
 
 /// C_Initialize → first signature, and a full listing of the private keys, with `n` keys.
