@@ -15,8 +15,6 @@ use super::hash::HashAlg;
 use super::keys::{Curve, PublicKey};
 use super::{CryptoError, CryptoResult};
 
-pub use super::rsa::RSA_MAX_BITS;
-
 /// What the signed bytes are.
 #[derive(Clone, Copy, Debug)]
 pub enum SignedData<'a> {
@@ -37,9 +35,6 @@ pub enum Scheme {
     /// RSASSA-PSS, MGF1 with the same hash, salt length = hash length
     /// (RFC 8017 §8.1, §9.1).
     RsaPss(HashAlg),
-    /// RSASSA-PSS, MGF1 with the same hash, explicit salt length
-    /// (`CK_RSA_PKCS_PSS_PARAMS.sLen`, PKCS#11 v2.40 Current Mechanisms §2.1.11).
-    RsaPssSalt(HashAlg, usize),
     /// ECDSA over hash(message) or over the given digest (X9.62 truncation
     /// to the order length; shorter digests are taken as integers).
     /// Signature is raw `r || s`.
@@ -56,11 +51,11 @@ fn fail(msg: &str) -> CryptoError {
 /// key object): the decompressed Ed25519 point. ring, which verifies ECDSA and RSA here, parses
 /// its keys on every call and has no API to keep them.
 #[derive(Debug)]
-pub struct PreparedKey(Option<ed25519_dalek::VerifyingKey>);
+pub(crate) struct PreparedKey(Option<ed25519_dalek::VerifyingKey>);
 
 impl PreparedKey {
     /// Parses what can be kept; an unusable key is left for [`verify_with`] to reject.
-    pub fn new(key: &PublicKey) -> PreparedKey {
+    pub(crate) fn new(key: &PublicKey) -> PreparedKey {
         PreparedKey(match key {
             PublicKey::Ed25519 { key } => ed25519_dalek::VerifyingKey::from_bytes(key).ok(),
             _ => None,
@@ -82,7 +77,7 @@ pub fn verify(
 }
 
 /// [`verify`] with what of `key` was parsed before (`prepared`, made from the same key).
-pub fn verify_with(
+pub(crate) fn verify_with(
     prepared: &PreparedKey,
     key: &PublicKey,
     scheme: &Scheme,
@@ -94,10 +89,7 @@ pub fn verify_with(
             PublicKey::Rsa {
                 modulus, exponent, ..
             },
-            Scheme::RsaPkcs1v15(_)
-            | Scheme::RsaPkcs1v15Raw
-            | Scheme::RsaPss(_)
-            | Scheme::RsaPssSalt(_, _),
+            Scheme::RsaPkcs1v15(_) | Scheme::RsaPkcs1v15Raw | Scheme::RsaPss(_),
         ) => super::rsa::verify(modulus, exponent, scheme, data, signature),
         (PublicKey::Ec { curve, point }, Scheme::Ecdsa(h)) => {
             if let (SignedData::Message(m), Some(alg)) = (data, ring_ecdsa(*curve, *h)) {
@@ -147,7 +139,7 @@ fn ring_ecdsa(
 /// SEC 1 §4.1.4 step 5): a digest longer than the order is truncated to its
 /// leftmost `order_bits` bits; shorter digests keep their integer value
 /// (left-padded with zero bytes).
-pub fn ecdsa_hash_to_field(curve: Curve, digest: &[u8]) -> Vec<u8> {
+pub(crate) fn ecdsa_hash_to_field(curve: Curve, digest: &[u8]) -> Vec<u8> {
     let fb = curve.field_bytes();
     let ob = curve.order_bits();
     let mut value: Vec<u8>;
@@ -191,7 +183,12 @@ macro_rules! ecdsa_verify_on {
 /// ECDSA verification of a raw `r || s` signature over `digest`
 /// (any non-empty length, see [`ecdsa_hash_to_field`]). High-s signatures
 /// are accepted.
-pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> CryptoResult<()> {
+pub(crate) fn verify_ecdsa(
+    curve: Curve,
+    point: &[u8],
+    digest: &[u8],
+    sig: &[u8],
+) -> CryptoResult<()> {
     if sig.len() != 2 * curve.field_bytes() {
         return Err(fail("ECDSA signature must be r||s of 2*field size bytes"));
     }
@@ -208,7 +205,7 @@ pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> Cr
 }
 
 /// Ed25519 verification (RFC 8032 §5.1.7), ring's.
-pub fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
+pub(crate) fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
     if sig.len() != 64 {
         return Err(fail("Ed25519 signature must be 64 bytes"));
     }

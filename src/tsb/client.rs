@@ -197,6 +197,7 @@ pub struct TsbClient {
     /// to tell whether it arrived.
     pool: http::Pool,
     /// Connections opened (TCP connects attempted).
+    #[cfg(test)]
     opened: Arc<AtomicU64>,
     token: Option<Secret>,
     /// Indexed by [`Role::index`].
@@ -300,6 +301,7 @@ impl TsbClient {
         Ok(TsbClient {
             base,
             pool,
+            #[cfg(test)]
             opened,
             token,
             api_keys: [
@@ -322,11 +324,13 @@ impl TsbClient {
     }
 
     /// The normalised base URL (no trailing `/`, no `/v1`).
+    #[cfg(test)]
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
     /// The number of connections this client has opened (attempted) so far.
+    #[cfg(test)]
     pub fn connections_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
     }
@@ -344,6 +348,7 @@ impl TsbClient {
     }
 
     /// `GET /v1/versionInfo` → the `Version` string.
+    #[cfg(test)]
     pub fn version_info(&self) -> Result<String, TsbError> {
         let call = Call::new(
             "GET",
@@ -352,9 +357,9 @@ impl TsbClient {
             Retry::Idempotent,
         );
         self.execute(&call, |reply| {
-            let v = reply.json()?;
-            v_str(v.get("Version"))
-                .or_else(|| v_str(v.get("version")))
+            super::models::parse_version_info_checked(&reply.json()?)
+                .map_err(TsbErrorKind::InvalidResponse)?
+                .0
                 .ok_or_else(|| TsbErrorKind::InvalidResponse("no field \"Version\"".into()))
         })
     }
@@ -606,6 +611,14 @@ impl TsbClient {
     /// the configured keys of that role.
     pub fn set_login_operation_key(&self, key: Option<Secret>) {
         *self.login_operation_key.write() = key;
+    }
+
+    /// The JWT and the `KeyOperationToken` API key given at login.
+    pub(crate) fn login_credentials(&self) -> (Option<Secret>, Option<Secret>) {
+        (
+            self.login_bearer.read().clone(),
+            self.login_operation_key.read().clone(),
+        )
     }
 
     // -----------------------------------------------------------------------------------
