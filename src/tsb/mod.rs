@@ -14,6 +14,7 @@
 mod client;
 mod error;
 mod http;
+mod nodes;
 pub(crate) mod models;
 pub mod policy;
 mod tls;
