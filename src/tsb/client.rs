@@ -254,7 +254,9 @@ fn node_origin(
                 }
             }
             if config.client_cert.is_some() {
-                log::warn!("TSB at {base}: plain http://, the client certificate (certpath) is not used");
+                log::warn!(
+                    "TSB at {base}: plain http://, the client certificate (certpath) is not used"
+                );
             }
             None
         }
@@ -737,7 +739,7 @@ impl TsbClient {
                         matches!(e.kind, TsbErrorKind::NotSent(_))
                     }
                 });
-            let e = self.round_error(call, failures, &plan);
+            let e = self.round_error(call, &failures, &plan);
             let delay = self.backoff(attempt);
             let left_after_backoff = deadline
                 .saturating_duration_since(Instant::now())
@@ -754,6 +756,22 @@ impl TsbClient {
                     );
                 } else {
                     log::debug!("TSB request failed: {}", Net(&e.to_string()));
+                }
+                if multi && failures.len() > 1 {
+                    // One line naming each node (each reason shown in full, not the capped
+                    // text of the whole error).
+                    let each: Vec<String> = failures
+                        .iter()
+                        .map(|(i, e)| {
+                            let kind = TsbError::new("", e.kind.clone()).to_string();
+                            format!("{} ({})", self.nodes.node(*i).url, Net(&kind))
+                        })
+                        .collect();
+                    log::error!(
+                        "TSB {}: every TSB node failed: {}",
+                        call.endpoint,
+                        each.join("; ")
+                    );
                 }
                 return Err(e);
             }
@@ -775,12 +793,12 @@ impl TsbClient {
     fn round_error(
         &self,
         call: &Call<'_>,
-        failures: Vec<(usize, TsbError)>,
+        failures: &[(usize, TsbError)],
         plan: &[usize],
     ) -> TsbError {
-        if self.nodes.len() == 1 {
-            if let Some((_, e)) = failures.into_iter().next() {
-                return e;
+        if self.nodes.len() == 1 || failures.len() == 1 && plan.len() == 1 {
+            if let Some((_, e)) = failures.first() {
+                return e.clone();
             }
             return self.err(call, TsbErrorKind::NotSent("no node was tried".into()));
         }

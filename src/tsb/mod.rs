@@ -14,8 +14,8 @@
 mod client;
 mod error;
 mod http;
-mod nodes;
 pub(crate) mod models;
+mod nodes;
 pub mod policy;
 mod tls;
 

@@ -51,7 +51,10 @@ struct Health {
 pub(crate) enum NodeState {
     Up,
     /// Down after this many consecutive failures; tried again after `retry_in`.
-    Down { failures: u32, retry_in: Duration },
+    Down {
+        failures: u32,
+        retry_in: Duration,
+    },
 }
 
 /// The nodes of the cluster.
@@ -250,7 +253,10 @@ mod tests {
     fn backoff_doubles_up_to_the_cap() {
         let n = nodes(2, NodeStrategy::Failover);
         let ms = |f| n.backoff_after(f).as_millis();
-        assert_eq!([ms(1), ms(2), ms(3), ms(4), ms(5)], [100, 200, 400, 800, 1000]);
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(4), ms(5)],
+            [100, 200, 400, 800, 1000]
+        );
         assert_eq!(ms(6), 1000);
         assert_eq!(ms(u32::MAX), 1000);
     }
@@ -292,7 +298,11 @@ mod tests {
         let t0 = Instant::now();
         n.failed(2, t0, "refused");
         n.failed(0, t0, "refused");
-        n.failed(0, Instant::now() + Duration::from_millis(1), "refused again");
+        n.failed(
+            0,
+            Instant::now() + Duration::from_millis(1),
+            "refused again",
+        );
         n.failed(1, t0, "refused");
         // Back-offs: node 2 and 1 100 ms (2 marked earlier), node 0 200 ms; none expired.
         assert_eq!(n.plan(Instant::now(), true), [2, 1, 0]);
@@ -307,7 +317,11 @@ mod tests {
         // Writes (may_probe false) never claim a probe.
         assert_eq!(n.plan(after, false), [1, 0]);
         assert_eq!(n.plan(after, true), [0, 1], "probed first");
-        assert_eq!(n.plan(after, true), [1, 0], "claimed: the next call leaves it alone");
+        assert_eq!(
+            n.plan(after, true),
+            [1, 0],
+            "claimed: the next call leaves it alone"
+        );
     }
 
     #[test]
