@@ -355,6 +355,40 @@ impl TsbClient {
         &self.nodes.node(0).url
     }
 
+    /// The nodes' base URLs, in configured order.
+    pub(crate) fn node_urls(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .map(|i| self.nodes.node(i).url.clone())
+            .collect()
+    }
+
+    /// For `tsb-pkcs11 doctor`: `GET /v1/versionInfo` on node `i` alone (no other node, no
+    /// retry, within `requestTimeoutMs`) → the `Version`, or the error. `Ok(None)`: the node
+    /// answered with an error that says nothing against it (e.g. 401 without a ServiceToken).
+    pub(crate) fn probe_node(&self, i: usize) -> Result<Option<String>, TsbError> {
+        let call = Call::new(
+            "GET",
+            "GET /v1/versionInfo",
+            "/v1/versionInfo".into(),
+            Retry::Idempotent,
+        );
+        let started = Instant::now();
+        let node = self.nodes.node(i);
+        let result = self
+            .send_with_keys(node, &call, started + self.request_timeout)
+            .and_then(|reply| {
+                let v = reply.json().map_err(|k| self.err(&call, k))?;
+                Ok(v_str(v.get("Version")).or_else(|| v_str(v.get("version"))))
+            });
+        match result {
+            Ok(v) => Ok(Some(v.unwrap_or_else(|| "?".into()))),
+            Err(e) if !is_node_failure(&e) && matches!(e.kind, TsbErrorKind::Http { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The number of connections this client has opened (attempted) so far.
     pub fn connections_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)

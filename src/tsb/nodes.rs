@@ -46,7 +46,8 @@ struct Health {
     down_since: Option<Instant>,
 }
 
-/// The state of a node, as `tsb-pkcs11 doctor` and the tests see it.
+/// The state of a node, as the unit tests see it.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NodeState {
     Up,
@@ -208,6 +209,7 @@ impl Nodes {
     }
 
     /// The state of node `i` now.
+    #[cfg(test)]
     pub(crate) fn state(&self, i: usize) -> NodeState {
         let h = self.nodes[i].health.lock();
         match h.retry_at {
