@@ -780,22 +780,19 @@ fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
         })
         .collect();
     let second = Duration::from_secs(1);
-    // Warm-up, the second before, the death, the second after; signatures started in the
-    // second after run to their end.
+    // Warm-up, the second before, the death (the moment the fault is in effect), the second
+    // after; signatures started in the second after run to their end.
     let start = Instant::now() + Duration::from_millis(500);
-    let death = start + second;
-    let stop = death + second;
-    let ops: Vec<(Instant, Duration, bool)> = std::thread::scope(|scope| {
+    let stopping = std::sync::atomic::AtomicBool::new(false);
+    let (ops, death): (Vec<(Instant, Duration, bool)>, Instant) = std::thread::scope(|scope| {
+        let stopping = &stopping;
         let workers: Vec<_> = sessions
             .into_iter()
             .map(|(s, key)| {
                 scope.spawn(move || {
                     let mut ops = Vec::new();
-                    loop {
+                    while !stopping.load(Ordering::Relaxed) {
                         let t = Instant::now();
-                        if t >= stop {
-                            break;
-                        }
                         let ok = s.sign(&Mechanism::EcdsaSha256, key, MESSAGE).is_ok();
                         ops.push((t, t.elapsed(), ok));
                     }
@@ -803,13 +800,18 @@ fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
                 })
             })
             .collect();
-        std::thread::sleep(death.saturating_duration_since(Instant::now()));
+        std::thread::sleep((start + second).saturating_duration_since(Instant::now()));
         sim.set_listener(0, json!({ "fault": fault }));
-        workers
+        let death = Instant::now();
+        std::thread::sleep(second);
+        stopping.store(true, Ordering::Relaxed);
+        let ops = workers
             .into_iter()
             .flat_map(|w| w.join().unwrap())
-            .collect()
+            .collect();
+        (ops, death)
     });
+    let stop = death + second;
     // Signatures started in [from, to) that ended within `ended` (relative to the death).
     let window = |from: Instant, to: Instant, ended: &dyn Fn(Instant) -> bool| {
         let inside: Vec<&(Instant, Duration, bool)> = ops
