@@ -625,7 +625,8 @@ fn main() {
         println!(
             "failover (plain http, 0 ms; 2 nodes, failover, requestTimeoutMs {FAILOVER_TIMEOUT_MS}, \
              nodeDownBackoffMs 1000): P-256 signatures started in the second before node 1 died \
-             (and ended before), in flight when it died, and started in the second after"
+             (and ended before), in flight when it died, started in the second after, and in \
+             the fourth second after"
         );
         println!(
             "{:<5} {:>3} {:<8} | {:>6} {:>8} {:>8} {:>8} {:>6}",
@@ -639,6 +640,7 @@ fn main() {
                     ("before", &row["before"]),
                     ("at death", &row["inFlight"]),
                     ("after", &row["after"]),
+                    ("4th s", &row["fourthSecondAfter"]),
                 ] {
                     println!(
                         "{:<5} {:>3} {:<8} | {:>6} {:>8.1} {:>8.1} {:>8.1} {:>6}",
@@ -745,8 +747,9 @@ const FAILOVER_TIMEOUT_MS: u64 = 5000;
 /// Failover: a cluster of 2 nodes, the module with `restApi` [node 1, node 2] (`failover`, so
 /// every signature goes to node 1), `threads` threads signing P-256 for a second; then node 1
 /// dies (`down`: refuses connections and drops its connections; `hang`: reads requests and
-/// never answers) and they sign on for a second. Latency and errors of the signatures started
-/// in the second before and in the second after the death (every one of them completes).
+/// never answers) and they sign on for four seconds. Latency and errors of the signatures
+/// started in the second before the death, in flight at the death, started in the second after
+/// it and in the fourth second after it (every one of them completes).
 fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
     let sim_dir = dir.join(format!("sim-failover-{fault}-{threads}"));
     std::fs::create_dir_all(&sim_dir).unwrap();
@@ -780,8 +783,8 @@ fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
         })
         .collect();
     let second = Duration::from_secs(1);
-    // Warm-up, the second before, the death (the moment the fault is in effect), the second
-    // after; signatures started in the second after run to their end.
+    // Warm-up, the second before, the death (the moment the fault is in effect), four seconds
+    // after; every signature started runs to its end.
     let start = Instant::now() + Duration::from_millis(500);
     let stopping = std::sync::atomic::AtomicBool::new(false);
     let (ops, death): (Vec<(Instant, Duration, bool)>, Instant) = std::thread::scope(|scope| {
@@ -803,7 +806,7 @@ fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
         std::thread::sleep((start + second).saturating_duration_since(Instant::now()));
         sim.set_listener(0, json!({ "fault": fault }));
         let death = Instant::now();
-        std::thread::sleep(second);
+        std::thread::sleep(4 * second);
         stopping.store(true, Ordering::Relaxed);
         let ops = workers
             .into_iter()
@@ -811,7 +814,6 @@ fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
             .collect();
         (ops, death)
     });
-    let stop = death + second;
     // Signatures started in [from, to) that ended within `ended` (relative to the death).
     let window = |from: Instant, to: Instant, ended: &dyn Fn(Instant) -> bool| {
         let inside: Vec<&(Instant, Duration, bool)> = ops
@@ -837,11 +839,12 @@ fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
     };
     let before = window(death - second, death, &|end| end <= death);
     let in_flight = window(start, death, &|end| end > death);
-    let after = window(death, stop, &|_| true);
+    let after = window(death, death + second, &|_| true);
+    let later = window(death + 3 * second, death + 4 * second, &|_| true);
     sim.set_listener(0, json!({ "fault": "none" }));
     json!({
         "fault": fault, "threads": threads, "requestTimeoutMs": FAILOVER_TIMEOUT_MS,
-        "before": before, "inFlight": in_flight, "after": after,
+        "before": before, "inFlight": in_flight, "after": after, "fourthSecondAfter": later,
     })
 }
 
