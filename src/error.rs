@@ -23,7 +23,7 @@ pub struct Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn new(rv: CK_RV, message: impl Into<Cow<'static, str>>) -> Error {
+    pub(crate) fn new(rv: CK_RV, message: impl Into<Cow<'static, str>>) -> Error {
         Error {
             rv,
             needed: None,
@@ -32,12 +32,12 @@ impl Error {
     }
 
     /// An error that is only a return value, with no further explanation.
-    pub fn rv(rv: CK_RV) -> Error {
+    pub(crate) fn rv(rv: CK_RV) -> Error {
         Error::new(rv, rv_name(rv))
     }
 
     /// `CKR_BUFFER_TOO_SMALL`, with the length the caller must provide.
-    pub fn buffer_too_small(needed: usize) -> Error {
+    pub(crate) fn buffer_too_small(needed: usize) -> Error {
         Error {
             rv: CKR_BUFFER_TOO_SMALL,
             needed: Some(needed),
@@ -49,11 +49,11 @@ impl Error {
         self.rv
     }
 
-    pub fn needed(&self) -> Option<usize> {
+    pub(crate) fn needed(&self) -> Option<usize> {
         self.needed
     }
 
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 }
@@ -74,7 +74,7 @@ impl From<crate::crypto::CryptoError> for Error {
 
 /// What a credential failure means in the current login mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CredentialContext {
+pub(crate) enum CredentialContext {
     /// Credentials come from the configuration: a rejected credential means the user (or the
     /// configuration) is not authorised.
     Configured,
@@ -108,7 +108,7 @@ fn credential_failure(context: CredentialContext) -> CK_RV {
     }
 }
 
-pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
+pub(crate) fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
     let rv = match &err.kind {
         TsbErrorKind::NotSent(_)
         | TsbErrorKind::Timeout(_)
@@ -147,7 +147,7 @@ pub fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error {
 }
 
 /// The symbolic name of a return value, for logs.
-pub fn rv_name(rv: CK_RV) -> &'static str {
+pub(crate) fn rv_name(rv: CK_RV) -> &'static str {
     // Every return value of PKCS#11 v3.0 §5.1 (as cryptoki-sys names them).
     match rv {
         CKR_ACTION_PROHIBITED => "CKR_ACTION_PROHIBITED",

@@ -1,14 +1,23 @@
-//! Entry points for the fuzz targets in `fuzz/`: thin wrappers that hand the crate-private
-//! parsers (C argument decoding in `ffi::convert`, TSB responses in `tsb::models`) to the
-//! fuzzers. Compiled only with `--cfg fuzzing`, which `cargo fuzz` sets.
+//! The one public door into the crate for the fuzz targets in `fuzz/`: thin wrappers that hand
+//! the crate-private parsers (C argument decoding in `ffi::convert`, TSB responses in
+//! `tsb::models`) to the fuzzers, and re-exports of the pure functions they drive. Compiled
+//! only with `--cfg fuzzing`, which `cargo fuzz` sets; every other module is `pub(crate)`.
 
 use std::mem::size_of;
 
 use cryptoki_sys::*;
 use serde_json::Value;
 
-use crate::error::Result;
-use crate::token::Mechanism;
+pub use crate::crypto::cert::Certificate;
+pub use crate::crypto::der_sig::ecdsa_der_to_raw;
+pub use crate::crypto::hash::{digest_info, parse_digest_info, HashAlg};
+pub use crate::crypto::keys::{Curve, PublicKey};
+pub use crate::crypto::verify::{verify, Scheme, SignedData};
+pub use crate::crypto::{encoding, CryptoError};
+pub use crate::error::{Error, Result};
+pub use crate::token::mechanisms::{
+    single_part, DataSink, Mechanism, Plan, PAYLOAD_LIMIT, SUPPORTED,
+};
 use crate::tsb::{KeyAttributes, RequestStatus};
 
 /// Decodes a `CK_MECHANISM` as `C_SignInit` does. `parameter` is the parameter block as the

@@ -26,7 +26,7 @@ const DEFAULT_FILTER: &str = "warn,tsb_pkcs11::wait=info";
 
 /// Installs the logger once per process; later calls (a second `C_Initialize`, or another Rust
 /// library that owns the global logger) are harmless no-ops.
-pub fn init() {
+pub(crate) fn init() {
     let filter = std::env::var("TSB_PKCS11_LOG").unwrap_or_else(|_| DEFAULT_FILTER.to_string());
     let mut builder = env_logger::Builder::new();
     builder
@@ -131,7 +131,7 @@ pub(crate) fn register_secrets<'a>(secrets: impl IntoIterator<Item = &'a str>) {
 /// `<redacted>`, control characters are escaped (`\n`, `\u{1b}`: a value cannot forge a log
 /// line), and at most [`MAX_LOGGED_CHARS`] characters are shown, with a marker saying how
 /// many more there were. Every log site that prints network text wraps it in `Net`.
-pub(crate) struct Net<'a>(pub &'a str);
+pub(crate) struct Net<'a>(pub(crate) &'a str);
 
 impl fmt::Display for Net<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -141,7 +141,7 @@ impl fmt::Display for Net<'_> {
 
 /// A list of network texts, comma-separated, each as [`Net`] shows it; at most
 /// [`MAX_LOGGED_CHARS`] characters in all.
-pub(crate) struct NetList<'a>(pub &'a [String]);
+pub(crate) struct NetList<'a>(pub(crate) &'a [String]);
 
 impl fmt::Display for NetList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -9,7 +9,7 @@
 //! Simulator time is compressed: `timeScale` 0.01 makes a policy's 60 s timelock/timeout take
 //! 600 ms, and an APPROVED request executes 50 ms later (`approvedExecutionDelayMs`).
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::ffi::c_void;
 use std::io::Read;

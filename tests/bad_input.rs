@@ -8,7 +8,7 @@
 //! entry point runs its body inside `guard()` (which catches panics) or is a
 //! `not_supported!` stub.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::os::raw::c_void;
 use std::ptr::null_mut;

@@ -5,7 +5,7 @@
 //! in-process and through OpenSC's `pkcs11-tool`, with the simulator's state and counters as
 //! proof of what reached the TSB.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! per failure mode (each must be found at the right step, with a fix), the healthy case with
 //! a test signature verified here by OpenSSL, and the key listing with its PKCS#11 URIs.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 //! request that `requests` lists and `requests cancel` cancels on the TSB; an approved request
 //! is journalled with its outcome.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

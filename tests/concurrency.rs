@@ -5,7 +5,7 @@
 //! The soak's duration is `TSB_PKCS11_SOAK_SECS` (default 10 s; the issue asks for a minute:
 //! `TSB_PKCS11_SOAK_SECS=60`). The other tests run a few seconds each.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

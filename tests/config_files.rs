@@ -13,8 +13,7 @@
 //!
 //! The tests give files to `nobody` (uid 65534) with chown: they run as root (as CI does).
 
-mod common;
-mod netsec;
+use tsb_pkcs11_test_support::netsec;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! PKCS#11 conformance of return codes and state rules (issue 10): each test drives the built
 //! module through the raw function list and checks the value the spec (and SoftHSM2) gives.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::ptr::null_mut;
 

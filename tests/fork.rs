@@ -11,7 +11,7 @@
 //! Every test holds `SERIAL` for its whole body, so no other test thread of this binary is in
 //! the module, in `std::env` or in the dynamic loader when a test forks.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

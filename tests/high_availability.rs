@@ -16,7 +16,7 @@
 //! Back-offs and timeouts are short (`nodeDownBackoffMs` 300, `requestTimeoutMs` 3000), so
 //! the whole file runs in seconds.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! (`C_DestroyObject`). Signatures made with the new keys are verified with OpenSSL against the
 //! simulator's copy of the public key, never with the module.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! messages from the TSB are escaped, capped and stripped of secrets before they are logged.
 //! The simulator answers odd `signRequestId`s (`Simulator::override_request_ids`).
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

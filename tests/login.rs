@@ -1,7 +1,7 @@
 //! `C_Login` in each `pinIs` mode, checked against the TSB (the simulator with authentication
 //! on), and credentials from a Securosys-style configuration.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use common::verify::{self, Hash};
 use common::Harness;

@@ -1,7 +1,7 @@
 //! Every mechanism on every key type and size, through the built .so, against the simulator.
 //! Each signature is verified by OpenSSL with the public key the simulator holds.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use common::verify::{self, Hash};
 use common::{pss_params, raw_sign, Harness};
@@ -28,7 +28,7 @@ fn pss(hash: Hash) -> PkcsPssParams {
     PkcsPssParams {
         hash_alg: alg,
         mgf,
-        s_len: (hash.len() as u64).into(),
+        s_len: (hash.output_len() as u64).into(),
     }
 }
 

@@ -16,8 +16,8 @@
 //!
 //! Timings are printed with `--nocapture` ("timing: ...").
 
-mod common;
-mod netsec;
+use tsb_pkcs11_test_support as common;
+use tsb_pkcs11_test_support::netsec;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //!
 //! One test in this binary: it sets the process environment the module reads.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use common::{built_module, Raw};
 use cryptoki_sys::*;

@@ -2,7 +2,7 @@
 //! listing, reading public keys, and signing with each mechanism. Signatures are verified with
 //! the `openssl` command line against the simulator's copy of the public key.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

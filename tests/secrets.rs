@@ -19,8 +19,8 @@
 //! holds literal secrets gives one warning; a missing file, invalid JSON and invalid values
 //! each fail with one line naming the file and the field.
 
-mod common;
-mod netsec;
+use tsb_pkcs11_test_support as common;
+use tsb_pkcs11_test_support::netsec;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

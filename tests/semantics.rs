@@ -1,7 +1,7 @@
 //! PKCS#11 return codes and operation states, through the built .so's raw function list:
 //! size queries, CKR_BUFFER_TOO_SMALL, attribute queries, invalid handles and states.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use common::verify::{self, Hash};
 use common::Harness;

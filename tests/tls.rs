@@ -14,8 +14,8 @@
 //!
 //! Every signature is verified with OpenSSL against the key the simulator holds.
 
-mod common;
-mod netsec;
+use tsb_pkcs11_test_support as common;
+use tsb_pkcs11_test_support::netsec;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

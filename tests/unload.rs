@@ -11,7 +11,7 @@
 //! Both tests hold `SERIAL`, so the thread and descriptor counts of one are not disturbed by
 //! the simulator of the other.
 
-mod common;
+use tsb_pkcs11_test_support as common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

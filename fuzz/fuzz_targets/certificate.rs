@@ -3,17 +3,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tsb_pkcs11::crypto::Certificate;
+use tsb_pkcs11::fuzzing::Certificate;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = Certificate::from_any(data) {
         let again = Certificate::from_der(&c.der).expect("own DER parses");
         assert_eq!(again.der, c.der);
-        let _ = (c.check_value(), c.self_signed(), c.issued_by(&again));
+        let _ = c.check_value();
     }
     if let Ok(chain) = Certificate::chain_from_pem(data) {
-        for c in &chain {
-            let _ = c.self_signed();
-        }
+        assert!(!chain.is_empty());
     }
 });

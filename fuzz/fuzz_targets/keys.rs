@@ -2,7 +2,7 @@
 //! key of each type.
 
 use cryptoki_sys::*;
-use tsb_pkcs11::crypto::PublicKey;
+use tsb_pkcs11::fuzzing::PublicKey;
 
 pub const SPKIS: [(CK_KEY_TYPE, &[u8]); 5] = [
     (CKK_RSA, include_bytes!("../keys/rsa2048.spki.der")),

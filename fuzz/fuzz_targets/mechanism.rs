@@ -9,8 +9,7 @@ mod keys;
 use arbitrary::Arbitrary;
 use cryptoki_sys::*;
 use libfuzzer_sys::fuzz_target;
-use tsb_pkcs11::crypto::verify;
-use tsb_pkcs11::token::mechanisms::{single_part, DataSink, Plan, PAYLOAD_LIMIT, SUPPORTED};
+use tsb_pkcs11::fuzzing::{single_part, verify, DataSink, Plan, PAYLOAD_LIMIT, SUPPORTED};
 
 #[derive(Arbitrary, Debug)]
 enum Params {

@@ -53,7 +53,10 @@ fuzz_target!(|input: Input| {
     match &search {
         Ok(t) => {
             assert!(!has_bad_null);
-            assert!(!wrong_len, "a fixed-size attribute of the wrong length was accepted");
+            assert!(
+                !wrong_len,
+                "a fixed-size attribute of the wrong length was accepted"
+            );
             assert_eq!(t.len(), attrs.len());
             for ((ta, va), (tb, vb)) in t.iter().zip(&attrs) {
                 assert_eq!(ta, tb);

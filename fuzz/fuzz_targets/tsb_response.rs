@@ -4,8 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tsb_pkcs11::crypto::PublicKey;
-use tsb_pkcs11::fuzzing::{key_attributes, key_list, request_status};
+use tsb_pkcs11::fuzzing::{key_attributes, key_list, request_status, PublicKey};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {

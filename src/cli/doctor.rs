@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::keys::{inspect_key, labels, KeyReport};
-use super::{find_config, known, mode_and_owner, own_uid, take_warnings, Global, Out};
+use super::{find_config, mode_and_owner, own_uid, take_warnings, Global, Out};
 use crate::config::{AuthType, Config, PinIs, Secret};
 use crate::crypto::{HashAlg, PublicKey, Scheme, SignedData};
 use crate::token::{Mechanism, SignOutput, Token, SLOT_ID};
@@ -164,12 +164,7 @@ fn check_config(global: &Global, r: &mut Report) -> Option<Config> {
             "config",
             format!(
                 "no configuration file: none of {} exists (the module then offers no slot)",
-                found
-                    .searched
-                    .iter()
-                    .map(|(p, _)| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                found.searched_list()
             ),
             Some("run `tsb-pkcs11 config init --url https://YOUR-TSB:8080`".into()),
         );
@@ -816,18 +811,11 @@ fn check_auth(config: &Config, client: &TsbClient, r: &mut Report) -> Option<Opt
                 r.ok("auth", format!("{}: accepted ({with})", role.name()));
                 match p {
                     Probe::Version(v) => {
-                        let version = v
-                            .get("Version")
-                            .or_else(|| v.get("version"))
-                            .and_then(Value::as_str)
-                            .unwrap_or("?")
-                            .to_string();
+                        let (version, unknown) =
+                            crate::tsb::models::parse_version_info_checked(&v).unwrap_or_default();
+                        let version = version.unwrap_or_else(|| "?".to_string());
                         r.ok("version", format!("TSB version {version}"));
-                        report_unknown(
-                            r,
-                            "GET /v1/versionInfo",
-                            &known::unknown_fields(&v, &known::VERSION_INFO),
-                        );
+                        report_unknown(r, "GET /v1/versionInfo", &unknown);
                     }
                     Probe::Keys(v) => key_list = Some(v),
                     Probe::Operation => {}

@@ -4,7 +4,6 @@
 use clap::Args;
 use serde::Serialize;
 
-use super::known;
 use super::{hex, load_config, Global, Out};
 use crate::config::Config;
 use crate::crypto::{Certificate, PublicKey};
@@ -151,13 +150,15 @@ pub(crate) fn inspect_key(
                 format!("/v1/key/{}/attributes", crate::tsb::encode_segment(label)),
             )
             .and_then(|raw| {
-                r.unknown_fields = known::unknown_fields(&raw, &known::KEY_ATTRIBUTES);
-                crate::tsb::models::parse_key_attributes(&raw).map_err(|m| {
-                    TsbError::new(
-                        "GET /v1/key/{label}/attributes",
-                        crate::tsb::TsbErrorKind::InvalidResponse(m),
-                    )
-                })
+                let (attrs, unknown) = crate::tsb::models::keys::parse_key_attributes_checked(&raw)
+                    .map_err(|m| {
+                        TsbError::new(
+                            "GET /v1/key/{label}/attributes",
+                            crate::tsb::TsbErrorKind::InvalidResponse(m),
+                        )
+                    })?;
+                r.unknown_fields = unknown;
+                Ok(attrs)
             }),
         _ => client.key_attributes(label, password.as_ref()),
     };
@@ -194,7 +195,7 @@ pub(crate) fn inspect_key(
     }
     r.unknown_values = unknown_values(&attrs);
     r.public_key = attrs.public_key.clone();
-    let key = match key_from_attributes(&attrs, 0, password) {
+    let key = match key_from_attributes(&attrs, 0) {
         Ok(k) => k,
         Err(Skipped::CannotSign(why)) => {
             return Ok(r.left_out(format!("{} ({})", why, attrs.algorithm), None))
@@ -269,7 +270,7 @@ fn timing(attrs: &KeyAttributes) -> String {
 
 fn unknown_values(attrs: &KeyAttributes) -> Vec<String> {
     let mut out = Vec::new();
-    if !known::ALGORITHMS.contains(&attrs.algorithm.as_str()) {
+    if !crate::tsb::models::keys::ALGORITHMS.contains(&attrs.algorithm.as_str()) {
         out.push(format!("algorithm \"{}\"", attrs.algorithm));
     }
     let rules = attrs.policy.iter().flat_map(|p| {
@@ -281,7 +282,7 @@ fn unknown_values(attrs: &KeyAttributes) -> Vec<String> {
         for t in &rule.tokens {
             for g in &t.groups {
                 for a in &g.approvals {
-                    if !known::APPROVER_TYPES.contains(&a.kind.as_str()) {
+                    if crate::tsb::policy::approver_type(&a.kind).is_none() {
                         out.push(format!("approver type \"{}\"", a.kind));
                     }
                 }

@@ -11,7 +11,6 @@
 mod doctor;
 mod init;
 mod keys;
-mod known;
 mod requests;
 
 use std::ffi::OsString;
@@ -196,6 +195,17 @@ pub(crate) struct Found {
     pub(crate) searched: Vec<(PathBuf, bool)>,
 }
 
+impl Found {
+    /// The search path for messages: `a, b, c`.
+    pub(crate) fn searched_list(&self) -> String {
+        self.searched
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Finds the configuration file as `C_Initialize` does (`--config` overrides).
 pub(crate) fn find_config(global: &Global) -> Found {
     let searched: Vec<(PathBuf, bool)> = Config::search_paths()
@@ -230,18 +240,13 @@ pub(crate) fn find_config(global: &Global) -> Found {
 /// Loads the configuration for commands other than `doctor` (which reports each step).
 pub(crate) fn load_config(global: &Global) -> Result<Config, String> {
     let found = find_config(global);
-    let Some(path) = found.path else {
+    let Some(path) = &found.path else {
         return Err(format!(
             "no configuration file (looked in {}); run `tsb-pkcs11 config init` or set {CONFIG_ENV}",
-            found
-                .searched
-                .iter()
-                .map(|(p, _)| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            found.searched_list()
         ));
     };
-    Config::from_file(&path).map_err(|e| describe_config_error(&e))
+    Config::from_file(path).map_err(|e| describe_config_error(&e))
 }
 
 /// A configuration error with its likely fix.

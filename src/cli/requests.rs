@@ -147,14 +147,16 @@ pub(crate) fn run(global: &Global, args: &RequestsArgs, out: &Out) -> Result<i32
                     format!("/v1/request/{}", crate::tsb::encode_segment(&row.id)),
                 )
                 .and_then(|raw| {
-                    row.unknown_fields =
-                        super::known::unknown_fields(&raw, &super::known::REQUEST_STATUS);
-                    crate::tsb::models::parse_request_status(&raw, &row.id).map_err(|m| {
-                        crate::tsb::TsbError::new(
-                            "GET /v1/request/{id}",
-                            crate::tsb::TsbErrorKind::InvalidResponse(m),
-                        )
-                    })
+                    let (status, unknown) =
+                        crate::tsb::models::status::parse_request_status_checked(&raw, &row.id)
+                            .map_err(|m| {
+                                crate::tsb::TsbError::new(
+                                    "GET /v1/request/{id}",
+                                    crate::tsb::TsbErrorKind::InvalidResponse(m),
+                                )
+                            })?;
+                    row.unknown_fields = unknown;
+                    Ok(status)
                 });
             match status {
                 Ok(s) => {

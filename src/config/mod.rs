@@ -33,27 +33,24 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use crate::tsb::policy::PolicySpec;
+pub(crate) use crate::tsb::policy::PolicySpec;
 pub(crate) use discovery::read_regular_file;
-pub use secrets::Secret;
+pub(crate) use secrets::Secret;
 pub(crate) use validate::normalise_url;
 
 /// Environment variable holding the path of the configuration file.
-pub const CONFIG_ENV: &str = "TSB_PKCS11_CONFIG";
-
-/// The `source` of a configuration not read from a file.
-pub const INLINE_SOURCE: &str = "<inline>";
+pub(crate) const CONFIG_ENV: &str = "TSB_PKCS11_CONFIG";
 
 /// The longest `pkcs11.approvalTimeoutSecs` accepted, and the cap of any approval wait.
-pub const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(MAX_APPROVAL_WAIT_SECS);
+pub(crate) const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(MAX_APPROVAL_WAIT_SECS);
 const MAX_APPROVAL_WAIT_SECS: u64 = 24 * 60 * 60;
 
 /// How long `C_Sign` waits for approvals when `pkcs11.approvalTimeoutSecs` is not set.
-pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How the module authenticates to the TSB (`authType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthType {
+pub(crate) enum AuthType {
     /// JWT bearer token (`Authorization: Bearer`).
     Token,
     /// mTLS client certificate.
@@ -64,7 +61,7 @@ pub enum AuthType {
 
 /// What the PIN given to `C_Login` is (`pkcs11.pinIs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PinIs {
+pub(crate) enum PinIs {
     /// The PIN is ignored.
     None,
     /// The PIN is the JWT.
@@ -77,7 +74,7 @@ pub enum PinIs {
 
 /// How requests are spread over several TSB URLs (`pkcs11.nodeStrategy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NodeStrategy {
+pub(crate) enum NodeStrategy {
     /// Every request goes to the first node that is up, in the order of `restApi`.
     #[default]
     Failover,
@@ -87,7 +84,7 @@ pub enum NodeStrategy {
 
 /// The journal of approval requests (`pkcs11.requestJournal`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum RequestJournal {
+pub(crate) enum RequestJournal {
     /// `true` (the default): the journal is kept in its default place.
     #[default]
     Default,
@@ -99,82 +96,81 @@ pub enum RequestJournal {
 
 /// API keys per TSB role (`apiKeys`); several keys per role allow rollover.
 #[derive(Clone, Debug, Default)]
-pub struct ApiKeys {
+pub(crate) struct ApiKeys {
     /// `KeyManagementToken`: key list and attributes.
-    pub key_management: Vec<Secret>,
+    pub(crate) key_management: Vec<Secret>,
     /// `KeyOperationToken`: signing, requests, certificates.
-    pub key_operation: Vec<Secret>,
+    pub(crate) key_operation: Vec<Secret>,
     /// `ServiceToken`: version, license, statistics.
-    pub service: Vec<Secret>,
+    pub(crate) service: Vec<Secret>,
 }
 
-/// The application key pair that signs the approval metadata (`applicationKeyPair`).
+/// The application key pair that signs the approval metadata (`applicationKeyPair`). Its
+/// `publicKey` is checked (present, base64) but only the TSB uses it.
 #[derive(Clone, Debug)]
-pub struct ApplicationKeyPair {
+pub(crate) struct ApplicationKeyPair {
     /// Base64 as given in the file.
-    pub public_key: String,
-    /// Base64 as given in the file.
-    pub private_key: Secret,
+    pub(crate) private_key: Secret,
 }
 
 /// Settings of the object `pkcs11`, specific to this module.
 #[derive(Clone, Debug)]
-pub struct ModuleSettings {
+pub(crate) struct ModuleSettings {
     /// `tokenLabel` (default "TSB", at most 32 bytes).
-    pub token_label: String,
+    pub(crate) token_label: String,
     /// `tokenSerial`: the token's serial number (1–16 printable ASCII characters); `None` =
     /// derived from the first TSB URL.
-    pub token_serial: Option<String>,
+    pub(crate) token_serial: Option<String>,
     /// `keys`: allow-list of key labels; `None` = every key.
-    pub keys: Option<Vec<String>>,
+    pub(crate) keys: Option<Vec<String>>,
     /// `approvalTimeoutSecs` (at most [`MAX_APPROVAL_WAIT`]); `None` when not set (see
     /// [`ModuleSettings::approval_wait`]).
-    pub approval_timeout: Option<Duration>,
+    pub(crate) approval_timeout: Option<Duration>,
     /// `pollIntervalMs` (default 1000, at least 10).
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// `pollIntervalMaxMs` (default 10000): the cap of the polling backoff.
-    pub poll_interval_max: Duration,
+    pub(crate) poll_interval_max: Duration,
     /// `cacheTtlSecs` (default 60).
-    pub cache_ttl: Duration,
+    pub(crate) cache_ttl: Duration,
     /// `keyPasswords`: key label → password.
-    pub key_passwords: HashMap<String, Secret>,
+    pub(crate) key_passwords: HashMap<String, Secret>,
     /// `pinIs` (default `none`).
-    pub pin_is: PinIs,
+    pub(crate) pin_is: PinIs,
     /// `verifySignatures` (default true).
-    pub verify_signatures: bool,
+    pub(crate) verify_signatures: bool,
     /// `certificates`: key label → PEM file (leaf first).
-    pub certificates: HashMap<String, PathBuf>,
+    pub(crate) certificates: HashMap<String, PathBuf>,
     /// `connectTimeoutMs` (default 5000).
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// `requestTimeoutMs` (default 30000): the deadline of one TSB call (connect, TLS, request,
     /// answer), its retries included.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// `retries` (default 2): retries of idempotent requests (within `requestTimeoutMs`).
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// `serverCertSha256`: SHA-256 pin of the server's end-entity certificate.
-    pub server_cert_sha256: Option<[u8; 32]>,
+    pub(crate) server_cert_sha256: Option<[u8; 32]>,
     /// `allowInsecureHttp` (default false).
-    pub allow_insecure_http: bool,
+    pub(crate) allow_insecure_http: bool,
     /// `nodeStrategy` (default failover).
-    pub node_strategy: NodeStrategy,
+    pub(crate) node_strategy: NodeStrategy,
     /// `nodeDownBackoffMs` (default 1000): how long a node marked down is left alone at first.
-    pub node_down_backoff: Duration,
+    pub(crate) node_down_backoff: Duration,
     /// `nodeDownBackoffMaxMs` (default 30000): the cap of that back-off.
-    pub node_down_backoff_max: Duration,
+    pub(crate) node_down_backoff_max: Duration,
     /// `newKeyPolicy`: the policy of keys the module creates.
-    pub new_key_policy: Option<PolicySpec>,
+    pub(crate) new_key_policy: Option<PolicySpec>,
     /// `policyProfiles`: named policies for new keys.
-    pub policy_profiles: BTreeMap<String, PolicySpec>,
+    pub(crate) policy_profiles: BTreeMap<String, PolicySpec>,
     /// `allowKeyDeletion` (default false).
-    pub allow_key_deletion: bool,
+    pub(crate) allow_key_deletion: bool,
     /// `requestJournal` (default true).
-    pub request_journal: RequestJournal,
+    pub(crate) request_journal: RequestJournal,
 }
 
 impl ModuleSettings {
     /// How long `C_Sign` waits for approvals: `approvalTimeoutSecs`, or
     /// [`DEFAULT_APPROVAL_TIMEOUT`] when it is not set.
-    pub fn approval_wait(&self) -> Duration {
+    pub(crate) fn approval_wait(&self) -> Duration {
         self.approval_timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT)
     }
 }
@@ -213,41 +209,41 @@ const DEFAULT_TOKEN_LABEL: &str = "TSB";
 
 /// The module configuration.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// The file the configuration was read from, or `<inline>`.
-    pub source: String,
+    pub(crate) source: String,
     /// `restApi`: the TSB base URLs (at least one, distinct), normalised without trailing `/`
     /// or `/v1`, e.g. `https://tsb.example:8080`.
-    pub rest_apis: Vec<String>,
+    pub(crate) rest_apis: Vec<String>,
     /// `authType`.
-    pub auth_type: AuthType,
+    pub(crate) auth_type: AuthType,
     /// `token`: the JWT.
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
     /// `certpath`: PEM client certificate (chain) for mTLS.
-    pub client_cert: Option<PathBuf>,
+    pub(crate) client_cert: Option<PathBuf>,
     /// `keypath`: PEM private key for mTLS.
-    pub client_key: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
     /// `apiKeys`.
-    pub api_keys: ApiKeys,
+    pub(crate) api_keys: ApiKeys,
     /// `applicationKeyPair`.
-    pub application_key_pair: Option<ApplicationKeyPair>,
+    pub(crate) application_key_pair: Option<ApplicationKeyPair>,
     /// `metaData`: extra entries for the approval metadata.
-    pub meta_data: Map<String, Value>,
+    pub(crate) meta_data: Map<String, Value>,
     /// `caPath`: PEM bundle trusted for the TSB server (in addition to the system roots).
-    pub ca_path: Option<PathBuf>,
+    pub(crate) ca_path: Option<PathBuf>,
     /// The object `pkcs11`.
-    pub pkcs11: ModuleSettings,
+    pub(crate) pkcs11: ModuleSettings,
 }
 
 /// A configuration error: one line naming the file and the field, never a secret.
 #[derive(Debug)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     /// The configuration file (or `<inline>`).
-    pub file: String,
+    pub(crate) file: String,
     /// The field, as a dotted path (e.g. `pkcs11.pollIntervalMs`), if the error is about one.
-    pub field: Option<String>,
+    pub(crate) field: Option<String>,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -268,7 +264,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Loads the configuration: the file named by `TSB_PKCS11_CONFIG` if set,
     /// else the first existing file of [`Config::search_paths`].
-    pub fn load() -> Result<Config, ConfigError> {
+    pub(crate) fn load() -> Result<Config, ConfigError> {
         if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
             return Config::from_file(Path::new(&path));
         }
@@ -278,7 +274,7 @@ impl Config {
     /// The files looked at, in order: `$TSB_PKCS11_CONFIG` (if set),
     /// `$XDG_CONFIG_HOME/tsb-pkcs11/config.json`, `~/.config/tsb-pkcs11/config.json`,
     /// `/etc/tsb-pkcs11/config.json`.
-    pub fn search_paths() -> Vec<PathBuf> {
+    pub(crate) fn search_paths() -> Vec<PathBuf> {
         discovery::search_paths_from(
             std::env::var_os(CONFIG_ENV),
             std::env::var_os("XDG_CONFIG_HOME"),
@@ -290,7 +286,7 @@ impl Config {
     /// 1 MiB, owned by the running user or root, not writable by group or others, in folders
     /// others cannot write (unless sticky, like `/tmp`). One readable by others that holds
     /// literal secrets is accepted with a warning.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let read = discovery::read_config_file(path).map_err(|message| ConfigError {
             file: file.clone(),
@@ -312,16 +308,17 @@ impl Config {
 
     /// Parses a configuration from JSON text; `source` names it in errors. Relative paths
     /// stay relative to the working directory.
-    pub fn from_json_str(json: &str, source: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn from_json_str(json: &str, source: &str) -> Result<Config, ConfigError> {
         let parsed = parse_config(json, source, None)?;
         warn_unknown(&parsed);
         Ok(parsed.config)
     }
 
     /// A configuration with every default and no authentication, for `url`.
-    pub fn for_url(url: &str) -> Config {
+    #[cfg(test)]
+    pub(crate) fn for_url(url: &str) -> Config {
         Config {
-            source: INLINE_SOURCE.to_string(),
+            source: "<inline>".to_string(),
             rest_apis: vec![normalise_url(url).unwrap_or_else(|_| url.trim().to_string())],
             auth_type: AuthType::None,
             token: None,
@@ -336,7 +333,7 @@ impl Config {
     }
 
     /// The first TSB URL (the only one unless `restApi` is an array).
-    pub fn rest_api(&self) -> &str {
+    pub(crate) fn rest_api(&self) -> &str {
         self.rest_apis.first().map(String::as_str).unwrap_or("")
     }
 }

@@ -76,10 +76,7 @@ pub(super) fn build(
                     if !is_base64(private_key.expose()) {
                         return Err(fx.err("applicationKeyPair.privateKey", "not valid base64"));
                     }
-                    Some(ApplicationKeyPair {
-                        public_key: public_key.trim().to_string(),
-                        private_key,
-                    })
+                    Some(ApplicationKeyPair { private_key })
                 }
                 (_, None) => {
                     return Err(fx.err(
@@ -234,25 +231,12 @@ fn module_settings(raw: RawModuleSettings, fx: &Fields<'_>) -> Result<ModuleSett
     if let Some(n) = raw.approval_timeout_secs {
         s.approval_timeout = Some(Duration::from_secs(n.0));
     }
-    if let Some(n) = raw.poll_interval_ms {
-        s.poll_interval = Duration::from_millis(n.0);
-    }
-    match raw.poll_interval_max_ms {
-        Some(n) => {
-            if Duration::from_millis(n.0) < s.poll_interval {
-                return Err(fx.err(
-                    "pkcs11.pollIntervalMaxMs",
-                    format!(
-                        "must be ≥ pollIntervalMs ({}), got {}",
-                        s.poll_interval.as_millis(),
-                        n.0
-                    ),
-                ));
-            }
-            s.poll_interval_max = Duration::from_millis(n.0);
-        }
-        None => s.poll_interval_max = s.poll_interval_max.max(s.poll_interval),
-    }
+    growing_interval(
+        fx,
+        ("pollIntervalMs", raw.poll_interval_ms.map(|n| n.0)),
+        ("pollIntervalMaxMs", raw.poll_interval_max_ms.map(|n| n.0)),
+        (&mut s.poll_interval, &mut s.poll_interval_max),
+    )?;
     if let Some(n) = raw.cache_ttl_secs {
         s.cache_ttl = Duration::from_secs(n.0);
     }
@@ -344,25 +328,15 @@ fn module_settings(raw: RawModuleSettings, fx: &Fields<'_>) -> Result<ModuleSett
             }
         };
     }
-    if let Some(n) = raw.node_down_backoff_ms {
-        s.node_down_backoff = Duration::from_millis(n.0);
-    }
-    match raw.node_down_backoff_max_ms {
-        Some(n) => {
-            if Duration::from_millis(n.0) < s.node_down_backoff {
-                return Err(fx.err(
-                    "pkcs11.nodeDownBackoffMaxMs",
-                    format!(
-                        "must be ≥ nodeDownBackoffMs ({}), got {}",
-                        s.node_down_backoff.as_millis(),
-                        n.0
-                    ),
-                ));
-            }
-            s.node_down_backoff_max = Duration::from_millis(n.0);
-        }
-        None => s.node_down_backoff_max = s.node_down_backoff_max.max(s.node_down_backoff),
-    }
+    growing_interval(
+        fx,
+        ("nodeDownBackoffMs", raw.node_down_backoff_ms.map(|n| n.0)),
+        (
+            "nodeDownBackoffMaxMs",
+            raw.node_down_backoff_max_ms.map(|n| n.0),
+        ),
+        (&mut s.node_down_backoff, &mut s.node_down_backoff_max),
+    )?;
 
     s.new_key_policy = raw.new_key_policy.map(|o| o.0);
     for (name, policy) in raw.policy_profiles.map(|o| o.0).unwrap_or_default() {
@@ -384,12 +358,38 @@ fn module_settings(raw: RawModuleSettings, fx: &Fields<'_>) -> Result<ModuleSett
     Ok(s)
 }
 
+/// Base64 as the application key is read later ([`crate::crypto::encoding::decode_base64`]:
+/// standard or URL-safe, padded or not, whitespace ignored).
+/// An interval that grows up to a cap (`pollIntervalMs` / `pollIntervalMaxMs`,
+/// `nodeDownBackoffMs` / `nodeDownBackoffMaxMs`), in milliseconds: a given cap must not be
+/// below the interval; without one, the default cap rises to the interval.
+fn growing_interval(
+    fx: &Fields<'_>,
+    (base_name, base_ms): (&str, Option<u64>),
+    (max_name, max_ms): (&str, Option<u64>),
+    (base, max): (&mut Duration, &mut Duration),
+) -> Result<(), ConfigError> {
+    if let Some(ms) = base_ms {
+        *base = Duration::from_millis(ms);
+    }
+    match max_ms {
+        Some(ms) if Duration::from_millis(ms) < *base => Err(fx.err(
+            &format!("pkcs11.{max_name}"),
+            format!("must be ≥ {base_name} ({}), got {ms}", base.as_millis()),
+        )),
+        Some(ms) => {
+            *max = Duration::from_millis(ms);
+            Ok(())
+        }
+        None => {
+            *max = (*max).max(*base);
+            Ok(())
+        }
+    }
+}
+
 fn is_base64(s: &str) -> bool {
-    use base64::Engine;
-    let cleaned: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(cleaned.as_bytes())
-        .is_ok()
+    crate::crypto::encoding::decode_base64(s.as_bytes()).is_ok()
 }
 
 /// Normalises a `restApi` URL: scheme and host in lower case, no default port, no trailing

@@ -13,18 +13,15 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use ring::rand::SystemRandom;
-use ring::signature::{RsaKeyPair, RsaPublicKeyComponents, RSA_PKCS1_SHA256};
+use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 
 use super::encoding;
-use super::keys::PublicKey;
 use super::{CryptoError, CryptoResult};
 
 /// A parsed application private key (RSA). Parse once, sign many times.
 #[derive(Clone)]
-pub struct AppKey {
+pub(crate) struct AppKey {
     key: Arc<RsaKeyPair>,
 }
 
@@ -39,7 +36,7 @@ impl std::fmt::Debug for AppKey {
 impl AppKey {
     /// Parse an RSA private key given as DER, PEM (`PRIVATE KEY` or
     /// `RSA PRIVATE KEY`) or base64 of DER; PKCS#8 or PKCS#1.
-    pub fn from_any(input: &[u8]) -> CryptoResult<AppKey> {
+    pub(crate) fn from_any(input: &[u8]) -> CryptoResult<AppKey> {
         let text = input.trim_ascii();
         if text
             .windows(29)
@@ -72,30 +69,18 @@ impl AppKey {
 
     /// RSASSA-PKCS1-v1_5 SHA-256 signature of `data` (raw bytes, length =
     /// modulus length). Uses blinding.
-    pub fn sign(&self, data: &[u8]) -> CryptoResult<Vec<u8>> {
+    pub(crate) fn sign(&self, data: &[u8]) -> CryptoResult<Vec<u8>> {
         let mut sig = vec![0u8; self.key.public().modulus_len()];
         self.key
             .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), data, &mut sig)
             .map_err(|_| CryptoError::new("application key signature failed"))?;
         Ok(sig)
     }
-
-    /// The public half (to show / register with the TSB).
-    pub fn public_key(&self) -> PublicKey {
-        let c = RsaPublicKeyComponents::<Vec<u8>>::from(self.key.public());
-        PublicKey::rsa(&c.n, &c.e).expect("valid RSA key")
-    }
 }
 
 /// Sign the raw `metaData` JSON bytes with the application private key
 /// (RSASSA-PKCS1-v1_5 with SHA-256, RFC 8017 §8.2.1). Returns the raw
-/// signature bytes; see [`sign_metadata_base64`] for the base64 text the TSB
-/// expects in `metaDataSignature`.
-pub fn sign_metadata(private_key: &[u8], data: &[u8]) -> CryptoResult<Vec<u8>> {
+/// signature bytes (the TSB expects them base64 encoded in `metaDataSignature`).
+pub(crate) fn sign_metadata(private_key: &[u8], data: &[u8]) -> CryptoResult<Vec<u8>> {
     AppKey::from_any(private_key)?.sign(data)
-}
-
-/// [`sign_metadata`], base64 encoded (standard alphabet, padded).
-pub fn sign_metadata_base64(private_key: &[u8], data: &[u8]) -> CryptoResult<String> {
-    Ok(STANDARD.encode(sign_metadata(private_key, data)?))
 }

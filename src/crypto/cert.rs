@@ -3,15 +3,11 @@
 //! certificate objects).
 
 use der::{Decode, Encode};
-use x509_cert::ext::pkix::BasicConstraints;
 
 use super::encoding;
 use super::hash::HashAlg;
 use super::keys::PublicKey;
 use super::{CryptoError, CryptoResult};
-
-/// id-ce-basicConstraints, RFC 5280 §4.2.1.9.
-const OID_BASIC_CONSTRAINTS: &str = "2.5.29.19";
 
 /// A parsed X.509 certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,22 +15,18 @@ pub struct Certificate {
     /// The whole certificate, DER (`CKA_VALUE`).
     pub der: Vec<u8>,
     /// DER of the subject Name (`CKA_SUBJECT`).
-    pub subject_der: Vec<u8>,
+    pub(crate) subject_der: Vec<u8>,
     /// DER of the issuer Name (`CKA_ISSUER`).
-    pub issuer_der: Vec<u8>,
+    pub(crate) issuer_der: Vec<u8>,
     /// DER INTEGER of the serial number, tag and length included
     /// (`CKA_SERIAL_NUMBER`).
-    pub serial_der: Vec<u8>,
+    pub(crate) serial_der: Vec<u8>,
     /// Subject public key.
-    pub public_key: PublicKey,
-    /// basicConstraints cA (RFC 5280 §4.2.1.9); false when absent.
-    pub is_ca: bool,
-    /// notBefore as Unix seconds (`CKA_START_DATE` source).
-    pub not_before_unix: i64,
+    pub(crate) public_key: PublicKey,
     /// notAfter as Unix seconds (`CKA_END_DATE` source).
-    pub not_after_unix: i64,
+    pub(crate) not_after_unix: i64,
     /// Subject as RFC 4514 text, for labels and logs.
-    pub subject_text: String,
+    pub(crate) subject_text: String,
 }
 
 impl Certificate {
@@ -52,14 +44,6 @@ impl Certificate {
             .to_der()
             .map_err(|_| bad("public key"))?;
         let public_key = PublicKey::from_spki_der(&spki_der)?;
-        let mut is_ca = false;
-        for ext in tbs.extensions.iter().flatten() {
-            if ext.extn_id.to_string() == OID_BASIC_CONSTRAINTS {
-                let bc = BasicConstraints::from_der(ext.extn_value.as_bytes())
-                    .map_err(|_| bad("basicConstraints"))?;
-                is_ca = bc.ca;
-            }
-        }
         let secs = |t: x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
         Ok(Certificate {
             der: der.to_vec(),
@@ -67,8 +51,6 @@ impl Certificate {
             issuer_der,
             serial_der,
             public_key,
-            is_ca,
-            not_before_unix: secs(tbs.validity.not_before),
             not_after_unix: secs(tbs.validity.not_after),
             subject_text: tbs.subject.to_string(),
         })
@@ -104,16 +86,5 @@ impl Certificate {
     pub fn check_value(&self) -> [u8; 3] {
         let h = HashAlg::Sha1.digest(&self.der);
         [h[0], h[1], h[2]]
-    }
-
-    /// True when subject and issuer are the same Name (a root or a
-    /// self-issued certificate; the signature is not checked).
-    pub fn self_signed(&self) -> bool {
-        self.subject_der == self.issuer_der
-    }
-
-    /// True when `issuer` is named as this certificate's issuer.
-    pub fn issued_by(&self, issuer: &Certificate) -> bool {
-        self.issuer_der == issuer.subject_der
     }
 }

@@ -12,8 +12,8 @@ use super::{CryptoError, CryptoResult};
 /// decoded DER contents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PemBlock {
-    pub label: String,
-    pub der: Vec<u8>,
+    pub(crate) label: String,
+    pub(crate) der: Vec<u8>,
 }
 
 /// Length of the DER TLV at the start of `data` (tag + length + contents),
@@ -38,7 +38,7 @@ pub fn der_tlv_len(data: &[u8]) -> Option<usize> {
 }
 
 /// True when `data` is exactly one DER SEQUENCE TLV.
-pub fn is_der_sequence(data: &[u8]) -> bool {
+pub(crate) fn is_der_sequence(data: &[u8]) -> bool {
     data.first() == Some(&0x30) && der_tlv_len(data) == Some(data.len())
 }
 

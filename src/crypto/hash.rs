@@ -38,7 +38,7 @@ const PREFIX_SHA512: &[u8] = &[
 
 impl HashAlg {
     /// All supported algorithms.
-    pub const ALL: [HashAlg; 5] = [
+    pub(crate) const ALL: [HashAlg; 5] = [
         HashAlg::Sha1,
         HashAlg::Sha224,
         HashAlg::Sha256,
@@ -58,14 +58,14 @@ impl HashAlg {
     }
 
     /// One-shot digest of `data`.
-    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn digest(self, data: &[u8]) -> Vec<u8> {
         let mut h = Hasher::new(self);
         h.update(data);
         h.finalize()
     }
 
     /// Name as used in TSB algorithm strings (`"SHA256"` in `"SHA256_WITH_RSA"`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             HashAlg::Sha1 => "SHA1",
             HashAlg::Sha224 => "SHA224",
@@ -75,25 +75,9 @@ impl HashAlg {
         }
     }
 
-    /// Dotted OID of the hash algorithm (RFC 3279 §2.2.1, RFC 5754 §2).
-    pub fn oid(self) -> &'static str {
-        match self {
-            HashAlg::Sha1 => "1.3.14.3.2.26",
-            HashAlg::Sha224 => "2.16.840.1.101.3.4.2.4",
-            HashAlg::Sha256 => "2.16.840.1.101.3.4.2.1",
-            HashAlg::Sha384 => "2.16.840.1.101.3.4.2.2",
-            HashAlg::Sha512 => "2.16.840.1.101.3.4.2.3",
-        }
-    }
-
-    /// The hash whose digest has `len` bytes (unique among the supported ones).
-    pub fn from_output_len(len: usize) -> Option<HashAlg> {
-        HashAlg::ALL.into_iter().find(|h| h.output_len() == len)
-    }
-
     /// DER prefix of `DigestInfo` (with NULL parameters) that precedes the
     /// digest, RFC 8017 §9.2 note 1.
-    pub fn digest_info_prefix(self) -> &'static [u8] {
+    pub(crate) fn digest_info_prefix(self) -> &'static [u8] {
         match self {
             HashAlg::Sha1 => PREFIX_SHA1,
             HashAlg::Sha224 => PREFIX_SHA224,
@@ -105,7 +89,7 @@ impl HashAlg {
 
     /// `DigestInfo` prefix with the `AlgorithmIdentifier` parameters absent
     /// instead of NULL (permitted by RFC 5754 §2 / RFC 8017 §9.2 note 2).
-    pub fn digest_info_prefix_no_null(self) -> Vec<u8> {
+    pub(crate) fn digest_info_prefix_no_null(self) -> Vec<u8> {
         let with_null = self.digest_info_prefix();
         // 30 L1 30 L2 06 len oid... 05 00 04 hlen
         let oid_tlv = &with_null[4..with_null.len() - 4];
@@ -155,7 +139,7 @@ pub fn parse_digest_info(data: &[u8]) -> Option<(HashAlg, &[u8])> {
 
 /// Incremental hashing (for multi-part `C_SignUpdate` / `C_VerifyUpdate`).
 #[derive(Clone)]
-pub struct Hasher {
+pub(crate) struct Hasher {
     inner: Inner,
 }
 
@@ -170,7 +154,7 @@ enum Inner {
 
 impl Hasher {
     /// Start a new digest computation.
-    pub fn new(alg: HashAlg) -> Hasher {
+    pub(crate) fn new(alg: HashAlg) -> Hasher {
         let inner = match alg {
             HashAlg::Sha1 => Inner::Sha1(Sha1::new()),
             HashAlg::Sha224 => Inner::Sha224(Sha224::new()),
@@ -182,7 +166,7 @@ impl Hasher {
     }
 
     /// The algorithm being computed.
-    pub fn alg(&self) -> HashAlg {
+    pub(crate) fn alg(&self) -> HashAlg {
         match self.inner {
             Inner::Sha1(_) => HashAlg::Sha1,
             Inner::Sha224(_) => HashAlg::Sha224,
@@ -193,7 +177,7 @@ impl Hasher {
     }
 
     /// Feed more data.
-    pub fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         match &mut self.inner {
             Inner::Sha1(h) => h.update(data),
             Inner::Sha224(h) => h.update(data),
@@ -204,7 +188,7 @@ impl Hasher {
     }
 
     /// Finish and return the digest.
-    pub fn finalize(self) -> Vec<u8> {
+    pub(crate) fn finalize(self) -> Vec<u8> {
         match self.inner {
             Inner::Sha1(h) => h.finalize().to_vec(),
             Inner::Sha224(h) => h.finalize().to_vec(),

@@ -17,15 +17,13 @@ use super::encoding;
 use super::{CryptoError, CryptoResult};
 
 /// rsaEncryption, RFC 3279 §2.3.1.
-pub const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+pub(crate) const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
 /// id-ecPublicKey, RFC 5480 §2.1.1.
-pub const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+pub(crate) const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 /// id-Ed25519, RFC 8410 §3.
-pub const OID_ED25519: &str = "1.3.101.112";
+pub(crate) const OID_ED25519: &str = "1.3.101.112";
 /// DER of the id-Ed25519 OID: the `CKA_EC_PARAMS` of Ed25519 keys.
-pub const ED25519_PARAMS_DER: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
-/// `CKA_EC_PARAMS` form "PrintableString edwards25519" (PKCS#11 v3.0 §2.3.5).
-const ED25519_PARAMS_PRINTABLE: &[u8] = b"\x13\x0cedwards25519";
+pub(crate) const ED25519_PARAMS_DER: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 /// `RSAPublicKey` (RFC 8017 Appendix A.1.1).
 #[derive(Sequence)]
@@ -48,12 +46,12 @@ impl Curve {
     pub const ALL: [Curve; 4] = [Curve::P256, Curve::P384, Curve::P521, Curve::Secp256k1];
 
     /// Curve from its dotted OID (RFC 5480 §2.1.1.1, SEC 2 §A.2).
-    pub fn from_oid(oid: &str) -> Option<Curve> {
+    pub(crate) fn from_oid(oid: &str) -> Option<Curve> {
         Curve::ALL.into_iter().find(|c| c.oid() == oid)
     }
 
     /// Dotted OID of the named curve.
-    pub fn oid(self) -> &'static str {
+    pub(crate) fn oid(self) -> &'static str {
         match self {
             Curve::P256 => "1.2.840.10045.3.1.7",
             Curve::P384 => "1.3.132.0.34",
@@ -63,7 +61,7 @@ impl Curve {
     }
 
     /// Curve name as commonly written (`"secp256r1"`, …, SEC 2).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Curve::P256 => "secp256r1",
             Curve::P384 => "secp384r1",
@@ -74,14 +72,8 @@ impl Curve {
 
     /// `CKA_EC_PARAMS`: DER `ECParameters` choice namedCurve, i.e. the DER
     /// OBJECT IDENTIFIER of the curve (PKCS#11 v2.40 Current Mechanisms §2.3.3).
-    pub fn params_der(self) -> Vec<u8> {
+    pub(crate) fn params_der(self) -> Vec<u8> {
         oid_der(self.oid())
-    }
-
-    /// Curve from `CKA_EC_PARAMS` (DER OBJECT IDENTIFIER of a named curve).
-    pub fn from_params_der(der: &[u8]) -> Option<Curve> {
-        let oid = ObjectIdentifier::from_der(der).ok()?;
-        Curve::from_oid(&oid.to_string())
     }
 
     /// Length in bytes of a field element / of each of r and s.
@@ -94,7 +86,7 @@ impl Curve {
     }
 
     /// Bit length of the group order n.
-    pub fn order_bits(self) -> usize {
+    pub(crate) fn order_bits(self) -> usize {
         match self {
             Curve::P256 | Curve::Secp256k1 => 256,
             Curve::P384 => 384,
@@ -151,7 +143,7 @@ where
 }
 
 /// Validate an EC point for `curve` and return it uncompressed.
-pub fn normalize_point(curve: Curve, bytes: &[u8]) -> CryptoResult<Vec<u8>> {
+pub(crate) fn normalize_point(curve: Curve, bytes: &[u8]) -> CryptoResult<Vec<u8>> {
     match curve {
         Curve::P256 => normalize_point_on::<p256::NistP256>(bytes),
         Curve::P384 => normalize_point_on::<p384::NistP384>(bytes),
@@ -163,7 +155,7 @@ pub fn normalize_point(curve: Curve, bytes: &[u8]) -> CryptoResult<Vec<u8>> {
 impl PublicKey {
     /// RSA key from big-endian modulus and public exponent (leading zeros
     /// are removed, `bits` is computed).
-    pub fn rsa(modulus: &[u8], exponent: &[u8]) -> CryptoResult<PublicKey> {
+    pub(crate) fn rsa(modulus: &[u8], exponent: &[u8]) -> CryptoResult<PublicKey> {
         let modulus = strip_zeros(modulus).to_vec();
         let exponent = strip_zeros(exponent).to_vec();
         if modulus.is_empty() || exponent.is_empty() {
@@ -179,40 +171,11 @@ impl PublicKey {
 
     /// EC key from a SEC 1 point (compressed or uncompressed); the point is
     /// checked to be on the curve and stored uncompressed.
-    pub fn ec(curve: Curve, point: &[u8]) -> CryptoResult<PublicKey> {
+    pub(crate) fn ec(curve: Curve, point: &[u8]) -> CryptoResult<PublicKey> {
         Ok(PublicKey::Ec {
             curve,
             point: normalize_point(curve, point)?,
         })
-    }
-
-    /// Key from the PKCS#11 attributes `CKA_EC_PARAMS` and `CKA_EC_POINT`
-    /// (PKCS#11 v2.40 Current Mechanisms §2.3.3, v3.0 §2.3.5). The point may be
-    /// DER OCTET STRING wrapped (the standard) or raw (a common deviation).
-    pub fn from_ec_attributes(params_der: &[u8], point: &[u8]) -> CryptoResult<PublicKey> {
-        if params_der == ED25519_PARAMS_DER || params_der == ED25519_PARAMS_PRINTABLE {
-            let raw: &[u8] = if point.len() == 32 {
-                point
-            } else {
-                &unwrap_octet_string(point).ok_or_else(|| CryptoError::new("bad Ed25519 point"))?
-            };
-            let key: [u8; 32] = raw
-                .try_into()
-                .map_err(|_| CryptoError::new("Ed25519 key must be 32 bytes"))?;
-            return Ok(PublicKey::Ed25519 { key });
-        }
-        let curve = Curve::from_params_der(params_der)
-            .ok_or_else(|| CryptoError::new("unsupported EC parameters"))?;
-        let fb = curve.field_bytes();
-        let looks_raw = matches!(point.first(), Some(2..=4))
-            && (point.len() == 1 + 2 * fb || point.len() == 1 + fb);
-        if looks_raw {
-            if let Ok(k) = PublicKey::ec(curve, point) {
-                return Ok(k);
-            }
-        }
-        let inner = unwrap_octet_string(point).ok_or_else(|| CryptoError::new("bad EC point"))?;
-        PublicKey::ec(curve, &inner)
     }
 
     /// Parse a SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) given as DER, PEM
@@ -227,7 +190,7 @@ impl PublicKey {
     }
 
     /// Parse a DER SubjectPublicKeyInfo.
-    pub fn from_spki_der(der: &[u8]) -> CryptoResult<PublicKey> {
+    pub(crate) fn from_spki_der(der: &[u8]) -> CryptoResult<PublicKey> {
         let spki = SubjectPublicKeyInfoRef::from_der(der)
             .map_err(|e| CryptoError::new(format!("bad SubjectPublicKeyInfo: {e}")))?;
         let key_bytes = spki
@@ -309,16 +272,6 @@ impl PublicKey {
         }
     }
 
-    /// Key size in bits (`CKA_MODULUS_BITS` for RSA; order bits for EC; 256
-    /// for Ed25519).
-    pub fn bits(&self) -> usize {
-        match self {
-            PublicKey::Rsa { bits, .. } => *bits,
-            PublicKey::Ec { curve, .. } => curve.order_bits(),
-            PublicKey::Ed25519 { .. } => 256,
-        }
-    }
-
     /// `CKA_EC_PARAMS`: the curve OID in DER (EC), or the id-Ed25519 OID
     /// `06 03 2B 65 70` (Ed25519). `None` for RSA.
     pub fn ec_params_der(&self) -> Option<Vec<u8>> {
@@ -353,10 +306,4 @@ impl PublicKey {
             PublicKey::Ed25519 { .. } => "Ed25519",
         }
     }
-}
-
-fn unwrap_octet_string(der: &[u8]) -> Option<Vec<u8>> {
-    OctetString::from_der(der)
-        .ok()
-        .map(|o| o.as_bytes().to_vec())
 }

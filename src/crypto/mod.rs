@@ -17,26 +17,26 @@
 //! * [`appkey`]: application-key signature of TSB request metadata.
 //! * [`encoding`]: DER / PEM (RFC 7468) / base64 input detection.
 
-pub mod appkey;
-pub mod cert;
-pub mod der_sig;
+pub(crate) mod appkey;
+pub(crate) mod cert;
+pub(crate) mod der_sig;
 pub mod encoding;
-pub mod hash;
-pub mod keys;
+pub(crate) mod hash;
+pub(crate) mod keys;
 mod rsa;
-pub mod verify;
+pub(crate) mod verify;
 
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 
-pub use appkey::{sign_metadata, sign_metadata_base64, AppKey};
-pub use cert::Certificate;
-pub use der_sig::ecdsa_der_to_raw;
-pub use hash::{digest_info, parse_digest_info, HashAlg, Hasher};
-pub use keys::{Curve, PublicKey};
-pub use verify::{verify, Scheme, SignedData};
+pub(crate) use appkey::sign_metadata;
+pub(crate) use cert::Certificate;
+pub(crate) use der_sig::ecdsa_der_to_raw;
+pub(crate) use hash::{parse_digest_info, HashAlg, Hasher};
+pub(crate) use keys::PublicKey;
+pub(crate) use verify::{verify, Scheme, SignedData};
 
 /// Error of the crypto layer. The message is a short, human readable reason
 /// and never contains key material.
@@ -45,7 +45,7 @@ pub struct CryptoError(pub String);
 
 impl CryptoError {
     /// Build an error from anything printable.
-    pub fn new(msg: impl Into<String>) -> Self {
+    pub(crate) fn new(msg: impl Into<String>) -> Self {
         CryptoError(msg.into())
     }
 }

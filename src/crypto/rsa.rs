@@ -24,7 +24,7 @@ use super::verify::{Scheme, SignedData};
 use super::{CryptoError, CryptoResult};
 
 /// Largest RSA modulus accepted for verification, in bits.
-pub const RSA_MAX_BITS: usize = 16384;
+pub(crate) const RSA_MAX_BITS: usize = 16384;
 
 /// Largest public exponent accepted (as the `rsa` crate and ring: below 2^33).
 const MAX_EXPONENT: u64 = (1 << 33) - 1;
@@ -114,12 +114,6 @@ pub(super) fn verify_recovered(
                 .then_some(())
                 .ok_or_else(mismatch)
         }
-        Scheme::RsaPssSalt(h, salt) => {
-            let d = hashed(h, data)?;
-            emsa_pss_verify(h, &d, &em, salt, bit_len(modulus) - 1)
-                .then_some(())
-                .ok_or_else(mismatch)
-        }
         _ => Err(fail("not an RSA scheme")),
     }
 }
@@ -147,7 +141,6 @@ fn ring_params(scheme: &Scheme, k: usize) -> Option<&'static ring::signature::Rs
             HashAlg::Sha224 => None,
         },
         Scheme::RsaPss(h) => pss(h),
-        Scheme::RsaPssSalt(h, salt) if salt == h.output_len() => pss(h),
         _ => None,
     }
 }

@@ -15,8 +15,6 @@ use super::hash::HashAlg;
 use super::keys::{Curve, PublicKey};
 use super::{CryptoError, CryptoResult};
 
-pub use super::rsa::RSA_MAX_BITS;
-
 /// What the signed bytes are.
 #[derive(Clone, Copy, Debug)]
 pub enum SignedData<'a> {
@@ -37,9 +35,6 @@ pub enum Scheme {
     /// RSASSA-PSS, MGF1 with the same hash, salt length = hash length
     /// (RFC 8017 §8.1, §9.1).
     RsaPss(HashAlg),
-    /// RSASSA-PSS, MGF1 with the same hash, explicit salt length
-    /// (`CK_RSA_PKCS_PSS_PARAMS.sLen`, PKCS#11 v2.40 Current Mechanisms §2.1.11).
-    RsaPssSalt(HashAlg, usize),
     /// ECDSA over hash(message) or over the given digest (X9.62 truncation
     /// to the order length; shorter digests are taken as integers).
     /// Signature is raw `r || s`.
@@ -67,10 +62,7 @@ pub fn verify(
             PublicKey::Rsa {
                 modulus, exponent, ..
             },
-            Scheme::RsaPkcs1v15(_)
-            | Scheme::RsaPkcs1v15Raw
-            | Scheme::RsaPss(_)
-            | Scheme::RsaPssSalt(_, _),
+            Scheme::RsaPkcs1v15(_) | Scheme::RsaPkcs1v15Raw | Scheme::RsaPss(_),
         ) => super::rsa::verify(modulus, exponent, scheme, data, signature),
         (PublicKey::Ec { curve, point }, Scheme::Ecdsa(h)) => {
             if let (SignedData::Message(m), Some(alg)) = (data, ring_ecdsa(*curve, *h)) {
@@ -117,7 +109,7 @@ fn ring_ecdsa(
 /// SEC 1 §4.1.4 step 5): a digest longer than the order is truncated to its
 /// leftmost `order_bits` bits; shorter digests keep their integer value
 /// (left-padded with zero bytes).
-pub fn ecdsa_hash_to_field(curve: Curve, digest: &[u8]) -> Vec<u8> {
+pub(crate) fn ecdsa_hash_to_field(curve: Curve, digest: &[u8]) -> Vec<u8> {
     let fb = curve.field_bytes();
     let ob = curve.order_bits();
     let mut value: Vec<u8>;
@@ -161,7 +153,12 @@ macro_rules! ecdsa_verify_on {
 /// ECDSA verification of a raw `r || s` signature over `digest`
 /// (any non-empty length, see [`ecdsa_hash_to_field`]). High-s signatures
 /// are accepted.
-pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> CryptoResult<()> {
+pub(crate) fn verify_ecdsa(
+    curve: Curve,
+    point: &[u8],
+    digest: &[u8],
+    sig: &[u8],
+) -> CryptoResult<()> {
     if sig.len() != 2 * curve.field_bytes() {
         return Err(fail("ECDSA signature must be r||s of 2*field size bytes"));
     }
@@ -178,7 +175,7 @@ pub fn verify_ecdsa(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> Cr
 }
 
 /// Ed25519 verification (RFC 8032 §5.1.7), ring's.
-pub fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
+pub(crate) fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
     if sig.len() != 64 {
         return Err(fail("Ed25519 signature must be 64 bytes"));
     }

@@ -16,10 +16,10 @@ fn bad(why: &'static str) -> Error {
 /// The most attributes a template may have. Larger counts are refused before the array is
 /// read: no object has that many attributes, and a count near `CK_ULONG::MAX` would not even
 /// make a valid slice.
-pub const MAX_TEMPLATE: usize = 4096;
+pub(crate) const MAX_TEMPLATE: usize = 4096;
 
 /// A length from C as `usize`.
-pub fn len(n: CK_ULONG) -> Result<usize> {
+pub(crate) fn len(n: CK_ULONG) -> Result<usize> {
     usize::try_from(n).map_err(|_| bad("length out of range"))
 }
 
@@ -27,7 +27,7 @@ pub fn len(n: CK_ULONG) -> Result<usize> {
 ///
 /// # Safety
 /// `p` must be NULL or point to `len` readable bytes that stay valid for `'a`.
-pub unsafe fn bytes<'a>(p: *const CK_BYTE, n: CK_ULONG) -> Result<&'a [u8]> {
+pub(crate) unsafe fn bytes<'a>(p: *const CK_BYTE, n: CK_ULONG) -> Result<&'a [u8]> {
     let n = len(n)?;
     if p.is_null() {
         return if n == 0 {
@@ -44,14 +44,14 @@ pub unsafe fn bytes<'a>(p: *const CK_BYTE, n: CK_ULONG) -> Result<&'a [u8]> {
 ///
 /// # Safety
 /// `p` must be NULL or valid and writable for `'a`.
-pub unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
+pub(crate) unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
     // SAFETY: the caller guarantees validity when non-NULL.
     unsafe { p.as_mut() }.ok_or_else(|| bad("NULL output pointer"))
 }
 
 /// Copies `s` into a blank-padded fixed field (CK_UTF8CHAR arrays are not NUL-terminated),
 /// cutting at a character boundary.
-pub fn padded<const N: usize>(s: &str) -> [CK_UTF8CHAR; N] {
+pub(crate) fn padded<const N: usize>(s: &str) -> [CK_UTF8CHAR; N] {
     let mut out = [b' '; N];
     let mut end = s.len().min(N);
     while !s.is_char_boundary(end) {
@@ -66,7 +66,7 @@ pub fn padded<const N: usize>(s: &str) -> [CK_UTF8CHAR; N] {
 /// # Safety
 /// `p` must be NULL or point to a valid `CK_MECHANISM` whose parameter pointer is NULL or
 /// points to `ulParameterLen` readable bytes.
-pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
+pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
     // SAFETY: caller guarantee; NULL is handled.
     let m = unsafe { p.as_ref() }.ok_or_else(|| bad("NULL mechanism"))?;
     let plen = len(m.ulParameterLen)?;
@@ -126,7 +126,7 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
 ///
 /// # Safety
 /// `p` must be NULL (with `count` 0) or point to `count` valid `CK_ATTRIBUTE`s.
-pub unsafe fn attribute_array<'a>(
+pub(crate) unsafe fn attribute_array<'a>(
     p: *const CK_ATTRIBUTE,
     count: CK_ULONG,
 ) -> Result<&'a [CK_ATTRIBUTE]> {
@@ -149,7 +149,7 @@ pub unsafe fn attribute_array<'a>(
 /// value is read: a wrong `ulValueLen` is `CKR_ATTRIBUTE_VALUE_INVALID`, so a length larger
 /// than the caller's buffer is never trusted for these (PKCS#11 v2.40 §4: the attribute's type
 /// fixes its size).
-pub fn check_fixed_lengths(attrs: &[CK_ATTRIBUTE]) -> Result<()> {
+pub(crate) fn check_fixed_lengths(attrs: &[CK_ATTRIBUTE]) -> Result<()> {
     for a in attrs {
         if let Some(n) = fixed_len(a.type_) {
             if a.ulValueLen != n as CK_ULONG {
@@ -170,7 +170,9 @@ pub fn check_fixed_lengths(attrs: &[CK_ATTRIBUTE]) -> Result<()> {
 ///
 /// # Safety
 /// Each value pointer is NULL or readable for its `ulValueLen` bytes.
-pub unsafe fn fixed_values(attrs: &[CK_ATTRIBUTE]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
+pub(crate) unsafe fn fixed_values(
+    attrs: &[CK_ATTRIBUTE],
+) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
     check_fixed_lengths(attrs)?;
     attrs
         .iter()
@@ -188,7 +190,7 @@ pub unsafe fn fixed_values(attrs: &[CK_ATTRIBUTE]) -> Result<Vec<(CK_ATTRIBUTE_T
 ///
 /// # Safety
 /// Each value pointer is NULL or readable for its `ulValueLen` bytes.
-pub unsafe fn values(attrs: &[CK_ATTRIBUTE]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
+pub(crate) unsafe fn values(attrs: &[CK_ATTRIBUTE]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
     check_fixed_lengths(attrs)?;
     attrs
         .iter()
@@ -206,7 +208,7 @@ pub unsafe fn values(attrs: &[CK_ATTRIBUTE]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, V
 /// # Safety
 /// `p` must be NULL (with `count` 0) or point to `count` valid `CK_ATTRIBUTE`s whose values
 /// are NULL or readable for `ulValueLen` bytes.
-pub unsafe fn template(
+pub(crate) unsafe fn template(
     p: *const CK_ATTRIBUTE,
     count: CK_ULONG,
 ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
@@ -217,7 +219,7 @@ pub unsafe fn template(
 /// An object-creation template: an attribute given more than once counts once when the values
 /// agree; conflicting values give `CKR_TEMPLATE_INCONSISTENT` (PKCS#11 v2.40 §4.1.1: a
 /// repeated attribute either acts as if given once or fails so).
-pub fn without_repeats(
+pub(crate) fn without_repeats(
     all: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>,
 ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
     let mut out: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> = Vec::with_capacity(all.len());

@@ -33,7 +33,7 @@ use crate::logging::{sanitize, Net, NetList};
 use crate::tsb::{Policy, RequestState, RequestStatus, TsbError, TsbReason};
 
 /// How long giving up waits for the TSB to confirm the `DELETE` of the request.
-pub const CANCEL_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
 /// Added to a key policy's timeout when that timeout bounds the wait: the TSB expires a request
 /// `timeout` seconds after it created it, and the module should see that `EXPIRED` (one poll,
@@ -143,7 +143,7 @@ fn spawn_counted(name: &str, job: impl FnOnce() + Send + 'static) -> std::io::Re
 }
 
 /// Waits until no helper thread runs, at most `limit`; returns how many still run.
-pub fn wait_for_background(limit: Duration) -> usize {
+pub(crate) fn wait_for_background(limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
     let mut n = BACKGROUND.0.lock();
     while *n > 0 {

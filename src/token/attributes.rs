@@ -12,12 +12,12 @@ use super::mechanisms::allowed_for;
 use super::objects::{CertSource, KeyPart, ObjectRef};
 use crate::crypto::PublicKey;
 
-pub const CKA_TSB_NEEDS_APPROVAL: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0001;
-pub const CKA_TSB_BLOCKED: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0002;
+pub(crate) const CKA_TSB_NEEDS_APPROVAL: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0001;
+pub(crate) const CKA_TSB_BLOCKED: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0002;
 
 /// The answer for one attribute of a `C_GetAttributeValue` template.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttrValue {
+pub(crate) enum AttrValue {
     Bytes(Vec<u8>),
     /// Exists but may not be revealed (`CKR_ATTRIBUTE_SENSITIVE`).
     Sensitive,
@@ -77,7 +77,11 @@ fn key_material(attr: CK_ATTRIBUTE_TYPE, public: &PublicKey) -> Option<AttrValue
 
 /// The value of one attribute of an object. `private_objects` is true when private keys are
 /// private objects (a PIN is required: `pinIs` is not `none`).
-pub fn attribute(obj: &ObjectRef, attr: CK_ATTRIBUTE_TYPE, private_objects: bool) -> AttrValue {
+pub(crate) fn attribute(
+    obj: &ObjectRef,
+    attr: CK_ATTRIBUTE_TYPE,
+    private_objects: bool,
+) -> AttrValue {
     match obj {
         ObjectRef::Key(key, part) => {
             let private = *part == KeyPart::Private;

@@ -42,6 +42,9 @@ pub(crate) trait Backend: Send + Sync {
     fn set_login_bearer(&self, jwt: Option<Secret>);
     /// Sets (or clears) the operation API key given at login.
     fn set_login_operation_key(&self, key: Option<Secret>);
+    /// The JWT and the operation API key given at login (a forked child's new client takes
+    /// them over).
+    fn login_credentials(&self) -> (Option<Secret>, Option<Secret>);
     /// `POST /v1/key`: creates a key (C_GenerateKeyPair).
     fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
         let _ = key;
@@ -112,6 +115,9 @@ impl Backend for TsbClient {
     }
     fn set_login_operation_key(&self, key: Option<Secret>) {
         TsbClient::set_login_operation_key(self, key)
+    }
+    fn login_credentials(&self) -> (Option<Secret>, Option<Secret>) {
+        TsbClient::login_credentials(self)
     }
     fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
         TsbClient::create_key(self, key)

@@ -197,7 +197,7 @@ impl Token {
     /// `fixed` holds the template's fixed-size attributes (lengths already checked); the rest
     /// of the template is read (`template()`) only once the class and the session allow the
     /// creation, so nothing more of a template that is refused anyway is touched.
-    pub fn create_object(
+    pub(crate) fn create_object(
         &self,
         session: CK_SESSION_HANDLE,
         fixed: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
@@ -347,7 +347,7 @@ impl Token {
     /// (`DELETE /v1/certificate/{label}`), or deletes a key when `pkcs11.allowKeyDeletion`
     /// allows it (keygen.rs). Configured certificates cannot be destroyed
     /// (`CKR_ACTION_PROHIBITED`).
-    pub fn destroy_object(
+    pub(crate) fn destroy_object(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,

@@ -9,6 +9,7 @@ use cryptoki_sys::*;
 
 use super::mechanisms::{MechParams, Mechanism};
 use super::objects::ObjectRef;
+use super::operations::{check_output, Staged};
 use super::Token;
 use crate::crypto::{HashAlg, Hasher};
 use crate::error::{Error, Result};
@@ -38,7 +39,7 @@ pub(crate) fn digest_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_I
 }
 
 /// A digest in progress (`C_DigestInit` .. `C_Digest` / `C_DigestFinal`).
-pub struct DigestOp {
+pub(crate) struct DigestOp {
     hasher: Hasher,
     /// `C_DigestUpdate` was called: only further updates and `C_DigestFinal` may follow.
     multi_part: bool,
@@ -46,23 +47,26 @@ pub struct DigestOp {
 
 /// What `C_Digest` / `C_DigestFinal` produced: the length (size query) or the digest.
 #[derive(Debug, PartialEq, Eq)]
-pub enum DigestOutput {
+pub(crate) enum DigestOutput {
     Length(usize),
     Digest(Vec<u8>),
 }
 
-/// The size rules of §5.2, answered before the digest is finished: `None` means go on.
-fn size_check(op: &DigestOp, capacity: Option<usize>) -> Result<Option<DigestOutput>> {
-    let needed = op.hasher.alg().output_len();
-    match capacity {
-        None => Ok(Some(DigestOutput::Length(needed))),
-        Some(c) if c < needed => Err(Error::buffer_too_small(needed)),
-        Some(_) => Ok(None),
+impl Staged for DigestOp {
+    fn multi_part(&self) -> bool {
+        self.multi_part
+    }
+    fn output_len(&self) -> usize {
+        self.hasher.alg().output_len()
     }
 }
 
 impl Token {
-    pub fn digest_init(&self, session: CK_SESSION_HANDLE, mechanism: &Mechanism) -> Result<()> {
+    pub(crate) fn digest_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: &Mechanism,
+    ) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.digest.is_some() {
@@ -88,14 +92,14 @@ impl Token {
     }
 
     /// Ends the digest operation (after invalid arguments at the C boundary).
-    pub fn end_digest(&self, session: CK_SESSION_HANDLE) {
+    pub(crate) fn end_digest(&self, session: CK_SESSION_HANDLE) {
         if let Ok(s) = self.sessions.get(session) {
             s.ops.lock().digest = None;
         }
     }
 
     /// `C_Digest`. `capacity` is `None` for a size query (NULL output pointer).
-    pub fn digest(
+    pub(crate) fn digest(
         &self,
         session: CK_SESSION_HANDLE,
         data: &[u8],
@@ -103,26 +107,16 @@ impl Token {
     ) -> Result<DigestOutput> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
-        let op = ops
-            .digest
-            .as_ref()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        if op.multi_part {
-            ops.digest = None;
-            return Err(Error::new(
-                CKR_FUNCTION_FAILED,
-                "C_Digest after C_DigestUpdate: finish with C_DigestFinal",
-            ));
-        }
-        if let Some(answer) = size_check(op, capacity)? {
-            return Ok(answer);
+        const AFTER_UPDATE: &str = "C_Digest after C_DigestUpdate: finish with C_DigestFinal";
+        if let Some(n) = check_output(&mut ops.digest, Some(AFTER_UPDATE), capacity)? {
+            return Ok(DigestOutput::Length(n));
         }
         let mut op = ops.digest.take().expect("checked above");
         op.hasher.update(data);
         Ok(DigestOutput::Digest(op.hasher.finalize()))
     }
 
-    pub fn digest_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub(crate) fn digest_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         let op = ops
@@ -137,7 +131,11 @@ impl Token {
     /// `C_DigestKey`: this token's keys are public keys (whose value is not a key attribute
     /// to digest) and sensitive private keys, so any key is `CKR_KEY_INDIGESTIBLE` (§5.10);
     /// like any error, it ends the operation.
-    pub fn digest_key(&self, session: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
+    pub(crate) fn digest_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.digest.is_none() {
@@ -153,19 +151,15 @@ impl Token {
         }
     }
 
-    pub fn digest_final(
+    pub(crate) fn digest_final(
         &self,
         session: CK_SESSION_HANDLE,
         capacity: Option<usize>,
     ) -> Result<DigestOutput> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
-        let op = ops
-            .digest
-            .as_ref()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        if let Some(answer) = size_check(op, capacity)? {
-            return Ok(answer);
+        if let Some(n) = check_output(&mut ops.digest, None, capacity)? {
+            return Ok(DigestOutput::Length(n));
         }
         let op = ops.digest.take().expect("checked above");
         Ok(DigestOutput::Digest(op.hasher.finalize()))

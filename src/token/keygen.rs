@@ -301,7 +301,7 @@ impl Token {
 
     /// `C_GenerateKeyPair` (PKCS#11 v3.0 §5.14): creates the key on the TSB and returns the
     /// handles of its public and private key objects.
-    pub fn generate_key_pair(
+    pub(crate) fn generate_key_pair(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,
@@ -385,7 +385,7 @@ impl Token {
             .key_attributes(&req.label, password.as_ref())
             .map_err(|e| map_tsb_error(&e, self.credential_context()))?;
         let base = self.objects.base_of(&req.label);
-        let mut key = match key_from_attributes(&attrs, base, password) {
+        let mut key = match key_from_attributes(&attrs, base) {
             Ok(k) => k,
             Err(Skipped::CannotSign(why)) => {
                 return Err(Error::new(

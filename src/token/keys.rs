@@ -99,7 +99,7 @@ impl Token {
             Err(e) => return Err(map_tsb_error(&e, self.credential_context())),
         };
         let base = self.objects.base_of(label);
-        match key_from_attributes(&attrs, base, password) {
+        match key_from_attributes(&attrs, base) {
             Ok(mut key) => {
                 key.destroyable &= self.config.pkcs11.allow_key_deletion;
                 let cert = self.certificate_of(client.as_ref(), &key);

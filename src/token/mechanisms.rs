@@ -34,8 +34,8 @@ pub const SUPPORTED: &[CK_MECHANISM_TYPE] = &[
 /// A mechanism as the application passed it, with its parameters decoded by the FFI layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mechanism {
-    pub mechanism: CK_MECHANISM_TYPE,
-    pub params: MechParams,
+    pub(crate) mechanism: CK_MECHANISM_TYPE,
+    pub(crate) params: MechParams,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl Mechanism {
 }
 
 /// `C_GetMechanismInfo`: key sizes in bits and flags.
-pub fn mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO> {
+pub(crate) fn mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO> {
     if !SUPPORTED.contains(&mechanism) {
         return None;
     }
@@ -87,7 +87,7 @@ pub fn mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO>
 }
 
 /// The key type a mechanism works with.
-pub fn key_type_of(mechanism: CK_MECHANISM_TYPE) -> CK_KEY_TYPE {
+pub(crate) fn key_type_of(mechanism: CK_MECHANISM_TYPE) -> CK_KEY_TYPE {
     match mechanism {
         CKM_ECDSA | CKM_ECDSA_SHA1 | CKM_ECDSA_SHA224 | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384
         | CKM_ECDSA_SHA512 => CKK_EC,
@@ -97,7 +97,7 @@ pub fn key_type_of(mechanism: CK_MECHANISM_TYPE) -> CK_KEY_TYPE {
 }
 
 /// The mechanisms usable with a key of this type (`CKA_ALLOWED_MECHANISMS`).
-pub fn allowed_for(key_type: CK_KEY_TYPE) -> Vec<CK_MECHANISM_TYPE> {
+pub(crate) fn allowed_for(key_type: CK_KEY_TYPE) -> Vec<CK_MECHANISM_TYPE> {
     SUPPORTED
         .iter()
         .copied()
@@ -279,7 +279,7 @@ impl Plan {
     }
 
     /// The hash a hash-and-sign plan applies locally when the message exceeds 64 KiB.
-    pub fn local_hash(&self) -> Option<HashAlg> {
+    pub(crate) fn local_hash(&self) -> Option<HashAlg> {
         match self {
             Plan::RsaPkcs(h) | Plan::RsaPss(h) | Plan::Ecdsa(h) => Some(*h),
             _ => None,
@@ -287,7 +287,7 @@ impl Plan {
     }
 
     /// The longest input a plan without a local hash accepts.
-    pub fn max_input(&self, key: &PublicKey) -> usize {
+    pub(crate) fn max_input(&self, key: &PublicKey) -> usize {
         match self {
             Plan::RsaPkcsRaw => key.signature_len().saturating_sub(11),
             Plan::RsaPssDigest(h) => h.output_len(),

@@ -7,7 +7,11 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 
 /// The metaData JSON bytes and, with an application key pair, their signature.
-pub fn build(config: &Config, key_label: &str, algorithm: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+pub(crate) fn build(
+    config: &Config,
+    key_label: &str,
+    algorithm: &str,
+) -> (Vec<u8>, Option<Vec<u8>>) {
     let mut m = Map::new();
     m.insert("time".into(), Value::String(rfc3339_now()));
     m.insert("app".into(), Value::String(process_name()));
@@ -102,7 +106,7 @@ fn host_name() -> String {
 }
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, whole seconds).
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()

@@ -1,13 +1,13 @@
 //! The PKCS#11 core: one slot holding one token whose objects are the TSB's keys. It knows
 //! PKCS#11 semantics but no raw pointers; the FFI layer converts, and tests call it directly.
 
-pub mod approval;
-pub mod attributes;
-pub mod mechanisms;
-pub mod metadata;
-pub mod objects;
-pub mod operations;
-pub mod session;
+pub(crate) mod approval;
+pub(crate) mod attributes;
+pub(crate) mod mechanisms;
+pub(crate) mod metadata;
+pub(crate) mod objects;
+pub(crate) mod operations;
+pub(crate) mod session;
 
 mod backend;
 mod certificates;
@@ -34,32 +34,31 @@ use objects::ObjectStore;
 use operations::FindOp;
 use session::{CancelReason, SessionTable, Surrender};
 
-pub use digest::DigestOutput;
-pub use mechanisms::{MechParams, Mechanism};
+pub(crate) use digest::DigestOutput;
+pub(crate) use mechanisms::{MechParams, Mechanism};
 
 /// The one slot's ID.
-pub const SLOT_ID: CK_SLOT_ID = 0;
+pub(crate) const SLOT_ID: CK_SLOT_ID = 0;
 
 /// Text fields of the slot and token, blank-padded by the FFI layer.
-pub const MANUFACTURER: &str = "Securosys TSB via tsb-pkcs11";
-pub const MODEL: &str = "TSB REST";
+pub(crate) const MANUFACTURER: &str = "Securosys TSB via tsb-pkcs11";
+pub(crate) const MODEL: &str = "TSB REST";
 
 /// What `C_Sign`/`C_SignFinal` produced: the length (size query) or the signature.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SignOutput {
+pub(crate) enum SignOutput {
     Length(usize),
     Signature(Vec<u8>),
 }
 
-/// Login state (PKCS#11 v2.40 §6.7: login is per token, shared by all sessions).
+/// Login state (PKCS#11 v2.40 §6.7: login is per token, shared by all sessions). A JWT or
+/// API key given as the PIN (`pinIs: token` / `apiKey`) is kept by the client only, which
+/// sends it (`Backend::set_login_bearer`, `set_login_operation_key`).
 #[derive(Default)]
 struct Login {
     logged_in: bool,
     /// With `pinIs: keyPassword`, the PIN is the password of keys without a configured one.
     key_password: Option<Secret>,
-    /// With `pinIs: token` / `apiKey`, re-applied when a forked child rebuilds its client.
-    bearer: Option<Secret>,
-    operation_key: Option<Secret>,
 }
 
 /// The HTTP client of the current process. A child after `fork()` must not touch its parent's
@@ -69,7 +68,7 @@ struct ClientCell {
     client: Arc<dyn Backend>,
 }
 
-pub struct Token {
+pub(crate) struct Token {
     config: Arc<Config>,
     client: Mutex<ClientCell>,
     /// Builds the backend of a process (the TSB client; a fake in the core tests).
@@ -87,7 +86,7 @@ pub struct Token {
 impl Token {
     /// Builds the token from a configuration. No network I/O (PKCS#11 `C_Initialize` must not
     /// block on a remote service).
-    pub fn new(config: Config, may_spawn_threads: bool) -> Result<Token> {
+    pub(crate) fn new(config: Config, may_spawn_threads: bool) -> Result<Token> {
         Token::with_backend(config, may_spawn_threads, backend::tsb_factory())
     }
 
@@ -143,7 +142,7 @@ impl Token {
         crate::logging::register_secrets(all.map(Secret::expose));
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
@@ -154,10 +153,10 @@ impl Token {
         if cell.pid != pid {
             let fresh = (self.factory)(&self.config)
                 .map_err(|e| map_tsb_error(&e, CredentialContext::Configured))?;
-            let login = self.login.lock();
-            fresh.set_login_bearer(login.bearer.clone());
-            fresh.set_login_operation_key(login.operation_key.clone());
-            drop(login);
+            // The login carries over: the parent's client (a copy in this process) has it.
+            let (bearer, operation_key) = cell.client.login_credentials();
+            fresh.set_login_bearer(bearer);
+            fresh.set_login_operation_key(operation_key);
             let parent = std::mem::replace(&mut cell.client, fresh);
             // The parent's pooled connections are shared sockets: never use or close them here.
             std::mem::forget(parent);
@@ -168,7 +167,7 @@ impl Token {
     }
 
     /// Ends every session; threads waiting in them return promptly (`C_Finalize`).
-    pub fn finalize(&self) {
+    pub(crate) fn finalize(&self) {
         self.sessions.close_all(CancelReason::Finalized);
         // A poll or cancellation abandoned because the TSB hangs ends within its request
         // deadline: wait for it, so no module thread outlives C_Finalize.
@@ -189,26 +188,26 @@ impl Token {
 
     // ----- slot and token (PKCS#11 v2.40 §5.5) -----
 
-    pub fn slot_description(&self) -> String {
+    pub(crate) fn slot_description(&self) -> String {
         format!("Securosys TSB at {}", self.config.rest_api())
     }
 
-    pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_FLAGS> {
+    pub(crate) fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_FLAGS> {
         Self::check_slot(slot)?;
         Ok(CKF_TOKEN_PRESENT)
     }
 
-    pub fn token_label(&self) -> &str {
+    pub(crate) fn token_label(&self) -> &str {
         &self.config.pkcs11.token_label
     }
 
-    pub fn serial(&self) -> &str {
+    pub(crate) fn serial(&self) -> &str {
         &self.serial
     }
 
     /// Token flags and session counts for `C_GetTokenInfo`: (flags, sessions, rw sessions).
     /// Not `CKF_WRITE_PROTECTED`: certificates can be stored on the TSB (`C_CreateObject`).
-    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<(CK_FLAGS, usize, usize)> {
+    pub(crate) fn token_info(&self, slot: CK_SLOT_ID) -> Result<(CK_FLAGS, usize, usize)> {
         Self::check_slot(slot)?;
         let mut flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED;
         if self.config.pkcs11.pin_is != PinIs::None {
@@ -224,7 +223,7 @@ impl Token {
     }
 
     /// The signing mechanisms, then the digests, then the key-pair generations.
-    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+    pub(crate) fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
         Self::check_slot(slot)?;
         Ok([
             mechanisms::SUPPORTED,
@@ -234,7 +233,7 @@ impl Token {
         .concat())
     }
 
-    pub fn mechanism_info(
+    pub(crate) fn mechanism_info(
         &self,
         slot: CK_SLOT_ID,
         mechanism: CK_MECHANISM_TYPE,
@@ -248,7 +247,7 @@ impl Token {
 
     // ----- sessions (§5.6) -----
 
-    pub fn open_session(
+    pub(crate) fn open_session(
         &self,
         slot: CK_SLOT_ID,
         flags: CK_FLAGS,
@@ -262,18 +261,18 @@ impl Token {
         Ok(self.sessions.open(flags & CKF_RW_SESSION != 0, surrender))
     }
 
-    pub fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+    pub(crate) fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
         self.sessions.close(session)
     }
 
-    pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
+    pub(crate) fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
         Self::check_slot(slot)?;
         self.sessions.close_all(CancelReason::SessionClosed);
         Ok(())
     }
 
     /// `C_GetSessionInfo`: (state, flags).
-    pub fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<(CK_STATE, CK_FLAGS)> {
+    pub(crate) fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<(CK_STATE, CK_FLAGS)> {
         let s = self.sessions.get(session)?;
         let user = self.login.lock().logged_in;
         let state = match (s.read_write, user) {
@@ -291,7 +290,7 @@ impl Token {
 
     /// `C_SessionCancel` (PKCS#11 3.0 §5.6): ends the session's operations named by `flags`;
     /// a thread waiting for approvals in `C_Sign` returns `CKR_FUNCTION_CANCELED` promptly.
-    pub fn session_cancel(&self, session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+    pub(crate) fn session_cancel(&self, session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
         let s = self.sessions.get(session)?;
         if flags & (CKF_SIGN | CKF_VERIFY | CKF_FIND_OBJECTS | CKF_DIGEST) == 0 {
             return Ok(());
@@ -319,7 +318,7 @@ impl Token {
 
     /// `C_SeedRandom` / `C_GenerateRandom` (PKCS#11 v2.40 §5.15): `CKR_RANDOM_NO_RNG` once the
     /// session and arguments are checked (the token info has no `CKF_RNG`).
-    pub fn random(&self, session: CK_SESSION_HANDLE, arguments_ok: bool) -> Result<()> {
+    pub(crate) fn random(&self, session: CK_SESSION_HANDLE, arguments_ok: bool) -> Result<()> {
         self.sessions.get(session)?;
         if !arguments_ok {
             return Err(Error::new(CKR_ARGUMENTS_BAD, "NULL buffer with a length"));
@@ -339,7 +338,12 @@ impl Token {
         }
     }
 
-    pub fn login(&self, session: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+    pub(crate) fn login(
+        &self,
+        session: CK_SESSION_HANDLE,
+        user: CK_USER_TYPE,
+        pin: &[u8],
+    ) -> Result<()> {
         let s = self.sessions.get(session)?;
         match user {
             CKU_USER => {}
@@ -414,15 +418,13 @@ impl Token {
                 client
                     .check_bearer(&secret)
                     .map_err(|e| map_tsb_error(&e, CredentialContext::Pin))?;
-                client.set_login_bearer(Some(secret.clone()));
-                state.bearer = Some(secret);
+                client.set_login_bearer(Some(secret));
             }
             PinIs::ApiKey => {
                 client
                     .check_operation_api_key(&secret)
                     .map_err(|e| map_tsb_error(&e, CredentialContext::Pin))?;
-                client.set_login_operation_key(Some(secret.clone()));
-                state.operation_key = Some(secret);
+                client.set_login_operation_key(Some(secret));
             }
             PinIs::KeyPassword => {
                 self.check_key_password(client.as_ref(), &secret)?;
@@ -433,7 +435,7 @@ impl Token {
         Ok(())
     }
 
-    pub fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+    pub(crate) fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
         self.sessions.get(session)?;
         let mut login = self.login.lock();
         if !login.logged_in {
@@ -458,7 +460,7 @@ impl Token {
 
     // ----- objects (§5.8) -----
 
-    pub fn find_objects_init(
+    pub(crate) fn find_objects_init(
         &self,
         session: CK_SESSION_HANDLE,
         template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
@@ -490,7 +492,7 @@ impl Token {
         Ok(())
     }
 
-    pub fn find_objects(
+    pub(crate) fn find_objects(
         &self,
         session: CK_SESSION_HANDLE,
         max: usize,
@@ -507,7 +509,7 @@ impl Token {
         Ok(out)
     }
 
-    pub fn find_objects_final(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+    pub(crate) fn find_objects_final(&self, session: CK_SESSION_HANDLE) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.find.take().is_none() {
@@ -517,7 +519,7 @@ impl Token {
     }
 
     /// `C_GetAttributeValue`: one answer per requested attribute.
-    pub fn attribute_values(
+    pub(crate) fn attribute_values(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,

@@ -10,7 +10,6 @@ use cryptoki_sys::*;
 use parking_lot::RwLock;
 
 use super::approval::RequestLifetime;
-use crate::config::Secret;
 use crate::crypto::{Certificate, PublicKey};
 use crate::error::{Error, Result};
 use crate::logging::Net;
@@ -18,46 +17,43 @@ use crate::tsb::KeyAttributes;
 
 /// A TSB key as the token shows it.
 #[derive(Debug)]
-pub struct KeyObject {
-    pub label: String,
+pub(crate) struct KeyObject {
+    pub(crate) label: String,
     /// `CKA_ID`: see [`key_id`]. The same on the key's private, public and certificate objects.
-    pub id: Vec<u8>,
-    pub key_type: CK_KEY_TYPE,
-    pub public: PublicKey,
-    pub needs_approval: bool,
-    pub blocked: bool,
-    pub sensitive: bool,
-    pub always_sensitive: bool,
-    pub extractable: bool,
-    pub never_extractable: bool,
+    pub(crate) id: Vec<u8>,
+    pub(crate) key_type: CK_KEY_TYPE,
+    pub(crate) public: PublicKey,
+    pub(crate) needs_approval: bool,
+    pub(crate) blocked: bool,
+    pub(crate) always_sensitive: bool,
+    pub(crate) never_extractable: bool,
     /// Who must approve, in words, for log lines.
-    pub approvers: String,
+    pub(crate) approvers: String,
     /// How long the TSB keeps an approval request for this key alive (from its policy).
     pub(crate) request_lifetime: RequestLifetime,
     /// Index-derived base of the object handles.
-    pub base: CK_OBJECT_HANDLE,
-    pub password: Option<Secret>,
+    pub(crate) base: CK_OBJECT_HANDLE,
     /// `CKA_DESTROYABLE`: the TSB attribute `destroyable`, cleared by the token unless
     /// `pkcs11.allowKeyDeletion` lets `C_DestroyObject` delete keys.
-    pub destroyable: bool,
+    pub(crate) destroyable: bool,
 }
 
 /// A certificate object: a key's own certificate, or an authority certificate of a chain.
 #[derive(Debug)]
-pub struct CertObject {
-    pub handle: CK_OBJECT_HANDLE,
-    pub label: String,
-    pub id: Vec<u8>,
-    pub cert: Certificate,
+pub(crate) struct CertObject {
+    pub(crate) handle: CK_OBJECT_HANDLE,
+    pub(crate) label: String,
+    pub(crate) id: Vec<u8>,
+    pub(crate) cert: Certificate,
     /// `CKA_CERTIFICATE_CATEGORY`: 1 token user, 2 authority.
-    pub category: CK_ULONG,
-    pub source: CertSource,
+    pub(crate) category: CK_ULONG,
+    pub(crate) source: CertSource,
 }
 
 /// Where a certificate object comes from, which decides whether `C_DestroyObject` may remove
 /// it (`CKA_DESTROYABLE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CertSource {
+pub(crate) enum CertSource {
     /// The key's certificate stored on the TSB (`GET /v1/certificate/{label}`): destroyable.
     Tsb,
     /// The leaf of the key's chain in `pkcs11.certificates`: read-only.
@@ -68,19 +64,19 @@ pub enum CertSource {
 
 /// Which of a key's objects a handle names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyPart {
+pub(crate) enum KeyPart {
     Private,
     Public,
 }
 
 #[derive(Clone, Debug)]
-pub enum ObjectRef {
+pub(crate) enum ObjectRef {
     Key(Arc<KeyObject>, KeyPart),
     Certificate(Arc<CertObject>),
 }
 
 impl ObjectRef {
-    pub fn handle(&self) -> CK_OBJECT_HANDLE {
+    pub(crate) fn handle(&self) -> CK_OBJECT_HANDLE {
         match self {
             ObjectRef::Key(k, KeyPart::Private) => k.base | PRIVATE,
             ObjectRef::Key(k, KeyPart::Public) => k.base | PUBLIC,
@@ -88,7 +84,7 @@ impl ObjectRef {
         }
     }
 
-    pub fn class(&self) -> CK_OBJECT_CLASS {
+    pub(crate) fn class(&self) -> CK_OBJECT_CLASS {
         match self {
             ObjectRef::Key(_, KeyPart::Private) => CKO_PRIVATE_KEY,
             ObjectRef::Key(_, KeyPart::Public) => CKO_PUBLIC_KEY,
@@ -104,7 +100,7 @@ const SHIFT: u32 = 2;
 
 /// Why a key is not shown (for the debug log).
 #[derive(Clone, Debug)]
-pub enum Skipped {
+pub(crate) enum Skipped {
     CannotSign(String),
 }
 
@@ -153,7 +149,7 @@ impl Inner {
 
 /// The object cache. Its lock is never held across network I/O: callers fetch first, then
 /// store the result.
-pub struct ObjectStore {
+pub(crate) struct ObjectStore {
     inner: RwLock<Inner>,
     ttl: Duration,
 }
@@ -162,7 +158,7 @@ pub struct ObjectStore {
 const CHAIN_BASE: CK_OBJECT_HANDLE = 0x4000_0000;
 
 impl ObjectStore {
-    pub fn new(ttl: Duration) -> ObjectStore {
+    pub(crate) fn new(ttl: Duration) -> ObjectStore {
         ObjectStore {
             inner: RwLock::new(Inner::default()),
             ttl,
@@ -171,7 +167,7 @@ impl ObjectStore {
 
     /// The handle base of a label that exists on the TSB, assigned on first sight and kept
     /// until the label is gone.
-    pub fn base_of(&self, label: &str) -> CK_OBJECT_HANDLE {
+    pub(crate) fn base_of(&self, label: &str) -> CK_OBJECT_HANDLE {
         if let Some(i) = self.inner.read().by_label.get(label) {
             return ((*i as CK_OBJECT_HANDLE) + 1) << SHIFT;
         }
@@ -195,14 +191,14 @@ impl ObjectStore {
 
     /// How many labels the handle table holds (tests: it stays bounded).
     #[cfg(test)]
-    pub fn table_len(&self) -> usize {
+    pub(crate) fn table_len(&self) -> usize {
         let inner = self.inner.read();
         debug_assert_eq!(inner.slots.len(), inner.by_label.len());
         inner.by_label.len()
     }
 
     /// The cached key list, if fresh.
-    pub fn fresh_list(&self) -> Option<Vec<String>> {
+    pub(crate) fn fresh_list(&self) -> Option<Vec<String>> {
         let inner = self.inner.read();
         match &inner.list {
             Some((at, labels)) if at.elapsed() < self.ttl => Some(labels.clone()),
@@ -211,7 +207,7 @@ impl ObjectStore {
     }
 
     /// Stores a fetched key list; keys no longer listed are forgotten (invalid handles).
-    pub fn store_list(&self, labels: Vec<String>) {
+    pub(crate) fn store_list(&self, labels: Vec<String>) {
         for l in &labels {
             self.base_of(l);
         }
@@ -233,13 +229,13 @@ impl ObjectStore {
     }
 
     /// Forgets the cached list, so the next query fetches it again.
-    pub fn invalidate_list(&self) {
+    pub(crate) fn invalidate_list(&self) {
         self.inner.write().list = None;
     }
 
     /// A key whose attributes were fetched within the cache lifetime: `Some(Some(key))`, or
     /// `Some(None)` when it is known to be skipped or gone; `None` when it must be fetched.
-    pub fn fresh_key(&self, label: &str) -> Option<Option<Arc<KeyObject>>> {
+    pub(crate) fn fresh_key(&self, label: &str) -> Option<Option<Arc<KeyObject>>> {
         let inner = self.inner.read();
         match inner.entry(label)? {
             Entry::Loaded { key, at, .. } if at.elapsed() < self.ttl => Some(Some(key.clone())),
@@ -248,7 +244,11 @@ impl ObjectStore {
         }
     }
 
-    pub fn store_key(&self, key: KeyObject, cert: Option<Arc<CertObject>>) -> Arc<KeyObject> {
+    pub(crate) fn store_key(
+        &self,
+        key: KeyObject,
+        cert: Option<Arc<CertObject>>,
+    ) -> Arc<KeyObject> {
         let key = Arc::new(key);
         let i = Self::index_of(key.base).expect("valid base");
         let mut inner = self.inner.write();
@@ -271,7 +271,7 @@ impl ObjectStore {
     }
 
     /// A key that exists but cannot be used here (it keeps its slot: the TSB holds it).
-    pub fn store_skipped(&self, label: &str) {
+    pub(crate) fn store_skipped(&self, label: &str) {
         let base = self.base_of(label);
         let i = Self::index_of(base).expect("valid base");
         if let Some(entry) = self.inner.write().slots.get_mut(&i) {
@@ -280,7 +280,7 @@ impl ObjectStore {
     }
 
     /// A label the TSB does not have (any more): forgotten, never added.
-    pub fn store_gone(&self, label: &str) {
+    pub(crate) fn store_gone(&self, label: &str) {
         let mut inner = self.inner.write();
         inner.forget(label);
         if let Some((_, labels)) = inner.list.as_mut() {
@@ -290,7 +290,7 @@ impl ObjectStore {
 
     /// Replaces the certificate of a loaded key (after `C_CreateObject` / `C_DestroyObject`), so
     /// the cache agrees with the TSB at once. Returns false when the key is not loaded.
-    pub fn set_cert(&self, label: &str, cert: Option<Arc<CertObject>>) -> bool {
+    pub(crate) fn set_cert(&self, label: &str, cert: Option<Arc<CertObject>>) -> bool {
         let mut inner = self.inner.write();
         let Some(i) = inner.by_label.get(label).copied() else {
             return false;
@@ -304,25 +304,25 @@ impl ObjectStore {
         }
     }
 
-    pub fn set_chain(&self, chain: Vec<Arc<CertObject>>) {
+    pub(crate) fn set_chain(&self, chain: Vec<Arc<CertObject>>) {
         self.inner.write().chain = chain;
     }
 
-    pub fn chain(&self) -> Vec<Arc<CertObject>> {
+    pub(crate) fn chain(&self) -> Vec<Arc<CertObject>> {
         self.inner.read().chain.clone()
     }
 
-    pub fn next_chain_handle(index: usize) -> CK_OBJECT_HANDLE {
+    pub(crate) fn next_chain_handle(index: usize) -> CK_OBJECT_HANDLE {
         CHAIN_BASE + index as CK_OBJECT_HANDLE
     }
 
     /// The handle of a key's certificate object.
-    pub fn cert_handle(base: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+    pub(crate) fn cert_handle(base: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
         base | CERT
     }
 
     /// The objects of a loaded key: private, public and (when it has one) certificate.
-    pub fn objects_of(&self, label: &str) -> Vec<ObjectRef> {
+    pub(crate) fn objects_of(&self, label: &str) -> Vec<ObjectRef> {
         let inner = self.inner.read();
         let Some(entry) = inner.entry(label) else {
             return Vec::new();
@@ -346,7 +346,7 @@ impl ObjectStore {
     }
 
     /// Resolves a handle. A key removed from the TSB gives `CKR_OBJECT_HANDLE_INVALID`.
-    pub fn lookup(&self, handle: CK_OBJECT_HANDLE) -> Result<ObjectRef> {
+    pub(crate) fn lookup(&self, handle: CK_OBJECT_HANDLE) -> Result<ObjectRef> {
         let invalid = || Error::rv(CKR_OBJECT_HANDLE_INVALID);
         let inner = self.inner.read();
         if handle >= CHAIN_BASE {
@@ -374,10 +374,9 @@ impl ObjectStore {
 }
 
 /// Builds a key object from the TSB's attributes; `Err(reason)` when it cannot sign here.
-pub fn key_from_attributes(
+pub(crate) fn key_from_attributes(
     attrs: &KeyAttributes,
     base: CK_OBJECT_HANDLE,
-    password: Option<Secret>,
 ) -> std::result::Result<KeyObject, Skipped> {
     let skip = |why: String| Err(Skipped::CannotSign(why));
     if !attrs.flags.sign {
@@ -409,21 +408,18 @@ pub fn key_from_attributes(
         public,
         needs_approval: attrs.needs_approval(),
         blocked: attrs.blocked(),
-        sensitive: attrs.flags.sensitive,
         always_sensitive: attrs.flags.always_sensitive,
-        extractable: attrs.flags.extractable,
         never_extractable: attrs.flags.never_extractable,
         approvers: approvers_summary(attrs),
         request_lifetime: RequestLifetime::of(attrs.policy.as_ref()),
         base,
-        password,
         destroyable: attrs.flags.destroyable,
     })
 }
 
 /// `CKA_ID` of a key: the TSB's `id` decoded from hex when it is hex (as Securosys' own PKCS#11
 /// provider shows it), the `id` text otherwise, and the label's bytes when the key has no `id`.
-pub fn key_id(tsb_id: Option<&str>, label: &str) -> Vec<u8> {
+pub(crate) fn key_id(tsb_id: Option<&str>, label: &str) -> Vec<u8> {
     match tsb_id.map(str::trim).filter(|s| !s.is_empty()) {
         Some(id) => hex::decode(id).unwrap_or_else(|_| id.as_bytes().to_vec()),
         None => label.as_bytes().to_vec(),

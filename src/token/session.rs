@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 /// Why a waiting operation was asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CancelReason {
+pub(crate) enum CancelReason {
     /// `C_SessionCancel` (PKCS#11 3.0 §5.6) or the application's `Notify` callback.
     Cancelled,
     /// `C_CloseSession` / `C_CloseAllSessions` from another thread.
@@ -26,7 +26,7 @@ pub enum CancelReason {
 
 impl CancelReason {
     /// The return value of the interrupted call.
-    pub fn error(self) -> Error {
+    pub(crate) fn error(self) -> Error {
         match self {
             CancelReason::Cancelled => {
                 Error::new(CKR_FUNCTION_CANCELED, "the operation was cancelled")
@@ -45,14 +45,14 @@ impl CancelReason {
 
 /// A cancellation signal with a prompt wake-up for sleepers.
 #[derive(Default)]
-pub struct Cancel {
+pub(crate) struct Cancel {
     reason: Mutex<Option<CancelReason>>,
     wake: Condvar,
 }
 
 impl Cancel {
     /// Raises the signal. A session that is closed or finalized stays so.
-    pub fn trigger(&self, reason: CancelReason) {
+    pub(crate) fn trigger(&self, reason: CancelReason) {
         let mut r = self.reason.lock();
         if !matches!(
             *r,
@@ -63,12 +63,12 @@ impl Cancel {
         self.wake.notify_all();
     }
 
-    pub fn check(&self) -> Option<CancelReason> {
+    pub(crate) fn check(&self) -> Option<CancelReason> {
         *self.reason.lock()
     }
 
     /// Clears a `C_SessionCancel` left over from an earlier operation (a new operation starts).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         let mut r = self.reason.lock();
         if *r == Some(CancelReason::Cancelled) {
             *r = None;
@@ -77,7 +77,7 @@ impl Cancel {
 
     /// Wakes the sleepers without raising the signal: a helper thread has finished the work
     /// a [`Cancel::wait_for`] waits for.
-    pub fn poke(&self) {
+    pub(crate) fn poke(&self) {
         let _r = self.reason.lock();
         self.wake.notify_all();
     }
@@ -85,7 +85,7 @@ impl Cancel {
     /// Waits until `done()` holds (`Ok(true)`), `deadline` passes (`Ok(false)`) or the signal is
     /// raised (`Err(reason)`, which wins over `done`). Whoever makes `done()` true must call
     /// [`Cancel::poke`] afterwards.
-    pub fn wait_for(
+    pub(crate) fn wait_for(
         &self,
         deadline: Instant,
         done: impl Fn() -> bool,
@@ -108,7 +108,7 @@ impl Cancel {
     }
 
     /// Sleeps up to `duration`, returning early with the reason when the signal is raised.
-    pub fn sleep(&self, duration: Duration) -> Option<CancelReason> {
+    pub(crate) fn sleep(&self, duration: Duration) -> Option<CancelReason> {
         let deadline = Instant::now() + duration;
         let mut r = self.reason.lock();
         while r.is_none() {
@@ -122,29 +122,29 @@ impl Cancel {
 
 /// The application's `Notify` callback (`C_OpenSession`), asked with `CKN_SURRENDER` at each
 /// poll of a long wait; returns true when the application wants to cancel (`CKR_CANCEL`).
-pub type Surrender = Box<dyn Fn() -> bool + Send + Sync>;
+pub(crate) type Surrender = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// The active operations of a session (one of each kind at a time, PKCS#11 v2.40 §5.2).
 #[derive(Default)]
-pub struct Operations {
-    pub find: Option<FindOp>,
-    pub digest: Option<super::digest::DigestOp>,
-    pub sign: Option<SignOp>,
-    pub verify: Option<VerifyOp>,
+pub(crate) struct Operations {
+    pub(crate) find: Option<FindOp>,
+    pub(crate) digest: Option<super::digest::DigestOp>,
+    pub(crate) sign: Option<SignOp>,
+    pub(crate) verify: Option<VerifyOp>,
     /// A `C_Sign` / `C_SignFinal` of this session is at the TSB (possibly waiting for
     /// approvals). Its operation has been taken out and this lock released, so other calls on
     /// the session (and the application's `Notify` callback) answer at once; signing calls get
     /// `CKR_OPERATION_ACTIVE` until it returns.
-    pub signing: bool,
+    pub(crate) signing: bool,
 }
 
 /// Marks a session as signing while alive (see [`Operations::signing`]); the mark goes when
 /// the signature call ends, however it ends. Created with the session's lock held (the
 /// caller sets the flag), dropped without it.
-pub struct Signing<'a>(&'a Session);
+pub(crate) struct Signing<'a>(&'a Session);
 
 impl<'a> Signing<'a> {
-    pub fn start(session: &'a Session, ops: &mut Operations) -> Signing<'a> {
+    pub(crate) fn start(session: &'a Session, ops: &mut Operations) -> Signing<'a> {
         ops.signing = true;
         Signing(session)
     }
@@ -156,12 +156,11 @@ impl Drop for Signing<'_> {
     }
 }
 
-pub struct Session {
-    pub handle: CK_SESSION_HANDLE,
-    pub read_write: bool,
-    pub cancel: Cancel,
-    pub surrender: Option<Surrender>,
-    pub ops: Mutex<Operations>,
+pub(crate) struct Session {
+    pub(crate) read_write: bool,
+    pub(crate) cancel: Cancel,
+    pub(crate) surrender: Option<Surrender>,
+    pub(crate) ops: Mutex<Operations>,
 }
 
 /// The last session handle given out in this process. Process-wide and never reset, so a
@@ -171,15 +170,14 @@ static LAST_HANDLE: AtomicU64 = AtomicU64::new(0);
 
 /// All open sessions. The table lock is held only to look up, insert or remove a handle.
 #[derive(Default)]
-pub struct SessionTable {
+pub(crate) struct SessionTable {
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
 }
 
 impl SessionTable {
-    pub fn open(&self, read_write: bool, surrender: Option<Surrender>) -> CK_SESSION_HANDLE {
+    pub(crate) fn open(&self, read_write: bool, surrender: Option<Surrender>) -> CK_SESSION_HANDLE {
         let handle = LAST_HANDLE.fetch_add(1, Ordering::Relaxed) + 1;
         let session = Arc::new(Session {
-            handle,
             read_write,
             cancel: Cancel::default(),
             surrender,
@@ -189,7 +187,7 @@ impl SessionTable {
         handle
     }
 
-    pub fn get(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+    pub(crate) fn get(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
         self.sessions
             .read()
             .get(&handle)
@@ -198,7 +196,7 @@ impl SessionTable {
     }
 
     /// Removes a session; a thread still waiting in it is woken and ends with `CKR_SESSION_CLOSED`.
-    pub fn close(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+    pub(crate) fn close(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
         let session = self
             .sessions
             .write()
@@ -208,7 +206,7 @@ impl SessionTable {
         Ok(())
     }
 
-    pub fn close_all(&self, reason: CancelReason) {
+    pub(crate) fn close_all(&self, reason: CancelReason) {
         let all: Vec<_> = self.sessions.write().drain().map(|(_, s)| s).collect();
         for s in all {
             s.cancel.trigger(reason);
@@ -216,11 +214,11 @@ impl SessionTable {
     }
 
     /// True when a read-only session is open (`C_Login` as SO refuses then, §5.6).
-    pub fn any_read_only(&self) -> bool {
+    pub(crate) fn any_read_only(&self) -> bool {
         self.sessions.read().values().any(|s| !s.read_write)
     }
 
-    pub fn count(&self) -> (usize, usize) {
+    pub(crate) fn count(&self) -> (usize, usize) {
         let map = self.sessions.read();
         let rw = map.values().filter(|s| s.read_write).count();
         (map.len(), rw)

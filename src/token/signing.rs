@@ -38,7 +38,7 @@ impl Token {
         }
     }
 
-    pub fn sign_init(
+    pub(crate) fn sign_init(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,
@@ -66,14 +66,14 @@ impl Token {
     }
 
     /// Ends the signing operation (after invalid arguments at the C boundary).
-    pub fn end_sign(&self, session: CK_SESSION_HANDLE) {
+    pub(crate) fn end_sign(&self, session: CK_SESSION_HANDLE) {
         if let Ok(s) = self.sessions.get(session) {
             s.ops.lock().sign = None;
         }
     }
 
     /// `C_Sign`. `capacity` is `None` for a size query (NULL signature pointer).
-    pub fn sign(
+    pub(crate) fn sign(
         &self,
         session: CK_SESSION_HANDLE,
         data: &[u8],
@@ -84,19 +84,9 @@ impl Token {
         if ops.signing {
             return Err(busy());
         }
-        let op = ops
-            .sign
-            .as_ref()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        if op.multi_part {
-            ops.sign = None;
-            return Err(Error::new(
-                CKR_FUNCTION_FAILED,
-                "C_Sign after C_SignUpdate: finish with C_SignFinal",
-            ));
-        }
-        if let Some(answer) = size_check(op, capacity)? {
-            return Ok(answer);
+        const AFTER_UPDATE: &str = "C_Sign after C_SignUpdate: finish with C_SignFinal";
+        if let Some(n) = operations::check_output(&mut ops.sign, Some(AFTER_UPDATE), capacity)? {
+            return Ok(SignOutput::Length(n));
         }
         let op = ops.sign.take().expect("checked above");
         let _signing = Signing::start(&s, &mut ops);
@@ -106,7 +96,7 @@ impl Token {
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
 
-    pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub(crate) fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.signing {
@@ -115,7 +105,7 @@ impl Token {
         operations::update(&mut ops.sign, data)
     }
 
-    pub fn sign_final(
+    pub(crate) fn sign_final(
         &self,
         session: CK_SESSION_HANDLE,
         capacity: Option<usize>,
@@ -125,12 +115,8 @@ impl Token {
         if ops.signing {
             return Err(busy());
         }
-        let op = ops
-            .sign
-            .as_ref()
-            .ok_or_else(|| Error::rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        if let Some(answer) = size_check(op, capacity)? {
-            return Ok(answer);
+        if let Some(n) = operations::check_output(&mut ops.sign, None, capacity)? {
+            return Ok(SignOutput::Length(n));
         }
         let mut op = ops.sign.take().expect("checked above");
         let _signing = Signing::start(&s, &mut ops);
@@ -301,7 +287,7 @@ impl Token {
 
     // ----- verification, local (§5.13) -----
 
-    pub fn verify_init(
+    pub(crate) fn verify_init(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,
@@ -318,7 +304,12 @@ impl Token {
         Ok(())
     }
 
-    pub fn verify(&self, session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+    pub(crate) fn verify(
+        &self,
+        session: CK_SESSION_HANDLE,
+        data: &[u8],
+        signature: &[u8],
+    ) -> Result<()> {
         let s = self.sessions.get(session)?;
         let op = s
             .ops
@@ -335,13 +326,13 @@ impl Token {
         check_signature(&op, single_part(op.plan, data), signature)
     }
 
-    pub fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub(crate) fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         operations::update(&mut ops.verify, data)
     }
 
-    pub fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+    pub(crate) fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut op = s
             .ops
@@ -361,18 +352,6 @@ fn busy() -> Error {
         CKR_OPERATION_ACTIVE,
         "a signature of this session is still in progress",
     )
-}
-
-/// The size rules of PKCS#11 v2.40 §5.2, answered from the key without any TSB call: a size
-/// query gets the length, a short buffer `CKR_BUFFER_TOO_SMALL`; both keep the operation.
-/// `None`: the buffer fits, go on and sign.
-fn size_check(op: &SignOp, capacity: Option<usize>) -> Result<Option<SignOutput>> {
-    let needed = op.key.public.signature_len();
-    match capacity {
-        None => Ok(Some(SignOutput::Length(needed))),
-        Some(c) if c < needed => Err(Error::buffer_too_small(needed)),
-        Some(_) => Ok(None),
-    }
 }
 
 fn check_signature(op: &VerifyOp, input: InputOwned, signature: &[u8]) -> Result<()> {

@@ -194,6 +194,7 @@ pub struct TsbClient {
     /// connection the TSB is closing could swallow one with no way to tell whether it arrived.
     nodes: Nodes,
     /// Connections opened (TCP connects attempted).
+    #[cfg(test)]
     opened: Arc<AtomicU64>,
     token: Option<Secret>,
     /// Indexed by [`Role::index`].
@@ -213,7 +214,7 @@ pub struct TsbClient {
 impl fmt::Debug for TsbClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TsbClient")
-            .field("base", &self.base_url())
+            .field("nodes", &self.node_urls())
             .field("retries", &self.retries)
             .finish_non_exhaustive()
     }
@@ -329,6 +330,7 @@ impl TsbClient {
         };
         Ok(TsbClient {
             nodes,
+            #[cfg(test)]
             opened,
             token,
             api_keys: [
@@ -351,6 +353,7 @@ impl TsbClient {
     }
 
     /// The normalised base URL (no trailing `/`, no `/v1`).
+    #[cfg(test)]
     pub fn base_url(&self) -> &str {
         &self.nodes.node(0).url
     }
@@ -390,6 +393,7 @@ impl TsbClient {
     }
 
     /// The number of connections this client has opened (attempted) so far.
+    #[cfg(test)]
     pub fn connections_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
     }
@@ -407,6 +411,7 @@ impl TsbClient {
     }
 
     /// `GET /v1/versionInfo` → the `Version` string.
+    #[cfg(test)]
     pub fn version_info(&self) -> Result<String, TsbError> {
         let call = Call::new(
             "GET",
@@ -415,9 +420,9 @@ impl TsbClient {
             Retry::Idempotent,
         );
         self.execute(&call, |reply| {
-            let v = reply.json()?;
-            v_str(v.get("Version"))
-                .or_else(|| v_str(v.get("version")))
+            super::models::parse_version_info_checked(&reply.json()?)
+                .map_err(TsbErrorKind::InvalidResponse)?
+                .0
                 .ok_or_else(|| TsbErrorKind::InvalidResponse("no field \"Version\"".into()))
         })
     }
@@ -669,6 +674,14 @@ impl TsbClient {
     /// the configured keys of that role.
     pub fn set_login_operation_key(&self, key: Option<Secret>) {
         *self.login_operation_key.write() = key;
+    }
+
+    /// The JWT and the `KeyOperationToken` API key given at login.
+    pub(crate) fn login_credentials(&self) -> (Option<Secret>, Option<Secret>) {
+        (
+            self.login_bearer.read().clone(),
+            self.login_operation_key.read().clone(),
+        )
     }
 
     // -----------------------------------------------------------------------------------

@@ -6,17 +6,17 @@ use serde_json::Value;
 
 /// An error of one TSB call.
 #[derive(Clone, Debug)]
-pub struct TsbError {
+pub(crate) struct TsbError {
     /// The endpoint, without ids or labels, e.g. `POST /v1/synchronousSign` or
     /// `GET /v1/key/{label}/attributes`.
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// What went wrong.
-    pub kind: TsbErrorKind,
+    pub(crate) kind: TsbErrorKind,
 }
 
 /// The class of a [`TsbError`].
 #[derive(Clone, Debug)]
-pub enum TsbErrorKind {
+pub(crate) enum TsbErrorKind {
     /// Failed before the request could reach the server: DNS, connection refused, connect
     /// timeout, TLS handshake, certificate or pin failure. Safe to retry anything.
     NotSent(String),
@@ -47,7 +47,7 @@ pub enum TsbErrorKind {
 /// The TSB error codes the module acts on, by name (docs/tsb-api.md, "Errors"). The numbers
 /// appear only here; call sites match on the names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TsbReason {
+pub(crate) enum TsbReason {
     /// 401 `res.error.missing.approval`: the key needs approvals, sign through `/v1/sign`.
     MissingApproval,
     /// 600: the request failed validation.
@@ -81,7 +81,7 @@ pub enum TsbReason {
 
 impl TsbReason {
     /// The name of a TSB `errorCode`, if the module knows it.
-    pub fn from_code(code: i64) -> Option<TsbReason> {
+    pub(crate) fn from_code(code: i64) -> Option<TsbReason> {
         Some(match code {
             401 => TsbReason::MissingApproval,
             600 => TsbReason::ValidationFailed,
@@ -111,7 +111,8 @@ impl TsbError {
     }
 
     /// Whether the request may have reached the server (false only for `NotSent` and `Config`).
-    pub fn may_have_reached_server(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn may_have_reached_server(&self) -> bool {
         !matches!(
             self.kind,
             TsbErrorKind::NotSent(_) | TsbErrorKind::Config(_)
@@ -119,7 +120,7 @@ impl TsbError {
     }
 
     /// The TSB `errorCode` of an HTTP error, if any.
-    pub fn tsb_code(&self) -> Option<i64> {
+    pub(crate) fn tsb_code(&self) -> Option<i64> {
         match &self.kind {
             TsbErrorKind::Http { code, .. } => *code,
             _ => None,
@@ -127,18 +128,18 @@ impl TsbError {
     }
 
     /// The named reason of an HTTP error that carries a TSB `errorCode` the module knows.
-    pub fn reason(&self) -> Option<TsbReason> {
+    pub(crate) fn reason(&self) -> Option<TsbReason> {
         self.tsb_code().and_then(TsbReason::from_code)
     }
 
     /// For a call about one key: whether the answer says the key does not exist (TSB 650, or
     /// HTTP 404 whatever the body, as a proxy or another TSB version may answer).
-    pub fn is_key_not_found(&self) -> bool {
+    pub(crate) fn is_key_not_found(&self) -> bool {
         self.reason() == Some(TsbReason::KeyNotFound) || self.http_status() == Some(404)
     }
 
     /// The HTTP status of an HTTP error, if any.
-    pub fn http_status(&self) -> Option<u16> {
+    pub(crate) fn http_status(&self) -> Option<u16> {
         match &self.kind {
             TsbErrorKind::Http { status, .. } => Some(*status),
             _ => None,

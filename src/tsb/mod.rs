@@ -17,7 +17,7 @@ mod error;
 mod http;
 pub(crate) mod models;
 mod nodes;
-pub mod policy;
+pub(crate) mod policy;
 mod tls;
 
 #[cfg(test)]
@@ -25,11 +25,8 @@ mod tests;
 
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;
-pub use client::TsbClient;
+pub(crate) use client::TsbClient;
 pub(crate) use client::{NewKey, NewKeyType};
-pub use error::{TsbError, TsbErrorKind, TsbReason};
-pub use models::{
-    Approval, KeyAttributes, KeyFlags, KeyStatus, Policy, PolicyGroup, PolicyToken, RequestState,
-    RequestStatus, Rule, SignRequest,
-};
+pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
+pub(crate) use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
 pub(crate) use tls::{client_config, describe_tls_error};

@@ -19,78 +19,69 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// without any policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PolicySpec {
+pub(crate) struct PolicySpec {
     /// Who must approve a use (signing) of the key; `None` = nobody.
     #[serde(default)]
-    pub rule_use: Option<RuleSpec>,
+    pub(crate) rule_use: Option<RuleSpec>,
     /// Who must approve blocking the key.
     #[serde(default)]
-    pub rule_block: Option<RuleSpec>,
+    pub(crate) rule_block: Option<RuleSpec>,
     /// Who must approve unblocking the key.
     #[serde(default)]
-    pub rule_unblock: Option<RuleSpec>,
+    pub(crate) rule_unblock: Option<RuleSpec>,
     /// Who must approve a change of the policy.
     #[serde(default)]
-    pub rule_modify: Option<RuleSpec>,
+    pub(crate) rule_modify: Option<RuleSpec>,
     /// `keyStatus`.
     #[serde(default)]
-    pub key_status: KeyStatusSpec,
-}
-
-impl PolicySpec {
-    /// Whether signing with a key of this policy needs approvals: a `ruleUse` token has groups.
-    pub fn needs_approval(&self) -> bool {
-        self.rule_use
-            .as_ref()
-            .is_some_and(|r| r.tokens.iter().any(|t| !t.groups.is_empty()))
-    }
+    pub(crate) key_status: KeyStatusSpec,
 }
 
 /// `keyStatus`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KeyStatusSpec {
+pub(crate) struct KeyStatusSpec {
     /// A blocked key cannot sign.
     #[serde(default)]
-    pub blocked: bool,
+    pub(crate) blocked: bool,
 }
 
 /// A rule: its tokens are alternatives (OR).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RuleSpec {
+pub(crate) struct RuleSpec {
     /// The alternatives.
-    pub tokens: Vec<TokenSpec>,
+    pub(crate) tokens: Vec<TokenSpec>,
 }
 
 /// A token of a rule: all its groups must approve (AND).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TokenSpec {
+pub(crate) struct TokenSpec {
     /// A name for people.
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     /// Seconds after the request's creation before it may execute (0 = none; whole minutes).
     #[serde(default)]
-    pub timelock: Minutes,
+    pub(crate) timelock: Minutes,
     /// Seconds after the request's creation when it expires (0 = none; whole minutes).
     #[serde(default)]
-    pub timeout: Minutes,
+    pub(crate) timeout: Minutes,
     /// The groups, all of which must reach their quorum.
     #[serde(default)]
-    pub groups: Vec<GroupSpec>,
+    pub(crate) groups: Vec<GroupSpec>,
 }
 
 /// A group of approvers of which `quorum` must approve (1 ≤ quorum ≤ number of approvers).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "RawGroup")]
-pub struct GroupSpec {
+pub(crate) struct GroupSpec {
     /// A name for people.
-    pub name: String,
+    pub(crate) name: String,
     /// How many of `approvals` must approve.
-    pub quorum: u32,
+    pub(crate) quorum: u32,
     /// The approvers.
-    pub approvals: Vec<ApproverSpec>,
+    pub(crate) approvals: Vec<ApproverSpec>,
 }
 
 #[derive(Deserialize)]
@@ -127,17 +118,17 @@ impl TryFrom<RawGroup> for GroupSpec {
 /// One approver: `{type, name, value}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "RawApprover")]
-pub struct ApproverSpec {
+pub(crate) struct ApproverSpec {
     /// `certificate`, `public_key` (also written `public-key`) or
     /// `onboarded_approver_certificate`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub(crate) kind: String,
     /// The approver's name (identifies an onboarded approver).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Base64 public key or certificate (not for onboarded approvers).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -153,21 +144,27 @@ struct RawApprover {
 
 const APPROVER_TYPES: &str = "certificate, public_key or onboarded_approver_certificate";
 
+/// The approver `type` of the contract that `kind` names (`public-key` is `public_key`), or
+/// `None` for a type the module does not know.
+pub(crate) fn approver_type(kind: &str) -> Option<&'static str> {
+    match kind {
+        "certificate" => Some("certificate"),
+        "public_key" | "public-key" => Some("public_key"),
+        "onboarded_approver_certificate" => Some("onboarded_approver_certificate"),
+        _ => None,
+    }
+}
+
 impl TryFrom<RawApprover> for ApproverSpec {
     type Error = String;
 
     fn try_from(a: RawApprover) -> Result<ApproverSpec, String> {
         use base64::Engine;
-        let kind = match a.kind.as_str() {
-            "certificate" => "certificate",
-            "public_key" | "public-key" => "public_key",
-            "onboarded_approver_certificate" => "onboarded_approver_certificate",
-            other => {
-                return Err(format!(
-                    "type: expected {APPROVER_TYPES}, got \"{}\"",
-                    other.chars().take(40).collect::<String>()
-                ))
-            }
+        let Some(kind) = approver_type(&a.kind) else {
+            return Err(format!(
+                "type: expected {APPROVER_TYPES}, got \"{}\"",
+                a.kind.chars().take(40).collect::<String>()
+            ));
         };
         let name = a.name.filter(|n| !n.trim().is_empty());
         let value = a.value.filter(|v| !v.trim().is_empty());
@@ -198,7 +195,7 @@ impl TryFrom<RawApprover> for ApproverSpec {
 /// A time in seconds that must be a whole number of minutes (the TSB refuses others).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct Minutes(pub u64);
+pub(crate) struct Minutes(pub(crate) u64);
 
 impl<'de> Deserialize<'de> for Minutes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Minutes, D::Error> {
@@ -231,7 +228,6 @@ mod tests {
             json!({"ruleUse": null, "ruleBlock": null, "ruleUnblock": null,
                    "ruleModify": null, "keyStatus": {"blocked": false}})
         );
-        assert!(!empty.needs_approval());
         assert_eq!(parse(json!({})).unwrap(), empty);
     }
 
@@ -244,7 +240,6 @@ mod tests {
                 {"type": "onboarded_approver_certificate", "name": "carol"}]}]}]},
             "keyStatus": {"blocked": true}});
         let p = parse(v).unwrap();
-        assert!(p.needs_approval());
         let token = &p.rule_use.as_ref().unwrap().tokens[0];
         assert_eq!(
             (token.timelock, token.timeout),

@@ -1284,7 +1284,7 @@ mod log_capture {
     use std::sync::LazyLock;
     use std::sync::Mutex;
 
-    pub static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    pub(crate) static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
     struct Capture;
 
@@ -1311,7 +1311,7 @@ mod log_capture {
     static CAPTURE: Capture = Capture;
 
     /// Installs the capturing logger if no other logger is installed; false if that failed.
-    pub fn install() -> bool {
+    pub(crate) fn install() -> bool {
         static INSTALLED: LazyLock<bool> = LazyLock::new(|| {
             let ok = log::set_logger(&CAPTURE).is_ok();
             if ok {

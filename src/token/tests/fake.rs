@@ -251,4 +251,7 @@ impl Backend for FakeTsb {
     }
 
     fn set_login_operation_key(&self, _key: Option<Secret>) {}
+    fn login_credentials(&self) -> (Option<Secret>, Option<Secret>) {
+        (self.login_bearer.lock().clone().map(Secret::new), None)
+    }
 }

@@ -16,20 +16,13 @@ use serde_json::Value;
 use super::lenient::{self, Known, Scalar};
 use super::policy::Policy;
 
-/// Key attribute flags (`json.attributes`). Missing flags are false, except `sensitive`.
+/// The key attribute flags (`json.attributes`) the token uses. Missing flags are false.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyFlags {
-    pub sign: bool,
-    pub decrypt: bool,
-    pub unwrap: bool,
-    pub derive: bool,
-    pub sensitive: bool,
-    pub always_sensitive: bool,
-    pub extractable: bool,
-    pub never_extractable: bool,
-    pub modifiable: bool,
-    pub copyable: bool,
-    pub destroyable: bool,
+pub(crate) struct KeyFlags {
+    pub(crate) sign: bool,
+    pub(crate) always_sensitive: bool,
+    pub(crate) never_extractable: bool,
+    pub(crate) destroyable: bool,
 }
 
 impl Default for KeyFlags {
@@ -38,21 +31,25 @@ impl Default for KeyFlags {
     }
 }
 
+/// The `algorithm` values of the contract (the module signs with RSA, EC and ED keys and leaves
+/// the others out knowingly; `tsb-pkcs11 doctor` names any other).
+pub(crate) const ALGORITHMS: &[&str] = &["RSA", "EC", "ED", "DSA", "BLS", "AES"];
+
 /// The attributes of a key (`GET /v1/key/{label}/attributes`, field `json`).
 #[derive(Clone, Debug)]
 pub struct KeyAttributes {
     /// `label`.
-    pub label: String,
+    pub(crate) label: String,
     /// `id` (nullable): Securosys' PKCS#11 provider's id for the key.
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// `algorithm`: `RSA`, `EC`, `ED`, ...
-    pub algorithm: String,
+    pub(crate) algorithm: String,
     /// `publicKey`: if base64, the decoded DER SubjectPublicKeyInfo; if PEM, the PEM bytes.
     pub public_key: Option<Vec<u8>>,
     /// `attributes`.
-    pub flags: KeyFlags,
+    pub(crate) flags: KeyFlags,
     /// `policy`.
-    pub policy: Option<Policy>,
+    pub(crate) policy: Option<Policy>,
 }
 
 impl KeyAttributes {
@@ -207,26 +204,28 @@ struct FlagsWire {
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     sign: Option<bool>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
-    decrypt: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    unwrap: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    derive: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    sensitive: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
     always_sensitive: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    extractable: Option<bool>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     never_extractable: Option<bool>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
-    modifiable: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
-    copyable: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
     destroyable: Option<bool>,
-    // Flags a TSB reports that the module does not use.
+    // Flags of the contract the module does not use: `CKA_SENSITIVE` is always true and
+    // `CKA_EXTRACTABLE` always false here (the TSB never hands out a private key), and the
+    // token offers no decryption, unwrapping, derivation, copying or modification.
+    #[serde(rename = "decrypt", default)]
+    _decrypt: Known,
+    #[serde(rename = "unwrap", default)]
+    _unwrap: Known,
+    #[serde(rename = "derive", default)]
+    _derive: Known,
+    #[serde(rename = "sensitive", default)]
+    _sensitive: Known,
+    #[serde(rename = "extractable", default)]
+    _extractable: Known,
+    #[serde(rename = "modifiable", default)]
+    _modifiable: Known,
+    #[serde(rename = "copyable", default)]
+    _copyable: Known,
     #[serde(rename = "encrypt", default)]
     _encrypt: Known,
     #[serde(rename = "verify", default)]
@@ -241,15 +240,8 @@ impl From<FlagsWire> for KeyFlags {
     fn from(w: FlagsWire) -> Self {
         KeyFlags {
             sign: w.sign.unwrap_or(false),
-            decrypt: w.decrypt.unwrap_or(false),
-            unwrap: w.unwrap.unwrap_or(false),
-            derive: w.derive.unwrap_or(false),
-            sensitive: w.sensitive.unwrap_or(true),
             always_sensitive: w.always_sensitive.unwrap_or(false),
-            extractable: w.extractable.unwrap_or(false),
             never_extractable: w.never_extractable.unwrap_or(false),
-            modifiable: w.modifiable.unwrap_or(false),
-            copyable: w.copyable.unwrap_or(false),
             destroyable: w.destroyable.unwrap_or(false),
         }
     }
@@ -271,6 +263,7 @@ pub(crate) fn parse_key_attributes_checked(
 ) -> Result<(KeyAttributes, Vec<String>), String> {
     let mut unknown = Vec::new();
     let attributes = attributes_at(v, "", &mut unknown)?;
+    unknown.sort();
     Ok((attributes, unknown))
 }
 

@@ -4,11 +4,13 @@
 //! defaults, numbers and booleans may come as strings, and the few shapes a real TSB (or a
 //! proxy, or another version) may use beside the documented contract are accepted (each
 //! file lists them; docs/tsb-api.md has the contract). Errors name the JSON path of the field.
-//! `keys::parse_key_attributes_checked` and `status::parse_request_status_checked` also list
-//! the fields the module does not know, for `tsb-pkcs11 doctor`.
+//! `keys::parse_key_attributes_checked`, `status::parse_request_status_checked` and
+//! `parse_version_info_checked` also list the fields the module does not know, for
+//! `tsb-pkcs11 doctor` (the one list of the fields the module knows is these types).
 //!
 //! Files: `requests.rs` (bodies the module sends), `keys.rs` (key attributes, key list),
 //! `policy.rs` (Smart Key Attributes policies), `status.rs` (approval request status),
+//! `version.rs` (the TSB version),
 //! `lenient.rs` (the lenient serde helpers, base64/PEM decoding).
 
 pub(crate) mod keys;
@@ -16,15 +18,17 @@ mod lenient;
 mod policy;
 mod requests;
 pub(crate) mod status;
+mod version;
 
 #[cfg(test)]
 mod tests;
 
+pub(crate) use keys::KeyAttributes;
 pub(crate) use keys::{parse_key_attributes, parse_key_list};
-pub use keys::{KeyAttributes, KeyFlags};
 pub(crate) use lenient::{decode_b64, decode_pem_or_b64, v_str};
-pub use policy::{Approval, KeyStatus, Policy, PolicyGroup, PolicyToken, Rule};
+pub(crate) use policy::Policy;
 pub(crate) use requests::password_chars;
-pub use requests::SignRequest;
+pub(crate) use requests::SignRequest;
 pub(crate) use status::parse_request_status;
-pub use status::{RequestState, RequestStatus};
+pub(crate) use status::{RequestState, RequestStatus};
+pub(crate) use version::parse_version_info_checked;

@@ -10,26 +10,31 @@ use crate::config::Secret;
 
 /// A sign request for `POST /v1/synchronousSign` and `POST /v1/sign`.
 #[derive(Clone)]
-pub struct SignRequest {
+pub(crate) struct SignRequest {
     /// `signKeyName`: the key label.
-    pub key: String,
+    pub(crate) key: String,
     /// `signatureAlgorithm`, e.g. `SHA256_WITH_ECDSA`.
-    pub algorithm: String,
+    pub(crate) algorithm: String,
     /// The bytes to sign (sent base64 as `payload`).
-    pub payload: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
     /// `signatureType`: `DER` / `RAW`; `None` leaves the field out.
-    pub signature_type: Option<String>,
+    pub(crate) signature_type: Option<String>,
     /// `keyPassword`, sent as an array of one-character strings; `None` leaves it out.
-    pub key_password: Option<Secret>,
+    pub(crate) key_password: Option<Secret>,
     /// `metaData`: the raw JSON bytes (sent base64).
-    pub meta_data: Option<Vec<u8>>,
+    pub(crate) meta_data: Option<Vec<u8>>,
     /// `metaDataSignature`: sent base64 (null when absent).
-    pub meta_data_signature: Option<Vec<u8>>,
+    pub(crate) meta_data_signature: Option<Vec<u8>>,
 }
 
 impl SignRequest {
     /// A request with only the mandatory fields.
-    pub fn new(key: impl Into<String>, algorithm: impl Into<String>, payload: Vec<u8>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(
+        key: impl Into<String>,
+        algorithm: impl Into<String>,
+        payload: Vec<u8>,
+    ) -> Self {
         SignRequest {
             key: key.into(),
             algorithm: algorithm.into(),

@@ -29,7 +29,7 @@ pub enum RequestState {
 
 impl RequestState {
     /// Parses a status string (case-insensitive; `CANCELED` is accepted).
-    pub fn parse(s: &str) -> RequestState {
+    pub(crate) fn parse(s: &str) -> RequestState {
         match s.trim().to_ascii_uppercase().as_str() {
             "PENDING" => RequestState::Pending,
             "APPROVED" => RequestState::Approved,
@@ -61,11 +61,11 @@ impl RequestState {
 pub struct RequestStatus {
     pub state: RequestState,
     /// Approver names or public keys.
-    pub approved_by: Vec<String>,
-    pub not_yet_approved_by: Vec<String>,
-    pub rejected_by: Vec<String>,
+    pub(crate) approved_by: Vec<String>,
+    pub(crate) not_yet_approved_by: Vec<String>,
+    pub(crate) rejected_by: Vec<String>,
     /// The decoded `result` (the signature once `EXECUTED`).
-    pub result: Option<Vec<u8>>,
+    pub(crate) result: Option<Vec<u8>>,
 }
 
 /// The body of `GET /v1/request/{id}`.
@@ -238,6 +238,7 @@ pub(crate) fn parse_request_status_checked(
     }
     let mut unknown = Vec::new();
     let wire: StatusWire = lenient::from_value_tracked(v, "", &mut unknown)?;
+    unknown.sort();
     let status = wire
         .status
         .or(wire.state)

@@ -2,6 +2,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::keys::KeyFlags;
 use super::*;
 use crate::config::Secret;
 
@@ -51,14 +52,12 @@ fn attributes_with_policy() {
                 .unwrap()[..]
         )
     );
-    assert!(a.flags.sign && a.flags.sensitive && a.flags.always_sensitive);
-    assert!(a.flags.never_extractable && a.flags.modifiable && a.flags.destroyable);
-    assert!(!a.flags.decrypt && !a.flags.extractable && !a.flags.copyable);
+    assert!(a.flags.sign && a.flags.always_sensitive);
+    assert!(a.flags.never_extractable && a.flags.destroyable);
     assert!(a.needs_approval());
     assert!(!a.blocked());
     let p = a.policy.as_ref().unwrap();
     let tok = &p.rule_use.as_ref().unwrap().tokens[0];
-    assert_eq!(tok.name, "main");
     assert_eq!(tok.timeout, 600);
     assert_eq!(tok.groups[0].quorum, 2);
     assert_eq!(tok.groups[0].approvals.len(), 2);
@@ -75,15 +74,15 @@ fn attributes_minimal_and_defaults() {
     let a = parse_key_attributes(&v).unwrap();
     assert!(a.id.is_none() && a.public_key.is_none() && a.policy.is_none());
     assert_eq!(a.flags, KeyFlags::default());
-    assert!(a.flags.sensitive && !a.flags.sign);
+    assert!(!a.flags.sign && !a.flags.destroyable);
     assert!(!a.needs_approval() && !a.blocked());
     // The inner object directly, numbers as id, string booleans
     let v = json!({"label": "ed", "algorithm": "ED", "id": 17, "curveOid": null,
                    "algorithmOid": "1.3.101.112",
-                   "attributes": {"sign": "true", "sensitive": "false"}});
+                   "attributes": {"sign": "true", "destroyable": "false"}});
     let a = parse_key_attributes(&v).unwrap();
     assert_eq!(a.id.as_deref(), Some("17"));
-    assert!(a.flags.sign && !a.flags.sensitive);
+    assert!(a.flags.sign && !a.flags.destroyable);
 }
 
 #[test]
@@ -303,22 +302,16 @@ fn attribute_tolerances() {
         ),
         (
             "booleans as strings and numbers",
-            json!({"label": "k", "attributes": {"sign": "yes", "decrypt": 1, "derive": "TRUE",
-                   "sensitive": "no", "extractable": 0, "modifiable": " true ", "copyable": "1"}}),
+            json!({"label": "k", "attributes": {"sign": "yes", "alwaysSensitive": 1,
+                   "neverExtractable": " true ", "destroyable": "no", "decrypt": 1}}),
             |a| {
                 let f = a.flags;
-                f.sign
-                    && f.decrypt
-                    && f.derive
-                    && !f.sensitive
-                    && !f.extractable
-                    && f.modifiable
-                    && f.copyable
+                f.sign && f.always_sensitive && f.never_extractable && !f.destroyable
             },
         ),
         (
             "unreadable booleans take the defaults",
-            json!({"label": "k", "attributes": {"sign": "maybe", "sensitive": [true], "unwrap": null}}),
+            json!({"label": "k", "attributes": {"sign": "maybe", "destroyable": [true], "unwrap": null}}),
             |a| a.flags == KeyFlags::default(),
         ),
         (
@@ -644,4 +637,17 @@ fn unknown_fields_are_reported_by_path() {
     body.insert("status".into(), json!("PENDING"));
     let (_, unknown) = status::parse_request_status_checked(&Value::Object(body), "r").unwrap();
     assert_eq!(unknown.len(), lenient::MAX_UNKNOWN_FIELDS);
+}
+
+#[test]
+fn version_info_and_its_unknown_fields() {
+    let (v, unknown) =
+        parse_version_info_checked(&json!({"Version": "2.2.0", "buildTime": "t"})).unwrap();
+    assert_eq!(v.as_deref(), Some("2.2.0"));
+    assert_eq!(unknown, ["buildTime"]);
+    let (v, unknown) = parse_version_info_checked(&json!({"version": 3})).unwrap();
+    assert_eq!(v.as_deref(), Some("3"));
+    assert!(unknown.is_empty());
+    assert_eq!(parse_version_info_checked(&json!({})).unwrap().0, None);
+    assert!(parse_version_info_checked(&json!([1])).is_err());
 }

@@ -6,7 +6,6 @@
 //! `C_Initialize`, and each loaded copy of the .so installs its own logger once. Every harness
 //! and every module copy of these test files is therefore created under [`ENV_LOCK`], which
 //! sets those variables, initialises, and removes them again.
-#![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,13 +17,13 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki_sys::*;
 use tsb_sim::SimConfig;
 
-use crate::common::{built_module, Harness, Raw};
+use crate::{built_module, Harness, Raw};
 
 /// Serialises the module's environment variables + `C_Initialize` within one test binary.
-pub static ENV_LOCK: Mutex<()> = Mutex::new(());
+static ENV_LOCK: Mutex<()> = Mutex::new(());
 static COPIES: AtomicUsize = AtomicUsize::new(0);
 
-pub fn env_lock() -> MutexGuard<'static, ()> {
+fn env_lock() -> MutexGuard<'static, ()> {
     ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 

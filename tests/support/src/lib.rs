@@ -2,7 +2,10 @@
 //! built `libtsb_pkcs11.so` loaded through the `cryptoki` crate (and raw, for return codes the
 //! crate hides). Each harness loads its own copy of the .so, so tests with different
 //! configurations run side by side in one process without sharing module state.
-#![allow(dead_code)]
+//!
+//! `netsec`: harnesses whose module copy logs to its own file (network, TLS and secret tests).
+
+pub mod netsec;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,7 +47,7 @@ pub fn built_module() -> PathBuf {
         .expect("libtsb_pkcs11.so is built (cargo build / cargo test)")
 }
 
-pub fn sim_state_dir() -> PathBuf {
+fn sim_state_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
     target.join("tsb-sim-state")
@@ -119,10 +122,17 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Harness {
+    /// The demo simulator and default module settings.
+    fn default() -> Harness {
+        Harness::with(SimConfig::demo(), serde_json::json!({}))
+    }
+}
+
 impl Harness {
     /// The simulator's demo keys, the module with default settings.
     pub fn new() -> Harness {
-        Harness::with(SimConfig::demo(), serde_json::json!({}))
+        Harness::default()
     }
 
     /// `pkcs11_settings` is merged into the config's `pkcs11` object; `top` keys beside it.
@@ -273,7 +283,7 @@ pub mod verify {
     }
 
     impl Hash {
-        pub fn md(self) -> MessageDigest {
+        fn md(self) -> MessageDigest {
             match self {
                 Hash::Sha1 => MessageDigest::sha1(),
                 Hash::Sha224 => MessageDigest::sha224(),
@@ -282,7 +292,7 @@ pub mod verify {
                 Hash::Sha512 => MessageDigest::sha512(),
             }
         }
-        pub fn md_ref(self) -> &'static openssl::md::MdRef {
+        fn md_ref(self) -> &'static openssl::md::MdRef {
             match self {
                 Hash::Sha1 => Md::sha1(),
                 Hash::Sha224 => Md::sha224(),
@@ -294,7 +304,7 @@ pub mod verify {
         pub fn digest(self, data: &[u8]) -> Vec<u8> {
             openssl::hash::hash(self.md(), data).unwrap().to_vec()
         }
-        pub fn len(self) -> usize {
+        pub fn output_len(self) -> usize {
             self.md().size()
         }
         /// DER DigestInfo (RFC 8017 §9.2 note 1) built by hand from the OIDs.
