@@ -62,7 +62,10 @@ impl Role {
 /// The API-key role of a request path (starting with `/v1/`).
 pub(crate) fn role_for_path(path: &str) -> Option<Role> {
     let p = path.split(['?', '#']).next().unwrap_or(path);
-    let under = |prefix: &str| p == prefix || p.starts_with(&format!("{prefix}/"));
+    let under = |prefix: &str| {
+        p.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     if p == "/v1/versionInfo" || p == "/v1/licenseInfo" || under("/v1/keystore/statistics") {
         Some(Role::Service)
     } else if under("/v1/key") {
@@ -1176,7 +1179,8 @@ fn sign_call<'a>(
     path: &str,
     retry: Retry,
 ) -> Call<'a> {
-    let mut call = Call::new("POST", endpoint, path.into(), retry).json_body(&req.to_json());
+    let mut call = Call::new("POST", endpoint, path.into(), retry);
+    call.body = Some(req.to_body());
     if let Some(pw) = &req.key_password {
         call.secrets.push(pw.expose());
     }

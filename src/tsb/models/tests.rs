@@ -181,7 +181,7 @@ fn key_list_shapes() {
 #[test]
 fn sign_request_body() {
     let mut r = SignRequest::new("k", "SHA256_WITH_ECDSA", b"hello".to_vec());
-    let v = r.to_json();
+    let v: Value = serde_json::from_slice(&r.to_body()).unwrap();
     assert_eq!(
         v,
         json!({"signRequest": {"payload": "aGVsbG8=", "payloadType": "UNSPECIFIED",
@@ -191,14 +191,20 @@ fn sign_request_body() {
     r.signature_type = Some("DER".into());
     r.key_password = Some(Secret::new("pwé".into()));
     r.meta_data = Some(br#"{"app":"x"}"#.to_vec());
-    let v = r.to_json();
+    let v: Value = serde_json::from_slice(&r.to_body()).unwrap();
     let sr = &v["signRequest"];
     assert_eq!(sr["signatureType"], "DER");
     assert_eq!(sr["keyPassword"], json!(["p", "w", "é"]));
     assert_eq!(sr["metaData"], STANDARD.encode(br#"{"app":"x"}"#));
     assert_eq!(sr["metaDataSignature"], Value::Null);
     r.meta_data_signature = Some(vec![1, 2]);
-    assert_eq!(r.to_json()["signRequest"]["metaDataSignature"], "AQI=");
+    let v: Value = serde_json::from_slice(&r.to_body()).unwrap();
+    assert_eq!(v["signRequest"]["metaDataSignature"], "AQI=");
+    // Without metaData, a signature alone is still sent.
+    r.meta_data = None;
+    let v: Value = serde_json::from_slice(&r.to_body()).unwrap();
+    assert_eq!(v["signRequest"]["metaDataSignature"], "AQI=");
+    assert!(v["signRequest"].get("metaData").is_none());
     let dbg = format!("{r:?}");
     assert!(!dbg.contains("pw") && dbg.contains("<redacted>"));
 }
