@@ -11,6 +11,8 @@
 //!   --algs ec,ed,rsa    P-256 ECDSA, Ed25519, RSA-2048 PSS
 //!   --keys 10,1000,5000,10000   key counts for the start-up and listing cases (empty: skip)
 //!   --memory 1000,100000   signatures after which resident memory is read (empty: skip)
+//!   --failover 8        threads of the failover case (2 nodes, node 1 killed; empty: skip;
+//!                       skipped with --calls)
 //!   --json FILE         also write every figure as JSON
 //!   --no-verify         load the module with `verifySignatures: false` (to see what the local
 //!                       check of every signature costs)
@@ -49,6 +51,7 @@ struct Opts {
     algs: Vec<Alg>,
     keys: Vec<usize>,
     memory: Vec<usize>,
+    failover: Vec<usize>,
     json: Option<PathBuf>,
     verify: bool,
     calls: Option<u64>,
@@ -67,6 +70,7 @@ fn opts() -> Opts {
         algs: vec![Alg::Ec, Alg::Ed, Alg::Rsa],
         keys: vec![10, 1000, 5000, 10000],
         memory: vec![1000, 100_000],
+        failover: vec![8],
         json: None,
         verify: true,
         calls: None,
@@ -83,6 +87,7 @@ fn opts() -> Opts {
             "--algs" => o.algs = v.split(',').filter_map(Alg::parse).collect(),
             "--keys" => o.keys = list(&v),
             "--memory" => o.memory = list(&v),
+            "--failover" => o.failover = list(&v),
             "--json" => o.json = Some(v.into()),
             "--no-verify" => {
                 o.verify = false;
@@ -156,29 +161,44 @@ impl Alg {
 struct Sim {
     child: Child,
     url: String,
+    /// Every listener's URL (cluster mode), the first is `url`.
+    urls: Vec<String>,
     control: String,
     ca: Option<PathBuf>,
 }
 
 impl Sim {
     fn start(dir: &Path, tls: bool, extra_keys: usize) -> Sim {
+        Sim::cluster(dir, tls, extra_keys, 1)
+    }
+
+    /// A simulator with `listeners` listeners ("TSB nodes") over one state.
+    fn cluster(dir: &Path, tls: bool, extra_keys: usize, listeners: usize) -> Sim {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--sim-child",
                 dir.to_str().unwrap(),
                 if tls { "1" } else { "0" },
                 &extra_keys.to_string(),
+                &listeners.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("simulator child");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = lines.next().unwrap().unwrap();
+        let urls: Vec<String> = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .split(' ')
+            .map(str::to_string)
+            .collect();
         let control = lines.next().unwrap().unwrap();
         Sim {
             child,
-            url,
+            url: urls[0].clone(),
+            urls,
             control,
             ca: tls.then(|| dir.join("ca.pem")),
         }
@@ -201,6 +221,13 @@ impl Sim {
             .call()
             .unwrap();
     }
+
+    /// Sets the fault of listener `index` (`{"fault": "down"}`, ...); returns once in effect.
+    fn set_listener(&self, index: usize, fault: Value) {
+        ureq::post(&format!("{}/sim/listeners/{index}", self.control))
+            .send_json(fault)
+            .unwrap();
+    }
 }
 
 impl Drop for Sim {
@@ -210,7 +237,7 @@ impl Drop for Sim {
     }
 }
 
-fn sim_child(dir: &str, tls: bool, extra_keys: usize) {
+fn sim_child(dir: &str, tls: bool, extra_keys: usize, listeners: usize) {
     let mut cfg = tsb_sim::SimConfig::fast_test();
     cfg.control_listen = Some("127.0.0.1:0".into());
     for i in 0..extra_keys {
@@ -223,9 +250,9 @@ fn sim_child(dir: &str, tls: bool, extra_keys: usize) {
             ..tsb_sim::TlsConfig::default()
         });
     }
-    let sim = tsb_sim::Simulator::start(cfg).expect("simulator");
+    let sim = tsb_sim::Simulator::start_cluster(cfg, listeners).expect("simulator");
     let mut out = std::io::stdout();
-    writeln!(out, "{}", sim.url()).unwrap();
+    writeln!(out, "{}", sim.urls().join(" ")).unwrap();
     writeln!(out, "{}", sim.control_url().unwrap()).unwrap();
     out.flush().unwrap();
     // Runs until the parent closes stdin (or dies).
@@ -588,7 +615,13 @@ fn cpu() -> Duration {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--sim-child") {
-        sim_child(&args[2], args[3] == "1", args[4].parse().unwrap());
+        let listeners = args.get(5).and_then(|n| n.parse().ok()).unwrap_or(1);
+        sim_child(
+            &args[2],
+            args[3] == "1",
+            args[4].parse().unwrap(),
+            listeners,
+        );
         return;
     }
     let o = opts();
@@ -704,6 +737,46 @@ fn main() {
         }
         report["memory"] = json!(rows);
     }
+    // Not with --calls: the instruction counts of C_Sign must be the signing cases' alone.
+    if !o.failover.is_empty() && o.calls.is_none() {
+        println!();
+        println!(
+            "failover (plain http, 0 ms; 2 nodes, failover, requestTimeoutMs {FAILOVER_TIMEOUT_MS}, \
+             nodeDownBackoffMs 1000): P-256 signatures started in the second before node 1 died \
+             (and ended before), in flight when it died, started in the second after, and in \
+             the fourth second after"
+        );
+        println!(
+            "{:<5} {:>3} {:<8} | {:>6} {:>8} {:>8} {:>8} {:>6}",
+            "fault", "thr", "started", "sigs", "p50 ms", "p99 ms", "max ms", "errors"
+        );
+        let mut rows = Vec::new();
+        for &threads in &o.failover {
+            for fault in ["down", "hang"] {
+                let row = failover_case(dir.path(), threads, fault);
+                for (second, w) in [
+                    ("before", &row["before"]),
+                    ("at death", &row["inFlight"]),
+                    ("after", &row["after"]),
+                    ("4th s", &row["fourthSecondAfter"]),
+                ] {
+                    println!(
+                        "{:<5} {:>3} {:<8} | {:>6} {:>8.1} {:>8.1} {:>8.1} {:>6}",
+                        fault,
+                        threads,
+                        second,
+                        w["signatures"].as_u64().unwrap_or(0),
+                        w["p50Ms"].as_f64().unwrap_or(0.0),
+                        w["p99Ms"].as_f64().unwrap_or(0.0),
+                        w["maxMs"].as_f64().unwrap_or(0.0),
+                        w["errors"].as_u64().unwrap_or(0)
+                    );
+                }
+                rows.push(row);
+            }
+        }
+        report["failover"] = json!(rows);
+    }
     if let Some(path) = &o.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
     }
@@ -784,6 +857,113 @@ fn memory_case(dir: &Path, counts: &[usize]) -> Vec<Value> {
         rows.push(json!({ "signatures": n, "rssKiB": rss_kib() }));
     }
     rows
+}
+
+/// `requestTimeoutMs` of the failover case: a node that hangs costs a call half of it.
+const FAILOVER_TIMEOUT_MS: u64 = 5000;
+
+/// Failover: a cluster of 2 nodes, the module with `restApi` [node 1, node 2] (`failover`, so
+/// every signature goes to node 1), `threads` threads signing P-256 for a second; then node 1
+/// dies (`down`: refuses connections and drops its connections; `hang`: reads requests and
+/// never answers) and they sign on for four seconds. Latency and errors of the signatures
+/// started in the second before the death, in flight at the death, started in the second after
+/// it and in the fourth second after it (every one of them completes).
+fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
+    let sim_dir = dir.join(format!("sim-failover-{fault}-{threads}"));
+    std::fs::create_dir_all(&sim_dir).unwrap();
+    let sim = Sim::cluster(&sim_dir, false, 0, 2);
+    let name = format!("failover-{fault}-{threads}");
+    let config = dir.join(format!("{name}.json"));
+    std::fs::write(
+        &config,
+        serde_json::to_vec(&json!({
+            "restApi": sim.urls,
+            "pkcs11": { "requestTimeoutMs": FAILOVER_TIMEOUT_MS, "nodeStrategy": "failover" }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    let p = Pkcs11::new(module_copy(dir, &name)).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let sessions: Vec<_> = (0..threads)
+        .map(|_| {
+            let s = p.open_ro_session(slot).unwrap();
+            let key = s
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Label(b"ec-p256".to_vec()),
+                ])
+                .unwrap()[0];
+            (s, key)
+        })
+        .collect();
+    let second = Duration::from_secs(1);
+    // Warm-up, the second before, the death (the moment the fault is in effect), four seconds
+    // after; every signature started runs to its end.
+    let start = Instant::now() + Duration::from_millis(500);
+    let stopping = std::sync::atomic::AtomicBool::new(false);
+    let (ops, death): (Vec<(Instant, Duration, bool)>, Instant) = std::thread::scope(|scope| {
+        let stopping = &stopping;
+        let workers: Vec<_> = sessions
+            .into_iter()
+            .map(|(s, key)| {
+                scope.spawn(move || {
+                    let mut ops = Vec::new();
+                    while !stopping.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let ok = s.sign(&Mechanism::EcdsaSha256, key, MESSAGE).is_ok();
+                        ops.push((t, t.elapsed(), ok));
+                    }
+                    ops
+                })
+            })
+            .collect();
+        std::thread::sleep((start + second).saturating_duration_since(Instant::now()));
+        sim.set_listener(0, json!({ "fault": fault }));
+        let death = Instant::now();
+        std::thread::sleep(4 * second);
+        stopping.store(true, Ordering::Relaxed);
+        let ops = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        (ops, death)
+    });
+    // Signatures started in [from, to) that ended within `ended` (relative to the death).
+    let window = |from: Instant, to: Instant, ended: &dyn Fn(Instant) -> bool| {
+        let inside: Vec<&(Instant, Duration, bool)> = ops
+            .iter()
+            .filter(|(t, d, _)| *t >= from && *t < to && ended(*t + *d))
+            .collect();
+        let mut lat: Vec<f64> = inside
+            .iter()
+            .filter(|(_, _, ok)| *ok)
+            .map(|(_, d, _)| d.as_secs_f64() * 1e3)
+            .collect();
+        let errors = inside.iter().filter(|(_, _, ok)| !*ok).count();
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        json!({
+            "signatures": lat.len(), "errors": errors,
+            "p50Ms": pct(0.5), "p99Ms": pct(0.99), "maxMs": lat.last().copied().unwrap_or(0.0),
+        })
+    };
+    let before = window(death - second, death, &|end| end <= death);
+    let in_flight = window(start, death, &|end| end > death);
+    let after = window(death, death + second, &|_| true);
+    let later = window(death + 3 * second, death + 4 * second, &|_| true);
+    sim.set_listener(0, json!({ "fault": "none" }));
+    json!({
+        "fault": fault, "threads": threads, "requestTimeoutMs": FAILOVER_TIMEOUT_MS,
+        "before": before, "inFlight": in_flight, "after": after, "fourthSecondAfter": later,
+    })
 }
 
 fn machine() -> String {

@@ -16,6 +16,7 @@ use super::models::{
     decode_b64, decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
     password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
 };
+use super::nodes::{Node, Nodes};
 use super::{http, tls};
 
 mod keys;
@@ -190,12 +191,11 @@ impl Reply {
 
 /// The client of one TSB. `Send + Sync`; share it through an `Arc`. It owns no threads.
 pub struct TsbClient {
-    base: String,
-    /// The kept-alive connections: reads, idempotent requests, synchronous signs. Requests
-    /// that must never be sent twice (approval requests, certificate changes) go on a new
-    /// connection each: a pooled connection the TSB is closing could swallow one with no way
-    /// to tell whether it arrived.
-    pool: http::Pool,
+    /// The TSB nodes (one unless `restApi` is an array), each with its kept-alive connections:
+    /// reads, idempotent requests, synchronous signs. Requests that must never be sent twice
+    /// (approval requests, certificate and key changes) go on a new connection each: a pooled
+    /// connection the TSB is closing could swallow one with no way to tell whether it arrived.
+    nodes: Nodes,
     /// Connections opened (TCP connects attempted).
     #[cfg(test)]
     opened: Arc<AtomicU64>,
@@ -217,7 +217,7 @@ pub struct TsbClient {
 impl fmt::Debug for TsbClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TsbClient")
-            .field("base", &self.base)
+            .field("nodes", &self.node_urls())
             .field("retries", &self.retries)
             .finish_non_exhaustive()
     }
@@ -227,46 +227,79 @@ fn setup_error(message: impl Into<String>) -> TsbError {
     TsbError::new("", TsbErrorKind::Config(message.into()))
 }
 
+/// The origin of one node (`restApi` URL): https:// with the shared rustls configuration
+/// (built on first use), plain http:// only to a loopback host unless allowed.
+fn node_origin(
+    config: &Config,
+    url: &str,
+    tls_config: &mut Option<Arc<rustls::ClientConfig>>,
+) -> Result<http::Origin, TsbError> {
+    let base = normalise_url(url).map_err(|m| setup_error(format!("restApi: {m}")))?;
+    let (scheme, host) =
+        tls::scheme_and_host(&base).ok_or_else(|| setup_error("restApi: the URL has no host"))?;
+    let tls = match scheme.as_str() {
+        "https" => {
+            if tls_config.is_none() {
+                *tls_config = Some(tls::client_config(config).map_err(setup_error)?);
+            }
+            tls_config.clone()
+        }
+        "http" => {
+            if !tls::is_loopback_host(&host) {
+                if config.pkcs11.allow_insecure_http {
+                    log::warn!(
+                        "TSB at {base}: plain http:// to a non-loopback host (pkcs11.allowInsecureHttp); \
+                         credentials and payloads travel unencrypted"
+                    );
+                } else {
+                    return Err(setup_error(
+                        "plain http:// to a non-loopback host is refused; set pkcs11.allowInsecureHttp to allow it",
+                    ));
+                }
+            }
+            if config.client_cert.is_some() {
+                log::warn!(
+                    "TSB at {base}: plain http://, the client certificate (certpath) is not used"
+                );
+            }
+            None
+        }
+        _ => return Err(setup_error("restApi: expected an http:// or https:// URL")),
+    };
+    http::Origin::parse(&base, tls).map_err(|m| setup_error(format!("restApi: {m}")))
+}
+
 impl TsbClient {
     /// Builds the HTTP agents (ureq with a rustls client configuration, connect/read/write
     /// timeouts and an overall per-request deadline from the configuration). No network I/O.
     /// The configured `token` is sent only with authType TOKEN; the client certificate is
     /// used with authType CERT or when both `certpath` and `keypath` are set.
     pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
-        let base =
-            normalise_url(config.rest_api()).map_err(|m| setup_error(format!("restApi: {m}")))?;
-        let (scheme, host) = tls::scheme_and_host(&base)
-            .ok_or_else(|| setup_error("restApi: the URL has no host"))?;
         let s = &config.pkcs11;
-        let tls_config = match scheme.as_str() {
-            "https" => Some(tls::client_config(config).map_err(setup_error)?),
-            "http" => {
-                if !tls::is_loopback_host(&host) {
-                    if s.allow_insecure_http {
-                        log::warn!(
-                            "TSB at {base}: plain http:// to a non-loopback host (pkcs11.allowInsecureHttp); \
-                             credentials and payloads travel unencrypted"
-                        );
-                    } else {
-                        return Err(setup_error(
-                            "plain http:// to a non-loopback host is refused; set pkcs11.allowInsecureHttp to allow it",
-                        ));
-                    }
-                }
-                if config.client_cert.is_some() {
-                    log::warn!("TSB at {base}: plain http://, the client certificate (certpath) is not used");
-                }
-                None
-            }
-            _ => return Err(setup_error("restApi: expected an http:// or https:// URL")),
-        };
         // A connect is bounded by the connect timeout and the request's deadline; a retry is
         // made only while a whole connect fits (see `execute`).
         let connect_timeout = s.connect_timeout.min(s.request_timeout);
         let opened = Arc::new(AtomicU64::new(0));
-        let origin = http::Origin::parse(&base, tls_config)
-            .map_err(|m| setup_error(format!("restApi: {m}")))?;
-        let pool = http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone());
+        // One rustls configuration for every https:// node (same CA, client certificate, pin).
+        let mut tls_config = None;
+        let mut pools = Vec::with_capacity(config.rest_apis.len());
+        for url in &config.rest_apis {
+            let origin = node_origin(config, url, &mut tls_config)?;
+            let base = normalise_url(url).map_err(|m| setup_error(format!("restApi: {m}")))?;
+            pools.push((
+                base,
+                http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone()),
+            ));
+        }
+        if pools.is_empty() {
+            return Err(setup_error("restApi: no URL"));
+        }
+        let nodes = Nodes::new(
+            pools,
+            s.node_strategy,
+            s.node_down_backoff,
+            s.node_down_backoff_max,
+        );
         if let Some(t) = &config.token {
             if !header_safe(t.expose()) {
                 return Err(setup_error(
@@ -299,8 +332,7 @@ impl TsbClient {
             }
         };
         Ok(TsbClient {
-            base,
-            pool,
+            nodes,
             #[cfg(test)]
             opened,
             token,
@@ -326,7 +358,41 @@ impl TsbClient {
     /// The normalised base URL (no trailing `/`, no `/v1`).
     #[cfg(test)]
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.nodes.node(0).url
+    }
+
+    /// The nodes' base URLs, in configured order.
+    pub(crate) fn node_urls(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .map(|i| self.nodes.node(i).url.clone())
+            .collect()
+    }
+
+    /// For `tsb-pkcs11 doctor`: `GET /v1/versionInfo` on node `i` alone (no other node, no
+    /// retry, within `requestTimeoutMs`) → the `Version`, or the error. `Ok(None)`: the node
+    /// answered with an error that says nothing against it (e.g. 401 without a ServiceToken).
+    pub(crate) fn probe_node(&self, i: usize) -> Result<Option<String>, TsbError> {
+        let call = Call::new(
+            "GET",
+            "GET /v1/versionInfo",
+            "/v1/versionInfo".into(),
+            Retry::Idempotent,
+        );
+        let started = Instant::now();
+        let node = self.nodes.node(i);
+        let result = self
+            .send_with_keys(node, &call, started + self.request_timeout)
+            .and_then(|reply| {
+                let v = reply.json().map_err(|k| self.err(&call, k))?;
+                Ok(v_str(v.get("Version")).or_else(|| v_str(v.get("version"))))
+            });
+        match result {
+            Ok(v) => Ok(Some(v.unwrap_or_else(|| "?".into()))),
+            Err(e) if !is_node_failure(&e) && matches!(e.kind, TsbErrorKind::Http { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The number of connections this client has opened (attempted) so far.
@@ -628,34 +694,102 @@ impl TsbClient {
         TsbError::new(call.endpoint, kind)
     }
 
-    /// Runs a call with retries; `parse` turns a response into the value (an error from it
-    /// is an `InvalidResponse`-class failure, retried like one).
+    /// Runs a call with retries and, with several nodes, failover; `parse` turns a response
+    /// into the value (an error from it is an `InvalidResponse`-class failure, retried like
+    /// one).
     ///
-    /// `requestTimeoutMs` is the deadline of the whole call, retries included: each attempt
-    /// gets the time that is left, and a retry is made only when, after its backoff, at least
-    /// a quarter of the timeout and a whole connect timeout are left (so a TSB that hangs
-    /// costs one timeout, not three, and a connect never runs past the deadline).
+    /// `requestTimeoutMs` is the deadline of the whole call, retries and nodes included. One
+    /// round tries the nodes in the order [`Nodes::plan`] gives (one node: just that one). A
+    /// call that may move to another node (reads, synchronous signs) gives each node an equal
+    /// share of the time left (with two nodes, a node that hangs costs half the deadline, and
+    /// the other node gets the rest); one that may not (approval requests, certificate and key
+    /// changes) gives the node all of it. A failed round is repeated after a backoff only when
+    /// its errors allow a retry of this call, fewer than `retries` rounds were repeated, and at
+    /// least a quarter of the timeout and a whole connect timeout are left after the backoff
+    /// (so a TSB that hangs costs one timeout, not three, and a connect never runs past the
+    /// deadline).
     fn execute<T>(
         &self,
         call: &Call<'_>,
         parse: impl Fn(&Reply) -> Result<T, TsbErrorKind>,
     ) -> Result<T, TsbError> {
         let deadline = Instant::now() + self.request_timeout;
+        let multi = self.nodes.len() > 1;
         let mut attempt: u32 = 0;
         loop {
-            let result = self
-                .send_with_keys(call, deadline)
-                .and_then(|reply| parse(&reply).map_err(|k| self.err(call, self.redact(call, k))));
-            let e = match result {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            let retryable = match call.retry {
-                Retry::Idempotent => e.retryable_if_idempotent(),
-                Retry::Stateless | Retry::NotSentOnly => {
-                    matches!(e.kind, TsbErrorKind::NotSent(_))
+            let plan = self
+                .nodes
+                .plan(Instant::now(), call.retry != Retry::NotSentOnly);
+            // The last error of each node tried in this round.
+            let mut failures: Vec<(usize, TsbError)> = Vec::new();
+            for (k, &i) in plan.iter().enumerate() {
+                let node = self.nodes.node(i);
+                let started = Instant::now();
+                let left = deadline.saturating_duration_since(started);
+                if left.is_zero() && !failures.is_empty() {
+                    break;
                 }
-            };
+                let node_deadline = if multi && call.retry != Retry::NotSentOnly {
+                    started + left / (plan.len() - k) as u32
+                } else {
+                    deadline
+                };
+                let result = self
+                    .send_with_keys(node, call, node_deadline)
+                    .and_then(|reply| {
+                        parse(&reply).map_err(|k| self.err(call, self.redact(call, k)))
+                    });
+                let e = match result {
+                    Ok(v) => {
+                        self.nodes.answered(i, started);
+                        return Ok(v);
+                    }
+                    Err(e) => e,
+                };
+                let down = is_node_failure(&e);
+                if down {
+                    self.nodes.failed(i, started, &e.to_string());
+                } else if matches!(e.kind, TsbErrorKind::Http { .. }) {
+                    self.nodes.answered(i, started);
+                }
+                let e = if multi { at_node(e, node) } else { e };
+                let movable = match call.retry {
+                    Retry::Idempotent => down || e.retryable_if_idempotent(),
+                    Retry::Stateless => down,
+                    Retry::NotSentOnly => matches!(e.kind, TsbErrorKind::NotSent(_)),
+                };
+                if !movable {
+                    if multi && down {
+                        // Approval requests, certificate and key changes: the node may have
+                        // received it, so it is not sent to another node (filed at most once).
+                        log::error!(
+                            "TSB node {}: {} failed after it may have reached the node; \
+                             not sent to another node, so that it is made at most once",
+                            node.url,
+                            call.endpoint
+                        );
+                    }
+                    log::debug!("TSB request failed: {}", Net(&e.to_string()));
+                    return Err(e);
+                }
+                if multi && k + 1 < plan.len() {
+                    log::debug!(
+                        "TSB {} failed on node {} ({}); trying the next node",
+                        call.endpoint,
+                        node.url,
+                        Net(&e.to_string())
+                    );
+                }
+                failures.push((i, e));
+            }
+            let retryable = !failures.is_empty()
+                && failures.iter().all(|(_, e)| match call.retry {
+                    Retry::Idempotent => e.retryable_if_idempotent(),
+                    Retry::Stateless | Retry::NotSentOnly => {
+                        matches!(e.kind, TsbErrorKind::NotSent(_))
+                    }
+                });
+            let e = self.round_error(call, &failures, &plan);
             let delay = self.backoff(attempt);
             let left_after_backoff = deadline
                 .saturating_duration_since(Instant::now())
@@ -673,6 +807,22 @@ impl TsbClient {
                 } else {
                     log::debug!("TSB request failed: {}", Net(&e.to_string()));
                 }
+                if multi && failures.len() > 1 {
+                    // One line naming each node (each reason shown in full, not the capped
+                    // text of the whole error).
+                    let each: Vec<String> = failures
+                        .iter()
+                        .map(|(i, e)| {
+                            let kind = TsbError::new("", e.kind.clone()).to_string();
+                            format!("{} ({})", self.nodes.node(*i).url, Net(&kind))
+                        })
+                        .collect();
+                    log::error!(
+                        "TSB {}: every TSB node failed: {}",
+                        call.endpoint,
+                        each.join("; ")
+                    );
+                }
                 return Err(e);
             }
             log::warn!(
@@ -687,6 +837,57 @@ impl TsbClient {
         }
     }
 
+    /// The error of a round in which every node tried failed (the first node of a round is
+    /// always tried): the node's own error with one node, else one error naming each node and its failure (`NotSent` when no request left,
+    /// so nothing can have been received).
+    fn round_error(
+        &self,
+        call: &Call<'_>,
+        failures: &[(usize, TsbError)],
+        plan: &[usize],
+    ) -> TsbError {
+        if self.nodes.len() == 1 || failures.len() == 1 && plan.len() == 1 {
+            if let Some((_, e)) = failures.first() {
+                return e.clone();
+            }
+            return self.err(call, TsbErrorKind::NotSent("no node was tried".into()));
+        }
+        let not_sent = failures
+            .iter()
+            .all(|(_, e)| matches!(e.kind, TsbErrorKind::NotSent(_)));
+        let mut parts: Vec<String> = failures
+            .iter()
+            .map(|(i, e)| {
+                format!(
+                    "{}: {}",
+                    self.nodes.node(*i).url,
+                    TsbError::new("", e.kind.clone())
+                )
+            })
+            .collect();
+        for &i in plan {
+            if !failures.iter().any(|(j, _)| *j == i) {
+                parts.push(format!(
+                    "{}: not tried (requestTimeoutMs used up)",
+                    self.nodes.node(i).url
+                ));
+            }
+        }
+        let message = format!(
+            "every TSB node failed within requestTimeoutMs ({} ms): {}",
+            self.request_timeout.as_millis(),
+            parts.join("; ")
+        );
+        self.err(
+            call,
+            if not_sent {
+                TsbErrorKind::NotSent(message)
+            } else {
+                TsbErrorKind::Transport(message)
+            },
+        )
+    }
+
     /// 100 ms, 300 ms, 900 ms, ... capped at 2 s (for the default base).
     fn backoff(&self, attempt: u32) -> Duration {
         let factor = 3u32.saturating_pow(attempt.min(10));
@@ -697,30 +898,35 @@ impl TsbClient {
 
     /// Sends a call with the API keys of its role: a 401 with TSB 631 moves on to the next key;
     /// the key that worked is remembered.
-    fn send_with_keys(&self, call: &Call<'_>, deadline: Instant) -> Result<Reply, TsbError> {
+    fn send_with_keys(
+        &self,
+        node: &Node,
+        call: &Call<'_>,
+        deadline: Instant,
+    ) -> Result<Reply, TsbError> {
         let role = role_for_path(&call.path);
         if let Some(key) = call.api_key {
-            return self.send_once(call, Some(key), deadline);
+            return self.send_once(node, call, Some(key), deadline);
         }
         if role == Some(Role::KeyOperation) {
             let login_key = self.login_operation_key.read().clone();
             if let Some(key) = login_key {
-                return self.send_once(call, Some(&key), deadline);
+                return self.send_once(node, call, Some(&key), deadline);
             }
         }
         let Some(role) = role else {
-            return self.send_once(call, None, deadline);
+            return self.send_once(node, call, None, deadline);
         };
         let keys = &self.api_keys[role.index()];
         if keys.is_empty() {
-            return self.send_once(call, None, deadline);
+            return self.send_once(node, call, None, deadline);
         }
         let n = keys.len();
         let start = self.key_index[role.index()].load(Ordering::Relaxed) % n;
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            match self.send_once(call, Some(&keys[idx]), deadline) {
+            match self.send_once(node, call, Some(&keys[idx]), deadline) {
                 Err(e) if e.is_invalid_api_key() => {
                     if i + 1 < n {
                         log::warn!(
@@ -753,18 +959,19 @@ impl TsbClient {
     /// new connection.
     fn send_once(
         &self,
+        node: &Node,
         call: &Call<'_>,
         api_key: Option<&Secret>,
         deadline: Instant,
     ) -> Result<Reply, TsbError> {
-        match self.send_attempt(call, api_key, deadline, false) {
+        match self.send_attempt(node, call, api_key, deadline, false) {
             Err(Attempt::StaleConnection(e)) => {
                 log::debug!(
                     "TSB {}: the kept-alive connection was closed before a response ({e}); \
                      sending again on a new connection",
                     call.endpoint
                 );
-                self.send_attempt(call, api_key, deadline, true)
+                self.send_attempt(node, call, api_key, deadline, true)
                     .map_err(Attempt::into_error)
             }
             other => other.map_err(Attempt::into_error),
@@ -774,6 +981,7 @@ impl TsbClient {
     /// One HTTP exchange. `deadline` bounds it all (connect, TLS, send, response and body).
     fn send_attempt(
         &self,
+        node: &Node,
         call: &Call<'_>,
         api_key: Option<&Secret>,
         deadline: Instant,
@@ -841,7 +1049,7 @@ impl TsbClient {
             Retry::NotSentOnly => false,
         };
         let started = Instant::now();
-        let response = match self
+        let response = match node
             .pool
             .exchange(&request, deadline, reuse, MAX_BODY as usize)
         {
@@ -855,7 +1063,14 @@ impl TsbClient {
                 );
                 let stale = matches!(failure, http::Failure::Stale(_));
                 let e = self.err(call, failure_kind(failure));
-                if stale && call.retry == Retry::Stateless {
+                // With several nodes a read is sent again too: a kept-alive connection the
+                // node closed while idle must not mark the node down.
+                let resend = match call.retry {
+                    Retry::Stateless => true,
+                    Retry::Idempotent => self.nodes.len() > 1,
+                    Retry::NotSentOnly => false,
+                };
+                if stale && resend {
                     return Err(Attempt::StaleConnection(e));
                 }
                 return Err(Attempt::Failed(e));
@@ -996,6 +1211,30 @@ fn failure_kind(f: http::Failure) -> TsbErrorKind {
         ))),
         http::Failure::Transport(m) => TsbErrorKind::Transport(clean(m)),
     }
+}
+
+/// Whether an error says the node is unwell (not the request): connection refused or reset,
+/// connect or TLS handshake failure or timeout, no (complete) answer in time, HTTP 5xx, or a
+/// TSB 7xx HSM error. A 4xx or a TSB business error (no such key, wrong password, ...) is an
+/// answer, and so is an unreadable 2xx body.
+fn is_node_failure(e: &TsbError) -> bool {
+    match &e.kind {
+        TsbErrorKind::NotSent(_) | TsbErrorKind::Timeout(_) | TsbErrorKind::Transport(_) => true,
+        TsbErrorKind::Http { status, .. } => {
+            *status >= 500 || e.reason() == Some(TsbReason::HsmError)
+        }
+        TsbErrorKind::InvalidResponse(_) | TsbErrorKind::Config(_) => false,
+    }
+}
+
+/// The error of a call on one of several nodes names the node.
+fn at_node(mut e: TsbError, node: &Node) -> TsbError {
+    e.endpoint = if e.endpoint.is_empty() {
+        format!("TSB node {}", node.url)
+    } else {
+        format!("{} at {}", e.endpoint, node.url)
+    };
+    e
 }
 
 /// A random version-4 UUID (a request id that does not exist), from ring's system RNG.
