@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 
 use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind, TsbReason};
 use super::models::{
-    decode_b64, decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
-    password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
+    decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
+    parse_version_info_checked, password_chars, CertificateResponse, KeyAttributes, RequestStatus,
+    SignRequest, SignRequestCreated, SignResponse,
 };
 use super::nodes::{Node, Nodes};
 use super::{http, tls};
@@ -162,10 +163,17 @@ struct Reply {
 }
 
 impl Reply {
-    /// The body as JSON (2xx bodies must be JSON where a value is expected).
-    fn json(&self) -> Result<Value, TsbErrorKind> {
-        let text = String::from_utf8_lossy(&self.body);
-        let t = text.trim();
+    /// The body as JSON text (2xx bodies must be JSON where a value is expected).
+    fn text(&self) -> Result<&str, TsbErrorKind> {
+        let t = std::str::from_utf8(&self.body)
+            .map_err(|_| {
+                TsbErrorKind::InvalidResponse(format!(
+                    "HTTP {} with a body that is not UTF-8 ({} bytes), expected JSON",
+                    self.status,
+                    self.body.len()
+                ))
+            })?
+            .trim();
         if t.is_empty() {
             return Err(TsbErrorKind::InvalidResponse(format!(
                 "HTTP {} with an empty body, expected JSON",
@@ -179,18 +187,44 @@ impl Reply {
                 self.body.len()
             )));
         }
-        serde_json::from_str(t).map_err(|e| {
-            TsbErrorKind::InvalidResponse(format!(
-                "HTTP {} with a body that is not valid JSON ({} bytes): {e}",
-                self.status,
-                self.body.len()
-            ))
-        })
+        Ok(t)
+    }
+
+    fn not_json(&self, e: impl fmt::Display) -> TsbErrorKind {
+        TsbErrorKind::InvalidResponse(format!(
+            "HTTP {} with a body that is not valid JSON ({} bytes): {e}",
+            self.status,
+            self.body.len()
+        ))
+    }
+
+    /// The body as a JSON value (for the models' tracked parsers).
+    fn json(&self) -> Result<Value, TsbErrorKind> {
+        serde_json::from_str(self.text()?).map_err(|e| self.not_json(e))
+    }
+
+    /// The body as `T`, straight from the bytes; an error names the field path.
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, TsbErrorKind> {
+        let text = self.text()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                self.not_json(inner)
+            } else if path == "." {
+                TsbErrorKind::InvalidResponse(inner.to_string())
+            } else {
+                TsbErrorKind::InvalidResponse(format!("{path}: {inner}"))
+            }
+        })?;
+        de.end().map_err(|e| self.not_json(e))?;
+        Ok(value)
     }
 }
 
 /// The client of one TSB. `Send + Sync`; share it through an `Arc`. It owns no threads.
-pub struct TsbClient {
+pub(crate) struct TsbClient {
     /// The TSB nodes (one unless `restApi` is an array), each with its kept-alive connections:
     /// reads, idempotent requests, synchronous signs. Requests that must never be sent twice
     /// (approval requests, certificate and key changes) go on a new connection each: a pooled
@@ -274,7 +308,7 @@ impl TsbClient {
     /// timeouts and an overall per-request deadline from the configuration). No network I/O.
     /// The configured `token` is sent only with authType TOKEN; the client certificate is
     /// used with authType CERT or when both `certpath` and `keypath` are set.
-    pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
+    pub(crate) fn new(config: &Config) -> Result<TsbClient, TsbError> {
         let s = &config.pkcs11;
         // A connect is bounded by the connect timeout and the request's deadline; a retry is
         // made only while a whole connect fits (see `execute`).
@@ -357,7 +391,7 @@ impl TsbClient {
 
     /// The normalised base URL (no trailing `/`, no `/v1`).
     #[cfg(test)]
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         &self.nodes.node(0).url
     }
 
@@ -384,7 +418,9 @@ impl TsbClient {
             .send_with_keys(node, &call, started + self.request_timeout)
             .and_then(|reply| {
                 let v = reply.json().map_err(|k| self.err(&call, k))?;
-                Ok(v_str(v.get("Version")).or_else(|| v_str(v.get("version"))))
+                let (version, _unknown) = parse_version_info_checked(&v)
+                    .map_err(|m| self.err(&call, TsbErrorKind::InvalidResponse(m)))?;
+                Ok(version)
             });
         match result {
             Ok(v) => Ok(Some(v.unwrap_or_else(|| "?".into()))),
@@ -397,7 +433,7 @@ impl TsbClient {
 
     /// The number of connections this client has opened (attempted) so far.
     #[cfg(test)]
-    pub fn connections_opened(&self) -> u64 {
+    pub(crate) fn connections_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
     }
 
@@ -415,7 +451,7 @@ impl TsbClient {
 
     /// `GET /v1/versionInfo` → the `Version` string.
     #[cfg(test)]
-    pub fn version_info(&self) -> Result<String, TsbError> {
+    pub(crate) fn version_info(&self) -> Result<String, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/versionInfo",
@@ -431,7 +467,7 @@ impl TsbClient {
     }
 
     /// `GET /v1/key` → the key labels.
-    pub fn list_keys(&self) -> Result<Vec<String>, TsbError> {
+    pub(crate) fn list_keys(&self) -> Result<Vec<String>, TsbError> {
         let call = Call::new("GET", "GET /v1/key", "/v1/key".into(), Retry::Idempotent);
         self.execute(&call, |reply| {
             parse_key_list(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)
@@ -440,7 +476,7 @@ impl TsbClient {
 
     /// `GET /v1/key/{label}/attributes` (label percent-encoded, `/` included), or
     /// `POST /v1/key/attributes` with `{"label", "password": [chars]}` when a password is given.
-    pub fn key_attributes(
+    pub(crate) fn key_attributes(
         &self,
         label: &str,
         password: Option<&Secret>,
@@ -483,7 +519,7 @@ impl TsbClient {
     /// `GET /v1/certificate/{label}` → the certificate of a key as received: the PEM text bytes,
     /// or the decoded DER when the field (`certificate` or `rawCertificate`) is base64.
     /// `Ok(None)` on 404 or when the response has no certificate.
-    pub fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
+    pub(crate) fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
         let mut call = Call::new(
             "GET",
             "GET /v1/certificate/{label}",
@@ -502,25 +538,15 @@ impl TsbClient {
             if text.trim_start().starts_with("-----BEGIN") {
                 return Ok(decode_pem_or_b64(&text));
             }
-            let v = reply.json()?;
-            let field = match &v {
-                Value::String(_) => Some(&v),
-                _ => ["certificate", "rawCertificate"]
-                    .iter()
-                    .filter_map(|k| v.get(*k))
-                    .find(|f| f.as_str().is_some_and(|s| !s.trim().is_empty())),
-            };
-            match field.and_then(Value::as_str) {
-                None => Ok(None),
-                Some(s) => decode_pem_or_b64(s).map(Some).ok_or_else(|| {
-                    TsbErrorKind::InvalidResponse("certificate is neither PEM nor base64".into())
-                }),
-            }
+            reply
+                .parse::<CertificateResponse>()?
+                .certificate()
+                .map_err(TsbErrorKind::InvalidResponse)
         })
     }
 
     /// `POST /v1/certificate/import/plain` with `{"label", "certificate": base64 DER}`.
-    pub fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError> {
+    pub(crate) fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError> {
         let body = json!({ "label": label, "certificate": STANDARD.encode(der) });
         let call = Call::new(
             "POST",
@@ -533,7 +559,7 @@ impl TsbClient {
     }
 
     /// `DELETE /v1/certificate/{label}`.
-    pub fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
+    pub(crate) fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
         let call = Call::new(
             "DELETE",
             "DELETE /v1/certificate/{label}",
@@ -549,7 +575,7 @@ impl TsbClient {
     /// `POST /v1/synchronousSign` → the decoded `signature`, over a kept-alive connection.
     /// Sent again only when the request provably never reached the server, or once when the
     /// reused connection was closed before a response arrived (see [`Retry::Stateless`]).
-    pub fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
+    pub(crate) fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
         let call = sign_call(
             req,
             "POST /v1/synchronousSign",
@@ -563,12 +589,10 @@ impl TsbClient {
             req.payload.len()
         );
         let sig = self.execute(&call, |reply| {
-            let v = reply.json()?;
-            let s = v_str(v.get("signature"))
-                .ok_or_else(|| TsbErrorKind::InvalidResponse("no field \"signature\"".into()))?;
-            decode_b64(&s)
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| TsbErrorKind::InvalidResponse("signature is not base64".into()))
+            reply
+                .parse::<SignResponse>()?
+                .signature()
+                .map_err(TsbErrorKind::InvalidResponse)
         })?;
         log::trace!("TSB synchronousSign: signature {} bytes", sig.len());
         Ok(sig)
@@ -576,7 +600,7 @@ impl TsbClient {
 
     /// `POST /v1/sign` (201) → the `signRequestId`. Retried only when the request provably
     /// never reached the server, so an approval request is never filed twice.
-    pub fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
+    pub(crate) fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
         let call = sign_call(req, "POST /v1/sign", "/v1/sign", Retry::NotSentOnly);
         log::trace!(
             "TSB sign {} {}: payload {} bytes",
@@ -585,19 +609,15 @@ impl TsbClient {
             req.payload.len()
         );
         self.execute(&call, |reply| {
-            let v = reply.json()?;
-            let id = match &v {
-                Value::String(s) if !s.is_empty() => Some(s.clone()),
-                _ => v_str(v.get("signRequestId"))
-                    .or_else(|| v_str(v.get("requestId")))
-                    .or_else(|| v_str(v.get("id"))),
-            };
-            id.ok_or_else(|| TsbErrorKind::InvalidResponse("no field \"signRequestId\"".into()))
+            reply
+                .parse::<SignRequestCreated>()?
+                .id()
+                .map_err(TsbErrorKind::InvalidResponse)
         })
     }
 
     /// `GET /v1/request/{id}` → the request's status.
-    pub fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
+    pub(crate) fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/request/{id}",
@@ -615,7 +635,7 @@ impl TsbClient {
     }
 
     /// `DELETE /v1/request/{id}`: cancels a request.
-    pub fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
+    pub(crate) fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
         let call = Call::new(
             "DELETE",
             "DELETE /v1/request/{id}",
@@ -627,7 +647,7 @@ impl TsbClient {
 
     /// Login check (pinIs token): `GET /v1/key` with `jwt` as the bearer token. Ok when the
     /// TSB accepts it; a 401 comes back as the Http error.
-    pub fn check_bearer(&self, jwt: &Secret) -> Result<(), TsbError> {
+    pub(crate) fn check_bearer(&self, jwt: &Secret) -> Result<(), TsbError> {
         if !header_safe(jwt.expose()) {
             return Err(TsbError::new(
                 "GET /v1/key",
@@ -643,7 +663,7 @@ impl TsbClient {
 
     /// Login check (pinIs apiKey): `GET /v1/request/<random uuid>` with `key` as the
     /// `KeyOperationToken`. 404 / TSB 651 (no such request) = the key is accepted; 401 = wrong.
-    pub fn check_operation_api_key(&self, key: &Secret) -> Result<(), TsbError> {
+    pub(crate) fn check_operation_api_key(&self, key: &Secret) -> Result<(), TsbError> {
         const ENDPOINT: &str = "GET /v1/request/{id}";
         if !header_safe(key.expose()) {
             return Err(TsbError::new(
@@ -669,13 +689,13 @@ impl TsbClient {
     }
 
     /// Sets (or with `None` clears) the JWT given at login; it replaces the configured token.
-    pub fn set_login_bearer(&self, jwt: Option<Secret>) {
+    pub(crate) fn set_login_bearer(&self, jwt: Option<Secret>) {
         *self.login_bearer.write() = jwt;
     }
 
     /// Sets (or with `None` clears) the `KeyOperationToken` API key given at login; it replaces
     /// the configured keys of that role.
-    pub fn set_login_operation_key(&self, key: Option<Secret>) {
+    pub(crate) fn set_login_operation_key(&self, key: Option<Secret>) {
         *self.login_operation_key.write() = key;
     }
 
