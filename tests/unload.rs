@@ -92,6 +92,31 @@ fn approval_request(h: &Harness) -> Option<String> {
     h.sim.requests().into_iter().find_map(|r| r.id)
 }
 
+/// One cycle: dlopen, `C_Initialize`, a P-256 signature with "ec-p256" (verified by OpenSSL),
+/// `C_Finalize`, dlclose.
+fn load_sign_unload(module: &Path, ec: &openssl::pkey::PKey<openssl::pkey::Public>, i: usize) {
+    let raw = Raw::load(module);
+    let f = raw.f;
+    // SAFETY: NULL initialisation arguments are allowed.
+    assert_eq!(
+        unsafe { (f.C_Initialize.unwrap())(std::ptr::null_mut()) },
+        CKR_OK,
+        "load {i}"
+    );
+    let s = open_session(&raw).expect("C_OpenSession");
+    let key = find_private_key(&raw, s, "ec-p256");
+    let msg = format!("load {i}");
+    let sig = raw_sign(&raw, s, CKM_ECDSA_SHA256, &mut [], key, msg.as_bytes())
+        .unwrap_or_else(|rv| panic!("load {i}: C_Sign {rv:#x}"));
+    assert!(verify::ecdsa(ec, Hash::Sha256, msg.as_bytes(), &sig));
+    // SAFETY: plain handle / NULL arguments.
+    unsafe {
+        assert_eq!((f.C_CloseSession.unwrap())(s), CKR_OK);
+        assert_eq!((f.C_Finalize.unwrap())(std::ptr::null_mut()), CKR_OK);
+    }
+    drop(raw); // dlclose
+}
+
 const LOADS: usize = 200;
 const WARM_UP: usize = 20;
 
@@ -150,26 +175,7 @@ fn dlopen_sign_dlclose_200_times() {
     let mut unmapped = 0;
     let started = Instant::now();
     for i in 0..LOADS {
-        let raw = Raw::load(&module);
-        let f = raw.f;
-        // SAFETY: NULL initialisation arguments are allowed.
-        assert_eq!(
-            unsafe { (f.C_Initialize.unwrap())(std::ptr::null_mut()) },
-            CKR_OK,
-            "load {i}"
-        );
-        let s = open_session(&raw).expect("C_OpenSession");
-        let key = find_private_key(&raw, s, "ec-p256");
-        let msg = format!("load {i}");
-        let sig = raw_sign(&raw, s, CKM_ECDSA_SHA256, &mut [], key, msg.as_bytes())
-            .unwrap_or_else(|rv| panic!("load {i}: C_Sign {rv:#x}"));
-        assert!(verify::ecdsa(&ec, Hash::Sha256, msg.as_bytes(), &sig));
-        // SAFETY: plain handle / NULL arguments.
-        unsafe {
-            assert_eq!((f.C_CloseSession.unwrap())(s), CKR_OK);
-            assert_eq!((f.C_Finalize.unwrap())(std::ptr::null_mut()), CKR_OK);
-        }
-        drop(raw); // dlclose
+        load_sign_unload(&module, &ec, i);
         if !mapped(&module) {
             unmapped += 1;
         }
@@ -242,26 +248,7 @@ fn dlopen_sign_dlclose_with_two_nodes_one_down() {
     std::thread::sleep(Duration::from_millis(200));
     let (threads0, fds0) = (threads(), fds());
     for i in 0..CYCLES {
-        let raw = Raw::load(&module);
-        let f = raw.f;
-        // SAFETY: NULL initialisation arguments are allowed.
-        assert_eq!(
-            unsafe { (f.C_Initialize.unwrap())(std::ptr::null_mut()) },
-            CKR_OK,
-            "load {i}"
-        );
-        let s = open_session(&raw).expect("C_OpenSession");
-        let key = find_private_key(&raw, s, "ec-p256");
-        let msg = format!("load {i}");
-        let sig = raw_sign(&raw, s, CKM_ECDSA_SHA256, &mut [], key, msg.as_bytes())
-            .unwrap_or_else(|rv| panic!("load {i}: C_Sign {rv:#x}"));
-        assert!(verify::ecdsa(&ec, Hash::Sha256, msg.as_bytes(), &sig));
-        // SAFETY: plain handle / NULL arguments.
-        unsafe {
-            assert_eq!((f.C_CloseSession.unwrap())(s), CKR_OK);
-            assert_eq!((f.C_Finalize.unwrap())(std::ptr::null_mut()), CKR_OK);
-        }
-        drop(raw); // dlclose
+        load_sign_unload(&module, &ec, i);
     }
     let (threads1, fds1) = (threads(), fds());
     assert!(
