@@ -11,7 +11,13 @@
 //!   --algs ec,ed,rsa    P-256 ECDSA, Ed25519, RSA-2048 PSS
 //!   --keys 10,1000,5000,10000   key counts for the start-up and listing cases (empty: skip)
 //!   --memory 1000,100000   signatures after which resident memory is read (empty: skip)
+//!   --failover 8        threads of the failover case (2 nodes, node 1 killed; empty: skip;
+//!                       skipped with --calls)
 //!   --json FILE         also write every figure as JSON
+//!   --no-verify         load the module with `verifySignatures: false` (to see what the local
+//!                       check of every signature costs)
+//!   --calls N           instead of timing, make exactly N signatures per thread and case, no
+//!                       warm-up (for instruction counts under callgrind, see the docs)
 //! ```
 //!
 //! The simulator runs in a child process (this program, `--sim-child`), so the CPU time and
@@ -45,7 +51,10 @@ struct Opts {
     algs: Vec<Alg>,
     keys: Vec<usize>,
     memory: Vec<usize>,
+    failover: Vec<usize>,
     json: Option<PathBuf>,
+    verify: bool,
+    calls: Option<u64>,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
@@ -61,7 +70,10 @@ fn opts() -> Opts {
         algs: vec![Alg::Ec, Alg::Ed, Alg::Rsa],
         keys: vec![10, 1000, 5000, 10000],
         memory: vec![1000, 100_000],
+        failover: vec![8],
         json: None,
+        verify: true,
+        calls: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -75,7 +87,14 @@ fn opts() -> Opts {
             "--algs" => o.algs = v.split(',').filter_map(Alg::parse).collect(),
             "--keys" => o.keys = list(&v),
             "--memory" => o.memory = list(&v),
+            "--failover" => o.failover = list(&v),
             "--json" => o.json = Some(v.into()),
+            "--no-verify" => {
+                o.verify = false;
+                i += 1;
+                continue;
+            }
+            "--calls" => o.calls = Some(v.parse().expect("--calls")),
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -142,29 +161,44 @@ impl Alg {
 struct Sim {
     child: Child,
     url: String,
+    /// Every listener's URL (cluster mode), the first is `url`.
+    urls: Vec<String>,
     control: String,
     ca: Option<PathBuf>,
 }
 
 impl Sim {
     fn start(dir: &Path, tls: bool, extra_keys: usize) -> Sim {
+        Sim::cluster(dir, tls, extra_keys, 1)
+    }
+
+    /// A simulator with `listeners` listeners ("TSB nodes") over one state.
+    fn cluster(dir: &Path, tls: bool, extra_keys: usize, listeners: usize) -> Sim {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--sim-child",
                 dir.to_str().unwrap(),
                 if tls { "1" } else { "0" },
                 &extra_keys.to_string(),
+                &listeners.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("simulator child");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = lines.next().unwrap().unwrap();
+        let urls: Vec<String> = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .split(' ')
+            .map(str::to_string)
+            .collect();
         let control = lines.next().unwrap().unwrap();
         Sim {
             child,
-            url,
+            url: urls[0].clone(),
+            urls,
             control,
             ca: tls.then(|| dir.join("ca.pem")),
         }
@@ -187,6 +221,13 @@ impl Sim {
             .call()
             .unwrap();
     }
+
+    /// Sets the fault of listener `index` (`{"fault": "down"}`, ...); returns once in effect.
+    fn set_listener(&self, index: usize, fault: Value) {
+        ureq::post(&format!("{}/sim/listeners/{index}", self.control))
+            .send_json(fault)
+            .unwrap();
+    }
 }
 
 impl Drop for Sim {
@@ -196,7 +237,7 @@ impl Drop for Sim {
     }
 }
 
-fn sim_child(dir: &str, tls: bool, extra_keys: usize) {
+fn sim_child(dir: &str, tls: bool, extra_keys: usize, listeners: usize) {
     let mut cfg = tsb_sim::SimConfig::fast_test();
     cfg.control_listen = Some("127.0.0.1:0".into());
     for i in 0..extra_keys {
@@ -209,9 +250,9 @@ fn sim_child(dir: &str, tls: bool, extra_keys: usize) {
             ..tsb_sim::TlsConfig::default()
         });
     }
-    let sim = tsb_sim::Simulator::start(cfg).expect("simulator");
+    let sim = tsb_sim::Simulator::start_cluster(cfg, listeners).expect("simulator");
     let mut out = std::io::stdout();
-    writeln!(out, "{}", sim.url()).unwrap();
+    writeln!(out, "{}", sim.urls().join(" ")).unwrap();
     writeln!(out, "{}", sim.control_url().unwrap()).unwrap();
     out.flush().unwrap();
     // Runs until the parent closes stdin (or dies).
@@ -295,12 +336,85 @@ struct Stats {
     p99_us: f64,
     per_sec: f64,
     ops: u64,
+    /// CPU time of this process (the client, and the proxy when there is one) per call, µs.
+    cpu_us: f64,
 }
 
-/// Runs `work(thread)` on `threads` threads: a warm-up of `secs / 4`, then `secs` measured.
-fn run(threads: usize, secs: f64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Stats {
-    let warm = Duration::from_secs_f64(secs / 4.0);
-    let measure = Duration::from_secs_f64(secs);
+/// The measured time of a case is cut into this many slices, taken by the floor and the module
+/// in turn.
+const SLICES: u32 = 4;
+
+type Work = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// Runs the floor `d` and the module `m` on `threads` threads each, in turn: a warm-up of
+/// `secs / 4` each, then [`SLICES`] slices of `secs / SLICES` each, so that a change of the
+/// machine's load during a case falls on both alike. With `calls`, exactly that many calls per
+/// thread for each, all measured, no warm-up. `conns` reads the proxy's connection counter;
+/// the connections each side opened (warm-up included) come back with its figures.
+fn run_pair(
+    threads: usize,
+    secs: f64,
+    calls: Option<u64>,
+    d: Work,
+    m: Work,
+    conns: &dyn Fn() -> Option<u64>,
+) -> [(Stats, Option<u64>); 2] {
+    let works = [d, m];
+    let mut lat: [Vec<u32>; 2] = Default::default();
+    let mut ops = [0u64; 2];
+    let mut opened: [Option<u64>; 2] = [conns().map(|_| 0); 2];
+    let mut measured = [Duration::ZERO; 2];
+    let mut cpu_used = [Duration::ZERO; 2];
+    let mut window = |side: usize, warm: Duration, measure: Duration| {
+        let c0 = conns();
+        let started = Instant::now();
+        let cpu0 = cpu();
+        let (l, n) = match calls {
+            Some(n) => run_calls(threads, n, works[side].clone()),
+            None => run_window(threads, warm, measure, works[side].clone()),
+        };
+        measured[side] += if calls.is_some() {
+            started.elapsed()
+        } else {
+            measure
+        };
+        cpu_used[side] += cpu() - cpu0;
+        lat[side].extend(l);
+        ops[side] += n;
+        if let (Some(a), Some(b), Some(o)) = (c0, conns(), opened[side].as_mut()) {
+            *o += b - a;
+        }
+    };
+    if calls.is_some() {
+        window(0, Duration::ZERO, Duration::ZERO);
+        window(1, Duration::ZERO, Duration::ZERO);
+    } else {
+        let warm = Duration::from_secs_f64(secs / 4.0);
+        let slice = Duration::from_secs_f64(secs / SLICES as f64);
+        for side in 0..2 {
+            window(side, warm, Duration::ZERO);
+        }
+        for _ in 0..SLICES {
+            for side in 0..2 {
+                window(side, Duration::ZERO, slice);
+            }
+        }
+    }
+    let [ld, lm] = lat;
+    let with_cpu = |mut st: Stats, side: usize| {
+        st.cpu_us = cpu_used[side].as_secs_f64() * 1e6 / ops[side].max(1) as f64;
+        st
+    };
+    [
+        (with_cpu(stats(ld, measured[0], ops[0]), 0), opened[0]),
+        (with_cpu(stats(lm, measured[1], ops[1]), 1), opened[1]),
+    ]
+}
+
+/// Runs `work(thread)` on `threads` threads: a warm-up of `warm`, then `measure` measured.
+/// Returns the latencies (µs) of the calls started in the measured time and the number of
+/// calls made.
+fn run_window(threads: usize, warm: Duration, measure: Duration, work: Work) -> (Vec<u32>, u64) {
     let start = Instant::now() + Duration::from_millis(20);
     let (t0, t1) = (start + warm, start + warm + measure);
     let total = Arc::new(AtomicU64::new(0));
@@ -327,10 +441,38 @@ fn run(threads: usize, secs: f64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Sta
             })
         })
         .collect();
-    let mut lat: Vec<u32> = handles
+    let lat: Vec<u32> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
+    (lat, total.load(Ordering::Relaxed))
+}
+
+/// `n` calls of `work(thread)` on each of `threads` threads.
+fn run_calls(threads: usize, n: u64, work: Work) -> (Vec<u32>, u64) {
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let work = work.clone();
+            std::thread::spawn(move || {
+                (0..n)
+                    .map(|_| {
+                        let s = Instant::now();
+                        work(i);
+                        s.elapsed().as_micros() as u32
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let lat: Vec<u32> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let ops = lat.len() as u64;
+    (lat, ops)
+}
+
+fn stats(mut lat: Vec<u32>, measure: Duration, ops: u64) -> Stats {
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -341,7 +483,8 @@ fn run(threads: usize, secs: f64, work: Arc<dyn Fn(usize) + Send + Sync>) -> Sta
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         per_sec: lat.len() as f64 / measure.as_secs_f64(),
-        ops: total.load(Ordering::Relaxed),
+        ops,
+        cpu_us: 0.0,
     }
 }
 
@@ -366,12 +509,7 @@ const MESSAGE: &[u8] = b"benchmark payload: a short message to sign";
 
 /// The floor: one keep-alive ureq agent per thread posting the module's JSON request; the
 /// signature is decoded from the answer.
-fn direct(
-    url: &str,
-    ca: Option<&Path>,
-    alg: Alg,
-    threads: usize,
-) -> Arc<dyn Fn(usize) + Send + Sync> {
+fn direct(url: &str, ca: Option<&Path>, alg: Alg, threads: usize) -> Work {
     let body = json!({
         "signRequest": {
             "payload": base64::engine::general_purpose::STANDARD.encode(MESSAGE),
@@ -414,9 +552,10 @@ fn module_copy(dir: &Path, name: &str) -> PathBuf {
     copy
 }
 
-fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>) -> Pkcs11 {
+fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>, verify: bool) -> Pkcs11 {
     let config = dir.join(format!("{name}.json"));
-    let mut c = json!({ "restApi": url, "pkcs11": { "requestTimeoutMs": 30000 } });
+    let mut c = json!({ "restApi": url,
+                        "pkcs11": { "requestTimeoutMs": 30000, "verifySignatures": verify } });
     if let Some(ca) = ca {
         c["caPath"] = json!(ca);
     }
@@ -429,7 +568,7 @@ fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>) -> Pkcs11 {
 }
 
 /// Through the module: one session per thread, `C_SignInit` + `C_Sign` (with the size query).
-fn through(p: &Pkcs11, alg: Alg, threads: usize) -> Arc<dyn Fn(usize) + Send + Sync> {
+fn through(p: &Pkcs11, alg: Alg, threads: usize) -> Work {
     let slot = p.get_slots_with_token().unwrap()[0];
     let sessions: Vec<_> = (0..threads)
         .map(|_| {
@@ -476,7 +615,13 @@ fn cpu() -> Duration {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--sim-child") {
-        sim_child(&args[2], args[3] == "1", args[4].parse().unwrap());
+        let listeners = args.get(5).and_then(|n| n.parse().ok()).unwrap_or(1);
+        sim_child(
+            &args[2],
+            args[3] == "1",
+            args[4].parse().unwrap(),
+            listeners,
+        );
         return;
     }
     let o = opts();
@@ -484,17 +629,23 @@ fn main() {
     let mut report = json!({
         "machine": machine(),
         "secsPerCase": o.secs,
+        "verifySignatures": o.verify,
         "signing": [],
     });
     println!("machine: {}", report["machine"].as_str().unwrap());
     println!(
-        "signing: direct keep-alive HTTP client (floor) vs the module through dlopen; {} s per case",
-        o.secs
+        "signing: direct keep-alive HTTP client (floor) vs the module through dlopen; {}; \
+         verifySignatures {}",
+        match o.calls {
+            Some(n) => format!("{n} calls per thread and case"),
+            None => format!("{} s per case", o.secs),
+        },
+        o.verify
     );
     println!(
-        "{:<13} {:<5} {:>4} {:>3} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>5} {:>5} | {:>7} {:>7}",
+        "{:<13} {:<5} {:>4} {:>3} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>5} {:>5} | {:>7} {:>7} | {:>6} {:>6}",
         "algorithm", "tls", "rtt", "thr", "d p50", "d p99", "d sig/s", "m p50", "m p99", "m sig/s",
-        "p50 x", "tput x", "d c/1k", "m c/1k"
+        "p50 x", "tput x", "d c/1k", "m c/1k", "d cpu", "m cpu"
     );
     for &tls in &o.transports {
         let sim_dir = dir.path().join(if tls { "sim-tls" } else { "sim" });
@@ -514,38 +665,36 @@ fn main() {
                 None => sim.url.clone(),
             };
             let name = format!("{}-{rtt}", if tls { "tls" } else { "http" });
-            let p = load_module(dir.path(), &name, &url, sim.ca.as_deref());
+            let p = load_module(dir.path(), &name, &url, sim.ca.as_deref(), o.verify);
             for &alg in &o.algs {
                 for &threads in &o.threads {
                     let conns = || proxy.as_ref().map(|p| p.accepted.load(Ordering::Relaxed));
-                    let c0 = conns();
-                    let d = run(
+                    let [(d, d_opened), (m, m_opened)] = run_pair(
                         threads,
                         o.secs,
+                        o.calls,
                         direct(&url, sim.ca.as_deref(), alg, threads),
+                        through(&p, alg, threads),
+                        &conns,
                     );
-                    let c1 = conns();
-                    let m = run(threads, o.secs, through(&p, alg, threads));
-                    let c2 = conns();
-                    let per_k = |a: Option<u64>, b: Option<u64>, ops: u64| {
-                        a.zip(b)
-                            .map(|(a, b)| (b - a) as f64 * 1000.0 / ops.max(1) as f64)
+                    let per_k = |opened: Option<u64>, ops: u64| {
+                        opened.map(|n| n as f64 * 1000.0 / ops.max(1) as f64)
                     };
-                    let (dc, mc) = (per_k(c0, c1, d.ops), per_k(c1, c2, m.ops));
+                    let (dc, mc) = (per_k(d_opened, d.ops), per_k(m_opened, m.ops));
                     let show = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.2}"));
                     println!(
-                        "{:<13} {:<5} {:>4} {:>3} | {:>8.0} {:>8.0} {:>8.0} | {:>8.0} {:>8.0} {:>8.0} | {:>5.2} {:>5.2} | {:>7} {:>7}",
+                        "{:<13} {:<5} {:>4} {:>3} | {:>8.0} {:>8.0} {:>8.0} | {:>8.0} {:>8.0} {:>8.0} | {:>5.2} {:>5.2} | {:>7} {:>7} | {:>6.0} {:>6.0}",
                         alg.name(), tls, rtt, threads, d.p50_us, d.p99_us, d.per_sec,
                         m.p50_us, m.p99_us, m.per_sec, m.p50_us / d.p50_us, m.per_sec / d.per_sec,
-                        show(dc), show(mc)
+                        show(dc), show(mc), d.cpu_us, m.cpu_us
                     );
                     report["signing"].as_array_mut().unwrap().push(json!({
                         "algorithm": alg.name(), "tls": tls, "rttMs": rtt, "threads": threads,
                         "direct": {"p50Us": d.p50_us, "p99Us": d.p99_us, "perSec": d.per_sec,
-                                   "ops": d.ops, "connectionsPer1000": dc},
+                                   "ops": d.ops, "connectionsPer1000": dc, "cpuUsPerSig": d.cpu_us},
                         "module": {"p50Us": m.p50_us, "p99Us": m.p99_us, "perSec": m.per_sec,
-                                   "ops": m.ops, "connectionsPer1000": mc,
-                                   "connections": c1.zip(c2).map(|(a, b)| b - a)},
+                                   "ops": m.ops, "connectionsPer1000": mc, "cpuUsPerSig": m.cpu_us,
+                                   "connections": m_opened},
                         "p50Ratio": m.p50_us / d.p50_us, "throughputRatio": m.per_sec / d.per_sec,
                     }));
                 }
@@ -588,11 +737,51 @@ fn main() {
         }
         report["memory"] = json!(rows);
     }
+    // Not with --calls: the instruction counts of C_Sign must be the signing cases' alone.
+    if !o.failover.is_empty() && o.calls.is_none() {
+        println!();
+        println!(
+            "failover (plain http, 0 ms; 2 nodes, failover, requestTimeoutMs {FAILOVER_TIMEOUT_MS}, \
+             nodeDownBackoffMs 1000): P-256 signatures started in the second before node 1 died \
+             (and ended before), in flight when it died, started in the second after, and in \
+             the fourth second after"
+        );
+        println!(
+            "{:<5} {:>3} {:<8} | {:>6} {:>8} {:>8} {:>8} {:>6}",
+            "fault", "thr", "started", "sigs", "p50 ms", "p99 ms", "max ms", "errors"
+        );
+        let mut rows = Vec::new();
+        for &threads in &o.failover {
+            for fault in ["down", "hang"] {
+                let row = failover_case(dir.path(), threads, fault);
+                for (second, w) in [
+                    ("before", &row["before"]),
+                    ("at death", &row["inFlight"]),
+                    ("after", &row["after"]),
+                    ("4th s", &row["fourthSecondAfter"]),
+                ] {
+                    println!(
+                        "{:<5} {:>3} {:<8} | {:>6} {:>8.1} {:>8.1} {:>8.1} {:>6}",
+                        fault,
+                        threads,
+                        second,
+                        w["signatures"].as_u64().unwrap_or(0),
+                        w["p50Ms"].as_f64().unwrap_or(0.0),
+                        w["p99Ms"].as_f64().unwrap_or(0.0),
+                        w["maxMs"].as_f64().unwrap_or(0.0),
+                        w["errors"].as_u64().unwrap_or(0)
+                    );
+                }
+                rows.push(row);
+            }
+        }
+        report["failover"] = json!(rows);
+    }
     if let Some(path) = &o.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
     }
     println!();
-    println!("p50 x = module p50 / direct p50; tput x = module sig/s / direct sig/s; c/1k = connections opened per 1,000 signatures (through the proxy, rtt > 0)");
+    println!("p50 x = module p50 / direct p50; tput x = module sig/s / direct sig/s; c/1k = connections opened per 1,000 signatures (through the proxy, rtt > 0); cpu = CPU µs of this process per signature (client, and the proxy when rtt > 0; the simulator runs in a child process)");
 }
 
 /// C_Initialize → first signature, and a full listing of the private keys, with `n` keys.
@@ -656,7 +845,7 @@ fn memory_case(dir: &Path, counts: &[usize]) -> Vec<Value> {
     let sim_dir = dir.join("sim-memory");
     std::fs::create_dir_all(&sim_dir).unwrap();
     let sim = Sim::start(&sim_dir, false, 0);
-    let p = load_module(dir, "memory", &sim.url, None);
+    let p = load_module(dir, "memory", &sim.url, None, true);
     let work = through(&p, Alg::Ec, 1);
     let mut done = 0;
     let mut rows = Vec::new();
@@ -668,6 +857,113 @@ fn memory_case(dir: &Path, counts: &[usize]) -> Vec<Value> {
         rows.push(json!({ "signatures": n, "rssKiB": rss_kib() }));
     }
     rows
+}
+
+/// `requestTimeoutMs` of the failover case: a node that hangs costs a call half of it.
+const FAILOVER_TIMEOUT_MS: u64 = 5000;
+
+/// Failover: a cluster of 2 nodes, the module with `restApi` [node 1, node 2] (`failover`, so
+/// every signature goes to node 1), `threads` threads signing P-256 for a second; then node 1
+/// dies (`down`: refuses connections and drops its connections; `hang`: reads requests and
+/// never answers) and they sign on for four seconds. Latency and errors of the signatures
+/// started in the second before the death, in flight at the death, started in the second after
+/// it and in the fourth second after it (every one of them completes).
+fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
+    let sim_dir = dir.join(format!("sim-failover-{fault}-{threads}"));
+    std::fs::create_dir_all(&sim_dir).unwrap();
+    let sim = Sim::cluster(&sim_dir, false, 0, 2);
+    let name = format!("failover-{fault}-{threads}");
+    let config = dir.join(format!("{name}.json"));
+    std::fs::write(
+        &config,
+        serde_json::to_vec(&json!({
+            "restApi": sim.urls,
+            "pkcs11": { "requestTimeoutMs": FAILOVER_TIMEOUT_MS, "nodeStrategy": "failover" }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    let p = Pkcs11::new(module_copy(dir, &name)).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let sessions: Vec<_> = (0..threads)
+        .map(|_| {
+            let s = p.open_ro_session(slot).unwrap();
+            let key = s
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Label(b"ec-p256".to_vec()),
+                ])
+                .unwrap()[0];
+            (s, key)
+        })
+        .collect();
+    let second = Duration::from_secs(1);
+    // Warm-up, the second before, the death (the moment the fault is in effect), four seconds
+    // after; every signature started runs to its end.
+    let start = Instant::now() + Duration::from_millis(500);
+    let stopping = std::sync::atomic::AtomicBool::new(false);
+    let (ops, death): (Vec<(Instant, Duration, bool)>, Instant) = std::thread::scope(|scope| {
+        let stopping = &stopping;
+        let workers: Vec<_> = sessions
+            .into_iter()
+            .map(|(s, key)| {
+                scope.spawn(move || {
+                    let mut ops = Vec::new();
+                    while !stopping.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let ok = s.sign(&Mechanism::EcdsaSha256, key, MESSAGE).is_ok();
+                        ops.push((t, t.elapsed(), ok));
+                    }
+                    ops
+                })
+            })
+            .collect();
+        std::thread::sleep((start + second).saturating_duration_since(Instant::now()));
+        sim.set_listener(0, json!({ "fault": fault }));
+        let death = Instant::now();
+        std::thread::sleep(4 * second);
+        stopping.store(true, Ordering::Relaxed);
+        let ops = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        (ops, death)
+    });
+    // Signatures started in [from, to) that ended within `ended` (relative to the death).
+    let window = |from: Instant, to: Instant, ended: &dyn Fn(Instant) -> bool| {
+        let inside: Vec<&(Instant, Duration, bool)> = ops
+            .iter()
+            .filter(|(t, d, _)| *t >= from && *t < to && ended(*t + *d))
+            .collect();
+        let mut lat: Vec<f64> = inside
+            .iter()
+            .filter(|(_, _, ok)| *ok)
+            .map(|(_, d, _)| d.as_secs_f64() * 1e3)
+            .collect();
+        let errors = inside.iter().filter(|(_, _, ok)| !*ok).count();
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        json!({
+            "signatures": lat.len(), "errors": errors,
+            "p50Ms": pct(0.5), "p99Ms": pct(0.99), "maxMs": lat.last().copied().unwrap_or(0.0),
+        })
+    };
+    let before = window(death - second, death, &|end| end <= death);
+    let in_flight = window(start, death, &|end| end > death);
+    let after = window(death, death + second, &|_| true);
+    let later = window(death + 3 * second, death + 4 * second, &|_| true);
+    sim.set_listener(0, json!({ "fault": "none" }));
+    json!({
+        "fault": fault, "threads": threads, "requestTimeoutMs": FAILOVER_TIMEOUT_MS,
+        "before": before, "inFlight": in_flight, "after": after, "fourthSecondAfter": later,
+    })
 }
 
 fn machine() -> String {

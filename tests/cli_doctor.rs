@@ -674,3 +674,53 @@ fn config_init_takes_over_a_notation_plugin_config_with_absolute_paths() {
     assert!(!warnings.contains("a-literal-api-key"));
     assert_eq!(doc["ok"], true, "{doc:#}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Several nodes (issue #13)
+
+#[test]
+fn every_node_of_a_cluster_is_checked_and_a_down_node_is_a_warning() {
+    let sim = common::start_cluster(sim_config(&["ec-p256"]), 3);
+    let urls = sim.urls();
+    sim.set_listener_fault(1, tsb_sim::NodeFault::Down).unwrap();
+    sim.set_listener_fault(2, tsb_sim::NodeFault::Unavailable)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = json!({
+        "restApi": urls,
+        "pkcs11": { "requestTimeoutMs": 3000, "connectTimeoutMs": 1000, "nodeStrategy": "spread" }
+    });
+    let r = run(&config_file(dir.path(), &c), &["doctor"]);
+    let nodes: Vec<&Value> = r.checks().iter().filter(|c| c["step"] == "node").collect();
+    assert_eq!(nodes.len(), 3, "{:#}", r.doc);
+    assert_eq!(nodes[0]["status"], "ok", "{:#}", nodes[0]);
+    assert!(nodes[0]["message"].as_str().unwrap().contains(&urls[0]));
+    for (c, url) in nodes[1..].iter().zip(&urls[1..]) {
+        assert_eq!(c["status"], "warn", "{c:#}");
+        let m = c["message"].as_str().unwrap();
+        assert!(m.contains(url) && m.contains("down"), "{m}");
+    }
+    assert!(nodes[2]["message"].as_str().unwrap().contains("503"));
+    let cluster = r.find("cluster", "info");
+    assert!(
+        cluster["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 of 3 nodes up"),
+        "{cluster:#}"
+    );
+    // Node 2 refuses connections: its TCP check is a warning, as the module does without it.
+    assert!(
+        r.checks().iter().all(|c| c["status"] != "fail"),
+        "{:#}",
+        r.doc
+    );
+    assert_eq!(r.code, 2, "works, with warnings: {:#}", r.doc);
+    // The module's own checks (auth, keys) pass through the node that is up.
+    r.find("auth", "ok");
+
+    // Every node down: the doctor fails.
+    sim.set_listener_fault(0, tsb_sim::NodeFault::Down).unwrap();
+    let r = run(&config_file(dir.path(), &c), &["doctor"]);
+    assert_eq!(r.code, 1, "{:#}", r.doc);
+}

@@ -348,6 +348,39 @@ fn nginx_style_workers_sign_after_fork_over_tls() {
     nginx_style(&h);
 }
 
+/// Several TSB nodes (`restApi` an array, `spread`): the parent used both; node 0 goes down
+/// before the fork. Each worker builds its own node set (fresh health, fresh pools), fails
+/// over to node 1 and signs; the parent's pools are untouched; once node 0 is back, the
+/// children of a second fork use both nodes again.
+#[test]
+fn nginx_style_workers_sign_after_fork_over_two_nodes() {
+    let _g = serial();
+    let h = Harness::cluster(SimConfig::demo(), 2, |urls| {
+        serde_json::json!({
+            "restApi": urls,
+            "pkcs11": { "nodeStrategy": "spread", "nodeDownBackoffMs": 200, "requestTimeoutMs": 5000 }
+        })
+    });
+    let keys = Keys::of(&h);
+    parent_signs(&h, &keys, b"parent before fork");
+    assert!(h.sim.listener_requests(0) > 0 && h.sim.listener_requests(1) > 0);
+    h.sim
+        .set_listener_fault(0, tsb_sim::NodeFault::Down)
+        .unwrap();
+    nginx_style(&h);
+    h.sim
+        .set_listener_fault(0, tsb_sim::NodeFault::None)
+        .unwrap();
+    h.sim.reset_counters();
+    let pids: Vec<_> = (0..2).map(|n| spawn(|| worker(&h, &keys, n))).collect();
+    assert_all_ok(&wait_all(&pids));
+    assert!(
+        h.sim.listener_requests(0) > 0 && h.sim.listener_requests(1) > 0,
+        "fresh children spread over both nodes: {:?}",
+        h.sim.listeners()
+    );
+}
+
 /// A child that calls C_Initialize again: it succeeds (new pid), the child signs, finalises,
 /// initialises and signs once more; the parent's module state is untouched.
 #[test]

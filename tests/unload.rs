@@ -92,6 +92,31 @@ fn approval_request(h: &Harness) -> Option<String> {
     h.sim.requests().into_iter().find_map(|r| r.id)
 }
 
+/// One cycle: dlopen, `C_Initialize`, a P-256 signature with "ec-p256" (verified by OpenSSL),
+/// `C_Finalize`, dlclose.
+fn load_sign_unload(module: &Path, ec: &openssl::pkey::PKey<openssl::pkey::Public>, i: usize) {
+    let raw = Raw::load(module);
+    let f = raw.f;
+    // SAFETY: NULL initialisation arguments are allowed.
+    assert_eq!(
+        unsafe { (f.C_Initialize.unwrap())(std::ptr::null_mut()) },
+        CKR_OK,
+        "load {i}"
+    );
+    let s = open_session(&raw).expect("C_OpenSession");
+    let key = find_private_key(&raw, s, "ec-p256");
+    let msg = format!("load {i}");
+    let sig = raw_sign(&raw, s, CKM_ECDSA_SHA256, &mut [], key, msg.as_bytes())
+        .unwrap_or_else(|rv| panic!("load {i}: C_Sign {rv:#x}"));
+    assert!(verify::ecdsa(ec, Hash::Sha256, msg.as_bytes(), &sig));
+    // SAFETY: plain handle / NULL arguments.
+    unsafe {
+        assert_eq!((f.C_CloseSession.unwrap())(s), CKR_OK);
+        assert_eq!((f.C_Finalize.unwrap())(std::ptr::null_mut()), CKR_OK);
+    }
+    drop(raw); // dlclose
+}
+
 const LOADS: usize = 200;
 const WARM_UP: usize = 20;
 
@@ -150,26 +175,7 @@ fn dlopen_sign_dlclose_200_times() {
     let mut unmapped = 0;
     let started = Instant::now();
     for i in 0..LOADS {
-        let raw = Raw::load(&module);
-        let f = raw.f;
-        // SAFETY: NULL initialisation arguments are allowed.
-        assert_eq!(
-            unsafe { (f.C_Initialize.unwrap())(std::ptr::null_mut()) },
-            CKR_OK,
-            "load {i}"
-        );
-        let s = open_session(&raw).expect("C_OpenSession");
-        let key = find_private_key(&raw, s, "ec-p256");
-        let msg = format!("load {i}");
-        let sig = raw_sign(&raw, s, CKM_ECDSA_SHA256, &mut [], key, msg.as_bytes())
-            .unwrap_or_else(|rv| panic!("load {i}: C_Sign {rv:#x}"));
-        assert!(verify::ecdsa(&ec, Hash::Sha256, msg.as_bytes(), &sig));
-        // SAFETY: plain handle / NULL arguments.
-        unsafe {
-            assert_eq!((f.C_CloseSession.unwrap())(s), CKR_OK);
-            assert_eq!((f.C_Finalize.unwrap())(std::ptr::null_mut()), CKR_OK);
-        }
-        drop(raw); // dlclose
+        load_sign_unload(&module, &ec, i);
         if !mapped(&module) {
             unmapped += 1;
         }
@@ -212,6 +218,49 @@ fn dlopen_sign_dlclose_200_times() {
         sim.counter("POST /v1/synchronousSign"),
         LOADS as u64,
         "one TSB sign per load"
+    );
+}
+
+/// dlopen, C_Initialize, sign, C_Finalize, dlclose with several TSB nodes, one of them down
+/// (`restApi` an array): the node set, its pools and its health leave no thread and no
+/// descriptor behind, and every load fails over and signs.
+#[test]
+fn dlopen_sign_dlclose_with_two_nodes_one_down() {
+    const CYCLES: usize = 30;
+    let _g = serial();
+    let sim = common::start_cluster(SimConfig::demo(), 2);
+    sim.set_listener_fault(0, tsb_sim::NodeFault::Down).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    write_private(
+        &config,
+        serde_json::json!({ "restApi": sim.urls(), "pkcs11": { "nodeStrategy": "spread" } })
+            .to_string()
+            .as_bytes(),
+    );
+    let module = dir.path().join("libtsb_pkcs11-unload-ha.so");
+    std::fs::copy(common::built_module(), &module).unwrap();
+    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    let ec = {
+        let der = sim.public_key_der("ec-p256").unwrap();
+        openssl::pkey::PKey::public_key_from_der(&der).unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let (threads0, fds0) = (threads(), fds());
+    for i in 0..CYCLES {
+        load_sign_unload(&module, &ec, i);
+    }
+    let (threads1, fds1) = (threads(), fds());
+    assert!(
+        threads1 <= threads0,
+        "threads left behind: {threads0} -> {threads1}"
+    );
+    assert!(fds1 <= fds0 + 5, "descriptors leaked: {fds0} -> {fds1}");
+    assert_eq!(sim.listener_requests(0), 0, "node 0 is down");
+    assert_eq!(
+        sim.counter("POST /v1/synchronousSign"),
+        CYCLES as u64,
+        "one TSB sign per load, all on node 1"
     );
 }
 

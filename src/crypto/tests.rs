@@ -615,6 +615,20 @@ fn ecdsa_odd_digest_lengths_match_openssl() {
 
 #[test]
 fn ed25519_openssl_signatures() {
+    // Both paths: ring's (key parsed per call) and the key object's (parsed once).
+    for prepared in [false, true] {
+        ed25519_openssl_signatures_on(prepared);
+    }
+}
+
+fn ed25519_openssl_signatures_on(prepared: bool) {
+    let verify = |pk: &PublicKey, scheme: &Scheme, data: SignedData<'_>, sig: &[u8]| {
+        if prepared {
+            verify_with(&PreparedKey::new(pk), pk, scheme, data, sig)
+        } else {
+            verify(pk, scheme, data, sig)
+        }
+    };
     let k = PKey::generate_ed25519().unwrap();
     let pk = public_of(&k);
     let other = public_of(&PKey::generate_ed25519().unwrap());

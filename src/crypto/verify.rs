@@ -47,11 +47,38 @@ fn fail(msg: &str) -> CryptoError {
     CryptoError::new(msg)
 }
 
+/// What of a public key can be parsed once and kept for every later verification (with the
+/// key object): the decompressed Ed25519 point. ring, which verifies ECDSA and RSA here, parses
+/// its keys on every call and has no API to keep them.
+#[derive(Debug)]
+pub(crate) struct PreparedKey(Option<ed25519_dalek::VerifyingKey>);
+
+impl PreparedKey {
+    /// Parses what can be kept; an unusable key is left for [`verify_with`] to reject.
+    pub(crate) fn new(key: &PublicKey) -> PreparedKey {
+        PreparedKey(match key {
+            PublicKey::Ed25519 { key } => ed25519_dalek::VerifyingKey::from_bytes(key).ok(),
+            _ => None,
+        })
+    }
+}
+
 /// Verify `signature` over `data` with `key` under `scheme`.
 ///
 /// Returns `Err` with a short reason on mismatch, wrong key type for the
 /// scheme, wrong signature length or wrong digest length.
 pub fn verify(
+    key: &PublicKey,
+    scheme: &Scheme,
+    data: SignedData<'_>,
+    signature: &[u8],
+) -> CryptoResult<()> {
+    verify_with(&PreparedKey(None), key, scheme, data, signature)
+}
+
+/// [`verify`] with what of `key` was parsed before (`prepared`, made from the same key).
+pub(crate) fn verify_with(
+    prepared: &PreparedKey,
     key: &PublicKey,
     scheme: &Scheme,
     data: SignedData<'_>,
@@ -83,7 +110,10 @@ pub fn verify(
                 SignedData::Message(m) => m,
                 SignedData::Digest(_) => return Err(fail("Ed25519 signs messages, not digests")),
             };
-            verify_ed25519(key, msg, signature)
+            match &prepared.0 {
+                Some(vk) => verify_ed25519_prepared(vk, msg, signature),
+                None => verify_ed25519(key, msg, signature),
+            }
         }
         (k, s) => Err(CryptoError::new(format!(
             "scheme {s:?} does not apply to a {} key",
@@ -181,6 +211,20 @@ pub(crate) fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8]) -> CryptoRe
     }
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
         .verify(msg, sig)
+        .map_err(|_| fail("Ed25519 signature mismatch"))
+}
+
+/// Ed25519 verification (RFC 8032 §5.1.7, cofactorless like ring's: S must be canonical,
+/// the encoding of [S]B - [k]A must equal R) with the point decompressed before.
+fn verify_ed25519_prepared(
+    key: &ed25519_dalek::VerifyingKey,
+    msg: &[u8],
+    sig: &[u8],
+) -> CryptoResult<()> {
+    use ed25519_dalek::Verifier;
+    let sig = ed25519_dalek::Signature::from_slice(sig)
+        .map_err(|_| fail("Ed25519 signature must be 64 bytes"))?;
+    key.verify(msg, &sig)
         .map_err(|_| fail("Ed25519 signature mismatch"))
 }
 

@@ -473,14 +473,17 @@ impl Token {
         let private_ok = self.user_may_use_private();
         let private_objects = self.private_objects();
         let mut handles = Vec::new();
+        // A set beside the list keeps the order and makes the de-duplication linear: a full
+        // listing of 10,000 keys would otherwise compare every handle with every other.
+        let mut seen = std::collections::HashSet::new();
         for obj in candidates {
             if obj.class() == CKO_PRIVATE_KEY && !private_ok {
                 continue;
             }
             let matches = template.iter().all(|(t, v)| {
-                attributes::attribute(&obj, *t, private_objects) == AttrValue::Bytes(v.clone())
+                matches!(attributes::attribute(&obj, *t, private_objects), AttrValue::Bytes(b) if b == *v)
             });
-            if matches && !handles.contains(&obj.handle()) {
+            if matches && seen.insert(obj.handle()) {
                 handles.push(obj.handle());
             }
         }

@@ -3,14 +3,14 @@
 //! once and never reused, so they stay the same across key-list refreshes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
 use parking_lot::RwLock;
 
 use super::approval::RequestLifetime;
-use crate::crypto::{Certificate, PublicKey};
+use crate::crypto::{Certificate, PreparedKey, PublicKey};
 use crate::error::{Error, Result};
 use crate::logging::Net;
 use crate::tsb::KeyAttributes;
@@ -36,6 +36,15 @@ pub(crate) struct KeyObject {
     /// `CKA_DESTROYABLE`: the TSB attribute `destroyable`, cleared by the token unless
     /// `pkcs11.allowKeyDeletion` lets `C_DestroyObject` delete keys.
     pub(crate) destroyable: bool,
+    /// `public` as parsed for verification, made at the first signature.
+    pub(crate) prepared: OnceLock<PreparedKey>,
+}
+
+impl KeyObject {
+    /// The public key parsed for verification (once per key object).
+    pub(crate) fn prepared(&self) -> &PreparedKey {
+        self.prepared.get_or_init(|| PreparedKey::new(&self.public))
+    }
 }
 
 /// A certificate object: a key's own certificate, or an authority certificate of a chain.
@@ -414,6 +423,7 @@ pub(crate) fn key_from_attributes(
         request_lifetime: RequestLifetime::of(attrs.policy.as_ref()),
         base,
         destroyable: attrs.flags.destroyable,
+        prepared: OnceLock::new(),
     })
 }
 

@@ -14,7 +14,7 @@ use super::operations::{self, SignOp, VerifyOp};
 use super::session::{Session, Signing};
 use super::Backend;
 use super::{approval, metadata, SignOutput, Token};
-use crate::crypto::{ecdsa_der_to_raw, verify, PublicKey};
+use crate::crypto::{ecdsa_der_to_raw, verify_with, PublicKey};
 use crate::error::{map_tsb_error, Error, Result};
 use crate::logging::{sanitize, Net};
 use crate::tsb::{SignRequest, TsbReason};
@@ -188,7 +188,8 @@ impl Token {
             ));
         }
         if self.config.pkcs11.verify_signatures {
-            if let Err(e) = verify(
+            if let Err(e) = verify_with(
+                key.prepared(),
                 &key.public,
                 &prepared.scheme,
                 prepared.signed_data(),
@@ -359,7 +360,8 @@ fn check_signature(op: &VerifyOp, input: InputOwned, signature: &[u8]) -> Result
         return Err(Error::rv(CKR_SIGNATURE_LEN_RANGE));
     }
     let prepared = op.plan.prepare(input.as_input(), &op.key.public)?;
-    verify(
+    verify_with(
+        op.key.prepared(),
         &op.key.public,
         &prepared.scheme,
         prepared.signed_data(),

@@ -13,9 +13,11 @@ use serde_json::{json, Value};
 
 use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind, TsbReason};
 use super::models::{
-    decode_b64, decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
-    password_chars, v_str, KeyAttributes, RequestStatus, SignRequest,
+    decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
+    parse_version_info_checked, password_chars, CertificateResponse, KeyAttributes, RequestStatus,
+    SignRequest, SignRequestCreated, SignResponse,
 };
+use super::nodes::{Node, Nodes};
 use super::{http, tls};
 
 mod keys;
@@ -61,7 +63,10 @@ impl Role {
 /// The API-key role of a request path (starting with `/v1/`).
 pub(crate) fn role_for_path(path: &str) -> Option<Role> {
     let p = path.split(['?', '#']).next().unwrap_or(path);
-    let under = |prefix: &str| p == prefix || p.starts_with(&format!("{prefix}/"));
+    let under = |prefix: &str| {
+        p.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     if p == "/v1/versionInfo" || p == "/v1/licenseInfo" || under("/v1/keystore/statistics") {
         Some(Role::Service)
     } else if under("/v1/key") {
@@ -158,10 +163,17 @@ struct Reply {
 }
 
 impl Reply {
-    /// The body as JSON (2xx bodies must be JSON where a value is expected).
-    fn json(&self) -> Result<Value, TsbErrorKind> {
-        let text = String::from_utf8_lossy(&self.body);
-        let t = text.trim();
+    /// The body as JSON text (2xx bodies must be JSON where a value is expected).
+    fn text(&self) -> Result<&str, TsbErrorKind> {
+        let t = std::str::from_utf8(&self.body)
+            .map_err(|_| {
+                TsbErrorKind::InvalidResponse(format!(
+                    "HTTP {} with a body that is not UTF-8 ({} bytes), expected JSON",
+                    self.status,
+                    self.body.len()
+                ))
+            })?
+            .trim();
         if t.is_empty() {
             return Err(TsbErrorKind::InvalidResponse(format!(
                 "HTTP {} with an empty body, expected JSON",
@@ -175,24 +187,49 @@ impl Reply {
                 self.body.len()
             )));
         }
-        serde_json::from_str(t).map_err(|e| {
-            TsbErrorKind::InvalidResponse(format!(
-                "HTTP {} with a body that is not valid JSON ({} bytes): {e}",
-                self.status,
-                self.body.len()
-            ))
-        })
+        Ok(t)
+    }
+
+    fn not_json(&self, e: impl fmt::Display) -> TsbErrorKind {
+        TsbErrorKind::InvalidResponse(format!(
+            "HTTP {} with a body that is not valid JSON ({} bytes): {e}",
+            self.status,
+            self.body.len()
+        ))
+    }
+
+    /// The body as a JSON value (for the models' tracked parsers).
+    fn json(&self) -> Result<Value, TsbErrorKind> {
+        serde_json::from_str(self.text()?).map_err(|e| self.not_json(e))
+    }
+
+    /// The body as `T`, straight from the bytes; an error names the field path.
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, TsbErrorKind> {
+        let text = self.text()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                self.not_json(inner)
+            } else if path == "." {
+                TsbErrorKind::InvalidResponse(inner.to_string())
+            } else {
+                TsbErrorKind::InvalidResponse(format!("{path}: {inner}"))
+            }
+        })?;
+        de.end().map_err(|e| self.not_json(e))?;
+        Ok(value)
     }
 }
 
 /// The client of one TSB. `Send + Sync`; share it through an `Arc`. It owns no threads.
-pub struct TsbClient {
-    base: String,
-    /// The kept-alive connections: reads, idempotent requests, synchronous signs. Requests
-    /// that must never be sent twice (approval requests, certificate changes) go on a new
-    /// connection each: a pooled connection the TSB is closing could swallow one with no way
-    /// to tell whether it arrived.
-    pool: http::Pool,
+pub(crate) struct TsbClient {
+    /// The TSB nodes (one unless `restApi` is an array), each with its kept-alive connections:
+    /// reads, idempotent requests, synchronous signs. Requests that must never be sent twice
+    /// (approval requests, certificate and key changes) go on a new connection each: a pooled
+    /// connection the TSB is closing could swallow one with no way to tell whether it arrived.
+    nodes: Nodes,
     /// Connections opened (TCP connects attempted).
     #[cfg(test)]
     opened: Arc<AtomicU64>,
@@ -214,7 +251,7 @@ pub struct TsbClient {
 impl fmt::Debug for TsbClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TsbClient")
-            .field("base", &self.base)
+            .field("nodes", &self.node_urls())
             .field("retries", &self.retries)
             .finish_non_exhaustive()
     }
@@ -224,46 +261,79 @@ fn setup_error(message: impl Into<String>) -> TsbError {
     TsbError::new("", TsbErrorKind::Config(message.into()))
 }
 
+/// The origin of one node (`restApi` URL): https:// with the shared rustls configuration
+/// (built on first use), plain http:// only to a loopback host unless allowed.
+fn node_origin(
+    config: &Config,
+    url: &str,
+    tls_config: &mut Option<Arc<rustls::ClientConfig>>,
+) -> Result<http::Origin, TsbError> {
+    let base = normalise_url(url).map_err(|m| setup_error(format!("restApi: {m}")))?;
+    let (scheme, host) =
+        tls::scheme_and_host(&base).ok_or_else(|| setup_error("restApi: the URL has no host"))?;
+    let tls = match scheme.as_str() {
+        "https" => {
+            if tls_config.is_none() {
+                *tls_config = Some(tls::client_config(config).map_err(setup_error)?);
+            }
+            tls_config.clone()
+        }
+        "http" => {
+            if !tls::is_loopback_host(&host) {
+                if config.pkcs11.allow_insecure_http {
+                    log::warn!(
+                        "TSB at {base}: plain http:// to a non-loopback host (pkcs11.allowInsecureHttp); \
+                         credentials and payloads travel unencrypted"
+                    );
+                } else {
+                    return Err(setup_error(
+                        "plain http:// to a non-loopback host is refused; set pkcs11.allowInsecureHttp to allow it",
+                    ));
+                }
+            }
+            if config.client_cert.is_some() {
+                log::warn!(
+                    "TSB at {base}: plain http://, the client certificate (certpath) is not used"
+                );
+            }
+            None
+        }
+        _ => return Err(setup_error("restApi: expected an http:// or https:// URL")),
+    };
+    http::Origin::parse(&base, tls).map_err(|m| setup_error(format!("restApi: {m}")))
+}
+
 impl TsbClient {
     /// Builds the HTTP agents (ureq with a rustls client configuration, connect/read/write
     /// timeouts and an overall per-request deadline from the configuration). No network I/O.
     /// The configured `token` is sent only with authType TOKEN; the client certificate is
     /// used with authType CERT or when both `certpath` and `keypath` are set.
-    pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
-        let base =
-            normalise_url(config.rest_api()).map_err(|m| setup_error(format!("restApi: {m}")))?;
-        let (scheme, host) = tls::scheme_and_host(&base)
-            .ok_or_else(|| setup_error("restApi: the URL has no host"))?;
+    pub(crate) fn new(config: &Config) -> Result<TsbClient, TsbError> {
         let s = &config.pkcs11;
-        let tls_config = match scheme.as_str() {
-            "https" => Some(tls::client_config(config).map_err(setup_error)?),
-            "http" => {
-                if !tls::is_loopback_host(&host) {
-                    if s.allow_insecure_http {
-                        log::warn!(
-                            "TSB at {base}: plain http:// to a non-loopback host (pkcs11.allowInsecureHttp); \
-                             credentials and payloads travel unencrypted"
-                        );
-                    } else {
-                        return Err(setup_error(
-                            "plain http:// to a non-loopback host is refused; set pkcs11.allowInsecureHttp to allow it",
-                        ));
-                    }
-                }
-                if config.client_cert.is_some() {
-                    log::warn!("TSB at {base}: plain http://, the client certificate (certpath) is not used");
-                }
-                None
-            }
-            _ => return Err(setup_error("restApi: expected an http:// or https:// URL")),
-        };
         // A connect is bounded by the connect timeout and the request's deadline; a retry is
         // made only while a whole connect fits (see `execute`).
         let connect_timeout = s.connect_timeout.min(s.request_timeout);
         let opened = Arc::new(AtomicU64::new(0));
-        let origin = http::Origin::parse(&base, tls_config)
-            .map_err(|m| setup_error(format!("restApi: {m}")))?;
-        let pool = http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone());
+        // One rustls configuration for every https:// node (same CA, client certificate, pin).
+        let mut tls_config = None;
+        let mut pools = Vec::with_capacity(config.rest_apis.len());
+        for url in &config.rest_apis {
+            let origin = node_origin(config, url, &mut tls_config)?;
+            let base = normalise_url(url).map_err(|m| setup_error(format!("restApi: {m}")))?;
+            pools.push((
+                base,
+                http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone()),
+            ));
+        }
+        if pools.is_empty() {
+            return Err(setup_error("restApi: no URL"));
+        }
+        let nodes = Nodes::new(
+            pools,
+            s.node_strategy,
+            s.node_down_backoff,
+            s.node_down_backoff_max,
+        );
         if let Some(t) = &config.token {
             if !header_safe(t.expose()) {
                 return Err(setup_error(
@@ -296,8 +366,7 @@ impl TsbClient {
             }
         };
         Ok(TsbClient {
-            base,
-            pool,
+            nodes,
             #[cfg(test)]
             opened,
             token,
@@ -322,13 +391,49 @@ impl TsbClient {
 
     /// The normalised base URL (no trailing `/`, no `/v1`).
     #[cfg(test)]
-    pub fn base_url(&self) -> &str {
-        &self.base
+    pub(crate) fn base_url(&self) -> &str {
+        &self.nodes.node(0).url
+    }
+
+    /// The nodes' base URLs, in configured order.
+    pub(crate) fn node_urls(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .map(|i| self.nodes.node(i).url.clone())
+            .collect()
+    }
+
+    /// For `tsb-pkcs11 doctor`: `GET /v1/versionInfo` on node `i` alone (no other node, no
+    /// retry, within `requestTimeoutMs`) → the `Version`, or the error. `Ok(None)`: the node
+    /// answered with an error that says nothing against it (e.g. 401 without a ServiceToken).
+    pub(crate) fn probe_node(&self, i: usize) -> Result<Option<String>, TsbError> {
+        let call = Call::new(
+            "GET",
+            "GET /v1/versionInfo",
+            "/v1/versionInfo".into(),
+            Retry::Idempotent,
+        );
+        let started = Instant::now();
+        let node = self.nodes.node(i);
+        let result = self
+            .send_with_keys(node, &call, started + self.request_timeout)
+            .and_then(|reply| {
+                let v = reply.json().map_err(|k| self.err(&call, k))?;
+                let (version, _unknown) = parse_version_info_checked(&v)
+                    .map_err(|m| self.err(&call, TsbErrorKind::InvalidResponse(m)))?;
+                Ok(version)
+            });
+        match result {
+            Ok(v) => Ok(Some(v.unwrap_or_else(|| "?".into()))),
+            Err(e) if !is_node_failure(&e) && matches!(e.kind, TsbErrorKind::Http { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The number of connections this client has opened (attempted) so far.
     #[cfg(test)]
-    pub fn connections_opened(&self) -> u64 {
+    pub(crate) fn connections_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
     }
 
@@ -346,7 +451,7 @@ impl TsbClient {
 
     /// `GET /v1/versionInfo` → the `Version` string.
     #[cfg(test)]
-    pub fn version_info(&self) -> Result<String, TsbError> {
+    pub(crate) fn version_info(&self) -> Result<String, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/versionInfo",
@@ -362,7 +467,7 @@ impl TsbClient {
     }
 
     /// `GET /v1/key` → the key labels.
-    pub fn list_keys(&self) -> Result<Vec<String>, TsbError> {
+    pub(crate) fn list_keys(&self) -> Result<Vec<String>, TsbError> {
         let call = Call::new("GET", "GET /v1/key", "/v1/key".into(), Retry::Idempotent);
         self.execute(&call, |reply| {
             parse_key_list(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)
@@ -371,7 +476,7 @@ impl TsbClient {
 
     /// `GET /v1/key/{label}/attributes` (label percent-encoded, `/` included), or
     /// `POST /v1/key/attributes` with `{"label", "password": [chars]}` when a password is given.
-    pub fn key_attributes(
+    pub(crate) fn key_attributes(
         &self,
         label: &str,
         password: Option<&Secret>,
@@ -414,7 +519,7 @@ impl TsbClient {
     /// `GET /v1/certificate/{label}` → the certificate of a key as received: the PEM text bytes,
     /// or the decoded DER when the field (`certificate` or `rawCertificate`) is base64.
     /// `Ok(None)` on 404 or when the response has no certificate.
-    pub fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
+    pub(crate) fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
         let mut call = Call::new(
             "GET",
             "GET /v1/certificate/{label}",
@@ -433,25 +538,15 @@ impl TsbClient {
             if text.trim_start().starts_with("-----BEGIN") {
                 return Ok(decode_pem_or_b64(&text));
             }
-            let v = reply.json()?;
-            let field = match &v {
-                Value::String(_) => Some(&v),
-                _ => ["certificate", "rawCertificate"]
-                    .iter()
-                    .filter_map(|k| v.get(*k))
-                    .find(|f| f.as_str().is_some_and(|s| !s.trim().is_empty())),
-            };
-            match field.and_then(Value::as_str) {
-                None => Ok(None),
-                Some(s) => decode_pem_or_b64(s).map(Some).ok_or_else(|| {
-                    TsbErrorKind::InvalidResponse("certificate is neither PEM nor base64".into())
-                }),
-            }
+            reply
+                .parse::<CertificateResponse>()?
+                .certificate()
+                .map_err(TsbErrorKind::InvalidResponse)
         })
     }
 
     /// `POST /v1/certificate/import/plain` with `{"label", "certificate": base64 DER}`.
-    pub fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError> {
+    pub(crate) fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError> {
         let body = json!({ "label": label, "certificate": STANDARD.encode(der) });
         let call = Call::new(
             "POST",
@@ -464,7 +559,7 @@ impl TsbClient {
     }
 
     /// `DELETE /v1/certificate/{label}`.
-    pub fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
+    pub(crate) fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
         let call = Call::new(
             "DELETE",
             "DELETE /v1/certificate/{label}",
@@ -480,7 +575,7 @@ impl TsbClient {
     /// `POST /v1/synchronousSign` → the decoded `signature`, over a kept-alive connection.
     /// Sent again only when the request provably never reached the server, or once when the
     /// reused connection was closed before a response arrived (see [`Retry::Stateless`]).
-    pub fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
+    pub(crate) fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
         let call = sign_call(
             req,
             "POST /v1/synchronousSign",
@@ -494,12 +589,10 @@ impl TsbClient {
             req.payload.len()
         );
         let sig = self.execute(&call, |reply| {
-            let v = reply.json()?;
-            let s = v_str(v.get("signature"))
-                .ok_or_else(|| TsbErrorKind::InvalidResponse("no field \"signature\"".into()))?;
-            decode_b64(&s)
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| TsbErrorKind::InvalidResponse("signature is not base64".into()))
+            reply
+                .parse::<SignResponse>()?
+                .signature()
+                .map_err(TsbErrorKind::InvalidResponse)
         })?;
         log::trace!("TSB synchronousSign: signature {} bytes", sig.len());
         Ok(sig)
@@ -507,7 +600,7 @@ impl TsbClient {
 
     /// `POST /v1/sign` (201) → the `signRequestId`. Retried only when the request provably
     /// never reached the server, so an approval request is never filed twice.
-    pub fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
+    pub(crate) fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
         let call = sign_call(req, "POST /v1/sign", "/v1/sign", Retry::NotSentOnly);
         log::trace!(
             "TSB sign {} {}: payload {} bytes",
@@ -516,19 +609,15 @@ impl TsbClient {
             req.payload.len()
         );
         self.execute(&call, |reply| {
-            let v = reply.json()?;
-            let id = match &v {
-                Value::String(s) if !s.is_empty() => Some(s.clone()),
-                _ => v_str(v.get("signRequestId"))
-                    .or_else(|| v_str(v.get("requestId")))
-                    .or_else(|| v_str(v.get("id"))),
-            };
-            id.ok_or_else(|| TsbErrorKind::InvalidResponse("no field \"signRequestId\"".into()))
+            reply
+                .parse::<SignRequestCreated>()?
+                .id()
+                .map_err(TsbErrorKind::InvalidResponse)
         })
     }
 
     /// `GET /v1/request/{id}` → the request's status.
-    pub fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
+    pub(crate) fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/request/{id}",
@@ -546,7 +635,7 @@ impl TsbClient {
     }
 
     /// `DELETE /v1/request/{id}`: cancels a request.
-    pub fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
+    pub(crate) fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
         let call = Call::new(
             "DELETE",
             "DELETE /v1/request/{id}",
@@ -558,7 +647,7 @@ impl TsbClient {
 
     /// Login check (pinIs token): `GET /v1/key` with `jwt` as the bearer token. Ok when the
     /// TSB accepts it; a 401 comes back as the Http error.
-    pub fn check_bearer(&self, jwt: &Secret) -> Result<(), TsbError> {
+    pub(crate) fn check_bearer(&self, jwt: &Secret) -> Result<(), TsbError> {
         if !header_safe(jwt.expose()) {
             return Err(TsbError::new(
                 "GET /v1/key",
@@ -574,7 +663,7 @@ impl TsbClient {
 
     /// Login check (pinIs apiKey): `GET /v1/request/<random uuid>` with `key` as the
     /// `KeyOperationToken`. 404 / TSB 651 (no such request) = the key is accepted; 401 = wrong.
-    pub fn check_operation_api_key(&self, key: &Secret) -> Result<(), TsbError> {
+    pub(crate) fn check_operation_api_key(&self, key: &Secret) -> Result<(), TsbError> {
         const ENDPOINT: &str = "GET /v1/request/{id}";
         if !header_safe(key.expose()) {
             return Err(TsbError::new(
@@ -600,13 +689,13 @@ impl TsbClient {
     }
 
     /// Sets (or with `None` clears) the JWT given at login; it replaces the configured token.
-    pub fn set_login_bearer(&self, jwt: Option<Secret>) {
+    pub(crate) fn set_login_bearer(&self, jwt: Option<Secret>) {
         *self.login_bearer.write() = jwt;
     }
 
     /// Sets (or with `None` clears) the `KeyOperationToken` API key given at login; it replaces
     /// the configured keys of that role.
-    pub fn set_login_operation_key(&self, key: Option<Secret>) {
+    pub(crate) fn set_login_operation_key(&self, key: Option<Secret>) {
         *self.login_operation_key.write() = key;
     }
 
@@ -625,34 +714,102 @@ impl TsbClient {
         TsbError::new(call.endpoint, kind)
     }
 
-    /// Runs a call with retries; `parse` turns a response into the value (an error from it
-    /// is an `InvalidResponse`-class failure, retried like one).
+    /// Runs a call with retries and, with several nodes, failover; `parse` turns a response
+    /// into the value (an error from it is an `InvalidResponse`-class failure, retried like
+    /// one).
     ///
-    /// `requestTimeoutMs` is the deadline of the whole call, retries included: each attempt
-    /// gets the time that is left, and a retry is made only when, after its backoff, at least
-    /// a quarter of the timeout and a whole connect timeout are left (so a TSB that hangs
-    /// costs one timeout, not three, and a connect never runs past the deadline).
+    /// `requestTimeoutMs` is the deadline of the whole call, retries and nodes included. One
+    /// round tries the nodes in the order [`Nodes::plan`] gives (one node: just that one). A
+    /// call that may move to another node (reads, synchronous signs) gives each node an equal
+    /// share of the time left (with two nodes, a node that hangs costs half the deadline, and
+    /// the other node gets the rest); one that may not (approval requests, certificate and key
+    /// changes) gives the node all of it. A failed round is repeated after a backoff only when
+    /// its errors allow a retry of this call, fewer than `retries` rounds were repeated, and at
+    /// least a quarter of the timeout and a whole connect timeout are left after the backoff
+    /// (so a TSB that hangs costs one timeout, not three, and a connect never runs past the
+    /// deadline).
     fn execute<T>(
         &self,
         call: &Call<'_>,
         parse: impl Fn(&Reply) -> Result<T, TsbErrorKind>,
     ) -> Result<T, TsbError> {
         let deadline = Instant::now() + self.request_timeout;
+        let multi = self.nodes.len() > 1;
         let mut attempt: u32 = 0;
         loop {
-            let result = self
-                .send_with_keys(call, deadline)
-                .and_then(|reply| parse(&reply).map_err(|k| self.err(call, self.redact(call, k))));
-            let e = match result {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            let retryable = match call.retry {
-                Retry::Idempotent => e.retryable_if_idempotent(),
-                Retry::Stateless | Retry::NotSentOnly => {
-                    matches!(e.kind, TsbErrorKind::NotSent(_))
+            let plan = self
+                .nodes
+                .plan(Instant::now(), call.retry != Retry::NotSentOnly);
+            // The last error of each node tried in this round.
+            let mut failures: Vec<(usize, TsbError)> = Vec::new();
+            for (k, &i) in plan.iter().enumerate() {
+                let node = self.nodes.node(i);
+                let started = Instant::now();
+                let left = deadline.saturating_duration_since(started);
+                if left.is_zero() && !failures.is_empty() {
+                    break;
                 }
-            };
+                let node_deadline = if multi && call.retry != Retry::NotSentOnly {
+                    started + left / (plan.len() - k) as u32
+                } else {
+                    deadline
+                };
+                let result = self
+                    .send_with_keys(node, call, node_deadline)
+                    .and_then(|reply| {
+                        parse(&reply).map_err(|k| self.err(call, self.redact(call, k)))
+                    });
+                let e = match result {
+                    Ok(v) => {
+                        self.nodes.answered(i, started);
+                        return Ok(v);
+                    }
+                    Err(e) => e,
+                };
+                let down = is_node_failure(&e);
+                if down {
+                    self.nodes.failed(i, started, &e.to_string());
+                } else if matches!(e.kind, TsbErrorKind::Http { .. }) {
+                    self.nodes.answered(i, started);
+                }
+                let e = if multi { at_node(e, node) } else { e };
+                let movable = match call.retry {
+                    Retry::Idempotent => down || e.retryable_if_idempotent(),
+                    Retry::Stateless => down,
+                    Retry::NotSentOnly => matches!(e.kind, TsbErrorKind::NotSent(_)),
+                };
+                if !movable {
+                    if multi && down {
+                        // Approval requests, certificate and key changes: the node may have
+                        // received it, so it is not sent to another node (filed at most once).
+                        log::error!(
+                            "TSB node {}: {} failed after it may have reached the node; \
+                             not sent to another node, so that it is made at most once",
+                            node.url,
+                            call.endpoint
+                        );
+                    }
+                    log::debug!("TSB request failed: {}", Net(&e.to_string()));
+                    return Err(e);
+                }
+                if multi && k + 1 < plan.len() {
+                    log::debug!(
+                        "TSB {} failed on node {} ({}); trying the next node",
+                        call.endpoint,
+                        node.url,
+                        Net(&e.to_string())
+                    );
+                }
+                failures.push((i, e));
+            }
+            let retryable = !failures.is_empty()
+                && failures.iter().all(|(_, e)| match call.retry {
+                    Retry::Idempotent => e.retryable_if_idempotent(),
+                    Retry::Stateless | Retry::NotSentOnly => {
+                        matches!(e.kind, TsbErrorKind::NotSent(_))
+                    }
+                });
+            let e = self.round_error(call, &failures, &plan);
             let delay = self.backoff(attempt);
             let left_after_backoff = deadline
                 .saturating_duration_since(Instant::now())
@@ -670,6 +827,22 @@ impl TsbClient {
                 } else {
                     log::debug!("TSB request failed: {}", Net(&e.to_string()));
                 }
+                if multi && failures.len() > 1 {
+                    // One line naming each node (each reason shown in full, not the capped
+                    // text of the whole error).
+                    let each: Vec<String> = failures
+                        .iter()
+                        .map(|(i, e)| {
+                            let kind = TsbError::new("", e.kind.clone()).to_string();
+                            format!("{} ({})", self.nodes.node(*i).url, Net(&kind))
+                        })
+                        .collect();
+                    log::error!(
+                        "TSB {}: every TSB node failed: {}",
+                        call.endpoint,
+                        each.join("; ")
+                    );
+                }
                 return Err(e);
             }
             log::warn!(
@@ -684,6 +857,57 @@ impl TsbClient {
         }
     }
 
+    /// The error of a round in which every node tried failed (the first node of a round is
+    /// always tried): the node's own error with one node, else one error naming each node and its failure (`NotSent` when no request left,
+    /// so nothing can have been received).
+    fn round_error(
+        &self,
+        call: &Call<'_>,
+        failures: &[(usize, TsbError)],
+        plan: &[usize],
+    ) -> TsbError {
+        if self.nodes.len() == 1 || failures.len() == 1 && plan.len() == 1 {
+            if let Some((_, e)) = failures.first() {
+                return e.clone();
+            }
+            return self.err(call, TsbErrorKind::NotSent("no node was tried".into()));
+        }
+        let not_sent = failures
+            .iter()
+            .all(|(_, e)| matches!(e.kind, TsbErrorKind::NotSent(_)));
+        let mut parts: Vec<String> = failures
+            .iter()
+            .map(|(i, e)| {
+                format!(
+                    "{}: {}",
+                    self.nodes.node(*i).url,
+                    TsbError::new("", e.kind.clone())
+                )
+            })
+            .collect();
+        for &i in plan {
+            if !failures.iter().any(|(j, _)| *j == i) {
+                parts.push(format!(
+                    "{}: not tried (requestTimeoutMs used up)",
+                    self.nodes.node(i).url
+                ));
+            }
+        }
+        let message = format!(
+            "every TSB node failed within requestTimeoutMs ({} ms): {}",
+            self.request_timeout.as_millis(),
+            parts.join("; ")
+        );
+        self.err(
+            call,
+            if not_sent {
+                TsbErrorKind::NotSent(message)
+            } else {
+                TsbErrorKind::Transport(message)
+            },
+        )
+    }
+
     /// 100 ms, 300 ms, 900 ms, ... capped at 2 s (for the default base).
     fn backoff(&self, attempt: u32) -> Duration {
         let factor = 3u32.saturating_pow(attempt.min(10));
@@ -694,30 +918,35 @@ impl TsbClient {
 
     /// Sends a call with the API keys of its role: a 401 with TSB 631 moves on to the next key;
     /// the key that worked is remembered.
-    fn send_with_keys(&self, call: &Call<'_>, deadline: Instant) -> Result<Reply, TsbError> {
+    fn send_with_keys(
+        &self,
+        node: &Node,
+        call: &Call<'_>,
+        deadline: Instant,
+    ) -> Result<Reply, TsbError> {
         let role = role_for_path(&call.path);
         if let Some(key) = call.api_key {
-            return self.send_once(call, Some(key), deadline);
+            return self.send_once(node, call, Some(key), deadline);
         }
         if role == Some(Role::KeyOperation) {
             let login_key = self.login_operation_key.read().clone();
             if let Some(key) = login_key {
-                return self.send_once(call, Some(&key), deadline);
+                return self.send_once(node, call, Some(&key), deadline);
             }
         }
         let Some(role) = role else {
-            return self.send_once(call, None, deadline);
+            return self.send_once(node, call, None, deadline);
         };
         let keys = &self.api_keys[role.index()];
         if keys.is_empty() {
-            return self.send_once(call, None, deadline);
+            return self.send_once(node, call, None, deadline);
         }
         let n = keys.len();
         let start = self.key_index[role.index()].load(Ordering::Relaxed) % n;
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            match self.send_once(call, Some(&keys[idx]), deadline) {
+            match self.send_once(node, call, Some(&keys[idx]), deadline) {
                 Err(e) if e.is_invalid_api_key() => {
                     if i + 1 < n {
                         log::warn!(
@@ -750,18 +979,19 @@ impl TsbClient {
     /// new connection.
     fn send_once(
         &self,
+        node: &Node,
         call: &Call<'_>,
         api_key: Option<&Secret>,
         deadline: Instant,
     ) -> Result<Reply, TsbError> {
-        match self.send_attempt(call, api_key, deadline, false) {
+        match self.send_attempt(node, call, api_key, deadline, false) {
             Err(Attempt::StaleConnection(e)) => {
                 log::debug!(
                     "TSB {}: the kept-alive connection was closed before a response ({e}); \
                      sending again on a new connection",
                     call.endpoint
                 );
-                self.send_attempt(call, api_key, deadline, true)
+                self.send_attempt(node, call, api_key, deadline, true)
                     .map_err(Attempt::into_error)
             }
             other => other.map_err(Attempt::into_error),
@@ -771,6 +1001,7 @@ impl TsbClient {
     /// One HTTP exchange. `deadline` bounds it all (connect, TLS, send, response and body).
     fn send_attempt(
         &self,
+        node: &Node,
         call: &Call<'_>,
         api_key: Option<&Secret>,
         deadline: Instant,
@@ -838,7 +1069,7 @@ impl TsbClient {
             Retry::NotSentOnly => false,
         };
         let started = Instant::now();
-        let response = match self
+        let response = match node
             .pool
             .exchange(&request, deadline, reuse, MAX_BODY as usize)
         {
@@ -852,7 +1083,14 @@ impl TsbClient {
                 );
                 let stale = matches!(failure, http::Failure::Stale(_));
                 let e = self.err(call, failure_kind(failure));
-                if stale && call.retry == Retry::Stateless {
+                // With several nodes a read is sent again too: a kept-alive connection the
+                // node closed while idle must not mark the node down.
+                let resend = match call.retry {
+                    Retry::Stateless => true,
+                    Retry::Idempotent => self.nodes.len() > 1,
+                    Retry::NotSentOnly => false,
+                };
+                if stale && resend {
                     return Err(Attempt::StaleConnection(e));
                 }
                 return Err(Attempt::Failed(e));
@@ -961,7 +1199,8 @@ fn sign_call<'a>(
     path: &str,
     retry: Retry,
 ) -> Call<'a> {
-    let mut call = Call::new("POST", endpoint, path.into(), retry).json_body(&req.to_json());
+    let mut call = Call::new("POST", endpoint, path.into(), retry);
+    call.body = Some(req.to_body());
     if let Some(pw) = &req.key_password {
         call.secrets.push(pw.expose());
     }
@@ -992,6 +1231,30 @@ fn failure_kind(f: http::Failure) -> TsbErrorKind {
         ))),
         http::Failure::Transport(m) => TsbErrorKind::Transport(clean(m)),
     }
+}
+
+/// Whether an error says the node is unwell (not the request): connection refused or reset,
+/// connect or TLS handshake failure or timeout, no (complete) answer in time, HTTP 5xx, or a
+/// TSB 7xx HSM error. A 4xx or a TSB business error (no such key, wrong password, ...) is an
+/// answer, and so is an unreadable 2xx body.
+fn is_node_failure(e: &TsbError) -> bool {
+    match &e.kind {
+        TsbErrorKind::NotSent(_) | TsbErrorKind::Timeout(_) | TsbErrorKind::Transport(_) => true,
+        TsbErrorKind::Http { status, .. } => {
+            *status >= 500 || e.reason() == Some(TsbReason::HsmError)
+        }
+        TsbErrorKind::InvalidResponse(_) | TsbErrorKind::Config(_) => false,
+    }
+}
+
+/// The error of a call on one of several nodes names the node.
+fn at_node(mut e: TsbError, node: &Node) -> TsbError {
+    e.endpoint = if e.endpoint.is_empty() {
+        format!("TSB node {}", node.url)
+    } else {
+        format!("{} at {}", e.endpoint, node.url)
+    };
+    e
 }
 
 /// A random version-4 UUID (a request id that does not exist), from ring's system RNG.

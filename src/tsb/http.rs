@@ -7,6 +7,7 @@
 //! No threads, no global state: a pool belongs to its `TsbClient`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -131,6 +132,41 @@ pub(crate) enum Failure {
 struct Sock {
     tcp: TcpStream,
     deadline: Instant,
+    /// The read and write timeouts set on the socket (`None`: not set yet). They outlive an
+    /// exchange, so a kept-alive connection usually needs no system call to set them again.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl Sock {
+    fn new(tcp: TcpStream, deadline: Instant) -> Sock {
+        Sock {
+            tcp,
+            deadline,
+            read_timeout: None,
+            write_timeout: None,
+        }
+    }
+}
+
+/// The socket timeout for one blocking call with `left` until the deadline: `None` when the
+/// one already set (`current`) ends before the deadline, else the new one to set — half of
+/// what is left (so that later calls, of later exchanges too, can keep it), or all of it when
+/// little is left. A blocking call thus never waits past the deadline; one that times out
+/// before the deadline is made again.
+fn timeout_to_set(current: &mut Option<Duration>, left: Duration) -> Option<Duration> {
+    match *current {
+        Some(t) if t <= left => None,
+        _ => {
+            let t = if left > Duration::from_millis(20) {
+                left / 2
+            } else {
+                left
+            };
+            *current = Some(t);
+            Some(t)
+        }
+    }
 }
 
 impl Sock {
@@ -149,15 +185,31 @@ impl Sock {
 
 impl Read for Sock {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.tcp.set_read_timeout(Some(self.remaining()?))?;
-        self.tcp.read(buf)
+        loop {
+            let left = self.remaining()?;
+            if let Some(t) = timeout_to_set(&mut self.read_timeout, left) {
+                self.tcp.set_read_timeout(Some(t))?;
+            }
+            match self.tcp.read(buf) {
+                Err(e) if is_timeout(&e) && Instant::now() < self.deadline => continue,
+                r => return r,
+            }
+        }
     }
 }
 
 impl Write for Sock {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tcp.set_write_timeout(Some(self.remaining()?))?;
-        self.tcp.write(buf)
+        loop {
+            let left = self.remaining()?;
+            if let Some(t) = timeout_to_set(&mut self.write_timeout, left) {
+                self.tcp.set_write_timeout(Some(t))?;
+            }
+            match self.tcp.write(buf) {
+                Err(e) if is_timeout(&e) && Instant::now() < self.deadline => continue,
+                r => return r,
+            }
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
         self.tcp.flush()
@@ -217,18 +269,17 @@ struct Conn {
 
 impl Conn {
     /// Whether an idle connection is still usable: nothing buffered, and the server has
-    /// neither closed it nor sent anything (a non-blocking peek would block).
+    /// neither closed it nor sent anything (a non-blocking peek would block). One system call.
     fn idle_and_open(&self) -> bool {
         if !self.io.buffer().is_empty() {
             return false;
         }
-        let tcp = self.io.get_ref().tcp();
-        if tcp.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut b = [0u8; 1];
-        let open = matches!(tcp.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        open && tcp.set_nonblocking(false).is_ok()
+        let tcp = socket2::SockRef::from(self.io.get_ref().tcp());
+        let mut b = [MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            tcp.recv_with_flags(&mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
     }
 }
 
@@ -377,7 +428,7 @@ impl Pool {
             }
         };
         let _ = tcp.set_nodelay(true);
-        let mut sock = Sock { tcp, deadline };
+        let mut sock = Sock::new(tcp, deadline);
         let stream = match &o.tls {
             None => Stream::Plain(sock),
             Some((cfg, name)) => {
@@ -697,6 +748,22 @@ fn describe_read(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_timeouts_never_reach_past_the_deadline() {
+        let ms = Duration::from_millis;
+        // Nothing set yet: half of what is left.
+        let mut t = None;
+        assert_eq!(timeout_to_set(&mut t, ms(30_000)), Some(ms(15_000)));
+        // The one set ends before the deadline: kept (no system call).
+        assert_eq!(timeout_to_set(&mut t, ms(29_000)), None);
+        assert_eq!(timeout_to_set(&mut t, ms(15_000)), None);
+        // It would end after the deadline: halved again, then all of a small rest.
+        assert_eq!(timeout_to_set(&mut t, ms(14_000)), Some(ms(7_000)));
+        assert_eq!(timeout_to_set(&mut t, ms(15)), Some(ms(15)));
+        assert_eq!(t, Some(ms(15)));
+        assert_eq!(timeout_to_set(&mut t, ms(14)), Some(ms(14)));
+    }
 
     #[test]
     fn origins() {

@@ -4,7 +4,8 @@
 //! own error codes. See `docs/tsb-api.md` for the contract.
 //!
 //! Files: `client.rs` (requests, authentication with JWT and API keys per role with
-//! rollover, retries), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs`
+//! rollover, retries, failover between nodes), `nodes.rs` (the nodes of a TSB cluster: health,
+//! back-off, the order a call tries them in), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs`
 //! (rustls: system roots + `caPath`, mTLS, certificate pin), `models.rs` (request and response
 //! types), `policy.rs` (strict key policies for new keys), `error.rs` (the error type).
 //!
@@ -15,6 +16,7 @@ mod client;
 mod error;
 mod http;
 pub(crate) mod models;
+mod nodes;
 pub(crate) mod policy;
 mod tls;
 

@@ -23,7 +23,8 @@ pub enum NodeFault {
     #[default]
     None,
     /// The listening socket is closed (connections are refused) and the node's open connections
-    /// are closed. Reviving binds the same port again.
+    /// are closed; a request that still arrives on one before it is closed is dropped
+    /// unanswered. Reviving binds the same port again.
     Down,
     /// Connections are accepted (TLS handshakes complete) and `/v1/` requests are read but never
     /// answered until the fault changes (then the connection is closed).

@@ -316,7 +316,10 @@ async fn api_request(
     if let Some(node) = &info.node {
         node.count_request();
         match node.fault() {
-            NodeFault::None | NodeFault::Down => {}
+            NodeFault::None => {}
+            // A connection accepted before the node went down, not closed yet: the request is
+            // dropped unanswered, as a node that died would.
+            NodeFault::Down => return Err(Abort("listener down")),
             NodeFault::Slow { latency_ms } => {
                 tokio::time::sleep(Duration::from_millis(latency_ms)).await
             }

@@ -236,11 +236,6 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 }
 
-/// A string from a string or number; null/empty → None. (Used by the client on small bodies.)
-pub(crate) fn v_str(v: Option<&Value>) -> Option<String> {
-    Scalar::deserialize(v?).ok()?.into_string()
-}
-
 // ---------------------------------------------------------------------------------------
 // `deserialize_with` functions for scalar fields
 

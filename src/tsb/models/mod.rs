@@ -10,13 +10,14 @@
 //!
 //! Files: `requests.rs` (bodies the module sends), `keys.rs` (key attributes, key list),
 //! `policy.rs` (Smart Key Attributes policies), `status.rs` (approval request status),
-//! `version.rs` (the TSB version),
+//! `version.rs` (the TSB version), `responses.rs` (the answers to signing and certificate calls),
 //! `lenient.rs` (the lenient serde helpers, base64/PEM decoding).
 
 pub(crate) mod keys;
 mod lenient;
 mod policy;
 mod requests;
+mod responses;
 pub(crate) mod status;
 mod version;
 
@@ -25,10 +26,11 @@ mod tests;
 
 pub(crate) use keys::KeyAttributes;
 pub(crate) use keys::{parse_key_attributes, parse_key_list};
-pub(crate) use lenient::{decode_b64, decode_pem_or_b64, v_str};
+pub(crate) use lenient::decode_pem_or_b64;
 pub(crate) use policy::Policy;
 pub(crate) use requests::password_chars;
 pub(crate) use requests::SignRequest;
+pub(crate) use responses::{CertificateResponse, SignRequestCreated, SignResponse};
 pub(crate) use status::parse_request_status;
 pub(crate) use status::{RequestState, RequestStatus};
 pub(crate) use version::parse_version_info_checked;

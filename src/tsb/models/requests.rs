@@ -4,7 +4,8 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
 use crate::config::Secret;
 
@@ -46,44 +47,75 @@ impl SignRequest {
         }
     }
 
-    /// The JSON body:
-    /// `{"signRequest": {"payload", "payloadType": "UNSPECIFIED", "signKeyName",
-    /// "signatureAlgorithm", "signatureType"?, "keyPassword"?, "metaData"?, "metaDataSignature"?},
-    /// "requestSignature": null}`. It holds the key password: never log it.
-    pub(crate) fn to_json(&self) -> Value {
-        let mut sr = Map::new();
-        sr.insert(
-            "payload".into(),
-            Value::String(STANDARD.encode(&self.payload)),
-        );
-        sr.insert("payloadType".into(), Value::String("UNSPECIFIED".into()));
-        sr.insert("signKeyName".into(), Value::String(self.key.clone()));
-        sr.insert(
-            "signatureAlgorithm".into(),
-            Value::String(self.algorithm.clone()),
-        );
-        if let Some(t) = &self.signature_type {
-            sr.insert("signatureType".into(), Value::String(t.clone()));
-        }
-        if let Some(pw) = &self.key_password {
-            sr.insert("keyPassword".into(), password_chars(pw));
-        }
-        if let Some(md) = &self.meta_data {
-            sr.insert("metaData".into(), Value::String(STANDARD.encode(md)));
-            sr.insert(
-                "metaDataSignature".into(),
-                match &self.meta_data_signature {
-                    Some(sig) => Value::String(STANDARD.encode(sig)),
-                    None => Value::Null,
+    /// The JSON body, serialised straight to bytes:
+    /// `{"requestSignature": null, "signRequest": {"keyPassword"?, "metaData"?,
+    /// "metaDataSignature"?, "payload", "payloadType": "UNSPECIFIED", "signKeyName",
+    /// "signatureAlgorithm", "signatureType"?}}`. It holds the key password: never log it.
+    pub(crate) fn to_body(&self) -> Vec<u8> {
+        let body = SignBody {
+            request_signature: (),
+            sign_request: SignFields {
+                key_password: self.key_password.as_ref().map(PasswordChars),
+                meta_data: self.meta_data.as_deref().map(Base64),
+                // With metaData the field is always sent (null when there is no signature).
+                meta_data_signature: match (&self.meta_data, &self.meta_data_signature) {
+                    (_, Some(sig)) => Some(Some(Base64(sig))),
+                    (Some(_), None) => Some(None),
+                    (None, None) => None,
                 },
-            );
-        } else if let Some(sig) = &self.meta_data_signature {
-            sr.insert(
-                "metaDataSignature".into(),
-                Value::String(STANDARD.encode(sig)),
-            );
-        }
-        json!({ "signRequest": Value::Object(sr), "requestSignature": Value::Null })
+                payload: Base64(&self.payload),
+                payload_type: "UNSPECIFIED",
+                sign_key_name: &self.key,
+                signature_algorithm: &self.algorithm,
+                signature_type: self.signature_type.as_deref(),
+            },
+        };
+        // Serialising plain strings and sequences into a Vec cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// The body of a sign request (fields in the order the TSB has always received them).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignBody<'a> {
+    request_signature: (),
+    sign_request: SignFields<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignFields<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_password: Option<PasswordChars<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta_data: Option<Base64<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta_data_signature: Option<Option<Base64<'a>>>,
+    payload: Base64<'a>,
+    payload_type: &'static str,
+    sign_key_name: &'a str,
+    signature_algorithm: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature_type: Option<&'a str>,
+}
+
+/// Bytes serialised as a standard base64 string.
+struct Base64<'a>(&'a [u8]);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(self.0))
+    }
+}
+
+/// A password as the TSB wants it: a sequence of one-character strings.
+struct PasswordChars<'a>(&'a Secret);
+
+impl Serialize for PasswordChars<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // serde_json writes a char as a one-character string.
+        s.collect_seq(self.0.expose().chars())
     }
 }
 

@@ -3,6 +3,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::keys::KeyFlags;
+use super::lenient::decode_b64;
 use super::*;
 use crate::config::Secret;
 
@@ -181,7 +182,7 @@ fn key_list_shapes() {
 #[test]
 fn sign_request_body() {
     let mut r = SignRequest::new("k", "SHA256_WITH_ECDSA", b"hello".to_vec());
-    let v = r.to_json();
+    let v: Value = serde_json::from_slice(&r.to_body()).unwrap();
     assert_eq!(
         v,
         json!({"signRequest": {"payload": "aGVsbG8=", "payloadType": "UNSPECIFIED",
@@ -191,14 +192,20 @@ fn sign_request_body() {
     r.signature_type = Some("DER".into());
     r.key_password = Some(Secret::new("pwé".into()));
     r.meta_data = Some(br#"{"app":"x"}"#.to_vec());
-    let v = r.to_json();
+    let v: Value = serde_json::from_slice(&r.to_body()).unwrap();
     let sr = &v["signRequest"];
     assert_eq!(sr["signatureType"], "DER");
     assert_eq!(sr["keyPassword"], json!(["p", "w", "é"]));
     assert_eq!(sr["metaData"], STANDARD.encode(br#"{"app":"x"}"#));
     assert_eq!(sr["metaDataSignature"], Value::Null);
     r.meta_data_signature = Some(vec![1, 2]);
-    assert_eq!(r.to_json()["signRequest"]["metaDataSignature"], "AQI=");
+    let v: Value = serde_json::from_slice(&r.to_body()).unwrap();
+    assert_eq!(v["signRequest"]["metaDataSignature"], "AQI=");
+    // Without metaData, a signature alone is still sent.
+    r.meta_data = None;
+    let v: Value = serde_json::from_slice(&r.to_body()).unwrap();
+    assert_eq!(v["signRequest"]["metaDataSignature"], "AQI=");
+    assert!(v["signRequest"].get("metaData").is_none());
     let dbg = format!("{r:?}");
     assert!(!dbg.contains("pw") && dbg.contains("<redacted>"));
 }
@@ -650,4 +657,91 @@ fn version_info_and_its_unknown_fields() {
     assert!(unknown.is_empty());
     assert_eq!(parse_version_info_checked(&json!({})).unwrap().0, None);
     assert!(parse_version_info_checked(&json!([1])).is_err());
+}
+
+#[test]
+fn sign_responses_in_every_tolerated_shape() {
+    let sig = |body: &str| serde_json::from_str::<SignResponse>(body).map_err(|e| e.to_string());
+    assert_eq!(
+        sig(r#"{"signature": "AQID"}"#)
+            .unwrap()
+            .signature()
+            .unwrap(),
+        vec![1, 2, 3]
+    );
+    // URL-safe and unpadded base64, unknown fields beside it.
+    assert_eq!(
+        sig(r#"{"signature": "-_8", "extra": 1}"#)
+            .unwrap()
+            .signature()
+            .unwrap(),
+        vec![0xfb, 0xff]
+    );
+    for (body, want) in [
+        (r#"{}"#, "no field \"signature\""),
+        (r#"{"signature": null}"#, "no field \"signature\""),
+        (r#"{"signature": ""}"#, "no field \"signature\""),
+        (r#"{"signature": "not base64!"}"#, "signature is not base64"),
+    ] {
+        assert_eq!(sig(body).unwrap().signature().unwrap_err(), want, "{body}");
+    }
+    assert!(sig("12").is_err());
+}
+
+#[test]
+fn sign_request_ids_in_every_tolerated_shape() {
+    let id = |body: &str| {
+        serde_json::from_str::<SignRequestCreated>(body)
+            .map_err(|e| e.to_string())
+            .and_then(SignRequestCreated::id)
+    };
+    assert_eq!(id(r#"{"signRequestId": "r-1"}"#).unwrap(), "r-1");
+    assert_eq!(id(r#"{"requestId": "r-2"}"#).unwrap(), "r-2");
+    assert_eq!(id(r#"{"id": 17}"#).unwrap(), "17");
+    assert_eq!(id(r#""r-3""#).unwrap(), "r-3");
+    // signRequestId wins over the others.
+    assert_eq!(
+        id(r#"{"id": "x", "requestId": "y", "signRequestId": "z"}"#).unwrap(),
+        "z"
+    );
+    for body in [r#"{}"#, r#""""#, r#"{"signRequestId": null}"#] {
+        assert_eq!(
+            id(body).unwrap_err(),
+            "no field \"signRequestId\"",
+            "{body}"
+        );
+    }
+    assert!(id("[1]").is_err());
+}
+
+#[test]
+fn certificate_answers_in_every_tolerated_shape() {
+    let cert = |body: &str| {
+        serde_json::from_str::<CertificateResponse>(body)
+            .map_err(|e| e.to_string())
+            .and_then(CertificateResponse::certificate)
+    };
+    assert_eq!(
+        cert(r#"{"certificate": "MAMCAQE="}"#).unwrap(),
+        Some(vec![0x30, 3, 2, 1, 1])
+    );
+    assert_eq!(
+        cert(r#"{"certificate": null, "rawCertificate": "MAMCAQE="}"#).unwrap(),
+        Some(vec![0x30, 3, 2, 1, 1])
+    );
+    assert_eq!(
+        cert(r#"{"certificate": "  ", "rawCertificate": "MAMCAQE="}"#).unwrap(),
+        Some(vec![0x30, 3, 2, 1, 1])
+    );
+    let pem = cert(r#""-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----""#)
+        .unwrap()
+        .unwrap();
+    assert!(pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+    assert_eq!(cert(r#"{}"#).unwrap(), None);
+    assert_eq!(cert(r#"{"certificate": 12}"#).unwrap(), None);
+    assert_eq!(cert(r#""""#).unwrap(), None);
+    assert_eq!(
+        cert(r#"{"certificate": "%%%"}"#).unwrap_err(),
+        "certificate is neither PEM nor base64"
+    );
 }

@@ -61,6 +61,13 @@ pub fn start_sim(cfg: SimConfig) -> Simulator {
     Simulator::start(cfg).expect("simulator starts")
 }
 
+/// Starts a simulator cluster: `n` listeners ("TSB nodes") over one state.
+pub fn start_cluster(cfg: SimConfig, n: usize) -> Simulator {
+    std::env::set_var("TSB_SIM_STATE_DIR", sim_state_dir());
+    std::env::set_var("XDG_STATE_HOME", sim_state_dir().join("xdg-state"));
+    Simulator::start_cluster(cfg, n).expect("simulator cluster starts")
+}
+
 /// The raw PKCS#11 function list of a loaded module, for calls whose exact return codes the
 /// `cryptoki` crate does not expose (size queries, CKR_BUFFER_TOO_SMALL, bad arguments).
 pub struct Raw {
@@ -139,9 +146,24 @@ impl Harness {
     /// Full control of the module configuration, given the simulator URL.
     pub fn with_config(cfg: SimConfig, make: impl FnOnce(&str) -> serde_json::Value) -> Harness {
         let sim = start_sim(cfg);
+        Harness::over(sim, |sim| make(&sim.url()))
+    }
+
+    /// The module over a simulator cluster of `n` nodes; `make` gets the nodes' URLs.
+    pub fn cluster(
+        cfg: SimConfig,
+        n: usize,
+        make: impl FnOnce(&[String]) -> serde_json::Value,
+    ) -> Harness {
+        let sim = start_cluster(cfg, n);
+        Harness::over(sim, |sim| make(&sim.urls()))
+    }
+
+    /// The module over a running simulator, configured by `make`.
+    pub fn over(sim: Simulator, make: impl FnOnce(&Simulator) -> serde_json::Value) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.json");
-        let json = make(&sim.url());
+        let json = make(&sim);
         write_private(&config_path, &serde_json::to_vec_pretty(&json).unwrap());
         let n = COPIES.fetch_add(1, Ordering::Relaxed);
         let module_path = dir.path().join(format!("libtsb_pkcs11-{n}.so"));
