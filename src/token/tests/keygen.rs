@@ -320,9 +320,16 @@ fn key_generation_template_conflicts() {
     two_labels.1[0] = (CKA_LABEL, b"other".to_vec());
     let mut same_label_twice = ec_templates("k", P256);
     same_label_twice.1.push((CKA_LABEL, b"k".to_vec()));
+    // The second value would be acceptable alone: the contradiction is what is refused.
     let mut two_ids = ec_templates("k", P256);
-    two_ids.0.push((CKA_ID, b"k".to_vec()));
-    two_ids.1.push((CKA_ID, b"x".to_vec()));
+    two_ids.0.push((CKA_ID, b"x".to_vec()));
+    two_ids.1.push((CKA_ID, b"k".to_vec()));
+    let mut two_destroyable = ec_templates("k", P256);
+    two_destroyable.0.push((CKA_DESTROYABLE, vec![CK_TRUE]));
+    two_destroyable.1.push((CKA_DESTROYABLE, vec![CK_FALSE]));
+    let mut two_modifiable = ec_templates("k", P256);
+    two_modifiable.0.push((CKA_MODIFIABLE, vec![CK_TRUE]));
+    two_modifiable.1.push((CKA_MODIFIABLE, vec![CK_FALSE]));
     let mut ec_with_exponent = ec_templates("k", P256);
     ec_with_exponent
         .0
@@ -331,6 +338,8 @@ fn key_generation_template_conflicts() {
         (ec_with_bits, CKR_ATTRIBUTE_TYPE_INVALID),
         (ec_with_exponent, CKR_ATTRIBUTE_TYPE_INVALID),
         (two_ids, CKR_TEMPLATE_INCONSISTENT),
+        (two_destroyable, CKR_TEMPLATE_INCONSISTENT),
+        (two_modifiable, CKR_TEMPLATE_INCONSISTENT),
         (two_labels, CKR_TEMPLATE_INCONSISTENT),
     ] {
         assert_eq!(
