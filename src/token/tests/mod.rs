@@ -58,18 +58,47 @@ fn find(
     found
 }
 
-fn private_key(token: &Token, s: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
+/// The one object of `class` labelled `label`.
+fn key_object(
+    token: &Token,
+    s: CK_SESSION_HANDLE,
+    class: CK_OBJECT_CLASS,
+    label: &str,
+) -> CK_OBJECT_HANDLE {
     let found = find(
         token,
         s,
         &[
-            (CKA_CLASS, ulong(CKO_PRIVATE_KEY)),
+            (CKA_CLASS, ulong(class)),
             (CKA_LABEL, label.as_bytes().to_vec()),
         ],
     );
-    assert_eq!(found.len(), 1, "one private key '{label}'");
+    assert_eq!(
+        found.len(),
+        1,
+        "one object of class {class} labelled '{label}'"
+    );
     found[0]
 }
+
+fn private_key(token: &Token, s: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
+    key_object(token, s, CKO_PRIVATE_KEY, label)
+}
+
+fn public_key(token: &Token, s: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
+    key_object(token, s, CKO_PUBLIC_KEY, label)
+}
+
+/// The ECDSA mechanisms, as PKCS#11 v3.0 §2.3 lists them (stated here independently of the
+/// module's own table).
+const EC_MECHANISMS: [CK_MECHANISM_TYPE; 6] = [
+    CKM_ECDSA,
+    CKM_ECDSA_SHA1,
+    CKM_ECDSA_SHA224,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+];
 
 fn ecdsa_sha256() -> Mechanism {
     Mechanism {

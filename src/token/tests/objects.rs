@@ -8,17 +8,8 @@ use p256::pkcs8::EncodePublicKey;
 use serde_json::json;
 
 use super::fake::FakeTsb;
-use super::{find, private_key, session, token_with, ulong};
+use super::{find, private_key, session, token_with, ulong, EC_MECHANISMS};
 use crate::token::attributes::{AttrValue, CKA_TSB_BLOCKED, CKA_TSB_NEEDS_APPROVAL};
-
-const EC_MECHANISMS: [CK_MECHANISM_TYPE; 6] = [
-    CKM_ECDSA,
-    CKM_ECDSA_SHA1,
-    CKM_ECDSA_SHA224,
-    CKM_ECDSA_SHA256,
-    CKM_ECDSA_SHA384,
-    CKM_ECDSA_SHA512,
-];
 
 fn b(v: bool) -> AttrValue {
     AttrValue::Bytes(vec![if v { CK_TRUE } else { CK_FALSE }])

@@ -14,7 +14,7 @@ use openssl::sign::{RsaPssSaltlen, Verifier};
 use serde_json::json;
 
 use super::fake::FakeTsb;
-use super::{find, private_key, session, signature, token_with, ulong};
+use super::{find, private_key, public_key, session, signature, token_with, ulong};
 use crate::token::attributes::AttrValue;
 use crate::token::{MechParams, Mechanism, SignOutput, Token};
 
@@ -26,19 +26,6 @@ fn rsa_key() -> &'static PKey<Private> {
 fn ed_key() -> &'static PKey<Private> {
     static K: OnceLock<PKey<Private>> = OnceLock::new();
     K.get_or_init(|| PKey::generate_ed25519().unwrap())
-}
-
-fn public_handle(token: &Token, s: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
-    let found = find(
-        token,
-        s,
-        &[
-            (CKA_CLASS, ulong(CKO_PUBLIC_KEY)),
-            (CKA_LABEL, label.as_bytes().to_vec()),
-        ],
-    );
-    assert_eq!(found.len(), 1);
-    found[0]
 }
 
 fn setup() -> (std::sync::Arc<FakeTsb>, Token, CK_SESSION_HANDLE) {
@@ -121,7 +108,7 @@ const HASHES: [PssHash; 4] = [
 fn rsa_key_attributes() {
     let (_fake, token, s) = setup();
     let key = private_key(&token, s, "rsa");
-    let public = public_handle(&token, s, "rsa");
+    let public = public_key(&token, s, "rsa");
     let rsa = rsa_key().rsa().unwrap();
     let allowed: Vec<u8> = super::mechanisms::RSA
         .iter()
@@ -184,7 +171,7 @@ fn rsa_key_attributes() {
 fn rsa_pkcs1_hash_mechanisms() {
     let (_fake, token, s) = setup();
     let key = private_key(&token, s, "rsa");
-    let public = public_handle(&token, s, "rsa");
+    let public = public_key(&token, s, "rsa");
     let msg = b"RSA PKCS#1 v1.5";
     for (m, md) in [
         (CKM_SHA1_RSA_PKCS, MessageDigest::sha1()),
@@ -214,7 +201,7 @@ fn rsa_pkcs1_hash_mechanisms() {
 fn raw_rsa_pkcs_input_rules() {
     let (_fake, token, s) = setup();
     let key = private_key(&token, s, "rsa");
-    let public = public_handle(&token, s, "rsa");
+    let public = public_key(&token, s, "rsa");
     let raw = Mechanism::new(CKM_RSA_PKCS);
     let msg = b"a DigestInfo made by the caller";
     let digest_info = crate::crypto::hash::digest_info(
@@ -278,7 +265,7 @@ fn raw_rsa_pkcs_input_rules() {
 fn rsa_pss_mechanisms() {
     let (_fake, token, s) = setup();
     let key = private_key(&token, s, "rsa");
-    let public = public_handle(&token, s, "rsa");
+    let public = public_key(&token, s, "rsa");
     let msg = b"RSA-PSS";
     for (h, m, mgf, md) in HASHES {
         let n = md().size() as CK_ULONG;
@@ -357,7 +344,7 @@ fn rsa_pss_parameters_are_checked() {
 fn long_input_is_hashed_locally() {
     let (fake, token, s) = setup();
     let key = private_key(&token, s, "rsa");
-    let public = public_handle(&token, s, "rsa");
+    let public = public_key(&token, s, "rsa");
     let long: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
     let limit = crate::token::mechanisms::PAYLOAD_LIMIT;
     for data in [&long[..limit], &long[..limit + 1], &long[..]] {
@@ -418,7 +405,7 @@ fn long_input_is_hashed_locally() {
 fn ed25519_keys_and_signatures() {
     let (_fake, token, s) = setup();
     let key = private_key(&token, s, "ed");
-    let public = public_handle(&token, s, "ed");
+    let public = public_key(&token, s, "ed");
     let raw = ed_key().raw_public_key().unwrap();
     let mut point = vec![0x04, 32];
     point.extend_from_slice(&raw);

@@ -5,22 +5,11 @@ use cryptoki_sys::*;
 use serde_json::json;
 
 use super::fake::FakeTsb;
-use super::{ecdsa_sha256, find, openssl_verifies, private_key, session, signature, token_with};
-use super::{ulong, SignOutput};
+use super::{
+    ecdsa_sha256, openssl_verifies, private_key, public_key, session, signature, token_with,
+    SignOutput,
+};
 use crate::token::{MechParams, Mechanism};
-
-fn public_key(token: &crate::token::Token, s: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
-    let found = find(
-        token,
-        s,
-        &[
-            (CKA_CLASS, ulong(CKO_PUBLIC_KEY)),
-            (CKA_LABEL, label.as_bytes().to_vec()),
-        ],
-    );
-    assert_eq!(found.len(), 1);
-    found[0]
-}
 
 /// C_SignUpdate/C_SignFinal sign the concatenation; C_Sign after an update fails and ends the
 /// operation; a size query on C_SignFinal makes no TSB call.
