@@ -368,3 +368,51 @@ fn key_generation_stops_on_a_tsb_failure() {
     );
     assert_eq!(fake.count("create "), 0);
 }
+
+/// §5.14 with §4.7/§4.8: attributes a TSB key already has may be given with that value (empty
+/// dates and mechanism lists, false encrypt/wrap/verify-recover/derive/trusted on the public
+/// key); the opposite value, or a date, is CKR_TEMPLATE_INCONSISTENT.
+#[test]
+fn key_generation_accepts_what_a_tsb_key_already_is() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let mut agreeing = ec_templates("agreeing", P256);
+    for a in [
+        CKA_ENCRYPT,
+        CKA_WRAP,
+        CKA_VERIFY_RECOVER,
+        CKA_DERIVE,
+        CKA_TRUSTED,
+    ] {
+        agreeing.0.push((a, vec![CK_FALSE]));
+    }
+    for t in [&mut agreeing.0, &mut agreeing.1] {
+        t.push((CKA_START_DATE, Vec::new()));
+        t.push((CKA_END_DATE, Vec::new()));
+    }
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &agreeing).expect("agreeing templates");
+    for a in [CKA_ENCRYPT, CKA_WRAP, CKA_DERIVE] {
+        let mut t = ec_templates("refused", P256);
+        t.0.push((a, vec![CK_TRUE]));
+        assert_eq!(
+            generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t)
+                .unwrap_err()
+                .code(),
+            CKR_TEMPLATE_INCONSISTENT,
+            "public {a:#x} true"
+        );
+    }
+    let mut dated = ec_templates("dated", P256);
+    dated.1.push((CKA_START_DATE, b"20260101".to_vec()));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &dated)
+            .unwrap_err()
+            .code(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+    assert!(fake
+        .calls()
+        .iter()
+        .all(|c| !c.contains("refused") && !c.contains("dated")));
+}

@@ -314,3 +314,46 @@ fn a_tsb_failure_is_not_a_missing_key() {
     *fake.attributes_error.lock() = None;
     assert_eq!(private_key(&token, s, "k"), key);
 }
+
+/// The approvers of a key's use policy, named in the approval log lines: "group: quorum of
+/// names"; a key without a policy names none.
+#[test]
+fn a_policy_key_names_its_approvers() {
+    let fake = FakeTsb::new();
+    fake.add_key("ska", true);
+    fake.add_key("plain", false);
+    let token = token_with(&fake, json!({}));
+    let ska = token.load_key("ska").unwrap().expect("ska");
+    assert_eq!(ska.approvers, "g: 1 of alice");
+    let plain = token.load_key("plain").unwrap().expect("plain");
+    assert_eq!(plain.approvers, "");
+}
+
+/// PKCS#11 v2.40 §4: a CK_BBOOL attribute is one byte, a CK_ULONG-typed one sizeof(CK_ULONG);
+/// byte arrays and strings have no fixed size (templates are checked against this before any
+/// value is read).
+#[test]
+fn fixed_size_attributes_have_the_size_of_their_type() {
+    use crate::token::attributes::fixed_len;
+    for a in [
+        CKA_TOKEN,
+        CKA_PRIVATE,
+        CKA_SIGN,
+        CKA_SENSITIVE,
+        CKA_EXTRACTABLE,
+    ] {
+        assert_eq!(fixed_len(a), Some(1), "{a:#x}");
+    }
+    let ulong_len = std::mem::size_of::<CK_ULONG>();
+    for a in [
+        CKA_CLASS,
+        CKA_KEY_TYPE,
+        CKA_CERTIFICATE_TYPE,
+        CKA_MODULUS_BITS,
+    ] {
+        assert_eq!(fixed_len(a), Some(ulong_len), "{a:#x}");
+    }
+    for a in [CKA_LABEL, CKA_ID, CKA_VALUE, CKA_EC_PARAMS, CKA_SUBJECT] {
+        assert_eq!(fixed_len(a), None, "{a:#x}");
+    }
+}
