@@ -390,6 +390,7 @@ fn key_generation_accepts_what_a_tsb_key_already_is() {
     for t in [&mut agreeing.0, &mut agreeing.1] {
         t.push((CKA_START_DATE, Vec::new()));
         t.push((CKA_END_DATE, Vec::new()));
+        t.push((CKA_ALLOWED_MECHANISMS, Vec::new()));
     }
     generate(&token, s, CKM_EC_KEY_PAIR_GEN, &agreeing).expect("agreeing templates");
     for a in [CKA_ENCRYPT, CKA_WRAP, CKA_DERIVE] {
