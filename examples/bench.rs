@@ -567,20 +567,32 @@ fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>, verify: boo
     p
 }
 
-/// Through the module: one session per thread, `C_SignInit` + `C_Sign` (with the size query).
-fn through(p: &Pkcs11, alg: Alg, threads: usize) -> Work {
+/// One session per thread, each with the handle of the private key labelled `label`.
+fn sessions_with_key(
+    p: &Pkcs11,
+    label: &str,
+    threads: usize,
+) -> Vec<(cryptoki::session::Session, cryptoki::object::ObjectHandle)> {
     let slot = p.get_slots_with_token().unwrap()[0];
-    let sessions: Vec<_> = (0..threads)
+    (0..threads)
         .map(|_| {
             let s = p.open_ro_session(slot).unwrap();
             let key = s
                 .find_objects(&[
                     Attribute::Class(ObjectClass::PRIVATE_KEY),
-                    Attribute::Label(alg.label().as_bytes().to_vec()),
+                    Attribute::Label(label.as_bytes().to_vec()),
                 ])
                 .unwrap()[0];
-            (parking_lot::Mutex::new(s), key)
+            (s, key)
         })
+        .collect()
+}
+
+/// Through the module: one session per thread, `C_SignInit` + `C_Sign` (with the size query).
+fn through(p: &Pkcs11, alg: Alg, threads: usize) -> Work {
+    let sessions: Vec<_> = sessions_with_key(p, alg.label(), threads)
+        .into_iter()
+        .map(|(s, key)| (parking_lot::Mutex::new(s), key))
         .collect();
     Arc::new(move |i| {
         let (s, key) = &sessions[i];
@@ -887,19 +899,7 @@ fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
     let p = Pkcs11::new(module_copy(dir, &name)).unwrap();
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();
-    let slot = p.get_slots_with_token().unwrap()[0];
-    let sessions: Vec<_> = (0..threads)
-        .map(|_| {
-            let s = p.open_ro_session(slot).unwrap();
-            let key = s
-                .find_objects(&[
-                    Attribute::Class(ObjectClass::PRIVATE_KEY),
-                    Attribute::Label(b"ec-p256".to_vec()),
-                ])
-                .unwrap()[0];
-            (s, key)
-        })
-        .collect();
+    let sessions = sessions_with_key(&p, "ec-p256", threads);
     let second = Duration::from_secs(1);
     // Warm-up, the second before, the death (the moment the fault is in effect), four seconds
     // after; every signature started runs to its end.
