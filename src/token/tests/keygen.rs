@@ -404,6 +404,25 @@ fn key_generation_accepts_what_a_tsb_key_already_is() {
             "public {a:#x} true"
         );
     }
+    // Private-key attributes are no attributes of a public key (§4.8), whatever their value.
+    let mut misplaced = ec_templates("refused", P256);
+    misplaced.0.push((CKA_DECRYPT, vec![CK_FALSE]));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &misplaced)
+            .unwrap_err()
+            .code(),
+        CKR_ATTRIBUTE_TYPE_INVALID
+    );
+    let mut restricted = ec_templates("refused", P256);
+    restricted
+        .1
+        .push((CKA_ALLOWED_MECHANISMS, ulong(CKM_ECDSA_SHA256)));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &restricted)
+            .unwrap_err()
+            .code(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
     let mut dated = ec_templates("dated", P256);
     dated.1.push((CKA_START_DATE, b"20260101".to_vec()));
     assert_eq!(
