@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian package end to end (run by scripts/test.sh; needs root or sudo, and changes the
 # machine only while it runs):
-#  1. builds it (scripts/package.sh, one release build);
+#  1. builds it (scripts/package.sh, with the fast `release` profile unless TSB_PKCS11_PROFILE says
+#     otherwise: the shipped `dist` profile differs only in link-time optimisation);
 #  2. records what p11-kit applications print without it (pkcs11-tool through p11-kit-proxy,
 #     p11tool --list-tokens), installs it with dpkg -i, and checks that with no configuration
 #     anywhere they print exactly the same and exit the same (the module offers no slot and
@@ -31,7 +32,7 @@ if [ -e /etc/tsb-pkcs11/config.json ]; then
   exit 1
 fi
 
-deb=$(bash scripts/package.sh | tail -1)
+deb=$(TSB_PKCS11_PROFILE=${TSB_PKCS11_PROFILE:-release} bash scripts/package.sh | tail -1)
 cargo build -q -p tsb-sim    # the simulator the configured checks talk to (before HOME changes)
 echo "== package: $deb ($(du -h "$deb" | cut -f1))"
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' | grep -v '/$' > target/debian/files.txt

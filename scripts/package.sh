@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package target/debian/tsb-pkcs11_<version>_<arch>.deb with dpkg-deb from one
-# release build (cargo build --release; an existing up-to-date build is reused):
+# build of the `dist` profile (fat LTO; an existing up-to-date build is reused). TSB_PKCS11_PROFILE
+# names another profile (scripts/package-test.sh uses `release`, which skips the slow LTO step):
 #   /usr/lib/<multiarch>/pkcs11/libtsb_pkcs11.so        the PKCS#11 module
 #   /usr/share/p11-kit/modules/tsb-pkcs11.module         its p11-kit registration (critical: no)
 #   /usr/bin/tsb-pkcs11                                  doctor, keys, requests, config init
@@ -21,10 +22,11 @@ arch=$(dpkg --print-architecture)
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null || echo "$(uname -m)-linux-gnu")
 repository=$(sed -n '/^\[workspace.package\]/,/^\[/s/^repository *= *"\(.*\)"/\1/p' Cargo.toml)
 
-echo "== cargo build --release (tsb-pkcs11, notation-pkcs11)" >&2
-cargo build --release -q -p tsb-pkcs11 -p notation-pkcs11 >&2
+profile=${TSB_PKCS11_PROFILE:-dist}
+echo "== cargo build --profile $profile (tsb-pkcs11, notation-pkcs11)" >&2
+cargo build --profile "$profile" -q -p tsb-pkcs11 -p notation-pkcs11 >&2
 
-rel=target/release
+rel=target/$profile
 stage=target/debian/stage
 rm -rf "$stage"
 mkdir -p "$stage/DEBIAN"
