@@ -25,6 +25,7 @@ pub(crate) mod error;
 pub(crate) mod ffi;
 mod journal;
 pub(crate) mod logging;
+mod os;
 pub(crate) mod token;
 pub(crate) mod tsb;
 

@@ -74,7 +74,7 @@ fn open_log_file(path: &Path) -> std::io::Result<File> {
     {
         use std::os::unix::fs::MetadataExt;
         let owner = file.metadata()?.uid();
-        let me = crate::ffi::os::effective_uid();
+        let me = crate::os::effective_uid();
         if owner != me {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,

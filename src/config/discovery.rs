@@ -162,7 +162,7 @@ mod unix {
     /// not writable by group or others.
     pub(super) fn check_file(meta: &Metadata, file: &str) -> Result<Option<u32>, String> {
         let mode = meta.permissions().mode();
-        let me = crate::ffi::os::effective_uid();
+        let me = crate::os::effective_uid();
         let owner = meta.uid();
         if owner != me && owner != 0 {
             return Err(format!(
@@ -184,7 +184,7 @@ mod unix {
     /// writable by others, unless it has the sticky bit and is owned by root or the running
     /// user (then others cannot replace a file they do not own).
     pub(super) fn check_folders(path: &Path) -> Result<(), String> {
-        let me = crate::ffi::os::effective_uid();
+        let me = crate::os::effective_uid();
         let mut chains: Vec<PathBuf> = Vec::new();
         if let Ok(abs) = std::path::absolute(path) {
             chains.push(abs);

@@ -941,7 +941,7 @@ fn config_file_must_be_a_small_regular_file() {
 
 #[cfg(unix)]
 fn is_root() -> bool {
-    crate::ffi::os::effective_uid() == 0
+    crate::os::effective_uid() == 0
 }
 
 #[cfg(unix)]
@@ -995,7 +995,7 @@ fn config_in_a_folder_others_can_write_is_refused() {
              uid {uid}): another user could replace the file; run: chmod o-w {d} (or move the file)",
             f = p.display(),
             d = open.display(),
-            uid = crate::ffi::os::effective_uid()
+            uid = crate::os::effective_uid()
         )
     );
     // Sticky and owned by the running user (like /tmp): others cannot replace our file.

@@ -14,7 +14,6 @@ mod general;
 mod keygen;
 mod legacy;
 mod objects;
-pub(crate) mod os;
 mod sessions;
 mod signing;
 mod slots;
