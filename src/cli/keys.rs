@@ -282,7 +282,7 @@ fn unknown_values(attrs: &KeyAttributes) -> Vec<String> {
         for t in &rule.tokens {
             for g in &t.groups {
                 for a in &g.approvals {
-                    if crate::tsb::policy::approver_type(&a.kind).is_none() {
+                    if crate::config::policy::approver_type(&a.kind).is_none() {
                         out.push(format!("approver type \"{}\"", a.kind));
                     }
                 }

@@ -19,8 +19,10 @@
 //! module reads).
 
 mod discovery;
+pub(crate) mod policy;
 mod schema;
 mod secrets;
+mod shape;
 mod validate;
 
 #[cfg(test)]
@@ -33,8 +35,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub(crate) use crate::tsb::policy::PolicySpec;
 pub(crate) use discovery::read_regular_file;
+pub(crate) use policy::PolicySpec;
 pub(crate) use secrets::Secret;
 pub(crate) use validate::normalise_url;
 

@@ -13,7 +13,7 @@ use serde::de::{Error as _, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 
 use super::discovery::read_regular_file;
-use super::schema::Shape;
+use super::shape::Shape;
 
 /// A secret string (JWT, API key, key password, private key). `Debug` and
 /// `Display` print `<redacted>`; use [`Secret::expose`] to get the value.

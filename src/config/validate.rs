@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::schema::{truncate, JournalValue, RawConfig, RawModuleSettings, RestApis, Text};
+use super::schema::{JournalValue, RawConfig, RawModuleSettings, RestApis, Text};
 use super::secrets::{resolve_path, Secret};
+use super::shape::truncate;
 use super::{
     ApiKeys, ApplicationKeyPair, AuthType, Config, ConfigError, ModuleSettings, NodeStrategy,
     PinIs, RequestJournal,

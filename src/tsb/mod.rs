@@ -17,7 +17,6 @@ mod error;
 mod http;
 pub(crate) mod models;
 mod nodes;
-pub(crate) mod policy;
 mod tls;
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Key policies as this module writes them: the `policy` object of a `POST /v1/key` body, and
 //! the configuration fields `pkcs11.newKeyPolicy` and `pkcs11.policyProfiles` that hold one.
 //!
-//! Unlike the lenient [`super::models::Policy`] (read from TSB answers, where a surprise must
+//! Unlike the lenient [`crate::tsb::models::Policy`] (read from TSB answers, where a surprise must
 //! not fail a listing), these types are strict: an unknown field, a quorum that cannot be met
 //! or a time that is not a whole number of minutes is refused, because a typo in a policy would
 //! otherwise create a key that needs fewer approvals than intended — and a TSB key's policy
