@@ -116,14 +116,14 @@ pub(crate) struct Entry {
 impl Entry {
     fn new(event: Event, id: &str, key: &str) -> Entry {
         Entry {
-            time: crate::token::metadata::rfc3339_now(),
+            time: crate::os::rfc3339_now(),
             event,
             id: id.to_string(),
             key: key.to_string(),
             algorithm: None,
             tsb: None,
             pid: std::process::id(),
-            process: crate::token::metadata::process_name(),
+            process: crate::os::process_name(),
             status: None,
             reason: None,
         }
