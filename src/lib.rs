@@ -24,6 +24,7 @@ pub(crate) mod crypto;
 pub(crate) mod error;
 pub(crate) mod ffi;
 mod journal;
+mod layering;
 pub(crate) mod logging;
 mod os;
 pub(crate) mod token;
