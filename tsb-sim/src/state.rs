@@ -225,7 +225,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Adds a key created by `POST /v1/key`; refuses a label in use (622), checked under the
+    /// Adds a key created by `POST /v1/key`; refuses a label in use (608), checked under the
     /// write lock so concurrent creations of one label cannot both succeed.
     pub fn insert_new_key(&self, key: SimKey) -> Result<(), ApiError> {
         let mut keys = self.keys.write();

@@ -242,7 +242,7 @@ fn password_protected_attributes() {
     assert_eq!((r.status, r.error_code()), (400, 621));
     let r = http.get("/v1/key/missing-key/attributes");
     assert_eq!((r.status, r.error_code()), (404, 650));
-    assert_eq!(r.json()["reason"], "res.error.key.does.not.exist");
+    assert_eq!(r.json()["reason"], "res.error.key.not.existent");
 }
 
 fn openssl_self_signed() -> X509 {
