@@ -411,6 +411,10 @@ fn delete(s: &Shared, label: &str, password: Option<Option<&str>>) -> Result<Res
     if !s.remove_key(label) {
         return Err(ApiError::no_key(label));
     }
+    let cancelled = s.cancel_requests_of(label);
+    if cancelled > 0 {
+        log::info!("cancelled {cancelled} open request(s) of deleted key '{label}'");
+    }
     log::info!("deleted key '{label}'");
     Ok(StatusCode::OK.into_response())
 }

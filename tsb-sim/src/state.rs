@@ -262,6 +262,19 @@ impl Shared {
         self.requests.lock().push(entry);
     }
 
+    /// Cancels the open (PENDING or APPROVED) sign requests of key `label`, as a TSB does when
+    /// the key is deleted (release notes 1.12.0); returns how many were cancelled.
+    pub fn cancel_requests_of(&self, label: &str) -> usize {
+        let now = Instant::now();
+        let mut log = self.requests.lock();
+        log.entries
+            .iter_mut()
+            .filter(|e| e.key == label)
+            .map(|e| e.machine.cancel(now))
+            .filter(|cancelled| *cancelled)
+            .count()
+    }
+
     /// Runs `f` on request `id` after applying due time-driven transitions.
     pub fn with_request<T>(&self, id: &str, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let mut log = self.requests.lock();

@@ -980,3 +980,49 @@ fn keycloak_provider_request_shapes() {
     let r = http.post("/v1/synchronousSign", &wrong);
     assert_eq!((r.status, r.error_code()), (400, 620));
 }
+
+/// "When a key is deleted the associated requests are set to the new status CANCELLED"
+/// (dev-securosys-docs `tsb/Download/release_notes.md`, TSB 1.12.0), whichever form deletes it.
+#[test]
+fn deleting_a_key_cancels_its_open_requests() {
+    let (_sim, http) = setup();
+    let policy = json!({"ruleUse": {"tokens": [{"name": "t", "timelock": 0, "timeout": 0,
+        "groups": [{"name": "g", "quorum": 1, "approvals": [
+            {"type": "public_key", "name": "alice", "value": "QUJD"}]}]}]},
+        "keyStatus": {"blocked": false}});
+    for (label, delete_by_body) in [("ska-del-a", false), ("ska-del-b", true)] {
+        let r = http.post(
+            "/v1/key",
+            &json!({"label": label, "algorithm": "EC", "curveOid": "1.2.840.10045.3.1.7",
+                "attributes": {"sign": true, "decrypt": false, "unwrap": false,
+                    "destroyable": true},
+                "policy": policy}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let open = sign_async(&http, &sign_body(label, "SHA256_WITH_ECDSA", b"open"));
+        let other = sign_async(&http, &sign_body("ska-timeout", "SHA256_WITH_ECDSA", b"x"));
+        let done = sign_async(&http, &sign_body("ec-p256", "SHA256_WITH_ECDSA", b"done"));
+        assert_eq!(
+            http.get(&format!("/v1/request/{open}")).json()["status"],
+            "PENDING"
+        );
+        let r = if delete_by_body {
+            http.post_raw("/v1/key/deleteKey", &go_remove_key(label, ""))
+        } else {
+            http.delete(&format!("/v1/key/{label}"))
+        };
+        assert_eq!(r.status, 200, "{}", r.body);
+        for (id, status) in [
+            (&open, "CANCELLED"),
+            (&other, "PENDING"),
+            (&done, "EXECUTED"),
+        ] {
+            assert_eq!(
+                http.get(&format!("/v1/request/{id}")).json()["status"],
+                status,
+                "{label}"
+            );
+        }
+        assert_eq!(http.delete(&format!("/v1/request/{other}")).status, 200);
+    }
+}
