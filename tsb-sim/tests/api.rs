@@ -716,6 +716,7 @@ fn go_client_key_lifecycle() {
     assert_eq!(j["algorithm"], "EC");
     assert!(j["algorithmOid"].is_string());
     assert_eq!(j["curveOid"], "1.2.840.10045.3.1.7");
+    assert_eq!(j["keySize"], Value::Null, "only RSA keys have a keySize");
     assert!(j["attributes"].is_object());
     assert_eq!(j["attributes"]["sign"], true);
     let spki = public_key_of(&v);
