@@ -198,7 +198,7 @@ fn server_errors_on_reads_are_retried_with_backoff() {
     assert_rv(r, RvError::DeviceError);
     assert_eq!(h.sim.counter(GET_ATTRS), 3);
     assert!(took < Duration::from_millis(TIMEOUT_MS + 500), "{took:?}");
-    let warn = h.lines_with("HTTP 500, TSB 701 res.error.hsm");
+    let warn = h.lines_with("HTTP 500, TSB 701 res.error.in.hsm");
     assert!(
         !warn.is_empty(),
         "the TSB's reason is logged:\n{}",

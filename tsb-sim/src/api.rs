@@ -31,7 +31,15 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/v1/licenseInfo", get(license_info))
         .route("/v1/keystore/statistics", get(keystore_statistics))
         .route("/v1/key", get(list_keys).post(crate::keygen::create_key))
-        .route("/v1/key/attributes", post(post_key_attributes))
+        .route(
+            "/v1/key/attributes",
+            post(post_key_attributes).delete(crate::keygen::delete_key_labelled_attributes),
+        )
+        .route(
+            "/v1/key/deleteKey",
+            post(crate::keygen::delete_key_by_body)
+                .delete(crate::keygen::delete_key_labelled_delete_key),
+        )
         .route(
             "/v1/key/{*rest}",
             get(get_key_attributes).delete(crate::keygen::delete_key),
@@ -306,6 +314,7 @@ struct Signed {
 /// Validation and signing common to `/v1/synchronousSign` and `/v1/sign`.
 fn sign_request(s: &Shared, body: &[u8], endpoint: &'static str) -> Result<Signed, ApiError> {
     let outer = parse_body(body)?;
+    check_request_signature(&outer)?;
     let m = match outer.get("signRequest") {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(ApiError::validation("signRequest must be an object")),
@@ -390,6 +399,41 @@ fn sign_request(s: &Shared, body: &[u8], endpoint: &'static str) -> Result<Signe
         signature,
     };
     Ok(Signed { key, entry })
+}
+
+/// `requestSignature` of a sign body: `null`, or the TSB's `SignatureDto`
+/// `{"signature", "digestAlgorithm", "publicKey"}` that Securosys' Go client sends when an
+/// application key pair is configured (`tsb-client-go`, `GenerateRequestSignature`). The shape
+/// is checked (600 otherwise); the signature itself is not verified (a TSB verifies it only
+/// against request-signing certificates it is configured with).
+fn check_request_signature(outer: &Map<String, Value>) -> Result<(), ApiError> {
+    let sig = match outer.get("requestSignature") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "requestSignature must be an object or null",
+            ))
+        }
+    };
+    for field in ["signature", "publicKey"] {
+        let v = req_str(sig, field)
+            .map_err(|_| ApiError::validation(format!("requestSignature.{field} is required")))?;
+        if decode_b64(v).is_none() {
+            return Err(ApiError::validation(format!(
+                "requestSignature.{field} must be base64"
+            )));
+        }
+    }
+    match opt_str(sig, "digestAlgorithm")? {
+        Some(
+            "SHA-224" | "SHA-256" | "SHA-384" | "SHA-512" | "SHA3-224" | "SHA3-256" | "SHA3-384"
+            | "SHA3-512",
+        ) => Ok(()),
+        other => Err(ApiError::validation(format!(
+            "requestSignature.digestAlgorithm must name a digest (SHA-256, ...), got {other:?}"
+        ))),
+    }
 }
 
 const SYNC: &str = "POST /v1/synchronousSign";

@@ -34,7 +34,9 @@ pub enum SimError {
 }
 
 /// An error answered by the `/v1/` API: HTTP status plus the TSB error body
-/// `{"errorCode": .., "reason": "res.error...", "message": ".."}`.
+/// `{"errorCode": .., "reason": "res.error...", "message": ".."}`. Codes and reasons follow the
+/// TSB's published error catalogue (`BusinessReason` of Securosys' public TSB data classes, see
+/// `docs/tsb-api.md`, "Errors"); the simulator's own choices are marked as such.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -70,9 +72,9 @@ impl ApiError {
             format!("Key '{label}' requires approvals: use the asynchronous /v1/sign endpoint"),
         )
     }
-    /// 600 `res.error.validation.failed`.
+    /// 600 `res.error.input.validation.failed`.
     pub fn validation(message: impl Into<String>) -> ApiError {
-        ApiError::new(600, "res.error.validation.failed", message)
+        ApiError::new(600, "res.error.input.validation.failed", message)
     }
     /// 607 `res.error.algorithm.not.supported.by.key`.
     pub fn algorithm(message: impl Into<String>) -> ApiError {
@@ -107,6 +109,8 @@ impl ApiError {
         ApiError::new(631, "res.error.invalid.api.key", message)
     }
     /// 632 `res.error.missing.client.certificate` (HTTP 401; only with `clientAuth = "optional"`).
+    /// The simulator's own choice: in the TSB catalogue 632 is `res.error.approver.already.existing`
+    /// and how a TSB answers a missing client certificate is not public.
     pub fn client_certificate() -> ApiError {
         ApiError::new(
             632,
@@ -114,32 +118,33 @@ impl ApiError {
             "A TLS client certificate is required",
         )
     }
-    /// 622 `res.error.key.already.exists` (HTTP 400): `POST /v1/key` with a label in use. The
-    /// real TSB's code for this case is not public; the simulator picked 622.
+    /// 608 `res.error.key.already.existing` (HTTP 400): `POST /v1/key` with a label in use.
     pub fn key_exists(label: &str) -> ApiError {
         ApiError::new(
-            622,
-            "res.error.key.already.exists",
+            608,
+            "res.error.key.already.existing",
             format!("Key with label '{label}' already exists"),
         )
     }
-    /// 650 `res.error.key.does.not.exist` (HTTP 404).
+    /// 650 `res.error.key.not.existent` (HTTP 404).
     pub fn no_key(label: &str) -> ApiError {
         ApiError::new(
             650,
-            "res.error.key.does.not.exist",
+            "res.error.key.not.existent",
             format!("Key with label '{label}' does not exist"),
         )
     }
-    /// 651 `res.error.request.does.not.exist` (HTTP 404).
+    /// 651 `res.error.request.not.existent` (HTTP 404).
     pub fn no_request(id: &str) -> ApiError {
         ApiError::new(
             651,
-            "res.error.request.does.not.exist",
+            "res.error.request.not.existent",
             format!("Request with id '{id}' does not exist"),
         )
     }
-    /// 652 `res.error.certificate.does.not.exist` (HTTP 404).
+    /// 652 `res.error.certificate.does.not.exist` (HTTP 404). The simulator's own choice: the
+    /// TSB's code for a key without certificate is not public (652 is
+    /// `res.error.task.not.existent` in its catalogue).
     pub fn no_certificate(label: &str) -> ApiError {
         ApiError::new(
             652,
@@ -147,9 +152,9 @@ impl ApiError {
             format!("Key '{label}' has no certificate"),
         )
     }
-    /// 701 `res.error.hsm` (HTTP 500).
+    /// 701 `res.error.in.hsm` (HTTP 500).
     pub fn hsm(message: impl Into<String>) -> ApiError {
-        ApiError::new(701, "res.error.hsm", message)
+        ApiError::new(701, "res.error.in.hsm", message)
     }
 
     /// The JSON body `{"errorCode","reason","message"}`.

@@ -15,7 +15,7 @@ pub enum FaultKind {
     #[serde(alias = "latencyMs")]
     Latency,
     /// Answer `status` (default 500) with a TSB error body (errorCode default 701,
-    /// `res.error.hsm`) without processing the request.
+    /// `res.error.in.hsm`) without processing the request.
     Status5xx,
     /// Answer 502 with an HTML body (`text/html`), like a reverse proxy, without processing.
     HtmlBadGateway,

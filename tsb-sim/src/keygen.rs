@@ -19,18 +19,42 @@ use crate::config::{Curve, GroupSpec, KeySpec, PolicySpec, TokenSpec};
 use crate::error::ApiError;
 use crate::keys::{KeyMaterial, SimKey, ATTRIBUTE_NAMES};
 use crate::state::Shared;
+use crate::util::{parse_body, password_field, req_str};
 
-/// Body of `POST /v1/key`. Unknown fields are ignored (as Spring Boot's Jackson does).
+/// Body of `POST /v1/key` (the TSB's `CreateKeyDto`). Unknown fields, such as
+/// `addressFormat`, are ignored.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CreateKeyRequest {
     label: Option<String>,
+    /// Optional; shown as `json.id` by the attributes call (the id Securosys' own PKCS#11
+    /// provider uses).
+    id: Option<String>,
     algorithm: Option<String>,
+    /// "Either the algorithm or the algorithm_oid must be set" (TSB `CreateKeyDto`).
+    algorithm_oid: Option<String>,
     key_size: Option<u32>,
     curve_oid: Option<String>,
     password: Option<Password>,
     attributes: Option<BTreeMap<String, Option<bool>>>,
     policy: Option<TsbPolicy>,
+}
+
+/// Attributes a creation request may carry but the attributes response does not show: the
+/// public-key flags (accepted on asymmetric keys since TSB 1.15.1) and the derivation flags.
+/// Securosys' clients send them (the Go client's tests set `encrypt`, `verify` and `wrap`; the
+/// key creation samples of the TSB documentation also `bip32` and `slip10`). The simulator
+/// accepts and ignores them.
+const CREATE_ONLY_ATTRIBUTES: [&str; 5] = ["encrypt", "verify", "wrap", "bip32", "slip10"];
+
+/// The algorithm of a creation request that names only its OID.
+fn algorithm_of_oid(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "1.2.840.113549.1.1.1" => "RSA",
+        "1.2.840.10045.2.1" => "EC",
+        "1.3.101.112" => "ED",
+        _ => return None,
+    })
 }
 
 /// A password: an array of one-character strings (Jackson's `char[]`), or a plain string.
@@ -209,11 +233,22 @@ fn approver_id(a: &TsbApproval) -> Result<String, String> {
 
 /// The key type and size requested, as a [`KeySpec`] without extras.
 fn key_type(req: &CreateKeyRequest, label: &str) -> Result<KeySpec, ApiError> {
-    let algorithm = req
-        .algorithm
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| ApiError::validation("Field 'algorithm' is required"))?;
+    let algorithm = match (
+        req.algorithm.as_deref().filter(|a| !a.is_empty()),
+        req.algorithm_oid.as_deref().filter(|a| !a.is_empty()),
+    ) {
+        (Some(a), _) => a,
+        (None, Some(oid)) => algorithm_of_oid(oid).ok_or_else(|| {
+            ApiError::validation(format!(
+                "Unsupported algorithmOid '{oid}' (the simulator creates RSA, EC and ED keys)"
+            ))
+        })?,
+        (None, None) => {
+            return Err(ApiError::validation(
+                "Field 'algorithm' (or 'algorithmOid') is required",
+            ))
+        }
+    };
     match algorithm {
         "RSA" => {
             if req.curve_oid.is_some() {
@@ -264,7 +299,16 @@ fn build_spec(body: &[u8]) -> Result<(KeySpec, Option<TsbPolicy>), ApiError> {
         .filter(|l| !l.is_empty())
         .ok_or_else(|| ApiError::validation("Field 'label' is required"))?;
     let mut spec = key_type(&req, &label)?;
+    if let Some(id) = &req.id {
+        if id.is_empty() {
+            return Err(ApiError::validation("Field 'id' must not be empty"));
+        }
+        spec.id = Some(id.clone());
+    }
     for (name, value) in req.attributes.iter().flatten() {
+        if CREATE_ONLY_ATTRIBUTES.contains(&name.as_str()) {
+            continue;
+        }
         if !ATTRIBUTE_NAMES.contains(&name.as_str()) {
             return Err(ApiError::validation(format!(
                 "Unknown key attribute '{name}'"
@@ -290,7 +334,7 @@ fn build_spec(body: &[u8]) -> Result<(KeySpec, Option<TsbPolicy>), ApiError> {
     Ok((spec, req.policy))
 }
 
-/// `POST /v1/key` → 201 with an empty body. Duplicate label → 400 / 622; invalid input → 600.
+/// `POST /v1/key` → 201 with an empty body. Duplicate label → 400 / 608; invalid input → 600.
 pub(crate) async fn create_key(
     State(s): State<Arc<Shared>>,
     body: Bytes,
@@ -317,19 +361,59 @@ pub(crate) async fn create_key(
 }
 
 /// `DELETE /v1/key/{label}` → 200 with an empty body; 404 / 650 unknown label; 400 / 614 when
-/// the key's `destroyable` attribute is false.
+/// the key's `destroyable` attribute is false. No password is asked for.
 pub(crate) async fn delete_key(
     State(s): State<Arc<Shared>>,
     Path(label): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = s.key(&label)?;
+    delete(&s, &label, None)
+}
+
+/// `POST /v1/key/deleteKey` with `{"label", "password"?}`: the form Securosys' Go client
+/// (`tsb-client-go`, `RemoveKey`) sends. As `DELETE /v1/key/{label}`, and a key with a password
+/// needs it (620).
+pub(crate) async fn delete_key_by_body(
+    State(s): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let m = parse_body(&body)?;
+    let label = req_str(&m, "label")?;
+    let password = password_field(&m, "password")?;
+    delete(&s, label, Some(password.as_deref()))
+}
+
+/// `DELETE /v1/key/attributes`: the key labelled `attributes` (the router reads the path as
+/// the attributes endpoint first).
+pub(crate) async fn delete_key_labelled_attributes(
+    State(s): State<Arc<Shared>>,
+) -> Result<Response, ApiError> {
+    delete(&s, "attributes", None)
+}
+
+/// `DELETE /v1/key/deleteKey`: the key labelled `deleteKey`.
+pub(crate) async fn delete_key_labelled_delete_key(
+    State(s): State<Arc<Shared>>,
+) -> Result<Response, ApiError> {
+    delete(&s, "deleteKey", None)
+}
+
+/// Deletes a key; `password` is `Some` for the body form (whose password is checked).
+fn delete(s: &Shared, label: &str, password: Option<Option<&str>>) -> Result<Response, ApiError> {
+    let key = s.key(label)?;
+    if let Some(given) = password {
+        key.check_password(given)?;
+    }
     if !key.attribute("destroyable") {
         return Err(ApiError::forbidden(format!(
             "Key '{label}' is not destroyable"
         )));
     }
-    if !s.remove_key(&label) {
-        return Err(ApiError::no_key(&label));
+    if !s.remove_key(label) {
+        return Err(ApiError::no_key(label));
+    }
+    let cancelled = s.cancel_requests_of(label);
+    if cancelled > 0 {
+        log::info!("cancelled {cancelled} open request(s) of deleted key '{label}'");
     }
     log::info!("deleted key '{label}'");
     Ok(StatusCode::OK.into_response())

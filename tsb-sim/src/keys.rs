@@ -769,10 +769,13 @@ impl SimKey {
                     None,
                     Some(self.spec.effective_size()),
                 ),
-                KeyAlgorithm::Ec => {
-                    let c = self.spec.effective_curve();
-                    ("1.2.840.10045.2.1", Some(c.oid()), Some(c.bits()))
-                }
+                // `keySize` is "only set if the algorithm is RSA, DSA or ISS" (the TSB's
+                // `KeyAttributesDto`): an EC key's size is its curve.
+                KeyAlgorithm::Ec => (
+                    "1.2.840.10045.2.1",
+                    Some(self.spec.effective_curve().oid()),
+                    None,
+                ),
                 KeyAlgorithm::Ed => ("1.3.101.112", None, None),
                 KeyAlgorithm::Aes => (
                     "2.16.840.1.101.3.4.1",

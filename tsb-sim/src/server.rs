@@ -186,6 +186,7 @@ fn normalized_path(path: &str) -> String {
     let segs: Vec<&str> = p.split('/').collect();
     match segs.as_slice() {
         ["", "v1", "key", _, .., "attributes"] => "/v1/key/attributes".to_string(),
+        ["", "v1", "key", "deleteKey"] => "/v1/key/deleteKey".to_string(),
         ["", "v1", "key", first, ..] if *first != "attributes" => "/v1/key".to_string(),
         ["", "v1", "request", _, ..] => "/v1/request".to_string(),
         ["", "v1", "certificate", first, ..] if *first != "import" && *first != "synchronous" => {
@@ -205,7 +206,7 @@ enum Role {
 
 fn role(normalized: &str) -> Option<Role> {
     match normalized {
-        "/v1/key" | "/v1/key/attributes" => Some(Role::KeyManagement),
+        "/v1/key" | "/v1/key/attributes" | "/v1/key/deleteKey" => Some(Role::KeyManagement),
         "/v1/synchronousSign" | "/v1/sign" | "/v1/request" => Some(Role::KeyOperation),
         p if p.starts_with("/v1/certificate") => Some(Role::KeyOperation),
         "/v1/versionInfo" | "/v1/licenseInfo" | "/v1/keystore/statistics" => Some(Role::Service),
@@ -410,7 +411,7 @@ fn status_fault(f: &Fault) -> Response<Body> {
         StatusCode::from_u16(f.status.unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::json!({
         "errorCode": f.error_code.unwrap_or(701),
-        "reason": if f.error_code.is_none_or(|c| (700..800).contains(&c)) { "res.error.hsm" } else { "res.error.simulated" },
+        "reason": if f.error_code.is_none_or(|c| (700..800).contains(&c)) { "res.error.in.hsm" } else { "res.error.simulated" },
         "message": f.message.clone().unwrap_or_else(|| "Simulated fault: error in HSM communication".to_string()),
     });
     (status, axum::Json(body)).into_response()
@@ -541,6 +542,10 @@ mod tests {
         assert_eq!(
             endpoint_name(&Method::DELETE, "/v1/key/a%2Fb"),
             "DELETE /v1/key"
+        );
+        assert_eq!(
+            endpoint_name(&Method::POST, "/v1/key/deleteKey"),
+            "POST /v1/key/deleteKey"
         );
         assert_eq!(
             endpoint_name(&Method::POST, "/v1/certificate/import/plain"),

@@ -225,7 +225,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Adds a key created by `POST /v1/key`; refuses a label in use (622), checked under the
+    /// Adds a key created by `POST /v1/key`; refuses a label in use (608), checked under the
     /// write lock so concurrent creations of one label cannot both succeed.
     pub fn insert_new_key(&self, key: SimKey) -> Result<(), ApiError> {
         let mut keys = self.keys.write();
@@ -260,6 +260,19 @@ impl Shared {
 
     pub fn log_request(&self, entry: Entry) {
         self.requests.lock().push(entry);
+    }
+
+    /// Cancels the open (PENDING or APPROVED) sign requests of key `label`, as a TSB does when
+    /// the key is deleted (release notes 1.12.0); returns how many were cancelled.
+    pub fn cancel_requests_of(&self, label: &str) -> usize {
+        let now = Instant::now();
+        let mut log = self.requests.lock();
+        log.entries
+            .iter_mut()
+            .filter(|e| e.key == label)
+            .map(|e| e.machine.cancel(now))
+            .filter(|cancelled| *cancelled)
+            .count()
     }
 
     /// Runs `f` on request `id` after applying due time-driven transitions.

@@ -242,7 +242,7 @@ fn password_protected_attributes() {
     assert_eq!((r.status, r.error_code()), (400, 621));
     let r = http.get("/v1/key/missing-key/attributes");
     assert_eq!((r.status, r.error_code()), (404, 650));
-    assert_eq!(r.json()["reason"], "res.error.key.does.not.exist");
+    assert_eq!(r.json()["reason"], "res.error.key.not.existent");
 }
 
 fn openssl_self_signed() -> X509 {
@@ -618,4 +618,412 @@ fn keys_can_change_at_run_time() {
     assert_eq!(http.delete("/sim/keys/ctl-key").status, 204);
     assert_eq!(http.get("/v1/key/ctl-key/attributes").status, 404);
     assert_eq!(http.delete("/sim/keys/ctl-key").status, 404);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests shaped exactly as Securosys' own clients shape them (docs/tsb-api.md, "Securosys'
+// clients"). The Go client (`securosys-com/tsb-client-go`, also used by the Vault plugin
+// `securosys-com/hcvault-plugin-secrets-engine`) builds its bodies as text templates, so the
+// whitespace below is theirs too.
+
+/// A password as `tsb-client-go` (`helpers/functions.go`, `StringToCharArray`) marshals it: one
+/// JSON string per *byte*, each byte read as a code point (so a non-ASCII character becomes
+/// several Latin-1 characters).
+fn go_chars(password: &str) -> String {
+    let chars: Vec<String> = password
+        .bytes()
+        .map(|b| char::from(b).to_string())
+        .collect();
+    serde_json::to_string(&chars).unwrap()
+}
+
+/// `CreateOrUpdateKey` (tsb-client-go `key.go`): `keySize` and `curveOid` lines left empty when
+/// unset, `password` only when given, the attribute map marshalled with sorted keys, and
+/// `"policy":null` for a key without policy.
+fn go_create_key(label: &str, algorithm: &str, password: &str, curve_oid: &str) -> String {
+    let password = if password.is_empty() {
+        String::new()
+    } else {
+        format!("\"password\": {},", go_chars(password))
+    };
+    let curve = format!("\"curveOid\": \"{curve_oid}\",");
+    // The Go client's own tests create keys with these attributes (`key_test.go`).
+    let attributes = r#"{"decrypt":false,"destroyable":true,"encrypt":true,"extractable":false,"sign":true,"unwrap":false,"verify":true,"wrap":true}"#;
+    format!(
+        "{{\n\t\"label\": \"{label}\",\n    \"algorithm\": \"{algorithm}\",\t\n    {password}\n\t\n\t{curve}\n\t\"attributes\": {attributes},\"policy\":null}}"
+    )
+}
+
+/// `GetKey` (tsb-client-go `key.go`): always `POST /v1/key/attributes`.
+fn go_get_key(label: &str, password: &str) -> String {
+    let password = if password.is_empty() {
+        String::new()
+    } else {
+        format!("\"password\": {},", go_chars(password))
+    };
+    format!("{{\n\t\t\t{password}\n\t\t\t\"label\":\"{label}\"\t\t\n\t\t}}")
+}
+
+/// `RemoveKey` (tsb-client-go `key.go`): `POST /v1/key/deleteKey`.
+fn go_remove_key(label: &str, password: &str) -> String {
+    let password = if password.is_empty() {
+        String::new()
+    } else {
+        format!(",\"password\": {}", go_chars(password))
+    };
+    format!("{{\n\t\t\"label\": \"{label}\"{password}\n\t}}")
+}
+
+/// `Sign` (tsb-client-go `sign.go`): `POST /v1/synchronousSign`, `payloadType` as given,
+/// `keyPassword` only when given, `signatureType` `DER` unless asked otherwise, no
+/// `requestSignature`.
+fn go_sign(label: &str, password: &str, payload: &[u8], alg: &str, sig_type: &str) -> String {
+    let password = if password.is_empty() {
+        String::new()
+    } else {
+        format!("\"keyPassword\": {},", go_chars(password))
+    };
+    format!(
+        "{{\n\t\t\"signRequest\": {{\n\t\t\"payload\": \"{}\",\n\t\t\"payloadType\": \"UNSPECIFIED\",\n\t\t{password}\n\t\t\"signKeyName\": \"{label}\",\n\t\t\"signatureAlgorithm\": \"{alg}\",\n  \t\t\"signatureType\":\"{sig_type}\"\n\n\t\t}}\n\t  }}",
+        b64(payload)
+    )
+}
+
+fn public_key_of(attributes: &Value) -> Vec<u8> {
+    unb64(attributes["json"]["publicKey"].as_str().expect("publicKey"))
+}
+
+#[test]
+fn go_client_key_lifecycle() {
+    let (sim, http) = setup();
+    let r = http.post_raw(
+        "/v1/key",
+        &go_create_key("go-ec", "EC", "pw-1", "1.2.840.10045.3.1.7"),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = http.post_raw("/v1/key", &go_create_key("go-ed", "ED", "", "1.3.101.112"));
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // GetKey: the Go client type-asserts these fields and panics on any other JSON type.
+    let r = http.post_raw("/v1/key/attributes", &go_get_key("go-ec", "pw-1"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    for field in ["xml", "xmlSignature", "attestationKeyName"] {
+        assert!(v[field].is_string(), "{field}");
+    }
+    let j = &v["json"];
+    assert_eq!(j["label"], "go-ec");
+    assert_eq!(j["algorithm"], "EC");
+    assert!(j["algorithmOid"].is_string());
+    assert_eq!(j["curveOid"], "1.2.840.10045.3.1.7");
+    assert_eq!(j["keySize"], Value::Null, "only RSA keys have a keySize");
+    assert!(j["attributes"].is_object());
+    assert_eq!(j["attributes"]["sign"], true);
+    let spki = public_key_of(&v);
+    let r = http.post_raw("/v1/key/attributes", &go_get_key("go-ec", ""));
+    assert_eq!((r.status, r.error_code()), (400, 620));
+
+    // Sign: the Go client's tests sign EC keys with signatureType RAW.
+    let r = http.post_raw(
+        "/v1/synchronousSign",
+        &go_sign("go-ec", "pw-1", b"go payload", "SHA256_WITH_ECDSA", "RAW"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sig = unb64(r.json()["signature"].as_str().unwrap());
+    assert!(verify(
+        &spki,
+        "SHA256_WITH_ECDSA",
+        b"go payload",
+        &sig,
+        true
+    ));
+    let r = http.post_raw(
+        "/v1/synchronousSign",
+        &go_sign("go-ed", "", b"go payload", "EDDSA", "DER"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ed_spki = public_key_of(
+        &http
+            .post_raw("/v1/key/attributes", &go_get_key("go-ed", ""))
+            .json(),
+    );
+    let sig = unb64(r.json()["signature"].as_str().unwrap());
+    assert!(verify(&ed_spki, "EDDSA", b"go payload", &sig, false));
+
+    // RemoveKey: a wrong or missing password is refused and leaves the key in place.
+    for bad in [go_remove_key("go-ec", "pw-2"), go_remove_key("go-ec", "")] {
+        let r = http.post_raw("/v1/key/deleteKey", &bad);
+        assert_eq!((r.status, r.error_code()), (400, 620), "{bad}: {}", r.body);
+    }
+    assert!(sim.key_labels().iter().any(|l| l == "go-ec"));
+    let r = http.post_raw("/v1/key/deleteKey", &go_remove_key("go-ec", "pw-1"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http.post_raw("/v1/key/deleteKey", &go_remove_key("go-ed", ""));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for label in ["go-ec", "go-ed"] {
+        let r = http.post_raw("/v1/key/attributes", &go_get_key(label, ""));
+        assert_eq!((r.status, r.error_code()), (404, 650), "{label}");
+        let r = http.post_raw("/v1/key/deleteKey", &go_remove_key(label, ""));
+        assert_eq!((r.status, r.error_code()), (404, 650), "{label}");
+    }
+    assert_eq!(sim.counter("POST /v1/key/deleteKey"), 6);
+    // The body form still refuses a key that is not destroyable.
+    let r = http.post(
+        "/v1/key",
+        &json!({"label": "keep", "algorithm": "ED", "attributes": {"sign": true, "destroyable": false}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = http.post_raw("/v1/key/deleteKey", &go_remove_key("keep", ""));
+    assert_eq!((r.status, r.error_code()), (400, 614));
+    let r = http.post_raw("/v1/key/deleteKey", "{\"password\": [\"x\"]}");
+    assert_eq!((r.status, r.error_code()), (400, 600));
+}
+
+/// The Go client sends a non-ASCII password byte by byte ("ä" as `["Ã","¤"]`), where this
+/// module sends one string per character (`["ä"]`): a key made by one cannot be opened with the
+/// password as the other writes it. The simulator compares the characters as sent, as the
+/// TSB's `char[]` fields do.
+#[test]
+fn go_client_non_ascii_password_is_sent_per_byte() {
+    let (_sim, http) = setup();
+    let r = http.post_raw(
+        "/v1/key",
+        &go_create_key("go-umlaut", "EC", "pä", "1.2.840.10045.3.1.7"),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(go_chars("pä").contains("\"Ã\",\"¤\""));
+    let r = http.post_raw("/v1/key/attributes", &go_get_key("go-umlaut", "pä"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http.post(
+        "/v1/key/attributes",
+        &json!({"label": "go-umlaut", "password": ["p", "ä"]}),
+    );
+    assert_eq!((r.status, r.error_code()), (400, 620));
+}
+
+/// `AsyncSign` (tsb-client-go `sign.go`, `tsb_client.go`): the body is minified, `metaData` is
+/// base64 JSON signed with the application key (`metaDataSignature`), and with an application
+/// key pair `requestSignature` is `{"signature", "digestAlgorithm": "SHA-256", "publicKey"}`
+/// over the compact `signRequest` text.
+#[test]
+fn go_client_async_sign_with_request_signature() {
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::sign::Signer;
+
+    let (_sim, http) = setup();
+    let app = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let app_public = b64(&app.public_key_to_der().unwrap());
+    let rsa_sign = |data: &[u8]| {
+        let mut s = Signer::new(MessageDigest::sha256(), &app).unwrap();
+        s.update(data).unwrap();
+        b64(&s.sign_to_vec().unwrap())
+    };
+    let meta =
+        br#"{"app":"OpenBao - Securosys HSM KMS","time":"2026-01-01T00:00:00Z","type":"Sign"}"#;
+    let sign_request = format!(
+        r#"{{"payload":"{}","payloadType":"UNSPECIFIED","signKeyName":"ec-p256","signatureAlgorithm":"SHA256_WITH_ECDSA","signatureType":"DER","metaData":"{}","metaDataSignature":"{}"}}"#,
+        b64(b"async payload"),
+        b64(meta),
+        rsa_sign(meta)
+    );
+    let request_signature = format!(
+        r#"{{"signature":"{}","digestAlgorithm":"SHA-256","publicKey":"{app_public}"}}"#,
+        rsa_sign(sign_request.as_bytes())
+    );
+    let body =
+        format!(r#"{{"signRequest":{sign_request},"requestSignature":{request_signature}}}"#);
+    let r = http.post_raw("/v1/sign", &body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["signRequestId"].as_str().unwrap().to_string();
+    let status = wait_terminal(&http, &id, std::time::Duration::from_secs(10));
+    assert_eq!(status["status"], "EXECUTED");
+    let spki = public_key_of(&attrs(&http, "ec-p256"));
+    let sig = unb64(status["result"].as_str().unwrap());
+    assert!(verify(
+        &spki,
+        "SHA256_WITH_ECDSA",
+        b"async payload",
+        &sig,
+        false
+    ));
+    // Without an application key pair the client sends "requestSignature":null.
+    let r = http.post_raw(
+        "/v1/sign",
+        &format!(r#"{{"signRequest":{sign_request},"requestSignature":null}}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // The TSB reads requestSignature as its SignatureDto: other shapes are refused.
+    for bad in [
+        r#""signed""#.to_string(),
+        "[]".to_string(),
+        format!(
+            r#"{{"signature":"{}","digestAlgorithm":"SHA-256"}}"#,
+            b64(b"s")
+        ),
+        format!(r#"{{"digestAlgorithm":"SHA-256","publicKey":"{app_public}"}}"#),
+        format!(
+            r#"{{"signature":"not base64!","digestAlgorithm":"SHA-256","publicKey":"{app_public}"}}"#
+        ),
+        format!(
+            r#"{{"signature":"{}","digestAlgorithm":"SHA256withRSA","publicKey":"{app_public}"}}"#,
+            b64(b"s")
+        ),
+    ] {
+        for endpoint in ["/v1/sign", "/v1/synchronousSign"] {
+            let body = format!(r#"{{"signRequest":{sign_request},"requestSignature":{bad}}}"#);
+            let r = http.post_raw(endpoint, &body);
+            assert_eq!(
+                (r.status, r.error_code()),
+                (400, 600),
+                "{endpoint} {bad}: {}",
+                r.body
+            );
+        }
+    }
+}
+
+/// Key creation bodies as the TSB documentation writes them: `id` (optional for RSA, EC and
+/// ED keys: `tsb/Concepts/key/Algorithms.md`), the public-key and derivation flags
+/// (`tsb/Concepts/key/CreateKey.md`), the nulls of `tsb/Tutorials/Blockchain/slip10.md`, and a
+/// key named by `algorithmOid` only (`CreateKeyDto`: "either the algorithm or the algorithm_oid
+/// must be set").
+#[test]
+fn documented_key_creation_forms() {
+    let (_sim, http) = setup();
+    let r = http.post(
+        "/v1/key",
+        &json!({
+            "label": "with-id", "id": "pkcs11-id-0042", "password": ["R","E","P","L","A","C","E"],
+            "algorithm": "EC", "curveOid": "1.3.132.0.10",
+            "attributes": {"encrypt": true, "decrypt": true, "verify": true, "sign": true,
+                "wrap": true, "unwrap": true, "derive": false, "bip32": false, "slip10": false,
+                "extractable": false, "modifiable": true, "destroyable": true, "sensitive": true,
+                "copyable": false}
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = http
+        .post(
+            "/v1/key/attributes",
+            &json!({"label": "with-id", "password": ["R","E","P","L","A","C","E"]}),
+        )
+        .json();
+    assert_eq!(v["json"]["id"], "pkcs11-id-0042");
+    assert_eq!(v["json"]["curveOid"], "1.3.132.0.10");
+    let r = http.post(
+        "/v1/key",
+        &json!({
+            "label": "slip10-shaped", "password": null, "id": null, "algorithm": "ED",
+            "algorithmOid": null, "curveOid": "1.3.101.112", "keySize": null,
+            "addressFormat": null,
+            "attributes": {"encrypt": null, "decrypt": true, "verify": null, "sign": true,
+                "wrap": null, "unwrap": true, "derive": true, "bip32": true, "slip10": true,
+                "extractable": false, "modifiable": true, "destroyable": true,
+                "sensitive": null, "copyable": false},
+            "policy": {"ruleUse": null, "ruleBlock": null, "ruleUnblock": null,
+                "ruleModify": null, "keyStatus": {"blocked": false}}
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(attrs(&http, "slip10-shaped")["json"]["id"], Value::Null);
+    let r = http.post(
+        "/v1/key",
+        &json!({"label": "by-oid", "algorithmOid": "1.3.101.112",
+            "attributes": {"sign": true, "decrypt": false, "unwrap": false}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = attrs(&http, "by-oid");
+    assert_eq!(v["json"]["algorithm"], "ED");
+    let spki = public_key_of(&v);
+    let sig = sign_sync(&http, "by-oid", "EDDSA", b"oid");
+    assert!(verify(&spki, "EDDSA", b"oid", &sig, false));
+    for bad in [
+        json!({"label": "x", "algorithm": "ED", "id": ""}),
+        json!({"label": "x", "algorithm": "ED", "id": 42}),
+        json!({"label": "x", "algorithmOid": "1.2.840.10040.4.1"}),
+        json!({"label": "x", "algorithm": "ED", "attributes": {"verify": "yes"}}),
+    ] {
+        let r = http.post("/v1/key", &bad);
+        assert_eq!((r.status, r.error_code()), (400, 600), "{bad}: {}", r.body);
+    }
+}
+
+/// The Keycloak provider (`securosys-com/keycloak-securosys-hsm-provider`,
+/// `client/tsb/key/KeyOperations.java`, `client/tsb/dto/request/SynchronousSignRequest.java`)
+/// sends passwords as plain strings or `null`, and `signedApprovals: []` in sign requests.
+#[test]
+fn keycloak_provider_request_shapes() {
+    let (_sim, http) = setup();
+    let r = http.post(
+        "/v1/key/attributes",
+        &json!({"password": null, "label": "rsa-2048"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http.post(
+        "/v1/key/attributes",
+        &json!({"password": "secret-pw", "label": "ec-p256-pw"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let spki = public_key_of(&r.json());
+    let body = json!({"signRequest": {
+        "payload": b64(b"keycloak"), "payloadType": "UNSPECIFIED", "signKeyName": "ec-p256-pw",
+        "keyPassword": "secret-pw", "signatureAlgorithm": "SHA256_WITH_ECDSA",
+        "signatureType": null, "signedApprovals": []}});
+    let r = http.post("/v1/synchronousSign", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sig = unb64(r.json()["signature"].as_str().unwrap());
+    assert!(verify(&spki, "SHA256_WITH_ECDSA", b"keycloak", &sig, false));
+    let mut wrong = body.clone();
+    wrong["signRequest"]["keyPassword"] = json!("nope");
+    let r = http.post("/v1/synchronousSign", &wrong);
+    assert_eq!((r.status, r.error_code()), (400, 620));
+}
+
+/// "When a key is deleted the associated requests are set to the new status CANCELLED"
+/// (dev-securosys-docs `tsb/Download/release_notes.md`, TSB 1.12.0), whichever form deletes it.
+#[test]
+fn deleting_a_key_cancels_its_open_requests() {
+    let (_sim, http) = setup();
+    let policy = json!({"ruleUse": {"tokens": [{"name": "t", "timelock": 0, "timeout": 0,
+        "groups": [{"name": "g", "quorum": 1, "approvals": [
+            {"type": "public_key", "name": "alice", "value": "QUJD"}]}]}]},
+        "keyStatus": {"blocked": false}});
+    for (label, delete_by_body) in [("ska-del-a", false), ("ska-del-b", true)] {
+        let r = http.post(
+            "/v1/key",
+            &json!({"label": label, "algorithm": "EC", "curveOid": "1.2.840.10045.3.1.7",
+                "attributes": {"sign": true, "decrypt": false, "unwrap": false,
+                    "destroyable": true},
+                "policy": policy}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let open = sign_async(&http, &sign_body(label, "SHA256_WITH_ECDSA", b"open"));
+        let other = sign_async(&http, &sign_body("ska-timeout", "SHA256_WITH_ECDSA", b"x"));
+        let done = sign_async(&http, &sign_body("ec-p256", "SHA256_WITH_ECDSA", b"done"));
+        assert_eq!(
+            http.get(&format!("/v1/request/{open}")).json()["status"],
+            "PENDING"
+        );
+        let r = if delete_by_body {
+            http.post_raw("/v1/key/deleteKey", &go_remove_key(label, ""))
+        } else {
+            http.delete(&format!("/v1/key/{label}"))
+        };
+        assert_eq!(r.status, 200, "{}", r.body);
+        for (id, status) in [
+            (&open, "CANCELLED"),
+            (&other, "PENDING"),
+            (&done, "EXECUTED"),
+        ] {
+            assert_eq!(
+                http.get(&format!("/v1/request/{id}")).json()["status"],
+                status,
+                "{label}"
+            );
+        }
+        assert_eq!(http.delete(&format!("/v1/request/{other}")).status, 200);
+    }
 }

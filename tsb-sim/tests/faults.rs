@@ -54,7 +54,7 @@ fn status_5xx_for_count_requests() {
         let r = http.post("/v1/synchronousSign", &body);
         assert_eq!(r.status, 503);
         assert_eq!(r.error_code(), 701);
-        assert_eq!(r.json()["reason"], "res.error.hsm");
+        assert_eq!(r.json()["reason"], "res.error.in.hsm");
         assert!(r.json()["message"].is_string());
     }
     assert_eq!(http.post("/v1/synchronousSign", &body).status, 200);

@@ -156,8 +156,8 @@ fn duplicate_labels_and_bad_requests_are_refused() {
     assert_eq!(http.post("/v1/key", &body).status, 201);
     let before = public_key(&http, "dup");
     let r = http.post("/v1/key", &body);
-    assert_eq!((r.status, r.error_code()), (400, 622), "{}", r.body);
-    assert_eq!(r.json()["reason"], "res.error.key.already.exists");
+    assert_eq!((r.status, r.error_code()), (400, 608), "{}", r.body);
+    assert_eq!(r.json()["reason"], "res.error.key.already.existing");
     assert_eq!(
         public_key(&http, "dup"),
         before,
@@ -167,7 +167,7 @@ fn duplicate_labels_and_bad_requests_are_refused() {
         "/v1/key",
         &json!({"label": "configured", "algorithm": "ED"}),
     );
-    assert_eq!((r.status, r.error_code()), (400, 622));
+    assert_eq!((r.status, r.error_code()), (400, 608));
 
     for bad in [
         json!({"algorithm": "ED"}),

@@ -344,7 +344,7 @@ fn missing_key_and_bad_requests() {
         &sign_body("nope", "SHA256_WITH_ECDSA", b"x"),
     );
     assert_eq!((r.status, r.error_code()), (404, 650));
-    assert_eq!(r.json()["reason"], "res.error.key.does.not.exist");
+    assert_eq!(r.json()["reason"], "res.error.key.not.existent");
     let r = http.post_raw("/v1/synchronousSign", "{\"signRequest\": {");
     assert_eq!((r.status, r.error_code()), (400, 621));
     let r = http.post("/v1/synchronousSign", &json!({"payload": "AA=="}));

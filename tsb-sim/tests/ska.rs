@@ -242,7 +242,7 @@ fn cancel_with_delete() {
     assert_eq!((r.status, r.error_code()), (404, 651));
     let r = http.get("/v1/request/nope");
     assert_eq!((r.status, r.error_code()), (404, 651));
-    assert_eq!(r.json()["reason"], "res.error.request.does.not.exist");
+    assert_eq!(r.json()["reason"], "res.error.request.not.existent");
 }
 
 #[test]
