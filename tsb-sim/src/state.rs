@@ -162,6 +162,8 @@ pub struct Shared {
     requests: Mutex<RequestLog>,
     counters: Mutex<BTreeMap<String, u64>>,
     pub faults: FaultRegistry,
+    /// What hostile faults remember (`replayAnswer`).
+    pub(crate) hostile: crate::hostile::Memory,
     /// Round-trip emulation and the connection counter.
     pub(crate) net: crate::network::NetState,
     /// The listeners (set once they are bound).
@@ -188,6 +190,7 @@ impl Shared {
             requests: Mutex::new(RequestLog::default()),
             counters: Mutex::new(BTreeMap::new()),
             faults: FaultRegistry::default(),
+            hostile: crate::hostile::Memory::default(),
             request_id_override: Mutex::new(None),
             key_cache_dir,
             shutdown,
