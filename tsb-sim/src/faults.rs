@@ -56,6 +56,9 @@ pub enum FaultKind {
     /// Hostile: the answer's status line and headers are sent at once, its body one byte every
     /// `intervalMs` (default 100).
     Drip,
+    /// Hostile: the answer declares `Content-Length: bytes` (default 2^62), sends its real body
+    /// and closes the connection.
+    LyingLength,
 }
 
 /// One fault. `endpoint` is `"*"` (every `/v1/` request), `"METHOD /path/prefix"`,
@@ -204,6 +207,13 @@ impl Fault {
             ..Fault::new(endpoint, FaultKind::Drip)
         }
     }
+    /// `lyingLength`: the answer declares `Content-Length: bytes` and is cut at its real end.
+    pub fn lying_length(endpoint: &str, bytes: u64) -> Fault {
+        Fault {
+            bytes: Some(bytes),
+            ..Fault::new(endpoint, FaultKind::LyingLength)
+        }
+    }
     /// Limit the fault to the next `n` matching requests.
     pub fn times(mut self, n: u32) -> Fault {
         self.count = Some(n);
@@ -229,7 +239,7 @@ impl Fault {
         if self.kind == FaultKind::Latency && self.latency_ms.is_none() {
             return Err("a latency fault needs latencyMs".into());
         }
-        if self.bytes.is_some_and(|b| b > 16 << 20) {
+        if self.kind == FaultKind::HugeRequestId && self.bytes.is_some_and(|b| b > 16 << 20) {
             return Err("bytes must be at most 16 MiB".into());
         }
         if self.interval_ms.is_some_and(|ms| ms > 60_000) {

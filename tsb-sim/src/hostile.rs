@@ -182,6 +182,23 @@ pub(crate) async fn answer(
             });
             Response::from_parts(parts, Body::from_stream(stream))
         }
+        FaultKind::LyingLength => {
+            let (mut parts, bytes) = body_of(resp).await;
+            let declared = f.bytes.unwrap_or(1 << 62);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, declared.into());
+            // A stream has no known size, so hyper sends the declared length as it is; the
+            // body ends long before it, and hyper closes the connection.
+            // The pause lets hyper flush what it has before the body fails.
+            use futures_util::StreamExt;
+            let body = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(bytes)]);
+            let end = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err::<Bytes, std::io::Error>(std::io::ErrorKind::ConnectionAborted.into())
+            });
+            Response::from_parts(parts, Body::from_stream(body.chain(end)))
+        }
         _ => resp,
     }
 }

@@ -441,3 +441,22 @@ fn swap_key_keeps_the_label_and_changes_the_key() {
     let list = http.get("/v1/key").json();
     assert!(list.as_array().unwrap().iter().any(|l| l == "nl-\nFORGED LINE"));
 }
+
+#[test]
+fn hostile_lying_length() {
+    let (sim, _) = setup();
+    sim.inject(Fault::lying_length("GET /v1/key", 1 << 40).times(1));
+    let addr = sim.url().trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /v1/key HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers arrive");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 1099511627776"),
+        "{head}"
+    );
+    assert!(body.contains("ec-p256"), "{body}");
+}
