@@ -36,7 +36,8 @@ use serde_json::{json, Value};
 use tsb_sim::{Fault, NodeFault, SimConfig};
 
 /// The bearer token (a JWT) the module sends; it must never leak.
-const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJob3N0aWxlLXRlc3QifQ.aG9zdGlsZS1qd3Qtc2lnbmF0dXJl";
+const JWT: &str =
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJob3N0aWxlLXRlc3QifQ.aG9zdGlsZS1qd3Qtc2lnbmF0dXJl";
 /// `pkcs11.requestTimeoutMs` of these tests.
 const TIMEOUT_MS: u64 = 1500;
 /// `pkcs11.approvalTimeoutSecs` of these tests.
@@ -92,6 +93,11 @@ fn settings(journal: &Path, extra: Value) -> Value {
 }
 
 fn start_with(sim: tsb_sim::Simulator, extra: Value) -> Hostile {
+    start_nodes(sim, &[], extra)
+}
+
+/// The module over `sim`'s listeners followed by `more` nodes (other simulators).
+fn start_nodes(sim: tsb_sim::Simulator, more: &[String], extra: Value) -> Hostile {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("module.log");
     let journal = dir.path().join("requests.jsonl");
@@ -100,7 +106,8 @@ fn start_with(sim: tsb_sim::Simulator, extra: Value) -> Hostile {
     std::env::set_var("TSB_PKCS11_LOG", "debug");
     std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
     let h = Harness::over(sim, |sim| {
-        let urls = sim.urls();
+        let mut urls = sim.urls();
+        urls.extend(more.iter().cloned());
         let rest: Value = if urls.len() == 1 {
             json!(urls[0])
         } else {
@@ -123,7 +130,32 @@ fn start(extra: Value) -> Hostile {
     start_with(common::start_sim(sim_config()), extra)
 }
 
+impl Drop for Hostile {
+    /// A failing test shows the end of the module's log (lines cut at 300 characters).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- the module's log, last lines:");
+            for l in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("{}", l.chars().take(300).collect::<String>().escape_debug());
+            }
+        }
+    }
+}
+
 impl Hostile {
+    /// The journal, the current file and the rotated one.
+    fn journal_text(&self) -> String {
+        [
+            PathBuf::from(format!("{}.1", self.journal.display())),
+            self.journal.clone(),
+        ]
+        .iter()
+        .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
+        .collect()
+    }
+
     fn log_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
@@ -133,22 +165,31 @@ impl Hostile {
         let log = self.log_text();
         assert!(!log.contains(JWT), "the JWT is in the module's log");
         assert!(!log.contains(&JWT[40..]), "part of the JWT is in the log");
-        let journal = [
-            self.journal.clone(),
-            PathBuf::from(format!("{}.1", self.journal.display())),
-        ]
-        .iter()
-        .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
-        .collect::<String>();
+        let journal = self.journal_text();
         assert!(!journal.contains(JWT), "the JWT is in the journal");
-        assert!(!journal.contains(&JWT[40..]), "part of the JWT is in the journal");
+        assert!(
+            !journal.contains(&JWT[40..]),
+            "part of the JWT is in the journal"
+        );
     }
 
     /// `tsb-pkcs11 ARGS -c CONFIG`: stdout and stderr, checked for invariant 5 (no JWT, no raw
     /// control character but line ends) and returned; the command has a deadline too.
     fn cli(&self, args: &[&str]) -> (String, String) {
-        let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+        self.run_cli(args, is_raw_control)
+    }
+
+    /// `tsb-pkcs11 --json ARGS`: exact JSON (it escapes C0 controls itself and may carry other
+    /// characters as they are), no JWT; the document is returned.
+    fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (out, _) = self.run_cli(&all, |c| c.is_control() && c != '\n');
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("JSON from {args:?}: {e}"))
+    }
+
+    fn run_cli(&self, args: &[&str], forbidden: fn(char) -> bool) -> (String, String) {
+        let child = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
             .arg("-c")
             .arg(&self.h.config_path)
             .args(args)
@@ -158,20 +199,27 @@ impl Hostile {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run tsb-pkcs11");
+        let pid = child.id();
+        // The output is read while the command runs (it may be larger than a pipe holds).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
         let limit = Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > limit {
-                let _ = child.kill();
+        let out = match rx.recv_timeout(limit) {
+            Ok(out) => out.expect("tsb-pkcs11 output"),
+            Err(_) => {
+                // SAFETY: kill(2) of our own child process.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                 panic!("tsb-pkcs11 {args:?} still runs after {limit:?}");
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
+        };
         for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
             let text = String::from_utf8_lossy(bytes);
             assert!(!text.contains(JWT), "the JWT on the CLI's {name}");
-            assert!(!text.contains(&JWT[40..]), "part of the JWT on the CLI's {name}");
-            if let Some(c) = text.chars().find(|c| is_raw_control(*c)) {
+            assert!(
+                !text.contains(&JWT[40..]),
+                "part of the JWT on the CLI's {name}"
+            );
+            if let Some(c) = text.chars().find(|c| forbidden(*c)) {
                 let at = text.find(c).unwrap();
                 panic!(
                     "raw control character {:?} on the CLI's {name} ({args:?}): {:?}",
@@ -238,7 +286,12 @@ fn named(h: &Harness, s: &Session, handle: ObjectHandle) -> Named {
         Some(&spki),
         h.sim.public_key_der(&label).as_ref(),
         "the handle labelled {:?} names another key than the TSB's",
-        label.escape_debug().to_string().chars().take(60).collect::<String>()
+        label
+            .escape_debug()
+            .to_string()
+            .chars()
+            .take(60)
+            .collect::<String>()
     );
     let key = PKey::public_key_from_der(&spki).expect("OpenSSL parses the SPKI");
     Named {
@@ -490,7 +543,14 @@ fn replayed_key_attributes_never_name_another_key() {
         });
         for handle in found.unwrap_or_default() {
             let k = named(&h, &s, handle);
-            let _ = sign(&s, &k, Mech::EcdsaSha256, label.as_bytes(), &ledger, TIMEOUT_MS);
+            let _ = sign(
+                &s,
+                &k,
+                Mech::EcdsaSha256,
+                label.as_bytes(),
+                &ledger,
+                TIMEOUT_MS,
+            );
         }
     }
 }
@@ -518,7 +578,11 @@ fn signatures_by_another_key_or_of_other_data_are_never_returned() {
             assert!(r.is_err(), "{name} signature returned for {}", k.label);
             if matches!(mech, Mech::EcdsaSha256 | Mech::RsaSha256) {
                 let r = sign_parts(&s, k, *mech, msg.as_bytes(), &ledger);
-                assert!(r.is_err(), "{name} signature returned in parts for {}", k.label);
+                assert!(
+                    r.is_err(),
+                    "{name} signature returned in parts for {}",
+                    k.label
+                );
             }
         }
         // An approval request executed with such a signature.
@@ -549,24 +613,126 @@ fn a_handle_never_signs_with_a_key_swapped_behind_its_label() {
     let ledger = Ledger::default();
     let s = h.session();
     let old = find(&h, &s, "ec-p256");
-    sign(&s, &old, Mech::EcdsaSha256, b"before the swap", &ledger, TIMEOUT_MS).expect("sign");
+    sign(
+        &s,
+        &old,
+        Mech::EcdsaSha256,
+        b"before the swap",
+        &ledger,
+        TIMEOUT_MS,
+    )
+    .expect("sign");
     let swap = h.sim.swap_key("ec-p256").expect("swap");
     assert_ne!(swap.public_key_der, old.spki);
-    let r = sign(&s, &old, Mech::EcdsaSha256, b"after the swap", &ledger, TIMEOUT_MS);
-    assert!(r.is_err(), "the old handle signed with the new key");
-    let r = sign_parts(&s, &old, Mech::EcdsaSha256, b"after the swap, in parts", &ledger);
-    assert!(r.is_err(), "the old handle signed in parts with the new key");
-    // What the old handle shows now is still the key it named (or the handle is gone).
-    if let Ok(attrs) = s.get_attributes(old.handle, &[AttributeType::PublicKeyInfo]) {
-        if let Some(Attribute::PublicKeyInfo(now)) = attrs.into_iter().next() {
-            assert_eq!(now, old.spki, "the handle now names another key");
-        }
-    }
-    // A new search finds the key behind the label now, and it signs.
+    // An operation initialised before the module learns of the swap.
+    let early = s.sign_init(&Mech::EcdsaSha256.mechanism(), old.handle);
+    // A new search learns of it and finds the key behind the label now.
     let new = find(&h, &s, "ec-p256");
     assert_eq!(new.spki, swap.public_key_der);
-    sign(&s, &new, Mech::EcdsaSha256, b"with the new key", &ledger, TIMEOUT_MS)
-        .expect("the new key signs");
+    if early.is_ok() {
+        let r = within(TIMEOUT_MS, "C_Sign", || {
+            s.sign_update(b"initialised before")
+        });
+        let r = r.and_then(|_| s.sign_final());
+        if let Ok(sig) = r {
+            ledger.check(&old, Mech::EcdsaSha256, b"initialised before", &sig);
+        }
+    }
+    // The old handle never signs with the new key, and never shows it.
+    let r = sign(
+        &s,
+        &old,
+        Mech::EcdsaSha256,
+        b"after the swap",
+        &ledger,
+        TIMEOUT_MS,
+    );
+    assert!(r.is_err(), "the old handle signed with the new key");
+    let r = sign_parts(
+        &s,
+        &old,
+        Mech::EcdsaSha256,
+        b"after the swap, in parts",
+        &ledger,
+    );
+    assert!(
+        r.is_err(),
+        "the old handle signed in parts with the new key"
+    );
+    if let Ok(attrs) = s.get_attributes(old.handle, &[AttributeType::PublicKeyInfo]) {
+        if let Some(Attribute::PublicKeyInfo(now)) = attrs.into_iter().next() {
+            assert_eq!(now, old.spki, "the old handle now names another key");
+        }
+    }
+    sign(
+        &s,
+        &new,
+        Mech::EcdsaSha256,
+        b"with the new key",
+        &ledger,
+        TIMEOUT_MS,
+    )
+    .expect("the new key signs");
+}
+
+/// Failover to a node that has another key under the same label (two simulators whose
+/// `ec-p256` differ): a handle read on the first node never signs with the second node's key.
+#[test]
+fn failover_to_a_node_with_another_key_never_signs_for_the_old_handle() {
+    let second = common::start_sim(sim_config());
+    let other = second.swap_key("ec-p256").expect("swap on node 2");
+    let h = start_nodes(
+        common::start_sim(sim_config()),
+        &second.urls(),
+        json!({ "nodeStrategy": "failover", "cacheTtlSecs": 0 }),
+    );
+    let ledger = Ledger::default();
+    let s = h.session();
+    let old = find(&h, &s, "ec-p256");
+    assert_ne!(old.spki, other.public_key_der);
+    sign(
+        &s,
+        &old,
+        Mech::EcdsaSha256,
+        b"on node 1",
+        &ledger,
+        TIMEOUT_MS,
+    )
+    .expect("node 1 signs");
+    h.sim.set_listener_fault(0, NodeFault::Down).unwrap();
+    for msg in [&b"on node 2"[..], b"on node 2 again"] {
+        let _ = sign(&s, &old, Mech::EcdsaSha256, msg, &ledger, TIMEOUT_MS * 2);
+        let _ = sign_parts(&s, &old, Mech::EcdsaSha256, msg, &ledger);
+    }
+    // A new search on node 2 names node 2's key (checked by `named` against node 1's
+    // simulator, so compare by hand).
+    let handles = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"ec-p256".to_vec()),
+        ])
+        .unwrap_or_default();
+    for handle in handles {
+        let spki = spki_of(&s, handle);
+        let key = PKey::public_key_from_der(&spki).unwrap();
+        let k = Named {
+            handle,
+            label: "ec-p256".into(),
+            spki,
+            key,
+        };
+        if k.spki == other.public_key_der {
+            assert_ne!(handle, old.handle, "node 2's key under node 1's handle");
+        }
+        let _ = sign(
+            &s,
+            &k,
+            Mech::EcdsaSha256,
+            b"new handle",
+            &ledger,
+            TIMEOUT_MS * 2,
+        );
+    }
 }
 
 /// The key of an approval key is swapped while the module waits for the approvals: the
@@ -582,7 +748,14 @@ fn a_key_swapped_during_an_approval_wait_is_never_returned() {
         let waiter = scope.spawn(|| {
             let s = h.session();
             let old = find(&h, &s, "ska-ec-p256");
-            let r = sign(&s, &old, Mech::EcdsaSha256, msg, &ledger, APPROVAL_SECS * 1000);
+            let r = sign(
+                &s,
+                &old,
+                Mech::EcdsaSha256,
+                msg,
+                &ledger,
+                APPROVAL_SECS * 1000,
+            );
             (old, r)
         });
         let id = wait_for_request(&h.sim);
@@ -636,14 +809,20 @@ fn a_request_id_echoing_the_token_leaks_nowhere() {
         APPROVAL_SECS * 1000,
     );
     assert_eq!(
-        h.sim.requests().iter().filter(|r| r.id.as_deref() == Some(JWT)).count(),
+        h.sim
+            .requests()
+            .iter()
+            .filter(|r| r.id.as_deref() == Some(JWT))
+            .count(),
         1,
         "the simulator filed the request under the token"
     );
-    r.expect("the sign completes");
+    // The TSB may name its requests as it likes, but the module may also refuse an id that
+    // looks like a credential: either way nothing may keep or show the token.
+    let _ = r;
     h.assert_no_secret_in_files();
-    h.cli(&["requests"]);
-    h.cli(&["--json", "requests"]);
+    h.cli(&["requests", "--all"]);
+    h.cli_json(&["requests", "--all"]);
 }
 
 /// A 2 MB approval request id: the wait ends within its deadline, the host survives, and the
@@ -654,6 +833,24 @@ fn a_huge_request_id_is_bounded() {
     let ledger = Ledger::default();
     let s = h.session();
     let k = find(&h, &s, "ska-ec-p256");
+    for i in 0..3 {
+        let msg = format!("journalled {i}");
+        sign(
+            &s,
+            &k,
+            Mech::EcdsaSha256,
+            msg.as_bytes(),
+            &ledger,
+            APPROVAL_SECS * 1000,
+        )
+        .expect("an approval sign");
+    }
+    let journalled = |text: &str| text.matches("journalled").count();
+    let before = h.journal_text();
+    assert!(
+        !before.is_empty(),
+        "the journal holds the approval requests"
+    );
     h.sim.inject(Fault::huge_request_id(2 << 20).times(1));
     let _ = sign(
         &s,
@@ -665,11 +862,51 @@ fn a_huge_request_id_is_bounded() {
     );
     let journal = std::fs::metadata(&h.journal).map(|m| m.len()).unwrap_or(0);
     assert!(journal < 64 * 1024, "journal of {journal} bytes");
+    // The history survives (one huge line must not rotate the earlier requests away).
+    let lines = |t: &str| t.lines().count();
+    assert!(
+        lines(&h.journal_text()) >= lines(&before),
+        "the journal lost its history: {} lines before, {} after",
+        lines(&before),
+        lines(&h.journal_text())
+    );
+    let _ = journalled;
     let log = std::fs::metadata(&h.log).map(|m| m.len()).unwrap_or(0);
     assert!(log < 256 * 1024, "log of {log} bytes");
     let (out, _) = h.cli(&["requests"]);
-    assert!(out.len() < 64 * 1024, "requests output of {} bytes", out.len());
+    assert!(
+        out.len() < 64 * 1024,
+        "requests output of {} bytes",
+        out.len()
+    );
     h.assert_no_secret_in_files();
+}
+
+/// An approval wait times out while the TSB hangs the cancel (`DELETE /v1/request/{id}`, with
+/// `requestTimeoutMs` 10 s): C_Finalize still returns within its bound (2 s).
+#[test]
+fn finalize_is_bounded_while_the_tsb_hangs_a_cancel() {
+    let mut cfg = sim_config();
+    cfg.auto_approve_after_ms = None;
+    let h = start_with(
+        common::start_sim(cfg),
+        json!({ "requestTimeoutMs": 10_000, "approvalTimeoutSecs": 1 }),
+    );
+    let ledger = Ledger::default();
+    let s = h.session();
+    let k = find(&h, &s, "ska-ec-p256");
+    h.sim.inject(Fault::hang("DELETE /v1/request"));
+    let r = sign(
+        &s,
+        &k,
+        Mech::EcdsaSha256,
+        b"never approved",
+        &ledger,
+        11_000,
+    );
+    assert!(r.is_err(), "nobody approved");
+    drop(s);
+    within(2000, "C_Finalize", || h.reinitialize());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -694,15 +931,35 @@ fn hostile_labels_and_ids() {
         if labels.contains(&k.label) {
             seen += 1;
             let msg = format!("hostile {}", k.label.len());
-            sign(&s, &k, Mech::EcdsaSha256, msg.as_bytes(), &ledger, TIMEOUT_MS)
-                .expect("a hostile label signs");
+            sign(
+                &s,
+                &k,
+                Mech::EcdsaSha256,
+                msg.as_bytes(),
+                &ledger,
+                TIMEOUT_MS,
+            )
+            .expect("a hostile label signs");
         }
     }
-    assert!(seen >= labels.len() - 1, "{seen} of {} hostile keys", labels.len());
+    assert!(
+        seen >= labels.len() - 1,
+        "{seen} of {} hostile keys",
+        labels.len()
+    );
     let (out, _) = h.cli(&["keys"]);
     assert!(out.contains("FORGED LINE"), "{out}");
     assert!(!out.lines().any(|l| l.starts_with("FORGED LINE")), "{out}");
-    h.cli(&["--json", "keys"]);
+    h.cli(&["doctor"]);
+    // JSON keeps the labels exact.
+    let doc = h.cli_json(&["keys"]).to_string();
+    for label in labels.iter().filter(|l| !l.starts_with("huge")) {
+        let quoted = serde_json::to_string(label).unwrap();
+        assert!(
+            doc.contains(&quoted[1..quoted.len() - 1]),
+            "{label:?} is not in the JSON output"
+        );
+    }
     h.assert_no_secret_in_files();
 }
 
@@ -720,7 +977,10 @@ fn hung_dripped_and_lying_answers_end_within_the_deadline() {
     let ska = find(&h, &s, "ska-ec-p256");
     let cases: Vec<(&str, Fault)> = vec![
         ("hang", Fault::hang("POST /v1/synchronousSign").times(1)),
-        ("drip", Fault::drip("POST /v1/synchronousSign", 100).times(1)),
+        (
+            "drip",
+            Fault::drip("POST /v1/synchronousSign", 100).times(1),
+        ),
         (
             "lying length",
             Fault::lying_length("POST /v1/synchronousSign", 1 << 62).times(1),
@@ -729,7 +989,14 @@ fn hung_dripped_and_lying_answers_end_within_the_deadline() {
     for (name, fault) in cases {
         h.sim.inject(fault);
         let msg = format!("{name} sign");
-        let _ = sign(&s, &ec, Mech::EcdsaSha256, msg.as_bytes(), &ledger, TIMEOUT_MS);
+        let _ = sign(
+            &s,
+            &ec,
+            Mech::EcdsaSha256,
+            msg.as_bytes(),
+            &ledger,
+            TIMEOUT_MS,
+        );
         h.sim.clear_faults();
     }
     // Searches (key attributes) and approval waits (filing, polls).
@@ -760,7 +1027,15 @@ fn hung_dripped_and_lying_answers_end_within_the_deadline() {
         );
         h.sim.clear_faults();
     }
-    sign(&s, &ec, Mech::EcdsaSha256, b"afterwards", &ledger, TIMEOUT_MS).expect("recovers");
+    sign(
+        &s,
+        &ec,
+        Mech::EcdsaSha256,
+        b"afterwards",
+        &ledger,
+        TIMEOUT_MS,
+    )
+    .expect("recovers");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -783,10 +1058,25 @@ fn failover_under_hostile_answers() {
     h.sim.inject(Fault::wrong_key_signature("*", None));
     let s = h.session();
     let k = find(&h, &s, "ec-p256");
-    assert!(sign(&s, &k, Mech::EcdsaSha256, b"wrong key", &ledger, TIMEOUT_MS * 2).is_err());
+    assert!(sign(
+        &s,
+        &k,
+        Mech::EcdsaSha256,
+        b"wrong key",
+        &ledger,
+        TIMEOUT_MS * 2
+    )
+    .is_err());
     h.sim.clear_faults();
-    sign(&s, &k, Mech::EcdsaSha256, b"node 0 again", &ledger, TIMEOUT_MS * 2)
-        .expect("node 0 signs");
+    sign(
+        &s,
+        &k,
+        Mech::EcdsaSha256,
+        b"node 0 again",
+        &ledger,
+        TIMEOUT_MS * 2,
+    )
+    .expect("node 0 signs");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -831,14 +1121,28 @@ fn key_generation_under_hostile_answers() {
             let k = named(&h, &s, private);
             assert_eq!(k.label, label);
             assert_eq!(spki_of(&s, public), k.spki, "the two handles name one key");
-            let _ = sign(&s, &k, Mech::EcdsaSha256, label.as_bytes(), &ledger, TIMEOUT_MS);
+            let _ = sign(
+                &s,
+                &k,
+                Mech::EcdsaSha256,
+                label.as_bytes(),
+                &ledger,
+                TIMEOUT_MS,
+            );
         }
         h.sim.clear_faults();
         // Whatever happened, the search finds the key the TSB has under that label.
         if h.sim.public_key_der(&label).is_some() {
             let k = find(&h, &s, &label);
-            sign(&s, &k, Mech::EcdsaSha256, b"afterwards", &ledger, TIMEOUT_MS)
-                .expect("the generated key signs");
+            sign(
+                &s,
+                &k,
+                Mech::EcdsaSha256,
+                b"afterwards",
+                &ledger,
+                TIMEOUT_MS,
+            )
+            .expect("the generated key signs");
         }
     }
 }
@@ -848,15 +1152,13 @@ fn key_generation_under_hostile_answers() {
 
 const CHILD: &str = "TSB_PKCS11_HOSTILE_CHILD";
 
-/// The host survives hostile answers: a child process (this binary again) signs against
-/// answers that declare 2^62 bytes, 2 MB request ids, and keys with hostile labels and a
-/// 1 MiB id, then exits 0; an abort or a crash is a failure.
-#[test]
-fn hostile_answers_do_not_abort_the_host() {
+/// Runs the child scenario `scenario` ([`abort_child`]) in a new process of this binary; it must
+/// exit 0 within a minute. Its stderr names the call it was in when it died.
+fn run_child(scenario: &str) {
     let started = Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "abort_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
+        .env(CHILD, scenario)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -867,7 +1169,7 @@ fn hostile_answers_do_not_abort_the_host() {
         }
         if started.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
-            panic!("the child process hangs");
+            panic!("the child process ({scenario}) hangs");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -881,32 +1183,57 @@ fn hostile_answers_do_not_abort_the_host() {
         .into_iter()
         .rev()
         .collect();
-    assert!(status.success(), "the host died: {status:?}\n{tail}");
+    assert!(
+        status.success(),
+        "the host died ({scenario}): {status:?}\n{tail}"
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("test abort_child ... ok"),
         "the child ran its scenario"
     );
 }
 
-/// The scenario of [`hostile_answers_do_not_abort_the_host`] (does nothing unless run as its
-/// child).
+/// The host survives hostile answers: answers that declare 2^62 or 2^64-1 bytes, a 2 MB
+/// request id, keys with hostile labels and a 1 MiB id (in a child process: an abort or a
+/// crash is a failure, not the end of the test run).
+#[test]
+fn hostile_answers_do_not_abort_the_host() {
+    run_child("tsb");
+}
+
+/// The host survives lying lengths from the application: a template attribute claiming 1 TiB
+/// on a 3-byte buffer in C_FindObjectsInit (CKA_LABEL, CKA_ID), C_CreateObject (CKA_VALUE) and
+/// C_GenerateKeyPair (CKA_LABEL) is refused without reading or allocating that much.
+#[test]
+fn lying_template_lengths_do_not_abort_the_host() {
+    run_child("lengths");
+}
+
+/// The scenarios of the tests above (does nothing unless run as their child).
 #[test]
 fn abort_child() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
+    match std::env::var(CHILD).as_deref() {
+        Ok("tsb") => child_hostile_answers(),
+        Ok("lengths") => child_lying_lengths(),
+        _ => {}
     }
+}
+
+fn child_hostile_answers() {
     let h = start(json!({}));
     let ledger = Ledger::default();
     let s = h.session();
     let ec = find(&h, &s, "ec-p256");
     let ska = find(&h, &s, "ska-ec-p256");
     for fault in [
-        Fault::lying_length("POST /v1/synchronousSign", u64::MAX >> 1),
+        Fault::lying_length("POST /v1/synchronousSign", u64::MAX >> 2),
         Fault::lying_length("POST /v1/synchronousSign", u64::MAX),
     ] {
+        eprintln!("child: sign with {fault:?}");
         h.sim.inject(fault.times(1));
         let _ = sign(&s, &ec, Mech::EcdsaSha256, b"lying", &ledger, TIMEOUT_MS);
     }
+    eprintln!("child: 2 MB request id");
     h.sim.inject(Fault::huge_request_id(2 << 20).times(1));
     let _ = sign(
         &s,
@@ -916,15 +1243,17 @@ fn abort_child() {
         &ledger,
         APPROVAL_SECS * 1000 + TIMEOUT_MS,
     );
+    eprintln!("child: hostile labels");
     h.sim.add_hostile_keys().unwrap();
-    h.sim.inject(Fault::lying_length("GET /v1/key", u64::MAX >> 1).times(1));
+    h.sim
+        .inject(Fault::lying_length("GET /v1/key", u64::MAX >> 2).times(1));
     let _ = s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]);
     let handles = s
         .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
         .unwrap_or_default();
     for handle in handles {
-        // CKA_ID of 1 MiB and labels of 100,000 characters through the size query and a
-        // buffer that is too small.
+        // CKA_ID of 1 MiB and labels of 60,000 characters, read whole and into a buffer that is
+        // too small.
         let _ = s.get_attributes(handle, &[AttributeType::Id, AttributeType::Label]);
         let mut small = [0u8; 8];
         let mut template = [cryptoki_sys::CK_ATTRIBUTE {
@@ -942,4 +1271,78 @@ fn abort_child() {
             )
         };
     }
+}
+
+fn child_lying_lengths() {
+    use cryptoki_sys::*;
+    let h = start(json!({}));
+    let f = h.raw.f;
+    let s = h.pkcs11.open_rw_session(h.slot).expect("rw session");
+    let mut three = [b'a', b'b', b'c'];
+    let lying = |t: CK_ATTRIBUTE_TYPE, buf: &mut [u8; 3]| CK_ATTRIBUTE {
+        type_: t,
+        pValue: buf.as_mut_ptr().cast(),
+        ulValueLen: 1 << 40,
+    };
+    for t in [CKA_LABEL, CKA_ID] {
+        eprintln!("child: C_FindObjectsInit, attribute {t:#x} of 1 TiB");
+        let mut template = [lying(t, &mut three)];
+        // SAFETY: the template is valid; its length lies, which the module must not trust.
+        let rv = unsafe { (f.C_FindObjectsInit.unwrap())(s.handle(), template.as_mut_ptr(), 1) };
+        if rv == CKR_OK {
+            // SAFETY: an active search.
+            unsafe { (f.C_FindObjectsFinal.unwrap())(s.handle()) };
+        }
+    }
+    eprintln!("child: C_CreateObject, CKA_VALUE of 1 TiB");
+    let mut class: CK_OBJECT_CLASS = CKO_CERTIFICATE;
+    let mut cert_type: CK_CERTIFICATE_TYPE = CKC_X_509;
+    let mut template = [
+        CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: (&mut class as *mut CK_OBJECT_CLASS).cast(),
+            ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_CERTIFICATE_TYPE,
+            pValue: (&mut cert_type as *mut CK_CERTIFICATE_TYPE).cast(),
+            ulValueLen: std::mem::size_of::<CK_CERTIFICATE_TYPE>() as CK_ULONG,
+        },
+        lying(CKA_VALUE, &mut three),
+    ];
+    let mut object = 0;
+    // SAFETY: as above.
+    let _ =
+        unsafe { (f.C_CreateObject.unwrap())(s.handle(), template.as_mut_ptr(), 3, &mut object) };
+    eprintln!("child: C_GenerateKeyPair, CKA_LABEL of 1 TiB");
+    let mut params = [0x06u8, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let mut public = [
+        CK_ATTRIBUTE {
+            type_: CKA_EC_PARAMS,
+            pValue: params.as_mut_ptr().cast(),
+            ulValueLen: params.len() as CK_ULONG,
+        },
+        lying(CKA_LABEL, &mut three),
+    ];
+    let mut private = [lying(CKA_LABEL, &mut three)];
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_EC_KEY_PAIR_GEN,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let (mut pub_h, mut priv_h) = (0, 0);
+    // SAFETY: as above.
+    let _ = unsafe {
+        (f.C_GenerateKeyPair.unwrap())(
+            s.handle(),
+            &mut mech,
+            public.as_mut_ptr(),
+            2,
+            private.as_mut_ptr(),
+            1,
+            &mut pub_h,
+            &mut priv_h,
+        )
+    };
+    eprintln!("child: done");
 }

@@ -533,7 +533,10 @@ fn swap_key(client: &ClientArgs, label: &str) -> Result<(), String> {
     let v = call(client, "POST", &path, Some("{}"))?.unwrap_or(Value::Null);
     out!(
         "key {} swapped: new id {}",
-        v.get("label").and_then(Value::as_str).unwrap_or(label).escape_debug(),
+        v.get("label")
+            .and_then(Value::as_str)
+            .unwrap_or(label)
+            .escape_debug(),
         v.get("id").and_then(Value::as_str).unwrap_or("?")
     );
     Ok(())

@@ -394,9 +394,7 @@ async fn api_request(
             }
             Ok(resp)
         }
-        Some((id, f)) => {
-            Ok(crate::hostile::answer(shared, &info.injection, id, &f, resp).await)
-        }
+        Some((id, f)) => Ok(crate::hostile::answer(shared, &info.injection, id, &f, resp).await),
         _ => Ok(resp),
     }
 }

@@ -430,7 +430,13 @@ fn swap_key_keeps_the_label_and_changes_the_key() {
     assert_ne!(after["publicKey"], before["publicKey"]);
     assert_eq!(sim.public_key_der("ec-p256").unwrap(), swap.public_key_der);
     let sig = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"s");
-    assert!(verify(&swap.public_key_der, "SHA256_WITH_ECDSA", b"s", &sig, false));
+    assert!(verify(
+        &swap.public_key_der,
+        "SHA256_WITH_ECDSA",
+        b"s",
+        &sig,
+        false
+    ));
     let v = http.post("/sim/hostile/swap/ec-p256", &json!({}));
     assert_eq!(v.status, 200);
     assert_ne!(v.json()["id"], swap.id.as_str());
@@ -439,7 +445,11 @@ fn swap_key_keeps_the_label_and_changes_the_key() {
     let labels = sim.add_hostile_keys().unwrap();
     assert!(labels.iter().any(|l| l.contains('\u{1b}')));
     let list = http.get("/v1/key").json();
-    assert!(list.as_array().unwrap().iter().any(|l| l == "nl-\nFORGED LINE"));
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "nl-\nFORGED LINE"));
 }
 
 #[test]
@@ -455,7 +465,8 @@ fn hostile_lying_length() {
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").expect("headers arrive");
     assert!(
-        head.to_ascii_lowercase().contains("content-length: 1099511627776"),
+        head.to_ascii_lowercase()
+            .contains("content-length: 1099511627776"),
         "{head}"
     );
     assert!(body.contains("ec-p256"), "{body}");
