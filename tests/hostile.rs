@@ -351,7 +351,10 @@ impl Mech {
 
 /// The signatures a test saw: signature → (label, message).
 #[derive(Default)]
-struct Ledger(Mutex<HashMap<Vec<u8>, (String, Vec<u8>)>>);
+struct Ledger(Mutex<HashMap<Vec<u8>, Signed>>);
+
+/// What a signature was returned for: the key's label and the message.
+type Signed = (String, Vec<u8>);
 
 impl Ledger {
     /// Invariants 1 and 2 for one CKR_OK signature.
