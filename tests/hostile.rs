@@ -304,8 +304,19 @@ fn named(h: &Harness, s: &Session, handle: ObjectHandle) -> Named {
 
 /// C_FindObjects for the private key labelled `label`, read at once.
 fn find(h: &Harness, s: &Session, label: &str) -> Named {
-    let handle = within(TIMEOUT_MS, "C_FindObjects", || h.private_key(s, label));
-    named(h, s, handle)
+    let found = within(TIMEOUT_MS, "C_FindObjects", || {
+        s.find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+    });
+    match found.as_deref() {
+        Ok([handle]) => named(h, s, *handle),
+        other => panic!(
+            "C_FindObjects for the private key {label:?}, which the TSB has: {other:?} \
+             (an answer meant for another request?)"
+        ),
+    }
 }
 
 /// The mechanisms the tests sign with.
@@ -767,7 +778,9 @@ fn a_key_swapped_during_an_approval_wait_is_never_returned() {
         h.sim.approve(&id, "alice").expect("approve");
         waiter.join().expect("signing thread")
     });
-    // `sign` checked a CKR_OK signature against the key the handle named when it was read.
+    // The simulator signs the approved request with the key behind the label at execution
+    // (the new one); `sign` checked a CKR_OK signature against the key the handle named when
+    // it was read, so a returned signature would have failed there.
     if r.is_ok() {
         assert_ne!(h.sim.public_key_der("ska-ec-p256"), Some(old.spki));
     }

@@ -31,7 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::config::{Curve, KeySpec};
 use crate::error::{ApiError, SimError};
 use crate::faults::{Fault, FaultKind};
-use crate::keys::{KeyMaterial, SigAlg, SimKey};
+use crate::keys::{KeyMaterial, ParsedAlg, SigAlg, SimKey};
+use crate::policy::Status;
 use crate::state::Shared;
 
 const SYNC: &str = "POST /v1/synchronousSign";
@@ -337,7 +338,9 @@ pub struct KeySwap {
 }
 
 /// Replaces the key behind `label` by a new key of the same type and policy: fresh key
-/// material (never from the key caches), a new id, no certificate. The label stays.
+/// material (never from the key caches), a new id, no certificate. The label stays. Approval
+/// requests of the label not yet executed are signed again by the new key, as a TSB that signs
+/// at execution with the key then behind the label would.
 pub(crate) fn swap_key(s: &Shared, label: &str) -> Result<KeySwap, SimError> {
     let old = s
         .key(label)
@@ -348,11 +351,25 @@ pub(crate) fn swap_key(s: &Shared, label: &str) -> Result<KeySwap, SimError> {
     let mut key = SimKey::new(spec, material)?;
     key.policy_doc = old.policy_doc.clone();
     let public_key_der = key.public_der.clone().unwrap_or_default();
-    let mut keys = s.keys.write();
-    match keys.iter().position(|k| k.label() == label) {
-        Some(pos) => keys[pos] = Arc::new(key),
-        None => return Err(SimError::NotFound(format!("key '{label}'"))),
+    let material = key.material.clone();
+    {
+        let mut keys = s.keys.write();
+        match keys.iter().position(|k| k.label() == label) {
+            Some(pos) => keys[pos] = Arc::new(key),
+            None => return Err(SimError::NotFound(format!("key '{label}'"))),
+        }
     }
+    s.update_requests(|e| {
+        let waiting = matches!(e.machine.status(), Status::Pending | Status::Approved);
+        if e.key == label && waiting {
+            if let ParsedAlg::Known(alg) = SigAlg::parse(&e.algorithm) {
+                let raw = e.signature_type.as_deref() == Some("RAW");
+                if let Ok(sig) = material.sign(alg, &e.payload, raw) {
+                    e.signature = sig;
+                }
+            }
+        }
+    });
     Ok(KeySwap { id, public_key_der })
 }
 

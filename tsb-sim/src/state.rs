@@ -273,6 +273,15 @@ impl Shared {
         Some(f(entry))
     }
 
+    /// Runs `f` on every sign request (after due time-driven transitions).
+    pub(crate) fn update_requests(&self, mut f: impl FnMut(&mut Entry)) {
+        let now = Instant::now();
+        for e in self.requests.lock().entries.iter_mut() {
+            e.machine.refresh(now);
+            f(e);
+        }
+    }
+
     /// All sign requests, oldest first, with current states.
     pub fn records(&self) -> Vec<SignRecord> {
         let now = Instant::now();

@@ -442,6 +442,20 @@ fn swap_key_keeps_the_label_and_changes_the_key() {
     assert_ne!(v.json()["id"], swap.id.as_str());
     assert_eq!(http.post("/sim/hostile/swap/nope", &json!({})).status, 404);
 
+    // A pending approval request is signed again by the new key.
+    let id = sign_async(&http, &sign_body("ska-ec-p256", "SHA256_WITH_ECDSA", b"p"));
+    let swap = sim.swap_key("ska-ec-p256").unwrap();
+    sim.approve(&id, "alice").unwrap();
+    let v = wait_terminal(&http, &id, Duration::from_secs(5));
+    let sig = unb64(v["result"].as_str().unwrap());
+    assert!(verify(
+        &swap.public_key_der,
+        "SHA256_WITH_ECDSA",
+        b"p",
+        &sig,
+        false
+    ));
+
     let labels = sim.add_hostile_keys().unwrap();
     assert!(labels.iter().any(|l| l.contains('\u{1b}')));
     let list = http.get("/v1/key").json();
