@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -312,7 +312,12 @@ struct Signed {
 }
 
 /// Validation and signing common to `/v1/synchronousSign` and `/v1/sign`.
-fn sign_request(s: &Shared, body: &[u8], endpoint: &'static str) -> Result<Signed, ApiError> {
+fn sign_request(
+    s: &Shared,
+    body: &[u8],
+    endpoint: &'static str,
+    hostile: Option<&crate::hostile::OnSign>,
+) -> Result<Signed, ApiError> {
     let outer = parse_body(body)?;
     check_request_signature(&outer)?;
     let m = match outer.get("signRequest") {
@@ -365,7 +370,10 @@ fn sign_request(s: &Shared, body: &[u8], endpoint: &'static str) -> Result<Signe
     if endpoint == SYNC && key.needs_approval() {
         return Err(ApiError::missing_approval(label));
     }
-    let signature = key.material.sign(alg, &payload, raw)?;
+    let signature = match hostile {
+        None => key.material.sign(alg, &payload, raw)?,
+        Some(h) => crate::hostile::signature(s, &h.0, &key, alg, &payload, raw)?,
+    };
     let meta = meta_raw.as_deref().and_then(decode_b64).map(|bytes| {
         serde_json::from_slice::<Value>(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
@@ -440,8 +448,12 @@ const SYNC: &str = "POST /v1/synchronousSign";
 const ASYNC: &str = "POST /v1/sign";
 
 /// `POST /v1/synchronousSign` → 200 `{"signature"}`; 400/401 for keys that need approvals.
-async fn synchronous_sign(State(s): S, body: Bytes) -> ApiResult {
-    let signed = sign_request(&s, &body, SYNC)?;
+async fn synchronous_sign(
+    State(s): S,
+    hostile: Option<Extension<crate::hostile::OnSign>>,
+    body: Bytes,
+) -> ApiResult {
+    let signed = sign_request(&s, &body, SYNC, hostile.as_deref())?;
     let signature = B64.encode(&signed.entry.signature);
     s.log_request(signed.entry);
     ok(json!({"signature": signature}))
@@ -449,12 +461,16 @@ async fn synchronous_sign(State(s): S, body: Bytes) -> ApiResult {
 
 /// `POST /v1/sign` → 201 `{"signRequestId"}`; executes at once when the key needs no
 /// approvals, else files a PENDING request.
-async fn async_sign(State(s): S, body: Bytes) -> ApiResult {
-    let mut signed = sign_request(&s, &body, ASYNC)?;
-    let id = s
-        .request_id_override
-        .lock()
-        .clone()
+async fn async_sign(
+    State(s): S,
+    hostile: Option<Extension<crate::hostile::OnSign>>,
+    hostile_id: Option<Extension<crate::hostile::RequestId>>,
+    body: Bytes,
+) -> ApiResult {
+    let mut signed = sign_request(&s, &body, ASYNC, hostile.as_deref())?;
+    let id = hostile_id
+        .map(|Extension(id)| id.0)
+        .or_else(|| s.request_id_override.lock().clone())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     signed.entry.id = Some(id.clone());
     log::debug!(

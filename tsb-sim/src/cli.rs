@@ -149,6 +149,12 @@ enum Command {
         #[command(subcommand)]
         action: FaultAction,
     },
+    /// Replace the key behind a label by a new key (new key material and id; hostile mode)
+    SwapKey {
+        label: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print the demo configuration (demo.toml)
     DemoConfig,
 }
@@ -202,6 +208,7 @@ pub fn run() -> i32 {
             client,
         }) => listener(&client, index, &fault, latency_ms),
         Some(Command::Faults { action }) => faults(action),
+        Some(Command::SwapKey { label, client }) => swap_key(&client, &label),
         Some(Command::DemoConfig) => {
             out_raw(tsb_sim::DEMO_TOML);
             Ok(())
@@ -519,6 +526,33 @@ fn network(client: &ClientArgs, rtt_ms: Option<u64>) -> Result<(), String> {
             .unwrap_or(0)
     );
     Ok(())
+}
+
+fn swap_key(client: &ClientArgs, label: &str) -> Result<(), String> {
+    let path = format!("/sim/hostile/swap/{}", pct_label(label));
+    let v = call(client, "POST", &path, Some("{}"))?.unwrap_or(Value::Null);
+    out!(
+        "key {} swapped: new id {}",
+        v.get("label")
+            .and_then(Value::as_str)
+            .unwrap_or(label)
+            .escape_debug(),
+        v.get("id").and_then(Value::as_str).unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// Percent-encodes a label for a URL path (unreserved characters and `/` stay).
+fn pct_label(label: &str) -> String {
+    label
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn faults(action: FaultAction) -> Result<(), String> {

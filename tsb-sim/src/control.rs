@@ -39,6 +39,7 @@ pub fn router() -> Router<Arc<Shared>> {
         )
         .route("/sim/keys", get(list_keys).post(add_key))
         .route("/sim/keys/{*label}", delete(remove_key))
+        .merge(crate::hostile::router())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -34,6 +34,31 @@ pub enum FaultKind {
     /// e.g. `json.attributes.quantumSafe`; default `simulatedExtraField`), with the value
     /// `true`, as a TSB that differs from the documented contract would send.
     ExtraField,
+    /// Hostile (see [`crate::hostile`]): process the request, answer it, then write one more
+    /// complete HTTP response on the same connection: `body` (as JSON, status 200), or a copy
+    /// of the answer when `body` is absent.
+    ExtraResponse,
+    /// Hostile: the first matching answer is remembered; each later matching request is
+    /// processed but answered with the remembered answer (one answer serving many requests).
+    ReplayAnswer,
+    /// Hostile: a sign (`/v1/synchronousSign`, `/v1/sign`) is signed by another key of the
+    /// simulator (`key`, else the first other key of the same type): a valid signature, by
+    /// the wrong key.
+    WrongKeySignature,
+    /// Hostile: a sign is signed by the right key over other data (the payload with its first
+    /// byte changed).
+    OtherDataSignature,
+    /// Hostile: `POST /v1/sign` answers the caller's bearer token (else its `X-API-KEY`) as the
+    /// `signRequestId`, and the request is filed under that id.
+    EchoToken,
+    /// Hostile: `POST /v1/sign` answers a `signRequestId` of `bytes` bytes (default 2 MiB).
+    HugeRequestId,
+    /// Hostile: the answer's status line and headers are sent at once, its body one byte every
+    /// `intervalMs` (default 100).
+    Drip,
+    /// Hostile: the answer declares `Content-Length: bytes` (default 2^62), sends its real body
+    /// and closes the connection.
+    LyingLength,
 }
 
 /// One fault. `endpoint` is `"*"` (every `/v1/` request), `"METHOD /path/prefix"`,
@@ -64,6 +89,18 @@ pub struct Fault {
     /// The field an `extraField` fault adds (dotted path into the answer's objects).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// `wrongKeySignature`: the label of the key that signs instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `hugeRequestId`: the length of the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// `drip`: milliseconds between two bytes of the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// `extraResponse`: the JSON body of the extra response (absent: a copy of the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
 }
 
 fn star() -> String {
@@ -82,6 +119,10 @@ impl Fault {
             error_code: None,
             message: None,
             field: None,
+            key: None,
+            bytes: None,
+            interval_ms: None,
+            body: None,
         }
     }
     /// `latency`: add `ms` milliseconds.
@@ -125,6 +166,54 @@ impl Fault {
             ..Fault::new(endpoint, FaultKind::ExtraField)
         }
     }
+    /// `extraResponse`: after each answer, one more HTTP response with `body` (`None`: a copy
+    /// of the answer).
+    pub fn extra_response(endpoint: &str, body: Option<serde_json::Value>) -> Fault {
+        Fault {
+            body,
+            ..Fault::new(endpoint, FaultKind::ExtraResponse)
+        }
+    }
+    /// `replayAnswer`: every matching request gets the first matching answer.
+    pub fn replay_answer(endpoint: &str) -> Fault {
+        Fault::new(endpoint, FaultKind::ReplayAnswer)
+    }
+    /// `wrongKeySignature`: signs are signed by `key` (`None`: another key of the same type).
+    pub fn wrong_key_signature(endpoint: &str, key: Option<&str>) -> Fault {
+        Fault {
+            key: key.map(str::to_string),
+            ..Fault::new(endpoint, FaultKind::WrongKeySignature)
+        }
+    }
+    /// `otherDataSignature`: signs are signed by the right key over other data.
+    pub fn other_data_signature(endpoint: &str) -> Fault {
+        Fault::new(endpoint, FaultKind::OtherDataSignature)
+    }
+    /// `echoToken`: `POST /v1/sign` answers the caller's bearer token as the request id.
+    pub fn echo_token() -> Fault {
+        Fault::new("POST /v1/sign", FaultKind::EchoToken)
+    }
+    /// `hugeRequestId`: `POST /v1/sign` answers a request id of `bytes` bytes.
+    pub fn huge_request_id(bytes: u64) -> Fault {
+        Fault {
+            bytes: Some(bytes),
+            ..Fault::new("POST /v1/sign", FaultKind::HugeRequestId)
+        }
+    }
+    /// `drip`: the body of the answer is sent one byte every `interval_ms`.
+    pub fn drip(endpoint: &str, interval_ms: u64) -> Fault {
+        Fault {
+            interval_ms: Some(interval_ms),
+            ..Fault::new(endpoint, FaultKind::Drip)
+        }
+    }
+    /// `lyingLength`: the answer declares `Content-Length: bytes` and is cut at its real end.
+    pub fn lying_length(endpoint: &str, bytes: u64) -> Fault {
+        Fault {
+            bytes: Some(bytes),
+            ..Fault::new(endpoint, FaultKind::LyingLength)
+        }
+    }
     /// Limit the fault to the next `n` matching requests.
     pub fn times(mut self, n: u32) -> Fault {
         self.count = Some(n);
@@ -149,6 +238,12 @@ impl Fault {
         }
         if self.kind == FaultKind::Latency && self.latency_ms.is_none() {
             return Err("a latency fault needs latencyMs".into());
+        }
+        if self.kind == FaultKind::HugeRequestId && self.bytes.is_some_and(|b| b > 16 << 20) {
+            return Err("bytes must be at most 16 MiB".into());
+        }
+        if self.interval_ms.is_some_and(|ms| ms > 60_000) {
+            return Err("intervalMs must be at most 60000".into());
         }
         if let Some(s) = self.status {
             if !(400..=599).contains(&s) {
@@ -236,13 +331,19 @@ impl FaultRegistry {
             .collect()
     }
 
-    /// The first fault matching the request (not yet consumed).
-    pub fn find(&self, method: &str, path: &str, normalized: &str) -> Option<(u64, Fault)> {
+    /// The first fault matching the request (not yet consumed) that `acts` accepts.
+    pub fn find(
+        &self,
+        method: &str,
+        path: &str,
+        normalized: &str,
+        acts: impl Fn(&Fault) -> bool,
+    ) -> Option<(u64, Fault)> {
         self.active
             .lock()
             .1
             .iter()
-            .find(|a| a.fault.matches(method, path, normalized))
+            .find(|a| a.fault.matches(method, path, normalized) && acts(&a.fault))
             .map(|a| (a.id, a.fault.clone()))
     }
 
@@ -296,10 +397,10 @@ mod tests {
     fn counting() {
         let r = FaultRegistry::default();
         r.add(Fault::html_bad_gateway("*").times(2));
-        let (id, _) = r.find("GET", "/v1/key", "/v1/key").unwrap();
+        let (id, _) = r.find("GET", "/v1/key", "/v1/key", |_| true).unwrap();
         r.consume(id);
-        assert!(r.find("GET", "/v1/key", "/v1/key").is_some());
+        assert!(r.find("GET", "/v1/key", "/v1/key", |_| true).is_some());
         r.consume(id);
-        assert!(r.find("GET", "/v1/key", "/v1/key").is_none());
+        assert!(r.find("GET", "/v1/key", "/v1/key", |_| true).is_none());
     }
 }

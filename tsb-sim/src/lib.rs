@@ -19,6 +19,7 @@ pub mod config;
 mod control;
 mod error;
 mod faults;
+pub mod hostile;
 mod keygen;
 mod keys;
 mod network;
@@ -35,6 +36,7 @@ pub use config::{
 };
 pub use error::{ApiError, SimError};
 pub use faults::{Fault, FaultKind};
+pub use hostile::{hostile_key_specs, KeySwap};
 pub use simulator::Simulator;
 pub use state::SignRecord;
 

@@ -45,6 +45,8 @@ pub struct ConnInfo {
     pub missing_client_cert: bool,
     /// The cluster node (listener) the connection came in on; `None` for `controlListen`.
     pub(crate) node: Option<Arc<Node>>,
+    /// Bytes to write after the current answer (hostile `extraResponse`).
+    pub(crate) injection: Arc<crate::hostile::Injection>,
 }
 
 /// Resolves when `node` goes down (never for `None`).
@@ -116,6 +118,7 @@ pub async fn serve(
                 control_only,
                 missing_client_cert: false,
                 node,
+                injection: Arc::default(),
             };
             let rtt = shared.net.rtt();
             if !control_only && !rtt.is_zero() {
@@ -157,6 +160,7 @@ where
 {
     let mut shutdown = shared.shutdown.clone();
     let node = info.node.clone();
+    let io = crate::hostile::InjectingIo::new(io, info.injection.clone());
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         dispatch(shared.clone(), app.clone(), info.clone(), req)
     });
@@ -343,7 +347,10 @@ async fn api_request(
         }
     }
     let cleared = shared.faults.cleared_signal();
-    let fault = shared.faults.find(method.as_str(), path, &normalized);
+    let endpoint = format!("{method} {normalized}");
+    let fault = shared.faults.find(method.as_str(), path, &normalized, |f| {
+        crate::hostile::applies(f.kind, &endpoint)
+    });
     if let Some((id, f)) = &fault {
         if f.kind != FaultKind::BadSignature {
             shared.faults.consume(*id);
@@ -370,6 +377,12 @@ async fn api_request(
         // Like Spring Boot: a body that is not declared as JSON is refused.
         return Ok(crate::api::unsupported_media_type(path));
     }
+    let mut req = req;
+    if let Some((_, f)) = &fault {
+        let (mut parts, body) = req.into_parts();
+        crate::hostile::prepare(f, &parts.headers, &mut parts.extensions);
+        req = Request::from_parts(parts, body);
+    }
     let resp = call(app, req).await;
     match fault {
         Some((_, f)) if f.kind == FaultKind::MalformedJson => Ok(malformed(resp).await),
@@ -382,6 +395,7 @@ async fn api_request(
             }
             Ok(resp)
         }
+        Some((id, f)) => Ok(crate::hostile::answer(shared, &info.injection, id, &f, resp).await),
         _ => Ok(resp),
     }
 }

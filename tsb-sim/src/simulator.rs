@@ -399,6 +399,18 @@ impl Simulator {
         *self.shared.request_id_override.lock() = id;
     }
 
+    /// Replaces the key behind `label` by a new key of the same type and policy (fresh key
+    /// material, a new id, no certificate), as a hostile or re-keyed TSB would.
+    pub fn swap_key(&self, label: &str) -> Result<crate::KeySwap, SimError> {
+        crate::hostile::swap_key(&self.shared, label)
+    }
+
+    /// Adds EC keys with hostile labels and ids ([`crate::hostile_key_specs`]); returns their
+    /// labels.
+    pub fn add_hostile_keys(&self) -> Result<Vec<String>, SimError> {
+        crate::hostile::add_hostile_keys(&self.shared)
+    }
+
     /// Removes all faults and releases hanging requests.
     pub fn clear_faults(&self) {
         self.shared.faults.clear()

@@ -162,6 +162,8 @@ pub struct Shared {
     requests: Mutex<RequestLog>,
     counters: Mutex<BTreeMap<String, u64>>,
     pub faults: FaultRegistry,
+    /// What hostile faults remember (`replayAnswer`).
+    pub(crate) hostile: crate::hostile::Memory,
     /// Round-trip emulation and the connection counter.
     pub(crate) net: crate::network::NetState,
     /// The listeners (set once they are bound).
@@ -188,6 +190,7 @@ impl Shared {
             requests: Mutex::new(RequestLog::default()),
             counters: Mutex::new(BTreeMap::new()),
             faults: FaultRegistry::default(),
+            hostile: crate::hostile::Memory::default(),
             request_id_override: Mutex::new(None),
             key_cache_dir,
             shutdown,
@@ -281,6 +284,15 @@ impl Shared {
         let entry = log.get_mut(id)?;
         entry.machine.refresh(Instant::now());
         Some(f(entry))
+    }
+
+    /// Runs `f` on every sign request (after due time-driven transitions).
+    pub(crate) fn update_requests(&self, mut f: impl FnMut(&mut Entry)) {
+        let now = Instant::now();
+        for e in self.requests.lock().entries.iter_mut() {
+            e.machine.refresh(now);
+            f(e);
+        }
     }
 
     /// All sign requests, oldest first, with current states.

@@ -307,3 +307,181 @@ fn control_interface_faults() {
     }
     assert_eq!(http.post_raw("/sim/faults", "{").status, 400);
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length from `s`; `(head, body)`.
+fn read_response(s: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "head: {raw:?}");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8(raw).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+#[test]
+fn hostile_extra_response_follows_the_answer() {
+    let (sim, _) = setup();
+    sim.inject(Fault::extra_response("POST /v1/synchronousSign", None).times(1));
+    sim.inject(Fault::extra_response("GET /v1/key", Some(json!(["forged"]))).times(1));
+    let addr = sim.url().trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = sign_body("ec-p256", "SHA256_WITH_ECDSA", b"x").to_string();
+    write!(
+        s,
+        "POST /v1/synchronousSign HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let (head, first) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head2, second) = read_response(&mut s);
+    assert!(head2.starts_with("HTTP/1.1 200"), "{head2}");
+    assert_eq!(first, second, "a duplicate of the answer");
+    // Used up: the next request on the connection gets its own answer, then the GET fault's
+    // forged body.
+    write!(s, "GET /v1/key HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let (_, list) = read_response(&mut s);
+    assert!(String::from_utf8_lossy(&list).contains("ec-p256"));
+    let (_, forged) = read_response(&mut s);
+    assert_eq!(forged, br#"["forged"]"#);
+}
+
+#[test]
+fn hostile_signatures_wrong_key_and_other_data() {
+    let (sim, http) = setup();
+    let spki = sim.public_key_der("ec-p256").unwrap();
+    sim.inject(Fault::wrong_key_signature("*", Some("ska-ec-p256")).times(1));
+    let sig = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"d");
+    assert!(!verify(&spki, "SHA256_WITH_ECDSA", b"d", &sig, false));
+    let other = sim.public_key_der("ska-ec-p256").unwrap();
+    assert!(verify(&other, "SHA256_WITH_ECDSA", b"d", &sig, false));
+    // Without a label: another key of the same type; GET requests do not use the fault up.
+    sim.inject(Fault::wrong_key_signature("*", None).times(1));
+    assert_eq!(http.get("/v1/key").status, 200);
+    let sig = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"d");
+    assert!(!verify(&spki, "SHA256_WITH_ECDSA", b"d", &sig, false));
+    assert!(sim
+        .key_labels()
+        .iter()
+        .filter(|l| l.contains("p256") && *l != "ec-p256")
+        .any(|l| verify(
+            &sim.public_key_der(l).unwrap(),
+            "SHA256_WITH_ECDSA",
+            b"d",
+            &sig,
+            false
+        )));
+    sim.inject(Fault::other_data_signature("POST /v1/synchronousSign").times(1));
+    let sig = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"d");
+    assert!(!verify(&spki, "SHA256_WITH_ECDSA", b"d", &sig, false));
+    assert!(verify(&spki, "SHA256_WITH_ECDSA", b"e", &sig, false));
+    let sig = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"d");
+    assert!(verify(&spki, "SHA256_WITH_ECDSA", b"d", &sig, false));
+}
+
+#[test]
+fn hostile_request_ids_replay_and_drip() {
+    let (sim, http) = setup();
+    let http = http.header("Authorization", "Bearer tok-123");
+    sim.inject(Fault::echo_token().times(1));
+    let id = sign_async(&http, &sign_body("ska-ec-p256", "SHA256_WITH_ECDSA", b"a"));
+    assert_eq!(id, "tok-123");
+    assert_eq!(sim.request_status("tok-123").as_deref(), Some("PENDING"));
+    sim.inject(Fault::huge_request_id(2 << 20).times(1));
+    let id = sign_async(&http, &sign_body("ska-ec-p256", "SHA256_WITH_ECDSA", b"a"));
+    assert_eq!(id.len(), 2 << 20);
+
+    sim.inject(Fault::replay_answer("POST /v1/synchronousSign").times(2));
+    let a = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"one");
+    let b = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"two");
+    assert_eq!(a, b, "the second request gets the first answer");
+    let c = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"two");
+    assert_ne!(b, c);
+
+    sim.inject(Fault::drip("GET /v1/versionInfo", 30).times(1));
+    let started = Instant::now();
+    let v = http.get("/v1/versionInfo").json();
+    assert_eq!(v["Version"], "2.2.0");
+    assert!(started.elapsed() >= Duration::from_millis(30 * 15));
+}
+
+#[test]
+fn swap_key_keeps_the_label_and_changes_the_key() {
+    let (sim, http) = setup();
+    let before = http.get("/v1/key/ec-p256/attributes").json()["json"].clone();
+    let swap = sim.swap_key("ec-p256").unwrap();
+    let after = http.get("/v1/key/ec-p256/attributes").json()["json"].clone();
+    assert_eq!(after["label"], "ec-p256");
+    assert_eq!(after["id"], swap.id.as_str());
+    assert_ne!(after["id"], before["id"]);
+    assert_ne!(after["publicKey"], before["publicKey"]);
+    assert_eq!(sim.public_key_der("ec-p256").unwrap(), swap.public_key_der);
+    let sig = sign_sync(&http, "ec-p256", "SHA256_WITH_ECDSA", b"s");
+    assert!(verify(
+        &swap.public_key_der,
+        "SHA256_WITH_ECDSA",
+        b"s",
+        &sig,
+        false
+    ));
+    let v = http.post("/sim/hostile/swap/ec-p256", &json!({}));
+    assert_eq!(v.status, 200);
+    assert_ne!(v.json()["id"], swap.id.as_str());
+    assert_eq!(http.post("/sim/hostile/swap/nope", &json!({})).status, 404);
+
+    // A pending approval request is signed again by the new key.
+    let id = sign_async(&http, &sign_body("ska-ec-p256", "SHA256_WITH_ECDSA", b"p"));
+    let swap = sim.swap_key("ska-ec-p256").unwrap();
+    sim.approve(&id, "alice").unwrap();
+    let v = wait_terminal(&http, &id, Duration::from_secs(5));
+    let sig = unb64(v["result"].as_str().unwrap());
+    assert!(verify(
+        &swap.public_key_der,
+        "SHA256_WITH_ECDSA",
+        b"p",
+        &sig,
+        false
+    ));
+
+    let labels = sim.add_hostile_keys().unwrap();
+    assert!(labels.iter().any(|l| l.contains('\u{1b}')));
+    let list = http.get("/v1/key").json();
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "nl-\nFORGED LINE"));
+}
+
+#[test]
+fn hostile_lying_length() {
+    let (sim, _) = setup();
+    sim.inject(Fault::lying_length("GET /v1/key", 1 << 40).times(1));
+    let addr = sim.url().trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /v1/key HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers arrive");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-length: 1099511627776"),
+        "{head}"
+    );
+    assert!(body.contains("ec-p256"), "{body}");
+}
