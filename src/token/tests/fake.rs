@@ -92,6 +92,15 @@ impl FakeTsb {
         signer
     }
 
+    /// Puts another P-256 key (derived from `seed`) behind `label`, as a key deleted and
+    /// created again on the TSB behind the token's back.
+    pub(super) fn replace_key(&self, label: &str, seed: &str) -> SigningKey {
+        let secret = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+        let signer = SigningKey::from_bytes(&secret).expect("a valid P-256 scalar");
+        self.insert(label, Signer::P256(signer.clone()), false);
+        signer
+    }
+
     /// Adds an RSA or Ed25519 key (signed with OpenSSL).
     pub(super) fn add_openssl_key(&self, label: &str, key: &PKey<Private>) {
         self.insert(label, Signer::OpenSsl(key.clone()), false);
