@@ -489,9 +489,11 @@ fn a_key_created_again_under_its_label_never_signs_under_the_old_handle() {
     let keys = tempfile::tempdir().unwrap();
     let mut cfg = tsb_sim::SimConfig::fast_test();
     cfg.keys = vec![common::fresh_p256_key("again", keys.path())];
-    let h = common::netsec::logged(cfg, "info", |url| {
-        serde_json::json!({ "restApi": url, "pkcs11": { "cacheTtlSecs": 0 } })
-    });
+    let h = common::netsec::logged(
+        cfg,
+        "info",
+        |url| serde_json::json!({ "restApi": url, "pkcs11": { "cacheTtlSecs": 0 } }),
+    );
     let s = h.session();
     let old = h.private_key(&s, "again");
     let first = common::public_key_info(&s, old);
@@ -517,7 +519,14 @@ fn a_key_created_again_under_its_label_never_signs_under_the_old_handle() {
     // after a search that reads the key again (as the judges' client did).
     let mut attempts = vec![
         raw_sign_only(&h, pending.handle(), b"after"),
-        common::raw_sign(&h.raw, s.handle(), CKM_ECDSA_SHA256, &mut [], old.handle(), b"after"),
+        common::raw_sign(
+            &h.raw,
+            s.handle(),
+            CKM_ECDSA_SHA256,
+            &mut [],
+            old.handle(),
+            b"after",
+        ),
     ];
     let new = h.private_key(&s, "again");
     attempts.push(common::raw_sign(
@@ -535,7 +544,11 @@ fn a_key_created_again_under_its_label_never_signs_under_the_old_handle() {
                 "attempt {i}: a CKR_OK signature under the old handle verifies under the key read"
             );
         }
-        assert_eq!(r.as_ref().unwrap_err(), &CKR_KEY_HANDLE_INVALID, "attempt {i}");
+        assert_eq!(
+            r.as_ref().unwrap_err(),
+            &CKR_KEY_HANDLE_INVALID,
+            "attempt {i}"
+        );
     }
     let rv = s.get_attributes(old, &[AttributeType::Label]).unwrap_err();
     assert!(format!("{rv:?}").contains("ObjectHandleInvalid"), "{rv}");

@@ -6,12 +6,12 @@ use p256::ecdsa::SigningKey;
 use p256::pkcs8::EncodePublicKey;
 use serde_json::json;
 
-use crate::token::attributes::AttrValue;
 use super::fake::FakeTsb;
 use super::{
     ecdsa_sha256, find, openssl_verifies, private_key, public_key, session, signature, token_with,
     Token,
 };
+use crate::token::attributes::AttrValue;
 
 fn by_label(label: &str) -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
     vec![(CKA_LABEL, label.as_bytes().to_vec())]
@@ -83,7 +83,11 @@ fn spki(key: &SigningKey) -> Vec<u8> {
 }
 
 fn public_key_info(t: &Token, s: CK_SESSION_HANDLE, h: CK_OBJECT_HANDLE) -> Vec<u8> {
-    match t.attribute_values(s, h, &[CKA_PUBLIC_KEY_INFO]).unwrap().remove(0) {
+    match t
+        .attribute_values(s, h, &[CKA_PUBLIC_KEY_INFO])
+        .unwrap()
+        .remove(0)
+    {
         AttrValue::Bytes(b) => b,
         other => panic!("CKA_PUBLIC_KEY_INFO: {other:?}"),
     }

@@ -538,8 +538,8 @@ pub fn pkeyutl_verifies(
 /// PEM into `dir`), so it differs from every other key of that label — the simulator otherwise
 /// gives a label the same cached key each time.
 pub fn fresh_p256_key(label: &str, dir: &Path) -> tsb_sim::KeySpec {
-    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
-        .expect("P-256");
+    let group =
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
     let key = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("EC key")).unwrap();
     let path = dir.join(format!(
         "{label}-{}.pem",
