@@ -132,6 +132,11 @@ fn a_key_created_again_under_its_label_gets_new_handles() {
         );
     }
     assert_eq!(
+        t.destroy_object(s, old_private).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID,
+        "C_DestroyObject on the old handle"
+    );
+    assert_eq!(
         t.sign_init(s, &ecdsa_sha256(), old_private)
             .unwrap_err()
             .code(),
