@@ -444,7 +444,8 @@ impl ObjectStore {
         }
     }
 
-    /// Resolves a handle. A key removed from the TSB gives `CKR_OBJECT_HANDLE_INVALID`.
+    /// Resolves a handle. A key removed from the TSB, or replaced by another key under its
+    /// label, gives `CKR_OBJECT_HANDLE_INVALID`.
     pub(crate) fn lookup(&self, handle: CK_OBJECT_HANDLE) -> Result<ObjectRef> {
         let invalid = || Error::rv(CKR_OBJECT_HANDLE_INVALID);
         let inner = self.inner.read();

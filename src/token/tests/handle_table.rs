@@ -7,10 +7,12 @@ use p256::pkcs8::EncodePublicKey;
 use serde_json::json;
 
 use super::fake::FakeTsb;
+use super::certificates::certificate;
 use super::{
-    ecdsa_sha256, find, openssl_verifies, private_key, public_key, session, signature, token_with,
-    Token,
+    ecdsa_sha256, find, key_object, openssl_verifies, private_key, public_key, session, signature,
+    token_with, Token,
 };
+use crate::token::Backend;
 use crate::token::attributes::AttrValue;
 
 fn by_label(label: &str) -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
@@ -195,4 +197,34 @@ fn a_sign_after_the_key_was_replaced_fails_and_invalidates_the_handles() {
     let sig = signature(t.sign(s, b"msg", Some(64)).unwrap());
     assert!(openssl_verifies(&second, b"msg", &sig));
     assert!(!openssl_verifies(&first, b"msg", &sig));
+}
+
+/// The certificate object of a replaced key gets a new handle too, and shows the new key's
+/// certificate; the old certificate handle is invalid.
+#[test]
+fn a_replaced_key_s_certificate_gets_a_new_handle() {
+    let fake = FakeTsb::new();
+    let first = fake.add_key("k", false);
+    let first_cert = certificate(&first, "first", 1).to_der().unwrap();
+    fake.import_certificate("k", &first_cert).unwrap();
+    let t = token_with(&fake, json!({"cacheTtlSecs": 0}));
+    let s = session(&t);
+    let old = key_object(&t, s, CKO_CERTIFICATE, "k");
+    assert_eq!(
+        t.attribute_values(s, old, &[CKA_VALUE]).unwrap(),
+        vec![AttrValue::Bytes(first_cert)]
+    );
+    let second = fake.replace_key("k", "second key, second certificate");
+    let second_cert = certificate(&second, "second", 2).to_der().unwrap();
+    fake.import_certificate("k", &second_cert).unwrap();
+    let new = key_object(&t, s, CKO_CERTIFICATE, "k");
+    assert_ne!(new, old);
+    assert_eq!(
+        t.attribute_values(s, new, &[CKA_VALUE]).unwrap(),
+        vec![AttrValue::Bytes(second_cert)]
+    );
+    assert_eq!(
+        t.attribute_values(s, old, &[CKA_VALUE]).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
 }
