@@ -228,3 +228,27 @@ fn a_replaced_key_s_certificate_gets_a_new_handle() {
         CKR_OBJECT_HANDLE_INVALID
     );
 }
+
+/// A certificate object made for a key that was replaced meanwhile (a `C_CreateObject` racing
+/// with the replacement) is not attached to the new key.
+#[test]
+fn a_certificate_made_for_the_replaced_key_is_not_attached_to_the_new_one() {
+    use crate::crypto::Certificate;
+    use crate::token::keys::key_cert_object;
+    use crate::token::objects::CertSource;
+    let fake = FakeTsb::new();
+    let first = fake.add_key("k", false);
+    let t = token_with(&fake, json!({"cacheTtlSecs": 0}));
+    let s = session(&t);
+    let old_key = t.load_key("k").unwrap().expect("the key");
+    let der = certificate(&first, "first", 1).to_der().unwrap();
+    let object = key_cert_object(
+        &old_key,
+        Certificate::from_any(&der).unwrap(),
+        CertSource::Tsb,
+    );
+    fake.replace_key("k", "replaced before the certificate is attached");
+    private_key(&t, s, "k");
+    assert!(!t.objects.set_cert("k", Some(object)));
+    assert!(find(&t, s, &[(CKA_CLASS, super::ulong(CKO_CERTIFICATE))]).is_empty());
+}
