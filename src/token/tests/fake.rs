@@ -59,6 +59,8 @@ pub(super) struct FakeTsb {
     pub(super) attributes_error: Mutex<Option<(u16, i64)>>,
     /// Answer ECDSA signatures as fixed-width r‖s instead of DER (newer TSBs can).
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
+    /// The TSB `id` of each key label (`null` for the others).
+    pub(super) key_ids: Mutex<HashMap<String, String>>,
 }
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
@@ -315,7 +317,7 @@ impl Backend for FakeTsb {
         };
         let body = json!({"json": {
             "label": label,
-            "id": null,
+            "id": self.key_ids.lock().get(label),
             "algorithm": algorithm,
             "curveOid": curve,
             "publicKey": base64::Engine::encode(

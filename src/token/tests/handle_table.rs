@@ -6,14 +6,14 @@ use p256::ecdsa::SigningKey;
 use p256::pkcs8::EncodePublicKey;
 use serde_json::json;
 
-use super::fake::FakeTsb;
 use super::certificates::certificate;
+use super::fake::FakeTsb;
 use super::{
     ecdsa_sha256, find, key_object, openssl_verifies, private_key, public_key, session, signature,
     token_with, Token,
 };
-use crate::token::Backend;
 use crate::token::attributes::AttrValue;
+use crate::token::Backend;
 
 fn by_label(label: &str) -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
     vec![(CKA_LABEL, label.as_bytes().to_vec())]
@@ -251,4 +251,28 @@ fn a_certificate_made_for_the_replaced_key_is_not_attached_to_the_new_one() {
     private_key(&t, s, "k");
     assert!(!t.objects.set_cert("k", Some(object)));
     assert!(find(&t, s, &[(CKA_CLASS, super::ulong(CKO_CERTIFICATE))]).is_empty());
+}
+
+/// The TSB key id is part of the identity: the same public key under another id is another key
+/// (new handles), the same id again keeps them.
+#[test]
+fn a_new_tsb_key_id_gives_new_handles() {
+    let fake = FakeTsb::new();
+    fake.add_key("k", false);
+    fake.key_ids.lock().insert("k".into(), "01".into());
+    let t = token_with(&fake, json!({"cacheTtlSecs": 0}));
+    let s = session(&t);
+    let old = private_key(&t, s, "k");
+    assert_eq!(private_key(&t, s, "k"), old, "same key, same handle");
+    fake.key_ids.lock().insert("k".into(), "02".into());
+    let new = private_key(&t, s, "k");
+    assert_ne!(new, old);
+    assert_eq!(
+        t.attribute_values(s, old, &[CKA_ID]).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert_eq!(
+        t.attribute_values(s, new, &[CKA_ID]).unwrap(),
+        vec![AttrValue::Bytes(vec![2])]
+    );
 }
