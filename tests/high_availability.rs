@@ -450,3 +450,86 @@ fn failover_keeps_to_the_first_node_and_comes_back_to_it() {
     let back = h.lines_with(&format!("TSB node {url0} answers again"));
     assert_eq!(back.len(), 1, "{back:#?}");
 }
+
+/// Issue 19 item 2: two TSBs that are not one cluster, each with its own key under the same
+/// label. After node 1 goes down and calls move to node 2, a sign under the handle read from
+/// node 1 never returns a signature of node 2's key (CKR_KEY_HANDLE_INVALID: the signature is
+/// checked against the key the handle named, and the key is read again); the old handle is
+/// invalid from then on, the key of node 2 gets a new handle whose signatures verify under it,
+/// and one WARN line names the change.
+#[test]
+fn a_failover_to_a_node_with_another_key_gives_new_handles() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let node = || {
+        let mut cfg = SimConfig::fast_test();
+        cfg.keys = vec![common::fresh_p256_key("ha-key", keys.path())];
+        common::start_sim(cfg)
+    };
+    let second = node();
+    let second_url = second.url();
+    let log_dir = tempfile::tempdir().expect("tempdir");
+    let log = log_dir.path().join("module.log");
+    let h = {
+        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("TSB_PKCS11_LOG", "info");
+        std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
+        let h = Harness::over(node(), |first| {
+            json!({
+                "restApi": [first.url(), second_url],
+                "pkcs11": settings("failover", TIMEOUT_MS)
+            })
+        });
+        std::env::remove_var("TSB_PKCS11_LOG");
+        std::env::remove_var("TSB_PKCS11_LOG_FILE");
+        h
+    };
+    let h = Ha {
+        h,
+        log,
+        _log_dir: log_dir,
+    };
+    let s = h.session();
+    let old = h.private_key(&s, "ha-key");
+    let read = common::public_key_info(&s, old);
+    assert!(read.public_eq(&h.sim_public_key("ha-key")), "node 1's key");
+    let sig = s.sign(&Mechanism::EcdsaSha256, old, b"before").unwrap();
+    assert!(verify::ecdsa(&read, Hash::Sha256, b"before", &sig));
+
+    h.fault(0, NodeFault::Down);
+    for attempt in 0..2 {
+        let r = raw_sign(
+            &h.raw,
+            s.handle(),
+            CKM_ECDSA_SHA256,
+            &mut [],
+            old.handle(),
+            b"after",
+        );
+        if let Ok(sig) = &r {
+            assert!(
+                verify::ecdsa(&read, Hash::Sha256, b"after", sig),
+                "attempt {attempt}: a CKR_OK signature under the old handle verifies under the key read"
+            );
+        }
+        assert_eq!(r.unwrap_err(), CKR_KEY_HANDLE_INVALID, "attempt {attempt}");
+    }
+    let rv = s
+        .get_attributes(old, &[cryptoki::object::AttributeType::Label])
+        .unwrap_err();
+    assert!(format!("{rv:?}").contains("ObjectHandleInvalid"), "{rv}");
+
+    let node2 = openssl::pkey::PKey::public_key_from_der(
+        &second.public_key_der("ha-key").expect("node 2 has the key"),
+    )
+    .unwrap();
+    assert!(!node2.public_eq(&read), "another key on node 2");
+    let new = h.private_key(&s, "ha-key");
+    assert_ne!(new, old, "handles are never reused");
+    assert!(common::public_key_info(&s, new).public_eq(&node2));
+    let sig = s.sign(&Mechanism::EcdsaSha256, new, b"after").unwrap();
+    assert!(verify::ecdsa(&node2, Hash::Sha256, b"after", &sig));
+    assert!(!verify::ecdsa(&read, Hash::Sha256, b"after", &sig));
+    let warned = h.lines_with("the key behind label 'ha-key' changed");
+    assert_eq!(warned.len(), 1, "one WARN line: {warned:#?}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+}

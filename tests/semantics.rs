@@ -457,6 +457,114 @@ fn removed_key_gives_invalid_handle_after_refresh() {
     assert!(format!("{rv:?}").contains("ObjectHandleInvalid"), "{rv}");
 }
 
+/// C_Sign (after a C_SignInit made earlier) through the raw list, into a 64-byte buffer.
+fn raw_sign_only(h: &Harness, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+    let mut sig = vec![0u8; 64];
+    let mut len: CK_ULONG = 64;
+    // SAFETY: valid pointers for the duration of the call.
+    let rv = unsafe {
+        (h.raw.f.C_Sign.unwrap())(
+            session,
+            data.as_ptr() as *mut u8,
+            data.len() as CK_ULONG,
+            sig.as_mut_ptr(),
+            &mut len,
+        )
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    sig.truncate(len as usize);
+    Ok(sig)
+}
+
+/// Issue 19 item 2: a key deleted and created again under the same label on the TSB, after the
+/// application read its handle. No CKR_OK signature under the old handle fails to verify (with
+/// OpenSSL) under the public key the application read; the old handle is invalid
+/// (CKR_KEY_HANDLE_INVALID to sign, CKR_OBJECT_HANDLE_INVALID to read), the new key gets a new
+/// handle whose signatures verify under the new key, and one WARN line names the change. Before,
+/// the old handle signed with the new key.
+#[test]
+fn a_key_created_again_under_its_label_never_signs_under_the_old_handle() {
+    let keys = tempfile::tempdir().unwrap();
+    let mut cfg = tsb_sim::SimConfig::fast_test();
+    cfg.keys = vec![common::fresh_p256_key("again", keys.path())];
+    let h = common::netsec::logged(
+        cfg,
+        "info",
+        |url| serde_json::json!({ "restApi": url, "pkcs11": { "cacheTtlSecs": 0 } }),
+    );
+    let s = h.session();
+    let old = h.private_key(&s, "again");
+    let first = common::public_key_info(&s, old);
+    let sig = s
+        .sign(&cryptoki::mechanism::Mechanism::EcdsaSha256, old, b"before")
+        .unwrap();
+    assert!(verify::ecdsa(&first, Hash::Sha256, b"before", &sig));
+    // A second session has initialised a signature with the old handle.
+    let pending = h.session();
+    let mut m = mech(CKM_ECDSA_SHA256);
+    // SAFETY: valid mechanism pointer.
+    let rv = unsafe { (h.raw.f.C_SignInit.unwrap())(pending.handle(), &mut m, old.handle()) };
+    assert_eq!(rv, CKR_OK);
+
+    h.sim.remove_key("again");
+    h.sim
+        .add_key(common::fresh_p256_key("again", keys.path()))
+        .unwrap();
+    let second = h.sim_public_key("again");
+    assert!(!second.public_eq(&first), "another key under the label");
+
+    // Every sign under the old handle: the pending operation; C_SignInit + C_Sign before and
+    // after a search that reads the key again (as the judges' client did).
+    let mut attempts = vec![
+        raw_sign_only(&h, pending.handle(), b"after"),
+        common::raw_sign(
+            &h.raw,
+            s.handle(),
+            CKM_ECDSA_SHA256,
+            &mut [],
+            old.handle(),
+            b"after",
+        ),
+    ];
+    let new = h.private_key(&s, "again");
+    attempts.push(common::raw_sign(
+        &h.raw,
+        s.handle(),
+        CKM_ECDSA_SHA256,
+        &mut [],
+        old.handle(),
+        b"after",
+    ));
+    for (i, r) in attempts.iter().enumerate() {
+        if let Ok(sig) = r {
+            assert!(
+                verify::ecdsa(&first, Hash::Sha256, b"after", sig),
+                "attempt {i}: a CKR_OK signature under the old handle verifies under the key read"
+            );
+        }
+        assert_eq!(
+            r.as_ref().unwrap_err(),
+            &CKR_KEY_HANDLE_INVALID,
+            "attempt {i}"
+        );
+    }
+    let rv = s.get_attributes(old, &[AttributeType::Label]).unwrap_err();
+    assert!(format!("{rv:?}").contains("ObjectHandleInvalid"), "{rv}");
+    // The new key: a new handle, signatures that verify under it.
+    assert_ne!(new, old, "handles are never reused");
+    assert!(common::public_key_info(&s, new).public_eq(&second));
+    let sig = s
+        .sign(&cryptoki::mechanism::Mechanism::EcdsaSha256, new, b"after")
+        .unwrap();
+    assert!(verify::ecdsa(&second, Hash::Sha256, b"after", &sig));
+    assert!(!verify::ecdsa(&first, Hash::Sha256, b"after", &sig));
+    let warned = h.lines_with("the key behind label 'again' changed");
+    assert_eq!(warned.len(), 1, "one line: {}", h.log_text());
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+}
+
 #[test]
 fn token_and_slot_info() {
     let h = Harness::new();

@@ -80,6 +80,12 @@ impl Token {
         if let Some(cached) = self.objects.fresh_key(label) {
             return Ok(cached);
         }
+        self.fetch_key(label)
+    }
+
+    /// A key by label, always fetched from the TSB (`GET /v1/key/{label}/attributes`) and
+    /// stored; a key whose identity changed gets new handles ([`ObjectStore::store_key`]).
+    pub(super) fn fetch_key(&self, label: &str) -> Result<Option<Arc<KeyObject>>> {
         let client = self.client()?;
         let password = self.key_password(label);
         let attrs = match client.key_attributes(label, password.as_ref()) {

@@ -1,6 +1,12 @@
 //! Token objects (PKCS#11 v2.40 §4): for every TSB key that can sign, a private key and a public
 //! key object, plus certificates. Handles are derived from a per-label index that is assigned
 //! once and never reused, so they stay the same across key-list refreshes.
+//!
+//! An index is bound to one key identity ([`KeyIdentity`]: the public key and the TSB's key id)
+//! for its lifetime. When a refresh finds another key behind a label (deleted and created again
+//! on the TSB, or another node of a failover answering with other keys), the label's index is
+//! dropped — its handles become invalid — and the key gets a new index, so a handle never names
+//! a key other than the one the application read through it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -8,12 +14,43 @@ use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
 use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
 
 use super::approval::RequestLifetime;
 use crate::crypto::{Certificate, PreparedKey, PublicKey};
 use crate::error::{Error, Result};
 use crate::logging::Net;
 use crate::tsb::KeyAttributes;
+
+/// Who a key is: the SHA-256 of its public key (the DER SubjectPublicKeyInfo, as
+/// `CKA_PUBLIC_KEY_INFO` shows it) and the TSB's key id when it has one. Handles are bound to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyIdentity {
+    spki_sha256: [u8; 32],
+    tsb_id: Option<String>,
+}
+
+impl KeyIdentity {
+    pub(crate) fn of(public: &PublicKey, tsb_id: Option<&str>) -> KeyIdentity {
+        KeyIdentity {
+            spki_sha256: Sha256::digest(public.spki_der()).into(),
+            tsb_id: tsb_id
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        }
+    }
+
+    /// A short form for log lines: the first 8 bytes of the public key's SHA-256 in hex, and
+    /// the TSB id (sanitised) when there is one.
+    pub(crate) fn short(&self) -> String {
+        let hash = hex::encode(&self.spki_sha256[..8]);
+        match &self.tsb_id {
+            Some(id) => format!("sha256:{hash}… id {}", Net(id)),
+            None => format!("sha256:{hash}…"),
+        }
+    }
+}
 
 /// A TSB key as the token shows it.
 #[derive(Debug)]
@@ -23,6 +60,8 @@ pub(crate) struct KeyObject {
     pub(crate) id: Vec<u8>,
     pub(crate) key_type: CK_KEY_TYPE,
     pub(crate) public: PublicKey,
+    /// What the key's handles are bound to (see [`KeyIdentity`]).
+    pub(crate) identity: KeyIdentity,
     pub(crate) needs_approval: bool,
     pub(crate) blocked: bool,
     pub(crate) always_sensitive: bool,
@@ -31,7 +70,7 @@ pub(crate) struct KeyObject {
     pub(crate) approvers: String,
     /// How long the TSB keeps an approval request for this key alive (from its policy).
     pub(crate) request_lifetime: RequestLifetime,
-    /// Index-derived base of the object handles.
+    /// Index-derived base of the object handles; [`ObjectStore::store_key`] sets the final one.
     pub(crate) base: CK_OBJECT_HANDLE,
     /// `CKA_DESTROYABLE`: the TSB attribute `destroyable`, cleared by the token unless
     /// `pkcs11.allowKeyDeletion` lets `C_DestroyObject` delete keys.
@@ -129,11 +168,15 @@ enum Entry {
 /// The handle table: one slot per label that exists on the TSB. A label gets its index when
 /// it is first seen to exist; a label that is gone is forgotten (its handles become invalid)
 /// and its index is never given out again. Labels that do not exist never get a slot, so the
-/// table is bounded by what the TSB holds, whatever the application searches for.
+/// table is bounded by what the TSB holds, whatever the application searches for. An index is
+/// bound to the identity of the first key loaded into it; another key behind the label gets a
+/// new index.
 #[derive(Default)]
 struct Inner {
     /// The state of each label's index.
     slots: HashMap<usize, Entry>,
+    /// The key identity each index is bound to (from its first load until it is forgotten).
+    bound: HashMap<usize, KeyIdentity>,
     by_label: HashMap<String, usize>,
     /// The next index to give out (indices are never reused).
     next: usize,
@@ -150,10 +193,27 @@ impl Inner {
     /// Forgets a label: its handles become invalid.
     fn forget(&mut self, label: &str) -> bool {
         match self.by_label.remove(label) {
-            Some(i) => self.slots.remove(&i).is_some(),
+            Some(i) => {
+                self.bound.remove(&i);
+                self.slots.remove(&i).is_some()
+            }
             None => false,
         }
     }
+
+    /// Gives a label a new index (never given out before), its state unknown.
+    fn allocate(&mut self, label: &str) -> usize {
+        let i = self.next;
+        self.next += 1;
+        self.slots.insert(i, Entry::Unknown);
+        self.by_label.insert(label.to_string(), i);
+        i
+    }
+}
+
+/// The handle base of an index.
+fn base_of_index(i: usize) -> CK_OBJECT_HANDLE {
+    ((i as CK_OBJECT_HANDLE) + 1) << SHIFT
 }
 
 /// The object cache. Its lock is never held across network I/O: callers fetch first, then
@@ -178,20 +238,14 @@ impl ObjectStore {
     /// until the label is gone.
     pub(crate) fn base_of(&self, label: &str) -> CK_OBJECT_HANDLE {
         if let Some(i) = self.inner.read().by_label.get(label) {
-            return ((*i as CK_OBJECT_HANDLE) + 1) << SHIFT;
+            return base_of_index(*i);
         }
         let mut inner = self.inner.write();
         let i = match inner.by_label.get(label) {
             Some(i) => *i,
-            None => {
-                let i = inner.next;
-                inner.next += 1;
-                inner.slots.insert(i, Entry::Unknown);
-                inner.by_label.insert(label.to_string(), i);
-                i
-            }
+            None => inner.allocate(label),
         };
-        ((i as CK_OBJECT_HANDLE) + 1) << SHIFT
+        base_of_index(i)
     }
 
     fn index_of(handle: CK_OBJECT_HANDLE) -> Option<usize> {
@@ -203,6 +257,7 @@ impl ObjectStore {
     pub(crate) fn table_len(&self) -> usize {
         let inner = self.inner.read();
         debug_assert_eq!(inner.slots.len(), inner.by_label.len());
+        debug_assert!(inner.bound.keys().all(|i| inner.slots.contains_key(i)));
         inner.by_label.len()
     }
 
@@ -253,21 +308,38 @@ impl ObjectStore {
         }
     }
 
+    /// Stores a fetched key under its label and returns it with the handle base it got. The
+    /// label keeps its index while the key's identity is the one the index is bound to;
+    /// another key behind the label (deleted and created again, or another TSB node's key)
+    /// makes the old handles invalid and gets a new index, with one warning. A label forgotten
+    /// while the key was fetched gets a new index too: handles are never handed out again.
     pub(crate) fn store_key(
         &self,
-        key: KeyObject,
+        mut key: KeyObject,
         cert: Option<Arc<CertObject>>,
     ) -> Arc<KeyObject> {
-        let key = Arc::new(key);
-        let i = Self::index_of(key.base).expect("valid base");
         let mut inner = self.inner.write();
-        // The label keeps the index its handles were made from (also if a list refresh
-        // forgot it meanwhile).
-        if let Some(old) = inner.by_label.insert(key.label.clone(), i) {
-            if old != i {
-                inner.slots.remove(&old);
-            }
-        }
+        let i = match inner.by_label.get(&key.label).copied() {
+            None => inner.allocate(&key.label),
+            Some(i) => match inner.bound.get(&i) {
+                Some(old) if *old != key.identity => {
+                    log::warn!(
+                        "the key behind label '{}' changed on the TSB (was {}, now {}): its old \
+                         object handles are invalid, the new key gets new handles",
+                        Net(&key.label),
+                        old.short(),
+                        key.identity.short()
+                    );
+                    inner.forget(&key.label);
+                    inner.allocate(&key.label)
+                }
+                _ => i,
+            },
+        };
+        inner.bound.insert(i, key.identity.clone());
+        key.base = base_of_index(i);
+        let cert = cert.map(|c| rebased(c, Self::cert_handle(key.base)));
+        let key = Arc::new(key);
         inner.slots.insert(
             i,
             Entry::Loaded {
@@ -277,6 +349,16 @@ impl ObjectStore {
             },
         );
         key
+    }
+
+    /// Whether `key` (captured by an operation) is still what its handles name: its index has
+    /// not been forgotten and is bound to its identity.
+    pub(crate) fn still_names(&self, key: &KeyObject) -> bool {
+        let inner = self.inner.read();
+        match Self::index_of(key.base) {
+            Some(i) => inner.slots.contains_key(&i) && inner.bound.get(&i) == Some(&key.identity),
+            None => false,
+        }
     }
 
     /// A key that exists but cannot be used here (it keeps its slot: the TSB holds it).
@@ -305,6 +387,14 @@ impl ObjectStore {
             return false;
         };
         match inner.slots.get_mut(&i) {
+            // A certificate object made for an earlier key of the label is not attached.
+            Some(Entry::Loaded { key, .. })
+                if cert
+                    .as_ref()
+                    .is_some_and(|c| c.handle != Self::cert_handle(key.base)) =>
+            {
+                false
+            }
             Some(Entry::Loaded { cert: slot, .. }) => {
                 *slot = cert;
                 true
@@ -354,7 +444,8 @@ impl ObjectStore {
         }
     }
 
-    /// Resolves a handle. A key removed from the TSB gives `CKR_OBJECT_HANDLE_INVALID`.
+    /// Resolves a handle. A key removed from the TSB, or replaced by another key under its
+    /// label, gives `CKR_OBJECT_HANDLE_INVALID`.
     pub(crate) fn lookup(&self, handle: CK_OBJECT_HANDLE) -> Result<ObjectRef> {
         let invalid = || Error::rv(CKR_OBJECT_HANDLE_INVALID);
         let inner = self.inner.read();
@@ -380,6 +471,21 @@ impl ObjectStore {
             _ => Err(invalid()),
         }
     }
+}
+
+/// A certificate object with the handle `handle` (the key it belongs to got a new index).
+fn rebased(cert: Arc<CertObject>, handle: CK_OBJECT_HANDLE) -> Arc<CertObject> {
+    if cert.handle == handle {
+        return cert;
+    }
+    Arc::new(CertObject {
+        handle,
+        label: cert.label.clone(),
+        id: cert.id.clone(),
+        cert: cert.cert.clone(),
+        category: cert.category,
+        source: cert.source,
+    })
 }
 
 /// Builds a key object from the TSB's attributes; `Err(reason)` when it cannot sign here.
@@ -414,6 +520,7 @@ pub(crate) fn key_from_attributes(
         label: attrs.label.clone(),
         id,
         key_type,
+        identity: KeyIdentity::of(&public, attrs.id.as_deref()),
         public,
         needs_approval: attrs.needs_approval(),
         blocked: attrs.blocked(),

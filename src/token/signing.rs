@@ -126,9 +126,16 @@ impl Token {
     }
 
     /// Makes one signature: one TSB sign call (synchronous, or an approval request and its
-    /// wait), DER→r‖s for ECDSA, and a local check against the public key.
+    /// wait), DER→r‖s for ECDSA, and a local check against the public key captured at
+    /// `C_SignInit` (never one fetched later): a returned signature verifies under the key the
+    /// operation's handle named.
     fn produce(&self, session: &Arc<Session>, op: &SignOp, input: InputOwned) -> Result<Vec<u8>> {
         let key = &op.key;
+        // The handle was invalidated since C_SignInit (the key is gone, or another key is behind
+        // its label): nothing is signed with whatever the label names now.
+        if !self.objects.still_names(key) {
+            return Err(replaced(&key.label));
+        }
         let prepared = op.plan.prepare(input.as_input(), &key.public)?;
         let mut request = SignRequest {
             key: key.label.clone(),
@@ -165,6 +172,9 @@ impl Token {
                     // Newer TSBs can answer r‖s already.
                     Err(_) if raw.len() == 2 * width => raw,
                     Err(e) => {
+                        if self.key_was_replaced(key) {
+                            return Err(replaced(&key.label));
+                        }
                         log::error!(
                             "ECDSA signature from the TSB for '{}' is malformed: {e}",
                             Net(&key.label)
@@ -176,6 +186,9 @@ impl Token {
             _ => raw,
         };
         if signature.len() != key.public.signature_len() {
+            if self.key_was_replaced(key) {
+                return Err(replaced(&key.label));
+            }
             log::error!(
                 "signature from the TSB for '{}' has {} bytes, expected {}; not returned",
                 Net(&key.label),
@@ -195,6 +208,9 @@ impl Token {
                 prepared.signed_data(),
                 &signature,
             ) {
+                if self.key_was_replaced(key) {
+                    return Err(replaced(&key.label));
+                }
                 log::error!(
                     "signature from the TSB for key '{}' ({}) does not verify: {e}; not returned",
                     Net(&key.label),
@@ -207,6 +223,23 @@ impl Token {
             }
         }
         Ok(signature)
+    }
+
+    /// After a signature that does not fit the captured key: whether the TSB now has another
+    /// key (or none) behind the label. Fetches the key's attributes again (which gives the new
+    /// key new handles and logs the change once); a failed fetch says nothing.
+    fn key_was_replaced(&self, key: &KeyObject) -> bool {
+        match self.fetch_key(&key.label) {
+            Ok(Some(now)) => now.identity != key.identity,
+            Ok(None) => !self.objects.still_names(key),
+            Err(e) => {
+                log::debug!(
+                    "key '{}' could not be read again after a wrong signature: {e}",
+                    Net(&key.label)
+                );
+                false
+            }
+        }
     }
 
     fn sign_error(&self, label: &str, e: &crate::tsb::TsbError) -> Error {
@@ -344,6 +377,19 @@ impl Token {
         let input = op.sink.finish();
         check_signature(&op, input, signature)
     }
+}
+
+/// The key an operation was initialised with is no longer what its handle names. PKCS#11 v3.0
+/// §5.1.6 (`CKR_KEY_HANDLE_INVALID`: "the specified key handle is not valid"): the handle given
+/// to `C_SignInit` is invalid now, and the operation ends without a signature.
+fn replaced(label: &str) -> Error {
+    Error::new(
+        CKR_KEY_HANDLE_INVALID,
+        format!(
+            "the key handle of this operation is no longer valid: key '{}' is gone or was replaced on the TSB",
+            crate::logging::sanitize(label)
+        ),
+    )
 }
 
 /// Another thread's `C_Sign` / `C_SignFinal` of this session is still running (PKCS#11

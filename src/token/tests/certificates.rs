@@ -20,7 +20,7 @@ use crate::token::Token;
 type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
 
 /// An X.509 certificate for `key`, issued by a throw-away CA key.
-fn certificate(key: &SigningKey, cn: &str, serial: u32) -> X509 {
+pub(super) fn certificate(key: &SigningKey, cn: &str, serial: u32) -> X509 {
     let spki = key.verifying_key().to_public_key_der().unwrap();
     let public = PKey::public_key_from_der(spki.as_bytes()).unwrap();
     let ca = PKey::from_ec_key(

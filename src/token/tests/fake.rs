@@ -59,6 +59,8 @@ pub(super) struct FakeTsb {
     pub(super) attributes_error: Mutex<Option<(u16, i64)>>,
     /// Answer ECDSA signatures as fixed-width r‖s instead of DER (newer TSBs can).
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
+    /// The TSB `id` of each key label (`null` for the others).
+    pub(super) key_ids: Mutex<HashMap<String, String>>,
 }
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
@@ -89,6 +91,15 @@ impl FakeTsb {
         let secret = <sha2::Sha256 as sha2::Digest>::digest(label.as_bytes());
         let signer = SigningKey::from_bytes(&secret).expect("a valid P-256 scalar");
         self.insert(label, Signer::P256(signer.clone()), needs_approval);
+        signer
+    }
+
+    /// Puts another P-256 key (derived from `seed`) behind `label`, as a key deleted and
+    /// created again on the TSB behind the token's back.
+    pub(super) fn replace_key(&self, label: &str, seed: &str) -> SigningKey {
+        let secret = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+        let signer = SigningKey::from_bytes(&secret).expect("a valid P-256 scalar");
+        self.insert(label, Signer::P256(signer.clone()), false);
         signer
     }
 
@@ -306,7 +317,7 @@ impl Backend for FakeTsb {
         };
         let body = json!({"json": {
             "label": label,
-            "id": null,
+            "id": self.key_ids.lock().get(label),
             "algorithm": algorithm,
             "curveOid": curve,
             "publicKey": base64::Engine::encode(

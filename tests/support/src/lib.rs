@@ -533,3 +533,34 @@ pub fn pkeyutl_verifies(
         .expect("run openssl");
     String::from_utf8_lossy(&out.stdout).contains("Verified Successfully")
 }
+
+/// A P-256 key spec labelled `label` whose private key is freshly generated (written as PKCS#8
+/// PEM into `dir`), so it differs from every other key of that label — the simulator otherwise
+/// gives a label the same cached key each time.
+pub fn fresh_p256_key(label: &str, dir: &Path) -> tsb_sim::KeySpec {
+    let group =
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("EC key")).unwrap();
+    let path = dir.join(format!(
+        "{label}-{}.pem",
+        COPIES.fetch_add(1, Ordering::Relaxed)
+    ));
+    write_private(&path, &key.private_key_to_pem_pkcs8().expect("PKCS#8"));
+    let mut spec = tsb_sim::KeySpec::ec(label, tsb_sim::Curve::P256);
+    spec.private_key_file = Some(path);
+    spec
+}
+
+/// A key object's `CKA_PUBLIC_KEY_INFO` (the DER SubjectPublicKeyInfo the application reads),
+/// parsed by OpenSSL.
+pub fn public_key_info(s: &Session, h: ObjectHandle) -> PKey<Public> {
+    let attrs = s
+        .get_attributes(h, &[AttributeType::PublicKeyInfo])
+        .expect("CKA_PUBLIC_KEY_INFO");
+    match attrs.into_iter().next() {
+        Some(Attribute::PublicKeyInfo(der)) => {
+            PKey::public_key_from_der(&der).expect("openssl parses SPKI")
+        }
+        other => panic!("unexpected attribute {other:?}"),
+    }
+}
