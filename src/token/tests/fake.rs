@@ -59,6 +59,10 @@ pub(super) struct FakeTsb {
     pub(super) attributes_error: Mutex<Option<(u16, i64)>>,
     /// Answer ECDSA signatures as fixed-width r‖s instead of DER (newer TSBs can).
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
+    /// When set, every key deletion fails with this (HTTP status, TSB code).
+    pub(super) delete_error: Mutex<Option<(u16, i64)>>,
+    /// While true, a key deletion does not answer (a hanging TSB); it goes on when cleared.
+    pub(super) delete_hangs: std::sync::atomic::AtomicBool,
 }
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
@@ -120,6 +124,11 @@ impl FakeTsb {
         let requests = self.requests.lock();
         let meta = requests.get(id)?.meta_data.as_ref()?;
         Some(serde_json::from_slice(meta).expect("metaData is JSON"))
+    }
+
+    /// The labels of the keys the TSB holds.
+    pub(super) fn labels(&self) -> Vec<String> {
+        self.keys.lock().keys().cloned().collect()
     }
 
     pub(super) fn remove_key(&self, label: &str) {
@@ -459,6 +468,15 @@ impl Backend for FakeTsb {
     /// Deletes a key; labels starting with `locked` are not destroyable (403, 614).
     fn delete_key(&self, label: &str) -> Result<(), TsbError> {
         self.record(format!("delete {label}"));
+        while self
+            .delete_hangs
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if let Some((status, code)) = *self.delete_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         if label.starts_with("locked") {
             return Err(tsb_error(403, 614));
         }
