@@ -636,10 +636,7 @@ fn python_pkcs11_generates_key_pairs() {
         .unwrap();
     let text = ok(out, "tests/python/keygen.py");
     assert!(text.contains("refused py-decrypt"), "{text}");
-    assert!(
-        text.contains("signed with a session key pair"),
-        "{text}"
-    );
+    assert!(text.contains("signed with a session key pair"), "{text}");
     assert!(
         temporary_keys(&h).is_empty(),
         "the session key pair left nothing on the TSB: {:?}",

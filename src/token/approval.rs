@@ -131,7 +131,10 @@ impl Drop for Background {
 }
 
 /// Spawns a helper thread that is counted until it ends.
-pub(crate) fn spawn_counted(name: &str, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+pub(crate) fn spawn_counted(
+    name: &str,
+    job: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
     let token = Background::start();
     std::thread::Builder::new()
         .name(name.into())
@@ -362,9 +365,9 @@ fn cancel_on_tsb(
         }
     }
     let record = |journal: &crate::journal::Setting,
-                       id: &str,
-                       result: std::result::Result<(), String>,
-                       why: &str| {
+                  id: &str,
+                  result: std::result::Result<(), String>,
+                  why: &str| {
         let (status, reason) = match result {
             Ok(()) => ("CANCELLED", why.to_string()),
             Err(e) => (

@@ -252,12 +252,10 @@ fn parse_templates(
         Some(l) => l,
         // A session key's TSB label is generated; its CKA_LABEL may stay empty (§4.4 default).
         None if !token => String::new(),
-        None => {
-            return Err(Error::new(
-                CKR_TEMPLATE_INCOMPLETE,
-                "CKA_LABEL is required for a token key (CKA_TOKEN true): it names the key on the TSB",
-            ))
-        }
+        None => return Err(Error::new(
+            CKR_TEMPLATE_INCOMPLETE,
+            "CKA_LABEL is required for a token key (CKA_TOKEN true): it names the key on the TSB",
+        )),
     };
     if !token && destroyable == Some(false) {
         return Err(inconsistent(
@@ -421,7 +419,11 @@ impl Token {
             return Err(map_tsb_error(&e, self.credential_context()));
         }
         if req.token {
-            log::info!("created key '{}' ({:?}) on the TSB", tsb_label, req.key_type);
+            log::info!(
+                "created key '{}' ({:?}) on the TSB",
+                tsb_label,
+                req.key_type
+            );
         } else {
             log::info!(
                 "created temporary key '{}' ({:?}) on the TSB for a session key pair (CKA_LABEL '{}'); it is deleted when session {session} closes",

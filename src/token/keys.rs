@@ -64,9 +64,7 @@ impl Token {
                 .map_err(|e| map_tsb_error(&e, self.credential_context()))?,
         };
         // Other processes' temporary keys are never listed; this process's own always are.
-        labels.retain(|l| {
-            !super::session_keys::is_session_label(l) || self.session_keys.is_own(l)
-        });
+        labels.retain(|l| !super::session_keys::is_session_label(l) || self.session_keys.is_own(l));
         for own in self.session_keys.labels() {
             if !labels.contains(&own) {
                 labels.push(own);

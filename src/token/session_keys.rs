@@ -258,13 +258,14 @@ impl Token {
                 return;
             }
         };
-        let delete = |client: &dyn super::Backend, label: &str| -> std::result::Result<(), String> {
-            match client.delete_key(label) {
-                Ok(()) => Ok(()),
-                Err(e) if e.is_key_not_found() => Ok(()),
-                Err(e) => Err(Net(&e.to_string()).to_string()),
-            }
-        };
+        let delete =
+            |client: &dyn super::Backend, label: &str| -> std::result::Result<(), String> {
+                match client.delete_key(label) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_key_not_found() => Ok(()),
+                    Err(e) => Err(Net(&e.to_string()).to_string()),
+                }
+            };
         let Some(deadline) = deadline.filter(|_| self.may_spawn_threads) else {
             for label in &labels {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -284,7 +285,8 @@ impl Token {
         let (tx, rx) = std::sync::mpsc::channel::<(String, std::result::Result<(), String>)>();
         let mut workers = 0;
         for _ in 0..PARALLEL_DELETES.min(labels.len()) {
-            let (queue, stop, tx, client) = (queue.clone(), stop.clone(), tx.clone(), client.clone());
+            let (queue, stop, tx, client) =
+                (queue.clone(), stop.clone(), tx.clone(), client.clone());
             let job = move || {
                 while !stop.load(Ordering::Relaxed) {
                     let Some(label) = queue.lock().pop() else {

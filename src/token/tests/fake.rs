@@ -468,10 +468,7 @@ impl Backend for FakeTsb {
     /// Deletes a key; labels starting with `locked` are not destroyable (403, 614).
     fn delete_key(&self, label: &str) -> Result<(), TsbError> {
         self.record(format!("delete {label}"));
-        while self
-            .delete_hangs
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        while self.delete_hangs.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         if let Some((status, code)) = *self.delete_error.lock() {

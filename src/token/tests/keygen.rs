@@ -496,13 +496,8 @@ fn session_key_pairs_are_temporary_tsb_keys_deleted_at_close() {
     fake.add_key("persistent", false);
     let token = token_with(&fake, json!({}));
     let s = session(&token);
-    let (public, private) = generate(
-        &token,
-        s,
-        CKM_EC_KEY_PAIR_GEN,
-        &session_templates("mine"),
-    )
-    .unwrap();
+    let (public, private) =
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("mine")).unwrap();
     let created = temporary_keys(&fake)
         .into_iter()
         .filter(|l| !l.ends_with("0123456789abcdef0123456789abcdef"))
@@ -535,7 +530,13 @@ fn session_key_pairs_are_temporary_tsb_keys_deleted_at_close() {
     assert_eq!(found.len(), 2);
     assert!(found.contains(&public) && found.contains(&private));
     let spki = spki_of(&token, s, public);
-    assert!(signs_and_verifies(&token, other, private, &spki, b"session key"));
+    assert!(signs_and_verifies(
+        &token,
+        other,
+        private,
+        &spki,
+        b"session key"
+    ));
     // The full listing holds this process's own temporary key, not the other one's.
     let all = find(&token, s, &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY))]);
     assert_eq!(all.len(), 2, "'persistent' and the own session key");
@@ -595,16 +596,16 @@ fn session_keys_are_deleted_on_destroy_close_all_and_finalize() {
     let (_, persistent) =
         generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("kept", P256)).unwrap();
     assert_eq!(
-        token
-            .attribute_values(s, persistent, &[CKA_TOKEN])
-            .unwrap(),
+        token.attribute_values(s, persistent, &[CKA_TOKEN]).unwrap(),
         vec![AttrValue::Bytes(vec![CK_TRUE])]
     );
-    let (_, private) =
-        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("a")).unwrap();
+    let (_, private) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("a")).unwrap();
     assert_eq!(temporary_keys(&fake).len(), 1);
     token.destroy_object(s, private).unwrap();
-    assert!(temporary_keys(&fake).is_empty(), "destroyed with its private key");
+    assert!(
+        temporary_keys(&fake).is_empty(),
+        "destroyed with its private key"
+    );
     assert_eq!(
         token.destroy_object(s, private).unwrap_err().code(),
         CKR_OBJECT_HANDLE_INVALID
@@ -682,11 +683,15 @@ fn destroying_a_public_key_object_never_deletes_the_key() {
     let private = super::private_key(&token, s, "pair");
     let public = super::public_key(&token, s, "pair");
     assert_eq!(
-        token.attribute_values(s, public, &[CKA_DESTROYABLE]).unwrap(),
+        token
+            .attribute_values(s, public, &[CKA_DESTROYABLE])
+            .unwrap(),
         vec![AttrValue::Bytes(vec![CK_FALSE])]
     );
     assert_eq!(
-        token.attribute_values(s, private, &[CKA_DESTROYABLE]).unwrap(),
+        token
+            .attribute_values(s, private, &[CKA_DESTROYABLE])
+            .unwrap(),
         vec![AttrValue::Bytes(vec![CK_TRUE])]
     );
     assert_eq!(
@@ -714,7 +719,10 @@ fn destroying_a_public_key_object_never_deletes_the_key() {
             .code(),
         CKR_OBJECT_HANDLE_INVALID
     );
-    assert_eq!(find(&token, s, &[(CKA_LABEL, b"tmp".to_vec())]), vec![spriv]);
+    assert_eq!(
+        find(&token, s, &[(CKA_LABEL, b"tmp".to_vec())]),
+        vec![spriv]
+    );
     assert_eq!(temporary_keys(&fake).len(), 1);
     assert!(signs_and_verifies(&token, s, spriv, &spki, b"temporary"));
     token.destroy_object(ro, spriv).unwrap();
