@@ -459,6 +459,14 @@ impl Token {
         };
         key.destroyable &= self.key_deletion_allowed();
         let key = self.objects.store_key(key, None);
+        if !req.token && !self.session_keys.is_own(&tsb_label) {
+            // Its session closed meanwhile, which deleted the key: no handle may refer to it.
+            self.objects.store_gone(&tsb_label);
+            return Err(Error::new(
+                CKR_SESSION_CLOSED,
+                "the session was closed during key generation",
+            ));
+        }
         Ok((
             ObjectRef::Key(key.clone(), KeyPart::Public).handle(),
             ObjectRef::Key(key, KeyPart::Private).handle(),

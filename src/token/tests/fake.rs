@@ -59,6 +59,8 @@ pub(super) struct FakeTsb {
     pub(super) attributes_error: Mutex<Option<(u16, i64)>>,
     /// Answer ECDSA signatures as fixed-width r‖s instead of DER (newer TSBs can).
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
+    /// When set, every `DELETE /v1/request/{id}` fails with this (HTTP status, TSB code).
+    pub(super) cancel_error: Mutex<Option<(u16, i64)>>,
     /// When set, every key deletion fails with this (HTTP status, TSB code).
     pub(super) delete_error: Mutex<Option<(u16, i64)>>,
     /// While true, a key deletion does not answer (a hanging TSB); it goes on when cleared.
@@ -414,6 +416,9 @@ impl Backend for FakeTsb {
 
     fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
         self.record(format!("cancel {id}"));
+        if let Some((status, code)) = *self.cancel_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         if let Some(r) = self.requests.lock().get_mut(id) {
             r.state = RequestState::Cancelled;
         }
