@@ -429,7 +429,7 @@ impl Token {
                 "created temporary key '{}' ({:?}) on the TSB for a session key pair (CKA_LABEL '{}'); it is deleted when session {session} closes",
                 tsb_label,
                 req.key_type,
-                req.label
+                crate::logging::sanitize(&req.label)
             );
             self.register_session_key(&tsb_label, session, &req.label)?;
         }
