@@ -63,7 +63,8 @@ pub(super) struct FakeTsb {
     pub(super) cancel_error: Mutex<Option<(u16, i64)>>,
     /// When set, every key deletion fails with this (HTTP status, TSB code).
     pub(super) delete_error: Mutex<Option<(u16, i64)>>,
-    /// While true, a key deletion does not answer (a hanging TSB); it goes on when cleared.
+    /// While true, a key deletion does not answer (a hanging TSB, for at most 10 s); it goes on
+    /// when cleared.
     pub(super) delete_hangs: std::sync::atomic::AtomicBool,
 }
 
@@ -473,7 +474,11 @@ impl Backend for FakeTsb {
     /// Deletes a key; labels starting with `locked` are not destroyable (403, 614).
     fn delete_key(&self, label: &str) -> Result<(), TsbError> {
         self.record(format!("delete {label}"));
-        while self.delete_hangs.load(std::sync::atomic::Ordering::Relaxed) {
+        // At most 10 s, so a caller that waits for it fails its test instead of hanging it.
+        let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.delete_hangs.load(std::sync::atomic::Ordering::Relaxed)
+            && std::time::Instant::now() < hang_until
+        {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         if let Some((status, code)) = *self.delete_error.lock() {
