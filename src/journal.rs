@@ -74,6 +74,11 @@ pub(crate) fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The outcome status of a request the module gave up on whose `DELETE /v1/request/{id}` the
+/// TSB did not confirm (it failed, or did not answer within the time allowed): the request
+/// may still be pending on the TSB, so `tsb-pkcs11 requests` keeps showing it.
+pub(crate) const CANCEL_UNCONFIRMED: &str = "CANCEL_UNCONFIRMED";
+
 /// What a line records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +88,11 @@ pub(crate) enum Event {
     /// The request reached a final status, or the module (or `tsb-pkcs11 requests cancel`)
     /// gave up on it.
     Outcome,
+    /// A temporary TSB key of a session key pair (`CKA_TOKEN` false) that the module could not
+    /// delete, or not in time (`C_Finalize`): `id` and `key` are its TSB label, `reason` says
+    /// why. It must be deleted by hand (docs/objects-and-mechanisms.md).
+    #[serde(rename = "keyNotDeleted")]
+    KeyNotDeleted,
 }
 
 /// One line of the journal.
@@ -105,7 +115,8 @@ pub(crate) struct Entry {
     pub(crate) pid: u32,
     pub(crate) process: String,
     /// For outcomes: the request's final status (`EXECUTED`, `REJECTED`, `EXPIRED`,
-    /// `CANCELLED`, `FAILED`, or `GONE` when the TSB no longer knows it).
+    /// `CANCELLED`, `FAILED`, or `GONE` when the TSB no longer knows it), or
+    /// [`CANCEL_UNCONFIRMED`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) status: Option<String>,
     /// For outcomes: why, in words (e.g. "timed out after 600 s").
@@ -145,6 +156,14 @@ pub(crate) fn outcome(setting: &Setting, id: &str, key: &str, status: &str, reas
     let mut e = Entry::new(Event::Outcome, id, key);
     e.status = Some(status.to_string());
     e.reason = reason.map(str::to_string);
+    record(setting, &e);
+}
+
+/// Records a temporary session key the module could not delete (never fails).
+pub(crate) fn key_not_deleted(setting: &Setting, tsb: &str, label: &str, reason: &str) {
+    let mut e = Entry::new(Event::KeyNotDeleted, label, label);
+    e.tsb = Some(tsb.to_string());
+    e.reason = Some(reason.to_string());
     record(setting, &e);
 }
 

@@ -1081,6 +1081,46 @@ fn deadline_holds_while_the_tsb_hangs() {
     );
 }
 
+/// C_Finalize returns within its documented bound (2 s) while the `DELETE /v1/request/{id}` of
+/// a request given up on hangs (before: about `requestTimeoutMs`, 19 s here), and the journal
+/// records the cancellation as not confirmed (`CANCEL_UNCONFIRMED`), not as `CANCELLED`.
+#[test]
+fn finalize_is_bounded_while_the_cancel_hangs() {
+    let _x = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("requests.jsonl");
+    let h = harness(json!({
+        "pollIntervalMs": 50, "approvalTimeoutSecs": 1, "requestTimeoutMs": 20000,
+        "requestJournal": journal
+    }));
+    let s = session(&h);
+    let t = start_sign(&h, s, SKA_EC, CKM_ECDSA_SHA256, &message("finalize bound"));
+    let id = id_of(&wait_request(&h, SKA_EC, 0));
+    h.sim.inject(Fault::hang(DELETE_REQUEST));
+    let done = join(t);
+    assert_eq!(done.rv, CKR_FUNCTION_CANCELED);
+    assert!(h.sim.counter(DELETE_REQUEST) >= 1, "the DELETE was sent");
+    let started = Instant::now();
+    h.reinitialize(); // C_Finalize (then C_Initialize, which makes no TSB call)
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    h.sim.clear_faults();
+    eprintln!(
+        "C_Finalize with a hanging DELETE /v1/request: {} ms",
+        ms(took)
+    );
+    // A functional bound (FINALIZE_BOUND, 2 s), asserted generously.
+    assert!(took < Duration::from_secs(3), "{} ms", ms(took));
+    let outcomes: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["id"] == id.as_str() && e["event"] == "outcome")
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{text}");
+    assert_eq!(outcomes[0]["status"], "CANCEL_UNCONFIRMED", "{text}");
+    assert_eq!(status(&h, &id), "PENDING", "the TSB never cancelled it");
+}
+
 /// Threads of this process that the module started for polls.
 fn poll_threads() -> usize {
     std::fs::read_dir("/proc/self/task")

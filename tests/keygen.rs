@@ -361,8 +361,70 @@ fn ec_templates(label: &str) -> (Vec<Attribute>, Vec<Attribute>) {
             ]),
             Attribute::Label(label.as_bytes().to_vec()),
         ],
-        vec![Attribute::Sign(true)],
+        vec![Attribute::Sign(true), Attribute::Token(true)],
     )
+}
+
+/// The TSB labels of the temporary keys (session key pairs) on the simulator.
+fn temporary_keys(h: &Harness) -> Vec<String> {
+    h.sim
+        .key_labels()
+        .into_iter()
+        .filter(|l| l.starts_with("tsb-pkcs11-session-"))
+        .collect()
+}
+
+/// PKCS#11 v3.0 §4.4: without CKA_TOKEN, C_GenerateKeyPair makes a session key pair (also in a
+/// read-only session). It signs (verified by OpenSSL against the simulator's copy of the key),
+/// and closing its session leaves no TSB key behind; nor does C_Finalize.
+#[test]
+fn session_key_pairs_leave_no_tsb_key_behind() {
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let before = h.sim.key_labels();
+    let s = h.session();
+    let mut p = ec_templates("session-pair").0;
+    p.push(Attribute::Verify(true));
+    let (pub_h, priv_h) = s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &p, &[Attribute::Sign(true)])
+        .expect("a session key pair in a read-only session");
+    let created = temporary_keys(&h);
+    assert_eq!(created.len(), 1, "{:?}", h.sim.key_labels());
+    assert!(
+        !h.sim.key_labels().iter().any(|l| l == "session-pair"),
+        "no persistent key named after CKA_LABEL"
+    );
+    match s
+        .get_attributes(pub_h, &[cryptoki::object::AttributeType::Token])
+        .unwrap()
+        .pop()
+    {
+        Some(Attribute::Token(t)) => assert!(!t, "CKA_TOKEN false"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.attr_bytes(&s, priv_h, cryptoki::object::AttributeType::Label),
+        b"session-pair"
+    );
+    let digest = openssl::sha::sha256(b"session key");
+    let sig = s.sign(&Mechanism::Ecdsa, priv_h, &digest).unwrap();
+    assert!(verify::ecdsa_digest(
+        &h.sim_public_key(&created[0]),
+        &digest,
+        &sig
+    ));
+    drop(s); // C_CloseSession
+    assert!(
+        temporary_keys(&h).is_empty(),
+        "deleted when its session closed"
+    );
+
+    let s = h.session();
+    s.generate_key_pair(&Mechanism::EccKeyPairGen, &p, &[Attribute::Sign(true)])
+        .unwrap();
+    assert_eq!(temporary_keys(&h).len(), 1);
+    h.reinitialize(); // C_Finalize, C_Initialize
+    assert!(temporary_keys(&h).is_empty(), "deleted by C_Finalize");
+    assert_eq!(h.sim.key_labels(), before);
 }
 
 #[test]
@@ -382,9 +444,25 @@ fn keys_are_deleted_when_allowed() {
         other => panic!("{other:?}"),
     };
     assert!(
-        destroyable(priv_h) && destroyable(pub_h),
-        "CKA_DESTROYABLE is true"
+        destroyable(priv_h) && !destroyable(pub_h),
+        "CKA_DESTROYABLE is true on the private key object, false on the public one"
     );
+    // Destroying the public key object would delete the pair on the TSB: refused, and the
+    // private key still signs (verified by OpenSSL against the simulator's key).
+    assert!(matches!(
+        s.destroy_object(pub_h),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::ActionProhibited,
+            _
+        ))
+    ));
+    let digest = openssl::sha::sha256(b"after destroying the public key");
+    let sig = s.sign(&Mechanism::Ecdsa, priv_h, &digest).unwrap();
+    assert!(verify::ecdsa_digest(
+        &h.sim_public_key("doomed"),
+        &digest,
+        &sig
+    ));
     s.destroy_object(priv_h).expect("deleted");
     assert!(
         !h.sim.key_labels().iter().any(|l| l == "doomed"),
@@ -558,6 +636,12 @@ fn python_pkcs11_generates_key_pairs() {
         .unwrap();
     let text = ok(out, "tests/python/keygen.py");
     assert!(text.contains("refused py-decrypt"), "{text}");
+    assert!(text.contains("signed with a session key pair"), "{text}");
+    assert!(
+        temporary_keys(&h).is_empty(),
+        "the session key pair left nothing on the TSB: {:?}",
+        h.sim.key_labels()
+    );
     assert!(!h.sim.key_labels().iter().any(|l| l == "py-decrypt"));
     let msg = b"python-pkcs11";
     let sig = std::fs::read(h.dir.path().join("py-rsa.sig")).unwrap();

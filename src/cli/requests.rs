@@ -130,6 +130,8 @@ pub(crate) fn run(global: &Global, args: &RequestsArgs, out: &Out) -> Result<i32
                     r.journal_status = e.status.clone();
                 }
             }
+            // Not an approval request.
+            Event::KeyNotDeleted => {}
         }
     }
     let mut shown = Vec::new();
@@ -137,6 +139,10 @@ pub(crate) fn run(global: &Global, args: &RequestsArgs, out: &Out) -> Result<i32
         let Some(mut row) = rows.remove(&id) else {
             continue;
         };
+        // A cancellation the TSB did not confirm leaves the request open (it may be pending).
+        if row.journal_status.as_deref() == Some(journal::CANCEL_UNCONFIRMED) {
+            row.journal_status = None;
+        }
         if row.journal_status.is_some() && !args.all {
             continue;
         }

@@ -131,7 +131,10 @@ impl Drop for Background {
 }
 
 /// Spawns a helper thread that is counted until it ends.
-fn spawn_counted(name: &str, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+pub(crate) fn spawn_counted(
+    name: &str,
+    job: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
     let token = Background::start();
     std::thread::Builder::new()
         .name(name.into())
@@ -181,8 +184,7 @@ pub(crate) fn wait(
     let mut interval = settings.poll_interval;
     let mut last: Option<(RequestState, Vec<String>, Vec<String>)> = None;
     let give_up = |why: Error| -> Error {
-        cancel_on_tsb(client, raw_id, label, threads);
-        outcome("CANCELLED", why.message());
+        cancel_on_tsb(client, raw_id, raw_label, threads, &journal, why.message());
         why
     };
     let timed_out = || {
@@ -333,44 +335,110 @@ fn poll(
     }
 }
 
-/// `DELETE /v1/request/{id}` (`label` already sanitised): waits up to [`CANCEL_WAIT`] for the TSB's answer (with threads;
-/// the call carries on in the background after that), or until it ends (without).
-fn cancel_on_tsb(client: &Arc<dyn Backend>, id: &str, label: &str, threads: bool) {
-    fn cancel(client: &dyn Backend, raw_id: &str, label: &str) {
+/// `DELETE /v1/request/{id}` of a request given up on (for key `raw_label`), and its
+/// journal outcome: `CANCELLED` when the TSB confirms it, else
+/// [`crate::journal::CANCEL_UNCONFIRMED`] (the request may still be pending on the TSB). With
+/// threads, the TSB's answer is awaited at most [`CANCEL_WAIT`]; the call carries on in the
+/// background after that (no longer than `requestTimeoutMs`) and, if the TSB confirms it late,
+/// appends a `CANCELLED` outcome. Without threads the call runs inline to its end.
+fn cancel_on_tsb(
+    client: &Arc<dyn Backend>,
+    id: &str,
+    raw_label: &str,
+    threads: bool,
+    journal: &crate::journal::Setting,
+    why: &str,
+) {
+    let label = &sanitize(raw_label);
+    fn cancel(client: &dyn Backend, raw_id: &str, label: &str) -> std::result::Result<(), String> {
         let id = sanitize(raw_id);
         match client.cancel_request(raw_id) {
-            Ok(()) => log::info!("approval request {id} (key '{label}') cancelled on the TSB"),
-            Err(e) => log::warn!(
-                "approval request {id}: cancelling on the TSB failed: {}",
-                Net(&e.to_string())
-            ),
+            Ok(()) => {
+                log::info!("approval request {id} (key '{label}') cancelled on the TSB");
+                Ok(())
+            }
+            Err(e) => {
+                let e = Net(&e.to_string()).to_string();
+                log::warn!("approval request {id}: cancelling on the TSB failed: {e}");
+                Err(e)
+            }
         }
     }
+    let record = |journal: &crate::journal::Setting,
+                  id: &str,
+                  result: std::result::Result<(), String>,
+                  why: &str| {
+        let (status, reason) = match result {
+            Ok(()) => ("CANCELLED", why.to_string()),
+            Err(e) => (
+                crate::journal::CANCEL_UNCONFIRMED,
+                format!("{why}; the TSB did not confirm the cancellation: {e}"),
+            ),
+        };
+        crate::journal::outcome(journal, id, raw_label, status, Some(&reason));
+    };
     if !threads {
-        return cancel(client.as_ref(), id, label);
+        let result = cancel(client.as_ref(), id, label);
+        return record(journal, id, result, why);
     }
     let shown_id = sanitize(id);
     let (tx, rx) = std::sync::mpsc::channel();
+    // Set (under its lock) once the waiting thread walked away: the helper then journals a
+    // late confirmation itself, after the `CANCEL_UNCONFIRMED` line.
+    let abandoned = Arc::new(Mutex::new(false));
     let job = {
         let (client, id, label) = (client.clone(), id.to_string(), label.to_string());
+        let (journal, why, abandoned) = (journal.clone(), why.to_string(), abandoned.clone());
+        let raw_label = raw_label.to_string();
         move || {
-            cancel(client.as_ref(), &id, &label);
-            let _ = tx.send(());
+            let result = cancel(client.as_ref(), &id, &label);
+            let abandoned = abandoned.lock();
+            if !*abandoned {
+                let _ = tx.send(result);
+            } else if result.is_ok() {
+                crate::journal::outcome(
+                    &journal,
+                    &id,
+                    &raw_label,
+                    "CANCELLED",
+                    Some(&format!("{why}; the TSB confirmed the cancellation late")),
+                );
+            }
         }
     };
     match spawn_counted("tsb-pkcs11-cancel", job) {
         Ok(_) => {
-            if rx.recv_timeout(CANCEL_WAIT).is_err() {
-                log::warn!(
-                    "approval request {shown_id} (key '{label}'): the TSB has not confirmed the \
-                     cancellation within {} ms; it carries on in the background",
-                    CANCEL_WAIT.as_millis()
-                );
-            }
+            let result = match rx.recv_timeout(CANCEL_WAIT) {
+                Ok(r) => r,
+                Err(_) => {
+                    let mut gone = abandoned.lock();
+                    match rx.try_recv() {
+                        Ok(r) => r,
+                        Err(_) => {
+                            *gone = true;
+                            log::warn!(
+                                "approval request {shown_id} (key '{label}'): the TSB has not \
+                                 confirmed the cancellation within {} ms; it carries on in the \
+                                 background",
+                                CANCEL_WAIT.as_millis()
+                            );
+                            // Written under the lock: a late confirmation comes after it.
+                            return record(
+                                journal,
+                                id,
+                                Err(format!("no answer within {} ms", CANCEL_WAIT.as_millis())),
+                                why,
+                            );
+                        }
+                    }
+                }
+            };
+            record(journal, id, result, why)
         }
         Err(e) => {
             log::debug!("cannot start a thread for the cancellation ({e}); cancelling inline");
-            cancel(client.as_ref(), id, label);
+            let result = cancel(client.as_ref(), id, label);
+            record(journal, id, result, why)
         }
     }
 }

@@ -90,9 +90,11 @@ pub(crate) fn attribute(
             } else {
                 CKO_PUBLIC_KEY
             };
-            // Keys can be deleted (`DELETE /v1/key`) only with pkcs11.allowKeyDeletion.
+            // Keys can be deleted (`DELETE /v1/key`) only with pkcs11.allowKeyDeletion, and only
+            // through the private key object: the TSB deletes the pair, so the public key object
+            // alone cannot be destroyed (a session key pair's can, see session_keys.rs).
             if attr == CKA_DESTROYABLE {
-                return boolean(key.destroyable);
+                return boolean(private && key.destroyable);
             }
             if let Some(v) = storage(attr, class, &key.label, private && private_objects) {
                 return v;

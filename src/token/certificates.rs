@@ -14,7 +14,7 @@ use cryptoki_sys::*;
 
 use super::attributes::known_class;
 use super::keys::key_cert_object;
-use super::objects::{CertSource, KeyObject, ObjectRef};
+use super::objects::{CertSource, KeyObject, KeyPart, ObjectRef};
 use super::template::{bool_of, inconsistent, ulong_of, value_invalid};
 use super::Token;
 use crate::crypto::Certificate;
@@ -353,19 +353,52 @@ impl Token {
         object: CK_OBJECT_HANDLE,
     ) -> Result<()> {
         let s = self.sessions.get(session)?;
-        let obj = self.objects.lookup(object)?;
+        let obj = self.object(object)?;
         if obj.class() == CKO_PRIVATE_KEY && !self.user_may_use_private() {
             return Err(Error::rv(CKR_OBJECT_HANDLE_INVALID));
         }
-        if !s.read_write {
+        // §5.7 C_DestroyObject: "only session objects can be destroyed during a read-only
+        // session" (a session key pair's objects, session_keys.rs).
+        let session_object =
+            matches!(&obj, ObjectRef::Key(k, _) if self.session_keys.is_own(&k.label));
+        if !s.read_write && !session_object {
             return Err(Error::new(
                 CKR_SESSION_READ_ONLY,
                 "objects can only be destroyed in a read-write session",
             ));
         }
         let cert = match obj {
+            // A session key pair's public key object: hidden; the TSB key stays for the
+            // private key object until it is destroyed or its session closes.
+            ObjectRef::Key(k, KeyPart::Public) if session_object => {
+                self.hide_session_public_key(&k.label);
+                log::info!(
+                    "public key object of temporary key '{}' destroyed; the key stays for its private key object",
+                    k.label
+                );
+                return Ok(());
+            }
+            // Destroying the public key object of a token key would delete the private key on
+            // the TSB with it: refused (CKA_DESTROYABLE is false on it).
+            ObjectRef::Key(k, KeyPart::Public) => {
+                log::warn!(
+                    "C_DestroyObject on the public key object of key '{}' refused: the TSB can \
+                     only delete the whole key pair; destroy the private key object to delete it",
+                    Net(&k.label)
+                );
+                return Err(Error::new(
+                    CKR_ACTION_PROHIBITED,
+                    format!(
+                        "the public key object of key '{}' cannot be destroyed alone: destroy the private key object to delete the key pair",
+                        k.label
+                    ),
+                ));
+            }
+            ObjectRef::Key(k, KeyPart::Private) if session_object => {
+                return self.destroy_session_key(&k.label)
+            }
             // Deletes the key on the TSB when pkcs11.allowKeyDeletion allows it (keygen.rs).
-            ObjectRef::Key(k, _) => return self.destroy_key(&k),
+            ObjectRef::Key(k, KeyPart::Private) => return self.destroy_key(&k),
             ObjectRef::Certificate(c) if c.source != CertSource::Tsb => {
                 return Err(Error::new(
                     CKR_ACTION_PROHIBITED,

@@ -142,7 +142,7 @@ impl Token {
             return Err(Error::rv(CKR_OPERATION_NOT_INITIALIZED));
         }
         ops.digest = None;
-        match self.objects.lookup(key) {
+        match self.object(key) {
             Ok(ObjectRef::Key(..)) => Err(Error::new(
                 CKR_KEY_INDIGESTIBLE,
                 "the keys of this token cannot be digested",

@@ -79,7 +79,11 @@ fn curve_of(mechanism: CK_MECHANISM_TYPE, params: &[u8]) -> Result<NewKeyType> {
 /// A checked generation request.
 #[derive(Debug)]
 struct KeyGenRequest {
+    /// `CKA_LABEL`: the TSB label of a token key; a session key's shown label (may be empty).
     label: String,
+    /// `CKA_TOKEN` (default false, PKCS#11 v3.0 §4.4): false makes a session key pair, a
+    /// temporary TSB key (session_keys.rs).
+    token: bool,
     key_type: NewKeyType,
     destroyable: bool,
     modifiable: bool,
@@ -105,6 +109,7 @@ fn parse_templates(
     let mut destroyable: Option<bool> = None;
     let mut modifiable: Option<bool> = None;
     let mut profile = None;
+    let mut token: Option<bool> = None;
     for (is_private, template) in [(false, public), (true, private)] {
         let class = if is_private {
             CKO_PRIVATE_KEY
@@ -137,7 +142,15 @@ fn parse_templates(
                         return Err(inconsistent("CKA_KEY_TYPE does not fit the mechanism"));
                     }
                 }
-                CKA_TOKEN => require("CKA_TOKEN", true)?,
+                CKA_TOKEN => {
+                    let t = bool_of("CKA_TOKEN", v)?;
+                    if token.is_some_and(|e| e != t) {
+                        return Err(inconsistent(
+                            "the two templates give different CKA_TOKEN values",
+                        ));
+                    }
+                    token = Some(t);
+                }
                 CKA_LABEL => {
                     let l = std::str::from_utf8(v)
                         .map_err(|_| value_invalid("CKA_LABEL is not UTF-8"))?
@@ -234,14 +247,28 @@ fn parse_templates(
             }
         }
     }
-    let label = label.filter(|l| !l.is_empty()).ok_or_else(|| {
-        Error::new(
+    let token = token.unwrap_or(false);
+    let label = match label.filter(|l| !l.is_empty()) {
+        Some(l) => l,
+        // A session key's TSB label is generated; its CKA_LABEL may stay empty (§4.4 default).
+        None if !token => String::new(),
+        None => return Err(Error::new(
             CKR_TEMPLATE_INCOMPLETE,
-            "CKA_LABEL is required: it names the key on the TSB",
-        )
-    })?;
+            "CKA_LABEL is required for a token key (CKA_TOKEN true): it names the key on the TSB",
+        )),
+    };
+    if !token && destroyable == Some(false) {
+        return Err(inconsistent(
+            "a session key pair (CKA_TOKEN false) is deleted when its session ends: CKA_DESTROYABLE false is not possible",
+        ));
+    }
     // An empty CKA_ID asks for nothing (python-pkcs11 sends one by default).
     if let Some(id) = id.filter(|i| !i.is_empty()) {
+        if !token {
+            return Err(inconsistent(
+                "the TSB cannot store a CKA_ID for a new key: a session key pair's CKA_ID is its generated TSB label (leave CKA_ID out)",
+            ));
+        }
         if id != label.as_bytes() {
             return Err(inconsistent(
                 "the TSB cannot store a CKA_ID for a new key: its CKA_ID is its label's bytes (leave CKA_ID out or give the label)",
@@ -270,6 +297,7 @@ fn parse_templates(
     };
     Ok(KeyGenRequest {
         label,
+        token,
         key_type: new_type,
         destroyable: destroyable.unwrap_or(true),
         modifiable: modifiable.unwrap_or(true),
@@ -300,7 +328,11 @@ impl Token {
     }
 
     /// `C_GenerateKeyPair` (PKCS#11 v3.0 §5.14): creates the key on the TSB and returns the
-    /// handles of its public and private key objects.
+    /// handles of its public and private key objects. `CKA_TOKEN` true makes a token key named
+    /// by its `CKA_LABEL` (read-write sessions only, §5.14: `CKR_SESSION_READ_ONLY`); false, the
+    /// default (§4.4), makes a session key pair: a temporary TSB key with a generated label that
+    /// the module deletes when the pair's lifetime ends (session_keys.rs), allowed in read-only
+    /// sessions too.
     pub(crate) fn generate_key_pair(
         &self,
         session: CK_SESSION_HANDLE,
@@ -318,84 +350,123 @@ impl Token {
                 "key-pair generation takes no mechanism parameter",
             ));
         }
-        if !s.read_write {
+        let req = parse_templates(mechanism.mechanism, public, private)?;
+        if req.token && !s.read_write {
             return Err(Error::new(
                 CKR_SESSION_READ_ONLY,
-                "keys can only be generated in a read-write session",
+                "token keys (CKA_TOKEN true) can only be generated in a read-write session",
             ));
         }
-        let req = parse_templates(mechanism.mechanism, public, private)?;
         if !self.user_may_use_private() {
             return Err(Error::new(
                 CKR_USER_NOT_LOGGED_IN,
                 "log in to generate a key",
             ));
         }
-        if let Some(list) = &self.config.pkcs11.keys {
-            if !list.contains(&req.label) {
-                return Err(inconsistent(format!(
-                    "label '{}' is not in pkcs11.keys: the new key would not be visible",
-                    req.label
-                )));
+        if req.token {
+            if let Some(list) = &self.config.pkcs11.keys {
+                if !list.contains(&req.label) {
+                    return Err(inconsistent(format!(
+                        "label '{}' is not in pkcs11.keys: the new key would not be visible",
+                        req.label
+                    )));
+                }
             }
         }
+        // The TSB's contract (docs/tsb-api.md) lets `DELETE /v1/key` delete a destroyable key
+        // whatever its policy, so a policy never keeps a temporary key from being deleted.
         let policy = self.new_key_policy(req.profile.as_deref())?;
         let client = self.client()?;
-        let password = self.config.pkcs11.key_passwords.get(&req.label).cloned();
-        // A label in use is refused before anything is created (the TSB refuses it too).
-        match client.key_attributes(&req.label, password.as_ref()) {
-            Ok(_) => {
-                return Err(inconsistent(format!(
-                    "a key labelled '{}' already exists",
-                    req.label
-                )))
+        let tsb_label = if req.token {
+            req.label.clone()
+        } else {
+            super::session_keys::new_session_label()?
+        };
+        let password = self.config.pkcs11.key_passwords.get(&tsb_label).cloned();
+        // A label in use is refused before anything is created (the TSB refuses it too). A
+        // generated label is 128 random bits: not looked up.
+        if req.token {
+            match client.key_attributes(&req.label, password.as_ref()) {
+                Ok(_) => {
+                    return Err(inconsistent(format!(
+                        "a key labelled '{}' already exists",
+                        req.label
+                    )))
+                }
+                Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
+                    return Err(inconsistent(format!(
+                        "a key labelled '{}' already exists",
+                        req.label
+                    )))
+                }
+                Err(e) if e.is_key_not_found() => {}
+                Err(e) => return Err(map_tsb_error(&e, self.credential_context())),
             }
-            Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
-                return Err(inconsistent(format!(
-                    "a key labelled '{}' already exists",
-                    req.label
-                )))
-            }
-            Err(e) if e.is_key_not_found() => {}
-            Err(e) => return Err(map_tsb_error(&e, self.credential_context())),
         }
         let new = NewKey {
-            label: &req.label,
+            label: &tsb_label,
             key_type: req.key_type,
             password: password.as_ref(),
-            destroyable: req.destroyable,
+            destroyable: req.destroyable || !req.token,
             modifiable: req.modifiable,
             policy: &policy,
         };
         if let Err(e) = client.create_key(&new) {
             if e.http_status() == Some(400) && e.reason() != Some(TsbReason::KeyExists) {
-                log::warn!("the TSB refused to create key '{}': {e}", req.label);
+                log::warn!("the TSB refused to create key '{}': {e}", tsb_label);
                 return Err(inconsistent(format!("the TSB refused the key: {e}")));
             }
             return Err(map_tsb_error(&e, self.credential_context()));
         }
-        log::info!(
-            "created key '{}' ({:?}) on the TSB",
-            req.label,
-            req.key_type
-        );
+        if req.token {
+            log::info!(
+                "created key '{}' ({:?}) on the TSB",
+                tsb_label,
+                req.key_type
+            );
+        } else {
+            log::info!(
+                "created temporary key '{}' ({:?}) on the TSB for a session key pair (CKA_LABEL '{}'); it is deleted when session {session} closes",
+                tsb_label,
+                req.key_type,
+                crate::logging::sanitize(&req.label)
+            );
+            self.register_session_key(&tsb_label, session, &req.label)?;
+        }
         // Read the new key back at once: no cache entry may hide it.
         self.objects.invalidate_list();
-        let attrs = client
-            .key_attributes(&req.label, password.as_ref())
-            .map_err(|e| map_tsb_error(&e, self.credential_context()))?;
-        let base = self.objects.base_of(&req.label);
-        let mut key = match key_from_attributes(&attrs, base) {
+        let key = client
+            .key_attributes(&tsb_label, password.as_ref())
+            .map_err(|e| map_tsb_error(&e, self.credential_context()))
+            .and_then(|attrs| {
+                let base = self.objects.base_of(&tsb_label);
+                key_from_attributes(&attrs, base).map_err(|Skipped::CannotSign(why)| {
+                    Error::new(
+                        CKR_FUNCTION_FAILED,
+                        format!("the new key '{tsb_label}' cannot sign: {why}"),
+                    )
+                })
+            });
+        let mut key = match key {
             Ok(k) => k,
-            Err(Skipped::CannotSign(why)) => {
-                return Err(Error::new(
-                    CKR_FUNCTION_FAILED,
-                    format!("the new key '{}' cannot sign: {why}", req.label),
-                ))
+            Err(e) => {
+                // A temporary key nobody can refer to must not stay behind.
+                if !req.token {
+                    self.discard_session_key(&tsb_label);
+                }
+                return Err(e);
             }
         };
         key.destroyable &= self.key_deletion_allowed();
         let key = self.objects.store_key(key, None);
+        if !req.token && !self.session_keys.is_own(&tsb_label) {
+            // Its session closed meanwhile, which deleted the key: no handle may refer to it.
+            self.objects.store_gone(&tsb_label);
+            return Err(Error::new(
+                CKR_SESSION_CLOSED,
+                "the session was closed during key generation",
+            ));
+        }
         Ok((
             ObjectRef::Key(key.clone(), KeyPart::Public).handle(),
             ObjectRef::Key(key, KeyPart::Private).handle(),
@@ -499,9 +570,9 @@ mod tests {
             parse_templates(rsa, public, private).unwrap_err().code()
         };
         assert_eq!(
-            rv(std::slice::from_ref(&bits), &[]),
+            rv(std::slice::from_ref(&bits), &[(CKA_TOKEN, vec![1])]),
             CKR_TEMPLATE_INCOMPLETE,
-            "no label"
+            "no label for a token key"
         );
         assert_eq!(
             rv(std::slice::from_ref(&label), &[]),
@@ -520,7 +591,28 @@ mod tests {
             CKR_TEMPLATE_INCONSISTENT
         );
         assert_eq!(
-            rv(&[bits.clone(), label.clone(), (CKA_TOKEN, vec![0])], &[]),
+            rv(
+                &[bits.clone(), label.clone(), (CKA_TOKEN, vec![0])],
+                &[(CKA_TOKEN, vec![1])]
+            ),
+            CKR_TEMPLATE_INCONSISTENT,
+            "two CKA_TOKEN values"
+        );
+        // CKA_TOKEN defaults to false (§4.4): a session key pair, whose label may be empty,
+        // which must be destroyable and cannot carry a CKA_ID.
+        let session = parse_templates(rsa, std::slice::from_ref(&bits), &[]).unwrap();
+        assert!(!session.token && session.label.is_empty());
+        assert!(
+            parse_templates(rsa, &[bits.clone(), label.clone()], &[(CKA_TOKEN, vec![1])])
+                .unwrap()
+                .token
+        );
+        assert_eq!(
+            rv(&[bits.clone(), (CKA_DESTROYABLE, vec![0])], &[]),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(&[bits.clone(), (CKA_ID, b"k".to_vec())], &[]),
             CKR_TEMPLATE_INCONSISTENT
         );
         assert_eq!(

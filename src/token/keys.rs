@@ -28,6 +28,11 @@ impl Token {
         if label.is_empty() {
             return false;
         }
+        // A temporary key (session key pair) is this process's own or not shown at all; the
+        // own ones are visible whatever `keys` lists (session_keys.rs).
+        if super::session_keys::is_session_label(label) {
+            return self.session_keys.is_own(label);
+        }
         match &self.config.pkcs11.keys {
             Some(list) => list.iter().any(|l| l == label),
             None => true,
@@ -50,7 +55,7 @@ impl Token {
         if let Some(l) = self.objects.fresh_list() {
             return Ok(l);
         }
-        let labels = match &self.config.pkcs11.keys {
+        let mut labels = match &self.config.pkcs11.keys {
             // With an allow-list the TSB's list is not needed (and may not be readable).
             Some(list) => list.clone(),
             None => self
@@ -58,6 +63,13 @@ impl Token {
                 .list_keys()
                 .map_err(|e| map_tsb_error(&e, self.credential_context()))?,
         };
+        // Other processes' temporary keys are never listed; this process's own always are.
+        labels.retain(|l| !super::session_keys::is_session_label(l) || self.session_keys.is_own(l));
+        for own in self.session_keys.labels() {
+            if !labels.contains(&own) {
+                labels.push(own);
+            }
+        }
         self.objects.store_list(labels.clone());
         Ok(labels)
     }
@@ -296,6 +308,12 @@ impl Token {
             objects.extend(chain.iter().cloned().map(ObjectRef::Certificate));
         }
         if let Some(label) = find(CKA_LABEL) {
+            // A session key pair shows the application's label, not its TSB label.
+            for own in self.session_keys.with_app_label(label) {
+                if self.load_key(&own)?.is_some() {
+                    objects.extend(self.objects.objects_of(&own));
+                }
+            }
             if let Ok(label) = std::str::from_utf8(label) {
                 if self.load_key(label)?.is_some() {
                     objects.extend(self.objects.objects_of(label));

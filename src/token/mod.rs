@@ -14,6 +14,7 @@ mod certificates;
 mod digest;
 mod keygen;
 mod keys;
+mod session_keys;
 mod signing;
 mod template;
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
 use parking_lot::Mutex;
@@ -36,6 +38,12 @@ use session::{CancelReason, SessionTable, Surrender};
 
 pub(crate) use digest::DigestOutput;
 pub(crate) use mechanisms::{MechParams, Mechanism};
+
+/// The longest `C_Finalize` takes, whatever the TSB does (hangs, is slow, refuses): waiting for
+/// the deletion of temporary keys and for helper threads (an approval request's cancellation,
+/// a poll) ends by then. What is unfinished is logged and journalled; its thread ends on its
+/// own within `requestTimeoutMs` and touches no state a later `C_Initialize` uses.
+pub(crate) const FINALIZE_BOUND: Duration = Duration::from_secs(2);
 
 /// The one slot's ID.
 pub(crate) const SLOT_ID: CK_SLOT_ID = 0;
@@ -75,6 +83,8 @@ pub(crate) struct Token {
     factory: BackendFactory,
     objects: ObjectStore,
     sessions: SessionTable,
+    /// Temporary TSB keys of session key pairs (`CKA_TOKEN` false), see session_keys.rs.
+    session_keys: session_keys::SessionKeys,
     login: Mutex<Login>,
     serial: String,
     /// False when the application forbade creating threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`).
@@ -116,6 +126,7 @@ impl Token {
             }),
             factory,
             sessions: SessionTable::default(),
+            session_keys: session_keys::SessionKeys::default(),
             login: Mutex::new(Login::default()),
             serial,
             may_spawn_threads,
@@ -166,15 +177,24 @@ impl Token {
         Ok(cell.client.clone())
     }
 
-    /// Ends every session; threads waiting in them return promptly (`C_Finalize`).
+    /// `C_Finalize`: ends every session (threads waiting in them return promptly), deletes
+    /// the temporary keys of session key pairs, and waits for helper threads, all within
+    /// [`FINALIZE_BOUND`]. A helper thread still running after that (a TSB call that hangs)
+    /// holds only its own copies (the client, the request id, the journal setting): the module
+    /// is pinned in memory (`RTLD_NODELETE`), and a later `C_Initialize` builds a new token
+    /// that shares nothing with it.
     pub(crate) fn finalize(&self) {
+        let deadline = Instant::now() + FINALIZE_BOUND;
         self.sessions.close_all(CancelReason::Finalized);
-        // A poll or cancellation abandoned because the TSB hangs ends within its request
-        // deadline: wait for it, so no module thread outlives C_Finalize.
-        let limit = self.config.pkcs11.request_timeout + approval::CANCEL_WAIT;
-        let left = approval::wait_for_background(limit);
+        self.delete_all_session_keys(Some(deadline), "C_Finalize");
+        let left =
+            approval::wait_for_background(deadline.saturating_duration_since(Instant::now()));
         if left > 0 {
-            log::warn!("C_Finalize: {left} TSB request(s) still running after {limit:?}");
+            log::warn!(
+                "C_Finalize: {left} TSB request(s) still running after {} ms; they end on their \
+                 own within requestTimeoutMs",
+                FINALIZE_BOUND.as_millis()
+            );
         }
     }
 
@@ -261,13 +281,18 @@ impl Token {
         Ok(self.sessions.open(flags & CKF_RW_SESSION != 0, surrender))
     }
 
+    /// `C_CloseSession` (§5.6): the session's objects go with it, so the temporary keys of the
+    /// session key pairs it generated are deleted on the TSB.
     pub(crate) fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
-        self.sessions.close(session)
+        self.sessions.close(session)?;
+        self.delete_keys_of_session(session);
+        Ok(())
     }
 
     pub(crate) fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
         Self::check_slot(slot)?;
         self.sessions.close_all(CancelReason::SessionClosed);
+        self.delete_all_session_keys(None, "C_CloseAllSessions");
         Ok(())
     }
 
@@ -477,11 +502,11 @@ impl Token {
         // listing of 10,000 keys would otherwise compare every handle with every other.
         let mut seen = std::collections::HashSet::new();
         for obj in candidates {
-            if obj.class() == CKO_PRIVATE_KEY && !private_ok {
+            if (obj.class() == CKO_PRIVATE_KEY && !private_ok) || self.hidden(&obj) {
                 continue;
             }
             let matches = template.iter().all(|(t, v)| {
-                matches!(attributes::attribute(&obj, *t, private_objects), AttrValue::Bytes(b) if b == *v)
+                matches!(self.attribute(&obj, *t, private_objects), AttrValue::Bytes(b) if b == *v)
             });
             if matches && seen.insert(obj.handle()) {
                 handles.push(obj.handle());
@@ -529,14 +554,14 @@ impl Token {
         types: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<AttrValue>> {
         self.sessions.get(session)?;
-        let obj = self.objects.lookup(object)?;
+        let obj = self.object(object)?;
         if obj.class() == CKO_PRIVATE_KEY && !self.user_may_use_private() {
             return Err(Error::rv(CKR_OBJECT_HANDLE_INVALID));
         }
         let private_objects = self.private_objects();
         Ok(types
             .iter()
-            .map(|t| attributes::attribute(&obj, *t, private_objects))
+            .map(|t| self.attribute(&obj, *t, private_objects))
             .collect())
     }
 }

@@ -22,8 +22,7 @@ use crate::tsb::{SignRequest, TsbReason};
 impl Token {
     fn key_for(&self, handle: CK_OBJECT_HANDLE, part: KeyPart) -> Result<Arc<KeyObject>> {
         let obj = self
-            .objects
-            .lookup(handle)
+            .object(handle)
             .map_err(|_| Error::rv(CKR_KEY_HANDLE_INVALID))?;
         match obj {
             ObjectRef::Key(k, p) if p == part => Ok(k),

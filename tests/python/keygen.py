@@ -46,6 +46,15 @@ def main():
         else:
             sys.exit("a decrypting key was created")
 
+    # Without store=True python-pkcs11 asks for a session key pair (CKA_TOKEN false): it signs,
+    # and closing the session leaves no key on the TSB (tests/keygen.rs checks).
+    with token.open() as session:
+        _, priv = session.generate_keypair(
+            KeyType.RSA, 2048, label="py-session", capabilities=SIGN
+        )
+        priv.sign(MESSAGE, mechanism=Mechanism.SHA256_RSA_PKCS)
+        print("signed with a session key pair")
+
 
 def write(out, label, sig):
     with open(f"{out}/{label}.sig", "wb") as f:

@@ -158,3 +158,48 @@ fn closing_the_session_ends_the_wait_with(threads: bool) {
     );
     assert_eq!(fake.request_state(&id), Some(RequestState::Cancelled));
 }
+
+/// The journal records `CANCELLED` only when the TSB confirmed the `DELETE` of a request given
+/// up on; a refused one is `CANCEL_UNCONFIRMED` (the request may still be pending), with and
+/// without helper threads.
+#[test]
+fn the_journal_says_whether_the_tsb_confirmed_a_cancellation() {
+    for threads in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("requests.jsonl");
+        let fake = FakeTsb::new();
+        fake.add_key("ska", true);
+        let token = token(&fake, threads, json!({"requestJournal": journal}));
+        for refused in [false, true] {
+            *fake.cancel_error.lock() = refused.then_some((500, 701));
+            let s = session(&token);
+            let key = private_key(&token, s, "ska");
+            token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+            let before = fake.request_ids().len();
+            let signing = {
+                let token = token.clone();
+                std::thread::spawn(move || token.sign(s, b"x", Some(64)))
+            };
+            wait_for("the approval request", || {
+                (fake.request_ids().len() > before).then_some(())
+            });
+            token.close_session(s).unwrap();
+            assert_eq!(
+                signing.join().unwrap().unwrap_err().code(),
+                CKR_SESSION_CLOSED
+            );
+        }
+        let outcomes: Vec<String> = crate::journal::read(&journal)
+            .unwrap()
+            .entries
+            .into_iter()
+            .filter(|e| e.event == crate::journal::Event::Outcome)
+            .map(|e| e.status.unwrap())
+            .collect();
+        assert_eq!(
+            outcomes,
+            ["CANCELLED", crate::journal::CANCEL_UNCONFIRMED],
+            "threads {threads}"
+        );
+    }
+}

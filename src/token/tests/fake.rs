@@ -61,6 +61,13 @@ pub(super) struct FakeTsb {
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
     /// The TSB `id` of each key label (`null` for the others).
     pub(super) key_ids: Mutex<HashMap<String, String>>,
+    /// When set, every `DELETE /v1/request/{id}` fails with this (HTTP status, TSB code).
+    pub(super) cancel_error: Mutex<Option<(u16, i64)>>,
+    /// When set, every key deletion fails with this (HTTP status, TSB code).
+    pub(super) delete_error: Mutex<Option<(u16, i64)>>,
+    /// While true, a key deletion does not answer (a hanging TSB, for at most 10 s); it goes on
+    /// when cleared.
+    pub(super) delete_hangs: std::sync::atomic::AtomicBool,
 }
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
@@ -131,6 +138,11 @@ impl FakeTsb {
         let requests = self.requests.lock();
         let meta = requests.get(id)?.meta_data.as_ref()?;
         Some(serde_json::from_slice(meta).expect("metaData is JSON"))
+    }
+
+    /// The labels of the keys the TSB holds.
+    pub(super) fn labels(&self) -> Vec<String> {
+        self.keys.lock().keys().cloned().collect()
     }
 
     pub(super) fn remove_key(&self, label: &str) {
@@ -416,6 +428,9 @@ impl Backend for FakeTsb {
 
     fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
         self.record(format!("cancel {id}"));
+        if let Some((status, code)) = *self.cancel_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         if let Some(r) = self.requests.lock().get_mut(id) {
             r.state = RequestState::Cancelled;
         }
@@ -470,6 +485,16 @@ impl Backend for FakeTsb {
     /// Deletes a key; labels starting with `locked` are not destroyable (403, 614).
     fn delete_key(&self, label: &str) -> Result<(), TsbError> {
         self.record(format!("delete {label}"));
+        // At most 10 s, so a caller that waits for it fails its test instead of hanging it.
+        let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.delete_hangs.load(std::sync::atomic::Ordering::Relaxed)
+            && std::time::Instant::now() < hang_until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if let Some((status, code)) = *self.delete_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         if label.starts_with("locked") {
             return Err(tsb_error(403, 614));
         }

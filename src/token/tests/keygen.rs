@@ -132,6 +132,7 @@ fn generated_keys_sign_at_once() {
             (CKA_CLASS, ulong(CKO_PRIVATE_KEY)),
             (CKA_PRIVATE, vec![CK_TRUE]),
             (CKA_DESTROYABLE, vec![CK_FALSE]),
+            (CKA_TOKEN, vec![CK_TRUE]),
         ],
     );
     let (_, rsa_private) = generate(&token, s, CKM_RSA_PKCS_KEY_PAIR_GEN, &rsa).unwrap();
@@ -435,4 +436,295 @@ fn key_generation_accepts_what_a_tsb_key_already_is() {
         .calls()
         .iter()
         .all(|c| !c.contains("refused") && !c.contains("dated")));
+}
+
+/// A session key pair's templates: no CKA_TOKEN (false by default, PKCS#11 v3.0 §4.4).
+fn session_templates(label: &str) -> (Template, Template) {
+    let (public, mut private) = ec_templates(label, P256);
+    private.retain(|(t, _)| *t != CKA_TOKEN);
+    (public, private)
+}
+
+/// The TSB labels of temporary keys the fake holds.
+fn temporary_keys(fake: &FakeTsb) -> Vec<String> {
+    fake.labels()
+        .into_iter()
+        .filter(|l| l.starts_with(crate::token::session_keys::SESSION_KEY_PREFIX))
+        .collect()
+}
+
+fn spki_of(token: &Token, s: CK_SESSION_HANDLE, public: CK_OBJECT_HANDLE) -> Vec<u8> {
+    match &token
+        .attribute_values(s, public, &[CKA_PUBLIC_KEY_INFO])
+        .unwrap()[0]
+    {
+        AttrValue::Bytes(b) => b.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Signs `msg` with ECDSA-SHA256 and verifies it with OpenSSL against `spki`.
+fn signs_and_verifies(
+    token: &Token,
+    s: CK_SESSION_HANDLE,
+    private: CK_OBJECT_HANDLE,
+    spki: &[u8],
+    msg: &[u8],
+) -> bool {
+    token
+        .sign_init(s, &Mechanism::new(CKM_ECDSA_SHA256), private)
+        .unwrap();
+    let sig = signature(token.sign(s, msg, Some(64)).unwrap());
+    let pkey = openssl::pkey::PKey::public_key_from_der(spki).unwrap();
+    let r_s = openssl::ecdsa::EcdsaSig::from_private_components(
+        openssl::bn::BigNum::from_slice(&sig[..32]).unwrap(),
+        openssl::bn::BigNum::from_slice(&sig[32..]).unwrap(),
+    )
+    .unwrap();
+    r_s.verify(&openssl::sha::sha256(msg), &pkey.ec_key().unwrap())
+        .unwrap()
+}
+
+/// §4.4 and §5.14: without CKA_TOKEN the pair is a session key pair: a temporary TSB key with
+/// a generated label, shown with CKA_TOKEN false and the application's CKA_LABEL, usable at once
+/// (also from a read-only session), deleted on the TSB when its session closes. Another
+/// process's temporary key is never listed.
+#[test]
+fn session_key_pairs_are_temporary_tsb_keys_deleted_at_close() {
+    let fake = FakeTsb::new();
+    fake.add_key("tsb-pkcs11-session-0123456789abcdef0123456789abcdef", false);
+    fake.add_key("persistent", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let (public, private) =
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("mine")).unwrap();
+    let created = temporary_keys(&fake)
+        .into_iter()
+        .filter(|l| !l.ends_with("0123456789abcdef0123456789abcdef"))
+        .collect::<Vec<_>>();
+    assert_eq!(created.len(), 1, "one temporary key: {:?}", fake.calls());
+    let tsb_label = &created[0];
+    assert_eq!(tsb_label.len(), "tsb-pkcs11-session-".len() + 32);
+    assert!(fake.calls().contains(&format!(
+        "create {tsb_label} Ec(\"1.2.840.10045.3.1.7\") destroyable=true modifiable=true"
+    )));
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("create mine")),
+        "no persistent key named after CKA_LABEL"
+    );
+    for h in [public, private] {
+        assert_eq!(
+            token
+                .attribute_values(s, h, &[CKA_TOKEN, CKA_LABEL, CKA_DESTROYABLE])
+                .unwrap(),
+            vec![
+                AttrValue::Bytes(vec![CK_FALSE]),
+                AttrValue::Bytes(b"mine".to_vec()),
+                AttrValue::Bytes(vec![CK_TRUE]),
+            ]
+        );
+    }
+    // Session objects are visible to every session of the application (§4.4).
+    let other = session(&token);
+    let found = find(&token, other, &[(CKA_LABEL, b"mine".to_vec())]);
+    assert_eq!(found.len(), 2);
+    assert!(found.contains(&public) && found.contains(&private));
+    let spki = spki_of(&token, s, public);
+    assert!(signs_and_verifies(
+        &token,
+        other,
+        private,
+        &spki,
+        b"session key"
+    ));
+    // The full listing holds this process's own temporary key, not the other one's.
+    let all = find(&token, s, &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY))]);
+    assert_eq!(all.len(), 2, "'persistent' and the own session key");
+    assert!(all.contains(&private));
+    assert!(find(
+        &token,
+        s,
+        &[(
+            CKA_LABEL,
+            b"tsb-pkcs11-session-0123456789abcdef0123456789abcdef".to_vec()
+        )]
+    )
+    .is_empty());
+    // A read-only session generates session key pairs too (token keys need R/W, §5.14).
+    let ro = token.open_session(0, CKF_SERIAL_SESSION, None).unwrap();
+    let (_, ro_private) =
+        generate(&token, ro, CKM_EC_KEY_PAIR_GEN, &session_templates("")).unwrap();
+    assert_eq!(temporary_keys(&fake).len(), 3);
+
+    // Closing the creating session deletes its key on the TSB; the other session's stays.
+    token.close_session(s).unwrap();
+    assert!(fake.calls().contains(&format!("delete {tsb_label}")));
+    assert!(!fake.labels().contains(tsb_label));
+    assert_eq!(
+        token
+            .attribute_values(other, private, &[CKA_LABEL])
+            .unwrap_err()
+            .code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert_eq!(temporary_keys(&fake).len(), 2);
+    token.close_session(ro).unwrap();
+    assert_eq!(
+        temporary_keys(&fake),
+        vec!["tsb-pkcs11-session-0123456789abcdef0123456789abcdef".to_string()],
+        "only the other process's key is left"
+    );
+    assert_eq!(
+        token
+            .attribute_values(other, ro_private, &[CKA_LABEL])
+            .unwrap_err()
+            .code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert_eq!(fake.count("delete tsb-pkcs11-session-0123"), 0);
+    assert!(fake.labels().contains(&"persistent".to_string()));
+}
+
+/// A session key pair goes when the application destroys its private key object, at
+/// C_CloseAllSessions and at C_Finalize, even though pkcs11.allowKeyDeletion is false; a token
+/// key (CKA_TOKEN true) stays as before.
+#[test]
+fn session_keys_are_deleted_on_destroy_close_all_and_finalize() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let (_, persistent) =
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("kept", P256)).unwrap();
+    assert_eq!(
+        token.attribute_values(s, persistent, &[CKA_TOKEN]).unwrap(),
+        vec![AttrValue::Bytes(vec![CK_TRUE])]
+    );
+    let (_, private) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("a")).unwrap();
+    assert_eq!(temporary_keys(&fake).len(), 1);
+    token.destroy_object(s, private).unwrap();
+    assert!(
+        temporary_keys(&fake).is_empty(),
+        "destroyed with its private key"
+    );
+    assert_eq!(
+        token.destroy_object(s, private).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("b")).unwrap();
+    assert_eq!(temporary_keys(&fake).len(), 1);
+    token.close_all_sessions(0).unwrap();
+    assert!(temporary_keys(&fake).is_empty(), "C_CloseAllSessions");
+
+    let s = session(&token);
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("c")).unwrap();
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("d")).unwrap();
+    assert_eq!(temporary_keys(&fake).len(), 2);
+    token.finalize();
+    assert!(temporary_keys(&fake).is_empty(), "C_Finalize");
+    assert!(fake.labels().contains(&"kept".to_string()));
+    assert_eq!(fake.count("delete kept"), 0);
+}
+
+/// A deletion of a temporary key that fails (close) or hangs (C_Finalize, which returns within
+/// its bound all the same) is journalled with the key's TSB label.
+#[test]
+fn undeleted_session_keys_are_journalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("requests.jsonl");
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({"requestJournal": journal}));
+    let s = session(&token);
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("x")).unwrap();
+    let failing = temporary_keys(&fake).pop().unwrap();
+    *fake.delete_error.lock() = Some((500, 701));
+    token.close_session(s).unwrap();
+    *fake.delete_error.lock() = None;
+    let entries = crate::journal::read(&journal).unwrap().entries;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].event, crate::journal::Event::KeyNotDeleted);
+    assert_eq!(entries[0].key, failing);
+    assert!(fake.labels().contains(&failing));
+
+    let s = session(&token);
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("y")).unwrap();
+    let hanging = temporary_keys(&fake)
+        .into_iter()
+        .find(|l| *l != failing)
+        .unwrap();
+    fake.delete_hangs
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    token.finalize();
+    let took = started.elapsed();
+    fake.delete_hangs
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    // A functional bound (2 s, crate::token::FINALIZE_BOUND), asserted generously.
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "C_Finalize took {took:?}"
+    );
+    let entries = crate::journal::read(&journal).unwrap().entries;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[1].event, crate::journal::Event::KeyNotDeleted);
+    assert_eq!(entries[1].key, hanging);
+    assert!(entries[1].reason.as_deref().unwrap().contains("C_Finalize"));
+}
+
+/// §5.7: destroying the public key object of a token key never deletes the key pair on the
+/// TSB (CKR_ACTION_PROHIBITED, CKA_DESTROYABLE false on it), even with allowKeyDeletion; the
+/// private key still signs. A session key pair's public key object is only hidden.
+#[test]
+fn destroying_a_public_key_object_never_deletes_the_key() {
+    let fake = FakeTsb::new();
+    let signer = fake.add_key("pair", false);
+    let token = token_with(&fake, json!({"allowKeyDeletion": true}));
+    let s = session(&token);
+    let private = super::private_key(&token, s, "pair");
+    let public = super::public_key(&token, s, "pair");
+    assert_eq!(
+        token
+            .attribute_values(s, public, &[CKA_DESTROYABLE])
+            .unwrap(),
+        vec![AttrValue::Bytes(vec![CK_FALSE])]
+    );
+    assert_eq!(
+        token
+            .attribute_values(s, private, &[CKA_DESTROYABLE])
+            .unwrap(),
+        vec![AttrValue::Bytes(vec![CK_TRUE])]
+    );
+    assert_eq!(
+        token.destroy_object(s, public).unwrap_err().code(),
+        CKR_ACTION_PROHIBITED
+    );
+    assert_eq!(fake.count("delete "), 0);
+    token
+        .sign_init(s, &Mechanism::new(CKM_ECDSA_SHA256), private)
+        .unwrap();
+    let sig = signature(token.sign(s, b"still here", Some(64)).unwrap());
+    assert!(super::openssl_verifies(&signer, b"still here", &sig));
+
+    // A session key pair: the public object goes (also from a read-only session, §5.7), the
+    // TSB key stays and signs until the private key object is destroyed.
+    let ro = token.open_session(0, CKF_SERIAL_SESSION, None).unwrap();
+    let (spub, spriv) =
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("tmp")).unwrap();
+    let spki = spki_of(&token, s, spub);
+    token.destroy_object(ro, spub).unwrap();
+    assert_eq!(
+        token
+            .attribute_values(s, spub, &[CKA_LABEL])
+            .unwrap_err()
+            .code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert_eq!(
+        find(&token, s, &[(CKA_LABEL, b"tmp".to_vec())]),
+        vec![spriv]
+    );
+    assert_eq!(temporary_keys(&fake).len(), 1);
+    assert!(signs_and_verifies(&token, s, spriv, &spki, b"temporary"));
+    token.destroy_object(ro, spriv).unwrap();
+    assert!(temporary_keys(&fake).is_empty());
 }
