@@ -872,6 +872,154 @@ fn zero_and_huge_lengths() {
     run_table("zero and huge lengths", cases, end_operations(&h, s));
 }
 
+/// A length far beyond its buffer (1 TiB on 3 bytes, issue #19 item 6): every variable-length
+/// value, mechanism parameter and input the module would copy is bounded before anything is
+/// read or allocated, so the call fails with its code and the host process never aborts.
+#[test]
+fn lengths_beyond_the_buffer() {
+    let h = Harness::new();
+    let c = ctx(&h);
+    let (f, s) = (c.f, c.s);
+    let rw = open(f, CKF_SERIAL_SESSION | CKF_RW_SESSION);
+    let c = &c;
+    const TIB: CK_ULONG = 1 << 40;
+    // An attribute whose 3-byte value claims `n` bytes.
+    let lying = |t: CK_ATTRIBUTE_TYPE, buf: &mut [u8; 3], n: CK_ULONG| CK_ATTRIBUTE {
+        type_: t,
+        pValue: buf.as_mut_ptr().cast(),
+        ulValueLen: n,
+    };
+    let find = move |t: CK_ATTRIBUTE_TYPE| {
+        let mut buf = *b"abc";
+        let mut a = [lying(t, &mut buf, TIB)];
+        call!(f.C_FindObjectsInit, s, a.as_mut_ptr(), 1)
+    };
+    let sign_lying = move |m: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE| {
+        assert_eq!(c.after_sign_init(m, key), CKR_OK);
+        let (mut d, mut sig, mut n) = (*b"abc", [0u8; 512], 512);
+        call!(f.C_Sign, s, d.as_mut_ptr(), TIB, sig.as_mut_ptr(), &mut n)
+    };
+    let verify_lying = move |m: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE| {
+        let mut m = mech(m);
+        assert_eq!(call!(f.C_VerifyInit, s, &mut m, key), CKR_OK);
+        let (mut d, mut sig) = (*b"abc", [0u8; 64]);
+        call!(f.C_Verify, s, d.as_mut_ptr(), TIB, sig.as_mut_ptr(), 64)
+    };
+    let invalid = CKR_ATTRIBUTE_VALUE_INVALID;
+    let cases = vec![
+        case("C_FindObjectsInit(CKA_LABEL of 1 TiB)", invalid, move || {
+            find(CKA_LABEL)
+        }),
+        case("C_FindObjectsInit(CKA_ID of 1 TiB)", invalid, move || {
+            find(CKA_ID)
+        }),
+        case("C_FindObjectsInit(CKA_VALUE of 1 TiB)", invalid, move || {
+            find(CKA_VALUE)
+        }),
+        case(
+            "C_FindObjectsInit(CKA_LABEL of 64 KiB + 1)",
+            invalid,
+            move || {
+                let mut buf = *b"abc";
+                let mut a = [lying(CKA_LABEL, &mut buf, 64 * 1024 + 1)];
+                call!(f.C_FindObjectsInit, s, a.as_mut_ptr(), 1)
+            },
+        ),
+        case(
+            "C_FindObjectsInit(five CKA_VALUEs of 1 MiB: over 4 MiB in all)",
+            CKR_ARGUMENTS_BAD,
+            move || {
+                let mut bufs = [*b"abc"; 5];
+                let mut a: Vec<CK_ATTRIBUTE> = bufs
+                    .iter_mut()
+                    .map(|b| lying(CKA_VALUE, b, 1 << 20))
+                    .collect();
+                call!(f.C_FindObjectsInit, s, a.as_mut_ptr(), 5)
+            },
+        ),
+        case("C_CreateObject(CKA_VALUE of 1 TiB)", invalid, move || {
+            let (mut cl, mut ty, mut buf) = (ulong(CKO_CERTIFICATE), ulong(CKC_X_509), *b"abc");
+            let mut t = [
+                attr(CKA_CLASS, &mut cl),
+                attr(CKA_CERTIFICATE_TYPE, &mut ty),
+                lying(CKA_VALUE, &mut buf, TIB),
+            ];
+            let mut o = 0;
+            call!(f.C_CreateObject, rw, t.as_mut_ptr(), 3, &mut o)
+        }),
+        case("C_GenerateKeyPair(CKA_LABEL of 1 TiB)", invalid, move || {
+            let mut m = mech(CKM_EC_KEY_PAIR_GEN);
+            let mut buf = *b"abc";
+            let mut public = [lying(CKA_LABEL, &mut buf, TIB)];
+            let mut private = [lying(CKA_LABEL, &mut buf, TIB)];
+            let (mut p, mut k) = (0, 0);
+            call!(
+                f.C_GenerateKeyPair,
+                rw,
+                &mut m,
+                public.as_mut_ptr(),
+                1,
+                private.as_mut_ptr(),
+                1,
+                &mut p,
+                &mut k
+            )
+        }),
+        case(
+            "C_SignInit(EdDSA context of 1 TiB)",
+            CKR_MECHANISM_PARAM_INVALID,
+            move || {
+                let mut ctx = *b"abc";
+                let p = CK_EDDSA_PARAMS {
+                    phFlag: CK_FALSE,
+                    ulContextDataLen: TIB,
+                    pContextData: ctx.as_mut_ptr(),
+                };
+                let mut m = CK_MECHANISM {
+                    mechanism: CKM_EDDSA,
+                    pParameter: (&p as *const CK_EDDSA_PARAMS as *mut CK_EDDSA_PARAMS).cast(),
+                    ulParameterLen: std::mem::size_of::<CK_EDDSA_PARAMS>() as CK_ULONG,
+                };
+                call!(f.C_SignInit, s, &mut m, c.ed)
+            },
+        ),
+        case("C_Sign(CKM_EDDSA, data of 1 TiB)", CKR_DATA_LEN_RANGE, move || {
+            sign_lying(CKM_EDDSA, c.ed)
+        }),
+        case("C_Sign(CKM_ECDSA, data of 1 TiB)", CKR_DATA_LEN_RANGE, move || {
+            sign_lying(CKM_ECDSA, c.ec)
+        }),
+        case(
+            "C_Sign(CKM_RSA_PKCS, data of 1 TiB)",
+            CKR_DATA_LEN_RANGE,
+            move || sign_lying(CKM_RSA_PKCS, c.rsa),
+        ),
+        case(
+            "C_SignUpdate(CKM_EDDSA, part of 1 TiB)",
+            CKR_DATA_LEN_RANGE,
+            move || {
+                assert_eq!(c.after_sign_init(CKM_EDDSA, c.ed), CKR_OK);
+                let mut d = *b"abc";
+                call!(f.C_SignUpdate, s, d.as_mut_ptr(), TIB)
+            },
+        ),
+        case(
+            "C_Verify(CKM_ECDSA, data of 1 TiB)",
+            CKR_DATA_LEN_RANGE,
+            move || verify_lying(CKM_ECDSA, c.ec_pub),
+        ),
+        case("C_Login(PIN of 1 TiB)", CKR_ARGUMENTS_BAD, move || {
+            let mut pin = *b"abc";
+            call!(f.C_Login, s, CKU_USER, pin.as_mut_ptr(), TIB)
+        }),
+        case("C_Login(PIN of 4097 bytes)", CKR_ARGUMENTS_BAD, move || {
+            let mut pin = [b'1'; 4097];
+            call!(f.C_Login, s, CKU_USER, pin.as_mut_ptr(), 4097)
+        }),
+    ];
+    run_table("lengths beyond the buffer", cases, end_operations(&h, s));
+}
+
 #[test]
 fn invalid_handles() {
     let h = Harness::new();

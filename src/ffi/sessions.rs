@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cryptoki_sys::*;
 
-use super::convert::{bytes, out};
+use super::convert::{bytes, out, MAX_PIN_LEN};
+use crate::error::Error;
 use super::{guard, token};
 use crate::token::session::Surrender;
 
@@ -117,6 +118,13 @@ pub unsafe extern "C" fn C_Login(
     guard("C_Login", || {
         // SAFETY: the PIN buffer holds `pin_len` bytes (NULL only with length 0).
         let pin = unsafe { bytes(pin, pin_len) }?;
+        // A PIN longer than CK_TOKEN_INFO.ulMaxPinLen is refused before it is copied.
+        if pin.len() > MAX_PIN_LEN {
+            return Err(Error::new(
+                CKR_ARGUMENTS_BAD,
+                "the PIN is longer than ulMaxPinLen (4096 bytes)",
+            ));
+        }
         token()?.login(session, user, pin)
     })
 }

@@ -92,7 +92,7 @@ impl Token {
         let _signing = Signing::start(&s, &mut ops);
         // The TSB call (and any approval wait) runs without the session's lock.
         drop(ops);
-        let input = single_part(op.plan, data);
+        let input = single_part(op.plan, data)?;
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
 
@@ -324,7 +324,7 @@ impl Token {
                 "C_Verify after C_VerifyUpdate: finish with C_VerifyFinal",
             ));
         }
-        check_signature(&op, single_part(op.plan, data), signature)
+        check_signature(&op, single_part(op.plan, data)?, signature)
     }
 
     pub(crate) fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
