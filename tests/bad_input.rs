@@ -291,12 +291,122 @@ fn no_initialisation_needed(raw: &Raw) -> Vec<Case<'_>> {
             let mut i = null_mut();
             call!(raw.f3.C_GetInterface, null_mut(), null_mut(), &mut i, 0)
         }),
-        case(
-            "C_InitToken (unsupported)",
-            CKR_FUNCTION_NOT_SUPPORTED,
-            move || call!(f.C_InitToken, 0, null_mut(), 0, null_mut()),
-        ),
     ]
+}
+
+/// A zero argument of any type a PKCS#11 function takes (NULL, 0, no callback).
+trait Zero {
+    fn zero() -> Self;
+}
+impl Zero for CK_ULONG {
+    fn zero() -> Self {
+        0
+    }
+}
+impl Zero for CK_BBOOL {
+    fn zero() -> Self {
+        0
+    }
+}
+impl<T> Zero for *mut T {
+    fn zero() -> Self {
+        null_mut()
+    }
+}
+impl<T> Zero for Option<T> {
+    fn zero() -> Self {
+        None
+    }
+}
+
+/// Calls each named function of the 3.0 list with NULL / zero arguments (one `_` each):
+/// `(name, rv)` pairs.
+macro_rules! zero_calls {
+    ($f3:expr; $($name:ident($($a:tt),*)),* $(,)?) => {
+        vec![$((
+            stringify!($name),
+            // SAFETY: NULL and zero arguments; each function must answer before using them.
+            unsafe { ($f3.$name.expect("function in the list"))($({ let _ = stringify!($a); Zero::zero() }),*) },
+        )),*]
+    };
+}
+
+/// Every function of the PKCS#11 3.0 list but `C_Initialize`, `C_GetFunctionList`,
+/// `C_GetInterfaceList` and `C_GetInterface`, called with NULL / zero arguments: all answer
+/// `CKR_CRYPTOKI_NOT_INITIALIZED` (PKCS#11 v3.0 §5.1.1), the unsupported ones included.
+fn all_functions_uninitialised(raw: &Raw) -> Vec<(&'static str, CK_RV)> {
+    let f3 = raw.f3;
+    zero_calls!(f3;
+        C_Finalize(_), C_GetInfo(_), C_GetSlotList(_, _, _), C_GetSlotInfo(_, _),
+        C_GetTokenInfo(_, _), C_GetMechanismList(_, _, _), C_GetMechanismInfo(_, _, _),
+        C_InitToken(_, _, _, _), C_InitPIN(_, _, _), C_SetPIN(_, _, _, _, _),
+        C_OpenSession(_, _, _, _, _), C_CloseSession(_), C_CloseAllSessions(_),
+        C_GetSessionInfo(_, _), C_GetOperationState(_, _, _),
+        C_SetOperationState(_, _, _, _, _), C_Login(_, _, _, _), C_Logout(_),
+        C_CreateObject(_, _, _, _), C_CopyObject(_, _, _, _, _), C_DestroyObject(_, _),
+        C_GetObjectSize(_, _, _), C_GetAttributeValue(_, _, _, _),
+        C_SetAttributeValue(_, _, _, _), C_FindObjectsInit(_, _, _), C_FindObjects(_, _, _, _),
+        C_FindObjectsFinal(_), C_EncryptInit(_, _, _), C_Encrypt(_, _, _, _, _),
+        C_EncryptUpdate(_, _, _, _, _), C_EncryptFinal(_, _, _), C_DecryptInit(_, _, _),
+        C_Decrypt(_, _, _, _, _), C_DecryptUpdate(_, _, _, _, _), C_DecryptFinal(_, _, _),
+        C_DigestInit(_, _), C_Digest(_, _, _, _, _), C_DigestUpdate(_, _, _), C_DigestKey(_, _),
+        C_DigestFinal(_, _, _), C_SignInit(_, _, _), C_Sign(_, _, _, _, _),
+        C_SignUpdate(_, _, _), C_SignFinal(_, _, _), C_SignRecoverInit(_, _, _),
+        C_SignRecover(_, _, _, _, _), C_VerifyInit(_, _, _), C_Verify(_, _, _, _, _),
+        C_VerifyUpdate(_, _, _), C_VerifyFinal(_, _, _), C_VerifyRecoverInit(_, _, _),
+        C_VerifyRecover(_, _, _, _, _), C_DigestEncryptUpdate(_, _, _, _, _),
+        C_DecryptDigestUpdate(_, _, _, _, _), C_SignEncryptUpdate(_, _, _, _, _),
+        C_DecryptVerifyUpdate(_, _, _, _, _), C_GenerateKey(_, _, _, _, _),
+        C_GenerateKeyPair(_, _, _, _, _, _, _, _), C_WrapKey(_, _, _, _, _, _),
+        C_UnwrapKey(_, _, _, _, _, _, _, _), C_DeriveKey(_, _, _, _, _, _),
+        C_SeedRandom(_, _, _), C_GenerateRandom(_, _, _), C_GetFunctionStatus(_),
+        C_CancelFunction(_), C_WaitForSlotEvent(_, _, _),
+        C_LoginUser(_, _, _, _, _, _), C_SessionCancel(_, _),
+        C_MessageEncryptInit(_, _, _), C_EncryptMessage(_, _, _, _, _, _, _, _, _),
+        C_EncryptMessageBegin(_, _, _, _, _), C_EncryptMessageNext(_, _, _, _, _, _, _, _),
+        C_MessageEncryptFinal(_), C_MessageDecryptInit(_, _, _),
+        C_DecryptMessage(_, _, _, _, _, _, _, _, _), C_DecryptMessageBegin(_, _, _, _, _),
+        C_DecryptMessageNext(_, _, _, _, _, _, _, _), C_MessageDecryptFinal(_),
+        C_MessageSignInit(_, _, _), C_SignMessage(_, _, _, _, _, _, _),
+        C_SignMessageBegin(_, _, _), C_SignMessageNext(_, _, _, _, _, _, _),
+        C_MessageSignFinal(_), C_MessageVerifyInit(_, _, _),
+        C_VerifyMessage(_, _, _, _, _, _, _), C_VerifyMessageBegin(_, _, _),
+        C_VerifyMessageNext(_, _, _, _, _, _, _), C_MessageVerifyFinal(_),
+    )
+}
+
+/// Checks [`all_functions_uninitialised`] on `raw`: every answer, and that the table names
+/// every function of the lists in `src/ffi/mod.rs` but the four that need no initialisation.
+fn check_all_uninitialised(raw: &Raw, when: &str) {
+    let answers = all_functions_uninitialised(raw);
+    let wrong: Vec<String> = answers
+        .iter()
+        .filter(|(_, rv)| *rv != CKR_CRYPTOKI_NOT_INITIALIZED)
+        .map(|(n, rv)| format!("{n}: {rv:#x}"))
+        .collect();
+    assert!(wrong.is_empty(), "{when}, not CKR_CRYPTOKI_NOT_INITIALIZED:\n  {}", wrong.join("\n  "));
+    let list = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ffi/mod.rs"),
+    )
+    .unwrap();
+    let start = list.find("macro_rules! function_list").expect("the function lists");
+    let mut listed: Vec<&str> = list[start..]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("C_"))
+        .collect();
+    for (name, _) in &answers {
+        listed.retain(|l| l != name);
+    }
+    listed.sort();
+    listed.dedup();
+    let free = [
+        "C_GetFunctionList",
+        "C_GetInterface",
+        "C_GetInterfaceList",
+        "C_Initialize",
+    ];
+    assert_eq!(listed, free, "functions of the list the table misses");
+    eprintln!("{when}: {} functions answer CKR_CRYPTOKI_NOT_INITIALIZED", answers.len());
 }
 
 /// Loads a private copy of the module (its own state) without initialising it.
@@ -317,6 +427,7 @@ fn calls_before_initialize_and_after_finalize() {
         no_initialisation_needed(&raw),
         || {},
     );
+    check_all_uninitialised(&raw, "before C_Initialize");
 
     // Initialised, a session opened, then finalised: the stale handle and everything else
     // answer CKR_CRYPTOKI_NOT_INITIALIZED.
@@ -327,6 +438,7 @@ fn calls_before_initialize_and_after_finalize() {
     assert_eq!(call!(raw.f.C_Finalize, null_mut()), CKR_OK);
     run_table("after C_Finalize", needs_initialisation(&raw, s), || {});
     run_table("after C_Finalize", no_initialisation_needed(&raw), || {});
+    check_all_uninitialised(&raw, "after C_Finalize");
     // And it initialises again.
     assert_eq!(call!(raw.f.C_Initialize, null_mut()), CKR_OK);
     assert_eq!(call!(raw.f.C_Finalize, null_mut()), CKR_OK);
@@ -1020,6 +1132,108 @@ fn lengths_beyond_the_buffer() {
     run_table("lengths beyond the buffer", cases, end_operations(&h, s));
 }
 
+/// Every failing `C_Verify`, `C_VerifyFinal` and `C_VerifyUpdate` ends the verification
+/// operation, bad pointers included (PKCS#11 v3.0 §5.13, as `C_Sign` in §5.11): the case
+/// answers its code only when a following `C_VerifyUpdate` finds no operation.
+#[test]
+fn verify_errors_end_the_operation() {
+    let h = Harness::new();
+    let c = ctx(&h);
+    let (f, s) = (c.f, c.s);
+    let c = &c;
+    const ENDED_NOT: CK_RV = 0xdead;
+    // `rv`, if the operation ended; ENDED_NOT if it is still active.
+    let ended = move |rv: CK_RV| {
+        let mut d = *b"more";
+        match call!(f.C_VerifyUpdate, s, d.as_mut_ptr(), 4) {
+            CKR_OPERATION_NOT_INITIALIZED => rv,
+            _ => ENDED_NOT,
+        }
+    };
+    let init = move |m: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE| {
+        let mut m = mech(m);
+        assert_eq!(call!(f.C_VerifyInit, s, &mut m, key), CKR_OK);
+    };
+    let bad = CKR_ARGUMENTS_BAD;
+    let cases = vec![
+        case("C_Verify(data NULL, length 4)", bad, move || {
+            init(CKM_ECDSA_SHA256, c.ec_pub);
+            let mut sig = [0u8; 64];
+            ended(call!(f.C_Verify, s, null_mut(), 4, sig.as_mut_ptr(), 64))
+        }),
+        case("C_Verify(signature NULL, length 64)", bad, move || {
+            init(CKM_ECDSA_SHA256, c.ec_pub);
+            let mut d = *b"data";
+            ended(call!(f.C_Verify, s, d.as_mut_ptr(), 4, null_mut(), 64))
+        }),
+        case("C_Verify(data length MAX)", bad, move || {
+            init(CKM_ECDSA_SHA256, c.ec_pub);
+            let (mut d, mut sig) = (*b"data", [0u8; 64]);
+            let huge = CK_ULONG::MAX;
+            ended(call!(f.C_Verify, s, d.as_mut_ptr(), huge, sig.as_mut_ptr(), 64))
+        }),
+        case(
+            "C_Verify(signature of 63 bytes)",
+            CKR_SIGNATURE_LEN_RANGE,
+            move || {
+                init(CKM_ECDSA_SHA256, c.ec_pub);
+                let (mut d, mut sig) = (*b"data", [1u8; 63]);
+                ended(call!(f.C_Verify, s, d.as_mut_ptr(), 4, sig.as_mut_ptr(), 63))
+            },
+        ),
+        case("C_Verify(wrong signature)", CKR_SIGNATURE_INVALID, move || {
+            init(CKM_ECDSA_SHA256, c.ec_pub);
+            let (mut d, mut sig) = (*b"data", [1u8; 64]);
+            ended(call!(f.C_Verify, s, d.as_mut_ptr(), 4, sig.as_mut_ptr(), 64))
+        }),
+        case(
+            "C_Verify(CKM_ECDSA, 2 KiB 'digest')",
+            CKR_DATA_LEN_RANGE,
+            move || {
+                init(CKM_ECDSA, c.ec_pub);
+                let (mut d, mut sig) = ([7u8; 2048], [1u8; 64]);
+                ended(call!(f.C_Verify, s, d.as_mut_ptr(), 2048, sig.as_mut_ptr(), 64))
+            },
+        ),
+        case("C_VerifyUpdate(NULL, 4)", bad, move || {
+            init(CKM_ECDSA_SHA256, c.ec_pub);
+            ended(call!(f.C_VerifyUpdate, s, null_mut(), 4))
+        }),
+        case(
+            "C_VerifyUpdate(CKM_ECDSA, 2 KiB 'digest')",
+            CKR_DATA_LEN_RANGE,
+            move || {
+                init(CKM_ECDSA, c.ec_pub);
+                let mut d = [7u8; 2048];
+                ended(call!(f.C_VerifyUpdate, s, d.as_mut_ptr(), 2048))
+            },
+        ),
+        case("C_VerifyFinal(NULL, 64)", bad, move || {
+            init(CKM_ECDSA_SHA256, c.ec_pub);
+            ended(call!(f.C_VerifyFinal, s, null_mut(), 64))
+        }),
+        case(
+            "C_VerifyFinal(signature of 63 bytes)",
+            CKR_SIGNATURE_LEN_RANGE,
+            move || {
+                init(CKM_ECDSA_SHA256, c.ec_pub);
+                let mut sig = [1u8; 63];
+                ended(call!(f.C_VerifyFinal, s, sig.as_mut_ptr(), 63))
+            },
+        ),
+        case(
+            "C_VerifyFinal(wrong signature)",
+            CKR_SIGNATURE_INVALID,
+            move || {
+                init(CKM_ECDSA_SHA256, c.ec_pub);
+                let mut sig = [1u8; 64];
+                ended(call!(f.C_VerifyFinal, s, sig.as_mut_ptr(), 64))
+            },
+        ),
+    ];
+    run_table("verify errors end the operation", cases, end_operations(&h, s));
+}
+
 #[test]
 fn invalid_handles() {
     let h = Harness::new();
@@ -1683,16 +1897,8 @@ fn every_entry_point_is_guarded() {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         for (name, body) in extern_fns(&text) {
             checked.push(name.clone());
-            if name.starts_with('$') {
-                // The not_supported! macro's template.
-                let ok = strip_trace(&body.replace("$(let _ = $arg;)*", "")).trim()
-                    == "CKR_FUNCTION_NOT_SUPPORTED";
-                if !ok {
-                    problems.push(format!("{file}: the not_supported! stub does more: {body}"));
-                }
-                continue;
-            }
-            let rest = strip_trace(&body);
+            // The not_supported! macro's template ignores its arguments first.
+            let rest = strip_trace(&body.replace("$(let _ = $arg;)*", ""));
             if !rest.trim_start().starts_with("guard(") {
                 problems.push(format!(
                     "{file}: {name} does not run its body in guard(): {}",

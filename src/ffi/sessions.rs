@@ -8,7 +8,7 @@ use cryptoki_sys::*;
 
 use super::convert::{bytes, out, MAX_PIN_LEN};
 use crate::error::Error;
-use super::{guard, token};
+use super::{guard, initialised, token};
 use crate::token::session::Surrender;
 
 /// The application's `Notify` callback with its context pointer.
@@ -116,6 +116,7 @@ pub unsafe extern "C" fn C_Login(
 ) -> CK_RV {
     log::trace!("C_Login(session={session}, user={user}, pin=<redacted>)");
     guard("C_Login", || {
+        initialised()?;
         // SAFETY: the PIN buffer holds `pin_len` bytes (NULL only with length 0).
         let pin = unsafe { bytes(pin, pin_len) }?;
         // A PIN longer than CK_TOKEN_INFO.ulMaxPinLen is refused before it is copied.
