@@ -1133,7 +1133,7 @@ fn lengths_beyond_the_buffer() {
 }
 
 /// Every failing `C_Verify`, `C_VerifyFinal` and `C_VerifyUpdate` ends the verification
-/// operation, bad pointers included (PKCS#11 v3.0 §5.13, as `C_Sign` in §5.11): the case
+/// operation, bad pointers included (PKCS#11 v3.0 §5.15, as `C_Sign` in §5.13): the case
 /// answers its code only when a following `C_VerifyUpdate` finds no operation.
 #[test]
 fn verify_errors_end_the_operation() {

@@ -153,8 +153,8 @@ pub unsafe extern "C" fn C_Verify(
         let t = token()?;
         // SAFETY: both buffers hold the given lengths.
         let args = unsafe { bytes(data, data_len).and_then(|d| Ok((d, bytes(sig, sig_len)?))) };
-        // A call to C_Verify always terminates the operation (PKCS#11 v3.0 §5.13), bad
-        // arguments included, as C_Sign's do (§5.11).
+        // A call to C_Verify always terminates the operation (PKCS#11 v3.0 §5.15), bad
+        // arguments included, as C_Sign's do (§5.13).
         let (data, sig) = args.inspect_err(|_| t.end_verify(session))?;
         t.verify(session, data, sig)
     })
@@ -171,7 +171,7 @@ pub unsafe extern "C" fn C_VerifyUpdate(
     guard("C_VerifyUpdate", || {
         let t = token()?;
         // SAFETY: `part` holds `part_len` bytes.
-        // A failing C_VerifyUpdate terminates the operation (§5.13).
+        // A failing C_VerifyUpdate terminates the operation (v3.0 §5.15).
         let part = unsafe { bytes(part, part_len) }.inspect_err(|_| t.end_verify(session))?;
         t.verify_update(session, part)
     })
@@ -188,7 +188,7 @@ pub unsafe extern "C" fn C_VerifyFinal(
     guard("C_VerifyFinal", || {
         let t = token()?;
         // SAFETY: `sig` holds `sig_len` bytes.
-        // A call to C_VerifyFinal always terminates the operation (§5.13).
+        // A call to C_VerifyFinal always terminates the operation (v3.0 §5.15).
         let sig = unsafe { bytes(sig, sig_len) }.inspect_err(|_| t.end_verify(session))?;
         t.verify_final(session, sig)
     })

@@ -306,8 +306,8 @@ impl Token {
     }
 
     /// Ends the verification operation (after invalid arguments at the C boundary: PKCS#11
-    /// v3.0 §5.13, a call to `C_Verify` or `C_VerifyFinal` always terminates the operation, and
-    /// a `C_VerifyUpdate` that fails terminates it, as for signing, §5.11).
+    /// v3.0 §5.15, a call to `C_Verify` or `C_VerifyFinal` always terminates the operation, and
+    /// a `C_VerifyUpdate` that fails terminates it, as for signing, §5.13).
     pub(crate) fn end_verify(&self, session: CK_SESSION_HANDLE) {
         if let Ok(s) = self.sessions.get(session) {
             s.ops.lock().verify = None;
