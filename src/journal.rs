@@ -399,7 +399,10 @@ mod tests {
         assert_eq!(c.entries.len(), 8, "all six earlier entries kept");
         assert_eq!(c.entries[0].id, "req-0");
         let big = &c.entries[6].id;
-        assert!(big.starts_with("big-xxx") && big.contains("more characters]"), "{big}");
+        assert!(
+            big.starts_with("big-xxx") && big.contains("more characters]"),
+            "{big}"
+        );
         let h = &c.entries[7];
         assert_eq!(h.id, "leak-<redacted>");
         assert_eq!(h.key, "label\\u{1b}[31m\\r\\u{202e}\\nFAKE");

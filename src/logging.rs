@@ -284,7 +284,9 @@ mod tests {
         assert!(!shown.chars().any(is_unsafe_char));
         let long = "é".repeat(5000);
         assert_eq!(escape(&long), long, "nothing cut");
-        for c in ['\u{0}', '\u{9f}', '\u{2029}', '\u{200e}', '\u{202a}', '\u{2069}'] {
+        for c in [
+            '\u{0}', '\u{9f}', '\u{2029}', '\u{200e}', '\u{202a}', '\u{2069}',
+        ] {
             assert!(is_unsafe_char(c), "{c:?}");
         }
         for c in ['a', ' ', 'é', '\u{2030}', '\u{2065}', '\u{202f}', '\u{a0}'] {

@@ -384,12 +384,18 @@ fn check_all_uninitialised(raw: &Raw, when: &str) {
         .filter(|(_, rv)| *rv != CKR_CRYPTOKI_NOT_INITIALIZED)
         .map(|(n, rv)| format!("{n}: {rv:#x}"))
         .collect();
-    assert!(wrong.is_empty(), "{when}, not CKR_CRYPTOKI_NOT_INITIALIZED:\n  {}", wrong.join("\n  "));
+    assert!(
+        wrong.is_empty(),
+        "{when}, not CKR_CRYPTOKI_NOT_INITIALIZED:\n  {}",
+        wrong.join("\n  ")
+    );
     let list = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ffi/mod.rs"),
     )
     .unwrap();
-    let start = list.find("macro_rules! function_list").expect("the function lists");
+    let start = list
+        .find("macro_rules! function_list")
+        .expect("the function lists");
     let mut listed: Vec<&str> = list[start..]
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("C_"))
@@ -406,7 +412,10 @@ fn check_all_uninitialised(raw: &Raw, when: &str) {
         "C_Initialize",
     ];
     assert_eq!(listed, free, "functions of the list the table misses");
-    eprintln!("{when}: {} functions answer CKR_CRYPTOKI_NOT_INITIALIZED", answers.len());
+    eprintln!(
+        "{when}: {} functions answer CKR_CRYPTOKI_NOT_INITIALIZED",
+        answers.len()
+    );
 }
 
 /// Loads a private copy of the module (its own state) without initialising it.
@@ -1019,15 +1028,19 @@ fn lengths_beyond_the_buffer() {
     };
     let invalid = CKR_ATTRIBUTE_VALUE_INVALID;
     let cases = vec![
-        case("C_FindObjectsInit(CKA_LABEL of 1 TiB)", invalid, move || {
-            find(CKA_LABEL)
-        }),
+        case(
+            "C_FindObjectsInit(CKA_LABEL of 1 TiB)",
+            invalid,
+            move || find(CKA_LABEL),
+        ),
         case("C_FindObjectsInit(CKA_ID of 1 TiB)", invalid, move || {
             find(CKA_ID)
         }),
-        case("C_FindObjectsInit(CKA_VALUE of 1 TiB)", invalid, move || {
-            find(CKA_VALUE)
-        }),
+        case(
+            "C_FindObjectsInit(CKA_VALUE of 1 TiB)",
+            invalid,
+            move || find(CKA_VALUE),
+        ),
         case(
             "C_FindObjectsInit(CKA_LABEL of 64 KiB + 1)",
             invalid,
@@ -1059,24 +1072,28 @@ fn lengths_beyond_the_buffer() {
             let mut o = 0;
             call!(f.C_CreateObject, rw, t.as_mut_ptr(), 3, &mut o)
         }),
-        case("C_GenerateKeyPair(CKA_LABEL of 1 TiB)", invalid, move || {
-            let mut m = mech(CKM_EC_KEY_PAIR_GEN);
-            let mut buf = *b"abc";
-            let mut public = [lying(CKA_LABEL, &mut buf, TIB)];
-            let mut private = [lying(CKA_LABEL, &mut buf, TIB)];
-            let (mut p, mut k) = (0, 0);
-            call!(
-                f.C_GenerateKeyPair,
-                rw,
-                &mut m,
-                public.as_mut_ptr(),
-                1,
-                private.as_mut_ptr(),
-                1,
-                &mut p,
-                &mut k
-            )
-        }),
+        case(
+            "C_GenerateKeyPair(CKA_LABEL of 1 TiB)",
+            invalid,
+            move || {
+                let mut m = mech(CKM_EC_KEY_PAIR_GEN);
+                let mut buf = *b"abc";
+                let mut public = [lying(CKA_LABEL, &mut buf, TIB)];
+                let mut private = [lying(CKA_LABEL, &mut buf, TIB)];
+                let (mut p, mut k) = (0, 0);
+                call!(
+                    f.C_GenerateKeyPair,
+                    rw,
+                    &mut m,
+                    public.as_mut_ptr(),
+                    1,
+                    private.as_mut_ptr(),
+                    1,
+                    &mut p,
+                    &mut k
+                )
+            },
+        ),
         case(
             "C_SignInit(EdDSA context of 1 TiB)",
             CKR_MECHANISM_PARAM_INVALID,
@@ -1095,12 +1112,16 @@ fn lengths_beyond_the_buffer() {
                 call!(f.C_SignInit, s, &mut m, c.ed)
             },
         ),
-        case("C_Sign(CKM_EDDSA, data of 1 TiB)", CKR_DATA_LEN_RANGE, move || {
-            sign_lying(CKM_EDDSA, c.ed)
-        }),
-        case("C_Sign(CKM_ECDSA, data of 1 TiB)", CKR_DATA_LEN_RANGE, move || {
-            sign_lying(CKM_ECDSA, c.ec)
-        }),
+        case(
+            "C_Sign(CKM_EDDSA, data of 1 TiB)",
+            CKR_DATA_LEN_RANGE,
+            move || sign_lying(CKM_EDDSA, c.ed),
+        ),
+        case(
+            "C_Sign(CKM_ECDSA, data of 1 TiB)",
+            CKR_DATA_LEN_RANGE,
+            move || sign_lying(CKM_ECDSA, c.ec),
+        ),
         case(
             "C_Sign(CKM_RSA_PKCS, data of 1 TiB)",
             CKR_DATA_LEN_RANGE,
@@ -1170,7 +1191,14 @@ fn verify_errors_end_the_operation() {
             init(CKM_ECDSA_SHA256, c.ec_pub);
             let (mut d, mut sig) = (*b"data", [0u8; 64]);
             let huge = CK_ULONG::MAX;
-            ended(call!(f.C_Verify, s, d.as_mut_ptr(), huge, sig.as_mut_ptr(), 64))
+            ended(call!(
+                f.C_Verify,
+                s,
+                d.as_mut_ptr(),
+                huge,
+                sig.as_mut_ptr(),
+                64
+            ))
         }),
         case(
             "C_Verify(signature of 63 bytes)",
@@ -1178,21 +1206,46 @@ fn verify_errors_end_the_operation() {
             move || {
                 init(CKM_ECDSA_SHA256, c.ec_pub);
                 let (mut d, mut sig) = (*b"data", [1u8; 63]);
-                ended(call!(f.C_Verify, s, d.as_mut_ptr(), 4, sig.as_mut_ptr(), 63))
+                ended(call!(
+                    f.C_Verify,
+                    s,
+                    d.as_mut_ptr(),
+                    4,
+                    sig.as_mut_ptr(),
+                    63
+                ))
             },
         ),
-        case("C_Verify(wrong signature)", CKR_SIGNATURE_INVALID, move || {
-            init(CKM_ECDSA_SHA256, c.ec_pub);
-            let (mut d, mut sig) = (*b"data", [1u8; 64]);
-            ended(call!(f.C_Verify, s, d.as_mut_ptr(), 4, sig.as_mut_ptr(), 64))
-        }),
+        case(
+            "C_Verify(wrong signature)",
+            CKR_SIGNATURE_INVALID,
+            move || {
+                init(CKM_ECDSA_SHA256, c.ec_pub);
+                let (mut d, mut sig) = (*b"data", [1u8; 64]);
+                ended(call!(
+                    f.C_Verify,
+                    s,
+                    d.as_mut_ptr(),
+                    4,
+                    sig.as_mut_ptr(),
+                    64
+                ))
+            },
+        ),
         case(
             "C_Verify(CKM_ECDSA, 2 KiB 'digest')",
             CKR_DATA_LEN_RANGE,
             move || {
                 init(CKM_ECDSA, c.ec_pub);
                 let (mut d, mut sig) = ([7u8; 2048], [1u8; 64]);
-                ended(call!(f.C_Verify, s, d.as_mut_ptr(), 2048, sig.as_mut_ptr(), 64))
+                ended(call!(
+                    f.C_Verify,
+                    s,
+                    d.as_mut_ptr(),
+                    2048,
+                    sig.as_mut_ptr(),
+                    64
+                ))
             },
         ),
         case("C_VerifyUpdate(NULL, 4)", bad, move || {
@@ -1231,7 +1284,11 @@ fn verify_errors_end_the_operation() {
             },
         ),
     ];
-    run_table("verify errors end the operation", cases, end_operations(&h, s));
+    run_table(
+        "verify errors end the operation",
+        cases,
+        end_operations(&h, s),
+    );
 }
 
 #[test]

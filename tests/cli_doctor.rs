@@ -600,18 +600,29 @@ fn raw_unsafe(text: &str) -> Vec<char> {
 #[test]
 fn hostile_labels_are_escaped_in_text_and_exact_in_json() {
     let mut cfg = sim_config(&["ec-p256"]);
-    cfg.keys.push(tsb_sim::KeySpec::ec(HOSTILE, tsb_sim::Curve::P256));
     cfg.keys
-        .push(tsb_sim::KeySpec::ec(&format!("pw-{HOSTILE}"), tsb_sim::Curve::P256).with_password("pw1234"));
+        .push(tsb_sim::KeySpec::ec(HOSTILE, tsb_sim::Curve::P256));
+    cfg.keys.push(
+        tsb_sim::KeySpec::ec(&format!("pw-{HOSTILE}"), tsb_sim::Curve::P256)
+            .with_password("pw1234"),
+    );
     let sim = start_sim(cfg);
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path(), &json!({ "restApi": sim.url() }));
     let c = path.to_str().unwrap();
     let escaped = "evil\\u{1b}[31m\\rOK\\u{202e}txt.exe\\nFAKE LINE";
-    for args in [vec!["-c", c, "keys"], vec!["-c", c, "keys", "--all"], vec!["-c", c, "doctor"]] {
+    for args in [
+        vec!["-c", c, "keys"],
+        vec!["-c", c, "keys", "--all"],
+        vec!["-c", c, "doctor"],
+    ] {
         let out = tsb_pkcs11(&args, &[]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(raw_unsafe(&text).is_empty(), "{args:?}: {:?}\n{text}", raw_unsafe(&text));
+        assert!(
+            raw_unsafe(&text).is_empty(),
+            "{args:?}: {:?}\n{text}",
+            raw_unsafe(&text)
+        );
         assert!(text.contains(escaped), "{args:?}:\n{text}");
         assert!(
             !text.lines().any(|l| l.starts_with("FAKE LINE")),

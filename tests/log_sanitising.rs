@@ -114,7 +114,10 @@ fn a_request_id_with_a_newline_cannot_forge_a_log_line() {
         .expect("C_Sign returns");
     assert_eq!(rv, CKR_DEVICE_ERROR, "the id is refused");
     let text = l.text();
-    assert!(text.contains("control or bidirectional"), "the reason:\n{text}");
+    assert!(
+        text.contains("control or bidirectional"),
+        "the reason:\n{text}"
+    );
     assert!(!text.contains("FORGED"), "the id is not quoted:\n{text}");
     for line in text.lines() {
         assert!(
@@ -153,7 +156,10 @@ fn a_request_id_carrying_the_jwt_does_not_log_it() {
         .expect("C_Sign returns");
     assert_eq!(rv, CKR_DEVICE_ERROR);
     let text = l.text();
-    assert!(text.contains("looks like a credential"), "rv {rv:#x}:\n{text}");
+    assert!(
+        text.contains("looks like a credential"),
+        "rv {rv:#x}:\n{text}"
+    );
     assert!(!text.contains(JWT), "{text}");
     assert!(!text.contains(&JWT[..20]), "{text}");
     let journal = l.journal();

@@ -108,7 +108,11 @@ fuzz_target!(|input: Input| {
             Ok(owned) => Some(owned),
             Err(e) => {
                 assert_eq!(e.code(), CKR_DATA_LEN_RANGE, "single: {e:?}");
-                assert!(data.len() > PAYLOAD_LIMIT, "single: refused {} bytes", data.len());
+                assert!(
+                    data.len() > PAYLOAD_LIMIT,
+                    "single: refused {} bytes",
+                    data.len()
+                );
                 None
             }
         };
@@ -123,10 +127,7 @@ fuzz_target!(|input: Input| {
             }
         }
         let multi = sink.finish();
-        for (which, owned) in [
-            ("single", single),
-            ("multi", multi_ok.then_some(multi)),
-        ] {
+        for (which, owned) in [("single", single), ("multi", multi_ok.then_some(multi))] {
             let Some(owned) = owned else { continue };
             match plan.prepare(owned.as_input(), key) {
                 Ok(p) => {

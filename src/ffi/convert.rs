@@ -141,8 +141,7 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
                     MechParams::Invalid("the EdDSA context is longer than 255 bytes")
                 } else {
                     // SAFETY: the context pointer/length pair follows the buffer convention.
-                    let context =
-                        unsafe { bytes(ed.pContextData, ed.ulContextDataLen) }?.to_vec();
+                    let context = unsafe { bytes(ed.pContextData, ed.ulContextDataLen) }?.to_vec();
                     MechParams::EdDsa {
                         prehash: ed.phFlag != 0,
                         context,

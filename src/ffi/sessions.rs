@@ -7,8 +7,8 @@ use std::sync::Arc;
 use cryptoki_sys::*;
 
 use super::convert::{bytes, out, MAX_PIN_LEN};
-use crate::error::Error;
 use super::{guard, initialised, token};
+use crate::error::Error;
 use crate::token::session::Surrender;
 
 /// The application's `Notify` callback with its context pointer.

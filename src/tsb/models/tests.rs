@@ -733,7 +733,10 @@ fn absurd_request_ids_are_refused() {
     let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0c2IifQ.c2lnbmF0dXJlLXBhcnQ";
     for (bad, why) in [
         ("r".repeat(129), "129 characters"),
-        (format!("big-{}", "x".repeat(2 * 1024 * 1024)), "2097156 characters"),
+        (
+            format!("big-{}", "x".repeat(2 * 1024 * 1024)),
+            "2097156 characters",
+        ),
         ("req-1\n[ERROR] forged".to_string(), "control"),
         ("req\r1".to_string(), "control"),
         ("req\u{1b}[31m".to_string(), "control"),
