@@ -208,13 +208,21 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
-/// True when `text` holds a registered secret (see [`register_secrets`]) or something shaped
-/// like a JSON Web Token (`eyJ…` base64url, then two more `.`-separated parts): network text
-/// that looks like a credential is refused where it would be kept (a request id).
+/// The shortest registered secret [`looks_like_secret`] looks for: a short one (a 4-digit PIN)
+/// would turn up in random request ids by chance; wherever text is kept it is redacted anyway.
+const LONG_SECRET: usize = 16;
+
+/// True when `text` holds a registered secret of at least [`LONG_SECRET`] characters (a token,
+/// an API key; see [`register_secrets`]) or something shaped like a JSON Web Token (`eyJ…`
+/// base64url, then two more `.`-separated parts): network text that looks like a credential
+/// is refused where it would be kept (a request id).
 pub(crate) fn looks_like_secret(text: &str) -> bool {
-    if SECRETS.read().iter().any(|s| text.contains(s.as_str())) {
+    let secrets = SECRETS.read();
+    let mut long = secrets.iter().filter(|s| s.len() >= LONG_SECRET);
+    if long.any(|s| text.contains(s.as_str())) {
         return true;
     }
+    drop(secrets);
     let b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     text.match_indices("eyJ").any(|(i, _)| {
         let run: String = text[i..]
@@ -302,8 +310,11 @@ mod tests {
         assert!(!looks_like_secret("9a0f3c2e-5b1d-4c8e-9f7a-0123456789ab"));
         assert!(!looks_like_secret("eyJust-a-label"));
         assert!(!looks_like_secret("eyJ.a.b"));
-        register_secrets(["looks-like-secret-unit-test"]);
+        register_secrets(["looks-like-secret-unit-test", "q7Zr"]);
         assert!(looks_like_secret("x-looks-like-secret-unit-test-y"));
+        // A short secret (a PIN) may occur in a random id: redacted where kept, not refused.
+        assert!(!looks_like_secret("9a0f3c2e-q7Zr"));
+        assert_eq!(sanitize("9a0f3c2e-q7Zr"), "9a0f3c2e-<redacted>");
     }
 
     #[test]
