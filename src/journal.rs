@@ -7,7 +7,8 @@
 //! created with mode 0600 (its folder 0700), opened with `O_NOFOLLOW`, refused when another user
 //! owns it, and rotated to `requests.jsonl.1` once it would pass [`MAX_BYTES`]. A line holds the
 //! request id, key label, algorithm, time, process, TSB URL and status: never a secret or the
-//! data signed. Writing it never fails a signature: a failure is logged once per process.
+//! data signed; every field passes the log sanitiser when written ([`Entry::sanitized`]).
+//! Writing it never fails a signature: a failure is logged once per process.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
