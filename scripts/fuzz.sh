@@ -10,6 +10,10 @@
 # fuzz/corpus/<target> (not checked in). A crash leaves its input in fuzz/artifacts/<target>/
 # and makes the script exit non-zero after the other targets ran; reproduce it with
 #   cd fuzz && cargo +nightly fuzz run -a <target> artifacts/<target>/<file>
+# Without nightly the targets still type-check (as cargo fuzz compiles them, with --cfg fuzzing):
+#   cd fuzz && RUSTFLAGS="--cfg fuzzing" cargo check --bins
+# The template target feeds ffi::convert's bounded reader lengths that lie (ulValueLen past the
+# buffer, ulCount past the array): any read before the bound check is an ASan report.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 

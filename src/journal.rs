@@ -7,7 +7,8 @@
 //! created with mode 0600 (its folder 0700), opened with `O_NOFOLLOW`, refused when another user
 //! owns it, and rotated to `requests.jsonl.1` once it would pass [`MAX_BYTES`]. A line holds the
 //! request id, key label, algorithm, time, process, TSB URL and status: never a secret or the
-//! data signed. Writing it never fails a signature: a failure is logged once per process.
+//! data signed; every field passes the log sanitiser when written ([`Entry::sanitized`]).
+//! Writing it never fails a signature: a failure is logged once per process.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -141,6 +142,30 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// The entry as it is written: every text field passed through the log sanitiser
+    /// (`logging::sanitize`: control and bidirectional characters escaped, at most 200
+    /// characters, registered secrets replaced by `<redacted>`), so a line stays one short line
+    /// whatever the TSB answered (a 2 MB request id cannot push the history out through
+    /// rotation, an echoed JWT is not kept).
+    fn sanitized(&self) -> Entry {
+        let clean = |s: &str| crate::logging::sanitize(s);
+        let clean_opt = |s: &Option<String>| s.as_deref().map(clean);
+        Entry {
+            time: clean(&self.time),
+            event: self.event,
+            id: clean(&self.id),
+            key: clean(&self.key),
+            algorithm: clean_opt(&self.algorithm),
+            tsb: clean_opt(&self.tsb),
+            pid: self.pid,
+            process: clean(&self.process),
+            status: clean_opt(&self.status),
+            reason: clean_opt(&self.reason),
+        }
+    }
+}
+
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Records a filed request (never fails; see the module documentation).
@@ -189,7 +214,7 @@ pub(crate) fn record(setting: &Setting, entry: &Entry) {
 /// Appends one line to the journal at `path`, rotating it first when it would pass
 /// [`MAX_BYTES`].
 pub(crate) fn append(path: &Path, entry: &Entry) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+    let mut line = serde_json::to_vec(&entry.sanitized()).map_err(std::io::Error::other)?;
     line.push(b'\n');
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
@@ -361,6 +386,48 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).unwrap();
         assert!(append(&path, &entry("a")).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"");
+    }
+
+    /// Every field goes through the log sanitiser at the write point (issue #19 item 10): a
+    /// 2 MB request id no longer rotates the history away, control characters cannot forge a
+    /// line, and a registered secret (the login JWT echoed back) is not stored.
+    #[test]
+    fn fields_are_sanitised_when_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        for i in 0..6 {
+            append(&path, &entry(&format!("req-{i}"))).unwrap();
+        }
+        let huge = format!("big-{}", "x".repeat(2 * 1024 * 1024));
+        append(&path, &entry(&huge)).unwrap();
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJqb3VybmFsIn0.am91cm5hbC1zZWNyZXQ";
+        crate::logging::register_secrets([jwt]);
+        let mut hostile = entry(&format!("leak-{jwt}"));
+        hostile.key = "label\u{1b}[31m\r\u{202e}\nFAKE".into();
+        hostile.process = "proc\nname".into();
+        hostile.reason = Some(format!("TSB said {jwt}"));
+        append(&path, &hostile).unwrap();
+        assert!(!rotated(&path).exists(), "no rotation");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() < 8 * 1024, "{} bytes", text.len());
+        assert!(!text.contains(jwt), "{text}");
+        // No control or bidirectional character but the line breaks between entries.
+        let unsafe_chars = text.chars().filter(|c| crate::logging::is_unsafe_char(*c));
+        assert!(unsafe_chars.clone().all(|c| c == '\n'), "{text:?}");
+        assert_eq!(unsafe_chars.count(), 8);
+        let c = read(&path).unwrap();
+        assert_eq!(c.entries.len(), 8, "all six earlier entries kept");
+        assert_eq!(c.entries[0].id, "req-0");
+        let big = &c.entries[6].id;
+        assert!(
+            big.starts_with("big-xxx") && big.contains("more characters]"),
+            "{big}"
+        );
+        let h = &c.entries[7];
+        assert_eq!(h.id, "leak-<redacted>");
+        assert_eq!(h.key, "label\\u{1b}[31m\\r\\u{202e}\\nFAKE");
+        assert_eq!(h.process, "proc\\nname");
+        assert_eq!(h.reason.as_deref(), Some("TSB said <redacted>"));
     }
 
     #[test]

@@ -167,17 +167,71 @@ pub(crate) fn sanitize(text: &str) -> String {
     let mut out = String::new();
     let mut chars = redacted.chars();
     for c in chars.by_ref().take(MAX_LOGGED_CHARS) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        push_escaped(&mut out, c);
     }
     let more = chars.count() + beyond;
     if more > 0 {
         out.push_str(&format!("…[{more} more characters]"));
     }
     out
+}
+
+/// True for a character that can change how a terminal or a log viewer shows the text around
+/// it: C0 and C1 controls and DEL (ESC sequences, CR, forged line breaks), the Unicode line
+/// and paragraph separators (U+2028, U+2029), and the bidirectional marks, embeddings,
+/// overrides and isolates (U+200E, U+200F, U+202A–U+202E, U+2066–U+2069: "Trojan Source").
+pub(crate) fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if is_unsafe_char(c) {
+        out.extend(c.escape_default());
+    } else {
+        out.push(c);
+    }
+}
+
+/// `text` with every [`is_unsafe_char`] escaped (`\n`, `\r`, `\u{1b}`, `\u{202e}`), nothing
+/// cut or redacted: for human-readable output of the command-line tool, where a label must be
+/// shown whole but must not drive the terminal. [`sanitize`] (log lines, the request journal)
+/// escapes the same characters.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_escaped(&mut out, c);
+    }
+    out
+}
+
+/// The shortest registered secret [`looks_like_secret`] looks for: a short one (a 4-digit PIN)
+/// would turn up in random request ids by chance; wherever text is kept it is redacted anyway.
+const LONG_SECRET: usize = 16;
+
+/// True when `text` holds a registered secret of at least [`LONG_SECRET`] characters (a token,
+/// an API key; see [`register_secrets`]) or something shaped like a JSON Web Token (`eyJ…`
+/// base64url, then two more `.`-separated parts): network text that looks like a credential
+/// is refused where it would be kept (a request id).
+pub(crate) fn looks_like_secret(text: &str) -> bool {
+    let secrets = SECRETS.read();
+    let mut long = secrets.iter().filter(|s| s.len() >= LONG_SECRET);
+    if long.any(|s| text.contains(s.as_str())) {
+        return true;
+    }
+    drop(secrets);
+    let b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("eyJ").any(|(i, _)| {
+        let run: String = text[i..]
+            .chars()
+            .take_while(|c| b64url(*c) || *c == '.')
+            .collect();
+        let parts: Vec<&str> = run.split('.').collect();
+        parts.len() >= 3 && parts[..2].iter().all(|p| p.len() >= 4)
+    })
 }
 
 /// Cuts already sanitised text to [`MAX_LOGGED_CHARS`] characters, with a marker.
@@ -193,7 +247,10 @@ fn cap(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{register_secrets, sanitize, without_capped, NetList, MAX_LOGGED_CHARS};
+    use super::{
+        escape, is_unsafe_char, looks_like_secret, register_secrets, sanitize, without_capped,
+        NetList, MAX_LOGGED_CHARS,
+    };
 
     #[test]
     fn network_text_is_escaped_capped_and_redacted() {
@@ -217,6 +274,47 @@ mod tests {
         assert_eq!(sanitize("ab\u{7f}"), "ab\\u{7f}");
         let names = vec!["alice".to_string(), "bob\nINFO fake".to_string()];
         assert_eq!(NetList(&names).to_string(), "alice, bob\\nINFO fake");
+        // Bidirectional overrides and Unicode line breaks are escaped too.
+        assert_eq!(
+            sanitize("a\u{202e}b\u{2028}c\u{2066}d\u{200f}"),
+            "a\\u{202e}b\\u{2028}c\\u{2066}d\\u{200f}"
+        );
+    }
+
+    #[test]
+    fn escape_keeps_everything_but_unsafe_characters() {
+        let hostile = "red\u{1b}[31m\rCR\u{202e}txt.exe\nFAKE LINE\u{85}\u{7f}";
+        let shown = escape(hostile);
+        assert_eq!(
+            shown,
+            "red\\u{1b}[31m\\rCR\\u{202e}txt.exe\\nFAKE LINE\\u{85}\\u{7f}"
+        );
+        assert!(!shown.chars().any(is_unsafe_char));
+        let long = "é".repeat(5000);
+        assert_eq!(escape(&long), long, "nothing cut");
+        for c in [
+            '\u{0}', '\u{9f}', '\u{2029}', '\u{200e}', '\u{202a}', '\u{2069}',
+        ] {
+            assert!(is_unsafe_char(c), "{c:?}");
+        }
+        for c in ['a', ' ', 'é', '\u{2030}', '\u{2065}', '\u{202f}', '\u{a0}'] {
+            assert!(!is_unsafe_char(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_tokens_are_recognised() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        assert!(looks_like_secret(jwt));
+        assert!(looks_like_secret(&format!("leak-{jwt}-end")));
+        assert!(!looks_like_secret("9a0f3c2e-5b1d-4c8e-9f7a-0123456789ab"));
+        assert!(!looks_like_secret("eyJust-a-label"));
+        assert!(!looks_like_secret("eyJ.a.b"));
+        register_secrets(["looks-like-secret-unit-test", "q7Zr"]);
+        assert!(looks_like_secret("x-looks-like-secret-unit-test-y"));
+        // A short secret (a PIN) may occur in a random id: redacted where kept, not refused.
+        assert!(!looks_like_secret("9a0f3c2e-q7Zr"));
+        assert_eq!(sanitize("9a0f3c2e-q7Zr"), "9a0f3c2e-<redacted>");
     }
 
     #[test]

@@ -580,6 +580,80 @@ fn keys_lists_objects_with_percent_encoded_pkcs11_uris() {
         .contains("sign attribute"));
 }
 
+/// A label with an ESC sequence, a carriage return, a right-to-left override and a forged line.
+const HOSTILE: &str = "evil\u{1b}[31m\rOK\u{202e}txt.exe\nFAKE LINE";
+
+/// True for the characters no human-readable output may carry raw (C0 but the line breaks
+/// between lines, C1, DEL, Unicode line separators, bidirectional marks and overrides).
+fn raw_unsafe(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| {
+            (c.is_control() && *c != '\n')
+                || matches!(*c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+                || ('\u{202a}'..='\u{202e}').contains(c)
+                || ('\u{2066}'..='\u{2069}').contains(c)
+        })
+        .collect()
+}
+
+/// `keys` and `doctor` print TSB labels escaped (issue #19 item 11); `--json` keeps them exact.
+#[test]
+fn hostile_labels_are_escaped_in_text_and_exact_in_json() {
+    let mut cfg = sim_config(&["ec-p256"]);
+    cfg.keys
+        .push(tsb_sim::KeySpec::ec(HOSTILE, tsb_sim::Curve::P256));
+    cfg.keys.push(
+        tsb_sim::KeySpec::ec(&format!("pw-{HOSTILE}"), tsb_sim::Curve::P256)
+            .with_password("pw1234"),
+    );
+    let sim = start_sim(cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &json!({ "restApi": sim.url() }));
+    let c = path.to_str().unwrap();
+    let escaped = "evil\\u{1b}[31m\\rOK\\u{202e}txt.exe\\nFAKE LINE";
+    for args in [
+        vec!["-c", c, "keys"],
+        vec!["-c", c, "keys", "--all"],
+        vec!["-c", c, "doctor"],
+    ] {
+        let out = tsb_pkcs11(&args, &[]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            raw_unsafe(&text).is_empty(),
+            "{args:?}: {:?}\n{text}",
+            raw_unsafe(&text)
+        );
+        assert!(text.contains(escaped), "{args:?}:\n{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("FAKE LINE")),
+            "{args:?}: forged line:\n{text}"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(raw_unsafe(&err).is_empty(), "{args:?} stderr: {err}");
+    }
+    // JSON output round-trips the exact label.
+    let r = run(&path, &["keys", "--all"]);
+    let labels: Vec<&str> = r.doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["label"].as_str().unwrap())
+        .collect();
+    assert!(labels.contains(&HOSTILE), "{labels:?}");
+    let r = run(&path, &["doctor"]);
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    strings(&r.doc, &mut all);
+    assert!(all.iter().any(|s| s.contains(HOSTILE)), "{:#}", r.doc);
+}
+
 // ---------------------------------------------------------------------------------------
 // config init
 

@@ -262,3 +262,58 @@ fn the_journal_goes_where_request_journal_says_or_nowhere() {
         }
     }
 }
+
+/// `requests --all` escapes what it prints from the journal and the TSB (issue #19 item 11):
+/// a journal line with a hostile label and process name (written by an older version, or by
+/// hand) cannot drive the terminal or forge a line; `--json` keeps the exact text.
+#[test]
+fn hostile_journal_text_is_escaped_in_text_and_exact_in_json() {
+    const HOSTILE: &str = "evil\u{1b}[31m\rOK\u{202e}txt.exe\nFAKE LINE";
+    let s = Setup::new();
+    let journal = s.journal();
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    let line = |event: &str, status: Option<&str>| {
+        let mut v = json!({
+            "time": "2026-01-01T00:00:00Z", "event": event, "id": "req-hostile",
+            "key": HOSTILE, "pid": 1, "process": HOSTILE,
+        });
+        if let Some(st) = status {
+            v["status"] = json!(st);
+        }
+        v.to_string()
+    };
+    let text = format!(
+        "{}\n{}\n",
+        line("filed", None),
+        line("outcome", Some("EXECUTED"))
+    );
+    write_private(&journal, text.as_bytes());
+    let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+        .args(["-c", s.config.to_str().unwrap(), "requests", "--all"])
+        .env("XDG_STATE_HOME", &s.state)
+        .output()
+        .expect("run tsb-pkcs11");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let raw: Vec<char> = shown
+        .chars()
+        .filter(|c| {
+            (c.is_control() && *c != '\n')
+                || ('\u{202a}'..='\u{202e}').contains(c)
+                || ('\u{2066}'..='\u{2069}').contains(c)
+                || matches!(*c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+        })
+        .collect();
+    assert!(raw.is_empty(), "{raw:?}\n{shown}");
+    assert!(
+        shown.contains("key 'evil\\u{1b}[31m\\rOK\\u{202e}txt.exe\\nFAKE LINE'"),
+        "{shown}"
+    );
+    assert!(
+        !shown.lines().any(|l| l.starts_with("FAKE LINE")),
+        "{shown}"
+    );
+    let (_, doc) = s.cli(&["requests", "--all"]);
+    assert_eq!(doc["requests"][0]["key"], HOSTILE, "{doc:#}");
+    assert_eq!(doc["requests"][0]["process"], HOSTILE, "{doc:#}");
+}

@@ -5,7 +5,7 @@
 use tsb_pkcs11_test_support as common;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Harness;
 use cryptoki_sys::*;
@@ -21,13 +21,14 @@ static LOG_ENV: Mutex<()> = Mutex::new(());
 struct Logged {
     h: Harness,
     log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The demo keys behind a JWT (configured as `token`), the module logging at info to a file.
 fn harness(approval_timeout_secs: u64) -> Logged {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("module.log");
+    let journal = dir.path().join("requests.jsonl");
     let mut cfg = SimConfig::demo();
     cfg.auth.bearer_token = Some(JWT.to_string());
     cfg.time_scale = 0.01;
@@ -42,18 +43,24 @@ fn harness(approval_timeout_secs: u64) -> Logged {
             "pkcs11": {
                 "pollIntervalMs": 20,
                 "pollIntervalMaxMs": 50,
-                "approvalTimeoutSecs": approval_timeout_secs
+                "approvalTimeoutSecs": approval_timeout_secs,
+                "requestJournal": journal
             }
         })
     });
     std::env::remove_var("TSB_PKCS11_LOG_FILE");
     std::env::remove_var("TSB_PKCS11_LOG");
-    Logged { h, log, _dir: dir }
+    Logged { h, log, dir }
 }
 
 impl Logged {
     fn text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The request journal (empty when nothing was recorded).
+    fn journal(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("requests.jsonl")).unwrap_or_default()
     }
 
     /// C_SignInit + C_Sign with the SKA key on a thread; returns its return value.
@@ -89,19 +96,11 @@ impl Logged {
         });
         rx
     }
-
-    fn wait_log(&self, needle: &str) {
-        let end = Instant::now() + Duration::from_secs(20);
-        while !self.text().contains(needle) {
-            assert!(
-                Instant::now() < end,
-                "log line with {needle:?}:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
+
+// An absurd request id (control characters, too long, a credential) is refused where the
+// answer of POST /v1/sign is parsed (issue #19 item 10): C_Sign fails with CKR_DEVICE_ERROR, a
+// log line says why without quoting the id, and nothing reaches the request journal.
 
 #[test]
 fn a_request_id_with_a_newline_cannot_forge_a_log_line() {
@@ -110,20 +109,23 @@ fn a_request_id_with_a_newline_cannot_forge_a_log_line() {
     let id = format!("req-1\n[2026-01-01T00:00:00.000Z ERROR {forged}");
     l.h.sim.override_request_ids(Some(id.clone()));
     let rx = l.start_sign();
-    l.wait_log("filed for key");
-    l.h.sim.approve(&id, "alice").unwrap();
     let rv = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("C_Sign returns");
-    assert_eq!(rv, CKR_OK, "the odd id still works with the TSB");
+    assert_eq!(rv, CKR_DEVICE_ERROR, "the id is refused");
     let text = l.text();
-    assert!(text.contains("req-1\\n[2026-01-01"), "escaped:\n{text}");
+    assert!(
+        text.contains("control or bidirectional"),
+        "the reason:\n{text}"
+    );
+    assert!(!text.contains("FORGED"), "the id is not quoted:\n{text}");
     for line in text.lines() {
         assert!(
             !line.starts_with("[2026-01-01T00:00:00.000Z"),
             "forged line: {line}\n{text}"
         );
     }
+    assert!(!l.journal().contains("FORGED"), "{}", l.journal());
 }
 
 #[test]
@@ -135,15 +137,12 @@ fn a_huge_request_id_writes_little_log() {
     let rv = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("C_Sign returns");
-    assert_ne!(rv, CKR_OK);
+    assert_eq!(rv, CKR_DEVICE_ERROR);
     let text = l.text();
-    assert!(text.contains("big-xxxx"), "{text}");
-    assert!(
-        text.contains("more characters]"),
-        "the cut is marked:\n{text}"
-    );
+    assert!(text.contains("2097156 characters (at most 128)"), "{text}");
     let size = std::fs::metadata(&l.log).unwrap().len();
     assert!(size < 64 * 1024, "log of {size} bytes");
+    assert!(!l.journal().contains("big-"), "not journalled");
 }
 
 #[test]
@@ -155,8 +154,14 @@ fn a_request_id_carrying_the_jwt_does_not_log_it() {
     let rv = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("C_Sign returns");
+    assert_eq!(rv, CKR_DEVICE_ERROR);
     let text = l.text();
-    assert!(text.contains("leak-<redacted>-end"), "rv {rv:#x}:\n{text}");
+    assert!(
+        text.contains("looks like a credential"),
+        "rv {rv:#x}:\n{text}"
+    );
     assert!(!text.contains(JWT), "{text}");
     assert!(!text.contains(&JWT[..20]), "{text}");
+    let journal = l.journal();
+    assert!(!journal.contains(&JWT[..20]), "{journal}");
 }

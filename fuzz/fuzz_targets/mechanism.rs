@@ -103,8 +103,19 @@ fuzz_target!(|input: Input| {
                 continue;
             }
         };
-        // Single part.
-        let single = single_part(plan, &data);
+        // Single part: input a plan cannot take is refused before it is copied.
+        let single = match single_part(plan, &data) {
+            Ok(owned) => Some(owned),
+            Err(e) => {
+                assert_eq!(e.code(), CKR_DATA_LEN_RANGE, "single: {e:?}");
+                assert!(
+                    data.len() > PAYLOAD_LIMIT,
+                    "single: refused {} bytes",
+                    data.len()
+                );
+                None
+            }
+        };
         // Multi-part: the same bytes in the fuzzer's pieces.
         let mut sink = DataSink::new(plan, key);
         let mut multi_ok = true;
@@ -116,10 +127,7 @@ fuzz_target!(|input: Input| {
             }
         }
         let multi = sink.finish();
-        for (which, owned) in [
-            ("single", Some(single)),
-            ("multi", multi_ok.then_some(multi)),
-        ] {
+        for (which, owned) in [("single", single), ("multi", multi_ok.then_some(multi))] {
             let Some(owned) = owned else { continue };
             match plan.prepare(owned.as_input(), key) {
                 Ok(p) => {

@@ -1,19 +1,39 @@
 //! Templates as `C_FindObjectsInit` and `C_CreateObject` read them (`ffi::convert::template`,
-//! `without_repeats`): no panic; a refused template is CKR_ARGUMENTS_BAD (NULL value with a
-//! length), CKR_ATTRIBUTE_VALUE_INVALID (a fixed-size attribute of another length) or
-//! CKR_TEMPLATE_INCONSISTENT (conflicting repeats); a creation template keeps one
-//! entry per attribute type, the first value.
+//! `without_repeats`), with lengths that may lie: `ulValueLen` longer than the buffer (up to
+//! 2^64 − 1) and `ulCount` beyond the array. No panic, no read past a buffer
+//! (AddressSanitizer: a length above the reader's bound comes with the short buffer), no
+//! allocation from an unchecked length; the answer is exactly the first that applies of
+//! CKR_ARGUMENTS_BAD (too many attributes), CKR_ATTRIBUTE_VALUE_INVALID (a fixed-size attribute
+//! of another length, then a value over its bound), CKR_ARGUMENTS_BAD (over 4 MiB in all, then
+//! a NULL value with a length); a creation template keeps one entry per attribute type, and
+//! conflicting repeats are CKR_TEMPLATE_INCONSISTENT.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use cryptoki_sys::*;
 use libfuzzer_sys::fuzz_target;
+use tsb_pkcs11::fuzzing::{
+    fixed_len, max_value_len, template, Attr, Passed, MAX_TEMPLATE, MAX_TEMPLATE_BYTES,
+};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    attrs: Vec<(u8, Option<Vec<u8>>)>,
+    attrs: Vec<(u8, Option<Vec<u8>>, Option<Claim>)>,
     raw_types: Vec<u64>,
     null_len: u64,
+    count: Option<u64>,
+}
+
+/// A claimed `ulValueLen`: a few interesting shapes and any value.
+#[derive(Arbitrary, Debug)]
+enum Claim {
+    /// The value's length plus this much.
+    Longer(u16),
+    /// Around the bound of the attribute's type.
+    NearBound(i8),
+    /// 2^n for n in 0..64.
+    Power(u8),
+    Any(u64),
 }
 
 /// A few real attribute types, so repeats are common.
@@ -29,45 +49,76 @@ const TYPES: [CK_ATTRIBUTE_TYPE; 8] = [
 ];
 
 fuzz_target!(|input: Input| {
-    let attrs: Vec<(CK_ATTRIBUTE_TYPE, Option<Vec<u8>>)> = input
+    let attrs: Vec<Attr> = input
         .attrs
         .iter()
         .enumerate()
-        .map(|(i, (t, v))| {
+        .map(|(i, (t, v, claim))| {
             let ty = match input.raw_types.get(i) {
                 Some(raw) if *t >= 200 => *raw as CK_ATTRIBUTE_TYPE,
                 _ => TYPES[*t as usize % TYPES.len()],
             };
-            (ty, v.clone())
+            let own = v.as_ref().map_or(0, Vec::len) as u64;
+            let claimed = claim.as_ref().map(|c| match c {
+                Claim::Longer(n) => own + u64::from(*n),
+                Claim::NearBound(d) => (max_value_len(ty) as i64 + i64::from(*d)).max(0) as u64,
+                Claim::Power(n) => 1u64 << (n % 64),
+                Claim::Any(n) => *n,
+            });
+            Attr {
+                type_: ty,
+                value: v.clone(),
+                claimed: claimed.map(|c| c as CK_ULONG),
+            }
         })
         .collect();
-    let null_len = input.null_len as CK_ULONG;
-    let (search, create) = tsb_pkcs11::fuzzing::template(&attrs, null_len);
-    let has_bad_null = attrs.iter().any(|(_, v)| v.is_none()) && null_len != 0;
-    // A fixed-size attribute (CK_BBOOL, CK_ULONG) whose length is not its size is refused
-    // before any value is read (PKCS#11 v3.0 §5.8: CKR_ATTRIBUTE_VALUE_INVALID).
-    let wrong_len = attrs.iter().any(|(t, v)| {
-        let len = v.as_ref().map_or(null_len as usize, Vec::len);
-        tsb_pkcs11::fuzzing::fixed_len(*t).is_some_and(|n| n != len)
-    });
-    match &search {
-        Ok(t) => {
-            assert!(!has_bad_null);
-            assert!(
-                !wrong_len,
-                "a fixed-size attribute of the wrong length was accepted"
-            );
-            assert_eq!(t.len(), attrs.len());
-            for ((ta, va), (tb, vb)) in t.iter().zip(&attrs) {
-                assert_eq!(ta, tb);
-                assert_eq!(va, vb.as_deref().unwrap_or(&[]));
+    let count = input
+        .count
+        .map_or(attrs.len() as CK_ULONG, |c| c as CK_ULONG);
+    let (search, create, count, passed) = template(&attrs, input.null_len as CK_ULONG, count);
+
+    // The answer the bounded reader must give, in its order of checks.
+    let len = |p: &Passed| usize::try_from(p.claimed).unwrap_or(usize::MAX);
+    let expected: Result<(), CK_RV> = if count as u128 > MAX_TEMPLATE as u128 {
+        Err(CKR_ARGUMENTS_BAD)
+    } else if passed
+        .iter()
+        .any(|p| fixed_len(p.type_).is_some_and(|n| n != len(p)))
+    {
+        Err(CKR_ATTRIBUTE_VALUE_INVALID)
+    } else if passed
+        .iter()
+        .any(|p| p.buffer.is_some() && len(p) > max_value_len(p.type_))
+    {
+        Err(CKR_ATTRIBUTE_VALUE_INVALID)
+    } else if passed
+        .iter()
+        .filter(|p| p.buffer.is_some())
+        .map(len)
+        .sum::<usize>()
+        > MAX_TEMPLATE_BYTES
+    {
+        Err(CKR_ARGUMENTS_BAD)
+    } else if passed.iter().any(|p| p.buffer.is_none() && p.claimed != 0) {
+        Err(CKR_ARGUMENTS_BAD)
+    } else {
+        Ok(())
+    };
+    match (&search, expected) {
+        (Ok(t), Ok(())) => {
+            assert_eq!(t.len(), passed.len());
+            for ((ta, va), p) in t.iter().zip(&passed) {
+                assert_eq!(*ta, p.type_);
+                let buffer = p.buffer.as_deref().unwrap_or(&[]);
+                assert_eq!(
+                    va.as_slice(),
+                    &buffer[..len(p)],
+                    "the claimed bytes, no more"
+                );
             }
         }
-        Err(e) if e.code() == CKR_ATTRIBUTE_VALUE_INVALID => assert!(wrong_len),
-        Err(e) => {
-            assert_eq!(e.code(), CKR_ARGUMENTS_BAD);
-            assert!(has_bad_null || attrs.len() > 4096);
-        }
+        (Err(e), Err(want)) => assert_eq!(e.code(), want, "{e:?}"),
+        (got, want) => panic!("reader answered {got:?}, expected {want:?}"),
     }
     match (&search, &create) {
         (Ok(all), Ok(once)) => {

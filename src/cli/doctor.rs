@@ -137,10 +137,11 @@ pub(crate) fn run(global: &Global, args: &DoctorArgs, out: &Out) -> Result<i32, 
                 out.line(&format!("      {:<8} fix: {f}", ""));
             }
         }
+        out.line("");
         out.line(match worst {
-            Status::Fail => "\nresult: problems found (FAIL above)",
-            Status::Warn => "\nresult: works, with warnings",
-            _ => "\nresult: all checks passed",
+            Status::Fail => "result: problems found (FAIL above)",
+            Status::Warn => "result: works, with warnings",
+            _ => "result: all checks passed",
         });
     }
     Ok(match worst {

@@ -102,7 +102,7 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             if out.json {
                 out.json_doc(&serde_json::json!({ "ok": false, "error": message }));
             } else {
-                eprintln!("tsb-pkcs11: {message}");
+                eprintln!("tsb-pkcs11: {}", crate::logging::escape(&message));
             }
             1
         }
@@ -119,12 +119,17 @@ impl Out {
         Out { json }
     }
 
-    /// A line of text (text mode only).
+    /// A line of text (text mode only). Everything the human-readable output shows goes
+    /// through here, and the line is escaped as a whole (`logging::escape`: C0/C1 controls,
+    /// DEL, U+2028/2029 and the bidirectional marks and overrides become `\u{..}` / `\n`): a
+    /// key label, request id or TSB message can neither colour nor rewrite the terminal, nor
+    /// forge a line. A line never holds a line break of its own (an empty line is `line("")`).
+    /// JSON output ([`Out::json_doc`]) keeps the exact text.
     pub(crate) fn line(&self, text: &str) {
         if !self.json {
             let mut o = std::io::stdout().lock();
             // A closed pipe (`| head`) ends the output quietly.
-            let _ = writeln!(o, "{text}");
+            let _ = writeln!(o, "{}", crate::logging::escape(text));
         }
     }
 
@@ -172,7 +177,8 @@ impl log::Log for Capture {
             CAPTURED.lock().push(record.args().to_string());
         }
         if self.verbose {
-            eprintln!("[{} {}] {}", record.level(), record.target(), record.args());
+            let text = crate::logging::escape(&record.args().to_string());
+            eprintln!("[{} {}] {text}", record.level(), record.target());
         }
     }
 

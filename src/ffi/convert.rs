@@ -18,12 +18,39 @@ fn bad(why: &'static str) -> Error {
 /// make a valid slice.
 pub(crate) const MAX_TEMPLATE: usize = 4096;
 
+/// The longest value of a variable-length attribute (`CKA_LABEL`, `CKA_ID`, `CKA_EC_PARAMS`,
+/// ...) a template may give, except `CKA_VALUE`: a TSB label or key identifier is far shorter.
+pub(crate) const MAX_ATTRIBUTE_VALUE: usize = 64 * 1024;
+
+/// The longest `CKA_VALUE` (the DER of a certificate `C_CreateObject` stores).
+pub(crate) const MAX_CERTIFICATE_VALUE: usize = 1024 * 1024;
+
+/// The most value bytes one template may give in all.
+pub(crate) const MAX_TEMPLATE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The longest PIN `C_Login` reads (the `ulMaxPinLen` of `CK_TOKEN_INFO`).
+pub(crate) const MAX_PIN_LEN: usize = 4096;
+
+/// The longest `CK_EDDSA_PARAMS` context: RFC 8032 §5.1 allows at most 255 bytes.
+pub(crate) const MAX_EDDSA_CONTEXT: usize = 255;
+
 /// A length from C as `usize`.
 pub(crate) fn len(n: CK_ULONG) -> Result<usize> {
     usize::try_from(n).map_err(|_| bad("length out of range"))
 }
 
-/// Borrows `len` bytes at `p`. NULL is allowed only with length 0.
+/// The longest value a template may give for attribute type `t` (fixed-size types are
+/// checked by [`check_fixed_lengths`]).
+pub(crate) fn max_value_len(t: CK_ATTRIBUTE_TYPE) -> usize {
+    match t {
+        CKA_VALUE => MAX_CERTIFICATE_VALUE,
+        _ => MAX_ATTRIBUTE_VALUE,
+    }
+}
+
+/// Borrows `len` bytes at `p`. NULL is allowed only with length 0; a length no slice can
+/// have (above `isize::MAX`) is `CKR_ARGUMENTS_BAD`. Nothing is copied: callers that allocate
+/// from the length bound it first.
 ///
 /// # Safety
 /// `p` must be NULL or point to `len` readable bytes that stay valid for `'a`.
@@ -35,6 +62,9 @@ pub(crate) unsafe fn bytes<'a>(p: *const CK_BYTE, n: CK_ULONG) -> Result<&'a [u8
         } else {
             Err(bad("NULL data pointer"))
         };
+    }
+    if isize::try_from(n).is_err() {
+        return Err(bad("length out of range"));
     }
     // SAFETY: non-NULL, and the caller guarantees `n` readable bytes (PKCS#11 buffer convention).
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
@@ -105,11 +135,17 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
                 // SAFETY: exact size checked; unaligned read.
                 let ed =
                     unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_EDDSA_PARAMS) };
-                // SAFETY: the context pointer/length pair follows the buffer convention.
-                let context = unsafe { bytes(ed.pContextData, ed.ulContextDataLen) }?.to_vec();
-                MechParams::EdDsa {
-                    prehash: ed.phFlag != 0,
-                    context,
+                if !ed.pContextData.is_null() && len(ed.ulContextDataLen)? > MAX_EDDSA_CONTEXT {
+                    // Refused before the context is read or copied (a NULL context with a
+                    // length is CKR_ARGUMENTS_BAD below).
+                    MechParams::Invalid("the EdDSA context is longer than 255 bytes")
+                } else {
+                    // SAFETY: the context pointer/length pair follows the buffer convention.
+                    let context = unsafe { bytes(ed.pContextData, ed.ulContextDataLen) }?.to_vec();
+                    MechParams::EdDsa {
+                        prehash: ed.phFlag != 0,
+                        context,
+                    }
                 }
             }
         }
@@ -166,6 +202,32 @@ pub(crate) fn check_fixed_lengths(attrs: &[CK_ATTRIBUTE]) -> Result<()> {
     Ok(())
 }
 
+/// Bounds every variable-length value of a template before any value is read or copied: one
+/// value longer than [`max_value_len`] is `CKR_ATTRIBUTE_VALUE_INVALID` (PKCS#11 v3.0 §5.1.6:
+/// an invalid value for a particular attribute; no value of that length is valid for this
+/// token), and more than [`MAX_TEMPLATE_BYTES`] in all is `CKR_ARGUMENTS_BAD`. A NULL value
+/// with a length is left to [`bytes`] (`CKR_ARGUMENTS_BAD`): nothing is read for it.
+pub(crate) fn check_value_lengths(attrs: &[CK_ATTRIBUTE]) -> Result<()> {
+    let mut total: usize = 0;
+    for a in attrs.iter().filter(|a| !a.pValue.is_null()) {
+        let max = max_value_len(a.type_);
+        if a.ulValueLen > max as CK_ULONG {
+            return Err(Error::new(
+                CKR_ATTRIBUTE_VALUE_INVALID,
+                format!(
+                    "attribute {:#x} has {} bytes; at most {max} are accepted",
+                    a.type_, a.ulValueLen
+                ),
+            ));
+        }
+        total += a.ulValueLen as usize;
+    }
+    if total > MAX_TEMPLATE_BYTES {
+        return Err(bad("the template's values exceed 4 MiB in all"));
+    }
+    Ok(())
+}
+
 /// Copies the values of the fixed-size attributes only (after [`check_fixed_lengths`]).
 ///
 /// # Safety
@@ -186,12 +248,14 @@ pub(crate) unsafe fn fixed_values(
         .collect()
 }
 
-/// Copies every value of a template (after [`check_fixed_lengths`]).
+/// Copies every value of a template (after [`check_fixed_lengths`] and
+/// [`check_value_lengths`]: nothing is allocated from an unchecked length).
 ///
 /// # Safety
 /// Each value pointer is NULL or readable for its `ulValueLen` bytes.
 pub(crate) unsafe fn values(attrs: &[CK_ATTRIBUTE]) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>> {
     check_fixed_lengths(attrs)?;
+    check_value_lengths(attrs)?;
     attrs
         .iter()
         .map(|a| {

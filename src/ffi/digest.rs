@@ -4,7 +4,7 @@ use cryptoki_sys::*;
 
 use super::convert::{bytes, mechanism};
 use super::signing::{capacity, deliver};
-use super::{guard, token};
+use super::{guard, initialised, token};
 use crate::error::Result;
 use crate::token::{DigestOutput, SignOutput};
 
@@ -23,6 +23,7 @@ pub unsafe extern "C" fn C_DigestInit(
 ) -> CK_RV {
     log::trace!("C_DigestInit(session={session})");
     guard("C_DigestInit", || {
+        initialised()?;
         // SAFETY: `mech` is a valid CK_MECHANISM (or NULL, refused).
         let m = unsafe { mechanism(mech) }?;
         token()?.digest_init(session, &m)

@@ -3,7 +3,7 @@
 use cryptoki_sys::*;
 
 use super::convert::{mechanism, out, template, without_repeats};
-use super::{guard, token};
+use super::{guard, initialised, token};
 
 /// `C_GenerateKeyPair` (§5.14): `CKM_RSA_PKCS_KEY_PAIR_GEN`, `CKM_EC_KEY_PAIR_GEN` and
 /// `CKM_EC_EDWARDS_KEY_PAIR_GEN` create the key on the TSB (`POST /v1/key`); the handles of
@@ -24,6 +24,7 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
         "C_GenerateKeyPair(session={session}, public_count={public_count}, private_count={private_count})"
     );
     guard("C_GenerateKeyPair", || {
+        initialised()?;
         // SAFETY: `mech` is a valid CK_MECHANISM (or NULL, refused).
         let m = unsafe { mechanism(mech) }?;
         // SAFETY: writable CK_OBJECT_HANDLEs (or NULL, refused).

@@ -3,6 +3,15 @@
 //! the result to a `CK_RV`. Nothing else lives here, except `os.rs`: the few `libc` calls other
 //! layers need (this is the only folder with `unsafe`).
 //!
+//! Every entry point but `C_Initialize`, `C_GetFunctionList`, `C_GetInterfaceList` and
+//! `C_GetInterface` answers `CKR_CRYPTOKI_NOT_INITIALIZED` before `C_Initialize` (and after
+//! `C_Finalize`) whatever its arguments: that check comes first (PKCS#11 v3.0 §5.1.1).
+//!
+//! Nothing is allocated from a length the caller gives without a bound checked first
+//! (`convert.rs`: template counts and values, mechanism parameters, PINs; the token bounds
+//! data to sign), so a length larger than its buffer fails with a return value instead of
+//! aborting the host process on a failed allocation.
+//!
 //! Safety contract of every entry point: the caller follows PKCS#11 (pointers are NULL or valid
 //! for the lengths given). Each `unsafe` block states the part of that contract it relies on.
 #![allow(clippy::missing_safety_doc)]

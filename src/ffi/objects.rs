@@ -5,7 +5,7 @@ use cryptoki_sys::*;
 use super::convert::{
     attribute_array, fixed_values, len, out, template, values, without_repeats, MAX_TEMPLATE,
 };
-use super::{guard, token};
+use super::{guard, initialised, token};
 use crate::error::Error;
 use crate::token::attributes::AttrValue;
 
@@ -20,6 +20,7 @@ pub unsafe extern "C" fn C_CreateObject(
 ) -> CK_RV {
     log::trace!("C_CreateObject(session={session}, count={count})");
     guard("C_CreateObject", || {
+        initialised()?;
         // SAFETY: writable CK_OBJECT_HANDLE (or NULL, refused).
         let object = unsafe { out(object) }?;
         // SAFETY: `templ` holds `count` attributes (NULL only with count 0).
@@ -55,6 +56,7 @@ pub unsafe extern "C" fn C_FindObjectsInit(
 ) -> CK_RV {
     log::trace!("C_FindObjectsInit(session={session}, count={count})");
     guard("C_FindObjectsInit", || {
+        initialised()?;
         // SAFETY: `templ` holds `count` attributes (NULL only with count 0).
         let t = unsafe { template(templ, count) }?;
         token()?.find_objects_init(session, &t)
@@ -71,6 +73,7 @@ pub unsafe extern "C" fn C_FindObjects(
 ) -> CK_RV {
     log::trace!("C_FindObjects(session={session}, max={max})");
     guard("C_FindObjects", || {
+        initialised()?;
         // SAFETY: writable CK_ULONG (or NULL, refused).
         let found = unsafe { out(found) }?;
         if objects.is_null() && max > 0 {
@@ -107,6 +110,7 @@ pub unsafe extern "C" fn C_GetAttributeValue(
 ) -> CK_RV {
     log::trace!("C_GetAttributeValue(session={session}, object={object}, count={count})");
     guard("C_GetAttributeValue", || {
+        initialised()?;
         let n = len(count)?;
         if templ.is_null() {
             return if n == 0 {

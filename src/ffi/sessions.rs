@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use cryptoki_sys::*;
 
-use super::convert::{bytes, out};
-use super::{guard, token};
+use super::convert::{bytes, out, MAX_PIN_LEN};
+use super::{guard, initialised, token};
+use crate::error::Error;
 use crate::token::session::Surrender;
 
 /// The application's `Notify` callback with its context pointer.
@@ -115,8 +116,16 @@ pub unsafe extern "C" fn C_Login(
 ) -> CK_RV {
     log::trace!("C_Login(session={session}, user={user}, pin=<redacted>)");
     guard("C_Login", || {
+        initialised()?;
         // SAFETY: the PIN buffer holds `pin_len` bytes (NULL only with length 0).
         let pin = unsafe { bytes(pin, pin_len) }?;
+        // A PIN longer than CK_TOKEN_INFO.ulMaxPinLen is refused before it is copied.
+        if pin.len() > MAX_PIN_LEN {
+            return Err(Error::new(
+                CKR_ARGUMENTS_BAD,
+                "the PIN is longer than ulMaxPinLen (4096 bytes)",
+            ));
+        }
         token()?.login(session, user, pin)
     })
 }

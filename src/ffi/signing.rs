@@ -3,7 +3,7 @@
 use cryptoki_sys::*;
 
 use super::convert::{bytes, len, mechanism, out};
-use super::{guard, token};
+use super::{guard, initialised, token};
 use crate::error::Result;
 use crate::token::SignOutput;
 
@@ -58,6 +58,7 @@ pub unsafe extern "C" fn C_SignInit(
 ) -> CK_RV {
     log::trace!("C_SignInit(session={session}, key={key})");
     guard("C_SignInit", || {
+        initialised()?;
         // SAFETY: `mech` is a valid CK_MECHANISM (or NULL, refused).
         let m = unsafe { mechanism(mech) }?;
         log::trace!("C_SignInit: mechanism 0x{:x} {:?}", m.mechanism, m.params);
@@ -131,6 +132,7 @@ pub unsafe extern "C" fn C_VerifyInit(
 ) -> CK_RV {
     log::trace!("C_VerifyInit(session={session}, key={key})");
     guard("C_VerifyInit", || {
+        initialised()?;
         // SAFETY: `mech` is a valid CK_MECHANISM (or NULL, refused).
         let m = unsafe { mechanism(mech) }?;
         token()?.verify_init(session, &m, key)
@@ -148,9 +150,13 @@ pub unsafe extern "C" fn C_Verify(
 ) -> CK_RV {
     log::trace!("C_Verify(session={session}, data_len={data_len}, sig_len={sig_len})");
     guard("C_Verify", || {
+        let t = token()?;
         // SAFETY: both buffers hold the given lengths.
-        let (data, sig) = unsafe { (bytes(data, data_len)?, bytes(sig, sig_len)?) };
-        token()?.verify(session, data, sig)
+        let args = unsafe { bytes(data, data_len).and_then(|d| Ok((d, bytes(sig, sig_len)?))) };
+        // A call to C_Verify always terminates the operation (PKCS#11 v3.0 §5.15), bad
+        // arguments included, as C_Sign's do (§5.13).
+        let (data, sig) = args.inspect_err(|_| t.end_verify(session))?;
+        t.verify(session, data, sig)
     })
 }
 
@@ -163,9 +169,11 @@ pub unsafe extern "C" fn C_VerifyUpdate(
 ) -> CK_RV {
     log::trace!("C_VerifyUpdate(session={session}, part_len={part_len})");
     guard("C_VerifyUpdate", || {
+        let t = token()?;
         // SAFETY: `part` holds `part_len` bytes.
-        let part = unsafe { bytes(part, part_len) }?;
-        token()?.verify_update(session, part)
+        // A failing C_VerifyUpdate terminates the operation (v3.0 §5.15).
+        let part = unsafe { bytes(part, part_len) }.inspect_err(|_| t.end_verify(session))?;
+        t.verify_update(session, part)
     })
 }
 
@@ -178,8 +186,10 @@ pub unsafe extern "C" fn C_VerifyFinal(
 ) -> CK_RV {
     log::trace!("C_VerifyFinal(session={session}, sig_len={sig_len})");
     guard("C_VerifyFinal", || {
+        let t = token()?;
         // SAFETY: `sig` holds `sig_len` bytes.
-        let sig = unsafe { bytes(sig, sig_len) }?;
-        token()?.verify_final(session, sig)
+        // A call to C_VerifyFinal always terminates the operation (v3.0 §5.15).
+        let sig = unsafe { bytes(sig, sig_len) }.inspect_err(|_| t.end_verify(session))?;
+        t.verify_final(session, sig)
     })
 }

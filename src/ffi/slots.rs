@@ -2,7 +2,7 @@
 
 use cryptoki_sys::*;
 
-use super::convert::{len, out, padded};
+use super::convert::{len, out, padded, MAX_PIN_LEN};
 use super::general::version;
 use super::{guard, initialised, token};
 use crate::error::Error;
@@ -78,7 +78,7 @@ pub unsafe extern "C" fn C_GetTokenInfo(slot: CK_SLOT_ID, info: *mut CK_TOKEN_IN
             ulSessionCount: sessions as CK_ULONG,
             ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
             ulRwSessionCount: rw as CK_ULONG,
-            ulMaxPinLen: 4096,
+            ulMaxPinLen: MAX_PIN_LEN as CK_ULONG,
             ulMinPinLen: 0,
             ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
             ulFreePublicMemory: CK_UNAVAILABLE_INFORMATION,

@@ -1,18 +1,30 @@
 //! Entry points this module does not implement: each answers `CKR_FUNCTION_NOT_SUPPORTED`
-//! (a signing token: no key generation, encryption or message-based API; the only
-//! objects it creates are certificates, see `objects.rs`).
+//! once the module is initialised (a signing token: no secret-key generation, encryption or
+//! message-based API; the only objects it creates are certificates, see `objects.rs`).
+//! `C_GetObjectSize` is one of them: objects live on the TSB and take no token memory this
+//! module could report (PKCS#11 v3.0 §5.7.4 allows `CK_UNAVAILABLE_INFORMATION`; the module
+//! answers the same `CKR_FUNCTION_NOT_SUPPORTED` for every object instead).
 
 use std::os::raw::c_void;
 
 use cryptoki_sys::*;
 
+use super::{guard, initialised};
+use crate::error::Error;
+
+/// Each stub answers `CKR_CRYPTOKI_NOT_INITIALIZED` before `C_Initialize` (and after
+/// `C_Finalize`), like every other function but `C_Initialize`, `C_GetFunctionList`,
+/// `C_GetInterfaceList` and `C_GetInterface` (PKCS#11 v3.0 §5.1.1 and §5.4); otherwise
+/// `CKR_FUNCTION_NOT_SUPPORTED`. No argument is looked at.
 macro_rules! not_supported {
     ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
         #[no_mangle]
         pub extern "C" fn $name($($arg: $ty),*) -> CK_RV {
             $(let _ = $arg;)*
-            log::trace!(concat!(stringify!($name), " -> CKR_FUNCTION_NOT_SUPPORTED"));
-            CKR_FUNCTION_NOT_SUPPORTED
+            guard(stringify!($name), || {
+                initialised()?;
+                Err(Error::rv(CKR_FUNCTION_NOT_SUPPORTED))
+            })
         }
     )*};
 }

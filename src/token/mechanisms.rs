@@ -458,10 +458,17 @@ impl InputOwned {
     }
 }
 
-/// Single-part input: a hash-and-sign message over 64 KiB is hashed locally.
-pub fn single_part(plan: Plan, data: &[u8]) -> InputOwned {
+/// Single-part input: a hash-and-sign message over 64 KiB is hashed locally. Input over
+/// 64 KiB for a mechanism without a local hash (raw RSA, `CKM_ECDSA`, EdDSA: all take at most
+/// 64 KiB, see [`Plan::max_input`]) is `CKR_DATA_LEN_RANGE` before anything is copied, so a
+/// caller's length never sizes an allocation.
+pub fn single_part(plan: Plan, data: &[u8]) -> Result<InputOwned> {
     match plan.local_hash() {
-        Some(h) if data.len() > PAYLOAD_LIMIT => InputOwned::Digest(h.digest(data)),
-        _ => InputOwned::Message(data.to_vec()),
+        Some(h) if data.len() > PAYLOAD_LIMIT => Ok(InputOwned::Digest(h.digest(data))),
+        None if data.len() > PAYLOAD_LIMIT => Err(Error::new(
+            CKR_DATA_LEN_RANGE,
+            "input too long for this mechanism",
+        )),
+        _ => Ok(InputOwned::Message(data.to_vec())),
     }
 }

@@ -91,7 +91,7 @@ impl Token {
         let _signing = Signing::start(&s, &mut ops);
         // The TSB call (and any approval wait) runs without the session's lock.
         drop(ops);
-        let input = single_part(op.plan, data);
+        let input = single_part(op.plan, data)?;
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
 
@@ -337,6 +337,15 @@ impl Token {
         Ok(())
     }
 
+    /// Ends the verification operation (after invalid arguments at the C boundary: PKCS#11
+    /// v3.0 §5.15, a call to `C_Verify` or `C_VerifyFinal` always terminates the operation, and
+    /// a `C_VerifyUpdate` that fails terminates it, as for signing, §5.13).
+    pub(crate) fn end_verify(&self, session: CK_SESSION_HANDLE) {
+        if let Ok(s) = self.sessions.get(session) {
+            s.ops.lock().verify = None;
+        }
+    }
+
     pub(crate) fn verify(
         &self,
         session: CK_SESSION_HANDLE,
@@ -356,7 +365,7 @@ impl Token {
                 "C_Verify after C_VerifyUpdate: finish with C_VerifyFinal",
             ));
         }
-        check_signature(&op, single_part(op.plan, data), signature)
+        check_signature(&op, single_part(op.plan, data)?, signature)
     }
 
     pub(crate) fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {

@@ -51,9 +51,9 @@ pub(crate) enum SignRequestCreated {
 }
 
 impl SignRequestCreated {
-    /// The id of the filed request.
+    /// The id of the filed request, once [`check_request_id`] accepts it.
     pub(crate) fn id(self) -> Result<String, String> {
-        match self {
+        let id = match self {
             SignRequestCreated::Bare(s) if !s.is_empty() => Some(s),
             SignRequestCreated::Bare(_) => None,
             SignRequestCreated::Object {
@@ -62,8 +62,36 @@ impl SignRequestCreated {
                 id,
             } => sign_request_id.or(request_id).or(id),
         }
-        .ok_or_else(|| "no field \"signRequestId\"".to_string())
+        .ok_or_else(|| "no field \"signRequestId\"".to_string())?;
+        check_request_id(&id)?;
+        Ok(id)
     }
+}
+
+/// The longest request id accepted (the TSB's are UUIDs, 36 characters).
+pub(crate) const MAX_REQUEST_ID: usize = 128;
+
+/// Refuses a request id the module would not keep: it is logged, written to the request
+/// journal, put in URLs and shown by `tsb-pkcs11 requests`, so an id that is empty, longer
+/// than [`MAX_REQUEST_ID`] characters, holds a control or bidirectional character
+/// (`logging::is_unsafe_char`), or looks like a credential (`logging::looks_like_secret`: a
+/// JWT, a configured secret) is an invalid answer. The message never quotes the id.
+pub(crate) fn check_request_id(id: &str) -> Result<(), String> {
+    let why = if id.is_empty() {
+        "it is empty".to_string()
+    } else if id.chars().nth(MAX_REQUEST_ID).is_some() {
+        format!(
+            "it has {} characters (at most {MAX_REQUEST_ID})",
+            id.chars().count()
+        )
+    } else if id.chars().any(crate::logging::is_unsafe_char) {
+        "it holds control or bidirectional-override characters".to_string()
+    } else if crate::logging::looks_like_secret(id) {
+        "it looks like a credential (a JWT or a configured secret)".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(format!("refused the request id of POST /v1/sign: {why}"))
 }
 
 /// `GET /v1/certificate/{label}` (200) as JSON: `{"certificate": PEM or base64 DER}`.

@@ -714,6 +714,49 @@ fn sign_request_ids_in_every_tolerated_shape() {
     assert!(id("[1]").is_err());
 }
 
+/// A request id the module would log, journal and show is refused where the answer is parsed
+/// (issue #19 item 10): too long, control or bidirectional characters, a credential.
+#[test]
+fn absurd_request_ids_are_refused() {
+    let id = |v: serde_json::Value| {
+        serde_json::from_value::<SignRequestCreated>(v)
+            .map_err(|e| e.to_string())
+            .and_then(SignRequestCreated::id)
+    };
+    let ok = "9a0f3c2e-5b1d-4c8e-9f7a-0123456789ab";
+    assert_eq!(id(serde_json::json!({ "signRequestId": ok })).unwrap(), ok);
+    let longest = "r".repeat(128);
+    assert_eq!(
+        id(serde_json::json!({ "signRequestId": longest })).unwrap(),
+        longest
+    );
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0c2IifQ.c2lnbmF0dXJlLXBhcnQ";
+    for (bad, why) in [
+        ("r".repeat(129), "129 characters"),
+        (
+            format!("big-{}", "x".repeat(2 * 1024 * 1024)),
+            "2097156 characters",
+        ),
+        ("req-1\n[ERROR] forged".to_string(), "control"),
+        ("req\r1".to_string(), "control"),
+        ("req\u{1b}[31m".to_string(), "control"),
+        ("req\u{202e}1".to_string(), "bidirectional"),
+        ("req\u{2028}1".to_string(), "bidirectional"),
+        (jwt.to_string(), "credential"),
+        (format!("leak-{jwt}-end"), "credential"),
+    ] {
+        for body in [
+            serde_json::json!({ "signRequestId": bad }),
+            serde_json::json!(bad),
+        ] {
+            let e = id(body).unwrap_err();
+            assert!(e.contains(why), "{e}");
+            assert!(e.starts_with("refused the request id"), "{e}");
+            assert!(e.len() < 200, "the id is not quoted: {e}");
+        }
+    }
+}
+
 #[test]
 fn certificate_answers_in_every_tolerated_shape() {
     let cert = |body: &str| {
