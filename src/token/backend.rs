@@ -26,8 +26,15 @@ pub(crate) trait Backend: Send + Sync {
     fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError>;
     /// Removes a key's certificate.
     fn delete_certificate(&self, label: &str) -> Result<(), TsbError>;
-    /// `POST /v1/synchronousSign`: the signature as the TSB returns it.
-    fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError>;
+    /// `POST /v1/synchronousSign`: the signature as `check` makes it of the TSB's answer.
+    /// `check` refusing an answer is a `TsbErrorKind::Refused` error with its text; the TSB
+    /// client may send the request once more on a new connection first (an answer refused on a
+    /// kept-alive connection may be a late answer to an earlier request).
+    fn sign_synchronous(
+        &self,
+        req: &SignRequest,
+        check: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>, TsbError>;
     /// `POST /v1/sign`: files an approval request, returns its id.
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError>;
     /// `GET /v1/request/{id}`.
@@ -92,8 +99,12 @@ impl Backend for TsbClient {
     fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
         TsbClient::delete_certificate(self, label)
     }
-    fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
-        TsbClient::sign_synchronous(self, req)
+    fn sign_synchronous(
+        &self,
+        req: &SignRequest,
+        check: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>, TsbError> {
+        TsbClient::sign_synchronous_checked(self, req, check)
     }
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
         TsbClient::sign_asynchronous(self, req)

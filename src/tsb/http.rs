@@ -265,21 +265,117 @@ impl Write for Stream {
 #[derive(Debug)]
 struct Conn {
     io: BufReader<Stream>,
+    /// The SHA-256 of the last request sent on this connection and of the answer's body, so
+    /// that the same answer to a different request can be told (see [`Lease::repeats_answer`]).
+    last: Option<([u8; 32], [u8; 32])>,
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 impl Conn {
+    /// Whether bytes of the server are waiting after a complete response: in the read buffer,
+    /// in the TLS layer (decrypted and not read yet), or in the socket (plain TCP). On a
+    /// connection without pipelining nothing may come before the next request: such bytes mean
+    /// the server (or something on the path) sent more than one answer, and the stream is out of
+    /// step with the requests. (On TLS, records waiting in the socket may be TLS messages, such
+    /// as a session ticket: they keep the connection out of the pool, see [`Lease::release`], but
+    /// do not make the answer suspect.)
+    fn unsolicited_bytes(&mut self) -> bool {
+        if !self.io.buffer().is_empty() {
+            return true;
+        }
+        match self.io.get_mut() {
+            Stream::Plain(s) => matches!(peek(&s.tcp), Peek::Data),
+            Stream::Tls(t) => t
+                .conn
+                .process_new_packets()
+                .map_or(true, |state| state.plaintext_bytes_to_read() > 0),
+        }
+    }
+
     /// Whether an idle connection is still usable: nothing buffered, and the server has
     /// neither closed it nor sent anything (a non-blocking peek would block). One system call.
     fn idle_and_open(&self) -> bool {
-        if !self.io.buffer().is_empty() {
-            return false;
+        self.io.buffer().is_empty() && matches!(peek(self.io.get_ref().tcp()), Peek::Nothing)
+    }
+}
+
+/// What a non-blocking peek at a socket finds.
+enum Peek {
+    /// Nothing to read, and the connection is open.
+    Nothing,
+    /// Bytes are waiting.
+    Data,
+    /// The peer closed the connection, or the socket failed.
+    Closed,
+}
+
+fn peek(tcp: &TcpStream) -> Peek {
+    let tcp = socket2::SockRef::from(tcp);
+    let mut b = [MaybeUninit::<u8>::uninit(); 1];
+    match tcp.recv_with_flags(&mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peek::Nothing,
+        Ok(n) if n > 0 => Peek::Data,
+        _ => Peek::Closed,
+    }
+}
+
+/// The connection an exchange used, lent to the caller with the response. The pool takes it
+/// back only through [`Lease::release`], which the caller calls once it has accepted the answer
+/// (a body that parsed, a signature that passed its checks); a lease dropped without it closes
+/// the connection. So a connection whose answer was refused — which may be another request's
+/// answer that arrived late — never serves a second request, and one TSB answer never serves two.
+#[derive(Debug)]
+pub(crate) struct Lease<'p> {
+    pool: &'p Pool,
+    conn: Option<Conn>,
+    /// The response allows keeping the connection (HTTP/1.1 without `Connection: close`, body
+    /// framed and read whole) and the exchange asked for it.
+    keep: bool,
+    reused: bool,
+    /// Bytes were waiting after the response (see [`Conn::unsolicited_bytes`]).
+    unsolicited: bool,
+    /// The body is the one this connection carried for the previous, different request.
+    repeated: bool,
+}
+
+impl Lease<'_> {
+    /// Whether the request went over a kept-alive connection that had served a request before.
+    pub(crate) fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Whether the server sent bytes after the complete response: on a reused connection the
+    /// answer just read may itself be a late answer to an earlier request.
+    pub(crate) fn unsolicited_bytes(&self) -> bool {
+        self.unsolicited
+    }
+
+    /// Whether the answer's body is byte for byte the previous answer on this connection, to a
+    /// request that was not the same (a deterministic signature of the same data repeats
+    /// legitimately: the same request is not flagged).
+    pub(crate) fn repeats_answer(&self) -> bool {
+        self.repeated
+    }
+
+    /// Gives the connection back to the pool: only when the response allows it, nothing came
+    /// after it, and the connection is still open. Otherwise it is closed.
+    pub(crate) fn release(mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.keep && !self.unsolicited && conn.idle_and_open() {
+            let mut idle = self.pool.idle.lock();
+            if idle.len() < self.pool.max_idle {
+                idle.push(conn);
+            }
         }
-        let tcp = socket2::SockRef::from(self.io.get_ref().tcp());
-        let mut b = [MaybeUninit::<u8>::uninit(); 1];
-        matches!(
-            tcp.recv_with_flags(&mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        )
     }
 }
 
@@ -312,15 +408,17 @@ impl Pool {
     }
 
     /// Sends `req` and reads the response, all before `deadline`. With `reuse`, an idle
-    /// kept-alive connection is used when there is one, and the connection is kept afterwards;
-    /// without, the request goes on a new connection that is closed afterwards.
+    /// kept-alive connection is used when there is one, and the connection may be kept
+    /// afterwards: it goes back to the pool only when the caller releases the [`Lease`] returned
+    /// with the response (after accepting the answer). Without `reuse`, the request goes on a
+    /// new connection that is closed afterwards.
     pub(crate) fn exchange(
         &self,
         req: &Request<'_>,
         deadline: Instant,
         reuse: bool,
         max_body: usize,
-    ) -> Result<Response, Failure> {
+    ) -> Result<(Response, Lease<'_>), Failure> {
         let pooled = if reuse { self.take_idle() } else { None };
         let reused = pooled.is_some();
         let mut conn = match pooled {
@@ -367,13 +465,23 @@ impl Pool {
                 });
             }
         };
-        if keep && reuse && resp.body_error.is_none() && !resp.truncated {
-            let mut idle = self.idle.lock();
-            if idle.len() < self.max_idle {
-                idle.push(conn);
-            }
-        }
-        Ok(resp)
+        let keep = keep && reuse && resp.body_error.is_none() && !resp.truncated;
+        // Bytes after a response whose end the framing told (a body read to the end of the
+        // connection has nothing after it).
+        let unsolicited = keep && conn.unsolicited_bytes();
+        let request = sha256(&[&head, req.body.unwrap_or_default()]);
+        let answer = sha256(&[&resp.body]);
+        let repeated = reused && matches!(conn.last, Some((q, a)) if a == answer && q != request);
+        conn.last = Some((request, answer));
+        let lease = Lease {
+            pool: self,
+            conn: Some(conn),
+            keep,
+            reused,
+            unsolicited,
+            repeated,
+        };
+        Ok((resp, lease))
     }
 
     /// The newest idle connection that is still open (older ones the server may have closed
@@ -452,6 +560,7 @@ impl Pool {
         };
         Ok(Conn {
             io: BufReader::with_capacity(16 * 1024, stream),
+            last: None,
         })
     }
 

@@ -59,6 +59,9 @@ pub(super) struct FakeTsb {
     pub(super) attributes_error: Mutex<Option<(u16, i64)>>,
     /// Answer ECDSA signatures as fixed-width r‖s instead of DER (newer TSBs can).
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
+    /// When set, rewrites every synchronous signature before it is answered (a broken or
+    /// hostile TSB).
+    pub(super) tamper: Mutex<Option<fn(Vec<u8>) -> Vec<u8>>>,
 }
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
@@ -348,7 +351,11 @@ impl Backend for FakeTsb {
         }
     }
 
-    fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
+    fn sign_synchronous(
+        &self,
+        req: &SignRequest,
+        check: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>, TsbError> {
         self.record(format!("sign {}", req.key));
         if self
             .keys
@@ -358,7 +365,11 @@ impl Backend for FakeTsb {
         {
             return Err(tsb_error(400, 401));
         }
-        self.signature(&req.key, &req.algorithm, &req.payload)
+        let mut sig = self.signature(&req.key, &req.algorithm, &req.payload)?;
+        if let Some(tamper) = *self.tamper.lock() {
+            sig = tamper(sig);
+        }
+        check(&sig).map_err(|m| TsbError::new("fake", TsbErrorKind::Refused(m)))
     }
 
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
