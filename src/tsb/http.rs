@@ -265,7 +265,8 @@ impl Write for Stream {
 #[derive(Debug)]
 struct Conn {
     io: BufReader<Stream>,
-    /// The SHA-256 of the last request sent on this connection and of the answer's body, so
+    /// The SHA-256 of the last request sent on this connection (method, path, body) and of the
+    /// answer's body, so
     /// that the same answer to a different request can be told (see [`Lease::repeats_answer`]).
     last: Option<([u8; 32], [u8; 32])>,
 }
@@ -360,7 +361,7 @@ impl Lease<'_> {
     }
 
     /// Whether the answer's body is byte for byte the previous answer on this connection, to a
-    /// request that was not the same (a deterministic signature of the same data repeats
+    /// request that was not the same (method, path or body) (a deterministic signature of the same data repeats
     /// legitimately: the same request is not flagged).
     pub(crate) fn repeats_answer(&self) -> bool {
         self.repeated
@@ -469,7 +470,15 @@ impl Pool {
         // Bytes after a response whose end the framing told (a body read to the end of the
         // connection has nothing after it).
         let unsolicited = keep && conn.unsolicited_bytes();
-        let request = sha256(&[&head, req.body.unwrap_or_default()]);
+        // What the request asks, not how (credentials in headers may differ between two sends
+        // of the same request).
+        let request = sha256(&[
+            req.method.as_bytes(),
+            b" ",
+            req.path.as_bytes(),
+            b"\n",
+            req.body.unwrap_or_default(),
+        ]);
         let answer = sha256(&[&resp.body]);
         let repeated = reused && matches!(conn.last, Some((q, a)) if a == answer && q != request);
         conn.last = Some((request, answer));
@@ -482,6 +491,12 @@ impl Pool {
             repeated,
         };
         Ok((resp, lease))
+    }
+
+    /// The number of idle connections kept.
+    #[cfg(test)]
+    pub(crate) fn idle_len(&self) -> usize {
+        self.idle.lock().len()
     }
 
     /// The newest idle connection that is still open (older ones the server may have closed

@@ -418,10 +418,11 @@ impl TsbClient {
         // is dropped on every way out below but the last: the connection is closed). Only
         // requests that may be sent again go over reused connections.
         let sign = call.retry == Retry::Stateless;
+        let ok = (200..300).contains(&status) || call.accept.contains(&status);
         if lease.reused() {
             let suspect = if lease.unsolicited_bytes() {
                 Some("bytes came after the answer")
-            } else if sign && lease.repeats_answer() {
+            } else if sign && ok && lease.repeats_answer() {
                 Some("the answer repeats the previous answer to a different request")
             } else {
                 None
@@ -433,7 +434,6 @@ impl TsbClient {
             }
         }
         let reused = lease.reused();
-        let ok = (200..300).contains(&status) || call.accept.contains(&status);
         let body = match response.body_error {
             Some(f) => Err(failure_kind(f)),
             None => Ok((response.body, response.truncated)),
