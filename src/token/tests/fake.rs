@@ -61,7 +61,8 @@ pub(super) struct FakeTsb {
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
     /// When set, rewrites every synchronous signature before it is answered (a broken or
     /// hostile TSB).
-    pub(super) tamper: Mutex<Option<fn(Vec<u8>) -> Vec<u8>>>,
+    #[allow(clippy::type_complexity)]
+    pub(super) tamper: Mutex<Option<Box<dyn Fn(Vec<u8>) -> Vec<u8> + Send>>>,
 }
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
@@ -366,7 +367,7 @@ impl Backend for FakeTsb {
             return Err(tsb_error(400, 401));
         }
         let mut sig = self.signature(&req.key, &req.algorithm, &req.payload)?;
-        if let Some(tamper) = *self.tamper.lock() {
+        if let Some(tamper) = &*self.tamper.lock() {
             sig = tamper(sig);
         }
         check(&sig).map_err(|m| TsbError::new("fake", TsbErrorKind::Refused(m)))
