@@ -505,7 +505,9 @@ fn bad_signatures_are_never_returned() {
     ];
     for (label, mech, len) in cases {
         let k = key(&h, &s, label);
-        h.sim.inject(Fault::bad_signature(POST_SYNC).times(1));
+        // Wrong on the kept-alive connection (possibly another request's late answer): sent
+        // once more on a new connection; wrong there too: CKR_DEVICE_ERROR.
+        h.sim.inject(Fault::bad_signature(POST_SYNC).times(2));
         let ((rv, buf), took) = timed(|| raw_sign_into_buffer(&h, &s, mech, k, b"tampered", len));
         report(&format!("sign with a wrong signature ({label})"), took);
         assert_eq!(rv, CKR_DEVICE_ERROR, "{label}");
@@ -513,7 +515,11 @@ fn bad_signatures_are_never_returned() {
             buf.iter().all(|b| *b == 0xA5),
             "{label}: the caller's buffer is untouched"
         );
-        assert_eq!(h.sim.counter(POST_SYNC), 1, "not retried");
+        assert_eq!(
+            h.sim.counter(POST_SYNC),
+            2,
+            "sent once more on a new connection, not more"
+        );
         // The fault is used up: the next signature is right.
         let sig = common::raw_sign(&h.raw, s.handle(), mech, &mut [], k.handle(), b"tampered")
             .expect("works again");
@@ -530,7 +536,13 @@ fn bad_signatures_are_never_returned() {
     assert_eq!(
         h.lines_with("; not returned").len(),
         3,
-        "one error line per wrong signature:\n{}",
+        "one error line per refused sign:\n{}",
+        h.log_text()
+    );
+    assert_eq!(
+        h.lines_with("sent once more on a new connection").len(),
+        3,
+        "one warning per answer refused on a kept-alive connection:\n{}",
         h.log_text()
     );
 }

@@ -271,8 +271,8 @@ impl TsbClient {
     ///   response arrived; RFC 9112 §9.3.1);
     /// - a synchronous sign or a read whose answer on a reused connection may be a late answer
     ///   to an earlier request: bytes came after it, or (signs) it repeats the connection's
-    ///   previous answer to a different request, or (signs) `parse` refused it (e.g. a signature
-    ///   that does not verify). A synchronous sign keeps no state at the TSB, a read changes
+    ///   previous answer to a different request, or (signs) `parse` refused it as
+    ///   [`TsbErrorKind::Refused`] (a signature that does not fit the key or does not verify). A synchronous sign keeps no state at the TSB, a read changes
     ///   nothing: sending either again on a new connection, where the first answer can only be
     ///   this request's, is safe, and the caller gets exactly one answer.
     fn send_once<T>(
@@ -458,14 +458,15 @@ impl TsbClient {
                 }
                 Err(k) => {
                     drop(lease);
-                    let k = self.redact(call, k);
-                    if sign && reused && !fresh {
-                        // Possibly another request's late answer: once more, on a new
-                        // connection (the reason is the module's own text or a cleaned one).
-                        let e = self.err(call, k);
-                        return Err(Attempt::StaleAnswer(format!("answer refused ({e})")));
+                    if let (true, true, false, TsbErrorKind::Refused(_)) = (sign, reused, fresh, &k)
+                    {
+                        // A well-formed signature that is not this request's (it does not fit
+                        // the key or does not verify) may be another request's late answer:
+                        // once more, on a new connection. (An unreadable answer is not sent
+                        // again: nothing says it is not this request's.)
+                        return Err(Attempt::StaleAnswer(TsbError::new("", k).to_string()));
                     }
-                    Err(Attempt::Failed(self.err(call, k)))
+                    Err(Attempt::Failed(self.err(call, self.redact(call, k))))
                 }
             }
         } else {
