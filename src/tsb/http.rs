@@ -632,10 +632,7 @@ struct ReadFailure {
 
 /// Reads a response: head, then the body framed by Content-Length, chunked encoding or the
 /// end of the connection. Returns it and whether the connection may be kept.
-fn read_response(
-    io: &mut BufReader<Stream>,
-    max_body: usize,
-) -> Result<(Response, bool), ReadFailure> {
+fn read_response<R: BufRead>(io: &mut R, max_body: usize) -> Result<(Response, bool), ReadFailure> {
     let mut seen = 0usize;
     let mut line = Vec::with_capacity(128);
     let fail = |seen: usize, error: io::Error| ReadFailure { seen, error };
@@ -738,7 +735,7 @@ fn read_response(
 
 /// Reads one line (up to and with `\n`); an end of stream before any byte is an
 /// `UnexpectedEof` with nothing read, within a line too.
-fn read_line(io: &mut BufReader<Stream>, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+fn read_line<R: BufRead>(io: &mut R, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     let n = io.by_ref().take(max as u64 + 1).read_until(b'\n', line)?;
     if n == 0 || line.last() != Some(&b'\n') {
         if n > max {
@@ -764,8 +761,8 @@ fn trim_crlf(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
 }
 
-fn read_exact_len(
-    io: &mut BufReader<Stream>,
+fn read_exact_len<R: BufRead>(
+    io: &mut R,
     resp: &mut Response,
     n: u64,
     max: usize,
@@ -790,7 +787,7 @@ fn read_exact_len(
     Ok(())
 }
 
-fn read_to_end(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> io::Result<()> {
+fn read_to_end<R: BufRead>(io: &mut R, resp: &mut Response, max: usize) -> io::Result<()> {
     io.by_ref()
         .take(max as u64 + 1)
         .read_to_end(&mut resp.body)?;
@@ -801,7 +798,7 @@ fn read_to_end(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> i
     Ok(())
 }
 
-fn read_chunked(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> io::Result<()> {
+fn read_chunked<R: BufRead>(io: &mut R, resp: &mut Response, max: usize) -> io::Result<()> {
     let mut line = Vec::with_capacity(32);
     loop {
         line.clear();
@@ -841,6 +838,40 @@ fn read_chunked(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> 
         }
         line.clear();
         read_line(io, &mut line, 2)?;
+    }
+}
+
+/// Reads responses from `bytes` as from a kept-alive connection: one after the other while the
+/// previous allows keeping the connection and bytes are left. Each with the number of bytes it
+/// used.
+#[cfg(fuzzing)]
+pub(crate) fn parse_responses(
+    bytes: &[u8],
+    max_body: usize,
+) -> Vec<(crate::fuzzing::HttpParsed, usize)> {
+    let mut io = io::BufReader::with_capacity(64, bytes);
+    let mut out = Vec::new();
+    let mut used = 0;
+    loop {
+        let before = bytes.len() - io.get_ref().len() - io.buffer().len();
+        let parsed = match read_response(&mut io, max_body) {
+            Ok((r, keep)) => Ok((
+                r.status,
+                r.body,
+                r.truncated,
+                r.body_error.map(|f| format!("{f:?}")),
+                keep,
+            )),
+            Err(f) => Err((f.seen, f.error.to_string())),
+        };
+        let after = bytes.len() - io.get_ref().len() - io.buffer().len();
+        used += after - before;
+        let go_on = matches!(&parsed, Ok((_, _, false, None, true))) && after > before;
+        out.push((parsed, after - before));
+        if !go_on || after == bytes.len() || out.len() >= 64 {
+            debug_assert!(used <= bytes.len());
+            return out;
+        }
     }
 }
 

@@ -30,3 +30,7 @@ pub(crate) use client::{NewKey, NewKeyType};
 pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
 pub(crate) use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
 pub(crate) use tls::{client_config, describe_tls_error};
+
+/// The HTTP response reader, for the fuzz target.
+#[cfg(fuzzing)]
+pub(crate) use http::parse_responses as parse_http_responses;
