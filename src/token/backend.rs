@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, Secret};
 use crate::tsb::{
-    KeyAttributes, NewKey, RequestStatus, SignRequest, TsbClient, TsbError, TsbErrorKind,
+    KeyAttributes, NewKey, RequestStatus, SignRequest, SignatureCheck, TsbClient, TsbError,
+    TsbErrorKind,
 };
 
 /// The TSB operations the token uses (docs/tsb-api.md). Errors are the TSB client's, which
@@ -33,7 +34,7 @@ pub(crate) trait Backend: Send + Sync {
     fn sign_synchronous(
         &self,
         req: &SignRequest,
-        check: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+        check: &SignatureCheck<'_>,
     ) -> Result<Vec<u8>, TsbError>;
     /// `POST /v1/sign`: files an approval request, returns its id.
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError>;
@@ -102,7 +103,7 @@ impl Backend for TsbClient {
     fn sign_synchronous(
         &self,
         req: &SignRequest,
-        check: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+        check: &SignatureCheck<'_>,
     ) -> Result<Vec<u8>, TsbError> {
         TsbClient::sign_synchronous_checked(self, req, check)
     }

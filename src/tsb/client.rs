@@ -103,6 +103,10 @@ fn header_safe(s: &str) -> bool {
         .all(|b| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b))
 }
 
+/// The caller's check of a synchronous sign's answer: the signature to return, or why the answer
+/// is refused (the module's own text, never the server's).
+pub(crate) type SignatureCheck<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + 'a;
+
 /// When a failed request may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retry {
@@ -587,7 +591,7 @@ impl TsbClient {
     pub(crate) fn sign_synchronous_checked(
         &self,
         req: &SignRequest,
-        check: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+        check: &SignatureCheck<'_>,
     ) -> Result<Vec<u8>, TsbError> {
         let call = sign_call(
             req,

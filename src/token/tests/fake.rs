@@ -61,9 +61,11 @@ pub(super) struct FakeTsb {
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
     /// When set, rewrites every synchronous signature before it is answered (a broken or
     /// hostile TSB).
-    #[allow(clippy::type_complexity)]
-    pub(super) tamper: Mutex<Option<Box<dyn Fn(Vec<u8>) -> Vec<u8> + Send>>>,
+    pub(super) tamper: Mutex<Option<Tamper>>,
 }
+
+/// Rewrites a signature before the fake answers it.
+pub(super) type Tamper = Box<dyn Fn(Vec<u8>) -> Vec<u8> + Send>;
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
     TsbError::new(
@@ -355,7 +357,7 @@ impl Backend for FakeTsb {
     fn sign_synchronous(
         &self,
         req: &SignRequest,
-        check: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+        check: &crate::tsb::SignatureCheck<'_>,
     ) -> Result<Vec<u8>, TsbError> {
         self.record(format!("sign {}", req.key));
         if self

@@ -13,7 +13,7 @@ use openssl::rsa::{Padding, Rsa};
 use openssl::sign::{RsaPssSaltlen, Verifier};
 use serde_json::json;
 
-use super::fake::FakeTsb;
+use super::fake::{FakeTsb, Tamper};
 use super::{find, private_key, public_key, session, signature, token_with, ulong};
 use crate::token::attributes::AttrValue;
 use crate::token::{MechParams, Mechanism, SignOutput, Token};
@@ -522,7 +522,6 @@ fn signatures_of_the_wrong_form_are_refused_without_verification() {
     let mut ed_l = hex::decode("edd3f55c1a631258d69cf7a2def9de14").unwrap();
     ed_l.extend_from_slice(&[0; 15]);
     ed_l.push(0x10);
-    type Tamper = Box<dyn Fn(Vec<u8>) -> Vec<u8> + Send>;
     let rsa = Mechanism {
         mechanism: CKM_SHA256_RSA_PKCS,
         params: MechParams::None,
