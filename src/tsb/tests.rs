@@ -1337,6 +1337,14 @@ mod tls_server {
     }
 
     fn tls_server(pki: &Pki, require_client_cert: bool) -> TestServer {
+        tls_server_with(
+            pki,
+            require_client_cert,
+            Arc::new(|_: &Recorded, _| reply_json(200, json!({"Version": "tls"}))),
+        )
+    }
+
+    fn tls_server_with(pki: &Pki, require_client_cert: bool, handler: Arc<Handler>) -> TestServer {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap();
@@ -1362,11 +1370,37 @@ mod tls_server {
             )
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        TestServer::serve(
-            listener,
-            Arc::new(|_: &Recorded, _| reply_json(200, json!({"Version": "tls"}))),
-            Some(Arc::new(cfg)),
-        )
+        TestServer::serve(listener, handler, Some(Arc::new(cfg)))
+    }
+
+    /// Over TLS a clean answer keeps its connection (TLS messages are not taken for stray
+    /// bytes), and a stray answer in front of the next one is caught as over plain TCP.
+    #[test]
+    fn tls_connections_are_kept_and_stray_answers_caught() {
+        let pki = pki();
+        let server = tls_server_with(
+            &pki,
+            false,
+            Arc::new(
+                |req: &Recorded, _| match (req.path.as_str(), req.on_connection) {
+                    ("/v1/versionInfo", _) => reply_json(200, json!({"Version": "tls"})),
+                    (_, 3) => Action::Twice(
+                        signature_body(b"stale"),
+                        200,
+                        signature_body(&payload_of(req)),
+                    ),
+                    _ => Action::Reply(200, "application/json", signature_body(&payload_of(req))),
+                },
+            ),
+        );
+        let c = https_client(&server, |cfg| cfg.ca_path = Some(pki.ca_pem.clone()));
+        assert_eq!(c.version_info().unwrap(), "tls");
+        for data in [&b"A"[..], b"B", b"C"] {
+            assert_eq!(c.sign_synchronous(&sign_req_for(data)).unwrap(), data);
+        }
+        assert_eq!(c.connections_opened(), 2, "one resend, for C");
+        let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+        assert_eq!(on, [0, 1, 2, 3, 0]);
     }
 
     fn https_client(server: &TestServer, f: impl FnOnce(&mut Config)) -> TsbClient {
