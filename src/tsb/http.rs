@@ -265,9 +265,9 @@ impl Write for Stream {
 #[derive(Debug)]
 struct Conn {
     io: BufReader<Stream>,
-    /// The SHA-256 of the last request sent on this connection (method, path, body) and of the
-    /// answer's body, so
-    /// that the same answer to a different request can be told (see [`Lease::repeats_answer`]).
+    /// The SHA-256 of the last request sent on this connection (method, path, body) and of its
+    /// answer's body, so that the same answer to a different request can be told (see
+    /// [`Lease::repeats_answer`]).
     last: Option<([u8; 32], [u8; 32])>,
 }
 

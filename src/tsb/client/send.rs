@@ -272,9 +272,11 @@ impl TsbClient {
     /// - a synchronous sign or a read whose answer on a reused connection may be a late answer
     ///   to an earlier request: bytes came after it, or (signs) it repeats the connection's
     ///   previous answer to a different request, or (signs) `parse` refused it as
-    ///   [`TsbErrorKind::Refused`] (a signature that does not fit the key or does not verify). A synchronous sign keeps no state at the TSB, a read changes
-    ///   nothing: sending either again on a new connection, where the first answer can only be
-    ///   this request's, is safe, and the caller gets exactly one answer.
+    ///   [`TsbErrorKind::Refused`] (a signature that does not fit the key or does not verify).
+    ///
+    /// A synchronous sign keeps no state at the TSB and a read changes nothing: sending either
+    /// again on a new connection, where the first answer can only be this request's, is safe,
+    /// and the caller gets exactly one answer. Never more than one extra attempt.
     fn send_once<T>(
         &self,
         node: &Node,
