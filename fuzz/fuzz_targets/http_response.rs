@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&limit, bytes)) = data.split_first() else {
         return;
     };
-    let max_body = if limit == 0xff { 4 << 20 } else { limit as usize * 4 };
+    let max_body = if limit == 0xff {
+        4 << 20
+    } else {
+        limit as usize * 4
+    };
     let responses = http_responses(bytes, max_body);
     assert!(!responses.is_empty());
     let used: usize = responses.iter().map(|(_, n)| n).sum();
