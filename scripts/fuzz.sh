@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the module's parsers with cargo-fuzz (libFuzzer + AddressSanitizer, nightly Rust):
-# mechanism parameters, templates, crypto parsers, X.509 certificates and TSB responses.
+# mechanism parameters, templates, crypto parsers, X.509 certificates, TSB responses (JSON) and
+# the HTTP/1.1 response reader (status line, headers, sized and chunked bodies, keep-alive).
 #
-#   scripts/fuzz.sh                 # 30 s per target (5 targets: ~2.5 min + the first build)
+#   scripts/fuzz.sh                 # 30 s per target (6 targets: ~3 min + the first build)
 #   scripts/fuzz.sh 10              # the short run CI can call (~50 s + build)
 #   scripts/fuzz.sh 300 mechanism   # one target for longer
 #

@@ -113,7 +113,8 @@ pub(crate) fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error
         TsbErrorKind::NotSent(_)
         | TsbErrorKind::Timeout(_)
         | TsbErrorKind::Transport(_)
-        | TsbErrorKind::InvalidResponse(_) => CKR_DEVICE_ERROR,
+        | TsbErrorKind::InvalidResponse(_)
+        | TsbErrorKind::Refused(_) => CKR_DEVICE_ERROR,
         TsbErrorKind::Config(_) => CKR_GENERAL_ERROR,
         TsbErrorKind::Http { status, .. } => match (err.reason(), status) {
             (Some(TsbReason::MissingApproval), _) => CKR_KEY_FUNCTION_NOT_PERMITTED,

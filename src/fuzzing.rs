@@ -180,6 +180,17 @@ pub fn template(
     (search, create, count, passed)
 }
 
+/// The HTTP/1.1 response reader of the TSB client (`tsb::http`): the responses it reads from
+/// `bytes` as from one kept-alive connection (status line, headers, sized, chunked or
+/// read-to-the-end bodies of at most `max_body` bytes), each with the bytes it used.
+pub fn http_responses(bytes: &[u8], max_body: usize) -> Vec<(HttpParsed, usize)> {
+    crate::tsb::parse_http_responses(bytes, max_body)
+}
+
+/// One response read by [`http_responses`]: `Ok((status, body, truncated, body_error, keep))`
+/// (`keep`: the connection could serve another request), or `Err((bytes seen, message))`.
+pub type HttpParsed = crate::tsb::HttpParsed;
+
 /// `GET /v1/key/{label}/attributes`.
 pub fn key_attributes(v: &Value) -> std::result::Result<KeyAttributes, String> {
     crate::tsb::models::parse_key_attributes(v)

@@ -505,7 +505,9 @@ fn bad_signatures_are_never_returned() {
     ];
     for (label, mech, len) in cases {
         let k = key(&h, &s, label);
-        h.sim.inject(Fault::bad_signature(POST_SYNC).times(1));
+        // Wrong on the kept-alive connection (possibly another request's late answer): sent
+        // once more on a new connection; wrong there too: CKR_DEVICE_ERROR.
+        h.sim.inject(Fault::bad_signature(POST_SYNC).times(2));
         let ((rv, buf), took) = timed(|| raw_sign_into_buffer(&h, &s, mech, k, b"tampered", len));
         report(&format!("sign with a wrong signature ({label})"), took);
         assert_eq!(rv, CKR_DEVICE_ERROR, "{label}");
@@ -513,7 +515,11 @@ fn bad_signatures_are_never_returned() {
             buf.iter().all(|b| *b == 0xA5),
             "{label}: the caller's buffer is untouched"
         );
-        assert_eq!(h.sim.counter(POST_SYNC), 1, "not retried");
+        assert_eq!(
+            h.sim.counter(POST_SYNC),
+            2,
+            "sent once more on a new connection, not more"
+        );
         // The fault is used up: the next signature is right.
         let sig = common::raw_sign(&h.raw, s.handle(), mech, &mut [], k.handle(), b"tampered")
             .expect("works again");
@@ -530,7 +536,13 @@ fn bad_signatures_are_never_returned() {
     assert_eq!(
         h.lines_with("; not returned").len(),
         3,
-        "one error line per wrong signature:\n{}",
+        "one error line per refused sign:\n{}",
+        h.log_text()
+    );
+    assert_eq!(
+        h.lines_with("sent once more on a new connection").len(),
+        3,
+        "one warning per answer refused on a kept-alive connection:\n{}",
         h.log_text()
     );
 }
@@ -769,5 +781,205 @@ fn pss256() -> cryptoki::mechanism::rsa::PkcsPssParams {
         hash_alg: cryptoki::mechanism::MechanismType::SHA256,
         mgf: cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA256,
         s_len: 32.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 19: a TSB that answers a synchronous sign twice
+
+/// When the extra answer reaches the module.
+#[derive(Clone, Copy, Debug)]
+enum Extra {
+    /// Right behind the sign's answer, in the same write.
+    Immediately,
+    /// Held back until the next request on the connection and written in front of its answer
+    /// (what Nagle's algorithm makes of two writes on a server that does not set TCP_NODELAY,
+    /// or a proxy that is one answer ahead): the module finds it where that request's answer
+    /// should be.
+    Late,
+    /// Held back like `Late`, but written alone as soon as the next request arrives, before
+    /// that request is even forwarded: nothing is behind it when the module reads it, so only
+    /// the signature's verification can tell it is not the answer (verifySignatures on).
+    LateAlone,
+}
+
+/// A hostile TSB in front of the simulator: every request is forwarded, and after each
+/// synchronous sign's answer it sends one extra, complete answer: a real signature by the same
+/// key, of other data (the request's payload with "-other" appended).
+fn answering_twice(sim_url: String, extra: Extra) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let sim = sim_url.clone();
+            std::thread::spawn(move || answer_twice(stream, &sim, extra));
+        }
+    });
+    url
+}
+
+type ProxiedRequest = (String, String, Vec<(String, String)>, Vec<u8>);
+
+fn read_proxied_request(r: &mut impl std::io::BufRead) -> Option<ProxiedRequest> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':')?;
+        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((method, path, headers, body))
+}
+
+/// Forwards one request to the simulator: (status, body).
+fn forward(sim: &str, req: &ProxiedRequest, body: &[u8]) -> (u16, Vec<u8>) {
+    let (method, path, headers, _) = req;
+    let mut call = ureq::request(method, &format!("{sim}{path}"));
+    for (n, v) in headers {
+        if matches!(n.as_str(), "authorization" | "x-api-key" | "content-type") {
+            call = call.set(n, v);
+        }
+    }
+    let resp = match if body.is_empty() && method != "POST" {
+        call.call()
+    } else {
+        call.send_bytes(body)
+    } {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("simulator: {e}"),
+    };
+    let status = resp.status();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut out).unwrap();
+    (status, out)
+}
+
+fn http_response(status: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn answer_twice(stream: std::net::TcpStream, sim: &str, extra: Extra) {
+    use std::io::Write;
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    let mut held: Option<Vec<u8>> = None;
+    while let Some(req) = read_proxied_request(&mut reader) {
+        let close = req
+            .2
+            .iter()
+            .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
+        if let Extra::LateAlone = extra {
+            if let Some(stray) = held.take() {
+                if out.write_all(&stray).is_err() {
+                    return;
+                }
+            }
+        }
+        let (status, body) = forward(sim, &req, &req.3);
+        let mut bytes = held.take().unwrap_or_default();
+        bytes.extend(http_response(status, &body));
+        if req.1 == "/v1/synchronousSign" && status == 200 {
+            let mut other: serde_json::Value = serde_json::from_slice(&req.3).unwrap();
+            let payload = other["signRequest"]["payload"].as_str().unwrap();
+            let mut data = openssl::base64::decode_block(payload).unwrap();
+            data.extend_from_slice(b"-other");
+            other["signRequest"]["payload"] = openssl::base64::encode_block(&data).into();
+            let (s2, b2) = forward(sim, &req, other.to_string().as_bytes());
+            assert_eq!(s2, 200);
+            match extra {
+                Extra::Immediately => bytes.extend(http_response(200, &b2)),
+                Extra::Late | Extra::LateAlone => held = Some(http_response(200, &b2)),
+            }
+        }
+        if out.write_all(&bytes).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Twenty back-to-back ECDSA signs of different data through a TSB that answers each sign
+/// twice: every signature returned verifies (OpenSSL) for the data of its own call, none is
+/// returned for two data, and no call fails (a sign whose answer may be another request's is
+/// sent once more on a new connection).
+fn signs_through_a_tsb_that_answers_twice(verify_signatures: bool, extra: Extra) {
+    let h = logged(SimConfig::fast_test(), "warn", |url| {
+        serde_json::json!({
+            "restApi": answering_twice(url.to_string(), extra),
+            "pkcs11": { "requestTimeoutMs": 5000, "verifySignatures": verify_signatures }
+        })
+    });
+    let s = h.session();
+    let k = key(&h, &s, "ec-p256");
+    let pk = h.sim_public_key("ec-p256");
+    let mut returned: std::collections::HashMap<Vec<u8>, String> = Default::default();
+    let mut failed = Vec::new();
+    for i in 0..20 {
+        let data = format!("document {i}");
+        match s.sign(&Mechanism::EcdsaSha256, k, data.as_bytes()) {
+            Ok(sig) => {
+                assert!(
+                    verify::ecdsa(&pk, Hash::Sha256, data.as_bytes(), &sig),
+                    "{extra:?}, verifySignatures {verify_signatures}: sign {i} returned a \
+                     signature of other data"
+                );
+                if let Some(before) = returned.insert(sig, data.clone()) {
+                    panic!("one signature returned for {before:?} and {data:?}");
+                }
+            }
+            Err(e) => failed.push((i, e)),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{extra:?}, verifySignatures {verify_signatures}: {failed:?}\n{}",
+        h.log_text()
+    );
+    if !matches!(extra, Extra::Immediately) {
+        assert!(
+            !h.lines_with("sent once more on a new connection")
+                .is_empty(),
+            "{}",
+            h.log_text()
+        );
+    }
+}
+
+#[test]
+fn a_tsb_answering_twice_never_makes_a_sign_return_another_signature() {
+    for extra in [Extra::Late, Extra::Immediately] {
+        signs_through_a_tsb_that_answers_twice(false, extra);
+    }
+}
+
+#[test]
+fn a_tsb_answering_twice_with_verification_causes_no_failures() {
+    for extra in [Extra::Late, Extra::LateAlone, Extra::Immediately] {
+        signs_through_a_tsb_that_answers_twice(true, extra);
     }
 }

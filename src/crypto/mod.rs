@@ -36,7 +36,7 @@ pub(crate) use cert::Certificate;
 pub(crate) use der_sig::ecdsa_der_to_raw;
 pub(crate) use hash::{parse_digest_info, HashAlg, Hasher};
 pub(crate) use keys::PublicKey;
-pub(crate) use verify::{verify, verify_with, PreparedKey, Scheme, SignedData};
+pub(crate) use verify::{check_form, verify, verify_with, PreparedKey, Scheme, SignedData};
 
 /// Error of the crypto layer. The message is a short, human readable reason
 /// and never contains key material.

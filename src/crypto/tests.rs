@@ -1135,3 +1135,104 @@ mod certs {
         assert!(Certificate::from_der(&rsa2048().public_key_to_der().unwrap()).is_err());
     }
 }
+
+/// Issue 19 item 3: the form check of a signature against its key at the edges of each range
+/// (the values computed with OpenSSL's big numbers): n-1 and 2 pass, n, 1, 0 do not (RSA); r, s
+/// = n-1 and 1 pass, 0 and n do not (ECDSA on each curve); S = L-1 passes, L does not (Ed25519);
+/// one byte more or less never passes. A real signature of each kind passes.
+#[test]
+fn signature_forms_at_the_edges() {
+    use openssl::bn::BigNum;
+    let padded = |v: &BigNum, len: usize| v.to_vec_padded(len as i32).unwrap();
+    // RSA
+    let key = public_of(rsa2048());
+    let PublicKey::Rsa { modulus, .. } = &key else {
+        unreachable!()
+    };
+    let n = BigNum::from_slice(modulus).unwrap();
+    let len = modulus.len();
+    let minus = |v: &BigNum, d: u32| {
+        let mut out = BigNum::new().unwrap();
+        out.checked_sub(v, &BigNum::from_u32(d).unwrap()).unwrap();
+        out
+    };
+    assert!(check_form(&key, &padded(&minus(&n, 1), len)).is_ok());
+    assert!(check_form(&key, &padded(&BigNum::from_u32(2).unwrap(), len)).is_ok());
+    for bad in [
+        n.to_vec(),
+        padded(&BigNum::from_u32(1).unwrap(), len),
+        vec![0; len],
+    ] {
+        assert!(check_form(&key, &bad).is_err());
+    }
+    let mut signer = Signer::new(MessageDigest::sha256(), rsa2048()).unwrap();
+    let sig = signer.sign_oneshot_to_vec(b"m").unwrap();
+    assert!(check_form(&key, &sig).is_ok());
+    assert!(check_form(&key, &sig[1..]).is_err());
+    assert!(check_form(&key, &[&[0u8][..], &sig].concat()).is_err());
+    // ECDSA
+    for (curve, nid) in [
+        (Curve::P256, Nid::X9_62_PRIME256V1),
+        (Curve::P384, Nid::SECP384R1),
+        (Curve::P521, Nid::SECP521R1),
+        (Curve::Secp256k1, Nid::SECP256K1),
+    ] {
+        let group = EcGroup::from_curve_name(nid).unwrap();
+        let ec = EcKey::generate(&group).unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        let point = ec
+            .public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .unwrap();
+        let key = PublicKey::Ec { curve, point };
+        let mut order = BigNum::new().unwrap();
+        group.order(&mut order, &mut ctx).unwrap();
+        let w = curve.field_bytes();
+        let rs = |r: &BigNum, s: &BigNum| [padded(r, w), padded(s, w)].concat();
+        let one = BigNum::from_u32(1).unwrap();
+        let zero = BigNum::from_u32(0).unwrap();
+        let top = minus(&order, 1);
+        assert!(check_form(&key, &rs(&top, &top)).is_ok(), "{curve:?}");
+        assert!(check_form(&key, &rs(&one, &one)).is_ok(), "{curve:?}");
+        for (r, s) in [(&zero, &one), (&one, &zero), (&order, &one), (&one, &order)] {
+            assert!(check_form(&key, &rs(r, s)).is_err(), "{curve:?}");
+        }
+        assert!(check_form(&key, &rs(&one, &one)[1..]).is_err(), "{curve:?}");
+        let sig = EcdsaSig::sign(&[7u8; 32], &ec).unwrap();
+        assert!(
+            check_form(
+                &key,
+                &rs(&sig.r().to_owned().unwrap(), &sig.s().to_owned().unwrap())
+            )
+            .is_ok(),
+            "{curve:?}"
+        );
+    }
+    // Ed25519: L = 2^252 + 27742317777372353535851937790883648493 (RFC 8032 §5.1).
+    let ed = PKey::generate_ed25519().unwrap();
+    let key = PublicKey::Ed25519 {
+        key: ed.raw_public_key().unwrap().try_into().unwrap(),
+    };
+    let mut l = BigNum::new().unwrap();
+    l.lshift(&BigNum::from_u32(1).unwrap(), 252).unwrap();
+    let mut l_full = BigNum::new().unwrap();
+    l_full
+        .checked_add(
+            &l,
+            &BigNum::from_dec_str("27742317777372353535851937790883648493").unwrap(),
+        )
+        .unwrap();
+    let le = |v: &BigNum| {
+        let mut b = padded(v, 32);
+        b.reverse();
+        b
+    };
+    let with_s = |s: &[u8]| [&[0x11u8; 32][..], s].concat();
+    assert!(check_form(&key, &with_s(&le(&minus(&l_full, 1)))).is_ok());
+    assert!(check_form(&key, &with_s(&le(&l_full))).is_err());
+    assert!(check_form(&key, &with_s(&[0xff; 32])).is_err());
+    let mut signer = Signer::new_without_digest(&ed).unwrap();
+    let sig = signer.sign_oneshot_to_vec(b"m").unwrap();
+    assert!(check_form(&key, &sig).is_ok());
+    assert!(check_form(&key, &sig[..63]).is_err());
+}

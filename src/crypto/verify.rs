@@ -122,6 +122,84 @@ pub(crate) fn verify_with(
     }
 }
 
+/// The order L of the Ed25519 base point (RFC 8032 §5.1), little-endian.
+const ED25519_L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Checks that `signature` has the form of a signature by `key`, without the public-key
+/// operation (microseconds; what is checked of every signature the TSB returns, also with
+/// `verifySignatures: false`):
+/// - RSA: exactly the modulus length, and as an integer in [2, n-1] (RFC 8017 §5.2.2: RSAVP1
+///   takes s < n; 0 and 1 are their own powers and never a valid encoding);
+/// - ECDSA, raw `r || s` (PKCS#11 v2.40 Current Mechanisms §2.3.1): exactly twice the field
+///   size, r and s in [1, n-1] (FIPS 186-4 §6.4.2 step 1);
+/// - Ed25519: 64 bytes with S < L (RFC 8032 §5.1.7 step 1).
+pub(crate) fn check_form(key: &PublicKey, signature: &[u8]) -> CryptoResult<()> {
+    let want = key.signature_len();
+    if signature.len() != want {
+        return Err(CryptoError::new(format!(
+            "{} bytes, expected {want}",
+            signature.len()
+        )));
+    }
+    match key {
+        PublicKey::Rsa { modulus, .. } => {
+            // Both big-endian; the modulus has no leading zero bytes, the signature is
+            // left-padded to its length.
+            let sig = &signature[signature.len().saturating_sub(modulus.len())..];
+            let below_n = signature[..signature.len() - sig.len()]
+                .iter()
+                .all(|&b| b == 0)
+                && sig.len() == modulus.len()
+                && sig < modulus.as_slice();
+            if !below_n {
+                return Err(fail("RSA signature not below the modulus"));
+            }
+            let small = signature[..signature.len() - 1].iter().all(|&b| b == 0)
+                && signature[signature.len() - 1] < 2;
+            if small {
+                return Err(fail("RSA signature is 0 or 1"));
+            }
+            Ok(())
+        }
+        PublicKey::Ec { curve, .. } => {
+            let range = |ok: bool| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(fail("ECDSA signature r or s out of range"))
+                }
+            };
+            match curve {
+                Curve::P256 => {
+                    range(ecdsa::Signature::<p256::NistP256>::from_slice(signature).is_ok())
+                }
+                Curve::P384 => {
+                    range(ecdsa::Signature::<p384::NistP384>::from_slice(signature).is_ok())
+                }
+                Curve::P521 => {
+                    range(ecdsa::Signature::<p521::NistP521>::from_slice(signature).is_ok())
+                }
+                Curve::Secp256k1 => {
+                    range(ecdsa::Signature::<k256::Secp256k1>::from_slice(signature).is_ok())
+                }
+            }
+        }
+        PublicKey::Ed25519 { .. } => {
+            // S, little-endian, compared from its most significant byte.
+            let s = &signature[32..];
+            let below_l = s.iter().rev().cmp(ED25519_L.iter().rev()) == std::cmp::Ordering::Less;
+            if below_l {
+                Ok(())
+            } else {
+                Err(fail("Ed25519 signature S not below the group order"))
+            }
+        }
+    }
+}
+
 /// ring's fixed-width (r‖s) ECDSA verifier for a curve and message hash, where it has one.
 fn ring_ecdsa(
     curve: Curve,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, Secret};
 use crate::tsb::{
-    KeyAttributes, NewKey, RequestStatus, SignRequest, TsbClient, TsbError, TsbErrorKind,
+    KeyAttributes, NewKey, RequestStatus, SignRequest, SignatureCheck, TsbClient, TsbError,
+    TsbErrorKind,
 };
 
 /// The TSB operations the token uses (docs/tsb-api.md). Errors are the TSB client's, which
@@ -26,8 +27,15 @@ pub(crate) trait Backend: Send + Sync {
     fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError>;
     /// Removes a key's certificate.
     fn delete_certificate(&self, label: &str) -> Result<(), TsbError>;
-    /// `POST /v1/synchronousSign`: the signature as the TSB returns it.
-    fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError>;
+    /// `POST /v1/synchronousSign`: the signature as `check` makes it of the TSB's answer.
+    /// `check` refusing an answer is a `TsbErrorKind::Refused` error with its text; the TSB
+    /// client may send the request once more on a new connection first (an answer refused on a
+    /// kept-alive connection may be a late answer to an earlier request).
+    fn sign_synchronous(
+        &self,
+        req: &SignRequest,
+        check: &SignatureCheck<'_>,
+    ) -> Result<Vec<u8>, TsbError>;
     /// `POST /v1/sign`: files an approval request, returns its id.
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError>;
     /// `GET /v1/request/{id}`.
@@ -92,8 +100,12 @@ impl Backend for TsbClient {
     fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
         TsbClient::delete_certificate(self, label)
     }
-    fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
-        TsbClient::sign_synchronous(self, req)
+    fn sign_synchronous(
+        &self,
+        req: &SignRequest,
+        check: &SignatureCheck<'_>,
+    ) -> Result<Vec<u8>, TsbError> {
+        TsbClient::sign_synchronous_checked(self, req, check)
     }
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
         TsbClient::sign_asynchronous(self, req)

@@ -8,16 +8,17 @@ use std::sync::Arc;
 
 use cryptoki_sys::*;
 
+use super::mechanisms::Prepared;
 use super::mechanisms::{single_part, InputOwned, Mechanism, Plan};
 use super::objects::{KeyObject, KeyPart, ObjectRef};
 use super::operations::{self, SignOp, VerifyOp};
 use super::session::{Session, Signing};
 use super::Backend;
 use super::{approval, metadata, SignOutput, Token};
-use crate::crypto::{ecdsa_der_to_raw, verify_with, PublicKey};
+use crate::crypto::{check_form, ecdsa_der_to_raw, verify_with, PublicKey};
 use crate::error::{map_tsb_error, Error, Result};
 use crate::logging::{sanitize, Net};
-use crate::tsb::{SignRequest, TsbReason};
+use crate::tsb::{SignRequest, TsbErrorKind, TsbReason};
 
 impl Token {
     fn key_for(&self, handle: CK_OBJECT_HANDLE, part: KeyPart) -> Result<Arc<KeyObject>> {
@@ -146,82 +147,45 @@ impl Token {
             meta_data_signature: None,
         };
         let client = self.client()?;
-        let raw = if key.needs_approval {
-            self.sign_with_approval(&client, session, key, &mut request)?
-        } else {
-            match client.sign_synchronous(&request) {
-                Ok(sig) => sig,
+        // Every signature is checked against the key the HANDLE names (`op.key`), never a key
+        // the TSB's answer might name: its form always, the signature itself with
+        // verifySignatures (PKCS#11 v2.40 §5.11: C_Sign returns the signature of the data).
+        let verify = self.config.pkcs11.verify_signatures;
+        let check = |raw: &[u8]| accept_signature(key, &prepared, verify, raw);
+        let refused = |reason: &str| {
+            // A signature that does not fit the captured key may mean another key is behind
+            // the label now: then the handle is invalid (and the change logged once).
+            if self.key_was_replaced(key) {
+                return replaced(&key.label);
+            }
+            log::error!(
+                "signature from the TSB for key '{}' ({}) refused: {reason}; not returned",
+                Net(&key.label),
+                prepared.algorithm
+            );
+            Error::new(CKR_DEVICE_ERROR, "the TSB's signature was refused")
+        };
+        if key.needs_approval {
+            let raw = self.sign_with_approval(&client, session, key, &mut request)?;
+            return check(&raw).map_err(|r| refused(&r));
+        }
+        match client.sign_synchronous(&request, &check) {
+            Ok(sig) => Ok(sig),
+            Err(e) => match &e.kind {
+                TsbErrorKind::Refused(reason) => Err(refused(reason)),
                 // The key gained an approval policy since its attributes were cached.
-                Err(e) if e.reason() == Some(TsbReason::MissingApproval) => {
+                _ if e.reason() == Some(TsbReason::MissingApproval) => {
                     log::info!(
                         "key '{}' needs approvals now: filing an approval request",
                         Net(&key.label)
                     );
                     self.objects.invalidate_list();
-                    self.sign_with_approval(&client, session, key, &mut request)?
+                    let raw = self.sign_with_approval(&client, session, key, &mut request)?;
+                    check(&raw).map_err(|r| refused(&r))
                 }
-                Err(e) => return Err(self.sign_error(&key.label, &e)),
-            }
-        };
-        let signature = match &key.public {
-            PublicKey::Ec { curve, .. } => {
-                let width = curve.field_bytes();
-                match ecdsa_der_to_raw(&raw, *curve) {
-                    Ok(s) => s,
-                    // Newer TSBs can answer r‖s already.
-                    Err(_) if raw.len() == 2 * width => raw,
-                    Err(e) => {
-                        if self.key_was_replaced(key) {
-                            return Err(replaced(&key.label));
-                        }
-                        log::error!(
-                            "ECDSA signature from the TSB for '{}' is malformed: {e}",
-                            Net(&key.label)
-                        );
-                        return Err(Error::new(CKR_DEVICE_ERROR, "malformed ECDSA signature"));
-                    }
-                }
-            }
-            _ => raw,
-        };
-        if signature.len() != key.public.signature_len() {
-            if self.key_was_replaced(key) {
-                return Err(replaced(&key.label));
-            }
-            log::error!(
-                "signature from the TSB for '{}' has {} bytes, expected {}; not returned",
-                Net(&key.label),
-                signature.len(),
-                key.public.signature_len()
-            );
-            return Err(Error::new(
-                CKR_DEVICE_ERROR,
-                "signature of the wrong length",
-            ));
+                _ => Err(self.sign_error(&key.label, &e)),
+            },
         }
-        if self.config.pkcs11.verify_signatures {
-            if let Err(e) = verify_with(
-                key.prepared(),
-                &key.public,
-                &prepared.scheme,
-                prepared.signed_data(),
-                &signature,
-            ) {
-                if self.key_was_replaced(key) {
-                    return Err(replaced(&key.label));
-                }
-                log::error!(
-                    "signature from the TSB for key '{}' ({}) does not verify: {e}; not returned",
-                    Net(&key.label),
-                    prepared.algorithm
-                );
-                return Err(Error::new(
-                    CKR_DEVICE_ERROR,
-                    "the TSB's signature does not verify",
-                ));
-            }
-        }
-        Ok(signature)
     }
 
     /// After a signature that does not fit the captured key: whether the TSB now has another
@@ -407,6 +371,38 @@ fn busy() -> Error {
         CKR_OPERATION_ACTIVE,
         "a signature of this session is still in progress",
     )
+}
+
+/// The signature to return for the TSB's answer `raw`, or why it is refused: ECDSA DER made
+/// fixed-width r‖s (newer TSBs can answer r‖s already), then the form of a signature by `key`
+/// (length; RSA below the modulus, ECDSA r and s in [1, n-1], Ed25519 S below the group
+/// order), and with `verify` the signature itself over the signed data.
+fn accept_signature(
+    key: &KeyObject,
+    prepared: &Prepared,
+    verify: bool,
+    raw: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
+    let signature = match &key.public {
+        PublicKey::Ec { curve, .. } => match ecdsa_der_to_raw(raw, *curve) {
+            Ok(s) => s,
+            Err(_) if raw.len() == 2 * curve.field_bytes() => raw.to_vec(),
+            Err(e) => return Err(format!("malformed ECDSA signature ({e})")),
+        },
+        _ => raw.to_vec(),
+    };
+    check_form(&key.public, &signature).map_err(|e| format!("not a signature by this key: {e}"))?;
+    if verify {
+        verify_with(
+            key.prepared(),
+            &key.public,
+            &prepared.scheme,
+            prepared.signed_data(),
+            &signature,
+        )
+        .map_err(|e| format!("does not verify: {e}"))?;
+    }
+    Ok(signature)
 }
 
 fn check_signature(op: &VerifyOp, input: InputOwned, signature: &[u8]) -> Result<()> {

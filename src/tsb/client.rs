@@ -103,6 +103,10 @@ fn header_safe(s: &str) -> bool {
         .all(|b| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b))
 }
 
+/// The caller's check of a synchronous sign's answer: the signature to return, or why the answer
+/// is refused (the module's own text, never the server's).
+pub(crate) type SignatureCheck<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + 'a;
+
 /// When a failed request may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retry {
@@ -418,14 +422,11 @@ impl TsbClient {
         );
         let started = Instant::now();
         let node = self.nodes.node(i);
-        let result = self
-            .send_with_keys(node, &call, started + self.request_timeout)
-            .and_then(|reply| {
-                let v = reply.json().map_err(|k| self.err(&call, k))?;
-                let (version, _unknown) = parse_version_info_checked(&v)
-                    .map_err(|m| self.err(&call, TsbErrorKind::InvalidResponse(m)))?;
-                Ok(version)
-            });
+        let result = self.send_with_keys(node, &call, started + self.request_timeout, &|reply| {
+            let (version, _unknown) = parse_version_info_checked(&reply.json()?)
+                .map_err(TsbErrorKind::InvalidResponse)?;
+            Ok(version)
+        });
         match result {
             Ok(v) => Ok(Some(v.unwrap_or_else(|| "?".into()))),
             Err(e) if !is_node_failure(&e) && matches!(e.kind, TsbErrorKind::Http { .. }) => {
@@ -576,10 +577,22 @@ impl TsbClient {
         self.execute(&call, |_| Ok(()))
     }
 
-    /// `POST /v1/synchronousSign` → the decoded `signature`, over a kept-alive connection.
-    /// Sent again only when the request provably never reached the server, or once when the
-    /// reused connection was closed before a response arrived (see [`Retry::Stateless`]).
-    pub(crate) fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
+    /// `POST /v1/synchronousSign` → the decoded `signature` as `check` turns it out.
+    /// Sent again only when the request provably never reached the server, or once, on a new
+    /// connection, when the reused connection was closed before a response arrived (see
+    /// [`Retry::Stateless`]) or its answer may be a late answer to an earlier request — bytes
+    /// came after it, it repeats the previous answer to a different request, or `check` refused
+    /// it. The connection goes back to the pool only after `check` accepted the answer; a
+    /// refusal comes back as [`TsbErrorKind::Refused`] with `check`'s text.
+    ///
+    /// `check` is the caller's: it knows the key the request named and checks the signature
+    /// against it. Nothing of the answer but `signature` is used (a key name, id or version in
+    /// it is not looked at).
+    pub(crate) fn sign_synchronous_checked(
+        &self,
+        req: &SignRequest,
+        check: &SignatureCheck<'_>,
+    ) -> Result<Vec<u8>, TsbError> {
         let call = sign_call(
             req,
             "POST /v1/synchronousSign",
@@ -593,13 +606,20 @@ impl TsbClient {
             req.payload.len()
         );
         let sig = self.execute(&call, |reply| {
-            reply
+            let raw = reply
                 .parse::<SignResponse>()?
                 .signature()
-                .map_err(TsbErrorKind::InvalidResponse)
+                .map_err(TsbErrorKind::InvalidResponse)?;
+            log::trace!("TSB synchronousSign: signature {} bytes", raw.len());
+            check(&raw).map_err(TsbErrorKind::Refused)
         })?;
-        log::trace!("TSB synchronousSign: signature {} bytes", sig.len());
         Ok(sig)
+    }
+
+    /// [`Self::sign_synchronous_checked`] taking any signature.
+    #[cfg(test)]
+    pub(crate) fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
+        self.sign_synchronous_checked(req, &|s| Ok(s.to_vec()))
     }
 
     /// `POST /v1/sign` (201) → the `signRequestId`. Retried only when the request provably

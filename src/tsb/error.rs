@@ -40,6 +40,9 @@ pub(crate) enum TsbErrorKind {
     },
     /// A 2xx answer whose body is not the expected JSON.
     InvalidResponse(String),
+    /// A well-formed 2xx answer the caller's check refused (a signature that does not fit the
+    /// key or does not verify). The text is the module's own, never the server's.
+    Refused(String),
     /// A configuration problem: bad URL, CA file, client certificate, insecure http refused.
     Config(String),
 }
@@ -154,6 +157,7 @@ impl TsbError {
             | TsbErrorKind::Transport(_)
             | TsbErrorKind::InvalidResponse(_) => true,
             TsbErrorKind::Http { status, .. } => (500..600).contains(status),
+            TsbErrorKind::Refused(_) => false,
             TsbErrorKind::Config(_) => false,
         }
     }
@@ -174,6 +178,7 @@ impl fmt::Display for TsbError {
             TsbErrorKind::Timeout(m) => write!(f, "timed out: {m}"),
             TsbErrorKind::Transport(m) => write!(f, "transport error: {m}"),
             TsbErrorKind::InvalidResponse(m) => write!(f, "invalid response: {m}"),
+            TsbErrorKind::Refused(m) => write!(f, "answer refused: {m}"),
             TsbErrorKind::Config(m) => write!(f, "configuration: {m}"),
             TsbErrorKind::Http {
                 status,

@@ -265,21 +265,118 @@ impl Write for Stream {
 #[derive(Debug)]
 struct Conn {
     io: BufReader<Stream>,
+    /// The SHA-256 of the last request sent on this connection (method, path, body) and of its
+    /// answer's body, so that the same answer to a different request can be told (see
+    /// [`Lease::repeats_answer`]).
+    last: Option<([u8; 32], [u8; 32])>,
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 impl Conn {
+    /// Whether bytes of the server are waiting after a complete response: in the read buffer,
+    /// in the TLS layer (decrypted and not read yet), or in the socket (plain TCP). On a
+    /// connection without pipelining nothing may come before the next request: such bytes mean
+    /// the server (or something on the path) sent more than one answer, and the stream is out of
+    /// step with the requests. (On TLS, records waiting in the socket may be TLS messages, such
+    /// as a session ticket: they keep the connection out of the pool, see [`Lease::release`], but
+    /// do not make the answer suspect.)
+    fn unsolicited_bytes(&mut self) -> bool {
+        if !self.io.buffer().is_empty() {
+            return true;
+        }
+        match self.io.get_mut() {
+            Stream::Plain(s) => matches!(peek(&s.tcp), Peek::Data),
+            Stream::Tls(t) => t
+                .conn
+                .process_new_packets()
+                .map_or(true, |state| state.plaintext_bytes_to_read() > 0),
+        }
+    }
+
     /// Whether an idle connection is still usable: nothing buffered, and the server has
     /// neither closed it nor sent anything (a non-blocking peek would block). One system call.
     fn idle_and_open(&self) -> bool {
-        if !self.io.buffer().is_empty() {
-            return false;
+        self.io.buffer().is_empty() && matches!(peek(self.io.get_ref().tcp()), Peek::Nothing)
+    }
+}
+
+/// What a non-blocking peek at a socket finds.
+enum Peek {
+    /// Nothing to read, and the connection is open.
+    Nothing,
+    /// Bytes are waiting.
+    Data,
+    /// The peer closed the connection, or the socket failed.
+    Closed,
+}
+
+fn peek(tcp: &TcpStream) -> Peek {
+    let tcp = socket2::SockRef::from(tcp);
+    let mut b = [MaybeUninit::<u8>::uninit(); 1];
+    match tcp.recv_with_flags(&mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peek::Nothing,
+        Ok(n) if n > 0 => Peek::Data,
+        _ => Peek::Closed,
+    }
+}
+
+/// The connection an exchange used, lent to the caller with the response. The pool takes it
+/// back only through [`Lease::release`], which the caller calls once it has accepted the answer
+/// (a body that parsed, a signature that passed its checks); a lease dropped without it closes
+/// the connection. So a connection whose answer was refused — which may be another request's
+/// answer that arrived late — never serves a second request, and one TSB answer never serves two.
+#[derive(Debug)]
+pub(crate) struct Lease<'p> {
+    pool: &'p Pool,
+    conn: Option<Conn>,
+    /// The response allows keeping the connection (HTTP/1.1 without `Connection: close`, body
+    /// framed and read whole) and the exchange asked for it.
+    keep: bool,
+    reused: bool,
+    /// Bytes were waiting after the response (see [`Conn::unsolicited_bytes`]).
+    unsolicited: bool,
+    /// The body is the one this connection carried for the previous, different request.
+    repeated: bool,
+}
+
+impl Lease<'_> {
+    /// Whether the request went over a kept-alive connection that had served a request before.
+    pub(crate) fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Whether the server sent bytes after the complete response: on a reused connection the
+    /// answer just read may itself be a late answer to an earlier request.
+    pub(crate) fn unsolicited_bytes(&self) -> bool {
+        self.unsolicited
+    }
+
+    /// Whether the answer's body is byte for byte the previous answer on this connection, to a
+    /// request that was not the same (method, path or body) (a deterministic signature of the same data repeats
+    /// legitimately: the same request is not flagged).
+    pub(crate) fn repeats_answer(&self) -> bool {
+        self.repeated
+    }
+
+    /// Gives the connection back to the pool: only when the response allows it, nothing came
+    /// after it, and the connection is still open. Otherwise it is closed.
+    pub(crate) fn release(mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.keep && !self.unsolicited && conn.idle_and_open() {
+            let mut idle = self.pool.idle.lock();
+            if idle.len() < self.pool.max_idle {
+                idle.push(conn);
+            }
         }
-        let tcp = socket2::SockRef::from(self.io.get_ref().tcp());
-        let mut b = [MaybeUninit::<u8>::uninit(); 1];
-        matches!(
-            tcp.recv_with_flags(&mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        )
     }
 }
 
@@ -312,15 +409,17 @@ impl Pool {
     }
 
     /// Sends `req` and reads the response, all before `deadline`. With `reuse`, an idle
-    /// kept-alive connection is used when there is one, and the connection is kept afterwards;
-    /// without, the request goes on a new connection that is closed afterwards.
+    /// kept-alive connection is used when there is one, and the connection may be kept
+    /// afterwards: it goes back to the pool only when the caller releases the [`Lease`] returned
+    /// with the response (after accepting the answer). Without `reuse`, the request goes on a
+    /// new connection that is closed afterwards.
     pub(crate) fn exchange(
         &self,
         req: &Request<'_>,
         deadline: Instant,
         reuse: bool,
         max_body: usize,
-    ) -> Result<Response, Failure> {
+    ) -> Result<(Response, Lease<'_>), Failure> {
         let pooled = if reuse { self.take_idle() } else { None };
         let reused = pooled.is_some();
         let mut conn = match pooled {
@@ -367,13 +466,37 @@ impl Pool {
                 });
             }
         };
-        if keep && reuse && resp.body_error.is_none() && !resp.truncated {
-            let mut idle = self.idle.lock();
-            if idle.len() < self.max_idle {
-                idle.push(conn);
-            }
-        }
-        Ok(resp)
+        let keep = keep && reuse && resp.body_error.is_none() && !resp.truncated;
+        // Bytes after a response whose end the framing told (a body read to the end of the
+        // connection has nothing after it).
+        let unsolicited = keep && conn.unsolicited_bytes();
+        // What the request asks, not how (credentials in headers may differ between two sends
+        // of the same request).
+        let request = sha256(&[
+            req.method.as_bytes(),
+            b" ",
+            req.path.as_bytes(),
+            b"\n",
+            req.body.unwrap_or_default(),
+        ]);
+        let answer = sha256(&[&resp.body]);
+        let repeated = reused && matches!(conn.last, Some((q, a)) if a == answer && q != request);
+        conn.last = Some((request, answer));
+        let lease = Lease {
+            pool: self,
+            conn: Some(conn),
+            keep,
+            reused,
+            unsolicited,
+            repeated,
+        };
+        Ok((resp, lease))
+    }
+
+    /// The number of idle connections kept.
+    #[cfg(test)]
+    pub(crate) fn idle_len(&self) -> usize {
+        self.idle.lock().len()
     }
 
     /// The newest idle connection that is still open (older ones the server may have closed
@@ -452,6 +575,7 @@ impl Pool {
         };
         Ok(Conn {
             io: BufReader::with_capacity(16 * 1024, stream),
+            last: None,
         })
     }
 
@@ -508,10 +632,7 @@ struct ReadFailure {
 
 /// Reads a response: head, then the body framed by Content-Length, chunked encoding or the
 /// end of the connection. Returns it and whether the connection may be kept.
-fn read_response(
-    io: &mut BufReader<Stream>,
-    max_body: usize,
-) -> Result<(Response, bool), ReadFailure> {
+fn read_response<R: BufRead>(io: &mut R, max_body: usize) -> Result<(Response, bool), ReadFailure> {
     let mut seen = 0usize;
     let mut line = Vec::with_capacity(128);
     let fail = |seen: usize, error: io::Error| ReadFailure { seen, error };
@@ -614,7 +735,7 @@ fn read_response(
 
 /// Reads one line (up to and with `\n`); an end of stream before any byte is an
 /// `UnexpectedEof` with nothing read, within a line too.
-fn read_line(io: &mut BufReader<Stream>, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+fn read_line<R: BufRead>(io: &mut R, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     let n = io.by_ref().take(max as u64 + 1).read_until(b'\n', line)?;
     if n == 0 || line.last() != Some(&b'\n') {
         if n > max {
@@ -640,8 +761,8 @@ fn trim_crlf(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
 }
 
-fn read_exact_len(
-    io: &mut BufReader<Stream>,
+fn read_exact_len<R: BufRead>(
+    io: &mut R,
     resp: &mut Response,
     n: u64,
     max: usize,
@@ -666,7 +787,7 @@ fn read_exact_len(
     Ok(())
 }
 
-fn read_to_end(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> io::Result<()> {
+fn read_to_end<R: BufRead>(io: &mut R, resp: &mut Response, max: usize) -> io::Result<()> {
     io.by_ref()
         .take(max as u64 + 1)
         .read_to_end(&mut resp.body)?;
@@ -677,7 +798,7 @@ fn read_to_end(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> i
     Ok(())
 }
 
-fn read_chunked(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> io::Result<()> {
+fn read_chunked<R: BufRead>(io: &mut R, resp: &mut Response, max: usize) -> io::Result<()> {
     let mut line = Vec::with_capacity(32);
     loop {
         line.clear();
@@ -717,6 +838,43 @@ fn read_chunked(io: &mut BufReader<Stream>, resp: &mut Response, max: usize) -> 
         }
         line.clear();
         read_line(io, &mut line, 2)?;
+    }
+}
+
+/// One response read by [`parse_responses`]: `Ok((status, body, truncated, body_error, keep))`
+/// (`keep`: the connection could serve another request), or `Err((bytes seen, message))`.
+#[cfg(fuzzing)]
+pub(crate) type Parsed =
+    std::result::Result<(u16, Vec<u8>, bool, Option<String>, bool), (usize, String)>;
+
+/// Reads responses from `bytes` as from a kept-alive connection: one after the other while the
+/// previous allows keeping the connection and bytes are left. Each with the number of bytes it
+/// used.
+#[cfg(fuzzing)]
+pub(crate) fn parse_responses(bytes: &[u8], max_body: usize) -> Vec<(Parsed, usize)> {
+    let mut io = io::BufReader::with_capacity(64, bytes);
+    let mut out = Vec::new();
+    let mut used = 0;
+    loop {
+        let before = bytes.len() - io.get_ref().len() - io.buffer().len();
+        let parsed = match read_response(&mut io, max_body) {
+            Ok((r, keep)) => Ok((
+                r.status,
+                r.body,
+                r.truncated,
+                r.body_error.map(|f| format!("{f:?}")),
+                keep,
+            )),
+            Err(f) => Err((f.seen, f.error.to_string())),
+        };
+        let after = bytes.len() - io.get_ref().len() - io.buffer().len();
+        used += after - before;
+        let go_on = matches!(&parsed, Ok((_, _, false, None, true))) && after > before;
+        out.push((parsed, after - before));
+        if !go_on || after == bytes.len() || out.len() >= 64 {
+            debug_assert!(used <= bytes.len());
+            return out;
+        }
     }
 }
 

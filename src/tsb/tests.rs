@@ -45,6 +45,9 @@ enum Action {
     Raw(&'static [u8]),
     /// Keep the connection open without answering, then close.
     Hang(Duration),
+    /// A complete 200 JSON response with the first body (a late or extra answer), then the
+    /// answer (status, JSON body), in one write: the client finds them back to back.
+    Twice(Vec<u8>, u16, Vec<u8>),
 }
 
 fn reply_json(status: u16, v: Value) -> Action {
@@ -175,6 +178,24 @@ fn handle_connection<S: Read + Write>(stream: S, handler: &Handler, reqs: &Mutex
             Action::Hang(d) => {
                 std::thread::sleep(d);
                 return;
+            }
+            Action::Twice(first, status, body) => {
+                let mut out = Vec::new();
+                for (status, body) in [(200, first), (status, body)] {
+                    out.extend_from_slice(
+                        format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                    out.extend_from_slice(&body);
+                }
+                let s = reader.get_mut();
+                if s.write_all(&out).is_err() {
+                    return;
+                }
+                let _ = s.flush();
             }
         }
     }
@@ -721,6 +742,179 @@ fn a_sign_that_got_an_answer_on_a_kept_alive_connection_is_never_sent_twice() {
     }
 }
 
+/// `{"signature": base64(bytes)}` as a body.
+fn signature_body(bytes: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    json!({ "signature": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        .to_string()
+        .into_bytes()
+}
+
+/// The payload of a recorded sign request, decoded.
+fn payload_of(req: &Recorded) -> Vec<u8> {
+    use base64::Engine;
+    let p = req.json()["signRequest"]["payload"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    base64::engine::general_purpose::STANDARD.decode(p).unwrap()
+}
+
+fn sign_req_for(payload: &[u8]) -> SignRequest {
+    SignRequest::new("key1", "SHA256_WITH_ECDSA", payload.to_vec())
+}
+
+/// Issue 19: an extra answer that arrived late on a kept-alive connection (here: right in front
+/// of the answer to the next request) is never taken for that request's answer. The bytes after
+/// it show the stream is out of step; the sign is sent once more on a new connection, whose
+/// first answer can only be its own.
+#[test]
+fn a_late_answer_on_a_kept_alive_connection_is_never_returned() {
+    let server = TestServer::start(|req, _| match (req.path.as_str(), req.on_connection) {
+        ("/v1/key", _) => reply_json(200, json!(["a"])),
+        // On a reused connection: a stray answer first, then this request's own.
+        (_, n) if n > 0 => Action::Twice(
+            signature_body(b"stale"),
+            200,
+            signature_body(&payload_of(req)),
+        ),
+        _ => Action::Reply(200, "application/json", signature_body(&payload_of(req))),
+    });
+    let c = client(&server.url());
+    c.list_keys().unwrap();
+    let sig = c.sign_synchronous(&sign_req_for(b"data-1")).unwrap();
+    assert_eq!(
+        sig, b"data-1",
+        "the answer to this request, not the stray one"
+    );
+    let reqs = server.requests();
+    let signs: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.path == "/v1/synchronousSign")
+        .collect();
+    assert_eq!(signs.len(), 2, "sent once more: {reqs:?}");
+    assert_eq!(signs[0].on_connection, 1);
+    assert_eq!(signs[1].on_connection, 0, "on a new connection");
+    // The connection that carried the stray answer was closed (and the one-off new connection
+    // too): the next request opens another.
+    c.list_keys().unwrap();
+    assert_eq!(server.requests().last().unwrap().on_connection, 0);
+    assert_eq!(c.connections_opened(), 3);
+}
+
+/// Issue 19: the same answer body to a different sign request on one connection is a replayed
+/// answer, refused; the same request answered the same (a deterministic signature) is not.
+#[test]
+fn a_repeated_answer_to_a_different_sign_is_refused() {
+    // Each connection answers every sign with the signature of the first payload it saw (the
+    // test uses one connection at a time).
+    let first: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    let server = TestServer::start(move |req, _| {
+        let mut f = first.lock().unwrap();
+        if req.on_connection == 0 {
+            *f = None;
+        }
+        let answer = f.get_or_insert_with(|| payload_of(req)).clone();
+        Action::Reply(200, "application/json", signature_body(&answer))
+    });
+    let c = client(&server.url());
+    assert_eq!(c.sign_synchronous(&sign_req_for(b"A")).unwrap(), b"A");
+    // The same request again: the same answer is fine.
+    assert_eq!(c.sign_synchronous(&sign_req_for(b"A")).unwrap(), b"A");
+    assert_eq!(c.connections_opened(), 1);
+    // Another request answered with that same body: refused, sent once more on a new
+    // connection (which answers for B).
+    assert_eq!(c.sign_synchronous(&sign_req_for(b"B")).unwrap(), b"B");
+    assert_eq!(c.connections_opened(), 2);
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 1, 2, 0]);
+}
+
+/// Issue 19: a connection goes back to the pool only after the caller accepted its answer. An
+/// answer the check refuses on a reused connection is sent once more on a new connection; the
+/// refused connections are closed, never reused.
+#[test]
+fn a_connection_whose_answer_was_refused_is_closed() {
+    let server = TestServer::start(|req, _| match req.path.as_str() {
+        "/v1/key" => reply_json(200, json!(["a"])),
+        _ => reply_json(200, json!({"signature": "AQI="})),
+    });
+    let c = client(&server.url());
+    c.list_keys().unwrap();
+    let e = c
+        .sign_synchronous_checked(&sign_req(), &|_| Err("does not verify".into()))
+        .unwrap_err();
+    assert!(
+        matches!(&e.kind, TsbErrorKind::Refused(m) if m == "does not verify"),
+        "{e:?}"
+    );
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(
+        on,
+        [0, 1, 0],
+        "once on the kept-alive connection, once on a new one"
+    );
+    // Neither connection came back to the pool.
+    c.list_keys().unwrap();
+    assert_eq!(server.requests().last().unwrap().on_connection, 0);
+    assert_eq!(c.connections_opened(), 3);
+    // An accepted answer keeps its connection.
+    assert_eq!(
+        c.sign_synchronous_checked(&sign_req(), &|s| Ok(s.to_vec()))
+            .unwrap(),
+        [1, 2]
+    );
+    assert_eq!(server.requests().last().unwrap().on_connection, 1);
+    // A refused answer on a new connection is not sent again (the TSB answered this request).
+    let server = TestServer::start(|_, _| reply_json(200, json!({"signature": "AQI="})));
+    let c = client(&server.url());
+    c.sign_synchronous_checked(&sign_req(), &|_| Err("no".into()))
+        .unwrap_err();
+    assert_eq!(server.count(), 1);
+}
+
+/// The lease: dropped (the answer not accepted) closes the connection; released, the connection
+/// is pooled unless bytes came after the response.
+#[test]
+fn the_pool_takes_a_connection_back_only_on_release_and_only_clean() {
+    let server = TestServer::start(|req, _| match req.path.as_str() {
+        "/extra" => Action::Twice(b"{}".to_vec(), 200, b"{}".to_vec()),
+        _ => reply_json(200, json!({})),
+    });
+    let origin = http::Origin::parse(&server.url(), None).unwrap();
+    let pool = http::Pool::new(
+        origin,
+        8,
+        Duration::from_secs(1),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    let get = |path: &'static str| http::Request {
+        method: "GET",
+        path,
+        headers: &[],
+        body: None,
+    };
+    let deadline = || Instant::now() + Duration::from_secs(2);
+    let (_, lease) = pool.exchange(&get("/a"), deadline(), true, 1024).unwrap();
+    assert!(!lease.unsolicited_bytes());
+    drop(lease);
+    assert_eq!(pool.idle_len(), 0, "not released: closed");
+    let (_, lease) = pool.exchange(&get("/a"), deadline(), true, 1024).unwrap();
+    lease.release();
+    assert_eq!(pool.idle_len(), 1, "released: pooled");
+    // A response with another complete response behind it: not pooled, even when released.
+    let (resp, lease) = pool
+        .exchange(&get("/extra"), deadline(), true, 1024)
+        .unwrap();
+    assert_eq!(resp.body, b"{}");
+    assert!(lease.reused());
+    assert!(lease.unsolicited_bytes());
+    lease.release();
+    assert_eq!(pool.idle_len(), 0, "bytes after the response: closed");
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 0, 1]);
+}
+
 #[test]
 fn connection_refused_is_not_sent() {
     let port = closed_port();
@@ -1143,6 +1337,14 @@ mod tls_server {
     }
 
     fn tls_server(pki: &Pki, require_client_cert: bool) -> TestServer {
+        tls_server_with(
+            pki,
+            require_client_cert,
+            Arc::new(|_: &Recorded, _| reply_json(200, json!({"Version": "tls"}))),
+        )
+    }
+
+    fn tls_server_with(pki: &Pki, require_client_cert: bool, handler: Arc<Handler>) -> TestServer {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap();
@@ -1168,11 +1370,37 @@ mod tls_server {
             )
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        TestServer::serve(
-            listener,
-            Arc::new(|_: &Recorded, _| reply_json(200, json!({"Version": "tls"}))),
-            Some(Arc::new(cfg)),
-        )
+        TestServer::serve(listener, handler, Some(Arc::new(cfg)))
+    }
+
+    /// Over TLS a clean answer keeps its connection (TLS messages are not taken for stray
+    /// bytes), and a stray answer in front of the next one is caught as over plain TCP.
+    #[test]
+    fn tls_connections_are_kept_and_stray_answers_caught() {
+        let pki = pki();
+        let server = tls_server_with(
+            &pki,
+            false,
+            Arc::new(
+                |req: &Recorded, _| match (req.path.as_str(), req.on_connection) {
+                    ("/v1/versionInfo", _) => reply_json(200, json!({"Version": "tls"})),
+                    (_, 3) => Action::Twice(
+                        signature_body(b"stale"),
+                        200,
+                        signature_body(&payload_of(req)),
+                    ),
+                    _ => Action::Reply(200, "application/json", signature_body(&payload_of(req))),
+                },
+            ),
+        );
+        let c = https_client(&server, |cfg| cfg.ca_path = Some(pki.ca_pem.clone()));
+        assert_eq!(c.version_info().unwrap(), "tls");
+        for data in [&b"A"[..], b"B", b"C"] {
+            assert_eq!(c.sign_synchronous(&sign_req_for(data)).unwrap(), data);
+        }
+        assert_eq!(c.connections_opened(), 2, "one resend, for C");
+        let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+        assert_eq!(on, [0, 1, 2, 3, 0]);
     }
 
     fn https_client(server: &TestServer, f: impl FnOnce(&mut Config)) -> TsbClient {

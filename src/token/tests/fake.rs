@@ -68,7 +68,13 @@ pub(super) struct FakeTsb {
     /// While true, a key deletion does not answer (a hanging TSB, for at most 10 s); it goes on
     /// when cleared.
     pub(super) delete_hangs: std::sync::atomic::AtomicBool,
+    /// When set, rewrites every synchronous signature before it is answered (a broken or
+    /// hostile TSB).
+    pub(super) tamper: Mutex<Option<Tamper>>,
 }
+
+/// Rewrites a signature before the fake answers it.
+pub(super) type Tamper = Box<dyn Fn(Vec<u8>) -> Vec<u8> + Send>;
 
 pub(super) fn tsb_error(status: u16, code: i64) -> TsbError {
     TsbError::new(
@@ -371,7 +377,11 @@ impl Backend for FakeTsb {
         }
     }
 
-    fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
+    fn sign_synchronous(
+        &self,
+        req: &SignRequest,
+        check: &crate::tsb::SignatureCheck<'_>,
+    ) -> Result<Vec<u8>, TsbError> {
         self.record(format!("sign {}", req.key));
         if self
             .keys
@@ -381,7 +391,11 @@ impl Backend for FakeTsb {
         {
             return Err(tsb_error(400, 401));
         }
-        self.signature(&req.key, &req.algorithm, &req.payload)
+        let mut sig = self.signature(&req.key, &req.algorithm, &req.payload)?;
+        if let Some(tamper) = &*self.tamper.lock() {
+            sig = tamper(sig);
+        }
+        check(&sig).map_err(|m| TsbError::new("fake", TsbErrorKind::Refused(m)))
     }
 
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {

@@ -13,7 +13,7 @@ use openssl::rsa::{Padding, Rsa};
 use openssl::sign::{RsaPssSaltlen, Verifier};
 use serde_json::json;
 
-use super::fake::FakeTsb;
+use super::fake::{FakeTsb, Tamper};
 use super::{find, private_key, public_key, session, signature, token_with, ulong};
 use crate::token::attributes::AttrValue;
 use crate::token::{MechParams, Mechanism, SignOutput, Token};
@@ -499,4 +499,143 @@ fn pss_over_a_digest_refuses_longer_input_at_the_update() {
         CKR_OPERATION_NOT_INITIALIZED
     );
     assert_eq!(fake.count("sign "), 0);
+}
+
+/// Issue 19 item 3: even with `verifySignatures: false`, a TSB answer that cannot be a
+/// signature by the key the handle names is never returned: wrong length, RSA not below the
+/// modulus (or 0), ECDSA r or s zero or not below the order, malformed DER, Ed25519 S not below
+/// the group order. Each gives `CKR_DEVICE_ERROR`; the answer as it comes is returned again once
+/// the TSB is fixed.
+#[test]
+fn signatures_of_the_wrong_form_are_refused_without_verification() {
+    let fake = FakeTsb::new();
+    fake.add_openssl_key("rsa", rsa_key());
+    fake.add_openssl_key("ed", ed_key());
+    fake.add_key("ec", false);
+    let token = token_with(&fake, json!({"verifySignatures": false}));
+    let s = session(&token);
+    let modulus = rsa_key().rsa().unwrap().n().to_vec();
+    // P-256's group order n (FIPS 186-4 D.1.2.3).
+    let p256_n =
+        hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551").unwrap();
+    // Ed25519's L (RFC 8032 §5.1), little-endian.
+    let mut ed_l = hex::decode("edd3f55c1a631258d69cf7a2def9de14").unwrap();
+    ed_l.extend_from_slice(&[0; 15]);
+    ed_l.push(0x10);
+    let rsa = Mechanism {
+        mechanism: CKM_SHA256_RSA_PKCS,
+        params: MechParams::None,
+    };
+    let ed = Mechanism {
+        mechanism: CKM_EDDSA,
+        params: MechParams::None,
+    };
+    let ec = Mechanism {
+        mechanism: CKM_ECDSA_SHA256,
+        params: MechParams::None,
+    };
+    let n = modulus.clone();
+    let (n1, l1, l2) = (p256_n.clone(), ed_l.clone(), ed_l.clone());
+    let cases: Vec<(&str, &str, &Mechanism, Tamper)> = vec![
+        (
+            "rsa",
+            "one byte short",
+            &rsa,
+            Box::new(|mut s| {
+                s.pop();
+                s
+            }),
+        ),
+        (
+            "rsa",
+            "the modulus itself",
+            &rsa,
+            Box::new(move |_| n.clone()),
+        ),
+        (
+            "rsa",
+            "all ones (above the modulus)",
+            &rsa,
+            Box::new(|s| vec![0xff; s.len()]),
+        ),
+        ("rsa", "zero", &rsa, Box::new(|s| vec![0; s.len()])),
+        (
+            "ec",
+            "malformed DER",
+            &ec,
+            Box::new(|mut s| {
+                s[0] = 0x31;
+                s
+            }),
+        ),
+        (
+            "ec",
+            "r||s with r = 0",
+            &ec,
+            Box::new(|_| {
+                let mut raw = vec![0u8; 32];
+                raw.extend_from_slice(&[1; 32]);
+                raw
+            }),
+        ),
+        (
+            "ec",
+            "r||s with s = n",
+            &ec,
+            Box::new(move |_| {
+                let mut raw = vec![1u8; 32];
+                raw.extend_from_slice(&n1);
+                raw
+            }),
+        ),
+        (
+            "ec",
+            "r||s one byte short",
+            &ec,
+            Box::new(|_| vec![1u8; 63]),
+        ),
+        (
+            "ed",
+            "S = L",
+            &ed,
+            Box::new(move |s| {
+                let mut s = s[..32].to_vec();
+                s.extend_from_slice(&l1);
+                s
+            }),
+        ),
+        (
+            "ed",
+            "S above L",
+            &ed,
+            Box::new(move |s| {
+                let mut s = s[..32].to_vec();
+                let mut big = l2.clone();
+                big[31] = 0x7f;
+                s.append(&mut big);
+                s
+            }),
+        ),
+        (
+            "ed",
+            "65 bytes",
+            &ed,
+            Box::new(|mut s| {
+                s.push(0);
+                s
+            }),
+        ),
+    ];
+    for (label, what, mech, tamper) in cases {
+        *fake.tamper.lock() = Some(tamper);
+        let key = private_key(&token, s, label);
+        token.sign_init(s, mech, key).unwrap();
+        let e = token.sign(s, b"data", Some(512)).unwrap_err();
+        assert_eq!(e.code(), CKR_DEVICE_ERROR, "{label}: {what}: {e}");
+        *fake.tamper.lock() = None;
+        token.sign_init(s, mech, key).unwrap();
+        token
+            .sign(s, b"data", Some(512))
+            .expect("the untampered answer is returned");
+    }
 }

@@ -48,11 +48,7 @@ impl TsbClient {
                 } else {
                     deadline
                 };
-                let result = self
-                    .send_with_keys(node, call, node_deadline)
-                    .and_then(|reply| {
-                        parse(&reply).map_err(|k| self.err(call, self.redact(call, k)))
-                    });
+                let result = self.send_with_keys(node, call, node_deadline, &parse);
                 let e = match result {
                     Ok(v) => {
                         self.nodes.answered(i, started);
@@ -212,35 +208,36 @@ impl TsbClient {
 
     /// Sends a call with the API keys of its role: a 401 with TSB 631 moves on to the next key;
     /// the key that worked is remembered.
-    pub(super) fn send_with_keys(
+    pub(super) fn send_with_keys<T>(
         &self,
         node: &Node,
         call: &Call<'_>,
         deadline: Instant,
-    ) -> Result<Reply, TsbError> {
+        parse: &dyn Fn(&Reply) -> Result<T, TsbErrorKind>,
+    ) -> Result<T, TsbError> {
         let role = role_for_path(&call.path);
         if let Some(key) = call.api_key {
-            return self.send_once(node, call, Some(key), deadline);
+            return self.send_once(node, call, Some(key), deadline, parse);
         }
         if role == Some(Role::KeyOperation) {
             let login_key = self.login_operation_key.read().clone();
             if let Some(key) = login_key {
-                return self.send_once(node, call, Some(&key), deadline);
+                return self.send_once(node, call, Some(&key), deadline, parse);
             }
         }
         let Some(role) = role else {
-            return self.send_once(node, call, None, deadline);
+            return self.send_once(node, call, None, deadline, parse);
         };
         let keys = &self.api_keys[role.index()];
         if keys.is_empty() {
-            return self.send_once(node, call, None, deadline);
+            return self.send_once(node, call, None, deadline, parse);
         }
         let n = keys.len();
         let start = self.key_index[role.index()].load(Ordering::Relaxed) % n;
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            match self.send_once(node, call, Some(&keys[idx]), deadline) {
+            match self.send_once(node, call, Some(&keys[idx]), deadline, parse) {
                 Err(e) if e.is_invalid_api_key() => {
                     if i + 1 < n {
                         log::warn!(
@@ -268,24 +265,43 @@ impl TsbClient {
         Err(last.expect("at least one key was tried"))
     }
 
-    /// Sends one HTTP request and reads its (bounded) body; a synchronous sign that a reused
-    /// connection swallowed (closed or reset before a response arrived) is sent once more, on a
-    /// new connection.
-    fn send_once(
+    /// Sends one HTTP request, reads its (bounded) body and hands it to `parse`. Sent once
+    /// more, on a new connection, when the kept-alive connection it went over proves unfit:
+    /// - a synchronous sign that a reused connection swallowed (closed or reset before a
+    ///   response arrived; RFC 9112 §9.3.1);
+    /// - a synchronous sign or a read whose answer on a reused connection may be a late answer
+    ///   to an earlier request: bytes came after it, or (signs) it repeats the connection's
+    ///   previous answer to a different request, or (signs) `parse` refused it as
+    ///   [`TsbErrorKind::Refused`] (a signature that does not fit the key or does not verify).
+    ///
+    /// A synchronous sign keeps no state at the TSB and a read changes nothing: sending either
+    /// again on a new connection, where the first answer can only be this request's, is safe,
+    /// and the caller gets exactly one answer. Never more than one extra attempt.
+    fn send_once<T>(
         &self,
         node: &Node,
         call: &Call<'_>,
         api_key: Option<&Secret>,
         deadline: Instant,
-    ) -> Result<Reply, TsbError> {
-        match self.send_attempt(node, call, api_key, deadline, false) {
+        parse: &dyn Fn(&Reply) -> Result<T, TsbErrorKind>,
+    ) -> Result<T, TsbError> {
+        match self.send_attempt(node, call, api_key, deadline, false, parse) {
             Err(Attempt::StaleConnection(e)) => {
                 log::debug!(
                     "TSB {}: the kept-alive connection was closed before a response ({e}); \
                      sending again on a new connection",
                     call.endpoint
                 );
-                self.send_attempt(node, call, api_key, deadline, true)
+                self.send_attempt(node, call, api_key, deadline, true, parse)
+                    .map_err(Attempt::into_error)
+            }
+            Err(Attempt::StaleAnswer(why)) => {
+                log::warn!(
+                    "TSB {}: {why} on a kept-alive connection; connection closed, request sent \
+                     once more on a new connection",
+                    call.endpoint
+                );
+                self.send_attempt(node, call, api_key, deadline, true, parse)
                     .map_err(Attempt::into_error)
             }
             other => other.map_err(Attempt::into_error),
@@ -293,14 +309,15 @@ impl TsbClient {
     }
 
     /// One HTTP exchange. `deadline` bounds it all (connect, TLS, send, response and body).
-    fn send_attempt(
+    fn send_attempt<T>(
         &self,
         node: &Node,
         call: &Call<'_>,
         api_key: Option<&Secret>,
         deadline: Instant,
         fresh: bool,
-    ) -> Result<Reply, Attempt> {
+        parse: &dyn Fn(&Reply) -> Result<T, TsbErrorKind>,
+    ) -> Result<T, Attempt> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(Attempt::Failed(self.err(
@@ -363,39 +380,35 @@ impl TsbClient {
             Retry::NotSentOnly => false,
         };
         let started = Instant::now();
-        let response = match node
-            .pool
-            .exchange(&request, deadline, reuse, MAX_BODY as usize)
-        {
-            Ok(r) => r,
-            Err(failure) => {
-                log::debug!(
-                    "TSB {} {} -> failed after {} ms",
-                    call.method,
-                    Net(&call.path),
-                    started.elapsed().as_millis()
-                );
-                let stale = matches!(failure, http::Failure::Stale(_));
-                let e = self.err(call, failure_kind(failure));
-                // With several nodes a read is sent again too: a kept-alive connection the
-                // node closed while idle must not mark the node down.
-                let resend = match call.retry {
-                    Retry::Stateless => true,
-                    Retry::Idempotent => self.nodes.len() > 1,
-                    Retry::NotSentOnly => false,
-                };
-                if stale && resend {
-                    return Err(Attempt::StaleConnection(e));
+        let (response, lease) =
+            match node
+                .pool
+                .exchange(&request, deadline, reuse, MAX_BODY as usize)
+            {
+                Ok(r) => r,
+                Err(failure) => {
+                    log::debug!(
+                        "TSB {} {} -> failed after {} ms",
+                        call.method,
+                        Net(&call.path),
+                        started.elapsed().as_millis()
+                    );
+                    let stale = matches!(failure, http::Failure::Stale(_));
+                    let e = self.err(call, failure_kind(failure));
+                    // With several nodes a read is sent again too: a kept-alive connection the
+                    // node closed while idle must not mark the node down.
+                    let resend = match call.retry {
+                        Retry::Stateless => true,
+                        Retry::Idempotent => self.nodes.len() > 1,
+                        Retry::NotSentOnly => false,
+                    };
+                    if stale && resend {
+                        return Err(Attempt::StaleConnection(e));
+                    }
+                    return Err(Attempt::Failed(e));
                 }
-                return Err(Attempt::Failed(e));
-            }
-        };
+            };
         let status = response.status;
-        let ok = (200..300).contains(&status) || call.accept.contains(&status);
-        let body = match response.body_error {
-            Some(f) => Err(failure_kind(f)),
-            None => Ok((response.body, response.truncated)),
-        };
         log::debug!(
             "TSB {} {} -> {} ({} ms)",
             call.method,
@@ -403,6 +416,30 @@ impl TsbClient {
             status,
             started.elapsed().as_millis()
         );
+        // An answer that may belong to an earlier request on a reused connection (the `lease`
+        // is dropped on every way out below but the last: the connection is closed). Only
+        // requests that may be sent again go over reused connections.
+        let sign = call.retry == Retry::Stateless;
+        let ok = (200..300).contains(&status) || call.accept.contains(&status);
+        if lease.reused() {
+            let suspect = if lease.unsolicited_bytes() {
+                Some("bytes came after the answer")
+            } else if sign && ok && lease.repeats_answer() {
+                Some("the answer repeats the previous answer to a different request")
+            } else {
+                None
+            };
+            if let Some(why) = suspect {
+                // (A reused connection is never one `fresh` asked for: `send_once` sends this
+                // request once more, on a new connection.)
+                return Err(Attempt::StaleAnswer(why.to_string()));
+            }
+        }
+        let reused = lease.reused();
+        let body = match response.body_error {
+            Some(f) => Err(failure_kind(f)),
+            None => Ok((response.body, response.truncated)),
+        };
         if ok {
             let (body, truncated) = body.map_err(|k| Attempt::Failed(self.err(call, k)))?;
             if truncated {
@@ -414,10 +451,30 @@ impl TsbClient {
                     )),
                 )));
             }
-            Ok(Reply { status, body })
+            match parse(&Reply { status, body }) {
+                Ok(v) => {
+                    // The caller accepted the answer: only now may the connection serve
+                    // another request.
+                    lease.release();
+                    Ok(v)
+                }
+                Err(k) => {
+                    drop(lease);
+                    if let (true, true, false, TsbErrorKind::Refused(_)) = (sign, reused, fresh, &k)
+                    {
+                        // A well-formed signature that is not this request's (it does not fit
+                        // the key or does not verify) may be another request's late answer:
+                        // once more, on a new connection. (An unreadable answer is not sent
+                        // again: nothing says it is not this request's.)
+                        return Err(Attempt::StaleAnswer(TsbError::new("", k).to_string()));
+                    }
+                    Err(Attempt::Failed(self.err(call, self.redact(call, k))))
+                }
+            }
         } else {
             // The error body is best effort: an unreadable one still gives the status.
             let body = body.map(|(b, _)| b).unwrap_or_default();
+            lease.release();
             let secrets = self.secrets(call);
             let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
             let (code, reason, message) = parse_error_body(&body, &secrets);
@@ -476,12 +533,18 @@ enum Attempt {
     /// A synchronous sign on a reused connection that was closed or reset before any response
     /// arrived: it may be sent once more on a new connection.
     StaleConnection(TsbError),
+    /// An answer on a reused connection that may be a late answer to an earlier request (see
+    /// `send_once`): the connection is closed, and the request may be sent once more on a new
+    /// connection. Holds why, for the log.
+    StaleAnswer(String),
 }
 
 impl Attempt {
     fn into_error(self) -> TsbError {
         match self {
             Attempt::Failed(e) | Attempt::StaleConnection(e) => e,
+            // `send_once` always sends a stale answer's request again.
+            Attempt::StaleAnswer(why) => TsbError::new("", TsbErrorKind::Transport(why)),
         }
     }
 }
@@ -510,7 +573,9 @@ pub(super) fn is_node_failure(e: &TsbError) -> bool {
         TsbErrorKind::Http { status, .. } => {
             *status >= 500 || e.reason() == Some(TsbReason::HsmError)
         }
-        TsbErrorKind::InvalidResponse(_) | TsbErrorKind::Config(_) => false,
+        TsbErrorKind::InvalidResponse(_) | TsbErrorKind::Refused(_) | TsbErrorKind::Config(_) => {
+            false
+        }
     }
 }
 
