@@ -150,8 +150,14 @@ impl Token {
         // Every signature is checked against the key the HANDLE names (`op.key`), never a key
         // the TSB's answer might name: its form always, the signature itself with
         // verifySignatures (PKCS#11 v2.40 §5.11: C_Sign returns the signature of the data).
+        // Without verifySignatures, a signature is still verified where its answer could be
+        // another request's: one that came over a reused kept-alive connection (a late or
+        // extra answer that arrived just after the connection was checked looks exactly like
+        // this request's), and the result of an approval request (read by polling). Only the
+        // first answer on a new connection is provably this request's.
         let verify = self.config.pkcs11.verify_signatures;
-        let check = |raw: &[u8]| accept_signature(key, &prepared, verify, raw);
+        let check =
+            |raw: &[u8], reused: bool| accept_signature(key, &prepared, verify || reused, raw);
         let refused = |reason: &str| {
             // A signature that does not fit the captured key may mean another key is behind
             // the label now: then the handle is invalid (and the change logged once).
@@ -167,7 +173,7 @@ impl Token {
         };
         if key.needs_approval {
             let raw = self.sign_with_approval(&client, session, key, &mut request)?;
-            return check(&raw).map_err(|r| refused(&r));
+            return check(&raw, true).map_err(|r| refused(&r));
         }
         match client.sign_synchronous(&request, &check) {
             Ok(sig) => Ok(sig),
@@ -181,7 +187,7 @@ impl Token {
                     );
                     self.objects.invalidate_list();
                     let raw = self.sign_with_approval(&client, session, key, &mut request)?;
-                    check(&raw).map_err(|r| refused(&r))
+                    check(&raw, true).map_err(|r| refused(&r))
                 }
                 _ => Err(self.sign_error(&key.label, &e)),
             },

@@ -104,8 +104,10 @@ fn header_safe(s: &str) -> bool {
 }
 
 /// The caller's check of a synchronous sign's answer: the signature to return, or why the answer
-/// is refused (the module's own text, never the server's).
-pub(crate) type SignatureCheck<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + 'a;
+/// is refused (the module's own text, never the server's). The flag says that the answer came
+/// over a reused kept-alive connection, where it could be a late answer to an earlier request
+/// that nothing in HTTP/1.1 tells apart: such a signature must be verified in full.
+pub(crate) type SignatureCheck<'a> = dyn Fn(&[u8], bool) -> Result<Vec<u8>, String> + 'a;
 
 /// When a failed request may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +170,9 @@ impl<'a> Call<'a> {
 struct Reply {
     status: u16,
     body: Vec<u8>,
+    /// The answer came over a kept-alive connection that had served earlier requests: HTTP/1.1
+    /// ties nothing in it to this request, so it may be a late answer to another one.
+    reused: bool,
 }
 
 impl Reply {
@@ -611,7 +616,7 @@ impl TsbClient {
                 .signature()
                 .map_err(TsbErrorKind::InvalidResponse)?;
             log::trace!("TSB synchronousSign: signature {} bytes", raw.len());
-            check(&raw).map_err(TsbErrorKind::Refused)
+            check(&raw, reply.reused).map_err(TsbErrorKind::Refused)
         })?;
         Ok(sig)
     }
@@ -619,7 +624,7 @@ impl TsbClient {
     /// [`Self::sign_synchronous_checked`] taking any signature.
     #[cfg(test)]
     pub(crate) fn sign_synchronous(&self, req: &SignRequest) -> Result<Vec<u8>, TsbError> {
-        self.sign_synchronous_checked(req, &|s| Ok(s.to_vec()))
+        self.sign_synchronous_checked(req, &|s, _| Ok(s.to_vec()))
     }
 
     /// `POST /v1/sign` (201) → the `signRequestId`. Retried only when the request provably

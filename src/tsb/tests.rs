@@ -842,7 +842,7 @@ fn a_connection_whose_answer_was_refused_is_closed() {
     let c = client(&server.url());
     c.list_keys().unwrap();
     let e = c
-        .sign_synchronous_checked(&sign_req(), &|_| Err("does not verify".into()))
+        .sign_synchronous_checked(&sign_req(), &|_, _| Err("does not verify".into()))
         .unwrap_err();
     assert!(
         matches!(&e.kind, TsbErrorKind::Refused(m) if m == "does not verify"),
@@ -860,7 +860,7 @@ fn a_connection_whose_answer_was_refused_is_closed() {
     assert_eq!(c.connections_opened(), 3);
     // An accepted answer keeps its connection.
     assert_eq!(
-        c.sign_synchronous_checked(&sign_req(), &|s| Ok(s.to_vec()))
+        c.sign_synchronous_checked(&sign_req(), &|s, _| Ok(s.to_vec()))
             .unwrap(),
         [1, 2]
     );
@@ -868,7 +868,7 @@ fn a_connection_whose_answer_was_refused_is_closed() {
     // A refused answer on a new connection is not sent again (the TSB answered this request).
     let server = TestServer::start(|_, _| reply_json(200, json!({"signature": "AQI="})));
     let c = client(&server.url());
-    c.sign_synchronous_checked(&sign_req(), &|_| Err("no".into()))
+    c.sign_synchronous_checked(&sign_req(), &|_, _| Err("no".into()))
         .unwrap_err();
     assert_eq!(server.count(), 1);
 }

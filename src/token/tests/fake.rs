@@ -395,7 +395,7 @@ impl Backend for FakeTsb {
         if let Some(tamper) = &*self.tamper.lock() {
             sig = tamper(sig);
         }
-        check(&sig).map_err(|m| TsbError::new("fake", TsbErrorKind::Refused(m)))
+        check(&sig, false).map_err(|m| TsbError::new("fake", TsbErrorKind::Refused(m)))
     }
 
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {

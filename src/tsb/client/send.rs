@@ -451,7 +451,11 @@ impl TsbClient {
                     )),
                 )));
             }
-            match parse(&Reply { status, body }) {
+            match parse(&Reply {
+                status,
+                body,
+                reused,
+            }) {
                 Ok(v) => {
                     // The caller accepted the answer: only now may the connection serve
                     // another request.
