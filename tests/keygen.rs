@@ -659,3 +659,109 @@ fn python_pkcs11_generates_key_pairs() {
         &sig
     ));
 }
+
+/// The module's WARN lines in a pkcs11-tool run (the module logs to stderr, `warn` by default).
+fn warn_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(" WARN "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 22 items 2 and 3: the tutorials' commands, exactly: `--keypairgen` with pkcs11-tool's
+/// default usage flags (no `--usage-sign`), with and without `--id`, for RSA, EC and Ed25519;
+/// the key is then found by `--id` (its CKA_ID is the TSB key's `id`) or by its label, and
+/// signs (verified by OpenSSL). A successful generation writes no WARN line; a refusal writes
+/// exactly one, naming the attribute and the reason.
+#[test]
+fn pkcs11_tool_tutorial_key_generation() {
+    if !tool_available() {
+        return;
+    }
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let data = h.dir.path().join("data.txt");
+    std::fs::write(&data, b"tutorial\n").unwrap();
+    let digest = h.dir.path().join("digest.bin");
+    std::fs::write(
+        &digest,
+        openssl::hash::hash(openssl::hash::MessageDigest::sha256(), b"tutorial").unwrap(),
+    )
+    .unwrap();
+    let sig = h.dir.path().join("sig.bin");
+    // (label, --key-type, --id, -m, openssl pkeyutl options)
+    let cases: [(&str, &str, Option<&str>, &str, &[&str]); 6] = [
+        (
+            "tut-rsa",
+            "rsa:2048",
+            Some("01"),
+            "SHA256-RSA-PKCS",
+            &["-rawin", "-digest", "sha256"],
+        ),
+        ("tut-ec", "EC:prime256v1", Some("02"), "ECDSA", &[]),
+        ("tut-ed", "EC:edwards25519", Some("a0b1"), "EDDSA", &["-rawin"]),
+        (
+            "tut-rsa-noid",
+            "rsa:2048",
+            None,
+            "SHA256-RSA-PKCS",
+            &["-rawin", "-digest", "sha256"],
+        ),
+        ("tut-ec-noid", "EC:prime256v1", None, "ECDSA", &[]),
+        ("tut-ed-noid", "EC:edwards25519", None, "EDDSA", &["-rawin"]),
+    ];
+    for (label, key_type, id, mech, extra) in cases {
+        let mut args = vec!["--keypairgen", "--key-type", key_type, "--label", label];
+        if let Some(id) = id {
+            args.extend(["--id", id]);
+        }
+        let out = pkcs11_tool(&h, &args);
+        assert!(
+            warn_lines(&out).is_empty(),
+            "{label}: no WARN line: {:?}",
+            warn_lines(&out)
+        );
+        ok(out, &format!("keypairgen {key_type} {label}"));
+        let attrs = h.sim.key_attributes_json(label).expect("the key is on the TSB");
+        // The TSB id is the CKA_ID's bytes in lowercase hex.
+        assert_eq!(
+            attrs["id"].as_str(),
+            id,
+            "{label}: {attrs}"
+        );
+        let input = if mech == "ECDSA" { &digest } else { &data };
+        let mut sign = vec!["--sign", "-m", mech, "-i", s(input), "-o", s(&sig)];
+        match id {
+            Some(id) => sign.extend(["--id", id]),
+            None => sign.extend(["--label", label]),
+        }
+        if mech == "ECDSA" {
+            sign.extend(["--signature-format", "openssl"]);
+        }
+        ok(pkcs11_tool(&h, &sign), &format!("sign with {label}"));
+        assert!(pkeyutl_verifies(&h, label, input, &sig, extra), "{label}");
+    }
+    // The objects list shows the ids.
+    let listed = ok(pkcs11_tool(&h, &["--list-objects"]), "list objects");
+    assert!(listed.contains("ID:         01"), "{listed}");
+    assert!(listed.contains("ID:         a0b1"), "{listed}");
+    // A refusal: the label is in use. One WARN line naming the attribute and the reason.
+    let out = pkcs11_tool(
+        &h,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "tut-ec",
+        ],
+    );
+    assert!(!out.status.success());
+    let warned = warn_lines(&out);
+    assert_eq!(warned.len(), 1, "one WARN line: {warned:#?}");
+    assert!(
+        warned[0].contains("CKA_LABEL") && warned[0].contains("already exists"),
+        "{}",
+        warned[0]
+    );
+}

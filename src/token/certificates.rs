@@ -197,7 +197,19 @@ impl Token {
     /// `fixed` holds the template's fixed-size attributes (lengths already checked); the rest
     /// of the template is read (`template()`) only once the class and the session allow the
     /// creation, so nothing more of a template that is refused anyway is touched.
+    ///
+    /// Every refusal is one WARN line naming the attribute and the reason.
     pub(crate) fn create_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        fixed: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+        template: impl FnOnce() -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        self.create_object_checked(session, fixed, template)
+            .inspect_err(|e| log::warn!("C_CreateObject refused: {}", Net(&e.to_string())))
+    }
+
+    fn create_object_checked(
         &self,
         session: CK_SESSION_HANDLE,
         fixed: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
@@ -263,14 +275,10 @@ impl Token {
                     self.objects.store_gone(&key.label);
                     inconsistent(format!("key '{}' is no longer on the TSB", key.label))
                 }
-                Some(400) => {
-                    log::warn!(
-                        "the TSB refused the certificate for '{}': {}",
-                        Net(&key.label),
-                        Net(&e.to_string())
-                    );
-                    value_invalid(format!("the TSB refused the certificate: {e}"))
-                }
+                Some(400) => value_invalid(format!(
+                    "the TSB refused the certificate for '{}': {e}",
+                    key.label
+                )),
                 _ => map_tsb_error(&e, self.credential_context()),
             });
         }
@@ -347,7 +355,22 @@ impl Token {
     /// (`DELETE /v1/certificate/{label}`), or deletes a key when `pkcs11.allowKeyDeletion`
     /// allows it (keygen.rs). Configured certificates cannot be destroyed
     /// (`CKR_ACTION_PROHIBITED`).
+    ///
+    /// Every refusal is one WARN line naming the object and the reason.
     pub(crate) fn destroy_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        self.destroy_object_checked(session, object).inspect_err(|e| {
+            log::warn!(
+                "C_DestroyObject on object {object:#x} refused: {}",
+                Net(&e.to_string())
+            )
+        })
+    }
+
+    fn destroy_object_checked(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
@@ -381,11 +404,6 @@ impl Token {
             // Destroying the public key object of a token key would delete the private key on
             // the TSB with it: refused (CKA_DESTROYABLE is false on it).
             ObjectRef::Key(k, KeyPart::Public) => {
-                log::warn!(
-                    "C_DestroyObject on the public key object of key '{}' refused: the TSB can \
-                     only delete the whole key pair; destroy the private key object to delete it",
-                    Net(&k.label)
-                );
                 return Err(Error::new(
                     CKR_ACTION_PROHIBITED,
                     format!(
