@@ -225,8 +225,9 @@ fn generated_keys_are_usable_at_once_and_templates_are_checked() {
         other => panic!("expected an error, got {other:?}"),
     };
     use cryptoki::error::RvError::*;
+    // What the TSB cannot store (CKA_DECRYPT it can: see pkcs11_tool_tutorial_key_generation).
     let (p, mut k) = rsa_templates("bad");
-    k.push(Attribute::Decrypt(true));
+    k.push(Attribute::SignRecover(true));
     assert_eq!(rv(p, k), TemplateInconsistent);
     let (p, mut k) = rsa_templates("bad");
     k.push(Attribute::Extractable(true));
@@ -240,13 +241,20 @@ fn generated_keys_are_usable_at_once_and_templates_are_checked() {
     let (mut p, k) = rsa_templates("bad");
     p[2] = Attribute::PublicExponent(vec![3]);
     assert_eq!(rv(p, k), AttributeValueInvalid);
-    let (mut p, mut k) = rsa_templates("bad");
-    p.retain(|a| !matches!(a, Attribute::Label(_)));
-    k.retain(|a| !matches!(a, Attribute::Label(_)));
-    assert_eq!(rv(p, k), TemplateIncomplete);
     let (p, k) = rsa_templates("existing");
     assert_eq!(rv(p, k), TemplateInconsistent);
     assert!(!h.sim.key_labels().iter().any(|l| l == "bad"));
+    // Without CKA_LABEL a token key gets a generated label.
+    let (mut p, mut k) = rsa_templates("bad");
+    p.retain(|a| !matches!(a, Attribute::Label(_)));
+    k.retain(|a| !matches!(a, Attribute::Label(_)));
+    let (_, unlabelled) = s
+        .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &p, &k)
+        .expect("generate without CKA_LABEL");
+    let label = h.attr_bytes(&s, unlabelled, cryptoki::object::AttributeType::Label);
+    let label = String::from_utf8(label).unwrap();
+    assert!(label.starts_with("key-"), "{label}");
+    assert!(h.sim.key_labels().contains(&label));
 
     // An unknown curve.
     let ec = s.generate_key_pair(
@@ -635,14 +643,34 @@ fn python_pkcs11_generates_key_pairs() {
         .output()
         .unwrap();
     let text = ok(out, "tests/python/keygen.py");
-    assert!(text.contains("refused py-decrypt"), "{text}");
+    assert!(text.contains("signed with py-default"), "{text}");
     assert!(text.contains("signed with a session key pair"), "{text}");
     assert!(
         temporary_keys(&h).is_empty(),
         "the session key pair left nothing on the TSB: {:?}",
         h.sim.key_labels()
     );
-    assert!(!h.sim.key_labels().iter().any(|l| l == "py-decrypt"));
+    let default = h.sim.key_attributes_json("py-default").unwrap();
+    for flag in ["sign", "decrypt", "unwrap"] {
+        assert_eq!(default["attributes"][flag], true, "{flag}: {default}");
+    }
+    let sig = std::fs::read(h.dir.path().join("py-default.sig")).unwrap();
+    assert!(verify::rsa_pkcs1(
+        &h.sim_public_key("py-default"),
+        verify::Hash::Sha256,
+        b"python-pkcs11",
+        &sig
+    ));
+    let generated = text
+        .lines()
+        .find_map(|l| l.strip_prefix("generated label "))
+        .expect("a generated label");
+    let sig = std::fs::read(h.dir.path().join("py-nolabel.sig")).unwrap();
+    assert!(verify::ecdsa_digest(
+        &h.sim_public_key(generated),
+        &openssl::sha::sha384(b"python-pkcs11"),
+        &sig
+    ));
     let msg = b"python-pkcs11";
     let sig = std::fs::read(h.dir.path().join("py-rsa.sig")).unwrap();
     assert!(verify::rsa_pkcs1(
@@ -731,10 +759,9 @@ fn pkcs11_tool_tutorial_key_generation() {
         );
         let input = if mech == "ECDSA" { &digest } else { &data };
         let mut sign = vec!["--sign", "-m", mech, "-i", s(input), "-o", s(&sig)];
-        match id {
-            Some(id) => sign.extend(["--id", id]),
-            None => sign.extend(["--label", label]),
-        }
+        // Without an id, CKA_ID is the label's bytes (pkcs11-tool --sign selects by --id).
+        let label_hex: String = label.bytes().map(|b| format!("{b:02x}")).collect();
+        sign.extend(["--id", id.unwrap_or(&label_hex)]);
         if mech == "ECDSA" {
             sign.extend(["--signature-format", "openssl"]);
         }
