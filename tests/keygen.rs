@@ -727,7 +727,13 @@ fn pkcs11_tool_tutorial_key_generation() {
             &["-rawin", "-digest", "sha256"],
         ),
         ("tut-ec", "EC:prime256v1", Some("02"), "ECDSA", &[]),
-        ("tut-ed", "EC:edwards25519", Some("a0b1"), "EDDSA", &["-rawin"]),
+        (
+            "tut-ed",
+            "EC:edwards25519",
+            Some("a0b1"),
+            "EDDSA",
+            &["-rawin"],
+        ),
         (
             "tut-rsa-noid",
             "rsa:2048",
@@ -750,13 +756,12 @@ fn pkcs11_tool_tutorial_key_generation() {
             warn_lines(&out)
         );
         ok(out, &format!("keypairgen {key_type} {label}"));
-        let attrs = h.sim.key_attributes_json(label).expect("the key is on the TSB");
+        let attrs = h
+            .sim
+            .key_attributes_json(label)
+            .expect("the key is on the TSB");
         // The TSB id is the CKA_ID's bytes in lowercase hex.
-        assert_eq!(
-            attrs["id"].as_str(),
-            id,
-            "{label}: {attrs}"
-        );
+        assert_eq!(attrs["id"].as_str(), id, "{label}: {attrs}");
         let input = if mech == "ECDSA" { &digest } else { &data };
         let mut sign = vec!["--sign", "-m", mech, "-i", s(input), "-o", s(&sig)];
         // Without an id, CKA_ID is the label's bytes (pkcs11-tool --sign selects by --id).

@@ -362,12 +362,13 @@ impl Token {
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
     ) -> Result<()> {
-        self.destroy_object_checked(session, object).inspect_err(|e| {
-            log::warn!(
-                "C_DestroyObject on object {object:#x} refused: {}",
-                Net(&e.to_string())
-            )
-        })
+        self.destroy_object_checked(session, object)
+            .inspect_err(|e| {
+                log::warn!(
+                    "C_DestroyObject on object {object:#x} refused: {}",
+                    Net(&e.to_string())
+                )
+            })
     }
 
     fn destroy_object_checked(

@@ -659,8 +659,8 @@ mod tests {
             parse_templates(rsa, public, private).unwrap_err().code()
         };
         // A token key without a label gets a generated one (generate_key_pair).
-        let unlabelled = parse_templates(rsa, std::slice::from_ref(&bits), &[(CKA_TOKEN, vec![1])])
-            .unwrap();
+        let unlabelled =
+            parse_templates(rsa, std::slice::from_ref(&bits), &[(CKA_TOKEN, vec![1])]).unwrap();
         assert!(unlabelled.token && unlabelled.label.is_none());
         assert_eq!(
             rv(std::slice::from_ref(&label), &[]),
@@ -668,9 +668,12 @@ mod tests {
             "no size"
         );
         // Usage flags the TSB stores are stored as asked.
-        let decrypting =
-            parse_templates(rsa, &[bits.clone(), label.clone()], &[(CKA_DECRYPT, vec![1])])
-                .unwrap();
+        let decrypting = parse_templates(
+            rsa,
+            &[bits.clone(), label.clone()],
+            &[(CKA_DECRYPT, vec![1])],
+        )
+        .unwrap();
         assert_eq!(
             decrypting.usage,
             NewKeyUsage {

@@ -19,8 +19,8 @@ use serde_json::json;
 use crate::config::{Config, Secret};
 use crate::token::{Backend, BackendFactory};
 use crate::tsb::{
-    KeyAttributes, NewKey, NewKeyType, NewKeyUsage, RequestState, RequestStatus, SignRequest, TsbError,
-    TsbErrorKind,
+    KeyAttributes, NewKey, NewKeyType, NewKeyUsage, RequestState, RequestStatus, SignRequest,
+    TsbError, TsbErrorKind,
 };
 
 /// The private key behind a fake TSB key.

@@ -382,7 +382,11 @@ fn key_generation_accepts_what_a_tsb_key_already_is() {
     for a in [CKA_VERIFY_RECOVER, CKA_TRUSTED] {
         agreeing.0.push((a, vec![CK_FALSE]));
     }
-    for a in [CKA_SIGN_RECOVER, CKA_WRAP_WITH_TRUSTED, CKA_ALWAYS_AUTHENTICATE] {
+    for a in [
+        CKA_SIGN_RECOVER,
+        CKA_WRAP_WITH_TRUSTED,
+        CKA_ALWAYS_AUTHENTICATE,
+    ] {
         agreeing.1.push((a, vec![CK_FALSE]));
     }
     for t in [&mut agreeing.0, &mut agreeing.1] {
@@ -734,7 +738,12 @@ fn destroying_a_public_key_object_never_deletes_the_key() {
     assert!(temporary_keys(&fake).is_empty());
 }
 
-fn bytes_of(token: &Token, s: CK_SESSION_HANDLE, h: CK_OBJECT_HANDLE, a: CK_ATTRIBUTE_TYPE) -> Vec<u8> {
+fn bytes_of(
+    token: &Token,
+    s: CK_SESSION_HANDLE,
+    h: CK_OBJECT_HANDLE,
+    a: CK_ATTRIBUTE_TYPE,
+) -> Vec<u8> {
     match &token.attribute_values(s, h, &[a]).unwrap()[0] {
         AttrValue::Bytes(b) => b.clone(),
         other => panic!("{a:#x}: {other:?}"),
@@ -751,8 +760,16 @@ fn cka_id_is_the_tsb_key_id() {
         assert_eq!(key_id(Some(&tsb_id_of(id)), "label"), id);
     }
     assert_eq!(tsb_id_of(&[0x01, 0xab]), "01ab");
-    assert_eq!(key_id(Some("AB01"), "l"), [0xab, 0x01], "hex of either case");
-    assert_eq!(key_id(Some("my key"), "l"), b"my key", "not hex: its UTF-8 bytes");
+    assert_eq!(
+        key_id(Some("AB01"), "l"),
+        [0xab, 0x01],
+        "hex of either case"
+    );
+    assert_eq!(
+        key_id(Some("my key"), "l"),
+        b"my key",
+        "not hex: its UTF-8 bytes"
+    );
     assert_eq!(key_id(None, "l"), b"l", "no id: the label's bytes");
 
     let fake = FakeTsb::new();
@@ -837,8 +854,14 @@ fn tutorial_templates_store_usage_flags_and_generate_labels() {
         .into_iter()
         .find(|c| c.starts_with("create-usage "))
         .unwrap();
-    assert!(call.contains("decrypt: true") && call.contains("unwrap: false"), "{call}");
-    assert!(call.contains("encrypt: None"), "encrypt mirrors decrypt: {call}");
+    assert!(
+        call.contains("decrypt: true") && call.contains("unwrap: false"),
+        "{call}"
+    );
+    assert!(
+        call.contains("encrypt: None"),
+        "encrypt mirrors decrypt: {call}"
+    );
     assert_eq!(bytes_of(&token, s, private, CKA_DECRYPT), [CK_TRUE]);
     assert_eq!(bytes_of(&token, s, private, CKA_UNWRAP), [CK_FALSE]);
     assert_eq!(bytes_of(&token, s, public, CKA_ENCRYPT), [CK_TRUE]);
