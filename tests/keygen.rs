@@ -796,4 +796,28 @@ fn pkcs11_tool_tutorial_key_generation() {
         "{}",
         warned[0]
     );
+    // Deletion without pkcs11.allowKeyDeletion, and an object the token does not create: one
+    // WARN line each, naming the object or attribute and the reason.
+    let out = pkcs11_tool(&h, &["--delete-object", "--type", "privkey", "--id", "01"]);
+    assert!(!out.status.success());
+    let warned = warn_lines(&out);
+    assert_eq!(warned.len(), 1, "one WARN line: {warned:#?}");
+    assert!(
+        warned[0].contains("C_DestroyObject") && warned[0].contains("allowKeyDeletion"),
+        "{}",
+        warned[0]
+    );
+    assert!(h.sim.key_labels().iter().any(|l| l == "tut-rsa"));
+    let out = pkcs11_tool(
+        &h,
+        &["--write-object", s(&data), "--type", "data", "--label", "d"],
+    );
+    assert!(!out.status.success());
+    let warned = warn_lines(&out);
+    assert_eq!(warned.len(), 1, "one WARN line: {warned:#?}");
+    assert!(
+        warned[0].contains("C_CreateObject") && warned[0].contains("CKA_CLASS"),
+        "{}",
+        warned[0]
+    );
 }

@@ -52,7 +52,7 @@ impl CertTemplate {
         let class = ulong_of("CKA_CLASS", class)?;
         if class != CKO_CERTIFICATE {
             return Err(inconsistent(format!(
-                "objects of class {class:#x} cannot be created: this token stores only certificates of its keys"
+                "CKA_CLASS {class:#x}: objects of this class cannot be created, this token stores only certificates of its keys"
             )));
         }
         let cert_type = find(CKA_CERTIFICATE_TYPE).ok_or_else(|| {
@@ -206,7 +206,11 @@ impl Token {
         template: impl FnOnce() -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
     ) -> Result<CK_OBJECT_HANDLE> {
         self.create_object_checked(session, fixed, template)
-            .inspect_err(|e| log::warn!("C_CreateObject refused: {}", Net(&e.to_string())))
+            .inspect_err(|e| {
+                if !e.was_logged() {
+                    log::warn!("C_CreateObject refused: {}", Net(&e.to_string()))
+                }
+            })
     }
 
     fn create_object_checked(
@@ -227,7 +231,7 @@ impl Token {
         }
         if class != CKO_CERTIFICATE {
             return Err(inconsistent(format!(
-                "objects of class {class:#x} cannot be created: this token stores only certificates of its keys"
+                "CKA_CLASS {class:#x}: objects of this class cannot be created, this token stores only certificates of its keys"
             )));
         }
         // PKCS#11 v2.40 §5.7.1: a read-only session cannot create token objects. A template
@@ -364,6 +368,9 @@ impl Token {
     ) -> Result<()> {
         self.destroy_object_checked(session, object)
             .inspect_err(|e| {
+                if e.was_logged() {
+                    return;
+                }
                 log::warn!(
                     "C_DestroyObject on object {object:#x} refused: {}",
                     Net(&e.to_string())

@@ -397,7 +397,11 @@ impl Token {
         // Every refusal is one WARN line naming the attribute and the reason (the PKCS#11 return
         // value alone rarely tells a user which attribute of a tutorial's command to change).
         self.generate_key_pair_checked(session, mechanism, public, private)
-            .inspect_err(|e| log::warn!("C_GenerateKeyPair refused: {}", Net(&e.to_string())))
+            .inspect_err(|e| {
+                if !e.was_logged() {
+                    log::warn!("C_GenerateKeyPair refused: {}", Net(&e.to_string()))
+                }
+            })
     }
 
     fn generate_key_pair_checked(
