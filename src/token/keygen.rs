@@ -69,9 +69,9 @@ fn curve_of(mechanism: CK_MECHANISM_TYPE, params: &[u8]) -> Result<NewKeyType> {
         _ => Err(Error::new(
             CKR_CURVE_NOT_SUPPORTED,
             if edwards {
-                "only Ed25519 (OID 1.3.101.112 or \"edwards25519\") keys can be generated"
+                "CKA_EC_PARAMS: only Ed25519 (OID 1.3.101.112 or \"edwards25519\") keys can be generated"
             } else {
-                "only P-256, P-384, P-521 and secp256k1 keys can be generated"
+                "CKA_EC_PARAMS: only P-256, P-384, P-521 and secp256k1 keys can be generated"
             },
         )),
     }
