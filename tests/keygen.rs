@@ -718,7 +718,8 @@ fn pkcs11_tool_tutorial_key_generation() {
     .unwrap();
     let sig = h.dir.path().join("sig.bin");
     // (label, --key-type, --id, -m, openssl pkeyutl options)
-    let cases: [(&str, &str, Option<&str>, &str, &[&str]); 6] = [
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, &'a [&'a str]);
+    let cases: [Case; 6] = [
         (
             "tut-rsa",
             "rsa:2048",
