@@ -822,3 +822,61 @@ fn pkcs11_tool_tutorial_key_generation() {
         warned[0]
     );
 }
+
+/// Issue 22 item 3: Java's `KeyPairGenerator` through SunPKCS11 (session key pairs with
+/// SunPKCS11's default attributes) generates EC and RSA keys that sign; the signatures are
+/// verified by OpenSSL with the public keys Java read.
+#[test]
+fn java_key_pair_generator_generates_key_pairs() {
+    if Command::new("java").arg("-version").output().is_err() {
+        eprintln!("!!! java not installed: SKIPPED — scripts/test.sh installs it");
+        return;
+    }
+    let h = Harness::with(small_sim(), serde_json::json!({}));
+    let cfg = h.dir.path().join("java-pkcs11.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = TSB\nlibrary = {}\nslotListIndex = 0\n",
+            h.module_path.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("java")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/KeyGen.java"))
+        .arg(&cfg)
+        .arg(h.dir.path())
+        .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .output()
+        .unwrap();
+    let text = ok(out, "tests/java/KeyGen.java");
+    let msg = h.dir.path().join("java.txt");
+    std::fs::write(&msg, b"java").unwrap();
+    for (name, extra) in [
+        ("ec", &["-rawin", "-digest", "sha256"][..]),
+        ("rsa", &["-rawin", "-digest", "sha256"][..]),
+    ] {
+        assert!(
+            text.contains(&format!("signed with a generated {name} key")),
+            "{text}"
+        );
+        let key = h.dir.path().join(format!("java-{name}.pub.der"));
+        let sig = h.dir.path().join(format!("java-{name}.sig"));
+        let verified = Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-keyform", "DER", "-inkey"])
+            .arg(&key)
+            .args(extra)
+            .arg("-in")
+            .arg(&msg)
+            .arg("-sigfile")
+            .arg(&sig)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&verified.stdout).contains("Verified Successfully"),
+            "{name}: {verified:?}"
+        );
+    }
+    // The JVM exits without C_Finalize (SunPKCS11 never finalizes the library), so the
+    // temporary keys of these session key pairs stay on the TSB: not asserted here.
+}
