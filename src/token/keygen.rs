@@ -383,7 +383,7 @@ impl Token {
 
     /// `C_GenerateKeyPair` (PKCS#11 v3.0 §5.14): creates the key on the TSB and returns the
     /// handles of its public and private key objects. `CKA_TOKEN` true makes a token key named
-    /// by its `CKA_LABEL` (read-write sessions only, §5.14: `CKR_SESSION_READ_ONLY`); false, the
+    /// by its `CKA_LABEL`, or by a generated label without one (read-write sessions only, §5.14: `CKR_SESSION_READ_ONLY`); false, the
     /// default (§4.4), makes a session key pair: a temporary TSB key with a generated label that
     /// the module deletes when the pair's lifetime ends (session_keys.rs), allowed in read-only
     /// sessions too.
