@@ -18,6 +18,9 @@ pub struct Error {
     rv: CK_RV,
     needed: Option<usize>,
     message: Cow<'static, str>,
+    /// Already logged at WARN where it arose (a TSB failure): callers that log refusals once
+    /// leave it out.
+    logged: bool,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -28,6 +31,7 @@ impl Error {
             rv,
             needed: None,
             message: message.into(),
+            logged: false,
         }
     }
 
@@ -42,6 +46,7 @@ impl Error {
             rv: CKR_BUFFER_TOO_SMALL,
             needed: Some(needed),
             message: Cow::Borrowed("buffer too small"),
+            logged: false,
         }
     }
 
@@ -55,6 +60,11 @@ impl Error {
 
     pub(crate) fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Whether a WARN line already reported this error (see [`map_tsb_error`]).
+    pub(crate) fn was_logged(&self) -> bool {
+        self.logged
     }
 }
 
@@ -144,7 +154,10 @@ pub(crate) fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error
         Net(&err.to_string()),
         rv_name(rv)
     );
-    Error::new(rv, err.to_string())
+    Error {
+        logged: true,
+        ..Error::new(rv, err.to_string())
+    }
 }
 
 /// The symbolic name of a return value, for logs.

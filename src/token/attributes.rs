@@ -106,7 +106,8 @@ pub(crate) fn attribute(
                 CKA_KEY_TYPE => Some(ulong(key.key_type)),
                 CKA_ID => Some(bytes(&key.id)),
                 CKA_START_DATE | CKA_END_DATE | CKA_SUBJECT => Some(bytes(&[])),
-                CKA_DERIVE => Some(boolean(false)),
+                // The TSB stores one `derive` flag for the key pair.
+                CKA_DERIVE => Some(boolean(key.usage.derive)),
                 CKA_LOCAL => Some(boolean(false)),
                 CKA_KEY_GEN_MECHANISM => Some(ulong(CK_UNAVAILABLE_INFORMATION)),
                 CKA_ALLOWED_MECHANISMS => Some(ulongs(&allowed_for(key.key_type))),
@@ -120,9 +121,11 @@ pub(crate) fn attribute(
             if private {
                 match attr {
                     CKA_SIGN => boolean(!key.blocked),
-                    CKA_SIGN_RECOVER | CKA_DECRYPT | CKA_UNWRAP | CKA_WRAP_WITH_TRUSTED => {
-                        boolean(false)
-                    }
+                    // Stored on the TSB as asked; the token itself offers no decryption or
+                    // unwrapping (docs/objects-and-mechanisms.md).
+                    CKA_DECRYPT => boolean(key.usage.decrypt),
+                    CKA_UNWRAP => boolean(key.usage.unwrap),
+                    CKA_SIGN_RECOVER | CKA_WRAP_WITH_TRUSTED => boolean(false),
                     CKA_SENSITIVE => boolean(true),
                     CKA_EXTRACTABLE => boolean(false),
                     CKA_ALWAYS_SENSITIVE => boolean(key.always_sensitive),
@@ -134,8 +137,10 @@ pub(crate) fn attribute(
                 }
             } else {
                 match attr {
-                    CKA_VERIFY => boolean(true),
-                    CKA_ENCRYPT | CKA_WRAP | CKA_VERIFY_RECOVER | CKA_TRUSTED => boolean(false),
+                    CKA_VERIFY => boolean(key.usage.verify),
+                    CKA_ENCRYPT => boolean(key.usage.encrypt),
+                    CKA_WRAP => boolean(key.usage.wrap),
+                    CKA_VERIFY_RECOVER | CKA_TRUSTED => boolean(false),
                     _ => AttrValue::Invalid,
                 }
             }

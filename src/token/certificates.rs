@@ -52,7 +52,7 @@ impl CertTemplate {
         let class = ulong_of("CKA_CLASS", class)?;
         if class != CKO_CERTIFICATE {
             return Err(inconsistent(format!(
-                "objects of class {class:#x} cannot be created: this token stores only certificates of its keys"
+                "CKA_CLASS {class:#x}: objects of this class cannot be created, this token stores only certificates of its keys"
             )));
         }
         let cert_type = find(CKA_CERTIFICATE_TYPE).ok_or_else(|| {
@@ -197,7 +197,23 @@ impl Token {
     /// `fixed` holds the template's fixed-size attributes (lengths already checked); the rest
     /// of the template is read (`template()`) only once the class and the session allow the
     /// creation, so nothing more of a template that is refused anyway is touched.
+    ///
+    /// Every refusal is one WARN line naming the attribute and the reason.
     pub(crate) fn create_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        fixed: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+        template: impl FnOnce() -> Result<Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>>,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        self.create_object_checked(session, fixed, template)
+            .inspect_err(|e| {
+                if !e.was_logged() {
+                    log::warn!("C_CreateObject refused: {}", Net(&e.to_string()))
+                }
+            })
+    }
+
+    fn create_object_checked(
         &self,
         session: CK_SESSION_HANDLE,
         fixed: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
@@ -215,7 +231,7 @@ impl Token {
         }
         if class != CKO_CERTIFICATE {
             return Err(inconsistent(format!(
-                "objects of class {class:#x} cannot be created: this token stores only certificates of its keys"
+                "CKA_CLASS {class:#x}: objects of this class cannot be created, this token stores only certificates of its keys"
             )));
         }
         // PKCS#11 v2.40 §5.7.1: a read-only session cannot create token objects. A template
@@ -263,14 +279,10 @@ impl Token {
                     self.objects.store_gone(&key.label);
                     inconsistent(format!("key '{}' is no longer on the TSB", key.label))
                 }
-                Some(400) => {
-                    log::warn!(
-                        "the TSB refused the certificate for '{}': {}",
-                        Net(&key.label),
-                        Net(&e.to_string())
-                    );
-                    value_invalid(format!("the TSB refused the certificate: {e}"))
-                }
+                Some(400) => value_invalid(format!(
+                    "the TSB refused the certificate for '{}': {e}",
+                    key.label
+                )),
                 _ => map_tsb_error(&e, self.credential_context()),
             });
         }
@@ -347,7 +359,26 @@ impl Token {
     /// (`DELETE /v1/certificate/{label}`), or deletes a key when `pkcs11.allowKeyDeletion`
     /// allows it (keygen.rs). Configured certificates cannot be destroyed
     /// (`CKR_ACTION_PROHIBITED`).
+    ///
+    /// Every refusal is one WARN line naming the object and the reason.
     pub(crate) fn destroy_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        self.destroy_object_checked(session, object)
+            .inspect_err(|e| {
+                if e.was_logged() {
+                    return;
+                }
+                log::warn!(
+                    "C_DestroyObject on object {object:#x} refused: {}",
+                    Net(&e.to_string())
+                )
+            })
+    }
+
+    fn destroy_object_checked(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
@@ -381,11 +412,6 @@ impl Token {
             // Destroying the public key object of a token key would delete the private key on
             // the TSB with it: refused (CKA_DESTROYABLE is false on it).
             ObjectRef::Key(k, KeyPart::Public) => {
-                log::warn!(
-                    "C_DestroyObject on the public key object of key '{}' refused: the TSB can \
-                     only delete the whole key pair; destroy the private key object to delete it",
-                    Net(&k.label)
-                );
                 return Err(Error::new(
                     CKR_ACTION_PROHIBITED,
                     format!(

@@ -7,12 +7,13 @@
 use cryptoki_sys::*;
 
 use super::mechanisms::{MechParams, Mechanism};
-use super::objects::{key_from_attributes, KeyObject, KeyPart, ObjectRef, Skipped};
+use super::objects::{key_from_attributes, tsb_id_of, KeyObject, KeyPart, ObjectRef, Skipped};
 use super::template::{bool_of, inconsistent, ulong_of, value_invalid};
 use super::Token;
 use crate::config::PolicySpec;
 use crate::error::{map_tsb_error, Error, Result};
-use crate::tsb::{NewKey, NewKeyType, TsbReason};
+use crate::logging::Net;
+use crate::tsb::{NewKey, NewKeyType, NewKeyUsage, TsbReason};
 
 /// Vendor attribute naming a policy profile of `pkcs11.policyProfiles` (UTF-8).
 pub(crate) const CKA_TSB_POLICY_PROFILE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0003;
@@ -68,9 +69,9 @@ fn curve_of(mechanism: CK_MECHANISM_TYPE, params: &[u8]) -> Result<NewKeyType> {
         _ => Err(Error::new(
             CKR_CURVE_NOT_SUPPORTED,
             if edwards {
-                "only Ed25519 (OID 1.3.101.112 or \"edwards25519\") keys can be generated"
+                "CKA_EC_PARAMS: only Ed25519 (OID 1.3.101.112 or \"edwards25519\") keys can be generated"
             } else {
-                "only P-256, P-384, P-521 and secp256k1 keys can be generated"
+                "CKA_EC_PARAMS: only P-256, P-384, P-521 and secp256k1 keys can be generated"
             },
         )),
     }
@@ -79,19 +80,45 @@ fn curve_of(mechanism: CK_MECHANISM_TYPE, params: &[u8]) -> Result<NewKeyType> {
 /// A checked generation request.
 #[derive(Debug)]
 struct KeyGenRequest {
-    /// `CKA_LABEL`: the TSB label of a token key; a session key's shown label (may be empty).
-    label: String,
+    /// `CKA_LABEL`: the TSB label of a token key (`None`: a generated one); a session key's
+    /// shown label (may be empty).
+    label: Option<String>,
+    /// `CKA_ID`, sent as the TSB key's `id` (lowercase hex, [`tsb_id_of`]); `None` when absent
+    /// or empty.
+    id: Option<Vec<u8>>,
     /// `CKA_TOKEN` (default false, PKCS#11 v3.0 §4.4): false makes a session key pair, a
     /// temporary TSB key (session_keys.rs).
     token: bool,
     key_type: NewKeyType,
     destroyable: bool,
     modifiable: bool,
+    usage: NewKeyUsage,
     profile: Option<String>,
 }
 
-/// Checks both templates against what the TSB can create: a signing key that never leaves
-/// the HSM. Every attribute is honoured or refused, never dropped (§5.14).
+/// The name of an attribute for refusals.
+fn attr_name(t: CK_ATTRIBUTE_TYPE) -> String {
+    let name = match t {
+        CKA_SIGN => "CKA_SIGN",
+        CKA_VERIFY => "CKA_VERIFY",
+        CKA_SENSITIVE => "CKA_SENSITIVE",
+        CKA_EXTRACTABLE => "CKA_EXTRACTABLE",
+        CKA_SIGN_RECOVER => "CKA_SIGN_RECOVER",
+        CKA_VERIFY_RECOVER => "CKA_VERIFY_RECOVER",
+        CKA_WRAP_WITH_TRUSTED => "CKA_WRAP_WITH_TRUSTED",
+        CKA_ALWAYS_AUTHENTICATE => "CKA_ALWAYS_AUTHENTICATE",
+        CKA_TRUSTED => "CKA_TRUSTED",
+        CKA_COPYABLE => "CKA_COPYABLE",
+        CKA_PRIVATE => "CKA_PRIVATE",
+        _ => return format!("attribute {t:#x}"),
+    };
+    name.to_string()
+}
+
+/// Checks both templates against what the TSB can create: a key that signs and never leaves
+/// the HSM. Every attribute is honoured or refused, never dropped (§5.14): the usage flags the
+/// TSB stores (`decrypt`, `unwrap`, `derive`, `encrypt`, `verify`, `wrap`) are stored as asked,
+/// even though this token only signs.
 fn parse_templates(
     mechanism: CK_MECHANISM_TYPE,
     public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
@@ -110,6 +137,10 @@ fn parse_templates(
     let mut modifiable: Option<bool> = None;
     let mut profile = None;
     let mut token: Option<bool> = None;
+    // The usage flags: private decrypt/unwrap, public encrypt/verify/wrap, derive on either.
+    let (mut decrypt, mut unwrap, mut encrypt, mut verify, mut wrap) =
+        (None, None, None, None, None);
+    let mut derive: [Option<bool>; 2] = [None, None];
     for (is_private, template) in [(false, public), (true, private)] {
         let class = if is_private {
             CKO_PRIVATE_KEY
@@ -120,15 +151,17 @@ fn parse_templates(
         for (t, v) in template {
             let t = *t;
             // Attributes that must be `want` if given.
-            let require = |name: &str, want: bool| -> Result<()> {
-                if bool_of(name, v)? != want {
+            let require = |want: bool, why: &str| -> Result<()> {
+                if bool_of(&attr_name(t), v)? != want {
                     return Err(inconsistent(format!(
-                        "{name} {} on the {which} key is not possible: a TSB key signs and never leaves the HSM",
+                        "{} {} on the {which} key is not possible: {why}",
+                        attr_name(t),
                         if want { "false" } else { "true" }
                     )));
                 }
                 Ok(())
             };
+            const NOT_STORED: &str = "the TSB cannot store it";
             match t {
                 CKA_CLASS => {
                     if ulong_of("CKA_CLASS", v)? != class {
@@ -170,7 +203,10 @@ fn parse_templates(
                     }
                     _ => id = Some(v.clone()),
                 },
-                CKA_PRIVATE => require("CKA_PRIVATE", is_private)?,
+                CKA_PRIVATE => require(
+                    is_private,
+                    "private keys are private objects, public keys are not",
+                )?,
                 CKA_DESTROYABLE => {
                     let d = bool_of("CKA_DESTROYABLE", v)?;
                     if destroyable.is_some_and(|e| e != d) {
@@ -189,16 +225,15 @@ fn parse_templates(
                     }
                     modifiable = Some(m);
                 }
-                CKA_COPYABLE => require("CKA_COPYABLE", false)?,
+                CKA_COPYABLE => require(false, "this token does not copy keys")?,
                 CKA_START_DATE | CKA_END_DATE if v.is_empty() => {}
                 CKA_ALLOWED_MECHANISMS if v.is_empty() => {}
+                CKA_DERIVE => derive[usize::from(is_private)] = Some(bool_of("CKA_DERIVE", v)?),
                 // Public key.
-                CKA_VERIFY if !is_private => require("CKA_VERIFY", true)?,
-                CKA_ENCRYPT | CKA_WRAP | CKA_VERIFY_RECOVER | CKA_DERIVE | CKA_TRUSTED
-                    if !is_private =>
-                {
-                    require("CKA_ENCRYPT/CKA_WRAP/CKA_VERIFY_RECOVER/CKA_DERIVE/CKA_TRUSTED", false)?
-                }
+                CKA_VERIFY if !is_private => verify = Some(bool_of("CKA_VERIFY", v)?),
+                CKA_ENCRYPT if !is_private => encrypt = Some(bool_of("CKA_ENCRYPT", v)?),
+                CKA_WRAP if !is_private => wrap = Some(bool_of("CKA_WRAP", v)?),
+                CKA_VERIFY_RECOVER | CKA_TRUSTED if !is_private => require(false, NOT_STORED)?,
                 CKA_MODULUS_BITS if !is_private && key_type == CKK_RSA => {
                     modulus_bits = Some(ulong_of("CKA_MODULUS_BITS", v)?)
                 }
@@ -212,21 +247,24 @@ fn parse_templates(
                 }
                 CKA_EC_PARAMS if !is_private && key_type != CKK_RSA => ec_params = Some(v.clone()),
                 // Private key.
-                CKA_SIGN if is_private => require("CKA_SIGN", true)?,
-                CKA_SENSITIVE if is_private => require("CKA_SENSITIVE", true)?,
-                CKA_DECRYPT
-                | CKA_UNWRAP
-                | CKA_SIGN_RECOVER
-                | CKA_DERIVE
-                | CKA_EXTRACTABLE
-                | CKA_WRAP_WITH_TRUSTED
-                | CKA_ALWAYS_AUTHENTICATE
+                CKA_SIGN if is_private => require(
+                    true,
+                    "this token only creates keys it can sign with (a key that cannot sign is not shown)",
+                )?,
+                CKA_DECRYPT if is_private => decrypt = Some(bool_of("CKA_DECRYPT", v)?),
+                CKA_UNWRAP if is_private => unwrap = Some(bool_of("CKA_UNWRAP", v)?),
+                CKA_SENSITIVE if is_private => require(
+                    true,
+                    "this token only creates keys that never leave the HSM",
+                )?,
+                CKA_EXTRACTABLE if is_private => require(
+                    false,
+                    "this token only creates keys that never leave the HSM",
+                )?,
+                CKA_SIGN_RECOVER | CKA_WRAP_WITH_TRUSTED | CKA_ALWAYS_AUTHENTICATE
                     if is_private =>
                 {
-                    require(
-                        "CKA_DECRYPT/CKA_UNWRAP/CKA_SIGN_RECOVER/CKA_DERIVE/CKA_EXTRACTABLE/CKA_WRAP_WITH_TRUSTED/CKA_ALWAYS_AUTHENTICATE",
-                        false,
-                    )?
+                    require(false, NOT_STORED)?
                 }
                 CKA_TSB_POLICY_PROFILE if is_private => {
                     let name = std::str::from_utf8(v)
@@ -241,40 +279,45 @@ fn parse_templates(
                 other => {
                     return Err(Error::new(
                         CKR_ATTRIBUTE_TYPE_INVALID,
-                        format!("attribute {other:#x} cannot be given in the {which} key template"),
+                        format!("{} cannot be given in the {which} key template", attr_name(other)),
                     ))
                 }
             }
         }
     }
     let token = token.unwrap_or(false);
-    let label = match label.filter(|l| !l.is_empty()) {
-        Some(l) => l,
-        // A session key's TSB label is generated; its CKA_LABEL may stay empty (§4.4 default).
-        None if !token => String::new(),
-        None => return Err(Error::new(
-            CKR_TEMPLATE_INCOMPLETE,
-            "CKA_LABEL is required for a token key (CKA_TOKEN true): it names the key on the TSB",
-        )),
-    };
+    // A missing or empty label: a token key gets a generated one (generate_key_pair); a
+    // session key's TSB label is generated anyway and its CKA_LABEL stays empty (§4.4 default).
+    let label = label.filter(|l| !l.is_empty());
     if !token && destroyable == Some(false) {
         return Err(inconsistent(
             "a session key pair (CKA_TOKEN false) is deleted when its session ends: CKA_DESTROYABLE false is not possible",
         ));
     }
+    // The TSB stores one `derive` flag for the key pair.
+    let derive = match derive {
+        [Some(a), Some(b)] if a != b => {
+            return Err(inconsistent(
+                "CKA_DERIVE differs between the public and the private key: the TSB stores one derive flag for the key pair",
+            ))
+        }
+        [a, b] => a.or(b).unwrap_or(false),
+    };
+    let decrypt = decrypt.unwrap_or(false);
+    let unwrap = unwrap.unwrap_or(false);
+    // The public-key flags are sent only where they differ from what the objects would report
+    // without them (encrypt = decrypt, wrap = unwrap, verify = true): a TSB before 1.15.1 does
+    // not know them.
+    let usage = NewKeyUsage {
+        decrypt,
+        unwrap,
+        derive,
+        encrypt: encrypt.filter(|e| *e != decrypt),
+        verify: verify.filter(|v| !*v),
+        wrap: wrap.filter(|w| *w != unwrap),
+    };
     // An empty CKA_ID asks for nothing (python-pkcs11 sends one by default).
-    if let Some(id) = id.filter(|i| !i.is_empty()) {
-        if !token {
-            return Err(inconsistent(
-                "the TSB cannot store a CKA_ID for a new key: a session key pair's CKA_ID is its generated TSB label (leave CKA_ID out)",
-            ));
-        }
-        if id != label.as_bytes() {
-            return Err(inconsistent(
-                "the TSB cannot store a CKA_ID for a new key: its CKA_ID is its label's bytes (leave CKA_ID out or give the label)",
-            ));
-        }
-    }
+    let id = id.filter(|i| !i.is_empty());
     let new_type = match key_type {
         CKK_RSA => {
             let bits = modulus_bits.ok_or_else(|| {
@@ -297,12 +340,23 @@ fn parse_templates(
     };
     Ok(KeyGenRequest {
         label,
+        id,
         token,
         key_type: new_type,
         destroyable: destroyable.unwrap_or(true),
         modifiable: modifiable.unwrap_or(true),
+        usage,
         profile,
     })
+}
+
+/// The label of a token key generated without `CKA_LABEL`: `key-` and 64 random bits in hex
+/// (docs/objects-and-mechanisms.md).
+fn generated_label() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Error::new(CKR_FUNCTION_FAILED, "no random bytes for a key label"))?;
+    Ok(format!("key-{}", hex::encode(bytes)))
 }
 
 impl Token {
@@ -329,7 +383,7 @@ impl Token {
 
     /// `C_GenerateKeyPair` (PKCS#11 v3.0 §5.14): creates the key on the TSB and returns the
     /// handles of its public and private key objects. `CKA_TOKEN` true makes a token key named
-    /// by its `CKA_LABEL` (read-write sessions only, §5.14: `CKR_SESSION_READ_ONLY`); false, the
+    /// by its `CKA_LABEL`, or by a generated label without one (read-write sessions only, §5.14: `CKR_SESSION_READ_ONLY`); false, the
     /// default (§4.4), makes a session key pair: a temporary TSB key with a generated label that
     /// the module deletes when the pair's lifetime ends (session_keys.rs), allowed in read-only
     /// sessions too.
@@ -340,9 +394,32 @@ impl Token {
         public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
         private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        // Every refusal is one WARN line naming the attribute and the reason (the PKCS#11 return
+        // value alone rarely tells a user which attribute of a tutorial's command to change).
+        self.generate_key_pair_checked(session, mechanism, public, private)
+            .inspect_err(|e| {
+                if !e.was_logged() {
+                    log::warn!("C_GenerateKeyPair refused: {}", Net(&e.to_string()))
+                }
+            })
+    }
+
+    fn generate_key_pair_checked(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: &Mechanism,
+        public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+        private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let s = self.sessions.get(session)?;
         if !KEYGEN_MECHANISMS.contains(&mechanism.mechanism) {
-            return Err(Error::rv(CKR_MECHANISM_INVALID));
+            return Err(Error::new(
+                CKR_MECHANISM_INVALID,
+                format!(
+                    "mechanism {:#x} does not generate key pairs",
+                    mechanism.mechanism
+                ),
+            ));
         }
         if mechanism.params != MechParams::None {
             return Err(Error::new(
@@ -363,12 +440,17 @@ impl Token {
                 "log in to generate a key",
             ));
         }
-        if req.token {
+        // A token key without CKA_LABEL gets a generated label, named in the INFO line below.
+        let token_label = match (&req.label, req.token) {
+            (Some(l), true) => Some(l.clone()),
+            (None, true) => Some(generated_label()?),
+            (_, false) => None,
+        };
+        if let Some(label) = &token_label {
             if let Some(list) = &self.config.pkcs11.keys {
-                if !list.contains(&req.label) {
+                if !list.contains(label) {
                     return Err(inconsistent(format!(
-                        "label '{}' is not in pkcs11.keys: the new key would not be visible",
-                        req.label
+                        "CKA_LABEL '{label}' is not in pkcs11.keys: the new key would not be visible"
                     )));
                 }
             }
@@ -377,26 +459,25 @@ impl Token {
         // whatever its policy, so a policy never keeps a temporary key from being deleted.
         let policy = self.new_key_policy(req.profile.as_deref())?;
         let client = self.client()?;
-        let tsb_label = if req.token {
-            req.label.clone()
-        } else {
-            super::session_keys::new_session_label()?
+        let tsb_label = match &token_label {
+            Some(l) => l.clone(),
+            None => super::session_keys::new_session_label()?,
         };
+        let app_label = req.label.clone().unwrap_or_default();
+        let tsb_id = req.id.as_deref().map(tsb_id_of);
         let password = self.config.pkcs11.key_passwords.get(&tsb_label).cloned();
         // A label in use is refused before anything is created (the TSB refuses it too). A
         // generated label is 128 random bits: not looked up.
         if req.token {
-            match client.key_attributes(&req.label, password.as_ref()) {
+            match client.key_attributes(&tsb_label, password.as_ref()) {
                 Ok(_) => {
                     return Err(inconsistent(format!(
-                        "a key labelled '{}' already exists",
-                        req.label
+                        "CKA_LABEL: a key labelled '{tsb_label}' already exists",
                     )))
                 }
                 Err(e) if e.reason() == Some(TsbReason::WrongPassword) => {
                     return Err(inconsistent(format!(
-                        "a key labelled '{}' already exists",
-                        req.label
+                        "CKA_LABEL: a key labelled '{tsb_label}' already exists",
                     )))
                 }
                 Err(e) if e.is_key_not_found() => {}
@@ -405,6 +486,8 @@ impl Token {
         }
         let new = NewKey {
             label: &tsb_label,
+            id: tsb_id.as_deref(),
+            usage: req.usage,
             key_type: req.key_type,
             password: password.as_ref(),
             destroyable: req.destroyable || !req.token,
@@ -413,25 +496,35 @@ impl Token {
         };
         if let Err(e) = client.create_key(&new) {
             if e.http_status() == Some(400) && e.reason() != Some(TsbReason::KeyExists) {
-                log::warn!("the TSB refused to create key '{}': {e}", tsb_label);
-                return Err(inconsistent(format!("the TSB refused the key: {e}")));
+                return Err(inconsistent(format!(
+                    "the TSB refused to create key '{tsb_label}' (usage {:?}, id {:?}): {e}",
+                    req.usage, tsb_id
+                )));
             }
             return Err(map_tsb_error(&e, self.credential_context()));
         }
-        if req.token {
+        let id_text = tsb_id
+            .as_deref()
+            .map(|id| format!(", id {id}"))
+            .unwrap_or_default();
+        if req.token && req.label.is_none() {
             log::info!(
-                "created key '{}' ({:?}) on the TSB",
-                tsb_label,
+                "created key '{tsb_label}' ({:?}{id_text}) on the TSB; the template had no CKA_LABEL, so the label was generated",
+                req.key_type
+            );
+        } else if req.token {
+            log::info!(
+                "created key '{tsb_label}' ({:?}{id_text}) on the TSB",
                 req.key_type
             );
         } else {
             log::info!(
-                "created temporary key '{}' ({:?}) on the TSB for a session key pair (CKA_LABEL '{}'); it is deleted when session {session} closes",
+                "created temporary key '{}' ({:?}{id_text}) on the TSB for a session key pair (CKA_LABEL '{}'); it is deleted when session {session} closes",
                 tsb_label,
                 req.key_type,
-                crate::logging::sanitize(&req.label)
+                crate::logging::sanitize(&app_label)
             );
-            self.register_session_key(&tsb_label, session, &req.label)?;
+            self.register_session_key(&tsb_label, session, &app_label)?;
         }
         // Read the new key back at once: no cache entry may hide it.
         self.objects.invalidate_list();
@@ -564,24 +657,33 @@ mod tests {
         let ok =
             parse_templates(rsa, &[bits.clone(), label.clone()], &[(CKA_SIGN, vec![1])]).unwrap();
         assert_eq!(ok.key_type, NewKeyType::Rsa(3072));
-        assert!(ok.destroyable && ok.label == "k");
+        assert!(ok.destroyable && ok.label.as_deref() == Some("k"));
         let rv = |public: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
                   private: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]| {
             parse_templates(rsa, public, private).unwrap_err().code()
         };
-        assert_eq!(
-            rv(std::slice::from_ref(&bits), &[(CKA_TOKEN, vec![1])]),
-            CKR_TEMPLATE_INCOMPLETE,
-            "no label for a token key"
-        );
+        // A token key without a label gets a generated one (generate_key_pair).
+        let unlabelled =
+            parse_templates(rsa, std::slice::from_ref(&bits), &[(CKA_TOKEN, vec![1])]).unwrap();
+        assert!(unlabelled.token && unlabelled.label.is_none());
         assert_eq!(
             rv(std::slice::from_ref(&label), &[]),
             CKR_TEMPLATE_INCOMPLETE,
             "no size"
         );
+        // Usage flags the TSB stores are stored as asked.
+        let decrypting = parse_templates(
+            rsa,
+            &[bits.clone(), label.clone()],
+            &[(CKA_DECRYPT, vec![1])],
+        )
+        .unwrap();
         assert_eq!(
-            rv(&[bits.clone(), label.clone()], &[(CKA_DECRYPT, vec![1])]),
-            CKR_TEMPLATE_INCONSISTENT
+            decrypting.usage,
+            NewKeyUsage {
+                decrypt: true,
+                ..NewKeyUsage::default()
+            }
         );
         assert_eq!(
             rv(
@@ -599,9 +701,9 @@ mod tests {
             "two CKA_TOKEN values"
         );
         // CKA_TOKEN defaults to false (§4.4): a session key pair, whose label may be empty,
-        // which must be destroyable and cannot carry a CKA_ID.
+        // which must be destroyable.
         let session = parse_templates(rsa, std::slice::from_ref(&bits), &[]).unwrap();
-        assert!(!session.token && session.label.is_empty());
+        assert!(!session.token && session.label.is_none());
         assert!(
             parse_templates(rsa, &[bits.clone(), label.clone()], &[(CKA_TOKEN, vec![1])])
                 .unwrap()
@@ -612,8 +714,10 @@ mod tests {
             CKR_TEMPLATE_INCONSISTENT
         );
         assert_eq!(
-            rv(&[bits.clone(), (CKA_ID, b"k".to_vec())], &[]),
-            CKR_TEMPLATE_INCONSISTENT
+            parse_templates(rsa, &[bits.clone(), (CKA_ID, vec![1])], &[])
+                .unwrap()
+                .id,
+            Some(vec![1])
         );
         assert_eq!(
             rv(&[(CKA_MODULUS_BITS, ul(1024)), label.clone()], &[]),
@@ -639,9 +743,10 @@ mod tests {
         assert_eq!(
             rv(
                 &[bits.clone(), label.clone(), (CKA_ID, b"other".to_vec())],
-                &[]
+                &[(CKA_ID, b"another".to_vec())]
             ),
-            CKR_TEMPLATE_INCONSISTENT
+            CKR_TEMPLATE_INCONSISTENT,
+            "two CKA_IDs"
         );
         assert_eq!(
             rv(

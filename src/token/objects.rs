@@ -52,6 +52,33 @@ impl KeyIdentity {
     }
 }
 
+/// A key's usage flags as its objects report them (`CKA_DECRYPT`, ...): the TSB's attributes,
+/// stored as asked at generation although the token itself only signs. The public-key flags
+/// the TSB does not report mirror their private counterparts (`encrypt` ↔ `decrypt`, `wrap`
+/// ↔ `unwrap`; `verify` is true).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyUsage {
+    pub(crate) decrypt: bool,
+    pub(crate) unwrap: bool,
+    pub(crate) derive: bool,
+    pub(crate) encrypt: bool,
+    pub(crate) verify: bool,
+    pub(crate) wrap: bool,
+}
+
+impl KeyUsage {
+    fn of(flags: &crate::tsb::models::KeyFlags) -> KeyUsage {
+        KeyUsage {
+            decrypt: flags.decrypt,
+            unwrap: flags.unwrap,
+            derive: flags.derive,
+            encrypt: flags.encrypt.unwrap_or(flags.decrypt),
+            verify: flags.verify.unwrap_or(true),
+            wrap: flags.wrap.unwrap_or(flags.unwrap),
+        }
+    }
+}
+
 /// A TSB key as the token shows it.
 #[derive(Debug)]
 pub(crate) struct KeyObject {
@@ -66,6 +93,8 @@ pub(crate) struct KeyObject {
     pub(crate) blocked: bool,
     pub(crate) always_sensitive: bool,
     pub(crate) never_extractable: bool,
+    /// `CKA_DECRYPT`, `CKA_UNWRAP`, `CKA_DERIVE`, `CKA_ENCRYPT`, `CKA_VERIFY`, `CKA_WRAP`.
+    pub(crate) usage: KeyUsage,
     /// Who must approve, in words, for log lines.
     pub(crate) approvers: String,
     /// How long the TSB keeps an approval request for this key alive (from its policy).
@@ -526,6 +555,7 @@ pub(crate) fn key_from_attributes(
         blocked: attrs.blocked(),
         always_sensitive: attrs.flags.always_sensitive,
         never_extractable: attrs.flags.never_extractable,
+        usage: KeyUsage::of(&attrs.flags),
         approvers: approvers_summary(attrs),
         request_lifetime: RequestLifetime::of(attrs.policy.as_ref()),
         base,
@@ -534,8 +564,15 @@ pub(crate) fn key_from_attributes(
     })
 }
 
-/// `CKA_ID` of a key: the TSB's `id` decoded from hex when it is hex (as Securosys' own PKCS#11
-/// provider shows it), the `id` text otherwise, and the label's bytes when the key has no `id`.
+/// The TSB `id` a new key with this `CKA_ID` gets: the bytes as lowercase hex, which
+/// [`key_id`] turns back into the same bytes (`pkcs11-tool --id 01` makes the id `"01"`).
+pub(crate) fn tsb_id_of(cka_id: &[u8]) -> String {
+    hex::encode(cka_id)
+}
+
+/// `CKA_ID` of a key: the TSB's `id` decoded from hex when it is hex (either case, as
+/// Securosys' own PKCS#11 provider shows it), the `id`'s UTF-8 bytes otherwise, and the
+/// label's bytes when the key has no `id`.
 pub(crate) fn key_id(tsb_id: Option<&str>, label: &str) -> Vec<u8> {
     match tsb_id.map(str::trim).filter(|s| !s.is_empty()) {
         Some(id) => hex::decode(id).unwrap_or_else(|_| id.as_bytes().to_vec()),

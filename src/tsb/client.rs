@@ -26,7 +26,7 @@ mod keys;
 mod send;
 use crate::config::{normalise_url, AuthType, Config, Secret};
 use crate::logging::Net;
-pub(crate) use keys::{NewKey, NewKeyType};
+pub(crate) use keys::{NewKey, NewKeyType, NewKeyUsage};
 use send::is_node_failure;
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).

@@ -32,19 +32,20 @@ def main():
         # python-pkcs11 returns r||s; tests/keygen.rs converts it for OpenSSL.
         write(out, "py-p384", priv.sign(MESSAGE, mechanism=Mechanism.ECDSA_SHA384))
 
-        # A template the TSB cannot honour is refused, not silently changed.
-        try:
-            session.generate_keypair(
-                KeyType.RSA,
-                2048,
-                label="py-decrypt",
-                store=True,
-                capabilities=SIGN | MechanismFlag.DECRYPT | MechanismFlag.ENCRYPT,
-            )
-        except pkcs11.exceptions.TemplateInconsistent:
-            print("refused py-decrypt")
-        else:
-            sys.exit("a decrypting key was created")
+        # python-pkcs11's default capabilities (RSA: encrypt, decrypt, sign, verify, wrap,
+        # unwrap) are stored on the TSB as asked and reported truthfully.
+        _, priv = session.generate_keypair(KeyType.RSA, 2048, label="py-default", store=True)
+        if not priv[Attribute.DECRYPT] or not priv[Attribute.UNWRAP]:
+            sys.exit("py-default does not report CKA_DECRYPT/CKA_UNWRAP as asked")
+        write(out, "py-default", priv.sign(MESSAGE, mechanism=Mechanism.SHA256_RSA_PKCS))
+
+        # Without a label, a token key gets a generated one.
+        _, priv = params.generate_keypair(store=True)
+        label = priv[Attribute.LABEL]
+        if not label.startswith("key-"):
+            sys.exit(f"unexpected generated label {label!r}")
+        write(out, "py-nolabel", priv.sign(MESSAGE, mechanism=Mechanism.ECDSA_SHA384))
+        print(f"generated label {label}")
 
     # Without store=True python-pkcs11 asks for a session key pair (CKA_TOKEN false): it signs,
     # and closing the session leaves no key on the TSB (tests/keygen.rs checks).

@@ -424,6 +424,12 @@ impl Simulator {
             .and_then(|k| k.public_der.clone())
     }
 
+    /// The `json` object of a key's attributes response (`id`, `attributes`, ...), as tests
+    /// check what a creation request stored.
+    pub fn key_attributes_json(&self, label: &str) -> Option<serde_json::Value> {
+        self.shared.key(label).ok().map(|k| k.attributes_json())
+    }
+
     /// The DER certificate stored for a key.
     pub fn certificate_der(&self, label: &str) -> Option<Vec<u8>> {
         self.shared

@@ -19,8 +19,8 @@ use serde_json::json;
 use crate::config::{Config, Secret};
 use crate::token::{Backend, BackendFactory};
 use crate::tsb::{
-    KeyAttributes, NewKey, NewKeyType, RequestState, RequestStatus, SignRequest, TsbError,
-    TsbErrorKind,
+    KeyAttributes, NewKey, NewKeyType, NewKeyUsage, RequestState, RequestStatus, SignRequest,
+    TsbError, TsbErrorKind,
 };
 
 /// The private key behind a fake TSB key.
@@ -71,6 +71,9 @@ pub(super) struct FakeTsb {
     /// When set, rewrites every synchronous signature before it is answered (a broken or
     /// hostile TSB).
     pub(super) tamper: Mutex<Option<Tamper>>,
+    /// The usage flags keys were created with (`decrypt`, `unwrap`, `derive`; all false for
+    /// the others).
+    pub(super) key_usage: Mutex<HashMap<String, NewKeyUsage>>,
 }
 
 /// Rewrites a signature before the fake answers it.
@@ -333,6 +336,12 @@ impl Backend for FakeTsb {
         } else {
             json!({"ruleUse": null, "keyStatus": {"blocked": key.blocked}})
         };
+        let usage = self
+            .key_usage
+            .lock()
+            .get(label)
+            .copied()
+            .unwrap_or_default();
         let body = json!({"json": {
             "label": label,
             "id": self.key_ids.lock().get(label),
@@ -342,7 +351,8 @@ impl Backend for FakeTsb {
                 &base64::engine::general_purpose::STANDARD,
                 &spki
             ),
-            "attributes": {"sign": true, "decrypt": false, "unwrap": false, "derive": false,
+            "attributes": {"sign": true, "decrypt": usage.decrypt, "unwrap": usage.unwrap,
+                "derive": usage.derive,
                 "sensitive": true, "alwaysSensitive": true, "extractable": false,
                 "neverExtractable": true, "modifiable": false, "copyable": false,
                 "destroyable": true},
@@ -477,6 +487,10 @@ impl Backend for FakeTsb {
             "create {} {:?} destroyable={} modifiable={}",
             key.label, key.key_type, key.destroyable, key.modifiable
         ));
+        self.record(format!(
+            "create-usage {} id={:?} {:?}",
+            key.label, key.id, key.usage
+        ));
         if self.keys.lock().contains_key(key.label) {
             return Err(tsb_error(400, 622));
         }
@@ -493,6 +507,10 @@ impl Backend for FakeTsb {
             }
             _ => return Err(tsb_error(400, 600)),
         }
+        if let Some(id) = key.id {
+            self.key_ids.lock().insert(key.label.into(), id.into());
+        }
+        self.key_usage.lock().insert(key.label.into(), key.usage);
         Ok(())
     }
 
@@ -513,7 +531,10 @@ impl Backend for FakeTsb {
             return Err(tsb_error(403, 614));
         }
         match self.keys.lock().remove(label) {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.key_usage.lock().remove(label);
+                Ok(())
+            }
             None => Err(tsb_error(404, 650)),
         }
     }

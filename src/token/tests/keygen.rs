@@ -379,14 +379,15 @@ fn key_generation_accepts_what_a_tsb_key_already_is() {
     let token = token_with(&fake, json!({}));
     let s = session(&token);
     let mut agreeing = ec_templates("agreeing", P256);
-    for a in [
-        CKA_ENCRYPT,
-        CKA_WRAP,
-        CKA_VERIFY_RECOVER,
-        CKA_DERIVE,
-        CKA_TRUSTED,
-    ] {
+    for a in [CKA_VERIFY_RECOVER, CKA_TRUSTED] {
         agreeing.0.push((a, vec![CK_FALSE]));
+    }
+    for a in [
+        CKA_SIGN_RECOVER,
+        CKA_WRAP_WITH_TRUSTED,
+        CKA_ALWAYS_AUTHENTICATE,
+    ] {
+        agreeing.1.push((a, vec![CK_FALSE]));
     }
     for t in [&mut agreeing.0, &mut agreeing.1] {
         t.push((CKA_START_DATE, Vec::new()));
@@ -394,15 +395,23 @@ fn key_generation_accepts_what_a_tsb_key_already_is() {
         t.push((CKA_ALLOWED_MECHANISMS, Vec::new()));
     }
     generate(&token, s, CKM_EC_KEY_PAIR_GEN, &agreeing).expect("agreeing templates");
-    for a in [CKA_ENCRYPT, CKA_WRAP, CKA_DERIVE] {
+    // What the TSB cannot store is refused.
+    for (public, a) in [
+        (true, CKA_VERIFY_RECOVER),
+        (true, CKA_TRUSTED),
+        (false, CKA_SIGN_RECOVER),
+        (false, CKA_WRAP_WITH_TRUSTED),
+        (false, CKA_ALWAYS_AUTHENTICATE),
+        (false, CKA_EXTRACTABLE),
+    ] {
         let mut t = ec_templates("refused", P256);
-        t.0.push((a, vec![CK_TRUE]));
+        if public { &mut t.0 } else { &mut t.1 }.push((a, vec![CK_TRUE]));
         assert_eq!(
             generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t)
                 .unwrap_err()
                 .code(),
             CKR_TEMPLATE_INCONSISTENT,
-            "public {a:#x} true"
+            "{a:#x} true"
         );
     }
     // Private-key attributes are no attributes of a public key (§4.8), whatever their value.
@@ -727,4 +736,172 @@ fn destroying_a_public_key_object_never_deletes_the_key() {
     assert!(signs_and_verifies(&token, s, spriv, &spki, b"temporary"));
     token.destroy_object(ro, spriv).unwrap();
     assert!(temporary_keys(&fake).is_empty());
+}
+
+fn bytes_of(
+    token: &Token,
+    s: CK_SESSION_HANDLE,
+    h: CK_OBJECT_HANDLE,
+    a: CK_ATTRIBUTE_TYPE,
+) -> Vec<u8> {
+    match &token.attribute_values(s, h, &[a]).unwrap()[0] {
+        AttrValue::Bytes(b) => b.clone(),
+        other => panic!("{a:#x}: {other:?}"),
+    }
+}
+
+/// Issue 22 item 2: `CKA_ID` of a new key is the TSB key's `id` (the bytes as lowercase hex);
+/// the key shows it, a search by it finds the pair (also when it spells no label), and the
+/// mapping is reversible. Keys without an `id` keep the label's bytes.
+#[test]
+fn cka_id_is_the_tsb_key_id() {
+    use crate::token::objects::{key_id, tsb_id_of};
+    for id in [&[0x01][..], b"abc", &[0xff, 0x00, 0x7f], b"k"] {
+        assert_eq!(key_id(Some(&tsb_id_of(id)), "label"), id);
+    }
+    assert_eq!(tsb_id_of(&[0x01, 0xab]), "01ab");
+    assert_eq!(
+        key_id(Some("AB01"), "l"),
+        [0xab, 0x01],
+        "hex of either case"
+    );
+    assert_eq!(
+        key_id(Some("my key"), "l"),
+        b"my key",
+        "not hex: its UTF-8 bytes"
+    );
+    assert_eq!(key_id(None, "l"), b"l", "no id: the label's bytes");
+
+    let fake = FakeTsb::new();
+    fake.add_key("old", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let mut t = ec_templates("with-id", P256);
+    t.0.push((CKA_ID, vec![0x01]));
+    t.1.push((CKA_ID, vec![0x01]));
+    let (public, private) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t).unwrap();
+    assert_eq!(
+        fake.key_ids.lock().get("with-id").map(String::as_str),
+        Some("01"),
+        "sent as the TSB id"
+    );
+    for h in [public, private] {
+        assert_eq!(bytes_of(&token, s, h, CKA_ID), [0x01]);
+    }
+    let mut found = find(&token, s, &[(CKA_ID, vec![0x01])]);
+    found.sort();
+    let mut want = vec![public, private];
+    want.sort();
+    assert_eq!(found, want);
+    assert_eq!(
+        find(
+            &token,
+            s,
+            &[(CKA_ID, vec![0x01]), (CKA_CLASS, ulong(CKO_PRIVATE_KEY))]
+        ),
+        [private]
+    );
+    // The same through a fresh token (the id comes from the TSB, not from a cache).
+    let again = token_with(&fake, json!({}));
+    let s2 = session(&again);
+    assert_eq!(find(&again, s2, &[(CKA_ID, vec![0x01])]).len(), 2);
+    // A key without an id: the label's bytes, found by them.
+    assert_eq!(find(&again, s2, &[(CKA_ID, b"old".to_vec())]).len(), 2);
+    let spki = spki_of(&token, s, public);
+    assert!(signs_and_verifies(&token, s, private, &spki, b"by id"));
+    // A session key pair keeps its CKA_ID too.
+    let (mut sp, mut spriv) = session_templates("");
+    sp.retain(|(t, _)| *t != CKA_LABEL);
+    spriv.retain(|(t, _)| *t != CKA_LABEL);
+    spriv.push((CKA_ID, vec![0x02]));
+    let (p2, _) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &(sp, spriv)).unwrap();
+    assert_eq!(bytes_of(&token, s, p2, CKA_ID), [0x02]);
+}
+
+/// Issue 22 item 3: the templates of the tutorials and of Securosys' PKCS#11 examples (no
+/// CKA_LABEL, CKA_ENCRYPT/CKA_DECRYPT, derive and wrap flags) create the key; the usage flags
+/// the TSB stores are stored as asked and reported truthfully; a token key without CKA_LABEL
+/// gets a generated unique label.
+#[test]
+fn tutorial_templates_store_usage_flags_and_generate_labels() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let bits = 2048 as CK_ULONG;
+    // Securosys' example: RSA, no label, CKA_ENCRYPT and CKA_DECRYPT.
+    let securosys = (
+        vec![
+            (CKA_TOKEN, vec![CK_TRUE]),
+            (CKA_MODULUS_BITS, ulong(bits)),
+            (CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+            (CKA_ENCRYPT, vec![CK_TRUE]),
+            (CKA_VERIFY, vec![CK_TRUE]),
+        ],
+        vec![
+            (CKA_TOKEN, vec![CK_TRUE]),
+            (CKA_PRIVATE, vec![CK_TRUE]),
+            (CKA_SENSITIVE, vec![CK_TRUE]),
+            (CKA_DECRYPT, vec![CK_TRUE]),
+            (CKA_SIGN, vec![CK_TRUE]),
+        ],
+    );
+    let (public, private) = generate(&token, s, CKM_RSA_PKCS_KEY_PAIR_GEN, &securosys).unwrap();
+    let label = String::from_utf8(bytes_of(&token, s, private, CKA_LABEL)).unwrap();
+    assert!(label.starts_with("key-") && label.len() == 20, "{label}");
+    assert!(fake.labels().contains(&label));
+    let call = fake
+        .calls()
+        .into_iter()
+        .find(|c| c.starts_with("create-usage "))
+        .unwrap();
+    assert!(
+        call.contains("decrypt: true") && call.contains("unwrap: false"),
+        "{call}"
+    );
+    assert!(
+        call.contains("encrypt: None"),
+        "encrypt mirrors decrypt: {call}"
+    );
+    assert_eq!(bytes_of(&token, s, private, CKA_DECRYPT), [CK_TRUE]);
+    assert_eq!(bytes_of(&token, s, private, CKA_UNWRAP), [CK_FALSE]);
+    assert_eq!(bytes_of(&token, s, public, CKA_ENCRYPT), [CK_TRUE]);
+    assert_eq!(bytes_of(&token, s, public, CKA_VERIFY), [CK_TRUE]);
+    assert_eq!(bytes_of(&token, s, private, CKA_SIGN), [CK_TRUE]);
+    // A second one gets another label.
+    let (_, private2) = generate(&token, s, CKM_RSA_PKCS_KEY_PAIR_GEN, &securosys).unwrap();
+    assert_ne!(bytes_of(&token, s, private2, CKA_LABEL), label.as_bytes());
+
+    // pkcs11-tool's default usage for EC: sign, derive (on both), wrap/unwrap.
+    let mut ec = ec_templates("tool-ec", P256);
+    ec.0.extend([(CKA_DERIVE, vec![CK_TRUE]), (CKA_WRAP, vec![CK_TRUE])]);
+    ec.1.extend([(CKA_DERIVE, vec![CK_TRUE]), (CKA_UNWRAP, vec![CK_TRUE])]);
+    let (public, private) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec).unwrap();
+    for h in [public, private] {
+        assert_eq!(bytes_of(&token, s, h, CKA_DERIVE), [CK_TRUE]);
+    }
+    assert_eq!(bytes_of(&token, s, private, CKA_UNWRAP), [CK_TRUE]);
+    assert_eq!(bytes_of(&token, s, public, CKA_WRAP), [CK_TRUE]);
+    assert_eq!(bytes_of(&token, s, private, CKA_DECRYPT), [CK_FALSE]);
+    let spki = spki_of(&token, s, public);
+    assert!(signs_and_verifies(&token, s, private, &spki, b"tutorial"));
+    // A plain key reports the flags false.
+    let (public, private) =
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("plain", P256)).unwrap();
+    assert_eq!(bytes_of(&token, s, private, CKA_DERIVE), [CK_FALSE]);
+    assert_eq!(bytes_of(&token, s, public, CKA_ENCRYPT), [CK_FALSE]);
+
+    // What the TSB cannot store is refused, nothing is created: one derive flag for the pair,
+    // a key that cannot sign.
+    let created = fake.count("create ");
+    let mut split = ec_templates("split", P256);
+    split.0.push((CKA_DERIVE, vec![CK_TRUE]));
+    split.1.push((CKA_DERIVE, vec![CK_FALSE]));
+    let mut nosign = ec_templates("nosign", P256);
+    nosign.1.push((CKA_SIGN, vec![CK_FALSE]));
+    for t in [split, nosign] {
+        let e = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t).unwrap_err();
+        assert_eq!(e.code(), CKR_TEMPLATE_INCONSISTENT);
+        assert!(e.to_string().contains("CKA_"), "names the attribute: {e}");
+    }
+    assert_eq!(fake.count("create "), created);
 }

@@ -21,9 +21,25 @@ pub(crate) enum NewKeyType {
     Ed25519,
 }
 
+/// What a new key may be used for (`attributes` of `POST /v1/key`, docs/tsb-api.md). `sign`
+/// is always true: the module only creates keys it can sign with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct NewKeyUsage {
+    pub(crate) decrypt: bool,
+    pub(crate) unwrap: bool,
+    pub(crate) derive: bool,
+    /// The public-key flags (TSB 1.15.1 and later); `None` leaves them out of the body.
+    pub(crate) encrypt: Option<bool>,
+    pub(crate) verify: Option<bool>,
+    pub(crate) wrap: Option<bool>,
+}
+
 /// A key to create on the TSB.
 pub(crate) struct NewKey<'a> {
     pub(crate) label: &'a str,
+    /// The key's `id` (shown as `CKA_ID`, docs/objects-and-mechanisms.md); `None` leaves it out.
+    pub(crate) id: Option<&'a str>,
+    pub(crate) usage: NewKeyUsage,
     pub(crate) key_type: NewKeyType,
     pub(crate) password: Option<&'a Secret>,
     pub(crate) destroyable: bool,
@@ -36,6 +52,8 @@ pub(crate) struct NewKey<'a> {
 #[serde(rename_all = "camelCase")]
 struct CreateBody<'a> {
     label: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
     algorithm: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_size: Option<u32>,
@@ -55,6 +73,12 @@ struct CreateAttributes {
     decrypt: bool,
     unwrap: bool,
     derive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encrypt: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wrap: Option<bool>,
     extractable: bool,
     sensitive: bool,
     modifiable: bool,
@@ -63,7 +87,8 @@ struct CreateAttributes {
 }
 
 impl TsbClient {
-    /// `POST /v1/key` (201): creates a signing key (sign only, sensitive, not extractable).
+    /// `POST /v1/key` (201): creates a signing key (sensitive, not extractable) with the usage
+    /// flags asked for.
     pub(crate) fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
         let (algorithm, key_size, curve_oid) = match key.key_type {
             NewKeyType::Rsa(bits) => ("RSA", Some(bits), None),
@@ -72,15 +97,19 @@ impl TsbClient {
         };
         let body = CreateBody {
             label: key.label,
+            id: key.id,
             algorithm,
             key_size,
             curve_oid,
             password: key.password.map(password_chars),
             attributes: CreateAttributes {
                 sign: true,
-                decrypt: false,
-                unwrap: false,
-                derive: false,
+                decrypt: key.usage.decrypt,
+                unwrap: key.usage.unwrap,
+                derive: key.usage.derive,
+                encrypt: key.usage.encrypt,
+                verify: key.usage.verify,
+                wrap: key.usage.wrap,
                 extractable: false,
                 sensitive: true,
                 modifiable: key.modifiable,

@@ -20,6 +20,13 @@ use super::policy::Policy;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct KeyFlags {
     pub(crate) sign: bool,
+    pub(crate) decrypt: bool,
+    pub(crate) unwrap: bool,
+    pub(crate) derive: bool,
+    /// The public-key flags: the attributes answer of TSB 1.x does not show them (`None`).
+    pub(crate) encrypt: Option<bool>,
+    pub(crate) verify: Option<bool>,
+    pub(crate) wrap: Option<bool>,
     pub(crate) always_sensitive: bool,
     pub(crate) never_extractable: bool,
     pub(crate) destroyable: bool,
@@ -209,15 +216,22 @@ struct FlagsWire {
     never_extractable: Option<bool>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     destroyable: Option<bool>,
+    // Usage flags the token reports (CKA_DECRYPT, ...) though it only signs.
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    decrypt: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    unwrap: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    derive: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    encrypt: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    verify: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    wrap: Option<bool>,
     // Flags of the contract the module does not use: `CKA_SENSITIVE` is always true and
     // `CKA_EXTRACTABLE` always false here (the TSB never hands out a private key), and the
-    // token offers no decryption, unwrapping, derivation, copying or modification.
-    #[serde(rename = "decrypt", default)]
-    _decrypt: Known,
-    #[serde(rename = "unwrap", default)]
-    _unwrap: Known,
-    #[serde(rename = "derive", default)]
-    _derive: Known,
+    // token offers no copying or modification.
     #[serde(rename = "sensitive", default)]
     _sensitive: Known,
     #[serde(rename = "extractable", default)]
@@ -226,12 +240,6 @@ struct FlagsWire {
     _modifiable: Known,
     #[serde(rename = "copyable", default)]
     _copyable: Known,
-    #[serde(rename = "encrypt", default)]
-    _encrypt: Known,
-    #[serde(rename = "verify", default)]
-    _verify: Known,
-    #[serde(rename = "wrap", default)]
-    _wrap: Known,
     #[serde(rename = "bip32", default)]
     _bip32: Known,
 }
@@ -240,6 +248,12 @@ impl From<FlagsWire> for KeyFlags {
     fn from(w: FlagsWire) -> Self {
         KeyFlags {
             sign: w.sign.unwrap_or(false),
+            decrypt: w.decrypt.unwrap_or(false),
+            unwrap: w.unwrap.unwrap_or(false),
+            derive: w.derive.unwrap_or(false),
+            encrypt: w.encrypt,
+            verify: w.verify,
+            wrap: w.wrap,
             always_sensitive: w.always_sensitive.unwrap_or(false),
             never_extractable: w.never_extractable.unwrap_or(false),
             destroyable: w.destroyable.unwrap_or(false),

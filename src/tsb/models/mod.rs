@@ -24,8 +24,8 @@ mod version;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use keys::KeyAttributes;
 pub(crate) use keys::{parse_key_attributes, parse_key_list};
+pub(crate) use keys::{KeyAttributes, KeyFlags};
 pub(crate) use lenient::decode_pem_or_b64;
 pub(crate) use policy::Policy;
 pub(crate) use requests::password_chars;
