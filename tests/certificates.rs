@@ -1070,8 +1070,8 @@ fn nss_certutil_stores_certificates_and_signs_with_them() {
         ],
     );
     let p256 = h.sim_public_key("ec-p256");
-    let stored = X509::from_der(&h.sim.certificate_der("ec-p256").expect("stored on the TSB"))
-        .unwrap();
+    let stored =
+        X509::from_der(&h.sim.certificate_der("ec-p256").expect("stored on the TSB")).unwrap();
     assert!(stored.public_key().unwrap().public_eq(&p256));
     assert!(
         stored.verify(&p256).unwrap(),

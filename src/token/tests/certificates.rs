@@ -265,7 +265,10 @@ fn nss_certificate_templates_are_stored_for_the_key_of_their_public_key() {
                         .unwrap()
                         .to_vec(),
                 ),
-                (CKA_VENDOR_DEFINED | 0x4E53_4352, b"b@example.com\0".to_vec()),
+                (
+                    CKA_VENDOR_DEFINED | 0x4E53_4352,
+                    b"b@example.com\0".to_vec(),
+                ),
             ],
         )
     };
@@ -275,7 +278,10 @@ fn nss_certificate_templates_are_stored_for_the_key_of_their_public_key() {
         create(&token, s, &other).unwrap_err().code(),
         CKR_TEMPLATE_INCONSISTENT
     );
-    assert!(!fake.calls().iter().any(|c| c.starts_with("import-certificate")));
+    assert!(!fake
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("import-certificate")));
 
     let h = create(&token, s, &nss(&cert, b"nickname", nss_id(&cert))).unwrap();
     assert!(fake.calls().contains(&"import-certificate b".to_string()));
@@ -293,7 +299,11 @@ fn nss_certificate_templates_are_stored_for_the_key_of_their_public_key() {
         s,
         &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY)), (CKA_ID, id)],
     );
-    assert_eq!(private.len(), 1, "the private key of the certificate's CKA_ID");
+    assert_eq!(
+        private.len(),
+        1,
+        "the private key of the certificate's CKA_ID"
+    );
     assert_eq!(
         token.attribute_values(s, private[0], &[CKA_LABEL]).unwrap(),
         vec![bytes(b"b")]
