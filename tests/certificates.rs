@@ -1086,7 +1086,8 @@ fn nss_certutil_stores_certificates_and_signs_with_them() {
         key_id(&h, s.handle(), "ec-p256")
     );
 
-    // certutil -A: an RSA certificate issued elsewhere for the token key rsa-2048.
+    // certutil -A: an RSA certificate issued elsewhere for the token key rsa-2048, with trust
+    // flags (NSS keeps them in its own database when the token refuses its trust object).
     let ca = Ca::root("NSS test CA");
     let rsa_cert = ca.issue("rsa-2048 via certutil -A", &h.sim_public_key("rsa-2048"));
     let pem = write_pem(dir, "rsa.pem", &[&rsa_cert]);
@@ -1097,7 +1098,7 @@ fn nss_certutil_stores_certificates_and_signs_with_them() {
             "-n",
             "nss rsa",
             "-t",
-            ",,",
+            "CT,C,C",
             "-h",
             &token,
             "-i",
