@@ -989,3 +989,165 @@ fn pkcs11_tool_writes_lists_and_deletes_certificates() {
     assert_eq!(h.sim.counter("POST /v1/certificate/import/plain"), 2);
     assert_eq!(h.sim.certificate_der("ec-p384"), Some(der));
 }
+
+// ---------------------------------------------------------------- NSS (certutil)
+
+/// Runs an NSS tool (`certutil`, `modutil`; Debian package libnss3-tools) with the harness's
+/// configuration, or `None` when it is not installed (the test then says so loudly and passes).
+fn nss_tool(h: &Harness, tool: &str, args: &[&str]) -> Option<Output> {
+    let out = Command::new(tool)
+        .args(args)
+        .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) => Some(o),
+        Err(e) => {
+            eprintln!(
+                "\n!!! SKIPPED: {tool} cannot run ({e}): apt-get install libnss3-tools (scripts/test.sh does)\n"
+            );
+            None
+        }
+    }
+}
+
+/// NSS end to end (PKCS#11 v2.40 §4.6.3, docs/clients.md "NSS"): NSS stores certificates with
+/// `CKA_ID` = SHA-1 of the public key and a nickname as `CKA_LABEL`, and finds a
+/// certificate's private key through the certificate's `CKA_ID`. `certutil -S -x` makes a
+/// self-signed certificate with a token key and stores it on the token, `certutil -A` stores a
+/// certificate made elsewhere, and `certutil -C` signs a request with the key of each stored
+/// certificate; every signature is checked with OpenSSL under the simulator's public key.
+#[test]
+fn nss_certutil_stores_certificates_and_signs_with_them() {
+    let sim = SimConfig {
+        keys: vec![
+            KeySpec::rsa("rsa-2048", 2048).with_id("0001"),
+            KeySpec::ec("ec-p256", Curve::P256).with_id("0004"),
+        ],
+        ..SimConfig::default()
+    };
+    let h = Harness::with(sim, json!({}));
+    let dir = h.dir.path();
+    let db = format!("sql:{}", dir.join("nssdb").display());
+    std::fs::create_dir(dir.join("nssdb")).unwrap();
+    let Some(out) = nss_tool(&h, "certutil", &["-N", "-d", &db, "--empty-password"]) else {
+        return;
+    };
+    check("certutil -N", out);
+    let module = h.module_path.to_str().unwrap();
+    let args = ["-dbdir", &db, "-add", "tsb", "-libfile", module, "-force"];
+    check("modutil -add", nss_tool(&h, "modutil", &args).unwrap());
+    let token = h.pkcs11.get_token_info(h.slot).unwrap().label().to_string();
+    let certutil = |what: &str, args: &[&str]| -> String {
+        let mut a = vec!["-d", &db];
+        a.extend_from_slice(args);
+        check(what, nss_tool(&h, "certutil", &a).unwrap())
+    };
+    let noise = dir.join("noise");
+    std::fs::write(&noise, [7u8; 64]).unwrap();
+
+    // certutil -S -x: a self-signed certificate by the token key ec-p256 (-k: its CKA_ID in
+    // hex), stored on the token; an e-mail address makes NSS send CKA_NSS_EMAIL too.
+    certutil(
+        "certutil -S -x",
+        &[
+            "-S",
+            "-x",
+            "-n",
+            "nss self-signed",
+            "-s",
+            "CN=nss self-signed,E=signer@example.com",
+            "-t",
+            ",,",
+            "-h",
+            &token,
+            "-k",
+            "0004",
+            "-Z",
+            "SHA256",
+            "-z",
+            noise.to_str().unwrap(),
+        ],
+    );
+    let p256 = h.sim_public_key("ec-p256");
+    let stored =
+        X509::from_der(&h.sim.certificate_der("ec-p256").expect("stored on the TSB")).unwrap();
+    assert!(stored.public_key().unwrap().public_eq(&p256));
+    assert!(
+        stored.verify(&p256).unwrap(),
+        "the self-signed certificate is signed by the token key (OpenSSL)"
+    );
+    // The certificate object shows the key's own CKA_ID, not NSS's SHA-1.
+    let s = h.session();
+    let objects = cert_of(&h.raw, s.handle(), "ec-p256");
+    assert_eq!(objects.len(), 1);
+    assert_eq!(
+        raw_attr(&h.raw, s.handle(), objects[0], CKA_ID).unwrap(),
+        key_id(&h, s.handle(), "ec-p256")
+    );
+
+    // certutil -A: an RSA certificate issued elsewhere for the token key rsa-2048, with trust
+    // flags (NSS keeps them in its own database when the token refuses its trust object).
+    let ca = Ca::root("NSS test CA");
+    let rsa_cert = ca.issue("rsa-2048 via certutil -A", &h.sim_public_key("rsa-2048"));
+    let pem = write_pem(dir, "rsa.pem", &[&rsa_cert]);
+    certutil(
+        "certutil -A",
+        &[
+            "-A",
+            "-n",
+            "nss rsa",
+            "-t",
+            "CT,C,C",
+            "-h",
+            &token,
+            "-i",
+            pem.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        h.sim.certificate_der("rsa-2048"),
+        Some(rsa_cert.to_der().unwrap())
+    );
+    let listing = certutil("certutil -L", &["-L", "-h", &token]);
+    for label in ["ec-p256", "rsa-2048"] {
+        assert!(listing.contains(&format!("{token}:{label}")), "{listing}");
+    }
+
+    // certutil -C: NSS finds each certificate's private key on the token and signs with it.
+    for (n, label) in ["ec-p256", "rsa-2048"].into_iter().enumerate() {
+        let key = ec_key();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", &format!("issued by {label}"))
+            .unwrap();
+        let mut req = openssl::x509::X509ReqBuilder::new().unwrap();
+        req.set_subject_name(&name.build()).unwrap();
+        req.set_pubkey(&key).unwrap();
+        req.sign(&key, MessageDigest::sha256()).unwrap();
+        let csr = dir.join(format!("{label}.csr"));
+        std::fs::write(&csr, req.build().to_der().unwrap()).unwrap();
+        let issued = dir.join(format!("{label}.issued.der"));
+        certutil(
+            "certutil -C",
+            &[
+                "-C",
+                "-c",
+                &format!("{token}:{label}"),
+                "-i",
+                csr.to_str().unwrap(),
+                "-o",
+                issued.to_str().unwrap(),
+                "-m",
+                &(100 + n).to_string(),
+                "-Z",
+                "SHA256",
+            ],
+        );
+        let issued = X509::from_der(&std::fs::read(&issued).unwrap()).unwrap();
+        assert!(issued.public_key().unwrap().public_eq(&key));
+        assert!(
+            issued.verify(&h.sim_public_key(label)).unwrap(),
+            "{label}: certutil -C signed with the token key (OpenSSL)"
+        );
+    }
+}

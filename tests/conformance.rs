@@ -349,3 +349,48 @@ fn session_object_templates_get_the_same_answer_in_read_only_sessions() {
         );
     }
 }
+
+/// A caller may write into the `CK_INTERFACE` that `C_GetInterface` returns (PKCS#11 v3.0
+/// §5.4.6; OpenSC's pkcs11-spy points it at its own function list): the write does not crash
+/// (it did, SIGSEGV, while the structure was in read-only memory), and the next
+/// `C_GetInterface` and `C_GetInterfaceList` give the module's own function lists again.
+#[test]
+fn returned_interfaces_are_writable_and_restored() {
+    let h = Harness::new();
+    let f3 = h.raw.f3;
+    let v3 = f3 as *const CK_FUNCTION_LIST_3_0 as *mut std::os::raw::c_void;
+    let v2 = h.raw.f as *const CK_FUNCTION_LIST as *mut std::os::raw::c_void;
+    let mut iface: *mut CK_INTERFACE = null_mut();
+    assert_eq!(
+        call!(f3.C_GetInterface, null_mut(), null_mut(), &mut iface, 0),
+        CKR_OK
+    );
+    // SAFETY: C_GetInterface returned a valid CK_INTERFACE.
+    assert_eq!(unsafe { (*iface).pFunctionList }, v3);
+    static FOREIGN: u8 = 0;
+    // SAFETY: the module hands the structure to the caller, who may write into it.
+    unsafe { (*iface).pFunctionList = &FOREIGN as *const u8 as *mut _ };
+    let mut again: *mut CK_INTERFACE = null_mut();
+    assert_eq!(
+        call!(f3.C_GetInterface, null_mut(), null_mut(), &mut again, 0),
+        CKR_OK
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { (*again).pFunctionList }, v3, "restored");
+    let mut list = [CK_INTERFACE {
+        pInterfaceName: null_mut(),
+        pFunctionList: null_mut(),
+        flags: 0,
+    }; 2];
+    let mut n: CK_ULONG = 2;
+    assert_eq!(
+        call!(f3.C_GetInterfaceList, list.as_mut_ptr(), &mut n),
+        CKR_OK
+    );
+    assert_eq!(n, 2);
+    assert_eq!(
+        [list[0].pFunctionList, list[1].pFunctionList],
+        [v3, v2],
+        "C_GetInterfaceList gives the module's lists"
+    );
+}

@@ -331,3 +331,85 @@ fn pkcs11_tool_self_test_passes() {
     assert!(!text.to_lowercase().contains("error:"), "{text}");
     assert!(!text.contains("failed"), "{text}");
 }
+
+/// OpenSC's pkcs11-spy (the usual PKCS#11 tracer) loaded over the module: it writes its own
+/// function list into the `CK_INTERFACE` that `C_GetInterface` returns (PKCS#11 v3.0 §5.4.6),
+/// which crashed pkcs11-tool with SIGSEGV while the module kept that structure in read-only
+/// memory. Listing and an ECDSA signature (checked with OpenSSL) go through the spy.
+#[test]
+fn pkcs11_spy_traces_the_module() {
+    if !tool_available() {
+        return;
+    }
+    let spy = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("pkcs11/pkcs11-spy.so"))
+        .find(|p| p.exists());
+    let Some(spy) = spy else {
+        eprintln!("!!! pkcs11-spy.so not found (Debian package opensc): SKIPPED — scripts/test.sh installs it");
+        return;
+    };
+    let h = Harness::new();
+    let log = h.dir.path().join("spy.log");
+    let data = h.dir.path().join("data.txt");
+    std::fs::write(&data, b"signed through pkcs11-spy\n").unwrap();
+    let sig = h.dir.path().join("sig.der");
+    let run = |args: &[&str]| -> String {
+        let out = Command::new("pkcs11-tool")
+            .arg("--module")
+            .arg(&spy)
+            .args(args)
+            .env("PKCS11SPY", &h.module_path)
+            .env("PKCS11SPY_OUTPUT", &log)
+            .env("TSB_PKCS11_CONFIG", &h.config_path)
+            .output()
+            .expect("run pkcs11-tool");
+        assert!(
+            out.status.success(),
+            "pkcs11-tool over pkcs11-spy {args:?}: {:?}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listing = run(&["-L"]);
+    assert!(listing.contains("token label        : TSB"), "{listing}");
+    run(&[
+        "--sign",
+        "--id",
+        id_of("ec-p256"),
+        "-m",
+        "ECDSA-SHA256",
+        "--signature-format",
+        "openssl",
+        "-i",
+        s(&data),
+        "-o",
+        s(&sig),
+    ]);
+    let key = public_der(&h, "ec-p256");
+    let out = openssl(&[
+        "dgst",
+        "-sha256",
+        "-keyform",
+        "DER",
+        "-verify",
+        s(&key),
+        "-signature",
+        s(&sig),
+        s(&data),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Verified OK"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace = std::fs::read_to_string(&log).unwrap();
+    for call in ["C_GetInterface", "C_SignInit", "C_Sign"] {
+        assert!(trace.contains(call), "{call} in the spy's trace:\n{trace}");
+    }
+}

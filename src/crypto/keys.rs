@@ -189,6 +189,19 @@ impl PublicKey {
         Self::from_spki_der(&der)
     }
 
+    /// The `CKA_ID` NSS gives a certificate (and the keys it creates) for this public key: the
+    /// SHA-1 of the modulus (big-endian, no leading zeros) for RSA, of the uncompressed point
+    /// for EC, of the 32-byte key for Ed25519 (NSS `pk11_mkcertKeyID` /
+    /// `PK11_MakeIDFromPubKey`).
+    pub(crate) fn nss_key_id(&self) -> Vec<u8> {
+        let value: &[u8] = match self {
+            PublicKey::Rsa { modulus, .. } => strip_zeros(modulus),
+            PublicKey::Ec { point, .. } => point,
+            PublicKey::Ed25519 { key } => key,
+        };
+        super::HashAlg::Sha1.digest(value)
+    }
+
     /// Parse a DER SubjectPublicKeyInfo.
     pub(crate) fn from_spki_der(der: &[u8]) -> CryptoResult<PublicKey> {
         let spki = SubjectPublicKeyInfoRef::from_der(der)

@@ -2,6 +2,7 @@
 //! v3.0: `C_GetInterfaceList`, `C_GetInterface`).
 
 use std::os::raw::c_void;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use cryptoki_sys::*;
 
@@ -191,27 +192,85 @@ pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> 
     })
 }
 
-/// The interfaces this module offers: "PKCS 11" 3.0 (default) and 2.40.
-struct Interfaces([CK_INTERFACE; 2]);
-
-// SAFETY: the interface table points only to immutable statics (the name and the function
-// lists), so sharing it between threads is sound.
-unsafe impl Sync for Interfaces {}
-
+/// The interfaces this module offers: "PKCS 11" 3.0 (index 0, the default) and 2.40 (index 1),
+/// both with these flags. `C_GetInterfaceList` and `C_GetInterface` take their values from
+/// here, never from [`INTERFACES`].
+const INTERFACE_COUNT: usize = 2;
+const INTERFACE_FLAGS: CK_FLAGS = CKF_INTERFACE_FORK_SAFE;
 static INTERFACE_NAME: &[u8] = b"PKCS 11\0";
 
-static INTERFACES: Interfaces = Interfaces([
+/// The `CK_INTERFACE` values of interface `i`.
+fn interface(i: usize) -> CK_INTERFACE {
+    let list = match i {
+        0 => &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut c_void,
+        _ => &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut c_void,
+    };
     CK_INTERFACE {
         pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
-        pFunctionList: &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut c_void,
-        flags: CKF_INTERFACE_FORK_SAFE,
-    },
-    CK_INTERFACE {
-        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
-        pFunctionList: &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut c_void,
-        flags: CKF_INTERFACE_FORK_SAFE,
-    },
-]);
+        pFunctionList: list,
+        flags: INTERFACE_FLAGS,
+    }
+}
+
+/// One `CK_INTERFACE` as `C_GetInterface` hands it out: in **writable** memory, with the
+/// layout of `CK_INTERFACE`, each field an atomic.
+///
+/// Callers may write into the structure they get: OpenSC's `pkcs11-spy` replaces its
+/// `pFunctionList` by its own tracing list, which crashed (SIGSEGV) while the table was an
+/// immutable static in read-only memory. `C_GetInterface` stores the module's values again
+/// before it returns a pointer, so a list another library wrote there (and may have unloaded
+/// since) is never handed to the next caller. The fields are atomics so the module's own
+/// stores are sound while other threads read the structure; the module never reads it.
+#[repr(C)]
+struct SharedInterface {
+    name: AtomicPtr<CK_UTF8CHAR>,
+    list: AtomicPtr<c_void>,
+    flags: AtomicUsize,
+}
+
+// The C layout of CK_INTERFACE: same size, same field offsets, CK_FLAGS as wide as usize.
+const _: () = {
+    assert!(std::mem::size_of::<SharedInterface>() == std::mem::size_of::<CK_INTERFACE>());
+    assert!(std::mem::align_of::<SharedInterface>() == std::mem::align_of::<CK_INTERFACE>());
+    assert!(std::mem::size_of::<CK_FLAGS>() == std::mem::size_of::<usize>());
+    assert!(
+        std::mem::offset_of!(SharedInterface, name)
+            == std::mem::offset_of!(CK_INTERFACE, pInterfaceName)
+    );
+    assert!(
+        std::mem::offset_of!(SharedInterface, list)
+            == std::mem::offset_of!(CK_INTERFACE, pFunctionList)
+    );
+    assert!(
+        std::mem::offset_of!(SharedInterface, flags) == std::mem::offset_of!(CK_INTERFACE, flags)
+    );
+};
+
+impl SharedInterface {
+    const fn empty() -> SharedInterface {
+        SharedInterface {
+            name: AtomicPtr::new(std::ptr::null_mut()),
+            list: AtomicPtr::new(std::ptr::null_mut()),
+            flags: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The structures `C_GetInterface` returns pointers to (interior mutability puts them in
+/// writable memory). Filled by [`shared_interface`] before each hand-out.
+static INTERFACES: [SharedInterface; INTERFACE_COUNT] =
+    [SharedInterface::empty(), SharedInterface::empty()];
+
+/// Stores the module's values of interface `i` into its shared structure and returns the
+/// pointer the caller gets.
+fn shared_interface(i: usize) -> *mut CK_INTERFACE {
+    let values = interface(i);
+    let shared = &INTERFACES[i];
+    shared.name.store(values.pInterfaceName, Ordering::Release);
+    shared.list.store(values.pFunctionList, Ordering::Release);
+    shared.flags.store(values.flags as usize, Ordering::Release);
+    shared as *const SharedInterface as *mut CK_INTERFACE
+}
 
 /// `C_GetInterfaceList` (PKCS#11 3.0 §5.4.5).
 #[no_mangle]
@@ -223,7 +282,7 @@ pub unsafe extern "C" fn C_GetInterfaceList(
     guard("C_GetInterfaceList", || {
         // SAFETY: `count` is a writable CK_ULONG (or NULL, refused).
         let count = unsafe { out(count) }?;
-        let n = INTERFACES.0.len();
+        let n = INTERFACE_COUNT;
         if list.is_null() {
             *count = n as CK_ULONG;
             return Ok(());
@@ -232,15 +291,9 @@ pub unsafe extern "C" fn C_GetInterfaceList(
             *count = n as CK_ULONG;
             return Err(Error::buffer_too_small(n));
         }
-        for (i, iface) in INTERFACES.0.iter().enumerate() {
+        for i in 0..n {
             // SAFETY: `list` has room for `*count >= n` interfaces (caller guarantee).
-            unsafe {
-                list.add(i).write(CK_INTERFACE {
-                    pInterfaceName: iface.pInterfaceName,
-                    pFunctionList: iface.pFunctionList,
-                    flags: iface.flags,
-                })
-            };
+            unsafe { list.add(i).write(interface(i)) };
         }
         *count = n as CK_ULONG;
         Ok(())
@@ -279,11 +332,10 @@ pub unsafe extern "C" fn C_GetInterface(
                 ))
             }
         };
-        let iface = &INTERFACES.0[index];
-        if flags & !iface.flags != 0 {
+        if flags & !INTERFACE_FLAGS != 0 {
             return Err(Error::new(CKR_ARGUMENTS_BAD, "unsupported interface flags"));
         }
-        *interface = iface as *const CK_INTERFACE as *mut CK_INTERFACE;
+        *interface = shared_interface(index);
         Ok(())
     })
 }

@@ -21,6 +21,9 @@ use crate::crypto::Certificate;
 use crate::error::{map_tsb_error, Error, Result};
 use crate::logging::Net;
 
+/// NSS's vendor attribute `CKA_NSS_EMAIL` (`CKA_VENDOR_DEFINED | 0x4E534350` + 2).
+const CKA_NSS_EMAIL: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x4E53_4352;
+
 /// What a `C_CreateObject` template asks for, once checked.
 struct CertTemplate {
     cert: Certificate,
@@ -172,6 +175,9 @@ impl CertTemplate {
                         ));
                     }
                 }
+                // NSS's copy of the certificate's e-mail address (CKA_NSS_EMAIL), which
+                // `certutil` sends for certificates that name one: the certificate has it.
+                CKA_NSS_EMAIL => {}
                 CKA_START_DATE
                 | CKA_END_DATE
                 | CKA_HASH_OF_SUBJECT_PUBLIC_KEY
@@ -302,14 +308,26 @@ impl Token {
 
     /// The key a new certificate belongs to: by `CKA_LABEL`, else by `CKA_ID`; with neither,
     /// the one key whose public key the certificate holds.
+    ///
+    /// NSS (`certutil -A`, `-S`, Firefox) always gives a certificate `CKA_ID` = SHA-1 of its
+    /// public key value ([`PublicKey::nss_key_id`]) and its nickname as `CKA_LABEL`. That ID
+    /// is accepted as naming the key whose public key the certificate holds: the certificate
+    /// is stored for that key and shows the key's own `CKA_ID` and label (PKCS#11 v2.40
+    /// §4.6.3: `CKA_ID` of a certificate is the key identifier of its key pair), so NSS finds
+    /// the private key through it (`PK11_FindPrivateKeyFromCert` reads the certificate's
+    /// `CKA_ID`, then searches for the private key with it).
+    ///
+    /// [`PublicKey::nss_key_id`]: crate::crypto::PublicKey::nss_key_id
     fn key_for_certificate(&self, req: &CertTemplate) -> Result<Arc<KeyObject>> {
+        let nss_id = req.cert.public_key.nss_key_id();
+        let is_nss_id = |id: &Vec<u8>| *id == nss_id;
         let by_label = match &req.label {
             Some(l) => self.load_key(l)?,
             None => None,
         };
         if let Some(key) = by_label {
             return match &req.id {
-                Some(id) if *id != key.id => Err(inconsistent(format!(
+                Some(id) if *id != key.id && !is_nss_id(id) => Err(inconsistent(format!(
                     "CKA_ID is not the CKA_ID of key '{}'",
                     key.label
                 ))),
@@ -320,15 +338,17 @@ impl Token {
             if let Some(key) = self.key_by_id(id)? {
                 if let Some(l) = &req.label {
                     log::info!(
-                        "CKA_LABEL '{l}' names no key; the certificate takes the label of key '{}' (CKA_ID)",
-                        key.label
+                        "CKA_LABEL '{}' names no key; the certificate takes the label of key '{}' (CKA_ID)",
+                        Net(l),
+                        Net(&key.label)
                     );
                 }
                 return Ok(key);
             }
-            return Err(inconsistent("neither CKA_LABEL nor CKA_ID names a key"));
-        }
-        if let Some(l) = &req.label {
+            if !is_nss_id(id) {
+                return Err(inconsistent("neither CKA_LABEL nor CKA_ID names a key"));
+            }
+        } else if let Some(l) = &req.label {
             return Err(inconsistent(format!("CKA_LABEL '{l}' names no key")));
         }
         let mut matching: Vec<Arc<KeyObject>> = self
@@ -336,14 +356,28 @@ impl Token {
             .into_iter()
             .filter(|k| k.public == req.cert.public_key)
             .collect();
-        match matching.len() {
-            1 => Ok(matching.remove(0)),
-            0 => Err(inconsistent("no key holds the certificate's public key")),
-            _ => Err(Error::new(
-                CKR_TEMPLATE_INCOMPLETE,
-                "several keys hold the certificate's public key: give CKA_LABEL or CKA_ID",
-            )),
+        let key = match matching.len() {
+            1 => matching.remove(0),
+            0 => return Err(inconsistent("no key holds the certificate's public key")),
+            _ => {
+                return Err(Error::new(
+                    CKR_TEMPLATE_INCOMPLETE,
+                    "several keys hold the certificate's public key: give CKA_LABEL or CKA_ID",
+                ))
+            }
+        };
+        if req.id.is_some() {
+            log::info!(
+                "the certificate's CKA_ID is the SHA-1 of its public key (as NSS sets it): stored \
+                 for key '{}' under the key's own CKA_ID and label{}",
+                Net(&key.label),
+                match &req.label {
+                    Some(l) => format!(" (CKA_LABEL '{}' names no key)", Net(l)),
+                    None => String::new(),
+                }
+            );
         }
+        Ok(key)
     }
 
     /// The key with this `CKA_ID` (the TSB's `id` or the label's bytes): first the key whose

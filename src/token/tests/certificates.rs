@@ -219,6 +219,100 @@ fn the_key_is_found_by_id_or_public_key() {
     );
 }
 
+/// The CKA_ID NSS gives a certificate, computed with OpenSSL: the SHA-1 of the uncompressed EC
+/// point of its public key.
+fn nss_id(cert: &X509) -> Vec<u8> {
+    let ec = cert.public_key().unwrap().ec_key().unwrap();
+    let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+    let point = ec
+        .public_key()
+        .to_bytes(
+            ec.group(),
+            openssl::ec::PointConversionForm::UNCOMPRESSED,
+            &mut ctx,
+        )
+        .unwrap();
+    openssl::sha::sha1(&point).to_vec()
+}
+
+/// NSS (`certutil -A`/`-S`) creates a certificate with CKA_ID = SHA-1 of its public key and its
+/// nickname as CKA_LABEL: the certificate is stored for the key holding that public key, under
+/// the key's own CKA_ID and label, so a search for the private key by the certificate's
+/// CKA_ID finds it (how NSS looks up a certificate's key).
+#[test]
+fn nss_certificate_templates_are_stored_for_the_key_of_their_public_key() {
+    let fake = FakeTsb::new();
+    let a = fake.add_key("a", false);
+    let b = fake.add_key("b", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let cert = certificate(&b, "b by NSS", 9);
+    // The template NSS 3.87 sends (nssToken_ImportCertificate), with CKA_NSS_EMAIL.
+    let nss = |cert: &X509, label: &[u8], id: Vec<u8>| -> Template {
+        template(
+            cert,
+            &[
+                (CKA_TOKEN, vec![CK_TRUE]),
+                (CKA_ID, id),
+                (CKA_LABEL, label.to_vec()),
+                (CKA_ISSUER, cert.issuer_name().to_der().unwrap()),
+                (CKA_SUBJECT, cert.subject_name().to_der().unwrap()),
+                (
+                    CKA_SERIAL_NUMBER,
+                    Asn1Integer::from_bn(&BigNum::from_u32(9).unwrap())
+                        .unwrap()
+                        .to_bn()
+                        .unwrap()
+                        .to_vec(),
+                ),
+                (
+                    CKA_VENDOR_DEFINED | 0x4E53_4352,
+                    b"b@example.com\0".to_vec(),
+                ),
+            ],
+        )
+    };
+    // Another key's SHA-1 names no key and not the certificate's key: refused.
+    let other = nss(&cert, b"nickname", nss_id(&certificate(&a, "a", 1)));
+    assert_eq!(
+        create(&token, s, &other).unwrap_err().code(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+    assert!(!fake
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("import-certificate")));
+
+    let h = create(&token, s, &nss(&cert, b"nickname", nss_id(&cert))).unwrap();
+    assert!(fake.calls().contains(&"import-certificate b".to_string()));
+    assert_eq!(
+        token.attribute_values(s, h, &[CKA_ID, CKA_LABEL]).unwrap(),
+        vec![bytes(b"b"), bytes(b"b")],
+        "the key's own CKA_ID and label"
+    );
+    let id = match &token.attribute_values(s, h, &[CKA_ID]).unwrap()[0] {
+        AttrValue::Bytes(v) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    let private = find(
+        &token,
+        s,
+        &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY)), (CKA_ID, id)],
+    );
+    assert_eq!(
+        private.len(),
+        1,
+        "the private key of the certificate's CKA_ID"
+    );
+    assert_eq!(
+        token.attribute_values(s, private[0], &[CKA_LABEL]).unwrap(),
+        vec![bytes(b"b")]
+    );
+    // The nickname is the key's label: the NSS ID is accepted beside it too.
+    let h2 = create(&token, s, &nss(&cert, b"b", nss_id(&cert))).unwrap();
+    assert_eq!(h2, h);
+}
+
 /// What C_CreateObject refuses, and with which code (§5.7.1, §4.6.3).
 #[test]
 fn certificate_template_refusals() {
