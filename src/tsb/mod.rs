@@ -25,7 +25,7 @@ mod tests;
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;
 pub(crate) use client::TsbClient;
-pub(crate) use client::{NewKey, NewKeyType};
+pub(crate) use client::{KeyAttestation, NewKey, NewKeyType};
 pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
 pub(crate) use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
 pub(crate) use tls::{client_config, describe_tls_error};
