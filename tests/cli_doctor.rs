@@ -747,7 +747,10 @@ fn openssl(args: &[&str]) -> (bool, String) {
 fn checked_request(sim: &Simulator, label: &str, file: &Path) -> String {
     let f = file.to_str().unwrap();
     let (ok, text) = openssl(&["req", "-in", f, "-verify", "-noout", "-text"]);
-    assert!(ok, "openssl req -verify refuses the request of {label}: {text}");
+    assert!(
+        ok,
+        "openssl req -verify refuses the request of {label}: {text}"
+    );
     assert!(
         text.contains("verify OK"),
         "{label}: no 'verify OK' from openssl: {text}"
@@ -806,7 +809,11 @@ fn csr_for_every_key_type_verifies_with_openssl_and_carries_subject_and_sans() {
             text.contains("Subject: C = CH, O = Example Org, CN = host.example"),
             "{label}: {text}"
         );
-        for san in ["DNS:a.example", "IP Address:1.2.3.4", "IP Address:2001:DB8:0:0:0:0:0:1"] {
+        for san in [
+            "DNS:a.example",
+            "IP Address:1.2.3.4",
+            "IP Address:2001:DB8:0:0:0:0:0:1",
+        ] {
             assert!(text.contains(san), "{label}: {san} missing: {text}");
         }
         assert!(
@@ -817,8 +824,13 @@ fn csr_for_every_key_type_verifies_with_openssl_and_carries_subject_and_sans() {
     // Without -o the PEM goes to stdout, and nothing else does.
     let out = tsb_pkcs11(&["-c", cfg, "csr", "ec-p256", "--subject", "CN=x"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("-----BEGIN CERTIFICATE REQUEST-----"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("-----END CERTIFICATE REQUEST-----"));
+    assert!(
+        stdout.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{stdout}"
+    );
+    assert!(stdout
+        .trim_end()
+        .ends_with("-----END CERTIFICATE REQUEST-----"));
     // Bad input is refused before the key signs anything.
     let before = sim.requests().len();
     for bad in [
@@ -832,7 +844,11 @@ fn csr_for_every_key_type_verifies_with_openssl_and_carries_subject_and_sans() {
         assert_eq!(out.status.code(), Some(1), "{bad:?}");
         assert!(out.stdout.is_empty(), "{bad:?}");
     }
-    assert_eq!(sim.requests().len(), before, "no signature for refused input");
+    assert_eq!(
+        sim.requests().len(),
+        before,
+        "no signature for refused input"
+    );
 }
 
 #[test]
@@ -864,7 +880,10 @@ fn csr_with_an_approval_key_announces_the_wait_and_is_signed_once_approved() {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
@@ -908,7 +927,10 @@ fn attest_is_verified_written_and_a_tampered_attestation_is_refused() {
     assert_eq!(r.doc["facts"]["generatedInside"], true, "{:#}", r.doc);
     assert_eq!(r.doc["facts"]["neverExtractable"], true, "{:#}", r.doc);
     assert!(
-        r.doc["policy"].as_str().unwrap().contains("1 of [alice, bob]"),
+        r.doc["policy"]
+            .as_str()
+            .unwrap()
+            .contains("1 of [alice, bob]"),
         "{:#}",
         r.doc
     );
@@ -947,7 +969,14 @@ fn attest_is_verified_written_and_a_tampered_attestation_is_refused() {
     // Anchored in the given root; the saved files check again offline.
     let r = run(
         &path,
-        &["attest", "ska-ec-p256", "--from", out_dir.to_str().unwrap(), "--root", root.to_str().unwrap()],
+        &[
+            "attest",
+            "ska-ec-p256",
+            "--from",
+            out_dir.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+        ],
     );
     assert_eq!(r.code, 0, "{:#} {}", r.doc, r.stderr);
     assert_eq!(r.doc["anchored"], true);
@@ -955,7 +984,14 @@ fn attest_is_verified_written_and_a_tampered_attestation_is_refused() {
     let other = dir.path().join("other-root.pem");
     std::fs::write(&other, certs[1].to_pem().unwrap()).unwrap();
     let bad_root = tsb_pkcs11(
-        &["attest", "ska-ec-p256", "--from", out_dir.to_str().unwrap(), "--root", other.to_str().unwrap()],
+        &[
+            "attest",
+            "ska-ec-p256",
+            "--from",
+            out_dir.to_str().unwrap(),
+            "--root",
+            other.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(bad_root.status.code(), Some(1));
@@ -965,7 +1001,10 @@ fn attest_is_verified_written_and_a_tampered_attestation_is_refused() {
     assert!(xml.contains("<extractable>false</extractable>"), "{xml}");
     std::fs::write(
         f("xml"),
-        xml.replace("<extractable>false</extractable>", "<extractable>true</extractable>"),
+        xml.replace(
+            "<extractable>false</extractable>",
+            "<extractable>true</extractable>",
+        ),
     )
     .unwrap();
     let out = tsb_pkcs11(

@@ -18,7 +18,6 @@ use super::keys::pct;
 use super::{hex, load_config, Global, Out};
 use crate::crypto::x509req;
 use crate::crypto::{Certificate, HashAlg, PublicKey};
-use crate::logging::{sanitize, Net};
 use crate::tsb::{KeyAttestation, TsbClient};
 
 #[derive(Args, Debug)]
@@ -40,6 +39,22 @@ pub(crate) struct AttestArgs {
     /// Check an attestation written earlier in DIR (no TSB needed) instead of fetching one.
     #[arg(long, value_name = "DIR", conflicts_with = "output")]
     from: Option<PathBuf>,
+}
+
+/// TSB text for a terminal: as a log line shows it (`logging::sanitize`: controls escaped,
+/// secrets redacted, capped), and the bidirectional overrides and isolates escaped too, so a
+/// value cannot reorder what the line shows.
+pub(crate) fn sanitize(text: &str) -> String {
+    let mut out = String::new();
+    for c in crate::logging::sanitize(text).chars() {
+        if matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A file name for `label` (percent-encoded, so a label cannot name another folder).
@@ -89,7 +104,10 @@ fn policy_words(policy: &str) -> String {
     if v["keyStatus"]["blocked"] == json!(true) {
         words.push("the key is blocked".to_string());
     }
-    let tokens = v["ruleUse"]["tokens"].as_array().cloned().unwrap_or_default();
+    let tokens = v["ruleUse"]["tokens"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut alternatives = Vec::new();
     for t in &tokens {
         let groups: Vec<String> = t["groups"]
@@ -195,7 +213,11 @@ fn check(
     // The XML names the key it attests by its public key (Securosys: `public_key`, base64
     // DER SubjectPublicKeyInfo).
     let attested = xml_value(&att.xml, &["public_key", "publicKey"])
-        .and_then(|b| STANDARD.decode(b.split_whitespace().collect::<String>()).ok())
+        .and_then(|b| {
+            STANDARD
+                .decode(b.split_whitespace().collect::<String>())
+                .ok()
+        })
         .ok_or("the attestation names no public key")?;
     let attested_key =
         PublicKey::from_spki(&attested).map_err(|e| format!("the attested public key: {e}"))?;
@@ -252,7 +274,10 @@ fn check(
     let policy = xml_value(&att.xml, &["policy"]).filter(|p| !p.is_empty() && p != "null");
     let policy_text = match &policy {
         Some(p) => policy_words(p),
-        None => "not part of the attestation (the key has no policy, or the TSB does not attest it)".into(),
+        None => {
+            "not part of the attestation (the key has no policy, or the TSB does not attest it)"
+                .into()
+        }
     };
     let json = json!({
         "ok": true,
@@ -297,7 +322,7 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 pub(crate) fn run(global: &Global, args: &AttestArgs, out: &Out) -> Result<i32, String> {
-    let shown = Net(&args.label).to_string();
+    let shown = sanitize(&args.label);
     let base = base_name(&args.label);
     let root = match &args.root {
         Some(p) => Some(
@@ -379,7 +404,11 @@ pub(crate) fn run(global: &Global, args: &AttestArgs, out: &Out) -> Result<i32, 
         "attestation of '{shown}': signature verified (attestation key '{}')",
         sanitize(&att.attestation_key_name)
     ));
-    out.line(&format!("  chain:  {} certificates; {}", chain.len(), verdict.anchor));
+    out.line(&format!(
+        "  chain:  {} certificates; {}",
+        chain.len(),
+        verdict.anchor
+    ));
     out.line("  the key:");
     for (_, good, text) in &verdict.facts {
         out.line(&format!("    {} {text}", if *good { "✓" } else { "✗" }));
@@ -408,6 +437,11 @@ mod tests {
             Some(true)
         );
         assert_eq!(xml_value(xml, &["policy"]), None);
+    }
+
+    #[test]
+    fn terminal_text_escapes_controls_and_bidi_overrides() {
+        assert_eq!(sanitize("a\u{202e}b\u{1b}[31m"), "a\\u{202e}b\\u{1b}[31m");
     }
 
     #[test]

@@ -17,7 +17,6 @@ use super::{load_config, Global, Out};
 use crate::config::{Config, PinIs};
 use crate::crypto::x509req::{self, RequestAlgorithm, San};
 use crate::crypto::{HashAlg, PublicKey, Scheme};
-use crate::logging::Net;
 use crate::token::attributes::AttrValue;
 use crate::token::{Mechanism, SignOutput, Token, SLOT_ID};
 
@@ -73,7 +72,7 @@ pub(crate) fn open_key(
     label: &str,
     pin_env: Option<&str>,
 ) -> Result<TokenKey, String> {
-    let shown = Net(label).to_string();
+    let shown = super::attest::sanitize(label);
     let plain = |e: crate::Error| format!("'{shown}': {e}");
     let token = Token::new(config.clone(), true).map_err(plain)?;
     let session = token
@@ -83,7 +82,8 @@ pub(crate) fn open_key(
         let var = pin_env.ok_or_else(|| {
             "a login is needed (pkcs11.pinIs is not none): pass --pin-env NAME with the PIN in that environment variable".to_string()
         })?;
-        let pin = std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
+        let pin =
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
         token
             .login(session, CKU_USER, pin.as_bytes())
             .map_err(|e| format!("login: {e}"))?;
@@ -143,8 +143,9 @@ pub(crate) fn run(global: &Global, args: &CsrArgs, out: &Out) -> Result<i32, Str
         .map_err(|e| format!("--san {e}"))?;
     let config = load_config(global)?;
     let key = open_key(&config, &args.label, args.pin_env.as_deref())?;
-    let shown = Net(&args.label).to_string();
-    let algorithm = RequestAlgorithm::for_key(&key.public).map_err(|e| format!("'{shown}': {e}"))?;
+    let shown = super::attest::sanitize(&args.label);
+    let algorithm =
+        RequestAlgorithm::for_key(&key.public).map_err(|e| format!("'{shown}': {e}"))?;
     let mech = mechanism(&algorithm.scheme)
         .ok_or_else(|| format!("'{shown}': no mechanism for {:?}", algorithm.scheme))?;
     let info = x509req::request_info(&args.subject, &sans, &key.spki).map_err(|e| e.to_string())?;
@@ -193,7 +194,10 @@ pub(crate) fn run(global: &Global, args: &CsrArgs, out: &Out) -> Result<i32, Str
 pub(crate) fn write_new_file(path: &std::path::Path, data: &[u8], mode: u32) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Err(format!("{}: exists and is not a regular file", path.display()));
+        return Err(format!(
+            "{}: exists and is not a regular file",
+            path.display()
+        ));
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)

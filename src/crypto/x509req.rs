@@ -51,9 +51,9 @@ impl FromStr for San {
     type Err = String;
 
     fn from_str(s: &str) -> Result<San, String> {
-        let (kind, value) = s
-            .split_once(':')
-            .ok_or_else(|| format!("'{s}': write DNS:name, IP:address, email:address or URI:uri"))?;
+        let (kind, value) = s.split_once(':').ok_or_else(|| {
+            format!("'{s}': write DNS:name, IP:address, email:address or URI:uri")
+        })?;
         if value.is_empty() || !value.is_ascii() || value.chars().any(|c| c.is_ascii_control()) {
             return Err(format!(
                 "'{s}': the value must be printable ASCII (an IDN as its xn-- form)"

@@ -52,8 +52,7 @@ pub(crate) fn parse_attestation(answer: &Value) -> Result<KeyAttestation, String
         }
     };
     let xml = text("xml")?;
-    let signature =
-        decode_b64(&text("xmlSignature")?).ok_or("\"xmlSignature\" is not base64")?;
+    let signature = decode_b64(&text("xmlSignature")?).ok_or("\"xmlSignature\" is not base64")?;
     let attestation_key_name = text("attestationKeyName").unwrap_or_default();
     let public_key = crate::tsb::models::keys::parse_key_attributes(answer)
         .ok()
