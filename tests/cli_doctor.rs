@@ -798,3 +798,298 @@ fn every_node_of_a_cluster_is_checked_and_a_down_node_is_a_warning() {
     let r = run(&config_file(dir.path(), &c), &["doctor"]);
     assert_eq!(r.code, 1, "{:#}", r.doc);
 }
+
+// ---------------------------------------------------------------------------------------
+// From a key to a certificate: `csr` and `attest`
+
+/// `openssl ARGS`: exit status and stdout+stderr.
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Checks a request file with `openssl req -verify` and returns its text form; its public key
+/// must be the simulator's key `label`.
+fn checked_request(sim: &Simulator, label: &str, file: &Path) -> String {
+    let f = file.to_str().unwrap();
+    let (ok, text) = openssl(&["req", "-in", f, "-verify", "-noout", "-text"]);
+    assert!(
+        ok,
+        "openssl req -verify refuses the request of {label}: {text}"
+    );
+    assert!(
+        text.contains("verify OK"),
+        "{label}: no 'verify OK' from openssl: {text}"
+    );
+    let req = openssl::x509::X509Req::from_pem(&std::fs::read(file).unwrap()).unwrap();
+    assert_eq!(
+        req.public_key().unwrap().public_key_to_der().unwrap(),
+        sim.public_key_der(label).unwrap(),
+        "{label}: the request names the key's public key"
+    );
+    text
+}
+
+#[test]
+fn csr_for_every_key_type_verifies_with_openssl_and_carries_subject_and_sans() {
+    let keys = ["rsa-2048", "ec-p256", "ec-p384", "ec-p521", "ed25519"];
+    let sim = start_sim(sim_config(&keys));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &json!({ "restApi": sim.url() }));
+    let cfg = path.to_str().unwrap();
+    for (label, algorithm) in [
+        ("rsa-2048", "sha256WithRSAEncryption"),
+        ("ec-p256", "ecdsa-with-SHA256"),
+        ("ec-p384", "ecdsa-with-SHA384"),
+        ("ec-p521", "ecdsa-with-SHA512"),
+        ("ed25519", "ED25519"),
+    ] {
+        let file = dir.path().join(format!("{label}.csr"));
+        let out = tsb_pkcs11(
+            &[
+                "-c",
+                cfg,
+                "csr",
+                label,
+                "--subject",
+                "CN=host.example,O=Example Org,C=CH",
+                "--san",
+                "DNS:a.example",
+                "--san",
+                "IP:1.2.3.4",
+                "--san",
+                "IP:2001:db8::1",
+                "-o",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = checked_request(&sim, label, &file);
+        assert!(
+            text.contains("Subject: C = CH, O = Example Org, CN = host.example"),
+            "{label}: {text}"
+        );
+        for san in [
+            "DNS:a.example",
+            "IP Address:1.2.3.4",
+            "IP Address:2001:DB8:0:0:0:0:0:1",
+        ] {
+            assert!(text.contains(san), "{label}: {san} missing: {text}");
+        }
+        assert!(
+            text.contains(&format!("Signature Algorithm: {algorithm}")),
+            "{label}: {text}"
+        );
+    }
+    // Without -o the PEM goes to stdout, and nothing else does.
+    let out = tsb_pkcs11(&["-c", cfg, "csr", "ec-p256", "--subject", "CN=x"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{stdout}"
+    );
+    assert!(stdout
+        .trim_end()
+        .ends_with("-----END CERTIFICATE REQUEST-----"));
+    // Bad input is refused before the key signs anything.
+    let before = sim.requests().len();
+    for bad in [
+        vec!["--subject", "CN=x", "--san", "a.example"],
+        vec!["--subject", "CN=x", "--san", "IP:1.2.3"],
+        vec!["--subject", "not a name"],
+    ] {
+        let mut args = vec!["-c", cfg, "csr", "ec-p256"];
+        args.extend(bad.iter());
+        let out = tsb_pkcs11(&args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert!(out.stdout.is_empty(), "{bad:?}");
+    }
+    assert_eq!(
+        sim.requests().len(),
+        before,
+        "no signature for refused input"
+    );
+}
+
+#[test]
+fn csr_with_an_approval_key_announces_the_wait_and_is_signed_once_approved() {
+    use std::io::BufRead;
+    let sim = start_sim(sim_config(&["ska-ec-p256"]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        &json!({ "restApi": sim.url(), "pkcs11": { "pollIntervalMs": 20, "pollIntervalMaxMs": 50 } }),
+    );
+    let file = dir.path().join("ska.csr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+        .args([
+            "-c",
+            path.to_str().unwrap(),
+            "csr",
+            "ska-ec-p256",
+            "--subject",
+            "CN=approved.example",
+            "-o",
+            file.to_str().unwrap(),
+        ])
+        .env_remove("TSB_PKCS11_CONFIG")
+        .env_remove("TSB_PKCS11_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // The wait is announced on stderr: the request id and who must approve.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut lines = Vec::new();
+    let id = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("no announcement of the approval wait on stderr: {lines:?}")
+            });
+        lines.push(line.clone());
+        if let Some(rest) = line.split("approval request ").nth(1) {
+            if line.contains("filed for key 'ska-ec-p256'") {
+                assert!(line.contains("alice, bob"), "who must approve: {line}");
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+    };
+    assert!(!file.exists(), "nothing written before the approval");
+    sim.approve(&id, "alice").unwrap();
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{lines:?} {rest:?}");
+    checked_request(&sim, "ska-ec-p256", &file);
+}
+
+#[test]
+fn attest_is_verified_written_and_a_tampered_attestation_is_refused() {
+    let sim = start_sim(sim_config(&["ska-ec-p256"]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &json!({ "restApi": sim.url() }));
+    let out_dir = dir.path().join("att");
+    let r = run(
+        &path,
+        &["attest", "ska-ec-p256", "-o", out_dir.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{:#} {}", r.doc, r.stderr);
+    assert_eq!(r.doc["facts"]["generatedInside"], true, "{:#}", r.doc);
+    assert_eq!(r.doc["facts"]["neverExtractable"], true, "{:#}", r.doc);
+    assert!(
+        r.doc["policy"]
+            .as_str()
+            .unwrap()
+            .contains("1 of [alice, bob]"),
+        "{:#}",
+        r.doc
+    );
+    assert_eq!(r.doc["anchored"], false);
+    assert_eq!(
+        B64.decode(r.doc["publicKey"].as_str().unwrap()).unwrap(),
+        sim.public_key_der("ska-ec-p256").unwrap()
+    );
+    // What was written verifies with OpenSSL alone: the chain, and the XML's signature under
+    // the attestation key (Securosys' own verification steps).
+    let f = |ext: &str| out_dir.join(format!("ska-ec-p256.{ext}"));
+    let chain = std::fs::read(f("chain.pem")).unwrap();
+    let certs = openssl::x509::X509::stack_from_pem(&chain).unwrap();
+    assert_eq!(certs.len(), 3);
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, certs[2].to_pem().unwrap()).unwrap();
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-untrusted",
+        f("chain.pem").to_str().unwrap(),
+        f("chain.pem").to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        f("attestation-key.pem").to_str().unwrap(),
+        "-signature",
+        f("sig").to_str().unwrap(),
+        f("xml").to_str().unwrap(),
+    ]);
+    assert!(ok && text.contains("Verified OK"), "{text}");
+    // Anchored in the given root; the saved files check again offline.
+    let r = run(
+        &path,
+        &[
+            "attest",
+            "ska-ec-p256",
+            "--from",
+            out_dir.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{:#} {}", r.doc, r.stderr);
+    assert_eq!(r.doc["anchored"], true);
+    // Another root: refused.
+    let other = dir.path().join("other-root.pem");
+    std::fs::write(&other, certs[1].to_pem().unwrap()).unwrap();
+    let bad_root = tsb_pkcs11(
+        &[
+            "attest",
+            "ska-ec-p256",
+            "--from",
+            out_dir.to_str().unwrap(),
+            "--root",
+            other.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(bad_root.status.code(), Some(1));
+    // A tampered attestation (the key made to look exportable, which it is not):
+    // the signature no longer verifies, and the command refuses it.
+    let xml = std::fs::read_to_string(f("xml")).unwrap();
+    assert!(xml.contains("<extractable>false</extractable>"), "{xml}");
+    std::fs::write(
+        f("xml"),
+        xml.replace(
+            "<extractable>false</extractable>",
+            "<extractable>true</extractable>",
+        ),
+    )
+    .unwrap();
+    let out = tsb_pkcs11(
+        &["attest", "ska-ec-p256", "--from", out_dir.to_str().unwrap()],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("REFUSED") && stderr.contains("signature does not verify"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -1,4 +1,4 @@
-//! The `tsb-pkcs11` command: `doctor`, `keys`, `requests`, `config init`. It lives in the
+//! The `tsb-pkcs11` command: `doctor`, `keys`, `requests`, `csr`, `attest`, `config init`. It lives in the
 //! library so it reuses the configuration, the TSB client, the token and the crypto code
 //! exactly as the module runs them, without making them public; `src/bin/tsb-pkcs11.rs` only
 //! calls [`main_with_args`].
@@ -8,6 +8,8 @@
 //! shown with the step that caused them. Exit codes: 0 all well, 1 a problem (a failed
 //! check), 2 warnings only (doctor) or a usage error.
 
+mod attest;
+mod csr;
 mod doctor;
 mod init;
 mod keys;
@@ -62,6 +64,12 @@ enum Command {
     /// Approval requests this host's module filed (from its journal), with their status on
     /// the TSB; `requests cancel ID` cancels a leftover.
     Requests(requests::RequestsArgs),
+    /// Writes a PKCS#10 certificate request (PEM) signed by the key through the module
+    /// (approvals included), checked before it is written.
+    Csr(csr::CsrArgs),
+    /// Fetches the TSB's attestation of a key, checks its signature against the attestation
+    /// key's certificate chain, writes it, and says what it proves.
+    Attest(attest::AttestArgs),
     /// The configuration file.
     Config {
         #[command(subcommand)]
@@ -92,6 +100,8 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         Command::Doctor(a) => doctor::run(&cli.global, &a, &out),
         Command::Keys(a) => keys::run(&cli.global, &a, &out),
         Command::Requests(a) => requests::run(&cli.global, &a, &out),
+        Command::Csr(a) => csr::run(&cli.global, &a, &out),
+        Command::Attest(a) => attest::run(&cli.global, &a, &out),
         Command::Config {
             command: ConfigCommand::Init(a),
         } => init::run(&cli.global, &a, &out),
@@ -151,10 +161,12 @@ static CAPTURED: Mutex<Vec<String>> = parking_lot::const_mutex(Vec::new());
 
 impl Capture {
     fn install(verbose: bool) {
+        // Info, for the approval-wait lines (`logging::WAIT_TARGET`), which are always shown:
+        // a command waiting for approvers says which request and who must approve.
         let level = if verbose {
             log::LevelFilter::Debug
         } else {
-            log::LevelFilter::Warn
+            log::LevelFilter::Info
         };
         if log::set_boxed_logger(Box::new(Capture { verbose })).is_ok() {
             log::set_max_level(level);
@@ -179,6 +191,9 @@ impl log::Log for Capture {
         if self.verbose {
             let text = crate::logging::escape(&record.args().to_string());
             eprintln!("[{} {}] {text}", record.level(), record.target());
+        } else if record.target() == crate::logging::WAIT_TARGET {
+            let text = crate::logging::escape(&record.args().to_string());
+            eprintln!("tsb-pkcs11: {text}");
         }
     }
 

@@ -25,6 +25,7 @@ pub(crate) mod hash;
 pub(crate) mod keys;
 mod rsa;
 pub(crate) mod verify;
+pub(crate) mod x509req;
 
 #[cfg(test)]
 mod tests;

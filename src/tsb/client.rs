@@ -22,10 +22,12 @@ use super::models::{
 use super::nodes::{Node, Nodes};
 use super::{http, tls};
 
+mod attestation;
 mod keys;
 mod send;
 use crate::config::{normalise_url, AuthType, Config, Secret};
 use crate::logging::Net;
+pub(crate) use attestation::KeyAttestation;
 pub(crate) use keys::{NewKey, NewKeyType, NewKeyUsage};
 use send::is_node_failure;
 
@@ -491,8 +493,21 @@ impl TsbClient {
         label: &str,
         password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
+        let call = Self::attributes_call(label, password);
+        self.execute(&call, |reply| {
+            let mut attrs =
+                parse_key_attributes(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)?;
+            if attrs.label.is_empty() {
+                attrs.label = label.to_string();
+            }
+            Ok(attrs)
+        })
+    }
+
+    /// The call of [`TsbClient::key_attributes`].
+    fn attributes_call<'a>(label: &str, password: Option<&'a Secret>) -> Call<'a> {
         let post = password.is_some() || label.is_empty() || label == "." || label == "..";
-        let call = if post {
+        if post {
             let mut body = json!({ "label": label });
             if let Some(pw) = password {
                 body["password"] = password_chars(pw);
@@ -515,15 +530,7 @@ impl TsbClient {
                 format!("/v1/key/{}/attributes", encode_segment(label)),
                 Retry::Idempotent,
             )
-        };
-        self.execute(&call, |reply| {
-            let mut attrs =
-                parse_key_attributes(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)?;
-            if attrs.label.is_empty() {
-                attrs.label = label.to_string();
-            }
-            Ok(attrs)
-        })
+        }
     }
 
     /// `GET /v1/certificate/{label}` → the certificate of a key as received: the PEM text bytes,

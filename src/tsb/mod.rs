@@ -24,7 +24,7 @@ mod tests;
 
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;
-pub(crate) use client::{NewKey, NewKeyType, NewKeyUsage};
+pub(crate) use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
 pub(crate) use client::{SignatureCheck, TsbClient};
 pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
 pub(crate) use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};

@@ -41,6 +41,10 @@ pub fn router() -> Router<Arc<Shared>> {
                 .delete(crate::keygen::delete_key_labelled_delete_key),
         )
         .route(
+            "/v1/key/attestation/certificateChain",
+            get(attestation_certificate_chain),
+        )
+        .route(
             "/v1/key/{*rest}",
             get(get_key_attributes).delete(crate::keygen::delete_key),
         )
@@ -104,6 +108,17 @@ async fn get_key_attributes(State(s): S, Path(rest): Path<String>) -> ApiResult 
     let key = s.key(label)?;
     key.check_password(None)?;
     ok(key.attributes_response())
+}
+
+/// `GET /v1/key/attestation/certificateChain` → `{"attestationCertificateChain": [base64 DER]}`
+/// (the TSB class `AttestationCertificateDto`; the path is the simulator's own choice, the
+/// public material does not name it): the attestation key's chain, root last.
+async fn attestation_certificate_chain() -> ApiResult {
+    let chain: Vec<String> = crate::keys::attestation_chain()
+        .iter()
+        .map(|c| B64.encode(c))
+        .collect();
+    ok(json!({ "attestationCertificateChain": chain }))
 }
 
 /// `POST /v1/key/attributes` with `{"label","password":["p","w"]}`.

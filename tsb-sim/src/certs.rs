@@ -627,3 +627,37 @@ pub fn build_tls(cfg: &TlsConfig, dir: &Path) -> Result<TlsMaterial, SimError> {
         client_cert_paths,
     })
 }
+
+/// The attestation key's certificate chain, as a Primus HSM's: a root ("tsb-sim attestation
+/// root", self-signed), a device certificate it issues, and the attestation key's certificate
+/// the device issues. DER, attestation key first, root last. `key` is the attestation key.
+pub fn attestation_chain(key: &p256::ecdsa::SigningKey) -> Result<Vec<Vec<u8>>, SimError> {
+    use pkcs8::EncodePrivateKey;
+    let root_key = rcgen::KeyPair::generate().map_err(tls_err)?;
+    let root = ca_params("tsb-sim attestation root")?
+        .self_signed(&root_key)
+        .map_err(tls_err)?;
+    let device_key = rcgen::KeyPair::generate().map_err(tls_err)?;
+    let device = ca_params("tsb-sim HSM device")?
+        .signed_by(&device_key, &root, &root_key)
+        .map_err(tls_err)?;
+    let pkcs8 = key.to_pkcs8_der().map_err(tls_err)?;
+    let leaf_key = rcgen::KeyPair::try_from(pkcs8.as_bytes()).map_err(tls_err)?;
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, crate::keys::ATTESTATION_KEY_NAME);
+    leaf.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "tsb-sim");
+    leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    let now = SystemTime::now();
+    leaf.not_before = offset_time(now - Duration::from_secs(86_400));
+    leaf.not_after = offset_time(now + Duration::from_secs(10 * 365 * 86_400));
+    let leaf = leaf
+        .signed_by(&leaf_key, &device, &device_key)
+        .map_err(tls_err)?;
+    Ok(vec![
+        leaf.der().to_vec(),
+        device.der().to_vec(),
+        root.der().to_vec(),
+    ])
+}
