@@ -19,9 +19,10 @@ use super::models::{
     parse_version_info_checked, password_chars, CertificateResponse, KeyAttributes, RequestStatus,
     SignRequest, SignRequestCreated, SignResponse,
 };
-use super::nodes::{Node, Nodes};
+use super::nodes::{Form, Node, Nodes};
 use super::{http, tls};
 
+mod forms;
 mod keys;
 mod send;
 use crate::config::{normalise_url, AuthType, Config, Secret};
@@ -137,6 +138,10 @@ struct Call<'a> {
     api_key: Option<&'a Secret>,
     /// Further secrets (e.g. a key password) to keep out of error messages.
     secrets: Vec<&'a str>,
+    /// For a call the TSB offers in two forms: this call's form ...
+    form: Option<Form>,
+    /// ... and the other form, sent to a node that does not know this one (`client/forms.rs`).
+    fallback: Option<Box<Call<'a>>>,
 }
 
 impl<'a> Call<'a> {
@@ -151,7 +156,16 @@ impl<'a> Call<'a> {
             bearer: None,
             api_key: None,
             secrets: Vec::new(),
+            form: None,
+            fallback: None,
         }
+    }
+
+    /// This call in `form`, with `other` as the fallback (see `client/forms.rs`).
+    fn with_fallback(mut self, form: Form, other: Option<Call<'a>>) -> Self {
+        self.form = Some(form);
+        self.fallback = other.map(Box::new);
+        self
     }
 
     fn json_body(mut self, body: &Value) -> Self {
@@ -478,38 +492,42 @@ impl TsbClient {
         })
     }
 
-    /// `GET /v1/key/{label}/attributes` (label percent-encoded, `/` included), or
-    /// `POST /v1/key/attributes` with `{"label", "password": [chars]}` when a password is given.
+    /// `POST /v1/key/attributes` with `{"label", "password"?: [chars]}`, the form Securosys'
+    /// clients use (docs/tsb-api.md, "Keys"); a node that does not know it (404 without a TSB
+    /// error, 405) is asked `GET /v1/key/{label}/attributes` (label percent-encoded, `/`
+    /// included) instead, for a key without password whose label fits in a path.
     pub(crate) fn key_attributes(
         &self,
         label: &str,
         password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
-        let post = password.is_some() || label.is_empty() || label == "." || label == "..";
-        let call = if post {
-            let mut body = json!({ "label": label });
-            if let Some(pw) = password {
-                body["password"] = password_chars(pw);
-            }
-            let mut call = Call::new(
-                "POST",
-                "POST /v1/key/attributes",
-                "/v1/key/attributes".into(),
-                Retry::Idempotent,
-            )
-            .json_body(&body);
-            if let Some(pw) = password {
-                call.secrets.push(pw.expose());
-            }
-            call
-        } else {
-            Call::new(
-                "GET",
-                "GET /v1/key/{label}/attributes",
-                format!("/v1/key/{}/attributes", encode_segment(label)),
-                Retry::Idempotent,
-            )
+        let mut body = json!({ "label": label });
+        if let Some(pw) = password {
+            body["password"] = password_chars(pw);
+        }
+        let mut post = Call::new(
+            "POST",
+            "POST /v1/key/attributes",
+            "/v1/key/attributes".into(),
+            Retry::Idempotent,
+        )
+        .json_body(&body);
+        if let Some(pw) = password {
+            post.secrets.push(pw.expose());
+        }
+        let get = match (password, segment(label, "")) {
+            (None, Ok(seg)) => Some(
+                Call::new(
+                    "GET",
+                    "GET /v1/key/{label}/attributes",
+                    format!("/v1/key/{seg}/attributes"),
+                    Retry::Idempotent,
+                )
+                .with_fallback(Form::AttributesGet, None),
+            ),
+            _ => None,
         };
+        let call = post.with_fallback(Form::AttributesPost, get);
         self.execute(&call, |reply| {
             let mut attrs =
                 parse_key_attributes(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)?;

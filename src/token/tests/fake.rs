@@ -483,7 +483,7 @@ impl Backend for FakeTsb {
     }
 
     /// Deletes a key; labels starting with `locked` are not destroyable (403, 614).
-    fn delete_key(&self, label: &str) -> Result<(), TsbError> {
+    fn delete_key(&self, label: &str, _password: Option<&Secret>) -> Result<(), TsbError> {
         self.record(format!("delete {label}"));
         // At most 10 s, so a caller that waits for it fails its test instead of hanging it.
         let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -49,7 +49,7 @@ impl TsbClient {
                     deadline
                 };
                 let result = self
-                    .send_with_keys(node, call, node_deadline)
+                    .send_form(node, call, node_deadline)
                     .and_then(|reply| {
                         parse(&reply).map_err(|k| self.err(call, self.redact(call, k)))
                     });
