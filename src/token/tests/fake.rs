@@ -457,14 +457,14 @@ impl Backend for FakeTsb {
     fn set_login_operation_key(&self, _key: Option<Secret>) {}
 
     /// Creates P-256, RSA-2048 and Ed25519 keys; other types are refused (400, 600). A label
-    /// in use is 400 with 622.
+    /// in use is 400 with 608 (the TSB catalogue's `res.error.key.already.existing`).
     fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
         self.record(format!(
             "create {} {:?} destroyable={} modifiable={}",
             key.label, key.key_type, key.destroyable, key.modifiable
         ));
         if self.keys.lock().contains_key(key.label) {
-            return Err(tsb_error(400, 622));
+            return Err(tsb_error(400, 608));
         }
         match key.key_type {
             NewKeyType::Ec("1.2.840.10045.3.1.7") => {
