@@ -688,8 +688,10 @@ fn keys_are_read_and_deleted_by_body_with_a_fallback_per_node() {
 
     // A TSB that does not know the POST form (405): one POST, then GET for every read.
     h.reinitialize();
-    h.sim
-        .inject(tsb_sim::Fault::unknown_endpoint("POST /v1/key/attributes", 405));
+    h.sim.inject(tsb_sim::Fault::unknown_endpoint(
+        "POST /v1/key/attributes",
+        405,
+    ));
     h.sim.reset_counters();
     let s = h.session();
     h.private_key(&s, "plain-a");

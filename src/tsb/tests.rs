@@ -256,7 +256,10 @@ fn endpoints_and_bodies() {
         e.to_string(),
         "POST /v1/key/attributes: HTTP 404, TSB 650 res.error.key.not.existent"
     );
-    assert!(!server.requests().iter().any(|r| r.method == "GET" && r.path.ends_with("/attributes")));
+    assert!(!server
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path.ends_with("/attributes")));
 
     let mut req = sign_req();
     req.signature_type = Some("DER".into());
@@ -332,7 +335,10 @@ fn attributes_fall_back_to_get_once_per_node_with_encoded_labels() {
     let e = c.key_attributes("..", None).unwrap_err();
     assert_eq!(e.http_status(), Some(405));
     let last = &server.requests()[3];
-    assert_eq!((last.method.as_str(), last.path.as_str()), ("POST", "/v1/key/attributes"));
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("POST", "/v1/key/attributes")
+    );
     assert_eq!(last.json(), json!({"label": ".."}));
     let e = c.certificate("..").unwrap_err();
     assert!(matches!(e.kind, TsbErrorKind::Config(_)));
@@ -365,14 +371,22 @@ fn key_deletion_forms_and_fallback() {
     let seen: Vec<(&str, &str, Value)> = reqs
         .iter()
         .map(|r| {
-            let body = if r.body.is_empty() { Value::Null } else { r.json() };
+            let body = if r.body.is_empty() {
+                Value::Null
+            } else {
+                r.json()
+            };
             (r.method.as_str(), r.path.as_str(), body)
         })
         .collect();
     assert_eq!(
         seen,
         vec![
-            ("POST", "/v1/key/deleteKey", json!({"label": "pk", "password": ["p", "w", "1"]})),
+            (
+                "POST",
+                "/v1/key/deleteKey",
+                json!({"label": "pk", "password": ["p", "w", "1"]})
+            ),
             ("DELETE", "/v1/key/k1", Value::Null),
             ("POST", "/v1/key/deleteKey", json!({"label": "k1"})),
             ("POST", "/v1/key/deleteKey", json!({"label": "k2"})),

@@ -106,7 +106,11 @@ impl TsbClient {
     /// and `{"label", "password"?}` (the form that carries the password), any other key with
     /// `DELETE /v1/key/{label}` (the form of the release notes). A node that does not know the
     /// first form (404 without a TSB error, 405) is sent the other (`client/forms.rs`).
-    pub(crate) fn delete_key(&self, label: &str, password: Option<&Secret>) -> Result<(), TsbError> {
+    pub(crate) fn delete_key(
+        &self,
+        label: &str,
+        password: Option<&Secret>,
+    ) -> Result<(), TsbError> {
         let mut body = json!({ "label": label });
         if let Some(pw) = password {
             body["password"] = password_chars(pw);

@@ -48,11 +48,9 @@ impl TsbClient {
                 } else {
                     deadline
                 };
-                let result = self
-                    .send_form(node, call, node_deadline)
-                    .and_then(|reply| {
-                        parse(&reply).map_err(|k| self.err(call, self.redact(call, k)))
-                    });
+                let result = self.send_form(node, call, node_deadline).and_then(|reply| {
+                    parse(&reply).map_err(|k| self.err(call, self.redact(call, k)))
+                });
                 let e = match result {
                     Ok(v) => {
                         self.nodes.answered(i, started);
