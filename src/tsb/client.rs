@@ -1,7 +1,8 @@
 //! The TSB client: one method per TSB endpoint, over the nodes of the cluster (`nodes.rs`),
 //! each with its pool of kept-alive connections (`http.rs`). The request machinery (retries,
 //! failover, authentication per endpoint role with API-key rollover, redaction) is in
-//! `client/send.rs`; key creation and deletion in `client/keys.rs`.
+//! `client/send.rs`; key creation and deletion in `client/keys.rs`; the choice between the two
+//! forms of a call the TSB offers twice (attributes, deletion) in `client/forms.rs`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
