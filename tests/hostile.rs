@@ -544,7 +544,8 @@ fn replayed_key_attributes_never_name_another_key() {
     h.sim
         .add_key(tsb_sim::KeySpec::ec("ec-p256-b", tsb_sim::Curve::P256))
         .unwrap();
-    h.sim.inject(Fault::replay_answer("GET /v1/key/attributes"));
+    h.sim
+        .inject(Fault::replay_answer("POST /v1/key/attributes"));
     let ledger = Ledger::default();
     let s = h.session();
     for label in ["ec-p256", "ec-p256-b"] {
@@ -1129,7 +1130,7 @@ fn key_generation_under_hostile_answers() {
         })
     };
     let faults = [
-        ("replayed", Fault::replay_answer("GET /v1/key/attributes")),
+        ("replayed", Fault::replay_answer("POST /v1/key/attributes")),
         ("extra", Fault::extra_response("*", None)),
     ];
     for (name, fault) in faults {

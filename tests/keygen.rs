@@ -880,3 +880,44 @@ fn java_key_pair_generator_generates_key_pairs() {
     // The JVM exits without C_Finalize (SunPKCS11 never finalizes the library), so the
     // temporary keys of these session key pairs stay on the TSB: not asserted here.
 }
+
+#[test]
+fn keys_are_read_and_deleted_by_body_with_a_fallback_per_node() {
+    let cfg = SimConfig {
+        keys: vec![
+            tsb_sim::KeySpec::ec("pw-key", tsb_sim::Curve::P256).with_password("secret-pw"),
+            tsb_sim::KeySpec::ed25519("plain-a"),
+            tsb_sim::KeySpec::ed25519("plain-b"),
+        ],
+        ..small_sim()
+    };
+    let h = Harness::with(
+        cfg,
+        serde_json::json!({"allowKeyDeletion": true, "keyPasswords": {"pw-key": "secret-pw"}}),
+    );
+    let s = rw_session(&h);
+    // Attributes are read with POST /v1/key/attributes, as Securosys' clients do.
+    let pw_key = h.private_key(&s, "pw-key");
+    assert!(h.sim.counter("POST /v1/key/attributes") >= 1);
+    assert_eq!(h.sim.counter("GET /v1/key/attributes"), 0);
+    // A key with a password is deleted with POST /v1/key/deleteKey (carrying the password).
+    s.destroy_object(pw_key).expect("deleted");
+    assert_eq!(h.sim.counter("POST /v1/key/deleteKey"), 1);
+    assert_eq!(h.sim.counter("DELETE /v1/key"), 0);
+    assert!(!h.sim.key_labels().iter().any(|l| l == "pw-key"));
+    drop(s);
+
+    // A TSB that does not know the POST form (405): one POST, then GET for every read.
+    h.reinitialize();
+    h.sim.inject(tsb_sim::Fault::unknown_endpoint(
+        "POST /v1/key/attributes",
+        405,
+    ));
+    h.sim.reset_counters();
+    let s = h.session();
+    h.private_key(&s, "plain-a");
+    h.private_key(&s, "plain-b");
+    assert_eq!(h.sim.counter("POST /v1/key/attributes"), 1, "tried once");
+    assert!(h.sim.counter("GET /v1/key/attributes") >= 2);
+    h.sim.clear_faults();
+}

@@ -33,7 +33,7 @@ use tsb_sim::{Curve, Fault, KeySpec, SimConfig};
 
 use cryptoki::error::RvError;
 
-const GET_ATTRS: &str = "GET /v1/key/attributes";
+const POST_ATTRS: &str = "POST /v1/key/attributes";
 const GET_KEYS: &str = "GET /v1/key";
 const POST_SYNC: &str = "POST /v1/synchronousSign";
 const POST_SIGN: &str = "POST /v1/sign";
@@ -73,7 +73,7 @@ fn auto_approving() -> SimConfig {
     cfg
 }
 
-/// Finds a private key by label (one `GET /v1/key/{label}/attributes` with caching off).
+/// Finds a private key by label (one `POST /v1/key/attributes` with caching off).
 fn find_key(s: &Session, label: &str) -> cryptoki::error::Result<Vec<ObjectHandle>> {
     s.find_objects(&[
         Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -177,14 +177,14 @@ fn server_errors_on_reads_are_retried_with_backoff() {
     let s = h.session();
     // Two failures, then the TSB answers: the search succeeds on the third attempt.
     h.sim.inject(
-        Fault::status(GET_ATTRS, 503)
+        Fault::status(POST_ATTRS, 503)
             .with_error(701, "HSM busy")
             .times(2),
     );
     let (found, took) = timed(|| find_key(&s, "ec-p384").unwrap());
     report("find after two 503s (retried)", took);
     assert_eq!(found.len(), 1);
-    assert_eq!(h.sim.counter(GET_ATTRS), 3, "two retries");
+    assert_eq!(h.sim.counter(POST_ATTRS), 3, "two retries");
     // Backoff 100 ms then 300 ms.
     assert!(took >= Duration::from_millis(400), "{took:?}");
     assert!(took < Duration::from_millis(TIMEOUT_MS), "{took:?}");
@@ -192,11 +192,11 @@ fn server_errors_on_reads_are_retried_with_backoff() {
     // A TSB that keeps failing: 1 + 2 retries, then CKR_DEVICE_ERROR.
     h.sim.reset_counters();
     h.sim
-        .inject(Fault::status(GET_ATTRS, 500).with_error(701, "HSM down"));
+        .inject(Fault::status(POST_ATTRS, 500).with_error(701, "HSM down"));
     let (r, took) = timed(|| find_key(&s, "ec-p384"));
     report("find with 500 on every attempt", took);
     assert_rv(r, RvError::DeviceError);
-    assert_eq!(h.sim.counter(GET_ATTRS), 3);
+    assert_eq!(h.sim.counter(POST_ATTRS), 3);
     assert!(took < Duration::from_millis(TIMEOUT_MS + 500), "{took:?}");
     let warn = h.lines_with("HTTP 500, TSB 701 res.error.in.hsm");
     assert!(
@@ -309,11 +309,11 @@ fn a_sign_right_after_a_refused_sign_works() {
 fn html_bad_gateway_from_a_proxy() {
     let h = harness();
     let s = h.session();
-    h.sim.inject(Fault::html_bad_gateway(GET_ATTRS));
+    h.sim.inject(Fault::html_bad_gateway(POST_ATTRS));
     let (r, took) = timed(|| find_key(&s, "ec-p256"));
     report("find with 502 HTML on every attempt", took);
     assert_rv(r, RvError::DeviceError);
-    assert_eq!(h.sim.counter(GET_ATTRS), 3, "retried like any 5xx");
+    assert_eq!(h.sim.counter(POST_ATTRS), 3, "retried like any 5xx");
     assert!(
         !h.lines_with("HTTP 502").is_empty(),
         "the status is logged:\n{}",
@@ -336,18 +336,18 @@ fn malformed_json() {
     let h = harness();
     let s = h.session();
     // A truncated attributes answer once: retried, then found.
-    h.sim.inject(Fault::malformed_json(GET_ATTRS).times(1));
+    h.sim.inject(Fault::malformed_json(POST_ATTRS).times(1));
     let (found, took) = timed(|| find_key(&s, "ed25519").unwrap());
     report("find after one malformed answer", took);
     assert_eq!(found.len(), 1);
-    assert_eq!(h.sim.counter(GET_ATTRS), 2);
+    assert_eq!(h.sim.counter(POST_ATTRS), 2);
 
     // Always malformed: CKR_DEVICE_ERROR after 3 attempts.
-    h.sim.inject(Fault::malformed_json(GET_ATTRS));
+    h.sim.inject(Fault::malformed_json(POST_ATTRS));
     let (r, took) = timed(|| find_key(&s, "ed25519"));
     report("find with malformed JSON on every attempt", took);
     assert_rv(r, RvError::DeviceError);
-    assert_eq!(h.sim.counter(GET_ATTRS), 2 + 3);
+    assert_eq!(h.sim.counter(POST_ATTRS), 2 + 3);
     h.sim.clear_faults();
     let k = key(&h, &s, "ed25519");
 
@@ -386,11 +386,11 @@ fn malformed_json() {
 fn dropped_connection_on_a_read_is_retried() {
     let h = harness();
     let s = h.session();
-    h.sim.inject(Fault::drop_connection(GET_ATTRS).times(2));
+    h.sim.inject(Fault::drop_connection(POST_ATTRS).times(2));
     let (found, took) = timed(|| find_key(&s, "rsa-2048").unwrap());
     report("find after two dropped connections", took);
     assert_eq!(found.len(), 1);
-    assert_eq!(h.sim.counter(GET_ATTRS), 3);
+    assert_eq!(h.sim.counter(POST_ATTRS), 3);
 }
 
 #[test]
@@ -455,7 +455,7 @@ fn hanging_sign_fails_within_the_timeout_and_is_not_retried() {
 fn hanging_read_fails_within_the_timeout() {
     let h = harness();
     let s = h.session();
-    h.sim.inject(Fault::hang(GET_ATTRS));
+    h.sim.inject(Fault::hang(POST_ATTRS));
     let (r, took) = timed(|| find_key(&s, "ec-p521"));
     report("find against a hanging TSB (requestTimeoutMs 1000)", took);
     assert_rv(r, RvError::DeviceError);
@@ -476,15 +476,15 @@ fn a_slow_first_attempt_leaves_time_for_a_retry_only_within_the_deadline() {
     let s = h.session();
     // First attempt: 200 ms then a 503; the retry (after 100 ms backoff) succeeds.
     h.sim
-        .inject(Fault::status(GET_ATTRS, 503).with_latency(200).times(1));
+        .inject(Fault::status(POST_ATTRS, 503).with_latency(200).times(1));
     let (found, took) = timed(|| find_key(&s, "ec-p256").unwrap());
     report("find: slow 503, then success", took);
     assert_eq!(found.len(), 1);
-    assert_eq!(h.sim.counter(GET_ATTRS), 2);
+    assert_eq!(h.sim.counter(POST_ATTRS), 2);
     // First attempt 800 ms then 503: not enough time is left for a useful retry.
     h.sim.reset_counters();
     h.sim
-        .inject(Fault::status(GET_ATTRS, 503).with_latency(800));
+        .inject(Fault::status(POST_ATTRS, 503).with_latency(800));
     let (r, took) = timed(|| find_key(&s, "ec-p256"));
     report("find: 800 ms then 503, deadline 1000 ms", took);
     assert_rv(r, RvError::DeviceError);

@@ -479,7 +479,7 @@ fn scenario_configured_credentials_and_faults() {
         assert!(s.sign(&Mechanism::EcdsaSha256, k, b"fault").is_err());
     }
     h.sim
-        .inject(echoing_fault("GET /v1/key/attributes", 503, 701, &known[..4]).times(1));
+        .inject(echoing_fault("POST /v1/key/attributes", 503, 701, &known[..4]).times(1));
     h.sim.inject(Fault::hang("GET /v1/request").times(1));
     h.sim
         .inject(echoing_fault("GET /v1/request", 500, 701, &known[..4]).times(1));

@@ -61,9 +61,9 @@ pub(crate) trait Backend: Send + Sync {
             TsbErrorKind::Config("this backend cannot create keys".into()),
         ))
     }
-    /// `DELETE /v1/key/{label}`: deletes a key (C_DestroyObject).
-    fn delete_key(&self, label: &str) -> Result<(), TsbError> {
-        let _ = label;
+    /// Deletes a key (C_DestroyObject), with its password when it has one.
+    fn delete_key(&self, label: &str, password: Option<&Secret>) -> Result<(), TsbError> {
+        let _ = (label, password);
         Err(TsbError::new(
             "DELETE /v1/key/{label}",
             TsbErrorKind::Config("this backend cannot delete keys".into()),
@@ -134,7 +134,7 @@ impl Backend for TsbClient {
     fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
         TsbClient::create_key(self, key)
     }
-    fn delete_key(&self, label: &str) -> Result<(), TsbError> {
-        TsbClient::delete_key(self, label)
+    fn delete_key(&self, label: &str, password: Option<&Secret>) -> Result<(), TsbError> {
+        TsbClient::delete_key(self, label, password)
     }
 }

@@ -581,7 +581,10 @@ impl Token {
         if !self.user_may_use_private() {
             return Err(Error::new(CKR_USER_NOT_LOGGED_IN, "log in to delete a key"));
         }
-        match self.client()?.delete_key(&key.label) {
+        match self
+            .client()?
+            .delete_key(&key.label, self.key_password(&key.label).as_ref())
+        {
             Ok(()) => {}
             Err(e) if e.is_key_not_found() => {
                 log::info!("key '{}' was already deleted: {e}", key.label)

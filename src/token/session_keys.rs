@@ -212,7 +212,9 @@ impl Token {
     /// TSB whatever `pkcs11.allowKeyDeletion` says. A failure is returned (the key stays, and is
     /// deleted again when its session closes).
     pub(super) fn destroy_session_key(&self, label: &str) -> Result<()> {
-        match self.client()?.delete_key(label) {
+        // A temporary key is created without a password (its label is generated, so none is
+        // configured for it).
+        match self.client()?.delete_key(label, None) {
             Ok(()) => {}
             Err(e) if e.is_key_not_found() => {
                 log::info!("temporary key '{label}' was already deleted: {e}")
@@ -260,7 +262,7 @@ impl Token {
         };
         let delete =
             |client: &dyn super::Backend, label: &str| -> std::result::Result<(), String> {
-                match client.delete_key(label) {
+                match client.delete_key(label, None) {
                     Ok(()) => Ok(()),
                     Err(e) if e.is_key_not_found() => Ok(()),
                     Err(e) => Err(Net(&e.to_string()).to_string()),

@@ -1,7 +1,8 @@
 //! The TSB client: one method per TSB endpoint, over the nodes of the cluster (`nodes.rs`),
 //! each with its pool of kept-alive connections (`http.rs`). The request machinery (retries,
 //! failover, authentication per endpoint role with API-key rollover, redaction) is in
-//! `client/send.rs`; key creation and deletion in `client/keys.rs`.
+//! `client/send.rs`; key creation and deletion in `client/keys.rs`; the choice between the two
+//! forms of a call the TSB offers twice (attributes, deletion) in `client/forms.rs`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,10 +20,11 @@ use super::models::{
     parse_version_info_checked, password_chars, CertificateResponse, KeyAttributes, RequestStatus,
     SignRequest, SignRequestCreated, SignResponse,
 };
-use super::nodes::{Node, Nodes};
+use super::nodes::{Form, Node, Nodes};
 use super::{http, tls};
 
 mod attestation;
+mod forms;
 mod keys;
 mod send;
 use crate::config::{normalise_url, AuthType, Config, Secret};
@@ -145,6 +147,10 @@ struct Call<'a> {
     api_key: Option<&'a Secret>,
     /// Further secrets (e.g. a key password) to keep out of error messages.
     secrets: Vec<&'a str>,
+    /// For a call the TSB offers in two forms: this call's form ...
+    form: Option<Form>,
+    /// ... and the other form, sent to a node that does not know this one (`client/forms.rs`).
+    fallback: Option<Box<Call<'a>>>,
 }
 
 impl<'a> Call<'a> {
@@ -159,7 +165,16 @@ impl<'a> Call<'a> {
             bearer: None,
             api_key: None,
             secrets: Vec::new(),
+            form: None,
+            fallback: None,
         }
+    }
+
+    /// This call in `form`, with `other` as the fallback (see `client/forms.rs`).
+    fn with_fallback(mut self, form: Form, other: Option<Call<'a>>) -> Self {
+        self.form = Some(form);
+        self.fallback = other.map(Box::new);
+        self
     }
 
     fn json_body(mut self, body: &Value) -> Self {
@@ -486,8 +501,10 @@ impl TsbClient {
         })
     }
 
-    /// `GET /v1/key/{label}/attributes` (label percent-encoded, `/` included), or
-    /// `POST /v1/key/attributes` with `{"label", "password": [chars]}` when a password is given.
+    /// `POST /v1/key/attributes` with `{"label", "password"?: [chars]}`, the form Securosys'
+    /// clients use (docs/tsb-api.md, "Keys"); a node that does not know it (404 without a TSB
+    /// error, 405) is asked `GET /v1/key/{label}/attributes` (label percent-encoded, `/`
+    /// included) instead, for a key without password whose label fits in a path.
     pub(crate) fn key_attributes(
         &self,
         label: &str,
@@ -504,33 +521,37 @@ impl TsbClient {
         })
     }
 
-    /// The call of [`TsbClient::key_attributes`].
+    /// The call of [`TsbClient::key_attributes`]: `POST /v1/key/attributes` first (what
+    /// Securosys' clients send), `GET /v1/key/{label}/attributes` as its fallback for a key
+    /// without a password whose label fits in a path.
     fn attributes_call<'a>(label: &str, password: Option<&'a Secret>) -> Call<'a> {
-        let post = password.is_some() || label.is_empty() || label == "." || label == "..";
-        if post {
-            let mut body = json!({ "label": label });
-            if let Some(pw) = password {
-                body["password"] = password_chars(pw);
-            }
-            let mut call = Call::new(
-                "POST",
-                "POST /v1/key/attributes",
-                "/v1/key/attributes".into(),
-                Retry::Idempotent,
-            )
-            .json_body(&body);
-            if let Some(pw) = password {
-                call.secrets.push(pw.expose());
-            }
-            call
-        } else {
-            Call::new(
-                "GET",
-                "GET /v1/key/{label}/attributes",
-                format!("/v1/key/{}/attributes", encode_segment(label)),
-                Retry::Idempotent,
-            )
+        let mut body = json!({ "label": label });
+        if let Some(pw) = password {
+            body["password"] = password_chars(pw);
         }
+        let mut post = Call::new(
+            "POST",
+            "POST /v1/key/attributes",
+            "/v1/key/attributes".into(),
+            Retry::Idempotent,
+        )
+        .json_body(&body);
+        if let Some(pw) = password {
+            post.secrets.push(pw.expose());
+        }
+        let get = match (password, segment(label, "")) {
+            (None, Ok(seg)) => Some(
+                Call::new(
+                    "GET",
+                    "GET /v1/key/{label}/attributes",
+                    format!("/v1/key/{seg}/attributes"),
+                    Retry::Idempotent,
+                )
+                .with_fallback(Form::AttributesGet, None),
+            ),
+            _ => None,
+        };
+        post.with_fallback(Form::AttributesPost, get)
     }
 
     /// `GET /v1/certificate/{label}` → the certificate of a key as received: the PEM text bytes,

@@ -33,7 +33,7 @@ pub(crate) enum TsbErrorKind {
         status: u16,
         /// The TSB's own `errorCode` (e.g. 650), not an HTTP status.
         code: Option<i64>,
-        /// The TSB `reason`, e.g. `res.error.key.does.not.exist`.
+        /// The TSB `reason`, e.g. `res.error.key.not.existent`.
         reason: Option<String>,
         /// The message, sanitised.
         message: Option<String>,
@@ -71,10 +71,10 @@ pub(crate) enum TsbReason {
     InvalidApiKey,
     /// 45x: an authorisation failure.
     NotAuthorized,
-    /// 650 `res.error.key.does.not.exist`.
+    /// 650 `res.error.key.not.existent`.
     KeyNotFound,
-    /// 622 `res.error.key.already.exists`: `POST /v1/key` with a label in use (the code the
-    /// project's simulator uses; the real TSB's is not public).
+    /// 608 `res.error.key.already.existing`: `POST /v1/key` with a label in use (the TSB's
+    /// catalogue, docs/tsb-api.md "Errors"); 622, the code of earlier simulators, too.
     KeyExists,
     /// 651: the approval request does not exist.
     RequestNotFound,
@@ -97,7 +97,7 @@ impl TsbReason {
             631 => TsbReason::InvalidApiKey,
             450..=459 => TsbReason::NotAuthorized,
             650 => TsbReason::KeyNotFound,
-            622 => TsbReason::KeyExists,
+            608 | 622 => TsbReason::KeyExists,
             651 => TsbReason::RequestNotFound,
             700..=799 => TsbReason::HsmError,
             _ => return None,
@@ -312,11 +312,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn label_in_use_is_608_and_622() {
+        // 608 is the TSB catalogue's code; 622 the one earlier simulators sent.
+        assert_eq!(TsbReason::from_code(608), Some(TsbReason::KeyExists));
+        assert_eq!(TsbReason::from_code(622), Some(TsbReason::KeyExists));
+        assert_eq!(TsbReason::from_code(609), None);
+    }
+
+    #[test]
     fn tsb_error_body() {
-        let body = br#"{"errorCode":650,"reason":"res.error.key.does.not.exist","message":"Key 'k' does not exist"}"#;
+        let body = br#"{"errorCode":650,"reason":"res.error.key.not.existent","message":"Key 'k' does not exist"}"#;
         let (code, reason, message) = parse_error_body(body, &[]);
         assert_eq!(code, Some(650));
-        assert_eq!(reason.as_deref(), Some("res.error.key.does.not.exist"));
+        assert_eq!(reason.as_deref(), Some("res.error.key.not.existent"));
         assert_eq!(message.as_deref(), Some("Key 'k' does not exist"));
     }
 
@@ -376,13 +384,13 @@ mod tests {
             TsbErrorKind::Http {
                 status: 404,
                 code: Some(650),
-                reason: Some("res.error.key.does.not.exist".into()),
+                reason: Some("res.error.key.not.existent".into()),
                 message: Some("message".into()),
             },
         );
         assert_eq!(
             e.to_string(),
-            "POST /v1/synchronousSign: HTTP 404, TSB 650 res.error.key.does.not.exist: message"
+            "POST /v1/synchronousSign: HTTP 404, TSB 650 res.error.key.not.existent: message"
         );
         assert_eq!(e.tsb_code(), Some(650));
         assert_eq!(e.http_status(), Some(404));

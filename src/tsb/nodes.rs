@@ -14,7 +14,7 @@
 //!
 //! With a single node nothing of this applies: it is always tried, and no health is kept.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -30,6 +30,41 @@ pub(crate) struct Node {
     pub(crate) url: String,
     pub(crate) pool: http::Pool,
     health: Mutex<Health>,
+    /// The request forms this node answered as unknown (a bit per [`Form`]): not sent to it
+    /// again while another form of the call is known.
+    refused_forms: AtomicU8,
+}
+
+/// A request form of a call the TSB offers in two forms (docs/tsb-api.md, "Securosys' clients
+/// and this project, call by call").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// `POST /v1/key/attributes` with a body.
+    AttributesPost,
+    /// `GET /v1/key/{label}/attributes`.
+    AttributesGet,
+    /// `POST /v1/key/deleteKey` with a body.
+    DeleteKeyPost,
+    /// `DELETE /v1/key/{label}`.
+    DeleteKeyDelete,
+}
+
+impl Form {
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl Node {
+    /// Whether this node answered `form` as an unknown endpoint before.
+    pub(crate) fn refuses(&self, form: Form) -> bool {
+        self.refused_forms.load(Ordering::Relaxed) & form.bit() != 0
+    }
+
+    /// Remembers that this node answered `form` as an unknown endpoint.
+    pub(crate) fn remember_refused(&self, form: Form) {
+        self.refused_forms.fetch_or(form.bit(), Ordering::Relaxed);
+    }
 }
 
 /// The health of one node.
@@ -84,6 +119,7 @@ impl Nodes {
                     url,
                     pool,
                     health: Mutex::new(Health::default()),
+                    refused_forms: AtomicU8::new(0),
                 })
                 .collect(),
             strategy,

@@ -239,7 +239,7 @@ fn endpoints_and_bodies() {
     let server = TestServer::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/v1/versionInfo") => reply_json(200, json!({"Version": "2.2.0"})),
         ("GET", "/v1/key") => reply_json(200, json!(["a", "m/0/1"])),
-        ("GET", "/v1/key/a/attributes") => reply_json(
+        ("POST", "/v1/key/attributes") if req.json() == json!({"label": "a"}) => reply_json(
             200,
             json!({"json": {"label": "a", "algorithm": "EC", "publicKey": "AQID",
                            "policy": {"ruleUse": {"tokens": [{"groups": [{"quorum": 1}]}]}}}}),
@@ -258,7 +258,7 @@ fn endpoints_and_bodies() {
         ("DELETE", "/v1/certificate/a") => Action::Reply(200, "text/plain", vec![]),
         _ => reply_json(
             404,
-            json!({"errorCode": 650, "reason": "res.error.key.does.not.exist"}),
+            json!({"errorCode": 650, "reason": "res.error.key.not.existent"}),
         ),
     });
     let c = client(&server.url());
@@ -271,11 +271,16 @@ fn endpoints_and_bodies() {
     let e = c.key_attributes("missing", None).unwrap_err();
     assert_eq!(e.http_status(), Some(404));
     assert_eq!(e.tsb_code(), Some(650));
-    assert_eq!(e.endpoint, "GET /v1/key/{label}/attributes");
+    // "No such key" is the endpoint's own answer: no fallback to the GET form.
+    assert_eq!(e.endpoint, "POST /v1/key/attributes");
     assert_eq!(
         e.to_string(),
-        "GET /v1/key/{label}/attributes: HTTP 404, TSB 650 res.error.key.does.not.exist"
+        "POST /v1/key/attributes: HTTP 404, TSB 650 res.error.key.not.existent"
     );
+    assert!(!server
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path.ends_with("/attributes")));
 
     let mut req = sign_req();
     req.signature_type = Some("DER".into());
@@ -311,27 +316,137 @@ fn endpoints_and_bodies() {
     );
 }
 
+/// A Spring "unknown endpoint" answer (no TSB `errorCode`).
+fn spring(status: u16) -> Action {
+    reply_json(
+        status,
+        json!({"timestamp": "2026-01-01T00:00:00Z", "status": status, "error": "Not Found", "path": "/x"}),
+    )
+}
+
 #[test]
-fn labels_are_percent_encoded() {
-    let server = TestServer::start(|req, _| {
-        reply_json(
+fn attributes_fall_back_to_get_once_per_node_with_encoded_labels() {
+    let server = TestServer::start(|req, _| match req.method.as_str() {
+        "POST" => spring(405),
+        _ => reply_json(
             200,
             json!({"json": {"label": req.path.clone(), "algorithm": "EC"}}),
-        )
+        ),
     });
     let c = client(&server.url());
     c.key_attributes("m/44'/0 x", None).unwrap();
-    c.key_attributes("..", None).unwrap();
+    c.key_attributes("b", None).unwrap();
     let reqs = server.requests();
-    assert_eq!(reqs[0].method, "GET");
-    assert_eq!(reqs[0].path, "/v1/key/m%2F44%27%2F0%20x/attributes");
-    // "." and ".." cannot be path segments: the POST form is used
-    assert_eq!(reqs[1].method, "POST");
-    assert_eq!(reqs[1].path, "/v1/key/attributes");
-    assert_eq!(reqs[1].json(), json!({"label": ".."}));
+    let seen: Vec<(&str, &str)> = reqs
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    // The POST form first; refused with 405, the GET form, label percent-encoded; the node is
+    // remembered, so the second read goes straight to GET.
+    assert_eq!(
+        seen,
+        vec![
+            ("POST", "/v1/key/attributes"),
+            ("GET", "/v1/key/m%2F44%27%2F0%20x/attributes"),
+            ("GET", "/v1/key/b/attributes"),
+        ]
+    );
+    assert_eq!(reqs[0].json(), json!({"label": "m/44'/0 x"}));
+    // "." and ".." cannot be path segments: only the POST form exists for them.
+    let e = c.key_attributes("..", None).unwrap_err();
+    assert_eq!(e.http_status(), Some(405));
+    let last = &server.requests()[3];
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("POST", "/v1/key/attributes")
+    );
+    assert_eq!(last.json(), json!({"label": ".."}));
     let e = c.certificate("..").unwrap_err();
     assert!(matches!(e.kind, TsbErrorKind::Config(_)));
-    assert_eq!(server.count(), 2);
+    assert_eq!(server.count(), 4);
+}
+
+#[test]
+fn key_deletion_forms_and_fallback() {
+    // DELETE is unknown (Spring 404 without errorCode); POST deleteKey works; "gone" is a key
+    // the TSB does not have (404 with TSB 650, an answer of the endpoint itself).
+    let server = TestServer::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/v1/key/deleteKey") if req.json()["label"] == "gone" => reply_json(
+            404,
+            json!({"errorCode": 650, "reason": "res.error.key.not.existent"}),
+        ),
+        ("POST", "/v1/key/deleteKey") => Action::Reply(200, "text/plain", vec![]),
+        _ => spring(404),
+    });
+    let c = client(&server.url());
+    // A key with a password: POST deleteKey carrying it, nothing else.
+    c.delete_key("pk", Some(&secret("pw1"))).unwrap();
+    // Without a password: DELETE first; refused as unknown, POST deleteKey.
+    c.delete_key("k1", None).unwrap();
+    // Remembered for this node: POST deleteKey only.
+    c.delete_key("k2", None).unwrap();
+    let e = c.delete_key("gone", None).unwrap_err();
+    assert!(e.is_key_not_found());
+    assert_eq!(e.endpoint, "POST /v1/key/deleteKey");
+    let reqs = server.requests();
+    let seen: Vec<(&str, &str, Value)> = reqs
+        .iter()
+        .map(|r| {
+            let body = if r.body.is_empty() {
+                Value::Null
+            } else {
+                r.json()
+            };
+            (r.method.as_str(), r.path.as_str(), body)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "POST",
+                "/v1/key/deleteKey",
+                json!({"label": "pk", "password": ["p", "w", "1"]})
+            ),
+            ("DELETE", "/v1/key/k1", Value::Null),
+            ("POST", "/v1/key/deleteKey", json!({"label": "k1"})),
+            ("POST", "/v1/key/deleteKey", json!({"label": "k2"})),
+            ("POST", "/v1/key/deleteKey", json!({"label": "gone"})),
+        ]
+    );
+}
+
+#[test]
+fn key_deletion_falls_back_to_delete_and_keeps_tsb_refusals() {
+    // An older TSB: no POST deleteKey (405); DELETE works, except for a key it will not delete.
+    let server = TestServer::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("DELETE", "/v1/key/locked") => reply_json(
+            400,
+            json!({"errorCode": 614, "reason": "res.error.operation.forbidden.for.key"}),
+        ),
+        ("DELETE", _) => Action::Reply(200, "text/plain", vec![]),
+        _ => spring(405),
+    });
+    let c = client(&server.url());
+    c.delete_key("a/b", Some(&secret("pw1"))).unwrap();
+    c.delete_key("pk", Some(&secret("pw1"))).unwrap();
+    let e = c.delete_key("locked", None).unwrap_err();
+    assert_eq!(e.reason(), Some(TsbReason::OperationForbidden));
+    let seen: Vec<(String, String)> = server
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    let seen: Vec<(&str, &str)> = seen.iter().map(|(m, p)| (m.as_str(), p.as_str())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("POST", "/v1/key/deleteKey"),
+            ("DELETE", "/v1/key/a%2Fb"),
+            ("DELETE", "/v1/key/pk"),
+            ("DELETE", "/v1/key/locked"),
+        ]
+    );
 }
 
 #[test]
@@ -1159,7 +1274,7 @@ fn check_operation_api_key() {
     let server = TestServer::start(|req, _| match req.header("x-api-key") {
         Some("good-key") => reply_json(
             404,
-            json!({"errorCode": 651, "reason": "res.error.request.does.not.exist"}),
+            json!({"errorCode": 651, "reason": "res.error.request.not.existent"}),
         ),
         Some("good-key-400") => reply_json(400, json!({"errorCode": 651})),
         _ => invalid_api_key(),

@@ -19,6 +19,10 @@ pub enum FaultKind {
     Status5xx,
     /// Answer 502 with an HTML body (`text/html`), like a reverse proxy, without processing.
     HtmlBadGateway,
+    /// Answer `status` (404 by default, or 405) with Spring Boot's "Not Found" / "Method Not
+    /// Allowed" body (no TSB `errorCode`), without processing: a TSB that does not know this
+    /// request form (an older version, or a proxy in front of it).
+    UnknownEndpoint,
     /// Process the request, then answer 200 `application/json` with a truncated body.
     MalformedJson,
     /// Process the request, send the status line, headers and half of the body, then close the
@@ -74,7 +78,7 @@ pub struct Fault {
     /// Number of matching requests affected; `None` → until cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
-    /// HTTP status for `status5xx` (default 500).
+    /// HTTP status for `status5xx` (default 500) and `unknownEndpoint` (default 404).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Delay before the fault's effect (required for `latency`, optional for every kind).
@@ -137,6 +141,13 @@ impl Fault {
         Fault {
             status: Some(status),
             ..Fault::new(endpoint, FaultKind::Status5xx)
+        }
+    }
+    /// `unknownEndpoint` with HTTP `status` (404 or 405).
+    pub fn unknown_endpoint(endpoint: &str, status: u16) -> Fault {
+        Fault {
+            status: Some(status),
+            ..Fault::new(endpoint, FaultKind::UnknownEndpoint)
         }
     }
     /// `htmlBadGateway`.

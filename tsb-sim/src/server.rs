@@ -361,6 +361,13 @@ async fn api_request(
         match f.kind {
             FaultKind::Status5xx => return Ok(status_fault(f)),
             FaultKind::HtmlBadGateway => return Ok(html_bad_gateway()),
+            FaultKind::UnknownEndpoint => {
+                return Ok(if f.status == Some(405) {
+                    crate::api::method_not_allowed(path)
+                } else {
+                    crate::api::not_found(path)
+                })
+            }
             FaultKind::Hang => {
                 // Read the whole request, then never answer.
                 let _ = axum::body::to_bytes(Body::new(req.into_body()), 16 << 20).await;

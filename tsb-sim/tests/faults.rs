@@ -30,6 +30,7 @@ fn fault_json_format() {
         "latency",
         "status5xx",
         "htmlBadGateway",
+        "unknownEndpoint",
         "malformedJson",
         "dropConnection",
         "hang",
@@ -94,6 +95,27 @@ fn html_bad_gateway() {
     // The control interface is never faulted.
     sim.inject(Fault::html_bad_gateway("*"));
     assert_eq!(http.get("/sim/counters").status, 200);
+}
+
+#[test]
+fn unknown_endpoint() {
+    let (sim, http) = setup();
+    sim.inject(Fault::unknown_endpoint("POST /v1/key/attributes", 405).times(1));
+    sim.inject(Fault::unknown_endpoint("GET /v1/key/attributes", 404).times(1));
+    let body = json!({"label": "ec-p256"});
+    let r = http.post("/v1/key/attributes", &body);
+    assert_eq!(r.status, 405);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["error"], "Method Not Allowed");
+    assert!(v.get("errorCode").is_none(), "no TSB error code: {v}");
+    let r = http.get("/v1/key/ec-p256/attributes");
+    assert_eq!(r.status, 404);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["error"], "Not Found");
+    assert!(v.get("errorCode").is_none(), "no TSB error code: {v}");
+    // Each for one request: then answered normally.
+    assert_eq!(http.post("/v1/key/attributes", &body).status, 200);
+    assert_eq!(http.get("/v1/key/ec-p256/attributes").status, 200);
 }
 
 #[test]

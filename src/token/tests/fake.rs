@@ -481,7 +481,7 @@ impl Backend for FakeTsb {
     fn set_login_operation_key(&self, _key: Option<Secret>) {}
 
     /// Creates P-256, RSA-2048 and Ed25519 keys; other types are refused (400, 600). A label
-    /// in use is 400 with 622.
+    /// in use is 400 with 608 (the TSB catalogue's `res.error.key.already.existing`).
     fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
         self.record(format!(
             "create {} {:?} destroyable={} modifiable={}",
@@ -492,7 +492,7 @@ impl Backend for FakeTsb {
             key.label, key.id, key.usage
         ));
         if self.keys.lock().contains_key(key.label) {
-            return Err(tsb_error(400, 622));
+            return Err(tsb_error(400, 608));
         }
         match key.key_type {
             NewKeyType::Ec("1.2.840.10045.3.1.7") => {
@@ -515,7 +515,7 @@ impl Backend for FakeTsb {
     }
 
     /// Deletes a key; labels starting with `locked` are not destroyable (403, 614).
-    fn delete_key(&self, label: &str) -> Result<(), TsbError> {
+    fn delete_key(&self, label: &str, _password: Option<&Secret>) -> Result<(), TsbError> {
         self.record(format!("delete {label}"));
         // At most 10 s, so a caller that waits for it fails its test instead of hanging it.
         let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);

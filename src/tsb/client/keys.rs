@@ -1,11 +1,12 @@
-//! Key management calls: `POST /v1/key` and `DELETE /v1/key/{label}` (docs/tsb-api.md,
-//! "Creating and deleting keys"). Both use the `KeyManagementToken` role and are retried only
+//! Key management calls: `POST /v1/key` and the deletion of a key, `POST /v1/key/deleteKey` or
+//! `DELETE /v1/key/{label}` (docs/tsb-api.md, "Creating and deleting keys"). Both use the `KeyManagementToken` role and are retried only
 //! when they provably never reached the TSB (a repeated creation would hit "label in use", a
 //! repeated deletion "no such key").
 
 use serde::Serialize;
+use serde_json::json;
 
-use super::{segment, Call, Retry, TsbClient};
+use super::{segment, Call, Form, Retry, TsbClient};
 use crate::config::{PolicySpec, Secret};
 use crate::tsb::models::password_chars;
 use crate::tsb::TsbError;
@@ -128,14 +129,49 @@ impl TsbClient {
         self.execute(&call, |_| Ok(()))
     }
 
-    /// `DELETE /v1/key/{label}`: deletes a key on the HSM.
-    pub(crate) fn delete_key(&self, label: &str) -> Result<(), TsbError> {
-        let call = Call::new(
-            "DELETE",
-            "DELETE /v1/key/{label}",
-            format!("/v1/key/{}", segment(label, "DELETE /v1/key/{label}")?),
+    /// Deletes a key on the HSM (docs/tsb-api.md, "Creating and deleting keys"). A key with a
+    /// password, or whose label does not fit in a path segment or holds a `/` (which a
+    /// Tomcat- or Spring-fronted TSB refuses encoded), is deleted with `POST /v1/key/deleteKey`
+    /// and `{"label", "password"?}` (the form that carries the password), any other key with
+    /// `DELETE /v1/key/{label}` (the form of the release notes). A node that does not know the
+    /// first form (404 without a TSB error, 405) is sent the other (`client/forms.rs`).
+    pub(crate) fn delete_key(
+        &self,
+        label: &str,
+        password: Option<&Secret>,
+    ) -> Result<(), TsbError> {
+        let mut body = json!({ "label": label });
+        if let Some(pw) = password {
+            body["password"] = password_chars(pw);
+        }
+        let mut post = Call::new(
+            "POST",
+            "POST /v1/key/deleteKey",
+            "/v1/key/deleteKey".into(),
             Retry::NotSentOnly,
-        );
+        )
+        .json_body(&body);
+        if let Some(pw) = password {
+            post.secrets.push(pw.expose());
+        }
+        let delete = segment(label, "DELETE /v1/key/{label}").ok().map(|seg| {
+            Call::new(
+                "DELETE",
+                "DELETE /v1/key/{label}",
+                format!("/v1/key/{seg}"),
+                Retry::NotSentOnly,
+            )
+        });
+        let call = match delete {
+            Some(delete) if password.is_none() && !label.contains('/') => {
+                let post = post.with_fallback(Form::DeleteKeyPost, None);
+                delete.with_fallback(Form::DeleteKeyDelete, Some(post))
+            }
+            delete => {
+                let delete = delete.map(|d| d.with_fallback(Form::DeleteKeyDelete, None));
+                post.with_fallback(Form::DeleteKeyPost, delete)
+            }
+        };
         self.execute(&call, |_| Ok(()))
     }
 }

@@ -48,7 +48,7 @@ impl TsbClient {
                 } else {
                     deadline
                 };
-                let result = self.send_with_keys(node, call, node_deadline, &parse);
+                let result = self.send_form(node, call, node_deadline, &parse);
                 let e = match result {
                     Ok(v) => {
                         self.nodes.answered(i, started);
