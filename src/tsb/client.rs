@@ -516,6 +516,13 @@ impl TsbClient {
                 parse_key_attributes(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)?;
             if attrs.label.is_empty() {
                 attrs.label = label.to_string();
+            } else if attrs.label != label {
+                // Another key's attributes (e.g. a late answer to another read on a kept-alive
+                // connection): never bound to this label's handles.
+                return Err(TsbErrorKind::InvalidResponse(format!(
+                    "the answer names key '{}', not the one asked for",
+                    crate::logging::sanitize(&attrs.label)
+                )));
             }
             Ok(attrs)
         })

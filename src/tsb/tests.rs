@@ -324,14 +324,48 @@ fn spring(status: u16) -> Action {
     )
 }
 
+/// Another key's attributes (e.g. a late answer to another read on a kept-alive connection)
+/// are never taken for the key asked for.
+#[test]
+fn attributes_naming_another_key_are_refused() {
+    let server = TestServer::start(|_, _| {
+        reply_json(200, json!({"json": {"label": "other", "algorithm": "EC"}}))
+    });
+    let c = client(&server.url());
+    let e = c.key_attributes("mine", None).unwrap_err();
+    assert!(e.to_string().contains("not the one asked for"), "{e}");
+}
+
+/// An error answer on a kept-alive connection is confirmed on a new connection before it is
+/// believed: a late "no such key" meant for another request must not make a key disappear.
+#[test]
+fn an_error_on_a_reused_connection_is_confirmed_on_a_new_one() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = calls.clone();
+    let server = TestServer::start(move |_, _| {
+        // The first answer is right, the second (on the kept-alive connection) a stray 404,
+        // then right again.
+        if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            reply_json(
+                404,
+                json!({"errorCode": 650, "reason": "res.error.key.not.existent"}),
+            )
+        } else {
+            reply_json(200, json!({"json": {"label": "mine", "algorithm": "EC"}}))
+        }
+    });
+    let c = client(&server.url());
+    c.key_attributes("mine", None).unwrap();
+    c.key_attributes("mine", None)
+        .expect("the 404 was confirmed on a new connection");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
 #[test]
 fn attributes_fall_back_to_get_once_per_node_with_encoded_labels() {
     let server = TestServer::start(|req, _| match req.method.as_str() {
         "POST" => spring(405),
-        _ => reply_json(
-            200,
-            json!({"json": {"label": req.path.clone(), "algorithm": "EC"}}),
-        ),
+        _ => reply_json(200, json!({"json": {"algorithm": "EC"}})),
     });
     let c = client(&server.url());
     c.key_attributes("m/44'/0 x", None).unwrap();

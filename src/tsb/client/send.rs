@@ -304,6 +304,15 @@ impl TsbClient {
                 self.send_attempt(node, call, api_key, deadline, true, parse)
                     .map_err(Attempt::into_error)
             }
+            Err(Attempt::Unconfirmed(status)) => {
+                log::debug!(
+                    "TSB {}: {status} on a kept-alive connection; confirming it on a new \
+                     connection",
+                    call.endpoint
+                );
+                self.send_attempt(node, call, api_key, deadline, true, parse)
+                    .map_err(Attempt::into_error)
+            }
             other => other.map_err(Attempt::into_error),
         }
     }
@@ -464,18 +473,27 @@ impl TsbClient {
                 }
                 Err(k) => {
                     drop(lease);
-                    if let (true, true, false, TsbErrorKind::Refused(_)) = (sign, reused, fresh, &k)
-                    {
-                        // A well-formed signature that is not this request's (it does not fit
-                        // the key or does not verify) may be another request's late answer:
-                        // once more, on a new connection. (An unreadable answer is not sent
-                        // again: nothing says it is not this request's.)
+                    let may_resend = sign || call.retry == Retry::Idempotent;
+                    if reused && !fresh && may_resend {
+                        // An answer on a reused connection that is not this request's (a
+                        // signature that does not fit the key or does not verify, another
+                        // key's attributes, another request's status, or a shape that does
+                        // not fit the call) may be another request's late answer: once more,
+                        // on a new connection, where the first answer is this request's own.
                         return Err(Attempt::StaleAnswer(TsbError::new("", k).to_string()));
                     }
                     Err(Attempt::Failed(self.err(call, self.redact(call, k))))
                 }
             }
         } else {
+            if reused && !fresh && status == 404 && call.retry == Retry::Idempotent {
+                // A "not found" on a reused connection may be a late answer to an earlier
+                // request (another key's or certificate's): taken as this read's, it would make
+                // a key or an approval request vanish. It is believed only from a new
+                // connection, where the first answer is this request's own. (Other errors only
+                // fail the call, and a sign is never sent again after an answer.)
+                return Err(Attempt::Unconfirmed(format!("HTTP {status}")));
+            }
             // The error body is best effort: an unreadable one still gives the status.
             let body = body.map(|(b, _)| b).unwrap_or_default();
             lease.release();
@@ -541,6 +559,9 @@ enum Attempt {
     /// `send_once`): the connection is closed, and the request may be sent once more on a new
     /// connection. Holds why, for the log.
     StaleAnswer(String),
+    /// An error answer on a reused connection: believed only once a new connection gives it
+    /// too (not suspicious in itself, so logged at debug). Holds the status, for the log.
+    Unconfirmed(String),
 }
 
 impl Attempt {
@@ -548,7 +569,9 @@ impl Attempt {
         match self {
             Attempt::Failed(e) | Attempt::StaleConnection(e) => e,
             // `send_once` always sends a stale answer's request again.
-            Attempt::StaleAnswer(why) => TsbError::new("", TsbErrorKind::Transport(why)),
+            Attempt::StaleAnswer(why) | Attempt::Unconfirmed(why) => {
+                TsbError::new("", TsbErrorKind::Transport(why))
+            }
         }
     }
 }

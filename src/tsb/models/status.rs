@@ -85,9 +85,11 @@ struct StatusWire {
     /// Only a non-blank string counts.
     #[serde(default, deserialize_with = "lenient::opt_text")]
     result: Option<String>,
+    /// The request the answer is about: when present it must be the one asked for (a late
+    /// answer to another request on a kept-alive connection must not be read as this one's).
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    id: Option<String>,
     // Known fields the module does not use.
-    #[serde(rename = "id", default)]
-    _id: Known,
     #[serde(rename = "executionTime", default)]
     _execution_time: Known,
 }
@@ -221,8 +223,8 @@ impl<'de> Visitor<'de> for ApproverVisitor {
     }
 }
 
-/// Parses `GET /v1/request/{id}`. (`id` is the request asked for; the body's own `id` is not
-/// needed.)
+/// Parses `GET /v1/request/{id}`. (`id` is the request asked for; an answer whose own `id`
+/// names another request is refused.)
 pub(crate) fn parse_request_status(v: &Value, id: &str) -> Result<RequestStatus, String> {
     parse_request_status_checked(v, id).map(|(status, _)| status)
 }
@@ -231,7 +233,7 @@ pub(crate) fn parse_request_status(v: &Value, id: &str) -> Result<RequestStatus,
 /// `tsb-pkcs11 doctor`.
 pub(crate) fn parse_request_status_checked(
     v: &Value,
-    _id: &str,
+    id: &str,
 ) -> Result<(RequestStatus, Vec<String>), String> {
     if !v.is_object() {
         return Err("expected a JSON object".to_string());
@@ -239,6 +241,12 @@ pub(crate) fn parse_request_status_checked(
     let mut unknown = Vec::new();
     let wire: StatusWire = lenient::from_value_tracked(v, "", &mut unknown)?;
     unknown.sort();
+    if let Some(other) = wire.id.as_deref().filter(|o| !o.is_empty() && *o != id) {
+        return Err(format!(
+            "the answer is about request {}, not the one asked for",
+            crate::logging::sanitize(other)
+        ));
+    }
     let status = wire
         .status
         .or(wire.state)

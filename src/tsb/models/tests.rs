@@ -130,8 +130,11 @@ fn request_status_shapes() {
     let v = json!({"id": "r1", "status": "PENDING", "executionTime": null,
         "approvedBy": ["MFkwEw-alice"], "notYetApprovedBy": [{"name": "bob", "publicKey": "MFkw"}],
         "rejectedBy": [], "result": null});
-    let s = parse_request_status(&v, "x").unwrap();
+    let s = parse_request_status(&v, "r1").unwrap();
     assert_eq!(s.state, RequestState::Pending);
+    // An answer about another request (a late answer on a kept-alive connection) is refused.
+    let e = parse_request_status(&v, "r2").unwrap_err();
+    assert!(e.contains("not the one asked for"), "{e}");
     assert!(!s.state.is_terminal());
     assert_eq!(s.approved_by, vec!["MFkwEw-alice"]);
     assert_eq!(s.not_yet_approved_by, vec!["bob"]);
