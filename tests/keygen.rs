@@ -229,9 +229,26 @@ fn generated_keys_are_usable_at_once_and_templates_are_checked() {
     let (p, mut k) = rsa_templates("bad");
     k.push(Attribute::SignRecover(true));
     assert_eq!(rv(p, k), TemplateInconsistent);
-    let (p, mut k) = rsa_templates("bad");
+    // CKA_EXTRACTABLE and CKA_SENSITIVE the TSB stores: as asked, reported truthfully.
+    let (p, mut k) = rsa_templates("exportable");
     k.push(Attribute::Extractable(true));
-    assert_eq!(rv(p, k), TemplateInconsistent);
+    k[2] = Attribute::Sensitive(false);
+    let (_, exportable) = s
+        .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &p, &k)
+        .expect("an extractable key is stored as asked");
+    use cryptoki::object::AttributeType as A;
+    let flags = |key| {
+        s.get_attributes(key, &[A::Extractable, A::Sensitive])
+            .expect("flags")
+    };
+    assert_eq!(
+        flags(exportable),
+        [Attribute::Extractable(true), Attribute::Sensitive(false)]
+    );
+    assert_eq!(
+        flags(priv_h),
+        [Attribute::Extractable(false), Attribute::Sensitive(true)]
+    );
     let (mut p, k) = rsa_templates("bad");
     p[0] = Attribute::Token(false);
     assert_eq!(rv(p, k), TemplateInconsistent);

@@ -141,6 +141,7 @@ fn parse_templates(
     let (mut decrypt, mut unwrap, mut encrypt, mut verify, mut wrap) =
         (None, None, None, None, None);
     let mut derive: [Option<bool>; 2] = [None, None];
+    let (mut sensitive, mut extractable): (Option<bool>, Option<bool>) = (None, None);
     for (is_private, template) in [(false, public), (true, private)] {
         let class = if is_private {
             CKO_PRIVATE_KEY
@@ -253,14 +254,11 @@ fn parse_templates(
                 )?,
                 CKA_DECRYPT if is_private => decrypt = Some(bool_of("CKA_DECRYPT", v)?),
                 CKA_UNWRAP if is_private => unwrap = Some(bool_of("CKA_UNWRAP", v)?),
-                CKA_SENSITIVE if is_private => require(
-                    true,
-                    "this token only creates keys that never leave the HSM",
-                )?,
-                CKA_EXTRACTABLE if is_private => require(
-                    false,
-                    "this token only creates keys that never leave the HSM",
-                )?,
+                // Stored on the TSB as asked (the defaults: a key that never leaves the HSM).
+                CKA_SENSITIVE if is_private => sensitive = Some(bool_of("CKA_SENSITIVE", v)?),
+                CKA_EXTRACTABLE if is_private => {
+                    extractable = Some(bool_of("CKA_EXTRACTABLE", v)?)
+                }
                 CKA_SIGN_RECOVER | CKA_WRAP_WITH_TRUSTED | CKA_ALWAYS_AUTHENTICATE
                     if is_private =>
                 {
@@ -315,6 +313,8 @@ fn parse_templates(
         encrypt: encrypt.filter(|e| *e != decrypt),
         verify: verify.filter(|v| !*v),
         wrap: wrap.filter(|w| *w != unwrap),
+        sensitive: sensitive.unwrap_or(true),
+        extractable: extractable.unwrap_or(false),
     };
     // An empty CKA_ID asks for nothing (python-pkcs11 sends one by default).
     let id = id.filter(|i| !i.is_empty());
@@ -688,13 +688,16 @@ mod tests {
                 ..NewKeyUsage::default()
             }
         );
-        assert_eq!(
-            rv(
-                &[bits.clone(), label.clone()],
-                &[(CKA_EXTRACTABLE, vec![1])]
-            ),
-            CKR_TEMPLATE_INCONSISTENT
-        );
+        // So are CKA_EXTRACTABLE and CKA_SENSITIVE (issue 22: only what the TSB cannot store
+        // is refused); by default a key never leaves the HSM.
+        let exportable = parse_templates(
+            rsa,
+            &[bits.clone(), label.clone()],
+            &[(CKA_EXTRACTABLE, vec![1]), (CKA_SENSITIVE, vec![0])],
+        )
+        .unwrap();
+        assert!(exportable.usage.extractable && !exportable.usage.sensitive);
+        assert!(!decrypting.usage.extractable && decrypting.usage.sensitive);
         assert_eq!(
             rv(
                 &[bits.clone(), label.clone(), (CKA_TOKEN, vec![0])],

@@ -64,6 +64,9 @@ pub(crate) struct KeyUsage {
     pub(crate) encrypt: bool,
     pub(crate) verify: bool,
     pub(crate) wrap: bool,
+    /// `CKA_SENSITIVE` and `CKA_EXTRACTABLE` of the private key, as the TSB reports them.
+    pub(crate) sensitive: bool,
+    pub(crate) extractable: bool,
 }
 
 impl KeyUsage {
@@ -75,6 +78,8 @@ impl KeyUsage {
             encrypt: flags.encrypt.unwrap_or(flags.decrypt),
             verify: flags.verify.unwrap_or(true),
             wrap: flags.wrap.unwrap_or(flags.unwrap),
+            sensitive: flags.sensitive,
+            extractable: flags.extractable,
         }
     }
 }

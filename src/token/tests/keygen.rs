@@ -402,7 +402,6 @@ fn key_generation_accepts_what_a_tsb_key_already_is() {
         (false, CKA_SIGN_RECOVER),
         (false, CKA_WRAP_WITH_TRUSTED),
         (false, CKA_ALWAYS_AUTHENTICATE),
-        (false, CKA_EXTRACTABLE),
     ] {
         let mut t = ec_templates("refused", P256);
         if public { &mut t.0 } else { &mut t.1 }.push((a, vec![CK_TRUE]));
@@ -414,6 +413,18 @@ fn key_generation_accepts_what_a_tsb_key_already_is() {
             "{a:#x} true"
         );
     }
+    // What the TSB can store is stored as asked and reported truthfully: an extractable,
+    // non-sensitive key (issue 22), and by default one that never leaves the HSM.
+    let mut exportable = ec_templates("exportable", P256);
+    exportable.1.push((CKA_EXTRACTABLE, vec![CK_TRUE]));
+    exportable.1.push((CKA_SENSITIVE, vec![CK_FALSE]));
+    let (_, private) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &exportable).expect("stored");
+    let flag = |h, a| bytes_of(&token, s, h, a);
+    assert_eq!(flag(private, CKA_EXTRACTABLE), vec![CK_TRUE]);
+    assert_eq!(flag(private, CKA_SENSITIVE), vec![CK_FALSE]);
+    let (_, kept) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("kept", P256)).unwrap();
+    assert_eq!(flag(kept, CKA_EXTRACTABLE), vec![CK_FALSE]);
+    assert_eq!(flag(kept, CKA_SENSITIVE), vec![CK_TRUE]);
     // Private-key attributes are no attributes of a public key (§4.8), whatever their value.
     let mut misplaced = ec_templates("refused", P256);
     misplaced.0.push((CKA_DECRYPT, vec![CK_FALSE]));

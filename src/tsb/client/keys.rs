@@ -24,7 +24,7 @@ pub(crate) enum NewKeyType {
 
 /// What a new key may be used for (`attributes` of `POST /v1/key`, docs/tsb-api.md). `sign`
 /// is always true: the module only creates keys it can sign with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NewKeyUsage {
     pub(crate) decrypt: bool,
     pub(crate) unwrap: bool,
@@ -33,6 +33,25 @@ pub(crate) struct NewKeyUsage {
     pub(crate) encrypt: Option<bool>,
     pub(crate) verify: Option<bool>,
     pub(crate) wrap: Option<bool>,
+    /// `CKA_SENSITIVE` and `CKA_EXTRACTABLE` of the private key, as asked (the defaults: a key
+    /// that never leaves the HSM).
+    pub(crate) sensitive: bool,
+    pub(crate) extractable: bool,
+}
+
+impl Default for NewKeyUsage {
+    fn default() -> Self {
+        NewKeyUsage {
+            decrypt: false,
+            unwrap: false,
+            derive: false,
+            encrypt: None,
+            verify: None,
+            wrap: None,
+            sensitive: true,
+            extractable: false,
+        }
+    }
 }
 
 /// A key to create on the TSB.
@@ -88,8 +107,8 @@ struct CreateAttributes {
 }
 
 impl TsbClient {
-    /// `POST /v1/key` (201): creates a signing key (sensitive, not extractable) with the usage
-    /// flags asked for.
+    /// `POST /v1/key` (201): creates a signing key with the usage flags asked for (by default
+    /// sensitive and not extractable).
     pub(crate) fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
         let (algorithm, key_size, curve_oid) = match key.key_type {
             NewKeyType::Rsa(bits) => ("RSA", Some(bits), None),
@@ -111,8 +130,8 @@ impl TsbClient {
                 encrypt: key.usage.encrypt,
                 verify: key.usage.verify,
                 wrap: key.usage.wrap,
-                extractable: false,
-                sensitive: true,
+                extractable: key.usage.extractable,
+                sensitive: key.usage.sensitive,
                 modifiable: key.modifiable,
                 copyable: false,
                 destroyable: key.destroyable,

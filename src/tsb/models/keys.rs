@@ -29,6 +29,9 @@ pub(crate) struct KeyFlags {
     pub(crate) wrap: Option<bool>,
     pub(crate) always_sensitive: bool,
     pub(crate) never_extractable: bool,
+    /// `sensitive` (true when not shown) and `extractable` (false when not shown).
+    pub(crate) sensitive: bool,
+    pub(crate) extractable: bool,
     pub(crate) destroyable: bool,
 }
 
@@ -229,13 +232,12 @@ struct FlagsWire {
     verify: Option<bool>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     wrap: Option<bool>,
-    // Flags of the contract the module does not use: `CKA_SENSITIVE` is always true and
-    // `CKA_EXTRACTABLE` always false here (the TSB never hands out a private key), and the
-    // token offers no copying or modification.
-    #[serde(rename = "sensitive", default)]
-    _sensitive: Known,
-    #[serde(rename = "extractable", default)]
-    _extractable: Known,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    sensitive: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    extractable: Option<bool>,
+    // Flags of the contract the module does not use: the token offers no copying or
+    // modification.
     #[serde(rename = "modifiable", default)]
     _modifiable: Known,
     #[serde(rename = "copyable", default)]
@@ -256,6 +258,8 @@ impl From<FlagsWire> for KeyFlags {
             wrap: w.wrap,
             always_sensitive: w.always_sensitive.unwrap_or(false),
             never_extractable: w.never_extractable.unwrap_or(false),
+            sensitive: w.sensitive.unwrap_or(true),
+            extractable: w.extractable.unwrap_or(false),
             destroyable: w.destroyable.unwrap_or(false),
         }
     }
