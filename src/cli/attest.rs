@@ -41,20 +41,10 @@ pub(crate) struct AttestArgs {
     from: Option<PathBuf>,
 }
 
-/// TSB text for a terminal: as a log line shows it (`logging::sanitize`: controls escaped,
-/// secrets redacted, capped), and the bidirectional overrides and isolates escaped too, so a
-/// value cannot reorder what the line shows.
+/// TSB text for the terminal: the log sanitiser (control and bidirectional characters escaped,
+/// capped, secrets redacted), the one escaping rule of the command.
 pub(crate) fn sanitize(text: &str) -> String {
-    let mut out = String::new();
-    for c in crate::logging::sanitize(text).chars() {
-        if matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::logging::sanitize(text)
 }
 
 /// A file name for `label` (percent-encoded, so a label cannot name another folder).
