@@ -473,13 +473,14 @@ impl TsbClient {
                 }
                 Err(k) => {
                     drop(lease);
-                    let may_resend = sign || call.retry == Retry::Idempotent;
-                    if reused && !fresh && may_resend {
-                        // An answer on a reused connection that is not this request's (a
-                        // signature that does not fit the key or does not verify, another
-                        // key's attributes, another request's status, or a shape that does
-                        // not fit the call) may be another request's late answer: once more,
-                        // on a new connection, where the first answer is this request's own.
+                    if let (true, true, false, TsbErrorKind::Refused(_)) = (sign, reused, fresh, &k)
+                    {
+                        // A well-formed signature that is not this request's (it does not fit
+                        // the key or does not verify) may be another request's late answer:
+                        // once more, on a new connection. (An unreadable answer is not sent
+                        // again: nothing says it is not this request's. A read refused for
+                        // not being this request's — another key's attributes, another
+                        // request's status — is retried by the read's own retries.)
                         return Err(Attempt::StaleAnswer(TsbError::new("", k).to_string()));
                     }
                     Err(Attempt::Failed(self.err(call, self.redact(call, k))))
