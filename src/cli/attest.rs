@@ -18,6 +18,7 @@ use super::keys::pct;
 use super::{hex, load_config, Global, Out};
 use crate::crypto::x509req;
 use crate::crypto::{Certificate, HashAlg, PublicKey};
+use crate::logging::sanitize;
 use crate::tsb::{KeyAttestation, TsbClient};
 
 #[derive(Args, Debug)]
@@ -39,12 +40,6 @@ pub(crate) struct AttestArgs {
     /// Check an attestation written earlier in DIR (no TSB needed) instead of fetching one.
     #[arg(long, value_name = "DIR", conflicts_with = "output")]
     from: Option<PathBuf>,
-}
-
-/// TSB text for the terminal: the log sanitiser (control and bidirectional characters escaped,
-/// capped, secrets redacted), the one escaping rule of the command.
-pub(crate) fn sanitize(text: &str) -> String {
-    crate::logging::sanitize(text)
 }
 
 /// A file name for `label` (percent-encoded, so a label cannot name another folder).

@@ -72,7 +72,7 @@ pub(crate) fn open_key(
     label: &str,
     pin_env: Option<&str>,
 ) -> Result<TokenKey, String> {
-    let shown = super::attest::sanitize(label);
+    let shown = crate::logging::sanitize(label);
     let plain = |e: crate::Error| format!("'{shown}': {e}");
     let token = Token::new(config.clone(), true).map_err(plain)?;
     let session = token
@@ -88,16 +88,7 @@ pub(crate) fn open_key(
             .login(session, CKU_USER, pin.as_bytes())
             .map_err(|e| format!("login: {e}"))?;
     }
-    let class = CKO_PRIVATE_KEY.to_ne_bytes().to_vec();
-    token
-        .find_objects_init(
-            session,
-            &[(CKA_CLASS, class), (CKA_LABEL, label.as_bytes().to_vec())],
-        )
-        .map_err(plain)?;
-    let found = token.find_objects(session, 2).map_err(plain)?;
-    let _ = token.find_objects_final(session);
-    let Some(&handle) = found.first() else {
+    let Some(handle) = private_key_by_label(&token, session, label).map_err(plain)? else {
         return Err(format!(
             "no private key '{shown}' on the token (`tsb-pkcs11 keys --all` says why)"
         ));
@@ -143,7 +134,7 @@ pub(crate) fn run(global: &Global, args: &CsrArgs, out: &Out) -> Result<i32, Str
         .map_err(|e| format!("--san {e}"))?;
     let config = load_config(global)?;
     let key = open_key(&config, &args.label, args.pin_env.as_deref())?;
-    let shown = super::attest::sanitize(&args.label);
+    let shown = crate::logging::sanitize(&args.label);
     let algorithm =
         RequestAlgorithm::for_key(&key.public).map_err(|e| format!("'{shown}': {e}"))?;
     let mech = mechanism(&algorithm.scheme)
@@ -209,4 +200,21 @@ pub(crate) fn write_new_file(path: &std::path::Path, data: &[u8], mode: u32) -> 
         .map_err(|e| format!("{}: {e}", path.display()))?;
     f.write_all(data)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The handle of the private key labelled `label` in `session`, if the token has one (one
+/// search: C_FindObjectsInit, C_FindObjects, C_FindObjectsFinal).
+pub(crate) fn private_key_by_label(
+    token: &Token,
+    session: CK_SESSION_HANDLE,
+    label: &str,
+) -> crate::error::Result<Option<CK_OBJECT_HANDLE>> {
+    let class = CKO_PRIVATE_KEY.to_ne_bytes().to_vec();
+    token.find_objects_init(
+        session,
+        &[(CKA_CLASS, class), (CKA_LABEL, label.as_bytes().to_vec())],
+    )?;
+    let found = token.find_objects(session, 2);
+    let _ = token.find_objects_final(session);
+    Ok(found?.first().copied())
 }

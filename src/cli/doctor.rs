@@ -1100,16 +1100,8 @@ fn sign_once(
             .login(session, CKU_USER, pin.as_bytes())
             .map_err(|e| (format!("login: {e}"), Some("check the PIN".into())))?;
     }
-    let class = CKO_PRIVATE_KEY.to_ne_bytes().to_vec();
-    token
-        .find_objects_init(
-            session,
-            &[(CKA_CLASS, class), (CKA_LABEL, label.as_bytes().to_vec())],
-        )
-        .map_err(plain)?;
-    let found = token.find_objects(session, 2).map_err(plain)?;
-    let _ = token.find_objects_final(session);
-    let Some(&handle) = found.first() else {
+    let Some(handle) = super::csr::private_key_by_label(&token, session, label).map_err(plain)?
+    else {
         return Err((
             format!("no private key '{label}' on the token"),
             Some("pick a key doctor lists as shown (`tsb-pkcs11 keys`)".into()),
