@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/packages.sh
-ensure_packages pkcs11-tool:opensc /usr/lib/softhsm/libsofthsm2.so:softhsm2 certutil:libnss3-tools openssl:openssl pkg-config:pkg-config dpkg=libssl-dev:libssl-dev
+ensure_packages pkcs11-tool:opensc /usr/lib/softhsm/libsofthsm2.so:softhsm2 certutil:libnss3-tools openssl:openssl pkg-config:pkg-config dpkg=libssl-dev:libssl-dev tinyproxy:tinyproxy
 # The clients of the compatibility suite (tests/compat/run.sh); pkcs11-provider comes from backports.
 dpkg -s pkcs11-provider >/dev/null 2>&1 || ensure_backports
 ensure_packages dpkg=pkcs11-provider:pkcs11-provider dpkg=libengine-pkcs11-openssl:libengine-pkcs11-openssl \

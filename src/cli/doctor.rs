@@ -353,6 +353,10 @@ fn check_tsb(config: &Config, args: &DoctorArgs, r: &mut Report) {
         }
     };
     r.warnings("config");
+    // How each node is reached (directly or through which proxy; no credentials).
+    for (url, route) in client.node_routes() {
+        r.add("route", Status::Info, format!("{url}: {route}"));
+    }
     if !check_network(config, r) {
         return;
     }
@@ -428,30 +432,10 @@ fn check_nodes(config: &Config, client: &TsbClient, r: &mut Report) {
     }
 }
 
-/// `scheme`, `host` (IPv6 without brackets) and port of the base URL.
+/// `scheme`, `host` (IPv6 without brackets) and port of the base URL (the client's URL type).
 fn endpoint(url: &str) -> Option<(String, String, u16)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit('@').next()?;
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']')?;
-        (h.to_string(), after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (authority.to_string(), None),
-        }
-    };
-    let default = if scheme.eq_ignore_ascii_case("https") {
-        443
-    } else {
-        80
-    };
-    let port = match port {
-        Some(p) => p.parse().ok()?,
-        None => default,
-    };
-    Some((scheme.to_ascii_lowercase(), host, port))
+    let e = crate::tsb::Endpoint::parse(url).ok()?;
+    Some((e.scheme.as_str().to_string(), e.host, e.port))
 }
 
 /// DNS, TCP and TLS of every TSB node (`restApi`); false when no node passed (later steps

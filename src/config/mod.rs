@@ -84,6 +84,18 @@ pub(crate) enum NodeStrategy {
     Spread,
 }
 
+/// The HTTP proxy of `https://` TSB nodes (`pkcs11.proxy`); `src/tsb/proxy.rs` parses the URL.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum ProxySetting {
+    /// Not set: `https_proxy`/`HTTPS_PROXY` of the environment, if any.
+    #[default]
+    Environment,
+    /// `"none"`: always direct, whatever the environment says.
+    None,
+    /// A proxy URL (it may hold a password, hence a [`Secret`]).
+    Url(Secret),
+}
+
 /// The journal of approval requests (`pkcs11.requestJournal`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) enum RequestJournal {
@@ -153,6 +165,12 @@ pub(crate) struct ModuleSettings {
     pub(crate) server_cert_sha256: Option<[u8; 32]>,
     /// `allowInsecureHttp` (default false).
     pub(crate) allow_insecure_http: bool,
+    /// `proxy` (default: the environment's `https_proxy`/`HTTPS_PROXY`).
+    pub(crate) proxy: ProxySetting,
+    /// `proxyPassword`: the proxy user's password when the proxy URL has none.
+    pub(crate) proxy_password: Option<Secret>,
+    /// `noProxy`: hosts reached directly (overrides `no_proxy`/`NO_PROXY`).
+    pub(crate) no_proxy: Option<String>,
     /// `nodeStrategy` (default failover).
     pub(crate) node_strategy: NodeStrategy,
     /// `nodeDownBackoffMs` (default 1000): how long a node marked down is left alone at first.
@@ -196,6 +214,9 @@ impl Default for ModuleSettings {
             retries: 2,
             server_cert_sha256: None,
             allow_insecure_http: false,
+            proxy: ProxySetting::Environment,
+            proxy_password: None,
+            no_proxy: None,
             node_strategy: NodeStrategy::Failover,
             node_down_backoff: Duration::from_millis(1000),
             node_down_backoff_max: Duration::from_millis(30_000),

@@ -139,13 +139,18 @@ fn resolve(s: &str) -> Result<Secret, String> {
         return Ok(Secret::new(text.to_string()));
     }
     if !s.is_empty() {
-        SCOPE.with(|scope| {
-            if let Some(scope) = scope.borrow_mut().as_mut() {
-                scope.literal_secrets = true;
-            }
-        });
+        note_literal_secret();
     }
     Ok(Secret::new(s.to_string()))
+}
+
+/// Records that a secret was written literally (e.g. a password in `pkcs11.proxy`'s URL).
+pub(super) fn note_literal_secret() {
+    SCOPE.with(|scope| {
+        if let Some(scope) = scope.borrow_mut().as_mut() {
+            scope.literal_secrets = true;
+        }
+    });
 }
 
 impl<'de> Deserialize<'de> for Secret {

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::schema::{JournalValue, RawConfig, RawModuleSettings, RestApis, Text};
-use super::secrets::{resolve_path, Secret};
+use super::secrets::{note_literal_secret, resolve_path, Secret};
 use super::shape::truncate;
 use super::{
     ApiKeys, ApplicationKeyPair, AuthType, Config, ConfigError, ModuleSettings, NodeStrategy,
-    PinIs, RequestJournal,
+    PinIs, ProxySetting, RequestJournal,
 };
 
 /// Errors about one field of one file.
@@ -315,6 +315,35 @@ fn module_settings(raw: RawModuleSettings, fx: &Fields<'_>) -> Result<ModuleSett
     }
     if let Some(b) = raw.allow_insecure_http {
         s.allow_insecure_http = b.0;
+    }
+    if let Some(Text(proxy)) = raw.proxy {
+        let proxy = proxy.trim();
+        if proxy.chars().any(char::is_control) {
+            // Never quoted: the URL may hold a password.
+            return Err(fx.err("pkcs11.proxy", "contains control characters"));
+        }
+        s.proxy = if proxy.is_empty() {
+            ProxySetting::Environment
+        } else if proxy.eq_ignore_ascii_case("none") {
+            ProxySetting::None
+        } else {
+            let authority = proxy.split_once("://").map_or(proxy, |(_, r)| r);
+            let userinfo = authority.split(['/', '?', '#']).next().unwrap_or("");
+            if userinfo
+                .rsplit_once('@')
+                .is_some_and(|(u, _)| u.contains(':'))
+            {
+                note_literal_secret();
+            }
+            ProxySetting::Url(Secret::new(proxy.to_string()))
+        };
+    }
+    s.proxy_password = raw.proxy_password.filter(|p| !p.is_empty());
+    if let Some(Text(list)) = raw.no_proxy {
+        if list.chars().any(char::is_control) {
+            return Err(fx.err("pkcs11.noProxy", "contains control characters"));
+        }
+        s.no_proxy = Some(list);
     }
 
     if let Some(Text(strategy)) = raw.node_strategy {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, Secret};
 use crate::tsb::{
-    KeyAttributes, NewKey, RequestStatus, SignRequest, SignatureCheck, TsbClient, TsbError,
-    TsbErrorKind,
+    KeyAttributes, NetOptions, NewKey, RequestStatus, SignRequest, SignatureCheck, TsbClient,
+    TsbError, TsbErrorKind,
 };
 
 /// The TSB operations the token uses (docs/tsb-api.md). Errors are the TSB client's, which
@@ -75,9 +75,13 @@ pub(crate) trait Backend: Send + Sync {
 pub(crate) type BackendFactory =
     Box<dyn Fn(&Config) -> Result<Arc<dyn Backend>, TsbError> + Send + Sync>;
 
-/// The factory of the real module: a TSB REST client.
-pub(crate) fn tsb_factory() -> BackendFactory {
-    Box::new(|config| Ok(Arc::new(TsbClient::new(config)?) as Arc<dyn Backend>))
+/// The factory of the real module: a TSB REST client (name lookups on a thread of their own
+/// unless the application forbade threads, `CKF_LIBRARY_CANT_CREATE_OS_THREADS`).
+pub(crate) fn tsb_factory(may_spawn_threads: bool) -> BackendFactory {
+    Box::new(move |config| {
+        let net = NetOptions::from_process(may_spawn_threads);
+        Ok(Arc::new(TsbClient::with_net(config, net)?) as Arc<dyn Backend>)
+    })
 }
 
 impl Backend for TsbClient {

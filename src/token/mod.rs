@@ -97,7 +97,11 @@ impl Token {
     /// Builds the token from a configuration. No network I/O (PKCS#11 `C_Initialize` must not
     /// block on a remote service).
     pub(crate) fn new(config: Config, may_spawn_threads: bool) -> Result<Token> {
-        Token::with_backend(config, may_spawn_threads, backend::tsb_factory())
+        Token::with_backend(
+            config,
+            may_spawn_threads,
+            backend::tsb_factory(may_spawn_threads),
+        )
     }
 
     /// Builds the token over the backends `factory` makes (the core tests pass a fake).

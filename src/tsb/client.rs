@@ -14,6 +14,8 @@ use base64::Engine;
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 
+use super::connect::{Dns, Resolve, SystemResolver};
+use super::endpoint::{Endpoint, Scheme};
 use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind, TsbReason};
 use super::models::{
     decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
@@ -21,6 +23,7 @@ use super::models::{
     SignRequest, SignRequestCreated, SignResponse,
 };
 use super::nodes::{Form, Node, Nodes};
+use super::proxy::{self, ProxyEnv, Route};
 use super::{http, tls};
 
 mod attestation;
@@ -291,25 +294,47 @@ fn setup_error(message: impl Into<String>) -> TsbError {
     TsbError::new("", TsbErrorKind::Config(message.into()))
 }
 
+/// How the client reaches the network: the proxy variables of the environment, whether name
+/// lookups may run on a thread of their own, and the resolver.
+pub(crate) struct NetOptions {
+    pub(crate) env: ProxyEnv,
+    /// False when the application forbade threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`).
+    pub(crate) threads: bool,
+    pub(crate) resolver: Arc<dyn Resolve>,
+}
+
+impl NetOptions {
+    /// The process environment and the system resolver.
+    pub(crate) fn from_process(threads: bool) -> NetOptions {
+        NetOptions {
+            env: ProxyEnv::from_process(),
+            threads,
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+}
+
 /// The origin of one node (`restApi` URL): https:// with the shared rustls configuration
-/// (built on first use), plain http:// only to a loopback host unless allowed.
+/// (built on first use), plain http:// only to a loopback host unless allowed; and its route
+/// (directly or through a proxy).
 fn node_origin(
     config: &Config,
     url: &str,
     tls_config: &mut Option<Arc<rustls::ClientConfig>>,
+    net: &NetOptions,
+    dns: &Arc<Dns>,
 ) -> Result<http::Origin, TsbError> {
     let base = normalise_url(url).map_err(|m| setup_error(format!("restApi: {m}")))?;
-    let (scheme, host) =
-        tls::scheme_and_host(&base).ok_or_else(|| setup_error("restApi: the URL has no host"))?;
-    let tls = match scheme.as_str() {
-        "https" => {
+    let endpoint = Endpoint::parse(&base).map_err(|m| setup_error(format!("restApi: {m}")))?;
+    let tls = match endpoint.scheme {
+        Scheme::Https => {
             if tls_config.is_none() {
                 *tls_config = Some(tls::client_config(config).map_err(setup_error)?);
             }
             tls_config.clone()
         }
-        "http" => {
-            if !tls::is_loopback_host(&host) {
+        Scheme::Http => {
+            if !tls::is_loopback_host(&endpoint.host) {
                 if config.pkcs11.allow_insecure_http {
                     log::warn!(
                         "TSB at {base}: plain http:// to a non-loopback host (pkcs11.allowInsecureHttp); \
@@ -328,9 +353,20 @@ fn node_origin(
             }
             None
         }
-        _ => return Err(setup_error("restApi: expected an http:// or https:// URL")),
     };
-    http::Origin::parse(&base, tls).map_err(|m| setup_error(format!("restApi: {m}")))
+    let s = &config.pkcs11;
+    let route = proxy::route_for(
+        &endpoint,
+        &s.proxy,
+        s.no_proxy.as_deref(),
+        s.proxy_password.as_ref(),
+        &net.env,
+    )
+    .map_err(setup_error)?;
+    log::debug!("TSB node {base}: {route}");
+    Ok(http::Origin::parse(&base, tls)
+        .map_err(|m| setup_error(format!("restApi: {m}")))?
+        .with_route(route, dns.clone()))
 }
 
 impl TsbClient {
@@ -339,6 +375,11 @@ impl TsbClient {
     /// The configured `token` is sent only with authType TOKEN; the client certificate is
     /// used with authType CERT or when both `certpath` and `keypath` are set.
     pub(crate) fn new(config: &Config) -> Result<TsbClient, TsbError> {
+        TsbClient::with_net(config, NetOptions::from_process(true))
+    }
+
+    /// [`TsbClient::new`] with the network options given (environment, threads, resolver).
+    pub(crate) fn with_net(config: &Config, net: NetOptions) -> Result<TsbClient, TsbError> {
         let s = &config.pkcs11;
         // A connect is bounded by the connect timeout and the request's deadline; a retry is
         // made only while a whole connect fits (see `execute`).
@@ -346,9 +387,11 @@ impl TsbClient {
         let opened = Arc::new(AtomicU64::new(0));
         // One rustls configuration for every https:// node (same CA, client certificate, pin).
         let mut tls_config = None;
+        // One resolver for every node (its count of stray lookups is the client's).
+        let dns = Arc::new(Dns::new(net.resolver.clone(), net.threads));
         let mut pools = Vec::with_capacity(config.rest_apis.len());
         for url in &config.rest_apis {
-            let origin = node_origin(config, url, &mut tls_config)?;
+            let origin = node_origin(config, url, &mut tls_config, &net, &dns)?;
             let base = normalise_url(url).map_err(|m| setup_error(format!("restApi: {m}")))?;
             pools.push((
                 base,
@@ -423,6 +466,17 @@ impl TsbClient {
     #[cfg(test)]
     pub(crate) fn base_url(&self) -> &str {
         &self.nodes.node(0).url
+    }
+
+    /// How each node is reached (directly or through which proxy), in configured order; the
+    /// `Display` of a [`Route`] holds no credentials (for `tsb-pkcs11 doctor` and logs).
+    pub(crate) fn node_routes(&self) -> Vec<(String, Route)> {
+        (0..self.nodes.len())
+            .map(|i| {
+                let node = self.nodes.node(i);
+                (node.url.clone(), node.pool.route().clone())
+            })
+            .collect()
     }
 
     /// The nodes' base URLs, in configured order.

@@ -8,24 +8,29 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::mem::MaybeUninit;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::TcpStream;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 
+use super::connect::{self, Dns};
+use super::endpoint::Endpoint;
+use super::proxy::Route;
 use super::tls;
 
 /// The largest response head (status line and headers) read.
 const MAX_HEAD: usize = 64 * 1024;
 
-/// Where requests go: scheme, host, port and path prefix of the normalised base URL.
+/// Where requests go: the node's [`Endpoint`], how it is reached ([`Route`]), the TLS settings
+/// (the TSB's own name for SNI and verification, through a proxy too) and the resolver.
 #[derive(Debug)]
 pub(crate) struct Origin {
-    host: String,
-    port: u16,
+    endpoint: Endpoint,
+    route: Route,
+    dns: Arc<Dns>,
     /// The `Host` header (the URL's authority).
     authority: String,
     /// The base URL's path (no trailing `/`), put before each request path.
@@ -34,61 +39,40 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
-    /// Parses a base URL as produced by `config::normalise_url`.
+    /// Parses a base URL as produced by `config::normalise_url` (reached directly, the system
+    /// resolver on a thread; see [`Origin::with_route`]).
     pub(crate) fn parse(
         base: &str,
         tls_config: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Origin, String> {
-        let (scheme, rest) = base
-            .split_once("://")
-            .ok_or("expected an http:// or https:// URL")?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let default_port = if scheme.eq_ignore_ascii_case("https") {
-            443
-        } else {
-            80
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
-            match after.strip_prefix(':') {
-                Some(p) => (h, p),
-                None if after.is_empty() => (h, ""),
-                None => return Err("bad host".into()),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, p),
-                None => (authority, ""),
-            }
-        };
-        if host.is_empty() {
-            return Err("the URL has no host".into());
-        }
-        let port = if port.is_empty() {
-            default_port
-        } else {
-            port.parse::<u16>().map_err(|_| {
-                format!("bad port \"{}\"", port.chars().take(10).collect::<String>())
-            })?
-        };
+        let endpoint = Endpoint::parse(base)?;
         let tls = match tls_config {
             Some(cfg) => {
-                let name = ServerName::try_from(host.to_string())
+                let host = &endpoint.host;
+                let name = ServerName::try_from(host.clone())
                     .map_err(|e| format!("host \"{host}\" is not a valid TLS server name: {e}"))?;
                 Some((cfg, name))
             }
             None => None,
         };
         Ok(Origin {
-            host: host.to_string(),
-            port,
-            authority: authority.to_string(),
-            prefix: prefix.to_string(),
+            authority: endpoint.authority(),
+            prefix: endpoint.base_path.clone(),
+            endpoint,
+            route: Route::Direct("no proxy set"),
+            dns: Arc::new(Dns::system(true)),
             tls,
         })
+    }
+
+    /// The same origin reached through `route`, names resolved by `dns`.
+    pub(crate) fn with_route(self, route: Route, dns: Arc<Dns>) -> Origin {
+        Origin { route, dns, ..self }
+    }
+
+    /// How the node is reached.
+    pub(crate) fn route(&self) -> &Route {
+        &self.route
     }
 }
 
@@ -493,6 +477,11 @@ impl Pool {
         Ok((resp, lease))
     }
 
+    /// How the origin is reached.
+    pub(crate) fn route(&self) -> &Route {
+        self.origin.route()
+    }
+
     /// The number of idle connections kept.
     #[cfg(test)]
     pub(crate) fn idle_len(&self) -> usize {
@@ -512,45 +501,14 @@ impl Pool {
 
     fn connect(&self, deadline: Instant) -> Result<Conn, Failure> {
         let o = &self.origin;
-        let addrs: Vec<SocketAddr> = (o.host.as_str(), o.port)
-            .to_socket_addrs()
-            .map_err(|e| Failure::NotSent(format!("DNS lookup failed: {e}")))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(Failure::NotSent(format!(
-                "DNS lookup failed: no address for {}",
-                o.host
-            )));
-        }
-        self.opened.fetch_add(1, Ordering::Relaxed);
-        let mut last = None;
-        let mut tcp = None;
-        for addr in &addrs {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match TcpStream::connect_timeout(addr, self.connect_timeout.min(left)) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let tcp = match (tcp, last) {
-            (Some(t), _) => t,
-            (None, Some(e)) if is_timeout(&e) => {
-                return Err(Failure::NotSent(format!("connect timed out: {e}")))
-            }
-            (None, Some(e)) => return Err(Failure::NotSent(format!("connection failed: {e}"))),
-            (None, None) => {
-                return Err(Failure::NotSent(
-                    "connect timed out: requestTimeoutMs used up".into(),
-                ))
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect::open(
+            &o.endpoint,
+            &o.route,
+            &o.dns,
+            self.connect_timeout,
+            deadline,
+            &self.opened,
+        )?;
         let mut sock = Sock::new(tcp, deadline);
         let stream = match &o.tls {
             None => Stream::Plain(sock),
@@ -878,7 +836,7 @@ pub(crate) fn parse_responses(bytes: &[u8], max_body: usize) -> Vec<(Parsed, usi
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
@@ -926,16 +884,10 @@ mod tests {
     #[test]
     fn origins() {
         let o = Origin::parse("http://127.0.0.1:8080/tsb", None).unwrap();
-        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 8080));
         assert_eq!(o.authority, "127.0.0.1:8080");
         assert_eq!(o.prefix, "/tsb");
         let o = Origin::parse("https://[::1]", None).unwrap();
-        assert_eq!(
-            (o.host.as_str(), o.port, o.prefix.as_str()),
-            ("::1", 443, "")
-        );
-        let o = Origin::parse("http://localhost", None).unwrap();
-        assert_eq!(o.port, 80);
+        assert_eq!((o.authority.as_str(), o.prefix.as_str()), ("[::1]", ""));
         assert!(Origin::parse("http://h:99999", None).is_err());
         assert!(Origin::parse("http://:80", None).is_err());
     }

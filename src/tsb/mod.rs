@@ -5,7 +5,9 @@
 //!
 //! Files: `client.rs` (requests, authentication with JWT and API keys per role with
 //! rollover, retries, failover between nodes), `nodes.rs` (the nodes of a TSB cluster: health,
-//! back-off, the order a call tries them in), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs`
+//! back-off, the order a call tries them in), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections),
+//! `connect.rs` (name resolution bounded by the deadline, TCP connect, the proxy tunnel),
+//! `proxy.rs` (HTTP CONNECT proxies, `HTTPS_PROXY`/`NO_PROXY`), `endpoint.rs` (the URL type), `tls.rs`
 //! (rustls: system roots + `caPath`, mTLS, certificate pin), `models.rs` (request and response
 //! types), `policy.rs` (strict key policies for new keys), `error.rs` (the error type).
 //!
@@ -13,10 +15,13 @@
 //! child after `fork()`.
 
 mod client;
+mod connect;
+mod endpoint;
 mod error;
 mod http;
 pub(crate) mod models;
 mod nodes;
+mod proxy;
 mod tls;
 
 #[cfg(test)]
@@ -25,7 +30,10 @@ mod tests;
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;
 pub(crate) use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
-pub(crate) use client::{SignatureCheck, TsbClient};
+pub(crate) use client::{NetOptions, SignatureCheck, TsbClient};
+/// The one URL type of the connect path. How a node is reached (a `proxy::Route`: direct or
+/// through which proxy, `Display` without credentials) comes from `TsbClient::node_routes`.
+pub(crate) use endpoint::Endpoint;
 pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
 pub(crate) use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
 pub(crate) use tls::{client_config, describe_tls_error};

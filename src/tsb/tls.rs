@@ -211,23 +211,6 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// The scheme and host of a normalised URL (`scheme://host[:port][/path]`); IPv6 without
-/// brackets.
-pub(crate) fn scheme_and_host(url: &str) -> Option<(String, String)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit('@').next()?;
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next()?.to_string()
-    } else {
-        authority.split(':').next()?.to_string()
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some((scheme.to_ascii_lowercase(), host))
-}
-
 /// Whether a host is loopback: exactly `localhost`, or a literal IP of 127.0.0.0/8 or `::1`
 /// (also v4-mapped).
 pub(crate) fn is_loopback_host(host: &str) -> bool {
@@ -275,24 +258,6 @@ mod tests {
         ] {
             assert!(!is_loopback_host(h), "{h}");
         }
-    }
-
-    #[test]
-    fn scheme_host_parsing() {
-        assert_eq!(
-            scheme_and_host("https://tsb.example:8080"),
-            Some(("https".into(), "tsb.example".into()))
-        );
-        assert_eq!(
-            scheme_and_host("http://[::1]:8080/prefix"),
-            Some(("http".into(), "::1".into()))
-        );
-        assert_eq!(
-            scheme_and_host("HTTP://127.0.0.1"),
-            Some(("http".into(), "127.0.0.1".into()))
-        );
-        assert_eq!(scheme_and_host("nourl"), None);
-        assert_eq!(scheme_and_host("http://"), None);
     }
 
     #[test]

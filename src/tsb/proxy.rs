@@ -1,0 +1,623 @@
+//! HTTP CONNECT proxies: which proxy (if any) a TSB node is reached through — `pkcs11.proxy`,
+//! or the environment's `https_proxy`/`HTTPS_PROXY` and `no_proxy`/`NO_PROXY` with curl's
+//! conventions — and the CONNECT exchange that opens the tunnel (RFC 9110 §9.3.6). TLS to the
+//! TSB then runs inside the tunnel with the TSB's own name (`http.rs`).
+//!
+//! Only `https://` nodes go through a proxy. Plain `http://` nodes (loopback, or explicitly
+//! allowed with `allowInsecureHttp`) are always reached directly, and `HTTP_PROXY` is never
+//! read: a forwarding proxy would see the TSB credentials in clear, and in CGI-style hosts
+//! `HTTP_PROXY` can be set by a request's `Proxy:` header ("httpoxy").
+//!
+//! Credentials: the proxy's user and password (from the URL, percent-decoded, or
+//! `pkcs11.proxyPassword`) are sent only as `Proxy-Authorization: Basic` to the proxy; the
+//! [`Proxy`] and [`Route`] shown in logs, errors and by `tsb-pkcs11 doctor` never hold them.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::time::Instant;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use super::endpoint::{Endpoint, Scheme};
+use super::http::Failure;
+use crate::config::{ProxySetting, Secret};
+
+/// The largest answer head read from a proxy.
+const MAX_CONNECT_HEAD: usize = 16 * 1024;
+
+/// An HTTP proxy. `Display` shows `http://host:port`, never credentials.
+#[derive(Clone, Debug)]
+pub(crate) struct Proxy {
+    pub(crate) endpoint: Endpoint,
+    /// Where the setting came from: `pkcs11.proxy` or the variable's name.
+    pub(crate) source: &'static str,
+    user: Option<String>,
+    password: Option<Secret>,
+}
+
+impl fmt::Display for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.endpoint.host_port())
+    }
+}
+
+impl Proxy {
+    /// Parses a proxy URL (`http://[user[:password]@]host[:port]`, port 1080 by default as with
+    /// curl; a URL without scheme is `http://`). `password` is used when the URL has a user and
+    /// no password of its own.
+    pub(crate) fn parse(
+        text: &str,
+        source: &'static str,
+        password: Option<&Secret>,
+    ) -> Result<Proxy, String> {
+        let text = text.trim_matches(|c| c == ' ');
+        let with_scheme;
+        let text = if text.contains("://") {
+            text
+        } else {
+            with_scheme = format!("http://{text}");
+            &with_scheme
+        };
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("https://") {
+            return Err(
+                "TLS to the proxy (an https:// proxy URL) is not supported; give the proxy as \
+                 http:// (the TSB connection inside the tunnel is TLS all the same)"
+                    .into(),
+            );
+        }
+        if !lower.starts_with("http://") {
+            return Err("only http:// proxies (HTTP CONNECT) are supported".into());
+        }
+        let explicit_port = {
+            // The url crate drops the default port 80; curl's default for a proxy is 1080.
+            let authority = text["http://".len()..]
+                .split(['/', '?', '#'])
+                .next()
+                .unwrap_or("");
+            let host_port = authority.rsplit('@').next().unwrap_or("");
+            host_port
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !p.is_empty() && (!h.starts_with('[') || h.ends_with(']')))
+        };
+        let (mut endpoint, userinfo) = Endpoint::parse_with_userinfo(text, true)?;
+        if endpoint.scheme != Scheme::Http {
+            return Err("only http:// proxies (HTTP CONNECT) are supported".into());
+        }
+        if !explicit_port {
+            endpoint.port = 1080;
+        }
+        if !endpoint.base_path.is_empty() {
+            return Err("a proxy URL has no path".into());
+        }
+        let (user, url_password) = match userinfo {
+            Some((u, p)) => (Some(u), p.map(Secret::new)),
+            None => (None, None),
+        };
+        let password =
+            match (url_password, password) {
+                (Some(_), Some(_)) if source == "pkcs11.proxy" => return Err(
+                    "the proxy URL has a password and pkcs11.proxyPassword is set too; give one"
+                        .into(),
+                ),
+                (Some(p), _) => Some(p),
+                (None, Some(p)) if user.is_some() => Some(p.clone()),
+                _ => None,
+            };
+        Ok(Proxy {
+            endpoint,
+            source,
+            user,
+            password,
+        })
+    }
+
+    /// The `Proxy-Authorization` value, when the proxy has a user.
+    fn authorization(&self) -> Option<Secret> {
+        let user = self.user.as_deref()?;
+        let pass = self.password.as_ref().map_or("", Secret::expose);
+        Some(Secret::new(format!(
+            "Basic {}",
+            STANDARD.encode(format!("{user}:{pass}"))
+        )))
+    }
+}
+
+/// How a TSB node is reached: directly, or through an HTTP proxy. `Display` is one line for
+/// logs and `tsb-pkcs11 doctor`, without credentials.
+#[derive(Clone, Debug)]
+pub(crate) enum Route {
+    /// Directly; why (no proxy set, `NO_PROXY`, `proxy: "none"`, plain http://).
+    Direct(&'static str),
+    /// Through this proxy (CONNECT tunnel).
+    Proxy(Box<Proxy>),
+}
+
+impl Route {
+    /// The proxy, when there is one.
+    pub(crate) fn proxy(&self) -> Option<&Proxy> {
+        match self {
+            Route::Direct(_) => None,
+            Route::Proxy(p) => Some(p),
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Route::Direct(why) => write!(f, "direct ({why})"),
+            Route::Proxy(p) => {
+                write!(f, "through the HTTP proxy {p} (from {}", p.source)?;
+                match (&p.user, &p.password) {
+                    (Some(_), Some(_)) => f.write_str("; user and password set, not shown)"),
+                    (Some(_), None) => f.write_str("; user set, no password)"),
+                    _ => f.write_str("; no proxy authentication)"),
+                }
+            }
+        }
+    }
+}
+
+/// The proxy variables of the environment (looked up once per client; the tests pass their own).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ProxyEnv {
+    /// (variable name, value) of the proxy: `https_proxy`, else `HTTPS_PROXY`.
+    https_proxy: Option<(&'static str, String)>,
+    /// `no_proxy`, else `NO_PROXY`.
+    no_proxy: Option<String>,
+}
+
+impl ProxyEnv {
+    /// Reads the variables with `get` (curl's order: lower case first; empty is unset).
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> ProxyEnv {
+        let first = |names: [&'static str; 2]| {
+            names
+                .into_iter()
+                .find_map(|n| get(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
+        };
+        ProxyEnv {
+            https_proxy: first(["https_proxy", "HTTPS_PROXY"]),
+            no_proxy: first(["no_proxy", "NO_PROXY"]).map(|(_, v)| v),
+        }
+    }
+
+    /// The process environment.
+    pub(crate) fn from_process() -> ProxyEnv {
+        ProxyEnv::from_lookup(|n| std::env::var(n).ok())
+    }
+}
+
+/// The route to `endpoint` given the configured setting (`pkcs11.proxy`, `pkcs11.noProxy`,
+/// `pkcs11.proxyPassword`) and the environment. Each configured field overrides its variable.
+pub(crate) fn route_for(
+    endpoint: &Endpoint,
+    setting: &ProxySetting,
+    no_proxy: Option<&str>,
+    password: Option<&Secret>,
+    env: &ProxyEnv,
+) -> Result<Route, String> {
+    if endpoint.scheme == Scheme::Http {
+        return Ok(Route::Direct("plain http:// is never proxied"));
+    }
+    let proxy = match setting {
+        ProxySetting::None => return Ok(Route::Direct("pkcs11.proxy is \"none\"")),
+        ProxySetting::Url(url) => Proxy::parse(url.expose(), "pkcs11.proxy", password)
+            .map_err(|e| format!("pkcs11.proxy: {e}"))?,
+        ProxySetting::Environment => match &env.https_proxy {
+            None => return Ok(Route::Direct("no proxy set")),
+            Some((name, value)) => {
+                Proxy::parse(value, name, password).map_err(|e| format!("{name}: {e}"))?
+            }
+        },
+    };
+    let (rules, rules_name) = match no_proxy {
+        Some(r) => (Some(r), "pkcs11.noProxy"),
+        None => (env.no_proxy.as_deref(), "NO_PROXY"),
+    };
+    if let Some(rules) = rules {
+        if NoProxy::parse(rules).matches(endpoint) {
+            return Ok(Route::Direct(if rules_name == "NO_PROXY" {
+                "NO_PROXY lists it"
+            } else {
+                "pkcs11.noProxy lists it"
+            }));
+        }
+    }
+    Ok(Route::Proxy(Box::new(proxy)))
+}
+
+/// A `NO_PROXY` list (curl's conventions): entries separated by commas or spaces; `*` alone
+/// matches every host; a name matches itself and the names below it, with or without a leading
+/// `.` (or `*.`), case-insensitively, a trailing `.` ignored; an IP address matches that
+/// address, and `address/bits` a network (IP literals in the URL only: no name is resolved
+/// for this); `host:port` (IPv6 as `[addr]:port`) matches only that port.
+#[derive(Debug, Default)]
+pub(crate) struct NoProxy {
+    all: bool,
+    entries: Vec<(Pattern, Option<u16>)>,
+}
+
+#[derive(Debug)]
+enum Pattern {
+    Name(String),
+    Net(IpAddr, u8),
+}
+
+impl NoProxy {
+    pub(crate) fn parse(text: &str) -> NoProxy {
+        let mut out = NoProxy::default();
+        for raw in text.split([',', ' ', '\t']).filter(|s| !s.is_empty()) {
+            if raw == "*" {
+                out.all = true;
+                continue;
+            }
+            if let Some(entry) = parse_entry(raw) {
+                out.entries.push(entry);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn matches(&self, endpoint: &Endpoint) -> bool {
+        if self.all {
+            return true;
+        }
+        let host = endpoint.host.trim_end_matches('.').to_ascii_lowercase();
+        let ip = endpoint.ip();
+        self.entries.iter().any(|(pattern, port)| {
+            if port.is_some_and(|p| p != endpoint.port) {
+                return false;
+            }
+            match (pattern, ip) {
+                (Pattern::Net(net, bits), Some(addr)) => in_network(addr, *net, *bits),
+                (Pattern::Name(name), None) => {
+                    host == *name
+                        || (host.len() > name.len()
+                            && host.ends_with(name.as_str())
+                            && host.as_bytes()[host.len() - name.len() - 1] == b'.')
+                }
+                _ => false,
+            }
+        })
+    }
+}
+
+fn parse_entry(raw: &str) -> Option<(Pattern, Option<u16>)> {
+    // [v6]:port, [v6]
+    if let Some(rest) = raw.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return net_pattern(addr).map(|p| (p, port));
+    }
+    // A bare address or network (IPv6 has colons: never a port here).
+    if let Some(p) = net_pattern(raw) {
+        return Some((p, None));
+    }
+    let (name, port) = match raw.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h, Some(p.parse().ok()?))
+        }
+        _ => (raw, None),
+    };
+    if let Some(p) = net_pattern(name) {
+        return Some((p, port));
+    }
+    let name = name
+        .strip_prefix("*.")
+        .or_else(|| name.strip_prefix('.'))
+        .unwrap_or(name)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    (!name.is_empty()).then_some((Pattern::Name(name), port))
+}
+
+fn net_pattern(s: &str) -> Option<Pattern> {
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let bits = bits.unwrap_or(max);
+    (bits <= max).then_some(Pattern::Net(addr, bits))
+}
+
+fn in_network(addr: IpAddr, net: IpAddr, bits: u8) -> bool {
+    let (a, n, width) = match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (u32::from(a) as u128, u32::from(n) as u128, 32),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), 128),
+        _ => return false,
+    };
+    if bits == 0 {
+        return true;
+    }
+    let shift = width - u32::from(bits);
+    (a >> shift) == (n >> shift)
+}
+
+/// Opens a CONNECT tunnel to `target` on `tcp`, a fresh connection to `proxy`, before
+/// `deadline`. On success the stream carries the TSB's bytes from its first byte: an answer that
+/// has anything after its head (bytes the TSB cannot have sent, since TLS's client speaks first)
+/// is refused, so nothing of the proxy is taken for the TSB's TLS.
+pub(crate) fn open_tunnel(
+    tcp: &mut TcpStream,
+    proxy: &Proxy,
+    target: &Endpoint,
+    deadline: Instant,
+) -> Result<(), Failure> {
+    let host_port = target.host_port();
+    let mut head = format!(
+        "CONNECT {host_port} HTTP/1.1\r\nHost: {host_port}\r\nUser-Agent: tsb-pkcs11/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let auth = proxy.authorization();
+    if let Some(a) = &auth {
+        head.push_str("Proxy-Authorization: ");
+        head.push_str(a.expose());
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let fail = |what: String| Failure::NotSent(format!("proxy {proxy}: {what}"));
+    let left = || {
+        let l = deadline.saturating_duration_since(Instant::now());
+        (!l.is_zero()).then_some(l)
+    };
+    let timed_out = || fail(format!("no answer to CONNECT {host_port} in time"));
+    let io_fail = |e: std::io::Error, doing: &str| {
+        if super::http::is_timeout(&e) {
+            timed_out()
+        } else {
+            fail(format!("{doing}: {e}"))
+        }
+    };
+    let l = left().ok_or_else(timed_out)?;
+    tcp.set_write_timeout(Some(l))
+        .map_err(|e| io_fail(e, "socket"))?;
+    tcp.write_all(head.as_bytes())
+        .map_err(|e| io_fail(e, "sending CONNECT"))?;
+    drop(head);
+    let mut buf = Vec::with_capacity(512);
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() >= MAX_CONNECT_HEAD {
+            return Err(fail(format!(
+                "answer to CONNECT longer than {MAX_CONNECT_HEAD} bytes"
+            )));
+        }
+        let l = left().ok_or_else(timed_out)?;
+        tcp.set_read_timeout(Some(l))
+            .map_err(|e| io_fail(e, "socket"))?;
+        let mut chunk = [0u8; 1024];
+        match tcp.read(&mut chunk) {
+            Ok(0) => {
+                return Err(fail(format!(
+                    "closed the connection before answering CONNECT {host_port}"
+                )))
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if super::http::is_timeout(&e) && left().is_some() => {}
+            Err(e) => return Err(io_fail(e, "reading the answer to CONNECT")),
+        }
+    };
+    let status = connect_status(&buf[..end]).ok_or_else(|| {
+        fail(format!(
+            "the answer to CONNECT {host_port} is not HTTP ({} bytes)",
+            end
+        ))
+    })?;
+    if !(200..300).contains(&status) {
+        return Err(fail(format!(
+            "refused CONNECT to {host_port}: HTTP {status} ({})",
+            refusal_hint(status, auth.is_some())
+        )));
+    }
+    if buf.len() > end {
+        return Err(fail(format!(
+            "sent {} bytes after its {status} answer to CONNECT {host_port} (before the TSB could \
+             send any); tunnel not used",
+            buf.len() - end
+        )));
+    }
+    Ok(())
+}
+
+/// The status code of an answer head `HTTP/1.x NNN ...`.
+fn connect_status(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next()?;
+    let code = parts.next()?;
+    if !(version == "HTTP/1.1" || version == "HTTP/1.0") || code.len() != 3 {
+        return None;
+    }
+    code.parse().ok().filter(|c| (100..600).contains(c))
+}
+
+/// What a proxy's refusal usually means (the module's words; the proxy's reason phrase is not
+/// repeated).
+fn refusal_hint(status: u16, sent_credentials: bool) -> &'static str {
+    match status {
+        407 if sent_credentials => "proxy authentication failed: check the proxy user and password",
+        407 => "the proxy requires authentication: give a user and password in the proxy URL",
+        403 => "forbidden by the proxy: is CONNECT to this host and port allowed?",
+        502 | 504 => "the proxy could not reach the TSB",
+        503 => "the proxy is unavailable",
+        400..=499 => "the proxy refused the request",
+        _ => "the proxy failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(url: &str) -> Endpoint {
+        Endpoint::parse(url).unwrap()
+    }
+
+    #[test]
+    fn no_proxy_follows_curl() {
+        let np = NoProxy::parse("example.com, .corp.example,*.intra ,10.0.0.0/8 192.168.1.7,[::1]:8443,tsb.local:9443,OTHER.Example.");
+        let yes = [
+            "https://example.com",
+            "https://EXAMPLE.com.",
+            "https://a.b.example.com:8443",
+            "https://corp.example",
+            "https://x.corp.example",
+            "https://intra",
+            "https://h.intra",
+            "https://10.1.2.3",
+            "https://192.168.1.7",
+            "https://[::1]:8443",
+            "https://tsb.local:9443",
+            "https://other.example",
+            "https://x.other.example",
+        ];
+        for u in yes {
+            assert!(np.matches(&ep(u)), "{u} should bypass");
+        }
+        let no = [
+            "https://notexample.com",
+            "https://example.com.evil",
+            "https://corp.example.org",
+            "https://11.0.0.1",
+            "https://192.168.1.8",
+            "https://[::1]",
+            "https://[::1]:443",
+            "https://tsb.local",
+            "https://tsb.local:443",
+            "https://x.tsb.local:9444",
+        ];
+        for u in no {
+            assert!(!np.matches(&ep(u)), "{u} should use the proxy");
+        }
+        assert!(NoProxy::parse("*").matches(&ep("https://anything")));
+        assert!(!NoProxy::parse("").matches(&ep("https://anything")));
+        assert!(NoProxy::parse("::1").matches(&ep("https://[::1]")));
+        assert!(NoProxy::parse("fd00::/8").matches(&ep("https://[fd12::1]")));
+        assert!(!NoProxy::parse("fd00::/8").matches(&ep("https://[fe12::1]")));
+        // A name pattern never matches an IP literal, and the reverse.
+        assert!(!NoProxy::parse("127.0.0.1").matches(&ep("https://localhost")));
+        assert!(NoProxy::parse("localhost").matches(&ep("https://localhost:8443")));
+    }
+
+    #[test]
+    fn proxy_urls() {
+        let p = Proxy::parse(
+            "http://alice:s%3Acret@proxy.corp:3128",
+            "pkcs11.proxy",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.to_string(), "http://proxy.corp:3128");
+        assert_eq!(
+            p.authorization().unwrap().expose(),
+            format!("Basic {}", STANDARD.encode("alice:s:cret"))
+        );
+        let route = Route::Proxy(Box::new(p));
+        let shown = format!("{route} {route:?}");
+        assert!(
+            !shown.contains("s:cret") && !shown.contains("s%3Acret"),
+            "{shown}"
+        );
+        // No scheme: http://, curl's default port 1080; explicit :80 stays.
+        let p = Proxy::parse("proxy.corp", "HTTPS_PROXY", None).unwrap();
+        assert_eq!(p.to_string(), "http://proxy.corp:1080");
+        assert!(p.authorization().is_none());
+        assert_eq!(
+            Proxy::parse("http://proxy.corp:80/", "HTTPS_PROXY", None)
+                .unwrap()
+                .endpoint
+                .port,
+            80
+        );
+        assert_eq!(
+            Proxy::parse("http://[::1]:3128", "HTTPS_PROXY", None)
+                .unwrap()
+                .to_string(),
+            "http://[::1]:3128"
+        );
+        // The password from pkcs11.proxyPassword for a user without one.
+        let pw = Secret::new("from-file".into());
+        let p = Proxy::parse("http://bob@proxy:3128", "pkcs11.proxy", Some(&pw)).unwrap();
+        assert_eq!(
+            p.authorization().unwrap().expose(),
+            format!("Basic {}", STANDARD.encode("bob:from-file"))
+        );
+        assert!(Proxy::parse("http://bob:x@proxy:3128", "pkcs11.proxy", Some(&pw)).is_err());
+        // Refused: TLS to the proxy, SOCKS, a path, control characters (never a header
+        // injection: the host is refused, credentials travel base64-encoded).
+        for bad in [
+            "https://proxy:3128",
+            "socks5://proxy:1080",
+            "http://proxy:3128/path",
+            "http://proxy\r\nX-Evil: 1:3128",
+            "http://pro\u{0}xy:3128",
+            "http://proxy%0d%0aX:3128",
+            "http://proxy:3128\n",
+            "http://",
+        ] {
+            let e = Proxy::parse(bad, "pkcs11.proxy", None);
+            assert!(e.is_err(), "{bad:?}");
+        }
+        let p = Proxy::parse(
+            "http://u%0d%0aX-Evil:%0d%0a@proxy:3128",
+            "pkcs11.proxy",
+            None,
+        )
+        .unwrap();
+        assert!(!p.authorization().unwrap().expose().contains('\n'));
+    }
+
+    #[test]
+    fn routes() {
+        let env = ProxyEnv::from_lookup(|n| match n {
+            "HTTPS_PROXY" => Some("http://upper:3128".into()),
+            "https_proxy" => Some("http://lower:3128".into()),
+            "NO_PROXY" => Some(".direct.example".into()),
+            _ => None,
+        });
+        let tsb = ep("https://tsb.example");
+        let r = route_for(&tsb, &ProxySetting::Environment, None, None, &env).unwrap();
+        assert_eq!(r.proxy().unwrap().to_string(), "http://lower:3128");
+        assert_eq!(r.proxy().unwrap().source, "https_proxy");
+        let direct = ep("https://a.direct.example");
+        let r = route_for(&direct, &ProxySetting::Environment, None, None, &env).unwrap();
+        assert!(matches!(r, Route::Direct(_)), "{r}");
+        // pkcs11.noProxy overrides NO_PROXY.
+        let r = route_for(&direct, &ProxySetting::Environment, Some(""), None, &env).unwrap();
+        assert!(r.proxy().is_some(), "{r}");
+        // "none" and the explicit URL override the environment.
+        let r = route_for(&tsb, &ProxySetting::None, None, None, &env).unwrap();
+        assert!(matches!(r, Route::Direct(_)));
+        let set = ProxySetting::Url(Secret::new("http://cfg:8080".into()));
+        let r = route_for(&tsb, &set, None, None, &env).unwrap();
+        assert_eq!(r.proxy().unwrap().to_string(), "http://cfg:8080");
+        // Plain http:// is never proxied.
+        let r = route_for(&ep("http://127.0.0.1:8080"), &set, None, None, &env).unwrap();
+        assert!(matches!(r, Route::Direct(_)));
+        // Empty variables are unset; a bad variable is an error naming it, not its value.
+        let env = ProxyEnv::from_lookup(|n| (n == "HTTPS_PROXY").then(|| "".into()));
+        assert!(
+            route_for(&tsb, &ProxySetting::Environment, None, None, &env)
+                .unwrap()
+                .proxy()
+                .is_none()
+        );
+        let env =
+            ProxyEnv::from_lookup(|n| (n == "HTTPS_PROXY").then(|| "socks5://u:pw@h:1".into()));
+        let e = route_for(&tsb, &ProxySetting::Environment, None, None, &env).unwrap_err();
+        assert!(e.starts_with("HTTPS_PROXY:") && !e.contains("pw"), "{e}");
+    }
+}
