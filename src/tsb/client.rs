@@ -525,6 +525,12 @@ impl TsbClient {
         self.execute(&call, |reply| reply.json())
     }
 
+    /// Name lookups still running after their callers gave up.
+    #[cfg(test)]
+    pub(crate) fn stray_lookups(&self) -> usize {
+        self.nodes.node(0).pool.stray_lookups()
+    }
+
     #[cfg(test)]
     pub(crate) fn set_backoff_base(&mut self, d: Duration) {
         self.backoff_base = d;

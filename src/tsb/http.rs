@@ -482,6 +482,12 @@ impl Pool {
         self.origin.route()
     }
 
+    /// Name lookups still running after their callers gave up.
+    #[cfg(test)]
+    pub(crate) fn stray_lookups(&self) -> usize {
+        self.origin.dns.stray()
+    }
+
     /// The number of idle connections kept.
     #[cfg(test)]
     pub(crate) fn idle_len(&self) -> usize {

@@ -1372,6 +1372,9 @@ fn bad_credentials_in_config_are_refused_without_echo() {
     );
 }
 
+/// Through HTTP CONNECT proxies, and name lookups bounded by the deadline.
+mod proxy;
+
 mod tls_server {
     use super::*;
     use openssl::asn1::Asn1Time;
@@ -1454,16 +1457,16 @@ mod tls_server {
         (h.finish() as u32) | 1
     }
 
-    struct Pki {
+    pub(super) struct Pki {
         dir: tempfile::TempDir,
-        ca_pem: std::path::PathBuf,
+        pub(super) ca_pem: std::path::PathBuf,
         server_der: Vec<u8>,
         server_key: Vec<u8>,
         ca: X509,
         ca_key: PKey<Private>,
     }
 
-    fn pki() -> Pki {
+    pub(super) fn pki() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = key();
         let ca = cert("Test CA", &ca_key, None, false);
@@ -1493,7 +1496,11 @@ mod tls_server {
         )
     }
 
-    fn tls_server_with(pki: &Pki, require_client_cert: bool, handler: Arc<Handler>) -> TestServer {
+    pub(super) fn tls_server_with(
+        pki: &Pki,
+        require_client_cert: bool,
+        handler: Arc<Handler>,
+    ) -> TestServer {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap();
