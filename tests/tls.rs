@@ -12,6 +12,12 @@
 //!   `C_Initialize`, and nothing else is called);
 //! - bad TLS files in the configuration make `C_Initialize` fail naming the field.
 //!
+//! - HTTP CONNECT proxies (a real one, Debian's tinyproxy, started per test): signing through
+//!   it with proxy authentication (password from a `file:` secret), a wrong password (407) and a
+//!   port the proxy forbids (403) as one error naming the proxy, the proxy killed under its
+//!   tunnels and started again, and `https_proxy`/`HTTPS_PROXY`/`NO_PROXY`/`"proxy": "none"`
+//!   through `tsb-pkcs11 keys` run with its own environment.
+//!
 //! Every signature is verified with OpenSSL against the key the simulator holds.
 
 use tsb_pkcs11_test_support as common;
@@ -589,4 +595,292 @@ fn self_signed_pem(cn: &str, ca: bool) -> (Vec<u8>, Vec<u8>) {
 
 fn netsec_write_private(path: &Path, data: &[u8]) {
     common::write_private(path, data);
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP CONNECT proxies (tinyproxy)
+
+/// A tinyproxy on 127.0.0.1, in the foreground, logging to a file; killed when dropped.
+struct Tinyproxy {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    auth: Option<(String, String)>,
+    connect_port: u16,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Tinyproxy {
+    /// Allows CONNECT to `connect_port` only; with `auth`, Basic authentication.
+    fn start(auth: Option<(&str, &str)>, connect_port: u16) -> Tinyproxy {
+        let mut p = Tinyproxy {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            connect_port,
+        };
+        p.restart();
+        p
+    }
+
+    /// Starts it (again) on its port.
+    fn restart(&mut self) {
+        let mut conf = format!(
+            "Port {}\nListen 127.0.0.1\nTimeout 30\nMaxClients 32\nLogLevel Connect\nConnectPort {}\n",
+            self.port, self.connect_port
+        );
+        if let Some((u, p)) = &self.auth {
+            conf.push_str(&format!("BasicAuth {u} {p}\n"));
+        }
+        let conf_path = self.dir.path().join("tinyproxy.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tinyproxy.log"))
+            .unwrap();
+        let child = std::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tinyproxy (Debian package tinyproxy) runs");
+        self.child = Some(child);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "tinyproxy did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A TLS simulator and the module reaching it through a tinyproxy started for it (`auth`,
+/// CONNECT allowed to `connect_port(sim port)`), configured by `pkcs11(proxy, dir)`.
+fn through_tinyproxy(
+    auth: Option<(&str, &str)>,
+    connect_port: impl FnOnce(u16) -> u16,
+    pkcs11: impl FnOnce(&Tinyproxy, &Path) -> Value,
+) -> (Tls, Tinyproxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let mut proxy = None;
+    let h = logged(
+        tls_sim(ServerCertMode::Valid, ClientAuth::None, &path),
+        "debug",
+        |url| {
+            let p = Tinyproxy::start(auth, connect_port(port_of(url)));
+            let extra = pkcs11(&p, &path);
+            proxy = Some(p);
+            module_config(url, json!({ "caPath": path.join("ca.pem") }), extra)
+        },
+    );
+    (Tls { h, dir }, proxy.unwrap())
+}
+
+#[test]
+fn signs_through_an_authenticating_https_proxy() {
+    let (t, proxy) = through_tinyproxy(
+        Some(("alice", "pr0xy-s3cret")),
+        |p| p,
+        |p, dir| {
+            std::fs::write(dir.join("proxy.pass"), "pr0xy-s3cret\n").unwrap();
+            json!({
+                "proxy": format!("http://alice@127.0.0.1:{}", p.port),
+                "proxyPassword": format!("file:{}", dir.join("proxy.pass").display()),
+            })
+        },
+    );
+    // TLS inside the tunnel is checked against the TSB's name (`localhost`, caPath).
+    signs(&t.h);
+    let sim_port = t.h.sim.local_addr().port();
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("CONNECT localhost:{sim_port}")),
+        "{}",
+        proxy.log()
+    );
+    let log = t.h.log_text();
+    assert!(
+        log.contains(&format!("through the HTTP proxy {}", proxy.url())),
+        "{log}"
+    );
+    assert!(!log.contains("pr0xy-s3cret"), "{log}");
+}
+
+#[test]
+fn a_refusing_proxy_is_one_error_naming_it_and_its_status() {
+    // A wrong password (tinyproxy answers 401 where RFC 9110 says 407), and a port the proxy
+    // does not allow for CONNECT (403).
+    for (password, allow_sim_port, why) in [
+        ("wrong-pa55", true, "HTTP 401 (proxy authentication failed"),
+        ("pr0xy-s3cret", false, "HTTP 403 (forbidden by the proxy"),
+    ] {
+        let (t, proxy) = through_tinyproxy(
+            Some(("alice", "pr0xy-s3cret")),
+            |p| if allow_sim_port { p } else { 443 },
+            |p, _| json!({ "proxy": format!("http://alice:{password}@127.0.0.1:{}", p.port) }),
+        );
+        let line = refused(&t.h, why);
+        assert!(line.contains(&format!("proxy {}", proxy.url())), "{line}");
+        let log = t.h.log_text();
+        assert!(
+            !log.contains(password) && !log.contains("pr0xy-s3cret"),
+            "{log}"
+        );
+        assert_eq!(t.h.sim.counters().values().sum::<u64>(), 0);
+    }
+}
+
+#[test]
+fn a_proxy_killed_under_its_tunnels_fails_naming_it_then_recovers() {
+    let (t, mut proxy) = through_tinyproxy(None, |p| p, |p, _| json!({ "proxy": p.url() }));
+    let h = &t.h;
+    let s = h.session();
+    let k = h.private_key(&s, "ec-p256");
+    let sign = || s.sign(&Mechanism::EcdsaSha256, k, b"tunnel");
+    let ok = |sig: Vec<u8>| {
+        assert!(verify::ecdsa(
+            &h.sim_public_key("ec-p256"),
+            Hash::Sha256,
+            b"tunnel",
+            &sig
+        ))
+    };
+    ok(sign().unwrap());
+    proxy.kill();
+    assert_rv(sign(), RvError::DeviceError);
+    let lines = h.lines_with("CKR_DEVICE_ERROR");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("connection to the proxy {} failed", proxy.url()))),
+        "{}",
+        h.log_text()
+    );
+    proxy.restart();
+    ok(sign().unwrap());
+}
+
+/// `tsb-pkcs11 keys` with a configuration of its own and the environment given (the test
+/// process's proxy variables are never inherited).
+fn keys_with_env(config: &Path, env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"));
+    cmd.args(["--json", "-c"]).arg(config).arg("keys");
+    for v in [
+        "https_proxy",
+        "HTTPS_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env_remove("TSB_PKCS11_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tsb-pkcs11")
+}
+
+#[test]
+fn proxy_from_the_environment_no_proxy_and_config_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = common::start_sim(tls_sim(ServerCertMode::Valid, ClientAuth::None, dir.path()));
+    let proxy = Tinyproxy::start(None, sim.local_addr().port());
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let write = |name: &str, pkcs11: Value| {
+        let path = dir.path().join(name);
+        let c = module_config(
+            &sim.url(),
+            json!({ "caPath": dir.path().join("ca.pem") }),
+            pkcs11,
+        );
+        common::write_private(&path, &serde_json::to_vec(&c).unwrap());
+        path
+    };
+    let plain = write("plain.json", json!({}));
+    let none = write("none.json", json!({ "proxy": "none" }));
+    let connects = || proxy.log().matches("CONNECT localhost:").count();
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // HTTPS_PROXY: through the proxy.
+    ok(&keys_with_env(&plain, &[("HTTPS_PROXY", proxy.url())]));
+    let through = connects();
+    assert!(through >= 1, "{}", proxy.log());
+    // https_proxy wins over HTTPS_PROXY (curl's order): the dead one is named.
+    let out = keys_with_env(
+        &plain,
+        &[("https_proxy", dead.clone()), ("HTTPS_PROXY", proxy.url())],
+    );
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("connection to the proxy {dead} failed")),
+        "{text}"
+    );
+    // NO_PROXY (case-insensitive names, among other entries) and "proxy": "none": direct,
+    // although the environment names a dead proxy.
+    ok(&keys_with_env(
+        &plain,
+        &[
+            ("HTTPS_PROXY", dead.clone()),
+            ("NO_PROXY", "example.com, LOCALHOST".into()),
+        ],
+    ));
+    ok(&keys_with_env(
+        &plain,
+        &[("https_proxy", dead.clone()), ("no_proxy", "*".into())],
+    ));
+    ok(&keys_with_env(&none, &[("HTTPS_PROXY", dead.clone())]));
+    assert_eq!(connects(), through, "the direct runs did not use the proxy");
 }

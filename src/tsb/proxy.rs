@@ -448,8 +448,11 @@ fn connect_status(head: &[u8]) -> Option<u16> {
 /// repeated).
 fn refusal_hint(status: u16, sent_credentials: bool) -> &'static str {
     match status {
-        407 if sent_credentials => "proxy authentication failed: check the proxy user and password",
-        407 => "the proxy requires authentication: give a user and password in the proxy URL",
+        // Some proxies (tinyproxy) answer a failed authentication with 401.
+        401 | 407 if sent_credentials => {
+            "proxy authentication failed: check the proxy user and password"
+        }
+        401 | 407 => "the proxy requires authentication: give a user and password in the proxy URL",
         403 => "forbidden by the proxy: is CONNECT to this host and port allowed?",
         502 | 504 => "the proxy could not reach the TSB",
         503 => "the proxy is unavailable",
