@@ -12,7 +12,9 @@
 //! types), `policy.rs` (strict key policies for new keys), `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
-//! child after `fork()`.
+//! child after `fork()` (a name lookup runs on a short-lived thread of its own, see
+//! `connect.rs`; one still running at a fork is not the child's concern: the child's fresh
+//! client has its own count of pending lookups).
 
 mod client;
 mod connect;
