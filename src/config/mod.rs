@@ -445,10 +445,11 @@ pub(crate) fn parse_config(
             message: e.into_inner().to_string(),
         }
     })?;
+    let fields = validate::Fields { source, base_dir };
+    // Within the scope: a password in `pkcs11.proxy`'s URL is noted while it is checked.
+    let config = validate::build(raw, &fields, &mut unknown)?;
     let literal_secrets = scope.literal_secrets();
     drop(scope);
-    let fields = validate::Fields { source, base_dir };
-    let config = validate::build(raw, &fields, &mut unknown)?;
     Ok(Parsed {
         config,
         unknown,

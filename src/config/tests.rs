@@ -1034,3 +1034,53 @@ fn config_in_a_folder_others_can_write_is_refused() {
     set(0o700);
     Config::from_file(&link2).unwrap();
 }
+
+#[test]
+fn proxy_settings() {
+    let with =
+        |pkcs11: &str| format!(r#"{{"restApi": "https://tsb.example", "pkcs11": {pkcs11}}}"#);
+    let c = parse(&with("{}")).unwrap();
+    assert!(matches!(c.pkcs11.proxy, ProxySetting::Environment));
+    assert!(c.pkcs11.no_proxy.is_none() && c.pkcs11.proxy_password.is_none());
+    for none in ["none", "NONE", " None "] {
+        let c = parse(&with(&format!(r#"{{"proxy": "{none}"}}"#))).unwrap();
+        assert!(matches!(c.pkcs11.proxy, ProxySetting::None), "{none}");
+    }
+    let c = parse(&with(
+        r#"{"proxy": "http://alice@proxy:3128", "noProxy": ".corp", "proxyPassword": "env:TSB_PKCS11_TEST_PROXY_UNSET"}"#,
+    ));
+    // The password's env: form is resolved like every secret's (and named when missing).
+    let e = c.unwrap_err().to_string();
+    assert!(
+        e.contains("pkcs11.proxyPassword") && e.contains("TSB_PKCS11_TEST_PROXY_UNSET"),
+        "{e}"
+    );
+    let c = parse(&with(
+        r#"{"proxy": "http://alice@proxy:3128", "noProxy": ".corp", "proxyPassword": "pw"}"#,
+    ))
+    .unwrap();
+    match &c.pkcs11.proxy {
+        ProxySetting::Url(u) => assert_eq!(u.expose(), "http://alice@proxy:3128"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.pkcs11.no_proxy.as_deref(), Some(".corp"));
+    assert_eq!(c.pkcs11.proxy_password.as_ref().unwrap().expose(), "pw");
+    // Control characters are refused without quoting the value (it may hold a password).
+    let e = err(&with(r#"{"proxy": "http://u:hunter2@proxy\r\nX: 1"}"#));
+    assert!(
+        e.contains("pkcs11.proxy") && e.contains("control") && !e.contains("hunter2"),
+        "{e}"
+    );
+    // A password in the URL is a literal secret; a URL without one is not.
+    let p = parse_config(
+        &with(r#"{"proxy": "http://u:hunter2@proxy:3128"}"#),
+        "p.json",
+        None,
+    )
+    .unwrap();
+    assert!(p.literal_secrets);
+    let p = parse_config(&with(r#"{"proxy": "http://u@proxy:3128"}"#), "p.json", None).unwrap();
+    assert!(!p.literal_secrets);
+    // Debug never shows the URL.
+    assert!(!format!("{:?}", p.config.pkcs11).contains("u@proxy"));
+}
