@@ -1460,7 +1460,7 @@ mod tls_server {
     pub(super) struct Pki {
         dir: tempfile::TempDir,
         pub(super) ca_pem: std::path::PathBuf,
-        server_der: Vec<u8>,
+        pub(super) server_der: Vec<u8>,
         server_key: Vec<u8>,
         ca: X509,
         ca_key: PKey<Private>,

@@ -398,3 +398,32 @@ fn a_name_lookup_that_never_answers_is_bounded_by_the_deadline() {
     }
     assert_eq!(client.stray_lookups(), 0);
 }
+
+/// `serverCertSha256` holds inside the tunnel: the TSB's certificate, not the proxy's, is
+/// pinned.
+#[test]
+fn the_certificate_pin_holds_through_a_proxy() {
+    use sha2::{Digest, Sha256};
+    let pki = pki();
+    let server = tsb(&pki);
+    let proxy = FakeProxy::start(Act::Tunnel);
+    let right: [u8; 32] = Sha256::digest(&pki.server_der).into();
+    let c = proxied_client(&server, &pki, &proxy.url(""), |cfg| {
+        cfg.pkcs11.server_cert_sha256 = Some(right)
+    });
+    assert_eq!(
+        c.sign_synchronous(&sign_req_for(b"pinned")).unwrap(),
+        b"pinned"
+    );
+    let c = proxied_client(&server, &pki, &proxy.url(""), |cfg| {
+        cfg.pkcs11.server_cert_sha256 = Some([0xab; 32]);
+        cfg.pkcs11.retries = 0;
+    });
+    let e = c.sign_synchronous(&sign_req_for(b"x")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("does not match pkcs11.serverCertSha256"),
+        "{e}"
+    );
+    assert_eq!(server.count(), 1);
+}
