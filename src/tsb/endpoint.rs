@@ -28,6 +28,9 @@ impl Scheme {
     }
 }
 
+/// The user and password of a URL (percent-decoded).
+pub(crate) type UserInfo = (String, Option<String>);
+
 /// Where to connect: scheme, host, port and the base path put before each request path.
 /// Credentials are not part of it (a proxy's are kept apart, see `proxy.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +57,7 @@ impl Endpoint {
     pub(crate) fn parse_with_userinfo(
         text: &str,
         allow_userinfo: bool,
-    ) -> Result<(Endpoint, Option<(String, Option<String>)>), String> {
+    ) -> Result<(Endpoint, Option<UserInfo>), String> {
         // The url crate silently drops tabs and newlines and trims spaces and control
         // characters: refuse them as written instead.
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
