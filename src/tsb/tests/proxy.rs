@@ -22,6 +22,8 @@ enum Act {
     Answer(&'static [u8]),
     /// Answers 200, then closes as soon as the client sends anything.
     CloseAfter200,
+    /// Reads the CONNECT and never answers (for 3 s).
+    Silent,
 }
 
 struct FakeProxy {
@@ -121,6 +123,7 @@ fn serve_connect(
             let _ = client.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
             let _ = client.read(&mut [0u8; 16]);
         }
+        Act::Silent => std::thread::sleep(Duration::from_secs(3)),
     }
 }
 
@@ -213,7 +216,7 @@ fn signs_through_a_proxy_over_one_kept_tunnel_with_tls_to_the_tsb_name() {
 fn proxy_refusals_and_garbage_are_one_clear_error_and_nothing_reaches_the_tsb() {
     let pki = pki();
     let server = tsb(&pki);
-    let cases: [(Act, &str); 7] = [
+    let cases: [(Act, &str); 8] = [
         (
             Act::Answer(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n"),
             "refused CONNECT to localhost:PORT: HTTP 407 (proxy authentication failed",
@@ -239,11 +242,14 @@ fn proxy_refusals_and_garbage_are_one_clear_error_and_nothing_reaches_the_tsb() 
             "sent 7 bytes after its 200 answer to CONNECT localhost:PORT",
         ),
         (Act::CloseAfter200, "TLS"),
+        // Bounded by connectTimeoutMs (300 ms here), not by the 3 s requestTimeoutMs.
+        (Act::Silent, "no answer to CONNECT localhost:PORT in time"),
     ];
     for (act, why) in cases {
         let proxy = FakeProxy::start(act);
         let c = proxied_client(&server, &pki, &proxy.url("alice:hunter2@"), |cfg| {
             cfg.pkcs11.retries = 0;
+            cfg.pkcs11.connect_timeout = Duration::from_millis(300);
         });
         let e = c.sign_synchronous(&sign_req_for(b"x")).unwrap_err();
         let text = e.to_string();
