@@ -433,3 +433,30 @@ fn the_certificate_pin_holds_through_a_proxy() {
     );
     assert_eq!(server.count(), 1);
 }
+
+/// A node the proxy cannot reach (its 502) is a node failure like a refused connection: the
+/// sign moves on to the next node, through the same proxy, and succeeds.
+#[test]
+fn failover_through_a_proxy_that_cannot_reach_a_node() {
+    let pki = pki();
+    let server = tsb(&pki);
+    let proxy = FakeProxy::start(Act::Tunnel);
+    let dead = closed_port();
+    let c = proxied_client(&server, &pki, &proxy.url(""), |cfg| {
+        let live = cfg.rest_apis[0].clone();
+        cfg.rest_apis = vec![format!("https://localhost:{dead}"), live];
+        cfg.pkcs11.retries = 0;
+    });
+    assert_eq!(
+        c.sign_synchronous(&sign_req_for(b"moved")).unwrap(),
+        b"moved"
+    );
+    let targets: Vec<String> = proxy
+        .heads()
+        .iter()
+        .map(|h| h.split_whitespace().nth(1).unwrap().to_string())
+        .collect();
+    let live = format!("localhost:{}", server.addr.port());
+    assert_eq!(targets, [format!("localhost:{dead}"), live]);
+    assert_eq!(server.count(), 1);
+}
