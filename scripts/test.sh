@@ -26,6 +26,9 @@ else
 fi
 mkdir -p target
 echo "== cargo test (workspace)"
+# The module honours https_proxy/HTTPS_PROXY like curl, loopback included: on a machine behind a
+# proxy the tests' simulators on this machine must still be reached directly.
+for v in no_proxy NO_PROXY; do export "$v=${!v:+${!v},}localhost,127.0.0.1,::1"; done
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 echo "== compatibility suite (tests/compat/run.sh: PKCS#11 applications against the module)"
 # `cargo test --workspace` has built the module (target/debug/deps) and tsb-sim (target/debug).

@@ -45,9 +45,8 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses an `http://` or `https://` URL with a host; a query, a fragment and credentials
-    /// are refused (`what` names the URL in messages, e.g. `restApi`). The port defaults to the
-    /// scheme's.
+    /// Parses an `http://` or `https://` URL with a host; whitespace, control characters, a
+    /// query, a fragment and credentials are refused. The port defaults to the scheme's.
     pub(crate) fn parse(text: &str) -> Result<Endpoint, String> {
         Self::parse_with_userinfo(text, false).map(|(e, _)| e)
     }
