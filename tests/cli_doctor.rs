@@ -306,6 +306,42 @@ fn a_wrong_url_port_fails_at_tcp() {
     assert!(!r.steps().contains(&"auth".to_string()));
 }
 
+/// An IPv6 literal with an explicit port, over plain http and over TLS: every step passes, and
+/// every request doctor sends names the URL's authority in its `Host` header, brackets and port
+/// included (RFC 9112 §3.2), as the module's own requests do.
+#[test]
+fn an_ipv6_url_with_a_port_passes_and_every_host_header_carries_brackets_and_port() {
+    let mut cfg = sim_config(&["ec-p256"]);
+    cfg.listen = Some("[::1]:0".into());
+    let sim = start_sim(cfg);
+    let port = sim.local_addr().port();
+    assert_eq!(sim.url(), format!("http://[::1]:{port}"));
+    let (r, _d) = doctor(&sim.url(), json!({}));
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    assert!(r.find("dns", "ok")["message"]
+        .as_str()
+        .unwrap()
+        .contains("::1"));
+    assert_eq!(sim.host_headers(), vec![format!("[::1]:{port}")]);
+
+    // TLS: the simulator serves its port on ::1 too, with a certificate naming ::1.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tls_sim(ServerCertMode::Valid, ClientAuth::None, dir.path());
+    let port = sim.local_addr().port();
+    let url = format!("https://[::1]:{port}");
+    let (r, _d) = doctor(&url, json!({ "caPath": dir.path().join("ca.pem") }));
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    assert!(r.find("tls", "ok")["message"]
+        .as_str()
+        .unwrap()
+        .contains("server certificate"));
+    assert!(r.find("tcp", "ok")["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("[::1]:{port}")));
+    assert_eq!(sim.host_headers(), vec![format!("[::1]:{port}")]);
+}
+
 #[test]
 fn a_url_that_is_not_a_tsb_api_fails_at_auth_with_the_url_as_fix() {
     let sim = start_sim(sim_config(&["ec-p256"]));
