@@ -92,6 +92,21 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// The host: a name, or an IP literal (IPv6 without brackets).
+    pub(super) fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub(super) fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
 /// One request. Header values are checked by the caller (no CR/LF).
 pub(crate) struct Request<'a> {
     pub method: &'a str,
@@ -263,7 +278,7 @@ impl Write for Stream {
 
 /// One connection: the stream behind a read buffer.
 #[derive(Debug)]
-struct Conn {
+pub(super) struct Conn {
     io: BufReader<Stream>,
     /// The SHA-256 of the last request sent on this connection (method, path, body) and of its
     /// answer's body, so that the same answer to a different request can be told (see
@@ -299,6 +314,14 @@ impl Conn {
                 .conn
                 .process_new_packets()
                 .map_or(true, |state| state.plaintext_bytes_to_read() > 0),
+        }
+    }
+
+    /// The TLS session, when the connection is TLS.
+    pub(super) fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match self.io.get_ref() {
+            Stream::Tls(t) => Some(&t.conn),
+            Stream::Plain(_) => None,
         }
     }
 
@@ -510,12 +533,13 @@ impl Pool {
         }
     }
 
+    /// A new connection: DNS ([`resolve`]), TCP ([`connect_tcp`]), TLS ([`open`]). The steps
+    /// are free functions so that `tsb-pkcs11 doctor` checks each the way the module makes it
+    /// (`probe.rs`).
     fn connect(&self, deadline: Instant) -> Result<Conn, Failure> {
         let o = &self.origin;
-        let addrs: Vec<SocketAddr> = (o.host.as_str(), o.port)
-            .to_socket_addrs()
-            .map_err(|e| Failure::NotSent(format!("DNS lookup failed: {e}")))?
-            .collect();
+        let addrs = resolve(&o.host, o.port)
+            .map_err(|e| Failure::NotSent(format!("DNS lookup failed: {e}")))?;
         if addrs.is_empty() {
             return Err(Failure::NotSent(format!(
                 "DNS lookup failed: no address for {}",
@@ -523,60 +547,55 @@ impl Pool {
             )));
         }
         self.opened.fetch_add(1, Ordering::Relaxed);
-        let mut last = None;
-        let mut tcp = None;
-        for addr in &addrs {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match TcpStream::connect_timeout(addr, self.connect_timeout.min(left)) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let tcp = match (tcp, last) {
-            (Some(t), _) => t,
-            (None, Some(e)) if is_timeout(&e) => {
-                return Err(Failure::NotSent(format!("connect timed out: {e}")))
-            }
-            (None, Some(e)) => return Err(Failure::NotSent(format!("connection failed: {e}"))),
-            (None, None) => {
-                return Err(Failure::NotSent(
-                    "connect timed out: requestTimeoutMs used up".into(),
-                ))
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let mut sock = Sock::new(tcp, deadline);
-        let stream = match &o.tls {
-            None => Stream::Plain(sock),
-            Some((cfg, name)) => {
-                let mut tls = rustls::ClientConnection::new(cfg.clone(), name.clone())
-                    .map_err(|e| Failure::NotSent(tls::describe_tls_error(&e)))?;
-                while tls.is_handshaking() {
-                    if let Err(e) = tls.complete_io(&mut sock) {
-                        let inner = e
-                            .get_ref()
-                            .and_then(|i| i.downcast_ref::<rustls::Error>())
-                            .map(tls::describe_tls_error);
-                        return Err(Failure::NotSent(match inner {
-                            Some(d) => d,
-                            None if is_timeout(&e) => format!("TLS handshake timed out: {e}"),
-                            None => format!("TLS handshake failed: {e}"),
-                        }));
+        let tcp = match connect_tcp(&addrs, self.connect_timeout, deadline) {
+            Ok((tcp, _)) => tcp,
+            Err(mut tried) => {
+                return Err(match tried.pop() {
+                    Some((_, e)) if is_timeout(&e) => {
+                        Failure::NotSent(format!("connect timed out: {e}"))
                     }
-                }
-                Stream::Tls(Box::new(rustls::StreamOwned::new(tls, sock)))
+                    Some((_, e)) => Failure::NotSent(format!("connection failed: {e}")),
+                    None => Failure::NotSent("connect timed out: requestTimeoutMs used up".into()),
+                })
             }
         };
-        Ok(Conn {
-            io: BufReader::with_capacity(16 * 1024, stream),
-            last: None,
+        open(o, tcp, deadline).map_err(|e| {
+            let inner = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .map(tls::describe_tls_error);
+            Failure::NotSent(match inner {
+                Some(d) => d,
+                None if is_timeout(&e) => format!("TLS handshake timed out: {e}"),
+                None => format!("TLS handshake failed: {e}"),
+            })
         })
+    }
+
+    /// Sends `req` over `conn` (a new connection of [`open`], never pooled: the request asks
+    /// the server to close it) and reads the response. A failure is the `io::Error` as it came
+    /// (a TLS alert inside it), for `tsb-pkcs11 doctor` to explain.
+    pub(super) fn send_once(
+        &self,
+        mut conn: Conn,
+        req: &Request<'_>,
+        max_body: usize,
+    ) -> io::Result<Response> {
+        let head = self.request_bytes(req, false);
+        write_request(conn.io.get_mut(), &head, req.body)?;
+        read_response(&mut conn.io, max_body)
+            .map(|(resp, _)| resp)
+            .map_err(|f| f.error)
+    }
+
+    /// The origin this pool connects to.
+    pub(super) fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// `connectTimeoutMs` (at most `requestTimeoutMs`).
+    pub(super) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// The request line and headers, in one buffer with room for a small body.
@@ -622,6 +641,58 @@ fn write_request(s: &mut Stream, head: &[u8], body: Option<&[u8]>) -> io::Result
         s.write_all(b)?;
     }
     s.flush()
+}
+
+/// The addresses of `host` (DNS, or the literal IP), in the resolver's order.
+pub(super) fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// A TCP connection to the first of `addrs` that accepts one, each try bounded by
+/// `connect_timeout` and the deadline; else the error of each address tried (none when the
+/// deadline was up before the first).
+pub(super) fn connect_tcp(
+    addrs: &[SocketAddr],
+    connect_timeout: Duration,
+    deadline: Instant,
+) -> Result<(TcpStream, SocketAddr), Vec<(SocketAddr, io::Error)>> {
+    let mut tried = Vec::new();
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(addr, connect_timeout.min(left)) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok((s, *addr));
+            }
+            Err(e) => tried.push((*addr, e)),
+        }
+    }
+    Err(tried)
+}
+
+/// The connection over `tcp` to `origin`: plain, or after a complete TLS handshake (every read
+/// and write bounded by the deadline). A TLS failure is an `io::Error` around the
+/// `rustls::Error`.
+pub(super) fn open(origin: &Origin, tcp: TcpStream, deadline: Instant) -> io::Result<Conn> {
+    let mut sock = Sock::new(tcp, deadline);
+    let stream = match &origin.tls {
+        None => Stream::Plain(sock),
+        Some((cfg, name)) => {
+            let mut tls =
+                rustls::ClientConnection::new(cfg.clone(), name.clone()).map_err(io::Error::other)?;
+            while tls.is_handshaking() {
+                tls.complete_io(&mut sock)?;
+            }
+            Stream::Tls(Box::new(rustls::StreamOwned::new(tls, sock)))
+        }
+    };
+    Ok(Conn {
+        io: BufReader::with_capacity(16 * 1024, stream),
+        last: None,
+    })
 }
 
 struct ReadFailure {

@@ -6,8 +6,9 @@
 //! Files: `client.rs` (requests, authentication with JWT and API keys per role with
 //! rollover, retries, failover between nodes), `nodes.rs` (the nodes of a TSB cluster: health,
 //! back-off, the order a call tries them in), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs`
-//! (rustls: system roots + `caPath`, mTLS, certificate pin), `models.rs` (request and response
-//! types), `policy.rs` (strict key policies for new keys), `error.rs` (the error type).
+//! (rustls: system roots + `caPath`, mTLS, certificate pin), `probe.rs` (the steps of a
+//! connection one by one, for `tsb-pkcs11 doctor`), `models/` (request and response types),
+//! `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
 //! child after `fork()`.
@@ -17,6 +18,7 @@ mod error;
 mod http;
 pub(crate) mod models;
 mod nodes;
+mod probe;
 mod tls;
 
 #[cfg(test)]
@@ -24,11 +26,12 @@ mod tests;
 
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;
+pub(crate) use probe::{Connected, Probe, ResolveError, TlsFacts};
 pub(crate) use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
 pub(crate) use client::{SignatureCheck, TsbClient};
 pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
-pub(crate) use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
-pub(crate) use tls::{client_config, describe_tls_error};
+pub(crate) use models::{KeyAttributes, KeyList, Policy, RequestState, RequestStatus, SignRequest};
+pub(crate) use tls::describe_tls_error;
 
 /// The HTTP response reader, for the fuzz target.
 #[cfg(fuzzing)]
