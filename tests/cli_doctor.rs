@@ -373,14 +373,50 @@ fn tls_doctor(mode: ServerCertMode, client_auth: ClientAuth, extra: Value) -> Ru
     doctor(&sim.url(), serde_json::from_str(&text).unwrap()).0
 }
 
+/// The TLS step names the server certificate and gives its SHA-256: the value that, set as
+/// `pkcs11.serverCertSha256`, pins it (checked against the certificate OpenSSL reads off the
+/// wire).
 #[test]
-fn tls_with_the_right_ca_passes() {
-    let r = tls_doctor(ServerCertMode::Valid, ClientAuth::None, json!({}));
+fn tls_with_the_right_ca_passes_and_gives_the_pin_of_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tls_sim(ServerCertMode::Valid, ClientAuth::None, dir.path());
+    let ca = json!({ "caPath": dir.path().join("ca.pem") });
+    let (r, _d) = doctor(&sim.url(), ca.clone());
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    let tls = r.find("tls", "ok");
+    assert!(
+        tls["message"]
+            .as_str()
+            .unwrap()
+            .contains("server certificate 'CN=tsb-sim server'"),
+        "{tls:#}"
+    );
+    let pin = tls["details"]["serverCertificate"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let addr = sim.local_addr().to_string();
+    let (ok, text) = openssl(&["s_client", "-connect", &addr, "-servername", "localhost"]);
+    assert!(ok, "{text}");
+    let start = text.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let end = text.find("-----END CERTIFICATE-----").unwrap() + 25;
+    let der = openssl::x509::X509::from_pem(text[start..end].as_bytes())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let want: String = openssl::sha::sha256(&der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(pin, want);
+    let mut pinned = ca;
+    merge(&mut pinned, json!({ "pkcs11": { "serverCertSha256": pin } }));
+    let (r, _d) = doctor(&sim.url(), pinned);
     assert_eq!(r.code, 0, "{:#}", r.doc);
     assert!(r.find("tls", "ok")["message"]
         .as_str()
         .unwrap()
-        .contains("server certificate"));
+        .contains("; pin matches"));
 }
 
 #[test]
