@@ -400,7 +400,7 @@ fn tls_with_the_right_ca_passes_and_gives_the_pin_of_the_server_certificate() {
     assert!(ok, "{text}");
     let start = text.find("-----BEGIN CERTIFICATE-----").unwrap();
     let end = text.find("-----END CERTIFICATE-----").unwrap() + 25;
-    let der = openssl::x509::X509::from_pem(text[start..end].as_bytes())
+    let der = openssl::x509::X509::from_pem(&text.as_bytes()[start..end])
         .unwrap()
         .to_der()
         .unwrap();
@@ -410,7 +410,10 @@ fn tls_with_the_right_ca_passes_and_gives_the_pin_of_the_server_certificate() {
         .collect();
     assert_eq!(pin, want);
     let mut pinned = ca;
-    merge(&mut pinned, json!({ "pkcs11": { "serverCertSha256": pin } }));
+    merge(
+        &mut pinned,
+        json!({ "pkcs11": { "serverCertSha256": pin } }),
+    );
     let (r, _d) = doctor(&sim.url(), pinned);
     assert_eq!(r.code, 0, "{:#}", r.doc);
     assert!(r.find("tls", "ok")["message"]
@@ -613,7 +616,10 @@ fn fields_the_module_does_not_know_are_reported() {
             .iter()
             .find(|c| c["details"]["endpoint"].as_str().unwrap().contains(label))
             .unwrap_or_else(|| panic!("no warning names {label}: {:#}", r.doc));
-        assert_eq!(c["details"]["fields"], json!(["json.attributes.quantumSafe"]));
+        assert_eq!(
+            c["details"]["fields"],
+            json!(["json.attributes.quantumSafe"])
+        );
     }
     // Without the faults: nothing unknown.
     sim.clear_faults();

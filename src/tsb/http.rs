@@ -681,8 +681,8 @@ pub(super) fn open(origin: &Origin, tcp: TcpStream, deadline: Instant) -> io::Re
     let stream = match &origin.tls {
         None => Stream::Plain(sock),
         Some((cfg, name)) => {
-            let mut tls =
-                rustls::ClientConnection::new(cfg.clone(), name.clone()).map_err(io::Error::other)?;
+            let mut tls = rustls::ClientConnection::new(cfg.clone(), name.clone())
+                .map_err(io::Error::other)?;
             while tls.is_handshaking() {
                 tls.complete_io(&mut sock)?;
             }

@@ -26,11 +26,11 @@ mod tests;
 
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;
-pub(crate) use probe::{Connected, Probe, ResolveError, TlsFacts};
 pub(crate) use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
 pub(crate) use client::{SignatureCheck, TsbClient};
 pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
 pub(crate) use models::{KeyAttributes, KeyList, Policy, RequestState, RequestStatus, SignRequest};
+pub(crate) use probe::{Connected, Probe, ResolveError, TlsFacts};
 pub(crate) use tls::describe_tls_error;
 
 /// The HTTP response reader, for the fuzz target.

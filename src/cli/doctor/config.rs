@@ -144,4 +144,3 @@ fn summarise_fields(c: &Config, r: &mut Report) {
         );
     }
 }
-

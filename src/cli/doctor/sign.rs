@@ -45,7 +45,8 @@ fn sign_once(
             .login(session, CKU_USER, pin.as_bytes())
             .map_err(|e| (format!("login: {e}"), Some("check the PIN".into())))?;
     }
-    let Some(handle) = crate::cli::csr::private_key_by_label(&token, session, label).map_err(plain)?
+    let Some(handle) =
+        crate::cli::csr::private_key_by_label(&token, session, label).map_err(plain)?
     else {
         return Err((
             format!("no private key '{label}' on the token"),

@@ -67,11 +67,7 @@ fn describe(config: &Config, host: &str, facts: Option<&TlsFacts>) -> (String, s
     (message, details)
 }
 
-fn describe_tls_failure(
-    config: &Config,
-    host: &str,
-    e: &std::io::Error,
-) -> Failure {
+fn describe_tls_failure(config: &Config, host: &str, e: &std::io::Error) -> Failure {
     let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         let m = e.to_string();
         let fix = if e.kind() == std::io::ErrorKind::WouldBlock

@@ -357,7 +357,8 @@ impl<'de> Deserialize<'de> for KeyListWire {
                 EntriesVisitor.visit_seq(seq).map(KeyListWire::Array)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<KeyListWire, A::Error> {
-                KeyListWrapper::deserialize(MapAccessDeserializer::new(map)).map(KeyListWire::Wrapped)
+                KeyListWrapper::deserialize(MapAccessDeserializer::new(map))
+                    .map(KeyListWire::Wrapped)
             }
         }
         d.deserialize_any(V)
