@@ -306,6 +306,42 @@ fn a_wrong_url_port_fails_at_tcp() {
     assert!(!r.steps().contains(&"auth".to_string()));
 }
 
+/// An IPv6 literal with an explicit port, over plain http and over TLS: every step passes, and
+/// every request doctor sends names the URL's authority in its `Host` header, brackets and port
+/// included (RFC 9112 §3.2), as the module's own requests do.
+#[test]
+fn an_ipv6_url_with_a_port_passes_and_every_host_header_carries_brackets_and_port() {
+    let mut cfg = sim_config(&["ec-p256"]);
+    cfg.listen = Some("[::1]:0".into());
+    let sim = start_sim(cfg);
+    let port = sim.local_addr().port();
+    assert_eq!(sim.url(), format!("http://[::1]:{port}"));
+    let (r, _d) = doctor(&sim.url(), json!({}));
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    assert!(r.find("dns", "ok")["message"]
+        .as_str()
+        .unwrap()
+        .contains("::1"));
+    assert_eq!(sim.host_headers(), vec![format!("[::1]:{port}")]);
+
+    // TLS: the simulator serves its port on ::1 too, with a certificate naming ::1.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tls_sim(ServerCertMode::Valid, ClientAuth::None, dir.path());
+    let port = sim.local_addr().port();
+    let url = format!("https://[::1]:{port}");
+    let (r, _d) = doctor(&url, json!({ "caPath": dir.path().join("ca.pem") }));
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    assert!(r.find("tls", "ok")["message"]
+        .as_str()
+        .unwrap()
+        .contains("server certificate"));
+    assert!(r.find("tcp", "ok")["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("[::1]:{port}")));
+    assert_eq!(sim.host_headers(), vec![format!("[::1]:{port}")]);
+}
+
 #[test]
 fn a_url_that_is_not_a_tsb_api_fails_at_auth_with_the_url_as_fix() {
     let sim = start_sim(sim_config(&["ec-p256"]));
@@ -337,14 +373,53 @@ fn tls_doctor(mode: ServerCertMode, client_auth: ClientAuth, extra: Value) -> Ru
     doctor(&sim.url(), serde_json::from_str(&text).unwrap()).0
 }
 
+/// The TLS step names the server certificate and gives its SHA-256: the value that, set as
+/// `pkcs11.serverCertSha256`, pins it (checked against the certificate OpenSSL reads off the
+/// wire).
 #[test]
-fn tls_with_the_right_ca_passes() {
-    let r = tls_doctor(ServerCertMode::Valid, ClientAuth::None, json!({}));
+fn tls_with_the_right_ca_passes_and_gives_the_pin_of_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tls_sim(ServerCertMode::Valid, ClientAuth::None, dir.path());
+    let ca = json!({ "caPath": dir.path().join("ca.pem") });
+    let (r, _d) = doctor(&sim.url(), ca.clone());
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    let tls = r.find("tls", "ok");
+    assert!(
+        tls["message"]
+            .as_str()
+            .unwrap()
+            .contains("server certificate 'CN=tsb-sim server'"),
+        "{tls:#}"
+    );
+    let pin = tls["details"]["serverCertificate"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let addr = sim.local_addr().to_string();
+    let (ok, text) = openssl(&["s_client", "-connect", &addr, "-servername", "localhost"]);
+    assert!(ok, "{text}");
+    let start = text.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let end = text.find("-----END CERTIFICATE-----").unwrap() + 25;
+    let der = openssl::x509::X509::from_pem(&text.as_bytes()[start..end])
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let want: String = openssl::sha::sha256(&der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(pin, want);
+    let mut pinned = ca;
+    merge(
+        &mut pinned,
+        json!({ "pkcs11": { "serverCertSha256": pin } }),
+    );
+    let (r, _d) = doctor(&sim.url(), pinned);
     assert_eq!(r.code, 0, "{:#}", r.doc);
     assert!(r.find("tls", "ok")["message"]
         .as_str()
         .unwrap()
-        .contains("server certificate"));
+        .contains("; pin matches"));
 }
 
 #[test]
@@ -520,8 +595,9 @@ fn keys_the_token_leaves_out_are_listed_with_the_reason() {
 #[test]
 fn fields_the_module_does_not_know_are_reported() {
     let sim = start_sim(sim_config(&["ec-p256", "rsa-2048"]));
+    // The attributes as the module reads them (POST, the form Securosys' clients use).
     sim.inject(Fault::extra_field(
-        "GET /v1/key/ec-p256/attributes",
+        "POST /v1/key/attributes",
         "json.attributes.quantumSafe",
     ));
     sim.inject(Fault::extra_field("GET /v1/versionInfo", "buildTime"));
@@ -532,16 +608,19 @@ fn fields_the_module_does_not_know_are_reported() {
         .iter()
         .filter(|c| c["step"] == "unknown")
         .collect();
-    assert_eq!(unknown.len(), 2, "{:#}", r.doc);
+    assert_eq!(unknown.len(), 3, "{:#}", r.doc);
     assert_eq!(unknown[0]["details"]["fields"], json!(["buildTime"]));
-    assert_eq!(
-        unknown[1]["details"]["fields"],
-        json!(["json.attributes.quantumSafe"])
-    );
-    assert!(unknown[1]["details"]["endpoint"]
-        .as_str()
-        .unwrap()
-        .contains("ec-p256"));
+    // One warning per key, naming it.
+    for label in ["ec-p256", "rsa-2048"] {
+        let c = unknown[1..]
+            .iter()
+            .find(|c| c["details"]["endpoint"].as_str().unwrap().contains(label))
+            .unwrap_or_else(|| panic!("no warning names {label}: {:#}", r.doc));
+        assert_eq!(
+            c["details"]["fields"],
+            json!(["json.attributes.quantumSafe"])
+        );
+    }
     // Without the faults: nothing unknown.
     sim.clear_faults();
     let (r, _d) = doctor(&sim.url(), json!({}));

@@ -801,8 +801,13 @@ fn a_proxy_killed_under_its_tunnels_fails_naming_it_then_recovers() {
 /// `tsb-pkcs11 keys` with a configuration of its own and the environment given (the test
 /// process's proxy variables are never inherited).
 fn keys_with_env(config: &Path, env: &[(&str, String)]) -> std::process::Output {
+    command_with_env(config, "keys", env)
+}
+
+/// `tsb-pkcs11 --json -c CONFIG COMMAND` with only the proxy variables of `env`.
+fn command_with_env(config: &Path, command: &str, env: &[(&str, String)]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"));
-    cmd.args(["--json", "-c"]).arg(config).arg("keys");
+    cmd.args(["--json", "-c"]).arg(config).arg(command);
     for v in [
         "https_proxy",
         "HTTPS_PROXY",
@@ -883,4 +888,20 @@ fn proxy_from_the_environment_no_proxy_and_config_none() {
     ));
     ok(&keys_with_env(&none, &[("HTTPS_PROXY", dead.clone())]));
     assert_eq!(connects(), through, "the direct runs did not use the proxy");
+    // doctor shows the route and checks the proxy as its own step, through the module's client.
+    let out = command_with_env(&plain, "doctor", &[("HTTPS_PROXY", proxy.url())]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&format!("through the HTTP proxy {}", proxy.url()))
+            && text.contains("opened a tunnel to the TSB"),
+        "{text}"
+    );
+    assert!(connects() > through, "doctor went through the proxy");
+    let out = command_with_env(&plain, "doctor", &[("HTTPS_PROXY", dead.clone())]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("through the HTTP proxy {dead}")),
+        "{text}"
+    );
 }

@@ -596,6 +596,34 @@ fn rest_api_array() {
     assert!(!e.contains("SECRETPW"), "{e}");
 }
 
+/// Each way a `restApi` URL can be wrong is named, including what the url crate would forgive
+/// (a missing or doubled `//`, tabs), and no part of the credentials is quoted.
+#[test]
+fn url_errors_name_the_problem() {
+    for (bad, want) in [
+        ("h:8080", "got scheme \"h\""),
+        ("tsb.example", "expected an http:// or https:// URL"),
+        ("ftp://h", "got scheme \"ftp\""),
+        ("https:h", "expected an http:// or https:// URL"),
+        ("https:/h", "expected an http:// or https:// URL"),
+        ("https://", "no host"),
+        ("https:///v1", "no host"),
+        ("https://\\h", "no host"),
+        ("https://user:SECRETPW@h", "credentials"),
+        ("https://user@h", "credentials"),
+        ("https://h/?q=1", "query or fragment"),
+        ("https://h#x", "query or fragment"),
+        ("https://h x", "whitespace"),
+        ("https://h\tx", "whitespace"),
+        ("https://h:99999", "invalid port"),
+        ("https://[::1", "not a valid URL"),
+    ] {
+        let e = normalise_url(bad).unwrap_err();
+        assert!(e.contains(want), "{bad}: {e}");
+        assert!(!e.contains("SECRETPW"), "{bad}: {e}");
+    }
+}
+
 #[test]
 fn url_normalisation_with_the_url_crate() {
     for (input, want) in [

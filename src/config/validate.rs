@@ -424,34 +424,43 @@ fn is_base64(s: &str) -> bool {
 
 /// Normalises a `restApi` URL: scheme and host in lower case, no default port, no trailing
 /// `/` or `/v1`. Refuses other schemes, credentials, queries, fragments and whitespace.
+///
+/// Parsed by the url crate (WHATWG URL); what it forgives and a configuration should not hold
+/// is refused first, as written: whitespace and control characters (it drops tabs and
+/// newlines), and a missing or doubled `//` (it reads `https:host` and `https:///host` as
+/// `https://host`).
 pub(crate) fn normalise_url(url: &str) -> Result<String, String> {
     let text = url.trim();
-    let (scheme, rest) = text
-        .split_once("://")
-        .ok_or_else(|| "expected an http:// or https:// URL".to_string())?;
-    let scheme_lc = scheme.to_ascii_lowercase();
-    if scheme_lc != "http" && scheme_lc != "https" {
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL contains whitespace".to_string());
+    }
+    let parsed = url::Url::parse(text).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            "expected an http:// or https:// URL".to_string()
+        }
+        url::ParseError::EmptyHost => "the URL has no host".to_string(),
+        e => format!("not a valid URL: {e}"),
+    })?;
+    let scheme = parsed.scheme();
+    if scheme != "http" && scheme != "https" {
         return Err(format!(
             "expected an http:// or https:// URL, got scheme \"{}\"",
             truncate(scheme, 20)
         ));
     }
-    // The url crate forgives what a configuration should not hold: stray slashes, whitespace
-    // and control characters (silently removed). Check the text as written first.
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') {
-        return Err("credentials in the URL are not supported; use token or apiKeys".to_string());
-    }
-    if authority.is_empty() {
+    // The scheme as written has the length of the parsed one (ASCII, only its case may differ).
+    let Some(after) = text.get(scheme.len()..).and_then(|t| t.strip_prefix("://")) else {
+        return Err("expected an http:// or https:// URL".to_string());
+    };
+    if after.is_empty() || after.starts_with(['/', '\\']) {
         return Err("the URL has no host".to_string());
     }
-    if rest.contains(['?', '#']) {
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("credentials in the URL are not supported; use token or apiKeys".to_string());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err("the URL must not have a query or fragment".to_string());
     }
-    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("the URL contains whitespace".to_string());
-    }
-    let parsed = url::Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
     let host = parsed
         .host_str()
         .filter(|h| !h.is_empty())

@@ -18,12 +18,13 @@ use super::connect::{Dns, Resolve, SystemResolver};
 use super::endpoint::{Endpoint, Scheme};
 use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind, TsbReason};
 use super::models::{
-    decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
-    parse_version_info_checked, password_chars, CertificateResponse, KeyAttributes, RequestStatus,
-    SignRequest, SignRequestCreated, SignResponse,
+    decode_pem_or_b64, keys::parse_key_attributes_checked, parse_key_list_checked,
+    parse_request_status, parse_version_info_checked, password_chars, CertificateResponse,
+    KeyAttributes, KeyList, RequestStatus, SignRequest, SignRequestCreated, SignResponse,
 };
 use super::nodes::{Form, Node, Nodes};
-use super::proxy::{self, ProxyEnv, Route};
+use super::probe::Probe;
+use super::proxy::{self, ProxyEnv};
 use super::{http, tls};
 
 mod attestation;
@@ -469,8 +470,9 @@ impl TsbClient {
     }
 
     /// How each node is reached (directly or through which proxy), in configured order; the
-    /// `Display` of a [`Route`] holds no credentials (for `tsb-pkcs11 doctor` and logs).
-    pub(crate) fn node_routes(&self) -> Vec<(String, Route)> {
+    /// `Display` of a [`proxy::Route`] holds no credentials (for `tsb-pkcs11 doctor` and logs).
+    #[cfg(test)]
+    pub(crate) fn node_routes(&self) -> Vec<(String, proxy::Route)> {
         (0..self.nodes.len())
             .map(|i| {
                 let node = self.nodes.node(i);
@@ -484,6 +486,17 @@ impl TsbClient {
         (0..self.nodes.len())
             .map(|i| self.nodes.node(i).url.clone())
             .collect()
+    }
+
+    /// For `tsb-pkcs11 doctor`: the steps of a new connection to node `i` (in configured
+    /// order), one at a time.
+    pub(crate) fn probe(&self, i: usize) -> Probe<'_> {
+        Probe::new(self.nodes.node(i))
+    }
+
+    /// The number of nodes (`restApi` URLs).
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 
     /// For `tsb-pkcs11 doctor`: `GET /v1/versionInfo` on node `i` alone (no other node, no
@@ -539,6 +552,17 @@ impl TsbClient {
     /// `GET /v1/versionInfo` → the `Version` string.
     #[cfg(test)]
     pub(crate) fn version_info(&self) -> Result<String, TsbError> {
+        self.version_info_checked()?.0.ok_or_else(|| {
+            TsbError::new(
+                "GET /v1/versionInfo",
+                TsbErrorKind::InvalidResponse("no field \"Version\"".into()),
+            )
+        })
+    }
+
+    /// `GET /v1/versionInfo` → the `Version` string (`None` when the answer has none), and the
+    /// fields of the answer this client does not know (for `tsb-pkcs11 doctor`).
+    pub(crate) fn version_info_checked(&self) -> Result<(Option<String>, Vec<String>), TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/versionInfo",
@@ -546,18 +570,20 @@ impl TsbClient {
             Retry::Idempotent,
         );
         self.execute(&call, |reply| {
-            super::models::parse_version_info_checked(&reply.json()?)
-                .map_err(TsbErrorKind::InvalidResponse)?
-                .0
-                .ok_or_else(|| TsbErrorKind::InvalidResponse("no field \"Version\"".into()))
+            parse_version_info_checked(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)
         })
     }
 
     /// `GET /v1/key` → the key labels.
     pub(crate) fn list_keys(&self) -> Result<Vec<String>, TsbError> {
+        self.list_keys_checked().map(|l| l.labels)
+    }
+
+    /// `GET /v1/key` → the key labels, and the shape they came in (for `tsb-pkcs11 doctor`).
+    pub(crate) fn list_keys_checked(&self) -> Result<KeyList, TsbError> {
         let call = Call::new("GET", "GET /v1/key", "/v1/key".into(), Retry::Idempotent);
         self.execute(&call, |reply| {
-            parse_key_list(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)
+            parse_key_list_checked(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)
         })
     }
 
@@ -570,10 +596,21 @@ impl TsbClient {
         label: &str,
         password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
+        self.key_attributes_checked(label, password)
+            .map(|(attrs, _)| attrs)
+    }
+
+    /// [`TsbClient::key_attributes`], and the fields of the answer this client does not know
+    /// (JSON paths such as `json.attributes.newFlag`, for `tsb-pkcs11 doctor`).
+    pub(crate) fn key_attributes_checked(
+        &self,
+        label: &str,
+        password: Option<&Secret>,
+    ) -> Result<(KeyAttributes, Vec<String>), TsbError> {
         let call = Self::attributes_call(label, password);
         self.execute(&call, |reply| {
-            let mut attrs =
-                parse_key_attributes(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)?;
+            let (mut attrs, unknown) = parse_key_attributes_checked(&reply.json()?)
+                .map_err(TsbErrorKind::InvalidResponse)?;
             if attrs.label.is_empty() {
                 attrs.label = label.to_string();
             } else if attrs.label != label {
@@ -584,7 +621,7 @@ impl TsbClient {
                     crate::logging::sanitize(&attrs.label)
                 )));
             }
-            Ok(attrs)
+            Ok((attrs, unknown))
         })
     }
 

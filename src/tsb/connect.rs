@@ -175,40 +175,49 @@ pub(crate) fn open(
     let hop = route.proxy().map_or(target, |p| &p.endpoint);
     let addrs = dns.lookup(&hop.host, hop.port, step_deadline())?;
     opened.fetch_add(1, Ordering::Relaxed);
-    let mut last = None;
-    let mut tcp = None;
-    for addr in &addrs {
+    let via = match route.proxy() {
+        Some(p) => format!(" to the proxy {p}"),
+        None => String::new(),
+    };
+    let mut tcp = match connect_tcp(&addrs, connect_timeout, deadline) {
+        Ok((t, _)) => t,
+        Err(mut tried) => {
+            return Err(match tried.pop() {
+                Some((_, e)) if is_timeout(&e) => {
+                    Failure::NotSent(format!("connect{via} timed out: {e}"))
+                }
+                Some((_, e)) => Failure::NotSent(format!("connection{via} failed: {e}")),
+                None => Failure::NotSent("connect timed out: requestTimeoutMs used up".into()),
+            })
+        }
+    };
+    if let Some(p) = route.proxy() {
+        proxy::open_tunnel(&mut tcp, p, target, step_deadline())?;
+    }
+    Ok(tcp)
+}
+
+/// A TCP connection (no delay) to the first of `addrs` that accepts one, each try bounded by
+/// `connect_timeout` and the deadline; else the error of each address tried (none when the
+/// deadline was up before the first). `tsb-pkcs11 doctor` reports each of them.
+pub(crate) fn connect_tcp(
+    addrs: &[SocketAddr],
+    connect_timeout: Duration,
+    deadline: Instant,
+) -> Result<(TcpStream, SocketAddr), Vec<(SocketAddr, io::Error)>> {
+    let mut tried = Vec::new();
+    for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
         match TcpStream::connect_timeout(addr, connect_timeout.min(left)) {
             Ok(s) => {
-                tcp = Some(s);
-                break;
+                let _ = s.set_nodelay(true);
+                return Ok((s, *addr));
             }
-            Err(e) => last = Some(e),
+            Err(e) => tried.push((*addr, e)),
         }
     }
-    let via = match route.proxy() {
-        Some(p) => format!(" to the proxy {p}"),
-        None => String::new(),
-    };
-    let mut tcp = match (tcp, last) {
-        (Some(t), _) => t,
-        (None, Some(e)) if is_timeout(&e) => {
-            return Err(Failure::NotSent(format!("connect{via} timed out: {e}")))
-        }
-        (None, Some(e)) => return Err(Failure::NotSent(format!("connection{via} failed: {e}"))),
-        (None, None) => {
-            return Err(Failure::NotSent(
-                "connect timed out: requestTimeoutMs used up".into(),
-            ))
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    if let Some(p) = route.proxy() {
-        proxy::open_tunnel(&mut tcp, p, target, step_deadline())?;
-    }
-    Ok(tcp)
+    Err(tried)
 }

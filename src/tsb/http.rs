@@ -76,6 +76,22 @@ impl Origin {
     }
 }
 
+impl Origin {
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The node's endpoint (the TSB itself, not a proxy).
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The resolver new connections use.
+    pub(super) fn dns(&self) -> &Dns {
+        &self.dns
+    }
+}
+
 /// One request. Header values are checked by the caller (no CR/LF).
 pub(crate) struct Request<'a> {
     pub method: &'a str,
@@ -109,6 +125,18 @@ pub(crate) enum Failure {
     /// The connection failed after the request was (partly) sent, or the response is not
     /// HTTP.
     Transport(String),
+}
+
+impl Failure {
+    /// What happened, in words.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            Failure::NotSent(m)
+            | Failure::Stale(m)
+            | Failure::Timeout(m)
+            | Failure::Transport(m) => m,
+        }
+    }
 }
 
 /// The transport under TLS: a TCP stream whose every read and write is bounded by a deadline.
@@ -247,7 +275,7 @@ impl Write for Stream {
 
 /// One connection: the stream behind a read buffer.
 #[derive(Debug)]
-struct Conn {
+pub(super) struct Conn {
     io: BufReader<Stream>,
     /// The SHA-256 of the last request sent on this connection (method, path, body) and of its
     /// answer's body, so that the same answer to a different request can be told (see
@@ -283,6 +311,14 @@ impl Conn {
                 .conn
                 .process_new_packets()
                 .map_or(true, |state| state.plaintext_bytes_to_read() > 0),
+        }
+    }
+
+    /// The TLS session, when the connection is TLS.
+    pub(super) fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match self.io.get_ref() {
+            Stream::Tls(t) => Some(&t.conn),
+            Stream::Plain(_) => None,
         }
     }
 
@@ -478,6 +514,7 @@ impl Pool {
     }
 
     /// How the origin is reached.
+    #[cfg(test)]
     pub(crate) fn route(&self) -> &Route {
         self.origin.route()
     }
@@ -505,6 +542,9 @@ impl Pool {
         }
     }
 
+    /// A new connection: DNS, TCP and the proxy tunnel (`connect.rs`), then TLS ([`open`]).
+    /// The steps are free functions so that `tsb-pkcs11 doctor` checks each the way the module
+    /// makes it (`probe.rs`).
     fn connect(&self, deadline: Instant) -> Result<Conn, Failure> {
         let o = &self.origin;
         let tcp = connect::open(
@@ -515,32 +555,43 @@ impl Pool {
             deadline,
             &self.opened,
         )?;
-        let mut sock = Sock::new(tcp, deadline);
-        let stream = match &o.tls {
-            None => Stream::Plain(sock),
-            Some((cfg, name)) => {
-                let mut tls = rustls::ClientConnection::new(cfg.clone(), name.clone())
-                    .map_err(|e| Failure::NotSent(tls::describe_tls_error(&e)))?;
-                while tls.is_handshaking() {
-                    if let Err(e) = tls.complete_io(&mut sock) {
-                        let inner = e
-                            .get_ref()
-                            .and_then(|i| i.downcast_ref::<rustls::Error>())
-                            .map(tls::describe_tls_error);
-                        return Err(Failure::NotSent(match inner {
-                            Some(d) => d,
-                            None if is_timeout(&e) => format!("TLS handshake timed out: {e}"),
-                            None => format!("TLS handshake failed: {e}"),
-                        }));
-                    }
-                }
-                Stream::Tls(Box::new(rustls::StreamOwned::new(tls, sock)))
-            }
-        };
-        Ok(Conn {
-            io: BufReader::with_capacity(16 * 1024, stream),
-            last: None,
+        open(o, tcp, deadline).map_err(|e| {
+            let inner = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .map(tls::describe_tls_error);
+            Failure::NotSent(match inner {
+                Some(d) => d,
+                None if is_timeout(&e) => format!("TLS handshake timed out: {e}"),
+                None => format!("TLS handshake failed: {e}"),
+            })
         })
+    }
+
+    /// Sends `req` over `conn` (a new connection of [`open`], never pooled: the request asks
+    /// the server to close it) and reads the response. A failure is the `io::Error` as it came
+    /// (a TLS alert inside it), for `tsb-pkcs11 doctor` to explain.
+    pub(super) fn send_once(
+        &self,
+        mut conn: Conn,
+        req: &Request<'_>,
+        max_body: usize,
+    ) -> io::Result<Response> {
+        let head = self.request_bytes(req, false);
+        write_request(conn.io.get_mut(), &head, req.body)?;
+        read_response(&mut conn.io, max_body)
+            .map(|(resp, _)| resp)
+            .map_err(|f| f.error)
+    }
+
+    /// The origin this pool connects to.
+    pub(super) fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// `connectTimeoutMs` (at most `requestTimeoutMs`).
+    pub(super) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// The request line and headers, in one buffer with room for a small body.
@@ -586,6 +637,28 @@ fn write_request(s: &mut Stream, head: &[u8], body: Option<&[u8]>) -> io::Result
         s.write_all(b)?;
     }
     s.flush()
+}
+
+/// The connection over `tcp` to `origin`: plain, or after a complete TLS handshake (every read
+/// and write bounded by the deadline). A TLS failure is an `io::Error` around the
+/// `rustls::Error`.
+pub(super) fn open(origin: &Origin, tcp: TcpStream, deadline: Instant) -> io::Result<Conn> {
+    let mut sock = Sock::new(tcp, deadline);
+    let stream = match &origin.tls {
+        None => Stream::Plain(sock),
+        Some((cfg, name)) => {
+            let mut tls = rustls::ClientConnection::new(cfg.clone(), name.clone())
+                .map_err(io::Error::other)?;
+            while tls.is_handshaking() {
+                tls.complete_io(&mut sock)?;
+            }
+            Stream::Tls(Box::new(rustls::StreamOwned::new(tls, sock)))
+        }
+    };
+    Ok(Conn {
+        io: BufReader::with_capacity(16 * 1024, stream),
+        last: None,
+    })
 }
 
 struct ReadFailure {

@@ -8,8 +8,9 @@
 //! back-off, the order a call tries them in), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections),
 //! `connect.rs` (name resolution bounded by the deadline, TCP connect, the proxy tunnel),
 //! `proxy.rs` (HTTP CONNECT proxies, `HTTPS_PROXY`/`NO_PROXY`), `endpoint.rs` (the URL type), `tls.rs`
-//! (rustls: system roots + `caPath`, mTLS, certificate pin), `models.rs` (request and response
-//! types), `policy.rs` (strict key policies for new keys), `error.rs` (the error type).
+//! (rustls: system roots + `caPath`, mTLS, certificate pin), `probe.rs` (the steps of a
+//! connection one by one, for `tsb-pkcs11 doctor`), `models/` (request and response types),
+//! `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
 //! child after `fork()` (a name lookup runs on a short-lived thread of its own, see
@@ -23,6 +24,7 @@ mod error;
 mod http;
 pub(crate) mod models;
 mod nodes;
+mod probe;
 mod proxy;
 mod tls;
 
@@ -33,12 +35,10 @@ mod tests;
 pub(crate) use client::encode_segment;
 pub(crate) use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
 pub(crate) use client::{NetOptions, SignatureCheck, TsbClient};
-/// The one URL type of the connect path. How a node is reached (a `proxy::Route`: direct or
-/// through which proxy, `Display` without credentials) comes from `TsbClient::node_routes`.
-pub(crate) use endpoint::Endpoint;
 pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
-pub(crate) use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
-pub(crate) use tls::{client_config, describe_tls_error};
+pub(crate) use models::{KeyAttributes, KeyList, Policy, RequestState, RequestStatus, SignRequest};
+pub(crate) use probe::{Connected, Probe, TlsFacts};
+pub(crate) use tls::describe_tls_error;
 
 /// The HTTP response reader, for the fuzz target.
 #[cfg(fuzzing)]

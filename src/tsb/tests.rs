@@ -1335,6 +1335,58 @@ fn check_operation_api_key() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The steps of a connection one by one (`Probe`, for `tsb-pkcs11 doctor`)
+
+/// The probe's steps reach the node as the client's own connections do: the resolver's
+/// addresses, the TCP connection, and one request that names the URL's authority in `Host`
+/// (IPv6 brackets and port, RFC 9112 §3.2), carries no credential, and asks to close the
+/// connection. A port nothing listens on gives each address tried with its error.
+#[test]
+fn probe_steps_reach_the_node_as_the_client_does() {
+    let listener = TcpListener::bind("[::1]:0").unwrap();
+    let server = TestServer::serve(
+        listener,
+        Arc::new(|_: &Recorded, _| reply_json(200, json!({ "Version": "2.2.0" }))),
+        None,
+    );
+    let port = server.addr.port();
+    let c = client_with(&format!("http://[::1]:{port}"), |c| {
+        c.auth_type = AuthType::Token;
+        c.token = Some(secret("the-jwt"));
+        c.api_keys.service = vec![secret("the-service-key")];
+    });
+    let probe = c.probe(0);
+    assert_eq!(
+        (probe.host(), probe.port(), probe.is_tls()),
+        ("::1", port, false)
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let addrs = probe.resolve(deadline).unwrap();
+    assert_eq!(addrs, vec![server.addr]);
+    let connected = probe.connect(&addrs, deadline).unwrap();
+    assert_eq!(connected.addr, server.addr);
+    let opened = probe.open(connected, deadline).unwrap();
+    assert!(opened.tls.is_none());
+    assert_eq!(probe.request(opened, "/v1/versionInfo").unwrap(), 200);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/v1/versionInfo");
+    let host = format!("[::1]:{port}");
+    assert_eq!(reqs[0].header("host"), Some(host.as_str()));
+    assert_eq!(reqs[0].header("authorization"), None);
+    assert_eq!(reqs[0].header("x-api-key"), None);
+    assert_eq!(reqs[0].header("connection"), Some("close"));
+
+    let c = client(&format!("http://127.0.0.1:{}", closed_port()));
+    let probe = c.probe(0);
+    let addrs = probe.resolve(deadline).unwrap();
+    let tried = probe.connect(&addrs, deadline).err().unwrap();
+    assert_eq!(tried.len(), 1);
+    assert_eq!(tried[0].0, addrs[0]);
+    assert_eq!(tried[0].1.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+// ---------------------------------------------------------------------------------------
 // Transport security
 
 #[test]

@@ -318,6 +318,11 @@ async fn api_request(
 ) -> Result<Response<Body>, Abort> {
     let normalized = normalized_path(path);
     shared.count(&format!("{method} {normalized}"));
+    shared.record_host_header(&String::from_utf8_lossy(
+        req.headers()
+            .get(header::HOST)
+            .map_or(&b""[..], |h| h.as_bytes()),
+    ));
     if let Some(node) = &info.node {
         node.count_request();
         match node.fault() {

@@ -331,6 +331,13 @@ impl Simulator {
         self.shared.counters().get(endpoint).copied().unwrap_or(0)
     }
 
+    /// The distinct `Host` header values of the `/v1/` requests received so far, sorted (`""`
+    /// for a request without one): a client must send the URL's authority, port and IPv6
+    /// brackets included (RFC 9112 §3.2, RFC 3986 §3.2.2).
+    pub fn host_headers(&self) -> Vec<String> {
+        self.shared.host_headers()
+    }
+
     /// All endpoint counters.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.shared.counters()

@@ -161,6 +161,8 @@ pub struct Shared {
     pub keys: RwLock<Vec<Arc<SimKey>>>,
     requests: Mutex<RequestLog>,
     counters: Mutex<BTreeMap<String, u64>>,
+    /// The `Host` header values of the `/v1/` requests received (`""`: none), each once.
+    host_headers: Mutex<std::collections::BTreeSet<String>>,
     pub faults: FaultRegistry,
     /// What hostile faults remember (`replayAnswer`).
     pub(crate) hostile: crate::hostile::Memory,
@@ -189,6 +191,7 @@ impl Shared {
             keys: RwLock::new(keys),
             requests: Mutex::new(RequestLog::default()),
             counters: Mutex::new(BTreeMap::new()),
+            host_headers: Mutex::new(std::collections::BTreeSet::new()),
             faults: FaultRegistry::default(),
             hostile: crate::hostile::Memory::default(),
             request_id_override: Mutex::new(None),
@@ -256,6 +259,15 @@ impl Shared {
     }
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.counters.lock().clone()
+    }
+    pub fn record_host_header(&self, host: &str) {
+        let mut hosts = self.host_headers.lock();
+        if !hosts.contains(host) {
+            hosts.insert(host.to_string());
+        }
+    }
+    pub fn host_headers(&self) -> Vec<String> {
+        self.host_headers.lock().iter().cloned().collect()
     }
     pub fn reset_counters(&self) {
         self.counters.lock().clear();

@@ -340,24 +340,25 @@ struct KeyListWrapper {
     content: Option<Vec<KeyListEntry>>,
 }
 
-enum KeyList {
+enum KeyListWire {
     Array(Vec<KeyListEntry>),
     Wrapped(KeyListWrapper),
 }
 
-impl<'de> Deserialize<'de> for KeyList {
+impl<'de> Deserialize<'de> for KeyListWire {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = KeyList;
+            type Value = KeyListWire;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(NOT_A_KEY_LIST)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<KeyList, A::Error> {
-                EntriesVisitor.visit_seq(seq).map(KeyList::Array)
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<KeyListWire, A::Error> {
+                EntriesVisitor.visit_seq(seq).map(KeyListWire::Array)
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<KeyList, A::Error> {
-                KeyListWrapper::deserialize(MapAccessDeserializer::new(map)).map(KeyList::Wrapped)
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<KeyListWire, A::Error> {
+                KeyListWrapper::deserialize(MapAccessDeserializer::new(map))
+                    .map(KeyListWire::Wrapped)
             }
         }
         d.deserialize_any(V)
@@ -472,12 +473,27 @@ impl<'de> Deserialize<'de> for KeyListEntry {
     }
 }
 
+/// The answer of `GET /v1/key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyList {
+    pub(crate) labels: Vec<String>,
+    /// The object field the array came in (`keys`, `labels`, `keyLabels`, `content`); `None`
+    /// for the contract's plain array.
+    pub(crate) wrapped_in: Option<&'static str>,
+}
+
 /// Parses `GET /v1/key`: a JSON array of labels (strings, or objects with `label`), or an
 /// object wrapping such an array under `keys`, `labels`, `keyLabels` or `content`.
+#[cfg(any(test, fuzzing))]
 pub(crate) fn parse_key_list(v: &Value) -> Result<Vec<String>, String> {
-    let (name, entries) = match KeyList::deserialize(v) {
-        Ok(KeyList::Array(entries)) => ("", entries),
-        Ok(KeyList::Wrapped(w)) => [
+    parse_key_list_checked(v).map(|l| l.labels)
+}
+
+/// Parses `GET /v1/key` (see `parse_key_list`), and says in which shape the labels came.
+pub(crate) fn parse_key_list_checked(v: &Value) -> Result<KeyList, String> {
+    let (name, entries) = match KeyListWire::deserialize(v) {
+        Ok(KeyListWire::Array(entries)) => ("", entries),
+        Ok(KeyListWire::Wrapped(w)) => [
             ("keys", w.keys),
             ("labels", w.labels),
             ("keyLabels", w.key_labels),
@@ -488,7 +504,7 @@ pub(crate) fn parse_key_list(v: &Value) -> Result<Vec<String>, String> {
         .ok_or_else(|| NOT_A_KEY_LIST.to_string())?,
         Err(_) => return Err(NOT_A_KEY_LIST.to_string()),
     };
-    entries
+    let labels = entries
         .into_iter()
         .enumerate()
         .map(|(i, entry)| match entry {
@@ -498,5 +514,9 @@ pub(crate) fn parse_key_list(v: &Value) -> Result<Vec<String>, String> {
                 Err(format!("{name}[{i}]: a key list entry is not a string"))
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(KeyList {
+        labels,
+        wrapped_in: (!name.is_empty()).then_some(name),
+    })
 }

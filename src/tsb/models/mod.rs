@@ -24,7 +24,10 @@ mod version;
 #[cfg(test)]
 mod tests;
 
+/// The parsers without the doctor's findings, for the tests and the fuzz targets.
+#[cfg(any(test, fuzzing))]
 pub(crate) use keys::{parse_key_attributes, parse_key_list};
+pub(crate) use keys::{parse_key_list_checked, KeyList};
 pub(crate) use keys::{KeyAttributes, KeyFlags};
 pub(crate) use lenient::decode_pem_or_b64;
 pub(crate) use policy::Policy;
