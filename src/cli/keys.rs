@@ -142,26 +142,14 @@ pub(crate) fn inspect_key(
     if password.is_some() {
         r.password = "configured".into();
     }
-    let fetched = match &password {
-        // The GET form gives the answer as the TSB sent it, to compare with the known fields.
-        None if !label.is_empty() && label != "." && label != ".." => client
-            .get_json(
-                "GET /v1/key/{label}/attributes",
-                format!("/v1/key/{}/attributes", crate::tsb::encode_segment(label)),
-            )
-            .and_then(|raw| {
-                let (attrs, unknown) = crate::tsb::models::keys::parse_key_attributes_checked(&raw)
-                    .map_err(|m| {
-                        TsbError::new(
-                            "GET /v1/key/{label}/attributes",
-                            crate::tsb::TsbErrorKind::InvalidResponse(m),
-                        )
-                    })?;
-                r.unknown_fields = unknown;
-                Ok(attrs)
-            }),
-        _ => client.key_attributes(label, password.as_ref()),
-    };
+    // The module's own call (POST /v1/key/attributes, GET as its fallback), with the fields
+    // of the answer the module does not know.
+    let fetched = client
+        .key_attributes_checked(label, password.as_ref())
+        .map(|(attrs, unknown)| {
+            r.unknown_fields = unknown;
+            attrs
+        });
     let mut attrs = match fetched {
         Ok(a) => a,
         Err(e) if e.tsb_code() == Some(650) || e.http_status() == Some(404) => {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::error::{parse_error_body, sanitize, TsbError, TsbErrorKind, TsbReason};
 use super::models::{
-    decode_pem_or_b64, parse_key_attributes, parse_key_list, parse_request_status,
+    decode_pem_or_b64, parse_key_attributes_checked, parse_key_list, parse_request_status,
     parse_version_info_checked, password_chars, CertificateResponse, KeyAttributes, RequestStatus,
     SignRequest, SignRequestCreated, SignResponse,
 };
@@ -510,10 +510,21 @@ impl TsbClient {
         label: &str,
         password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
+        self.key_attributes_checked(label, password)
+            .map(|(attrs, _)| attrs)
+    }
+
+    /// [`TsbClient::key_attributes`], and the JSON paths of the answer's fields the module does
+    /// not know (`parse_key_attributes_checked`), for `tsb-pkcs11 keys` and `doctor`.
+    pub(crate) fn key_attributes_checked(
+        &self,
+        label: &str,
+        password: Option<&Secret>,
+    ) -> Result<(KeyAttributes, Vec<String>), TsbError> {
         let call = Self::attributes_call(label, password);
         self.execute(&call, |reply| {
-            let mut attrs =
-                parse_key_attributes(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)?;
+            let (mut attrs, unknown) = parse_key_attributes_checked(&reply.json()?)
+                .map_err(TsbErrorKind::InvalidResponse)?;
             if attrs.label.is_empty() {
                 attrs.label = label.to_string();
             } else if attrs.label != label {
@@ -524,7 +535,7 @@ impl TsbClient {
                     crate::logging::sanitize(&attrs.label)
                 )));
             }
-            Ok(attrs)
+            Ok((attrs, unknown))
         })
     }
 

@@ -24,7 +24,9 @@ mod version;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use keys::{parse_key_attributes, parse_key_list};
+#[cfg(any(test, fuzzing))]
+pub(crate) use keys::parse_key_attributes;
+pub(crate) use keys::{parse_key_attributes_checked, parse_key_list};
 pub(crate) use keys::{KeyAttributes, KeyFlags};
 pub(crate) use lenient::decode_pem_or_b64;
 pub(crate) use policy::Policy;
