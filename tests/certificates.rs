@@ -1150,4 +1150,33 @@ fn nss_certutil_stores_certificates_and_signs_with_them() {
             "{label}: certutil -C signed with the token key (OpenSSL)"
         );
     }
+
+    // certutil -S without -k: NSS generates a token key pair itself, then sets each key's
+    // CKA_ID to the SHA-1 of its public key (C_SetAttributeValue). The TSB cannot change a
+    // key's id, so that is refused with a WARN line naming C_SetAttributeValue and CKA_ID, and
+    // certutil fails without storing a certificate (docs/clients.md "NSS").
+    let before = h.sim.key_labels().len();
+    let a = [
+        "-d", &db, "-S", "-x", "-n", "nss generated", "-s", "CN=nss generated", "-t", ",,",
+        "-h", &token, "-k", "ec", "-q", "nistp256", "-Z", "SHA256", "-z",
+        noise.to_str().unwrap(),
+    ];
+    let out = nss_tool(&h, "certutil", &a).unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("C_SetAttributeValue"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{stderr}");
+    assert!(
+        refused[0].contains("CKA_ID") && refused[0].contains("CKR_ACTION_PROHIBITED"),
+        "{}",
+        refused[0]
+    );
+    // The key NSS generated stays on the TSB (keys are deleted only with allowKeyDeletion):
+    // documented, with its generated label named in the module's INFO line.
+    assert_eq!(h.sim.key_labels().len(), before + 1);
+    let listing = certutil("certutil -L", &["-L", "-h", &token]);
+    assert!(!listing.contains("nss generated"), "{listing}");
 }
