@@ -4,8 +4,10 @@
 //! configurations run side by side in one process without sharing module state.
 //!
 //! `netsec`: harnesses whose module copy logs to its own file (network, TLS and secret tests).
+//! `pki`: the one certificate builder of the tests.
 
 pub mod netsec;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
