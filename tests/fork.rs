@@ -1,6 +1,6 @@
 //! `fork()` after loading the module (issue #6, part 1): nginx-style workers, and a child that
 //! initialises again. The module keeps the parent's HTTP client out of the child (a new pid
-//! builds a fresh `ureq` agent; the parent's pooled keep-alive sockets are never used or closed
+//! builds a fresh HTTP client (src/tsb/http.rs); the parent's pooled keep-alive sockets are never used or closed
 //! there), and owns no threads, so a child needs nothing that did not survive `fork()`.
 //!
 //! Child processes do only PKCS#11 calls through the raw function list, OpenSSL verification

@@ -1161,7 +1161,8 @@ fn retries_fit_in_the_request_deadline() {
 #[test]
 fn no_retry_when_a_connect_could_outlast_the_deadline() {
     // connectTimeoutMs equal to requestTimeoutMs: a retry's connect could run past the
-    // deadline (ureq bounds a connect by the connect timeout alone), so there is none.
+    // deadline (a retry is made only while a whole connect fits in what is left of it, see
+    // `execute`), so there is none.
     let server = TestServer::start(|_, _| Action::Reply(503, "text/plain", vec![]));
     let c = client_with(&server.url(), |cfg| {
         cfg.pkcs11.request_timeout = Duration::from_millis(1000);
@@ -1617,8 +1618,9 @@ mod log_capture {
             true
         }
         fn log(&self, record: &log::Record<'_>) {
-            // ureq's own debug line "writing prelude" shows request headers (it masks only
-            // Authorization); the module's logger setup caps the `ureq` target at info.
+            // Only the module's own lines and rustls's are checked; `ureq` (the HTTP client the
+            // module used before its own, still a dev-dependency of the tests) echoes headers at
+            // debug, and the module's logger setup caps that target at info.
             if record.target().starts_with("ureq") {
                 return;
             }
