@@ -1080,8 +1080,25 @@ fn nss_certutil_stores_certificates_and_signs_with_them() {
     // certutil fails without storing a certificate (docs/clients.md "NSS").
     let before = h.sim.key_labels().len();
     let a = [
-        "-d", &db, "-S", "-x", "-n", "nss generated", "-s", "CN=nss generated", "-t", ",,",
-        "-h", &token, "-k", "ec", "-q", "nistp256", "-Z", "SHA256", "-z",
+        "-d",
+        &db,
+        "-S",
+        "-x",
+        "-n",
+        "nss generated",
+        "-s",
+        "CN=nss generated",
+        "-t",
+        ",,",
+        "-h",
+        &token,
+        "-k",
+        "ec",
+        "-q",
+        "nistp256",
+        "-Z",
+        "SHA256",
+        "-z",
         noise.to_str().unwrap(),
     ];
     let out = nss_tool(&h, "certutil", &a).unwrap();

@@ -982,8 +982,15 @@ fn java_keytool_generates_keys_under_their_alias_and_signs() {
         "keytool",
         &plain,
         &[
-            "-genkeypair", "-alias", "guide", "-keyalg", "EC", "-groupname", "secp256r1",
-            "-dname", "CN=test",
+            "-genkeypair",
+            "-alias",
+            "guide",
+            "-keyalg",
+            "EC",
+            "-groupname",
+            "secp256r1",
+            "-dname",
+            "CN=test",
         ],
     );
     assert!(!out.status.success(), "{out:?}");
@@ -1015,7 +1022,11 @@ fn java_keytool_generates_keys_under_their_alias_and_signs() {
         ok(out.clone(), &format!("keytool -genkeypair {alias}"));
         assert!(warn_lines(&out).is_empty(), "{out:?}");
     };
-    generate(&ec_cfg, "mykey", &["-keyalg", "EC", "-groupname", "secp256r1"]);
+    generate(
+        &ec_cfg,
+        "mykey",
+        &["-keyalg", "EC", "-groupname", "secp256r1"],
+    );
     assert!(h.sim.key_labels().iter().any(|l| l == "mykey"));
     let listing = ok(run("keytool", &plain, &["-list"]), "keytool -list");
     assert!(listing.contains("mykey, PrivateKeyEntry"), "{listing}");
@@ -1024,7 +1035,14 @@ fn java_keytool_generates_keys_under_their_alias_and_signs() {
         run(
             "keytool",
             &plain,
-            &["-exportcert", "-rfc", "-alias", "mykey", "-file", cert.to_str().unwrap()],
+            &[
+                "-exportcert",
+                "-rfc",
+                "-alias",
+                "mykey",
+                "-file",
+                cert.to_str().unwrap(),
+            ],
         ),
         "keytool -exportcert",
     );
@@ -1050,7 +1068,12 @@ fn java_keytool_generates_keys_under_their_alias_and_signs() {
         run(
             "jarsigner",
             &plain,
-            &["-signedjar", signed.to_str().unwrap(), jar.to_str().unwrap(), "mykey"],
+            &[
+                "-signedjar",
+                signed.to_str().unwrap(),
+                jar.to_str().unwrap(),
+                "mykey",
+            ],
         ),
         "jarsigner",
     );
@@ -1072,7 +1095,13 @@ fn java_keytool_generates_keys_under_their_alias_and_signs() {
         run(
             "keytool",
             &plain,
-            &["-certreq", "-alias", "myrsa", "-file", csr.to_str().unwrap()],
+            &[
+                "-certreq",
+                "-alias",
+                "myrsa",
+                "-file",
+                csr.to_str().unwrap(),
+            ],
         ),
         "keytool -certreq",
     );

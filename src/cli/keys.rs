@@ -144,12 +144,13 @@ pub(crate) fn inspect_key(
     }
     // The module's own call (POST /v1/key/attributes, GET as its fallback), with the fields
     // of the answer the module does not know.
-    let fetched = client
-        .key_attributes_checked(label, password.as_ref())
-        .map(|(attrs, unknown)| {
-            r.unknown_fields = unknown;
-            attrs
-        });
+    let fetched =
+        client
+            .key_attributes_checked(label, password.as_ref())
+            .map(|(attrs, unknown)| {
+                r.unknown_fields = unknown;
+                attrs
+            });
     let mut attrs = match fetched {
         Ok(a) => a,
         Err(e) if e.tsb_code() == Some(650) || e.http_status() == Some(404) => {

@@ -1377,9 +1377,9 @@ mod tls_server {
     use super::*;
     use openssl::pkey::{PKey, Private};
     use openssl::x509::X509;
-    use tsb_pkcs11_test_support::pki::{ec_key as key, CertBuilder, Profile};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use sha2::{Digest, Sha256};
+    use tsb_pkcs11_test_support::pki::{ec_key as key, CertBuilder, Profile};
 
     /// A CA (no issuer) or a TLS server/client leaf for localhost, from the tests' one
     /// certificate builder (tests/support/src/pki.rs).

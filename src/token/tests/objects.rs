@@ -380,10 +380,12 @@ fn a_key_the_tsb_refuses_to_describe_is_left_out_of_listings() {
     assert_eq!(all.len(), 2, "the two describable keys");
     let mut labels: Vec<Vec<u8>> = all
         .iter()
-        .map(|h| match &token.attribute_values(s, *h, &[CKA_LABEL]).unwrap()[0] {
-            AttrValue::Bytes(l) => l.clone(),
-            other => panic!("{other:?}"),
-        })
+        .map(
+            |h| match &token.attribute_values(s, *h, &[CKA_LABEL]).unwrap()[0] {
+                AttrValue::Bytes(l) => l.clone(),
+                other => panic!("{other:?}"),
+            },
+        )
         .collect();
     labels.sort();
     assert_eq!(labels, vec![b"a".to_vec(), b"b".to_vec()]);
@@ -419,7 +421,11 @@ fn objects_cannot_be_modified_or_copied_but_an_unchanged_value_is_accepted() {
     let key = private_key(&token, s, "k");
     let rv = |r: crate::error::Result<()>| r.err().map(|e| e.code());
     assert_eq!(
-        rv(token.set_attribute_values(s, key, &[(CKA_ID, b"k".to_vec()), (CKA_LABEL, b"k".to_vec())])),
+        rv(token.set_attribute_values(
+            s,
+            key,
+            &[(CKA_ID, b"k".to_vec()), (CKA_LABEL, b"k".to_vec())]
+        )),
         None
     );
     assert_eq!(
@@ -445,7 +451,11 @@ fn objects_cannot_be_modified_or_copied_but_an_unchanged_value_is_accepted() {
     );
     let copied = token.copy_object(s, key);
     assert_eq!(copied.err().map(|e| e.code()), Some(CKR_ACTION_PROHIBITED));
-    assert_eq!(private_key(&token, s, "k"), key, "the handle names the same key");
+    assert_eq!(
+        private_key(&token, s, "k"),
+        key,
+        "the handle names the same key"
+    );
     assert_ne!(private_key(&token, s, "other"), key);
     assert_eq!(
         token.copy_object(s, 0xdead_beef).err().map(|e| e.code()),

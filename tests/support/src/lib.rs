@@ -220,8 +220,13 @@ impl Harness {
         // The journal of approval requests goes into the harness's folder (not the home
         // folder), set in the configuration rather than through XDG_STATE_HOME.
         if let Some(p) = json.get_mut("pkcs11").and_then(|p| p.as_object_mut()) {
-            p.entry("requestJournal")
-                .or_insert_with(|| dir.path().join("requests.jsonl").display().to_string().into());
+            p.entry("requestJournal").or_insert_with(|| {
+                dir.path()
+                    .join("requests.jsonl")
+                    .display()
+                    .to_string()
+                    .into()
+            });
         }
         write_private(&config_path, &serde_json::to_vec_pretty(&json).unwrap());
         let n = COPIES.fetch_add(1, Ordering::Relaxed);
