@@ -257,6 +257,22 @@ impl Harness {
         }
     }
 
+    /// Runs `f` with `TSB_PKCS11_CONFIG` naming this harness's configuration (under the
+    /// environment lock, restored afterwards): for a module that reads it outside
+    /// [`Harness::over`], such as a child process forked inside `f` that calls `C_Initialize`.
+    pub fn with_config_env<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _g = env_lock();
+        let mut vars = EnvGuard(Vec::new());
+        vars.set("TSB_PKCS11_CONFIG", Some(self.config_path.as_os_str()));
+        f()
+    }
+
+    /// `C_Initialize(NULL)` through the raw list with this harness's configuration.
+    pub fn initialize_raw(&self) -> CK_RV {
+        // SAFETY: NULL arguments are allowed (PKCS#11 v2.40 §5.4).
+        self.with_config_env(|| unsafe { (self.raw.f.C_Initialize.unwrap())(std::ptr::null_mut()) })
+    }
+
     /// `C_Finalize` and `C_Initialize` again through the raw list (same configuration).
     pub fn reinitialize(&self) {
         let _g = env_lock();
