@@ -48,7 +48,7 @@ pub extern "C" fn C_DestroyObject(session: CK_SESSION_HANDLE, object: CK_OBJECT_
 }
 
 /// `C_CopyObject` (§5.7.2): TSB keys and their certificates cannot be copied (`CKA_COPYABLE`
-/// false), so this answers `CKR_ACTION_PROHIBITED` for every valid object (token/modify.rs).
+/// false), so this answers `CKR_ACTION_PROHIBITED` for every valid object.
 #[no_mangle]
 pub unsafe extern "C" fn C_CopyObject(
     session: CK_SESSION_HANDLE,
@@ -71,7 +71,7 @@ pub unsafe extern "C" fn C_CopyObject(
 }
 
 /// `C_SetAttributeValue` (§5.7.6): succeeds only when the template changes nothing (every
-/// value is the object's current one); otherwise `CKR_ACTION_PROHIBITED` (token/modify.rs).
+/// value is the object's current one); otherwise `CKR_ACTION_PROHIBITED`.
 #[no_mangle]
 pub unsafe extern "C" fn C_SetAttributeValue(
     session: CK_SESSION_HANDLE,
