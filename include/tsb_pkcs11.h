@@ -108,6 +108,21 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE session,
 CK_RV C_DestroyObject(CK_SESSION_HANDLE session,
                       CK_OBJECT_HANDLE object);
 
+// `C_CopyObject` (§5.7.2): TSB keys and their certificates cannot be copied (`CKA_COPYABLE`
+// false), so this answers `CKR_ACTION_PROHIBITED` for every valid object.
+CK_RV C_CopyObject(CK_SESSION_HANDLE session,
+                   CK_OBJECT_HANDLE object,
+                   CK_ATTRIBUTE *templ,
+                   CK_ULONG count,
+                   CK_OBJECT_HANDLE *new_object);
+
+// `C_SetAttributeValue` (§5.7.6): succeeds only when the template changes nothing (every
+// value is the object's current one); otherwise `CKR_ACTION_PROHIBITED`.
+CK_RV C_SetAttributeValue(CK_SESSION_HANDLE session,
+                          CK_OBJECT_HANDLE object,
+                          CK_ATTRIBUTE *templ,
+                          CK_ULONG count);
+
 // `C_FindObjectsInit`.
 CK_RV C_FindObjectsInit(CK_SESSION_HANDLE session,
                         CK_ATTRIBUTE *templ,

@@ -4,8 +4,10 @@
 //! (created with mode 0600; a symlink or a file of another user is refused, with one line on
 //! stderr, and the lines go to stderr).
 //!
-//! The HTTP and TLS libraries are capped at `info` whatever the filter says: ureq's debug lines
-//! echo request headers, `X-API-KEY` included.
+//! rustls is capped at `info` whatever the filter says (its debug and trace lines describe every
+//! handshake). So is `ureq`, the HTTP client the module used before its own (src/tsb/http.rs),
+//! whose debug lines echoed request headers, `X-API-KEY` included: it is no longer linked, and a
+//! filter written for it (`ureq=trace`) still shows nothing more.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -13,7 +15,7 @@ use std::path::Path;
 
 use parking_lot::RwLock;
 
-/// Libraries whose log output is capped at `info`.
+/// Libraries whose log output is capped at `info` (`ureq`: see the module documentation).
 const CAPPED: &[&str] = &["ureq", "rustls"];
 
 /// The log target of the two lines every approval wait writes (request filed, wait ended): the

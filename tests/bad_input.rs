@@ -1815,12 +1815,12 @@ fn templates_and_read_only_sessions() {
             CKR_SESSION_READ_ONLY,
             || call!(f.C_DestroyObject, ro, ec),
         ),
-        // C_SetAttributeValue is not implemented: every object of this token is
-        // unmodifiable. Were it implemented, a read-only session would get
-        // CKR_SESSION_READ_ONLY for token objects.
+        // Objects are not modifiable (CKA_MODIFIABLE false, token/modify.rs): a token object
+        // in a read-only session is CKR_SESSION_READ_ONLY (§5.7.6), an unchanged value in a
+        // read-write session is accepted, a change is CKR_ACTION_PROHIBITED.
         case(
             "C_SetAttributeValue in a read-only session",
-            CKR_FUNCTION_NOT_SUPPORTED,
+            CKR_SESSION_READ_ONLY,
             || {
                 let mut l = b"x".to_vec();
                 let mut a = [attr(CKA_LABEL, &mut l)];
@@ -1828,12 +1828,28 @@ fn templates_and_read_only_sessions() {
             },
         ),
         case(
-            "C_CopyObject (not implemented)",
-            CKR_FUNCTION_NOT_SUPPORTED,
+            "C_SetAttributeValue: a new label",
+            CKR_ACTION_PROHIBITED,
             || {
-                let mut o = 0;
-                call!(f.C_CopyObject, ro, ec, null_mut(), 0, &mut o)
+                let mut l = b"x".to_vec();
+                let mut a = [attr(CKA_LABEL, &mut l)];
+                call!(f.C_SetAttributeValue, rw, ec, a.as_mut_ptr(), 1)
             },
+        ),
+        case(
+            "C_SetAttributeValue: NULL template with a count",
+            CKR_ARGUMENTS_BAD,
+            || call!(f.C_SetAttributeValue, rw, ec, null_mut(), 1),
+        ),
+        // CKA_COPYABLE false (§5.7.2): every copy is CKR_ACTION_PROHIBITED.
+        case("C_CopyObject", CKR_ACTION_PROHIBITED, || {
+            let mut o = 0;
+            call!(f.C_CopyObject, ro, ec, null_mut(), 0, &mut o)
+        }),
+        case(
+            "C_CopyObject: NULL output handle",
+            CKR_ARGUMENTS_BAD,
+            || call!(f.C_CopyObject, rw, ec, null_mut(), 0, null_mut()),
         ),
         // Creation templates (read-write session).
         case(

@@ -10,96 +10,19 @@ use tsb_pkcs11_test_support as common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::pki::{ec_key, Ca};
 use common::*;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use cryptoki_sys::*;
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::{HasPublic, PKey, PKeyRef, Private};
-use openssl::x509::extension::{BasicConstraints, KeyUsage};
+use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509NameBuilder, X509};
 use serde_json::json;
 use tsb_sim::{CertificateFormat, Curve, KeySpec, SimConfig};
 
 // ---------------------------------------------------------------- helpers
-
-/// A certificate authority made with OpenSSL (independent of the module and the simulator).
-struct Ca {
-    key: PKey<Private>,
-    cert: X509,
-}
-
-fn ec_key() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-}
-
-fn build_cert(
-    cn: &str,
-    subject_key: &PKeyRef<impl HasPublic>,
-    issuer: Option<&X509>,
-    signer: &PKey<Private>,
-    ca: bool,
-) -> X509 {
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("O", "tsb-pkcs11 tests").unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(120, MsbOption::ONE, false).unwrap();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(issuer.map(|i| i.subject_name()).unwrap_or(&name))
-        .unwrap();
-    b.set_pubkey(subject_key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    if ca {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().build().unwrap())
-            .unwrap();
-    } else {
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    }
-    b.sign(signer, MessageDigest::sha256()).unwrap();
-    b.build()
-}
-
-impl Ca {
-    fn root(cn: &str) -> Ca {
-        let key = ec_key();
-        let cert = build_cert(cn, &key, None, &key, true);
-        Ca { key, cert }
-    }
-
-    fn intermediate(&self, cn: &str) -> Ca {
-        let key = ec_key();
-        let cert = build_cert(cn, &key, Some(&self.cert), &self.key, true);
-        Ca { key, cert }
-    }
-
-    fn issue(&self, cn: &str, public_key: &PKeyRef<impl HasPublic>) -> X509 {
-        build_cert(cn, public_key, Some(&self.cert), &self.key, false)
-    }
-}
 
 /// A creation or search template: (attribute type, value bytes).
 type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
@@ -1150,4 +1073,50 @@ fn nss_certutil_stores_certificates_and_signs_with_them() {
             "{label}: certutil -C signed with the token key (OpenSSL)"
         );
     }
+
+    // certutil -S without -k: NSS generates a token key pair itself, then sets each key's
+    // CKA_ID to the SHA-1 of its public key (C_SetAttributeValue). The TSB cannot change a
+    // key's id, so that is refused with a WARN line naming C_SetAttributeValue and CKA_ID, and
+    // certutil fails without storing a certificate (docs/clients.md "NSS").
+    let before = h.sim.key_labels().len();
+    let a = [
+        "-d",
+        &db,
+        "-S",
+        "-x",
+        "-n",
+        "nss generated",
+        "-s",
+        "CN=nss generated",
+        "-t",
+        ",,",
+        "-h",
+        &token,
+        "-k",
+        "ec",
+        "-q",
+        "nistp256",
+        "-Z",
+        "SHA256",
+        "-z",
+        noise.to_str().unwrap(),
+    ];
+    let out = nss_tool(&h, "certutil", &a).unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("C_SetAttributeValue"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{stderr}");
+    assert!(
+        refused[0].contains("CKA_ID") && refused[0].contains("CKR_ACTION_PROHIBITED"),
+        "{}",
+        refused[0]
+    );
+    // The key NSS generated stays on the TSB (keys are deleted only with allowKeyDeletion):
+    // documented, with its generated label named in the module's INFO line.
+    assert_eq!(h.sim.key_labels().len(), before + 1);
+    let listing = certutil("certutil -L", &["-L", "-h", &token]);
+    assert!(!listing.contains("nss generated"), "{listing}");
 }

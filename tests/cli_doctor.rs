@@ -659,6 +659,37 @@ fn keys_lists_objects_with_percent_encoded_pkcs11_uris() {
         .contains("sign attribute"));
 }
 
+/// `keys` reads each key's attributes as the module does: `POST /v1/key/attributes` (what
+/// Securosys' clients send), and `GET /v1/key/{label}/attributes` only where a TSB does not know
+/// the POST form; the fields the module does not know are still reported.
+#[test]
+fn keys_reads_attributes_by_post_with_the_module_fallback() {
+    let sim = start_sim(sim_config(&["ec-p256", "rsa-2048"]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &json!({ "restApi": sim.url() }));
+    let r = run(&path, &["keys"]);
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    assert_eq!(r.doc["keys"].as_array().unwrap().len(), 2, "{:#}", r.doc);
+    assert!(sim.counter("POST /v1/key/attributes") >= 2);
+    assert_eq!(sim.counter("GET /v1/key/attributes"), 0);
+
+    sim.inject(Fault::unknown_endpoint("POST /v1/key/attributes", 404));
+    sim.inject(Fault::extra_field(
+        "GET /v1/key/attributes",
+        "json.attributes.simulatedFlag",
+    ));
+    let r = run(&path, &["keys"]);
+    assert_eq!(r.code, 0, "{:#}", r.doc);
+    let keys = r.doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{:#}", r.doc);
+    assert!(sim.counter("GET /v1/key/attributes") >= 2);
+    assert!(
+        r.doc.to_string().contains("simulatedFlag"),
+        "unknown fields are reported: {:#}",
+        r.doc
+    );
+}
+
 /// A label with an ESC sequence, a carriage return, a right-to-left override and a forged line.
 const HOSTILE: &str = "evil\u{1b}[31m\rOK\u{202e}txt.exe\nFAKE LINE";
 

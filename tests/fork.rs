@@ -1,6 +1,6 @@
 //! `fork()` after loading the module (issue #6, part 1): nginx-style workers, and a child that
 //! initialises again. The module keeps the parent's HTTP client out of the child (a new pid
-//! builds a fresh `ureq` agent; the parent's pooled keep-alive sockets are never used or closed
+//! builds a fresh HTTP client (src/tsb/http.rs); the parent's pooled keep-alive sockets are never used or closed
 //! there), and owns no threads, so a child needs nothing that did not survive `fork()`.
 //!
 //! Child processes do only PKCS#11 calls through the raw function list, OpenSSL verification
@@ -389,7 +389,8 @@ fn child_initializes_again_and_signs() {
     let h = Harness::new();
     let keys = Keys::of(&h);
     parent_signs(&h, &keys, b"parent before fork");
-    let pid = spawn(|| reinitializing_child(&h, &keys, false));
+    // The child's C_Initialize reads TSB_PKCS11_CONFIG: set while it is forked.
+    let pid = h.with_config_env(|| spawn(|| reinitializing_child(&h, &keys, false)));
     assert_all_ok(&wait_all(&[pid]));
     parent_signs(&h, &keys, b"parent after the child");
 }
@@ -401,7 +402,7 @@ fn child_finalizes_inherited_module_then_initializes() {
     let h = Harness::new();
     let keys = Keys::of(&h);
     parent_signs(&h, &keys, b"parent before fork");
-    let pid = spawn(|| reinitializing_child(&h, &keys, true));
+    let pid = h.with_config_env(|| spawn(|| reinitializing_child(&h, &keys, true)));
     assert_all_ok(&wait_all(&[pid]));
     parent_signs(&h, &keys, b"parent after the child");
 }
@@ -467,7 +468,7 @@ fn fork_while_other_threads_sign() {
             pids.push(spawn(|| worker(&h, &keys, n)));
             std::thread::sleep(Duration::from_millis(37));
         }
-        pids.push(spawn(|| reinitializing_child(&h, &keys, false)));
+        pids.push(h.with_config_env(|| spawn(|| reinitializing_child(&h, &keys, false))));
         let ends = wait_all(&pids);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_all_ok(&ends);

@@ -558,37 +558,12 @@ fn bad_tls_files_fail_c_initialize_naming_the_field() {
 
 /// A self-signed certificate and its PKCS#8 key, in PEM (a CA when `ca`).
 fn self_signed_pem(cn: &str, ca: bool) -> (Vec<u8>, Vec<u8>) {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
-    use openssl::pkey::PKey;
-    use openssl::x509::extension::BasicConstraints;
-    use openssl::x509::{X509Name, X509};
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let mut name = X509Name::builder().unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    if ca {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-    }
-    b.sign(&key, MessageDigest::sha256()).unwrap();
+    use common::pki::{ec_key, CertBuilder, Profile};
+    let key = ec_key();
+    let profile = if ca { Profile::Ca } else { Profile::Bare };
+    let cert = CertBuilder::new(cn).profile(profile).self_signed(&key);
     (
-        b.build().to_pem().unwrap(),
+        cert.to_pem().unwrap(),
         key.private_key_to_pem_pkcs8().unwrap(),
     )
 }

@@ -41,7 +41,7 @@ fn key_with_cert(
 fn sign_and_verify(spec_index: usize) {
     let (spec, hash, alg, jws_alg_name, key_type, field_len) = SPECS[spec_index];
     let hsm = softhsm!();
-    let root = Ca::root("Test Root");
+    let root = code_signing_root("Test Root");
     let leaf_cert = key_with_cert(&hsm, &root, key_type, "signer", "01");
     hsm.write_cert(&root.cert, "a0", "root");
     let t = &hsm.target;
@@ -162,7 +162,7 @@ fn generate_signature_ec_521() {
 fn ec_521_signatures_are_always_fixed_width() {
     // r or s of P-521 is often shorter than 66 bytes; the plugin must still pad both.
     let hsm = softhsm!();
-    let root = Ca::root("Root");
+    let root = code_signing_root("Root");
     let leaf = key_with_cert(&hsm, &root, "EC:secp521r1", "p521", "01");
     hsm.write_cert(&root.cert, "a0", "root");
     for i in 0..8 {
@@ -187,9 +187,9 @@ fn ec_521_signatures_are_always_fixed_width() {
 #[test]
 fn chain_with_intermediate_is_ordered_leaf_to_root() {
     let hsm = softhsm!();
-    let root = Ca::root("Root CA");
+    let root = code_signing_root("Root CA");
     let inter = root.intermediate("Intermediate CA");
-    let other = Ca::root("Unrelated CA");
+    let other = code_signing_root("Unrelated CA");
     let leaf = key_with_cert(&hsm, &inter, "EC:prime256v1", "k", "01");
     // Stored in scrambled order, with an unrelated CA that must be left out.
     hsm.write_cert(&root.cert, "c1", "root");
@@ -215,7 +215,7 @@ fn chain_with_intermediate_is_ordered_leaf_to_root() {
 #[test]
 fn leaf_found_by_label_when_ids_differ() {
     let hsm = softhsm!();
-    let root = Ca::root("Root");
+    let root = code_signing_root("Root");
     hsm.keygen("EC:prime256v1", "k", "01");
     let leaf = root.issue("leaf", &hsm.public_key("01"));
     hsm.write_cert(&leaf, "99", "k");
@@ -233,7 +233,7 @@ fn leaf_found_by_label_when_ids_differ() {
 #[test]
 fn cert_chain_pem_used_when_token_has_no_certificate() {
     let hsm = softhsm!();
-    let root = Ca::root("Root");
+    let root = code_signing_root("Root");
     let inter = root.intermediate("Intermediate");
     hsm.keygen("rsa:2048", "k", "01");
     let leaf = inter.issue("leaf", &hsm.public_key("01"));
@@ -261,7 +261,7 @@ fn cert_chain_pem_used_when_token_has_no_certificate() {
 #[test]
 fn cert_chain_pem_completes_a_token_leaf() {
     let hsm = softhsm!();
-    let root = Ca::root("Root");
+    let root = code_signing_root("Root");
     let leaf = key_with_cert(&hsm, &root, "EC:secp384r1", "k", "01");
     let pem = hsm.write_pem("ca.pem", &[&root.cert]);
     let mut req = hsm.target.sign_request("k", "EC-384", "SHA-384", b"p");
@@ -286,7 +286,7 @@ fn no_certificate_is_a_validation_error() {
 #[test]
 fn chain_without_root_is_a_validation_error() {
     let hsm = softhsm!();
-    let root = Ca::root("Root");
+    let root = code_signing_root("Root");
     key_with_cert(&hsm, &root, "EC:prime256v1", "k", "01");
     let m = hsm
         .target
@@ -298,7 +298,7 @@ fn chain_without_root_is_a_validation_error() {
 #[test]
 fn certificate_of_another_key_is_an_error() {
     let hsm = softhsm!();
-    let root = Ca::root("Root");
+    let root = code_signing_root("Root");
     hsm.keygen("EC:prime256v1", "k", "01");
     hsm.keygen("EC:prime256v1", "other", "02");
     // The certificate stored with key k's CKA_ID certifies the other key.
@@ -326,7 +326,7 @@ fn unknown_key_is_a_validation_error() {
 #[test]
 fn wrong_key_spec_or_hash_is_a_validation_error() {
     let hsm = softhsm!();
-    let root = Ca::root("Root");
+    let root = code_signing_root("Root");
     key_with_cert(&hsm, &root, "EC:prime256v1", "k", "01");
     hsm.write_cert(&root.cert, "a0", "root");
     let t = &hsm.target;
@@ -518,7 +518,7 @@ fn module_that_cannot_be_loaded_is_an_error() {
 #[test]
 fn module_output_never_reaches_stdout() {
     let hsm = softhsm!();
-    let root = Ca::root("Root");
+    let root = code_signing_root("Root");
     key_with_cert(&hsm, &root, "EC:prime256v1", "k", "01");
     hsm.write_cert(&root.cert, "a0", "root");
 

@@ -378,7 +378,7 @@ fn every_certificate_source(i: usize) {
 
     // 2. A leaf issued by a test CA and stored on the token with C_CreateObject; the CA
     //    certificates come from the plugin's certChain file.
-    let root = Ca::root("Notation Test Root");
+    let root = code_signing_root("Notation Test Root");
     let inter = root.intermediate("Notation Test Intermediate");
     let leaf = inter.issue(&format!("{label} code signing"), &tsb.public_key(label));
     tsb.store_on_token(label, &leaf);
@@ -391,7 +391,7 @@ fn every_certificate_source(i: usize) {
 
     // 3. The whole chain from the module's pkcs11.certificates: leaf and root are token
     //    objects, no certChain needed.
-    let other_root = Ca::root("Configured Root");
+    let other_root = code_signing_root("Configured Root");
     let other_leaf = other_root.issue(&format!("{label} (configured)"), &tsb.public_key(label));
     let chain_file = tsb.write_pem("chain.pem", &[&other_leaf, &other_root.cert]);
     tsb.write_config(json!({ "certificates": { label: chain_file } }));
@@ -467,7 +467,7 @@ const SKA: &str = "ska-ec-p256";
 /// self-sign with a key that needs approvals).
 fn ska_tsb() -> (Tsb, Ca) {
     let tsb = Tsb::new(&[SKA]);
-    let root = Ca::root("SKA Root");
+    let root = code_signing_root("SKA Root");
     let leaf = root.issue("SKA signer", &tsb.public_key(SKA));
     tsb.store_on_token(SKA, &leaf);
     (tsb, root)

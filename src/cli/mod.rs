@@ -177,7 +177,8 @@ impl Capture {
 impl log::Log for Capture {
     fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
         let ours = meta.target().starts_with("tsb_pkcs11");
-        // ureq's debug lines echo request headers: never show them.
+        // Only the command's and the module's own lines below info: other libraries' debug
+        // lines (rustls's handshakes) are never shown.
         ours || meta.level() <= log::Level::Info
     }
 

@@ -15,10 +15,11 @@ use crate::token::{Token, MANUFACTURER};
 /// Keeps this library mapped after the host's `dlclose()` (glibc `RTLD_NODELETE`).
 ///
 /// Once initialised, the module holds process-wide state outside `STATE` that is never freed:
-/// the global logger and `ureq`'s default TLS configuration (a `Lazy` that every
-/// `AgentBuilder::new()` fills). Were the image unmapped and loaded again, each cycle would
-/// leak them (about 16 kB per dlopen/C_Initialize/C_Finalize/dlclose, `tests/unload.rs`), and a
-/// thread still returning from a call that `C_Finalize` interrupted would run unmapped code.
+/// the global logger and the statics the libraries it links fill once (with the HTTP client
+/// the module used before its own, ureq, they cost about 16 kB per
+/// dlopen/C_Initialize/C_Finalize/dlclose cycle, `tests/unload.rs`). Were the image unmapped
+/// and loaded again, each cycle would leak them, and a thread still returning from a call that
+/// `C_Finalize` interrupted would run unmapped code.
 /// Pinning makes a later `dlopen()` of the same file return this image, where
 /// `C_Finalize` has already reset `STATE`.
 fn pin_in_memory() {

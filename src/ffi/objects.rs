@@ -47,6 +47,48 @@ pub extern "C" fn C_DestroyObject(session: CK_SESSION_HANDLE, object: CK_OBJECT_
     })
 }
 
+/// `C_CopyObject` (§5.7.2): TSB keys and their certificates cannot be copied (`CKA_COPYABLE`
+/// false), so this answers `CKR_ACTION_PROHIBITED` for every valid object.
+#[no_mangle]
+pub unsafe extern "C" fn C_CopyObject(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    templ: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    new_object: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    log::trace!("C_CopyObject(session={session}, object={object}, count={count})");
+    guard("C_CopyObject", || {
+        initialised()?;
+        // SAFETY: writable CK_OBJECT_HANDLE (or NULL, refused).
+        let new_object = unsafe { out(new_object) }?;
+        // SAFETY: `templ` holds `count` attributes (NULL only with count 0); the values are
+        // not read: no copy is made whatever they ask.
+        unsafe { attribute_array(templ, count) }?;
+        *new_object = token()?.copy_object(session, object)?;
+        Ok(())
+    })
+}
+
+/// `C_SetAttributeValue` (§5.7.6): succeeds only when the template changes nothing (every
+/// value is the object's current one); otherwise `CKR_ACTION_PROHIBITED`.
+#[no_mangle]
+pub unsafe extern "C" fn C_SetAttributeValue(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    templ: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> CK_RV {
+    log::trace!("C_SetAttributeValue(session={session}, object={object}, count={count})");
+    guard("C_SetAttributeValue", || {
+        initialised()?;
+        // SAFETY: `templ` holds `count` attributes whose values are readable for their
+        // lengths (NULL only with count 0).
+        let attrs = unsafe { template(templ, count) }?;
+        token()?.set_attribute_values(session, object, &attrs)
+    })
+}
+
 /// `C_FindObjectsInit`.
 #[no_mangle]
 pub unsafe extern "C" fn C_FindObjectsInit(

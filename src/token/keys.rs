@@ -19,6 +19,20 @@ use crate::error::{map_tsb_error, CredentialContext, Error, Result};
 use crate::logging::Net;
 use crate::tsb::TsbReason;
 
+/// True for a TSB answer that refuses one key's attributes rather than the caller: a 4xx
+/// status other than the credential, proxy-authentication, timeout and rate-limit ones (401,
+/// 403, 407, 408, 429) and not a TSB code about the credentials. 404/650 (no such key) and a
+/// wrong password are handled before. A TSB that is down or unreachable fails the whole call.
+fn refused_for_this_key(e: &crate::tsb::TsbError) -> bool {
+    let per_request = matches!(e.http_status(), Some(s) if (400..500).contains(&s)
+        && !matches!(s, 401 | 403 | 407 | 408 | 429));
+    per_request
+        && !matches!(
+            e.reason(),
+            Some(TsbReason::InvalidToken | TsbReason::InvalidApiKey | TsbReason::NotAuthorized)
+        )
+}
+
 /// How many key attribute requests run at once when a whole token is listed.
 const PARALLEL_FETCHES: usize = 8;
 
@@ -110,6 +124,18 @@ impl Token {
                 log::warn!(
                     "key '{}' is password-protected and no (right) password is configured; it is left out",
                     Net(label)
+                );
+                self.objects.store_skipped(label);
+                return Ok(None);
+            }
+            Err(e) if refused_for_this_key(&e) => {
+                // One key the TSB will not describe (a label too long for a URI, one it
+                // rejects) must not hide the others: left out until the cache expires, so a
+                // listing warns once (§5.7.7: C_FindObjects returns the objects that match).
+                log::warn!(
+                    "key '{}' is left out: the TSB refused to read its attributes: {}",
+                    Net(label),
+                    Net(&e.to_string())
                 );
                 self.objects.store_skipped(label);
                 return Ok(None);

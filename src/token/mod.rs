@@ -14,6 +14,7 @@ mod certificates;
 mod digest;
 mod keygen;
 mod keys;
+mod modify;
 mod session_keys;
 mod signing;
 mod template;

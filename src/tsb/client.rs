@@ -371,8 +371,9 @@ fn node_origin(
 }
 
 impl TsbClient {
-    /// Builds the HTTP agents (ureq with a rustls client configuration, connect/read/write
-    /// timeouts and an overall per-request deadline from the configuration). No network I/O.
+    /// Builds the client: the nodes with their connection pools (src/tsb/http.rs over std TCP
+    /// and a rustls client configuration), connect/read/write timeouts and an overall
+    /// per-request deadline from the configuration. No network I/O.
     /// The configured `token` is sent only with authType TOKEN; the client certificate is
     /// used with authType CERT or when both `certpath` and `keypath` are set.
     pub(crate) fn new(config: &Config) -> Result<TsbClient, TsbError> {

@@ -1161,7 +1161,8 @@ fn retries_fit_in_the_request_deadline() {
 #[test]
 fn no_retry_when_a_connect_could_outlast_the_deadline() {
     // connectTimeoutMs equal to requestTimeoutMs: a retry's connect could run past the
-    // deadline (ureq bounds a connect by the connect timeout alone), so there is none.
+    // deadline (a retry is made only while a whole connect fits in what is left of it, see
+    // `execute`), so there is none.
     let server = TestServer::start(|_, _| Action::Reply(503, "text/plain", vec![]));
     let c = client_with(&server.url(), |cfg| {
         cfg.pkcs11.request_timeout = Duration::from_millis(1000);
@@ -1429,84 +1430,31 @@ mod proxy;
 
 mod tls_server {
     use super::*;
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
     use openssl::pkey::{PKey, Private};
-    use openssl::x509::extension::{
-        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    };
-    use openssl::x509::{X509Builder, X509NameBuilder, X509};
+    use openssl::x509::X509;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use sha2::{Digest, Sha256};
+    use tsb_pkcs11_test_support::pki::{ec_key as key, CertBuilder, Profile};
 
-    fn key() -> PKey<Private> {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-    }
-
+    /// A CA (no issuer) or a TLS server/client leaf for localhost, from the tests' one
+    /// certificate builder (tests/support/src/pki.rs).
     fn cert(
         cn: &str,
         key: &PKey<Private>,
         issuer: Option<(&X509, &PKey<Private>)>,
         client: bool,
     ) -> X509 {
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", cn).unwrap();
-        let name = name.build();
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        let serial = BigNum::from_u32(rand_serial())
-            .unwrap()
-            .to_asn1_integer()
-            .unwrap();
-        b.set_serial_number(&serial).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
-            .unwrap();
+        let b = CertBuilder::new(cn).days(2);
         match issuer {
-            None => {
-                b.set_issuer_name(&name).unwrap();
-                b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-                    .unwrap();
-                b.append_extension(KeyUsage::new().key_cert_sign().crl_sign().build().unwrap())
-                    .unwrap();
-                b.sign(key, MessageDigest::sha256()).unwrap();
-            }
-            Some((ca, ca_key)) => {
-                b.set_issuer_name(ca.subject_name()).unwrap();
-                b.append_extension(BasicConstraints::new().build().unwrap())
-                    .unwrap();
-                b.append_extension(KeyUsage::new().digital_signature().build().unwrap())
-                    .unwrap();
-                let eku = if client {
-                    ExtendedKeyUsage::new().client_auth().build().unwrap()
+            None => b.profile(Profile::Ca).self_signed(key),
+            Some((ca, ca_key)) => b
+                .profile(if client {
+                    Profile::TlsClient
                 } else {
-                    ExtendedKeyUsage::new().server_auth().build().unwrap()
-                };
-                b.append_extension(eku).unwrap();
-                let san = SubjectAlternativeName::new()
-                    .dns("localhost")
-                    .ip("127.0.0.1")
-                    .build(&b.x509v3_context(Some(ca), None))
-                    .unwrap();
-                b.append_extension(san).unwrap();
-                b.sign(ca_key, MessageDigest::sha256()).unwrap();
-            }
+                    Profile::TlsServer
+                })
+                .issued_by(key, ca, ca_key),
         }
-        b.build()
-    }
-
-    fn rand_serial() -> u32 {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u8(1);
-        (h.finish() as u32) | 1
     }
 
     pub(super) struct Pki {
@@ -1729,8 +1677,9 @@ mod log_capture {
             true
         }
         fn log(&self, record: &log::Record<'_>) {
-            // ureq's own debug line "writing prelude" shows request headers (it masks only
-            // Authorization); the module's logger setup caps the `ureq` target at info.
+            // Only the module's own lines and rustls's are checked; `ureq` (the HTTP client the
+            // module used before its own, still a dev-dependency of the tests) echoes headers at
+            // debug, and the module's logger setup caps that target at info.
             if record.target().starts_with("ureq") {
                 return;
             }

@@ -14,19 +14,15 @@ use std::process::{Command, Output, Stdio};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
+use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, PKeyRef, Private, Public};
+use openssl::pkey::{PKey, Public};
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Verifier};
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
-};
-use openssl::x509::{X509NameBuilder, X509};
+use openssl::x509::X509;
 use serde_json::{json, Value};
 
 /// The plugin binary built by Cargo for these tests.
@@ -589,112 +585,20 @@ fn hex_decode(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// A certificate authority made with OpenSSL (an EC P-256 key in memory).
-pub struct Ca {
-    pub key: PKey<Private>,
-    pub cert: X509,
-}
+pub use tsb_pkcs11_test_support::pki::Ca;
+use tsb_pkcs11_test_support::pki::{CertBuilder, Profile};
 
-fn name(cn: &str) -> openssl::x509::X509Name {
-    let mut b = X509NameBuilder::new().unwrap();
-    b.append_entry_by_text("O", "notation-pkcs11 tests")
-        .unwrap();
-    b.append_entry_by_text("CN", cn).unwrap();
-    b.build()
-}
-
-fn ec_key() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-}
-
-fn serial() -> openssl::asn1::Asn1Integer {
-    let mut bn = BigNum::new().unwrap();
-    bn.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    bn.to_asn1_integer().unwrap()
-}
-
-/// Builds and signs a certificate. `issuer` None: self-signed with `signer`.
-fn build_cert(
-    cn: &str,
-    subject_key: &PKeyRef<impl openssl::pkey::HasPublic>,
-    issuer: Option<&X509>,
-    signer: &PKey<Private>,
-    ca: bool,
-) -> X509 {
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&serial()).unwrap();
-    let subject = name(cn);
-    b.set_subject_name(&subject).unwrap();
-    b.set_issuer_name(issuer.map(|i| i.subject_name()).unwrap_or(&subject))
-        .unwrap();
-    b.set_pubkey(subject_key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    if ca {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    } else {
-        b.append_extension(BasicConstraints::new().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        b.append_extension(ExtendedKeyUsage::new().code_signing().build().unwrap())
-            .unwrap();
-    }
-    let ski = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(ski).unwrap();
-    if let Some(issuer) = issuer {
-        let aki = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(issuer), None))
-            .unwrap();
-        b.append_extension(aki).unwrap();
-    }
-    b.sign(signer, MessageDigest::sha256()).unwrap();
-    b.build()
-}
-
-impl Ca {
-    /// A self-signed root CA.
-    pub fn root(cn: &str) -> Ca {
-        let key = ec_key();
-        let cert = build_cert(cn, &key, None, &key, true);
-        Ca { key, cert }
-    }
-
-    /// An intermediate CA issued by `self`.
-    pub fn intermediate(&self, cn: &str) -> Ca {
-        let key = ec_key();
-        let cert = build_cert(cn, &key, Some(&self.cert), &self.key, true);
-        Ca { key, cert }
-    }
-
-    /// A code-signing leaf certificate for `public_key` (critical keyUsage
-    /// digitalSignature, as the Notary Project signature specification requires).
-    pub fn issue(&self, cn: &str, public_key: &PKey<Public>) -> X509 {
-        build_cert(cn, public_key, Some(&self.cert), &self.key, false)
-    }
+/// A root CA (EC P-256 key in memory) whose leaves are code-signing certificates as the Notary
+/// Project requires (critical keyUsage digitalSignature, extendedKeyUsage codeSigning), from
+/// the tests' one certificate builder (tests/support/src/pki.rs).
+pub fn code_signing_root(cn: &str) -> Ca {
+    Ca::root_like(
+        cn,
+        CertBuilder::new("")
+            .org("notation-pkcs11 tests")
+            .profile(Profile::CodeSigning)
+            .key_ids(),
+    )
 }
 
 /// The OpenSSL digest for a contract hash algorithm name.

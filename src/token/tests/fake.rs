@@ -57,6 +57,8 @@ pub(super) struct FakeTsb {
     pub(super) login_bearer: Mutex<Option<String>>,
     /// When set, every key attribute request fails with this (HTTP status, TSB code).
     pub(super) attributes_error: Mutex<Option<(u16, i64)>>,
+    /// Key attribute requests for these labels fail with this (HTTP status, TSB code if any).
+    pub(super) label_errors: Mutex<HashMap<String, (u16, Option<i64>)>>,
     /// Answer ECDSA signatures as fixed-width r‖s instead of DER (newer TSBs can).
     pub(super) raw_ecdsa: std::sync::atomic::AtomicBool,
     /// The TSB `id` of each key label (`null` for the others).
@@ -311,6 +313,17 @@ impl Backend for FakeTsb {
         self.record(format!("attributes {label}"));
         if let Some((status, code)) = *self.attributes_error.lock() {
             return Err(tsb_error(status, code));
+        }
+        if let Some((status, code)) = self.label_errors.lock().get(label).copied() {
+            return Err(TsbError::new(
+                "fake",
+                TsbErrorKind::Http {
+                    status,
+                    code,
+                    reason: None,
+                    message: None,
+                },
+            ));
         }
         let keys = self.keys.lock();
         let key = keys.get(label).ok_or_else(|| tsb_error(404, 650))?;

@@ -357,3 +357,108 @@ fn fixed_size_attributes_have_the_size_of_their_type() {
         assert_eq!(fixed_len(a), None, "{a:#x}");
     }
 }
+
+/// A key the TSB refuses to describe (414 for a label too long for a URI, 400 for one it
+/// rejects) is left out of a listing with a WARN line; the other keys are listed and the search
+/// succeeds (PKCS#11 v3.0 §5.7.7: C_FindObjects returns the objects that match). A failure that
+/// is not about one key (a TSB that is down) still fails the search: a partial list would hide it.
+#[test]
+fn a_key_the_tsb_refuses_to_describe_is_left_out_of_listings() {
+    let fake = FakeTsb::new();
+    fake.add_key("a", false);
+    fake.add_key("b", false);
+    let long = format!("long-{}\u{1b}[2J", "x".repeat(9000));
+    fake.add_key(&long, false);
+    fake.add_key("rejected", false);
+    fake.label_errors.lock().insert(long.clone(), (414, None));
+    fake.label_errors
+        .lock()
+        .insert("rejected".into(), (400, Some(600)));
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let all = find(&token, s, &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY))]);
+    assert_eq!(all.len(), 2, "the two describable keys");
+    let mut labels: Vec<Vec<u8>> = all
+        .iter()
+        .map(
+            |h| match &token.attribute_values(s, *h, &[CKA_LABEL]).unwrap()[0] {
+                AttrValue::Bytes(l) => l.clone(),
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    labels.sort();
+    assert_eq!(labels, vec![b"a".to_vec(), b"b".to_vec()]);
+    // Asked by its label, the refused key is simply not found.
+    let by_label = find(&token, s, &[(CKA_LABEL, b"rejected".to_vec())]);
+    assert!(by_label.is_empty());
+
+    let down = FakeTsb::new();
+    down.add_key("a", false);
+    down.add_key("b", false);
+    down.label_errors.lock().insert("b".into(), (503, None));
+    let token = token_with(&down, json!({}));
+    let s = session(&token);
+    let failed = token
+        .find_objects_init(s, &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY))])
+        .and_then(|()| token.find_objects(s, 100));
+    assert_eq!(failed.err().map(|e| e.code()), Some(CKR_DEVICE_ERROR));
+}
+
+/// §5.7.6 C_SetAttributeValue on objects whose CKA_MODIFIABLE is false: a template that
+/// changes nothing succeeds (SunPKCS11 sets CKA_ID to the alias it generated the key under);
+/// any change is CKR_ACTION_PROHIBITED, a sensitive attribute is refused without being
+/// compared, an attribute the object lacks is CKR_ATTRIBUTE_TYPE_INVALID, and a read-only
+/// session may not modify token objects. §5.7.2 C_CopyObject: CKA_COPYABLE false gives
+/// CKR_ACTION_PROHIBITED. The handle still names the same key afterwards.
+#[test]
+fn objects_cannot_be_modified_or_copied_but_an_unchanged_value_is_accepted() {
+    let fake = FakeTsb::new();
+    fake.add_key("k", false);
+    fake.add_key("other", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "k");
+    let rv = |r: crate::error::Result<()>| r.err().map(|e| e.code());
+    assert_eq!(
+        rv(token.set_attribute_values(
+            s,
+            key,
+            &[(CKA_ID, b"k".to_vec()), (CKA_LABEL, b"k".to_vec())]
+        )),
+        None
+    );
+    assert_eq!(
+        rv(token.set_attribute_values(s, key, &[(CKA_ID, b"other".to_vec())])),
+        Some(CKR_ACTION_PROHIBITED)
+    );
+    assert_eq!(
+        rv(token.set_attribute_values(s, key, &[(CKA_LABEL, b"other".to_vec())])),
+        Some(CKR_ACTION_PROHIBITED)
+    );
+    assert_eq!(
+        rv(token.set_attribute_values(s, key, &[(CKA_VALUE, Vec::new())])),
+        Some(CKR_ACTION_PROHIBITED)
+    );
+    assert_eq!(
+        rv(token.set_attribute_values(s, key, &[(CKA_MODULUS, Vec::new())])),
+        Some(CKR_ATTRIBUTE_TYPE_INVALID)
+    );
+    let ro = token.open_session(0, CKF_SERIAL_SESSION, None).unwrap();
+    assert_eq!(
+        rv(token.set_attribute_values(ro, key, &[(CKA_ID, b"k".to_vec())])),
+        Some(CKR_SESSION_READ_ONLY)
+    );
+    let copied = token.copy_object(s, key);
+    assert_eq!(copied.err().map(|e| e.code()), Some(CKR_ACTION_PROHIBITED));
+    assert_eq!(
+        private_key(&token, s, "k"),
+        key,
+        "the handle names the same key"
+    );
+    assert_ne!(private_key(&token, s, "other"), key);
+    assert_eq!(
+        token.copy_object(s, 0xdead_beef).err().map(|e| e.code()),
+        Some(CKR_OBJECT_HANDLE_INVALID)
+    );
+}

@@ -4,8 +4,10 @@
 //! configurations run side by side in one process without sharing module state.
 //!
 //! `netsec`: harnesses whose module copy logs to its own file (network, TLS and secret tests).
+//! `pki`: the one certificate builder of the tests.
 
 pub mod netsec;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,9 +21,46 @@ use cryptoki_sys::*;
 use openssl::pkey::{PKey, Public};
 use tsb_sim::{SimConfig, Simulator};
 
-/// Serialises setting `TSB_PKCS11_CONFIG` + `C_Initialize` across harnesses.
-static INIT: Mutex<()> = Mutex::new(());
+/// Serialises every change of the process environment with the `C_Initialize` that reads it.
+///
+/// The in-process module reads its settings (`TSB_PKCS11_CONFIG`, `TSB_PKCS11_LOG*`, `env:`
+/// secrets) from the process environment at `C_Initialize`: PKCS#11 gives no other channel
+/// (`pReserved` must be NULL). These are the only variables the harness sets, each for one
+/// `C_Initialize` under this lock and restored right after it. Everything else is passed
+/// explicitly: the simulator's state directory in its configuration, the request journal in
+/// the module's configuration, and child processes (pkcs11-tool, certutil, keytool, the
+/// command) get `TSB_PKCS11_CONFIG` and the rest through `Command::env`.
+static ENV_LOCK: Mutex<()> = Mutex::new(());
 static COPIES: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+    ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets (or removes) environment variables and restores the previous values on drop; only
+/// while [`env_lock`] is held.
+pub(crate) struct EnvGuard(pub(crate) Vec<(String, Option<std::ffi::OsString>)>);
+
+impl EnvGuard {
+    pub(crate) fn set(&mut self, k: &str, v: Option<&std::ffi::OsStr>) {
+        self.0.push((k.to_string(), std::env::var_os(k)));
+        match v {
+            Some(v) => std::env::set_var(k, v),
+            None => std::env::remove_var(k),
+        }
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        for (k, old) in self.0.drain(..).rev() {
+            match old {
+                Some(v) => std::env::set_var(&k, v),
+                None => std::env::remove_var(&k),
+            }
+        }
+    }
+}
 
 /// The cdylib cargo built next to this test binary (target/<profile>/libtsb_pkcs11.so).
 pub fn built_module() -> PathBuf {
@@ -53,19 +92,23 @@ fn sim_state_dir() -> PathBuf {
     target.join("tsb-sim-state")
 }
 
+/// The simulator's state directory (its key cache): the configuration's, else
+/// target/tsb-sim-state, given in the configuration rather than through the environment.
+fn with_state_dir(mut cfg: SimConfig) -> SimConfig {
+    if cfg.state_dir.is_none() {
+        cfg.state_dir = Some(sim_state_dir());
+    }
+    cfg
+}
+
 /// Starts a simulator (keys cached under target/tsb-sim-state so RSA-4096 is generated once).
 pub fn start_sim(cfg: SimConfig) -> Simulator {
-    std::env::set_var("TSB_SIM_STATE_DIR", sim_state_dir());
-    // The module's journal of approval requests goes under target/, not into the home folder.
-    std::env::set_var("XDG_STATE_HOME", sim_state_dir().join("xdg-state"));
-    Simulator::start(cfg).expect("simulator starts")
+    Simulator::start(with_state_dir(cfg)).expect("simulator starts")
 }
 
 /// Starts a simulator cluster: `n` listeners ("TSB nodes") over one state.
 pub fn start_cluster(cfg: SimConfig, n: usize) -> Simulator {
-    std::env::set_var("TSB_SIM_STATE_DIR", sim_state_dir());
-    std::env::set_var("XDG_STATE_HOME", sim_state_dir().join("xdg-state"));
-    Simulator::start_cluster(cfg, n).expect("simulator cluster starts")
+    Simulator::start_cluster(with_state_dir(cfg), n).expect("simulator cluster starts")
 }
 
 /// The raw PKCS#11 function list of a loaded module, for calls whose exact return codes the
@@ -161,17 +204,42 @@ impl Harness {
 
     /// The module over a running simulator, configured by `make`.
     pub fn over(sim: Simulator, make: impl FnOnce(&Simulator) -> serde_json::Value) -> Harness {
+        Harness::over_with_env(sim, make, &[])
+    }
+
+    /// [`Harness::over`], with `env` set in the process environment for the `C_Initialize`
+    /// only (restored afterwards, under the lock every harness takes around it).
+    pub fn over_with_env(
+        sim: Simulator,
+        make: impl FnOnce(&Simulator) -> serde_json::Value,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.json");
-        let json = make(&sim);
+        let mut json = make(&sim);
+        // The journal of approval requests goes into the harness's folder (not the home
+        // folder), set in the configuration rather than through XDG_STATE_HOME.
+        if let Some(p) = json.get_mut("pkcs11").and_then(|p| p.as_object_mut()) {
+            p.entry("requestJournal").or_insert_with(|| {
+                dir.path()
+                    .join("requests.jsonl")
+                    .display()
+                    .to_string()
+                    .into()
+            });
+        }
         write_private(&config_path, &serde_json::to_vec_pretty(&json).unwrap());
         let n = COPIES.fetch_add(1, Ordering::Relaxed);
         let module_path = dir.path().join(format!("libtsb_pkcs11-{n}.so"));
         std::fs::copy(built_module(), &module_path).expect("copy module");
         let pkcs11 = Pkcs11::new(&module_path).expect("load module");
         {
-            let _g = INIT.lock().unwrap_or_else(|e| e.into_inner());
-            std::env::set_var("TSB_PKCS11_CONFIG", &config_path);
+            let _g = env_lock();
+            let mut vars = EnvGuard(Vec::new());
+            vars.set("TSB_PKCS11_CONFIG", Some(config_path.as_os_str()));
+            for (k, v) in env {
+                vars.set(k, Some(v));
+            }
             pkcs11
                 .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
                 .expect("C_Initialize");
@@ -189,10 +257,27 @@ impl Harness {
         }
     }
 
+    /// Runs `f` with `TSB_PKCS11_CONFIG` naming this harness's configuration (under the
+    /// environment lock, restored afterwards): for a module that reads it outside
+    /// [`Harness::over`], such as a child process forked inside `f` that calls `C_Initialize`.
+    pub fn with_config_env<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _g = env_lock();
+        let mut vars = EnvGuard(Vec::new());
+        vars.set("TSB_PKCS11_CONFIG", Some(self.config_path.as_os_str()));
+        f()
+    }
+
+    /// `C_Initialize(NULL)` through the raw list with this harness's configuration.
+    pub fn initialize_raw(&self) -> CK_RV {
+        // SAFETY: NULL arguments are allowed (PKCS#11 v2.40 §5.4).
+        self.with_config_env(|| unsafe { (self.raw.f.C_Initialize.unwrap())(std::ptr::null_mut()) })
+    }
+
     /// `C_Finalize` and `C_Initialize` again through the raw list (same configuration).
     pub fn reinitialize(&self) {
-        let _g = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        std::env::set_var("TSB_PKCS11_CONFIG", &self.config_path);
+        let _g = env_lock();
+        let mut vars = EnvGuard(Vec::new());
+        vars.set("TSB_PKCS11_CONFIG", Some(self.config_path.as_os_str()));
         // SAFETY: NULL arguments are allowed for both calls.
         unsafe {
             assert_eq!(

@@ -10,22 +10,15 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki_sys::*;
 use tsb_sim::SimConfig;
 
-use crate::{built_module, Harness, Raw};
+use crate::{built_module, env_lock, EnvGuard, Harness, Raw};
 
-/// Serialises the module's environment variables + `C_Initialize` within one test binary.
-static ENV_LOCK: Mutex<()> = Mutex::new(());
 static COPIES: AtomicUsize = AtomicUsize::new(0);
-
-fn env_lock() -> MutexGuard<'static, ()> {
-    ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A harness whose module copy logs at `level` to its own file.
 pub struct Logged {
@@ -50,9 +43,8 @@ impl Logged {
     }
 }
 
-/// `Harness::with_config` under [`ENV_LOCK`], logging wherever the process environment says.
+/// `Harness::with_config`, logging wherever the process environment says.
 pub fn harness(cfg: SimConfig, make: impl FnOnce(&str) -> serde_json::Value) -> Harness {
-    let _g = env_lock();
     Harness::with_config(cfg, make)
 }
 
@@ -67,13 +59,15 @@ impl std::ops::Deref for Logged {
 pub fn logged(cfg: SimConfig, level: &str, make: impl FnOnce(&str) -> serde_json::Value) -> Logged {
     let log_dir = tempfile::tempdir().expect("tempdir");
     let log = log_dir.path().join("module.log");
-    let h = {
-        let _g = env_lock();
-        let mut vars = EnvGuard(Vec::new());
-        vars.set("TSB_PKCS11_LOG", Some(std::ffi::OsStr::new(level)));
-        vars.set("TSB_PKCS11_LOG_FILE", Some(log.as_os_str()));
-        Harness::with_config(cfg, make)
-    };
+    let sim = crate::start_sim(cfg);
+    let h = Harness::over_with_env(
+        sim,
+        |sim| make(&sim.url()),
+        &[
+            ("TSB_PKCS11_LOG", std::ffi::OsStr::new(level)),
+            ("TSB_PKCS11_LOG_FILE", log.as_os_str()),
+        ],
+    );
     Logged {
         h,
         log,
@@ -119,30 +113,6 @@ pub struct InitOutcome {
 impl InitOutcome {
     pub fn log_lines(&self) -> Vec<&str> {
         self.log.lines().filter(|l| !l.trim().is_empty()).collect()
-    }
-}
-
-/// Sets (or removes) environment variables and restores the previous values on drop.
-struct EnvGuard(Vec<(String, Option<std::ffi::OsString>)>);
-
-impl EnvGuard {
-    fn set(&mut self, k: &str, v: Option<&std::ffi::OsStr>) {
-        self.0.push((k.to_string(), std::env::var_os(k)));
-        match v {
-            Some(v) => std::env::set_var(k, v),
-            None => std::env::remove_var(k),
-        }
-    }
-}
-
-impl Drop for EnvGuard {
-    fn drop(&mut self) {
-        for (k, old) in self.0.drain(..).rev() {
-            match old {
-                Some(v) => std::env::set_var(&k, v),
-                None => std::env::remove_var(&k),
-            }
-        }
     }
 }
 
