@@ -352,7 +352,8 @@ impl TsbClient {
             let base = normalise_url(url).map_err(|m| setup_error(format!("restApi: {m}")))?;
             pools.push((
                 base,
-                http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone()),
+                http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone())
+                    .with_max_idle_age(s.connection_max_idle),
             ));
         }
         if pools.is_empty() {

@@ -5,7 +5,7 @@
 //!
 //! Files: `client.rs` (requests, authentication with JWT and API keys per role with
 //! rollover, retries, failover between nodes), `nodes.rs` (the nodes of a TSB cluster: health,
-//! back-off, the order a call tries them in), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `tls.rs`
+//! back-off, the order a call tries them in), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections), `framing.rs` (the strict response reader), `idle.rs` (TCP keepalive, the idle age of pooled connections), `tls.rs`
 //! (rustls: system roots + `caPath`, mTLS, certificate pin), `models.rs` (request and response
 //! types), `policy.rs` (strict key policies for new keys), `error.rs` (the error type).
 //!
@@ -14,7 +14,9 @@
 
 mod client;
 mod error;
+mod framing;
 mod http;
+mod idle;
 pub(crate) mod models;
 mod nodes;
 mod tls;
@@ -32,4 +34,4 @@ pub(crate) use tls::{client_config, describe_tls_error};
 
 /// The HTTP response reader, for the fuzz target.
 #[cfg(fuzzing)]
-pub(crate) use http::{parse_responses as parse_http_responses, Parsed as HttpParsed};
+pub(crate) use framing::{parse_responses as parse_http_responses, Parsed as HttpParsed};
