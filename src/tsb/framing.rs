@@ -455,3 +455,34 @@ pub(crate) fn parse_responses(bytes: &[u8], max_body: usize) -> Vec<(Parsed, usi
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_back_to_back_use_exactly_their_bytes() {
+        let a = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        let b = b"HTTP/1.1 404 X\r\nContent-Length: 3\r\n\r\nabc";
+        let bytes = [&a[..], &b[..]].concat();
+        let out = parse_responses(&bytes, 1024);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], (Ok((200, b"{}".to_vec(), false, None, true)), a.len()));
+        assert_eq!(out[1], (Ok((404, b"abc".to_vec(), false, None, true)), b.len()));
+    }
+
+    #[test]
+    fn chunk_sizes_and_lengths() {
+        assert_eq!(chunk_size(b"1aF").unwrap(), 0x1af);
+        assert_eq!(chunk_size(b"2 ;x=\"y\"").unwrap(), 2);
+        assert_eq!(chunk_size(b"ffffffffffffffff").unwrap(), u64::MAX);
+        for bad in [&b""[..], b"+2", b" 2", b"0x2", b"2 x", b"2;\x01", b"10000000000000000"] {
+            assert!(chunk_size(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(content_length(b"007"), Some(7));
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [&b""[..], b"+5", b"-5", b"5 5", b"0x5", b"18446744073709551616"] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+    }
+}
