@@ -162,10 +162,7 @@ fn read_head<R: BufRead>(
         }
         // The status line and at most MAX_FIELDS field lines.
         if lines > MAX_FIELDS {
-            return Err(bad(
-                *seen,
-                format!("more than {MAX_FIELDS} header fields"),
-            ));
+            return Err(bad(*seen, format!("more than {MAX_FIELDS} header fields")));
         }
     }
     unreachable!("the loop returns")
@@ -467,8 +464,14 @@ mod tests {
         let bytes = [&a[..], &b[..]].concat();
         let out = parse_responses(&bytes, 1024);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0], (Ok((200, b"{}".to_vec(), false, None, true)), a.len()));
-        assert_eq!(out[1], (Ok((404, b"abc".to_vec(), false, None, true)), b.len()));
+        assert_eq!(
+            out[0],
+            (Ok((200, b"{}".to_vec(), false, None, true)), a.len())
+        );
+        assert_eq!(
+            out[1],
+            (Ok((404, b"abc".to_vec(), false, None, true)), b.len())
+        );
     }
 
     #[test]
@@ -476,12 +479,27 @@ mod tests {
         assert_eq!(chunk_size(b"1aF").unwrap(), 0x1af);
         assert_eq!(chunk_size(b"2 ;x=\"y\"").unwrap(), 2);
         assert_eq!(chunk_size(b"ffffffffffffffff").unwrap(), u64::MAX);
-        for bad in [&b""[..], b"+2", b" 2", b"0x2", b"2 x", b"2;\x01", b"10000000000000000"] {
+        for bad in [
+            &b""[..],
+            b"+2",
+            b" 2",
+            b"0x2",
+            b"2 x",
+            b"2;\x01",
+            b"10000000000000000",
+        ] {
             assert!(chunk_size(bad).is_err(), "{bad:?}");
         }
         assert_eq!(content_length(b"007"), Some(7));
         assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b""[..], b"+5", b"-5", b"5 5", b"0x5", b"18446744073709551616"] {
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-5",
+            b"5 5",
+            b"0x5",
+            b"18446744073709551616",
+        ] {
             assert_eq!(content_length(bad), None, "{bad:?}");
         }
     }

@@ -2027,7 +2027,11 @@ fn responses_are_framed_strictly() {
                 lease.release();
                 let pooled = pool.idle_len() == 1;
                 match body_error {
-                    None => format!("Good({}, {:?}, {pooled})", resp.status, String::from_utf8_lossy(&resp.body)),
+                    None => format!(
+                        "Good({}, {:?}, {pooled})",
+                        resp.status,
+                        String::from_utf8_lossy(&resp.body)
+                    ),
                     Some(f) => format!("BodyRefused({}, {f:?}) pooled={pooled}", resp.status),
                 }
             }
@@ -2035,7 +2039,10 @@ fn responses_are_framed_strictly() {
         };
         let fine = match &expected {
             Framed::Good(status, body, pooled) => {
-                got == format!("Good({status}, {:?}, {pooled})", String::from_utf8_lossy(body))
+                got == format!(
+                    "Good({status}, {:?}, {pooled})",
+                    String::from_utf8_lossy(body)
+                )
             }
             Framed::HeadRefused(text) => {
                 got.starts_with("HeadRefused(Transport(")
@@ -2053,7 +2060,12 @@ fn responses_are_framed_strictly() {
             wrong.push(format!("{name}: expected {expected:?}, got {got}"));
         }
     }
-    assert!(wrong.is_empty(), "{} variants wrong:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} variants wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 /// Issue 20 item 2: a response that arrives while the request could not be written whole is

@@ -280,7 +280,10 @@ mod tests {
         assert_eq!(kind(TsbErrorKind::NotSent(String::new())), NotSent);
         assert_eq!(kind(TsbErrorKind::Timeout(String::new())), Timeout);
         assert_eq!(kind(TsbErrorKind::Transport(String::new())), Broken);
-        assert_eq!(kind(TsbErrorKind::InvalidResponse(String::new())), Unreadable);
+        assert_eq!(
+            kind(TsbErrorKind::InvalidResponse(String::new())),
+            Unreadable
+        );
         assert_eq!(kind(TsbErrorKind::Refused(String::new())), Refused);
         assert_eq!(kind(TsbErrorKind::Config(String::new())), Local);
     }

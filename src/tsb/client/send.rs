@@ -557,7 +557,10 @@ enum Attempt {
     /// The decision table says: send the request once more, on a new connection (`send_once`).
     /// Holds why, for the log; `suspect`: the answer may be another request's (logged as a
     /// warning), else the connection was closed or a "not found" is to be confirmed (debug).
-    Resend { why: String, suspect: bool },
+    Resend {
+        why: String,
+        suspect: bool,
+    },
 }
 
 impl Attempt {
