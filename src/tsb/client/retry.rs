@@ -103,13 +103,19 @@ pub(super) enum Action {
     Use,
     /// Send the request once more, at once, on a new connection to the same node.
     Resend,
-    /// The call failed on this node: whether the node is marked down, whether the next node
-    /// of the round is tried, whether another round may follow.
-    Fail {
-        node_down: bool,
-        next_node: bool,
-        next_round: bool,
-    },
+    /// The call failed on this node.
+    Fail(Failed),
+}
+
+/// What follows a call's failure on a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Failed {
+    /// The node is marked down (several nodes).
+    pub(super) node_down: bool,
+    /// The next node of the round is tried.
+    pub(super) next_node: bool,
+    /// Another round may follow, after a backoff.
+    pub(super) next_round: bool,
 }
 
 /// The decision table (see the module's documentation). `reused`: the exchange went over a
@@ -134,11 +140,11 @@ pub(super) fn decide(kind: Retry, happened: Happened, reused: bool, several_node
         // Suspicions that do not apply (a read may repeat its answer; a new connection's first
         // answer is its own request's).
         (BytesAfterAnswer | RepeatedAnswer, ..) => Action::Use,
-        (happened, kind, _) => fail(kind, happened),
+        (happened, kind, _) => Action::Fail(fail(kind, happened)),
     }
 }
 
-fn fail(kind: Retry, happened: Happened) -> Action {
+fn fail(kind: Retry, happened: Happened) -> Failed {
     use Happened::*;
     let node_down = matches!(
         happened,
@@ -156,7 +162,7 @@ fn fail(kind: Retry, happened: Happened) -> Action {
         Retry::Stateless => node_down,
         Retry::NotSentOnly => happened == NotSent,
     };
-    Action::Fail {
+    Failed {
         node_down,
         next_node,
         next_round,
@@ -179,9 +185,10 @@ pub(super) fn happened(e: &TsbError) -> Happened {
     }
 }
 
-/// The decision for a call that failed with `e` (after any resend).
-pub(super) fn after_failure(kind: Retry, e: &TsbError, several_nodes: bool) -> Action {
-    decide(kind, happened(e), false, several_nodes)
+/// What follows a call that failed with `e` (after any resend): the table's row for what
+/// the error says happened (a failed call is neither used nor resent again).
+pub(super) fn after_failure(kind: Retry, e: &TsbError) -> Failed {
+    fail(kind, happened(e))
 }
 
 /// Whether an error says the node is unwell (not the request): connection refused or reset,
@@ -189,13 +196,7 @@ pub(super) fn after_failure(kind: Retry, e: &TsbError, several_nodes: bool) -> A
 /// TSB 7xx HSM error. A 4xx or a TSB business error (no such key, wrong password, ...) is an
 /// answer, and so is an unreadable 2xx body.
 pub(super) fn is_node_failure(e: &TsbError) -> bool {
-    matches!(
-        after_failure(Retry::Idempotent, e, false),
-        Action::Fail {
-            node_down: true,
-            ..
-        }
-    )
+    after_failure(Retry::Idempotent, e).node_down
 }
 
 #[cfg(test)]
@@ -211,11 +212,11 @@ mod tests {
         let show = |a: Action| match a {
             Action::Use => "U".to_string(),
             Action::Resend => "R".to_string(),
-            Action::Fail {
+            Action::Fail(Failed {
                 node_down,
                 next_node,
                 next_round,
-            } => format!(
+            }) => format!(
                 "F{}{}{}",
                 if next_node { "n" } else { "" },
                 if next_round { "r" } else { "" },

@@ -56,14 +56,11 @@ impl TsbClient {
                     }
                     Err(e) => e,
                 };
-                let Action::Fail {
+                let retry::Failed {
                     node_down: down,
                     next_node,
                     next_round,
-                } = retry::after_failure(call.retry, &e, multi)
-                else {
-                    unreachable!("a failed call is never used or resent here")
-                };
+                } = retry::after_failure(call.retry, &e);
                 if down {
                     self.nodes.failed(i, started, &e.to_string());
                 } else if matches!(e.kind, TsbErrorKind::Http { .. }) {
