@@ -159,6 +159,9 @@ pub(crate) struct ModuleSettings {
     /// `requestTimeoutMs` (default 30000): the deadline of one TSB call (connect, TLS, request,
     /// answer), its retries included.
     pub(crate) request_timeout: Duration,
+    /// `connectionMaxIdleMs` (default 50000): a kept-alive connection idle longer than this is
+    /// closed, never reused (a NAT or load balancer may have dropped it without a word).
+    pub(crate) connection_max_idle: Duration,
     /// `retries` (default 2): retries of idempotent requests (within `requestTimeoutMs`).
     pub(crate) retries: u32,
     /// `serverCertSha256`: SHA-256 pin of the server's end-entity certificate.
@@ -211,6 +214,7 @@ impl Default for ModuleSettings {
             certificates: HashMap::new(),
             connect_timeout: Duration::from_millis(5000),
             request_timeout: Duration::from_millis(30_000),
+            connection_max_idle: Duration::from_millis(50_000),
             retries: 2,
             server_cert_sha256: None,
             allow_insecure_http: false,

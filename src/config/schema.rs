@@ -59,6 +59,7 @@ pub(super) struct RawModuleSettings {
     pub(super) certificates: Option<Obj<BTreeMap<String, Option<Text>>>>,
     pub(super) connect_timeout_ms: Option<Num<1, NO_MAX>>,
     pub(super) request_timeout_ms: Option<Num<1, NO_MAX>>,
+    pub(super) connection_max_idle_ms: Option<Num<1, NO_MAX>>,
     pub(super) retries: Option<Num<0, 10>>,
     pub(super) server_cert_sha256: Option<Text>,
     pub(super) allow_insecure_http: Option<Flag>,

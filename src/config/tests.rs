@@ -109,6 +109,7 @@ fn defaults() {
     assert!(s.verify_signatures);
     assert_eq!(s.connect_timeout, Duration::from_millis(5000));
     assert_eq!(s.request_timeout, Duration::from_millis(30_000));
+    assert_eq!(s.connection_max_idle, Duration::from_millis(50_000));
     assert_eq!(s.retries, 2);
     assert!(s.server_cert_sha256.is_none());
     assert!(!s.allow_insecure_http);
@@ -126,7 +127,7 @@ fn every_module_setting() {
             "pollIntervalMs": "50", "pollIntervalMaxMs": 500, "cacheTtlSecs": 0,
             "keyPasswords": {"a": "pw-a"}, "pinIs": "keyPassword", "verifySignatures": false,
             "certificates": {"a": "/certs/a.pem"}, "connectTimeoutMs": 100,
-            "requestTimeoutMs": 200, "retries": 0,
+            "requestTimeoutMs": 200, "retries": 0, "connectionMaxIdleMs": 1500,
             "serverCertSha256": "AB:cd:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd",
             "allowInsecureHttp": "true"}}"#,
     )
@@ -149,6 +150,7 @@ fn every_module_setting() {
     assert_eq!(s.certificates["a"], PathBuf::from("/certs/a.pem"));
     assert_eq!(s.connect_timeout, Duration::from_millis(100));
     assert_eq!(s.request_timeout, Duration::from_millis(200));
+    assert_eq!(s.connection_max_idle, Duration::from_millis(1500));
     assert_eq!(s.retries, 0);
     let pin = s.server_cert_sha256.unwrap();
     assert_eq!(&pin[..3], &[0xab, 0xcd, 0x00]);
@@ -367,6 +369,10 @@ fn error_messages_name_file_and_field_without_secrets() {
     assert_eq!(
         err(r#"{"restApi": "https://t", "pkcs11": {"connectTimeoutMs": -1}}"#),
         r#"config test.json: field "pkcs11.connectTimeoutMs": expected a whole number ≥ 1, got -1"#
+    );
+    assert_eq!(
+        err(r#"{"restApi": "https://t", "pkcs11": {"connectionMaxIdleMs": 0}}"#),
+        r#"config test.json: field "pkcs11.connectionMaxIdleMs": expected a whole number ≥ 1, got 0"#
     );
     assert_eq!(
         err(r#"{"restApi": "https://t", "pkcs11": {"approvalTimeoutSecs": 1.5}}"#),

@@ -297,6 +297,9 @@ fn module_settings(raw: RawModuleSettings, fx: &Fields<'_>) -> Result<ModuleSett
     if let Some(n) = raw.request_timeout_ms {
         s.request_timeout = Duration::from_millis(n.0);
     }
+    if let Some(n) = raw.connection_max_idle_ms {
+        s.connection_max_idle = Duration::from_millis(n.0);
+    }
     if let Some(n) = raw.retries {
         s.retries = n.0 as u32;
     }

@@ -30,12 +30,13 @@ use super::{http, tls};
 mod attestation;
 mod forms;
 mod keys;
+mod retry;
 mod send;
 use crate::config::{normalise_url, AuthType, Config, Secret};
 use crate::logging::Net;
 pub(crate) use attestation::KeyAttestation;
 pub(crate) use keys::{NewKey, NewKeyType, NewKeyUsage};
-use send::is_node_failure;
+use retry::{is_node_failure, Retry};
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
 pub(crate) const MAX_BODY: u64 = 4 * 1024 * 1024;
@@ -116,23 +117,6 @@ fn header_safe(s: &str) -> bool {
 /// over a reused kept-alive connection, where it could be a late answer to an earlier request
 /// that nothing in HTTP/1.1 tells apart: such a signature must be verified in full.
 pub(crate) type SignatureCheck<'a> = dyn Fn(&[u8], bool) -> Result<Vec<u8>, String> + 'a;
-
-/// When a failed request may be sent again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Retry {
-    /// Reads and idempotent operations: on NotSent, Timeout, Transport, 5xx, InvalidResponse.
-    /// Over kept-alive connections.
-    Idempotent,
-    /// Synchronous signs: over kept-alive connections; sent again when the request provably
-    /// never reached the server (NotSent), and once, on a new connection, when a reused
-    /// connection was closed or reset before a response arrived (the TSB keeps no state for a
-    /// synchronous sign, so this cannot duplicate anything the caller sees; RFC 9112 §9.3.1).
-    Stateless,
-    /// Approval requests, certificate changes: only when the request provably never reached
-    /// the server (NotSent). Always sent on a new connection, so a kept-alive connection the
-    /// server is closing can never swallow one.
-    NotSentOnly,
-}
 
 /// One request to make.
 struct Call<'a> {
@@ -397,7 +381,8 @@ impl TsbClient {
             let base = normalise_url(url).map_err(|m| setup_error(format!("restApi: {m}")))?;
             pools.push((
                 base,
-                http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone()),
+                http::Pool::new(origin, MAX_IDLE, connect_timeout, opened.clone())
+                    .with_max_idle_age(s.connection_max_idle),
             ));
         }
         if pools.is_empty() {

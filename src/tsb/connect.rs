@@ -214,6 +214,7 @@ pub(crate) fn connect_tcp(
         match TcpStream::connect_timeout(addr, connect_timeout.min(left)) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
+                super::idle::keepalive(&s);
                 return Ok((s, *addr));
             }
             Err(e) => tried.push((*addr, e)),

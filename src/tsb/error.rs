@@ -149,19 +149,6 @@ impl TsbError {
         }
     }
 
-    /// Whether an idempotent request may be retried after this error.
-    pub(crate) fn retryable_if_idempotent(&self) -> bool {
-        match &self.kind {
-            TsbErrorKind::NotSent(_)
-            | TsbErrorKind::Timeout(_)
-            | TsbErrorKind::Transport(_)
-            | TsbErrorKind::InvalidResponse(_) => true,
-            TsbErrorKind::Http { status, .. } => (500..600).contains(status),
-            TsbErrorKind::Refused(_) => false,
-            TsbErrorKind::Config(_) => false,
-        }
-    }
-
     /// Whether this is the TSB's "invalid API key" answer (HTTP 401 with errorCode 631).
     pub(crate) fn is_invalid_api_key(&self) -> bool {
         self.http_status() == Some(401) && self.reason() == Some(TsbReason::InvalidApiKey)
@@ -405,7 +392,6 @@ mod tests {
             },
         );
         assert_eq!(e.to_string(), "GET /v1/key: HTTP 502");
-        assert!(e.retryable_if_idempotent());
         let e = TsbError::new("GET /v1/key", TsbErrorKind::NotSent("refused".into()));
         assert!(!e.may_have_reached_server());
         assert_eq!(e.to_string(), "GET /v1/key: request not sent: refused");
@@ -416,6 +402,5 @@ mod tests {
         let e = TsbError::new("", TsbErrorKind::Config("bad".into()));
         assert_eq!(e.to_string(), "configuration: bad");
         assert!(!e.may_have_reached_server());
-        assert!(!e.retryable_if_idempotent());
     }
 }

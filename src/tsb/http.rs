@@ -6,7 +6,7 @@
 //!
 //! No threads, no global state: a pool belongs to its `TsbClient`.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::TcpStream;
 use std::sync::atomic::AtomicU64;
@@ -18,11 +18,9 @@ use rustls::pki_types::ServerName;
 
 use super::connect::{self, Dns};
 use super::endpoint::Endpoint;
+use super::framing::{read_response, ReadFailure};
 use super::proxy::Route;
 use super::tls;
-
-/// The largest response head (status line and headers) read.
-const MAX_HEAD: usize = 64 * 1024;
 
 /// Where requests go: the node's [`Endpoint`], how it is reached ([`Route`]), the TLS settings
 /// (the TSB's own name for SNI and verification, through a proxy too) and the resolver.
@@ -281,6 +279,8 @@ pub(super) struct Conn {
     /// answer's body, so that the same answer to a different request can be told (see
     /// [`Lease::repeats_answer`]).
     last: Option<([u8; 32], [u8; 32])>,
+    /// When the connection went back to the pool.
+    idle_since: Instant,
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -390,12 +390,23 @@ impl Lease<'_> {
     /// Gives the connection back to the pool: only when the response allows it, nothing came
     /// after it, and the connection is still open. Otherwise it is closed.
     pub(crate) fn release(mut self) {
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         if self.keep && !self.unsolicited && conn.idle_and_open() {
+            conn.idle_since = Instant::now();
             let mut idle = self.pool.idle.lock();
+            // The oldest first: drop those past the idle age (closed outside the lock).
+            let expired = idle
+                .iter()
+                .take_while(|c| c.idle_since.elapsed() > self.pool.max_idle_age)
+                .count();
+            let expired: Vec<Conn> = idle.drain(..expired).collect();
             if idle.len() < self.pool.max_idle {
                 idle.push(conn);
             }
+            drop(idle);
+            drop(expired);
         }
     }
 }
@@ -406,6 +417,8 @@ pub(crate) struct Pool {
     origin: Origin,
     idle: Mutex<Vec<Conn>>,
     max_idle: usize,
+    /// A connection idle longer than this is closed, never reused (`connectionMaxIdleMs`).
+    max_idle_age: Duration,
     connect_timeout: Duration,
     user_agent: &'static str,
     opened: Arc<AtomicU64>,
@@ -422,10 +435,17 @@ impl Pool {
             origin,
             idle: Mutex::new(Vec::new()),
             max_idle,
+            max_idle_age: super::idle::DEFAULT_MAX_IDLE_AGE,
             connect_timeout,
             user_agent: concat!("tsb-pkcs11/", env!("CARGO_PKG_VERSION")),
             opened,
         }
+    }
+
+    /// The pool with another maximum idle age (`connectionMaxIdleMs`; 50 s by default).
+    pub(crate) fn with_max_idle_age(mut self, age: Duration) -> Pool {
+        self.max_idle_age = age;
+        self
     }
 
     /// Sends `req` and reads the response, all before `deadline`. With `reuse`, an idle
@@ -450,42 +470,7 @@ impl Pool {
         let head = self.request_bytes(req, reuse);
         let written = write_request(conn.io.get_mut(), &head, req.body);
         let response = read_response(&mut conn.io, max_body);
-        let (resp, keep) = match (written, response) {
-            (_, Ok(r)) => r,
-            (Err(we), Err(ReadFailure { seen: 0, error: _ })) => {
-                // Nothing came back on a connection we could not write to.
-                return Err(if is_timeout(&we) {
-                    Failure::Timeout(format!("sending the request: {we}"))
-                } else if reused {
-                    Failure::Stale(format!("sending the request: {we}"))
-                } else {
-                    Failure::Transport(format!("sending the request: {we}"))
-                });
-            }
-            (_, Err(ReadFailure { seen, error })) => {
-                let tls_error = error
-                    .get_ref()
-                    .and_then(|i| i.downcast_ref::<rustls::Error>())
-                    .map(tls::describe_tls_error);
-                return Err(if is_timeout(&error) {
-                    Failure::Timeout(format!("waiting for the response: {error}"))
-                } else if let Some(d) = tls_error {
-                    // E.g. the server refusing the client certificate after the handshake
-                    // (TLS 1.3).
-                    Failure::Transport(d)
-                } else if seen == 0 && reused && closed(&error) {
-                    Failure::Stale(describe_read(&error))
-                } else if seen == 0 || error.kind() == io::ErrorKind::UnexpectedEof {
-                    Failure::Transport(
-                        "the server closed the connection without a complete response".into(),
-                    )
-                } else if error.kind() == io::ErrorKind::InvalidData {
-                    Failure::Transport(format!("malformed HTTP response: {error}"))
-                } else {
-                    Failure::Transport(describe_read(&error))
-                });
-            }
-        };
+        let (resp, keep) = outcome(written, response, reused)?;
         let keep = keep && reuse && resp.body_error.is_none() && !resp.truncated;
         // Bytes after a response whose end the framing told (a body read to the end of the
         // connection has nothing after it).
@@ -531,11 +516,21 @@ impl Pool {
         self.idle.lock().len()
     }
 
-    /// The newest idle connection that is still open (older ones the server may have closed
-    /// are dropped).
+    /// The newest idle connection that is still open and not idle longer than the maximum idle
+    /// age (older ones the server may have closed, or a NAT or load balancer dropped without a
+    /// word, are closed).
     fn take_idle(&self) -> Option<Conn> {
         loop {
-            let conn = self.idle.lock().pop()?;
+            let mut idle = self.idle.lock();
+            let conn = idle.pop()?;
+            if conn.idle_since.elapsed() > self.max_idle_age {
+                // The newest is too old: so are all the others.
+                let all = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(all);
+                return None;
+            }
+            drop(idle);
             if conn.idle_and_open() {
                 return Some(conn);
             }
@@ -630,15 +625,6 @@ impl Pool {
     }
 }
 
-/// Writes the head (with a small body in it) or the head and then a large body.
-fn write_request(s: &mut Stream, head: &[u8], body: Option<&[u8]>) -> io::Result<()> {
-    s.write_all(head)?;
-    if let Some(b) = body.filter(|b| b.len() > 16 * 1024) {
-        s.write_all(b)?;
-    }
-    s.flush()
-}
-
 /// The connection over `tcp` to `origin`: plain, or after a complete TLS handshake (every read
 /// and write bounded by the deadline). A TLS failure is an `io::Error` around the
 /// `rustls::Error`.
@@ -658,259 +644,71 @@ pub(super) fn open(origin: &Origin, tcp: TcpStream, deadline: Instant) -> io::Re
     Ok(Conn {
         io: BufReader::with_capacity(16 * 1024, stream),
         last: None,
+        idle_since: Instant::now(),
     })
 }
 
-struct ReadFailure {
-    /// Bytes of the response received before the failure.
-    seen: usize,
-    error: io::Error,
-}
-
-/// Reads a response: head, then the body framed by Content-Length, chunked encoding or the
-/// end of the connection. Returns it and whether the connection may be kept.
-fn read_response<R: BufRead>(io: &mut R, max_body: usize) -> Result<(Response, bool), ReadFailure> {
-    let mut seen = 0usize;
-    let mut line = Vec::with_capacity(128);
-    let fail = |seen: usize, error: io::Error| ReadFailure { seen, error };
-    let bad = |seen: usize, m: String| ReadFailure {
-        seen,
-        error: io::Error::new(io::ErrorKind::InvalidData, m),
-    };
-    // Status line (1xx interim responses are skipped) and headers.
-    let (status, version_11, headers) = loop {
-        line.clear();
-        let n = read_line(io, &mut line, MAX_HEAD).map_err(|e| fail(seen + line.len(), e))?;
-        seen += n;
-        let text = String::from_utf8_lossy(trim_crlf(&line)).into_owned();
-        let mut parts = text.splitn(3, ' ');
-        let version = parts.next().unwrap_or("");
-        let code = parts.next().unwrap_or("");
-        if !version.starts_with("HTTP/1.") || code.len() != 3 {
-            return Err(bad(seen, format!("bad status line ({} bytes)", line.len())));
-        }
-        let status: u16 = code
-            .parse()
-            .map_err(|_| bad(seen, "bad status code".to_string()))?;
-        let mut headers: Vec<(String, String)> = Vec::new();
-        loop {
-            line.clear();
-            let n = read_line(io, &mut line, MAX_HEAD).map_err(|e| fail(seen + line.len(), e))?;
-            seen += n;
-            if seen > MAX_HEAD {
-                return Err(bad(
-                    seen,
-                    format!("response head longer than {MAX_HEAD} bytes"),
-                ));
-            }
-            let l = trim_crlf(&line);
-            if l.is_empty() {
-                break;
-            }
-            if let Some(i) = l.iter().position(|&b| b == b':') {
-                let name = String::from_utf8_lossy(&l[..i]).trim().to_ascii_lowercase();
-                let value = String::from_utf8_lossy(&l[i + 1..]).trim().to_string();
-                headers.push((name, value));
-            }
-        }
-        if (100..200).contains(&status) {
-            continue;
-        }
-        break (status, version == "HTTP/1.1", headers);
-    };
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let close_requested = header("connection")
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
-    let chunked =
-        header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = header("content-length").map(|v| v.parse::<u64>());
-    let mut resp = Response {
-        status,
-        body: Vec::new(),
-        truncated: false,
-        body_error: None,
-    };
-    let mut keep = version_11 && !close_requested;
-    let no_body = status == 204 || status == 304;
-    let result = if no_body {
-        Ok(())
-    } else if chunked {
-        read_chunked(io, &mut resp, max_body)
-    } else {
-        match length {
-            Some(Ok(n)) => read_exact_len(io, &mut resp, n, max_body),
-            Some(Err(_)) => {
-                keep = false;
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "malformed HTTP response: bad Content-Length",
-                ))
-            }
-            None => {
-                keep = false;
-                read_to_end(io, &mut resp, max_body)
-            }
-        }
-    };
-    if let Err(e) = result {
-        keep = false;
-        resp.body_error = Some(if is_timeout(&e) {
-            Failure::Timeout(format!("reading the response: {e}"))
-        } else if e.kind() == io::ErrorKind::InvalidData {
-            Failure::Transport(e.to_string())
-        } else {
-            Failure::Transport(format!("reading the response: {e}"))
-        });
+/// Writes the head (with a small body in it) or the head and then a large body.
+fn write_request(s: &mut Stream, head: &[u8], body: Option<&[u8]>) -> io::Result<()> {
+    s.write_all(head)?;
+    if let Some(b) = body.filter(|b| b.len() > 16 * 1024) {
+        s.write_all(b)?;
     }
-    Ok((resp, keep))
+    s.flush()
 }
 
-/// Reads one line (up to and with `\n`); an end of stream before any byte is an
-/// `UnexpectedEof` with nothing read, within a line too.
-fn read_line<R: BufRead>(io: &mut R, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-    let n = io.by_ref().take(max as u64 + 1).read_until(b'\n', line)?;
-    if n == 0 || line.last() != Some(&b'\n') {
-        if n > max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("response line longer than {max} bytes"),
-            ));
-        }
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            if n == 0 {
-                "connection closed by the server"
+/// What one exchange gives, from the result of writing the request and of reading the
+/// response. A write error is never hidden by a response: an answer to a request that was not
+/// sent whole may be a stray answer that was waiting on the connection, or the server's
+/// answer to a part of the request. `Stale` (the request may be sent again) only when the
+/// connection was reused and not one byte of a response arrived.
+fn outcome(
+    written: io::Result<()>,
+    response: Result<(Response, bool), ReadFailure>,
+    reused: bool,
+) -> Result<(Response, bool), Failure> {
+    match (written, response) {
+        (Ok(()), Ok(r)) => Ok(r),
+        (Err(we), response) => {
+            let seen = match &response {
+                Ok(_) => 1,
+                Err(f) => f.seen,
+            };
+            Err(if is_timeout(&we) {
+                Failure::Timeout(format!("sending the request: {we}"))
+            } else if seen == 0 && reused {
+                // Nothing came back on a connection we could not write to.
+                Failure::Stale(format!("sending the request: {we}"))
+            } else if seen == 0 {
+                Failure::Transport(format!("sending the request: {we}"))
             } else {
-                "connection closed in the middle of a line"
-            },
-        ));
-    }
-    Ok(n)
-}
-
-fn trim_crlf(l: &[u8]) -> &[u8] {
-    let l = l.strip_suffix(b"\n").unwrap_or(l);
-    l.strip_suffix(b"\r").unwrap_or(l)
-}
-
-fn read_exact_len<R: BufRead>(
-    io: &mut R,
-    resp: &mut Response,
-    n: u64,
-    max: usize,
-) -> io::Result<()> {
-    let want = n.min(max as u64 + 1) as usize;
-    resp.body.reserve_exact(want);
-    io.by_ref().take(want as u64).read_to_end(&mut resp.body)?;
-    if resp.body.len() > max {
-        resp.body.truncate(max);
-        resp.truncated = true;
-        return Ok(());
-    }
-    if (resp.body.len() as u64) < n {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "the connection closed after {} of {n} body bytes",
-                resp.body.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn read_to_end<R: BufRead>(io: &mut R, resp: &mut Response, max: usize) -> io::Result<()> {
-    io.by_ref()
-        .take(max as u64 + 1)
-        .read_to_end(&mut resp.body)?;
-    if resp.body.len() > max {
-        resp.body.truncate(max);
-        resp.truncated = true;
-    }
-    Ok(())
-}
-
-fn read_chunked<R: BufRead>(io: &mut R, resp: &mut Response, max: usize) -> io::Result<()> {
-    let mut line = Vec::with_capacity(32);
-    loop {
-        line.clear();
-        read_line(io, &mut line, 1024)?;
-        let text = String::from_utf8_lossy(trim_crlf(&line)).into_owned();
-        let size_hex = text.split(';').next().unwrap_or("").trim();
-        let size = u64::from_str_radix(size_hex, 16).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "malformed HTTP response: bad chunk size",
-            )
-        })?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                line.clear();
-                read_line(io, &mut line, MAX_HEAD)?;
-                if trim_crlf(&line).is_empty() {
-                    return Ok(());
-                }
-            }
+                Failure::Transport(format!(
+                    "sending the request: {we} (the server answered before the request was sent whole)"
+                ))
+            })
         }
-        let room = (max + 1).saturating_sub(resp.body.len()) as u64;
-        let take = size.min(room);
-        let before = resp.body.len();
-        io.by_ref().take(take).read_to_end(&mut resp.body)?;
-        if ((resp.body.len() - before) as u64) < take {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the connection closed in the middle of a chunk",
-            ));
-        }
-        if resp.body.len() > max {
-            resp.body.truncate(max);
-            resp.truncated = true;
-            return Ok(());
-        }
-        line.clear();
-        read_line(io, &mut line, 2)?;
-    }
-}
-
-/// One response read by [`parse_responses`]: `Ok((status, body, truncated, body_error, keep))`
-/// (`keep`: the connection could serve another request), or `Err((bytes seen, message))`.
-#[cfg(fuzzing)]
-pub(crate) type Parsed =
-    std::result::Result<(u16, Vec<u8>, bool, Option<String>, bool), (usize, String)>;
-
-/// Reads responses from `bytes` as from a kept-alive connection: one after the other while the
-/// previous allows keeping the connection and bytes are left. Each with the number of bytes it
-/// used.
-#[cfg(fuzzing)]
-pub(crate) fn parse_responses(bytes: &[u8], max_body: usize) -> Vec<(Parsed, usize)> {
-    let mut io = io::BufReader::with_capacity(64, bytes);
-    let mut out = Vec::new();
-    let mut used = 0;
-    loop {
-        let before = bytes.len() - io.get_ref().len() - io.buffer().len();
-        let parsed = match read_response(&mut io, max_body) {
-            Ok((r, keep)) => Ok((
-                r.status,
-                r.body,
-                r.truncated,
-                r.body_error.map(|f| format!("{f:?}")),
-                keep,
-            )),
-            Err(f) => Err((f.seen, f.error.to_string())),
-        };
-        let after = bytes.len() - io.get_ref().len() - io.buffer().len();
-        used += after - before;
-        let go_on = matches!(&parsed, Ok((_, _, false, None, true))) && after > before;
-        out.push((parsed, after - before));
-        if !go_on || after == bytes.len() || out.len() >= 64 {
-            debug_assert!(used <= bytes.len());
-            return out;
+        (Ok(()), Err(ReadFailure { seen, error })) => {
+            let tls_error = error
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .map(tls::describe_tls_error);
+            Err(if is_timeout(&error) {
+                Failure::Timeout(format!("waiting for the response: {error}"))
+            } else if let Some(d) = tls_error {
+                // E.g. the server refusing the client certificate after the handshake
+                // (TLS 1.3).
+                Failure::Transport(d)
+            } else if seen == 0 && reused && closed(&error) {
+                Failure::Stale(describe_read(&error))
+            } else if seen == 0 || error.kind() == io::ErrorKind::UnexpectedEof {
+                Failure::Transport(
+                    "the server closed the connection without a complete response".into(),
+                )
+            } else if error.kind() == io::ErrorKind::InvalidData {
+                Failure::Transport(format!("malformed HTTP response: {error}"))
+            } else {
+                Failure::Transport(describe_read(&error))
+            })
         }
     }
 }

@@ -6,6 +6,8 @@
 //! Files: `client.rs` (requests, authentication with JWT and API keys per role with
 //! rollover, retries, failover between nodes), `nodes.rs` (the nodes of a TSB cluster: health,
 //! back-off, the order a call tries them in), `http.rs` (HTTP/1.1 over kept-alive TCP/TLS connections),
+//! `framing.rs` (the strict response reader), `idle.rs` (TCP keepalive, the idle age of pooled
+//! connections),
 //! `connect.rs` (name resolution bounded by the deadline, TCP connect, the proxy tunnel),
 //! `proxy.rs` (HTTP CONNECT proxies, `HTTPS_PROXY`/`NO_PROXY`), `endpoint.rs` (the URL type), `tls.rs`
 //! (rustls: system roots + `caPath`, mTLS, certificate pin), `probe.rs` (the steps of a
@@ -21,7 +23,9 @@ mod client;
 mod connect;
 mod endpoint;
 mod error;
+mod framing;
 mod http;
+mod idle;
 pub(crate) mod models;
 mod nodes;
 mod probe;
@@ -42,4 +46,4 @@ pub(crate) use tls::describe_tls_error;
 
 /// The HTTP response reader, for the fuzz target.
 #[cfg(fuzzing)]
-pub(crate) use http::{parse_responses as parse_http_responses, Parsed as HttpParsed};
+pub(crate) use framing::{parse_responses as parse_http_responses, Parsed as HttpParsed};

@@ -1754,3 +1754,471 @@ fn secrets_never_logged() {
         assert!(!shown.contains(s), "{s} in error");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Strict response framing (issue 20 item 2): a raw server sends each variant
+
+/// What one framing variant must give.
+#[derive(Debug)]
+enum Framed {
+    /// The status and body; whether the connection goes back to the pool when released.
+    Good(u16, &'static [u8], bool),
+    /// The head is refused: the exchange fails (`Transport`, with this text) and its
+    /// connection is closed.
+    HeadRefused(&'static str),
+    /// The status stands, the body is refused (`body_error` with this text); the connection is
+    /// not pooled.
+    BodyRefused(u16, &'static str),
+}
+
+/// A server that answers the first request of each connection with `bytes`, then waits for
+/// the client to close the connection and reports that on the channel.
+fn raw_server(bytes: Vec<u8>) -> (SocketAddr, std::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let bytes = bytes.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                if read_request(&mut reader).is_none() {
+                    return;
+                }
+                let s = reader.get_mut();
+                let _ = s.write_all(&bytes);
+                let _ = s.flush();
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut sink = [0u8; 256];
+                while let Ok(n) = s.read(&mut sink) {
+                    if n == 0 {
+                        let _ = tx.send(());
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+fn framing_cases() -> Vec<(&'static str, Vec<u8>, Framed)> {
+    use Framed::*;
+    let ok = |head: &str, body: &str| format!("HTTP/1.1 200 OK\r\n{head}\r\n{body}").into_bytes();
+    let chunked = |body: &str| ok("Transfer-Encoding: chunked\r\n", body);
+    let many = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+    vec![
+        // Transfer-Encoding
+        (
+            "Transfer-Encoding with Content-Length",
+            ok(
+                "Transfer-Encoding: chunked\r\nContent-Length: 2\r\n",
+                "2\r\n{}\r\n0\r\n\r\n",
+            ),
+            HeadRefused("both Transfer-Encoding and Content-Length"),
+        ),
+        (
+            "gzip, chunked",
+            ok("Transfer-Encoding: gzip, chunked\r\n", "2\r\n{}\r\n0\r\n\r\n"),
+            HeadRefused("other than chunked alone"),
+        ),
+        (
+            "xchunkedx",
+            ok("Transfer-Encoding: xchunkedx\r\n", "2\r\n{}\r\n0\r\n\r\n"),
+            HeadRefused("other than chunked alone"),
+        ),
+        (
+            "gzip alone, body to the end",
+            ok("Transfer-Encoding: gzip\r\nConnection: close\r\n", "{}"),
+            HeadRefused("other than chunked alone"),
+        ),
+        (
+            "chunked twice",
+            ok(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                "2\r\n{}\r\n0\r\n\r\n",
+            ),
+            HeadRefused("other than chunked alone"),
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".to_vec(),
+            HeadRefused("HTTP/1.0"),
+        ),
+        // Chunk lines
+        (
+            "chunk-size line ending in a bare LF",
+            chunked("2\n{}\r\n0\r\n\r\n"),
+            BodyRefused(200, "chunk-size line not ended by CRLF"),
+        ),
+        (
+            "chunk data followed by a bare LF",
+            chunked("2\r\n{}\n0\r\n\r\n"),
+            BodyRefused(200, "chunk data not followed by CRLF"),
+        ),
+        (
+            "last chunk ending in a bare LF",
+            chunked("2\r\n{}\r\n0\n\r\n"),
+            BodyRefused(200, "chunk-size line not ended by CRLF"),
+        ),
+        (
+            "signed chunk size",
+            chunked("+2\r\n{}\r\n0\r\n\r\n"),
+            BodyRefused(200, "bad chunk size"),
+        ),
+        (
+            "chunk size after a space",
+            chunked(" 2\r\n{}\r\n0\r\n\r\n"),
+            BodyRefused(200, "bad chunk size"),
+        ),
+        (
+            "chunk size 0x2",
+            chunked("0x2\r\n{}\r\n0\r\n\r\n"),
+            BodyRefused(200, "bad chunk size"),
+        ),
+        (
+            "chunk size beyond 64 bits",
+            chunked("10000000000000000\r\n{}\r\n0\r\n\r\n"),
+            BodyRefused(200, "chunk size too large"),
+        ),
+        (
+            "trailer line ending in a bare LF",
+            chunked("2\r\n{}\r\n0\r\nX-T: 1\n\r\n"),
+            BodyRefused(200, "trailer line not ended by CRLF"),
+        ),
+        (
+            "65 trailer fields",
+            chunked(&format!("2\r\n{{}}\r\n0\r\n{}\r\n", many(65))),
+            BodyRefused(200, "more than 64 trailer fields"),
+        ),
+        (
+            "a trailer line that is not a field",
+            chunked("2\r\n{}\r\n0\r\nnot a field\r\n\r\n"),
+            BodyRefused(200, "malformed trailer field"),
+        ),
+        // Content-Length
+        (
+            "signed Content-Length",
+            ok("Content-Length: +2\r\n", "{}"),
+            HeadRefused("invalid Content-Length"),
+        ),
+        (
+            "negative Content-Length",
+            ok("Content-Length: -2\r\n", "{}"),
+            HeadRefused("invalid Content-Length"),
+        ),
+        (
+            "Content-Length beyond 64 bits",
+            ok("Content-Length: 18446744073709551616\r\n", "{}"),
+            HeadRefused("invalid Content-Length"),
+        ),
+        (
+            "conflicting Content-Length in one field",
+            ok("Content-Length: 2, 3\r\n", "{}"),
+            HeadRefused("conflicting Content-Length"),
+        ),
+        (
+            "repeated different Content-Length",
+            ok("Content-Length: 2\r\nContent-Length: 3\r\n", "{}"),
+            HeadRefused("conflicting Content-Length"),
+        ),
+        (
+            "repeated equal Content-Length",
+            ok("Content-Length: 2\r\nContent-Length: 2\r\n", "{}"),
+            Good(200, b"{}", true),
+        ),
+        (
+            "equal Content-Length values in one field",
+            ok("Content-Length: 2, 2\r\n", "{}"),
+            Good(200, b"{}", true),
+        ),
+        // Interim responses
+        (
+            "101 is not interim",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            HeadRefused("101 Switching Protocols"),
+        ),
+        (
+            "100 and 103 are skipped",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            Good(200, b"{}", true),
+        ),
+        // Bounds and the head's syntax
+        (
+            "65 header fields",
+            ok(&format!("{}Content-Length: 2\r\n", many(64)), "{}"),
+            HeadRefused("more than 64 header fields"),
+        ),
+        (
+            "a header line of 9000 bytes",
+            ok(&format!("X-Long: {}\r\nContent-Length: 2\r\n", "a".repeat(9000)), "{}"),
+            HeadRefused("longer than 8192 bytes"),
+        ),
+        (
+            "a header line without a colon",
+            ok("Content-Length: 2\r\nnot a field\r\n", "{}"),
+            HeadRefused("malformed response head"),
+        ),
+        (
+            "an obsolete folded header line",
+            ok("Content-Length: 2\r\nX-A: a\r\n  folded\r\n", "{}"),
+            HeadRefused("malformed response head"),
+        ),
+        (
+            "status code 099",
+            b"HTTP/1.1 099 X\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            HeadRefused("status code 99 out of range"),
+        ),
+        (
+            "HTTP/1.2",
+            b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            HeadRefused("malformed response head"),
+        ),
+        // What stays accepted
+        (
+            "chunked with an extension and a trailer",
+            chunked("2;a=b\r\n{}\r\n0\r\nX-T: 1\r\n\r\n"),
+            Good(200, b"{}", true),
+        ),
+        (
+            "Connection: close",
+            ok("Content-Length: 2\r\nConnection: close\r\n", "{}"),
+            Good(200, b"{}", false),
+        ),
+        (
+            "a body to the end of the connection",
+            ok("Connection: close\r\n", "{}"),
+            Good(200, b"{}", false),
+        ),
+        (
+            "204 without a body",
+            b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            Good(204, b"", true),
+        ),
+    ]
+}
+
+/// Issue 20 item 2: every framing variant gives its exact outcome, and a refused response's
+/// connection is closed, never pooled.
+#[test]
+fn responses_are_framed_strictly() {
+    let mut wrong = Vec::new();
+    for (name, bytes, expected) in framing_cases() {
+        // A server that closes after sending, for answers that end with the connection.
+        let close_after = matches!(expected, Framed::Good(_, _, false));
+        let (addr, closed) = if close_after {
+            let server = TestServer::start({
+                let bytes = bytes.clone();
+                let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                move |_, _| Action::Raw(leaked)
+            });
+            let (_tx, rx) = std::sync::mpsc::channel();
+            (server.addr, rx)
+        } else {
+            raw_server(bytes)
+        };
+        let origin = http::Origin::parse(&format!("http://{addr}"), None).unwrap();
+        let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let pool = http::Pool::new(origin, 8, Duration::from_secs(1), opened.clone());
+        let req = http::Request {
+            method: "GET",
+            path: "/v1/key",
+            headers: &[],
+            body: None,
+        };
+        let result = pool.exchange(&req, Instant::now() + Duration::from_secs(2), true, 1024);
+        let got = match result {
+            Ok((resp, lease)) => {
+                let body_error = resp.body_error.clone();
+                lease.release();
+                let pooled = pool.idle_len() == 1;
+                match body_error {
+                    None => format!(
+                        "Good({}, {:?}, {pooled})",
+                        resp.status,
+                        String::from_utf8_lossy(&resp.body)
+                    ),
+                    Some(f) => format!("BodyRefused({}, {f:?}) pooled={pooled}", resp.status),
+                }
+            }
+            Err(f) => format!("HeadRefused({f:?})"),
+        };
+        let fine = match &expected {
+            Framed::Good(status, body, pooled) => {
+                got == format!(
+                    "Good({status}, {:?}, {pooled})",
+                    String::from_utf8_lossy(body)
+                )
+            }
+            Framed::HeadRefused(text) => {
+                got.starts_with("HeadRefused(Transport(")
+                    && got.contains(text)
+                    && closed.recv_timeout(Duration::from_secs(3)).is_ok()
+            }
+            Framed::BodyRefused(status, text) => {
+                got.starts_with(&format!("BodyRefused({status}, Transport("))
+                    && got.contains(text)
+                    && got.ends_with("pooled=false")
+                    && closed.recv_timeout(Duration::from_secs(3)).is_ok()
+            }
+        };
+        if !fine {
+            wrong.push(format!("{name}: expected {expected:?}, got {got}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} variants wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// Issue 20 item 2: a response that arrives while the request could not be written whole is
+/// not taken as the request's answer (it may be a stray answer that waited on the
+/// connection): the exchange fails.
+#[test]
+fn a_write_error_is_not_hidden_by_a_response() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // Answer at once without reading the request, then close with the request unread (the
+        // kernel resets the connection): the client's write fails.
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    let origin = http::Origin::parse(&format!("http://{addr}"), None).unwrap();
+    let pool = http::Pool::new(
+        origin,
+        8,
+        Duration::from_secs(1),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    let body = vec![b'x'; 64 << 20];
+    let req = http::Request {
+        method: "POST",
+        path: "/v1/synchronousSign",
+        headers: &[],
+        body: Some(&body),
+    };
+    match pool.exchange(&req, Instant::now() + Duration::from_secs(5), true, 1024) {
+        Err(http::Failure::Transport(m)) => assert!(m.contains("sending the request"), "{m}"),
+        Ok((resp, _)) => panic!("the answer was taken: {} {:?}", resp.status, resp.body),
+        Err(f) => panic!("{f:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle connections (issue 20 item 4)
+
+/// A TCP relay in front of `target`. Once `black_hole` is set, the connections it carries
+/// stop forwarding in both directions without closing (a NAT or load balancer that forgot
+/// them): bytes sent into them vanish. Connections made later are relayed normally.
+fn relay(target: SocketAddr) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let black_hole = Arc::new(AtomicBool::new(false));
+    let switch = black_hole.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(target) else {
+                continue;
+            };
+            // Connections accepted before the switch is set are the ones it black-holes.
+            let dropped = Arc::new(AtomicBool::new(false));
+            let watch = (switch.clone(), dropped.clone());
+            let later = switch.load(Ordering::Relaxed);
+            std::thread::spawn(move || {
+                if later {
+                    return;
+                }
+                while !watch.0.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                watch.1.store(true, Ordering::Relaxed);
+            });
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let dropped = dropped.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => {
+                                if !dropped.load(Ordering::Relaxed) {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                }
+                                // A black hole never closes: keep `to` open.
+                                if dropped.load(Ordering::Relaxed) {
+                                    std::thread::sleep(Duration::from_secs(10));
+                                }
+                                return;
+                            }
+                            Ok(n) => {
+                                if !dropped.load(Ordering::Relaxed)
+                                    && to.write_all(&buf[..n]).is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, black_hole)
+}
+
+/// A connection that a NAT dropped without a word while it was idle in the pool is not
+/// reused once it is older than `connectionMaxIdleMs`: the sign goes over a new connection
+/// and succeeds, instead of vanishing into the dead one and timing out (a timeout a sign may
+/// not retry).
+#[test]
+fn a_black_holed_idle_connection_is_not_reused_after_the_idle_age() {
+    let server = TestServer::start(|req, _| match req.path.as_str() {
+        "/v1/key" => reply_json(200, json!(["a"])),
+        _ => reply_json(200, json!({"signature": "AQI="})),
+    });
+    let (addr, black_hole) = relay(server.addr);
+    let c = client_with(&format!("http://{addr}"), |c| {
+        c.pkcs11.connection_max_idle = Duration::from_millis(300);
+        c.pkcs11.request_timeout = Duration::from_millis(1500);
+    });
+    c.list_keys().unwrap();
+    black_hole.store(true, std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(c.sign_synchronous(&sign_req()).unwrap(), vec![1, 2]);
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 0], "the sign went over a new connection");
+    assert_eq!(c.connections_opened(), 2);
+}
+
+/// A pooled connection idle longer than the maximum idle age is closed, not reused; one
+/// younger is reused.
+#[test]
+fn a_connection_older_than_the_idle_age_is_not_reused() {
+    let server = TestServer::start(|_, _| reply_json(200, json!(["a"])));
+    let c = client_with(&server.url(), |c| {
+        c.pkcs11.connection_max_idle = Duration::from_millis(200);
+    });
+    c.list_keys().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.list_keys().unwrap();
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 0], "past the idle age: a new connection");
+    // Within the default age (50 s) the connection is reused.
+    let c = client(&server.url());
+    c.list_keys().unwrap();
+    c.list_keys().unwrap();
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 0, 0, 1]);
+}

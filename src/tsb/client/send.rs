@@ -1,6 +1,7 @@
 //! The request machinery of the client: retries, failover over the nodes, authentication
 //! headers per endpoint role with API-key rollover, one HTTP exchange, error redaction.
 
+use super::retry::{self, Action, Happened};
 use super::*;
 
 impl TsbClient {
@@ -31,11 +32,10 @@ impl TsbClient {
         let multi = self.nodes.len() > 1;
         let mut attempt: u32 = 0;
         loop {
-            let plan = self
-                .nodes
-                .plan(Instant::now(), call.retry != Retry::NotSentOnly);
-            // The last error of each node tried in this round.
-            let mut failures: Vec<(usize, TsbError)> = Vec::new();
+            let plan = self.nodes.plan(Instant::now(), call.retry.may_move());
+            // The last error of each node tried in this round, and whether it allows another
+            // round.
+            let mut failures: Vec<(usize, TsbError, bool)> = Vec::new();
             for (k, &i) in plan.iter().enumerate() {
                 let node = self.nodes.node(i);
                 let started = Instant::now();
@@ -43,7 +43,7 @@ impl TsbClient {
                 if left.is_zero() && !failures.is_empty() {
                     break;
                 }
-                let node_deadline = if multi && call.retry != Retry::NotSentOnly {
+                let node_deadline = if multi && call.retry.may_move() {
                     started + left / (plan.len() - k) as u32
                 } else {
                     deadline
@@ -56,19 +56,18 @@ impl TsbClient {
                     }
                     Err(e) => e,
                 };
-                let down = is_node_failure(&e);
+                let retry::Failed {
+                    node_down: down,
+                    next_node,
+                    next_round,
+                } = retry::after_failure(call.retry, &e);
                 if down {
                     self.nodes.failed(i, started, &e.to_string());
                 } else if matches!(e.kind, TsbErrorKind::Http { .. }) {
                     self.nodes.answered(i, started);
                 }
                 let e = if multi { at_node(e, node) } else { e };
-                let movable = match call.retry {
-                    Retry::Idempotent => down || e.retryable_if_idempotent(),
-                    Retry::Stateless => down,
-                    Retry::NotSentOnly => matches!(e.kind, TsbErrorKind::NotSent(_)),
-                };
-                if !movable {
+                if !next_node {
                     if multi && down {
                         // Approval requests, certificate and key changes: the node may have
                         // received it, so it is not sent to another node (filed at most once).
@@ -90,15 +89,9 @@ impl TsbClient {
                         Net(&e.to_string())
                     );
                 }
-                failures.push((i, e));
+                failures.push((i, e, next_round));
             }
-            let retryable = !failures.is_empty()
-                && failures.iter().all(|(_, e)| match call.retry {
-                    Retry::Idempotent => e.retryable_if_idempotent(),
-                    Retry::Stateless | Retry::NotSentOnly => {
-                        matches!(e.kind, TsbErrorKind::NotSent(_))
-                    }
-                });
+            let retryable = !failures.is_empty() && failures.iter().all(|(_, _, r)| *r);
             let e = self.round_error(call, &failures, &plan);
             let delay = self.backoff(attempt);
             let left_after_backoff = deadline
@@ -122,7 +115,7 @@ impl TsbClient {
                     // text of the whole error).
                     let each: Vec<String> = failures
                         .iter()
-                        .map(|(i, e)| {
+                        .map(|(i, e, _)| {
                             let kind = TsbError::new("", e.kind.clone()).to_string();
                             format!("{} ({})", self.nodes.node(*i).url, Net(&kind))
                         })
@@ -153,21 +146,21 @@ impl TsbClient {
     fn round_error(
         &self,
         call: &Call<'_>,
-        failures: &[(usize, TsbError)],
+        failures: &[(usize, TsbError, bool)],
         plan: &[usize],
     ) -> TsbError {
         if self.nodes.len() == 1 || failures.len() == 1 && plan.len() == 1 {
-            if let Some((_, e)) = failures.first() {
+            if let Some((_, e, _)) = failures.first() {
                 return e.clone();
             }
             return self.err(call, TsbErrorKind::NotSent("no node was tried".into()));
         }
         let not_sent = failures
             .iter()
-            .all(|(_, e)| matches!(e.kind, TsbErrorKind::NotSent(_)));
+            .all(|(_, e, _)| matches!(e.kind, TsbErrorKind::NotSent(_)));
         let mut parts: Vec<String> = failures
             .iter()
-            .map(|(i, e)| {
+            .map(|(i, e, _)| {
                 format!(
                     "{}: {}",
                     self.nodes.node(*i).url,
@@ -176,7 +169,7 @@ impl TsbClient {
             })
             .collect();
         for &i in plan {
-            if !failures.iter().any(|(j, _)| *j == i) {
+            if !failures.iter().any(|(j, _, _)| *j == i) {
                 parts.push(format!(
                     "{}: not tried (requestTimeoutMs used up)",
                     self.nodes.node(i).url
@@ -266,13 +259,12 @@ impl TsbClient {
     }
 
     /// Sends one HTTP request, reads its (bounded) body and hands it to `parse`. Sent once
-    /// more, on a new connection, when the kept-alive connection it went over proves unfit:
-    /// - a synchronous sign that a reused connection swallowed (closed or reset before a
-    ///   response arrived; RFC 9112 §9.3.1);
-    /// - a synchronous sign or a read whose answer on a reused connection may be a late answer
-    ///   to an earlier request: bytes came after it, or (signs) it repeats the connection's
-    ///   previous answer to a different request, or (signs) `parse` refused it as
-    ///   [`TsbErrorKind::Refused`] (a signature that does not fit the key or does not verify).
+    /// more, on a new connection, when the decision table (`client/retry.rs`) says so: the
+    /// kept-alive connection it went over proved unfit (closed under the request before any
+    /// answer, RFC 9112 §9.3.1), or its answer on that connection may be a late answer to an
+    /// earlier request (bytes came after it; for a sign, it repeats the connection's previous
+    /// answer to a different request, or `parse` refused it as [`TsbErrorKind::Refused`]), or
+    /// a read's "not found" is to be confirmed.
     ///
     /// A synchronous sign keeps no state at the TSB and a read changes nothing: sending either
     /// again on a new connection, where the first answer can only be this request's, is safe,
@@ -286,30 +278,20 @@ impl TsbClient {
         parse: &dyn Fn(&Reply) -> Result<T, TsbErrorKind>,
     ) -> Result<T, TsbError> {
         match self.send_attempt(node, call, api_key, deadline, false, parse) {
-            Err(Attempt::StaleConnection(e)) => {
-                log::debug!(
-                    "TSB {}: the kept-alive connection was closed before a response ({e}); \
-                     sending again on a new connection",
-                    call.endpoint
-                );
-                self.send_attempt(node, call, api_key, deadline, true, parse)
-                    .map_err(Attempt::into_error)
-            }
-            Err(Attempt::StaleAnswer(why)) => {
-                log::warn!(
-                    "TSB {}: {why} on a kept-alive connection; connection closed, request sent \
-                     once more on a new connection",
-                    call.endpoint
-                );
-                self.send_attempt(node, call, api_key, deadline, true, parse)
-                    .map_err(Attempt::into_error)
-            }
-            Err(Attempt::Unconfirmed(status)) => {
-                log::debug!(
-                    "TSB {}: {status} on a kept-alive connection; confirming it on a new \
-                     connection",
-                    call.endpoint
-                );
+            Err(Attempt::Resend { why, suspect }) => {
+                if suspect {
+                    log::warn!(
+                        "TSB {}: {why} on a kept-alive connection; connection closed, request \
+                         sent once more on a new connection",
+                        call.endpoint
+                    );
+                } else {
+                    log::debug!(
+                        "TSB {}: {why} on a kept-alive connection; sending it again on a new \
+                         connection",
+                        call.endpoint
+                    );
+                }
                 self.send_attempt(node, call, api_key, deadline, true, parse)
                     .map_err(Attempt::into_error)
             }
@@ -384,10 +366,8 @@ impl TsbClient {
             headers: &headers[..n],
             body: call.body.as_deref(),
         };
-        let reuse = match call.retry {
-            Retry::Idempotent | Retry::Stateless => !fresh,
-            Retry::NotSentOnly => false,
-        };
+        let reuse = call.retry.reuses_connections() && !fresh;
+        let multi = self.nodes.len() > 1;
         let started = Instant::now();
         let (response, lease) =
             match node
@@ -402,17 +382,20 @@ impl TsbClient {
                         Net(&call.path),
                         started.elapsed().as_millis()
                     );
+                    // (Only a reused connection is `Stale`: closed before any byte of an answer.)
                     let stale = matches!(failure, http::Failure::Stale(_));
                     let e = self.err(call, failure_kind(failure));
-                    // With several nodes a read is sent again too: a kept-alive connection the
-                    // node closed while idle must not mark the node down.
-                    let resend = match call.retry {
-                        Retry::Stateless => true,
-                        Retry::Idempotent => self.nodes.len() > 1,
-                        Retry::NotSentOnly => false,
+                    let happened = retry::happened(&e);
+                    let happened = if stale {
+                        Happened::ClosedBeforeAnswer
+                    } else {
+                        happened
                     };
-                    if stale && resend {
-                        return Err(Attempt::StaleConnection(e));
+                    if retry::decide(call.retry, happened, stale, multi) == Action::Resend {
+                        return Err(Attempt::Resend {
+                            why: format!("the connection was closed before an answer ({e})"),
+                            suspect: false,
+                        });
                     }
                     return Err(Attempt::Failed(e));
                 }
@@ -428,23 +411,28 @@ impl TsbClient {
         // An answer that may belong to an earlier request on a reused connection (the `lease`
         // is dropped on every way out below but the last: the connection is closed). Only
         // requests that may be sent again go over reused connections.
-        let sign = call.retry == Retry::Stateless;
         let ok = (200..300).contains(&status) || call.accept.contains(&status);
-        if lease.reused() {
-            let suspect = if lease.unsolicited_bytes() {
-                Some("bytes came after the answer")
-            } else if sign && ok && lease.repeats_answer() {
-                Some("the answer repeats the previous answer to a different request")
-            } else {
-                None
-            };
-            if let Some(why) = suspect {
-                // (A reused connection is never one `fresh` asked for: `send_once` sends this
-                // request once more, on a new connection.)
-                return Err(Attempt::StaleAnswer(why.to_string()));
+        let reused = lease.reused();
+        let suspicions = [
+            (
+                lease.unsolicited_bytes(),
+                Happened::BytesAfterAnswer,
+                "bytes came after the answer",
+            ),
+            (
+                ok && lease.repeats_answer(),
+                Happened::RepeatedAnswer,
+                "the answer repeats the previous answer to a different request",
+            ),
+        ];
+        for (seen, happened, why) in suspicions {
+            if seen && retry::decide(call.retry, happened, reused, multi) == Action::Resend {
+                return Err(Attempt::Resend {
+                    why: why.to_string(),
+                    suspect: true,
+                });
             }
         }
-        let reused = lease.reused();
         let body = match response.body_error {
             Some(f) => Err(failure_kind(f)),
             None => Ok((response.body, response.truncated)),
@@ -473,27 +461,37 @@ impl TsbClient {
                 }
                 Err(k) => {
                     drop(lease);
-                    if let (true, true, false, TsbErrorKind::Refused(_)) = (sign, reused, fresh, &k)
+                    // A well-formed signature that is not this request's (it does not fit the
+                    // key or does not verify) may be another request's late answer: once
+                    // more, on a new connection. (An unreadable answer is not sent again:
+                    // nothing says it is not this request's. A read refused for not being
+                    // this request's — another key's attributes, another request's status —
+                    // is retried by the read's own retries.)
+                    let e = self.err(call, self.redact(call, k));
+                    if retry::decide(call.retry, retry::happened(&e), reused, multi)
+                        == Action::Resend
                     {
-                        // A well-formed signature that is not this request's (it does not fit
-                        // the key or does not verify) may be another request's late answer:
-                        // once more, on a new connection. (An unreadable answer is not sent
-                        // again: nothing says it is not this request's. A read refused for
-                        // not being this request's — another key's attributes, another
-                        // request's status — is retried by the read's own retries.)
-                        return Err(Attempt::StaleAnswer(TsbError::new("", k).to_string()));
+                        return Err(Attempt::Resend {
+                            why: TsbError::new("", e.kind).to_string(),
+                            suspect: true,
+                        });
                     }
-                    Err(Attempt::Failed(self.err(call, self.redact(call, k))))
+                    Err(Attempt::Failed(e))
                 }
             }
         } else {
-            if reused && !fresh && status == 404 && call.retry == Retry::Idempotent {
-                // A "not found" on a reused connection may be a late answer to an earlier
-                // request (another key's or certificate's): taken as this read's, it would make
-                // a key or an approval request vanish. It is believed only from a new
-                // connection, where the first answer is this request's own. (Other errors only
-                // fail the call, and a sign is never sent again after an answer.)
-                return Err(Attempt::Unconfirmed(format!("HTTP {status}")));
+            // A "not found" on a reused connection may be a late answer to an earlier request
+            // (another key's or certificate's): taken as this read's, it would make a key or an
+            // approval request vanish. It is believed only from a new connection, where the
+            // first answer is this request's own. (Other errors only fail the call, and a sign
+            // is never sent again after an answer.)
+            if status == 404
+                && retry::decide(call.retry, Happened::NotFound, reused, multi) == Action::Resend
+            {
+                return Err(Attempt::Resend {
+                    why: format!("HTTP {status} (to be confirmed)"),
+                    suspect: false,
+                });
             }
             // The error body is best effort: an unreadable one still gives the status.
             let body = body.map(|(b, _)| b).unwrap_or_default();
@@ -553,26 +551,22 @@ impl TsbClient {
 /// How one HTTP exchange failed.
 enum Attempt {
     Failed(TsbError),
-    /// A synchronous sign on a reused connection that was closed or reset before any response
-    /// arrived: it may be sent once more on a new connection.
-    StaleConnection(TsbError),
-    /// An answer on a reused connection that may be a late answer to an earlier request (see
-    /// `send_once`): the connection is closed, and the request may be sent once more on a new
-    /// connection. Holds why, for the log.
-    StaleAnswer(String),
-    /// An error answer on a reused connection: believed only once a new connection gives it
-    /// too (not suspicious in itself, so logged at debug). Holds the status, for the log.
-    Unconfirmed(String),
+    /// The decision table says: send the request once more, on a new connection (`send_once`).
+    /// Holds why, for the log; `suspect`: the answer may be another request's (logged as a
+    /// warning), else the connection was closed or a "not found" is to be confirmed (debug).
+    Resend {
+        why: String,
+        suspect: bool,
+    },
 }
 
 impl Attempt {
     fn into_error(self) -> TsbError {
         match self {
-            Attempt::Failed(e) | Attempt::StaleConnection(e) => e,
-            // `send_once` always sends a stale answer's request again.
-            Attempt::StaleAnswer(why) | Attempt::Unconfirmed(why) => {
-                TsbError::new("", TsbErrorKind::Transport(why))
-            }
+            Attempt::Failed(e) => e,
+            // Never after a resend: a new connection is not reused, and only a reused one is
+            // sent again.
+            Attempt::Resend { why, .. } => TsbError::new("", TsbErrorKind::Transport(why)),
         }
     }
 }
@@ -588,22 +582,6 @@ fn failure_kind(f: http::Failure) -> TsbErrorKind {
             "the server closed the kept-alive connection before answering ({m})"
         ))),
         http::Failure::Transport(m) => TsbErrorKind::Transport(clean(m)),
-    }
-}
-
-/// Whether an error says the node is unwell (not the request): connection refused or reset,
-/// connect or TLS handshake failure or timeout, no (complete) answer in time, HTTP 5xx, or a
-/// TSB 7xx HSM error. A 4xx or a TSB business error (no such key, wrong password, ...) is an
-/// answer, and so is an unreadable 2xx body.
-pub(super) fn is_node_failure(e: &TsbError) -> bool {
-    match &e.kind {
-        TsbErrorKind::NotSent(_) | TsbErrorKind::Timeout(_) | TsbErrorKind::Transport(_) => true,
-        TsbErrorKind::Http { status, .. } => {
-            *status >= 500 || e.reason() == Some(TsbReason::HsmError)
-        }
-        TsbErrorKind::InvalidResponse(_) | TsbErrorKind::Refused(_) | TsbErrorKind::Config(_) => {
-            false
-        }
     }
 }
 
