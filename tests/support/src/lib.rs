@@ -9,7 +9,7 @@ pub mod netsec;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
@@ -17,10 +17,33 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use cryptoki_sys::*;
 use openssl::pkey::{PKey, Public};
+use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 use tsb_sim::{SimConfig, Simulator};
 
-/// Serialises setting `TSB_PKCS11_CONFIG` + `C_Initialize` across harnesses.
-static INIT: Mutex<()> = Mutex::new(());
+/// The one lock of the process under which a test changes the environment (`set_var`,
+/// `remove_var`) and calls the `C_Initialize` that reads it: the module reads
+/// `TSB_PKCS11_CONFIG`, `TSB_PKCS11_LOG` and `TSB_PKCS11_LOG_FILE` there. Every family of a test
+/// binary takes this same lock (tests/module runs many families in one process). It is
+/// reentrant, so a test that sets its log variables under it can create a [`Harness`], which
+/// takes it again. Child processes get their settings with `Command::env`, never through the
+/// test process's environment.
+pub fn env_lock() -> ReentrantMutexGuard<'static, ()> {
+    ENV.lock()
+}
+
+/// The libtest name of the test `name` of the module at `module_path` (`module_path!()`): the
+/// module path without the crate, so `hostile::abort_child` in the grouped binary tests/module
+/// and `abort_child` in a binary of its own. For re-running a test in a child process with
+/// `--exact`.
+pub fn test_path(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// Serialises changing the process environment + the `C_Initialize` that reads it.
+static ENV: ReentrantMutex<()> = ReentrantMutex::new(());
 static COPIES: AtomicUsize = AtomicUsize::new(0);
 
 /// The cdylib cargo built next to this test binary (target/<profile>/libtsb_pkcs11.so).
@@ -47,25 +70,66 @@ pub fn built_module() -> PathBuf {
         .expect("libtsb_pkcs11.so is built (cargo build / cargo test)")
 }
 
+/// What a harness copies: the built module without its debug sections (`strip --strip-debug`,
+/// binutils; the code is the same), made once next to it and again when the module is rebuilt.
+/// Every harness loads a copy of its own, and a copy stays mapped until the process exits (the
+/// module cannot be unloaded once its threads used thread-local storage), so its file's disk
+/// space is only given back then: tests/module loads ~200 copies in one process, 14 MB each
+/// stripped instead of 124 MB (a debug build). Falls back to the built module if `strip` fails.
+pub fn module_for_copies() -> PathBuf {
+    static STRIPPED: OnceLock<PathBuf> = OnceLock::new();
+    STRIPPED
+        .get_or_init(|| {
+            let built = built_module();
+            let stripped = built.with_extension("stripped-for-tests.so");
+            let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            if mtime(&stripped).is_some() && mtime(&stripped) >= mtime(&built) {
+                return stripped;
+            }
+            // Written under a name of its own, then renamed: test processes (and their child
+            // processes) may do this at the same time.
+            let tmp = built.with_extension(format!("stripped-{}.tmp", std::process::id()));
+            let ok = std::process::Command::new("strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(&tmp)
+                .arg(&built)
+                .status()
+                .is_ok_and(|s| s.success())
+                && std::fs::rename(&tmp, &stripped).is_ok();
+            if ok {
+                stripped
+            } else {
+                let _ = std::fs::remove_file(&tmp);
+                built
+            }
+        })
+        .clone()
+}
+
 fn sim_state_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
     target.join("tsb-sim-state")
 }
 
+/// The simulator's state directory: its own setting, else target/tsb-sim-state (passed in the
+/// configuration, not through the process environment).
+fn with_state_dir(mut cfg: SimConfig) -> SimConfig {
+    if cfg.state_dir.is_none() {
+        cfg.state_dir = Some(sim_state_dir());
+    }
+    cfg
+}
+
 /// Starts a simulator (keys cached under target/tsb-sim-state so RSA-4096 is generated once).
 pub fn start_sim(cfg: SimConfig) -> Simulator {
-    std::env::set_var("TSB_SIM_STATE_DIR", sim_state_dir());
-    // The module's journal of approval requests goes under target/, not into the home folder.
-    std::env::set_var("XDG_STATE_HOME", sim_state_dir().join("xdg-state"));
-    Simulator::start(cfg).expect("simulator starts")
+    Simulator::start(with_state_dir(cfg)).expect("simulator starts")
 }
 
 /// Starts a simulator cluster: `n` listeners ("TSB nodes") over one state.
 pub fn start_cluster(cfg: SimConfig, n: usize) -> Simulator {
-    std::env::set_var("TSB_SIM_STATE_DIR", sim_state_dir());
-    std::env::set_var("XDG_STATE_HOME", sim_state_dir().join("xdg-state"));
-    Simulator::start_cluster(cfg, n).expect("simulator cluster starts")
+    Simulator::start_cluster(with_state_dir(cfg), n).expect("simulator cluster starts")
 }
 
 /// The raw PKCS#11 function list of a loaded module, for calls whose exact return codes the
@@ -163,14 +227,28 @@ impl Harness {
     pub fn over(sim: Simulator, make: impl FnOnce(&Simulator) -> serde_json::Value) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.json");
-        let json = make(&sim);
+        let mut json = make(&sim);
+        // The module's journal of approval requests goes into this harness's folder (not into
+        // the home folder, and not through XDG_STATE_HOME of the process environment), unless
+        // the test chose it.
+        if let Some(config) = json.as_object_mut() {
+            if let Some(pkcs11) = config
+                .entry("pkcs11")
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+            {
+                pkcs11
+                    .entry("requestJournal")
+                    .or_insert_with(|| dir.path().join("requests.jsonl").to_str().into());
+            }
+        }
         write_private(&config_path, &serde_json::to_vec_pretty(&json).unwrap());
         let n = COPIES.fetch_add(1, Ordering::Relaxed);
         let module_path = dir.path().join(format!("libtsb_pkcs11-{n}.so"));
-        std::fs::copy(built_module(), &module_path).expect("copy module");
+        std::fs::copy(module_for_copies(), &module_path).expect("copy module");
         let pkcs11 = Pkcs11::new(&module_path).expect("load module");
         {
-            let _g = INIT.lock().unwrap_or_else(|e| e.into_inner());
+            let _g = env_lock();
             std::env::set_var("TSB_PKCS11_CONFIG", &config_path);
             pkcs11
                 .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -191,7 +269,7 @@ impl Harness {
 
     /// `C_Finalize` and `C_Initialize` again through the raw list (same configuration).
     pub fn reinitialize(&self) {
-        let _g = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = env_lock();
         std::env::set_var("TSB_PKCS11_CONFIG", &self.config_path);
         // SAFETY: NULL arguments are allowed for both calls.
         unsafe {
