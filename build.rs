@@ -1,6 +1,6 @@
 //! Generates the C header of the `extern "C"` entry points with cbindgen into `OUT_DIR`
 //! (a build never writes into the source tree, so `cargo package` works). The header is also
-//! checked in as `include/tsb_pkcs11.h`; `tests/header.rs` fails when that copy differs from the
+//! checked in as `include/tsb_pkcs11.h`; `tests/module/header.rs` fails when that copy differs from the
 //! generated one (`scripts/header.sh` refreshes it).
 
 fn main() {

@@ -7,7 +7,7 @@
 #   scripts/sanitize.sh memcheck        # valgrind memcheck
 #   scripts/sanitize.sh helgrind        # valgrind helgrind, informational (see below)
 #
-# tsan:     tests/concurrency.rs (all four tests) and the C_Finalize-under-load test of
+# tsan:     tests/module/concurrency.rs (all four tests) and the C_Finalize-under-load test of
 #           tests/unload.rs, with std, every dependency, the module (.so) and the simulator
 #           instrumented. The tests dlopen the module, whose __tsan_* calls resolve against the
 #           runtime linked into the test executable: it is linked with --export-dynamic.
@@ -15,7 +15,7 @@
 #           Its own target directory (target/sanitize, or $SANITIZE_TARGET_DIR). Suppressed:
 #           only tokio (the simulator) in scripts/tsan-suppressions.txt.
 #           TSAN_REPEAT=n runs the concurrency tests n times (default 1).
-# memcheck: tests/concurrency.rs, tests/bad_input.rs and tests/unload.rs (stable debug build)
+# memcheck: tests/module/concurrency.rs, tests/module/bad_input.rs and tests/unload.rs (stable debug build)
 #           under valgrind; any error fails.
 # helgrind: the shared-session test only. Helgrind does not understand locks built on atomics
 #           and futexes (parking_lot, std's Mutex, tokio), so it reports every access under such
@@ -60,10 +60,10 @@ run_tsan() {
   opts="$opts suppressions=$PWD/scripts/tsan-suppressions.txt ${TSAN_OPTIONS:-}"
   local i
   for i in $(seq 1 "${TSAN_REPEAT:-1}"); do
-    echo "== tsan: tests/concurrency.rs (run $i)"
+    echo "== tsan: tests/module/concurrency.rs (run $i)"
     if ! CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" TSAN_OPTIONS="$opts" \
-        cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11 --test concurrency \
-        -- --test-threads=1 --nocapture; then
+        cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11 --test module \
+        -- --test-threads=1 --nocapture concurrency::; then
       echo "tsan: concurrency FAILED"; status=1
     fi
   done
@@ -77,21 +77,29 @@ run_tsan() {
 
 run_memcheck() {
   need_valgrind
-  for exe in $(test_executables concurrency bad_input unload); do
-    echo "== memcheck: $(basename "$exe")"
-    if ! valgrind --error-exitcode=1 --leak-check=no --quiet "$exe" --test-threads=1; then
-      echo "memcheck: $(basename "$exe") FAILED"; status=1
+  local module unload family
+  module="$(test_executables module)"
+  unload="$(test_executables unload)"
+  # The grouped binary (tests/module): only the concurrency and bad_input families.
+  for family in concurrency bad_input; do
+    echo "== memcheck: $(basename "$module") $family::"
+    if ! valgrind --error-exitcode=1 --leak-check=no --quiet "$module" --test-threads=1 "$family::"; then
+      echo "memcheck: $family FAILED"; status=1
     fi
   done
+  echo "== memcheck: $(basename "$unload")"
+  if ! valgrind --error-exitcode=1 --leak-check=no --quiet "$unload" --test-threads=1; then
+    echo "memcheck: $(basename "$unload") FAILED"; status=1
+  fi
 }
 
 run_helgrind() {
   need_valgrind
   local exe log
-  exe="$(test_executables concurrency)"
+  exe="$(test_executables module)"
   log="target/helgrind.log"
   echo "== helgrind: $(basename "$exe") threads_sharing_one_session (log: $log)"
-  valgrind --tool=helgrind "$exe" --test-threads=1 threads_sharing_one_session >"$log" 2>&1 || true
+  valgrind --tool=helgrind "$exe" --test-threads=1 concurrency::threads_sharing_one_session >"$log" 2>&1 || true
   local all module
   all=$(grep -c 'Possible data race' "$log" || true)
   module=$(awk '/Possible data race/{r=1; m=0} r && /tsb_pkcs11/{m=1} r && /^==[0-9]+== *$/{if (m) n++; r=0} END{print n+0}' "$log")

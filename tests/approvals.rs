@@ -46,9 +46,6 @@ const DELETE_REQUEST: &str = "DELETE /v1/request";
 // ---------------------------------------------------------------------------------------
 // Harness: the demo keys with compressed time, one log file per module copy.
 
-/// Serialises setting the module's logging variables + `C_Initialize` (the module reads them
-/// at `C_Initialize`; every harness of this file is created through [`harness_with`]).
-static LOG_ENV: Mutex<()> = Mutex::new(());
 /// The throughput test runs alone (write); every other test takes a read guard.
 static EXCLUSIVE: RwLock<()> = RwLock::new(());
 
@@ -108,7 +105,7 @@ fn harness(pkcs11: Value) -> H {
 fn harness_with(cfg: SimConfig, make: impl FnOnce(&str) -> Value) -> H {
     let log_dir = tempfile::tempdir().expect("tempdir");
     let log = log_dir.path().join("module.log");
-    let _g = LOG_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::env_lock();
     std::env::set_var("TSB_PKCS11_LOG", "info");
     std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
     let h = Harness::with_config(cfg, make);
@@ -1142,7 +1139,7 @@ fn without_threads_the_wait_polls_inline() {
     let h = harness(json!({"pollIntervalMs": 50, "requestTimeoutMs": 800, "retries": 0}));
     let f = h.f();
     {
-        let _g = LOG_ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = common::env_lock();
         std::env::set_var("TSB_PKCS11_CONFIG", &h.config_path);
         let mut args = CK_C_INITIALIZE_ARGS {
             CreateMutex: None,

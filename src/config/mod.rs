@@ -292,10 +292,19 @@ impl Config {
     /// Loads the configuration: the file named by `TSB_PKCS11_CONFIG` if set,
     /// else the first existing file of [`Config::search_paths`].
     pub(crate) fn load() -> Result<Config, ConfigError> {
-        if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        Config::load_from(std::env::var_os(CONFIG_ENV), &Config::search_paths())
+    }
+
+    /// [`Config::load`] with the value of `TSB_PKCS11_CONFIG` (`named`; empty counts as unset)
+    /// and the search path given.
+    fn load_from(
+        named: Option<std::ffi::OsString>,
+        search: &[PathBuf],
+    ) -> Result<Config, ConfigError> {
+        if let Some(path) = named.filter(|p| !p.is_empty()) {
             return Config::from_file(Path::new(&path));
         }
-        discovery::load_first(&Config::search_paths())
+        discovery::load_first(search)
     }
 
     /// The files looked at, in order: `$TSB_PKCS11_CONFIG` (if set),

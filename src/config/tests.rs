@@ -210,6 +210,9 @@ fn auth_types() {
     let c = parse(r#"{"restApi": "https://t", "token": ""}"#).unwrap();
     assert!(c.token.is_none());
     assert_eq!(c.auth_type, AuthType::None);
+    // A blank authType is none given: it follows from the token, as when it is left out.
+    let c = parse(r#"{"restApi": "https://t", "token": "jwt", "authType": " "}"#).unwrap();
+    assert_eq!(c.auth_type, AuthType::Token);
 }
 
 #[test]
@@ -1117,4 +1120,30 @@ fn proxy_settings() {
     assert!(!p.literal_secrets);
     // Debug never shows the URL.
     assert!(!format!("{:?}", p.config.pkcs11).contains("u@proxy"));
+}
+
+/// `TSB_PKCS11_CONFIG` names the file; set but empty, it counts as unset and the search path
+/// is used (docs/configuration.md).
+#[test]
+fn an_empty_config_variable_means_the_search_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let found = write_file(
+        dir.path(),
+        "found.json",
+        r#"{"restApi": "https://found"}"#,
+        0o600,
+    );
+    let named = write_file(
+        dir.path(),
+        "named.json",
+        r#"{"restApi": "https://named"}"#,
+        0o600,
+    );
+    let search = [dir.path().join("missing.json"), found];
+    let c = Config::load_from(Some(named.into_os_string()), &search).unwrap();
+    assert_eq!(c.rest_api(), "https://named");
+    let c = Config::load_from(Some("".into()), &search).unwrap();
+    assert_eq!(c.rest_api(), "https://found");
+    let c = Config::load_from(None, &search).unwrap();
+    assert_eq!(c.rest_api(), "https://found");
 }

@@ -459,6 +459,8 @@ impl Token {
             PinIs::KeyPassword => {
                 self.check_key_password(client.as_ref(), &secret)?;
                 state.key_password = Some(secret);
+                // Keys a search before the login left out for want of a password open now.
+                self.objects.forget_skipped();
             }
         }
         *self.login.lock() = state;

@@ -404,6 +404,17 @@ impl ObjectStore {
         }
     }
 
+    /// Forgets which keys were skipped, so the next search fetches their attributes again:
+    /// after a login with `pinIs: keyPassword` a key left out for want of its password can be
+    /// opened with the PIN (handles of loaded keys are kept).
+    pub(crate) fn forget_skipped(&self) {
+        for entry in self.inner.write().slots.values_mut() {
+            if matches!(entry, Entry::Skipped { .. }) {
+                *entry = Entry::Unknown;
+            }
+        }
+    }
+
     /// A label the TSB does not have (any more): forgotten, never added.
     pub(crate) fn store_gone(&self, label: &str) {
         let mut inner = self.inner.write();

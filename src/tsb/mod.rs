@@ -33,7 +33,7 @@ mod proxy;
 mod tls;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
 pub(crate) use client::encode_segment;

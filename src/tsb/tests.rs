@@ -1664,7 +1664,10 @@ mod tls_server {
 // ---------------------------------------------------------------------------------------
 // Secrets never reach the logs
 
-mod log_capture {
+/// A logger that keeps every line, for tests that check what is logged (also the core
+/// tests in `token::tests`). The logger of the test process: lines of all tests mix, so a
+/// test looks for text only it logs.
+pub(crate) mod log_capture {
     use std::sync::LazyLock;
     use std::sync::Mutex;
 

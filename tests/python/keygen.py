@@ -1,5 +1,5 @@
 """python-pkcs11 generates key pairs through the module and signs with them (run by
-tests/keygen.rs, which verifies the signatures with OpenSSL).
+tests/module/keygen.rs, which verifies the signatures with OpenSSL).
 
 Usage: keygen.py MODULE OUTDIR. Writes OUTDIR/<label>.sig over the message b"python-pkcs11".
 """
@@ -29,7 +29,7 @@ def main():
             local=True,
         )
         _, priv = params.generate_keypair(label="py-p384", store=True, capabilities=SIGN)
-        # python-pkcs11 returns r||s; tests/keygen.rs converts it for OpenSSL.
+        # python-pkcs11 returns r||s; tests/module/keygen.rs converts it for OpenSSL.
         write(out, "py-p384", priv.sign(MESSAGE, mechanism=Mechanism.ECDSA_SHA384))
 
         # python-pkcs11's default capabilities (RSA: encrypt, decrypt, sign, verify, wrap,
@@ -48,7 +48,7 @@ def main():
         print(f"generated label {label}")
 
     # Without store=True python-pkcs11 asks for a session key pair (CKA_TOKEN false): it signs,
-    # and closing the session leaves no key on the TSB (tests/keygen.rs checks).
+    # and closing the session leaves no key on the TSB (tests/module/keygen.rs checks).
     with token.open() as session:
         _, priv = session.generate_keypair(
             KeyType.RSA, 2048, label="py-session", capabilities=SIGN

@@ -203,3 +203,95 @@ fn the_journal_says_whether_the_tsb_confirmed_a_cancellation() {
         );
     }
 }
+
+/// Starts `C_Sign` with key `ska` in session `s` on another thread and returns the thread and
+/// the id of the approval request it filed.
+fn start_waiting_sign(
+    fake: &Arc<FakeTsb>,
+    token: &Arc<Token>,
+    s: CK_SESSION_HANDLE,
+) -> (
+    std::thread::JoinHandle<crate::error::Result<crate::token::SignOutput>>,
+    String,
+) {
+    let key = private_key(token, s, "ska");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let before = fake.request_ids();
+    let signing = {
+        let token = token.clone();
+        std::thread::spawn(move || token.sign(s, b"wait for me", Some(64)))
+    };
+    let id = wait_for("the approval request", || {
+        fake.request_ids().into_iter().find(|i| !before.contains(i))
+    });
+    // The signature is at the TSB (the session answers CKR_OPERATION_ACTIVE, §5.1.6).
+    wait_for("the signing mark", || {
+        (token.sign_update(s, b"y").err()?.code() == CKR_OPERATION_ACTIVE).then_some(())
+    });
+    (signing, id)
+}
+
+/// Cancelling during an approval wait, with and without helper threads: C_SessionCancel
+/// (PKCS#11 3.0 §5.6) ends the wait only for `CKF_SIGN` and only in its own session, with
+/// CKR_FUNCTION_CANCELED, and the session can sign again; C_CloseAllSessions (§5.6) ends it with
+/// CKR_SESSION_CLOSED; C_Finalize (§5.4) with CKR_CRYPTOKI_NOT_INITIALIZED. Each ended wait
+/// cancels its request on the TSB, so nobody approves a signature no one waits for.
+#[test]
+fn cancelling_during_an_approval_wait() {
+    for threads in [true, false] {
+        let fake = FakeTsb::new();
+        let signer = fake.add_key("ska", true);
+        let token = token(&fake, threads, json!({"approvalTimeoutSecs": 20}));
+
+        // Other flags, or another session's CKF_SIGN, leave the wait alone: it still returns
+        // the approved signature.
+        let s = session(&token);
+        let other = session(&token);
+        let (signing, id) = start_waiting_sign(&fake, &token, s);
+        token
+            .session_cancel(s, CKF_VERIFY | CKF_FIND_OBJECTS | CKF_DIGEST | CKF_DECRYPT)
+            .unwrap();
+        token.session_cancel(other, CKF_SIGN).unwrap();
+        fake.approve(&id);
+        let sig = signature(signing.join().unwrap().unwrap());
+        assert!(
+            openssl_verifies(&signer, b"wait for me", &sig),
+            "threads {threads}"
+        );
+        assert_eq!(fake.request_state(&id), Some(RequestState::Executed));
+
+        // CKF_SIGN in the waiting session: CKR_FUNCTION_CANCELED, the request cancelled, and
+        // the session free for a new signature.
+        let (signing, id) = start_waiting_sign(&fake, &token, s);
+        token.session_cancel(s, CKF_SIGN).unwrap();
+        let err = signing.join().unwrap().unwrap_err();
+        assert_eq!(err.code(), CKR_FUNCTION_CANCELED, "threads {threads}");
+        assert_eq!(fake.request_state(&id), Some(RequestState::Cancelled));
+        assert!(fake.calls().contains(&format!("cancel {id}")));
+        let (signing, id) = start_waiting_sign(&fake, &token, s);
+        fake.approve(&id);
+        let sig = signature(signing.join().unwrap().unwrap());
+        assert!(openssl_verifies(&signer, b"wait for me", &sig));
+
+        // C_CloseAllSessions from another thread.
+        let (signing, id) = start_waiting_sign(&fake, &token, s);
+        token.close_all_sessions(0).unwrap();
+        let err = signing.join().unwrap().unwrap_err();
+        assert_eq!(err.code(), CKR_SESSION_CLOSED, "threads {threads}");
+        assert_eq!(fake.request_state(&id), Some(RequestState::Cancelled));
+        assert!(fake.calls().contains(&format!("cancel {id}")));
+
+        // C_Finalize from another thread.
+        let s = session(&token);
+        let (signing, id) = start_waiting_sign(&fake, &token, s);
+        token.finalize();
+        let err = signing.join().unwrap().unwrap_err();
+        assert_eq!(
+            err.code(),
+            CKR_CRYPTOKI_NOT_INITIALIZED,
+            "threads {threads}"
+        );
+        assert_eq!(fake.request_state(&id), Some(RequestState::Cancelled));
+        assert!(fake.calls().contains(&format!("cancel {id}")));
+    }
+}

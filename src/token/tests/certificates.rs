@@ -610,3 +610,29 @@ fn configured_certificate_chains() {
         vec![bytes(&stored.to_der().unwrap())]
     );
 }
+
+/// Every refusal of C_CreateObject is one WARN line naming its reason (docs/troubleshooting.md),
+/// whether the refusal was logged where it was found or only where the call ends.
+#[test]
+fn a_refused_create_object_is_one_warn_line() {
+    use crate::tsb::tests::log_capture;
+    if !log_capture::install() {
+        eprintln!("another logger is installed; a_refused_create_object_is_one_warn_line skipped");
+        return;
+    }
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let class: CK_ULONG = 0x7e57_c1a5;
+    let err = create(&token, s, &vec![(CKA_CLASS, ulong(class))]).unwrap_err();
+    assert_eq!(err.code(), CKR_ATTRIBUTE_VALUE_INVALID);
+    let lines: Vec<String> = log_capture::LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("0x7e57c1a5"))
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("WARN"), "{}", lines[0]);
+}

@@ -34,6 +34,8 @@ struct FakeKey {
     signer: Signer,
     needs_approval: bool,
     blocked: bool,
+    /// The key's password: every call about the key must give it (620 otherwise).
+    password: Option<String>,
 }
 
 struct FakeRequest {
@@ -112,6 +114,30 @@ impl FakeTsb {
         signer
     }
 
+    /// Adds a password-protected P-256 key: its attributes, signatures, approval requests and
+    /// deletion need `password` (TSB error 620 without it or with another one).
+    pub(super) fn add_password_key(
+        &self,
+        label: &str,
+        password: &str,
+        needs_approval: bool,
+    ) -> SigningKey {
+        let signer = self.add_key(label, needs_approval);
+        if let Some(k) = self.keys.lock().get_mut(label) {
+            k.password = Some(password.to_string());
+        }
+        signer
+    }
+
+    /// 620 (`res.error.key.password.mismatch`) unless `given` is the key's password; keys
+    /// without a password ignore a given one (as the TSB does).
+    fn check_password(&self, label: &str, given: Option<&Secret>) -> Result<(), TsbError> {
+        match self.keys.lock().get(label).and_then(|k| k.password.clone()) {
+            Some(pw) if given.map(Secret::expose) != Some(pw.as_str()) => Err(tsb_error(400, 620)),
+            _ => Ok(()),
+        }
+    }
+
     /// Puts another P-256 key (derived from `seed`) behind `label`, as a key deleted and
     /// created again on the TSB behind the token's back.
     pub(super) fn replace_key(&self, label: &str, seed: &str) -> SigningKey {
@@ -133,6 +159,7 @@ impl FakeTsb {
                 signer,
                 needs_approval,
                 blocked: false,
+                password: None,
             },
         );
     }
@@ -308,7 +335,7 @@ impl Backend for FakeTsb {
     fn key_attributes(
         &self,
         label: &str,
-        _password: Option<&Secret>,
+        password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
         self.record(format!("attributes {label}"));
         if let Some((status, code)) = *self.attributes_error.lock() {
@@ -325,6 +352,7 @@ impl Backend for FakeTsb {
                 },
             ));
         }
+        self.check_password(label, password)?;
         let keys = self.keys.lock();
         let key = keys.get(label).ok_or_else(|| tsb_error(404, 650))?;
         let (algorithm, curve, spki) = match &key.signer {
@@ -407,6 +435,7 @@ impl Backend for FakeTsb {
         check: &crate::tsb::SignatureCheck<'_>,
     ) -> Result<Vec<u8>, TsbError> {
         self.record(format!("sign {}", req.key));
+        self.check_password(&req.key, req.key_password.as_ref())?;
         if self
             .keys
             .lock()
@@ -424,6 +453,7 @@ impl Backend for FakeTsb {
 
     fn sign_asynchronous(&self, req: &SignRequest) -> Result<String, TsbError> {
         self.record(format!("file {}", req.key));
+        self.check_password(&req.key, req.key_password.as_ref())?;
         let mut requests = self.requests.lock();
         let id = format!("req-{}", requests.len() + 1);
         requests.insert(
@@ -529,7 +559,7 @@ impl Backend for FakeTsb {
     }
 
     /// Deletes a key; labels starting with `locked` are not destroyable (403, 614).
-    fn delete_key(&self, label: &str, _password: Option<&Secret>) -> Result<(), TsbError> {
+    fn delete_key(&self, label: &str, password: Option<&Secret>) -> Result<(), TsbError> {
         self.record(format!("delete {label}"));
         // At most 10 s, so a caller that waits for it fails its test instead of hanging it.
         let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -544,6 +574,7 @@ impl Backend for FakeTsb {
         if label.starts_with("locked") {
             return Err(tsb_error(403, 614));
         }
+        self.check_password(label, password)?;
         match self.keys.lock().remove(label) {
             Some(_) => {
                 self.key_usage.lock().remove(label);

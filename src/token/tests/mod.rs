@@ -11,6 +11,7 @@ mod handle_table;
 mod keygen;
 mod mechanisms;
 mod objects;
+mod passwords;
 mod rsa_eddsa;
 mod sessions;
 mod signing;
@@ -242,6 +243,11 @@ fn expired_cache_refreshes_and_forgets_removed_keys() {
     fake.remove_key("b");
     let all = find(&token, s, &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY))]);
     assert_eq!(all, vec![a]);
+    // The key list expires too: a key created on the TSB since is listed.
+    fake.add_key("c", false);
+    let all = find(&token, s, &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY))]);
+    assert_eq!(all.len(), 2);
+    assert!(all.contains(&a) && all.contains(&private_key(&token, s, "c")));
     assert_eq!(
         token
             .attribute_values(s, b, &[CKA_LABEL])

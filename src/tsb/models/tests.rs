@@ -548,6 +548,11 @@ fn request_status_tolerances() {
             |s| s.not_yet_approved_by == ["bob"] && s.rejected_by == ["eve"],
         ),
         (
+            "numbers are no approvers",
+            json!({"status": "PENDING", "approvedBy": 2.5, "notYetApprovedBy": -1}),
+            |s| s.approved_by.is_empty() && s.not_yet_approved_by.is_empty(),
+        ),
+        (
             "null or odd approver lists are empty",
             json!({"status": "PENDING", "approvedBy": null, "notYetApprovedBy": 3,
                    "rejectedBy": false}),
@@ -790,4 +795,29 @@ fn certificate_answers_in_every_tolerated_shape() {
         cert(r#"{"certificate": "%%%"}"#).unwrap_err(),
         "certificate is neither PEM nor base64"
     );
+}
+
+/// `lenient::vec` (policies): an array keeps its count (elements that are no object count as
+/// defaults), null is empty, and a single object or scalar is one element.
+#[test]
+fn lenient_lists_keep_counts() {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        #[serde(default, deserialize_with = "super::lenient::vec")]
+        items: Vec<super::policy::PolicyGroup>,
+    }
+    for (items, n) in [
+        (json!(null), 0),
+        (json!([]), 0),
+        (json!([1, {"name": "g"}, "x"]), 3),
+        (json!({"name": "g"}), 1),
+        (json!(true), 1),
+        (json!(-1), 1),
+        (json!(7), 1),
+        (json!(1.5), 1),
+        (json!("x"), 1),
+    ] {
+        let l: Listed = serde_json::from_value(json!({ "items": items.clone() })).unwrap();
+        assert_eq!(l.items.len(), n, "{items}");
+    }
 }

@@ -11,7 +11,7 @@ pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
@@ -19,23 +19,34 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use cryptoki_sys::*;
 use openssl::pkey::{PKey, Public};
+use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 use tsb_sim::{SimConfig, Simulator};
 
-/// Serialises every change of the process environment with the `C_Initialize` that reads it.
-///
-/// The in-process module reads its settings (`TSB_PKCS11_CONFIG`, `TSB_PKCS11_LOG*`, `env:`
-/// secrets) from the process environment at `C_Initialize`: PKCS#11 gives no other channel
-/// (`pReserved` must be NULL). These are the only variables the harness sets, each for one
-/// `C_Initialize` under this lock and restored right after it. Everything else is passed
-/// explicitly: the simulator's state directory in its configuration, the request journal in
-/// the module's configuration, and child processes (pkcs11-tool, certutil, keytool, the
-/// command) get `TSB_PKCS11_CONFIG` and the rest through `Command::env`.
-static ENV_LOCK: Mutex<()> = Mutex::new(());
-static COPIES: AtomicUsize = AtomicUsize::new(0);
-
-pub(crate) fn env_lock() -> std::sync::MutexGuard<'static, ()> {
-    ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// The one lock of the process under which a test changes the environment (`set_var`,
+/// `remove_var`) and calls the `C_Initialize` that reads it: the module reads
+/// `TSB_PKCS11_CONFIG`, `TSB_PKCS11_LOG` and `TSB_PKCS11_LOG_FILE` there. Every family of a test
+/// binary takes this same lock (tests/module runs many families in one process). It is
+/// reentrant, so a test that sets its log variables under it can create a [`Harness`], which
+/// takes it again. Child processes get their settings with `Command::env`, never through the
+/// test process's environment.
+pub fn env_lock() -> ReentrantMutexGuard<'static, ()> {
+    ENV.lock()
 }
+
+/// The libtest name of the test `name` of the module at `module_path` (`module_path!()`): the
+/// module path without the crate, so `hostile::abort_child` in the grouped binary tests/module
+/// and `abort_child` in a binary of its own. For re-running a test in a child process with
+/// `--exact`.
+pub fn test_path(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// Serialises changing the process environment + the `C_Initialize` that reads it.
+static ENV: ReentrantMutex<()> = ReentrantMutex::new(());
+static COPIES: AtomicUsize = AtomicUsize::new(0);
 
 /// Sets (or removes) environment variables and restores the previous values on drop; only
 /// while [`env_lock`] is held.
@@ -84,6 +95,43 @@ pub fn built_module() -> PathBuf {
         .max()
         .map(|(_, p)| p)
         .expect("libtsb_pkcs11.so is built (cargo build / cargo test)")
+}
+
+/// What a harness copies: the built module without its debug sections (`strip --strip-debug`,
+/// binutils; the code is the same), made once next to it and again when the module is rebuilt.
+/// Every harness loads a copy of its own, and a copy stays mapped until the process exits (the
+/// module cannot be unloaded once its threads used thread-local storage), so its file's disk
+/// space is only given back then: tests/module loads ~200 copies in one process, 14 MB each
+/// stripped instead of 124 MB (a debug build). Falls back to the built module if `strip` fails.
+pub fn module_for_copies() -> PathBuf {
+    static STRIPPED: OnceLock<PathBuf> = OnceLock::new();
+    STRIPPED
+        .get_or_init(|| {
+            let built = built_module();
+            let stripped = built.with_extension("stripped-for-tests.so");
+            let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            if mtime(&stripped).is_some() && mtime(&stripped) >= mtime(&built) {
+                return stripped;
+            }
+            // Written under a name of its own, then renamed: test processes (and their child
+            // processes) may do this at the same time.
+            let tmp = built.with_extension(format!("stripped-{}.tmp", std::process::id()));
+            let ok = std::process::Command::new("strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(&tmp)
+                .arg(&built)
+                .status()
+                .is_ok_and(|s| s.success())
+                && std::fs::rename(&tmp, &stripped).is_ok();
+            if ok {
+                stripped
+            } else {
+                let _ = std::fs::remove_file(&tmp);
+                built
+            }
+        })
+        .clone()
 }
 
 fn sim_state_dir() -> PathBuf {
@@ -217,21 +265,24 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.json");
         let mut json = make(&sim);
-        // The journal of approval requests goes into the harness's folder (not the home
-        // folder), set in the configuration rather than through XDG_STATE_HOME.
-        if let Some(p) = json.get_mut("pkcs11").and_then(|p| p.as_object_mut()) {
-            p.entry("requestJournal").or_insert_with(|| {
-                dir.path()
-                    .join("requests.jsonl")
-                    .display()
-                    .to_string()
-                    .into()
-            });
+        // The module's journal of approval requests goes into this harness's folder (not into
+        // the home folder, and not through XDG_STATE_HOME of the process environment), unless
+        // the test chose it.
+        if let Some(config) = json.as_object_mut() {
+            if let Some(pkcs11) = config
+                .entry("pkcs11")
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+            {
+                pkcs11
+                    .entry("requestJournal")
+                    .or_insert_with(|| dir.path().join("requests.jsonl").to_str().into());
+            }
         }
         write_private(&config_path, &serde_json::to_vec_pretty(&json).unwrap());
         let n = COPIES.fetch_add(1, Ordering::Relaxed);
         let module_path = dir.path().join(format!("libtsb_pkcs11-{n}.so"));
-        std::fs::copy(built_module(), &module_path).expect("copy module");
+        std::fs::copy(module_for_copies(), &module_path).expect("copy module");
         let pkcs11 = Pkcs11::new(&module_path).expect("load module");
         {
             let _g = env_lock();

@@ -1,11 +1,12 @@
-//! Helpers shared by `tests/network_faults.rs`, `tests/tls.rs` and `tests/secrets.rs`: harnesses
+//! Helpers shared by `tests/module/network_faults.rs`, `tests/module/tls.rs` and `tests/module/secrets.rs`: harnesses
 //! whose module copy logs to its own file, `C_Initialize` of a fresh module copy that is expected
 //! to fail, return-value checks and timing.
 //!
 //! The module reads `TSB_PKCS11_CONFIG`, `TSB_PKCS11_LOG` and `TSB_PKCS11_LOG_FILE` at
 //! `C_Initialize`, and each loaded copy of the .so installs its own logger once. Every harness
-//! and every module copy of these test files is therefore created under [`ENV_LOCK`], which
-//! sets those variables, initialises, and removes them again.
+//! and every module copy of these test files is therefore created under
+//! [`env_lock`](crate::env_lock), which sets those variables, initialises, and removes them
+//! again.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki_sys::*;
 use tsb_sim::SimConfig;
 
-use crate::{built_module, env_lock, EnvGuard, Harness, Raw};
+use crate::{env_lock, module_for_copies, EnvGuard, Harness, Raw};
 
 static COPIES: AtomicUsize = AtomicUsize::new(0);
 
@@ -121,7 +122,7 @@ impl ModuleCopy {
         let dir = tempfile::tempdir().expect("tempdir");
         let n = COPIES.fetch_add(1, Ordering::Relaxed);
         let module = dir.path().join(format!("libtsb_pkcs11-init-{n}.so"));
-        std::fs::copy(built_module(), &module).expect("copy module");
+        std::fs::copy(module_for_copies(), &module).expect("copy module");
         let raw = Raw::load(&module);
         let log = dir.path().join("module.log");
         ModuleCopy {

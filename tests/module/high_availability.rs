@@ -35,9 +35,6 @@ const TIMEOUT_MS: u64 = 3000;
 /// The first back-off of a node marked down.
 const BACKOFF_MS: u64 = 300;
 
-/// Serialises the module's log environment variables + `C_Initialize` within this binary.
-static ENV: Mutex<()> = Mutex::new(());
-
 /// A harness over a cluster whose module copy logs at `info` to its own file.
 struct Ha {
     h: Harness,
@@ -97,7 +94,7 @@ fn cluster_with(
 ) -> Ha {
     let log_dir = tempfile::tempdir().expect("tempdir");
     let log = log_dir.path().join("module.log");
-    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::env_lock();
     std::env::set_var("TSB_PKCS11_LOG", "debug");
     std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
     let sim = common::start_cluster(cfg, nodes);
@@ -470,7 +467,7 @@ fn a_failover_to_a_node_with_another_key_gives_new_handles() {
     let log_dir = tempfile::tempdir().expect("tempdir");
     let log = log_dir.path().join("module.log");
     let h = {
-        let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = common::env_lock();
         std::env::set_var("TSB_PKCS11_LOG", "info");
         std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
         let h = Harness::over(node(), |first| {

@@ -138,24 +138,20 @@ fn run_child(log_to_file: bool, filter: &str) -> ChildRun {
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
     let log_path = dir.path().join("module.log");
+    let name = common::test_path(module_path!(), "scenarios_child_process");
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "scenarios_child_process",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD, "1")
-    .env("TSB_PKCS11_LOG", filter)
-    .env("RUST_BACKTRACE", "1")
-    .env(ENV_KM, KM)
-    .env(ENV_KEYPW, KEYPW)
-    .env(ENV_APPKEY, &app_key)
-    .env(ENV_APPKEY_PUB, &app_pub)
-    .env_remove("TSB_PKCS11_CONFIG")
-    .stdin(Stdio::null())
-    .stdout(std::fs::File::create(&out_path).unwrap())
-    .stderr(std::fs::File::create(&err_path).unwrap());
+    cmd.args(["--exact", &name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("TSB_PKCS11_LOG", filter)
+        .env("RUST_BACKTRACE", "1")
+        .env(ENV_KM, KM)
+        .env(ENV_KEYPW, KEYPW)
+        .env(ENV_APPKEY, &app_key)
+        .env(ENV_APPKEY_PUB, &app_pub)
+        .env_remove("TSB_PKCS11_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
     if log_to_file {
         cmd.env("TSB_PKCS11_LOG_FILE", &log_path);
     } else {

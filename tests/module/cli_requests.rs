@@ -96,6 +96,8 @@ impl Setup {
             .arg(output)
             .env("TSB_PKCS11_CONFIG", &self.config)
             .env("XDG_STATE_HOME", &self.state)
+            .env_remove("TSB_PKCS11_LOG")
+            .env_remove("TSB_PKCS11_LOG_FILE")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -107,6 +109,8 @@ impl Setup {
             .args(["--json", "-c", self.config.to_str().unwrap()])
             .args(args)
             .env("XDG_STATE_HOME", &self.state)
+            .env_remove("TSB_PKCS11_LOG")
+            .env_remove("TSB_PKCS11_LOG_FILE")
             .output()
             .expect("run tsb-pkcs11");
         let doc = serde_json::from_slice(&out.stdout)
@@ -246,6 +250,8 @@ fn the_journal_goes_where_request_journal_says_or_nowhere() {
             let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
                 .args(["-c", s.config.to_str().unwrap(), "requests"])
                 .env("XDG_STATE_HOME", &s.state)
+                .env_remove("TSB_PKCS11_LOG")
+                .env_remove("TSB_PKCS11_LOG_FILE")
                 .output()
                 .unwrap();
             assert_eq!(out.status.code(), Some(1));
@@ -291,6 +297,8 @@ fn hostile_journal_text_is_escaped_in_text_and_exact_in_json() {
     let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
         .args(["-c", s.config.to_str().unwrap(), "requests", "--all"])
         .env("XDG_STATE_HOME", &s.state)
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .output()
         .expect("run tsb-pkcs11");
     let shown = String::from_utf8_lossy(&out.stdout);

@@ -45,13 +45,18 @@ const TIMEOUT_MS: u64 = 1000;
 
 /// The module with small timeouts, no caching (every object search asks the TSB), the default
 /// retry count (2) and fast approval polling.
+///
+/// A retry is made only while a whole connect timeout is left after its backoff (100 ms, then
+/// 300 ms): with 250 ms, two failed attempts may take 350 ms together and the third is still
+/// made. (With 500 ms they had to fit in 100 ms, which a loaded machine does not always give:
+/// the retry counts failed there.)
 fn harness_with(cfg: SimConfig) -> Logged {
     logged(cfg, "debug", |url| {
         serde_json::json!({
             "restApi": url,
             "pkcs11": {
                 "requestTimeoutMs": TIMEOUT_MS,
-                "connectTimeoutMs": 500,
+                "connectTimeoutMs": 250,
                 "cacheTtlSecs": 0,
                 "pollIntervalMs": 50,
                 "pollIntervalMaxMs": 100,

@@ -64,7 +64,8 @@ fn tsb_pkcs11(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"));
     cmd.args(args)
         .env_remove("TSB_PKCS11_CONFIG")
-        .env_remove("TSB_PKCS11_LOG");
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -1058,6 +1059,7 @@ fn csr_with_an_approval_key_announces_the_wait_and_is_signed_once_approved() {
         ])
         .env_remove("TSB_PKCS11_CONFIG")
         .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

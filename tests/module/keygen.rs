@@ -36,6 +36,8 @@ fn pkcs11_tool(h: &Harness, args: &[&str]) -> Output {
         .arg(&h.module_path)
         .args(args)
         .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .output()
         .expect("run pkcs11-tool")
 }
@@ -657,6 +659,8 @@ fn python_pkcs11_generates_key_pairs() {
         .arg(&h.module_path)
         .arg(h.dir.path())
         .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .output()
         .unwrap();
     let text = ok(out, "tests/python/keygen.py");
@@ -864,6 +868,8 @@ fn java_key_pair_generator_generates_key_pairs() {
         .arg(&cfg)
         .arg(h.dir.path())
         .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .output()
         .unwrap();
     let text = ok(out, "tests/java/KeyGen.java");

@@ -45,9 +45,6 @@ const APPROVAL_SECS: u64 = 3;
 /// What a call may take beyond its deadline (scheduling on a loaded 2-core machine).
 const MARGIN: Duration = Duration::from_millis(1500);
 
-/// Serialises the module's log variables + `C_Initialize` within this binary.
-static ENV: Mutex<()> = Mutex::new(());
-
 /// A module copy over a (hostile) simulator, logging at debug to its own file, with its own
 /// journal.
 struct Hostile {
@@ -102,7 +99,7 @@ fn start_nodes(sim: tsb_sim::Simulator, more: &[String], extra: Value) -> Hostil
     let log = dir.path().join("module.log");
     let journal = dir.path().join("requests.jsonl");
     let pkcs11 = settings(&journal, extra);
-    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::env_lock();
     std::env::set_var("TSB_PKCS11_LOG", "debug");
     std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
     let h = Harness::over(sim, |sim| {
@@ -1177,9 +1174,12 @@ const CHILD: &str = "TSB_PKCS11_HOSTILE_CHILD";
 /// exit 0 within a minute. Its stderr names the call it was in when it died.
 fn run_child(scenario: &str) {
     let started = Instant::now();
+    let name = common::test_path(module_path!(), "abort_child");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "abort_child", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
         .env(CHILD, scenario)
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1209,7 +1209,7 @@ fn run_child(scenario: &str) {
         "the host died ({scenario}): {status:?}\n{tail}"
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("test abort_child ... ok"),
+        String::from_utf8_lossy(&out.stdout).contains(&format!("test {name} ... ok")),
         "the child ran its scenario"
     );
 }

@@ -772,6 +772,8 @@ fn pkcs11_tool(h: &Harness, args: &[&str]) -> Option<Output> {
         .arg(&h.module_path)
         .args(args)
         .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .output();
     match out {
         Ok(o) => Some(o),
@@ -921,6 +923,8 @@ fn nss_tool(h: &Harness, tool: &str, args: &[&str]) -> Option<Output> {
     let out = Command::new(tool)
         .args(args)
         .env("TSB_PKCS11_CONFIG", &h.config_path)
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .stdin(std::process::Stdio::null())
         .output();
     match out {

@@ -23,6 +23,9 @@ fn pkcs11_tool(h: &Harness, args: &[&str]) -> Output {
         .arg(&h.module_path)
         .args(args)
         .env("TSB_PKCS11_CONFIG", &h.config_path)
+        // Not the log settings another test of this process may have set for a moment.
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
         .output()
         .expect("run pkcs11-tool");
     assert!(

@@ -4,7 +4,6 @@
 
 use tsb_pkcs11_test_support as common;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::Harness;
@@ -14,9 +13,6 @@ use tsb_sim::SimConfig;
 
 const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsb2ctdGVzdCJ9.c2VjcmV0LXNpZ25hdHVyZQ";
 const SKA_EC: &str = "ska-ec-p256";
-
-/// Serialises setting the logging variables + `C_Initialize`.
-static LOG_ENV: Mutex<()> = Mutex::new(());
 
 struct Logged {
     h: Harness,
@@ -33,7 +29,7 @@ fn harness(approval_timeout_secs: u64) -> Logged {
     cfg.auth.bearer_token = Some(JWT.to_string());
     cfg.time_scale = 0.01;
     cfg.approved_execution_delay_ms = 20;
-    let _g = LOG_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::env_lock();
     std::env::set_var("TSB_PKCS11_LOG", "info");
     std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
     let h = Harness::with_config(cfg, |url| {
