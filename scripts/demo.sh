@@ -10,7 +10,7 @@ root=$(pwd)
 ensure_packages pkg-config:pkg-config dpkg=libssl-dev:libssl-dev
 
 echo "== building the module, the simulator and the demo (release)"
-cargo build --release -q -p tsb-pkcs11 --lib --example demo
+cargo build --release -q -p tsb-pkcs11 -p tsb-pkcs11-core --lib --example demo
 cargo build --release -q -p tsb-sim --bin tsb-sim
 
 work=$(mktemp -d)

@@ -23,8 +23,8 @@ multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-mul
 repository=$(sed -n '/^\[workspace.package\]/,/^\[/s/^repository *= *"\(.*\)"/\1/p' Cargo.toml)
 
 profile=${TSB_PKCS11_PROFILE:-dist}
-echo "== cargo build --profile $profile (tsb-pkcs11, notation-pkcs11)" >&2
-cargo build --profile "$profile" -q -p tsb-pkcs11 -p notation-pkcs11 >&2
+echo "== cargo build --profile $profile (tsb-pkcs11, tsb-pkcs11-command, notation-pkcs11)" >&2
+cargo build --profile "$profile" -q -p tsb-pkcs11 -p tsb-pkcs11-command -p notation-pkcs11 >&2
 
 rel=target/$profile
 stage=target/debian/stage

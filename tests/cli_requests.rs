@@ -103,7 +103,7 @@ impl Setup {
     }
 
     fn cli(&self, args: &[&str]) -> (Output, Value) {
-        let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+        let out = Command::new(common::built_command())
             .args(["--json", "-c", self.config.to_str().unwrap()])
             .args(args)
             .env("XDG_STATE_HOME", &self.state)
@@ -243,7 +243,7 @@ fn the_journal_goes_where_request_journal_says_or_nowhere() {
         // Never in the default place.
         assert!(!s.journal().exists());
         if setting == json!(false) {
-            let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+            let out = Command::new(common::built_command())
                 .args(["-c", s.config.to_str().unwrap(), "requests"])
                 .env("XDG_STATE_HOME", &s.state)
                 .output()
@@ -288,7 +288,7 @@ fn hostile_journal_text_is_escaped_in_text_and_exact_in_json() {
         line("outcome", Some("EXECUTED"))
     );
     write_private(&journal, text.as_bytes());
-    let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+    let out = Command::new(common::built_command())
         .args(["-c", s.config.to_str().unwrap(), "requests", "--all"])
         .env("XDG_STATE_HOME", &s.state)
         .output()

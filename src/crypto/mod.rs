@@ -25,7 +25,7 @@ pub(crate) mod hash;
 pub(crate) mod keys;
 mod rsa;
 pub(crate) mod verify;
-pub(crate) mod x509req;
+pub mod x509req;
 
 #[cfg(test)]
 mod tests;
@@ -33,11 +33,11 @@ mod tests;
 use std::fmt;
 
 pub(crate) use appkey::sign_metadata;
-pub(crate) use cert::Certificate;
+pub use cert::Certificate;
 pub(crate) use der_sig::ecdsa_der_to_raw;
-pub(crate) use hash::{parse_digest_info, HashAlg, Hasher};
-pub(crate) use keys::PublicKey;
-pub(crate) use verify::{check_form, verify, verify_with, PreparedKey, Scheme, SignedData};
+pub use hash::{parse_digest_info, HashAlg, Hasher};
+pub use keys::PublicKey;
+pub use verify::{check_form, verify, verify_with, PreparedKey, Scheme, SignedData};
 
 /// Error of the crypto layer. The message is a short, human readable reason
 /// and never contains key material.

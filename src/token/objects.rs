@@ -86,22 +86,22 @@ impl KeyUsage {
 
 /// A TSB key as the token shows it.
 #[derive(Debug)]
-pub(crate) struct KeyObject {
+pub struct KeyObject {
     pub(crate) label: String,
     /// `CKA_ID`: see [`key_id`]. The same on the key's private, public and certificate objects.
-    pub(crate) id: Vec<u8>,
+    pub id: Vec<u8>,
     pub(crate) key_type: CK_KEY_TYPE,
-    pub(crate) public: PublicKey,
+    pub public: PublicKey,
     /// What the key's handles are bound to (see [`KeyIdentity`]).
     pub(crate) identity: KeyIdentity,
-    pub(crate) needs_approval: bool,
-    pub(crate) blocked: bool,
+    pub needs_approval: bool,
+    pub blocked: bool,
     pub(crate) always_sensitive: bool,
     pub(crate) never_extractable: bool,
     /// `CKA_DECRYPT`, `CKA_UNWRAP`, `CKA_DERIVE`, `CKA_ENCRYPT`, `CKA_VERIFY`, `CKA_WRAP`.
     pub(crate) usage: KeyUsage,
     /// Who must approve, in words, for log lines.
-    pub(crate) approvers: String,
+    pub approvers: String,
     /// How long the TSB keeps an approval request for this key alive (from its policy).
     pub(crate) request_lifetime: RequestLifetime,
     /// Index-derived base of the object handles; [`ObjectStore::store_key`] sets the final one.
@@ -182,7 +182,7 @@ const SHIFT: u32 = 2;
 
 /// Why a key is not shown (for the debug log).
 #[derive(Clone, Debug)]
-pub(crate) enum Skipped {
+pub enum Skipped {
     CannotSign(String),
 }
 
@@ -523,7 +523,7 @@ fn rebased(cert: Arc<CertObject>, handle: CK_OBJECT_HANDLE) -> Arc<CertObject> {
 }
 
 /// Builds a key object from the TSB's attributes; `Err(reason)` when it cannot sign here.
-pub(crate) fn key_from_attributes(
+pub fn key_from_attributes(
     attrs: &KeyAttributes,
     base: CK_OBJECT_HANDLE,
 ) -> std::result::Result<KeyObject, Skipped> {

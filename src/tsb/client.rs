@@ -29,8 +29,8 @@ mod keys;
 mod send;
 use crate::config::{normalise_url, AuthType, Config, Secret};
 use crate::logging::Net;
-pub(crate) use attestation::KeyAttestation;
-pub(crate) use keys::{NewKey, NewKeyType, NewKeyUsage};
+pub use attestation::KeyAttestation;
+pub use keys::{NewKey, NewKeyType, NewKeyUsage};
 use send::is_node_failure;
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
@@ -92,7 +92,7 @@ pub(crate) fn role_for_path(path: &str) -> Option<Role> {
 
 /// Percent-encodes one path segment: everything but the RFC 3986 §2.3 unreserved characters
 /// `A-Z a-z 0-9 - . _ ~` (so `/` too).
-pub(crate) fn encode_segment(s: &str) -> String {
+pub fn encode_segment(s: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'.')
@@ -111,7 +111,7 @@ fn header_safe(s: &str) -> bool {
 /// is refused (the module's own text, never the server's). The flag says that the answer came
 /// over a reused kept-alive connection, where it could be a late answer to an earlier request
 /// that nothing in HTTP/1.1 tells apart: such a signature must be verified in full.
-pub(crate) type SignatureCheck<'a> = dyn Fn(&[u8], bool) -> Result<Vec<u8>, String> + 'a;
+pub type SignatureCheck<'a> = dyn Fn(&[u8], bool) -> Result<Vec<u8>, String> + 'a;
 
 /// When a failed request may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,7 +254,7 @@ impl Reply {
 }
 
 /// The client of one TSB. `Send + Sync`; share it through an `Arc`. It owns no threads.
-pub(crate) struct TsbClient {
+pub struct TsbClient {
     /// The TSB nodes (one unless `restApi` is an array), each with its kept-alive connections:
     /// reads, idempotent requests, synchronous signs. Requests that must never be sent twice
     /// (approval requests, certificate and key changes) go on a new connection each: a pooled
@@ -338,7 +338,7 @@ impl TsbClient {
     /// timeouts and an overall per-request deadline from the configuration). No network I/O.
     /// The configured `token` is sent only with authType TOKEN; the client certificate is
     /// used with authType CERT or when both `certpath` and `keypath` are set.
-    pub(crate) fn new(config: &Config) -> Result<TsbClient, TsbError> {
+    pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
         let s = &config.pkcs11;
         // A connect is bounded by the connect timeout and the request's deadline; a retry is
         // made only while a whole connect fits (see `execute`).
@@ -426,7 +426,7 @@ impl TsbClient {
     }
 
     /// The nodes' base URLs, in configured order.
-    pub(crate) fn node_urls(&self) -> Vec<String> {
+    pub fn node_urls(&self) -> Vec<String> {
         (0..self.nodes.len())
             .map(|i| self.nodes.node(i).url.clone())
             .collect()
@@ -435,7 +435,7 @@ impl TsbClient {
     /// For `tsb-pkcs11 doctor`: `GET /v1/versionInfo` on node `i` alone (no other node, no
     /// retry, within `requestTimeoutMs`) → the `Version`, or the error. `Ok(None)`: the node
     /// answered with an error that says nothing against it (e.g. 401 without a ServiceToken).
-    pub(crate) fn probe_node(&self, i: usize) -> Result<Option<String>, TsbError> {
+    pub fn probe_node(&self, i: usize) -> Result<Option<String>, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/versionInfo",
@@ -466,7 +466,7 @@ impl TsbClient {
 
     /// `GET path` → the answer's JSON as it came (`tsb-pkcs11 doctor` compares it with the
     /// fields this client knows). `endpoint` names the call in errors.
-    pub(crate) fn get_json(&self, endpoint: &'static str, path: String) -> Result<Value, TsbError> {
+    pub fn get_json(&self, endpoint: &'static str, path: String) -> Result<Value, TsbError> {
         let call = Call::new("GET", endpoint, path, Retry::Idempotent);
         self.execute(&call, |reply| reply.json())
     }
@@ -494,7 +494,7 @@ impl TsbClient {
     }
 
     /// `GET /v1/key` → the key labels.
-    pub(crate) fn list_keys(&self) -> Result<Vec<String>, TsbError> {
+    pub fn list_keys(&self) -> Result<Vec<String>, TsbError> {
         let call = Call::new("GET", "GET /v1/key", "/v1/key".into(), Retry::Idempotent);
         self.execute(&call, |reply| {
             parse_key_list(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)
@@ -505,7 +505,7 @@ impl TsbClient {
     /// clients use (docs/tsb-api.md, "Keys"); a node that does not know it (404 without a TSB
     /// error, 405) is asked `GET /v1/key/{label}/attributes` (label percent-encoded, `/`
     /// included) instead, for a key without password whose label fits in a path.
-    pub(crate) fn key_attributes(
+    pub fn key_attributes(
         &self,
         label: &str,
         password: Option<&Secret>,
@@ -564,7 +564,7 @@ impl TsbClient {
     /// `GET /v1/certificate/{label}` → the certificate of a key as received: the PEM text bytes,
     /// or the decoded DER when the field (`certificate` or `rawCertificate`) is base64.
     /// `Ok(None)` on 404 or when the response has no certificate.
-    pub(crate) fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
+    pub fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
         let mut call = Call::new(
             "GET",
             "GET /v1/certificate/{label}",
@@ -681,7 +681,7 @@ impl TsbClient {
     }
 
     /// `GET /v1/request/{id}` → the request's status.
-    pub(crate) fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
+    pub fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/request/{id}",
@@ -699,7 +699,7 @@ impl TsbClient {
     }
 
     /// `DELETE /v1/request/{id}`: cancels a request.
-    pub(crate) fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
+    pub fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
         let call = Call::new(
             "DELETE",
             "DELETE /v1/request/{id}",

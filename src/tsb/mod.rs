@@ -15,7 +15,7 @@
 mod client;
 mod error;
 mod http;
-pub(crate) mod models;
+pub mod models;
 mod nodes;
 mod tls;
 
@@ -23,12 +23,12 @@ mod tls;
 mod tests;
 
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
-pub(crate) use client::encode_segment;
-pub(crate) use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
-pub(crate) use client::{SignatureCheck, TsbClient};
-pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
-pub(crate) use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
-pub(crate) use tls::{client_config, describe_tls_error};
+pub use client::encode_segment;
+pub use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
+pub use client::{SignatureCheck, TsbClient};
+pub use error::{TsbError, TsbErrorKind, TsbReason};
+pub use models::{KeyAttributes, Policy, RequestState, RequestStatus, SignRequest};
+pub use tls::{client_config, describe_tls_error};
 
 /// The HTTP response reader, for the fuzz target.
 #[cfg(fuzzing)]

@@ -5,6 +5,7 @@
 //!
 //! `netsec`: harnesses whose module copy logs to its own file (network, TLS and secret tests).
 
+mod built;
 pub mod netsec;
 
 use std::path::{Path, PathBuf};
@@ -23,28 +24,14 @@ use tsb_sim::{SimConfig, Simulator};
 static INIT: Mutex<()> = Mutex::new(());
 static COPIES: AtomicUsize = AtomicUsize::new(0);
 
-/// The cdylib cargo built next to this test binary (target/<profile>/libtsb_pkcs11.so).
+/// The built libtsb_pkcs11.so (see `built`).
 pub fn built_module() -> PathBuf {
-    if let Ok(p) = std::env::var("TSB_PKCS11_MODULE") {
-        return PathBuf::from(p);
-    }
-    // `cargo test` builds the cdylib into target/<profile>/deps; `cargo build` copies it up one
-    // level. Take the newer, so a test never runs against a stale module.
-    let exe = std::env::current_exe().expect("test exe");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let candidates = [
-        deps.join("libtsb_pkcs11.so"),
-        deps.parent().unwrap().join("libtsb_pkcs11.so"),
-    ];
-    candidates
-        .into_iter()
-        .filter_map(|p| {
-            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
-            Some((modified, p))
-        })
-        .max()
-        .map(|(_, p)| p)
-        .expect("libtsb_pkcs11.so is built (cargo build / cargo test)")
+    built::module()
+}
+
+/// The built `tsb-pkcs11` command (see `built`).
+pub fn built_command() -> PathBuf {
+    built::command()
 }
 
 fn sim_state_dir() -> PathBuf {
