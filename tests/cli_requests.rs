@@ -317,3 +317,25 @@ fn hostile_journal_text_is_escaped_in_text_and_exact_in_json() {
     assert_eq!(doc["requests"][0]["key"], HOSTILE, "{doc:#}");
     assert_eq!(doc["requests"][0]["process"], HOSTILE, "{doc:#}");
 }
+
+/// The PKCS#11 module and the command are separate crates (docs/architecture.md): every process
+/// that loads libtsb_pkcs11.so maps it, so it must not carry the command's code or clap. The
+/// markers (clap's sources and the command's files, named in panic locations and symbols) are
+/// shown to be in the command binary first, so the check can see them.
+#[test]
+fn the_module_contains_no_command_code() {
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+    let module = std::fs::read(built_module()).expect("read the module");
+    let command = std::fs::read(common::built_command()).expect("read the command");
+    for marker in ["clap_builder", "cli/doctor.rs", "cli/mod.rs"] {
+        assert!(contains(&command, marker), "{marker} is in the command");
+        assert!(
+            !contains(&module, marker),
+            "libtsb_pkcs11.so contains {marker}: the module links command code"
+        );
+    }
+}
