@@ -315,4 +315,161 @@ mod tests {
             wrong.join("\n")
         );
     }
+
+    /// The names a line of code reaches through `prefix` (`super::` or `crate::token::`): the
+    /// first path segment after it, each name of a `{…}` group.
+    fn paths_after(line: &str, prefix: &str) -> Vec<String> {
+        let code = line.split("//").next().unwrap_or("");
+        let mut found = Vec::new();
+        for (i, _) in code.match_indices(prefix) {
+            // Not the tail of a longer path (`super::super::x` for `super::`, `a_super::`).
+            let before = code[..i].chars().last();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let after = &code[i + prefix.len()..];
+            if let Some(group) = after.strip_prefix('{') {
+                let inner = group.split('}').next().unwrap_or("");
+                found.extend(inner.split(',').filter_map(|p| {
+                    let name = p.trim().split("::").next()?.trim();
+                    (!name.is_empty()).then(|| name.to_string())
+                }));
+            } else {
+                found.push(
+                    after
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect(),
+                );
+            }
+        }
+        found
+    }
+
+    /// A cycle in `edges` (file -> files it uses), if there is one.
+    fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+        fn visit(
+            n: &str,
+            edges: &BTreeMap<String, BTreeSet<String>>,
+            state: &mut BTreeMap<String, u8>,
+            stack: &mut Vec<String>,
+        ) -> Option<Vec<String>> {
+            state.insert(n.to_string(), 1);
+            stack.push(n.to_string());
+            for m in edges.get(n).into_iter().flatten() {
+                match state.get(m.as_str()) {
+                    Some(1) => {
+                        let from = stack.iter().position(|x| x == m).unwrap();
+                        let mut cycle = stack[from..].to_vec();
+                        cycle.push(m.clone());
+                        return Some(cycle);
+                    }
+                    Some(_) => {}
+                    None => {
+                        if let Some(c) = visit(m, edges, state, stack) {
+                            return Some(c);
+                        }
+                    }
+                }
+            }
+            stack.pop();
+            state.insert(n.to_string(), 2);
+            None
+        }
+        let mut state = BTreeMap::new();
+        for n in edges.keys() {
+            if !state.contains_key(n.as_str()) {
+                if let Some(c) = visit(n, edges, &mut state, &mut Vec::new()) {
+                    return Some(c);
+                }
+            }
+        }
+        None
+    }
+
+    /// Inside each folder module (token, tsb, crypto, config) the files use each other without a
+    /// cycle: `super::x` and `crate::<folder>::x` paths between sibling files (a subfolder
+    /// counts as one file with its `<name>.rs`; `mod.rs`, which wires the folder together, and
+    /// the tests are left out).
+    #[test]
+    fn files_of_a_folder_have_no_cycle() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut cycles = Vec::new();
+        for folder in ["token", "tsb", "crypto", "config"] {
+            let dir = src.join(folder);
+            let mut files = Vec::new();
+            rust_files(&dir, &mut files);
+            let node = |f: &Path| -> String {
+                let rel = f.strip_prefix(&dir).unwrap();
+                let first = rel
+                    .components()
+                    .next()
+                    .unwrap()
+                    .as_os_str()
+                    .to_string_lossy();
+                first.trim_end_matches(".rs").to_string()
+            };
+            let nodes: BTreeSet<String> = files.iter().map(|f| node(f)).collect();
+            let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for f in &files {
+                let from = node(f);
+                if from == "mod" || from == "tests" {
+                    continue;
+                }
+                let depth = f.strip_prefix(&dir).unwrap().components().count();
+                // From a file of a subfolder, its siblings are `super::super::x`.
+                let sup = if depth == 1 {
+                    "super::"
+                } else {
+                    "super::super::"
+                };
+                let krate = format!("crate::{folder}::");
+                let text = std::fs::read_to_string(f).unwrap();
+                // A file's own tests (`mod tests`, at its end) are not part of the graph.
+                let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+                for line in code.lines() {
+                    for used in paths_after(line, sup)
+                        .into_iter()
+                        .chain(paths_after(line, &krate))
+                    {
+                        if used != from && used != "tests" && nodes.contains(&used) {
+                            edges.entry(from.clone()).or_default().insert(used);
+                        }
+                    }
+                }
+            }
+            if let Some(c) = find_cycle(&edges) {
+                cycles.push(format!("{folder}: {}", c.join(" -> ")));
+            }
+        }
+        assert!(cycles.is_empty(), "file cycles:\n{}", cycles.join("\n"));
+    }
+
+    #[test]
+    fn cycles_are_found() {
+        let e = |pairs: &[(&str, &str)]| {
+            let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (a, b) in pairs {
+                m.entry(a.to_string()).or_default().insert(b.to_string());
+            }
+            m
+        };
+        assert!(find_cycle(&e(&[("a", "b"), ("b", "c"), ("a", "c")])).is_none());
+        assert_eq!(
+            find_cycle(&e(&[("a", "b"), ("b", "c"), ("c", "a")])).unwrap(),
+            ["a", "b", "c", "a"]
+        );
+        assert_eq!(
+            paths_after("use super::{session::S, objects};", "super::"),
+            ["session", "objects"]
+        );
+        assert_eq!(
+            paths_after("x: super::super::digest::D", "super::"),
+            ["super"]
+        );
+        assert_eq!(
+            paths_after("x: super::super::digest::D", "super::super::"),
+            ["digest"]
+        );
+    }
 }

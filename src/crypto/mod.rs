@@ -11,7 +11,7 @@
 //!   (RFC 3279 §2.2.3) to the PKCS#11 raw `r || s` form (PKCS#11 v2.40
 //!   Current Mechanisms §2.3.1).
 //! * [`verify`]: signature verification for RSA PKCS#1 v1.5 / PSS
-//!   (RFC 8017 §8; ring, and RSAVP1 plus encoding checks in `rsa`), ECDSA (ANSI X9.62 / FIPS 186-4) and Ed25519 (RFC 8032).
+//!   (RFC 8017 §8; ring, and RSAVP1 plus encoding checks in `verify::rsa`), ECDSA (ANSI X9.62 / FIPS 186-4) and Ed25519 (RFC 8032).
 //! * [`cert`]: X.509 certificate parsing for certificate objects (RFC 5280,
 //!   PKCS#11 v2.40 Base §4.6).
 //! * [`appkey`]: application-key signature of TSB request metadata.
@@ -23,7 +23,6 @@ pub(crate) mod der_sig;
 pub mod encoding;
 pub(crate) mod hash;
 pub(crate) mod keys;
-mod rsa;
 pub(crate) mod verify;
 pub mod x509req;
 

@@ -9,6 +9,9 @@
 //!   signatures (PKCS#11 v2.40 Current Mechanisms §2.3.1).
 //! * Ed25519 (RFC 8032 §5.1.7).
 
+// RSA is verified by a module of its own, below this one (it uses `Scheme` and `SignedData`).
+pub(super) mod rsa;
+
 use ecdsa::signature::hazmat::PrehashVerifier;
 
 use super::hash::HashAlg;
@@ -90,7 +93,7 @@ pub fn verify_with(
                 modulus, exponent, ..
             },
             Scheme::RsaPkcs1v15(_) | Scheme::RsaPkcs1v15Raw | Scheme::RsaPss(_),
-        ) => super::rsa::verify(modulus, exponent, scheme, data, signature),
+        ) => rsa::verify(modulus, exponent, scheme, data, signature),
         (PublicKey::Ec { curve, point }, Scheme::Ecdsa(h)) => {
             if let (SignedData::Message(m), Some(alg)) = (data, ring_ecdsa(*curve, *h)) {
                 // The common hash-and-sign pairs go through ring's constant-time, assembly

@@ -16,11 +16,44 @@ use cryptoki_sys::*;
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
-use super::approval::RequestLifetime;
 use crate::crypto::{Certificate, PreparedKey, PublicKey};
 use crate::error::{Error, Result};
 use crate::logging::Net;
-use crate::tsb::KeyAttributes;
+use crate::tsb::{KeyAttributes, Policy};
+
+/// How long the TSB keeps an approval request for a key alive, from the key's `ruleUse` policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestLifetime {
+    /// The key's policy is not known (a key that gained approval rules after it was listed).
+    Unknown,
+    /// A way to approve without a timeout: the request never expires on the TSB.
+    Unlimited,
+    /// The request expires this long after it was filed.
+    Expires(Duration),
+}
+
+impl RequestLifetime {
+    /// The lifetime of requests under `policy`: the `ruleUse` tokens with groups are OR'ed, and
+    /// the TSB expires a request only when every one of them has timed out, so the longest
+    /// timeout counts, and a token without one (`timeout` 0) makes the request live until a
+    /// decision. Tokens without groups are always satisfied (such a key signs synchronously).
+    pub(crate) fn of(policy: Option<&Policy>) -> RequestLifetime {
+        let Some(rule) = policy.and_then(|p| p.rule_use.as_ref()) else {
+            return RequestLifetime::Unknown;
+        };
+        let mut longest: Option<u64> = None;
+        for token in rule.tokens.iter().filter(|t| !t.groups.is_empty()) {
+            if token.timeout == 0 {
+                return RequestLifetime::Unlimited;
+            }
+            longest = Some(longest.unwrap_or(0).max(token.timeout));
+        }
+        match longest {
+            Some(secs) => RequestLifetime::Expires(Duration::from_secs(secs)),
+            None => RequestLifetime::Unknown,
+        }
+    }
+}
 
 /// Who a key is: the SHA-256 of its public key (the DER SubjectPublicKeyInfo, as
 /// `CKA_PUBLIC_KEY_INFO` shows it) and the TSB's key id when it has one. Handles are bound to it.
