@@ -3,7 +3,7 @@
 //! run. Absolute times on shared machines are noise; the ratios are the result.
 //!
 //! ```text
-//! cargo build --release -p tsb-pkcs11 && cargo run --release --example bench -- [options]
+//! cargo build --release -p tsb-pkcs11 && cargo run --release -p tsb-pkcs11-core --example bench -- [options]
 //!   --secs S            measured seconds per case (default 1.0; warm-up a quarter of it)
 //!   --threads 1,4,16,64 thread counts (one session each)
 //!   --rtt 0,10          emulated round trips in ms (a delaying loopback proxy; 0 = direct)

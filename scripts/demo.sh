@@ -12,7 +12,7 @@ ensure_packages pkg-config:pkg-config dpkg=libssl-dev:libssl-dev
 echo "== building the module, the simulator and the demo (release)"
 # One cargo invocation: the dependencies the three share are resolved and built once (two
 # invocations resolve features apart and build some of them, and what depends on them, twice).
-cargo build --release -q -p tsb-pkcs11 --lib --example demo -p tsb-sim --bin tsb-sim
+cargo build --release -q -p tsb-pkcs11 -p tsb-pkcs11-core -p tsb-sim --lib --example demo --bin tsb-sim
 
 work=$(mktemp -d)
 sim_pid=""

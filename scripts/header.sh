@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Refreshes the checked-in C header include/tsb_pkcs11.h from the one build.rs generates.
+# Refreshes the checked-in C header include/tsb_pkcs11.h from the one module/build.rs generates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q -p tsb-pkcs11 --lib

@@ -23,10 +23,16 @@ multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-mul
 repository=$(sed -n '/^\[workspace.package\]/,/^\[/s/^repository *= *"\(.*\)"/\1/p' Cargo.toml)
 
 profile=${TSB_PKCS11_PROFILE:-dist}
-echo "== cargo build --profile $profile (tsb-pkcs11, notation-pkcs11)" >&2
-cargo build --profile "$profile" -q -p tsb-pkcs11 -p notation-pkcs11 >&2
+echo "== cargo build --profile $profile (tsb-pkcs11, tsb-pkcs11-command, notation-pkcs11)" >&2
+cargo build --profile "$profile" -q -p tsb-pkcs11 -p tsb-pkcs11-command -p notation-pkcs11 >&2
 
 rel=target/$profile
+# The module is its own crate (module/), without the command's code or clap: every process
+# that loads it maps it. Panic locations name the source files linked in.
+grep -q clap_builder "$rel/tsb-pkcs11" || { echo "no clap in $rel/tsb-pkcs11: the check below sees nothing" >&2; exit 1; }
+if grep -q -e clap_builder -e cli/doctor/ "$rel/libtsb_pkcs11.so"; then
+  echo "$rel/libtsb_pkcs11.so contains command code (clap or src/cli)" >&2; exit 1
+fi
 stage=target/debian/stage
 rm -rf "$stage"
 mkdir -p "$stage/DEBIAN"

@@ -43,7 +43,8 @@ need_valgrind() {
 test_executables() {
   local args=()
   for t in "$@"; do args+=(--test "$t"); done
-  cargo test -p tsb-pkcs11 "${args[@]}" --no-run --message-format=json 2>/dev/null |
+  cargo build -q -p tsb-pkcs11 -p tsb-pkcs11-command # what the tests load and run
+  cargo test -p tsb-pkcs11-core "${args[@]}" --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*"' | cut -d'"' -f4
 }
 
@@ -58,18 +59,24 @@ run_tsan() {
   local flags="-Zsanitizer=thread -Clink-arg=-Wl,--export-dynamic"
   local opts="halt_on_error=1 second_deadlock_stack=1"
   opts="$opts suppressions=$PWD/scripts/tsan-suppressions.txt ${TSAN_OPTIONS:-}"
+  # The instrumented module the tests load (tests/support would build an uninstrumented one).
+  echo "== tsan: building the module"
+  CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" \
+    cargo +nightly build -q -Zbuild-std --target "$triple" -p tsb-pkcs11 || return 1
+  local module="$dir/$triple/debug/libtsb_pkcs11.so"
+  case "$module" in /*) ;; *) module="$PWD/$module" ;; esac
   local i
   for i in $(seq 1 "${TSAN_REPEAT:-1}"); do
     echo "== tsan: tests/module/concurrency.rs (run $i)"
-    if ! CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" TSAN_OPTIONS="$opts" \
-        cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11 --test module \
+    if ! CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" TSAN_OPTIONS="$opts" TSB_PKCS11_MODULE="$module" \
+        cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11-core --test module \
         -- --test-threads=1 --nocapture concurrency::; then
       echo "tsan: concurrency FAILED"; status=1
     fi
   done
   echo "== tsan: tests/unload.rs finalize_with_signs_in_flight"
-  if ! CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" TSAN_OPTIONS="$opts" \
-      cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11 --test unload \
+  if ! CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" TSAN_OPTIONS="$opts" TSB_PKCS11_MODULE="$module" \
+      cargo +nightly test -Zbuild-std --target "$triple" -p tsb-pkcs11-core --test unload \
       -- --test-threads=1 --nocapture finalize_with_signs_in_flight; then
     echo "tsan: unload FAILED"; status=1
   fi

@@ -25,13 +25,15 @@ else
   echo "== fuzzing skipped: scripts/fuzz.sh needs the nightly toolchain, which this machine lacks"
 fi
 mkdir -p target
+echo "== cargo build (workspace): the module, the command and the simulator the tests run"
+cargo build --workspace -q
 echo "== cargo test (workspace)"
 # The module honours https_proxy/HTTPS_PROXY like curl, loopback included: on a machine behind a
 # proxy the tests' simulators on this machine must still be reached directly.
 for v in no_proxy NO_PROXY; do export "$v=${!v:+${!v},}localhost,127.0.0.1,::1"; done
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 echo "== compatibility suite (tests/compat/run.sh: PKCS#11 applications against the module)"
-# `cargo test --workspace` has built the module (target/debug/deps) and tsb-sim (target/debug).
+# `cargo build --workspace` has built the module and tsb-sim (target/debug).
 bash tests/compat/run.sh target/debug
 echo "== the Debian package: build, install, p11-kit applications, doctor, purge (scripts/package-test.sh)"
 bash scripts/package-test.sh

@@ -26,7 +26,7 @@ pub struct Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn new(rv: CK_RV, message: impl Into<Cow<'static, str>>) -> Error {
+    pub fn new(rv: CK_RV, message: impl Into<Cow<'static, str>>) -> Error {
         Error {
             rv,
             needed: None,
@@ -36,12 +36,12 @@ impl Error {
     }
 
     /// An error that is only a return value, with no further explanation.
-    pub(crate) fn rv(rv: CK_RV) -> Error {
+    pub fn rv(rv: CK_RV) -> Error {
         Error::new(rv, rv_name(rv))
     }
 
     /// `CKR_BUFFER_TOO_SMALL`, with the length the caller must provide.
-    pub(crate) fn buffer_too_small(needed: usize) -> Error {
+    pub fn buffer_too_small(needed: usize) -> Error {
         Error {
             rv: CKR_BUFFER_TOO_SMALL,
             needed: Some(needed),
@@ -54,11 +54,11 @@ impl Error {
         self.rv
     }
 
-    pub(crate) fn needed(&self) -> Option<usize> {
+    pub fn needed(&self) -> Option<usize> {
         self.needed
     }
 
-    pub(crate) fn message(&self) -> &str {
+    pub fn message(&self) -> &str {
         &self.message
     }
 
@@ -161,7 +161,7 @@ pub(crate) fn map_tsb_error(err: &TsbError, context: CredentialContext) -> Error
 }
 
 /// The symbolic name of a return value, for logs.
-pub(crate) fn rv_name(rv: CK_RV) -> &'static str {
+pub fn rv_name(rv: CK_RV) -> &'static str {
     // Every return value of PKCS#11 v3.0 §5.1 (as cryptoki-sys names them).
     match rv {
         CKR_ACTION_PROHIBITED => "CKR_ACTION_PROHIBITED",

@@ -29,14 +29,14 @@ const MAX_READ: u64 = 2 * MAX_BYTES;
 
 /// Where the journal goes (`pkcs11.requestJournal`: `true` (default), `false`, or a path).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Setting {
+pub enum Setting {
     Off,
     Default,
     Path(PathBuf),
 }
 
 /// The configured journal setting.
-pub(crate) fn setting(settings: &ModuleSettings) -> Setting {
+pub fn setting(settings: &ModuleSettings) -> Setting {
     match &settings.request_journal {
         RequestJournal::Off => Setting::Off,
         RequestJournal::Default => Setting::Default,
@@ -45,7 +45,7 @@ pub(crate) fn setting(settings: &ModuleSettings) -> Setting {
 }
 
 /// The journal file for a setting, or `None` when it is off (or no home folder is known).
-pub(crate) fn path(setting: &Setting) -> Option<PathBuf> {
+pub fn path(setting: &Setting) -> Option<PathBuf> {
     match setting {
         Setting::Off => None,
         Setting::Path(p) => Some(p.clone()),
@@ -78,12 +78,12 @@ pub(crate) fn rotated(path: &Path) -> PathBuf {
 /// The outcome status of a request the module gave up on whose `DELETE /v1/request/{id}` the
 /// TSB did not confirm (it failed, or did not answer within the time allowed): the request
 /// may still be pending on the TSB, so `tsb-pkcs11 requests` keeps showing it.
-pub(crate) const CANCEL_UNCONFIRMED: &str = "CANCEL_UNCONFIRMED";
+pub const CANCEL_UNCONFIRMED: &str = "CANCEL_UNCONFIRMED";
 
 /// What a line records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Event {
+pub enum Event {
     /// The module filed an approval request (`POST /v1/sign`).
     Filed,
     /// The request reached a final status, or the module (or `tsb-pkcs11 requests cancel`)
@@ -99,27 +99,27 @@ pub(crate) enum Event {
 /// One line of the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Entry {
+pub struct Entry {
     /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
-    pub(crate) time: String,
-    pub(crate) event: Event,
+    pub time: String,
+    pub event: Event,
     /// The TSB's request id.
-    pub(crate) id: String,
+    pub id: String,
     /// The key label.
-    pub(crate) key: String,
+    pub key: String,
     /// The TSB `signatureAlgorithm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) algorithm: Option<String>,
+    pub algorithm: Option<String>,
     /// The TSB base URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tsb: Option<String>,
-    pub(crate) pid: u32,
-    pub(crate) process: String,
+    pub pid: u32,
+    pub process: String,
     /// For outcomes: the request's final status (`EXECUTED`, `REJECTED`, `EXPIRED`,
     /// `CANCELLED`, `FAILED`, or `GONE` when the TSB no longer knows it), or
     /// [`CANCEL_UNCONFIRMED`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) status: Option<String>,
+    pub status: Option<String>,
     /// For outcomes: why, in words (e.g. "timed out after 600 s").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
@@ -177,7 +177,7 @@ pub(crate) fn filed(setting: &Setting, tsb: &str, id: &str, key: &str, algorithm
 }
 
 /// Records the outcome of a request (never fails).
-pub(crate) fn outcome(setting: &Setting, id: &str, key: &str, status: &str, reason: Option<&str>) {
+pub fn outcome(setting: &Setting, id: &str, key: &str, status: &str, reason: Option<&str>) {
     let mut e = Entry::new(Event::Outcome, id, key);
     e.status = Some(status.to_string());
     e.reason = reason.map(str::to_string);
@@ -266,15 +266,15 @@ fn own_uid() -> std::io::Result<u32> {
 
 /// What reading a journal found.
 #[derive(Debug, Default)]
-pub(crate) struct Contents {
+pub struct Contents {
     /// Entries of `<name>.1` then of the current file, in order.
-    pub(crate) entries: Vec<Entry>,
+    pub entries: Vec<Entry>,
     /// Lines that are not journal entries.
-    pub(crate) bad_lines: usize,
+    pub bad_lines: usize,
 }
 
 /// Reads the journal (and its rotated file). A missing file reads as empty.
-pub(crate) fn read(path: &Path) -> std::io::Result<Contents> {
+pub fn read(path: &Path) -> std::io::Result<Contents> {
     let mut out = Contents::default();
     for p in [rotated(path), path.to_path_buf()] {
         let file = match OpenOptions::new()

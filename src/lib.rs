@@ -1,42 +1,37 @@
-//! tsb-pkcs11: a PKCS#11 module that signs with keys held in Securosys Primus HSMs / CloudHSM
-//! through the Transaction Security Broker (TSB) REST API.
+//! tsb-pkcs11's core: PKCS#11 semantics over keys held in Securosys Primus HSMs / CloudHSM,
+//! reached through the Transaction Security Broker (TSB) REST API. Two crates sit on top of it:
+//! the PKCS#11 module `tsb_pkcs11` (`module/`, the `extern "C"` entry points of
+//! libtsb_pkcs11.so) and the `tsb-pkcs11` command (`command/`). This crate has no C interface
+//! and no command line.
 //!
-//! Layers, top to bottom:
-//! - `ffi`: the `extern "C"` entry points (pointer checks, `catch_unwind`, conversion, `CK_RV`).
+//! Layers, top to bottom (`layering.rs` checks them):
 //! - `token`: PKCS#11 semantics (slot, token, sessions, objects, sign/verify operations,
 //!   approval waits) on plain Rust types; tests drive it directly.
+//! - `error`, `journal`: the one error type (it carries its `CK_RV`) and the one table that
+//!   maps TSB and transport failures to it; the journal of approval requests.
 //! - `tsb`: the TSB REST client (HTTP and JSON, nothing of PKCS#11).
-//! - `crypto`: pure functions (key parsing, DER, hashes, local verification).
 //! - `config`: the configuration file.
-//! - `cli`: the `tsb-pkcs11` command (`src/bin/tsb-pkcs11.rs` calls it).
+//! - `logging`: log lines and the sanitiser.
+//! - `os`, `crypto`: process facts; pure functions (key parsing, DER, hashes, local
+//!   verification).
 //!
-//! `error` holds the one error type (it carries its `CK_RV`) and the one table that maps TSB
-//! and transport failures to it.
-//!
-//! Every module is `pub(crate)`, so the compiler reports dead code. The crate's Rust interface
-//! is only what its own users need: `main_with_args` for the `tsb-pkcs11` binary, and the
-//! `fuzzing` module (only with `--cfg fuzzing`) for the fuzz targets. Tests in `tests/` use the
-//! built module through the PKCS#11 C interface and the binary through its command line.
+//! The modules are `pub` for the two crates above; inside them, items stay `pub(crate)` unless
+//! the module or the command uses them, so the compiler still reports dead code. `fuzzing`
+//! (only with `--cfg fuzzing`) is the fuzz targets' door.
 
-pub(crate) mod cli;
-pub(crate) mod config;
-pub(crate) mod crypto;
-pub(crate) mod error;
-pub(crate) mod ffi;
-mod journal;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod journal;
 mod layering;
-pub(crate) mod logging;
-mod os;
-pub(crate) mod token;
-pub(crate) mod tsb;
+pub mod logging;
+pub mod os;
+pub mod token;
+pub mod tsb;
 
 /// Wrappers of crate-private parsers for the fuzz targets in `fuzz/` (`cargo fuzz` sets
 /// `--cfg fuzzing`).
 #[cfg(fuzzing)]
 pub mod fuzzing;
 
-/// The `tsb-pkcs11` command (`src/bin/tsb-pkcs11.rs`): runs it with `args` (`argv`, program
-/// name first) and returns the exit status.
-#[doc(hidden)]
-pub use cli::main_with_args;
-pub(crate) use error::Error;
+pub use error::Error;

@@ -21,14 +21,14 @@ const CAPPED: &[&str] = &["ureq", "rustls"];
 /// The log target of the two lines every approval wait writes (request filed, wait ended): the
 /// default filter lets them through, so a user whose `C_Sign` waits for approvers sees why, with
 /// no other `info` line (docs/approvals.md, "Log lines").
-pub(crate) const WAIT_TARGET: &str = "tsb_pkcs11::wait";
+pub const WAIT_TARGET: &str = "tsb_pkcs11::wait";
 
 /// The filter when `TSB_PKCS11_LOG` is not set: warnings, errors and the approval-wait lines.
 const DEFAULT_FILTER: &str = "warn,tsb_pkcs11::wait=info";
 
 /// Installs the logger once per process; later calls (a second `C_Initialize`, or another Rust
 /// library that owns the global logger) are harmless no-ops.
-pub(crate) fn init() {
+pub fn init() {
     let filter = std::env::var("TSB_PKCS11_LOG").unwrap_or_else(|_| DEFAULT_FILTER.to_string());
     let mut builder = env_logger::Builder::new();
     builder
@@ -133,7 +133,7 @@ pub(crate) fn register_secrets<'a>(secrets: impl IntoIterator<Item = &'a str>) {
 /// `<redacted>`, control characters are escaped (`\n`, `\u{1b}`: a value cannot forge a log
 /// line), and at most [`MAX_LOGGED_CHARS`] characters are shown, with a marker saying how
 /// many more there were. Every log site that prints network text wraps it in `Net`.
-pub(crate) struct Net<'a>(pub(crate) &'a str);
+pub struct Net<'a>(pub &'a str);
 
 impl fmt::Display for Net<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -153,7 +153,7 @@ impl fmt::Display for NetList<'_> {
 }
 
 /// See [`Net`]. Only a window of the text is examined, so a huge value costs little.
-pub(crate) fn sanitize(text: &str) -> String {
+pub fn sanitize(text: &str) -> String {
     let secrets = SECRETS.read();
     let longest = secrets.iter().map(|s| s.chars().count()).max().unwrap_or(0);
     // Enough to redact any secret that starts within the part shown.
@@ -202,7 +202,7 @@ fn push_escaped(out: &mut String, c: char) {
 /// cut or redacted: for human-readable output of the command-line tool, where a label must be
 /// shown whole but must not drive the terminal. [`sanitize`] (log lines, the request journal)
 /// escapes the same characters.
-pub(crate) fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         push_escaped(&mut out, c);

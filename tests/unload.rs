@@ -3,7 +3,7 @@
 //! thread behind, leak file descriptors or grow memory per load.
 //!
 //! The module pins itself in memory at `C_Initialize` (`RTLD_NODELETE`, see
-//! `src/ffi/general.rs`): `dlclose()` leaves it mapped and a later `dlopen()` of the same file
+//! `module/src/ffi/general.rs`): `dlclose()` leaves it mapped and a later `dlopen()` of the same file
 //! gets the same, finalised image. So the process-wide state that Rust libraries keep (the
 //! logger, the statics of the libraries it links) is made once, not leaked per load, and a thread
 //! still returning from an interrupted call never runs unmapped code.

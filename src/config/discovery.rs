@@ -26,7 +26,7 @@ const SYSTEM_CONFIG: &str = "/etc/tsb-pkcs11/config.json";
 /// Reads a file the configuration names: a regular file of at most 1 MiB (following symlinks).
 /// Never blocks on a FIFO or device: the type is checked before the file is opened, and again
 /// on the opened file.
-pub(crate) fn read_regular_file(path: &Path) -> io::Result<Vec<u8>> {
+pub fn read_regular_file(path: &Path) -> io::Result<Vec<u8>> {
     let (file, meta) = open_regular(path)?;
     read_opened(file, &meta)
 }

@@ -19,7 +19,7 @@
 //! module reads).
 
 mod discovery;
-pub(crate) mod policy;
+pub mod policy;
 mod schema;
 mod secrets;
 mod shape;
@@ -35,13 +35,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub(crate) use discovery::read_regular_file;
+pub use discovery::read_regular_file;
 pub(crate) use policy::PolicySpec;
-pub(crate) use secrets::Secret;
+pub use secrets::Secret;
 pub(crate) use validate::normalise_url;
 
 /// Environment variable holding the path of the configuration file.
-pub(crate) const CONFIG_ENV: &str = "TSB_PKCS11_CONFIG";
+pub const CONFIG_ENV: &str = "TSB_PKCS11_CONFIG";
 
 /// The longest `pkcs11.approvalTimeoutSecs` accepted, and the cap of any approval wait.
 pub(crate) const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(MAX_APPROVAL_WAIT_SECS);
@@ -52,7 +52,7 @@ pub(crate) const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How the module authenticates to the TSB (`authType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AuthType {
+pub enum AuthType {
     /// JWT bearer token (`Authorization: Bearer`).
     Token,
     /// mTLS client certificate.
@@ -63,7 +63,7 @@ pub(crate) enum AuthType {
 
 /// What the PIN given to `C_Login` is (`pkcs11.pinIs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PinIs {
+pub enum PinIs {
     /// The PIN is ignored.
     None,
     /// The PIN is the JWT.
@@ -76,7 +76,7 @@ pub(crate) enum PinIs {
 
 /// How requests are spread over several TSB URLs (`pkcs11.nodeStrategy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum NodeStrategy {
+pub enum NodeStrategy {
     /// Every request goes to the first node that is up, in the order of `restApi`.
     #[default]
     Failover,
@@ -110,33 +110,33 @@ pub(crate) enum RequestJournal {
 
 /// API keys per TSB role (`apiKeys`); several keys per role allow rollover.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct ApiKeys {
+pub struct ApiKeys {
     /// `KeyManagementToken`: key list and attributes.
-    pub(crate) key_management: Vec<Secret>,
+    pub key_management: Vec<Secret>,
     /// `KeyOperationToken`: signing, requests, certificates.
-    pub(crate) key_operation: Vec<Secret>,
+    pub key_operation: Vec<Secret>,
     /// `ServiceToken`: version, license, statistics.
-    pub(crate) service: Vec<Secret>,
+    pub service: Vec<Secret>,
 }
 
 /// The application key pair that signs the approval metadata (`applicationKeyPair`). Its
 /// `publicKey` is checked (present, base64) but only the TSB uses it.
 #[derive(Clone, Debug)]
-pub(crate) struct ApplicationKeyPair {
+pub struct ApplicationKeyPair {
     /// Base64 as given in the file.
     pub(crate) private_key: Secret,
 }
 
 /// Settings of the object `pkcs11`, specific to this module.
 #[derive(Clone, Debug)]
-pub(crate) struct ModuleSettings {
+pub struct ModuleSettings {
     /// `tokenLabel` (default "TSB", at most 32 bytes).
-    pub(crate) token_label: String,
+    pub token_label: String,
     /// `tokenSerial`: the token's serial number (1–16 printable ASCII characters); `None` =
     /// derived from the first TSB URL.
     pub(crate) token_serial: Option<String>,
     /// `keys`: allow-list of key labels; `None` = every key.
-    pub(crate) keys: Option<Vec<String>>,
+    pub keys: Option<Vec<String>>,
     /// `approvalTimeoutSecs` (at most [`MAX_APPROVAL_WAIT`]); `None` when not set (see
     /// [`ModuleSettings::approval_wait`]).
     pub(crate) approval_timeout: Option<Duration>,
@@ -147,25 +147,25 @@ pub(crate) struct ModuleSettings {
     /// `cacheTtlSecs` (default 60).
     pub(crate) cache_ttl: Duration,
     /// `keyPasswords`: key label → password.
-    pub(crate) key_passwords: HashMap<String, Secret>,
+    pub key_passwords: HashMap<String, Secret>,
     /// `pinIs` (default `none`).
-    pub(crate) pin_is: PinIs,
+    pub pin_is: PinIs,
     /// `verifySignatures` (default true).
     pub(crate) verify_signatures: bool,
     /// `certificates`: key label → PEM file (leaf first).
-    pub(crate) certificates: HashMap<String, PathBuf>,
+    pub certificates: HashMap<String, PathBuf>,
     /// `connectTimeoutMs` (default 5000).
-    pub(crate) connect_timeout: Duration,
+    pub connect_timeout: Duration,
     /// `requestTimeoutMs` (default 30000): the deadline of one TSB call (connect, TLS, request,
     /// answer), its retries included.
-    pub(crate) request_timeout: Duration,
+    pub request_timeout: Duration,
     /// `connectionMaxIdleMs` (default 50000): a kept-alive connection idle longer than this is
     /// closed, never reused (a NAT or load balancer may have dropped it without a word).
     pub(crate) connection_max_idle: Duration,
     /// `retries` (default 2): retries of idempotent requests (within `requestTimeoutMs`).
     pub(crate) retries: u32,
     /// `serverCertSha256`: SHA-256 pin of the server's end-entity certificate.
-    pub(crate) server_cert_sha256: Option<[u8; 32]>,
+    pub server_cert_sha256: Option<[u8; 32]>,
     /// `allowInsecureHttp` (default false).
     pub(crate) allow_insecure_http: bool,
     /// `proxy` (default: the environment's `https_proxy`/`HTTPS_PROXY`).
@@ -175,11 +175,11 @@ pub(crate) struct ModuleSettings {
     /// `noProxy`: hosts reached directly (overrides `no_proxy`/`NO_PROXY`).
     pub(crate) no_proxy: Option<String>,
     /// `nodeStrategy` (default failover).
-    pub(crate) node_strategy: NodeStrategy,
+    pub node_strategy: NodeStrategy,
     /// `nodeDownBackoffMs` (default 1000): how long a node marked down is left alone at first.
-    pub(crate) node_down_backoff: Duration,
+    pub node_down_backoff: Duration,
     /// `nodeDownBackoffMaxMs` (default 30000): the cap of that back-off.
-    pub(crate) node_down_backoff_max: Duration,
+    pub node_down_backoff_max: Duration,
     /// `newKeyPolicy`: the policy of keys the module creates.
     pub(crate) new_key_policy: Option<PolicySpec>,
     /// `policyProfiles`: named policies for new keys.
@@ -193,7 +193,7 @@ pub(crate) struct ModuleSettings {
 impl ModuleSettings {
     /// How long `C_Sign` waits for approvals: `approvalTimeoutSecs`, or
     /// [`DEFAULT_APPROVAL_TIMEOUT`] when it is not set.
-    pub(crate) fn approval_wait(&self) -> Duration {
+    pub fn approval_wait(&self) -> Duration {
         self.approval_timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT)
     }
 }
@@ -236,41 +236,41 @@ const DEFAULT_TOKEN_LABEL: &str = "TSB";
 
 /// The module configuration.
 #[derive(Clone, Debug)]
-pub(crate) struct Config {
+pub struct Config {
     /// The file the configuration was read from, or `<inline>`.
     pub(crate) source: String,
     /// `restApi`: the TSB base URLs (at least one, distinct), normalised without trailing `/`
     /// or `/v1`, e.g. `https://tsb.example:8080`.
-    pub(crate) rest_apis: Vec<String>,
+    pub rest_apis: Vec<String>,
     /// `authType`.
-    pub(crate) auth_type: AuthType,
+    pub auth_type: AuthType,
     /// `token`: the JWT.
-    pub(crate) token: Option<Secret>,
+    pub token: Option<Secret>,
     /// `certpath`: PEM client certificate (chain) for mTLS.
-    pub(crate) client_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
     /// `keypath`: PEM private key for mTLS.
-    pub(crate) client_key: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     /// `apiKeys`.
-    pub(crate) api_keys: ApiKeys,
+    pub api_keys: ApiKeys,
     /// `applicationKeyPair`.
-    pub(crate) application_key_pair: Option<ApplicationKeyPair>,
+    pub application_key_pair: Option<ApplicationKeyPair>,
     /// `metaData`: extra entries for the approval metadata.
     pub(crate) meta_data: Map<String, Value>,
     /// `caPath`: PEM bundle trusted for the TSB server (in addition to the system roots).
-    pub(crate) ca_path: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
     /// The object `pkcs11`.
-    pub(crate) pkcs11: ModuleSettings,
+    pub pkcs11: ModuleSettings,
 }
 
 /// A configuration error: one line naming the file and the field, never a secret.
 #[derive(Debug)]
-pub(crate) struct ConfigError {
+pub struct ConfigError {
     /// The configuration file (or `<inline>`).
-    pub(crate) file: String,
+    pub file: String,
     /// The field, as a dotted path (e.g. `pkcs11.pollIntervalMs`), if the error is about one.
-    pub(crate) field: Option<String>,
+    pub field: Option<String>,
     /// What is wrong.
-    pub(crate) message: String,
+    pub message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -291,7 +291,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Loads the configuration: the file named by `TSB_PKCS11_CONFIG` if set,
     /// else the first existing file of [`Config::search_paths`].
-    pub(crate) fn load() -> Result<Config, ConfigError> {
+    pub fn load() -> Result<Config, ConfigError> {
         Config::load_from(std::env::var_os(CONFIG_ENV), &Config::search_paths())
     }
 
@@ -310,7 +310,7 @@ impl Config {
     /// The files looked at, in order: `$TSB_PKCS11_CONFIG` (if set),
     /// `$XDG_CONFIG_HOME/tsb-pkcs11/config.json`, `~/.config/tsb-pkcs11/config.json`,
     /// `/etc/tsb-pkcs11/config.json`.
-    pub(crate) fn search_paths() -> Vec<PathBuf> {
+    pub fn search_paths() -> Vec<PathBuf> {
         discovery::search_paths_from(
             std::env::var_os(CONFIG_ENV),
             std::env::var_os("XDG_CONFIG_HOME"),
@@ -322,7 +322,7 @@ impl Config {
     /// 1 MiB, owned by the running user or root, not writable by group or others, in folders
     /// others cannot write (unless sticky, like `/tmp`). One readable by others that holds
     /// literal secrets is accepted with a warning.
-    pub(crate) fn from_file(path: &Path) -> Result<Config, ConfigError> {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let read = discovery::read_config_file(path).map_err(|message| ConfigError {
             file: file.clone(),
@@ -344,7 +344,7 @@ impl Config {
 
     /// Parses a configuration from JSON text; `source` names it in errors. Relative paths
     /// stay relative to the working directory.
-    pub(crate) fn from_json_str(json: &str, source: &str) -> Result<Config, ConfigError> {
+    pub fn from_json_str(json: &str, source: &str) -> Result<Config, ConfigError> {
         let parsed = parse_config(json, source, None)?;
         warn_unknown(&parsed);
         Ok(parsed.config)
@@ -369,7 +369,7 @@ impl Config {
     }
 
     /// The first TSB URL (the only one unless `restApi` is an array).
-    pub(crate) fn rest_api(&self) -> &str {
+    pub fn rest_api(&self) -> &str {
         self.rest_apis.first().map(String::as_str).unwrap_or("")
     }
 }

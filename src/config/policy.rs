@@ -146,7 +146,7 @@ const APPROVER_TYPES: &str = "certificate, public_key or onboarded_approver_cert
 
 /// The approver `type` of the contract that `kind` names (`public-key` is `public_key`), or
 /// `None` for a type the module does not know.
-pub(crate) fn approver_type(kind: &str) -> Option<&'static str> {
+pub fn approver_type(kind: &str) -> Option<&'static str> {
     match kind {
         "certificate" => Some("certificate"),
         "public_key" | "public-key" => Some("public_key"),

@@ -18,7 +18,7 @@ use super::shape::Shape;
 /// A secret string (JWT, API key, key password, private key). `Debug` and
 /// `Display` print `<redacted>`; use [`Secret::expose`] to get the value.
 #[derive(Clone)]
-pub(crate) struct Secret(String);
+pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.

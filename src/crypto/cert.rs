@@ -22,11 +22,11 @@ pub struct Certificate {
     /// (`CKA_SERIAL_NUMBER`).
     pub(crate) serial_der: Vec<u8>,
     /// Subject public key.
-    pub(crate) public_key: PublicKey,
+    pub public_key: PublicKey,
     /// notAfter as Unix seconds (`CKA_END_DATE` source).
-    pub(crate) not_after_unix: i64,
+    pub not_after_unix: i64,
     /// Subject as RFC 4514 text, for labels and logs.
-    pub(crate) subject_text: String,
+    pub subject_text: String,
 }
 
 impl Certificate {

@@ -58,7 +58,7 @@ impl HashAlg {
     }
 
     /// One-shot digest of `data`.
-    pub(crate) fn digest(self, data: &[u8]) -> Vec<u8> {
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
         let mut h = Hasher::new(self);
         h.update(data);
         h.finalize()
@@ -139,7 +139,7 @@ pub fn parse_digest_info(data: &[u8]) -> Option<(HashAlg, &[u8])> {
 
 /// Incremental hashing (for multi-part `C_SignUpdate` / `C_VerifyUpdate`).
 #[derive(Clone)]
-pub(crate) struct Hasher {
+pub struct Hasher {
     inner: Inner,
 }
 

@@ -61,7 +61,7 @@ impl Curve {
     }
 
     /// Curve name as commonly written (`"secp256r1"`, …, SEC 2).
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Curve::P256 => "secp256r1",
             Curve::P384 => "secp384r1",
@@ -203,7 +203,7 @@ impl PublicKey {
     }
 
     /// Parse a DER SubjectPublicKeyInfo.
-    pub(crate) fn from_spki_der(der: &[u8]) -> CryptoResult<PublicKey> {
+    pub fn from_spki_der(der: &[u8]) -> CryptoResult<PublicKey> {
         let spki = SubjectPublicKeyInfoRef::from_der(der)
             .map_err(|e| CryptoError::new(format!("bad SubjectPublicKeyInfo: {e}")))?;
         let key_bytes = spki

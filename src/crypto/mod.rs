@@ -11,7 +11,7 @@
 //!   (RFC 3279 §2.2.3) to the PKCS#11 raw `r || s` form (PKCS#11 v2.40
 //!   Current Mechanisms §2.3.1).
 //! * [`verify`]: signature verification for RSA PKCS#1 v1.5 / PSS
-//!   (RFC 8017 §8; ring, and RSAVP1 plus encoding checks in `rsa`), ECDSA (ANSI X9.62 / FIPS 186-4) and Ed25519 (RFC 8032).
+//!   (RFC 8017 §8; ring, and RSAVP1 plus encoding checks in `verify::rsa`), ECDSA (ANSI X9.62 / FIPS 186-4) and Ed25519 (RFC 8032).
 //! * [`cert`]: X.509 certificate parsing for certificate objects (RFC 5280,
 //!   PKCS#11 v2.40 Base §4.6).
 //! * [`appkey`]: application-key signature of TSB request metadata.
@@ -23,9 +23,8 @@ pub(crate) mod der_sig;
 pub mod encoding;
 pub(crate) mod hash;
 pub(crate) mod keys;
-mod rsa;
 pub(crate) mod verify;
-pub(crate) mod x509req;
+pub mod x509req;
 
 #[cfg(test)]
 mod tests;
@@ -33,11 +32,11 @@ mod tests;
 use std::fmt;
 
 pub(crate) use appkey::sign_metadata;
-pub(crate) use cert::Certificate;
+pub use cert::Certificate;
 pub(crate) use der_sig::ecdsa_der_to_raw;
-pub(crate) use hash::{parse_digest_info, HashAlg, Hasher};
-pub(crate) use keys::PublicKey;
-pub(crate) use verify::{check_form, verify, verify_with, PreparedKey, Scheme, SignedData};
+pub use hash::{parse_digest_info, HashAlg, Hasher};
+pub use keys::PublicKey;
+pub use verify::{check_form, verify, verify_with, PreparedKey, Scheme, SignedData};
 
 /// Error of the crypto layer. The message is a short, human readable reason
 /// and never contains key material.

@@ -15,6 +15,7 @@ use openssl::sign::{RsaPssSaltlen, Signer};
 
 use super::hash::digest_info;
 use super::keys::Curve;
+use super::verify::rsa;
 use super::*;
 
 fn rsa2048() -> &'static PKey<Private> {

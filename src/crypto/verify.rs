@@ -9,6 +9,9 @@
 //!   signatures (PKCS#11 v2.40 Current Mechanisms §2.3.1).
 //! * Ed25519 (RFC 8032 §5.1.7).
 
+// RSA is verified by a module of its own, below this one (it uses `Scheme` and `SignedData`).
+pub(super) mod rsa;
+
 use ecdsa::signature::hazmat::PrehashVerifier;
 
 use super::hash::HashAlg;
@@ -51,7 +54,7 @@ fn fail(msg: &str) -> CryptoError {
 /// key object): the decompressed Ed25519 point. ring, which verifies ECDSA and RSA here, parses
 /// its keys on every call and has no API to keep them.
 #[derive(Debug)]
-pub(crate) struct PreparedKey(Option<ed25519_dalek::VerifyingKey>);
+pub struct PreparedKey(Option<ed25519_dalek::VerifyingKey>);
 
 impl PreparedKey {
     /// Parses what can be kept; an unusable key is left for [`verify_with`] to reject.
@@ -77,7 +80,7 @@ pub fn verify(
 }
 
 /// [`verify`] with what of `key` was parsed before (`prepared`, made from the same key).
-pub(crate) fn verify_with(
+pub fn verify_with(
     prepared: &PreparedKey,
     key: &PublicKey,
     scheme: &Scheme,
@@ -90,7 +93,7 @@ pub(crate) fn verify_with(
                 modulus, exponent, ..
             },
             Scheme::RsaPkcs1v15(_) | Scheme::RsaPkcs1v15Raw | Scheme::RsaPss(_),
-        ) => super::rsa::verify(modulus, exponent, scheme, data, signature),
+        ) => rsa::verify(modulus, exponent, scheme, data, signature),
         (PublicKey::Ec { curve, point }, Scheme::Ecdsa(h)) => {
             if let (SignedData::Message(m), Some(alg)) = (data, ring_ecdsa(*curve, *h)) {
                 // The common hash-and-sign pairs go through ring's constant-time, assembly
@@ -136,7 +139,7 @@ const ED25519_L: [u8; 32] = [
 /// - ECDSA, raw `r || s` (PKCS#11 v2.40 Current Mechanisms §2.3.1): exactly twice the field
 ///   size, r and s in [1, n-1] (FIPS 186-4 §6.4.2 step 1);
 /// - Ed25519: 64 bytes with S < L (RFC 8032 §5.1.7 step 1).
-pub(crate) fn check_form(key: &PublicKey, signature: &[u8]) -> CryptoResult<()> {
+pub fn check_form(key: &PublicKey, signature: &[u8]) -> CryptoResult<()> {
     let want = key.signature_len();
     if signature.len() != want {
         return Err(CryptoError::new(format!(

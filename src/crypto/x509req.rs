@@ -40,7 +40,7 @@ fn bad(what: impl std::fmt::Display) -> CryptoError {
 /// A subjectAltName entry (RFC 5280 §4.2.1.6), written `DNS:name`, `IP:address`,
 /// `email:address` or `URI:uri` as OpenSSL does.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum San {
+pub enum San {
     Dns(String),
     Ip(IpAddr),
     Email(String),
@@ -95,14 +95,14 @@ impl San {
 /// How a key signs a request: the PKCS#11 mechanism's scheme, and the AlgorithmIdentifier
 /// written into the request.
 #[derive(Clone, Debug)]
-pub(crate) struct RequestAlgorithm {
-    pub(crate) scheme: Scheme,
+pub struct RequestAlgorithm {
+    pub scheme: Scheme,
     oid: ObjectIdentifier,
 }
 
 impl RequestAlgorithm {
     /// The algorithm for `key`: RSA PKCS#1 v1.5 SHA-256, ECDSA with the curve's SHA-2, Ed25519.
-    pub(crate) fn for_key(key: &PublicKey) -> CryptoResult<RequestAlgorithm> {
+    pub fn for_key(key: &PublicKey) -> CryptoResult<RequestAlgorithm> {
         let (scheme, oid) = match key {
             PublicKey::Rsa { .. } => (Scheme::RsaPkcs1v15(HashAlg::Sha256), SHA256_WITH_RSA),
             PublicKey::Ec { curve, .. } => match curve {
@@ -139,7 +139,7 @@ impl RequestAlgorithm {
 /// text (`CN=host,O=Org`, most significant last as OpenSSL's `-subj` writes it reversed),
 /// the key's SubjectPublicKeyInfo, and an extensionRequest with the subjectAltName when
 /// `sans` is not empty (RFC 2985 §5.4.2).
-pub(crate) fn request_info(subject: &str, sans: &[San], spki_der: &[u8]) -> CryptoResult<Vec<u8>> {
+pub fn request_info(subject: &str, sans: &[San], spki_der: &[u8]) -> CryptoResult<Vec<u8>> {
     let subject = Name::from_str(subject)
         .map_err(|e| bad(format!("subject '{subject}': {e} (write CN=...,O=...)")))?;
     if subject.0.is_empty() {
@@ -173,7 +173,7 @@ pub(crate) fn request_info(subject: &str, sans: &[San], spki_der: &[u8]) -> Cryp
 
 /// The DER request: `info` (from [`request_info`]) with `signature` as the key made it through
 /// PKCS#11 (ECDSA as raw `r || s`, turned into the DER `Ecdsa-Sig-Value` of RFC 3279 §2.2.3).
-pub(crate) fn assemble(
+pub fn assemble(
     info: &[u8],
     algorithm: &RequestAlgorithm,
     signature: &[u8],
@@ -240,7 +240,7 @@ fn verify_x509_signature(
 
 /// Checks a DER request's own signature (RFC 2986 §4.2, what `openssl req -verify` checks)
 /// and returns its SubjectPublicKeyInfo (DER).
-pub(crate) fn verify_request(der: &[u8]) -> CryptoResult<Vec<u8>> {
+pub fn verify_request(der: &[u8]) -> CryptoResult<Vec<u8>> {
     let req = CertReq::from_der(der).map_err(bad)?;
     let spki = req.info.public_key.to_der().map_err(bad)?;
     let key = PublicKey::from_spki_der(&spki)?;
@@ -255,7 +255,7 @@ pub(crate) fn verify_request(der: &[u8]) -> CryptoResult<Vec<u8>> {
 
 /// Checks that the DER certificate `cert` is signed by the key of `issuer` (DER certificate),
 /// and that `cert` names `issuer`'s subject as its issuer (RFC 5280 §6.1.3 (a)(1), (a)(4)).
-pub(crate) fn verify_issued_by(cert: &[u8], issuer: &[u8]) -> CryptoResult<()> {
+pub fn verify_issued_by(cert: &[u8], issuer: &[u8]) -> CryptoResult<()> {
     let cert = x509_cert::Certificate::from_der(cert).map_err(bad)?;
     let issuer = x509_cert::Certificate::from_der(issuer).map_err(bad)?;
     if cert.tbs_certificate.issuer != issuer.tbs_certificate.subject {
@@ -284,7 +284,7 @@ pub(crate) fn verify_issued_by(cert: &[u8], issuer: &[u8]) -> CryptoResult<()> {
 }
 
 /// Whether the DER certificate's validity period includes `now` (Unix seconds).
-pub(crate) fn valid_at(cert: &[u8], now: u64) -> CryptoResult<bool> {
+pub fn valid_at(cert: &[u8], now: u64) -> CryptoResult<bool> {
     let cert = x509_cert::Certificate::from_der(cert).map_err(bad)?;
     let v = &cert.tbs_certificate.validity;
     Ok(v.not_before.to_unix_duration().as_secs() <= now
@@ -292,14 +292,14 @@ pub(crate) fn valid_at(cert: &[u8], now: u64) -> CryptoResult<bool> {
 }
 
 /// The subject of a DER certificate in RFC 4514 text.
-pub(crate) fn subject_text(cert: &[u8]) -> CryptoResult<String> {
+pub fn subject_text(cert: &[u8]) -> CryptoResult<String> {
     let cert = x509_cert::Certificate::from_der(cert).map_err(bad)?;
     Ok(cert.tbs_certificate.subject.to_string())
 }
 
 /// Checks a signature made by an attestation key (Securosys: RSA with SHA-256, PKCS#1 v1.5
 /// or PSS; or ECDSA with SHA-256, DER or raw) over `data`.
-pub(crate) fn verify_attestation_signature(
+pub fn verify_attestation_signature(
     key: &PublicKey,
     data: &[u8],
     signature: &[u8],

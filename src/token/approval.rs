@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 use cryptoki_sys::*;
 use parking_lot::{Condvar, Mutex};
 
+use super::objects::RequestLifetime;
 use super::session::{CancelReason, Session};
 use super::Backend;
 use crate::config::{ModuleSettings, DEFAULT_APPROVAL_TIMEOUT, MAX_APPROVAL_WAIT};
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};
 use crate::logging::{sanitize, Net, NetList};
-use crate::tsb::{Policy, RequestState, RequestStatus, TsbError, TsbReason};
+use crate::tsb::{RequestState, RequestStatus, TsbError, TsbReason};
 
 /// How long giving up waits for the TSB to confirm the `DELETE` of the request.
 pub(crate) const CANCEL_WAIT: Duration = Duration::from_secs(1);
@@ -39,40 +40,6 @@ pub(crate) const CANCEL_WAIT: Duration = Duration::from_secs(1);
 /// `timeout` seconds after it created it, and the module should see that `EXPIRED` (one poll,
 /// at most `pollIntervalMaxMs` apart, plus this for the TSB's clock and the network).
 pub(crate) const POLICY_GRACE: Duration = Duration::from_secs(10);
-
-/// How long the TSB keeps an approval request for a key alive, from the key's `ruleUse` policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RequestLifetime {
-    /// The key's policy is not known (a key that gained approval rules after it was listed).
-    Unknown,
-    /// A way to approve without a timeout: the request never expires on the TSB.
-    Unlimited,
-    /// The request expires this long after it was filed.
-    Expires(Duration),
-}
-
-impl RequestLifetime {
-    /// The lifetime of requests under `policy`: the `ruleUse` tokens with groups are OR'ed, and
-    /// the TSB expires a request only when every one of them has timed out, so the longest
-    /// timeout counts, and a token without one (`timeout` 0) makes the request live until a
-    /// decision. Tokens without groups are always satisfied (such a key signs synchronously).
-    pub(crate) fn of(policy: Option<&Policy>) -> RequestLifetime {
-        let Some(rule) = policy.and_then(|p| p.rule_use.as_ref()) else {
-            return RequestLifetime::Unknown;
-        };
-        let mut longest: Option<u64> = None;
-        for token in rule.tokens.iter().filter(|t| !t.groups.is_empty()) {
-            if token.timeout == 0 {
-                return RequestLifetime::Unlimited;
-            }
-            longest = Some(longest.unwrap_or(0).max(token.timeout));
-        }
-        match longest {
-            Some(secs) => RequestLifetime::Expires(Duration::from_secs(secs)),
-            None => RequestLifetime::Unknown,
-        }
-    }
-}
 
 /// How long `C_Sign` waits for a decision on a request with `lifetime`, and why (for the log).
 /// `approvalTimeoutSecs` wins when set; otherwise the request's lifetime on the TSB plus
@@ -495,6 +462,7 @@ fn log_progress(id: &str, label: &str, s: &RequestStatus, elapsed: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tsb::Policy;
     use serde_json::json;
 
     fn policy(rule_use: serde_json::Value) -> Policy {

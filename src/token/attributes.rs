@@ -17,7 +17,7 @@ pub(crate) const CKA_TSB_BLOCKED: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x545
 
 /// The answer for one attribute of a `C_GetAttributeValue` template.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum AttrValue {
+pub enum AttrValue {
     Bytes(Vec<u8>),
     /// Exists but may not be revealed (`CKR_ATTRIBUTE_SENSITIVE`).
     Sensitive,
@@ -180,7 +180,7 @@ pub(crate) fn attribute(
 /// `sizeof(CK_ULONG)` (PKCS#11 v2.40 §4: each attribute's data type). `None` for variable
 /// lengths. A template value of another length is `CKR_ATTRIBUTE_VALUE_INVALID`, found before
 /// any value is copied.
-pub(crate) fn fixed_len(attr: CK_ATTRIBUTE_TYPE) -> Option<usize> {
+pub fn fixed_len(attr: CK_ATTRIBUTE_TYPE) -> Option<usize> {
     match attr {
         CKA_TOKEN
         | CKA_PRIVATE

@@ -12,7 +12,7 @@ use crate::tsb::{
 
 /// The TSB operations the token uses (docs/tsb-api.md). Errors are the TSB client's, which
 /// `crate::error::map_tsb_error` turns into return values.
-pub(crate) trait Backend: Send + Sync {
+pub trait Backend: Send + Sync {
     /// `GET /v1/key`: the labels of the keys.
     fn list_keys(&self) -> Result<Vec<String>, TsbError>;
     /// A key's attributes (with its password when it has one).

@@ -205,7 +205,7 @@ impl Token {
     /// creation, so nothing more of a template that is refused anyway is touched.
     ///
     /// Every refusal is one WARN line naming the attribute and the reason.
-    pub(crate) fn create_object(
+    pub fn create_object(
         &self,
         session: CK_SESSION_HANDLE,
         fixed: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
@@ -395,7 +395,7 @@ impl Token {
     /// (`CKR_ACTION_PROHIBITED`).
     ///
     /// Every refusal is one WARN line naming the object and the reason.
-    pub(crate) fn destroy_object(
+    pub fn destroy_object(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,

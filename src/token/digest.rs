@@ -47,7 +47,7 @@ pub(crate) struct DigestOp {
 
 /// What `C_Digest` / `C_DigestFinal` produced: the length (size query) or the digest.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum DigestOutput {
+pub enum DigestOutput {
     Length(usize),
     Digest(Vec<u8>),
 }
@@ -62,11 +62,7 @@ impl Staged for DigestOp {
 }
 
 impl Token {
-    pub(crate) fn digest_init(
-        &self,
-        session: CK_SESSION_HANDLE,
-        mechanism: &Mechanism,
-    ) -> Result<()> {
+    pub fn digest_init(&self, session: CK_SESSION_HANDLE, mechanism: &Mechanism) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.digest.is_some() {
@@ -92,14 +88,14 @@ impl Token {
     }
 
     /// Ends the digest operation (after invalid arguments at the C boundary).
-    pub(crate) fn end_digest(&self, session: CK_SESSION_HANDLE) {
+    pub fn end_digest(&self, session: CK_SESSION_HANDLE) {
         if let Ok(s) = self.sessions.get(session) {
             s.ops.lock().digest = None;
         }
     }
 
     /// `C_Digest`. `capacity` is `None` for a size query (NULL output pointer).
-    pub(crate) fn digest(
+    pub fn digest(
         &self,
         session: CK_SESSION_HANDLE,
         data: &[u8],
@@ -116,7 +112,7 @@ impl Token {
         Ok(DigestOutput::Digest(op.hasher.finalize()))
     }
 
-    pub(crate) fn digest_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub fn digest_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         let op = ops
@@ -131,11 +127,7 @@ impl Token {
     /// `C_DigestKey`: this token's keys are public keys (whose value is not a key attribute
     /// to digest) and sensitive private keys, so any key is `CKR_KEY_INDIGESTIBLE` (§5.10);
     /// like any error, it ends the operation.
-    pub(crate) fn digest_key(
-        &self,
-        session: CK_SESSION_HANDLE,
-        key: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
+    pub fn digest_key(&self, session: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.digest.is_none() {
@@ -151,7 +143,7 @@ impl Token {
         }
     }
 
-    pub(crate) fn digest_final(
+    pub fn digest_final(
         &self,
         session: CK_SESSION_HANDLE,
         capacity: Option<usize>,

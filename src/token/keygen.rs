@@ -387,7 +387,7 @@ impl Token {
     /// default (§4.4), makes a session key pair: a temporary TSB key with a generated label that
     /// the module deletes when the pair's lifetime ends (session_keys.rs), allowed in read-only
     /// sessions too.
-    pub(crate) fn generate_key_pair(
+    pub fn generate_key_pair(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,

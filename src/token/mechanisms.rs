@@ -34,8 +34,8 @@ pub const SUPPORTED: &[CK_MECHANISM_TYPE] = &[
 /// A mechanism as the application passed it, with its parameters decoded by the FFI layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mechanism {
-    pub(crate) mechanism: CK_MECHANISM_TYPE,
-    pub(crate) params: MechParams,
+    pub mechanism: CK_MECHANISM_TYPE,
+    pub params: MechParams,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,12 +2,12 @@
 //! PKCS#11 semantics but no raw pointers; the FFI layer converts, and tests call it directly.
 
 pub(crate) mod approval;
-pub(crate) mod attributes;
+pub mod attributes;
 pub(crate) mod mechanisms;
 pub(crate) mod metadata;
-pub(crate) mod objects;
+pub mod objects;
 pub(crate) mod operations;
-pub(crate) mod session;
+pub mod session;
 
 mod backend;
 mod certificates;
@@ -37,8 +37,8 @@ use objects::ObjectStore;
 use operations::FindOp;
 use session::{CancelReason, SessionTable, Surrender};
 
-pub(crate) use digest::DigestOutput;
-pub(crate) use mechanisms::{MechParams, Mechanism};
+pub use digest::DigestOutput;
+pub use mechanisms::{MechParams, Mechanism};
 
 /// The longest `C_Finalize` takes, whatever the TSB does (hangs, is slow, refuses): waiting for
 /// the deletion of temporary keys and for helper threads (an approval request's cancellation,
@@ -47,15 +47,15 @@ pub(crate) use mechanisms::{MechParams, Mechanism};
 pub(crate) const FINALIZE_BOUND: Duration = Duration::from_secs(2);
 
 /// The one slot's ID.
-pub(crate) const SLOT_ID: CK_SLOT_ID = 0;
+pub const SLOT_ID: CK_SLOT_ID = 0;
 
 /// Text fields of the slot and token, blank-padded by the FFI layer.
-pub(crate) const MANUFACTURER: &str = "Securosys TSB via tsb-pkcs11";
-pub(crate) const MODEL: &str = "TSB REST";
+pub const MANUFACTURER: &str = "Securosys TSB via tsb-pkcs11";
+pub const MODEL: &str = "TSB REST";
 
 /// What `C_Sign`/`C_SignFinal` produced: the length (size query) or the signature.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum SignOutput {
+pub enum SignOutput {
     Length(usize),
     Signature(Vec<u8>),
 }
@@ -77,7 +77,7 @@ struct ClientCell {
     client: Arc<dyn Backend>,
 }
 
-pub(crate) struct Token {
+pub struct Token {
     config: Arc<Config>,
     client: Mutex<ClientCell>,
     /// Builds the backend of a process (the TSB client; a fake in the core tests).
@@ -97,7 +97,7 @@ pub(crate) struct Token {
 impl Token {
     /// Builds the token from a configuration. No network I/O (PKCS#11 `C_Initialize` must not
     /// block on a remote service).
-    pub(crate) fn new(config: Config, may_spawn_threads: bool) -> Result<Token> {
+    pub fn new(config: Config, may_spawn_threads: bool) -> Result<Token> {
         Token::with_backend(
             config,
             may_spawn_threads,
@@ -158,12 +158,12 @@ impl Token {
         crate::logging::register_secrets(all.map(Secret::expose));
     }
 
-    pub(crate) fn config(&self) -> &Config {
+    pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// The TSB client for this process (rebuilt after a fork).
-    pub(crate) fn client(&self) -> Result<Arc<dyn Backend>> {
+    pub fn client(&self) -> Result<Arc<dyn Backend>> {
         let pid = std::process::id();
         let mut cell = self.client.lock();
         if cell.pid != pid {
@@ -188,7 +188,7 @@ impl Token {
     /// holds only its own copies (the client, the request id, the journal setting): the module
     /// is pinned in memory (`RTLD_NODELETE`), and a later `C_Initialize` builds a new token
     /// that shares nothing with it.
-    pub(crate) fn finalize(&self) {
+    pub fn finalize(&self) {
         let deadline = Instant::now() + FINALIZE_BOUND;
         self.sessions.close_all(CancelReason::Finalized);
         self.delete_all_session_keys(Some(deadline), "C_Finalize");
@@ -213,26 +213,26 @@ impl Token {
 
     // ----- slot and token (PKCS#11 v2.40 §5.5) -----
 
-    pub(crate) fn slot_description(&self) -> String {
+    pub fn slot_description(&self) -> String {
         format!("Securosys TSB at {}", self.config.rest_api())
     }
 
-    pub(crate) fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_FLAGS> {
+    pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_FLAGS> {
         Self::check_slot(slot)?;
         Ok(CKF_TOKEN_PRESENT)
     }
 
-    pub(crate) fn token_label(&self) -> &str {
+    pub fn token_label(&self) -> &str {
         &self.config.pkcs11.token_label
     }
 
-    pub(crate) fn serial(&self) -> &str {
+    pub fn serial(&self) -> &str {
         &self.serial
     }
 
     /// Token flags and session counts for `C_GetTokenInfo`: (flags, sessions, rw sessions).
     /// Not `CKF_WRITE_PROTECTED`: certificates can be stored on the TSB (`C_CreateObject`).
-    pub(crate) fn token_info(&self, slot: CK_SLOT_ID) -> Result<(CK_FLAGS, usize, usize)> {
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<(CK_FLAGS, usize, usize)> {
         Self::check_slot(slot)?;
         let mut flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED;
         if self.config.pkcs11.pin_is != PinIs::None {
@@ -248,7 +248,7 @@ impl Token {
     }
 
     /// The signing mechanisms, then the digests, then the key-pair generations.
-    pub(crate) fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
         Self::check_slot(slot)?;
         Ok([
             mechanisms::SUPPORTED,
@@ -258,7 +258,7 @@ impl Token {
         .concat())
     }
 
-    pub(crate) fn mechanism_info(
+    pub fn mechanism_info(
         &self,
         slot: CK_SLOT_ID,
         mechanism: CK_MECHANISM_TYPE,
@@ -272,7 +272,7 @@ impl Token {
 
     // ----- sessions (§5.6) -----
 
-    pub(crate) fn open_session(
+    pub fn open_session(
         &self,
         slot: CK_SLOT_ID,
         flags: CK_FLAGS,
@@ -288,13 +288,13 @@ impl Token {
 
     /// `C_CloseSession` (§5.6): the session's objects go with it, so the temporary keys of the
     /// session key pairs it generated are deleted on the TSB.
-    pub(crate) fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+    pub fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
         self.sessions.close(session)?;
         self.delete_keys_of_session(session);
         Ok(())
     }
 
-    pub(crate) fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
+    pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
         Self::check_slot(slot)?;
         self.sessions.close_all(CancelReason::SessionClosed);
         self.delete_all_session_keys(None, "C_CloseAllSessions");
@@ -302,7 +302,7 @@ impl Token {
     }
 
     /// `C_GetSessionInfo`: (state, flags).
-    pub(crate) fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<(CK_STATE, CK_FLAGS)> {
+    pub fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<(CK_STATE, CK_FLAGS)> {
         let s = self.sessions.get(session)?;
         let user = self.login.lock().logged_in;
         let state = match (s.read_write, user) {
@@ -320,7 +320,7 @@ impl Token {
 
     /// `C_SessionCancel` (PKCS#11 3.0 §5.6): ends the session's operations named by `flags`;
     /// a thread waiting for approvals in `C_Sign` returns `CKR_FUNCTION_CANCELED` promptly.
-    pub(crate) fn session_cancel(&self, session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+    pub fn session_cancel(&self, session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
         let s = self.sessions.get(session)?;
         if flags & (CKF_SIGN | CKF_VERIFY | CKF_FIND_OBJECTS | CKF_DIGEST) == 0 {
             return Ok(());
@@ -348,7 +348,7 @@ impl Token {
 
     /// `C_SeedRandom` / `C_GenerateRandom` (PKCS#11 v2.40 §5.15): `CKR_RANDOM_NO_RNG` once the
     /// session and arguments are checked (the token info has no `CKF_RNG`).
-    pub(crate) fn random(&self, session: CK_SESSION_HANDLE, arguments_ok: bool) -> Result<()> {
+    pub fn random(&self, session: CK_SESSION_HANDLE, arguments_ok: bool) -> Result<()> {
         self.sessions.get(session)?;
         if !arguments_ok {
             return Err(Error::new(CKR_ARGUMENTS_BAD, "NULL buffer with a length"));
@@ -368,12 +368,7 @@ impl Token {
         }
     }
 
-    pub(crate) fn login(
-        &self,
-        session: CK_SESSION_HANDLE,
-        user: CK_USER_TYPE,
-        pin: &[u8],
-    ) -> Result<()> {
+    pub fn login(&self, session: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         match user {
             CKU_USER => {}
@@ -467,7 +462,7 @@ impl Token {
         Ok(())
     }
 
-    pub(crate) fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+    pub fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
         self.sessions.get(session)?;
         let mut login = self.login.lock();
         if !login.logged_in {
@@ -492,7 +487,7 @@ impl Token {
 
     // ----- objects (§5.8) -----
 
-    pub(crate) fn find_objects_init(
+    pub fn find_objects_init(
         &self,
         session: CK_SESSION_HANDLE,
         template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
@@ -527,7 +522,7 @@ impl Token {
         Ok(())
     }
 
-    pub(crate) fn find_objects(
+    pub fn find_objects(
         &self,
         session: CK_SESSION_HANDLE,
         max: usize,
@@ -544,7 +539,7 @@ impl Token {
         Ok(out)
     }
 
-    pub(crate) fn find_objects_final(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+    pub fn find_objects_final(&self, session: CK_SESSION_HANDLE) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.find.take().is_none() {
@@ -554,7 +549,7 @@ impl Token {
     }
 
     /// `C_GetAttributeValue`: one answer per requested attribute.
-    pub(crate) fn attribute_values(
+    pub fn attribute_values(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,

@@ -50,7 +50,7 @@ fn attr_name(t: CK_ATTRIBUTE_TYPE) -> String {
 
 impl Token {
     /// `C_SetAttributeValue` (§5.7.6); see the module documentation.
-    pub(crate) fn set_attribute_values(
+    pub fn set_attribute_values(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
@@ -108,7 +108,7 @@ impl Token {
     }
 
     /// `C_CopyObject` (§5.7.2): always refused; see the module documentation.
-    pub(crate) fn copy_object(
+    pub fn copy_object(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,

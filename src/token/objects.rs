@@ -16,11 +16,44 @@ use cryptoki_sys::*;
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
-use super::approval::RequestLifetime;
 use crate::crypto::{Certificate, PreparedKey, PublicKey};
 use crate::error::{Error, Result};
 use crate::logging::Net;
-use crate::tsb::KeyAttributes;
+use crate::tsb::{KeyAttributes, Policy};
+
+/// How long the TSB keeps an approval request for a key alive, from the key's `ruleUse` policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestLifetime {
+    /// The key's policy is not known (a key that gained approval rules after it was listed).
+    Unknown,
+    /// A way to approve without a timeout: the request never expires on the TSB.
+    Unlimited,
+    /// The request expires this long after it was filed.
+    Expires(Duration),
+}
+
+impl RequestLifetime {
+    /// The lifetime of requests under `policy`: the `ruleUse` tokens with groups are OR'ed, and
+    /// the TSB expires a request only when every one of them has timed out, so the longest
+    /// timeout counts, and a token without one (`timeout` 0) makes the request live until a
+    /// decision. Tokens without groups are always satisfied (such a key signs synchronously).
+    pub(crate) fn of(policy: Option<&Policy>) -> RequestLifetime {
+        let Some(rule) = policy.and_then(|p| p.rule_use.as_ref()) else {
+            return RequestLifetime::Unknown;
+        };
+        let mut longest: Option<u64> = None;
+        for token in rule.tokens.iter().filter(|t| !t.groups.is_empty()) {
+            if token.timeout == 0 {
+                return RequestLifetime::Unlimited;
+            }
+            longest = Some(longest.unwrap_or(0).max(token.timeout));
+        }
+        match longest {
+            Some(secs) => RequestLifetime::Expires(Duration::from_secs(secs)),
+            None => RequestLifetime::Unknown,
+        }
+    }
+}
 
 /// Who a key is: the SHA-256 of its public key (the DER SubjectPublicKeyInfo, as
 /// `CKA_PUBLIC_KEY_INFO` shows it) and the TSB's key id when it has one. Handles are bound to it.
@@ -86,22 +119,22 @@ impl KeyUsage {
 
 /// A TSB key as the token shows it.
 #[derive(Debug)]
-pub(crate) struct KeyObject {
+pub struct KeyObject {
     pub(crate) label: String,
     /// `CKA_ID`: see [`key_id`]. The same on the key's private, public and certificate objects.
-    pub(crate) id: Vec<u8>,
+    pub id: Vec<u8>,
     pub(crate) key_type: CK_KEY_TYPE,
-    pub(crate) public: PublicKey,
+    pub public: PublicKey,
     /// What the key's handles are bound to (see [`KeyIdentity`]).
     pub(crate) identity: KeyIdentity,
-    pub(crate) needs_approval: bool,
-    pub(crate) blocked: bool,
+    pub needs_approval: bool,
+    pub blocked: bool,
     pub(crate) always_sensitive: bool,
     pub(crate) never_extractable: bool,
     /// `CKA_DECRYPT`, `CKA_UNWRAP`, `CKA_DERIVE`, `CKA_ENCRYPT`, `CKA_VERIFY`, `CKA_WRAP`.
     pub(crate) usage: KeyUsage,
     /// Who must approve, in words, for log lines.
-    pub(crate) approvers: String,
+    pub approvers: String,
     /// How long the TSB keeps an approval request for this key alive (from its policy).
     pub(crate) request_lifetime: RequestLifetime,
     /// Index-derived base of the object handles; [`ObjectStore::store_key`] sets the final one.
@@ -182,7 +215,7 @@ const SHIFT: u32 = 2;
 
 /// Why a key is not shown (for the debug log).
 #[derive(Clone, Debug)]
-pub(crate) enum Skipped {
+pub enum Skipped {
     CannotSign(String),
 }
 
@@ -534,7 +567,7 @@ fn rebased(cert: Arc<CertObject>, handle: CK_OBJECT_HANDLE) -> Arc<CertObject> {
 }
 
 /// Builds a key object from the TSB's attributes; `Err(reason)` when it cannot sign here.
-pub(crate) fn key_from_attributes(
+pub fn key_from_attributes(
     attrs: &KeyAttributes,
     base: CK_OBJECT_HANDLE,
 ) -> std::result::Result<KeyObject, Skipped> {

@@ -122,7 +122,7 @@ impl Cancel {
 
 /// The application's `Notify` callback (`C_OpenSession`), asked with `CKN_SURRENDER` at each
 /// poll of a long wait; returns true when the application wants to cancel (`CKR_CANCEL`).
-pub(crate) type Surrender = Box<dyn Fn() -> bool + Send + Sync>;
+pub type Surrender = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// The active operations of a session (one of each kind at a time, PKCS#11 v2.40 §5.2).
 #[derive(Default)]

@@ -38,7 +38,7 @@ impl Token {
         }
     }
 
-    pub(crate) fn sign_init(
+    pub fn sign_init(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,
@@ -66,14 +66,14 @@ impl Token {
     }
 
     /// Ends the signing operation (after invalid arguments at the C boundary).
-    pub(crate) fn end_sign(&self, session: CK_SESSION_HANDLE) {
+    pub fn end_sign(&self, session: CK_SESSION_HANDLE) {
         if let Ok(s) = self.sessions.get(session) {
             s.ops.lock().sign = None;
         }
     }
 
     /// `C_Sign`. `capacity` is `None` for a size query (NULL signature pointer).
-    pub(crate) fn sign(
+    pub fn sign(
         &self,
         session: CK_SESSION_HANDLE,
         data: &[u8],
@@ -96,7 +96,7 @@ impl Token {
         self.produce(&s, &op, input).map(SignOutput::Signature)
     }
 
-    pub(crate) fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         if ops.signing {
@@ -105,7 +105,7 @@ impl Token {
         operations::update(&mut ops.sign, data)
     }
 
-    pub(crate) fn sign_final(
+    pub fn sign_final(
         &self,
         session: CK_SESSION_HANDLE,
         capacity: Option<usize>,
@@ -290,7 +290,7 @@ impl Token {
 
     // ----- verification, local (§5.13) -----
 
-    pub(crate) fn verify_init(
+    pub fn verify_init(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,
@@ -310,18 +310,13 @@ impl Token {
     /// Ends the verification operation (after invalid arguments at the C boundary: PKCS#11
     /// v3.0 §5.15, a call to `C_Verify` or `C_VerifyFinal` always terminates the operation, and
     /// a `C_VerifyUpdate` that fails terminates it, as for signing, §5.13).
-    pub(crate) fn end_verify(&self, session: CK_SESSION_HANDLE) {
+    pub fn end_verify(&self, session: CK_SESSION_HANDLE) {
         if let Ok(s) = self.sessions.get(session) {
             s.ops.lock().verify = None;
         }
     }
 
-    pub(crate) fn verify(
-        &self,
-        session: CK_SESSION_HANDLE,
-        data: &[u8],
-        signature: &[u8],
-    ) -> Result<()> {
+    pub fn verify(&self, session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let op = s
             .ops
@@ -338,13 +333,13 @@ impl Token {
         check_signature(&op, single_part(op.plan, data)?, signature)
     }
 
-    pub(crate) fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    pub fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut ops = s.ops.lock();
         operations::update(&mut ops.verify, data)
     }
 
-    pub(crate) fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+    pub fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
         let s = self.sessions.get(session)?;
         let mut op = s
             .ops

@@ -34,8 +34,8 @@ mod retry;
 mod send;
 use crate::config::{normalise_url, AuthType, Config, Secret};
 use crate::logging::Net;
-pub(crate) use attestation::KeyAttestation;
-pub(crate) use keys::{NewKey, NewKeyType, NewKeyUsage};
+pub use attestation::KeyAttestation;
+pub use keys::{NewKey, NewKeyType, NewKeyUsage};
 use retry::{is_node_failure, Retry};
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
@@ -97,7 +97,7 @@ pub(crate) fn role_for_path(path: &str) -> Option<Role> {
 
 /// Percent-encodes one path segment: everything but the RFC 3986 §2.3 unreserved characters
 /// `A-Z a-z 0-9 - . _ ~` (so `/` too).
-pub(crate) fn encode_segment(s: &str) -> String {
+pub fn encode_segment(s: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'.')
@@ -116,7 +116,7 @@ fn header_safe(s: &str) -> bool {
 /// is refused (the module's own text, never the server's). The flag says that the answer came
 /// over a reused kept-alive connection, where it could be a late answer to an earlier request
 /// that nothing in HTTP/1.1 tells apart: such a signature must be verified in full.
-pub(crate) type SignatureCheck<'a> = dyn Fn(&[u8], bool) -> Result<Vec<u8>, String> + 'a;
+pub type SignatureCheck<'a> = dyn Fn(&[u8], bool) -> Result<Vec<u8>, String> + 'a;
 
 /// One request to make.
 struct Call<'a> {
@@ -242,7 +242,7 @@ impl Reply {
 }
 
 /// The client of one TSB. `Send + Sync`; share it through an `Arc`. It owns no threads.
-pub(crate) struct TsbClient {
+pub struct TsbClient {
     /// The TSB nodes (one unless `restApi` is an array), each with its kept-alive connections:
     /// reads, idempotent requests, synchronous signs. Requests that must never be sent twice
     /// (approval requests, certificate and key changes) go on a new connection each: a pooled
@@ -360,7 +360,7 @@ impl TsbClient {
     /// per-request deadline from the configuration. No network I/O.
     /// The configured `token` is sent only with authType TOKEN; the client certificate is
     /// used with authType CERT or when both `certpath` and `keypath` are set.
-    pub(crate) fn new(config: &Config) -> Result<TsbClient, TsbError> {
+    pub fn new(config: &Config) -> Result<TsbClient, TsbError> {
         TsbClient::with_net(config, NetOptions::from_process(true))
     }
 
@@ -468,7 +468,7 @@ impl TsbClient {
     }
 
     /// The nodes' base URLs, in configured order.
-    pub(crate) fn node_urls(&self) -> Vec<String> {
+    pub fn node_urls(&self) -> Vec<String> {
         (0..self.nodes.len())
             .map(|i| self.nodes.node(i).url.clone())
             .collect()
@@ -476,19 +476,19 @@ impl TsbClient {
 
     /// For `tsb-pkcs11 doctor`: the steps of a new connection to node `i` (in configured
     /// order), one at a time.
-    pub(crate) fn probe(&self, i: usize) -> Probe<'_> {
+    pub fn probe(&self, i: usize) -> Probe<'_> {
         Probe::new(self.nodes.node(i))
     }
 
     /// The number of nodes (`restApi` URLs).
-    pub(crate) fn node_count(&self) -> usize {
+    pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
 
     /// For `tsb-pkcs11 doctor`: `GET /v1/versionInfo` on node `i` alone (no other node, no
     /// retry, within `requestTimeoutMs`) → the `Version`, or the error. `Ok(None)`: the node
     /// answered with an error that says nothing against it (e.g. 401 without a ServiceToken).
-    pub(crate) fn probe_node(&self, i: usize) -> Result<Option<String>, TsbError> {
+    pub fn probe_node(&self, i: usize) -> Result<Option<String>, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/versionInfo",
@@ -519,7 +519,7 @@ impl TsbClient {
 
     /// `GET path` → the answer's JSON as it came (`tsb-pkcs11 doctor` compares it with the
     /// fields this client knows). `endpoint` names the call in errors.
-    pub(crate) fn get_json(&self, endpoint: &'static str, path: String) -> Result<Value, TsbError> {
+    pub fn get_json(&self, endpoint: &'static str, path: String) -> Result<Value, TsbError> {
         let call = Call::new("GET", endpoint, path, Retry::Idempotent);
         self.execute(&call, |reply| reply.json())
     }
@@ -548,7 +548,7 @@ impl TsbClient {
 
     /// `GET /v1/versionInfo` → the `Version` string (`None` when the answer has none), and the
     /// fields of the answer this client does not know (for `tsb-pkcs11 doctor`).
-    pub(crate) fn version_info_checked(&self) -> Result<(Option<String>, Vec<String>), TsbError> {
+    pub fn version_info_checked(&self) -> Result<(Option<String>, Vec<String>), TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/versionInfo",
@@ -561,12 +561,12 @@ impl TsbClient {
     }
 
     /// `GET /v1/key` → the key labels.
-    pub(crate) fn list_keys(&self) -> Result<Vec<String>, TsbError> {
+    pub fn list_keys(&self) -> Result<Vec<String>, TsbError> {
         self.list_keys_checked().map(|l| l.labels)
     }
 
     /// `GET /v1/key` → the key labels, and the shape they came in (for `tsb-pkcs11 doctor`).
-    pub(crate) fn list_keys_checked(&self) -> Result<KeyList, TsbError> {
+    pub fn list_keys_checked(&self) -> Result<KeyList, TsbError> {
         let call = Call::new("GET", "GET /v1/key", "/v1/key".into(), Retry::Idempotent);
         self.execute(&call, |reply| {
             parse_key_list_checked(&reply.json()?).map_err(TsbErrorKind::InvalidResponse)
@@ -577,7 +577,7 @@ impl TsbClient {
     /// clients use (docs/tsb-api.md, "Keys"); a node that does not know it (404 without a TSB
     /// error, 405) is asked `GET /v1/key/{label}/attributes` (label percent-encoded, `/`
     /// included) instead, for a key without password whose label fits in a path.
-    pub(crate) fn key_attributes(
+    pub fn key_attributes(
         &self,
         label: &str,
         password: Option<&Secret>,
@@ -588,7 +588,7 @@ impl TsbClient {
 
     /// [`TsbClient::key_attributes`], and the fields of the answer this client does not know
     /// (JSON paths such as `json.attributes.newFlag`, for `tsb-pkcs11 doctor`).
-    pub(crate) fn key_attributes_checked(
+    pub fn key_attributes_checked(
         &self,
         label: &str,
         password: Option<&Secret>,
@@ -647,7 +647,7 @@ impl TsbClient {
     /// `GET /v1/certificate/{label}` → the certificate of a key as received: the PEM text bytes,
     /// or the decoded DER when the field (`certificate` or `rawCertificate`) is base64.
     /// `Ok(None)` on 404 or when the response has no certificate.
-    pub(crate) fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
+    pub fn certificate(&self, label: &str) -> Result<Option<Vec<u8>>, TsbError> {
         let mut call = Call::new(
             "GET",
             "GET /v1/certificate/{label}",
@@ -764,7 +764,7 @@ impl TsbClient {
     }
 
     /// `GET /v1/request/{id}` → the request's status.
-    pub(crate) fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
+    pub fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/request/{id}",
@@ -782,7 +782,7 @@ impl TsbClient {
     }
 
     /// `DELETE /v1/request/{id}`: cancels a request.
-    pub(crate) fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
+    pub fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
         let call = Call::new(
             "DELETE",
             "DELETE /v1/request/{id}",

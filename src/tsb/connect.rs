@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::endpoint::Endpoint;
-use super::http::{is_timeout, Failure};
 use super::proxy::{self, Route};
+use super::wire::{is_timeout, Failure};
 
 /// The most lookups per client that may still be running after their callers gave up.
 pub(crate) const MAX_STRAY_LOOKUPS: usize = 4;

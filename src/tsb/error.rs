@@ -6,17 +6,17 @@ use serde_json::Value;
 
 /// An error of one TSB call.
 #[derive(Clone, Debug)]
-pub(crate) struct TsbError {
+pub struct TsbError {
     /// The endpoint, without ids or labels, e.g. `POST /v1/synchronousSign` or
     /// `GET /v1/key/{label}/attributes`.
     pub(crate) endpoint: String,
     /// What went wrong.
-    pub(crate) kind: TsbErrorKind,
+    pub kind: TsbErrorKind,
 }
 
 /// The class of a [`TsbError`].
 #[derive(Clone, Debug)]
-pub(crate) enum TsbErrorKind {
+pub enum TsbErrorKind {
     /// Failed before the request could reach the server: DNS, connection refused, connect
     /// timeout, TLS handshake, certificate or pin failure. Safe to retry anything.
     NotSent(String),
@@ -50,7 +50,7 @@ pub(crate) enum TsbErrorKind {
 /// The TSB error codes the module acts on, by name (docs/tsb-api.md, "Errors"). The numbers
 /// appear only here; call sites match on the names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TsbReason {
+pub enum TsbReason {
     /// 401 `res.error.missing.approval`: the key needs approvals, sign through `/v1/sign`.
     MissingApproval,
     /// 600: the request failed validation.
@@ -106,7 +106,7 @@ impl TsbReason {
 }
 
 impl TsbError {
-    pub(crate) fn new(endpoint: impl Into<String>, kind: TsbErrorKind) -> TsbError {
+    pub fn new(endpoint: impl Into<String>, kind: TsbErrorKind) -> TsbError {
         TsbError {
             endpoint: endpoint.into(),
             kind,
@@ -123,7 +123,7 @@ impl TsbError {
     }
 
     /// The TSB `errorCode` of an HTTP error, if any.
-    pub(crate) fn tsb_code(&self) -> Option<i64> {
+    pub fn tsb_code(&self) -> Option<i64> {
         match &self.kind {
             TsbErrorKind::Http { code, .. } => *code,
             _ => None,
@@ -142,7 +142,7 @@ impl TsbError {
     }
 
     /// The HTTP status of an HTTP error, if any.
-    pub(crate) fn http_status(&self) -> Option<u16> {
+    pub fn http_status(&self) -> Option<u16> {
         match &self.kind {
             TsbErrorKind::Http { status, .. } => Some(*status),
             _ => None,

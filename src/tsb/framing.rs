@@ -27,7 +27,7 @@
 
 use std::io::{self, BufRead, Read};
 
-use super::http::{Failure, Response};
+use super::wire::{Failure, Response};
 
 /// The largest response head (status line and fields, interim responses included).
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -116,7 +116,7 @@ pub(crate) fn read_response<R: BufRead>(
     };
     let keep = keep && body != Body::ToEnd && result.is_ok();
     if let Err(e) = result {
-        resp.body_error = Some(if super::http::is_timeout(&e) {
+        resp.body_error = Some(if super::wire::is_timeout(&e) {
             Failure::Timeout(format!("reading the response: {e}"))
         } else if e.kind() == io::ErrorKind::InvalidData {
             Failure::Transport(format!("malformed HTTP response: {e}"))

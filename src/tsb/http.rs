@@ -21,6 +21,7 @@ use super::endpoint::Endpoint;
 use super::framing::{read_response, ReadFailure};
 use super::proxy::Route;
 use super::tls;
+pub(crate) use super::wire::{is_timeout, Failure, Response};
 
 /// Where requests go: the node's [`Endpoint`], how it is reached ([`Route`]), the TLS settings
 /// (the TSB's own name for SNI and verification, through a proxy too) and the resolver.
@@ -97,44 +98,6 @@ pub(crate) struct Request<'a> {
     pub path: &'a str,
     pub headers: &'a [(&'a str, &'a str)],
     pub body: Option<&'a [u8]>,
-}
-
-/// A response: the status and the body, at most `max_body` bytes.
-#[derive(Debug)]
-pub(crate) struct Response {
-    pub status: u16,
-    pub body: Vec<u8>,
-    /// The body was longer than `max_body` (the rest is not read).
-    pub truncated: bool,
-    /// Reading the body failed after the head arrived (the body holds what was read).
-    pub body_error: Option<Failure>,
-}
-
-/// How an exchange failed.
-#[derive(Debug, Clone)]
-pub(crate) enum Failure {
-    /// Nothing was sent: DNS, connect, TLS handshake.
-    NotSent(String),
-    /// A reused connection was closed or reset before any byte of a response arrived
-    /// (while the request was written, or after).
-    Stale(String),
-    /// A read or write timed out after the connection was made.
-    Timeout(String),
-    /// The connection failed after the request was (partly) sent, or the response is not
-    /// HTTP.
-    Transport(String),
-}
-
-impl Failure {
-    /// What happened, in words.
-    pub(crate) fn message(&self) -> &str {
-        match self {
-            Failure::NotSent(m)
-            | Failure::Stale(m)
-            | Failure::Timeout(m)
-            | Failure::Transport(m) => m,
-        }
-    }
 }
 
 /// The transport under TLS: a TCP stream whose every read and write is bounded by a deadline.
@@ -711,13 +674,6 @@ fn outcome(
             })
         }
     }
-}
-
-pub(crate) fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
 }
 
 /// Whether a read failure means the connection was closed or reset.

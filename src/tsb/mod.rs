@@ -12,7 +12,7 @@
 //! `proxy.rs` (HTTP CONNECT proxies, `HTTPS_PROXY`/`NO_PROXY`), `endpoint.rs` (the URL type), `tls.rs`
 //! (rustls: system roots + `caPath`, mTLS, certificate pin), `probe.rs` (the steps of a
 //! connection one by one, for `tsb-pkcs11 doctor`), `models/` (request and response types),
-//! `error.rs` (the error type).
+//! `wire.rs` (a response and the ways an exchange fails), `error.rs` (the error type).
 //!
 //! The client owns no threads and no global sockets, so a fresh [`TsbClient`] works in a
 //! child after `fork()` (a name lookup runs on a short-lived thread of its own, see
@@ -26,23 +26,25 @@ mod error;
 mod framing;
 mod http;
 mod idle;
-pub(crate) mod models;
+pub mod models;
 mod nodes;
 mod probe;
 mod proxy;
 mod tls;
+mod wire;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
 /// For `tsb-pkcs11 doctor`, which checks each step of a connection the way the client makes it.
-pub(crate) use client::encode_segment;
-pub(crate) use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
-pub(crate) use client::{NetOptions, SignatureCheck, TsbClient};
-pub(crate) use error::{TsbError, TsbErrorKind, TsbReason};
-pub(crate) use models::{KeyAttributes, KeyList, Policy, RequestState, RequestStatus, SignRequest};
-pub(crate) use probe::{Connected, Probe, TlsFacts};
-pub(crate) use tls::describe_tls_error;
+pub use client::encode_segment;
+pub(crate) use client::NetOptions;
+pub use client::{KeyAttestation, NewKey, NewKeyType, NewKeyUsage};
+pub use client::{SignatureCheck, TsbClient};
+pub use error::{TsbError, TsbErrorKind, TsbReason};
+pub use models::{KeyAttributes, KeyList, Policy, RequestState, RequestStatus, SignRequest};
+pub use probe::{Connected, Probe, TlsFacts};
+pub use tls::describe_tls_error;
 
 /// The HTTP response reader, for the fuzz target.
 #[cfg(fuzzing)]

@@ -18,42 +18,42 @@ use super::proxy::{self, Route};
 use super::{connect, http};
 
 /// The steps of one node's connection (see [`super::TsbClient::probe`]).
-pub(crate) struct Probe<'c> {
+pub struct Probe<'c> {
     node: &'c Node,
 }
 
 /// A TCP connection made, not used yet.
-pub(crate) struct Connected {
+pub struct Connected {
     tcp: TcpStream,
     /// The address that accepted the connection.
-    pub(crate) addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 /// A connection ready for a request: plain, or after its TLS handshake.
-pub(crate) struct Opened {
+pub struct Opened {
     conn: http::Conn,
     /// The TLS session's facts (`None`: plain http://).
-    pub(crate) tls: Option<TlsFacts>,
+    pub tls: Option<TlsFacts>,
 }
 
 /// What a completed TLS handshake established.
 #[derive(Debug)]
-pub(crate) struct TlsFacts {
+pub struct TlsFacts {
     /// `TLSv1_3`, `TLSv1_2`.
-    pub(crate) protocol: String,
+    pub protocol: String,
     /// The server's end-entity certificate, as verified (absent only if the server sent none).
-    pub(crate) certificate: Option<ServerCertificate>,
+    pub certificate: Option<ServerCertificate>,
 }
 
 /// The server certificate's facts doctor shows.
 #[derive(Debug)]
-pub(crate) struct ServerCertificate {
+pub struct ServerCertificate {
     /// The subject, e.g. `CN=tsb.example`; `None` when the certificate cannot be read here.
-    pub(crate) subject: Option<String>,
+    pub subject: Option<String>,
     /// The end of its validity (Unix time).
-    pub(crate) not_after_unix: Option<i64>,
+    pub not_after_unix: Option<i64>,
     /// The SHA-256 of its DER: what `pkcs11.serverCertSha256` pins.
-    pub(crate) sha256: [u8; 32],
+    pub sha256: [u8; 32],
 }
 
 impl<'c> Probe<'c> {
@@ -62,13 +62,13 @@ impl<'c> Probe<'c> {
     }
 
     /// How the node is reached: directly or through which proxy.
-    pub(crate) fn route(&self) -> &Route {
+    pub fn route(&self) -> &Route {
         self.node.pool.origin().route()
     }
 
     /// The host the first hop goes to (the proxy when there is one, else the TSB): a name, or
     /// an IP literal (IPv6 without brackets).
-    pub(crate) fn host(&self) -> &str {
+    pub fn host(&self) -> &str {
         match self.route().proxy() {
             Some(p) => &p.endpoint.host,
             None => &self.node.pool.origin().endpoint().host,
@@ -76,7 +76,7 @@ impl<'c> Probe<'c> {
     }
 
     /// The port of the first hop (see [`Probe::host`]).
-    pub(crate) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         match self.route().proxy() {
             Some(p) => p.endpoint.port,
             None => self.node.pool.origin().endpoint().port,
@@ -84,13 +84,13 @@ impl<'c> Probe<'c> {
     }
 
     /// Whether the node is reached over TLS (https://).
-    pub(crate) fn is_tls(&self) -> bool {
+    pub fn is_tls(&self) -> bool {
         self.node.pool.origin().is_tls()
     }
 
     /// The addresses of the first hop, as a new connection resolves them (the module's
     /// resolver, bounded by `deadline`); else why not.
-    pub(crate) fn resolve(&self, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
+    pub fn resolve(&self, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
         self.node
             .pool
             .origin()
@@ -102,7 +102,7 @@ impl<'c> Probe<'c> {
     /// A TCP connection to the first of `addrs` that accepts one, each try bounded by
     /// `connectTimeoutMs` and `deadline`, as a new connection of the module is made; else the
     /// error of each address tried.
-    pub(crate) fn connect(
+    pub fn connect(
         &self,
         addrs: &[SocketAddr],
         deadline: Instant,
@@ -113,7 +113,7 @@ impl<'c> Probe<'c> {
 
     /// Through a proxy: the CONNECT tunnel to the TSB over `c`, as the module opens it (`Ok`
     /// at once when the node is reached directly); else the proxy's refusal.
-    pub(crate) fn tunnel(&self, c: &mut Connected, deadline: Instant) -> Result<(), String> {
+    pub fn tunnel(&self, c: &mut Connected, deadline: Instant) -> Result<(), String> {
         match self.route().proxy() {
             None => Ok(()),
             Some(p) => {
@@ -126,7 +126,7 @@ impl<'c> Probe<'c> {
     /// The connection over `c`: for https://, a complete TLS handshake with the module's TLS
     /// configuration (roots and `caPath`, host name, `serverCertSha256`, client certificate),
     /// every read and write bounded by `deadline`.
-    pub(crate) fn open(&self, c: Connected, deadline: Instant) -> io::Result<Opened> {
+    pub fn open(&self, c: Connected, deadline: Instant) -> io::Result<Opened> {
         let conn = http::open(self.node.pool.origin(), c.tcp, deadline)?;
         let tls = conn.tls().map(|t| TlsFacts {
             protocol: t
@@ -144,7 +144,7 @@ impl<'c> Probe<'c> {
     /// `GET path` (below the base URL) over `o`, without credentials, and its status: any HTTP
     /// answer shows that the connection works (a TLS 1.3 server refuses a missing client
     /// certificate only after the handshake, at the first read).
-    pub(crate) fn request(&self, o: Opened, path: &str) -> io::Result<u16> {
+    pub fn request(&self, o: Opened, path: &str) -> io::Result<u16> {
         let req = http::Request {
             method: "GET",
             path,

@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use super::endpoint::{Endpoint, Scheme};
-use super::http::Failure;
+use super::wire::Failure;
 use crate::config::{ProxySetting, Secret};
 
 /// The largest answer head read from a proxy.
@@ -29,7 +29,7 @@ const MAX_CONNECT_HEAD: usize = 16 * 1024;
 
 /// An HTTP proxy. `Display` shows `http://host:port`, never credentials.
 #[derive(Clone, Debug)]
-pub(crate) struct Proxy {
+pub struct Proxy {
     pub(crate) endpoint: Endpoint,
     /// Where the setting came from: `pkcs11.proxy` or the variable's name.
     pub(crate) source: &'static str,
@@ -128,7 +128,7 @@ impl Proxy {
 /// How a TSB node is reached: directly, or through an HTTP proxy. `Display` is one line for
 /// logs and `tsb-pkcs11 doctor`, without credentials.
 #[derive(Clone, Debug)]
-pub(crate) enum Route {
+pub enum Route {
     /// Directly; why (no proxy set, `NO_PROXY`, `proxy: "none"`, plain http://).
     Direct(&'static str),
     /// Through this proxy (CONNECT tunnel).
@@ -137,7 +137,7 @@ pub(crate) enum Route {
 
 impl Route {
     /// The proxy, when there is one.
-    pub(crate) fn proxy(&self) -> Option<&Proxy> {
+    pub fn proxy(&self) -> Option<&Proxy> {
         match self {
             Route::Direct(_) => None,
             Route::Proxy(p) => Some(p),
@@ -371,7 +371,7 @@ pub(crate) fn open_tunnel(
     };
     let timed_out = || fail(format!("no answer to CONNECT {host_port} in time"));
     let io_fail = |e: std::io::Error, doing: &str| {
-        if super::http::is_timeout(&e) {
+        if super::wire::is_timeout(&e) {
             timed_out()
         } else {
             fail(format!("{doing}: {e}"))
@@ -405,7 +405,7 @@ pub(crate) fn open_tunnel(
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if super::http::is_timeout(&e) && left().is_some() => {}
+            Err(e) if super::wire::is_timeout(&e) && left().is_some() => {}
             Err(e) => return Err(io_fail(e, "reading the answer to CONNECT")),
         }
     };

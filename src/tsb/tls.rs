@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{AuthType, Config};
 
 /// Builds the rustls client configuration for `config` (ring provider, TLS 1.2 and 1.3).
-pub(crate) fn client_config(config: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(config: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = Arc::new(root_store(config.ca_path.as_deref())?);
     let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
@@ -136,7 +136,7 @@ impl std::fmt::Display for PinMismatch {
 impl std::error::Error for PinMismatch {}
 
 /// A one-line description of a TLS error for [`super::TsbErrorKind::NotSent`].
-pub(crate) fn describe_tls_error(e: &rustls::Error) -> String {
+pub fn describe_tls_error(e: &rustls::Error) -> String {
     match e {
         rustls::Error::InvalidCertificate(CertificateError::Other(other))
             if other.0.downcast_ref::<PinMismatch>().is_some() =>

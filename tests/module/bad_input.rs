@@ -4,7 +4,7 @@
 //! read-only sessions — each answered with its PKCS#11 return value, never a crash.
 //!
 //! The cases are tables run through the raw function list; a run collects every mismatch and
-//! reports them together. A last test reads `src/ffi/*.rs` and checks that every exported
+//! reports them together. A last test reads `module/src/ffi/*.rs` and checks that every exported
 //! entry point runs its body inside `guard()` (which catches panics) or is a
 //! `not_supported!` stub.
 
@@ -376,7 +376,7 @@ fn all_functions_uninitialised(raw: &Raw) -> Vec<(&'static str, CK_RV)> {
 }
 
 /// Checks [`all_functions_uninitialised`] on `raw`: every answer, and that the table names
-/// every function of the lists in `src/ffi/mod.rs` but the four that need no initialisation.
+/// every function of the lists in `module/src/ffi/mod.rs` but the four that need no initialisation.
 fn check_all_uninitialised(raw: &Raw, when: &str) {
     let answers = all_functions_uninitialised(raw);
     let wrong: Vec<String> = answers
@@ -390,7 +390,7 @@ fn check_all_uninitialised(raw: &Raw, when: &str) {
         wrong.join("\n  ")
     );
     let list = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ffi/mod.rs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("module/src/ffi/mod.rs"),
     )
     .unwrap();
     let start = list
@@ -1953,12 +1953,12 @@ fn module_still_works_after_bad_input() {
     ));
 }
 
-/// Every exported entry point in `src/ffi/*.rs` runs its body inside `guard()` (which turns a
+/// Every exported entry point in `module/src/ffi/*.rs` runs its body inside `guard()` (which turns a
 /// panic into CKR_GENERAL_ERROR instead of unwinding into C), with at most `log::trace!`
 /// before it; or it is a `not_supported!` stub, whose body only returns a constant.
 #[test]
 fn every_entry_point_is_guarded() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ffi");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("module/src/ffi");
     let mut checked = Vec::new();
     let mut problems = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)

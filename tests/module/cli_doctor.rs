@@ -61,7 +61,7 @@ impl Run {
 }
 
 fn tsb_pkcs11(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"));
+    let mut cmd = Command::new(common::built_command());
     cmd.args(args)
         .env_remove("TSB_PKCS11_CONFIG")
         .env_remove("TSB_PKCS11_LOG")
@@ -1046,7 +1046,7 @@ fn csr_with_an_approval_key_announces_the_wait_and_is_signed_once_approved() {
         &json!({ "restApi": sim.url(), "pkcs11": { "pollIntervalMs": 20, "pollIntervalMaxMs": 50 } }),
     );
     let file = dir.path().join("ska.csr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+    let mut child = Command::new(common::built_command())
         .args([
             "-c",
             path.to_str().unwrap(),

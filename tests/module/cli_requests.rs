@@ -105,7 +105,7 @@ impl Setup {
     }
 
     fn cli(&self, args: &[&str]) -> (Output, Value) {
-        let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+        let out = Command::new(common::built_command())
             .args(["--json", "-c", self.config.to_str().unwrap()])
             .args(args)
             .env("XDG_STATE_HOME", &self.state)
@@ -247,7 +247,7 @@ fn the_journal_goes_where_request_journal_says_or_nowhere() {
         // Never in the default place.
         assert!(!s.journal().exists());
         if setting == json!(false) {
-            let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+            let out = Command::new(common::built_command())
                 .args(["-c", s.config.to_str().unwrap(), "requests"])
                 .env("XDG_STATE_HOME", &s.state)
                 .env_remove("TSB_PKCS11_LOG")
@@ -294,7 +294,7 @@ fn hostile_journal_text_is_escaped_in_text_and_exact_in_json() {
         line("outcome", Some("EXECUTED"))
     );
     write_private(&journal, text.as_bytes());
-    let out = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+    let out = Command::new(common::built_command())
         .args(["-c", s.config.to_str().unwrap(), "requests", "--all"])
         .env("XDG_STATE_HOME", &s.state)
         .env_remove("TSB_PKCS11_LOG")
@@ -324,4 +324,26 @@ fn hostile_journal_text_is_escaped_in_text_and_exact_in_json() {
     let (_, doc) = s.cli(&["requests", "--all"]);
     assert_eq!(doc["requests"][0]["key"], HOSTILE, "{doc:#}");
     assert_eq!(doc["requests"][0]["process"], HOSTILE, "{doc:#}");
+}
+
+/// The PKCS#11 module and the command are separate crates (docs/architecture.md): every process
+/// that loads libtsb_pkcs11.so maps it, so it must not carry the command's code or clap. The
+/// markers (clap's sources and the command's files, named in panic locations and symbols) are
+/// shown to be in the command binary first, so the check can see them.
+#[test]
+fn the_module_contains_no_command_code() {
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+    let module = std::fs::read(built_module()).expect("read the module");
+    let command = std::fs::read(common::built_command()).expect("read the command");
+    for marker in ["clap_builder", "cli/doctor/", "cli/mod.rs"] {
+        assert!(contains(&command, marker), "{marker} is in the command");
+        assert!(
+            !contains(&module, marker),
+            "libtsb_pkcs11.so contains {marker}: the module links command code"
+        );
+    }
 }

@@ -186,7 +186,7 @@ impl Hostile {
     }
 
     fn run_cli(&self, args: &[&str], forbidden: fn(char) -> bool) -> (String, String) {
-        let child = Command::new(env!("CARGO_BIN_EXE_tsb-pkcs11"))
+        let child = Command::new(common::built_command())
             .arg("-c")
             .arg(&self.h.config_path)
             .args(args)

@@ -17,15 +17,15 @@ pub(crate) const CHAIN_PATH: &str = "/v1/key/attestation/certificateChain";
 
 /// What the TSB attests about one key.
 #[derive(Clone, Debug)]
-pub(crate) struct KeyAttestation {
+pub struct KeyAttestation {
     /// The attested key attributes, XML text exactly as signed (UTF-8).
-    pub(crate) xml: String,
+    pub xml: String,
     /// The attestation key's signature over `xml`.
-    pub(crate) signature: Vec<u8>,
+    pub signature: Vec<u8>,
     /// The name of the attestation key on the HSM.
-    pub(crate) attestation_key_name: String,
+    pub attestation_key_name: String,
     /// The key's public key as the `json` part of the answer gives it (SubjectPublicKeyInfo).
-    pub(crate) public_key: Option<Vec<u8>>,
+    pub public_key: Option<Vec<u8>>,
 }
 
 fn invalid(m: impl Into<String>) -> TsbErrorKind {
@@ -90,7 +90,7 @@ pub(crate) fn parse_chain(answer: &Value) -> Result<Vec<Vec<u8>>, String> {
 
 impl TsbClient {
     /// The attestation of key `label`, from its attributes answer.
-    pub(crate) fn key_attestation(
+    pub fn key_attestation(
         &self,
         label: &str,
         password: Option<&Secret>,
@@ -102,7 +102,7 @@ impl TsbClient {
     }
 
     /// The attestation key's certificate chain (DER, attestation key first).
-    pub(crate) fn attestation_chain(&self) -> Result<Vec<Vec<u8>>, TsbError> {
+    pub fn attestation_chain(&self) -> Result<Vec<Vec<u8>>, TsbError> {
         let call = Call::new(
             "GET",
             "GET /v1/key/attestation/certificateChain",

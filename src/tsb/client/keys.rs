@@ -13,7 +13,7 @@ use crate::tsb::TsbError;
 
 /// The type of a key to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum NewKeyType {
+pub enum NewKeyType {
     /// RSA with this modulus size (2048, 3072, 4096).
     Rsa(u32),
     /// EC on the curve with this OID (dotted).
@@ -25,7 +25,7 @@ pub(crate) enum NewKeyType {
 /// What a new key may be used for (`attributes` of `POST /v1/key`, docs/tsb-api.md). `sign`
 /// is always true: the module only creates keys it can sign with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct NewKeyUsage {
+pub struct NewKeyUsage {
     pub(crate) decrypt: bool,
     pub(crate) unwrap: bool,
     pub(crate) derive: bool,
@@ -55,7 +55,7 @@ impl Default for NewKeyUsage {
 }
 
 /// A key to create on the TSB.
-pub(crate) struct NewKey<'a> {
+pub struct NewKey<'a> {
     pub(crate) label: &'a str,
     /// The key's `id` (shown as `CKA_ID`, docs/objects-and-mechanisms.md); `None` leaves it out.
     pub(crate) id: Option<&'a str>,

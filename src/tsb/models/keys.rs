@@ -18,7 +18,7 @@ use super::policy::Policy;
 
 /// The key attribute flags (`json.attributes`) the token uses. Missing flags are false.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct KeyFlags {
+pub struct KeyFlags {
     pub(crate) sign: bool,
     pub(crate) decrypt: bool,
     pub(crate) unwrap: bool,
@@ -43,23 +43,23 @@ impl Default for KeyFlags {
 
 /// The `algorithm` values of the contract (the module signs with RSA, EC and ED keys and leaves
 /// the others out knowingly; `tsb-pkcs11 doctor` names any other).
-pub(crate) const ALGORITHMS: &[&str] = &["RSA", "EC", "ED", "DSA", "BLS", "AES"];
+pub const ALGORITHMS: &[&str] = &["RSA", "EC", "ED", "DSA", "BLS", "AES"];
 
 /// The attributes of a key (`GET /v1/key/{label}/attributes`, field `json`).
 #[derive(Clone, Debug)]
 pub struct KeyAttributes {
     /// `label`.
-    pub(crate) label: String,
+    pub label: String,
     /// `id` (nullable): Securosys' PKCS#11 provider's id for the key.
     pub(crate) id: Option<String>,
     /// `algorithm`: `RSA`, `EC`, `ED`, ...
-    pub(crate) algorithm: String,
+    pub algorithm: String,
     /// `publicKey`: if base64, the decoded DER SubjectPublicKeyInfo; if PEM, the PEM bytes.
     pub public_key: Option<Vec<u8>>,
     /// `attributes`.
     pub(crate) flags: KeyFlags,
     /// `policy`.
-    pub(crate) policy: Option<Policy>,
+    pub policy: Option<Policy>,
 }
 
 impl KeyAttributes {
@@ -276,9 +276,7 @@ pub(crate) fn parse_key_attributes(v: &Value) -> Result<KeyAttributes, String> {
 /// [`parse_key_attributes`], and the JSON paths of the fields the module does not know (e.g.
 /// `json.attributes.newFlag`), for `tsb-pkcs11 doctor`. Fields of the contract the module does
 /// not use (`xml`, `createTime`, ...) are not listed.
-pub(crate) fn parse_key_attributes_checked(
-    v: &Value,
-) -> Result<(KeyAttributes, Vec<String>), String> {
+pub fn parse_key_attributes_checked(v: &Value) -> Result<(KeyAttributes, Vec<String>), String> {
     let mut unknown = Vec::new();
     let attributes = attributes_at(v, "", &mut unknown)?;
     unknown.sort();
@@ -475,11 +473,11 @@ impl<'de> Deserialize<'de> for KeyListEntry {
 
 /// The answer of `GET /v1/key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyList {
-    pub(crate) labels: Vec<String>,
+pub struct KeyList {
+    pub labels: Vec<String>,
     /// The object field the array came in (`keys`, `labels`, `keyLabels`, `content`); `None`
     /// for the contract's plain array.
-    pub(crate) wrapped_in: Option<&'static str>,
+    pub wrapped_in: Option<&'static str>,
 }
 
 /// Parses `GET /v1/key`: a JSON array of labels (strings, or objects with `label`), or an

@@ -13,27 +13,28 @@
 //! `version.rs` (the TSB version), `responses.rs` (the answers to signing and certificate calls),
 //! `lenient.rs` (the lenient serde helpers, base64/PEM decoding).
 
-pub(crate) mod keys;
+pub mod keys;
 mod lenient;
 mod policy;
 mod requests;
 mod responses;
-pub(crate) mod status;
+pub mod status;
 mod version;
 
 #[cfg(test)]
 mod tests;
 
+pub(crate) use keys::parse_key_list_checked;
+pub use keys::KeyList;
 /// The parsers without the doctor's findings, for the tests and the fuzz targets.
 #[cfg(any(test, fuzzing))]
 pub(crate) use keys::{parse_key_attributes, parse_key_list};
-pub(crate) use keys::{parse_key_list_checked, KeyList};
-pub(crate) use keys::{KeyAttributes, KeyFlags};
+pub use keys::{KeyAttributes, KeyFlags};
 pub(crate) use lenient::decode_pem_or_b64;
-pub(crate) use policy::Policy;
+pub use policy::Policy;
 pub(crate) use requests::password_chars;
-pub(crate) use requests::SignRequest;
+pub use requests::SignRequest;
 pub(crate) use responses::{CertificateResponse, SignRequestCreated, SignResponse};
 pub(crate) use status::parse_request_status;
-pub(crate) use status::{RequestState, RequestStatus};
-pub(crate) use version::parse_version_info_checked;
+pub use status::{RequestState, RequestStatus};
+pub use version::parse_version_info_checked;

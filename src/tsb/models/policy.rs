@@ -9,15 +9,15 @@ use super::lenient::{self, Known};
 /// A key policy (`policy`): rules and key status.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Policy {
+pub struct Policy {
     #[serde(default, deserialize_with = "lenient::lenient_object")]
-    pub(crate) rule_use: Option<Rule>,
+    pub rule_use: Option<Rule>,
     #[serde(default, deserialize_with = "lenient::lenient_object")]
-    pub(crate) rule_block: Option<Rule>,
+    pub rule_block: Option<Rule>,
     #[serde(default, deserialize_with = "lenient::lenient_object")]
-    pub(crate) rule_unblock: Option<Rule>,
+    pub rule_unblock: Option<Rule>,
     #[serde(default, deserialize_with = "lenient::lenient_object")]
-    pub(crate) rule_modify: Option<Rule>,
+    pub rule_modify: Option<Rule>,
     #[serde(default, deserialize_with = "lenient::lenient_object")]
     pub(crate) key_status: Option<KeyStatus>,
 }
@@ -34,46 +34,46 @@ impl Policy {
 /// A policy rule: tokens are OR'ed.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Rule {
+pub struct Rule {
     #[serde(default, deserialize_with = "lenient::vec")]
-    pub(crate) tokens: Vec<PolicyToken>,
+    pub tokens: Vec<PolicyToken>,
 }
 
 /// A policy token: its groups are AND'ed.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct PolicyToken {
+pub struct PolicyToken {
     #[serde(rename = "name", default)]
     _name: Known,
     /// Seconds after the request's creation before it may execute (0 = none).
     #[serde(default, deserialize_with = "lenient::u64")]
-    pub(crate) timelock: u64,
+    pub timelock: u64,
     /// Seconds after the request's creation when it expires (0 = none).
     #[serde(default, deserialize_with = "lenient::u64")]
-    pub(crate) timeout: u64,
+    pub timeout: u64,
     #[serde(default, deserialize_with = "lenient::vec")]
-    pub(crate) groups: Vec<PolicyGroup>,
+    pub groups: Vec<PolicyGroup>,
 }
 
 /// A group of approvers, of which `quorum` must approve.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct PolicyGroup {
+pub struct PolicyGroup {
     #[serde(default, deserialize_with = "lenient::string")]
     pub(crate) name: String,
     #[serde(default, deserialize_with = "lenient::u32")]
     pub(crate) quorum: u32,
     #[serde(default, deserialize_with = "lenient::vec")]
-    pub(crate) approvals: Vec<Approval>,
+    pub approvals: Vec<Approval>,
 }
 
 /// One approver of a group.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Approval {
+pub struct Approval {
     /// `type`, e.g. `public_key`, `certificate`, `onboarded_approver_certificate`.
     #[serde(rename = "type", default, deserialize_with = "lenient::string")]
-    pub(crate) kind: String,
+    pub kind: String,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub(crate) name: Option<String>,
     /// The approver's public key or certificate (not read here).

@@ -11,7 +11,7 @@ use crate::config::Secret;
 
 /// A sign request for `POST /v1/synchronousSign` and `POST /v1/sign`.
 #[derive(Clone)]
-pub(crate) struct SignRequest {
+pub struct SignRequest {
     /// `signKeyName`: the key label.
     pub(crate) key: String,
     /// `signatureAlgorithm`, e.g. `SHA256_WITH_ECDSA`.

@@ -61,8 +61,8 @@ impl RequestState {
 pub struct RequestStatus {
     pub state: RequestState,
     /// Approver names or public keys.
-    pub(crate) approved_by: Vec<String>,
-    pub(crate) not_yet_approved_by: Vec<String>,
+    pub approved_by: Vec<String>,
+    pub not_yet_approved_by: Vec<String>,
     pub(crate) rejected_by: Vec<String>,
     /// The decoded `result` (the signature once `EXECUTED`).
     pub(crate) result: Option<Vec<u8>>,
@@ -231,7 +231,7 @@ pub(crate) fn parse_request_status(v: &Value, id: &str) -> Result<RequestStatus,
 
 /// [`parse_request_status`], and the JSON paths of the fields the module does not know, for
 /// `tsb-pkcs11 doctor`.
-pub(crate) fn parse_request_status_checked(
+pub fn parse_request_status_checked(
     v: &Value,
     id: &str,
 ) -> Result<(RequestStatus, Vec<String>), String> {

@@ -15,9 +15,7 @@ struct VersionWire {
 
 /// The TSB's version (`None` when the answer has none), and the JSON paths of the fields the
 /// module does not know, for `tsb-pkcs11 doctor`.
-pub(crate) fn parse_version_info_checked(
-    v: &Value,
-) -> Result<(Option<String>, Vec<String>), String> {
+pub fn parse_version_info_checked(v: &Value) -> Result<(Option<String>, Vec<String>), String> {
     if !v.is_object() {
         return Err("expected a JSON object".to_string());
     }

@@ -6,6 +6,7 @@
 //! `netsec`: harnesses whose module copy logs to its own file (network, TLS and secret tests).
 //! `pki`: the one certificate builder of the tests.
 
+mod built;
 pub mod netsec;
 pub mod pki;
 
@@ -73,28 +74,14 @@ impl Drop for EnvGuard {
     }
 }
 
-/// The cdylib cargo built next to this test binary (target/<profile>/libtsb_pkcs11.so).
+/// The built libtsb_pkcs11.so (see `built`).
 pub fn built_module() -> PathBuf {
-    if let Ok(p) = std::env::var("TSB_PKCS11_MODULE") {
-        return PathBuf::from(p);
-    }
-    // `cargo test` builds the cdylib into target/<profile>/deps; `cargo build` copies it up one
-    // level. Take the newer, so a test never runs against a stale module.
-    let exe = std::env::current_exe().expect("test exe");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let candidates = [
-        deps.join("libtsb_pkcs11.so"),
-        deps.parent().unwrap().join("libtsb_pkcs11.so"),
-    ];
-    candidates
-        .into_iter()
-        .filter_map(|p| {
-            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
-            Some((modified, p))
-        })
-        .max()
-        .map(|(_, p)| p)
-        .expect("libtsb_pkcs11.so is built (cargo build / cargo test)")
+    built::module()
+}
+
+/// The built `tsb-pkcs11` command (see `built`).
+pub fn built_command() -> PathBuf {
+    built::command()
 }
 
 /// What a harness copies: the built module without its debug sections (`strip --strip-debug`,

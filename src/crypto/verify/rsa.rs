@@ -19,9 +19,9 @@
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::{Limb, Uint, Word};
 
-use super::hash::{digest_info, HashAlg, Hasher};
-use super::verify::{Scheme, SignedData};
-use super::{CryptoError, CryptoResult};
+use super::{Scheme, SignedData};
+use crate::crypto::hash::{digest_info, HashAlg, Hasher};
+use crate::crypto::{CryptoError, CryptoResult};
 
 /// Largest RSA modulus accepted for verification, in bits.
 pub(crate) const RSA_MAX_BITS: usize = 16384;
@@ -76,7 +76,7 @@ pub(crate) fn verify(
 
 /// The second path of [`verify`]: RSAVP1 and a check of the encoded message. `modulus` has
 /// no leading zeros, is odd and as long as `signature`.
-pub(super) fn verify_recovered(
+pub(in crate::crypto) fn verify_recovered(
     modulus: &[u8],
     e: u64,
     scheme: &Scheme,

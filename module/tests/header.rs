@@ -7,7 +7,7 @@ fn checked_in_header_is_current() {
     let generated = include_str!(concat!(env!("OUT_DIR"), "/tsb_pkcs11.h"));
     let root = env!("CARGO_MANIFEST_DIR");
     let checked_in =
-        std::fs::read_to_string(std::path::Path::new(root).join("include/tsb_pkcs11.h"))
+        std::fs::read_to_string(std::path::Path::new(root).join("../include/tsb_pkcs11.h"))
             .expect("include/tsb_pkcs11.h exists");
     for f in [
         "C_GetFunctionList",

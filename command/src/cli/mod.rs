@@ -1,7 +1,6 @@
-//! The `tsb-pkcs11` command: `doctor`, `keys`, `requests`, `csr`, `attest`, `config init`. It lives in the
-//! library so it reuses the configuration, the TSB client, the token and the crypto code
-//! exactly as the module runs them, without making them public; `src/bin/tsb-pkcs11.rs` only
-//! calls [`main_with_args`].
+//! The `tsb-pkcs11` command: `doctor`, `keys`, `requests`, `csr`, `attest`, `config init`. It
+//! uses the core crate's configuration, TSB client, token and crypto code exactly as the module
+//! runs them; `main.rs` only calls [`main_with_args`].
 //!
 //! Output: people on a terminal get text, scripts `--json` (one JSON document on stdout).
 //! Log lines of the library go to stderr only with `--verbose`; warnings are collected and
