@@ -162,7 +162,8 @@ macro_rules! with_ml {
 
 /// The private half of an LMS key, with its one-time key counter.
 pub struct LmsKey {
-    /// `hbs-lms`' private key: the used-leaf counter (u64, big-endian) first.
+    /// The one-time keys used (u64, big-endian), then `hbs-lms`' private key. The simulator
+    /// keeps its own counter: `hbs-lms` wipes its key (counter included) after the last leaf.
     secret: Mutex<Vec<u8>>,
     /// One-time keys of the tree (2^height).
     total: u64,
@@ -229,6 +230,20 @@ fn lms_parameters(spec: &KeySpec) -> Result<HssParameter<Sha256_256>, SimError> 
     Ok(HssParameter::new(lmots, lms))
 }
 
+/// Runs `f` on a thread with a large stack: the lattice and hash-tree code keeps big arrays on
+/// the stack, more than a test thread or a runtime worker has (2 MiB).
+fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("tsb-sim-pqc".into())
+            .stack_size(64 << 20)
+            .spawn_scoped(scope, f)
+            .expect("a thread for post-quantum key operations")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 fn key_err(e: impl std::fmt::Display) -> SimError {
     SimError::Key(e.to_string())
 }
@@ -243,11 +258,15 @@ impl PqcKey {
 
     /// A fresh key of `spec`'s type.
     pub fn generate(spec: &KeySpec) -> Result<PqcKey, SimError> {
+        on_big_stack(|| Self::generate_here(spec))
+    }
+
+    fn generate_here(spec: &KeySpec) -> Result<PqcKey, SimError> {
         match family(spec.algorithm) {
             Some(Family::MlDsa) => {
                 let mut seed = [0u8; 32];
                 OsRng.fill_bytes(&mut seed);
-                Self::ml_dsa_from_seed(spec.algorithm, seed)
+                Self::ml_dsa_from_seed_here(spec.algorithm, seed)
             }
             Some(Family::SlhDsa) => {
                 let alg = spec.algorithm;
@@ -280,7 +299,7 @@ impl PqcKey {
                     .map_err(|_| SimError::Key("LMS key generation failed".into()))?;
                 Ok(PqcKey::Lms {
                     key: LmsKey {
-                        secret: Mutex::new(sk.as_slice().to_vec()),
+                        secret: Mutex::new([&[0u8; 8][..], sk.as_slice()].concat()),
                         total: 1u64 << spec.effective_lms_height(),
                         state_path: Mutex::new(None),
                     },
@@ -295,6 +314,10 @@ impl PqcKey {
     }
 
     fn ml_dsa_from_seed(alg: KeyAlgorithm, seed: [u8; 32]) -> Result<PqcKey, SimError> {
+        on_big_stack(|| Self::ml_dsa_from_seed_here(alg, seed))
+    }
+
+    fn ml_dsa_from_seed_here(alg: KeyAlgorithm, seed: [u8; 32]) -> Result<PqcKey, SimError> {
         let public = with_ml!(alg, P => {
             use ml_dsa::Keypair;
             let sk = ml_dsa::SigningKey::<P>::from_seed(&seed.into());
@@ -422,6 +445,10 @@ impl PqcKey {
     /// Signs `message` (pure; `context` as in FIPS 204/205, empty for LMS). ML-DSA signs hedged,
     /// SLH-DSA with a random `opt_rand`. An exhausted LMS key: 701.
     pub fn sign(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>, ApiError> {
+        on_big_stack(|| self.sign_here(message, context))
+    }
+
+    fn sign_here(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>, ApiError> {
         if context.len() > 255 {
             return Err(ApiError::validation(
                 "context must be at most 255 bytes (FIPS 204/205)",
@@ -459,7 +486,8 @@ impl PqcKey {
                         "LMS key exhausted: no one-time signatures left",
                     ));
                 }
-                let current = secret.clone();
+                let used = LmsKey::used(&secret);
+                let current = secret[8..].to_vec();
                 let mut updated: Option<Vec<u8>> = None;
                 let sig = hbs_lms::sign::<Sha256_256>(
                     message,
@@ -472,7 +500,7 @@ impl PqcKey {
                 )
                 .map_err(|_| ApiError::hsm("LMS signing failed"))?;
                 let updated = updated.ok_or_else(|| ApiError::hsm("LMS state not advanced"))?;
-                *secret = updated;
+                *secret = [&(used + 1).to_be_bytes()[..], &updated].concat();
                 // The new state is on disk before the signature leaves the HSM: a restarted
                 // simulator never uses a one-time key twice.
                 if let Some(path) = key.state_path.lock().as_ref() {
