@@ -835,6 +835,13 @@ impl SimConfig {
                 ])),
                 KeySpec::ec("ska-timelock", Curve::P256)
                     .with_policy(PolicySpec::single_group(1, &["alice"]).with_timelock(60)),
+                KeySpec::post_quantum("mldsa-65", KeyAlgorithm::MlDsa65).with_id("0030"),
+                KeySpec::post_quantum("slhdsa-sha2-128f", KeyAlgorithm::SlhDsaSha2_128f)
+                    .with_id("0031"),
+                KeySpec::lms("lms-h5", 5, 8).with_id("0032"),
+                KeySpec::post_quantum("mldsa-65-approval", KeyAlgorithm::MlDsa65)
+                    .with_id("0033")
+                    .with_policy(PolicySpec::single_group(1, &["alice"])),
                 KeySpec::ec("blocked-ec-p256", Curve::P256).with_blocked(true),
                 KeySpec::rsa("decrypt-only-rsa", 2048)
                     .with_sign(false)
