@@ -1,9 +1,10 @@
 //! `tsb-sim`: a simulator of the Securosys Transaction Security Broker (TSB) REST API.
 //!
 //! It implements the `/v1/` endpoints of the contract in `docs/tsb-api.md` with real
-//! keys and real signatures (RSA, ECDSA P-256/384/521, Ed25519, ML-DSA, SLH-DSA, LMS), the Smart
-//! Key Attributes approval workflow, authentication (JWT bearer token, API keys per role, mTLS), TLS with a
-//! generated CA, fault injection, and a `/sim/` control interface for tests and operators.
+//! keys and real signatures (RSA, ECDSA P-256/384/521, Ed25519, ML-DSA, SLH-DSA, LMS), the
+//! Smart Key Attributes approval workflow, authentication (JWT bearer token, API keys per role,
+//! mTLS), TLS with a generated CA, fault injection, and a `/sim/` control interface for tests
+//! and operators.
 //!
 //! ```no_run
 //! use tsb_sim::{SimConfig, Simulator};
