@@ -308,12 +308,12 @@ fn decode_b64(s: &str) -> Option<Vec<u8>> {
 fn parse_algorithm(name: &str, key: &SimKey, names: PqcSignatureNames) -> Result<SigAlg, ApiError> {
     // A TSB knows either the documented or the newer post-quantum names, or both
     // (docs/tsb-api.md, "Post-quantum keys"); a name it does not know is an unknown enum value.
-    let known = match (names, name) {
-        (PqcSignatureNames::Documented, "ML_DSA" | "SLH_DSA") => false,
-        (PqcSignatureNames::Current, "DILITHIUM" | "SPHINCS_PLUS") => false,
-        _ => true,
-    };
-    if !known {
+    let unknown = matches!(
+        (names, name),
+        (PqcSignatureNames::Documented, "ML_DSA" | "SLH_DSA")
+            | (PqcSignatureNames::Current, "DILITHIUM" | "SPHINCS_PLUS")
+    );
+    if unknown {
         return Err(ApiError::validation(format!(
             "Unknown signatureAlgorithm '{name}'"
         )));

@@ -380,12 +380,7 @@ impl PqcKey {
             PqcKey::SlhDsa { secret, .. } => secret.clone(),
             PqcKey::Lms { key, .. } => key.secret.lock().clone(),
         };
-        format!(
-            "{CACHE_HEADER}\n{}\n{}\n{}\n",
-            self.algorithm().as_str(),
-            B64.encode(secret),
-            B64.encode(self.raw_public())
-        )
+        cache_text(self.algorithm(), &secret, self.raw_public())
     }
 
     /// Reads [`PqcKey::to_cache_text`] back; the key type must be `spec`'s.
@@ -422,8 +417,7 @@ impl PqcKey {
             },
             Some(Family::Lms) => {
                 let total = 1u64 << spec.effective_lms_height();
-                let expected = lms_public_len(spec.effective_lms_height());
-                if public.len() != expected || LmsKey::used(&secret) == u64::MAX {
+                if public.len() != LMS_PUBLIC_LEN || LmsKey::used(&secret) == u64::MAX {
                     return Err(key_err("damaged LMS key file"));
                 }
                 // The parameters in the file must be the configured ones.
@@ -515,11 +509,7 @@ impl PqcKey {
                 // The new state is on disk before the signature leaves the HSM: a restarted
                 // simulator never uses a one-time key twice.
                 if let Some(path) = key.state_path.lock().as_ref() {
-                    let text = format!(
-                        "{CACHE_HEADER}\nLMS\n{}\n{}\n",
-                        B64.encode(&*secret),
-                        B64.encode(self.raw_public())
-                    );
+                    let text = cache_text(KeyAlgorithm::Lms, &secret, self.raw_public());
                     crate::keys::write_private_file(path, &text).map_err(|e| {
                         ApiError::hsm(format!("cannot store the LMS key state: {e}"))
                     })?;
@@ -564,8 +554,17 @@ fn lmots_type_code(w: u8) -> u32 {
 }
 
 /// Length of a one-level HSS public key with SHA-256/M32: L, two types, I, T[1].
-fn lms_public_len(_height: u8) -> usize {
-    4 + 4 + 4 + 16 + 32
+const LMS_PUBLIC_LEN: usize = 4 + 4 + 4 + 16 + 32;
+
+/// The cache text: a header line, the key type, base64 of the private part, base64 of the
+/// raw public key.
+fn cache_text(alg: KeyAlgorithm, secret: &[u8], public: &[u8]) -> String {
+    format!(
+        "{CACHE_HEADER}\n{}\n{}\n{}\n",
+        alg.as_str(),
+        B64.encode(secret),
+        B64.encode(public)
+    )
 }
 
 #[cfg(test)]
@@ -628,6 +627,23 @@ mod tests {
         let k = PqcKey::generate(&ml).unwrap();
         let back = PqcKey::from_cache_text(&ml, &k.to_cache_text()).unwrap();
         assert_eq!(back.raw_public(), k.raw_public());
+    }
+
+    #[test]
+    fn lms_state_is_on_disk_before_the_signature_is_answered() {
+        let spec = KeySpec::lms("t", 5, 8);
+        let key = PqcKey::generate(&spec).unwrap();
+        let dir = std::env::temp_dir().join(format!("tsb-sim-lms-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lms.key");
+        key.set_state_path(path.clone());
+        for left in [31, 30, 29] {
+            key.sign(b"m", b"").unwrap();
+            let stored = std::fs::read_to_string(&path).unwrap();
+            let again = PqcKey::from_cache_text(&spec, &stored).unwrap();
+            assert_eq!(again.remaining_signatures(), Some(left));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
