@@ -49,17 +49,23 @@ ensure_backports() {
   $sudo apt-get update -qq
 }
 
-# ensure_venv DIR PIP_PACKAGE...: a Python virtual environment (Debian's python3) holding the
-# given pip packages; installs them when one does not import. Needs python3-venv.
+# ensure_venv DIR PIP_PACKAGE[:MODULE]...: a Python virtual environment (Debian's python3)
+# holding the given pip packages; installs them when one does not import. MODULE is the import
+# name when it is not the package name (less a `python-` prefix, `-` read as `_`). pip runs as
+# `python -m pip`: the `pip` script of a copied venv would install into the original.
+# Needs python3-venv.
 ensure_venv() {
   local dir=$1; shift
   local py=/usr/bin/python3; [ -x "$py" ] || py=python3
   [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
-  local pkg missing=()
-  for pkg in "$@"; do
-    "$dir/bin/python" -c "import ${pkg#python-}" 2>/dev/null || missing+=("$pkg")
+  local arg pkg mod missing=()
+  for arg in "$@"; do
+    pkg=${arg%%:*}
+    mod=${pkg#python-}; mod=${mod//-/_}
+    [ "$arg" != "$pkg" ] && mod=${arg#*:}
+    "$dir/bin/python" -c "import $mod" 2>/dev/null || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "== installing pip packages into $dir: ${missing[*]}"
-  "$dir/bin/pip" install -q --disable-pip-version-check "${missing[@]}"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check "${missing[@]}"
 }

@@ -95,13 +95,14 @@ pub(crate) fn signature(
     alg: SigAlg,
     payload: &[u8],
     raw: bool,
+    context: &[u8],
 ) -> Result<Vec<u8>, ApiError> {
     match f.kind {
         FaultKind::WrongKeySignature => {
             let other = other_key(s, key, f.key.as_deref()).ok_or_else(|| {
                 ApiError::hsm("wrongKeySignature: the simulator has no other key of this type")
             })?;
-            other.material.sign(alg, payload, raw)
+            other.material.sign_with_context(alg, payload, raw, context)
         }
         FaultKind::OtherDataSignature => {
             let mut other = payload.to_vec();
@@ -109,9 +110,9 @@ pub(crate) fn signature(
                 Some(b) => *b ^= 0x01,
                 None => other.push(0),
             }
-            key.material.sign(alg, &other, raw)
+            key.material.sign_with_context(alg, &other, raw, context)
         }
-        _ => key.material.sign(alg, payload, raw),
+        _ => key.material.sign_with_context(alg, payload, raw, context),
     }
 }
 

@@ -101,6 +101,33 @@ fn rsa_ska_key_executes_with_verifiable_result() {
 }
 
 #[test]
+fn ml_dsa_key_signs_through_an_approval() {
+    let (sim, http) = setup();
+    let spki = sim.public_key_der("mldsa-65-approval").unwrap();
+    let msg = b"firmware 2.0 needs alice";
+    // The key needs approvals: synchronousSign is refused like for classical keys.
+    let r = http.post(
+        "/v1/synchronousSign",
+        &sign_body("mldsa-65-approval", "DILITHIUM", msg),
+    );
+    assert_eq!((r.status, r.error_code()), (400, 401), "{}", r.body);
+    let mut body = sign_body("mldsa-65-approval", "DILITHIUM", msg);
+    body["signRequest"]["context"] = json!(b64(b"fw"));
+    let id = sign_async(&http, &body);
+    let v = status(&http, &id);
+    assert_eq!(v["status"], "PENDING");
+    assert_eq!(v["result"], serde_json::Value::Null);
+    assert_eq!(v["notYetApprovedBy"], json!(["alice"]));
+    sim.approve(&id, "alice").unwrap();
+    let v = wait_terminal(&http, &id, Duration::from_secs(5));
+    assert_eq!(v["status"], "EXECUTED");
+    let sig = unb64(v["result"].as_str().unwrap());
+    assert_eq!(sig.len(), 3309);
+    assert!(pqc_verify("ML-DSA", "ML-DSA-65", &spki, msg, &sig, b"fw"));
+    assert!(!pqc_verify("ML-DSA", "ML-DSA-65", &spki, msg, &sig, b""));
+}
+
+#[test]
 fn two_groups_are_anded() {
     let (sim, http) = setup_with_delay(800);
     let id = sign_async(&http, &sign_body("ska-quorum", "SHA256_WITH_ECDSA", b"q"));
