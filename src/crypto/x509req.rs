@@ -117,6 +117,12 @@ impl RequestAlgorithm {
                 }
             },
             PublicKey::Ed25519 { .. } => (Scheme::Ed25519, ED25519),
+            PublicKey::MlDsa { .. } | PublicKey::SlhDsa { .. } | PublicKey::Hss(_) => {
+                return Err(bad(format!(
+                    "no certificate request with a {} key (RSA, EC, Ed25519 only)",
+                    key.kind()
+                )))
+            }
         };
         Ok(RequestAlgorithm { scheme, oid })
     }
@@ -335,6 +341,9 @@ pub(crate) fn verify_attestation_signature(
         PublicKey::Ed25519 { .. } => {
             verify(key, &Scheme::Ed25519, SignedData::Message(data), signature)
         }
+        PublicKey::MlDsa { .. } | PublicKey::SlhDsa { .. } | PublicKey::Hss(_) => Err(bad(
+            format!("{} attestation keys are not supported", key.kind()),
+        )),
     }
 }
 

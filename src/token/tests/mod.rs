@@ -11,6 +11,7 @@ mod handle_table;
 mod keygen;
 mod mechanisms;
 mod objects;
+mod pqc;
 mod rsa_eddsa;
 mod sessions;
 mod signing;
