@@ -93,6 +93,16 @@ pub(super) struct FakeTsb {
     pub(super) sign_requests: Mutex<Vec<(String, Option<Vec<u8>>)>>,
 }
 
+/// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
+fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(f)
+        .expect("thread")
+        .join()
+        .expect("no panic")
+}
+
 /// Rewrites a signature before the fake answers it.
 pub(super) type Tamper = Box<dyn Fn(Vec<u8>) -> Vec<u8> + Send>;
 
@@ -188,7 +198,10 @@ impl FakeTsb {
             LmotsAlgorithm::LmotsW8,
             LmsAlgorithm::LmsH5,
         )];
-        let (sk, vk) = hbs_lms::keygen::<Sha256_256>(&params, &seed, None).expect("LMS keygen");
+        // hbs-lms keeps large arrays on the stack: its work runs on a thread with room.
+        let (sk, vk) = on_big_stack(move || {
+            hbs_lms::keygen::<Sha256_256>(&params, &seed, None).expect("LMS keygen")
+        });
         let pk = vk.as_slice().to_vec();
         self.insert(label, Signer::Lms(Box::new(sk), pk.clone()), false);
         pk
@@ -225,6 +238,7 @@ impl FakeTsb {
                     return refused(600);
                 }
                 let sig = sk
+                    .expanded_key()
                     .sign_deterministic(payload, context)
                     .expect("ML-DSA signs");
                 Some(Ok(sig.encode().to_vec()))
@@ -253,8 +267,16 @@ impl FakeTsb {
                         },
                     )));
                 }
-                let sig = hbs_lms::signature::SignerMut::try_sign(sk.as_mut(), payload)
-                    .expect("LMS signs");
+                let (signed, sig) = {
+                    let mut owned = sk.clone();
+                    let payload = payload.to_vec();
+                    on_big_stack(move || {
+                        let sig = hbs_lms::signature::SignerMut::try_sign(owned.as_mut(), &payload)
+                            .expect("LMS signs");
+                        (owned, sig)
+                    })
+                };
+                *sk = signed;
                 key.remaining = key.remaining.map(|n| n - 1);
                 Some(Ok(sig.as_ref().to_vec()))
             }
