@@ -14,7 +14,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use crate::certs::{self, CertParams};
-use crate::config::{CertificateFormat, KeyAlgorithm};
+use crate::config::{CertificateFormat, KeyAlgorithm, PqcSignatureNames};
 use crate::error::ApiError;
 use crate::keys::{ParsedAlg, SigAlg, SimKey};
 use crate::policy::Machine;
@@ -81,14 +81,19 @@ async fn license_info() -> ApiResult {
 async fn keystore_statistics(State(s): S) -> ApiResult {
     let keys = s.keys.read();
     let count = |alg: KeyAlgorithm| keys.iter().filter(|k| k.spec.algorithm == alg).count();
+    let pqc = keys
+        .iter()
+        .filter(|k| k.spec.algorithm.is_post_quantum())
+        .count();
     let text = format!(
-        "Simulated Primus HSM (tsb-sim {}): objects={}, RSA={}, EC={}, ED={}, AES={}, certificates={}",
+        "Simulated Primus HSM (tsb-sim {}): objects={}, RSA={}, EC={}, ED={}, AES={}, PQC={}, certificates={}",
         env!("CARGO_PKG_VERSION"),
         keys.len(),
         count(KeyAlgorithm::Rsa),
         count(KeyAlgorithm::Ec),
         count(KeyAlgorithm::Ed),
         count(KeyAlgorithm::Aes),
+        pqc,
         keys.iter().filter(|k| k.certificate.lock().is_some()).count(),
     );
     ok(json!({"keyStoreStatistics": text}))
@@ -195,7 +200,7 @@ fn cert_params(
     let signature_algorithm = match opt_str(m, "signatureAlgorithm")? {
         None => certs::default_cert_algorithm(&key)
             .ok_or_else(|| ApiError::algorithm("The key cannot sign certificates"))?,
-        Some(name) => parse_algorithm(name, &key)?,
+        Some(name) => parse_algorithm(name, &key, PqcSignatureNames::Both)?,
     };
     let validity_days = match m.get("validity") {
         None | Some(Value::Null) => 365,
@@ -300,7 +305,23 @@ fn decode_b64(s: &str) -> Option<Vec<u8>> {
     B64.decode(s).or_else(|_| B64_NO_PAD.decode(s)).ok()
 }
 
-fn parse_algorithm(name: &str, key: &SimKey) -> Result<SigAlg, ApiError> {
+fn parse_algorithm(
+    name: &str,
+    key: &SimKey,
+    names: PqcSignatureNames,
+) -> Result<SigAlg, ApiError> {
+    // A TSB knows either the documented or the newer post-quantum names, or both
+    // (docs/tsb-api.md, "Post-quantum keys"); a name it does not know is an unknown enum value.
+    let known = match (names, name) {
+        (PqcSignatureNames::Documented, "ML_DSA" | "SLH_DSA") => false,
+        (PqcSignatureNames::Current, "DILITHIUM" | "SPHINCS_PLUS") => false,
+        _ => true,
+    };
+    if !known {
+        return Err(ApiError::validation(format!(
+            "Unknown signatureAlgorithm '{name}'"
+        )));
+    }
     match SigAlg::parse(name) {
         ParsedAlg::Unknown => Err(ApiError::validation(format!(
             "Unknown signatureAlgorithm '{name}'"
@@ -309,7 +330,7 @@ fn parse_algorithm(name: &str, key: &SimKey) -> Result<SigAlg, ApiError> {
             "Signature algorithm {name} is not supported by key '{}'",
             key.label()
         ))),
-        ParsedAlg::Known(alg) if alg.key_algorithm() != key.spec.algorithm => {
+        ParsedAlg::Known(alg) if !alg.fits(key.spec.algorithm) => {
             Err(ApiError::algorithm(format!(
                 "Signature algorithm {name} is not supported by the {} key '{}'",
                 key.spec.algorithm.as_str(),
@@ -318,6 +339,37 @@ fn parse_algorithm(name: &str, key: &SimKey) -> Result<SigAlg, ApiError> {
         }
         ParsedAlg::Known(alg) => Ok(alg),
     }
+}
+
+/// `signRequest.context` (the TSB class `SignRequestDto`: "(Optional) Base64 encoded context
+/// bytes for ML-DSA & SLH-DSA"): absent, `null` or `""` is the empty context; at most 255 bytes
+/// (FIPS 204/205); any other key refuses a non-empty one (600).
+fn sign_context(m: &Map<String, Value>, key: &SimKey) -> Result<Vec<u8>, ApiError> {
+    let context = match opt_str(m, "context")? {
+        None => return Ok(Vec::new()),
+        Some(c) => decode_b64(c)
+            .ok_or_else(|| ApiError::validation("context is not valid base64"))?,
+    };
+    if context.is_empty() {
+        return Ok(context);
+    }
+    match crate::pqc::family(key.spec.algorithm) {
+        Some(crate::pqc::Family::MlDsa | crate::pqc::Family::SlhDsa) => {}
+        _ => {
+            return Err(ApiError::validation(format!(
+                "a context is only valid for ML-DSA and SLH-DSA keys, not for the {} key '{}'",
+                key.spec.algorithm.as_str(),
+                key.label()
+            )))
+        }
+    }
+    if context.len() > 255 {
+        return Err(ApiError::validation(format!(
+            "context is {} bytes, at most 255 are allowed",
+            context.len()
+        )));
+    }
+    Ok(context)
 }
 
 /// A validated and signed sign request.
@@ -372,7 +424,8 @@ fn sign_request(
     let key = s.key(label)?;
     key.check_password(password.as_deref())?;
     key.check_can_sign()?;
-    let alg = parse_algorithm(alg_name, &key)?;
+    let alg = parse_algorithm(alg_name, &key, s.cfg.pqc_signature_names)?;
+    let context = sign_context(m, &key)?;
     let payload =
         decode_b64(payload_b64).ok_or_else(|| ApiError::payload("payload is not valid base64"))?;
     if payload.len() > s.cfg.max_payload_bytes {
@@ -386,7 +439,9 @@ fn sign_request(
         return Err(ApiError::missing_approval(label));
     }
     let signature = match hostile {
-        None => key.material.sign(alg, &payload, raw)?,
+        None => key
+            .material
+            .sign_with_context(alg, &payload, raw, &context)?,
         Some(h) => crate::hostile::signature(s, &h.0, &key, alg, &payload, raw)?,
     };
     let meta = meta_raw.as_deref().and_then(decode_b64).map(|bytes| {

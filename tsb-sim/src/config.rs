@@ -57,6 +57,9 @@ pub struct SimConfig {
     /// Encoding of `GET /v1/certificate/{label}`.
     #[serde(default)]
     pub certificate_format: CertificateFormat,
+    /// Which `signatureAlgorithm` names post-quantum keys sign with (default both).
+    #[serde(default)]
+    pub pqc_signature_names: PqcSignatureNames,
     /// Authentication (JWT bearer token, API keys per role).
     #[serde(default)]
     pub auth: AuthConfig,
@@ -103,6 +106,7 @@ impl Default for SimConfig {
             max_payload_bytes: default_max_payload(),
             version: default_version(),
             certificate_format: CertificateFormat::default(),
+            pqc_signature_names: PqcSignatureNames::default(),
             auth: AuthConfig::default(),
             tls: None,
             keys: Vec::new(),
@@ -233,6 +237,76 @@ pub enum KeyAlgorithm {
     /// A secret key (cannot sign, has no public key).
     #[serde(rename = "AES")]
     Aes,
+    /// ML-DSA (FIPS 204) in its three parameter sets (docs/tsb-api.md, "Post-quantum keys").
+    #[serde(rename = "ML-DSA-44")]
+    MlDsa44,
+    #[serde(rename = "ML-DSA-65")]
+    MlDsa65,
+    #[serde(rename = "ML-DSA-87")]
+    MlDsa87,
+    /// SLH-DSA (FIPS 205) in its twelve parameter sets.
+    #[serde(rename = "SLH-DSA-SHA2-128s")]
+    SlhDsaSha2_128s,
+    #[serde(rename = "SLH-DSA-SHA2-128f")]
+    SlhDsaSha2_128f,
+    #[serde(rename = "SLH-DSA-SHA2-192s")]
+    SlhDsaSha2_192s,
+    #[serde(rename = "SLH-DSA-SHA2-192f")]
+    SlhDsaSha2_192f,
+    #[serde(rename = "SLH-DSA-SHA2-256s")]
+    SlhDsaSha2_256s,
+    #[serde(rename = "SLH-DSA-SHA2-256f")]
+    SlhDsaSha2_256f,
+    #[serde(rename = "SLH-DSA-SHAKE-128s")]
+    SlhDsaShake128s,
+    #[serde(rename = "SLH-DSA-SHAKE-128f")]
+    SlhDsaShake128f,
+    #[serde(rename = "SLH-DSA-SHAKE-192s")]
+    SlhDsaShake192s,
+    #[serde(rename = "SLH-DSA-SHAKE-192f")]
+    SlhDsaShake192f,
+    #[serde(rename = "SLH-DSA-SHAKE-256s")]
+    SlhDsaShake256s,
+    #[serde(rename = "SLH-DSA-SHAKE-256f")]
+    SlhDsaShake256f,
+    /// LMS (RFC 8554) as a one-level HSS key; the attributes answer names it `HSS-LMS`.
+    #[serde(rename = "LMS", alias = "HSS-LMS")]
+    Lms,
+}
+
+impl KeyAlgorithm {
+    /// Every post-quantum key type, in the TSB's order.
+    pub const POST_QUANTUM: [KeyAlgorithm; 16] = [
+        KeyAlgorithm::MlDsa44,
+        KeyAlgorithm::MlDsa65,
+        KeyAlgorithm::MlDsa87,
+        KeyAlgorithm::SlhDsaSha2_128s,
+        KeyAlgorithm::SlhDsaSha2_128f,
+        KeyAlgorithm::SlhDsaSha2_192s,
+        KeyAlgorithm::SlhDsaSha2_192f,
+        KeyAlgorithm::SlhDsaSha2_256s,
+        KeyAlgorithm::SlhDsaSha2_256f,
+        KeyAlgorithm::SlhDsaShake128s,
+        KeyAlgorithm::SlhDsaShake128f,
+        KeyAlgorithm::SlhDsaShake192s,
+        KeyAlgorithm::SlhDsaShake192f,
+        KeyAlgorithm::SlhDsaShake256s,
+        KeyAlgorithm::SlhDsaShake256f,
+        KeyAlgorithm::Lms,
+    ];
+
+    /// The key type named `name` as `POST /v1/key` writes it (`RSA`, `ML-DSA-65`, `LMS`, ...).
+    pub fn from_tsb_name(name: &str) -> Option<KeyAlgorithm> {
+        [KeyAlgorithm::Rsa, KeyAlgorithm::Ec, KeyAlgorithm::Ed, KeyAlgorithm::Aes]
+            .into_iter()
+            .chain(KeyAlgorithm::POST_QUANTUM)
+            .find(|a| a.as_str() == name)
+    }
+
+    /// ML-DSA, SLH-DSA or LMS.
+    pub fn is_post_quantum(self) -> bool {
+        KeyAlgorithm::POST_QUANTUM.contains(&self)
+    }
 }
 
 impl KeyAlgorithm {
@@ -242,6 +316,22 @@ impl KeyAlgorithm {
             KeyAlgorithm::Ec => "EC",
             KeyAlgorithm::Ed => "ED",
             KeyAlgorithm::Aes => "AES",
+            KeyAlgorithm::MlDsa44 => "ML-DSA-44",
+            KeyAlgorithm::MlDsa65 => "ML-DSA-65",
+            KeyAlgorithm::MlDsa87 => "ML-DSA-87",
+            KeyAlgorithm::SlhDsaSha2_128s => "SLH-DSA-SHA2-128s",
+            KeyAlgorithm::SlhDsaSha2_128f => "SLH-DSA-SHA2-128f",
+            KeyAlgorithm::SlhDsaSha2_192s => "SLH-DSA-SHA2-192s",
+            KeyAlgorithm::SlhDsaSha2_192f => "SLH-DSA-SHA2-192f",
+            KeyAlgorithm::SlhDsaSha2_256s => "SLH-DSA-SHA2-256s",
+            KeyAlgorithm::SlhDsaSha2_256f => "SLH-DSA-SHA2-256f",
+            KeyAlgorithm::SlhDsaShake128s => "SLH-DSA-SHAKE-128s",
+            KeyAlgorithm::SlhDsaShake128f => "SLH-DSA-SHAKE-128f",
+            KeyAlgorithm::SlhDsaShake192s => "SLH-DSA-SHAKE-192s",
+            KeyAlgorithm::SlhDsaShake192f => "SLH-DSA-SHAKE-192f",
+            KeyAlgorithm::SlhDsaShake256s => "SLH-DSA-SHAKE-256s",
+            KeyAlgorithm::SlhDsaShake256f => "SLH-DSA-SHAKE-256f",
+            KeyAlgorithm::Lms => "LMS",
         }
     }
 }
@@ -294,6 +384,19 @@ impl Curve {
     }
 }
 
+/// The `signatureAlgorithm` names of post-quantum signatures a TSB knows: the documented
+/// `DILITHIUM`/`SPHINCS_PLUS` (REST API 2.2 tutorial, the TSB's 2025 enum), the newer
+/// `ML_DSA`/`SLH_DSA` (Securosys' 2026 clients), or both. `LMS` is in every set. A name outside
+/// the set is refused with 600, as an unknown name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PqcSignatureNames {
+    #[default]
+    Both,
+    Documented,
+    Current,
+}
+
 /// One HSM key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -335,6 +438,13 @@ pub struct KeySpec {
     /// Use this PKCS#8 PEM private key instead of generating one.
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
+    /// LMS keys: the tree height (5, 10 or 15; default 5, as the TSB creates them).
+    #[serde(default)]
+    pub lms_height: Option<u8>,
+    /// LMS keys: the Winternitz parameter of LM-OTS (1, 2, 4 or 8; default 1, as the TSB
+    /// creates them).
+    #[serde(default)]
+    pub lmots_w: Option<u8>,
 }
 
 impl KeySpec {
@@ -353,6 +463,8 @@ impl KeySpec {
             auto_approve_after_ms: None,
             certificate: None,
             private_key_file: None,
+            lms_height: None,
+            lmots_w: None,
         }
     }
     /// An RSA key of `bits` bits.
@@ -372,6 +484,18 @@ impl KeySpec {
     /// An Ed25519 key.
     pub fn ed25519(label: &str) -> KeySpec {
         KeySpec::base(label, KeyAlgorithm::Ed)
+    }
+    /// A post-quantum key (`ML-DSA-65`, `SLH-DSA-SHA2-128f`, `LMS`, ...).
+    pub fn post_quantum(label: &str, algorithm: KeyAlgorithm) -> KeySpec {
+        KeySpec::base(label, algorithm)
+    }
+    /// An LMS key with tree height `height` and Winternitz parameter `w`.
+    pub fn lms(label: &str, height: u8, w: u8) -> KeySpec {
+        KeySpec {
+            lms_height: Some(height),
+            lmots_w: Some(w),
+            ..KeySpec::base(label, KeyAlgorithm::Lms)
+        }
     }
     /// An AES key (no public key, cannot sign).
     pub fn aes(label: &str, bits: u32) -> KeySpec {
@@ -424,7 +548,16 @@ impl KeySpec {
             KeyAlgorithm::Aes => self.key_size.unwrap_or(256),
             KeyAlgorithm::Ec => self.effective_curve().bits(),
             KeyAlgorithm::Ed => 255,
+            // Only a cache key for LMS (height and Winternitz parameter); no size otherwise.
+            KeyAlgorithm::Lms => self.effective_lms_height() as u32 * 10 + self.effective_lmots_w() as u32,
+            _ => 0,
         }
+    }
+    pub fn effective_lms_height(&self) -> u8 {
+        self.lms_height.unwrap_or(5)
+    }
+    pub fn effective_lmots_w(&self) -> u8 {
+        self.lmots_w.unwrap_or(1)
     }
     pub fn effective_curve(&self) -> Curve {
         self.curve.unwrap_or(Curve::P256)
@@ -454,6 +587,19 @@ impl KeySpec {
         }
         if self.curve.is_some() && self.algorithm != KeyAlgorithm::Ec {
             return err("`curve` is only valid for EC keys".into());
+        }
+        if self.algorithm == KeyAlgorithm::Lms {
+            if ![5, 10, 15].contains(&self.effective_lms_height()) {
+                return err("`lmsHeight` must be 5, 10 or 15".into());
+            }
+            if ![1, 2, 4, 8].contains(&self.effective_lmots_w()) {
+                return err("`lmotsW` must be 1, 2, 4 or 8".into());
+            }
+        } else if self.lms_height.is_some() || self.lmots_w.is_some() {
+            return err("`lmsHeight` and `lmotsW` are only valid for LMS keys".into());
+        }
+        if self.algorithm.is_post_quantum() && self.private_key_file.is_some() {
+            return err("`privateKeyFile` is not supported for post-quantum keys".into());
         }
         for name in self.attributes.keys() {
             if !crate::keys::ATTRIBUTE_NAMES.contains(&name.as_str()) {
@@ -689,6 +835,13 @@ impl SimConfig {
                 ])),
                 KeySpec::ec("ska-timelock", Curve::P256)
                     .with_policy(PolicySpec::single_group(1, &["alice"]).with_timelock(60)),
+                KeySpec::post_quantum("mldsa-65", KeyAlgorithm::MlDsa65).with_id("0030"),
+                KeySpec::post_quantum("slhdsa-sha2-128f", KeyAlgorithm::SlhDsaSha2_128f)
+                    .with_id("0031"),
+                KeySpec::lms("lms-h5", 5, 8).with_id("0032"),
+                KeySpec::post_quantum("mldsa-65-approval", KeyAlgorithm::MlDsa65)
+                    .with_id("0033")
+                    .with_policy(PolicySpec::single_group(1, &["alice"])),
                 KeySpec::ec("blocked-ec-p256", Curve::P256).with_blocked(true),
                 KeySpec::rsa("decrypt-only-rsa", 2048)
                     .with_sign(false)

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{Curve, GroupSpec, KeySpec, PolicySpec, TokenSpec};
+use crate::config::{Curve, GroupSpec, KeyAlgorithm, KeySpec, PolicySpec, TokenSpec};
 use crate::error::ApiError;
 use crate::keys::{KeyMaterial, SimKey, ATTRIBUTE_NAMES};
 use crate::state::Shared;
@@ -238,11 +238,14 @@ fn key_type(req: &CreateKeyRequest, label: &str) -> Result<KeySpec, ApiError> {
         req.algorithm_oid.as_deref().filter(|a| !a.is_empty()),
     ) {
         (Some(a), _) => a,
-        (None, Some(oid)) => algorithm_of_oid(oid).ok_or_else(|| {
-            ApiError::validation(format!(
-                "Unsupported algorithmOid '{oid}' (the simulator creates RSA, EC and ED keys)"
-            ))
-        })?,
+        (None, Some(oid)) => algorithm_of_oid(oid)
+            .or_else(|| crate::pqc::algorithm_of_oid(oid).map(|a| a.as_str()))
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "Unsupported algorithmOid '{oid}' (the simulator creates RSA, EC, ED, \
+                     ML-DSA, SLH-DSA and LMS keys)"
+                ))
+            })?,
         (None, None) => {
             return Err(ApiError::validation(
                 "Field 'algorithm' (or 'algorithmOid') is required",
@@ -281,9 +284,23 @@ fn key_type(req: &CreateKeyRequest, label: &str) -> Result<KeySpec, ApiError> {
                 "Unsupported curveOid '{oid}' for ED (only Ed25519, 1.3.101.112)"
             ))),
         },
-        other => Err(ApiError::validation(format!(
-            "Unsupported algorithm '{other}' (the simulator creates RSA, EC and ED keys)"
-        ))),
+        // ML-DSA, SLH-DSA, LMS: no size, no curve; LMS keys get the TSB's parameters (one
+        // level, H5, W1), which the creation request cannot choose (docs/tsb-api.md,
+        // "Post-quantum keys").
+        other => match KeyAlgorithm::from_tsb_name(other).filter(|a| a.is_post_quantum()) {
+            Some(alg) => {
+                if req.key_size.is_some() || req.curve_oid.is_some() {
+                    return Err(ApiError::validation(format!(
+                        "keySize and curveOid are not valid for {other} keys"
+                    )));
+                }
+                Ok(KeySpec::post_quantum(label, alg))
+            }
+            None => Err(ApiError::validation(format!(
+                "Unsupported algorithm '{other}' (the simulator creates RSA, EC, ED, ML-DSA, \
+                 SLH-DSA and LMS keys)"
+            ))),
+        },
     }
 }
 
@@ -316,6 +333,16 @@ fn build_spec(body: &[u8]) -> Result<(KeySpec, Option<TsbPolicy>), ApiError> {
         }
         if let Some(v) = value {
             spec.attributes.insert(name.clone(), *v);
+        }
+    }
+    if spec.algorithm.is_post_quantum() {
+        for name in ["decrypt", "unwrap", "derive"] {
+            if spec.attributes.get(name) == Some(&true) {
+                return Err(ApiError::validation(format!(
+                    "A {} key can only sign: attribute '{name}' must be false",
+                    spec.algorithm.as_str()
+                )));
+            }
         }
     }
     if let Some(p) = req.password {

@@ -106,6 +106,12 @@ pub enum SigAlg {
     EcdsaPrehashed,
     /// `EDDSA`: Ed25519 over the message.
     EdDsa,
+    /// `DILITHIUM` (documented) or `ML_DSA` (newer clients): pure ML-DSA over the message.
+    MlDsa,
+    /// `SPHINCS_PLUS` (documented) or `SLH_DSA` (newer clients): pure SLH-DSA over the message.
+    SlhDsa,
+    /// `LMS`: an HSS signature over the message.
+    Lms,
 }
 
 /// Result of parsing a `signatureAlgorithm` string.
@@ -159,8 +165,17 @@ impl SigAlg {
             "DOUBLE_SHA256_WITH_ECDSA" => Ecdsa(DoubleSha256),
             "NONE_WITH_ECDSA" => EcdsaPrehashed,
             "EDDSA" => EdDsa,
+            "DILITHIUM" | "ML_DSA" => MlDsa,
+            "SPHINCS_PLUS" | "SLH_DSA" => SlhDsa,
+            "LMS" => Lms,
             "NONE_WITH_RSA_PSS" | "NONE_WITH_DSA" | "SHA1_WITH_DSA" | "SHA224_WITH_DSA"
-            | "SHA256_WITH_DSA" | "SHA384_WITH_DSA" | "SHA512_WITH_DSA" | "BLS" | "ISS_KERL" => {
+            | "SHA256_WITH_DSA" | "SHA384_WITH_DSA" | "SHA512_WITH_DSA" | "BLS" | "ISS_KERL"
+            | "KYBER" | "ML_DSA_M" | "XMSS-SHA256_10_256" | "XMSS-SHAKE256_10_256" => {
+                return ParsedAlg::Unsupported
+            }
+            // The pre-hashed ML-DSA and SLH-DSA variants of newer TSBs (`SHA2_256_WITH_ML_DSA`,
+            // `SHAKE_256_WITH_SLH_DSA`, ...): names the TSB knows, not implemented here.
+            n if n.ends_with("_WITH_ML_DSA") || n.ends_with("_WITH_SLH_DSA") => {
                 return ParsedAlg::Unsupported
             }
             _ => return ParsedAlg::Unknown,
@@ -168,16 +183,20 @@ impl SigAlg {
         ParsedAlg::Known(alg)
     }
 
-    /// The key type the algorithm needs.
-    pub fn key_algorithm(self) -> KeyAlgorithm {
+    /// Whether the algorithm signs with a key of type `key`.
+    pub fn fits(self, key: KeyAlgorithm) -> bool {
+        use crate::pqc::Family;
         match self {
             SigAlg::RsaPkcs1(_)
             | SigAlg::RsaPkcs1Prehashed(_)
             | SigAlg::RsaPkcs1Raw
             | SigAlg::RsaPss(_)
-            | SigAlg::RsaPssPrehashed(_) => KeyAlgorithm::Rsa,
-            SigAlg::Ecdsa(_) | SigAlg::EcdsaPrehashed => KeyAlgorithm::Ec,
-            SigAlg::EdDsa => KeyAlgorithm::Ed,
+            | SigAlg::RsaPssPrehashed(_) => key == KeyAlgorithm::Rsa,
+            SigAlg::Ecdsa(_) | SigAlg::EcdsaPrehashed => key == KeyAlgorithm::Ec,
+            SigAlg::EdDsa => key == KeyAlgorithm::Ed,
+            SigAlg::MlDsa => crate::pqc::family(key) == Some(Family::MlDsa),
+            SigAlg::SlhDsa => crate::pqc::family(key) == Some(Family::SlhDsa),
+            SigAlg::Lms => crate::pqc::family(key) == Some(Family::Lms),
         }
     }
 }
@@ -192,6 +211,8 @@ pub enum KeyMaterial {
     Ed25519(Box<ed25519_dalek::SigningKey>),
     /// AES key bytes (never used: the simulator does not encrypt).
     Secret(Vec<u8>),
+    /// ML-DSA, SLH-DSA or LMS.
+    Pqc(Box<crate::pqc::PqcKey>),
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -205,6 +226,7 @@ impl std::fmt::Debug for KeyMaterial {
             KeyMaterial::K256(_) => "EC secp256k1".to_string(),
             KeyMaterial::Ed25519(_) => "Ed25519".to_string(),
             KeyMaterial::Secret(k) => format!("AES-{}", k.len() * 8),
+            KeyMaterial::Pqc(k) => k.algorithm().as_str().to_string(),
         };
         write!(f, "KeyMaterial({kind})")
     }
@@ -238,10 +260,12 @@ impl KeyMaterial {
                 rng.fill_bytes(&mut bytes);
                 KeyMaterial::Secret(bytes)
             }
+            _ => KeyMaterial::Pqc(Box::new(crate::pqc::PqcKey::generate(spec)?)),
         })
     }
 
-    /// PKCS#8 PEM of the private key (`None` for AES keys).
+    /// PKCS#8 PEM of the private key (`None` for AES keys); for post-quantum keys the
+    /// simulator's own cache text (`PqcKey::to_cache_text`).
     pub fn to_pkcs8_pem(&self) -> Result<Option<String>, SimError> {
         let pem = match self {
             KeyMaterial::Rsa(k) => k.to_pkcs8_pem(LineEnding::LF).map_err(key_err)?,
@@ -260,6 +284,7 @@ impl KeyMaterial {
                 .map_err(key_err)?,
             KeyMaterial::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF).map_err(key_err)?,
             KeyMaterial::Secret(_) => return Ok(None),
+            KeyMaterial::Pqc(k) => return Ok(Some(k.to_cache_text())),
         };
         Ok(Some(pem.to_string()))
     }
@@ -305,6 +330,7 @@ impl KeyMaterial {
                     spec.label
                 )))
             }
+            _ => KeyMaterial::Pqc(Box::new(crate::pqc::PqcKey::from_cache_text(spec, pem)?)),
         };
         Ok(material)
     }
@@ -323,6 +349,7 @@ impl KeyMaterial {
             KeyMaterial::K256(k) => k.verifying_key().to_public_key_der().map_err(key_err)?,
             KeyMaterial::Ed25519(k) => k.verifying_key().to_public_key_der().map_err(key_err)?,
             KeyMaterial::Secret(_) => return Ok(None),
+            KeyMaterial::Pqc(k) => return Ok(Some(k.public_key_der()?)),
         };
         Ok(Some(doc.as_bytes().to_vec()))
     }
@@ -336,13 +363,34 @@ impl KeyMaterial {
             | KeyMaterial::K256(_) => KeyAlgorithm::Ec,
             KeyMaterial::Ed25519(_) => KeyAlgorithm::Ed,
             KeyMaterial::Secret(_) => KeyAlgorithm::Aes,
+            KeyMaterial::Pqc(k) => k.algorithm(),
+        }
+    }
+
+    /// The post-quantum key, if this is one.
+    pub fn pqc(&self) -> Option<&crate::pqc::PqcKey> {
+        match self {
+            KeyMaterial::Pqc(k) => Some(k),
+            _ => None,
         }
     }
 
     /// Signs `payload` with `alg`. ECDSA signatures are DER unless `raw_ecdsa` (fixed-width
     /// r‖s). Payload errors give 612, an algorithm that does not fit the key 607.
     pub fn sign(&self, alg: SigAlg, payload: &[u8], raw_ecdsa: bool) -> Result<Vec<u8>, ApiError> {
-        if alg.key_algorithm() != self.kind() {
+        self.sign_with_context(alg, payload, raw_ecdsa, &[])
+    }
+
+    /// [`KeyMaterial::sign`] with a FIPS 204/205 `context` (ML-DSA and SLH-DSA keys only; an
+    /// empty one for every other key).
+    pub fn sign_with_context(
+        &self,
+        alg: SigAlg,
+        payload: &[u8],
+        raw_ecdsa: bool,
+        context: &[u8],
+    ) -> Result<Vec<u8>, ApiError> {
+        if !alg.fits(self.kind()) {
             return Err(ApiError::algorithm(format!(
                 "Signature algorithm {alg:?} is not supported by a {} key",
                 self.kind().as_str()
@@ -393,6 +441,7 @@ impl KeyMaterial {
                 Ok(key.sign(payload).to_bytes().to_vec())
             }
             KeyMaterial::Secret(_) => Err(ApiError::algorithm("AES keys cannot sign")),
+            KeyMaterial::Pqc(key) => key.sign(payload, context),
         }
     }
 }
@@ -543,7 +592,7 @@ fn cache_file_name(spec: &KeySpec) -> String {
     )
 }
 
-fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), OsRng.next_u64()));
     {
@@ -602,6 +651,7 @@ pub fn obtain(spec: &KeySpec, cache_dir: Option<&Path>) -> Result<Arc<KeyMateria
             match KeyMaterial::from_pkcs8_pem(spec, &pem) {
                 Ok(material) => {
                     let material = Arc::new(material);
+                    keep_state_in(&material, Some(path));
                     *slot = Some(material.clone());
                     return Ok(material);
                 }
@@ -613,8 +663,17 @@ pub fn obtain(spec: &KeySpec, cache_dir: Option<&Path>) -> Result<Arc<KeyMateria
     if let Some(path) = &path {
         store(path, &material);
     }
+    keep_state_in(&material, path.as_ref());
     *slot = Some(material.clone());
     Ok(material)
+}
+
+/// An LMS key writes its state (the one-time key counter) to its cache file after every
+/// signature.
+fn keep_state_in(material: &KeyMaterial, path: Option<&PathBuf>) {
+    if let (Some(pqc), Some(path)) = (material.pqc(), path) {
+        pqc.set_state_path(path.clone());
+    }
 }
 
 /// Writes key material to the disk cache (errors are only logged).
@@ -782,11 +841,12 @@ impl SimKey {
                     None,
                     Some(self.spec.effective_size()),
                 ),
+                pq => (crate::pqc::oid(pq).unwrap_or_default(), None, None),
             };
-        json!({
+        let mut json = json!({
             "label": self.spec.label,
             "id": self.spec.id,
-            "algorithm": self.spec.algorithm.as_str(),
+            "algorithm": crate::pqc::attributes_name(self.spec.algorithm),
             "algorithmOid": algorithm_oid,
             "curveOid": curve_oid,
             "keySize": key_size,
@@ -794,7 +854,13 @@ impl SimKey {
             "attributes": Value::Object(self.attribute_values()),
             "publicKey": self.public_der.as_ref().map(|d| B64.encode(d)),
             "policy": self.policy_json(),
-        })
+        });
+        // LMS keys: the one-time signatures left (the simulator's choice of field, see
+        // docs/tsb-api.md, "Post-quantum keys").
+        if let Some(left) = self.material.pqc().and_then(|k| k.remaining_signatures()) {
+            json["remainingSignatures"] = json!(left);
+        }
+        json
     }
 
     /// The whole attributes response: `{"json", "xml", "xmlSignature", "attestationKeyName"}`.
@@ -807,7 +873,7 @@ impl SimKey {
         xml.push_str(&format!("<label>{}</label>", xml_escape(&self.spec.label)));
         xml.push_str(&format!(
             "<algorithm>{}</algorithm>",
-            self.spec.algorithm.as_str()
+            crate::pqc::attributes_name(self.spec.algorithm)
         ));
         if let Some(der) = &self.public_der {
             xml.push_str(&format!("<public_key>{}</public_key>", B64.encode(der)));

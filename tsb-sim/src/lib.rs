@@ -1,8 +1,8 @@
 //! `tsb-sim`: a simulator of the Securosys Transaction Security Broker (TSB) REST API.
 //!
 //! It implements the `/v1/` endpoints of the contract in `docs/tsb-api.md` with real
-//! keys and real signatures (RSA, ECDSA P-256/384/521, Ed25519), the Smart Key Attributes
-//! approval workflow, authentication (JWT bearer token, API keys per role, mTLS), TLS with a
+//! keys and real signatures (RSA, ECDSA P-256/384/521, Ed25519, ML-DSA, SLH-DSA, LMS), the Smart
+//! Key Attributes approval workflow, authentication (JWT bearer token, API keys per role, mTLS), TLS with a
 //! generated CA, fault injection, and a `/sim/` control interface for tests and operators.
 //!
 //! ```no_run
@@ -24,6 +24,7 @@ mod keygen;
 mod keys;
 mod network;
 mod policy;
+mod pqc;
 mod server;
 mod simulator;
 mod state;
@@ -32,7 +33,8 @@ mod util;
 pub use cluster::{ListenerInfo, NodeFault};
 pub use config::{
     ApiKeys, AuthConfig, CertificateFormat, CertificateSpec, ClientAuth, Curve, GroupSpec,
-    KeyAlgorithm, KeySpec, PolicySpec, ServerCertMode, SimConfig, TlsConfig, TokenSpec,
+    KeyAlgorithm, KeySpec, PolicySpec, PqcSignatureNames, ServerCertMode, SimConfig, TlsConfig,
+    TokenSpec,
 };
 pub use error::{ApiError, SimError};
 pub use faults::{Fault, FaultKind};

@@ -404,3 +404,206 @@ fn creation_and_deletion_need_the_key_management_role() {
     assert_eq!(http.delete("/v1/key/configured").status, 200);
     assert_eq!(sim.key_labels(), ["k"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Post-quantum keys (docs/tsb-api.md, "Post-quantum keys"): created through POST /v1/key, the
+// public key read from the attributes answer, every signature checked by tests/python/
+// pqc_verify.py (dilithium-py, SLH-DSA, hsslms: independent of the simulator's crates).
+
+fn create_pqc(http: &Http, label: &str, algorithm: &str) {
+    let body = json!({"label": label, "algorithm": algorithm, "password": null,
+                      "attributes": signing_attributes()});
+    let r = http.post("/v1/key", &body);
+    assert_eq!(r.status, 201, "{algorithm}: {}", r.body);
+}
+
+fn flipped(sig: &[u8], at: usize) -> Vec<u8> {
+    let mut s = sig.to_vec();
+    s[at] ^= 0x01;
+    s
+}
+
+fn sign_with_context(http: &Http, key: &str, alg: &str, msg: &[u8], ctx: &[u8]) -> Resp {
+    let mut body = sign_body(key, alg, msg);
+    body["signRequest"]["context"] = json!(b64(ctx));
+    http.post("/v1/synchronousSign", &body)
+}
+
+#[test]
+fn post_quantum_keys_sign_and_verify_independently() {
+    let (_sim, http) = setup();
+    // (algorithm, verifier family, signatureAlgorithm, algorithmOid, public key, signature)
+    let cases = [
+        ("ML-DSA-44", "ML-DSA", "DILITHIUM", "2.16.840.1.101.3.4.3.17", 1312, 2420),
+        ("ML-DSA-65", "ML-DSA", "ML_DSA", "2.16.840.1.101.3.4.3.18", 1952, 3309),
+        ("ML-DSA-87", "ML-DSA", "DILITHIUM", "2.16.840.1.101.3.4.3.19", 2592, 4627),
+        ("SLH-DSA-SHA2-128s", "SLH-DSA", "SPHINCS_PLUS", "2.16.840.1.101.3.4.3.20", 32, 7856),
+        ("SLH-DSA-SHAKE-128f", "SLH-DSA", "SLH_DSA", "2.16.840.1.101.3.4.3.27", 32, 17088),
+        ("SLH-DSA-SHA2-192f", "SLH-DSA", "SPHINCS_PLUS", "2.16.840.1.101.3.4.3.23", 48, 35664),
+        ("LMS", "LMS", "LMS", "1.2.840.113549.1.9.16.3.17", 60, 8688),
+    ];
+    let message = b"firmware image v1.2.3 \x00\x01\x02".repeat(40);
+    for (algorithm, family, sig_alg, oid, pk_len, sig_len) in cases {
+        let label = format!("pq-{algorithm}");
+        create_pqc(&http, &label, algorithm);
+        let attrs = attributes(&http, &label);
+        let shown = if algorithm == "LMS" { "HSS-LMS" } else { algorithm };
+        assert_eq!(attrs["algorithm"], shown);
+        assert_eq!(attrs["algorithmOid"], oid);
+        assert_eq!(attrs["curveOid"], Value::Null);
+        assert_eq!(attrs["keySize"], Value::Null);
+        let spki = public_key(&http, &label);
+        // SubjectPublicKeyInfo: the OID without parameters, then the raw key as the whole
+        // BIT STRING (pqc_verify.py checks the DER and the OID).
+        let pk_at = spki.len() - pk_len;
+        let n = pk_len + 1;
+        let header = match n {
+            0..=127 => vec![0x03, n as u8, 0],
+            128..=255 => vec![0x03, 0x81, n as u8, 0],
+            _ => vec![0x03, 0x82, (n >> 8) as u8, n as u8, 0],
+        };
+        assert_eq!(&spki[pk_at - header.len()..pk_at], &header[..], "{algorithm}");
+        if algorithm == "LMS" {
+            // HSS, one level, LMS_SHA256_M32_H5 (5), LMOTS_SHA256_N32_W1 (1): the TSB's.
+            assert_eq!(&spki[pk_at..pk_at + 12], &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 1]);
+            assert_eq!(attrs["remainingSignatures"], 32);
+        } else {
+            assert!(attrs.get("remainingSignatures").is_none(), "{attrs}");
+        }
+
+        let paramset = if algorithm == "LMS" { "-" } else { algorithm };
+        let sig = sign_sync(&http, &label, sig_alg, &message);
+        assert_eq!(sig.len(), sig_len, "{algorithm}");
+        assert!(
+            pqc_verify(family, paramset, &spki, &message, &sig, b""),
+            "{algorithm}: the signature verifies"
+        );
+        assert!(
+            !pqc_verify(family, paramset, &spki, &message, &flipped(&sig, sig_len / 2), b""),
+            "{algorithm}: a flipped signature byte is caught"
+        );
+        assert!(
+            !pqc_verify(family, paramset, &spki, &flipped(&message, 3), &sig, b""),
+            "{algorithm}: another message is caught"
+        );
+        // Another key family's signatureAlgorithm does not fit the key: 607.
+        let other = if family == "LMS" { "DILITHIUM" } else { "LMS" };
+        let r = http.post("/v1/synchronousSign", &sign_body(&label, other, &message));
+        assert_eq!((r.status, r.error_code()), (400, 607), "{algorithm} {other}");
+    }
+    // LMS: one one-time key used.
+    assert_eq!(attributes(&http, "pq-LMS")["remainingSignatures"], 31);
+}
+
+#[test]
+fn post_quantum_contexts_are_signed_or_refused() {
+    let (_sim, http) = setup();
+    create_pqc(&http, "ctx-mldsa", "ML-DSA-65");
+    create_pqc(&http, "ctx-slh", "SLH-DSA-SHA2-128f");
+    create_pqc(&http, "ctx-lms", "LMS");
+    let msg = b"release manifest";
+    let ctx = b"tsb-pkcs11 test context";
+    for (label, family, paramset, alg) in [
+        ("ctx-mldsa", "ML-DSA", "ML-DSA-65", "DILITHIUM"),
+        ("ctx-slh", "SLH-DSA", "SLH-DSA-SHA2-128f", "SPHINCS_PLUS"),
+    ] {
+        let spki = public_key(&http, label);
+        let r = sign_with_context(&http, label, alg, msg, ctx);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let sig = unb64(r.json()["signature"].as_str().unwrap());
+        assert!(pqc_verify(family, paramset, &spki, msg, &sig, ctx), "{label}");
+        // Signed under the context, the signature does not verify without it (or with another).
+        assert!(!pqc_verify(family, paramset, &spki, msg, &sig, b""), "{label}");
+        assert!(!pqc_verify(family, paramset, &spki, msg, &sig, b"other"), "{label}");
+        // An empty context ("") is the empty context.
+        let r = sign_with_context(&http, label, alg, msg, b"");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let sig = unb64(r.json()["signature"].as_str().unwrap());
+        assert!(pqc_verify(family, paramset, &spki, msg, &sig, b""), "{label}");
+        // 255 bytes is the most FIPS 204/205 allow.
+        let r = sign_with_context(&http, label, alg, msg, &[7u8; 256]);
+        assert_eq!((r.status, r.error_code()), (400, 600), "{label}: {}", r.body);
+        let mut body = sign_body(label, alg, msg);
+        body["signRequest"]["context"] = json!("not base64!");
+        let r = http.post("/v1/synchronousSign", &body);
+        assert_eq!((r.status, r.error_code()), (400, 600), "{label}: {}", r.body);
+    }
+    // LMS and classical keys take no context.
+    let r = sign_with_context(&http, "ctx-lms", "LMS", msg, ctx);
+    assert_eq!((r.status, r.error_code()), (400, 600), "{}", r.body);
+    let r = sign_with_context(&http, "configured", "SHA256_WITH_ECDSA", msg, ctx);
+    assert_eq!((r.status, r.error_code()), (400, 600), "{}", r.body);
+    // A refused request used no LMS one-time key.
+    assert_eq!(attributes(&http, "ctx-lms")["remainingSignatures"], 32);
+}
+
+#[test]
+fn lms_key_counts_down_and_refuses_when_exhausted() {
+    let (_sim, http) = setup();
+    create_pqc(&http, "lms-exhaust", "LMS");
+    let spki = public_key(&http, "lms-exhaust");
+    let mut last = Vec::new();
+    for i in 0..32u32 {
+        let msg = format!("build {i}");
+        let sig = sign_sync(&http, "lms-exhaust", "LMS", msg.as_bytes());
+        // HSS: Nspk = 0, then the leaf index q: each one-time key once, in order.
+        assert_eq!(&sig[..8], &[&[0u8; 4][..], &i.to_be_bytes()].concat()[..]);
+        assert_eq!(
+            attributes(&http, "lms-exhaust")["remainingSignatures"],
+            31 - i,
+            "after signature {i}"
+        );
+        last = sig;
+    }
+    assert!(pqc_verify("LMS", "-", &spki, b"build 31", &last, b""));
+    let r = http.post("/v1/synchronousSign", &sign_body("lms-exhaust", "LMS", b"one more"));
+    assert_eq!((r.status, r.error_code()), (500, 701), "{}", r.body);
+    assert_eq!(r.json()["reason"], "res.error.in.hsm");
+    assert!(r.json()["message"].as_str().unwrap().contains("exhausted"), "{}", r.body);
+    let r = http.post("/v1/sign", &sign_body("lms-exhaust", "LMS", b"one more"));
+    assert_eq!((r.status, r.error_code()), (500, 701), "{}", r.body);
+    assert_eq!(attributes(&http, "lms-exhaust")["remainingSignatures"], 0);
+}
+
+#[test]
+fn post_quantum_creation_refusals() {
+    let (_sim, http) = setup();
+    for (body, what) in [
+        (json!({"label": "x", "algorithm": "ML-DSA-99", "attributes": signing_attributes()}),
+         "unknown parameter set"),
+        (json!({"label": "x", "algorithm": "DILITHIUM_L2", "attributes": signing_attributes()}),
+         "obsolete draft name"),
+        (json!({"label": "x", "algorithm": "ML-DSA-65", "keySize": 2048,
+                "attributes": signing_attributes()}), "keySize"),
+        (json!({"label": "x", "algorithm": "SLH-DSA-SHA2-128f",
+                "attributes": {"sign": true, "decrypt": true, "unwrap": false}}), "decrypt"),
+    ] {
+        let r = http.post("/v1/key", &body);
+        assert_eq!((r.status, r.error_code()), (400, 600), "{what}: {}", r.body);
+    }
+    // algorithmOid names the parameter set as well.
+    let r = http.post(
+        "/v1/key",
+        &json!({"label": "by-oid", "algorithmOid": "2.16.840.1.101.3.4.3.22",
+                "attributes": signing_attributes()}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(attributes(&http, "by-oid")["algorithm"], "SLH-DSA-SHA2-192s");
+}
+
+#[test]
+fn post_quantum_signature_names_can_be_restricted() {
+    for (names, refused, accepted) in [
+        (tsb_sim::PqcSignatureNames::Documented, "ML_DSA", "DILITHIUM"),
+        (tsb_sim::PqcSignatureNames::Current, "DILITHIUM", "ML_DSA"),
+    ] {
+        let mut cfg = config();
+        cfg.pqc_signature_names = names;
+        let sim = start(cfg);
+        let http = Http::new(&sim.url());
+        create_pqc(&http, "names", "ML-DSA-44");
+        let r = http.post("/v1/synchronousSign", &sign_body("names", refused, b"m"));
+        assert_eq!((r.status, r.error_code()), (400, 600), "{names:?}: {}", r.body);
+        sign_sync(&http, "names", accepted, b"m");
+    }
+}

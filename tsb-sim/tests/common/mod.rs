@@ -289,3 +289,73 @@ pub fn wait_terminal(http: &Http, id: &str, timeout: Duration) -> Value {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The Python of the test virtual environment (`target/compat-venv`, made by scripts/test.sh
+/// with the pure-Python verifiers dilithium-py, SLH-DSA and hsslms); env `PQC_VERIFY_PYTHON`
+/// overrides it.
+fn pqc_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PQC_VERIFY_PYTHON") {
+        return p.into();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let python = root.join("target/compat-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh makes it (ensure_venv with dilithium-py, slh-dsa, hsslms)",
+        python.display()
+    );
+    python
+}
+
+/// Verifies a post-quantum signature with `tests/python/pqc_verify.py` (independent of the
+/// simulator): `alg` is `ML-DSA`, `SLH-DSA` or `LMS`, `paramset` e.g. `ML-DSA-65` (`-` for
+/// LMS), `spki_der` the key's SubjectPublicKeyInfo. True only when the verifier exits 0; any
+/// exit status other than 0 or 1 (bad input) fails the test.
+pub fn pqc_verify(
+    alg: &str,
+    paramset: &str,
+    spki_der: &[u8],
+    message: &[u8],
+    sig: &[u8],
+    context: &[u8],
+) -> bool {
+    let dir = std::env::temp_dir().join(format!(
+        "tsb-sim-pqc-verify-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pk, msg, sg) = (dir.join("pk.der"), dir.join("msg"), dir.join("sig"));
+    std::fs::write(&pk, spki_der).unwrap();
+    std::fs::write(&msg, message).unwrap();
+    std::fs::write(&sg, sig).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("tests/python/pqc_verify.py");
+    let mut cmd = std::process::Command::new(pqc_python());
+    cmd.arg(&script).arg(alg).arg(paramset).arg(&pk).arg(&msg).arg(&sg);
+    if !context.is_empty() {
+        let hex: String = context.iter().map(|b| format!("{b:02x}")).collect();
+        cmd.arg("--context").arg(hex);
+    }
+    let out = cmd.output().expect("pqc_verify.py runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!(
+            "pqc_verify.py failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
