@@ -56,10 +56,15 @@ ensure_venv() {
   local py=/usr/bin/python3; [ -x "$py" ] || py=python3
   [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
   local pkg missing=()
-  for pkg in "$@"; do
-    "$dir/bin/python" -c "import ${pkg#python-}" 2>/dev/null || missing+=("$pkg")
+  # Each argument is a PyPI name, or NAME=MODULE when the import name differs.
+  local spec mod
+  for spec in "$@"; do
+    pkg=${spec%%=*}
+    mod=${spec#*=}
+    [ "$mod" = "$spec" ] && mod=${pkg#python-}
+    "$dir/bin/python" -c "import $mod" 2>/dev/null || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "== installing pip packages into $dir: ${missing[*]}"
-  "$dir/bin/pip" install -q --disable-pip-version-check "${missing[@]}"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check "${missing[@]}"
 }

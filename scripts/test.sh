@@ -12,7 +12,7 @@ ensure_packages dpkg=pkcs11-provider:pkcs11-provider dpkg=libengine-pkcs11-opens
   p11tool:gnutls-bin certtool:gnutls-bin p11-kit:p11-kit dpkg=p11-kit-modules:p11-kit-modules \
   ssh-agent:openssh-client nginx:nginx curl:curl pgrep:procps java:openjdk-17-jdk-headless \
   jarsigner:openjdk-17-jdk-headless /usr/bin/python3:python3 dpkg=python3-venv:python3-venv
-ensure_venv target/compat-venv python-pkcs11
+ensure_venv target/compat-venv python-pkcs11 pykcs11=PyKCS11 dilithium-py=dilithium_py slh-dsa=slhdsa hsslms
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -305,11 +305,7 @@ fn decode_b64(s: &str) -> Option<Vec<u8>> {
     B64.decode(s).or_else(|_| B64_NO_PAD.decode(s)).ok()
 }
 
-fn parse_algorithm(
-    name: &str,
-    key: &SimKey,
-    names: PqcSignatureNames,
-) -> Result<SigAlg, ApiError> {
+fn parse_algorithm(name: &str, key: &SimKey, names: PqcSignatureNames) -> Result<SigAlg, ApiError> {
     // A TSB knows either the documented or the newer post-quantum names, or both
     // (docs/tsb-api.md, "Post-quantum keys"); a name it does not know is an unknown enum value.
     let known = match (names, name) {
@@ -347,8 +343,9 @@ fn parse_algorithm(
 fn sign_context(m: &Map<String, Value>, key: &SimKey) -> Result<Vec<u8>, ApiError> {
     let context = match opt_str(m, "context")? {
         None => return Ok(Vec::new()),
-        Some(c) => decode_b64(c)
-            .ok_or_else(|| ApiError::validation("context is not valid base64"))?,
+        Some(c) => {
+            decode_b64(c).ok_or_else(|| ApiError::validation("context is not valid base64"))?
+        }
     };
     if context.is_empty() {
         return Ok(context);

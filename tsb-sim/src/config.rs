@@ -297,10 +297,15 @@ impl KeyAlgorithm {
 
     /// The key type named `name` as `POST /v1/key` writes it (`RSA`, `ML-DSA-65`, `LMS`, ...).
     pub fn from_tsb_name(name: &str) -> Option<KeyAlgorithm> {
-        [KeyAlgorithm::Rsa, KeyAlgorithm::Ec, KeyAlgorithm::Ed, KeyAlgorithm::Aes]
-            .into_iter()
-            .chain(KeyAlgorithm::POST_QUANTUM)
-            .find(|a| a.as_str() == name)
+        [
+            KeyAlgorithm::Rsa,
+            KeyAlgorithm::Ec,
+            KeyAlgorithm::Ed,
+            KeyAlgorithm::Aes,
+        ]
+        .into_iter()
+        .chain(KeyAlgorithm::POST_QUANTUM)
+        .find(|a| a.as_str() == name)
     }
 
     /// ML-DSA, SLH-DSA or LMS.
@@ -549,7 +554,9 @@ impl KeySpec {
             KeyAlgorithm::Ec => self.effective_curve().bits(),
             KeyAlgorithm::Ed => 255,
             // Only a cache key for LMS (height and Winternitz parameter); no size otherwise.
-            KeyAlgorithm::Lms => self.effective_lms_height() as u32 * 10 + self.effective_lmots_w() as u32,
+            KeyAlgorithm::Lms => {
+                self.effective_lms_height() as u32 * 10 + self.effective_lmots_w() as u32
+            }
             _ => 0,
         }
     }

@@ -168,11 +168,19 @@ impl SigAlg {
             "DILITHIUM" | "ML_DSA" => MlDsa,
             "SPHINCS_PLUS" | "SLH_DSA" => SlhDsa,
             "LMS" => Lms,
-            "NONE_WITH_RSA_PSS" | "NONE_WITH_DSA" | "SHA1_WITH_DSA" | "SHA224_WITH_DSA"
-            | "SHA256_WITH_DSA" | "SHA384_WITH_DSA" | "SHA512_WITH_DSA" | "BLS" | "ISS_KERL"
-            | "KYBER" | "ML_DSA_M" | "XMSS-SHA256_10_256" | "XMSS-SHAKE256_10_256" => {
-                return ParsedAlg::Unsupported
-            }
+            "NONE_WITH_RSA_PSS"
+            | "NONE_WITH_DSA"
+            | "SHA1_WITH_DSA"
+            | "SHA224_WITH_DSA"
+            | "SHA256_WITH_DSA"
+            | "SHA384_WITH_DSA"
+            | "SHA512_WITH_DSA"
+            | "BLS"
+            | "ISS_KERL"
+            | "KYBER"
+            | "ML_DSA_M"
+            | "XMSS-SHA256_10_256"
+            | "XMSS-SHAKE256_10_256" => return ParsedAlg::Unsupported,
             // The pre-hashed ML-DSA and SLH-DSA variants of newer TSBs (`SHA2_256_WITH_ML_DSA`,
             // `SHAKE_256_WITH_SLH_DSA`, ...): names the TSB knows, not implemented here.
             n if n.ends_with("_WITH_ML_DSA") || n.ends_with("_WITH_SLH_DSA") => {

@@ -134,7 +134,10 @@ macro_rules! with_slh {
                 type $P = slh_dsa::Shake256f;
                 $body
             }
-            other => Err(ApiError::hsm(format!("{} is not an SLH-DSA key", other.as_str()))),
+            other => Err(ApiError::hsm(format!(
+                "{} is not an SLH-DSA key",
+                other.as_str()
+            ))),
         }
     };
 }
@@ -155,7 +158,10 @@ macro_rules! with_ml {
                 type $P = ml_dsa::MlDsa87;
                 $body
             }
-            other => Err(ApiError::hsm(format!("{} is not an ML-DSA key", other.as_str()))),
+            other => Err(ApiError::hsm(format!(
+                "{} is not an ML-DSA key",
+                other.as_str()
+            ))),
         }
     };
 }
@@ -200,7 +206,10 @@ pub enum PqcKey {
         secret: Vec<u8>,
         public: Vec<u8>,
     },
-    Lms { key: LmsKey, public: Vec<u8> },
+    Lms {
+        key: LmsKey,
+        public: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for PqcKey {
@@ -437,7 +446,9 @@ impl PqcKey {
             None => return Err(key_err("not a post-quantum key type")),
         };
         if key.raw_public() != public.as_slice() {
-            return Err(key_err("key file: public key does not match the private key"));
+            return Err(key_err(
+                "key file: public key does not match the private key",
+            ));
         }
         Ok(key)
     }
@@ -583,7 +594,10 @@ mod tests {
         let key = PqcKey::generate(&spec).unwrap();
         assert_eq!(key.remaining_signatures(), Some(32));
         assert_eq!(key.raw_public().len(), 60);
-        assert_eq!(&key.raw_public()[..12], &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 4]);
+        assert_eq!(
+            &key.raw_public()[..12],
+            &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 4]
+        );
         let mut seen = Vec::new();
         for i in 0..32u32 {
             let sig = key.sign(b"m", b"").unwrap();

@@ -434,12 +434,54 @@ fn post_quantum_keys_sign_and_verify_independently() {
     let (_sim, http) = setup();
     // (algorithm, verifier family, signatureAlgorithm, algorithmOid, public key, signature)
     let cases = [
-        ("ML-DSA-44", "ML-DSA", "DILITHIUM", "2.16.840.1.101.3.4.3.17", 1312, 2420),
-        ("ML-DSA-65", "ML-DSA", "ML_DSA", "2.16.840.1.101.3.4.3.18", 1952, 3309),
-        ("ML-DSA-87", "ML-DSA", "DILITHIUM", "2.16.840.1.101.3.4.3.19", 2592, 4627),
-        ("SLH-DSA-SHA2-128s", "SLH-DSA", "SPHINCS_PLUS", "2.16.840.1.101.3.4.3.20", 32, 7856),
-        ("SLH-DSA-SHAKE-128f", "SLH-DSA", "SLH_DSA", "2.16.840.1.101.3.4.3.27", 32, 17088),
-        ("SLH-DSA-SHA2-192f", "SLH-DSA", "SPHINCS_PLUS", "2.16.840.1.101.3.4.3.23", 48, 35664),
+        (
+            "ML-DSA-44",
+            "ML-DSA",
+            "DILITHIUM",
+            "2.16.840.1.101.3.4.3.17",
+            1312,
+            2420,
+        ),
+        (
+            "ML-DSA-65",
+            "ML-DSA",
+            "ML_DSA",
+            "2.16.840.1.101.3.4.3.18",
+            1952,
+            3309,
+        ),
+        (
+            "ML-DSA-87",
+            "ML-DSA",
+            "DILITHIUM",
+            "2.16.840.1.101.3.4.3.19",
+            2592,
+            4627,
+        ),
+        (
+            "SLH-DSA-SHA2-128s",
+            "SLH-DSA",
+            "SPHINCS_PLUS",
+            "2.16.840.1.101.3.4.3.20",
+            32,
+            7856,
+        ),
+        (
+            "SLH-DSA-SHAKE-128f",
+            "SLH-DSA",
+            "SLH_DSA",
+            "2.16.840.1.101.3.4.3.27",
+            32,
+            17088,
+        ),
+        (
+            "SLH-DSA-SHA2-192f",
+            "SLH-DSA",
+            "SPHINCS_PLUS",
+            "2.16.840.1.101.3.4.3.23",
+            48,
+            35664,
+        ),
         ("LMS", "LMS", "LMS", "1.2.840.113549.1.9.16.3.17", 60, 8688),
     ];
     let message = b"firmware image v1.2.3 \x00\x01\x02".repeat(40);
@@ -447,7 +489,11 @@ fn post_quantum_keys_sign_and_verify_independently() {
         let label = format!("pq-{algorithm}");
         create_pqc(&http, &label, algorithm);
         let attrs = attributes(&http, &label);
-        let shown = if algorithm == "LMS" { "HSS-LMS" } else { algorithm };
+        let shown = if algorithm == "LMS" {
+            "HSS-LMS"
+        } else {
+            algorithm
+        };
         assert_eq!(attrs["algorithm"], shown);
         assert_eq!(attrs["algorithmOid"], oid);
         assert_eq!(attrs["curveOid"], Value::Null);
@@ -462,10 +508,17 @@ fn post_quantum_keys_sign_and_verify_independently() {
             128..=255 => vec![0x03, 0x81, n as u8, 0],
             _ => vec![0x03, 0x82, (n >> 8) as u8, n as u8, 0],
         };
-        assert_eq!(&spki[pk_at - header.len()..pk_at], &header[..], "{algorithm}");
+        assert_eq!(
+            &spki[pk_at - header.len()..pk_at],
+            &header[..],
+            "{algorithm}"
+        );
         if algorithm == "LMS" {
             // HSS, one level, LMS_SHA256_M32_H5 (5), LMOTS_SHA256_N32_W1 (1): the TSB's.
-            assert_eq!(&spki[pk_at..pk_at + 12], &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 1]);
+            assert_eq!(
+                &spki[pk_at..pk_at + 12],
+                &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 1]
+            );
             assert_eq!(attrs["remainingSignatures"], 32);
         } else {
             assert!(attrs.get("remainingSignatures").is_none(), "{attrs}");
@@ -479,7 +532,14 @@ fn post_quantum_keys_sign_and_verify_independently() {
             "{algorithm}: the signature verifies"
         );
         assert!(
-            !pqc_verify(family, paramset, &spki, &message, &flipped(&sig, sig_len / 2), b""),
+            !pqc_verify(
+                family,
+                paramset,
+                &spki,
+                &message,
+                &flipped(&sig, sig_len / 2),
+                b""
+            ),
             "{algorithm}: a flipped signature byte is caught"
         );
         assert!(
@@ -489,7 +549,11 @@ fn post_quantum_keys_sign_and_verify_independently() {
         // Another key family's signatureAlgorithm does not fit the key: 607.
         let other = if family == "LMS" { "DILITHIUM" } else { "LMS" };
         let r = http.post("/v1/synchronousSign", &sign_body(&label, other, &message));
-        assert_eq!((r.status, r.error_code()), (400, 607), "{algorithm} {other}");
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, 607),
+            "{algorithm} {other}"
+        );
     }
     // LMS: one one-time key used.
     assert_eq!(attributes(&http, "pq-LMS")["remainingSignatures"], 31);
@@ -511,22 +575,44 @@ fn post_quantum_contexts_are_signed_or_refused() {
         let r = sign_with_context(&http, label, alg, msg, ctx);
         assert_eq!(r.status, 200, "{}", r.body);
         let sig = unb64(r.json()["signature"].as_str().unwrap());
-        assert!(pqc_verify(family, paramset, &spki, msg, &sig, ctx), "{label}");
+        assert!(
+            pqc_verify(family, paramset, &spki, msg, &sig, ctx),
+            "{label}"
+        );
         // Signed under the context, the signature does not verify without it (or with another).
-        assert!(!pqc_verify(family, paramset, &spki, msg, &sig, b""), "{label}");
-        assert!(!pqc_verify(family, paramset, &spki, msg, &sig, b"other"), "{label}");
+        assert!(
+            !pqc_verify(family, paramset, &spki, msg, &sig, b""),
+            "{label}"
+        );
+        assert!(
+            !pqc_verify(family, paramset, &spki, msg, &sig, b"other"),
+            "{label}"
+        );
         // An empty context ("") is the empty context.
         let r = sign_with_context(&http, label, alg, msg, b"");
         assert_eq!(r.status, 200, "{}", r.body);
         let sig = unb64(r.json()["signature"].as_str().unwrap());
-        assert!(pqc_verify(family, paramset, &spki, msg, &sig, b""), "{label}");
+        assert!(
+            pqc_verify(family, paramset, &spki, msg, &sig, b""),
+            "{label}"
+        );
         // 255 bytes is the most FIPS 204/205 allow.
         let r = sign_with_context(&http, label, alg, msg, &[7u8; 256]);
-        assert_eq!((r.status, r.error_code()), (400, 600), "{label}: {}", r.body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, 600),
+            "{label}: {}",
+            r.body
+        );
         let mut body = sign_body(label, alg, msg);
         body["signRequest"]["context"] = json!("not base64!");
         let r = http.post("/v1/synchronousSign", &body);
-        assert_eq!((r.status, r.error_code()), (400, 600), "{label}: {}", r.body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, 600),
+            "{label}: {}",
+            r.body
+        );
     }
     // LMS and classical keys take no context.
     let r = sign_with_context(&http, "ctx-lms", "LMS", msg, ctx);
@@ -556,10 +642,17 @@ fn lms_key_counts_down_and_refuses_when_exhausted() {
         last = sig;
     }
     assert!(pqc_verify("LMS", "-", &spki, b"build 31", &last, b""));
-    let r = http.post("/v1/synchronousSign", &sign_body("lms-exhaust", "LMS", b"one more"));
+    let r = http.post(
+        "/v1/synchronousSign",
+        &sign_body("lms-exhaust", "LMS", b"one more"),
+    );
     assert_eq!((r.status, r.error_code()), (500, 701), "{}", r.body);
     assert_eq!(r.json()["reason"], "res.error.in.hsm");
-    assert!(r.json()["message"].as_str().unwrap().contains("exhausted"), "{}", r.body);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("exhausted"),
+        "{}",
+        r.body
+    );
     let r = http.post("/v1/sign", &sign_body("lms-exhaust", "LMS", b"one more"));
     assert_eq!((r.status, r.error_code()), (500, 701), "{}", r.body);
     assert_eq!(attributes(&http, "lms-exhaust")["remainingSignatures"], 0);
@@ -569,14 +662,24 @@ fn lms_key_counts_down_and_refuses_when_exhausted() {
 fn post_quantum_creation_refusals() {
     let (_sim, http) = setup();
     for (body, what) in [
-        (json!({"label": "x", "algorithm": "ML-DSA-99", "attributes": signing_attributes()}),
-         "unknown parameter set"),
-        (json!({"label": "x", "algorithm": "DILITHIUM_L2", "attributes": signing_attributes()}),
-         "obsolete draft name"),
-        (json!({"label": "x", "algorithm": "ML-DSA-65", "keySize": 2048,
-                "attributes": signing_attributes()}), "keySize"),
-        (json!({"label": "x", "algorithm": "SLH-DSA-SHA2-128f",
-                "attributes": {"sign": true, "decrypt": true, "unwrap": false}}), "decrypt"),
+        (
+            json!({"label": "x", "algorithm": "ML-DSA-99", "attributes": signing_attributes()}),
+            "unknown parameter set",
+        ),
+        (
+            json!({"label": "x", "algorithm": "DILITHIUM_L2", "attributes": signing_attributes()}),
+            "obsolete draft name",
+        ),
+        (
+            json!({"label": "x", "algorithm": "ML-DSA-65", "keySize": 2048,
+                "attributes": signing_attributes()}),
+            "keySize",
+        ),
+        (
+            json!({"label": "x", "algorithm": "SLH-DSA-SHA2-128f",
+                "attributes": {"sign": true, "decrypt": true, "unwrap": false}}),
+            "decrypt",
+        ),
     ] {
         let r = http.post("/v1/key", &body);
         assert_eq!((r.status, r.error_code()), (400, 600), "{what}: {}", r.body);
@@ -588,13 +691,20 @@ fn post_quantum_creation_refusals() {
                 "attributes": signing_attributes()}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(attributes(&http, "by-oid")["algorithm"], "SLH-DSA-SHA2-192s");
+    assert_eq!(
+        attributes(&http, "by-oid")["algorithm"],
+        "SLH-DSA-SHA2-192s"
+    );
 }
 
 #[test]
 fn post_quantum_signature_names_can_be_restricted() {
     for (names, refused, accepted) in [
-        (tsb_sim::PqcSignatureNames::Documented, "ML_DSA", "DILITHIUM"),
+        (
+            tsb_sim::PqcSignatureNames::Documented,
+            "ML_DSA",
+            "DILITHIUM",
+        ),
         (tsb_sim::PqcSignatureNames::Current, "DILITHIUM", "ML_DSA"),
     ] {
         let mut cfg = config();
@@ -603,7 +713,12 @@ fn post_quantum_signature_names_can_be_restricted() {
         let http = Http::new(&sim.url());
         create_pqc(&http, "names", "ML-DSA-44");
         let r = http.post("/v1/synchronousSign", &sign_body("names", refused, b"m"));
-        assert_eq!((r.status, r.error_code()), (400, 600), "{names:?}: {}", r.body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, 600),
+            "{names:?}: {}",
+            r.body
+        );
         sign_sync(&http, "names", accepted, b"m");
     }
 }

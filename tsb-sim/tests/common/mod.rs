@@ -336,7 +336,12 @@ pub fn pqc_verify(
         .unwrap()
         .join("tests/python/pqc_verify.py");
     let mut cmd = std::process::Command::new(pqc_python());
-    cmd.arg(&script).arg(alg).arg(paramset).arg(&pk).arg(&msg).arg(&sg);
+    cmd.arg(&script)
+        .arg(alg)
+        .arg(paramset)
+        .arg(&pk)
+        .arg(&msg)
+        .arg(&sg);
     if !context.is_empty() {
         let hex: String = context.iter().map(|b| format!("{b:02x}")).collect();
         cmd.arg("--context").arg(hex);
