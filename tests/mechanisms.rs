@@ -390,38 +390,50 @@ fn run_ok(cmd: &mut std::process::Command, what: &str) -> String {
     text
 }
 
-/// pqc_verify.py's verdict on `sig` (a file in `dir`) over `msg` by `label`'s key.
-fn pqc_verifies(
-    python: &std::path::Path,
-    h: &Harness,
-    dir: &std::path::Path,
-    (alg, set): (&str, &str),
-    label: &str,
-    msg: &[u8],
-    sig: &[u8],
-    context: Option<&str>,
-) -> bool {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let public = h
-        .sim
-        .public_key_der(label)
-        .expect("the simulator's public key");
-    let (pk, m, s) = (dir.join("v.pub"), dir.join("v.msg"), dir.join("v.sig"));
-    std::fs::write(&pk, public).unwrap();
-    std::fs::write(&m, msg).unwrap();
-    std::fs::write(&s, sig).unwrap();
-    let mut cmd = std::process::Command::new(python);
-    cmd.arg(root.join("tests/python/pqc_verify.py"))
-        .args([alg, set])
-        .args([&pk, &m, &s]);
-    if let Some(c) = context {
-        cmd.args(["--context", &hex::encode(c)]);
-    }
-    let out = cmd.output().expect("pqc_verify.py runs");
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!("pqc_verify.py: {}", String::from_utf8_lossy(&out.stderr)),
+/// Runs tests/python/pqc_verify.py with the simulator's public keys.
+struct PqcVerifier<'a> {
+    python: &'a std::path::Path,
+    h: &'a Harness,
+    dir: &'a std::path::Path,
+}
+
+impl PqcVerifier<'_> {
+    /// pqc_verify.py's verdict on `sig` over `msg` by `label`'s key (`context`: FIPS 204/205).
+    fn verifies(
+        &self,
+        (alg, set): (&str, &str),
+        label: &str,
+        msg: &[u8],
+        sig: &[u8],
+        context: Option<&str>,
+    ) -> bool {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let public = self
+            .h
+            .sim
+            .public_key_der(label)
+            .expect("the simulator's public key");
+        let (pk, m, s) = (
+            self.dir.join("v.pub"),
+            self.dir.join("v.msg"),
+            self.dir.join("v.sig"),
+        );
+        std::fs::write(&pk, public).unwrap();
+        std::fs::write(&m, msg).unwrap();
+        std::fs::write(&s, sig).unwrap();
+        let mut cmd = std::process::Command::new(self.python);
+        cmd.arg(root.join("tests/python/pqc_verify.py"))
+            .args([alg, set])
+            .args([&pk, &m, &s]);
+        if let Some(c) = context {
+            cmd.args(["--context", &hex::encode(c)]);
+        }
+        let out = cmd.output().expect("pqc_verify.py runs");
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("pqc_verify.py: {}", String::from_utf8_lossy(&out.stderr)),
+        }
     }
 }
 
@@ -449,6 +461,11 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
     };
     let h = Harness::with(cfg, serde_json::json!({}));
     let dir = tempfile::tempdir().unwrap();
+    let v = PqcVerifier {
+        python: &python,
+        h: &h,
+        dir: dir.path(),
+    };
     let sets = |label: &str| match label {
         "mldsa-65" | "mldsa-ska" => ("ML-DSA", "ML-DSA-65"),
         "slh-128s" => ("SLH-DSA", "SLH-DSA-SHA2-128s"),
@@ -487,22 +504,13 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
         let sig = std::fs::read(dir.path().join(format!("{label}.sig"))).unwrap();
         let msg = b"pykcs11 pqc";
         assert!(
-            pqc_verifies(&python, &h, dir.path(), sets(label), label, msg, &sig, None),
+            v.verifies(sets(label), label, msg, &sig, None),
             "{label}: PyKCS11's signature verifies"
         );
         let mut flipped = sig.clone();
         flipped[sig.len() / 3] ^= 0x10;
         assert!(
-            !pqc_verifies(
-                &python,
-                &h,
-                dir.path(),
-                sets(label),
-                label,
-                msg,
-                &flipped,
-                None
-            ),
+            !v.verifies(sets(label), label, msg, &flipped, None),
             "{label}: the verifier refuses a flipped byte"
         );
     }
@@ -539,46 +547,19 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
     let sig = std::fs::read(dir.path().join("mldsa-65.sig")).unwrap();
     let ml = sets("mldsa-65");
     assert!(
-        pqc_verifies(
-            &python,
-            &h,
-            dir.path(),
-            ml,
-            "mldsa-65",
-            msg,
-            &sig,
-            Some("firmware-v2")
-        ),
+        v.verifies(ml, "mldsa-65", msg, &sig, Some("firmware-v2")),
         "ML-DSA with the context verifies under it"
     );
     assert!(
-        !pqc_verifies(
-            &python,
-            &h,
-            dir.path(),
-            ml,
-            "mldsa-65",
-            msg,
-            &sig,
-            Some("firmware-v3")
-        ),
+        !v.verifies(ml, "mldsa-65", msg, &sig, Some("firmware-v3")),
         "and not under a wrong context"
     );
     assert!(
-        !pqc_verifies(&python, &h, dir.path(), ml, "mldsa-65", msg, &sig, None),
+        !v.verifies(ml, "mldsa-65", msg, &sig, None),
         "nor without it"
     );
     let sig = std::fs::read(dir.path().join("slh-128f.sig")).unwrap();
-    assert!(pqc_verifies(
-        &python,
-        &h,
-        dir.path(),
-        sets("slh-128f"),
-        "slh-128f",
-        msg,
-        &sig,
-        None
-    ));
+    assert!(v.verifies(sets("slh-128f"), "slh-128f", msg, &sig, None));
     // CKR_MECHANISM_PARAM_INVALID (0x71): the TSB signs hedged.
     assert!(out.contains("deterministic 0x71\n"), "{out}");
     // 32 one-time signatures (H5), then CKR_KEY_EXHAUSTED (0x203).

@@ -167,7 +167,7 @@ impl FakeTsb {
     /// Adds an ML-DSA-65 key (derived from the label); returns its raw public key.
     pub(super) fn add_ml_dsa(&self, label: &str, needs_approval: bool) -> Vec<u8> {
         let seed = <sha2::Sha256 as sha2::Digest>::digest(label.as_bytes());
-        let seed = ml_dsa::Seed::try_from(seed.as_slice()).expect("32 bytes");
+        let seed = ml_dsa::Seed::try_from(&seed[..]).expect("32 bytes");
         let sk = ml_dsa::SigningKey::<ml_dsa::MlDsa65>::from_seed(&seed);
         let pk = ml_dsa::Keypair::verifying_key(&sk).encode().to_vec();
         self.insert(label, Signer::MlDsa65(Box::new(sk)), needs_approval);
