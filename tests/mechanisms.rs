@@ -444,6 +444,18 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
         return;
     };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The simulator keeps an LMS key's used one-time keys in its state directory (shared by
+    // test runs): fresh labels give fresh LMS keys.
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let lms = format!("lms-{run}");
+    let lms_short = format!("lms-short-{run}");
     let cfg = SimConfig {
         time_scale: 0.01,
         approved_execution_delay_ms: 20,
@@ -451,8 +463,8 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
             KeySpec::post_quantum("mldsa-65", KeyAlgorithm::MlDsa65),
             KeySpec::post_quantum("slh-128s", KeyAlgorithm::SlhDsaSha2_128s),
             KeySpec::post_quantum("slh-128f", KeyAlgorithm::SlhDsaSha2_128f),
-            KeySpec::lms("lms", 5, 8),
-            KeySpec::lms("lms-short", 5, 8),
+            KeySpec::lms(&lms, 5, 8),
+            KeySpec::lms(&lms_short, 5, 8),
             KeySpec::post_quantum("mldsa-ska", KeyAlgorithm::MlDsa65)
                 .with_policy(PolicySpec::single_group(1, &["alice"]))
                 .with_auto_approve_after_ms(300),
@@ -483,7 +495,7 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
                 "mldsa-65:ML_DSA",
                 "slh-128s:SLH_DSA",
                 "slh-128f:SLH_DSA",
-                "lms:HSS",
+                &format!("{lms}:HSS"),
                 "mldsa-ska:ML_DSA",
             ])
             .env("TSB_PKCS11_CONFIG", &h.config_path),
@@ -493,7 +505,7 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
         ("mldsa-65", "0x4a 0x2 3309"),
         ("slh-128s", "0x4b 0x1 7856"),
         ("slh-128f", "0x4b 0x3 17088"),
-        ("lms", "0x46 - 1296"),
+        (lms.as_str(), "0x46 - 1296"),
         ("mldsa-ska", "0x4a 0x2 3309"),
     ];
     for (label, want) in expected {
@@ -534,7 +546,7 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
                 "sign:mldsa-65:ML_DSA:firmware-v2",
                 "sign:slh-128f:SLH_DSA",
                 "deterministic:mldsa-65",
-                "exhaust:lms-short",
+                &format!("exhaust:{lms_short}"),
                 "verify-signature",
             ])
             .env("TSB_PKCS11_CONFIG", &h.config_path),
