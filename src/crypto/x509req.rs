@@ -200,7 +200,7 @@ pub(crate) fn assemble(
 
 /// A raw ECDSA `r || s` as DER `Ecdsa-Sig-Value` (RFC 3279 §2.2.3).
 fn ecdsa_raw_to_der(raw: &[u8]) -> CryptoResult<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(bad("ECDSA signature of odd length"));
     }
     let (r, s) = raw.split_at(raw.len() / 2);

@@ -420,7 +420,7 @@ fn parse_templates(
 fn ulongs_all(v: &[u8], want: CK_ULONG) -> bool {
     const N: usize = std::mem::size_of::<CK_ULONG>();
     !v.is_empty()
-        && v.len() % N == 0
+        && v.len().is_multiple_of(N)
         && v.chunks(N)
             .all(|c| CK_ULONG::from_ne_bytes(c.try_into().expect("chunk of CK_ULONG size")) == want)
 }
