@@ -57,8 +57,8 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST **list);
 CK_RV C_GetInterfaceList(CK_INTERFACE *list,
                          CK_ULONG *count);
 
-// `C_GetInterface` (PKCS#11 3.0 §5.4.6): by name (NULL or "PKCS 11"), version (NULL: 3.0)
-// and flags.
+// `C_GetInterface` (PKCS#11 3.0 §5.4.6, 3.2 §5.4.6): by name (NULL or "PKCS 11"), version
+// (3.2, 3.0, 2.x; NULL: the default, 3.0) and flags.
 CK_RV C_GetInterface(CK_UTF8CHAR *name,
                      CK_VERSION *version,
                      CK_INTERFACE **interface,

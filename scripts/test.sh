@@ -12,9 +12,9 @@ ensure_packages dpkg=pkcs11-provider:pkcs11-provider dpkg=libengine-pkcs11-opens
   p11tool:gnutls-bin certtool:gnutls-bin p11-kit:p11-kit dpkg=p11-kit-modules:p11-kit-modules \
   ssh-agent:openssh-client nginx:nginx curl:curl pgrep:procps java:openjdk-17-jdk-headless \
   jarsigner:openjdk-17-jdk-headless /usr/bin/python3:python3 dpkg=python3-venv:python3-venv
-# python-pkcs11 for the compatibility tests; the pure-Python post-quantum verifiers of
+# python-pkcs11 for the compatibility tests, PyKCS11 for the post-quantum client test; the pure-Python post-quantum verifiers of
 # tests/python/pqc_verify.py (ML-DSA, SLH-DSA, HSS/LMS).
-ensure_venv target/compat-venv python-pkcs11 dilithium-py slh-dsa:slhdsa hsslms
+ensure_venv target/compat-venv python-pkcs11 pykcs11:PyKCS11 dilithium-py slh-dsa:slhdsa hsslms
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -14,6 +14,7 @@ use ecdsa::elliptic_curve::{AffinePoint, CurveArithmetic, FieldBytesSize};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 
 use super::encoding;
+use super::pqc::{HssKey, MlDsaSet, SlhDsaSet};
 use super::{CryptoError, CryptoResult};
 
 /// rsaEncryption, RFC 3279 §2.3.1.
@@ -22,6 +23,8 @@ pub(crate) const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
 pub(crate) const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 /// id-Ed25519, RFC 8410 §3.
 pub(crate) const OID_ED25519: &str = "1.3.101.112";
+/// id-alg-hss-lms-hashsig, RFC 9708 §3 (RFC 8708).
+pub(crate) const OID_HSS_LMS: &str = "1.2.840.113549.1.9.16.3.17";
 /// DER of the id-Ed25519 OID: the `CKA_EC_PARAMS` of Ed25519 keys.
 pub(crate) const ED25519_PARAMS_DER: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
@@ -114,6 +117,12 @@ pub enum PublicKey {
     Ec { curve: Curve, point: Vec<u8> },
     /// Ed25519 key (RFC 8032 §5.1.5 encoding).
     Ed25519 { key: [u8; 32] },
+    /// ML-DSA key: the FIPS 204 `pkEncode` bytes (Algorithm 22), of the set's length.
+    MlDsa { set: MlDsaSet, key: Vec<u8> },
+    /// SLH-DSA key: `PK.seed || PK.root` (FIPS 205 §9.1), of the set's length.
+    SlhDsa { set: SlhDsaSet, key: Vec<u8> },
+    /// HSS/LMS key (RFC 8554 §6.1).
+    Hss(HssKey),
 }
 
 fn strip_zeros(v: &[u8]) -> &[u8] {
@@ -198,6 +207,8 @@ impl PublicKey {
             PublicKey::Rsa { modulus, .. } => strip_zeros(modulus),
             PublicKey::Ec { point, .. } => point,
             PublicKey::Ed25519 { key } => key,
+            PublicKey::MlDsa { key, .. } | PublicKey::SlhDsa { key, .. } => key,
+            PublicKey::Hss(h) => &h.key,
         };
         super::HashAlg::Sha1.digest(value)
     }
@@ -236,9 +247,109 @@ impl PublicKey {
                     .map_err(|_| CryptoError::new("Ed25519 key must be 32 bytes"))?;
                 Ok(PublicKey::Ed25519 { key })
             }
-            other => Err(CryptoError::new(format!(
-                "unsupported public key algorithm {other}"
-            ))),
+            OID_HSS_LMS => {
+                // RFC 9708: the raw HSS public key; RFC 8708's examples wrapped it in a DER
+                // OCTET STRING (an HSS key starts with 00, an OCTET STRING with 04).
+                let raw = match key_bytes.first() {
+                    Some(0x04) => OctetString::from_der(key_bytes)
+                        .map_err(|e| CryptoError::new(format!("bad HSS public key: {e}")))?
+                        .into_bytes(),
+                    _ => key_bytes.to_vec(),
+                };
+                Ok(PublicKey::Hss(HssKey::from_raw(&raw)?))
+            }
+            other => {
+                if let Some(set) = MlDsaSet::ALL.into_iter().find(|s| s.oid() == other) {
+                    return PublicKey::ml_dsa(set, key_bytes);
+                }
+                if let Some(set) = SlhDsaSet::ALL.into_iter().find(|s| s.oid() == other) {
+                    return PublicKey::slh_dsa(set, key_bytes);
+                }
+                Err(CryptoError::new(format!(
+                    "unsupported public key algorithm {other}"
+                )))
+            }
+        }
+    }
+
+    /// An ML-DSA key from its raw encoding (checked for the set's length).
+    pub(crate) fn ml_dsa(set: MlDsaSet, raw: &[u8]) -> CryptoResult<PublicKey> {
+        if raw.len() != set.public_key_len() {
+            return Err(CryptoError::new(format!(
+                "an {} public key is {} bytes, not {}",
+                set.name(),
+                set.public_key_len(),
+                raw.len()
+            )));
+        }
+        Ok(PublicKey::MlDsa {
+            set,
+            key: raw.to_vec(),
+        })
+    }
+
+    /// An SLH-DSA key from its raw encoding (checked for the set's length).
+    pub(crate) fn slh_dsa(set: SlhDsaSet, raw: &[u8]) -> CryptoResult<PublicKey> {
+        if raw.len() != set.public_key_len() {
+            return Err(CryptoError::new(format!(
+                "an {} public key is {} bytes, not {}",
+                set.name(),
+                set.public_key_len(),
+                raw.len()
+            )));
+        }
+        Ok(PublicKey::SlhDsa {
+            set,
+            key: raw.to_vec(),
+        })
+    }
+
+    /// A key from the TSB's `publicKey` (already base64-decoded, or PEM text) and its
+    /// `algorithm`: a SubjectPublicKeyInfo (DER, PEM or base64) of any supported algorithm, or,
+    /// for post-quantum keys, the raw public key the `algorithm` names the parameter set of
+    /// (`ML-DSA-65`, `SLH-DSA-SHA2-128f`, `LMS`/`HSS`; a bare `ML-DSA` is told by the key's
+    /// length, which differs for the three sets). See docs/tsb-api.md.
+    pub(crate) fn from_tsb(algorithm: &str, input: &[u8]) -> CryptoResult<PublicKey> {
+        let spki = PublicKey::from_spki(input);
+        if spki.is_ok() {
+            return spki;
+        }
+        let alg = algorithm.trim().to_ascii_uppercase().replace('_', "-");
+        if let Some(set) = MlDsaSet::from_name(&alg) {
+            return PublicKey::ml_dsa(set, input);
+        }
+        if let Some(set) = SlhDsaSet::from_name(&alg) {
+            return PublicKey::slh_dsa(set, input);
+        }
+        if matches!(alg.as_str(), "ML-DSA" | "MLDSA") {
+            if let Some(set) = MlDsaSet::ALL
+                .into_iter()
+                .find(|s| s.public_key_len() == input.len())
+            {
+                return PublicKey::ml_dsa(set, input);
+            }
+        }
+        if matches!(alg.as_str(), "LMS" | "HSS" | "HSS-LMS" | "LMS-HSS") {
+            return Ok(PublicKey::Hss(HssKey::from_raw(input)?));
+        }
+        spki
+    }
+
+    /// True for ML-DSA, SLH-DSA and HSS keys.
+    pub fn is_post_quantum(&self) -> bool {
+        matches!(
+            self,
+            PublicKey::MlDsa { .. } | PublicKey::SlhDsa { .. } | PublicKey::Hss(_)
+        )
+    }
+
+    /// `CKA_VALUE` of a post-quantum public key: the raw public key (PKCS#11 v3.2, ML-DSA
+    /// and SLH-DSA public key objects; RFC 8554 §6.1 HSS public key for `CKK_HSS`).
+    pub fn raw_public_key(&self) -> Option<&[u8]> {
+        match self {
+            PublicKey::MlDsa { key, .. } | PublicKey::SlhDsa { key, .. } => Some(key),
+            PublicKey::Hss(h) => Some(&h.key),
+            _ => None,
         }
     }
 
@@ -264,6 +375,12 @@ impl PublicKey {
                 point.clone(),
             ),
             PublicKey::Ed25519 { key } => (OID_ED25519, None, key.to_vec()),
+            PublicKey::MlDsa { set, key } => (set.oid(), None, key.clone()),
+            PublicKey::SlhDsa { set, key } => {
+                let oid = set.oid();
+                return spki_of(&oid, key);
+            }
+            PublicKey::Hss(h) => (OID_HSS_LMS, None, h.key.clone()),
         };
         let spki = SubjectPublicKeyInfoOwned {
             algorithm: AlgorithmIdentifierOwned {
@@ -282,6 +399,9 @@ impl PublicKey {
             PublicKey::Rsa { bits, .. } => bits.div_ceil(8),
             PublicKey::Ec { curve, .. } => 2 * curve.field_bytes(),
             PublicKey::Ed25519 { .. } => 64,
+            PublicKey::MlDsa { set, .. } => set.signature_len(),
+            PublicKey::SlhDsa { set, .. } => set.signature_len(),
+            PublicKey::Hss(h) => h.signature_len(),
         }
     }
 
@@ -289,7 +409,10 @@ impl PublicKey {
     /// `06 03 2B 65 70` (Ed25519). `None` for RSA.
     pub fn ec_params_der(&self) -> Option<Vec<u8>> {
         match self {
-            PublicKey::Rsa { .. } => None,
+            PublicKey::Rsa { .. }
+            | PublicKey::MlDsa { .. }
+            | PublicKey::SlhDsa { .. }
+            | PublicKey::Hss(_) => None,
             PublicKey::Ec { curve, .. } => Some(curve.params_der()),
             PublicKey::Ed25519 { .. } => Some(ED25519_PARAMS_DER.to_vec()),
         }
@@ -299,7 +422,10 @@ impl PublicKey {
     /// or the 32-byte key (Ed25519). `None` for RSA.
     pub fn ec_point_der(&self) -> Option<Vec<u8>> {
         let raw: &[u8] = match self {
-            PublicKey::Rsa { .. } => return None,
+            PublicKey::Rsa { .. }
+            | PublicKey::MlDsa { .. }
+            | PublicKey::SlhDsa { .. }
+            | PublicKey::Hss(_) => return None,
             PublicKey::Ec { point, .. } => point,
             PublicKey::Ed25519 { key } => key,
         };
@@ -317,6 +443,22 @@ impl PublicKey {
             PublicKey::Rsa { .. } => "RSA",
             PublicKey::Ec { .. } => "EC",
             PublicKey::Ed25519 { .. } => "Ed25519",
+            PublicKey::MlDsa { .. } => "ML-DSA",
+            PublicKey::SlhDsa { .. } => "SLH-DSA",
+            PublicKey::Hss(_) => "HSS",
         }
     }
+}
+
+/// A SubjectPublicKeyInfo without algorithm parameters (RFC 9881, RFC 9909, RFC 9708).
+fn spki_of(oid: &str, key: &[u8]) -> Vec<u8> {
+    SubjectPublicKeyInfoOwned {
+        algorithm: AlgorithmIdentifierOwned {
+            oid: ObjectIdentifier::new_unwrap(oid),
+            parameters: None,
+        },
+        subject_public_key: BitString::from_bytes(key).expect("BIT STRING"),
+    }
+    .to_der()
+    .expect("SPKI encodes")
 }

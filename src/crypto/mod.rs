@@ -12,6 +12,8 @@
 //!   Current Mechanisms §2.3.1).
 //! * [`verify`]: signature verification for RSA PKCS#1 v1.5 / PSS
 //!   (RFC 8017 §8; ring, and RSAVP1 plus encoding checks in `verify::rsa`), ECDSA (ANSI X9.62 / FIPS 186-4) and Ed25519 (RFC 8032).
+//! * [`pqc`]: ML-DSA (FIPS 204), SLH-DSA (FIPS 205) and HSS/LMS (RFC 8554) parameter sets,
+//!   sizes, encodings and verification.
 //! * [`cert`]: X.509 certificate parsing for certificate objects (RFC 5280,
 //!   PKCS#11 v2.40 Base §4.6).
 //! * [`appkey`]: application-key signature of TSB request metadata.
@@ -23,6 +25,7 @@ pub(crate) mod der_sig;
 pub mod encoding;
 pub(crate) mod hash;
 pub(crate) mod keys;
+pub(crate) mod pqc;
 pub(crate) mod verify;
 pub mod x509req;
 

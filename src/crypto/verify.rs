@@ -8,6 +8,7 @@
 //! * ECDSA (ANSI X9.62, FIPS 186-4 §6.4) with PKCS#11 raw `r || s`
 //!   signatures (PKCS#11 v2.40 Current Mechanisms §2.3.1).
 //! * Ed25519 (RFC 8032 §5.1.7).
+//! * ML-DSA (FIPS 204), SLH-DSA (FIPS 205), HSS/LMS (RFC 8554): see `pqc.rs`.
 
 // RSA is verified by a module of its own, below this one (it uses `Scheme` and `SignedData`).
 pub(super) mod rsa;
@@ -25,6 +26,9 @@ pub enum SignedData<'a> {
     Message(&'a [u8]),
     /// A precomputed digest (for `RsaPkcs1v15Raw` the input block itself).
     Digest(&'a [u8]),
+    /// The message and a non-empty context string (ML-DSA, SLH-DSA: FIPS 204 §5.2, FIPS 205
+    /// §10.2). `Message` is the same with the empty context.
+    MessageInContext(&'a [u8], &'a [u8]),
 }
 
 /// Signature scheme.
@@ -44,6 +48,12 @@ pub enum Scheme {
     Ecdsa(HashAlg),
     /// Pure Ed25519 over the message (RFC 8032 §5.1).
     Ed25519,
+    /// Pure ML-DSA over the message, empty context (FIPS 204 §5.2).
+    MlDsa,
+    /// Pure SLH-DSA over the message, empty context (FIPS 205 §10.2).
+    SlhDsa,
+    /// HSS over the message (RFC 8554 §6.3).
+    Hss,
 }
 
 fn fail(msg: &str) -> CryptoError {
@@ -105,6 +115,7 @@ pub fn verify_with(
             let digest = match data {
                 SignedData::Message(m) => h.digest(m),
                 SignedData::Digest(d) => d.to_vec(),
+                SignedData::MessageInContext(..) => return Err(fail("ECDSA takes no context")),
             };
             verify_ecdsa(*curve, point, &digest, signature)
         }
@@ -112,16 +123,41 @@ pub fn verify_with(
             let msg = match data {
                 SignedData::Message(m) => m,
                 SignedData::Digest(_) => return Err(fail("Ed25519 signs messages, not digests")),
+                SignedData::MessageInContext(..) => {
+                    return Err(fail("Ed25519 (pure) takes no context"))
+                }
             };
             match &prepared.0 {
                 Some(vk) => verify_ed25519_prepared(vk, msg, signature),
                 None => verify_ed25519(key, msg, signature),
             }
         }
+        (PublicKey::MlDsa { set, key }, Scheme::MlDsa) => {
+            let (m, ctx) = message_of(data)?;
+            super::pqc::verify_ml_dsa(*set, key, m, ctx, signature)
+        }
+        (PublicKey::SlhDsa { set, key }, Scheme::SlhDsa) => {
+            let (m, ctx) = message_of(data)?;
+            super::pqc::verify_slh_dsa(*set, key, m, ctx, signature)
+        }
+        (PublicKey::Hss(key), Scheme::Hss) => match data {
+            SignedData::Message(m) => super::pqc::verify_hss(key, m, signature),
+            _ => Err(fail("HSS signs messages, without a context")),
+        },
         (k, s) => Err(CryptoError::new(format!(
             "scheme {s:?} does not apply to a {} key",
             k.kind()
         ))),
+    }
+}
+
+/// The message and context of a pure ML-DSA / SLH-DSA signature (they sign messages, not
+/// digests).
+fn message_of(data: SignedData<'_>) -> CryptoResult<(&[u8], &[u8])> {
+    match data {
+        SignedData::Message(m) => Ok((m, &[])),
+        SignedData::MessageInContext(m, ctx) => Ok((m, ctx)),
+        SignedData::Digest(_) => Err(fail("pure signatures sign messages, not digests")),
     }
 }
 
@@ -138,7 +174,9 @@ const ED25519_L: [u8; 32] = [
 ///   takes s < n; 0 and 1 are their own powers and never a valid encoding);
 /// - ECDSA, raw `r || s` (PKCS#11 v2.40 Current Mechanisms §2.3.1): exactly twice the field
 ///   size, r and s in [1, n-1] (FIPS 186-4 §6.4.2 step 1);
-/// - Ed25519: 64 bytes with S < L (RFC 8032 §5.1.7 step 1).
+/// - Ed25519: 64 bytes with S < L (RFC 8032 §5.1.7 step 1);
+/// - ML-DSA, SLH-DSA: exactly the parameter set's signature length (FIPS 204 Table 1, FIPS 205
+///   Table 2); HSS: the length the key's level types give, with Nspk = L - 1 (RFC 8554 §6.2).
 pub fn check_form(key: &PublicKey, signature: &[u8]) -> CryptoResult<()> {
     let want = key.signature_len();
     if signature.len() != want {
@@ -198,6 +236,15 @@ pub fn check_form(key: &PublicKey, signature: &[u8]) -> CryptoResult<()> {
                 Ok(())
             } else {
                 Err(fail("Ed25519 signature S not below the group order"))
+            }
+        }
+        PublicKey::MlDsa { .. } | PublicKey::SlhDsa { .. } => Ok(()),
+        PublicKey::Hss(h) => {
+            let nspk = u32::from_be_bytes([signature[0], signature[1], signature[2], signature[3]]);
+            if nspk as usize + 1 == h.level_count() {
+                Ok(())
+            } else {
+                Err(fail("HSS signature for another number of levels"))
             }
         }
     }

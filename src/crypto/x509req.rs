@@ -117,6 +117,12 @@ impl RequestAlgorithm {
                 }
             },
             PublicKey::Ed25519 { .. } => (Scheme::Ed25519, ED25519),
+            PublicKey::MlDsa { .. } | PublicKey::SlhDsa { .. } | PublicKey::Hss(_) => {
+                return Err(bad(format!(
+                    "no certificate request with a {} key (RSA, EC, Ed25519 only)",
+                    key.kind()
+                )))
+            }
         };
         Ok(RequestAlgorithm { scheme, oid })
     }
@@ -194,7 +200,7 @@ pub fn assemble(
 
 /// A raw ECDSA `r || s` as DER `Ecdsa-Sig-Value` (RFC 3279 §2.2.3).
 fn ecdsa_raw_to_der(raw: &[u8]) -> CryptoResult<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(bad("ECDSA signature of odd length"));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -335,6 +341,9 @@ pub fn verify_attestation_signature(
         PublicKey::Ed25519 { .. } => {
             verify(key, &Scheme::Ed25519, SignedData::Message(data), signature)
         }
+        PublicKey::MlDsa { .. } | PublicKey::SlhDsa { .. } | PublicKey::Hss(_) => Err(bad(
+            format!("{} attestation keys are not supported", key.kind()),
+        )),
     }
 }
 

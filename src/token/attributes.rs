@@ -1,5 +1,6 @@
 //! Attribute values of token objects (PKCS#11 v2.40 §4.4 storage, §4.6 certificates, §4.8 public
-//! keys, §4.9 private keys; v3.0 §2.3.8 for Edwards keys).
+//! keys, §4.9 private keys; v3.0 §2.3.8 for Edwards keys; v3.2 for ML-DSA and SLH-DSA keys
+//! (`CKA_PARAMETER_SET`, `CKA_VALUE`) and v3.1/v3.2 for HSS keys (`CKA_HSS_*`)).
 //!
 //! Vendor-defined attributes (`CKA_VENDOR_DEFINED | 0x5453_0000 + n`, "TS"):
 //! - [`CKA_TSB_NEEDS_APPROVAL`] (`CK_BBOOL`): the key has a Smart Key Attributes use policy, so
@@ -10,6 +11,7 @@ use cryptoki_sys::*;
 
 use super::mechanisms::allowed_for;
 use super::objects::{CertSource, KeyPart, ObjectRef};
+use crate::crypto::pqc::{MlDsaSet, SlhDsaSet};
 use crate::crypto::PublicKey;
 
 pub(crate) const CKA_TSB_NEEDS_APPROVAL: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0001;
@@ -71,8 +73,48 @@ fn key_material(attr: CK_ATTRIBUTE_TYPE, public: &PublicKey) -> Option<AttrValue
             public.ec_point_der().map(AttrValue::Bytes)
         }
         (CKA_PUBLIC_KEY_INFO, _) => Some(AttrValue::Bytes(public.spki_der())),
+        (CKA_PARAMETER_SET, PublicKey::MlDsa { set, .. }) => {
+            Some(ulong(ml_dsa_parameter_set(*set)))
+        }
+        (CKA_PARAMETER_SET, PublicKey::SlhDsa { set, .. }) => {
+            Some(ulong(slh_dsa_parameter_set(*set)))
+        }
+        // The HSS key's shape, on both objects: L, and the top level's LMS / LM-OTS types as
+        // the public key names them (RFC 8554 type codes, which CK_LMS_TYPE / CK_LMOTS_TYPE use).
+        (CKA_HSS_LEVELS, PublicKey::Hss(h)) => Some(ulong(h.level_count() as CK_ULONG)),
+        (CKA_HSS_LMS_TYPE, PublicKey::Hss(h)) => Some(ulong(h.levels[0].0 as CK_ULONG)),
+        (CKA_HSS_LMOTS_TYPE, PublicKey::Hss(h)) => Some(ulong(h.levels[0].1 as CK_ULONG)),
         _ => None,
     }
+}
+
+/// `CKA_PARAMETER_SET` of an ML-DSA key (`CKP_ML_DSA_*`, PKCS#11 v3.2 pkcs11t.h).
+pub(crate) fn ml_dsa_parameter_set(set: MlDsaSet) -> CK_ULONG {
+    match set {
+        MlDsaSet::MlDsa44 => CKP_ML_DSA_44,
+        MlDsaSet::MlDsa65 => CKP_ML_DSA_65,
+        MlDsaSet::MlDsa87 => CKP_ML_DSA_87,
+    }
+}
+
+/// `CKA_PARAMETER_SET` of an SLH-DSA key (`CKP_SLH_DSA_*`, PKCS#11 v3.2 pkcs11t.h: 1..=12 in
+/// the order of [`SlhDsaSet::ALL`]).
+pub(crate) fn slh_dsa_parameter_set(set: SlhDsaSet) -> CK_ULONG {
+    const SETS: [CK_ULONG; 12] = [
+        CKP_SLH_DSA_SHA2_128S,
+        CKP_SLH_DSA_SHAKE_128S,
+        CKP_SLH_DSA_SHA2_128F,
+        CKP_SLH_DSA_SHAKE_128F,
+        CKP_SLH_DSA_SHA2_192S,
+        CKP_SLH_DSA_SHAKE_192S,
+        CKP_SLH_DSA_SHA2_192F,
+        CKP_SLH_DSA_SHAKE_192F,
+        CKP_SLH_DSA_SHA2_256S,
+        CKP_SLH_DSA_SHAKE_256S,
+        CKP_SLH_DSA_SHA2_256F,
+        CKP_SLH_DSA_SHAKE_256F,
+    ];
+    SETS[set.index()]
 }
 
 /// The value of one attribute of an object. `private_objects` is true when private keys are
@@ -131,12 +173,37 @@ pub(crate) fn attribute(
                     CKA_ALWAYS_SENSITIVE => boolean(key.always_sensitive),
                     CKA_NEVER_EXTRACTABLE => boolean(key.never_extractable),
                     CKA_ALWAYS_AUTHENTICATE => boolean(false),
+                    // HSS private key: every level's types, and the signatures left when the
+                    // TSB reports them (else the attribute is not available).
+                    CKA_HSS_LMS_TYPES | CKA_HSS_LMOTS_TYPES => match &key.public {
+                        PublicKey::Hss(h) => ulongs(
+                            &h.levels
+                                .iter()
+                                .map(|&(l, o)| {
+                                    (if attr == CKA_HSS_LMS_TYPES { l } else { o }) as CK_ULONG
+                                })
+                                .collect::<Vec<_>>(),
+                        ),
+                        _ => AttrValue::Invalid,
+                    },
+                    CKA_HSS_KEYS_REMAINING => match (&key.public, key.remaining_signatures) {
+                        (PublicKey::Hss(_), Some(n)) => {
+                            ulong(CK_ULONG::try_from(n).unwrap_or(CK_ULONG::MAX))
+                        }
+                        _ => AttrValue::Invalid,
+                    },
                     CKA_VALUE | CKA_PRIVATE_EXPONENT | CKA_PRIME_1 | CKA_PRIME_2
                     | CKA_EXPONENT_1 | CKA_EXPONENT_2 | CKA_COEFFICIENT => AttrValue::Sensitive,
                     _ => AttrValue::Invalid,
                 }
             } else {
                 match attr {
+                    // The raw public key of a post-quantum key (PKCS#11 v3.2: ML-DSA, SLH-DSA
+                    // public key objects; v3.1 HSS public key objects).
+                    CKA_VALUE => match key.public.raw_public_key() {
+                        Some(v) => bytes(v),
+                        None => AttrValue::Invalid,
+                    },
                     CKA_VERIFY => boolean(key.usage.verify),
                     CKA_ENCRYPT => boolean(key.usage.encrypt),
                     CKA_WRAP => boolean(key.usage.wrap),
@@ -222,7 +289,12 @@ pub fn fixed_len(attr: CK_ATTRIBUTE_TYPE) -> Option<usize> {
         | CKA_SUBPRIME_BITS
         | CKA_HW_FEATURE_TYPE
         | CKA_MECHANISM_TYPE
-        | CKA_PROFILE_ID => Some(std::mem::size_of::<CK_ULONG>()),
+        | CKA_PROFILE_ID
+        | CKA_PARAMETER_SET
+        | CKA_HSS_LEVELS
+        | CKA_HSS_LMS_TYPE
+        | CKA_HSS_LMOTS_TYPE
+        | CKA_HSS_KEYS_REMAINING => Some(std::mem::size_of::<CK_ULONG>()),
         _ => None,
     }
 }

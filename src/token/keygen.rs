@@ -2,7 +2,9 @@
 //! (`POST /v1/key`), `C_DestroyObject` on a key deletes it (`DELETE /v1/key/{label}`) when
 //! the configuration allows it. PKCS#11 v3.0 §5.14 (C_GenerateKeyPair), §5.7 (C_DestroyObject),
 //! §2.1.4 (CKM_RSA_PKCS_KEY_PAIR_GEN), §2.3.7 (CKM_EC_KEY_PAIR_GEN), §2.3.9
-//! (CKM_EC_EDWARDS_KEY_PAIR_GEN). docs/objects-and-mechanisms.md describes the rules.
+//! (CKM_EC_EDWARDS_KEY_PAIR_GEN); v3.2 `CKM_ML_DSA_KEY_PAIR_GEN`, `CKM_SLH_DSA_KEY_PAIR_GEN`
+//! (`CKA_PARAMETER_SET`) and v3.1 `CKM_HSS_KEY_PAIR_GEN` (`CKA_HSS_*`).
+//! docs/objects-and-mechanisms.md describes the rules.
 
 use cryptoki_sys::*;
 
@@ -19,11 +21,21 @@ use crate::tsb::{NewKey, NewKeyType, NewKeyUsage, TsbReason};
 pub(crate) const CKA_TSB_POLICY_PROFILE: CK_ATTRIBUTE_TYPE = CKA_VENDOR_DEFINED | 0x5453_0003;
 
 /// The key-pair generation mechanisms.
-pub(crate) const KEYGEN_MECHANISMS: [CK_MECHANISM_TYPE; 3] = [
+pub(crate) const KEYGEN_MECHANISMS: [CK_MECHANISM_TYPE; 6] = [
     CKM_RSA_PKCS_KEY_PAIR_GEN,
     CKM_EC_KEY_PAIR_GEN,
     CKM_EC_EDWARDS_KEY_PAIR_GEN,
+    CKM_ML_DSA_KEY_PAIR_GEN,
+    CKM_SLH_DSA_KEY_PAIR_GEN,
+    CKM_HSS_KEY_PAIR_GEN,
 ];
+
+/// The HSS key the TSB creates for `"algorithm": "LMS"` (it takes no LMS parameters; Securosys'
+/// PQC tutorial shows L = 1, LMS_SHA256_M32_H5, LMOTS_SHA256_N32_W1: docs/tsb-api.md). A
+/// template may name exactly these; other values are refused, never dropped.
+const TSB_HSS_LEVELS: CK_ULONG = 1;
+const TSB_LMS_TYPE: CK_ULONG = 5;
+const TSB_LMOTS_TYPE: CK_ULONG = 1;
 
 /// `C_GetMechanismInfo` of a generation mechanism: key sizes in bits and flags.
 pub(crate) fn keygen_mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO> {
@@ -35,6 +47,10 @@ pub(crate) fn keygen_mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_M
             CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS | CKF_EC_OID,
         ),
         CKM_EC_EDWARDS_KEY_PAIR_GEN => (256, 256, CKF_EC_NAMEDCURVE | CKF_EC_OID),
+        // Security strength in bits of the sets (as for signing, mechanisms.rs); HSS: the tree
+        // height of the key the TSB creates.
+        CKM_ML_DSA_KEY_PAIR_GEN | CKM_SLH_DSA_KEY_PAIR_GEN => (128, 256, 0),
+        CKM_HSS_KEY_PAIR_GEN => (5, 5, 0),
         _ => return None,
     };
     Some(CK_MECHANISM_INFO {
@@ -110,6 +126,12 @@ fn attr_name(t: CK_ATTRIBUTE_TYPE) -> String {
         CKA_TRUSTED => "CKA_TRUSTED",
         CKA_COPYABLE => "CKA_COPYABLE",
         CKA_PRIVATE => "CKA_PRIVATE",
+        CKA_PARAMETER_SET => "CKA_PARAMETER_SET",
+        CKA_HSS_LEVELS => "CKA_HSS_LEVELS",
+        CKA_HSS_LMS_TYPES => "CKA_HSS_LMS_TYPES",
+        CKA_HSS_LMOTS_TYPES => "CKA_HSS_LMOTS_TYPES",
+        CKA_HSS_LMS_TYPE => "CKA_HSS_LMS_TYPE",
+        CKA_HSS_LMOTS_TYPE => "CKA_HSS_LMOTS_TYPE",
         _ => return format!("attribute {t:#x}"),
     };
     name.to_string()
@@ -127,8 +149,13 @@ fn parse_templates(
     let key_type = match mechanism {
         CKM_RSA_PKCS_KEY_PAIR_GEN => CKK_RSA,
         CKM_EC_KEY_PAIR_GEN => CKK_EC,
+        CKM_ML_DSA_KEY_PAIR_GEN => CKK_ML_DSA,
+        CKM_SLH_DSA_KEY_PAIR_GEN => CKK_SLH_DSA,
+        CKM_HSS_KEY_PAIR_GEN => CKK_HSS,
         _ => CKK_EC_EDWARDS,
     };
+    let pqc = matches!(key_type, CKK_ML_DSA | CKK_SLH_DSA | CKK_HSS);
+    let mut parameter_set: Option<CK_ULONG> = None;
     let mut label: Option<String> = None;
     let mut id: Option<Vec<u8>> = None;
     let mut modulus_bits = None;
@@ -246,7 +273,45 @@ fn parse_templates(
                         ));
                     }
                 }
-                CKA_EC_PARAMS if !is_private && key_type != CKK_RSA => ec_params = Some(v.clone()),
+                CKA_EC_PARAMS if !is_private && matches!(key_type, CKK_EC | CKK_EC_EDWARDS) => {
+                    ec_params = Some(v.clone())
+                }
+                // PKCS#11 v3.2: the parameter set of an ML-DSA / SLH-DSA key, in either
+                // template (the same value if in both).
+                CKA_PARAMETER_SET if matches!(key_type, CKK_ML_DSA | CKK_SLH_DSA) => {
+                    let set = ulong_of("CKA_PARAMETER_SET", v)?;
+                    if parameter_set.is_some_and(|e| e != set) {
+                        return Err(inconsistent(
+                            "the two templates give different CKA_PARAMETER_SET values",
+                        ));
+                    }
+                    parameter_set = Some(set);
+                }
+                // HSS: the TSB creates one kind of LMS key and takes no parameters; a
+                // template may name exactly that one.
+                CKA_HSS_LEVELS if key_type == CKK_HSS => {
+                    if ulong_of("CKA_HSS_LEVELS", v)? != TSB_HSS_LEVELS {
+                        return Err(value_invalid(
+                            "CKA_HSS_LEVELS: the TSB creates LMS keys of one level (L = 1)",
+                        ));
+                    }
+                }
+                CKA_HSS_LMS_TYPES | CKA_HSS_LMS_TYPE if key_type == CKK_HSS => {
+                    if !ulongs_all(v, TSB_LMS_TYPE) {
+                        return Err(value_invalid(format!(
+                            "{}: the TSB creates LMS keys of type LMS_SHA256_M32_H5 (5) only",
+                            attr_name(t)
+                        )));
+                    }
+                }
+                CKA_HSS_LMOTS_TYPES | CKA_HSS_LMOTS_TYPE if key_type == CKK_HSS => {
+                    if !ulongs_all(v, TSB_LMOTS_TYPE) {
+                        return Err(value_invalid(format!(
+                            "{}: the TSB creates LMS keys with LMOTS_SHA256_N32_W1 (1) only",
+                            attr_name(t)
+                        )));
+                    }
+                }
                 // Private key.
                 CKA_SIGN if is_private => require(
                     true,
@@ -319,6 +384,7 @@ fn parse_templates(
     // An empty CKA_ID asks for nothing (python-pkcs11 sends one by default).
     let id = id.filter(|i| !i.is_empty());
     let new_type = match key_type {
+        _ if pqc => pqc_key_type(key_type, parameter_set)?,
         CKK_RSA => {
             let bits = modulus_bits.ok_or_else(|| {
                 Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_MODULUS_BITS is missing")
@@ -347,6 +413,45 @@ fn parse_templates(
         modifiable: modifiable.unwrap_or(true),
         usage,
         profile,
+    })
+}
+
+/// One `CK_ULONG` (or an array of them) whose every element is `want`.
+fn ulongs_all(v: &[u8], want: CK_ULONG) -> bool {
+    const N: usize = std::mem::size_of::<CK_ULONG>();
+    !v.is_empty()
+        && v.len().is_multiple_of(N)
+        && v.chunks(N)
+            .all(|c| CK_ULONG::from_ne_bytes(c.try_into().expect("chunk of CK_ULONG size")) == want)
+}
+
+/// The TSB `algorithm` of a post-quantum key: the ML-DSA / SLH-DSA set `CKA_PARAMETER_SET`
+/// names (required: `CKR_TEMPLATE_INCOMPLETE` without it; `CKR_PARAMETER_SET_NOT_SUPPORTED`,
+/// PKCS#11 v3.2, for a value that is no set of the key type), or `LMS`.
+fn pqc_key_type(key_type: CK_KEY_TYPE, parameter_set: Option<CK_ULONG>) -> Result<NewKeyType> {
+    use super::attributes::{ml_dsa_parameter_set, slh_dsa_parameter_set};
+    use crate::crypto::pqc::{MlDsaSet, SlhDsaSet};
+    if key_type == CKK_HSS {
+        return Ok(NewKeyType::PostQuantum("LMS"));
+    }
+    let set = parameter_set
+        .ok_or_else(|| Error::new(CKR_TEMPLATE_INCOMPLETE, "CKA_PARAMETER_SET is missing"))?;
+    let name = if key_type == CKK_ML_DSA {
+        MlDsaSet::ALL
+            .into_iter()
+            .find(|s| ml_dsa_parameter_set(*s) == set)
+            .map(MlDsaSet::name)
+    } else {
+        SlhDsaSet::ALL
+            .into_iter()
+            .find(|s| slh_dsa_parameter_set(*s) == set)
+            .map(SlhDsaSet::name)
+    };
+    name.map(NewKeyType::PostQuantum).ok_or_else(|| {
+        Error::new(
+            CKR_PARAMETER_SET_NOT_SUPPORTED,
+            format!("CKA_PARAMETER_SET {set:#x} is not a parameter set of this key type"),
+        )
     })
 }
 

@@ -1,5 +1,6 @@
-//! Mechanisms (PKCS#11 v2.40 Current Mechanisms §2.1 RSA, §2.3 ECDSA; v3.0 §2.3.14 EdDSA) and
-//! their mapping to TSB `signatureAlgorithm` strings (TSB contract, "signatureAlgorithm strings").
+//! Mechanisms (PKCS#11 v2.40 Current Mechanisms §2.1 RSA, §2.3 ECDSA; v3.0 §2.3.14 EdDSA; v3.2
+//! "ML-DSA", "SLH-DSA" and "HSS" mechanism sections, values from the OASIS 3.2 pkcs11t.h) and their mapping to TSB `signatureAlgorithm` strings
+//! (TSB contract, "signatureAlgorithm strings" and "Post-quantum keys").
 
 use cryptoki_sys::*;
 
@@ -29,6 +30,9 @@ pub const SUPPORTED: &[CK_MECHANISM_TYPE] = &[
     CKM_ECDSA_SHA384,
     CKM_ECDSA_SHA512,
     CKM_EDDSA,
+    CKM_ML_DSA,
+    CKM_SLH_DSA,
+    CKM_HSS,
 ];
 
 /// A mechanism as the application passed it, with its parameters decoded by the FFI layer.
@@ -52,6 +56,11 @@ pub enum MechParams {
         prehash: bool,
         context: Vec<u8>,
     },
+    /// `CK_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 v3.2, `CKM_ML_DSA` and `CKM_SLH_DSA`).
+    SignContext {
+        hedge: CK_HEDGE_TYPE,
+        context: Vec<u8>,
+    },
     /// Parameters the mechanism does not take, or of the wrong size.
     Invalid(&'static str),
 }
@@ -72,6 +81,11 @@ pub(crate) fn mechanism_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANIS
     }
     let (min, max, extra) = match key_type_of(mechanism) {
         CKK_RSA => (1024, 16384, 0),
+        // PKCS#11 v3.2 gives no key size unit for these; the module reports the security
+        // strength in bits of its smallest and largest parameter sets (ML-DSA-44..87,
+        // SLH-DSA-*-128..256), and for HSS the tree heights (5..25) the module verifies.
+        CKK_ML_DSA | CKK_SLH_DSA => (128, 256, 0),
+        CKK_HSS => (5, 25, 0),
         CKK_EC => (
             256,
             521,
@@ -92,6 +106,9 @@ pub(crate) fn key_type_of(mechanism: CK_MECHANISM_TYPE) -> CK_KEY_TYPE {
         CKM_ECDSA | CKM_ECDSA_SHA1 | CKM_ECDSA_SHA224 | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384
         | CKM_ECDSA_SHA512 => CKK_EC,
         CKM_EDDSA => CKK_EC_EDWARDS,
+        CKM_ML_DSA => CKK_ML_DSA,
+        CKM_SLH_DSA => CKK_SLH_DSA,
+        CKM_HSS => CKK_HSS,
         _ => CKK_RSA,
     }
 }
@@ -123,6 +140,44 @@ pub enum Plan {
     Ecdsa(HashAlg),
     /// `CKM_EDDSA` (Ed25519, pure).
     EdDsa,
+    /// `CKM_ML_DSA` (pure), with the context of `CK_SIGN_ADDITIONAL_CONTEXT`.
+    MlDsa(SignContext),
+    /// `CKM_SLH_DSA` (pure), with the context of `CK_SIGN_ADDITIONAL_CONTEXT`.
+    SlhDsa(SignContext),
+    /// `CKM_HSS`.
+    Hss,
+}
+
+/// A context string of ML-DSA / SLH-DSA (FIPS 204 §5.2, FIPS 205 §10.2: at most 255 bytes),
+/// kept inline so a [`Plan`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SignContext {
+    len: u8,
+    bytes: [u8; 255],
+}
+
+impl SignContext {
+    pub(crate) const EMPTY: SignContext = SignContext {
+        len: 0,
+        bytes: [0; 255],
+    };
+
+    fn new(context: &[u8]) -> Option<SignContext> {
+        let len = u8::try_from(context.len()).ok()?;
+        let mut bytes = [0; 255];
+        bytes[..context.len()].copy_from_slice(context);
+        Some(SignContext { len, bytes })
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for SignContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignContext({} bytes)", self.len)
+    }
 }
 
 /// The data a plan signs, after buffering: the message, or (for hash-and-sign input over
@@ -139,10 +194,15 @@ pub struct Prepared {
     pub scheme: Scheme,
     /// True when `payload` is a digest rather than the message.
     pub payload_is_digest: bool,
+    /// The ML-DSA / SLH-DSA context (sent as `context`); `None` for the empty context.
+    pub context: Option<Vec<u8>>,
 }
 
 impl Prepared {
     pub fn signed_data(&self) -> SignedData<'_> {
+        if let Some(ctx) = &self.context {
+            return SignedData::MessageInContext(&self.payload, ctx);
+        }
         if self.payload_is_digest {
             SignedData::Digest(&self.payload)
         } else {
@@ -177,6 +237,42 @@ fn mgf_of(hash: HashAlg) -> CK_RSA_PKCS_MGF_TYPE {
         HashAlg::Sha256 => CKG_MGF1_SHA256,
         HashAlg::Sha384 => CKG_MGF1_SHA384,
         HashAlg::Sha512 => CKG_MGF1_SHA512,
+    }
+}
+
+/// The TSB `signatureAlgorithm` of ML-DSA keys (pure ML-DSA, FIPS 204; docs/tsb-api.md).
+pub(crate) const TSB_ML_DSA: &str = "DILITHIUM";
+/// The TSB `signatureAlgorithm` of SLH-DSA keys (pure SLH-DSA, FIPS 205).
+pub(crate) const TSB_SLH_DSA: &str = "SPHINCS_PLUS";
+/// The TSB `signatureAlgorithm` of LMS/HSS keys (RFC 8554).
+pub(crate) const TSB_LMS: &str = "LMS";
+
+/// Checks the optional `CK_SIGN_ADDITIONAL_CONTEXT` of `CKM_ML_DSA` / `CKM_SLH_DSA` (PKCS#11
+/// v3.2: no parameter, or a hedging choice and a context of 0..=255 bytes). The TSB signs pure
+/// ML-DSA/SLH-DSA with the context it is sent (`context`, docs/tsb-api.md) and chooses the
+/// randomness itself (hedged), so `CKH_HEDGE_PREFERRED` and `CKH_HEDGE_REQUIRED` are honoured and
+/// `CKH_DETERMINISTIC_REQUIRED` is refused with `CKR_MECHANISM_PARAM_INVALID`: a choice the TSB
+/// cannot honour is never dropped silently. (A TSB that refuses the `context` field gives
+/// `CKR_MECHANISM_PARAM_INVALID` at `C_Sign`, see signing.rs.)
+fn check_sign_context(params: &MechParams) -> Result<SignContext> {
+    match params {
+        MechParams::None => Ok(SignContext::EMPTY),
+        MechParams::SignContext { hedge, context } => {
+            match *hedge {
+                CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED => {}
+                CKH_DETERMINISTIC_REQUIRED => {
+                    return Err(param_invalid(
+                        "the TSB signs hedged: CKH_DETERMINISTIC_REQUIRED cannot be honoured",
+                    ))
+                }
+                _ => return Err(param_invalid("unknown hedgeVariant")),
+            }
+            SignContext::new(context)
+                .ok_or_else(|| param_invalid("the signature context is longer than 255 bytes"))
+        }
+        _ => Err(param_invalid(
+            "this mechanism takes CK_SIGN_ADDITIONAL_CONTEXT or no parameter",
+        )),
     }
 }
 
@@ -266,6 +362,12 @@ impl Plan {
                 }
                 Plan::EdDsa
             }
+            CKM_ML_DSA => Plan::MlDsa(check_sign_context(&mech.params)?),
+            CKM_SLH_DSA => Plan::SlhDsa(check_sign_context(&mech.params)?),
+            CKM_HSS => {
+                no_params()?;
+                Plan::Hss
+            }
             m if key_type == CKK_EC => {
                 no_params()?;
                 Plan::Ecdsa(hash_of(m).expect("ECDSA hash mechanism"))
@@ -304,12 +406,14 @@ impl Plan {
             payload: data.to_vec(),
             scheme,
             payload_is_digest: false,
+            context: None,
         };
         let digest = |alg: String, d: Vec<u8>, scheme: Scheme| Prepared {
             algorithm: alg,
             payload: d,
             scheme,
             payload_is_digest: true,
+            context: None,
         };
         Ok(match (self, input) {
             (Plan::RsaPkcsRaw, Input::Message(data)) => {
@@ -352,6 +456,24 @@ impl Plan {
                     return Err(data_len_range("Ed25519 input is limited to 64 KiB"));
                 }
                 message("EDDSA".into(), m, Scheme::Ed25519)
+            }
+            (Plan::MlDsa(_) | Plan::SlhDsa(_) | Plan::Hss, Input::Message(m)) => {
+                // Pure signatures: the TSB signs the message itself, which it takes up to
+                // 64 KiB; there is no local pre-hash that would give the same signature.
+                if m.len() > PAYLOAD_LIMIT {
+                    return Err(data_len_range(
+                        "post-quantum signature input is limited to 64 KiB",
+                    ));
+                }
+                let (alg, scheme, ctx) = match self {
+                    Plan::MlDsa(c) => (TSB_ML_DSA, Scheme::MlDsa, c.as_bytes()),
+                    Plan::SlhDsa(c) => (TSB_SLH_DSA, Scheme::SlhDsa, c.as_bytes()),
+                    _ => (TSB_LMS, Scheme::Hss, &[][..]),
+                };
+                Prepared {
+                    context: (!ctx.is_empty()).then(|| ctx.to_vec()),
+                    ..message(alg.into(), m, scheme)
+                }
             }
             (Plan::RsaPkcs(h), Input::Message(m)) => {
                 message(format!("{}_WITH_RSA", h.name()), m, Scheme::RsaPkcs1v15(*h))

@@ -144,6 +144,8 @@ pub struct KeyObject {
     pub(crate) destroyable: bool,
     /// `public` as parsed for verification, made at the first signature.
     pub(crate) prepared: OnceLock<PreparedKey>,
+    /// `CKA_HSS_KEYS_REMAINING` of an LMS key: the TSB's `remainingSignatures` when it reports it.
+    pub(crate) remaining_signatures: Option<u64>,
 }
 
 impl KeyObject {
@@ -581,15 +583,11 @@ pub fn key_from_attributes(
             attrs.algorithm
         ));
     };
-    let public = match PublicKey::from_spki(pk) {
+    let public = match PublicKey::from_tsb(&attrs.algorithm, pk) {
         Ok(p) => p,
         Err(e) => return skip(format!("its public key is not supported: {e}")),
     };
-    let key_type = match &public {
-        PublicKey::Rsa { .. } => CKK_RSA,
-        PublicKey::Ec { .. } => CKK_EC,
-        PublicKey::Ed25519 { .. } => CKK_EC_EDWARDS,
-    };
+    let key_type = key_type_of(&public);
     if attrs.blocked() {
         log::debug!("key '{}' is left out: it is blocked", Net(&attrs.label));
     }
@@ -610,7 +608,21 @@ pub fn key_from_attributes(
         base,
         destroyable: attrs.flags.destroyable,
         prepared: OnceLock::new(),
+        remaining_signatures: attrs.remaining_signatures,
     })
+}
+
+/// `CKA_KEY_TYPE` of a public key (PKCS#11 v3.2 adds `CKK_ML_DSA`, `CKK_SLH_DSA`; `CKK_HSS` is
+/// from v3.1).
+pub(crate) fn key_type_of(public: &PublicKey) -> CK_KEY_TYPE {
+    match public {
+        PublicKey::Rsa { .. } => CKK_RSA,
+        PublicKey::Ec { .. } => CKK_EC,
+        PublicKey::Ed25519 { .. } => CKK_EC_EDWARDS,
+        PublicKey::MlDsa { .. } => CKK_ML_DSA,
+        PublicKey::SlhDsa { .. } => CKK_SLH_DSA,
+        PublicKey::Hss(_) => CKK_HSS,
+    }
 }
 
 /// The TSB `id` a new key with this `CKA_ID` gets: the bytes as lowercase hex, which

@@ -137,6 +137,11 @@ impl Token {
             return Err(replaced(&key.label));
         }
         let prepared = op.plan.prepare(input.as_input(), &key.public)?;
+        // An LMS key the TSB reported as used up: PKCS#11 v3.1 CKR_KEY_EXHAUSTED, no TSB call
+        // (the count only goes down, so a cached 0 is still true).
+        if matches!(key.public, PublicKey::Hss(_)) && key.remaining_signatures == Some(0) {
+            return Err(exhausted(&key.label));
+        }
         let mut request = SignRequest {
             key: key.label.clone(),
             algorithm: prepared.algorithm.clone(),
@@ -145,6 +150,7 @@ impl Token {
             key_password: self.key_password(&key.label),
             meta_data: None,
             meta_data_signature: None,
+            context: prepared.context.clone(),
         };
         let client = self.client()?;
         // Every signature is checked against the key the HANDLE names (`op.key`), never a key
@@ -155,7 +161,10 @@ impl Token {
         // extra answer that arrived just after the connection was checked looks exactly like
         // this request's), and the result of an approval request (read by polling). Only the
         // first answer on a new connection is provably this request's.
-        let verify = self.config.pkcs11.verify_signatures;
+        // Post-quantum signatures are always verified: their form says little (no range check
+        // like RSA's or ECDSA's), and a stateful LMS key must never hand out a signature that
+        // is not its own.
+        let verify = self.config.pkcs11.verify_signatures || key.public.is_post_quantum();
         let check =
             |raw: &[u8], reused: bool| accept_signature(key, &prepared, verify || reused, raw);
         let refused = |reason: &str| {
@@ -175,9 +184,13 @@ impl Token {
             let raw = self.sign_with_approval(&client, session, key, &mut request)?;
             return check(&raw, true).map_err(|r| refused(&r));
         }
-        match client.sign_synchronous(&request, &check) {
-            Ok(sig) => Ok(sig),
-            Err(e) => match &e.kind {
+        let mut renamed = false;
+        loop {
+            let e = match client.sign_synchronous(&request, &check) {
+                Ok(sig) => return Ok(sig),
+                Err(e) => e,
+            };
+            return match &e.kind {
                 TsbErrorKind::Refused(reason) => Err(refused(reason)),
                 // The key gained an approval policy since its attributes were cached.
                 _ if e.reason() == Some(TsbReason::MissingApproval) => {
@@ -189,9 +202,61 @@ impl Token {
                     let raw = self.sign_with_approval(&client, session, key, &mut request)?;
                     check(&raw, true).map_err(|r| refused(&r))
                 }
-                _ => Err(self.sign_error(&key.label, &e)),
-            },
+                _ => {
+                    // A TSB that knows the post-quantum algorithms by their newer names
+                    // (`ML_DSA`, `SLH_DSA`): the refused request signed nothing, so it is sent
+                    // once more under that name (docs/tsb-api.md, "Post-quantum keys").
+                    if let Some(newer) = newer_pqc_name(&request.algorithm) {
+                        if !renamed && name_refused(&e) {
+                            log::info!(
+                                "the TSB refused signatureAlgorithm {}: trying {newer}",
+                                request.algorithm
+                            );
+                            request.algorithm = newer.to_string();
+                            renamed = true;
+                            continue;
+                        }
+                    }
+                    Err(self.pqc_sign_error(key, &request, &e))
+                }
+            };
         }
+    }
+
+    /// The error of a failed sign: for post-quantum keys, an exhausted LMS key is
+    /// `CKR_KEY_EXHAUSTED` (PKCS#11 v3.1) and a refused `context` `CKR_MECHANISM_PARAM_INVALID`
+    /// (never dropped and signed without); otherwise as for every key.
+    fn pqc_sign_error(
+        &self,
+        key: &KeyObject,
+        request: &SignRequest,
+        e: &crate::tsb::TsbError,
+    ) -> Error {
+        if matches!(key.public, PublicKey::Hss(_)) && lms_exhausted(e) {
+            log::warn!(
+                "TSB call failed: {} -> CKR_KEY_EXHAUSTED",
+                Net(&e.to_string())
+            );
+            self.objects.invalidate_list();
+            return exhausted(&key.label);
+        }
+        if request.context.is_some()
+            && matches!(
+                e.reason(),
+                Some(TsbReason::ValidationFailed | TsbReason::InvalidJson)
+            )
+        {
+            log::warn!(
+                "TSB call failed: {} -> CKR_MECHANISM_PARAM_INVALID (the signature context was \
+                 refused; it is never dropped)",
+                Net(&e.to_string())
+            );
+            return Error::new(
+                CKR_MECHANISM_PARAM_INVALID,
+                "the TSB refused the signature context",
+            );
+        }
+        self.sign_error(&key.label, e)
     }
 
     /// After a signature that does not fit the captured key: whether the TSB now has another
@@ -365,6 +430,49 @@ fn replaced(label: &str) -> Error {
     )
 }
 
+/// PKCS#11 v3.1 (§5.1.6 return values, `CKR_KEY_EXHAUSTED`): the LMS key has no one-time
+/// signature left.
+fn exhausted(label: &str) -> Error {
+    Error::new(
+        CKR_KEY_EXHAUSTED,
+        format!(
+            "LMS key '{}' is exhausted: no one-time signature left",
+            crate::logging::sanitize(label)
+        ),
+    )
+}
+
+/// Whether a failed LMS sign says the key is used up: the TSB's HSM error (701) naming it
+/// exhausted, or 614 (operation forbidden for the key), docs/tsb-api.md.
+fn lms_exhausted(e: &crate::tsb::TsbError) -> bool {
+    match e.reason() {
+        Some(TsbReason::OperationForbidden) => true,
+        Some(TsbReason::HsmError) => e.to_string().to_ascii_lowercase().contains("exhaust"),
+        _ => false,
+    }
+}
+
+/// The newer TSB name of a post-quantum `signatureAlgorithm` (`DILITHIUM` → `ML_DSA`,
+/// `SPHINCS_PLUS` → `SLH_DSA`), tried once when a TSB refuses the documented one.
+fn newer_pqc_name(algorithm: &str) -> Option<&'static str> {
+    match algorithm {
+        super::mechanisms::TSB_ML_DSA => Some("ML_DSA"),
+        super::mechanisms::TSB_SLH_DSA => Some("SLH_DSA"),
+        _ => None,
+    }
+}
+
+/// A 400 that may mean "unknown signatureAlgorithm name": validation failed (600), invalid JSON
+/// (621, an unknown enum value) or algorithm not supported by the key (607).
+fn name_refused(e: &crate::tsb::TsbError) -> bool {
+    matches!(
+        e.reason(),
+        Some(
+            TsbReason::ValidationFailed | TsbReason::InvalidJson | TsbReason::AlgorithmNotSupported
+        )
+    )
+}
+
 /// Another thread's `C_Sign` / `C_SignFinal` of this session is still running (PKCS#11
 /// v2.40 §5.1.6: `CKR_OPERATION_ACTIVE`, an active operation prevents the call).
 fn busy() -> Error {
@@ -390,6 +498,9 @@ fn accept_signature(
             Err(_) if raw.len() == 2 * curve.field_bytes() => raw.to_vec(),
             Err(e) => return Err(format!("malformed ECDSA signature ({e})")),
         },
+        // A one-level key's signature may come as a bare LMS signature (RFC 8554 §5.4): made
+        // the HSS signature CKM_HSS returns (RFC 8554 §6.2).
+        PublicKey::Hss(h) => h.normalise_signature(raw),
         _ => raw.to_vec(),
     };
     check_form(&key.public, &signature).map_err(|e| format!("not a signature by this key: {e}"))?;

@@ -331,12 +331,28 @@ macro_rules! zero_calls {
     };
 }
 
-/// Every function of the PKCS#11 3.0 list but `C_Initialize`, `C_GetFunctionList`,
+/// Every function of the PKCS#11 3.2 list but `C_Initialize`, `C_GetFunctionList`,
 /// `C_GetInterfaceList` and `C_GetInterface`, called with NULL / zero arguments: all answer
 /// `CKR_CRYPTOKI_NOT_INITIALIZED` (PKCS#11 v3.0 §5.1.1), the unsupported ones included.
 fn all_functions_uninitialised(raw: &Raw) -> Vec<(&'static str, CK_RV)> {
     let f3 = raw.f3;
-    zero_calls!(f3;
+    let mut v32 = CK_VERSION { major: 3, minor: 2 };
+    let mut iface: *mut CK_INTERFACE = null_mut();
+    // SAFETY: C_GetInterface with a valid version and out pointer.
+    let rv = unsafe { (f3.C_GetInterface.unwrap())(null_mut(), &mut v32, &mut iface, 0) };
+    assert_eq!(rv, CKR_OK, "the 3.2 interface");
+    // SAFETY: the interface asked for is 3.2: its list is a CK_FUNCTION_LIST_3_2, a static of
+    // the module, which `raw` keeps loaded.
+    let f32 = unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) };
+    let mut answers = zero_calls!(f32;
+        C_EncapsulateKey(_, _, _, _, _, _, _, _), C_DecapsulateKey(_, _, _, _, _, _, _, _),
+        C_VerifySignatureInit(_, _, _, _, _), C_VerifySignature(_, _, _),
+        C_VerifySignatureUpdate(_, _, _), C_VerifySignatureFinal(_),
+        C_GetSessionValidationFlags(_, _, _), C_AsyncComplete(_, _, _), C_AsyncGetID(_, _, _),
+        C_AsyncJoin(_, _, _, _, _), C_WrapKeyAuthenticated(_, _, _, _, _, _, _, _),
+        C_UnwrapKeyAuthenticated(_, _, _, _, _, _, _, _, _, _),
+    );
+    answers.extend(zero_calls!(f3;
         C_Finalize(_), C_GetInfo(_), C_GetSlotList(_, _, _), C_GetSlotInfo(_, _),
         C_GetTokenInfo(_, _), C_GetMechanismList(_, _, _), C_GetMechanismInfo(_, _, _),
         C_InitToken(_, _, _, _), C_InitPIN(_, _, _), C_SetPIN(_, _, _, _, _),
@@ -372,7 +388,8 @@ fn all_functions_uninitialised(raw: &Raw) -> Vec<(&'static str, CK_RV)> {
         C_MessageSignFinal(_), C_MessageVerifyInit(_, _, _),
         C_VerifyMessage(_, _, _, _, _, _, _), C_VerifyMessageBegin(_, _, _),
         C_VerifyMessageNext(_, _, _, _, _, _, _), C_MessageVerifyFinal(_),
-    )
+    ));
+    answers
 }
 
 /// Checks [`all_functions_uninitialised`] on `raw`: every answer, and that the table names

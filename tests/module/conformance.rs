@@ -377,20 +377,184 @@ fn returned_interfaces_are_writable_and_restored() {
     );
     // SAFETY: as above.
     assert_eq!(unsafe { (*again).pFunctionList }, v3, "restored");
+    let mut v32_ptr: *mut CK_INTERFACE = null_mut();
+    let mut want = CK_VERSION { major: 3, minor: 2 };
+    assert_eq!(
+        call!(f3.C_GetInterface, null_mut(), &mut want, &mut v32_ptr, 0),
+        CKR_OK
+    );
+    // SAFETY: as above.
+    let v32 = unsafe { (*v32_ptr).pFunctionList };
     let mut list = [CK_INTERFACE {
         pInterfaceName: null_mut(),
         pFunctionList: null_mut(),
         flags: 0,
-    }; 2];
+    }; 3];
     let mut n: CK_ULONG = 2;
+    assert_eq!(
+        call!(f3.C_GetInterfaceList, list.as_mut_ptr(), &mut n),
+        CKR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(n, 3);
     assert_eq!(
         call!(f3.C_GetInterfaceList, list.as_mut_ptr(), &mut n),
         CKR_OK
     );
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     assert_eq!(
-        [list[0].pFunctionList, list[1].pFunctionList],
-        [v3, v2],
+        [
+            list[0].pFunctionList,
+            list[1].pFunctionList,
+            list[2].pFunctionList
+        ],
+        [v32, v3, v2],
         "C_GetInterfaceList gives the module's lists"
     );
+}
+
+/// PKCS#11 v3.2 (§5.4.6): `C_GetInterface("PKCS 11", {3, 2})` gives a `CK_FUNCTION_LIST_3_2`
+/// whose version is 3.2, whose 3.0 part is the module's own functions, and whose functions new
+/// in 3.2 (key encapsulation, `C_VerifySignature*`, validation flags, async, authenticated
+/// wrapping) are present and answer `CKR_FUNCTION_NOT_SUPPORTED`, not a NULL pointer. Without a
+/// version the default stays 3.0; a version the module does not have (3.1, 4.0) is refused.
+#[test]
+fn interface_3_2_has_every_function() {
+    let h = Harness::new();
+    let f3 = h.raw.f3;
+    let mut name = *b"PKCS 11\0";
+    let mut want = CK_VERSION { major: 3, minor: 2 };
+    let mut iface: *mut CK_INTERFACE = null_mut();
+    assert_eq!(
+        call!(
+            f3.C_GetInterface,
+            name.as_mut_ptr(),
+            &mut want,
+            &mut iface,
+            0
+        ),
+        CKR_OK
+    );
+    // SAFETY: C_GetInterface returned a valid CK_INTERFACE whose list is a CK_FUNCTION_LIST_3_2
+    // (version 3.2 asked for), a static of the loaded module.
+    let f32 = unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) };
+    assert_eq!((f32.version.major, f32.version.minor), (3, 2));
+    assert_eq!(
+        f32.C_Sign.map(|f| f as usize),
+        f3.C_Sign.map(|f| f as usize)
+    );
+    assert_eq!(
+        f32.C_SessionCancel.map(|f| f as usize),
+        f3.C_SessionCancel.map(|f| f as usize)
+    );
+    let s = open(&h, 0);
+    let nsup = CKR_FUNCTION_NOT_SUPPORTED;
+    let mut ul: CK_ULONG = 0;
+    let mut obj: CK_OBJECT_HANDLE = 0;
+    let mut byte = [0u8; 4];
+    assert_eq!(
+        call!(
+            f32.C_EncapsulateKey,
+            s,
+            null_mut(),
+            0,
+            null_mut(),
+            0,
+            null_mut(),
+            &mut ul,
+            &mut obj
+        ),
+        nsup
+    );
+    assert_eq!(
+        call!(
+            f32.C_DecapsulateKey,
+            s,
+            null_mut(),
+            0,
+            null_mut(),
+            0,
+            null_mut(),
+            0,
+            &mut obj
+        ),
+        nsup
+    );
+    assert_eq!(
+        call!(
+            f32.C_VerifySignatureInit,
+            s,
+            null_mut(),
+            0,
+            byte.as_mut_ptr(),
+            4
+        ),
+        nsup
+    );
+    assert_eq!(call!(f32.C_VerifySignature, s, byte.as_mut_ptr(), 4), nsup);
+    assert_eq!(
+        call!(f32.C_VerifySignatureUpdate, s, byte.as_mut_ptr(), 4),
+        nsup
+    );
+    assert_eq!(call!(f32.C_VerifySignatureFinal, s), nsup);
+    let mut flags: CK_FLAGS = 0;
+    assert_eq!(
+        call!(f32.C_GetSessionValidationFlags, s, 0, &mut flags),
+        nsup
+    );
+    assert_eq!(call!(f32.C_AsyncComplete, s, null_mut(), null_mut()), nsup);
+    assert_eq!(call!(f32.C_AsyncGetID, s, null_mut(), &mut ul), nsup);
+    assert_eq!(
+        call!(f32.C_AsyncJoin, s, null_mut(), 0, byte.as_mut_ptr(), 4),
+        nsup
+    );
+    assert_eq!(
+        call!(
+            f32.C_WrapKeyAuthenticated,
+            s,
+            null_mut(),
+            0,
+            0,
+            null_mut(),
+            0,
+            null_mut(),
+            &mut ul
+        ),
+        nsup
+    );
+    assert_eq!(
+        call!(
+            f32.C_UnwrapKeyAuthenticated,
+            s,
+            null_mut(),
+            0,
+            null_mut(),
+            0,
+            null_mut(),
+            0,
+            null_mut(),
+            0,
+            &mut obj
+        ),
+        nsup
+    );
+    let mut default: *mut CK_INTERFACE = null_mut();
+    assert_eq!(
+        call!(f3.C_GetInterface, null_mut(), null_mut(), &mut default, 0),
+        CKR_OK
+    );
+    // SAFETY: as above; the default interface's list starts with a CK_VERSION.
+    let v = unsafe { *((*default).pFunctionList as *const CK_VERSION) };
+    assert_eq!(
+        (v.major, v.minor),
+        (3, 0),
+        "the default interface stays 3.0"
+    );
+    for (major, minor) in [(3, 1), (4, 0)] {
+        let mut v = CK_VERSION { major, minor };
+        assert_eq!(
+            call!(f3.C_GetInterface, null_mut(), &mut v, &mut default, 0),
+            CKR_ARGUMENTS_BAD,
+            "version {major}.{minor}"
+        );
+    }
 }

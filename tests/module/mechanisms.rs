@@ -356,3 +356,226 @@ fn local_verify_accepts_good_and_rejects_bad_signatures() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Post-quantum keys (issue 21) through two clients: PyKCS11 with the raw PKCS#11 3.2 mechanism
+// numbers, and a C program that takes the "PKCS 11" 3.2 interface from C_GetInterface. Every
+// signature is verified by tests/python/pqc_verify.py (dilithium-py, SLH-DSA, hsslms: pure
+// Python, independent of the module and of tsb-sim) against the public key the simulator holds.
+
+/// The venv interpreter with PyKCS11 and the three verifiers (scripts/test.sh installs them).
+fn pqc_python() -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = std::env::var_os("TSB_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target/compat-venv/bin/python"));
+    let ok = std::process::Command::new(&p)
+        .args(["-c", "import PyKCS11, dilithium_py, slhdsa, hsslms"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("!!! PyKCS11 or the PQC verifiers not found (TSB_PYTHON or target/compat-venv): SKIPPED — scripts/test.sh installs them");
+    }
+    ok.then_some(p)
+}
+
+fn run_ok(cmd: &mut std::process::Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Runs tests/python/pqc_verify.py with the simulator's public keys.
+struct PqcVerifier<'a> {
+    python: &'a std::path::Path,
+    h: &'a Harness,
+    dir: &'a std::path::Path,
+}
+
+impl PqcVerifier<'_> {
+    /// pqc_verify.py's verdict on `sig` over `msg` by `label`'s key (`context`: FIPS 204/205).
+    fn verifies(
+        &self,
+        (alg, set): (&str, &str),
+        label: &str,
+        msg: &[u8],
+        sig: &[u8],
+        context: Option<&str>,
+    ) -> bool {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let public = self
+            .h
+            .sim
+            .public_key_der(label)
+            .expect("the simulator's public key");
+        let (pk, m, s) = (
+            self.dir.join("v.pub"),
+            self.dir.join("v.msg"),
+            self.dir.join("v.sig"),
+        );
+        std::fs::write(&pk, public).unwrap();
+        std::fs::write(&m, msg).unwrap();
+        std::fs::write(&s, sig).unwrap();
+        let mut cmd = std::process::Command::new(self.python);
+        cmd.arg(root.join("tests/python/pqc_verify.py"))
+            .args([alg, set])
+            .args([&pk, &m, &s]);
+        if let Some(c) = context {
+            cmd.args(["--context", &hex::encode(c)]);
+        }
+        let out = cmd.output().expect("pqc_verify.py runs");
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("pqc_verify.py: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+}
+
+#[test]
+fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
+    use tsb_sim::{KeyAlgorithm, KeySpec, PolicySpec, SimConfig};
+    let Some(python) = pqc_python() else {
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The simulator keeps an LMS key's used one-time keys in its state directory (shared by
+    // test runs): fresh labels give fresh LMS keys.
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let lms = format!("lms-{run}");
+    let lms_short = format!("lms-short-{run}");
+    let cfg = SimConfig {
+        time_scale: 0.01,
+        approved_execution_delay_ms: 20,
+        keys: vec![
+            KeySpec::post_quantum("mldsa-65", KeyAlgorithm::MlDsa65),
+            KeySpec::post_quantum("slh-128s", KeyAlgorithm::SlhDsaSha2_128s),
+            KeySpec::post_quantum("slh-128f", KeyAlgorithm::SlhDsaSha2_128f),
+            KeySpec::lms(&lms, 5, 8),
+            KeySpec::lms(&lms_short, 5, 8),
+            KeySpec::post_quantum("mldsa-ska", KeyAlgorithm::MlDsa65)
+                .with_policy(PolicySpec::single_group(1, &["alice"]))
+                .with_auto_approve_after_ms(300),
+        ],
+        ..SimConfig::default()
+    };
+    let h = Harness::with(cfg, serde_json::json!({}));
+    let dir = tempfile::tempdir().unwrap();
+    let v = PqcVerifier {
+        python: &python,
+        h: &h,
+        dir: dir.path(),
+    };
+    let sets = |label: &str| match label {
+        "mldsa-65" | "mldsa-ska" => ("ML-DSA", "ML-DSA-65"),
+        "slh-128s" => ("SLH-DSA", "SLH-DSA-SHA2-128s"),
+        "slh-128f" => ("SLH-DSA", "SLH-DSA-SHA2-128f"),
+        _ => ("LMS", "-"),
+    };
+
+    // PyKCS11, raw mechanism numbers.
+    let out = run_ok(
+        std::process::Command::new(&python)
+            .arg(root.join("tests/python/pqc_sign.py"))
+            .arg(&h.module_path)
+            .arg(dir.path())
+            .args([
+                "mldsa-65:ML_DSA",
+                "slh-128s:SLH_DSA",
+                "slh-128f:SLH_DSA",
+                &format!("{lms}:HSS"),
+                "mldsa-ska:ML_DSA",
+            ])
+            .env("TSB_PKCS11_CONFIG", &h.config_path),
+        "pqc_sign.py",
+    );
+    let expected = [
+        ("mldsa-65", "0x4a 0x2 3309"),
+        ("slh-128s", "0x4b 0x1 7856"),
+        ("slh-128f", "0x4b 0x3 17088"),
+        (lms.as_str(), "0x46 - 1296"),
+        ("mldsa-ska", "0x4a 0x2 3309"),
+    ];
+    for (label, want) in expected {
+        assert!(
+            out.lines().any(|l| l == format!("{label} {want}")),
+            "{label}: key type, parameter set and size {want} in {out}"
+        );
+        let sig = std::fs::read(dir.path().join(format!("{label}.sig"))).unwrap();
+        let msg = b"pykcs11 pqc";
+        assert!(
+            v.verifies(sets(label), label, msg, &sig, None),
+            "{label}: PyKCS11's signature verifies"
+        );
+        let mut flipped = sig.clone();
+        flipped[sig.len() / 3] ^= 0x10;
+        assert!(
+            !v.verifies(sets(label), label, msg, &flipped, None),
+            "{label}: the verifier refuses a flipped byte"
+        );
+    }
+
+    // The C program on the 3.2 interface: a context, a refused hedging choice, an exhausted
+    // LMS key, and a 3.2 function the token does not implement.
+    let exe = dir.path().join("pqc32");
+    run_ok(
+        std::process::Command::new("cc")
+            .arg(root.join("tests/c/pqc32.c"))
+            .arg("-o")
+            .arg(&exe)
+            .arg("-ldl"),
+        "cc tests/c/pqc32.c",
+    );
+    let out = run_ok(
+        std::process::Command::new(&exe)
+            .arg(&h.module_path)
+            .arg(dir.path())
+            .args([
+                "sign:mldsa-65:ML_DSA:firmware-v2",
+                "sign:slh-128f:SLH_DSA",
+                "deterministic:mldsa-65",
+                &format!("exhaust:{lms_short}"),
+                "verify-signature",
+            ])
+            .env("TSB_PKCS11_CONFIG", &h.config_path),
+        "pqc32",
+    );
+    assert!(out.contains("interface PKCS 11 3.2"), "{out}");
+    assert!(out.contains("mldsa-65 3309\n"), "{out}");
+    assert!(out.contains("slh-128f 17088\n"), "{out}");
+    let msg = b"pqc32 message";
+    let sig = std::fs::read(dir.path().join("mldsa-65.sig")).unwrap();
+    let ml = sets("mldsa-65");
+    assert!(
+        v.verifies(ml, "mldsa-65", msg, &sig, Some("firmware-v2")),
+        "ML-DSA with the context verifies under it"
+    );
+    assert!(
+        !v.verifies(ml, "mldsa-65", msg, &sig, Some("firmware-v3")),
+        "and not under a wrong context"
+    );
+    assert!(
+        !v.verifies(ml, "mldsa-65", msg, &sig, None),
+        "nor without it"
+    );
+    let sig = std::fs::read(dir.path().join("slh-128f.sig")).unwrap();
+    assert!(v.verifies(sets("slh-128f"), "slh-128f", msg, &sig, None));
+    // CKR_MECHANISM_PARAM_INVALID (0x71): the TSB signs hedged.
+    assert!(out.contains("deterministic 0x71\n"), "{out}");
+    // 32 one-time signatures (H5), then CKR_KEY_EXHAUSTED (0x203).
+    assert!(out.contains("exhausted 32 0x203\n"), "{out}");
+    // CKR_FUNCTION_NOT_SUPPORTED (0x54).
+    assert!(out.contains("verify-signature 0x54\n"), "{out}");
+}

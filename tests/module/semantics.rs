@@ -585,8 +585,8 @@ fn token_and_slot_info() {
         )
     };
     assert_eq!(
-        n, 26,
-        "RSA PKCS/PSS x hashes, ECDSA x hashes, EdDSA, 5 digests, 3 key-pair generations"
+        n, 32,
+        "RSA PKCS/PSS x hashes, ECDSA x hashes, EdDSA, ML-DSA, SLH-DSA, HSS, 5 digests, 6 key-pair generations"
     );
     let lib = h.pkcs11.get_library_info().unwrap();
     assert!(lib.manufacturer_id().contains("Securosys"));

@@ -127,6 +127,9 @@ fn key_type(p: &PublicKey) -> String {
         PublicKey::Rsa { bits, .. } => format!("RSA {bits}"),
         PublicKey::Ec { curve, .. } => format!("EC {}", curve.name()),
         PublicKey::Ed25519 { .. } => "Ed25519".to_string(),
+        PublicKey::MlDsa { set, .. } => set.name().to_string(),
+        PublicKey::SlhDsa { set, .. } => set.name().to_string(),
+        PublicKey::Hss(h) => format!("HSS/LMS {} level(s)", h.level_count()),
     }
 }
 
@@ -259,7 +262,7 @@ fn timing(attrs: &KeyAttributes) -> String {
 
 fn unknown_values(attrs: &KeyAttributes) -> Vec<String> {
     let mut out = Vec::new();
-    if !crate::tsb::models::keys::ALGORITHMS.contains(&attrs.algorithm.as_str()) {
+    if !crate::tsb::models::keys::known_algorithm(&attrs.algorithm) {
         out.push(format!("algorithm \"{}\"", attrs.algorithm));
     }
     let rules = attrs.policy.iter().flat_map(|p| {

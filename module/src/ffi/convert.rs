@@ -31,7 +31,8 @@ pub(crate) const MAX_TEMPLATE_BYTES: usize = 4 * 1024 * 1024;
 /// The longest PIN `C_Login` reads (the `ulMaxPinLen` of `CK_TOKEN_INFO`).
 pub(crate) const MAX_PIN_LEN: usize = 4096;
 
-/// The longest `CK_EDDSA_PARAMS` context: RFC 8032 §5.1 allows at most 255 bytes.
+/// The longest `CK_EDDSA_PARAMS` context: RFC 8032 §5.1 allows at most 255 bytes; the same
+/// bound holds for `CK_SIGN_ADDITIONAL_CONTEXT` (FIPS 204 §5.2, FIPS 205 §10.2).
 pub(crate) const MAX_EDDSA_CONTEXT: usize = 255;
 
 /// A length from C as `usize`.
@@ -144,6 +145,28 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
                     let context = unsafe { bytes(ed.pContextData, ed.ulContextDataLen) }?.to_vec();
                     MechParams::EdDsa {
                         prehash: ed.phFlag != 0,
+                        context,
+                    }
+                }
+            }
+        }
+        CKM_ML_DSA | CKM_SLH_DSA => {
+            if plen != size_of::<CK_SIGN_ADDITIONAL_CONTEXT>() {
+                MechParams::Invalid("CK_SIGN_ADDITIONAL_CONTEXT has the wrong size")
+            } else {
+                // SAFETY: exact size checked; unaligned read.
+                let c = unsafe {
+                    std::ptr::read_unaligned(m.pParameter as *const CK_SIGN_ADDITIONAL_CONTEXT)
+                };
+                // FIPS 204 §5.2 / FIPS 205 §10.2: a context of at most 255 bytes; refused
+                // before it is read or copied.
+                if !c.pContext.is_null() && len(c.ulContextLen)? > MAX_EDDSA_CONTEXT {
+                    MechParams::Invalid("the signature context is longer than 255 bytes")
+                } else {
+                    // SAFETY: the context pointer/length pair follows the buffer convention.
+                    let context = unsafe { bytes(c.pContext, c.ulContextLen) }?.to_vec();
+                    MechParams::SignContext {
+                        hedge: c.hedgeVariant,
                         context,
                     }
                 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use cryptoki_sys::*;
 
 use super::convert::{out, padded};
-use super::{guard, Instance, FUNCTION_LIST, FUNCTION_LIST_3_0, STATE};
+use super::{guard, Instance, FUNCTION_LIST, FUNCTION_LIST_3_0, FUNCTION_LIST_3_2, STATE};
 use crate::config::{Config, CONFIG_ENV};
 use crate::error::Error;
 use crate::token::{Token, MANUFACTURER};
@@ -193,17 +193,21 @@ pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> 
     })
 }
 
-/// The interfaces this module offers: "PKCS 11" 3.0 (index 0, the default) and 2.40 (index 1),
-/// both with these flags. `C_GetInterfaceList` and `C_GetInterface` take their values from
-/// here, never from [`INTERFACES`].
-const INTERFACE_COUNT: usize = 2;
+/// The interfaces this module offers, all named "PKCS 11" with these flags: 3.2 (index 0), 3.0
+/// (index 1, the default: what `C_GetInterface` gives without a version, so applications
+/// written for 3.0 see the list they were tested with) and 2.40 (index 2). `C_GetInterfaceList`
+/// and `C_GetInterface` take their values from here, never from [`INTERFACES`].
+const INTERFACE_COUNT: usize = 3;
+/// The index of the interface `C_GetInterface` gives when no version is asked for.
+const DEFAULT_INTERFACE: usize = 1;
 const INTERFACE_FLAGS: CK_FLAGS = CKF_INTERFACE_FORK_SAFE;
 static INTERFACE_NAME: &[u8] = b"PKCS 11\0";
 
 /// The `CK_INTERFACE` values of interface `i`.
 fn interface(i: usize) -> CK_INTERFACE {
     let list = match i {
-        0 => &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut c_void,
+        0 => &FUNCTION_LIST_3_2 as *const CK_FUNCTION_LIST_3_2 as *mut c_void,
+        1 => &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut c_void,
         _ => &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut c_void,
     };
     CK_INTERFACE {
@@ -259,8 +263,11 @@ impl SharedInterface {
 
 /// The structures `C_GetInterface` returns pointers to (interior mutability puts them in
 /// writable memory). Filled by [`shared_interface`] before each hand-out.
-static INTERFACES: [SharedInterface; INTERFACE_COUNT] =
-    [SharedInterface::empty(), SharedInterface::empty()];
+static INTERFACES: [SharedInterface; INTERFACE_COUNT] = [
+    SharedInterface::empty(),
+    SharedInterface::empty(),
+    SharedInterface::empty(),
+];
 
 /// Stores the module's values of interface `i` into its shared structure and returns the
 /// pointer the caller gets.
@@ -301,8 +308,8 @@ pub unsafe extern "C" fn C_GetInterfaceList(
     })
 }
 
-/// `C_GetInterface` (PKCS#11 3.0 §5.4.6): by name (NULL or "PKCS 11"), version (NULL: 3.0)
-/// and flags.
+/// `C_GetInterface` (PKCS#11 3.0 §5.4.6, 3.2 §5.4.6): by name (NULL or "PKCS 11"), version
+/// (3.2, 3.0, 2.x; NULL: the default, 3.0) and flags.
 #[no_mangle]
 pub unsafe extern "C" fn C_GetInterface(
     name: *mut CK_UTF8CHAR,
@@ -324,8 +331,9 @@ pub unsafe extern "C" fn C_GetInterface(
         // SAFETY: a non-NULL version points to a CK_VERSION.
         let wanted = unsafe { version.as_ref() }.map(|v| (v.major, v.minor));
         let index = match wanted {
-            None | Some((3, 0)) => 0,
-            Some((2, _)) => 1,
+            Some((3, 2)) => 0,
+            None | Some((3, 0)) => DEFAULT_INTERFACE,
+            Some((2, _)) => 2,
             Some(_) => {
                 return Err(Error::new(
                     CKR_ARGUMENTS_BAD,

@@ -1,4 +1,4 @@
-//! The C ABI: `extern "C"` entry points (PKCS#11 v2.40 and v3.0). Each one checks its pointers,
+//! The C ABI: `extern "C"` entry points (PKCS#11 v2.40, v3.0 and v3.2). Each one checks its pointers,
 //! converts arguments to Rust types, calls the [`Token`] core inside `catch_unwind`, and maps
 //! the result to a `CK_RV`. Nothing else lives here, except `os.rs`: the few `libc` calls other
 //! layers need (this is the only folder with `unsafe`).
@@ -175,33 +175,63 @@ macro_rules! function_list {
 /// The PKCS#11 v2.40 function list (`C_GetFunctionList`).
 pub(crate) static FUNCTION_LIST: CK_FUNCTION_LIST = function_list!(CK_FUNCTION_LIST, 2, 40);
 
+/// The functions of the PKCS#11 v3.0 list beyond v2.40, in the order of `CK_FUNCTION_LIST_3_0`;
+/// `$more` follow them.
+macro_rules! function_list_3 {
+    ($list:ident, $minor:literal $(, $more:ident)* $(,)?) => {
+        function_list!(
+            $list,
+            3,
+            $minor,
+            C_GetInterfaceList,
+            C_GetInterface,
+            C_LoginUser,
+            C_SessionCancel,
+            C_MessageEncryptInit,
+            C_EncryptMessage,
+            C_EncryptMessageBegin,
+            C_EncryptMessageNext,
+            C_MessageEncryptFinal,
+            C_MessageDecryptInit,
+            C_DecryptMessage,
+            C_DecryptMessageBegin,
+            C_DecryptMessageNext,
+            C_MessageDecryptFinal,
+            C_MessageSignInit,
+            C_SignMessage,
+            C_SignMessageBegin,
+            C_SignMessageNext,
+            C_MessageSignFinal,
+            C_MessageVerifyInit,
+            C_VerifyMessage,
+            C_VerifyMessageBegin,
+            C_VerifyMessageNext,
+            C_MessageVerifyFinal,
+            $($more,)*
+        )
+    };
+}
+
 /// The PKCS#11 v3.0 function list (`C_GetInterface`).
-pub(crate) static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = function_list!(
-    CK_FUNCTION_LIST_3_0,
-    3,
-    0,
-    C_GetInterfaceList,
-    C_GetInterface,
-    C_LoginUser,
-    C_SessionCancel,
-    C_MessageEncryptInit,
-    C_EncryptMessage,
-    C_EncryptMessageBegin,
-    C_EncryptMessageNext,
-    C_MessageEncryptFinal,
-    C_MessageDecryptInit,
-    C_DecryptMessage,
-    C_DecryptMessageBegin,
-    C_DecryptMessageNext,
-    C_MessageDecryptFinal,
-    C_MessageSignInit,
-    C_SignMessage,
-    C_SignMessageBegin,
-    C_SignMessageNext,
-    C_MessageSignFinal,
-    C_MessageVerifyInit,
-    C_VerifyMessage,
-    C_VerifyMessageBegin,
-    C_VerifyMessageNext,
-    C_MessageVerifyFinal,
+pub(crate) static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 =
+    function_list_3!(CK_FUNCTION_LIST_3_0, 0);
+
+/// The PKCS#11 v3.2 function list (`C_GetInterface` with version 3.2): the v3.0 list followed
+/// by the functions v3.2 adds, in the order of the OASIS header `pkcs11f.h` . None of
+/// them is implemented: each answers `CKR_FUNCTION_NOT_SUPPORTED` (`unsupported.rs`).
+pub(crate) static FUNCTION_LIST_3_2: CK_FUNCTION_LIST_3_2 = function_list_3!(
+    CK_FUNCTION_LIST_3_2,
+    2,
+    C_EncapsulateKey,
+    C_DecapsulateKey,
+    C_VerifySignatureInit,
+    C_VerifySignature,
+    C_VerifySignatureUpdate,
+    C_VerifySignatureFinal,
+    C_GetSessionValidationFlags,
+    C_AsyncComplete,
+    C_AsyncGetID,
+    C_AsyncJoin,
+    C_WrapKeyAuthenticated,
+    C_UnwrapKeyAuthenticated,
 );

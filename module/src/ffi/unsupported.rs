@@ -78,4 +78,19 @@ not_supported! {
     C_VerifyMessageBegin(arg1: CK_SESSION_HANDLE, arg2: *mut c_void, arg3: CK_ULONG);
     C_VerifyMessageNext(arg1: CK_SESSION_HANDLE, arg2: *mut c_void, arg3: CK_ULONG, arg4: *mut CK_BYTE, arg5: CK_ULONG, arg6: *mut CK_BYTE, arg7: CK_ULONG);
     C_MessageVerifyFinal(arg1: CK_SESSION_HANDLE);
+    // PKCS#11 v3.2 (the functions CK_FUNCTION_LIST_3_2 adds to the 3.0 list): key
+    // encapsulation, signature-first verification, validation flags, asynchronous operations and
+    // authenticated wrapping. This token signs and verifies with the classic API only.
+    C_EncapsulateKey(arg1: CK_SESSION_HANDLE, arg2: *mut CK_MECHANISM, arg3: CK_OBJECT_HANDLE, arg4: *mut CK_ATTRIBUTE, arg5: CK_ULONG, arg6: *mut CK_BYTE, arg7: *mut CK_ULONG, arg8: *mut CK_OBJECT_HANDLE);
+    C_DecapsulateKey(arg1: CK_SESSION_HANDLE, arg2: *mut CK_MECHANISM, arg3: CK_OBJECT_HANDLE, arg4: *mut CK_ATTRIBUTE, arg5: CK_ULONG, arg6: *mut CK_BYTE, arg7: CK_ULONG, arg8: *mut CK_OBJECT_HANDLE);
+    C_VerifySignatureInit(arg1: CK_SESSION_HANDLE, arg2: *mut CK_MECHANISM, arg3: CK_OBJECT_HANDLE, arg4: *mut CK_BYTE, arg5: CK_ULONG);
+    C_VerifySignature(arg1: CK_SESSION_HANDLE, arg2: *mut CK_BYTE, arg3: CK_ULONG);
+    C_VerifySignatureUpdate(arg1: CK_SESSION_HANDLE, arg2: *mut CK_BYTE, arg3: CK_ULONG);
+    C_VerifySignatureFinal(arg1: CK_SESSION_HANDLE);
+    C_GetSessionValidationFlags(arg1: CK_SESSION_HANDLE, arg2: CK_SESSION_VALIDATION_FLAGS_TYPE, arg3: *mut CK_FLAGS);
+    C_AsyncComplete(arg1: CK_SESSION_HANDLE, arg2: *mut CK_UTF8CHAR, arg3: *mut CK_ASYNC_DATA);
+    C_AsyncGetID(arg1: CK_SESSION_HANDLE, arg2: *mut CK_UTF8CHAR, arg3: *mut CK_ULONG);
+    C_AsyncJoin(arg1: CK_SESSION_HANDLE, arg2: *mut CK_UTF8CHAR, arg3: CK_ULONG, arg4: *mut CK_BYTE, arg5: CK_ULONG);
+    C_WrapKeyAuthenticated(arg1: CK_SESSION_HANDLE, arg2: *mut CK_MECHANISM, arg3: CK_OBJECT_HANDLE, arg4: CK_OBJECT_HANDLE, arg5: *mut CK_BYTE, arg6: CK_ULONG, arg7: *mut CK_BYTE, arg8: *mut CK_ULONG);
+    C_UnwrapKeyAuthenticated(arg1: CK_SESSION_HANDLE, arg2: *mut CK_MECHANISM, arg3: CK_OBJECT_HANDLE, arg4: *mut CK_BYTE, arg5: CK_ULONG, arg6: *mut CK_ATTRIBUTE, arg7: CK_ULONG, arg8: *mut CK_BYTE, arg9: CK_ULONG, arg10: *mut CK_OBJECT_HANDLE);
 }

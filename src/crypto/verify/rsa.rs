@@ -100,7 +100,9 @@ pub(in crate::crypto) fn verify_recovered(
                 .ok_or_else(mismatch)
         }
         Scheme::RsaPkcs1v15Raw => {
-            let (SignedData::Message(t) | SignedData::Digest(t)) = data;
+            let (SignedData::Message(t) | SignedData::Digest(t)) = data else {
+                return Err(fail("RSA signatures take no context"));
+            };
             if t.len() + 11 > k {
                 return Err(fail("CKM_RSA_PKCS input longer than k-11 bytes"));
             }
@@ -153,6 +155,7 @@ fn hashed(h: HashAlg, data: SignedData<'_>) -> CryptoResult<Vec<u8>> {
             "digest length does not match {}",
             h.name()
         ))),
+        SignedData::MessageInContext(..) => Err(CryptoError::new("this scheme takes no context")),
     }
 }
 

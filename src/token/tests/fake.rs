@@ -28,6 +28,12 @@ enum Signer {
     P256(SigningKey),
     /// An RSA or Ed25519 key, signed with OpenSSL.
     OpenSsl(PKey<Private>),
+    /// Post-quantum keys, signed with the RustCrypto crates and `hbs-lms` (the tests check the
+    /// module's answers with each crate's own verifier, and through the clients with the
+    /// independent Python verifiers).
+    MlDsa65(Box<ml_dsa::SigningKey<ml_dsa::MlDsa65>>),
+    Slh128f(Box<slh_dsa::SigningKey<slh_dsa::Sha2_128f>>),
+    Lms(Box<hbs_lms::SigningKey<hbs_lms::Sha256_256>>, Vec<u8>),
 }
 
 struct FakeKey {
@@ -36,6 +42,8 @@ struct FakeKey {
     blocked: bool,
     /// The key's password: every call about the key must give it (620 otherwise).
     password: Option<String>,
+    /// An LMS key's one-time signatures left (`remainingSignatures`).
+    remaining: Option<u64>,
 }
 
 struct FakeRequest {
@@ -78,6 +86,25 @@ pub(super) struct FakeTsb {
     /// The usage flags keys were created with (`decrypt`, `unwrap`, `derive`; all false for
     /// the others).
     pub(super) key_usage: Mutex<HashMap<String, NewKeyUsage>>,
+    /// Knows the post-quantum algorithms only by their newer names (`ML_DSA`, `SLH_DSA`): the
+    /// documented `DILITHIUM` / `SPHINCS_PLUS` get 400/600.
+    pub(super) newer_pqc_names_only: std::sync::atomic::AtomicBool,
+    /// Refuses the `context` field (an older TSB) with 400/621.
+    pub(super) no_context_field: std::sync::atomic::AtomicBool,
+    /// Sends the public keys of post-quantum keys raw (base64 of the key) instead of as SPKI.
+    pub(super) raw_pqc_public_keys: std::sync::atomic::AtomicBool,
+    /// The `signatureAlgorithm` and `context` of every sign request, in order.
+    pub(super) sign_requests: Mutex<Vec<(String, Option<Vec<u8>>)>>,
+}
+
+/// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
+fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(f)
+        .expect("thread")
+        .join()
+        .expect("no panic")
 }
 
 /// Rewrites a signature before the fake answers it.
@@ -153,6 +180,7 @@ impl FakeTsb {
     }
 
     fn insert(&self, label: &str, signer: Signer, needs_approval: bool) {
+        let remaining = matches!(signer, Signer::Lms(..)).then_some(32);
         self.keys.lock().insert(
             label.to_string(),
             FakeKey {
@@ -160,8 +188,136 @@ impl FakeTsb {
                 needs_approval,
                 blocked: false,
                 password: None,
+                remaining,
             },
         );
+    }
+
+    /// Adds an ML-DSA-65 key (derived from the label); returns its raw public key.
+    pub(super) fn add_ml_dsa(&self, label: &str, needs_approval: bool) -> Vec<u8> {
+        let seed = <sha2::Sha256 as sha2::Digest>::digest(label.as_bytes());
+        let seed = ml_dsa::Seed::try_from(&seed[..]).expect("32 bytes");
+        let sk = ml_dsa::SigningKey::<ml_dsa::MlDsa65>::from_seed(&seed);
+        let pk = ml_dsa::Keypair::verifying_key(&sk).encode().to_vec();
+        self.insert(label, Signer::MlDsa65(Box::new(sk)), needs_approval);
+        pk
+    }
+
+    /// Adds an SLH-DSA-SHA2-128f key (derived from the label); returns its raw public key.
+    pub(super) fn add_slh_dsa(&self, label: &str) -> Vec<u8> {
+        let seed = <sha2::Sha256 as sha2::Digest>::digest(label.as_bytes());
+        let sk = slh_dsa::SigningKey::<slh_dsa::Sha2_128f>::slh_keygen_internal(
+            &seed[..16],
+            &seed[16..],
+            &seed[..16],
+        );
+        let pk = AsRef::<slh_dsa::VerifyingKey<_>>::as_ref(&sk).to_vec();
+        self.insert(label, Signer::Slh128f(Box::new(sk)), false);
+        pk
+    }
+
+    /// Adds an LMS key (HSS L = 1, LMS_SHA256_M32_H5, LMOTS_SHA256_N32_W8: 32 signatures);
+    /// returns its HSS public key.
+    pub(super) fn add_lms(&self, label: &str) -> Vec<u8> {
+        use hbs_lms::{HssParameter, LmotsAlgorithm, LmsAlgorithm, Sha256_256};
+        let mut seed = hbs_lms::Seed::<Sha256_256>::default();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(label.as_bytes());
+        seed.as_mut_slice().copy_from_slice(&digest);
+        let params = [HssParameter::<Sha256_256>::new(
+            LmotsAlgorithm::LmotsW8,
+            LmsAlgorithm::LmsH5,
+        )];
+        // hbs-lms keeps large arrays on the stack: its work runs on a thread with room.
+        let (sk, vk) = on_big_stack(move || {
+            hbs_lms::keygen::<Sha256_256>(&params, &seed, None).expect("LMS keygen")
+        });
+        let pk = vk.as_slice().to_vec();
+        self.insert(label, Signer::Lms(Box::new(sk), pk.clone()), false);
+        pk
+    }
+
+    /// Sets an LMS key's remaining signatures.
+    pub(super) fn set_remaining(&self, label: &str, n: u64) {
+        if let Some(k) = self.keys.lock().get_mut(label) {
+            k.remaining = Some(n);
+        }
+    }
+
+    /// A post-quantum signature (`None`: not a post-quantum key), as the TSB contract has them
+    /// (docs/tsb-api.md "Post-quantum keys"): documented and newer algorithm names, a context
+    /// for ML-DSA and SLH-DSA, an exhausted LMS key answering 500/701.
+    fn pqc_signature(
+        &self,
+        label: &str,
+        algorithm: &str,
+        payload: &[u8],
+        context: &[u8],
+    ) -> Option<Result<Vec<u8>, TsbError>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut keys = self.keys.lock();
+        let key = keys.get_mut(label)?;
+        let refused = |code| Some(Err(tsb_error(400, code)));
+        let newer_only = self.newer_pqc_names_only.load(Relaxed);
+        let name_ok = |documented: &str, newer: &str| {
+            algorithm == newer || (!newer_only && algorithm == documented)
+        };
+        match &mut key.signer {
+            Signer::MlDsa65(sk) => {
+                if !name_ok("DILITHIUM", "ML_DSA") {
+                    return refused(600);
+                }
+                let sig = sk
+                    .expanded_key()
+                    .sign_deterministic(payload, context)
+                    .expect("ML-DSA signs");
+                Some(Ok(sig.encode().to_vec()))
+            }
+            Signer::Slh128f(sk) => {
+                if !name_ok("SPHINCS_PLUS", "SLH_DSA") {
+                    return refused(600);
+                }
+                let sig = sk
+                    .try_sign_with_context(payload, context, None)
+                    .expect("SLH-DSA signs");
+                Some(Ok(sig.to_vec()))
+            }
+            Signer::Lms(sk, _) => {
+                if algorithm != "LMS" || !context.is_empty() {
+                    return refused(600);
+                }
+                if key.remaining == Some(0) {
+                    return Some(Err(TsbError::new(
+                        "fake",
+                        TsbErrorKind::Http {
+                            status: 500,
+                            code: Some(701),
+                            reason: Some("res.error.in.hsm".into()),
+                            message: Some("LMS key exhausted: no one-time signatures left".into()),
+                        },
+                    )));
+                }
+                let (signed, sig) = {
+                    let mut owned = sk.clone();
+                    let payload = payload.to_vec();
+                    on_big_stack(move || {
+                        let sig = hbs_lms::signature::SignerMut::try_sign(owned.as_mut(), &payload)
+                            .expect("LMS signs");
+                        (owned, sig)
+                    })
+                };
+                *sk = signed;
+                key.remaining = key.remaining.map(|n| n - 1);
+                Some(Ok(sig.as_ref().to_vec()))
+            }
+            _ if matches!(
+                algorithm,
+                "DILITHIUM" | "ML_DSA" | "SPHINCS_PLUS" | "SLH_DSA" | "LMS"
+            ) =>
+            {
+                refused(607)
+            }
+            _ => None,
+        }
     }
 
     /// Blocks or unblocks a key on the HSM (`keyStatus.blocked`).
@@ -326,6 +482,29 @@ impl FakeTsb {
     }
 }
 
+impl FakeTsb {
+    /// A post-quantum public key as the TSB sends it: a SubjectPublicKeyInfo with the NIST OID
+    /// and no parameters (or the raw key, with `raw_pqc_public_keys`).
+    fn pqc_public_key(&self, oid: &str, raw: &[u8]) -> Vec<u8> {
+        if self
+            .raw_pqc_public_keys
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return raw.to_vec();
+        }
+        use der::Encode;
+        spki::SubjectPublicKeyInfoOwned {
+            algorithm: spki::AlgorithmIdentifierOwned {
+                oid: der::asn1::ObjectIdentifier::new_unwrap(oid),
+                parameters: None,
+            },
+            subject_public_key: der::asn1::BitString::from_bytes(raw).unwrap(),
+        }
+        .to_der()
+        .unwrap()
+    }
+}
+
 impl Backend for FakeTsb {
     fn list_keys(&self) -> Result<Vec<String>, TsbError> {
         self.record("list".into());
@@ -368,6 +547,27 @@ impl Backend for FakeTsb {
                 ("RSA", None, k.public_key_to_der().unwrap())
             }
             Signer::OpenSsl(k) => ("ED", None, k.public_key_to_der().unwrap()),
+            Signer::MlDsa65(sk) => (
+                "ML-DSA-65",
+                None,
+                self.pqc_public_key(
+                    "2.16.840.1.101.3.4.3.18",
+                    &ml_dsa::Keypair::verifying_key(sk.as_ref()).encode(),
+                ),
+            ),
+            Signer::Slh128f(sk) => (
+                "SLH-DSA-SHA2-128f",
+                None,
+                self.pqc_public_key(
+                    "2.16.840.1.101.3.4.3.21",
+                    &AsRef::<slh_dsa::VerifyingKey<_>>::as_ref(sk.as_ref()).to_vec(),
+                ),
+            ),
+            Signer::Lms(_, pk) => (
+                "HSS-LMS",
+                None,
+                self.pqc_public_key("1.2.840.113549.1.9.16.3.17", pk),
+            ),
         };
         let policy = if key.needs_approval {
             json!({"ruleUse": {"tokens": [{"name": "t", "timelock": 0, "timeout": 0,
@@ -399,6 +599,7 @@ impl Backend for FakeTsb {
                 "neverExtractable": true, "modifiable": false, "copyable": false,
                 "destroyable": true},
             "policy": policy,
+            "remainingSignatures": key.remaining,
         }});
         Ok(crate::tsb::models::parse_key_attributes(&body).expect("fake attributes parse"))
     }
@@ -444,7 +645,21 @@ impl Backend for FakeTsb {
         {
             return Err(tsb_error(400, 401));
         }
-        let mut sig = self.signature(&req.key, &req.algorithm, &req.payload)?;
+        self.sign_requests
+            .lock()
+            .push((req.algorithm.clone(), req.context.clone()));
+        if req.context.is_some()
+            && self
+                .no_context_field
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(tsb_error(400, 621));
+        }
+        let ctx = req.context.as_deref().unwrap_or_default();
+        let mut sig = match self.pqc_signature(&req.key, &req.algorithm, &req.payload, ctx) {
+            Some(sig) => sig?,
+            None => self.signature(&req.key, &req.algorithm, &req.payload)?,
+        };
         if let Some(tamper) = &*self.tamper.lock() {
             sig = tamper(sig);
         }
@@ -482,7 +697,12 @@ impl Backend for FakeTsb {
             )
         };
         let result = match state {
-            RequestState::Executed => Some(self.signature(&key, &algorithm, &payload)?),
+            RequestState::Executed => {
+                Some(match self.pqc_signature(&key, &algorithm, &payload, &[]) {
+                    Some(sig) => sig?,
+                    None => self.signature(&key, &algorithm, &payload)?,
+                })
+            }
             _ => None,
         };
         Ok(RequestStatus {
@@ -548,6 +768,15 @@ impl Backend for FakeTsb {
             }
             NewKeyType::Ed25519 => {
                 self.add_openssl_key(key.label, &PKey::generate_ed25519().unwrap())
+            }
+            NewKeyType::PostQuantum("ML-DSA-65") => {
+                self.add_ml_dsa(key.label, false);
+            }
+            NewKeyType::PostQuantum("SLH-DSA-SHA2-128f") => {
+                self.add_slh_dsa(key.label);
+            }
+            NewKeyType::PostQuantum("LMS") => {
+                self.add_lms(key.label);
             }
             _ => return Err(tsb_error(400, 600)),
         }

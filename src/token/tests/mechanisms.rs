@@ -48,13 +48,24 @@ fn signing_mechanisms_report_their_flags_and_key_sizes() {
     let ed = token.mechanism_info(0, CKM_EDDSA).unwrap();
     assert_eq!(ed.flags, sign);
     assert_eq!((ed.ulMinKeySize, ed.ulMaxKeySize), (256, 256));
+    // PKCS#11 v3.2 post-quantum mechanisms: security strength in bits (ML-DSA, SLH-DSA), tree
+    // heights (HSS).
+    for (m, sizes) in [
+        (CKM_ML_DSA, (128, 256)),
+        (CKM_SLH_DSA, (128, 256)),
+        (CKM_HSS, (5, 25)),
+    ] {
+        let info = token.mechanism_info(0, m).unwrap();
+        assert_eq!(info.flags, sign, "{m:#x}");
+        assert_eq!((info.ulMinKeySize, info.ulMaxKeySize), sizes, "{m:#x}");
+    }
     // Exactly these mechanisms sign: nothing else claims CKF_SIGN.
     let signing: Vec<_> = list
         .iter()
         .copied()
         .filter(|m| token.mechanism_info(0, *m).unwrap().flags & CKF_SIGN != 0)
         .collect();
-    assert_eq!(signing.len(), RSA.len() + EC_MECHANISMS.len() + 1);
+    assert_eq!(signing.len(), RSA.len() + EC_MECHANISMS.len() + 1 + 3);
 }
 
 #[test]

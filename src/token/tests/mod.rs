@@ -12,6 +12,7 @@ mod keygen;
 mod mechanisms;
 mod objects;
 mod passwords;
+mod pqc;
 mod rsa_eddsa;
 mod sessions;
 mod signing;

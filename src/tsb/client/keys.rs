@@ -20,6 +20,9 @@ pub enum NewKeyType {
     Ec(&'static str),
     /// Ed25519.
     Ed25519,
+    /// A post-quantum key, by the TSB's `algorithm` name (`ML-DSA-65`, `SLH-DSA-SHA2-128f`,
+    /// `LMS`; docs/tsb-api.md "Post-quantum keys"): no `keySize`, no `curveOid`.
+    PostQuantum(&'static str),
 }
 
 /// What a new key may be used for (`attributes` of `POST /v1/key`, docs/tsb-api.md). `sign`
@@ -114,6 +117,7 @@ impl TsbClient {
             NewKeyType::Rsa(bits) => ("RSA", Some(bits), None),
             NewKeyType::Ec(oid) => ("EC", None, Some(oid)),
             NewKeyType::Ed25519 => ("ED", None, Some("1.3.101.112")),
+            NewKeyType::PostQuantum(name) => (name, None, None),
         };
         let body = CreateBody {
             label: key.label,

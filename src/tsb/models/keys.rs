@@ -43,7 +43,15 @@ impl Default for KeyFlags {
 
 /// The `algorithm` values of the contract (the module signs with RSA, EC and ED keys and leaves
 /// the others out knowingly; `tsb-pkcs11 doctor` names any other).
-pub const ALGORITHMS: &[&str] = &["RSA", "EC", "ED", "DSA", "BLS", "AES"];
+pub const ALGORITHMS: &[&str] = &["RSA", "EC", "ED", "DSA", "BLS", "AES", "HSS-LMS", "LMS"];
+
+/// Whether `algorithm` is one the contract knows: [`ALGORITHMS`], or a post-quantum parameter
+/// set (`ML-DSA-65`, `SLH-DSA-SHA2-128f`, ...; docs/tsb-api.md "Post-quantum keys").
+pub fn known_algorithm(algorithm: &str) -> bool {
+    ALGORITHMS.contains(&algorithm)
+        || crate::crypto::pqc::MlDsaSet::from_name(algorithm).is_some()
+        || crate::crypto::pqc::SlhDsaSet::from_name(algorithm).is_some()
+}
 
 /// The attributes of a key (`GET /v1/key/{label}/attributes`, field `json`).
 #[derive(Clone, Debug)]
@@ -60,6 +68,9 @@ pub struct KeyAttributes {
     pub(crate) flags: KeyFlags,
     /// `policy`.
     pub policy: Option<Policy>,
+    /// `remainingSignatures` of an LMS key (also read from `keysRemaining` or
+    /// `usagesRemaining`): the one-time signatures left; `None` when the TSB does not say.
+    pub(crate) remaining_signatures: Option<u64>,
 }
 
 impl KeyAttributes {
@@ -179,6 +190,14 @@ struct KeyJson {
     _key_size: Known,
     #[serde(rename = "createTime", default)]
     _create_time: Known,
+    #[serde(
+        rename = "remainingSignatures",
+        alias = "keysRemaining",
+        alias = "usagesRemaining",
+        default,
+        deserialize_with = "lenient::opt_u64"
+    )]
+    remaining_signatures: Option<u64>,
 }
 
 impl From<KeyJson> for KeyAttributes {
@@ -190,6 +209,7 @@ impl From<KeyJson> for KeyAttributes {
             public_key: k.public_key,
             flags: k.attributes.into(),
             policy: k.policy,
+            remaining_signatures: k.remaining_signatures,
         }
     }
 }

@@ -277,6 +277,10 @@ pub(crate) fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, 
     Ok(Scalar::deserialize(d)?.into_bool())
 }
 
+pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Scalar::deserialize(d)?.into_u64())
+}
+
 // ---------------------------------------------------------------------------------------
 // Objects and lists
 

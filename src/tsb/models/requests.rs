@@ -26,6 +26,10 @@ pub struct SignRequest {
     pub(crate) meta_data: Option<Vec<u8>>,
     /// `metaDataSignature`: sent base64 (null when absent).
     pub(crate) meta_data_signature: Option<Vec<u8>>,
+    /// `context`: the ML-DSA / SLH-DSA context string (FIPS 204 §5.2, FIPS 205 §10.2), sent
+    /// base64; `None` (the empty context) leaves the field out, so a TSB that does not know the
+    /// field never sees it (docs/tsb-api.md, "Post-quantum keys").
+    pub(crate) context: Option<Vec<u8>>,
 }
 
 impl SignRequest {
@@ -44,13 +48,15 @@ impl SignRequest {
             key_password: None,
             meta_data: None,
             meta_data_signature: None,
+            context: None,
         }
     }
 
     /// The JSON body, serialised straight to bytes:
     /// `{"requestSignature": null, "signRequest": {"keyPassword"?, "metaData"?,
     /// "metaDataSignature"?, "payload", "payloadType": "UNSPECIFIED", "signKeyName",
-    /// "signatureAlgorithm", "signatureType"?}}`. It holds the key password: never log it.
+    /// "signatureAlgorithm", "signatureType"?, "context"?}}`. It holds the key password: never
+    /// log it.
     pub(crate) fn to_body(&self) -> Vec<u8> {
         let body = SignBody {
             request_signature: (),
@@ -68,6 +74,7 @@ impl SignRequest {
                 sign_key_name: &self.key,
                 signature_algorithm: &self.algorithm,
                 signature_type: self.signature_type.as_deref(),
+                context: self.context.as_deref().map(Base64),
             },
         };
         // Serialising plain strings and sequences into a Vec cannot fail.
@@ -98,6 +105,8 @@ struct SignFields<'a> {
     signature_algorithm: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     signature_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<Base64<'a>>,
 }
 
 /// Bytes serialised as a standard base64 string.
@@ -135,6 +144,7 @@ impl fmt::Debug for SignRequest {
                 "meta_data_signature_len",
                 &self.meta_data_signature.as_ref().map(Vec::len),
             )
+            .field("context_len", &self.context.as_ref().map(Vec::len))
             .finish()
     }
 }
