@@ -31,7 +31,7 @@ rel=target/$profile
 # that loads it maps it. Panic locations name the source files linked in.
 grep -q clap_builder "$rel/tsb-pkcs11" || { echo "no clap in $rel/tsb-pkcs11: the check below sees nothing" >&2; exit 1; }
 if grep -q -e clap_builder -e cli/doctor/ "$rel/libtsb_pkcs11.so"; then
-  echo "$rel/libtsb_pkcs11.so contains command code (clap or src/cli)" >&2; exit 1
+  echo "$rel/libtsb_pkcs11.so contains command code (clap or command/src/cli)" >&2; exit 1
 fi
 stage=target/debian/stage
 rm -rf "$stage"
