@@ -19,6 +19,8 @@ enum Params {
     Pss { hash: u8, mgf: u8, salt: u16 },
     /// A well-formed `CK_EDDSA_PARAMS`.
     EdDsa { prehash: bool, context: Vec<u8> },
+    /// A well-formed `CK_SIGN_ADDITIONAL_CONTEXT` (ML-DSA, SLH-DSA).
+    SignContext { hedge: u8, context: Vec<u8> },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -72,6 +74,14 @@ fuzz_target!(|input: Input| {
                 phFlag: *prehash as CK_BBOOL,
                 ulContextDataLen: 0,
                 pContextData: std::ptr::null_mut(),
+            }),
+            context.clone(),
+        ),
+        Params::SignContext { hedge, context } => (
+            as_bytes(&CK_SIGN_ADDITIONAL_CONTEXT {
+                hedgeVariant: *hedge as CK_HEDGE_TYPE,
+                pContext: std::ptr::null_mut(),
+                ulContextLen: 0,
             }),
             context.clone(),
         ),

@@ -12,7 +12,8 @@ pub use tsb_pkcs11_core::fuzzing::*;
 /// Decodes a `CK_MECHANISM` as `C_SignInit` does. `parameter` is the parameter block as the
 /// application would pass it (copied to an 8-byte aligned buffer), or a NULL pointer with
 /// `parameter.len()` as its length when `null_parameter` is set. A fuzzer cannot make valid
-/// pointers, so a `CKM_EDDSA` block of `CK_EDDSA_PARAMS`'s size gets its context pointer and
+/// pointers, so a `CKM_EDDSA` block of `CK_EDDSA_PARAMS`'s size, and a `CKM_ML_DSA` or
+/// `CKM_SLH_DSA` block of `CK_SIGN_ADDITIONAL_CONTEXT`'s size, get their context pointer and
 /// length set to `context`.
 pub fn mechanism(
     mechanism: CK_MECHANISM_TYPE,
@@ -37,6 +38,17 @@ pub fn mechanism(
             (*p).ulContextDataLen = context.len() as CK_ULONG;
         }
     }
+    if matches!(mechanism, CKM_ML_DSA | CKM_SLH_DSA)
+        && parameter.len() == size_of::<CK_SIGN_ADDITIONAL_CONTEXT>()
+    {
+        let p = block.as_mut_ptr().cast::<CK_SIGN_ADDITIONAL_CONTEXT>();
+        // SAFETY: `block` holds one aligned CK_SIGN_ADDITIONAL_CONTEXT; `context` outlives the
+        // decoding.
+        unsafe {
+            (*p).pContext = context.as_ptr() as *mut CK_BYTE;
+            (*p).ulContextLen = context.len() as CK_ULONG;
+        }
+    }
     let m = CK_MECHANISM {
         mechanism,
         pParameter: if null_parameter {
@@ -47,7 +59,7 @@ pub fn mechanism(
         ulParameterLen: parameter.len() as CK_ULONG,
     };
     // SAFETY: the parameter pointer is NULL or points to `ulParameterLen` readable bytes, and
-    // an EdDSA block's context pointer is valid for its length.
+    // an EdDSA or sign-context block's context pointer is valid for its length.
     unsafe { crate::ffi::convert::mechanism(&m) }
 }
 
