@@ -30,9 +30,11 @@ mkdir -p target
 echo "== cargo build (workspace): the module, the command and the simulator the tests run"
 cargo build --workspace -q
 echo "== cargo test (workspace)"
-# The module honours https_proxy/HTTPS_PROXY like curl, loopback included: on a machine behind a
-# proxy the tests' simulators on this machine must still be reached directly.
-for v in no_proxy NO_PROXY; do export "$v=${!v:+${!v},}localhost,127.0.0.1,::1"; done
+# The module honours https_proxy/HTTPS_PROXY and NO_PROXY like curl, loopback included. The tests
+# reach simulators on this machine, and the proxy tests start their own proxy and set what they
+# test explicitly: a proxy setting of the machine would change what they see (a NO_PROXY that
+# names localhost bypasses the tests' own proxy), so the test run has none.
+unset https_proxy HTTPS_PROXY http_proxy HTTP_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 echo "== compatibility suite (tests/compat/run.sh: PKCS#11 applications against the module)"
 # `cargo build --workspace` has built the module and tsb-sim (target/debug).
