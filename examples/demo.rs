@@ -14,6 +14,26 @@ use cryptoki::session::Session;
 /// `CKA_VENDOR_DEFINED | 0x5453_0001`: the key needs approvals (see README, "Objects").
 const CKA_TSB_NEEDS_APPROVAL: u64 = 0x8000_0000 | 0x5453_0001;
 
+/// Post-quantum key types (PKCS#11 3.2 §2.3) and the SLH-DSA parameter sets in `CKP_SLH_DSA_*`
+/// order (1 = SHA2-128s ... 12 = SHAKE-256f).
+const CKK_HSS: u64 = 0x46;
+const CKK_ML_DSA: u64 = 0x4a;
+const CKK_SLH_DSA: u64 = 0x4b;
+const SLH_DSA_SETS: [&str; 12] = [
+    "SHA2-128s",
+    "SHAKE-128s",
+    "SHA2-128f",
+    "SHAKE-128f",
+    "SHA2-192s",
+    "SHAKE-192s",
+    "SHA2-192f",
+    "SHAKE-192f",
+    "SHA2-256s",
+    "SHAKE-256s",
+    "SHA2-256f",
+    "SHAKE-256f",
+];
+
 fn label_of(s: &Session, h: ObjectHandle) -> String {
     match s
         .get_attributes(h, &[AttributeType::Label])
@@ -33,13 +53,37 @@ fn describe(s: &Session, h: ObjectHandle) -> String {
                 AttributeType::KeyType,
                 AttributeType::ModulusBits,
                 AttributeType::EcParams,
+                AttributeType::ParameterSet,
             ],
         )
         .unwrap_or_default();
     let mut kind = String::new();
+    let mut key_type = 0u64;
     for a in attrs {
         match a {
-            Attribute::KeyType(t) => kind = format!("{t}"),
+            Attribute::KeyType(t) => {
+                key_type = u64::from(t);
+                kind = match key_type {
+                    CKK_HSS => "HSS/LMS".into(),
+                    _ => format!("{t}"),
+                }
+            }
+            Attribute::ParameterSet(p) => {
+                let set = usize::from(cryptoki::types::Ulong::from(p));
+                kind = match key_type {
+                    CKK_ML_DSA => {
+                        match ["ML-DSA-44", "ML-DSA-65", "ML-DSA-87"].get(set.wrapping_sub(1)) {
+                            Some(name) => (*name).into(),
+                            None => "ML-DSA".into(),
+                        }
+                    }
+                    CKK_SLH_DSA => match SLH_DSA_SETS.get(set.wrapping_sub(1)) {
+                        Some(name) => format!("SLH-DSA-{name}"),
+                        None => "SLH-DSA".into(),
+                    },
+                    _ => kind,
+                }
+            }
             Attribute::ModulusBits(b) => kind = format!("RSA-{}", u64::from(b)),
             Attribute::EcParams(p) => {
                 kind = match p.as_slice() {
