@@ -13,6 +13,9 @@
 
 use tsb_pkcs11_test_support as common;
 
+// The module's variables, set once before main (tests/support: set_env_before_main).
+tsb_pkcs11_test_support::set_env_before_main!();
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};

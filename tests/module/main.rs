@@ -32,6 +32,9 @@
 //! `hostile::abort_child` and `secrets::scenarios_child_process` re-run this binary with
 //! `--exact <family>::<test>` (`tsb_pkcs11_test_support::test_path`).
 
+// The module's variables, set once before main (tests/support: set_env_before_main).
+tsb_pkcs11_test_support::set_env_before_main!();
+
 mod bad_input;
 mod certificates;
 mod cli_doctor;

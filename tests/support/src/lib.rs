@@ -74,7 +74,7 @@ pub const PROCESS_LOG_LEVEL: &str = "debug";
 /// `<dir>` is `tsb-pkcs11-test-<pid>` in the temporary folder (folders of processes that no
 /// longer run are removed). A child started with `TSB_PKCS11_TEST_ENV=explicit` keeps what
 /// its parent gave it.
-extern "C" fn set_env_before_main() {
+pub extern "C" fn set_env_before_main() {
     if std::env::var_os(TEST_ENV).is_some_and(|v| v == "explicit") {
         return;
     }
@@ -107,11 +107,19 @@ extern "C" fn set_env_before_main() {
 
 const PROCESS_DIR_PREFIX: &str = "tsb-pkcs11-test-";
 
-/// [`set_env_before_main`] as an initialiser of the executable (run before `main`, in the
-/// order the loader chooses among initialisers, all before any thread of the test harness).
-#[used]
-#[link_section = ".init_array"]
-static SET_ENV_BEFORE_MAIN: extern "C" fn() = set_env_before_main;
+/// Makes [`set_env_before_main`] an initialiser of the test executable (an `.init_array`
+/// entry: run by the dynamic loader before `main`, so before any thread of the test harness
+/// exists). Written once at the root of each test binary whose harnesses load the module in
+/// the test process; a binary without it gets no environment ([`process_env`] panics).
+#[macro_export]
+macro_rules! set_env_before_main {
+    () => {
+        #[used]
+        #[link_section = ".init_array"]
+        static TSB_PKCS11_SET_ENV_BEFORE_MAIN: extern "C" fn() =
+            $crate::set_env_before_main;
+    };
+}
 
 /// Where the module of a managed test process finds its configuration and writes its log.
 pub struct ProcessEnv {
@@ -128,12 +136,15 @@ pub struct ProcessEnv {
 pub fn process_env() -> &'static ProcessEnv {
     static PROCESS: OnceLock<ProcessEnv> = OnceLock::new();
     PROCESS.get_or_init(|| {
-        // Keeps the initialiser's object file in the link.
-        std::hint::black_box(&SET_ENV_BEFORE_MAIN);
         let managed = std::env::var_os(TEST_ENV).is_some_and(|v| v == "managed");
         let config = std::env::var_os("TSB_PKCS11_CONFIG")
+            .filter(|_| std::env::var_os(TEST_ENV).is_some())
             .map(PathBuf::from)
-            .expect("TSB_PKCS11_CONFIG is set before main (set_env_before_main) or by the parent");
+            .expect(
+                "no module environment: this test binary needs \
+                 tsb_pkcs11_test_support::set_env_before_main!() (or a parent that sets \
+                 TSB_PKCS11_TEST_ENV=explicit and TSB_PKCS11_CONFIG)",
+            );
         let log = std::env::var_os("TSB_PKCS11_LOG_FILE").map(PathBuf::from);
         ProcessEnv {
             config,
