@@ -41,6 +41,8 @@ fn without_any_configuration_there_is_no_slot_and_an_explicit_missing_file_still
         cmd.args(["--exact", &name, "--nocapture", "--test-threads=1"])
             .env_clear()
             .env(common::TEST_ENV, "explicit")
+            // The module this process built (the child runs no cargo: it has no PATH).
+            .env("TSB_PKCS11_MODULE", built_module())
             .env(CASE, case)
             .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join("config"))
