@@ -25,8 +25,8 @@
 //! - `tests/fork.rs` forks the process and counts its threads and file descriptors.
 //! - `tests/unload.rs` counts the threads, file descriptors, memory and mappings of the process
 //!   around `dlclose`.
-//! - `tests/no_config.rs` sets `HOME` and `XDG_CONFIG_HOME` and removes `TSB_PKCS11_CONFIG`
-//!   for the whole process (the module's configuration search path).
+//! - `tests/no_config.rs` runs the module in child processes with their own `HOME` and
+//!   `XDG_CONFIG_HOME` and no `TSB_PKCS11_CONFIG` (the module's configuration search path).
 //! - `tests/approvals.rs` counts the process's poll threads and runs a throughput test alone.
 //!
 //! `hostile::abort_child` and `secrets::scenarios_child_process` re-run this binary with

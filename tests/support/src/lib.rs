@@ -3,7 +3,12 @@
 //! crate hides). Each harness loads its own copy of the .so, so tests with different
 //! configurations run side by side in one process without sharing module state.
 //!
-//! `netsec`: harnesses whose module copy logs to its own file (network, TLS and secret tests).
+//! The module's variables are set once, before `main` ([`set_env_before_main!`]); a harness
+//! points them at its configuration and its copy's own log file around its `C_Initialize`
+//! (docs/testing.md, "The test support crate").
+//!
+//! `netsec`: log-reading harnesses and `C_Initialize` in child processes (network, TLS,
+//! configuration and secret tests).
 //! `pki`: the one certificate builder of the tests.
 
 mod built;
