@@ -554,7 +554,11 @@ mod tests {
         assert!(files.len() > 50, "found the workspace's files");
         let mut wrong = Vec::new();
         for file in &files {
-            let rel = file.strip_prefix(root).unwrap().to_string_lossy().to_string();
+            let rel = file
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
             let text = std::fs::read_to_string(file).unwrap();
             for (line, func) in env_changes(&text) {
                 if !ENV_CHANGES_ALLOWED.contains(&(rel.as_str(), func.as_str())) {

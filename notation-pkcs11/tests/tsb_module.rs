@@ -215,7 +215,12 @@ impl Tsb {
         let der = self.dir.path().join(format!("{label}.der"));
         std::fs::write(&der, cert.to_der().unwrap()).unwrap();
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "store_on_token_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "store_on_token_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(STORE_CHILD, &der)
             .env(STORE_LABEL, label)
             .env("TSB_PKCS11_CONFIG", &self.config)

@@ -97,10 +97,7 @@ fn cluster_with(
         sim,
         |sim| json!({ "restApi": sim.urls(), "pkcs11": pkcs11 }),
     );
-    Ha {
-        h,
-        level: "debug",
-    }
+    Ha { h, level: "debug" }
 }
 
 fn cluster(nodes: usize, strategy: &str) -> Ha {

@@ -121,8 +121,7 @@ macro_rules! set_env_before_main {
     () => {
         #[used]
         #[link_section = ".init_array"]
-        static TSB_PKCS11_SET_ENV_BEFORE_MAIN: extern "C" fn() =
-            $crate::set_env_before_main;
+        static TSB_PKCS11_SET_ENV_BEFORE_MAIN: extern "C" fn() = $crate::set_env_before_main;
     };
 }
 
@@ -905,8 +904,5 @@ pub fn explicit_child_env<'c>(
 ) -> &'c mut std::process::Command {
     child_env(cmd)
         .env(TEST_ENV, "explicit")
-        .env(
-            "TSB_PKCS11_CONFIG",
-            dir.join("current").join("config.json"),
-        )
+        .env("TSB_PKCS11_CONFIG", dir.join("current").join("config.json"))
 }

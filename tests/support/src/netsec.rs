@@ -148,13 +148,18 @@ impl ModuleCopy {
         let before = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let outcome = self.dir.path().join(format!("outcome-{}", self.configs));
         let mut cmd = Command::new(std::env::current_exe().expect("test exe"));
-        cmd.args(["--exact", INIT_CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(TEST_ENV, "explicit")
-            .env(INIT_CHILD, &outcome)
-            .env(INIT_MODULE, module_for_copies())
-            .env("TSB_PKCS11_CONFIG", &config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+        cmd.args([
+            "--exact",
+            INIT_CHILD_TEST,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(TEST_ENV, "explicit")
+        .env(INIT_CHILD, &outcome)
+        .env(INIT_MODULE, module_for_copies())
+        .env("TSB_PKCS11_CONFIG", &config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
         match log_to {
             LogTo::File(level) => {
                 cmd.env("TSB_PKCS11_LOG_FILE", &self.log);
