@@ -156,3 +156,39 @@ fn a_request_id_carrying_the_jwt_does_not_log_it() {
     let journal = l.journal();
     assert!(!journal.contains(&JWT[..20]), "{journal}");
 }
+
+/// The module copies of this process log at debug (`common::PROCESS_LOG_LEVEL`); `log_at`
+/// shows the lines a module at a lower level would have written, a line without the
+/// `[time LEVEL target]` prefix going with the one before it.
+#[test]
+fn log_at_keeps_what_a_module_at_that_level_would_log() {
+    let text = "\
+[2026-12-07T23:12:26.700Z DEBUG tsb_pkcs11::tsb::http] connect\n\
+[2026-12-07T23:12:26.701Z INFO  tsb_pkcs11::ffi::general] initialised\n\
+[2026-12-07T23:12:26.702Z INFO  tsb_pkcs11::wait] request filed\n\
+[2026-12-07T23:12:26.703Z WARN  tsb_pkcs11::tsb] slow\n\
+continued\n\
+[2026-12-07T23:12:26.704Z ERROR tsb_pkcs11::ffi::general] broken\n\
+[2026-12-07T23:12:26.705Z DEBUG tsb_pkcs11::token] detail\n\
+more detail\n";
+    let levels = |l: Option<&str>| -> Vec<String> {
+        common::log_at(text, l)
+            .lines()
+            .map(|line| line.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        levels(Some("debug")),
+        text.lines()
+            .map(|l| l.rsplit(' ').next().unwrap())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        levels(Some("info")),
+        ["initialised", "filed", "slow", "continued", "broken"]
+    );
+    assert_eq!(levels(Some("warn")), ["slow", "continued", "broken"]);
+    assert_eq!(levels(Some("error")), ["broken"]);
+    // The module's default: warnings, errors and the approval-wait lines.
+    assert_eq!(levels(None), ["filed", "slow", "continued", "broken"]);
+}
