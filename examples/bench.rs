@@ -552,6 +552,17 @@ fn module_copy(dir: &Path, name: &str) -> PathBuf {
     copy
 }
 
+/// The file `TSB_PKCS11_CONFIG` names (in the bench's folder; set once in `main`).
+const CONFIG: &str = "config.json";
+
+/// Makes `config` the configuration the next `C_Initialize` reads: copied over the file
+/// `TSB_PKCS11_CONFIG` names (written beside it, then renamed).
+fn use_config(dir: &Path, config: &Path) {
+    let tmp = dir.join("config.json.new");
+    std::fs::copy(config, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(CONFIG)).unwrap();
+}
+
 fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>, verify: bool) -> Pkcs11 {
     let config = dir.join(format!("{name}.json"));
     let mut c = json!({ "restApi": url,
@@ -560,7 +571,7 @@ fn load_module(dir: &Path, name: &str, url: &str, ca: Option<&Path>, verify: boo
         c["caPath"] = json!(ca);
     }
     std::fs::write(&config, serde_json::to_vec(&c).unwrap()).unwrap();
-    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    use_config(dir, &config);
     let p = Pkcs11::new(module_copy(dir, name)).unwrap();
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();
@@ -638,6 +649,10 @@ fn main() {
     }
     let o = opts();
     let dir = tempfile::tempdir().unwrap();
+    // The module's configuration is always this file, which `use_config` replaces before each
+    // C_Initialize. Set here, before the process has a second thread: setting the environment
+    // while other threads may read it is undefined behaviour.
+    std::env::set_var("TSB_PKCS11_CONFIG", dir.path().join(CONFIG));
     let mut report = json!({
         "machine": machine(),
         "secsPerCase": o.secs,
@@ -810,7 +825,7 @@ fn keys_case(dir: &Path, n: usize) -> Value {
             .unwrap(),
     )
     .unwrap();
-    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    use_config(dir, &config);
     let so = module_copy(dir, &name);
     sim.reset_counters();
     let started = Instant::now();
@@ -895,7 +910,7 @@ fn failover_case(dir: &Path, threads: usize, fault: &str) -> Value {
         .unwrap(),
     )
     .unwrap();
-    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    use_config(dir, &config);
     let p = Pkcs11::new(module_copy(dir, &name)).unwrap();
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();

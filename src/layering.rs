@@ -472,4 +472,117 @@ mod tests {
             ["digest"]
         );
     }
+
+    /// Where the workspace may change the process environment (`std::env::set_var`,
+    /// `remove_var`): only while the process has one thread, since another thread may read the
+    /// environment at the same time (libc's resolver, OpenSSL, the module's own threads), which
+    /// is undefined behaviour in C and `unsafe` in Rust 2024. The test support sets the
+    /// module's variables in an initialiser that runs before `main`; the benchmark sets
+    /// `TSB_PKCS11_CONFIG` at the start of its `main`, before it starts a thread. Everything else
+    /// gives a child process its environment with `Command::env`.
+    const ENV_CHANGES_ALLOWED: &[(&str, &str)] = &[
+        ("tests/support/src/lib.rs", "set_env_before_main"),
+        ("examples/bench.rs", "main"),
+    ];
+
+    /// The environment changes in `text`: (line number, the function they are in). Comments
+    /// are not code.
+    fn env_changes(text: &str) -> Vec<(usize, String)> {
+        let needles = [["set", "_var("].concat(), ["remove", "_var("].concat()];
+        let mut current_fn = String::new();
+        let mut found = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if let Some(i) = code.find("fn ") {
+                let before = code[..i].chars().last();
+                if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    current_fn = code[i + 3..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                }
+            }
+            if needles.iter().any(|needle| code.contains(needle.as_str())) {
+                found.push((n + 1, current_fn.clone()));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn environment_changes_are_found_in_code_only() {
+        let sample = [
+            "fn a() {",
+            "    // std::env::set_var(\"X\", \"1\") in a comment",
+            "    let v = std::env::var(\"X\");",
+            "}",
+            "pub extern \"C\" fn set_env_before_main() {",
+            &format!("    std::env::{}\"X\", \"1\");", ["set", "_var("].concat()),
+            "}",
+            "fn b() {",
+            &format!("    env::{}\"X\");", ["remove", "_var("].concat()),
+            "}",
+        ]
+        .join("\n");
+        assert_eq!(
+            env_changes(&sample),
+            [(6, "set_env_before_main".to_string()), (9, "b".to_string())]
+        );
+    }
+
+    /// No code of the workspace changes the process environment outside
+    /// [`ENV_CHANGES_ALLOWED`].
+    #[test]
+    fn the_environment_is_changed_only_before_threads_exist() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in [
+            "src",
+            "module",
+            "command",
+            "tests",
+            "tsb-sim",
+            "notation-pkcs11",
+            "examples",
+            "fuzz",
+        ] {
+            let dir = root.join(dir);
+            if dir.is_dir() {
+                rust_files_outside_target(&dir, &mut files);
+            }
+        }
+        assert!(files.len() > 50, "found the workspace's files");
+        let mut wrong = Vec::new();
+        for file in &files {
+            let rel = file
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let text = std::fs::read_to_string(file).unwrap();
+            for (line, func) in env_changes(&text) {
+                if !ENV_CHANGES_ALLOWED.contains(&(rel.as_str(), func.as_str())) {
+                    wrong.push(format!("{rel}:{line} (in fn {func})"));
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "the process environment is changed where other threads may read it (give a child \
+             process its environment with Command::env instead): {wrong:?}"
+        );
+    }
+
+    fn rust_files_outside_target(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    rust_files_outside_target(&path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
 }

@@ -11,6 +11,9 @@
 
 use tsb_pkcs11_test_support as common;
 
+// The module's variables, set once before main (tests/support: set_env_before_main).
+tsb_pkcs11_test_support::set_env_before_main!();
+
 use std::ffi::c_void;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -72,8 +75,6 @@ fn sim_config() -> SimConfig {
 
 struct H {
     h: Harness,
-    log: PathBuf,
-    _log_dir: tempfile::TempDir,
 }
 
 impl std::ops::Deref for H {
@@ -90,7 +91,7 @@ impl H {
 
     /// The module's log so far (level info).
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.h.log_text(Some("info"))
     }
 }
 
@@ -103,18 +104,8 @@ fn harness(pkcs11: Value) -> H {
 }
 
 fn harness_with(cfg: SimConfig, make: impl FnOnce(&str) -> Value) -> H {
-    let log_dir = tempfile::tempdir().expect("tempdir");
-    let log = log_dir.path().join("module.log");
-    let _g = common::env_lock();
-    std::env::set_var("TSB_PKCS11_LOG", "info");
-    std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
-    let h = Harness::with_config(cfg, make);
-    std::env::remove_var("TSB_PKCS11_LOG_FILE");
-    std::env::remove_var("TSB_PKCS11_LOG");
     H {
-        h,
-        log,
-        _log_dir: log_dir,
+        h: Harness::with_config(cfg, make),
     }
 }
 
@@ -1138,9 +1129,7 @@ fn without_threads_the_wait_polls_inline() {
     });
     let h = harness(json!({"pollIntervalMs": 50, "requestTimeoutMs": 800, "retries": 0}));
     let f = h.f();
-    {
-        let _g = common::env_lock();
-        std::env::set_var("TSB_PKCS11_CONFIG", &h.config_path);
+    h.with_config_env(|| {
         let mut args = CK_C_INITIALIZE_ARGS {
             CreateMutex: None,
             DestroyMutex: None,
@@ -1157,7 +1146,7 @@ fn without_threads_the_wait_polls_inline() {
                 CKR_OK
             );
         }
-    }
+    });
     let s = session(&h);
     let msg = message("no threads");
     let t = start_sign(&h, s, SKA_EC, CKM_ECDSA_SHA256, &msg);

@@ -13,6 +13,9 @@
 
 use tsb_pkcs11_test_support as common;
 
+// The module's variables, set once before main (tests/support: set_env_before_main).
+tsb_pkcs11_test_support::set_env_before_main!();
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

@@ -13,6 +13,9 @@
 
 use tsb_pkcs11_test_support as common;
 
+// The module's variables, set once before main (tests/support: set_env_before_main).
+tsb_pkcs11_test_support::set_env_before_main!();
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -135,7 +138,7 @@ fn dlopen_sign_dlclose_200_times() {
     );
     let module = dir.path().join("libtsb_pkcs11-unload.so");
     std::fs::copy(common::built_module(), &module).unwrap();
-    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    let _env = common::ConfigInUse::new(&config, &dir.path().join("module.log"));
     let ec = {
         let der = sim.public_key_der("ec-p256").unwrap();
         openssl::pkey::PKey::public_key_from_der(&der).unwrap()
@@ -241,7 +244,7 @@ fn dlopen_sign_dlclose_with_two_nodes_one_down() {
     );
     let module = dir.path().join("libtsb_pkcs11-unload-ha.so");
     std::fs::copy(common::built_module(), &module).unwrap();
-    std::env::set_var("TSB_PKCS11_CONFIG", &config);
+    let _env = common::ConfigInUse::new(&config, &dir.path().join("module.log"));
     let ec = {
         let der = sim.public_key_der("ec-p256").unwrap();
         openssl::pkey::PKey::public_key_from_der(&der).unwrap()

@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -107,8 +107,8 @@ fn sim_state_dir() -> PathBuf {
 
 /// A simulator holding the demo keys whose labels are given (all of them when empty).
 fn start_sim(labels: &[&str]) -> Simulator {
-    std::env::set_var("TSB_SIM_STATE_DIR", sim_state_dir());
     let mut cfg = SimConfig::demo();
+    cfg.state_dir = Some(sim_state_dir());
     if !labels.is_empty() {
         cfg.keys.retain(|k| labels.contains(&k.label.as_str()));
     }
@@ -209,31 +209,31 @@ impl Tsb {
     /// read-write session, as `pkcs11-tool --write-object` does), in a module instance of its
     /// own; the module imports it into the TSB.
     fn store_on_token(&self, label: &str, cert: &X509) {
-        static INIT: Mutex<()> = Mutex::new(());
-        // A private copy: a second dlopen of the same path would share the first's state.
-        let copy = self.dir.path().join(format!("libtsb_pkcs11-{label}.so"));
-        std::fs::copy(module(), &copy).unwrap();
-        let pkcs11 = Pkcs11::new(&copy).expect("load module");
-        {
-            let _g = INIT.lock().unwrap_or_else(|e| e.into_inner());
-            std::env::set_var("TSB_PKCS11_CONFIG", &self.config);
-            pkcs11
-                .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-                .expect("C_Initialize");
-        }
-        let slot = pkcs11.get_slots_with_token().unwrap()[0];
-        let session = pkcs11.open_rw_session(slot).unwrap();
-        session
-            .create_object(&[
-                Attribute::Class(ObjectClass::CERTIFICATE),
-                Attribute::CertificateType(CertificateType::X_509),
-                Attribute::Token(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Value(cert.to_der().unwrap()),
+        // In a child process (this test binary, [`store_on_token_child`]) that gets
+        // TSB_PKCS11_CONFIG with `Command::env`: the test process never changes its own
+        // environment (other threads may be reading it).
+        let der = self.dir.path().join(format!("{label}.der"));
+        std::fs::write(&der, cert.to_der().unwrap()).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store_on_token_child",
+                "--nocapture",
+                "--test-threads=1",
             ])
-            .expect("C_CreateObject");
-        drop(session);
-        pkcs11.finalize().unwrap();
+            .env(STORE_CHILD, &der)
+            .env(STORE_LABEL, label)
+            .env("TSB_PKCS11_CONFIG", &self.config)
+            .env_remove("TSB_PKCS11_LOG_FILE")
+            .output()
+            .expect("re-run this test binary");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the C_CreateObject child failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(
             self.sim.certificate_der(label),
             Some(cert.to_der().unwrap()),
@@ -656,4 +656,37 @@ fn module_beside_the_plugin_needs_no_module_setting() {
         .decode(resp["signature"].as_str().unwrap())
         .unwrap();
     assert!(openssl_verify(&chain[0], "ECDSA-SHA-256", b"payload", &sig));
+}
+
+/// Set in the child of `Tsb::store_on_token`: the certificate (DER) to store.
+const STORE_CHILD: &str = "TSB_NOTATION_STORE_CERT";
+/// Its label.
+const STORE_LABEL: &str = "TSB_NOTATION_STORE_LABEL";
+
+/// The child process of `Tsb::store_on_token` (a no-op otherwise): stores a certificate on the
+/// token with `C_CreateObject` in a read-write session, as `pkcs11-tool --write-object` does.
+#[test]
+fn store_on_token_child() {
+    let Some(der) = std::env::var_os(STORE_CHILD) else {
+        return;
+    };
+    let label = std::env::var(STORE_LABEL).expect("label");
+    let der = std::fs::read(der).unwrap();
+    let pkcs11 = Pkcs11::new(module()).expect("load module");
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = pkcs11.get_slots_with_token().unwrap()[0];
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Label(label.into_bytes()),
+            Attribute::Value(der),
+        ])
+        .expect("C_CreateObject");
+    drop(session);
+    pkcs11.finalize().unwrap();
 }

@@ -430,6 +430,16 @@ pub(crate) fn parse_config(
     source: &str,
     base_dir: Option<&Path>,
 ) -> Result<Parsed, ConfigError> {
+    parse_config_in(text, source, base_dir, secrets::process_env())
+}
+
+/// [`parse_config`] with `env` as the environment (`env:` secrets, `~/` paths).
+pub(crate) fn parse_config_in(
+    text: &str,
+    source: &str,
+    base_dir: Option<&Path>,
+    env: secrets::EnvLookup,
+) -> Result<Parsed, ConfigError> {
     let whole = |message: String| ConfigError {
         file: source.to_string(),
         field: None,
@@ -443,7 +453,7 @@ pub(crate) fn parse_config(
             kind_of(&root)
         )));
     }
-    let scope = secrets::ParseScope::enter(base_dir);
+    let scope = secrets::ParseScope::enter(base_dir, env);
     let mut unknown = Vec::new();
     let raw: schema::RawConfig = serde_path_to_error::deserialize(
         serde_ignored::Deserializer::new(root, &mut |p: serde_ignored::Path<'_>| {

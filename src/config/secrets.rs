@@ -6,6 +6,7 @@
 //! these forms; its errors name the variable or the file, never a value.
 
 use std::cell::RefCell;
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -49,11 +50,22 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Where a parse looks up environment variables (`env:` secrets, `~/` paths): the process
+/// environment ([`process_env`]) in the module, a map in tests (which must not change the
+/// environment of their multi-threaded process).
+pub(crate) type EnvLookup = Box<dyn Fn(&str) -> Option<OsString>>;
+
+/// The process environment, for [`ParseScope::enter`].
+pub(crate) fn process_env() -> EnvLookup {
+    Box::new(|name| std::env::var_os(name))
+}
+
 /// What the secrets of the configuration being parsed on this thread need to know: the folder
-/// relative `file:` paths start from, and whether any secret was written literally.
-#[derive(Default)]
+/// relative `file:` paths start from, the environment, and whether any secret was written
+/// literally.
 struct Scope {
     base_dir: Option<PathBuf>,
+    env: EnvLookup,
     literal_secrets: bool,
 }
 
@@ -65,10 +77,11 @@ thread_local! {
 pub(super) struct ParseScope(());
 
 impl ParseScope {
-    pub(super) fn enter(base_dir: Option<&Path>) -> ParseScope {
+    pub(super) fn enter(base_dir: Option<&Path>, env: EnvLookup) -> ParseScope {
         SCOPE.with(|s| {
             *s.borrow_mut() = Some(Scope {
                 base_dir: base_dir.map(Path::to_path_buf),
+                env,
                 literal_secrets: false,
             })
         });
@@ -87,11 +100,20 @@ impl Drop for ParseScope {
     }
 }
 
+/// The variable `name` of the environment of the parse on this thread (the process
+/// environment outside a parse).
+fn env_var(name: &str) -> Option<OsString> {
+    SCOPE.with(|s| match s.borrow().as_ref() {
+        Some(scope) => (scope.env)(name),
+        None => std::env::var_os(name),
+    })
+}
+
 /// A path from the configuration: `~/` is the home folder; a relative path is relative to the
 /// configuration file's folder (or the working directory for inline text).
 pub(super) fn resolve_path(s: &str, base_dir: Option<&Path>) -> PathBuf {
     if let Some(rest) = s.strip_prefix("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
+        if let Some(home) = env_var("HOME") {
             return PathBuf::from(home).join(rest);
         }
     }
@@ -110,15 +132,11 @@ fn resolve(s: &str) -> Result<Secret, String> {
         if name.is_empty() {
             return Err("\"env:\" needs a variable name".to_string());
         }
-        return match std::env::var(name) {
-            Ok(val) if !val.is_empty() => Ok(Secret::new(val)),
-            Ok(_) => Err(format!("environment variable {name} is empty")),
-            Err(std::env::VarError::NotPresent) => {
-                Err(format!("environment variable {name} is not set"))
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(format!("environment variable {name} is not valid UTF-8"))
-            }
+        return match env_var(name).map(OsString::into_string) {
+            Some(Ok(val)) if !val.is_empty() => Ok(Secret::new(val)),
+            Some(Ok(_)) => Err(format!("environment variable {name} is empty")),
+            None => Err(format!("environment variable {name} is not set")),
+            Some(Err(_)) => Err(format!("environment variable {name} is not valid UTF-8")),
         };
     }
     if let Some(path) = s.strip_prefix("file:") {

@@ -277,17 +277,37 @@ fn api_keys_forms() {
     );
 }
 
+/// The environment of [`env_secrets`] (a map: a test never changes the process environment).
+fn test_env() -> super::secrets::EnvLookup {
+    Box::new(|name| {
+        let value = match name {
+            "TSB_PKCS11_TEST_ENV_TOKEN" => "jwt-from-env",
+            "TSB_PKCS11_TEST_ENV_EMPTY" => "",
+            "TSB_PKCS11_TEST_ENV_NOT_B64" => "jwt.from.env",
+            "HOME" => "/home/test-user",
+            _ => return None,
+        };
+        Some(value.into())
+    })
+}
+
+fn err_in_test_env(json: &str) -> String {
+    super::parse_config_in(json, "test.json", None, test_env())
+        .err()
+        .expect("an error")
+        .to_string()
+}
+
 #[test]
 fn env_secrets() {
-    std::env::set_var("TSB_PKCS11_TEST_ENV_TOKEN", "jwt-from-env");
-    std::env::set_var("TSB_PKCS11_TEST_ENV_EMPTY", "");
-    std::env::set_var("TSB_PKCS11_TEST_ENV_NOT_B64", "jwt.from.env");
-    let p = parse_config(
+    let p = super::parse_config_in(
         r#"{"restApi": "https://t", "token": "env:TSB_PKCS11_TEST_ENV_TOKEN",
             "apiKeys": {"KeyOperationToken": ["env:TSB_PKCS11_TEST_ENV_TOKEN"]},
-            "pkcs11": {"keyPasswords": {"k": "env:TSB_PKCS11_TEST_ENV_TOKEN"}}}"#,
+            "pkcs11": {"keyPasswords": {"k": "env:TSB_PKCS11_TEST_ENV_TOKEN"}},
+            "caPath": "~/ca.pem"}"#,
         "t",
         None,
+        test_env(),
     )
     .unwrap();
     assert!(!p.literal_secrets);
@@ -296,16 +316,21 @@ fn env_secrets() {
     assert_eq!(c.api_keys.key_operation[0].expose(), "jwt-from-env");
     assert_eq!(c.pkcs11.key_passwords["k"].expose(), "jwt-from-env");
     assert_eq!(
-        err(r#"{"restApi": "https://t", "token": "env:TSB_PKCS11_TEST_ENV_MISSING"}"#),
+        c.ca_path.as_deref(),
+        Some(Path::new("/home/test-user/ca.pem")),
+        "~/ is the HOME of the parse's environment"
+    );
+    assert_eq!(
+        err_in_test_env(r#"{"restApi": "https://t", "token": "env:TSB_PKCS11_TEST_ENV_MISSING"}"#),
         r#"config test.json: field "token": environment variable TSB_PKCS11_TEST_ENV_MISSING is not set"#
     );
     assert_eq!(
-        err(
+        err_in_test_env(
             r#"{"restApi": "https://t", "pkcs11": {"keyPasswords": {"k1": "env:TSB_PKCS11_TEST_ENV_EMPTY"}}}"#
         ),
         r#"config test.json: field "pkcs11.keyPasswords.k1": environment variable TSB_PKCS11_TEST_ENV_EMPTY is empty"#
     );
-    let e = err(
+    let e = err_in_test_env(
         r#"{"restApi": "https://t", "applicationKeyPair": {"publicKey": "AAAA", "privateKey": "env:TSB_PKCS11_TEST_ENV_NOT_B64"}}"#,
     );
     assert_eq!(

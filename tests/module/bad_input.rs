@@ -458,8 +458,7 @@ fn calls_before_initialize_and_after_finalize() {
     // Initialised, a session opened, then finalised: the stale handle and everything else
     // answer CKR_CRYPTOKI_NOT_INITIALIZED.
     let raw = fresh_copy(&h, "finalised");
-    let _env = common::env_lock();
-    std::env::set_var("TSB_PKCS11_CONFIG", &h.config_path);
+    let _env = common::ConfigInUse::new(&h.config_path, &h.dir.path().join("finalised.log"));
     assert_eq!(call!(raw.f.C_Initialize, null_mut()), CKR_OK);
     let s = open(raw.f, CKF_SERIAL_SESSION);
     assert_eq!(call!(raw.f.C_Finalize, null_mut()), CKR_OK);
@@ -476,8 +475,7 @@ fn calls_before_initialize_and_after_finalize() {
 fn initialize_arguments() {
     let h = Harness::new();
     let raw = fresh_copy(&h, "init-args");
-    let _env = common::env_lock();
-    std::env::set_var("TSB_PKCS11_CONFIG", &h.config_path);
+    let _env = common::ConfigInUse::new(&h.config_path, &h.dir.path().join("init-args.log"));
     let f = raw.f;
     unsafe extern "C" fn create(_: *mut *mut c_void) -> CK_RV {
         CKR_OK

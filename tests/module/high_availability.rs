@@ -35,11 +35,10 @@ const TIMEOUT_MS: u64 = 3000;
 /// The first back-off of a node marked down.
 const BACKOFF_MS: u64 = 300;
 
-/// A harness over a cluster whose module copy logs at `info` to its own file.
+/// A harness over a cluster, its module copy's log read at `level`.
 struct Ha {
     h: Harness,
-    log: std::path::PathBuf,
-    _log_dir: tempfile::TempDir,
+    level: &'static str,
 }
 
 impl std::ops::Deref for Ha {
@@ -51,8 +50,8 @@ impl std::ops::Deref for Ha {
 
 impl Ha {
     fn lines_with(&self, needle: &str) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        self.h
+            .log_text(Some(self.level))
             .lines()
             .filter(|l| l.contains(needle))
             .map(str::to_string)
@@ -92,24 +91,13 @@ fn cluster_with(
     pkcs11: Value,
     before_init: impl FnOnce(&tsb_sim::Simulator),
 ) -> Ha {
-    let log_dir = tempfile::tempdir().expect("tempdir");
-    let log = log_dir.path().join("module.log");
-    let _g = common::env_lock();
-    std::env::set_var("TSB_PKCS11_LOG", "debug");
-    std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
     let sim = common::start_cluster(cfg, nodes);
     before_init(&sim);
     let h = Harness::over(
         sim,
         |sim| json!({ "restApi": sim.urls(), "pkcs11": pkcs11 }),
     );
-    std::env::remove_var("TSB_PKCS11_LOG");
-    std::env::remove_var("TSB_PKCS11_LOG_FILE");
-    Ha {
-        h,
-        log,
-        _log_dir: log_dir,
-    }
+    Ha { h, level: "debug" }
 }
 
 fn cluster(nodes: usize, strategy: &str) -> Ha {
@@ -464,27 +452,13 @@ fn a_failover_to_a_node_with_another_key_gives_new_handles() {
     };
     let second = node();
     let second_url = second.url();
-    let log_dir = tempfile::tempdir().expect("tempdir");
-    let log = log_dir.path().join("module.log");
-    let h = {
-        let _g = common::env_lock();
-        std::env::set_var("TSB_PKCS11_LOG", "info");
-        std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
-        let h = Harness::over(node(), |first| {
-            json!({
-                "restApi": [first.url(), second_url],
-                "pkcs11": settings("failover", TIMEOUT_MS)
-            })
-        });
-        std::env::remove_var("TSB_PKCS11_LOG");
-        std::env::remove_var("TSB_PKCS11_LOG_FILE");
-        h
-    };
-    let h = Ha {
-        h,
-        log,
-        _log_dir: log_dir,
-    };
+    let h = Harness::over(node(), |first| {
+        json!({
+            "restApi": [first.url(), second_url],
+            "pkcs11": settings("failover", TIMEOUT_MS)
+        })
+    });
+    let h = Ha { h, level: "info" };
     let s = h.session();
     let old = h.private_key(&s, "ha-key");
     let read = common::public_key_info(&s, old);

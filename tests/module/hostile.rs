@@ -96,12 +96,8 @@ fn start_with(sim: tsb_sim::Simulator, extra: Value) -> Hostile {
 /// The module over `sim`'s listeners followed by `more` nodes (other simulators).
 fn start_nodes(sim: tsb_sim::Simulator, more: &[String], extra: Value) -> Hostile {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("module.log");
     let journal = dir.path().join("requests.jsonl");
     let pkcs11 = settings(&journal, extra);
-    let _g = common::env_lock();
-    std::env::set_var("TSB_PKCS11_LOG", "debug");
-    std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
     let h = Harness::over(sim, |sim| {
         let mut urls = sim.urls();
         urls.extend(more.iter().cloned());
@@ -112,8 +108,8 @@ fn start_nodes(sim: tsb_sim::Simulator, more: &[String], extra: Value) -> Hostil
         };
         json!({ "restApi": rest, "token": JWT, "pkcs11": pkcs11 })
     });
-    std::env::remove_var("TSB_PKCS11_LOG");
-    std::env::remove_var("TSB_PKCS11_LOG_FILE");
+    // The copy's own log, at the test process's level: debug (common::PROCESS_LOG_LEVEL).
+    let log = h.log.clone();
     Hostile {
         h,
         log,

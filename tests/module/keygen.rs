@@ -906,7 +906,7 @@ fn java_key_pair_generator_generates_key_pairs() {
 
 /// Runs a JDK tool (`keytool`, `jarsigner`) with the module's configuration.
 fn jdk_tool(h: &Harness, tool: &str, args: &[&str]) -> Output {
-    Command::new(tool)
+    common::child_env(&mut Command::new(tool))
         .args(args)
         .env("TSB_PKCS11_CONFIG", &h.config_path)
         .output()

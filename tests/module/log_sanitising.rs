@@ -16,22 +16,17 @@ const SKA_EC: &str = "ska-ec-p256";
 
 struct Logged {
     h: Harness,
-    log: std::path::PathBuf,
     dir: tempfile::TempDir,
 }
 
-/// The demo keys behind a JWT (configured as `token`), the module logging at info to a file.
+/// The demo keys behind a JWT (configured as `token`); its log is read at info.
 fn harness(approval_timeout_secs: u64) -> Logged {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("module.log");
     let journal = dir.path().join("requests.jsonl");
     let mut cfg = SimConfig::demo();
     cfg.auth.bearer_token = Some(JWT.to_string());
     cfg.time_scale = 0.01;
     cfg.approved_execution_delay_ms = 20;
-    let _g = common::env_lock();
-    std::env::set_var("TSB_PKCS11_LOG", "info");
-    std::env::set_var("TSB_PKCS11_LOG_FILE", &log);
     let h = Harness::with_config(cfg, |url| {
         json!({
             "restApi": url,
@@ -44,14 +39,13 @@ fn harness(approval_timeout_secs: u64) -> Logged {
             }
         })
     });
-    std::env::remove_var("TSB_PKCS11_LOG_FILE");
-    std::env::remove_var("TSB_PKCS11_LOG");
-    Logged { h, log, dir }
+    Logged { h, dir }
 }
 
 impl Logged {
+    /// What the module logged, at `info`.
     fn text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.h.log_text(Some("info"))
     }
 
     /// The request journal (empty when nothing was recorded).
@@ -136,7 +130,8 @@ fn a_huge_request_id_writes_little_log() {
     assert_eq!(rv, CKR_DEVICE_ERROR);
     let text = l.text();
     assert!(text.contains("2097156 characters (at most 128)"), "{text}");
-    let size = std::fs::metadata(&l.log).unwrap().len();
+    // The whole file, at the test process's level (debug).
+    let size = std::fs::metadata(&l.h.log).unwrap().len();
     assert!(size < 64 * 1024, "log of {size} bytes");
     assert!(!l.journal().contains("big-"), "not journalled");
 }
@@ -160,4 +155,40 @@ fn a_request_id_carrying_the_jwt_does_not_log_it() {
     assert!(!text.contains(&JWT[..20]), "{text}");
     let journal = l.journal();
     assert!(!journal.contains(&JWT[..20]), "{journal}");
+}
+
+/// The module copies of this process log at debug (`common::PROCESS_LOG_LEVEL`); `log_at`
+/// shows the lines a module at a lower level would have written, a line without the
+/// `[time LEVEL target]` prefix going with the one before it.
+#[test]
+fn log_at_keeps_what_a_module_at_that_level_would_log() {
+    let text = "\
+[2026-12-07T23:12:26.700Z DEBUG tsb_pkcs11::tsb::http] connect\n\
+[2026-12-07T23:12:26.701Z INFO  tsb_pkcs11::ffi::general] initialised\n\
+[2026-12-07T23:12:26.702Z INFO  tsb_pkcs11::wait] request filed\n\
+[2026-12-07T23:12:26.703Z WARN  tsb_pkcs11::tsb] slow\n\
+continued\n\
+[2026-12-07T23:12:26.704Z ERROR tsb_pkcs11::ffi::general] broken\n\
+[2026-12-07T23:12:26.705Z DEBUG tsb_pkcs11::token] detail\n\
+more detail\n";
+    let levels = |l: Option<&str>| -> Vec<String> {
+        common::log_at(text, l)
+            .lines()
+            .map(|line| line.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        levels(Some("debug")),
+        text.lines()
+            .map(|l| l.rsplit(' ').next().unwrap())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        levels(Some("info")),
+        ["initialised", "filed", "slow", "continued", "broken"]
+    );
+    assert_eq!(levels(Some("warn")), ["slow", "continued", "broken"]);
+    assert_eq!(levels(Some("error")), ["broken"]);
+    // The module's default: warnings, errors and the approval-wait lines.
+    assert_eq!(levels(None), ["filed", "slow", "continued", "broken"]);
 }

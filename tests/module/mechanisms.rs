@@ -487,7 +487,7 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
 
     // PyKCS11, raw mechanism numbers.
     let out = run_ok(
-        std::process::Command::new(&python)
+        common::child_env(&mut std::process::Command::new(&python))
             .arg(root.join("tests/python/pqc_sign.py"))
             .arg(&h.module_path)
             .arg(dir.path())
@@ -539,7 +539,7 @@ fn post_quantum_signatures_through_pykcs11_and_the_3_2_interface() {
         "cc tests/c/pqc32.c",
     );
     let out = run_ok(
-        std::process::Command::new(&exe)
+        common::child_env(&mut std::process::Command::new(&exe))
             .arg(&h.module_path)
             .arg(dir.path())
             .args([

@@ -360,7 +360,7 @@ fn pkcs11_spy_traces_the_module() {
     std::fs::write(&data, b"signed through pkcs11-spy\n").unwrap();
     let sig = h.dir.path().join("sig.der");
     let run = |args: &[&str]| -> String {
-        let out = Command::new("pkcs11-tool")
+        let out = common::child_env(&mut Command::new("pkcs11-tool"))
             .arg("--module")
             .arg(&spy)
             .args(args)

@@ -140,6 +140,9 @@ fn run_child(log_to_file: bool, filter: &str) -> ChildRun {
     let log_path = dir.path().join("module.log");
     let name = common::test_path(module_path!(), "scenarios_child_process");
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    // The child's harnesses publish their configurations in `dir` (TSB_PKCS11_CONFIG); the
+    // module logs as set here.
+    common::explicit_child_env(&mut cmd, dir.path());
     cmd.args(["--exact", &name, "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
         .env("TSB_PKCS11_LOG", filter)
@@ -148,7 +151,6 @@ fn run_child(log_to_file: bool, filter: &str) -> ChildRun {
         .env(ENV_KEYPW, KEYPW)
         .env(ENV_APPKEY, &app_key)
         .env(ENV_APPKEY_PUB, &app_pub)
-        .env_remove("TSB_PKCS11_CONFIG")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap());

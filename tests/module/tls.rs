@@ -782,6 +782,7 @@ fn keys_with_env(config: &Path, env: &[(&str, String)]) -> std::process::Output 
 /// `tsb-pkcs11 --json -c CONFIG COMMAND` with only the proxy variables of `env`.
 fn command_with_env(config: &Path, command: &str, env: &[(&str, String)]) -> std::process::Output {
     let mut cmd = std::process::Command::new(common::built_command());
+    common::child_env(&mut cmd);
     cmd.args(["--json", "-c"]).arg(config).arg(command);
     for v in [
         "https_proxy",

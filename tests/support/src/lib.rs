@@ -3,7 +3,12 @@
 //! crate hides). Each harness loads its own copy of the .so, so tests with different
 //! configurations run side by side in one process without sharing module state.
 //!
-//! `netsec`: harnesses whose module copy logs to its own file (network, TLS and secret tests).
+//! The module's variables are set once, before `main` ([`set_env_before_main!`]); a harness
+//! points them at its configuration and its copy's own log file around its `C_Initialize`
+//! (docs/testing.md, "The test support crate").
+//!
+//! `netsec`: log-reading harnesses and `C_Initialize` in child processes (network, TLS,
+//! configuration and secret tests).
 //! `pki`: the one certificate builder of the tests.
 
 mod built;
@@ -23,14 +28,15 @@ use openssl::pkey::{PKey, Public};
 use parking_lot::{ReentrantMutex, ReentrantMutexGuard};
 use tsb_sim::{SimConfig, Simulator};
 
-/// The one lock of the process under which a test changes the environment (`set_var`,
-/// `remove_var`) and calls the `C_Initialize` that reads it: the module reads
+/// The one lock of the process under which a test points the module at its configuration and
+/// calls the `C_Initialize` that reads it (see [`process_env`]): the module reads
 /// `TSB_PKCS11_CONFIG`, `TSB_PKCS11_LOG` and `TSB_PKCS11_LOG_FILE` there. Every family of a test
 /// binary takes this same lock (tests/module runs many families in one process). It is
-/// reentrant, so a test that sets its log variables under it can create a [`Harness`], which
-/// takes it again. Child processes get their settings with `Command::env`, never through the
-/// test process's environment.
+/// reentrant, so a test that holds it can create a [`Harness`], which takes it again. The
+/// process environment itself is never changed once `main` runs: child processes get their
+/// settings with `Command::env`.
 pub fn env_lock() -> ReentrantMutexGuard<'static, ()> {
+    let _ = process_env();
     ENV.lock()
 }
 
@@ -45,33 +51,232 @@ pub fn test_path(module_path: &str, name: &str) -> String {
     }
 }
 
-/// Serialises changing the process environment + the `C_Initialize` that reads it.
+/// Serialises publishing a configuration + the `C_Initialize` that reads it + claiming the log
+/// file that `C_Initialize` created.
 static ENV: ReentrantMutex<()> = ReentrantMutex::new(());
 static COPIES: AtomicUsize = AtomicUsize::new(0);
 
-/// Sets (or removes) environment variables and restores the previous values on drop; only
-/// while [`env_lock`] is held.
-pub(crate) struct EnvGuard(pub(crate) Vec<(String, Option<std::ffi::OsString>)>);
+/// The variable that says how the test process got its module environment: `managed` (set by
+/// [`set_env_before_main`]) or `explicit` (a parent test process chose every variable for this
+/// child with `Command::env`; nothing is set before `main`).
+pub const TEST_ENV: &str = "TSB_PKCS11_TEST_ENV";
 
-impl EnvGuard {
-    pub(crate) fn set(&mut self, k: &str, v: Option<&std::ffi::OsStr>) {
-        self.0.push((k.to_string(), std::env::var_os(k)));
-        match v {
-            Some(v) => std::env::set_var(k, v),
-            None => std::env::remove_var(k),
+/// The log level every module copy of a managed test process logs at (`TSB_PKCS11_LOG`): the
+/// most any test reads. [`log_at`] shows what a module at a lower level would have logged.
+pub const PROCESS_LOG_LEVEL: &str = "debug";
+
+/// Sets the module's variables once, before `main`, while the process has one thread (an
+/// `.init_array` entry, run by the dynamic loader before `main`; setting the environment later,
+/// when other threads may read it, is undefined behaviour in C, and `unsafe` in Rust 2024).
+/// This is the one place of the tests that sets the environment (`src/layering.rs` checks it):
+/// - `TSB_PKCS11_CONFIG`: `<dir>/current/config.json`, where `current` is a symbolic link that
+///   [`publish_config`] points at a harness's folder before its `C_Initialize`;
+/// - `TSB_PKCS11_LOG_FILE`: `<dir>/module.log`, which the first `C_Initialize` of a module copy
+///   creates and opens; [`claim_log`] then renames it into the harness's folder, so each copy
+///   logs to a file of its own;
+/// - `TSB_PKCS11_LOG`: [`PROCESS_LOG_LEVEL`].
+///
+/// `<dir>` is `tsb-pkcs11-test-<pid>` in the temporary folder (folders of processes that no
+/// longer run are removed). A child started with `TSB_PKCS11_TEST_ENV=explicit` keeps what
+/// its parent gave it.
+pub extern "C" fn set_env_before_main() {
+    if std::env::var_os(TEST_ENV).is_some_and(|v| v == "explicit") {
+        return;
+    }
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(PROCESS_DIR_PREFIX))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let dir = tmp.join(format!("{PROCESS_DIR_PREFIX}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    }
+    std::env::set_var("TSB_PKCS11_CONFIG", dir.join("current").join("config.json"));
+    std::env::set_var("TSB_PKCS11_LOG_FILE", dir.join("module.log"));
+    std::env::set_var("TSB_PKCS11_LOG", PROCESS_LOG_LEVEL);
+    std::env::set_var(TEST_ENV, "managed");
+}
+
+const PROCESS_DIR_PREFIX: &str = "tsb-pkcs11-test-";
+
+/// Makes [`set_env_before_main`] an initialiser of the test executable (an `.init_array`
+/// entry: run by the dynamic loader before `main`, so before any thread of the test harness
+/// exists). Written once at the root of each test binary whose harnesses load the module in
+/// the test process; a binary without it gets no environment ([`process_env`] panics).
+#[macro_export]
+macro_rules! set_env_before_main {
+    () => {
+        #[used]
+        #[link_section = ".init_array"]
+        static TSB_PKCS11_SET_ENV_BEFORE_MAIN: extern "C" fn() = $crate::set_env_before_main;
+    };
+}
+
+/// Where the module of a managed test process finds its configuration and writes its log.
+pub struct ProcessEnv {
+    /// `TSB_PKCS11_CONFIG`.
+    pub config: PathBuf,
+    /// `TSB_PKCS11_LOG_FILE` (None: the parent of an explicit child chose none).
+    pub log: Option<PathBuf>,
+    /// True when this process set them before `main` (false: a parent chose them).
+    pub managed: bool,
+}
+
+/// What [`set_env_before_main`] (or the parent process) set. Panics when the initialiser did
+/// not run and no parent chose a configuration.
+pub fn process_env() -> &'static ProcessEnv {
+    static PROCESS: OnceLock<ProcessEnv> = OnceLock::new();
+    PROCESS.get_or_init(|| {
+        let managed = std::env::var_os(TEST_ENV).is_some_and(|v| v == "managed");
+        let config = std::env::var_os("TSB_PKCS11_CONFIG")
+            .filter(|_| std::env::var_os(TEST_ENV).is_some())
+            .map(PathBuf::from)
+            .expect(
+                "no module environment: this test binary needs \
+                 tsb_pkcs11_test_support::set_env_before_main!() (or a parent that sets \
+                 TSB_PKCS11_TEST_ENV=explicit and TSB_PKCS11_CONFIG)",
+            );
+        let log = std::env::var_os("TSB_PKCS11_LOG_FILE").map(PathBuf::from);
+        ProcessEnv {
+            config,
+            log,
+            managed,
+        }
+    })
+}
+
+/// Points `TSB_PKCS11_CONFIG` at `config` (a file named `config.json`): the symbolic link
+/// `current` of the process's folder is replaced, atomically, by one to `config`'s folder, so
+/// relative paths in the file stay relative to its own folder. Only under [`env_lock`], which
+/// the caller holds until its `C_Initialize` returned.
+pub fn publish_config(config: &Path) {
+    let env = process_env();
+    assert_eq!(
+        config.file_name().and_then(|n| n.to_str()),
+        env.config.file_name().and_then(|n| n.to_str()),
+        "a published configuration is named like TSB_PKCS11_CONFIG's file"
+    );
+    let link = env.config.parent().expect("TSB_PKCS11_CONFIG has a folder");
+    let folder = config.parent().expect("the configuration has a folder");
+    let folder = std::path::absolute(folder).expect("absolute path");
+    let tmp = link.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&folder, &tmp).expect("symlink to the configuration's folder");
+    std::fs::rename(&tmp, link).expect("replace the configuration link");
+}
+
+/// Runs `init` (a `C_Initialize`) with `config` published; a log file that it opened (the first
+/// `C_Initialize` of a module copy in a managed process) becomes `log`. Takes [`env_lock`].
+pub fn initialize_with_config<T>(config: &Path, log: &Path, init: impl FnOnce() -> T) -> T {
+    let _in_use = ConfigInUse::new(config, log);
+    init()
+}
+
+/// While it lives: [`env_lock`] is held, `TSB_PKCS11_CONFIG` names `config`
+/// ([`publish_config`]), and the log file a module copy opens is moved to `log` when it ends:
+/// for a test that calls `C_Initialize` itself.
+pub struct ConfigInUse {
+    _g: ReentrantMutexGuard<'static, ()>,
+    log: PathBuf,
+}
+
+impl ConfigInUse {
+    pub fn new(config: &Path, log: &Path) -> ConfigInUse {
+        let g = env_lock();
+        publish_config(config);
+        if let Some(shared) = shared_log() {
+            let _ = std::fs::remove_file(shared);
+        }
+        ConfigInUse {
+            _g: g,
+            log: log.to_path_buf(),
         }
     }
 }
 
-impl Drop for EnvGuard {
+impl Drop for ConfigInUse {
     fn drop(&mut self) {
-        for (k, old) in self.0.drain(..).rev() {
-            match old {
-                Some(v) => std::env::set_var(&k, v),
-                None => std::env::remove_var(&k),
-            }
+        if let Some(shared) = shared_log() {
+            claim_log(shared, &self.log);
         }
     }
+}
+
+/// `TSB_PKCS11_LOG_FILE` of a managed process (None in an explicit child).
+fn shared_log() -> Option<&'static Path> {
+    let env = process_env();
+    env.log.as_deref().filter(|_| env.managed)
+}
+
+/// Renames the shared log file (just created by a module copy, which keeps it open) to `log`.
+fn claim_log(shared: &Path, log: &Path) {
+    match std::fs::rename(shared, log) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if !std::thread::panicking() => {
+            // Another file system: the module keeps writing to the shared file's inode.
+            panic!(
+                "cannot move the module's log file to {}: {e}",
+                log.display()
+            )
+        }
+        Err(_) => {}
+    }
+}
+
+/// The lines of `text` (a module's log at [`PROCESS_LOG_LEVEL`]) that a module logging at
+/// `level` (`TSB_PKCS11_LOG`: `error`, `warn`, `info`, `debug`, `trace`; None: the module's
+/// default, warnings and the approval-wait lines) would have written. A line without the
+/// `[<time> <LEVEL> <target>]` prefix continues the one before it.
+pub fn log_at(text: &str, level: Option<&str>) -> String {
+    let rank = |l: &str| match l {
+        "ERROR" | "error" => Some(1),
+        "WARN" | "warn" => Some(2),
+        "INFO" | "info" => Some(3),
+        "DEBUG" | "debug" => Some(4),
+        "TRACE" | "trace" => Some(5),
+        _ => None,
+    };
+    let wanted = level.map(|l| rank(l).unwrap_or_else(|| panic!("log_at: unknown level {l:?}")));
+    let mut out = String::new();
+    let mut keep = false;
+    for line in text.split_inclusive('\n') {
+        let mut head = line
+            .strip_prefix('[')
+            .and_then(|l| l.split_once(']'))
+            .map(|(h, _)| h.split_whitespace());
+        if let Some((_time, Some(r), target)) = head
+            .as_mut()
+            .map(|h| (h.next(), h.next().and_then(rank), h.next().unwrap_or("")))
+        {
+            keep = match wanted {
+                Some(w) => r <= w,
+                None => {
+                    r <= 2
+                        || (r == 3
+                            && (target == "tsb_pkcs11::wait"
+                                || target.starts_with("tsb_pkcs11::wait::")))
+                }
+            };
+        }
+        if keep {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// The built libtsb_pkcs11.so (see `built`).
@@ -197,6 +402,8 @@ pub struct Harness {
     pub slot: Slot,
     pub config_path: PathBuf,
     pub module_path: PathBuf,
+    /// The module copy's own log file, at [`PROCESS_LOG_LEVEL`] (see [`Harness::log_text`]).
+    pub log: PathBuf,
     pub dir: tempfile::TempDir,
 }
 
@@ -239,18 +446,9 @@ impl Harness {
 
     /// The module over a running simulator, configured by `make`.
     pub fn over(sim: Simulator, make: impl FnOnce(&Simulator) -> serde_json::Value) -> Harness {
-        Harness::over_with_env(sim, make, &[])
-    }
-
-    /// [`Harness::over`], with `env` set in the process environment for the `C_Initialize`
-    /// only (restored afterwards, under the lock every harness takes around it).
-    pub fn over_with_env(
-        sim: Simulator,
-        make: impl FnOnce(&Simulator) -> serde_json::Value,
-        env: &[(&str, &std::ffi::OsStr)],
-    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.json");
+        let log = dir.path().join("module.log");
         let mut json = make(&sim);
         // The module's journal of approval requests goes into this harness's folder (not into
         // the home folder, and not through XDG_STATE_HOME of the process environment), unless
@@ -271,17 +469,11 @@ impl Harness {
         let module_path = dir.path().join(format!("libtsb_pkcs11-{n}.so"));
         std::fs::copy(module_for_copies(), &module_path).expect("copy module");
         let pkcs11 = Pkcs11::new(&module_path).expect("load module");
-        {
-            let _g = env_lock();
-            let mut vars = EnvGuard(Vec::new());
-            vars.set("TSB_PKCS11_CONFIG", Some(config_path.as_os_str()));
-            for (k, v) in env {
-                vars.set(k, Some(v));
-            }
+        initialize_with_config(&config_path, &log, || {
             pkcs11
                 .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-                .expect("C_Initialize");
-        }
+                .expect("C_Initialize")
+        });
         let raw = Raw::load(&module_path);
         let slot = pkcs11.get_slots_with_token().expect("slots")[0];
         Harness {
@@ -291,18 +483,25 @@ impl Harness {
             slot,
             config_path,
             module_path,
+            log,
             dir,
         }
     }
 
-    /// Runs `f` with `TSB_PKCS11_CONFIG` naming this harness's configuration (under the
-    /// environment lock, restored afterwards): for a module that reads it outside
-    /// [`Harness::over`], such as a child process forked inside `f` that calls `C_Initialize`.
+    /// Everything this harness's module copy logged so far, as a module logging at `level`
+    /// would have written it ([`log_at`]; None: the module's default level). Empty in a child
+    /// process whose parent chose the log file.
+    pub fn log_text(&self, level: Option<&str>) -> String {
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        log_at(&String::from_utf8_lossy(&bytes), level)
+    }
+
+    /// Runs `f` under [`env_lock`] with `TSB_PKCS11_CONFIG` naming this harness's
+    /// configuration: for a module that reads it outside [`Harness::over`], such as a child
+    /// process forked inside `f` that calls `C_Initialize` (it goes on naming it until another
+    /// harness publishes its own).
     pub fn with_config_env<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _g = env_lock();
-        let mut vars = EnvGuard(Vec::new());
-        vars.set("TSB_PKCS11_CONFIG", Some(self.config_path.as_os_str()));
-        f()
+        initialize_with_config(&self.config_path, &self.log, f)
     }
 
     /// `C_Initialize(NULL)` through the raw list with this harness's configuration.
@@ -313,11 +512,8 @@ impl Harness {
 
     /// `C_Finalize` and `C_Initialize` again through the raw list (same configuration).
     pub fn reinitialize(&self) {
-        let _g = env_lock();
-        let mut vars = EnvGuard(Vec::new());
-        vars.set("TSB_PKCS11_CONFIG", Some(self.config_path.as_os_str()));
         // SAFETY: NULL arguments are allowed for both calls.
-        unsafe {
+        self.with_config_env(|| unsafe {
             assert_eq!(
                 (self.raw.f.C_Finalize.unwrap())(std::ptr::null_mut()),
                 CKR_OK
@@ -326,7 +522,7 @@ impl Harness {
                 (self.raw.f.C_Initialize.unwrap())(std::ptr::null_mut()),
                 CKR_OK
             );
-        }
+        })
     }
 
     pub fn session(&self) -> Session {
@@ -686,4 +882,27 @@ pub fn public_key_info(s: &Session, h: ObjectHandle) -> PKey<Public> {
         }
         other => panic!("unexpected attribute {other:?}"),
     }
+}
+
+/// Removes from a child process's environment what this test process set for its in-process
+/// module copies (`TSB_PKCS11_CONFIG`, `TSB_PKCS11_LOG`, `TSB_PKCS11_LOG_FILE`,
+/// `TSB_PKCS11_TEST_ENV`): a child gets its settings with `Command::env` (after this call).
+pub fn child_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env_remove("TSB_PKCS11_CONFIG")
+        .env_remove("TSB_PKCS11_LOG")
+        .env_remove("TSB_PKCS11_LOG_FILE")
+        .env_remove(TEST_ENV)
+}
+
+/// For a child that re-runs a test binary with an environment its parent chooses
+/// (`TSB_PKCS11_TEST_ENV=explicit`: nothing is set before its `main`): its harnesses publish
+/// their configurations in `dir` (`TSB_PKCS11_CONFIG` is `dir/current/config.json`) and the
+/// log variables are removed (set them after this call).
+pub fn explicit_child_env<'c>(
+    cmd: &'c mut std::process::Command,
+    dir: &Path,
+) -> &'c mut std::process::Command {
+    child_env(cmd)
+        .env(TEST_ENV, "explicit")
+        .env("TSB_PKCS11_CONFIG", dir.join("current").join("config.json"))
 }

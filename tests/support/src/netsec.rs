@@ -2,36 +2,34 @@
 //! whose module copy logs to its own file, `C_Initialize` of a fresh module copy that is expected
 //! to fail, return-value checks and timing.
 //!
-//! The module reads `TSB_PKCS11_CONFIG`, `TSB_PKCS11_LOG` and `TSB_PKCS11_LOG_FILE` at
-//! `C_Initialize`, and each loaded copy of the .so installs its own logger once. Every harness
-//! and every module copy of these test files is therefore created under
-//! [`env_lock`](crate::env_lock), which sets those variables, initialises, and removes them
-//! again.
+//! Every module copy of a test process logs to a file of its own (see
+//! [`set_env_before_main`](crate::set_env_before_main)); [`Logged`] shows what a module at a
+//! given level would have written. A [`ModuleCopy`] calls each `C_Initialize` in a child
+//! process (this test binary re-run as [`INIT_CHILD_TEST`]) whose environment the test chooses
+//! entirely with `Command::env`: `TSB_PKCS11_CONFIG` naming the very file under test, the log
+//! variables, `env:` secrets.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki_sys::*;
 use tsb_sim::SimConfig;
 
-use crate::{env_lock, module_for_copies, EnvGuard, Harness, Raw};
+use crate::{module_for_copies, Harness, Raw, TEST_ENV};
 
-static COPIES: AtomicUsize = AtomicUsize::new(0);
-
-/// A harness whose module copy logs at `level` to its own file.
+/// A harness whose module copy's log is read at one level.
 pub struct Logged {
     pub h: Harness,
-    pub log: PathBuf,
-    _log_dir: tempfile::TempDir,
+    level: Option<String>,
 }
 
 impl Logged {
-    /// Everything the module logged so far.
+    /// Everything the module logged so far (at the harness's level).
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.h.log_text(self.level.as_deref())
     }
 
     /// The log lines containing `needle`.
@@ -44,7 +42,7 @@ impl Logged {
     }
 }
 
-/// `Harness::with_config`, logging wherever the process environment says.
+/// `Harness::with_config` (its module copy logs to its own file: [`Harness::log_text`]).
 pub fn harness(cfg: SimConfig, make: impl FnOnce(&str) -> serde_json::Value) -> Harness {
     Harness::with_config(cfg, make)
 }
@@ -56,23 +54,11 @@ impl std::ops::Deref for Logged {
     }
 }
 
-/// `Harness::with_config` with the module logging at `level` to a file of its own.
+/// `Harness::with_config`, its log read as a module logging at `level` would have written it.
 pub fn logged(cfg: SimConfig, level: &str, make: impl FnOnce(&str) -> serde_json::Value) -> Logged {
-    let log_dir = tempfile::tempdir().expect("tempdir");
-    let log = log_dir.path().join("module.log");
-    let sim = crate::start_sim(cfg);
-    let h = Harness::over_with_env(
-        sim,
-        |sim| make(&sim.url()),
-        &[
-            ("TSB_PKCS11_LOG", std::ffi::OsStr::new(level)),
-            ("TSB_PKCS11_LOG_FILE", log.as_os_str()),
-        ],
-    );
     Logged {
-        h,
-        log,
-        _log_dir: log_dir,
+        h: Harness::with_config(cfg, make),
+        level: Some(level.to_string()),
     }
 }
 
@@ -84,22 +70,32 @@ pub enum ConfigFile<'a> {
     Path(&'a Path),
 }
 
-/// Where a module copy logs.
+/// Where the module logs in the child of a [`ModuleCopy::initialize`].
 #[derive(Clone, Copy)]
 pub enum LogTo<'a> {
     /// To the copy's own file, at this level (None: the module's default, warn).
     File(Option<&'a str>),
-    /// Wherever the process environment says (`TSB_PKCS11_LOG`, `TSB_PKCS11_LOG_FILE`).
+    /// Wherever this process's environment says (`TSB_PKCS11_LOG`, `TSB_PKCS11_LOG_FILE`): for
+    /// a child process whose parent chose them (`TSB_PKCS11_TEST_ENV=explicit`), or with the
+    /// log variables given in `env`.
     Inherit,
 }
 
-/// A fresh copy of the module, loaded through its raw function list. Its logger is installed
-/// by its first `C_Initialize`; later ones reuse it (and its log file).
+/// The name of the test that a [`ModuleCopy`] re-runs its test binary with: a binary that uses
+/// [`ModuleCopy`] has a test of this name calling [`init_child`].
+pub const INIT_CHILD_TEST: &str = "module_init_child";
+
+/// Set in the child of a [`ModuleCopy::initialize`]: the file it writes its outcome to.
+const INIT_CHILD: &str = "TSB_PKCS11_TEST_INIT_CHILD";
+/// The module the child loads.
+const INIT_MODULE: &str = "TSB_PKCS11_TEST_INIT_MODULE";
+
+/// A folder for the configurations and the log of `C_Initialize` calls of the module, each
+/// in a child process that loads the module, calls `C_Initialize(NULL)` and, when it succeeded,
+/// `C_Finalize`. All calls of one copy log to the same file.
 pub struct ModuleCopy {
-    pub raw: Raw,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
-    initialised: bool,
     configs: usize,
 }
 
@@ -120,21 +116,16 @@ impl InitOutcome {
 impl ModuleCopy {
     pub fn load() -> ModuleCopy {
         let dir = tempfile::tempdir().expect("tempdir");
-        let n = COPIES.fetch_add(1, Ordering::Relaxed);
-        let module = dir.path().join(format!("libtsb_pkcs11-init-{n}.so"));
-        std::fs::copy(module_for_copies(), &module).expect("copy module");
-        let raw = Raw::load(&module);
         let log = dir.path().join("module.log");
         ModuleCopy {
-            raw,
             dir,
             log,
-            initialised: false,
             configs: 0,
         }
     }
 
-    /// `C_Initialize` with `TSB_PKCS11_CONFIG` pointing at `file`; `env` is set for the call.
+    /// `C_Initialize` in a child process with `TSB_PKCS11_CONFIG` pointing at `file`, logging
+    /// as `log_to` says, and `env` set.
     pub fn initialize(
         &mut self,
         file: ConfigFile<'_>,
@@ -155,47 +146,86 @@ impl ModuleCopy {
             ConfigFile::Path(p) => p.to_path_buf(),
         };
         let before = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        let (rv, elapsed) = {
-            let _g = env_lock();
-            let mut vars = EnvGuard(Vec::new());
-            vars.set("TSB_PKCS11_CONFIG", Some(config_path.as_os_str()));
-            if let LogTo::File(level) = log_to {
-                vars.set("TSB_PKCS11_LOG", level.map(std::ffi::OsStr::new));
-                vars.set("TSB_PKCS11_LOG_FILE", Some(self.log.as_os_str()));
+        let outcome = self.dir.path().join(format!("outcome-{}", self.configs));
+        let mut cmd = Command::new(std::env::current_exe().expect("test exe"));
+        cmd.args([
+            "--exact",
+            INIT_CHILD_TEST,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(TEST_ENV, "explicit")
+        .env(INIT_CHILD, &outcome)
+        .env(INIT_MODULE, module_for_copies())
+        .env("TSB_PKCS11_CONFIG", &config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+        match log_to {
+            LogTo::File(level) => {
+                cmd.env("TSB_PKCS11_LOG_FILE", &self.log);
+                match level {
+                    Some(level) => cmd.env("TSB_PKCS11_LOG", level),
+                    None => cmd.env_remove("TSB_PKCS11_LOG"),
+                };
             }
-            for (k, v) in env {
-                vars.set(k, Some(std::ffi::OsStr::new(v)));
+            LogTo::Inherit => {
+                let managed = crate::process_env().managed;
+                let given = env.iter().any(|(k, _)| k.starts_with("TSB_PKCS11_LOG"));
+                assert!(
+                    !managed || given,
+                    "LogTo::Inherit in a managed test process needs the log variables in env"
+                );
+                if managed {
+                    cmd.env_remove("TSB_PKCS11_LOG")
+                        .env_remove("TSB_PKCS11_LOG_FILE");
+                }
             }
-            let started = Instant::now();
-            // SAFETY: NULL arguments are allowed (PKCS#11 v2.40 §5.4).
-            let rv = unsafe { (self.raw.f.C_Initialize.unwrap())(std::ptr::null_mut()) };
-            (rv, started.elapsed())
-        };
-        if rv == CKR_OK {
-            self.initialised = true;
         }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let status = cmd.status().expect("re-run the test binary");
+        let text = std::fs::read_to_string(&outcome).unwrap_or_default();
+        let (rv, micros) = text
+            .split_once(' ')
+            .and_then(|(rv, us)| Some((rv.parse::<CK_RV>().ok()?, us.trim().parse::<u64>().ok()?)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the C_Initialize child ({status}) reported nothing: does this test binary \
+                     have the test {INIT_CHILD_TEST} calling netsec::init_child?"
+                )
+            });
         let text = std::fs::read(&self.log).unwrap_or_default();
         let log = String::from_utf8_lossy(&text[(before as usize).min(text.len())..]).to_string();
-        InitOutcome { rv, log, elapsed }
-    }
-
-    pub fn finalize(&mut self) {
-        if self.initialised {
-            // SAFETY: the module is initialised.
-            let rv = unsafe { (self.raw.f.C_Finalize.unwrap())(std::ptr::null_mut()) };
-            assert_eq!(rv, CKR_OK);
-            self.initialised = false;
+        InitOutcome {
+            rv,
+            log,
+            elapsed: Duration::from_micros(micros),
         }
     }
+
+    /// Nothing to do: each child finalises the module before it exits.
+    pub fn finalize(&mut self) {}
 }
 
-impl Drop for ModuleCopy {
-    fn drop(&mut self) {
-        if self.initialised {
-            // SAFETY: the module is initialised.
-            unsafe { (self.raw.f.C_Finalize.unwrap())(std::ptr::null_mut()) };
-        }
+/// The child of [`ModuleCopy::initialize`] (a no-op in any other process): loads the module,
+/// calls `C_Initialize(NULL)`, then `C_Finalize` when it succeeded, and writes the return value
+/// and the microseconds `C_Initialize` took to the file its parent named.
+pub fn init_child() {
+    let Some(outcome) = std::env::var_os(INIT_CHILD) else {
+        return;
+    };
+    let module = std::env::var_os(INIT_MODULE).expect("the module to load");
+    let raw = Raw::load(Path::new(&module));
+    let started = Instant::now();
+    // SAFETY: NULL arguments are allowed (PKCS#11 v2.40 §5.4).
+    let rv = unsafe { (raw.f.C_Initialize.unwrap())(std::ptr::null_mut()) };
+    let elapsed = started.elapsed();
+    if rv == CKR_OK {
+        // SAFETY: the module is initialised.
+        unsafe { (raw.f.C_Finalize.unwrap())(std::ptr::null_mut()) };
     }
+    std::fs::write(outcome, format!("{rv} {}", elapsed.as_micros())).expect("write outcome");
 }
 
 /// Loads a fresh copy of the module and calls `C_Initialize` once, logging at `level`
