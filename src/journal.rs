@@ -194,14 +194,19 @@ pub(crate) fn key_not_deleted(setting: &Setting, tsb: &str, label: &str, reason:
 
 /// Appends `entry`; a failure is logged once per process and otherwise ignored.
 pub(crate) fn record(setting: &Setting, entry: &Entry) {
+    record_with(setting, entry, &WARNED)
+}
+
+/// [`record`], with the flag that says a failure was already logged.
+fn record_with(setting: &Setting, entry: &Entry, warned: &AtomicBool) {
     let Some(path) = path(setting) else {
-        if *setting == Setting::Default && !WARNED.swap(true, Ordering::Relaxed) {
+        if *setting == Setting::Default && !warned.swap(true, Ordering::Relaxed) {
             log::warn!("request journal: neither XDG_STATE_HOME nor HOME is set; not written");
         }
         return;
     };
     if let Err(e) = append(&path, entry) {
-        if !WARNED.swap(true, Ordering::Relaxed) {
+        if !warned.swap(true, Ordering::Relaxed) {
             log::warn!(
                 "request journal {}: {e}; approval requests are not recorded \
                  (pkcs11.requestJournal: false turns the journal off)",
@@ -476,6 +481,53 @@ mod tests {
         assert_eq!(k.reason.as_deref(), Some("timed out"));
         // The rotated file of a journal is `<name>.1`, next to it.
         assert_eq!(rotated(&path), dir.path().join("j/requests.jsonl.1"));
+    }
+
+    #[test]
+    fn a_failure_is_logged_once_and_off_is_no_failure() {
+        let logging = crate::tsb::tests::log_capture::install();
+        let warned = AtomicBool::new(false);
+        record_with(&Setting::Off, &entry("off"), &warned);
+        assert!(
+            !warned.load(Ordering::Relaxed),
+            "a journal turned off is not a failure"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the file should be: the append fails.
+        let folder = dir.path().join("journal-logged-once.jsonl");
+        std::fs::create_dir(&folder).unwrap();
+        let bad = Setting::Path(folder.clone());
+        record_with(&bad, &entry("a"), &warned);
+        assert!(warned.load(Ordering::Relaxed));
+        record_with(&bad, &entry("b"), &warned);
+        if logging {
+            let needle = format!("request journal {}", folder.display());
+            let lines = crate::tsb::tests::log_capture::LINES
+                .lock()
+                .unwrap()
+                .clone();
+            let n = lines.iter().filter(|l| l.contains(&needle)).count();
+            assert_eq!(n, 1, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn a_journal_is_read_up_to_twice_the_rotation_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        let mut line = serde_json::to_vec(&entry("big")).unwrap();
+        line.push(b'\n');
+        // A file over the rotation size (written by hand or by another tool): read whole.
+        let n = (MAX_BYTES as usize * 3 / 2) / line.len();
+        std::fs::write(&path, line.repeat(n)).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > MAX_BYTES + line.len() as u64);
+        let c = read(&path).unwrap();
+        assert_eq!((c.entries.len(), c.bad_lines), (n, 0));
+        // Beyond MAX_READ the rest is not read (at most one cut line counts as bad).
+        let m = (MAX_READ as usize + 10 * line.len()) / line.len();
+        std::fs::write(&path, line.repeat(m)).unwrap();
+        let c = read(&path).unwrap();
+        assert_eq!(c.entries.len(), MAX_READ as usize / line.len());
     }
 
     #[test]

@@ -668,6 +668,13 @@ fn node_settings() {
     .pkcs11;
     assert_eq!(s.node_strategy, NodeStrategy::Spread);
     assert_eq!(s.node_down_backoff, Duration::from_millis(250));
+    // The default may be written out too (any case, spaces trimmed).
+    let failover = parse(
+        r#"{"restApi": ["https://a", "https://b"], "pkcs11": {"nodeStrategy": " FailOver "}}"#,
+    )
+    .unwrap()
+    .pkcs11;
+    assert_eq!(failover.node_strategy, NodeStrategy::Failover);
     assert_eq!(s.node_down_backoff_max, Duration::from_millis(4000));
     // A large initial back-off raises the default cap with it.
     let s = parse(r#"{"restApi": "https://t", "pkcs11": {"nodeDownBackoffMs": 60000}}"#)
