@@ -364,6 +364,7 @@ mod tests {
     fn rotates_at_the_size_limit_and_keeps_one_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("requests.jsonl");
+        assert_eq!(MAX_BYTES, 1024 * 1024, "rotated at 1 MiB (docs)");
         let one = serde_json::to_vec(&entry("x")).unwrap().len() as u64 + 1;
         let n = MAX_BYTES / one + 1;
         for i in 0..n {
@@ -497,17 +498,20 @@ mod tests {
         let folder = dir.path().join("journal-logged-once.jsonl");
         std::fs::create_dir(&folder).unwrap();
         let bad = Setting::Path(folder.clone());
+        let needle = format!("request journal {}", folder.display());
+        let logged = || {
+            let lines = crate::tsb::tests::log_capture::LINES.lock().unwrap();
+            lines.iter().filter(|l| l.contains(&needle)).count()
+        };
         record_with(&bad, &entry("a"), &warned);
         assert!(warned.load(Ordering::Relaxed));
-        record_with(&bad, &entry("b"), &warned);
         if logging {
-            let needle = format!("request journal {}", folder.display());
-            let lines = crate::tsb::tests::log_capture::LINES
-                .lock()
-                .unwrap()
-                .clone();
-            let n = lines.iter().filter(|l| l.contains(&needle)).count();
-            assert_eq!(n, 1, "{lines:?}");
+            assert_eq!(logged(), 1, "the first failure is logged");
+        }
+        record_with(&bad, &entry("b"), &warned);
+        record_with(&bad, &entry("c"), &warned);
+        if logging {
+            assert_eq!(logged(), 1, "and only the first");
         }
     }
 
