@@ -311,6 +311,154 @@ mod tests {
     }
 
     #[test]
+    fn every_named_return_value_shows_its_own_name() {
+        // The whole table of rv_name (PKCS#11 v3.0 §5.1): each constant shows its own name, so a
+        // lost or swapped arm shows up here (a lost one would read "CKR_(unknown)").
+        macro_rules! names {
+            ($($rv:ident),* $(,)?) => {
+                [$(($rv, stringify!($rv))),*]
+            };
+        }
+        let table = names![
+            CKR_ACTION_PROHIBITED,
+            CKR_AEAD_DECRYPT_FAILED,
+            CKR_ARGUMENTS_BAD,
+            CKR_ATTRIBUTE_READ_ONLY,
+            CKR_ATTRIBUTE_SENSITIVE,
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            CKR_BUFFER_TOO_SMALL,
+            CKR_CANCEL,
+            CKR_CANT_LOCK,
+            CKR_CRYPTOKI_ALREADY_INITIALIZED,
+            CKR_CRYPTOKI_NOT_INITIALIZED,
+            CKR_CURVE_NOT_SUPPORTED,
+            CKR_DATA_INVALID,
+            CKR_DATA_LEN_RANGE,
+            CKR_DEVICE_ERROR,
+            CKR_DEVICE_MEMORY,
+            CKR_DEVICE_REMOVED,
+            CKR_DOMAIN_PARAMS_INVALID,
+            CKR_ENCRYPTED_DATA_INVALID,
+            CKR_ENCRYPTED_DATA_LEN_RANGE,
+            CKR_EXCEEDED_MAX_ITERATIONS,
+            CKR_FIPS_SELF_TEST_FAILED,
+            CKR_FUNCTION_CANCELED,
+            CKR_FUNCTION_FAILED,
+            CKR_FUNCTION_NOT_PARALLEL,
+            CKR_FUNCTION_NOT_SUPPORTED,
+            CKR_FUNCTION_REJECTED,
+            CKR_GENERAL_ERROR,
+            CKR_HOST_MEMORY,
+            CKR_INFORMATION_SENSITIVE,
+            CKR_KEY_CHANGED,
+            CKR_KEY_EXHAUSTED,
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            CKR_KEY_HANDLE_INVALID,
+            CKR_KEY_INDIGESTIBLE,
+            CKR_KEY_NEEDED,
+            CKR_KEY_NOT_NEEDED,
+            CKR_KEY_NOT_WRAPPABLE,
+            CKR_KEY_SIZE_RANGE,
+            CKR_KEY_TYPE_INCONSISTENT,
+            CKR_KEY_UNEXTRACTABLE,
+            CKR_LIBRARY_LOAD_FAILED,
+            CKR_MECHANISM_INVALID,
+            CKR_MECHANISM_PARAM_INVALID,
+            CKR_MUTEX_BAD,
+            CKR_MUTEX_NOT_LOCKED,
+            CKR_NEED_TO_CREATE_THREADS,
+            CKR_NEW_PIN_MODE,
+            CKR_NEXT_OTP,
+            CKR_NO_EVENT,
+            CKR_OBJECT_HANDLE_INVALID,
+            CKR_OK,
+            CKR_OPERATION_ACTIVE,
+            CKR_OPERATION_CANCEL_FAILED,
+            CKR_OPERATION_NOT_INITIALIZED,
+            CKR_OPERATION_NOT_VALIDATED,
+            CKR_PARAMETER_SET_NOT_SUPPORTED,
+            CKR_PENDING,
+            CKR_PIN_EXPIRED,
+            CKR_PIN_INCORRECT,
+            CKR_PIN_INVALID,
+            CKR_PIN_LEN_RANGE,
+            CKR_PIN_LOCKED,
+            CKR_PIN_TOO_WEAK,
+            CKR_PUBLIC_KEY_INVALID,
+            CKR_RANDOM_NO_RNG,
+            CKR_RANDOM_SEED_NOT_SUPPORTED,
+            CKR_SAVED_STATE_INVALID,
+            CKR_SEED_RANDOM_REQUIRED,
+            CKR_SESSION_ASYNC_NOT_SUPPORTED,
+            CKR_SESSION_CLOSED,
+            CKR_SESSION_COUNT,
+            CKR_SESSION_EXISTS,
+            CKR_SESSION_HANDLE_INVALID,
+            CKR_SESSION_PARALLEL_NOT_SUPPORTED,
+            CKR_SESSION_READ_ONLY,
+            CKR_SESSION_READ_ONLY_EXISTS,
+            CKR_SESSION_READ_WRITE_SO_EXISTS,
+            CKR_SIGNATURE_INVALID,
+            CKR_SIGNATURE_LEN_RANGE,
+            CKR_SLOT_ID_INVALID,
+            CKR_STATE_UNSAVEABLE,
+            CKR_TEMPLATE_INCOMPLETE,
+            CKR_TEMPLATE_INCONSISTENT,
+            CKR_TOKEN_NOT_INITIALIZED,
+            CKR_TOKEN_NOT_PRESENT,
+            CKR_TOKEN_NOT_RECOGNIZED,
+            CKR_TOKEN_RESOURCE_EXCEEDED,
+            CKR_TOKEN_WRITE_PROTECTED,
+            CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+            CKR_UNWRAPPING_KEY_SIZE_RANGE,
+            CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT,
+            CKR_USER_ALREADY_LOGGED_IN,
+            CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+            CKR_USER_NOT_LOGGED_IN,
+            CKR_USER_PIN_NOT_INITIALIZED,
+            CKR_USER_TOO_MANY_TYPES,
+            CKR_USER_TYPE_INVALID,
+            CKR_WRAPPED_KEY_INVALID,
+            CKR_WRAPPED_KEY_LEN_RANGE,
+            CKR_WRAPPING_KEY_HANDLE_INVALID,
+            CKR_WRAPPING_KEY_SIZE_RANGE,
+            CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
+        ];
+        for (rv, name) in table {
+            assert_eq!(rv_name(rv), name, "{rv:#x}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_their_value_message_and_log_state() {
+        let e = map_tsb_error(&http(404, Some(650)), CredentialContext::Configured);
+        assert!(
+            e.was_logged(),
+            "the TSB failure is logged where it is mapped"
+        );
+        assert_eq!(e.code(), CKR_KEY_HANDLE_INVALID);
+        assert!(e.message().contains("GET /v1/key"), "{}", e.message());
+        let plain = Error::new(CKR_DATA_INVALID, "bad data");
+        assert!(!plain.was_logged());
+        assert_eq!(plain.to_string(), "bad data (CKR_DATA_INVALID)");
+        assert_eq!(plain.needed(), None);
+        let r = Error::rv(CKR_SESSION_CLOSED);
+        assert_eq!(
+            (r.code(), r.message()),
+            (CKR_SESSION_CLOSED, "CKR_SESSION_CLOSED")
+        );
+        let small = Error::buffer_too_small(64);
+        assert_eq!(
+            (small.code(), small.needed()),
+            (CKR_BUFFER_TOO_SMALL, Some(64))
+        );
+        assert!(!small.was_logged());
+        let c: Error = crate::crypto::CryptoError::new("no curve").into();
+        assert_eq!((c.code(), c.message()), (CKR_GENERAL_ERROR, "no curve"));
+    }
+
+    #[test]
     fn the_table() {
         use CredentialContext::{Configured, Pin};
         let kinds = [

@@ -194,14 +194,19 @@ pub(crate) fn key_not_deleted(setting: &Setting, tsb: &str, label: &str, reason:
 
 /// Appends `entry`; a failure is logged once per process and otherwise ignored.
 pub(crate) fn record(setting: &Setting, entry: &Entry) {
+    record_with(setting, entry, &WARNED)
+}
+
+/// [`record`], with the flag that says a failure was already logged.
+fn record_with(setting: &Setting, entry: &Entry, warned: &AtomicBool) {
     let Some(path) = path(setting) else {
-        if *setting == Setting::Default && !WARNED.swap(true, Ordering::Relaxed) {
+        if *setting == Setting::Default && !warned.swap(true, Ordering::Relaxed) {
             log::warn!("request journal: neither XDG_STATE_HOME nor HOME is set; not written");
         }
         return;
     };
     if let Err(e) = append(&path, entry) {
-        if !WARNED.swap(true, Ordering::Relaxed) {
+        if !warned.swap(true, Ordering::Relaxed) {
             log::warn!(
                 "request journal {}: {e}; approval requests are not recorded \
                  (pkcs11.requestJournal: false turns the journal off)",
@@ -359,6 +364,7 @@ mod tests {
     fn rotates_at_the_size_limit_and_keeps_one_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("requests.jsonl");
+        assert_eq!(MAX_BYTES, 1024 * 1024, "rotated at 1 MiB (docs)");
         let one = serde_json::to_vec(&entry("x")).unwrap().len() as u64 + 1;
         let n = MAX_BYTES / one + 1;
         for i in 0..n {
@@ -441,5 +447,156 @@ mod tests {
         let c = read(&path).unwrap();
         assert_eq!(c.entries.len(), 2);
         assert_eq!(c.bad_lines, 1);
+    }
+
+    #[test]
+    fn record_writes_the_configured_file_and_nothing_when_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j/requests.jsonl");
+        let on = Setting::Path(path.clone());
+        filed(&on, "https://tsb", "r-1", "ska", "SHA256_WITH_ECDSA");
+        outcome(&on, "r-1", "ska", "EXECUTED", Some("approved"));
+        key_not_deleted(&on, "https://tsb", "tmp-key", "timed out");
+        record(&Setting::Off, &entry("never"));
+        let c = read(&path).unwrap();
+        assert_eq!(c.entries.len(), 3, "{:?}", c.entries);
+        let (f, o, k) = (&c.entries[0], &c.entries[1], &c.entries[2]);
+        assert_eq!(
+            (f.event, f.id.as_str(), f.key.as_str()),
+            (Event::Filed, "r-1", "ska")
+        );
+        assert_eq!(f.algorithm.as_deref(), Some("SHA256_WITH_ECDSA"));
+        assert_eq!(f.tsb.as_deref(), Some("https://tsb"));
+        assert_eq!((f.status.as_deref(), f.reason.as_deref()), (None, None));
+        assert_eq!(f.pid, std::process::id());
+        assert_eq!(f.process, crate::os::process_name());
+        assert_eq!((o.event, o.id.as_str()), (Event::Outcome, "r-1"));
+        assert_eq!(o.status.as_deref(), Some("EXECUTED"));
+        assert_eq!(o.reason.as_deref(), Some("approved"));
+        assert_eq!((o.algorithm.as_deref(), o.tsb.as_deref()), (None, None));
+        assert_eq!(
+            (k.event, k.id.as_str(), k.key.as_str()),
+            (Event::KeyNotDeleted, "tmp-key", "tmp-key")
+        );
+        assert_eq!(k.tsb.as_deref(), Some("https://tsb"));
+        assert_eq!(k.reason.as_deref(), Some("timed out"));
+        // The rotated file of a journal is `<name>.1`, next to it.
+        assert_eq!(rotated(&path), dir.path().join("j/requests.jsonl.1"));
+    }
+
+    #[test]
+    fn a_failure_is_logged_once_and_off_is_no_failure() {
+        let logging = crate::tsb::tests::log_capture::install();
+        let warned = AtomicBool::new(false);
+        record_with(&Setting::Off, &entry("off"), &warned);
+        assert!(
+            !warned.load(Ordering::Relaxed),
+            "a journal turned off is not a failure"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the file should be: the append fails.
+        let folder = dir.path().join("journal-logged-once.jsonl");
+        std::fs::create_dir(&folder).unwrap();
+        let bad = Setting::Path(folder.clone());
+        let needle = format!("request journal {}", folder.display());
+        let logged = || {
+            let lines = crate::tsb::tests::log_capture::LINES.lock().unwrap();
+            lines.iter().filter(|l| l.contains(&needle)).count()
+        };
+        record_with(&bad, &entry("a"), &warned);
+        assert!(warned.load(Ordering::Relaxed));
+        if logging {
+            assert_eq!(logged(), 1, "the first failure is logged");
+        }
+        record_with(&bad, &entry("b"), &warned);
+        record_with(&bad, &entry("c"), &warned);
+        if logging {
+            assert_eq!(logged(), 1, "and only the first");
+        }
+    }
+
+    #[test]
+    fn a_journal_is_read_up_to_twice_the_rotation_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        let mut line = serde_json::to_vec(&entry("big")).unwrap();
+        line.push(b'\n');
+        // A file over the rotation size (written by hand or by another tool): read whole.
+        let n = (MAX_BYTES as usize * 3 / 2) / line.len();
+        std::fs::write(&path, line.repeat(n)).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > MAX_BYTES + line.len() as u64);
+        let c = read(&path).unwrap();
+        assert_eq!((c.entries.len(), c.bad_lines), (n, 0));
+        // Beyond MAX_READ the rest is not read (at most one cut line counts as bad).
+        let m = (MAX_READ as usize + 10 * line.len()) / line.len();
+        std::fs::write(&path, line.repeat(m)).unwrap();
+        let c = read(&path).unwrap();
+        assert_eq!(c.entries.len(), MAX_READ as usize / line.len());
+    }
+
+    #[test]
+    fn setting_follows_the_configuration() {
+        let mut s = crate::config::ModuleSettings::default();
+        assert_eq!(setting(&s), Setting::Default);
+        s.request_journal = RequestJournal::Off;
+        assert_eq!(setting(&s), Setting::Off);
+        assert_eq!(path(&Setting::Off), None);
+        s.request_journal = RequestJournal::File("/j/r.jsonl".into());
+        assert_eq!(setting(&s), Setting::Path("/j/r.jsonl".into()));
+        assert_eq!(path(&setting(&s)), Some(PathBuf::from("/j/r.jsonl")));
+        // An empty HOME is no home.
+        assert_eq!(default_path(None, Some("".into())), None);
+        assert_eq!(
+            default_path(None, Some("/home/u".into())),
+            Some(PathBuf::from(
+                "/home/u/.local/state/tsb-pkcs11/requests.jsonl"
+            ))
+        );
+    }
+
+    #[test]
+    fn rotation_happens_only_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        let e = entry("exact");
+        let line = serde_json::to_vec(&e.sanitized()).unwrap().len() as u64 + 1;
+        // A file that the line fills up to exactly MAX_BYTES: appended, not rotated.
+        std::fs::write(&path, vec![b'\n'; (MAX_BYTES - line) as usize]).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        append(&path, &e).unwrap();
+        assert!(!rotated(&path).exists());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAX_BYTES);
+        // One more line would pass the limit: the file moves to `.1` first.
+        append(&path, &entry("next")).unwrap();
+        assert_eq!(std::fs::metadata(rotated(&path)).unwrap().len(), MAX_BYTES);
+        let c = read(&path).unwrap();
+        let ids: Vec<&str> = c.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["exact", "next"]);
+        assert_eq!(c.bad_lines, 0, "blank lines are skipped");
+    }
+
+    #[test]
+    fn what_is_not_our_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the journal should be.
+        let folder = dir.path().join("requests.jsonl");
+        std::fs::create_dir(&folder).unwrap();
+        assert!(append(&folder, &entry("a")).is_err());
+        let e = read(&folder).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // A missing journal reads as empty.
+        let c = read(&dir.path().join("none.jsonl")).unwrap();
+        assert!(c.entries.is_empty());
+        // A file another user owns (only root can make one).
+        if own_uid().unwrap() == 0 {
+            let theirs = dir.path().join("theirs.jsonl");
+            std::fs::write(&theirs, b"").unwrap();
+            std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+            let e = append(&theirs, &entry("a")).unwrap_err().to_string();
+            assert!(e.contains("owned by uid 4242"), "{e}");
+            assert_eq!(std::fs::read(&theirs).unwrap(), b"");
+        }
+        assert_eq!(own_uid().unwrap(), crate::os::effective_uid());
     }
 }

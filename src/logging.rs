@@ -489,7 +489,7 @@ mod repeat {
 
     #[cfg(test)]
     mod tests {
-        use super::{RateLimited, Repeat, REPEAT_INTERVAL};
+        use super::{RateLimited, Repeat, MAX_TRACKED, REPEAT_INTERVAL};
         use std::collections::HashMap;
         use std::sync::Mutex;
         use std::time::{Duration, Instant};
@@ -505,7 +505,7 @@ mod repeat {
                 self.0
                     .lock()
                     .unwrap()
-                    .push(format!("{} {}", r.level(), r.args()));
+                    .push(format!("{} {} {}", r.level(), r.target(), r.args()));
             }
             fn flush(&self) {}
         }
@@ -568,11 +568,92 @@ mod repeat {
             assert_eq!(
                 errors,
                 [
-                    "ERROR C_Initialize: cannot read the configuration",
-                    "ERROR C_Initialize: cannot read the configuration (repeated 25999 times)"
+                    "ERROR tsb_pkcs11 C_Initialize: cannot read the configuration",
+                    "ERROR tsb_pkcs11 C_Initialize: cannot read the configuration (repeated 25999 times)"
                 ]
             );
             assert!(l.take_pending().is_empty(), "flush reported everything");
+        }
+
+        #[test]
+        fn the_interval_boundary_and_warn_lines() {
+            let l = limited();
+            let t0 = Instant::now();
+            assert_eq!(l.decide("w", t0), Repeat::Log);
+            assert_eq!(
+                l.decide("w", t0 + REPEAT_INTERVAL - Duration::from_nanos(1)),
+                Repeat::Suppress
+            );
+            // Exactly one interval later the line is shown again, with the count.
+            assert_eq!(l.decide("w", t0 + REPEAT_INTERVAL), Repeat::LogRepeated(1));
+            assert_eq!(l.decide("w", t0 + REPEAT_INTERVAL * 2), Repeat::Log);
+        }
+
+        #[test]
+        fn warn_lines_are_limited_too_and_flush_keeps_level_and_target() {
+            use log::Log;
+            let l = limited();
+            for _ in 0..3 {
+                l.log(
+                    &log::Record::builder()
+                        .args(format_args!("TSB call failed"))
+                        .level(log::Level::Warn)
+                        .target("tsb_pkcs11::tsb")
+                        .build(),
+                );
+                l.log(
+                    &log::Record::builder()
+                        .args(format_args!("debug line"))
+                        .level(log::Level::Debug)
+                        .target("tsb_pkcs11::tsb")
+                        .build(),
+                );
+            }
+            l.flush();
+            let lines = l.inner.0.lock().unwrap().clone();
+            assert_eq!(
+                lines,
+                [
+                    "WARN tsb_pkcs11::tsb TSB call failed",
+                    "DEBUG tsb_pkcs11::tsb debug line",
+                    "DEBUG tsb_pkcs11::tsb debug line",
+                    "DEBUG tsb_pkcs11::tsb debug line",
+                    "WARN tsb_pkcs11::tsb TSB call failed (repeated 2 times)",
+                ]
+            );
+        }
+
+        #[test]
+        fn a_full_table_forgets_idle_lines_first() {
+            let l = limited();
+            let t0 = Instant::now();
+            let ms = Duration::from_millis;
+            // One line held back (pending), then MAX_TRACKED - 1 idle ones.
+            assert_eq!(l.decide("busy", t0), Repeat::Log);
+            assert_eq!(l.decide("busy", t0 + ms(1)), Repeat::Suppress);
+            for i in 1..MAX_TRACKED {
+                assert_eq!(l.decide(&format!("idle {i}"), t0), Repeat::Log);
+            }
+            assert_eq!(l.seen.lock().unwrap().len(), MAX_TRACKED);
+            // A new line after an interval: the idle lines are forgotten, the busy one kept.
+            let t1 = t0 + REPEAT_INTERVAL;
+            assert_eq!(l.decide("new", t1), Repeat::Log);
+            assert_eq!(l.seen.lock().unwrap().len(), 2);
+            assert_eq!(l.take_pending(), [("busy".to_string(), 1)]);
+            assert_eq!(l.decide("busy", t1 + ms(2)), Repeat::Log);
+        }
+
+        #[test]
+        fn a_full_table_of_recent_lines_starts_over() {
+            let l = limited();
+            let t0 = Instant::now();
+            for i in 0..MAX_TRACKED {
+                assert_eq!(l.decide(&format!("line {i}"), t0), Repeat::Log);
+            }
+            // Nothing is idle: the table is cleared, so a line seen just now logs again.
+            assert_eq!(l.decide("one more", t0), Repeat::Log);
+            assert_eq!(l.seen.lock().unwrap().len(), 1);
+            assert_eq!(l.decide("line 0", t0), Repeat::Log);
         }
     }
 }

@@ -12,7 +12,6 @@ pub(crate) fn effective_uid() -> u32 {
 /// argv[0]; `/proc/self/comm` is cut at 15 characters), plus what it is when it is a known helper
 /// process that signs on behalf of another program.
 pub(crate) fn process_name() -> String {
-    let file_name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
     let exe = std::fs::read_link("/proc/self/exe")
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -25,17 +24,26 @@ pub(crate) fn process_name() -> String {
             String::from_utf8_lossy(first).trim().to_string()
         })
         .unwrap_or_default();
-    let name = exe
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::args().next().map(|a| file_name(&a)))
-        .or_else(|| {
-            std::fs::read_to_string("/proc/self/comm")
-                .map(|s| s.trim().to_string())
-                .ok()
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into());
+    let name = pick_name(exe, std::env::args().next(), || {
+        std::fs::read_to_string("/proc/self/comm")
+            .map(|s| s.trim().to_string())
+            .ok()
+    });
     describe(&name, &cmdline, parent_name().as_deref())
+}
+
+/// The first non-empty of: the executable's file name, the file name of argv[0], `comm`.
+fn pick_name(
+    exe: Option<String>,
+    arg0: Option<String>,
+    comm: impl FnOnce() -> Option<String>,
+) -> String {
+    let file_name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    exe.filter(|s| !s.is_empty())
+        .or_else(|| arg0.map(|a| file_name(&a)))
+        .or_else(comm)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The parent process's name (`/proc/<ppid>/comm`), for helpers started by another program.
@@ -119,5 +127,45 @@ mod tests {
         assert_eq!(t.len(), 20, "{t}");
         assert!(t.starts_with("20"), "{t}");
         assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn nginx_master_and_the_parent_process() {
+        assert_eq!(
+            describe("nginx", "nginx: master process /usr/sbin/nginx", None),
+            "nginx (nginx master process)"
+        );
+        // The parent's name, found through the parent pid the kernel reports.
+        let ppid = std::os::unix::process::parent_id();
+        let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap();
+        assert_eq!(super::parent_name().as_deref(), Some(comm.trim()));
+    }
+
+    #[test]
+    fn host_name_is_the_kernel_node_name() {
+        let out = std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .unwrap();
+        let node = String::from_utf8(out.stdout).unwrap();
+        assert!(!node.trim().is_empty());
+        assert_eq!(super::host_name(), node.trim());
+    }
+
+    #[test]
+    fn the_name_falls_back_from_exe_to_argv0_to_comm() {
+        use super::pick_name;
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            pick_name(s("signer"), s("/usr/bin/other"), || s("comm")),
+            "signer"
+        );
+        // An empty executable name is no name.
+        assert_eq!(pick_name(s(""), s("/usr/bin/app"), || s("comm")), "app");
+        assert_eq!(pick_name(None, s("tool"), || s("comm")), "tool");
+        assert_eq!(pick_name(None, None, || s("comm")), "comm");
+        assert_eq!(pick_name(None, s(""), || s("comm")), "unknown");
+        assert_eq!(pick_name(None, None, || s("")), "unknown");
+        assert_eq!(pick_name(None, None, || None), "unknown");
     }
 }

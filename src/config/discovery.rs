@@ -150,6 +150,9 @@ pub(super) fn read_config_file(path: &Path) -> Result<ConfigText, String> {
     Ok(ConfigText { text, mode })
 }
 
+#[cfg(all(test, unix))]
+pub(super) use unix::check_folders_as;
+
 #[cfg(unix)]
 mod unix {
     use std::fs::Metadata;
@@ -184,7 +187,11 @@ mod unix {
     /// writable by others, unless it has the sticky bit and is owned by root or the running
     /// user (then others cannot replace a file they do not own).
     pub(super) fn check_folders(path: &Path) -> Result<(), String> {
-        let me = crate::os::effective_uid();
+        check_folders_as(path, crate::os::effective_uid())
+    }
+
+    /// [`check_folders`] for the user `me`.
+    pub(in crate::config) fn check_folders_as(path: &Path, me: u32) -> Result<(), String> {
         let mut chains: Vec<PathBuf> = Vec::new();
         if let Ok(abs) = std::path::absolute(path) {
             chains.push(abs);

@@ -693,6 +693,13 @@ fn node_settings() {
     .pkcs11;
     assert_eq!(s.node_strategy, NodeStrategy::Spread);
     assert_eq!(s.node_down_backoff, Duration::from_millis(250));
+    // The default may be written out too (any case, spaces trimmed).
+    let failover = parse(
+        r#"{"restApi": ["https://a", "https://b"], "pkcs11": {"nodeStrategy": " FailOver "}}"#,
+    )
+    .unwrap()
+    .pkcs11;
+    assert_eq!(failover.node_strategy, NodeStrategy::Failover);
     assert_eq!(s.node_down_backoff_max, Duration::from_millis(4000));
     // A large initial back-off raises the default cap with it.
     let s = parse(r#"{"restApi": "https://t", "pkcs11": {"nodeDownBackoffMs": 60000}}"#)
@@ -1095,6 +1102,34 @@ fn config_in_a_folder_others_can_write_is_refused() {
     );
     set(0o700);
     Config::from_file(&link2).unwrap();
+}
+
+/// A world-writable folder with the sticky bit (like /tmp) is accepted when root or the user
+/// the module runs as owns it, and refused when anyone else does.
+#[test]
+fn a_sticky_folder_is_accepted_only_from_root_or_the_running_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("sticky");
+    std::fs::create_dir(&open).unwrap();
+    let p = write_file(&open, "config.json", r#"{"restApi": "https://t"}"#, 0o600);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let me = crate::os::effective_uid();
+    let as_user = |uid: u32| super::discovery::check_folders_as(&p, uid);
+    as_user(me).unwrap();
+    if me == 0 {
+        // Owned by root: accepted for any user.
+        as_user(4242).unwrap();
+        // Owned by another user: accepted only for that user.
+        std::os::unix::fs::chown(&open, Some(4242), None).unwrap();
+        as_user(4242).unwrap();
+        let e = as_user(4243).unwrap_err();
+        assert!(e.contains("owner uid 4242"), "{e}");
+        as_user(0).unwrap_err();
+    } else {
+        let e = as_user(me + 1).unwrap_err();
+        assert!(e.contains(&format!("owner uid {me}")), "{e}");
+    }
 }
 
 #[test]

@@ -365,6 +365,45 @@ pub(crate) fn verify_slh_dsa(
 
 /// Verifies an HSS signature (RFC 8554 §6.3) with SHA-256/M32.
 pub(crate) fn verify_hss(key: &HssKey, msg: &[u8], sig: &[u8]) -> CryptoResult<()> {
+    // hbs-lms unwraps while it parses a signature (an unknown type, a short one, more levels
+    // than it has room for all panic): it only ever sees one whose layout is sound.
+    if !hss_well_formed(key.level_count(), sig) {
+        return Err(fail("malformed HSS signature"));
+    }
     hbs_lms::verify::<hbs_lms::Sha256_256>(msg, sig, &key.key)
         .map_err(|_| fail("HSS signature does not verify"))
+}
+
+/// Whether `sig` has the layout of an HSS signature of `levels` levels (RFC 8554 §6.2, each
+/// LMS signature as in §5.4.2 Algorithm 6a): Nspk = L - 1; every LMS signature with a known
+/// LM-OTS type and LMS type, and of their length; every signed public key with known types;
+/// nothing left over.
+fn hss_well_formed(levels: usize, sig: &[u8]) -> bool {
+    let u32_at = |at: usize| sig.get(at..at + 4).map(be32);
+    if u32_at(0).map(|nspk| nspk as usize + 1) != Some(levels) {
+        return false;
+    }
+    let mut at = 4;
+    for level in 0..levels {
+        // q, then the LM-OTS signature: type, C (n bytes), p n-byte elements.
+        let Some(p) = u32_at(at + 4).and_then(lmots_p) else {
+            return false;
+        };
+        at += 4 + 4 + LMS_N + p * LMS_N;
+        // The LMS type, then h path nodes of m bytes.
+        let Some(h) = u32_at(at).and_then(lms_height) else {
+            return false;
+        };
+        at += 4 + h as usize * LMS_N;
+        if level + 1 < levels {
+            // The next level's LMS public key.
+            if u32_at(at).and_then(lms_height).is_none()
+                || u32_at(at + 4).and_then(lmots_p).is_none()
+            {
+                return false;
+            }
+            at += LMS_PUBLIC_KEY_LEN;
+        }
+    }
+    at == sig.len()
 }

@@ -1237,3 +1237,247 @@ fn signature_forms_at_the_edges() {
     assert!(check_form(&key, &sig).is_ok());
     assert!(check_form(&key, &sig[..63]).is_err());
 }
+
+// ---------------------------------------------------------------- post-quantum
+
+use super::pqc::{lmots_p, lms_height, HssKey, MlDsaSet, SlhDsaSet, HSS_MAX_LEVELS};
+
+#[test]
+fn ml_dsa_sets_sign_with_and_without_context() {
+    // Signed by RustCrypto `ml-dsa` (deterministic, FIPS 204 Algorithm 2), verified by the
+    // module's wrapper: each set with its own parameters, the context honoured.
+    fn case<P: ml_dsa::MlDsaParams>(set: MlDsaSet) {
+        let seed = ml_dsa::Seed::try_from(&[7u8; 32][..]).unwrap();
+        let sk = ml_dsa::SigningKey::<P>::from_seed(&seed);
+        let raw = ml_dsa::Keypair::verifying_key(&sk).encode().to_vec();
+        let pk = PublicKey::ml_dsa(set, &raw).unwrap();
+        let sign = |m: &[u8], ctx: &[u8]| {
+            sk.expanded_key()
+                .sign_deterministic(m, ctx)
+                .unwrap()
+                .encode()
+                .to_vec()
+        };
+        let v = |data: SignedData<'_>, sig: &[u8]| verify(&pk, &Scheme::MlDsa, data, sig);
+        let plain = sign(MSG, b"");
+        assert_eq!(plain.len(), pk.signature_len(), "{set:?}");
+        check_form(&pk, &plain).unwrap();
+        v(SignedData::Message(MSG), &plain).unwrap();
+        v(SignedData::MessageInContext(MSG, b""), &plain).unwrap();
+        assert!(v(SignedData::Message(b"other"), &plain).is_err());
+        assert!(v(SignedData::Message(MSG), &flip(&plain, 1000)).is_err());
+        assert!(
+            v(SignedData::Digest(MSG), &plain).is_err(),
+            "pure: no digests"
+        );
+        let in_ctx = sign(MSG, b"context");
+        v(SignedData::MessageInContext(MSG, b"context"), &in_ctx).unwrap();
+        assert!(v(SignedData::Message(MSG), &in_ctx).is_err());
+        assert!(v(SignedData::MessageInContext(MSG, b"contexT"), &in_ctx).is_err());
+        assert!(v(SignedData::MessageInContext(MSG, &[0; 256]), &plain).is_err());
+        // A key of another set's length is refused.
+        assert!(PublicKey::ml_dsa(set, &raw[1..]).is_err());
+        assert_eq!(PublicKey::from_spki_der(&pk.spki_der()).unwrap(), pk);
+    }
+    case::<ml_dsa::MlDsa44>(MlDsaSet::MlDsa44);
+    case::<ml_dsa::MlDsa65>(MlDsaSet::MlDsa65);
+    case::<ml_dsa::MlDsa87>(MlDsaSet::MlDsa87);
+}
+
+#[test]
+fn ml_dsa_and_slh_dsa_tables() {
+    // FIPS 204 Table 1 and RFC 9881 (OIDs ...3.4.3.17-19).
+    for (set, name, oid, pk, sig) in [
+        (
+            MlDsaSet::MlDsa44,
+            "ML-DSA-44",
+            "2.16.840.1.101.3.4.3.17",
+            1312,
+            2420,
+        ),
+        (
+            MlDsaSet::MlDsa65,
+            "ML-DSA-65",
+            "2.16.840.1.101.3.4.3.18",
+            1952,
+            3309,
+        ),
+        (
+            MlDsaSet::MlDsa87,
+            "ML-DSA-87",
+            "2.16.840.1.101.3.4.3.19",
+            2592,
+            4627,
+        ),
+    ] {
+        assert_eq!(
+            (
+                set.name(),
+                set.oid(),
+                set.public_key_len(),
+                set.signature_len()
+            ),
+            (name, oid, pk, sig)
+        );
+        assert_eq!(
+            MlDsaSet::from_name(&name.to_lowercase().replace('-', "_")),
+            Some(set)
+        );
+    }
+    assert_eq!(MlDsaSet::from_name("DILITHIUM_L3"), None);
+    // FIPS 205 Table 2, RFC 9909 §3 (OIDs ...3.4.3.20-31), in the order of CKP_SLH_DSA_*.
+    let table = [
+        ("SLH-DSA-SHA2-128s", 20, 32, 7856),
+        ("SLH-DSA-SHAKE-128s", 26, 32, 7856),
+        ("SLH-DSA-SHA2-128f", 21, 32, 17088),
+        ("SLH-DSA-SHAKE-128f", 27, 32, 17088),
+        ("SLH-DSA-SHA2-192s", 22, 48, 16224),
+        ("SLH-DSA-SHAKE-192s", 28, 48, 16224),
+        ("SLH-DSA-SHA2-192f", 23, 48, 35664),
+        ("SLH-DSA-SHAKE-192f", 29, 48, 35664),
+        ("SLH-DSA-SHA2-256s", 24, 64, 29792),
+        ("SLH-DSA-SHAKE-256s", 30, 64, 29792),
+        ("SLH-DSA-SHA2-256f", 25, 64, 49856),
+        ("SLH-DSA-SHAKE-256f", 31, 64, 49856),
+    ];
+    for (i, (set, (name, arc, pk, sig))) in SlhDsaSet::ALL.into_iter().zip(table).enumerate() {
+        assert_eq!(set.index(), i);
+        assert_eq!(set.name(), name);
+        assert_eq!(set.oid(), format!("2.16.840.1.101.3.4.3.{arc}"));
+        assert_eq!(
+            (set.public_key_len(), set.signature_len()),
+            (pk, sig),
+            "{name}"
+        );
+        assert_eq!(
+            SlhDsaSet::from_name(&name.to_uppercase().replace('-', "_")),
+            Some(set)
+        );
+        let key = PublicKey::slh_dsa(set, &vec![0x5a; pk]).unwrap();
+        assert_eq!(key.signature_len(), sig);
+        assert_eq!(PublicKey::from_spki_der(&key.spki_der()).unwrap(), key);
+        assert!(PublicKey::slh_dsa(set, &vec![0x5a; pk + 1]).is_err());
+        // Each set verifies with its own parameters: a signature of the right length is
+        // parsed and checked (and does not verify), not refused as malformed.
+        let e = verify(
+            &key,
+            &Scheme::SlhDsa,
+            SignedData::Message(MSG),
+            &vec![0; sig],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("does not verify"), "{name}: {e}");
+    }
+    assert_eq!(SlhDsaSet::from_name("SPHINCS_PLUS"), None);
+}
+
+#[test]
+fn slh_dsa_signature_verifies_in_context() {
+    let sk = slh_dsa::SigningKey::<slh_dsa::Sha2_128f>::slh_keygen_internal(
+        &[1; 16], &[2; 16], &[3; 16],
+    );
+    let raw = AsRef::<slh_dsa::VerifyingKey<_>>::as_ref(&sk).to_vec();
+    let pk = PublicKey::slh_dsa(SlhDsaSet::ALL[2], &raw).unwrap();
+    let sig = sk
+        .try_sign_with_context(MSG, b"ctx", None)
+        .unwrap()
+        .to_vec();
+    let v = |data: SignedData<'_>, sig: &[u8]| verify(&pk, &Scheme::SlhDsa, data, sig);
+    v(SignedData::MessageInContext(MSG, b"ctx"), &sig).unwrap();
+    assert!(v(SignedData::Message(MSG), &sig).is_err());
+    assert!(v(SignedData::MessageInContext(b"other", b"ctx"), &sig).is_err());
+    assert!(v(SignedData::Digest(MSG), &sig).is_err());
+}
+
+#[test]
+fn hss_keys_levels_and_signature_lengths() {
+    // RFC 8554 §5.3: an LMS public key is type, OTS type, I (16 bytes), T[1] (32 bytes).
+    let lms = |lms_type: u32, ots: u32| -> Vec<u8> {
+        [
+            &lms_type.to_be_bytes()[..],
+            &ots.to_be_bytes(),
+            &[0x11; 16],
+            &[0x22; 32],
+        ]
+        .concat()
+    };
+    let hss =
+        |l: u32, lms_type: u32, ots: u32| [&l.to_be_bytes()[..], &lms(lms_type, ots)].concat();
+    // A bare LMS key is an HSS key of one level (RFC 8554 §6).
+    let one = HssKey::from_raw(&lms(5, 4)).unwrap();
+    assert_eq!(one.key, hss(1, 5, 4));
+    assert_eq!(one.level_count(), 1);
+    // LMS_SHA256_M32_H5 with LMOTS_SHA256_N32_W8 (p = 34): q + (type, C, 34 y) + type + 5
+    // path nodes = 4 + 1124 + 4 + 160 = 1292 bytes; HSS adds Nspk.
+    assert_eq!(one.signature_len(), 4 + 1292);
+    // Two levels of LMS_SHA256_M32_H10 with LMOTS_SHA256_N32_W4 (p = 67): an LMS signature
+    // is 4 + (4 + 32 + 67 * 32) + 4 + 10 * 32 = 2508; HSS: Nspk, the upper signature and the
+    // lower public key (56), the lower signature.
+    let two = HssKey::from_raw(&hss(2, 6, 3)).unwrap();
+    assert_eq!(two.level_count(), 2);
+    assert_eq!(two.signature_len(), 4 + 2508 + 56 + 2508);
+    assert_eq!(
+        HssKey::from_raw(&hss(8, 9, 1)).unwrap().level_count(),
+        HSS_MAX_LEVELS
+    );
+    for bad in [
+        hss(0, 5, 4),
+        hss(9, 5, 4),
+        hss(1, 4, 4),
+        hss(1, 10, 4),
+        hss(1, 5, 0),
+        hss(1, 5, 5),
+        lms(5, 4)[1..].to_vec(),
+        [hss(1, 5, 4), vec![0]].concat(),
+    ] {
+        assert!(HssKey::from_raw(&bad).is_err(), "{bad:02x?}");
+    }
+    // RFC 8554 Table 1 (p by w) and the LMS heights of types 5..=9.
+    assert_eq!(
+        (0..=5).map(lmots_p).collect::<Vec<_>>(),
+        [None, Some(265), Some(133), Some(67), Some(34), None]
+    );
+    assert_eq!(
+        (4..=10).map(lms_height).collect::<Vec<_>>(),
+        [None, Some(5), Some(10), Some(15), Some(20), Some(25), None]
+    );
+    // A bare LMS signature of a one-level key gets Nspk = 0; anything else is left alone.
+    let bare = vec![0xab; 1292];
+    assert_eq!(
+        one.normalise_signature(&bare),
+        [&[0u8; 4][..], &bare].concat()
+    );
+    let full = [&[0u8; 4][..], &bare].concat();
+    assert_eq!(one.normalise_signature(&full), full);
+    assert_eq!(two.normalise_signature(&bare), bare);
+    // The form check wants Nspk = L - 1.
+    let key = PublicKey::Hss(two.clone());
+    let mut sig = vec![0u8; two.signature_len()];
+    assert!(check_form(&key, &sig).is_err());
+    sig[3] = 1;
+    check_form(&key, &sig).unwrap();
+    assert!(check_form(&key, &sig[1..]).is_err());
+    // HSS signs messages without a context.
+    let e = verify(&key, &Scheme::Hss, SignedData::Digest(MSG), &sig).unwrap_err();
+    assert!(e.to_string().contains("without a context"), "{e}");
+    // A signature of the right length with types no LMS signature has, a short one, one
+    // with more levels than the key: refused (hbs-lms, which panics on these, never sees them).
+    for bad in [
+        sig.clone(),
+        sig[..100].to_vec(),
+        [&[0, 0, 0, 9][..], &sig[4..]].concat(),
+    ] {
+        let e = verify(&key, &Scheme::Hss, SignedData::Message(MSG), &bad).unwrap_err();
+        assert!(e.to_string().contains("malformed"), "{e}");
+    }
+    let one_key = PublicKey::Hss(one.clone());
+    let mut lone = vec![0u8; one.signature_len()];
+    let e = verify(&one_key, &Scheme::Hss, SignedData::Message(MSG), &lone).unwrap_err();
+    assert!(e.to_string().contains("malformed"), "{e}");
+    // Right types (W8 at offset 8, H5 after the LM-OTS signature): parsed, and not valid.
+    lone[8..12].copy_from_slice(&4u32.to_be_bytes());
+    lone[4 + 4 + 4 + 32 + 34 * 32..][..4].copy_from_slice(&5u32.to_be_bytes());
+    let e = verify(&one_key, &Scheme::Hss, SignedData::Message(MSG), &lone).unwrap_err();
+    assert!(e.to_string().contains("does not verify"), "{e}");
+}
