@@ -277,8 +277,11 @@ mod tests {
                 let end = (j + 1).min(b.len());
                 blank(&mut out, i, end);
                 i = end;
-            } else if b[i] == b'\'' && !prev_ident {
-                // A character literal ('a', '\n', '\u{1F600}', '"'), not a lifetime ('a).
+            } else if b[i] == b'\''
+                && (!prev_ident || (b[i - 1] == b'b' && (i < 2 || !ident(b[i - 2]))))
+            {
+                // A character or byte literal ('a', '\n', '\u{1F600}', '"', b'{'), not a
+                // lifetime ('a).
                 let rest = &text[i + 1..];
                 let len = if rest.starts_with('\\') {
                     rest.find('\'').filter(|&p| p > 1).map(|p| p + 1)
@@ -916,7 +919,7 @@ mod tests {
         );
         assert!(!code.contains("crate::"), "{code}");
         assert!(code.contains("fn f<'a>(x: &'a str)"), "{code}");
-        assert_eq!(code.lines().count(), 2);
+        assert_eq!(code.lines().count(), 3);
         assert!(!code.contains("'{'"), "{code}");
     }
 
@@ -947,7 +950,7 @@ mod tests {
                 ":crate::b::Y",
                 ":crate::b::c::Z",
                 ":crate::d",
-                ":super::e::self",
+                ":super::e",
                 ":super::e::F",
                 "inline:super::h::g",
                 ":crate::m::n",
