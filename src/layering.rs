@@ -774,6 +774,12 @@ mod tests {
         None
     }
 
+    /// `path` relative to the workspace, for messages.
+    fn shown(path: &Path) -> String {
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR"));
+        path.strip_prefix(ws).unwrap_or(path).display().to_string()
+    }
+
     /// The file cycles of the crate whose root file is `root`, one line each.
     fn file_cycles(root: &Path) -> Vec<String> {
         let mut out = Vec::new();
@@ -781,7 +787,7 @@ mod tests {
             for (component, cycle) in cycles(&edges) {
                 out.push(format!(
                     "{} {}: {} (all of {})",
-                    root.display(),
+                    shown(root),
                     if scope.is_empty() {
                         "(crate root)".to_string()
                     } else {
@@ -853,14 +859,14 @@ mod tests {
         let mut wrong = Vec::new();
         for node in edges.keys() {
             if !exempt.contains(&node.as_str()) && !layers.contains_key(node) {
-                wrong.push(format!("`{node}` has no layer in {}", doc.display()));
+                wrong.push(format!("`{node}` has no layer in {}", shown(doc)));
             }
         }
         for name in layers.keys() {
             if !edges.contains_key(name) {
                 wrong.push(format!(
                     "{} places `{name}`, which is no module",
-                    doc.display()
+                    shown(doc)
                 ));
             }
         }
