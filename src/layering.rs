@@ -851,7 +851,7 @@ mod tests {
 
     /// The edges of the top-level graph of the crate `root` that do not point to a lower layer
     /// of the diagram in `doc`, and the nodes the diagram does not place (or places but are
-    /// gone). `top` is the node allowed to use everything (the crate root's file).
+    /// gone). Nodes in `exempt` need no layer and may use everything.
     fn layer_violations(root: &Path, doc: &Path, exempt: &[&str]) -> Vec<String> {
         let layers = documented_layers(doc);
         let graphs = file_graphs(root);
