@@ -112,14 +112,14 @@ async fn get_key_attributes(State(s): S, Path(rest): Path<String>) -> ApiResult 
     };
     let key = s.key(label)?;
     key.check_password(None)?;
-    ok(key.attributes_response())
+    ok(crate::attestation::attributes_response(&key))
 }
 
 /// `GET /v1/key/attestation/certificateChain` → `{"attestationCertificateChain": [base64 DER]}`
 /// (the TSB class `AttestationCertificateDto`; the path is the simulator's own choice, the
 /// public material does not name it): the attestation key's chain, root last.
 async fn attestation_certificate_chain() -> ApiResult {
-    let chain: Vec<String> = crate::keys::attestation_chain()
+    let chain: Vec<String> = crate::attestation::chain()
         .iter()
         .map(|c| B64.encode(c))
         .collect();
@@ -133,7 +133,7 @@ async fn post_key_attributes(State(s): S, body: Bytes) -> ApiResult {
     let password = password_field(&m, "password")?;
     let key = s.key(label)?;
     key.check_password(password.as_deref())?;
-    ok(key.attributes_response())
+    ok(crate::attestation::attributes_response(&key))
 }
 
 /// `GET /v1/certificate/{label}` → `{"label","certificate"}` (base64 DER by default); 404/652

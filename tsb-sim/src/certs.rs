@@ -26,9 +26,9 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 use x509_cert::{Certificate, TbsCertificate};
 
-use crate::config::{ClientAuth, KeyAlgorithm, ServerCertMode, TlsConfig};
+use crate::config::{ClientAuth, KeyAlgorithm, KeySpec, ServerCertMode, TlsConfig};
 use crate::error::{ApiError, SimError};
-use crate::keys::{Hash, SigAlg, SimKey};
+use crate::keys::{Hash, ParsedAlg, SigAlg, SimKey};
 
 const fn oid(s: &str) -> ObjectIdentifier {
     ObjectIdentifier::new_unwrap(s)
@@ -493,7 +493,7 @@ fn load_or_make_ca(
 
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), SimError> {
     if let Some(parent) = path.parent() {
-        crate::keys::create_private_dir(parent)?;
+        crate::util::create_private_dir(parent)?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -629,10 +629,63 @@ pub fn build_tls(cfg: &TlsConfig, dir: &Path) -> Result<TlsMaterial, SimError> {
     })
 }
 
+/// Builds one key: material (cached), public key, and the configured certificate.
+pub(crate) fn build_key(spec: KeySpec, cache_dir: Option<&Path>) -> Result<SimKey, SimError> {
+    let material = crate::keys::obtain(&spec, cache_dir)?;
+    let cert_spec = spec.certificate.clone();
+    let key = SimKey::new(spec, material)?;
+    if let Some(c) = cert_spec {
+        let der = if let Some(file) = &c.file {
+            read_certificate_file(file)?
+        } else {
+            let alg = match &c.signature_algorithm {
+                Some(name) => match SigAlg::parse(name) {
+                    ParsedAlg::Known(a) => a,
+                    _ => {
+                        return Err(SimError::Config(format!(
+                            "key '{}': unknown certificate signatureAlgorithm '{name}'",
+                            key.label()
+                        )))
+                    }
+                },
+                None => default_cert_algorithm(&key).ok_or_else(|| {
+                    SimError::Config(format!("key '{}' cannot have a certificate", key.label()))
+                })?,
+            };
+            let params = CertParams {
+                subject: vec![(
+                    subject_attribute_oid("commonName").expect("known"),
+                    c.common_name
+                        .clone()
+                        .unwrap_or_else(|| key.label().to_string()),
+                )],
+                validity_days: c.validity_days,
+                key_usage: c.key_usage.clone(),
+                extended_key_usage: c.extended_key_usage.clone(),
+                certificate_authority: c.certificate_authority,
+                signature_algorithm: alg,
+            };
+            self_signed(&key, &params).map_err(|e| {
+                SimError::Config(format!(
+                    "key '{}': certificate generation failed: {}",
+                    key.label(),
+                    e.message
+                ))
+            })?
+        };
+        *key.certificate.lock() = Some(der);
+    }
+    Ok(key)
+}
+
 /// The attestation key's certificate chain, as a Primus HSM's: a root ("tsb-sim attestation
 /// root", self-signed), a device certificate it issues, and the attestation key's certificate
-/// the device issues. DER, attestation key first, root last. `key` is the attestation key.
-pub fn attestation_chain(key: &p256::ecdsa::SigningKey) -> Result<Vec<Vec<u8>>, SimError> {
+/// the device issues. DER, attestation key first, root last. `key` is the attestation key,
+/// `common_name` its name.
+pub fn attestation_chain(
+    key: &p256::ecdsa::SigningKey,
+    common_name: &str,
+) -> Result<Vec<Vec<u8>>, SimError> {
     use pkcs8::EncodePrivateKey;
     let root_key = rcgen::KeyPair::generate().map_err(tls_err)?;
     let root = ca_params("tsb-sim attestation root")?
@@ -646,7 +699,7 @@ pub fn attestation_chain(key: &p256::ecdsa::SigningKey) -> Result<Vec<Vec<u8>>, 
     let leaf_key = rcgen::KeyPair::try_from(pkcs8.as_bytes()).map_err(tls_err)?;
     let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
     leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, crate::keys::ATTESTATION_KEY_NAME);
+        .push(rcgen::DnType::CommonName, common_name);
     leaf.distinguished_name
         .push(rcgen::DnType::OrganizationName, "tsb-sim");
     leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];

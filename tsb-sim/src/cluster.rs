@@ -1,18 +1,15 @@
 //! Cluster mode: one simulator state served on several listeners ("nodes"), each with its own
-//! run-time fault (down, hang, 503, slow) and its own request and connection counts.
+//! run-time fault (down, hang, 503, slow) and its own request and connection counts. This
+//! module holds the nodes' state; `server::serve_node` serves them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 
 use crate::error::SimError;
-use crate::state::Shared;
 
 /// The run-time fault of one listener. JSON: `{"fault": "none"}`, `{"fault": "down"}`,
 /// `{"fault": "hang"}`, `{"fault": "unavailable"}`, `{"fault": "slow", "latencyMs": 200}`.
@@ -85,6 +82,16 @@ impl Node {
         self.addrs[0]
     }
 
+    /// All bound addresses.
+    pub(crate) fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Keeps the node down (rebinding failed) without waiting for its sockets.
+    pub(crate) fn stay_down(&self) {
+        self.fault.send_replace(NodeFault::Down);
+    }
+
     pub(crate) fn fault(&self) -> NodeFault {
         *self.fault.borrow()
     }
@@ -142,108 +149,8 @@ impl Node {
         Ok(())
     }
 
-    fn set_listening(&self, value: bool) {
+    pub(crate) fn set_listening(&self, value: bool) {
         *self.listening.lock() = value;
         self.listening_changed.notify_all();
     }
-}
-
-/// Binds `addr` again after the node was down (SO_REUSEADDR, so connections of the previous
-/// socket in TIME_WAIT do not block it).
-fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-/// Serves one node until shutdown: accepts on its sockets while it is not down, closes them
-/// when it goes down, binds them again when it is revived.
-pub(crate) async fn serve_node(
-    node: Arc<Node>,
-    mut listeners: Vec<TcpListener>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    app: Router,
-) {
-    let mut shutdown = shared.shutdown.clone();
-    let mut faults = node.subscribe();
-    loop {
-        let tasks: Vec<_> = listeners
-            .drain(..)
-            .map(|l| {
-                tokio::spawn(crate::server::serve(
-                    l,
-                    tls.clone(),
-                    shared.clone(),
-                    app.clone(),
-                    false,
-                    Some(node.clone()),
-                ))
-            })
-            .collect();
-        node.set_listening(true);
-        // Each socket task ends on shutdown or when the node goes down, dropping its socket.
-        for t in tasks {
-            let _ = t.await;
-        }
-        node.set_listening(false);
-        if *shutdown.borrow() {
-            return;
-        }
-        // Down: wait for a revival, then listen again.
-        loop {
-            tokio::select! {
-                r = faults.wait_for(|f| *f != NodeFault::Down) => if r.is_err() { return },
-                _ = shutdown.changed() => return,
-            }
-            match bind_again(&node).await {
-                Some(ls) => {
-                    listeners = ls;
-                    break;
-                }
-                // Stay down (the caller of `set_fault` gets a time-out error).
-                None => {
-                    node.fault.send_replace(NodeFault::Down);
-                }
-            }
-        }
-    }
-}
-
-/// Binds the node's addresses again: the main one with retries for up to 5 s (the port may
-/// be held for a moment), the `[::1]` alias once.
-async fn bind_again(node: &Node) -> Option<Vec<TcpListener>> {
-    let addrs = node.addrs.clone();
-    let mut listeners = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for (i, addr) in addrs.iter().enumerate() {
-        loop {
-            match rebind(*addr) {
-                Ok(l) => {
-                    listeners.push(l);
-                    break;
-                }
-                Err(e) if i == 0 && Instant::now() < deadline => {
-                    log::debug!("listener {}: rebinding {addr}: {e}", node.index);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => {
-                    log::error!(
-                        "listener {}: cannot listen on {addr} again: {e}",
-                        node.index
-                    );
-                    if i == 0 {
-                        return None;
-                    }
-                    break;
-                }
-            }
-        }
-    }
-    Some(listeners)
 }

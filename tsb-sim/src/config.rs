@@ -8,6 +8,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
 
+/// Names of the booleans of `json.attributes`, in TSB order.
+pub(crate) const ATTRIBUTE_NAMES: [&str; 11] = [
+    "sign",
+    "decrypt",
+    "unwrap",
+    "derive",
+    "sensitive",
+    "alwaysSensitive",
+    "extractable",
+    "neverExtractable",
+    "modifiable",
+    "copyable",
+    "destroyable",
+];
+
 /// Complete simulator configuration. Every field has a default, so an empty TOML file is valid
 /// (a simulator without keys).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -609,7 +624,7 @@ impl KeySpec {
             return err("`privateKeyFile` is not supported for post-quantum keys".into());
         }
         for name in self.attributes.keys() {
-            if !crate::keys::ATTRIBUTE_NAMES.contains(&name.as_str()) {
+            if !ATTRIBUTE_NAMES.contains(&name.as_str()) {
                 return err(format!("unknown attribute '{name}'"));
             }
         }

@@ -4,6 +4,10 @@
 //! matching requests (or until cleared). JSON form:
 //! `{"endpoint":"POST /v1/synchronousSign","kind":"status5xx","status":503,"count":2}`.
 
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -375,6 +379,13 @@ impl FaultRegistry {
     pub fn cleared_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.cleared.subscribe()
     }
+}
+
+/// What hostile faults remember: the first answer of each `replayAnswer` fault (by fault id),
+/// which the later requests it matches get again (see `hostile::answer`).
+#[derive(Default)]
+pub(crate) struct AnswerMemory {
+    pub(crate) replay: Mutex<HashMap<u64, (StatusCode, Bytes)>>,
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 //! `POST /sim/hostile/keys`, [`crate::Simulator::swap_key`], [`crate::Simulator::add_hostile_keys`]
 //! and `tsb-sim swap-key LABEL`.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -129,12 +128,6 @@ fn other_key(s: &Shared, key: &SimKey, label: Option<&str>) -> Option<Arc<SimKey
             && k.public_der != key.public_der
     };
     s.keys.read().iter().find(|k| same(k)).cloned()
-}
-
-/// Remembered answers of `replayAnswer` faults, by fault.
-#[derive(Default)]
-pub(crate) struct Memory {
-    replay: Mutex<HashMap<u64, (StatusCode, Bytes)>>,
 }
 
 /// The effect of an answer-level hostile fault on the real answer `resp`.

@@ -18,23 +18,8 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use signature::hazmat::PrehashSigner;
 
-use crate::config::{Curve, KeyAlgorithm, KeySpec};
+use crate::config::{Curve, KeyAlgorithm, KeySpec, ATTRIBUTE_NAMES};
 use crate::error::{ApiError, SimError};
-
-/// Names of the booleans of `json.attributes`, in TSB order.
-pub const ATTRIBUTE_NAMES: [&str; 11] = [
-    "sign",
-    "decrypt",
-    "unwrap",
-    "derive",
-    "sensitive",
-    "alwaysSensitive",
-    "extractable",
-    "neverExtractable",
-    "modifiable",
-    "copyable",
-    "destroyable",
-];
 
 /// Hash functions used by the signature algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -600,37 +585,6 @@ fn cache_file_name(spec: &KeySpec) -> String {
     )
 }
 
-pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), OsRng.next_u64()));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        std::io::Write::write_all(&mut f, contents.as_bytes())?;
-    }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-/// Creates a directory (and parents) readable only by the owner.
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
 /// Loads or generates the key material of `spec`: `privateKeyFile` if given; else the
 /// process-wide memory cache keyed by (label, algorithm, size); else the disk cache in
 /// `cache_dir`; else a fresh key (written to the disk cache).
@@ -692,9 +646,9 @@ fn store(path: &Path, material: &KeyMaterial) {
     };
     let written = path
         .parent()
-        .map(create_private_dir)
+        .map(crate::util::create_private_dir)
         .unwrap_or(Ok(()))
-        .and_then(|_| write_private_file(path, &pem));
+        .and_then(|_| crate::util::write_private_file(path, &pem));
     if let Err(e) = written {
         log::warn!("cannot write key cache {}: {e}", path.display());
     }
@@ -713,7 +667,7 @@ pub struct SimKey {
     /// DER certificate stored for the key (`/v1/certificate/**`).
     pub certificate: PlMutex<Option<Vec<u8>>>,
     /// The policy document a key was created with (`POST /v1/key`), shown as given.
-    pub(crate) policy_doc: Option<crate::keygen::TsbPolicy>,
+    pub(crate) policy_doc: Option<crate::policy::TsbPolicy>,
 }
 
 impl SimKey {
@@ -870,98 +824,6 @@ impl SimKey {
         }
         json
     }
-
-    /// The whole attributes response: `{"json", "xml", "xmlSignature", "attestationKeyName"}`.
-    /// The XML (names as Securosys' attestation files write them: `public_key`,
-    /// `never_extractable`, `attest_time`) is signed, ECDSA P-256 with SHA-256 (DER), by the
-    /// simulator's attestation key, whose certificate chain [`attestation_chain`] gives.
-    pub fn attributes_response(&self) -> Value {
-        let json = self.attributes_json();
-        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><key>");
-        xml.push_str(&format!("<label>{}</label>", xml_escape(&self.spec.label)));
-        xml.push_str(&format!(
-            "<algorithm>{}</algorithm>",
-            crate::pqc::attributes_name(self.spec.algorithm)
-        ));
-        if let Some(der) = &self.public_der {
-            xml.push_str(&format!("<public_key>{}</public_key>", B64.encode(der)));
-        }
-        xml.push_str(&format!(
-            "<create_time>{}</create_time><attest_time>{}</attest_time>",
-            xml_escape(&json["createTime"].to_string()),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        ));
-        if let Value::Object(attrs) = &json["attributes"] {
-            xml.push_str("<attributes>");
-            for (k, v) in attrs {
-                let k = snake_case(k);
-                xml.push_str(&format!("<{k}>{v}</{k}>"));
-            }
-            xml.push_str("</attributes>");
-        }
-        if !json["policy"].is_null() {
-            xml.push_str(&format!(
-                "<policy>{}</policy>",
-                xml_escape(&json["policy"].to_string())
-            ));
-        }
-        xml.push_str("</key>");
-        let signature: p256::ecdsa::Signature = {
-            use signature::Signer;
-            ATTESTATION.key.sign(xml.as_bytes())
-        };
-        json!({
-            "json": json,
-            "xml": xml,
-            "xmlSignature": B64.encode(signature.to_der().as_bytes()),
-            "attestationKeyName": ATTESTATION_KEY_NAME,
-        })
-    }
-}
-
-/// The name of the simulator's attestation key.
-pub const ATTESTATION_KEY_NAME: &str = "tsb-sim-attestation-key";
-
-/// The simulator's attestation key and its certificate chain (as a Primus HSM has: a root,
-/// a device certificate, the partition's attestation key), made once per process.
-struct Attestation {
-    key: p256::ecdsa::SigningKey,
-    /// DER certificates, attestation key first, root last.
-    chain: Vec<Vec<u8>>,
-}
-
-static ATTESTATION: LazyLock<Attestation> = LazyLock::new(|| {
-    let key = p256::ecdsa::SigningKey::random(&mut OsRng);
-    let chain = crate::certs::attestation_chain(&key).expect("the attestation chain is made");
-    Attestation { key, chain }
-});
-
-/// The attestation key's certificate chain (DER; attestation key first, root last).
-pub fn attestation_chain() -> Vec<Vec<u8>> {
-    ATTESTATION.chain.clone()
-}
-
-fn snake_case(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A stable, real-looking approver public key (base64 DER SPKI of a P-256 key derived from the

@@ -6,6 +6,23 @@
 //! mTLS), TLS with a generated CA, fault injection, and a `/sim/` control interface for tests
 //! and operators.
 //!
+//! The files form layers: a file uses files of lower layers only (`src/layering.rs` of the
+//! workspace reads this diagram and fails when a path in code runs the wrong way).
+//!
+//! ```text
+//! 10  lib.rs                   the public API: re-exports, `DEMO_TOML`, `endpoint_name`
+//! 9   simulator                `Simulator`: start, stop, the handle tests hold
+//! 8   server                   listeners, TLS, dispatch (auth, faults, counts), cluster nodes
+//! 7   api  control             the `/v1/` routes of the TSB contract; the `/sim/` routes
+//! 6   keygen  hostile          key creation and deletion; hostile answers and key actions
+//! 5   state  attestation       what the handlers share; the signed attributes response
+//! 4   certs                    certificates of keys, CSRs, the TLS CA, building a key
+//! 3   keys                     key material, signatures, the attributes document
+//! 2   policy  pqc              approval machines, TSB policy documents; post-quantum keys
+//! 1   config  util  cluster    the configuration; small helpers; the listeners' state
+//! 0   error  faults  network   errors; faults and what they remember; round-trip emulation
+//! ```
+//!
 //! ```no_run
 //! use tsb_sim::{SimConfig, Simulator};
 //! let sim = Simulator::start(SimConfig::fast_test()).unwrap();
@@ -14,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod attestation;
 mod certs;
 mod cluster;
 pub mod config;

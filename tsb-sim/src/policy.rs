@@ -6,10 +6,17 @@
 //! later, but never before the token's timelock (counted from creation). A PENDING request
 //! whose tokens all timed out is EXPIRED. Time-driven transitions are evaluated lazily by
 //! [`Machine::refresh`] at their exact logical time, so every read sees the correct state.
+//!
+//! Also the TSB policy document ([`TsbPolicy`]) a key is created with (`POST /v1/key`) and
+//! shown with, and its conversion into the simulator's [`PolicySpec`].
 
 use std::time::{Duration, Instant};
 
-use crate::config::PolicySpec;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{GroupSpec, PolicySpec, TokenSpec};
+use crate::error::ApiError;
 
 /// Request status as `GET /v1/request/{id}` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,6 +379,164 @@ impl Machine {
         self.finished_at = Some(now);
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The TSB policy document
+
+/// The TSB policy document (`policy` of key creation and of the attributes response).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TsbPolicy {
+    #[serde(default)]
+    rule_use: Option<TsbRule>,
+    #[serde(default)]
+    rule_block: Option<TsbRule>,
+    #[serde(default)]
+    rule_unblock: Option<TsbRule>,
+    #[serde(default)]
+    rule_modify: Option<TsbRule>,
+    #[serde(default)]
+    key_status: Option<TsbKeyStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct TsbKeyStatus {
+    #[serde(default)]
+    blocked: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TsbRule {
+    #[serde(default)]
+    tokens: Option<Vec<TsbToken>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TsbToken {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    timelock: u64,
+    #[serde(default)]
+    timeout: u64,
+    #[serde(default)]
+    groups: Option<Vec<TsbGroup>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TsbGroup {
+    #[serde(default)]
+    name: Option<String>,
+    quorum: u32,
+    #[serde(default)]
+    approvals: Option<Vec<TsbApproval>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TsbApproval {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+impl TsbPolicy {
+    /// Whether the document's `keyStatus` blocks the key.
+    pub(crate) fn blocked(&self) -> bool {
+        self.key_status.as_ref().is_some_and(|k| k.blocked)
+    }
+
+    /// The document the attributes response shows, with the key's current `blocked` state.
+    pub(crate) fn to_json(&self, blocked: bool) -> Value {
+        let mut doc = self.clone();
+        doc.key_status = Some(TsbKeyStatus { blocked });
+        serde_json::to_value(doc).unwrap_or(Value::Null)
+    }
+
+    /// Validates every rule and converts `ruleUse` into the simulator's policy model: an approver
+    /// is identified by its `name`, else by its `value` (public key or certificate).
+    pub(crate) fn to_spec(&self) -> Result<PolicySpec, ApiError> {
+        let rules = [
+            ("ruleUse", &self.rule_use),
+            ("ruleBlock", &self.rule_block),
+            ("ruleUnblock", &self.rule_unblock),
+            ("ruleModify", &self.rule_modify),
+        ];
+        let mut spec = PolicySpec::default();
+        for (rule_name, rule) in rules {
+            let tokens = rule
+                .as_ref()
+                .and_then(|r| r.tokens.as_deref())
+                .unwrap_or(&[]);
+            for (ti, t) in tokens.iter().enumerate() {
+                let what = format!("policy.{rule_name}.tokens[{ti}]");
+                for (field, secs) in [("timelock", t.timelock), ("timeout", t.timeout)] {
+                    if secs % 60 != 0 {
+                        return Err(ApiError::validation(format!(
+                            "{what}.{field} must be a multiple of 60 seconds, got {secs}"
+                        )));
+                    }
+                }
+                let mut groups = Vec::new();
+                for (gi, g) in t.groups.as_deref().unwrap_or(&[]).iter().enumerate() {
+                    let approvals = g.approvals.as_deref().unwrap_or(&[]);
+                    let mut approvers: Vec<String> = Vec::new();
+                    for (ai, a) in approvals.iter().enumerate() {
+                        let id = approver_id(a).map_err(|m| {
+                            ApiError::validation(format!(
+                                "{what}.groups[{gi}].approvals[{ai}]: {m}"
+                            ))
+                        })?;
+                        if approvers.contains(&id) {
+                            return Err(ApiError::validation(format!(
+                                "{what}.groups[{gi}]: approver '{id}' is listed twice"
+                            )));
+                        }
+                        approvers.push(id);
+                    }
+                    if g.quorum == 0 || g.quorum as usize > approvers.len() {
+                        return Err(ApiError::validation(format!(
+                            "{what}.groups[{gi}]: quorum {} needs 1..={} approvals",
+                            g.quorum,
+                            approvers.len()
+                        )));
+                    }
+                    groups.push(GroupSpec {
+                        name: g.name.clone().unwrap_or_else(|| format!("group{gi}")),
+                        quorum: g.quorum,
+                        approvers,
+                    });
+                }
+                if rule_name == "ruleUse" {
+                    let mut token = TokenSpec::new(groups);
+                    token.name = t.name.clone().unwrap_or_else(|| format!("token{ti}"));
+                    token.timelock = t.timelock;
+                    token.timeout = t.timeout;
+                    spec.tokens.push(token);
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+fn approver_id(a: &TsbApproval) -> Result<String, String> {
+    match a.kind.as_str() {
+        "certificate" | "public_key" | "public-key" | "onboarded_approver_certificate" => {}
+        other => return Err(format!("unknown approval type '{other}'")),
+    }
+    let name = a.name.as_deref().filter(|n| !n.is_empty());
+    let value = a.value.as_deref().filter(|v| !v.is_empty());
+    if a.kind == "onboarded_approver_certificate" && name.is_none() {
+        return Err("an onboarded approver needs a name".into());
+    }
+    if a.kind != "onboarded_approver_certificate" && value.is_none() {
+        return Err(format!("a {} approval needs a value", a.kind));
+    }
+    Ok(name.or(value).unwrap_or_default().to_string())
 }
 
 #[cfg(test)]

@@ -510,7 +510,7 @@ impl PqcKey {
                 // simulator never uses a one-time key twice.
                 if let Some(path) = key.state_path.lock().as_ref() {
                     let text = cache_text(KeyAlgorithm::Lms, &secret, self.raw_public());
-                    crate::keys::write_private_file(path, &text).map_err(|e| {
+                    crate::util::write_private_file(path, &text).map_err(|e| {
                         ApiError::hsm(format!("cannot store the LMS key state: {e}"))
                     })?;
                 }

@@ -1,7 +1,9 @@
 //! Networking: listeners, TLS/mTLS, per-request dispatch (counting, access log, faults,
-//! authentication) in front of the axum routers of [`crate::api`] and [`crate::control`].
+//! authentication) in front of the axum routers of [`crate::api`] and [`crate::control`];
+//! the cluster's listeners (`serve_node`).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -542,6 +544,109 @@ async fn bad_signature(resp: Response<Body>) -> (Response<Body>, bool) {
         }
     }
     (Response::from_parts(parts, Body::from(bytes)), false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster nodes
+
+/// Binds `addr` again after the node was down (SO_REUSEADDR, so connections of the previous
+/// socket in TIME_WAIT do not block it).
+fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Serves one node until shutdown: accepts on its sockets while it is not down, closes them
+/// when it goes down, binds them again when it is revived.
+pub(crate) async fn serve_node(
+    node: Arc<Node>,
+    mut listeners: Vec<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    app: Router,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut faults = node.subscribe();
+    loop {
+        let tasks: Vec<_> = listeners
+            .drain(..)
+            .map(|l| {
+                tokio::spawn(serve(
+                    l,
+                    tls.clone(),
+                    shared.clone(),
+                    app.clone(),
+                    false,
+                    Some(node.clone()),
+                ))
+            })
+            .collect();
+        node.set_listening(true);
+        // Each socket task ends on shutdown or when the node goes down, dropping its socket.
+        for t in tasks {
+            let _ = t.await;
+        }
+        node.set_listening(false);
+        if *shutdown.borrow() {
+            return;
+        }
+        // Down: wait for a revival, then listen again.
+        loop {
+            tokio::select! {
+                r = faults.wait_for(|f| *f != NodeFault::Down) => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            match bind_again(&node).await {
+                Some(ls) => {
+                    listeners = ls;
+                    break;
+                }
+                // Stay down (the caller of `set_fault` gets a time-out error).
+                None => {
+                    node.stay_down();
+                }
+            }
+        }
+    }
+}
+
+/// Binds the node's addresses again: the main one with retries for up to 5 s (the port may
+/// be held for a moment), the `[::1]` alias once.
+async fn bind_again(node: &Node) -> Option<Vec<TcpListener>> {
+    let addrs = node.addrs().to_vec();
+    let mut listeners = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (i, addr) in addrs.iter().enumerate() {
+        loop {
+            match rebind(*addr) {
+                Ok(l) => {
+                    listeners.push(l);
+                    break;
+                }
+                Err(e) if i == 0 && Instant::now() < deadline => {
+                    log::debug!("listener {}: rebinding {addr}: {e}", node.index);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    log::error!(
+                        "listener {}: cannot listen on {addr} again: {e}",
+                        node.index
+                    );
+                    if i == 0 {
+                        return None;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Some(listeners)
 }
 
 #[cfg(test)]

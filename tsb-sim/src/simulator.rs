@@ -11,7 +11,7 @@ use crate::cluster::{ListenerInfo, Node, NodeFault};
 use crate::config::{KeyAlgorithm, KeySpec, SimConfig};
 use crate::error::SimError;
 use crate::faults::Fault;
-use crate::keys::{self, SimKey};
+use crate::keys::SimKey;
 use crate::state::{Shared, SignRecord};
 
 /// A running simulator. Dropping it stops the server and joins its threads.
@@ -32,55 +32,6 @@ impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Simulator").field("url", &self.url).finish()
     }
-}
-
-/// Builds one key: material (cached), public key, and the configured certificate.
-pub(crate) fn build_key(spec: KeySpec, cache_dir: Option<&Path>) -> Result<SimKey, SimError> {
-    let material = keys::obtain(&spec, cache_dir)?;
-    let cert_spec = spec.certificate.clone();
-    let key = SimKey::new(spec, material)?;
-    if let Some(c) = cert_spec {
-        let der = if let Some(file) = &c.file {
-            crate::certs::read_certificate_file(file)?
-        } else {
-            let alg = match &c.signature_algorithm {
-                Some(name) => match crate::keys::SigAlg::parse(name) {
-                    crate::keys::ParsedAlg::Known(a) => a,
-                    _ => {
-                        return Err(SimError::Config(format!(
-                            "key '{}': unknown certificate signatureAlgorithm '{name}'",
-                            key.label()
-                        )))
-                    }
-                },
-                None => crate::certs::default_cert_algorithm(&key).ok_or_else(|| {
-                    SimError::Config(format!("key '{}' cannot have a certificate", key.label()))
-                })?,
-            };
-            let params = crate::certs::CertParams {
-                subject: vec![(
-                    crate::certs::subject_attribute_oid("commonName").expect("known"),
-                    c.common_name
-                        .clone()
-                        .unwrap_or_else(|| key.label().to_string()),
-                )],
-                validity_days: c.validity_days,
-                key_usage: c.key_usage.clone(),
-                extended_key_usage: c.extended_key_usage.clone(),
-                certificate_authority: c.certificate_authority,
-                signature_algorithm: alg,
-            };
-            crate::certs::self_signed(&key, &params).map_err(|e| {
-                SimError::Config(format!(
-                    "key '{}': certificate generation failed: {}",
-                    key.label(),
-                    e.message
-                ))
-            })?
-        };
-        *key.certificate.lock() = Some(der);
-    }
-    Ok(key)
 }
 
 /// Builds all keys, generating in parallel (RSA generation is slow).
@@ -107,7 +58,7 @@ fn build_keys(specs: &[KeySpec], cache_dir: Option<&Path>) -> Result<Vec<Arc<Sim
             scope.spawn(|| loop {
                 let n = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&i) = order.get(n) else { break };
-                let r = build_key(specs[i].clone(), cache_dir);
+                let r = crate::certs::build_key(specs[i].clone(), cache_dir);
                 results.lock()[i] = Some(r);
             });
         }
@@ -128,7 +79,7 @@ fn make_temp_dir() -> Result<PathBuf, SimError> {
         COUNTER.fetch_add(1, Ordering::SeqCst),
         uuid::Uuid::new_v4().simple()
     ));
-    keys::create_private_dir(&dir)?;
+    crate::util::create_private_dir(&dir)?;
     Ok(dir)
 }
 
@@ -171,7 +122,7 @@ impl Simulator {
                         d
                     }
                 };
-                keys::create_private_dir(&dir)?;
+                crate::util::create_private_dir(&dir)?;
                 Some(crate::certs::build_tls(t, &dir)?)
             }
         };
@@ -225,7 +176,7 @@ impl Simulator {
                     host_port(local, tls.is_some())
                 );
                 let node = Arc::new(Node::new(index, url, addrs));
-                runtime.spawn(crate::cluster::serve_node(
+                runtime.spawn(crate::server::serve_node(
                     node.clone(),
                     sockets,
                     acceptor.clone(),
@@ -408,7 +359,7 @@ impl Simulator {
 
     /// Replaces the key behind `label` by a new key of the same type and policy (fresh key
     /// material, a new id, no certificate), as a hostile or re-keyed TSB would.
-    pub fn swap_key(&self, label: &str) -> Result<crate::KeySwap, SimError> {
+    pub fn swap_key(&self, label: &str) -> Result<crate::hostile::KeySwap, SimError> {
         crate::hostile::swap_key(&self.shared, label)
     }
 

@@ -165,7 +165,7 @@ pub struct Shared {
     host_headers: Mutex<std::collections::BTreeSet<String>>,
     pub faults: FaultRegistry,
     /// What hostile faults remember (`replayAnswer`).
-    pub(crate) hostile: crate::hostile::Memory,
+    pub(crate) hostile: crate::faults::AnswerMemory,
     /// Round-trip emulation and the connection counter.
     pub(crate) net: crate::network::NetState,
     /// The listeners (set once they are bound).
@@ -193,7 +193,7 @@ impl Shared {
             counters: Mutex::new(BTreeMap::new()),
             host_headers: Mutex::new(std::collections::BTreeSet::new()),
             faults: FaultRegistry::default(),
-            hostile: crate::hostile::Memory::default(),
+            hostile: crate::faults::AnswerMemory::default(),
             request_id_override: Mutex::new(None),
             key_cache_dir,
             shutdown,
@@ -221,7 +221,7 @@ impl Shared {
     /// Adds (or replaces) a key; generation happens on the calling thread.
     pub fn add_key(&self, spec: KeySpec) -> Result<(), SimError> {
         spec.validate()?;
-        let key = crate::simulator::build_key(spec, self.key_cache_dir.as_deref())?;
+        let key = crate::certs::build_key(spec, self.key_cache_dir.as_deref())?;
         let mut keys = self.keys.write();
         if let Some(pos) = keys.iter().position(|k| k.label() == key.label()) {
             keys[pos] = Arc::new(key);

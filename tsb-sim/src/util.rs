@@ -1,6 +1,10 @@
-//! Small helpers: timestamps, request-body parsing, passwords.
+//! Small helpers: timestamps, request-body parsing, passwords, private files.
 
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::rngs::OsRng;
+use rand::RngCore;
 
 use serde_json::Value;
 
@@ -102,6 +106,39 @@ pub fn password_field(
             "Field '{field}' must be an array of one-character strings"
         ))),
     }
+}
+
+/// Writes `contents` to `path` readable only by the owner, atomically (a temporary file
+/// renamed).
+pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), OsRng.next_u64()));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        std::io::Write::write_all(&mut f, contents.as_bytes())?;
+    }
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Creates a directory (and parents) readable only by the owner.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 #[cfg(test)]
