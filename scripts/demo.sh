@@ -16,7 +16,7 @@ echo "== building the workspace and the demo (dev profile: optimised dependencie
 # demo compiles none of them again. The dev profile's dependencies are optimised (Cargo.toml):
 # the simulator's key generation and signing are theirs.
 cargo build -q --workspace --lib --bins --example demo
-bin=target/debug
+bin=$(realpath "${CARGO_TARGET_DIR:-target}/debug")
 
 work=$(mktemp -d)
 sim_pid=""
@@ -76,10 +76,10 @@ approver_pid=$!
 echo "== driving the module through PKCS#11 (examples/demo.rs)"
 echo
 TSB_PKCS11_CONFIG="$config" TSB_PKCS11_LOG="${TSB_PKCS11_LOG:-info}" \
-  "$bin/examples/demo" "$root/$bin/libtsb_pkcs11.so"
+  "$bin/examples/demo" "$bin/libtsb_pkcs11.so"
 
 if command -v pkcs11-tool >/dev/null; then
   echo
   echo "== the same token seen by OpenSC's pkcs11-tool"
-  TSB_PKCS11_CONFIG="$config" pkcs11-tool --module "$root/$bin/libtsb_pkcs11.so" -L
+  TSB_PKCS11_CONFIG="$config" pkcs11-tool --module "$bin/libtsb_pkcs11.so" -L
 fi
