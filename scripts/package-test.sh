@@ -89,7 +89,7 @@ algorithm = "RSA"
 keySize = 2048
 id = "0001"
 EOF
-TSB_SIM_STATE_DIR="$root/target/tsb-sim-state" target/debug/tsb-sim --config "$work/sim.toml" \
+TSB_SIM_STATE_DIR="$root/target/tsb-sim-state" "${CARGO_TARGET_DIR:-target}/debug/tsb-sim" --config "$work/sim.toml" \
   --listen 127.0.0.1:0 > "$work/sim.out" 2> "$work/sim.err" &
 sim_pid=$!
 for _ in $(seq 1 600); do

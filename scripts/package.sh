@@ -29,10 +29,10 @@ if [ "$profile" = dev ] || [ "$profile" = debug ]; then
   # `cargo build --workspace` selects (cargo unifies the dependencies' features over the packages
   # one command builds: the three packages alone would compile most dependencies again).
   profile=dev
-  rel=target/debug
+  rel=${CARGO_TARGET_DIR:-target}/debug
   select=(--workspace --lib --bins)
 else
-  rel=target/$profile
+  rel=${CARGO_TARGET_DIR:-target}/$profile
   select=(-p tsb-pkcs11 -p tsb-pkcs11-command -p notation-pkcs11)
 fi
 echo "== cargo build --profile $profile (tsb-pkcs11, tsb-pkcs11-command, notation-pkcs11)" >&2
