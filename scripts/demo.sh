@@ -9,10 +9,14 @@ root=$(pwd)
 . scripts/packages.sh
 ensure_packages pkg-config:pkg-config dpkg=libssl-dev:libssl-dev
 
-echo "== building the module, the simulator and the demo (release)"
-# One cargo invocation: the dependencies the three share are resolved and built once (two
-# invocations resolve features apart and build some of them, and what depends on them, twice).
-cargo build --release -q -p tsb-pkcs11 -p tsb-pkcs11-core -p tsb-sim --lib --example demo --bin tsb-sim
+echo "== building the workspace and the demo (dev profile: optimised dependencies, as the tests)"
+# The build scripts/test.sh makes and the tests run (target/debug), plus the demo: one cargo
+# invocation over the whole workspace, so cargo resolves the dependencies' features as for the
+# tests (it unifies them over the packages one command builds) and the test command after the
+# demo compiles none of them again. The dev profile's dependencies are optimised (Cargo.toml):
+# the simulator's key generation and signing are theirs.
+cargo build -q --workspace --lib --bins --example demo
+bin=$(realpath "${CARGO_TARGET_DIR:-target}/debug")
 
 work=$(mktemp -d)
 sim_pid=""
@@ -27,7 +31,7 @@ trap cleanup EXIT
 
 echo "== starting the TSB simulator with the demo keys (tsb-sim/demo.toml)"
 state="${TSB_SIM_STATE_DIR:-$root/target/tsb-sim-state}"
-target/release/tsb-sim --listen 127.0.0.1:0 --config tsb-sim/demo.toml --state-dir "$state" \
+"$bin/tsb-sim" --listen 127.0.0.1:0 --config tsb-sim/demo.toml --state-dir "$state" \
   >"$work/sim.out" 2>"$work/sim.log" &
 sim_pid=$!
 url=""
@@ -58,11 +62,11 @@ echo "== module configuration written to $config (restApi: $url)"
 # The approver: waits for an approval request, then approves it as alice after two seconds.
 (
   while true; do
-    id=$(target/release/tsb-sim requests --url "$url" 2>/dev/null | awk '$4 == "PENDING" { print $1; exit }')
+    id=$("$bin/tsb-sim" requests --url "$url" 2>/dev/null | awk '$4 == "PENDING" { print $1; exit }')
     if [ -n "$id" ]; then
       sleep 2
       echo "   [approver] tsb-sim approve $id --as alice"
-      target/release/tsb-sim approve "$id" --as alice --url "$url" >/dev/null
+      "$bin/tsb-sim" approve "$id" --as alice --url "$url" >/dev/null
     fi
     sleep 0.5
   done
@@ -72,10 +76,10 @@ approver_pid=$!
 echo "== driving the module through PKCS#11 (examples/demo.rs)"
 echo
 TSB_PKCS11_CONFIG="$config" TSB_PKCS11_LOG="${TSB_PKCS11_LOG:-info}" \
-  target/release/examples/demo "$root/target/release/libtsb_pkcs11.so"
+  "$bin/examples/demo" "$bin/libtsb_pkcs11.so"
 
 if command -v pkcs11-tool >/dev/null; then
   echo
   echo "== the same token seen by OpenSC's pkcs11-tool"
-  TSB_PKCS11_CONFIG="$config" pkcs11-tool --module "$root/target/release/libtsb_pkcs11.so" -L
+  TSB_PKCS11_CONFIG="$config" pkcs11-tool --module "$bin/libtsb_pkcs11.so" -L
 fi

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Debian package end to end (run by scripts/test.sh; needs root or sudo, and changes the
 # machine only while it runs):
-#  1. builds it (scripts/package.sh, with the fast `release` profile unless TSB_PKCS11_PROFILE says
-#     otherwise: the shipped `dist` profile differs only in link-time optimisation);
+#  1. builds it (scripts/package.sh) from the `dev` build scripts/test.sh has made, unless
+#     TSB_PKCS11_PROFILE names another profile (`dist` is what ships): what is checked here is
+#     installing, p11-kit, doctor and purging, not optimisation, and the test command then
+#     compiles the dependencies once;
 #  2. records what p11-kit applications print without it (pkcs11-tool through p11-kit-proxy,
 #     p11tool --list-tokens), installs it with dpkg -i, and checks that with no configuration
 #     anywhere they print exactly the same and exit the same (the module offers no slot and
@@ -32,8 +34,10 @@ if [ -e /etc/tsb-pkcs11/config.json ]; then
   exit 1
 fi
 
-deb=$(TSB_PKCS11_PROFILE=${TSB_PKCS11_PROFILE:-release} bash scripts/package.sh | tail -1)
-cargo build -q -p tsb-sim    # the simulator the configured checks talk to (before HOME changes)
+deb=$(TSB_PKCS11_PROFILE=${TSB_PKCS11_PROFILE:-dev} bash scripts/package.sh | tail -1)
+# The simulator the configured checks talk to (before HOME changes); --workspace: the features
+# of scripts/test.sh's build (see scripts/package.sh), not a second build for tsb-sim alone.
+cargo build -q --workspace --bin tsb-sim
 echo "== package: $deb ($(du -h "$deb" | cut -f1))"
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' | grep -v '/$' > target/debian/files.txt
 
@@ -85,7 +89,7 @@ algorithm = "RSA"
 keySize = 2048
 id = "0001"
 EOF
-TSB_SIM_STATE_DIR="$root/target/tsb-sim-state" target/debug/tsb-sim --config "$work/sim.toml" \
+TSB_SIM_STATE_DIR="$root/target/tsb-sim-state" "${CARGO_TARGET_DIR:-target}/debug/tsb-sim" --config "$work/sim.toml" \
   --listen 127.0.0.1:0 > "$work/sim.out" 2> "$work/sim.err" &
 sim_pid=$!
 for _ in $(seq 1 600); do

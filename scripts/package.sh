@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian package target/debian/tsb-pkcs11_<version>_<arch>.deb with dpkg-deb from one
 # build of the `dist` profile (fat LTO; an existing up-to-date build is reused). TSB_PKCS11_PROFILE
-# names another profile (scripts/package-test.sh uses `release`, which skips the slow LTO step):
+# names another profile: scripts/package-test.sh uses `dev`, the build scripts/test.sh has made
+# (target/debug; the dependencies are not compiled a second time):
 #   /usr/lib/<multiarch>/pkcs11/libtsb_pkcs11.so        the PKCS#11 module
 #   /usr/share/p11-kit/modules/tsb-pkcs11.module         its p11-kit registration (critical: no)
 #   /usr/bin/tsb-pkcs11                                  doctor, keys, requests, config init
@@ -23,10 +24,20 @@ multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-mul
 repository=$(sed -n '/^\[workspace.package\]/,/^\[/s/^repository *= *"\(.*\)"/\1/p' Cargo.toml)
 
 profile=${TSB_PKCS11_PROFILE:-dist}
+if [ "$profile" = dev ] || [ "$profile" = debug ]; then
+  # The tests' build: cargo's `dev` profile lives in target/debug. Selected as scripts/test.sh's
+  # `cargo build --workspace` selects (cargo unifies the dependencies' features over the packages
+  # one command builds: the three packages alone would compile most dependencies again).
+  profile=dev
+  rel=${CARGO_TARGET_DIR:-target}/debug
+  select=(--workspace --lib --bins)
+else
+  rel=${CARGO_TARGET_DIR:-target}/$profile
+  select=(-p tsb-pkcs11 -p tsb-pkcs11-command -p notation-pkcs11)
+fi
 echo "== cargo build --profile $profile (tsb-pkcs11, tsb-pkcs11-command, notation-pkcs11)" >&2
-cargo build --profile "$profile" -q -p tsb-pkcs11 -p tsb-pkcs11-command -p notation-pkcs11 >&2
+cargo build --profile "$profile" -q "${select[@]}" >&2
 
-rel=target/$profile
 # The module is its own crate (module/), without the command's code or clap: every process
 # that loads it maps it. Panic locations name the source files linked in.
 grep -q clap_builder "$rel/tsb-pkcs11" || { echo "no clap in $rel/tsb-pkcs11: the check below sees nothing" >&2; exit 1; }

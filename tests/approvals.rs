@@ -1467,7 +1467,9 @@ fn tsb_sim_cli() -> PathBuf {
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let mut cmd = Command::new(cargo);
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "-q", "-p", "tsb-sim", "--bin", "tsb-sim"]);
+            // --workspace: the dependencies' features of scripts/test.sh's build (see
+            // tests/support/src/built.rs), not a second build of them for tsb-sim alone.
+            .args(["build", "-q", "--workspace", "--bin", "tsb-sim"]);
         if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
             cmd.arg("--release");
         }

@@ -10,8 +10,11 @@
 //! Smart Key Attributes keys are approved (or rejected) by a thread acting as the approvers.
 //!
 //! The module is `target/<profile>/libtsb_pkcs11.so` (or `TSB_PKCS11_MODULE`). Cargo does not
-//! build it for this package, so the tests run `cargo build -p tsb-pkcs11` once first (a no-op
-//! when it is fresh).
+//! build it for this package, so the tests run `cargo build --workspace --lib` once first (a
+//! no-op when it is fresh). `--workspace`, not `-p tsb-pkcs11`: cargo unifies the features of
+//! dependencies over the packages one command builds, so a build of the module alone would
+//! compile its dependencies a second time, with other features, after scripts/test.sh's
+//! `cargo build --workspace`.
 
 mod common;
 
@@ -53,7 +56,7 @@ fn module() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build
-            .args(["build", "-p", "tsb-pkcs11", "--lib"])
+            .args(["build", "-q", "--workspace", "--lib"])
             .current_dir(workspace);
         // Variables cargo sets for this test process: build scripts that watch them (ring's
         // does) would see a change and rebuild, and the next plain `cargo build` rebuild back.
@@ -85,10 +88,10 @@ fn module() -> &'static Path {
             other => {
                 assert!(
                     so.exists(),
-                    "cargo build -p tsb-pkcs11 failed ({other:?}) and {} does not exist",
+                    "cargo build --workspace --lib failed ({other:?}) and {} does not exist",
                     so.display()
                 );
-                eprintln!("warning: cargo build -p tsb-pkcs11 failed ({other:?}); using the existing module");
+                eprintln!("warning: cargo build --workspace --lib failed ({other:?}); using the existing module");
             }
         }
         assert!(so.exists(), "{} not built", so.display());

@@ -1,8 +1,11 @@
 //! The built module and command the integration tests drive. They belong to other packages of
 //! the workspace (`module/`: libtsb_pkcs11.so, `command/`: the `tsb-pkcs11` binary), which
 //! cargo does not build for the core crate's tests, so the first test of a process that needs
-//! them runs `cargo build -p tsb-pkcs11 -p tsb-pkcs11-command` in the test's profile: a no-op
-//! when they are fresh, and never a test against a stale module. `TSB_PKCS11_MODULE` and
+//! them runs `cargo build --workspace --lib --bin tsb-pkcs11` in the test's profile: a no-op
+//! when they are fresh, and never a test against a stale module. `--workspace` and not
+//! `-p tsb-pkcs11 -p tsb-pkcs11-command`: cargo unifies the features of dependencies over the
+//! packages one command builds, so building only these two would compile most dependencies a
+//! second time, with other features, after scripts/test.sh's `cargo build --workspace`. `TSB_PKCS11_MODULE` and
 //! `TSB_PKCS11_COMMAND` name other builds (scripts/sanitize.sh: instrumented ones) and skip it.
 
 use std::path::{Path, PathBuf};
@@ -30,14 +33,7 @@ fn built() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "tsb-pkcs11",
-                "-p",
-                "tsb-pkcs11-command",
-            ])
+            .args(["build", "-q", "--workspace", "--lib", "--bin", "tsb-pkcs11"])
             .arg("--target-dir")
             .arg(dir.parent().expect("target dir"))
             .current_dir(workspace);
@@ -71,7 +67,7 @@ fn built() -> &'static Path {
         let status = build.status().expect("run cargo build");
         assert!(
             status.success(),
-            "cargo build -p tsb-pkcs11 -p tsb-pkcs11-command failed: {status}"
+            "cargo build --workspace --lib --bin tsb-pkcs11 failed: {status}"
         );
         dir
     })
