@@ -282,10 +282,11 @@ fn chunk_size(line: &[u8]) -> io::Result<u64> {
 /// of stream before any byte is an `UnexpectedEof` with nothing read, within a line too.
 fn read_line<R: BufRead>(io: &mut R, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     let n = io.by_ref().take(max as u64 + 1).read_until(b'\n', line)?;
+    // One byte more than `max` is read to tell a line that is too long, ended or not.
+    if n > max {
+        return Err(invalid(format!("response line longer than {max} bytes")));
+    }
     if n == 0 || line.last() != Some(&b'\n') {
-        if n > max {
-            return Err(invalid(format!("response line longer than {max} bytes")));
-        }
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             if n == 0 {
