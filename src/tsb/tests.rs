@@ -1391,6 +1391,20 @@ fn no_retry_when_a_connect_could_outlast_the_deadline() {
     assert_eq!(server.count(), 1);
 }
 
+/// With two nodes a read gives each node an equal share of the time left (`execute`): a node
+/// that never answers costs half the deadline, and the other node answers within the rest.
+#[test]
+fn a_hanging_node_leaves_the_next_node_its_share_of_the_deadline() {
+    let hanging = TestServer::start(|_, _| Action::Hang(Duration::from_secs(5)));
+    let live = TestServer::start(|_, _| reply_json(200, json!(["a"])));
+    let c = client_with(&hanging.url(), |cfg| {
+        cfg.rest_apis.push(live.url());
+        cfg.pkcs11.retries = 0;
+    });
+    assert_eq!(c.list_keys().unwrap(), vec!["a"]);
+    assert_eq!((hanging.count(), live.count()), (1, 1));
+}
+
 #[test]
 fn connect_timeout_is_bounded() {
     // A non-routable address: the connect either times out or fails at once.
