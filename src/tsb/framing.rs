@@ -476,6 +476,44 @@ mod tests {
     }
 
     #[test]
+    fn a_body_of_max_body_bytes_is_whole_and_one_more_is_truncated() {
+        let max = 16;
+        let body = |n: usize| vec![b'b'; n];
+        for n in [max - 1, max, max + 1] {
+            let truncated = n > max;
+            let to_end = [
+                &b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"[..],
+                &body(n),
+            ]
+            .concat();
+            let length = [
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").as_bytes(),
+                &body(n),
+            ]
+            .concat();
+            let chunked = [
+                format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n")
+                    .as_bytes(),
+                &body(n),
+                b"\r\n0\r\n\r\n",
+            ]
+            .concat();
+            for (name, bytes, keep) in [
+                ("to the end", to_end, false),
+                ("Content-Length", length, true),
+                ("chunked", chunked, true),
+            ] {
+                let out = parse_responses(&bytes, max);
+                assert_eq!(
+                    out[0].0,
+                    Ok((200, body(n.min(max)), truncated, None, keep)),
+                    "{name}, {n} bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn chunk_sizes_and_lengths() {
         assert_eq!(chunk_size(b"1aF").unwrap(), 0x1af);
         assert_eq!(chunk_size(b"2 ;x=\"y\"").unwrap(), 2);

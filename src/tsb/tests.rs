@@ -1405,6 +1405,85 @@ fn a_hanging_node_leaves_the_next_node_its_share_of_the_deadline() {
     assert_eq!((hanging.count(), live.count()), (1, 1));
 }
 
+/// `tsb-pkcs11 doctor`'s view of the nodes: their URLs in configured order, and a probe of
+/// each alone that tells a node failure (an error) from an answer that says nothing against the
+/// node (`Ok(None)`, e.g. a 401).
+#[test]
+fn node_urls_and_probes_of_each_node() {
+    let up = TestServer::start(|_, _| reply_json(200, json!({"Version": "2.2.0"})));
+    let refusing = TestServer::start(|_, _| reply_json(401, json!({"errorCode": 401})));
+    let unavailable = TestServer::start(|_, _| Action::Reply(503, "text/plain", vec![]));
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let urls = [up.url(), refusing.url(), unavailable.url(), dead];
+    let c = client_with(&urls[0], |cfg| {
+        cfg.rest_apis = urls.to_vec();
+        cfg.pkcs11.retries = 0;
+    });
+    assert_eq!(c.node_urls(), urls);
+    assert_eq!(c.node_count(), 4);
+    assert_eq!(c.probe_node(0).unwrap().as_deref(), Some("2.2.0"));
+    assert_eq!(c.probe_node(1).unwrap(), None);
+    assert_eq!(c.probe_node(2).unwrap_err().http_status(), Some(503));
+    assert!(matches!(
+        c.probe_node(3).unwrap_err().kind,
+        TsbErrorKind::NotSent(_)
+    ));
+    // Each probe went to its node alone.
+    assert_eq!(
+        (up.count(), refusing.count(), unavailable.count()),
+        (1, 1, 1)
+    );
+}
+
+/// A key's attestation: the `xml` and its `xmlSignature` from the attributes answer; a blank
+/// `xml` is no attestation.
+#[test]
+fn key_attestation_needs_its_xml() {
+    let server = TestServer::start(|req, _| {
+        let label = req.json()["label"].as_str().unwrap_or_default().to_string();
+        let xml = if label == "blank" { "" } else { "<k/>" };
+        reply_json(
+            200,
+            json!({"json": {"label": label, "algorithm": "EC", "publicKey": "AQID"},
+                   "xml": xml, "xmlSignature": "c2ln", "attestationKeyName": "att"}),
+        )
+    });
+    let c = client(&server.url());
+    let a = c.key_attestation("k", None).unwrap();
+    assert_eq!(
+        (
+            a.xml.as_str(),
+            a.signature.as_slice(),
+            a.attestation_key_name.as_str()
+        ),
+        ("<k/>", &b"sig"[..], "att")
+    );
+    assert_eq!(a.public_key.as_deref(), Some(&[1u8, 2, 3][..]));
+    let e = c.key_attestation("blank", None).unwrap_err();
+    assert!(
+        matches!(&e.kind, TsbErrorKind::InvalidResponse(m) if m.contains("carries no \"xml\"")),
+        "{e:?}"
+    );
+}
+
+/// An approval request may not move to another node once sent, so its node gets all of the
+/// deadline, not a share of it: a node that answers after half of it still files the request,
+/// and the other node never sees it.
+#[test]
+fn an_approval_request_gets_all_of_the_deadline_on_its_node() {
+    let slow = TestServer::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(1300));
+        reply_json(201, json!({"signRequestId": "r1"}))
+    });
+    let other = TestServer::start(|_, _| reply_json(201, json!({"signRequestId": "r2"})));
+    let c = client_with(&slow.url(), |cfg| {
+        cfg.rest_apis.push(other.url());
+        cfg.pkcs11.retries = 0;
+    });
+    assert_eq!(c.sign_asynchronous(&sign_req()).unwrap(), "r1");
+    assert_eq!((slow.count(), other.count()), (1, 0));
+}
+
 #[test]
 fn connect_timeout_is_bounded() {
     // A non-routable address: the connect either times out or fails at once.
