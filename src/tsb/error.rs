@@ -299,6 +299,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn html_text_is_read_up_to_four_times_the_message_length() {
+        // A tag becomes a space: `<p>` and the spaces make 4 × MAX_MESSAGE_CHARS bytes, then
+        // one more character is kept; beyond it nothing is.
+        let body = format!("<p>{}x</p>", " ".repeat(4 * MAX_MESSAGE_CHARS - 1));
+        assert_eq!(strip_tags(&body).trim(), "x");
+        assert_eq!(
+            parse_error_body(body.as_bytes(), &[]).2.as_deref(),
+            Some("x")
+        );
+        let body = format!("<p>{}x</p>", " ".repeat(4 * MAX_MESSAGE_CHARS));
+        assert_eq!(strip_tags(&body).trim(), "");
+    }
+
+    #[test]
     fn label_in_use_is_608_and_622() {
         // 608 is the TSB catalogue's code; 622 the one earlier simulators sent.
         assert_eq!(TsbReason::from_code(608), Some(TsbReason::KeyExists));

@@ -282,10 +282,11 @@ fn chunk_size(line: &[u8]) -> io::Result<u64> {
 /// of stream before any byte is an `UnexpectedEof` with nothing read, within a line too.
 fn read_line<R: BufRead>(io: &mut R, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     let n = io.by_ref().take(max as u64 + 1).read_until(b'\n', line)?;
+    // One byte more than `max` is read to tell a line that is too long, ended or not.
+    if n > max {
+        return Err(invalid(format!("response line longer than {max} bytes")));
+    }
     if n == 0 || line.last() != Some(&b'\n') {
-        if n > max {
-            return Err(invalid(format!("response line longer than {max} bytes")));
-        }
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             if n == 0 {
@@ -472,6 +473,44 @@ mod tests {
             out[1],
             (Ok((404, b"abc".to_vec(), false, None, true)), b.len())
         );
+    }
+
+    #[test]
+    fn a_body_of_max_body_bytes_is_whole_and_one_more_is_truncated() {
+        let max = 16;
+        let body = |n: usize| vec![b'b'; n];
+        for n in [max - 1, max, max + 1] {
+            let truncated = n > max;
+            let to_end = [
+                &b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"[..],
+                &body(n),
+            ]
+            .concat();
+            let length = [
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").as_bytes(),
+                &body(n),
+            ]
+            .concat();
+            let chunked = [
+                format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n")
+                    .as_bytes(),
+                &body(n),
+                b"\r\n0\r\n\r\n",
+            ]
+            .concat();
+            for (name, bytes, keep) in [
+                ("to the end", to_end, false),
+                ("Content-Length", length, true),
+                ("chunked", chunked, true),
+            ] {
+                let out = parse_responses(&bytes, max);
+                assert_eq!(
+                    out[0].0,
+                    Ok((200, body(n.min(max)), truncated, None, keep)),
+                    "{name}, {n} bytes"
+                );
+            }
+        }
     }
 
     #[test]

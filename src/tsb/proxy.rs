@@ -508,6 +508,7 @@ mod tests {
         assert!(NoProxy::parse("*").matches(&ep("https://anything")));
         assert!(!NoProxy::parse("").matches(&ep("https://anything")));
         assert!(NoProxy::parse("::1").matches(&ep("https://[::1]")));
+        assert!(NoProxy::parse("[::1]").matches(&ep("https://[::1]:8443")));
         assert!(NoProxy::parse("fd00::/8").matches(&ep("https://[fd12::1]")));
         assert!(!NoProxy::parse("fd00::/8").matches(&ep("https://[fe12::1]")));
         // A name pattern never matches an IP literal, and the reverse.

@@ -1064,6 +1064,225 @@ fn the_pool_takes_a_connection_back_only_on_release_and_only_clean() {
     assert_eq!(on, [0, 0, 1]);
 }
 
+/// A request body of at most 16 KiB goes out in the head's buffer (one write), a larger one is
+/// written after the head (`http.rs`): on both sides of that limit the server gets the body
+/// whole, byte for byte, with its `Content-Length`, and the connection stays in step for the
+/// next request. The server echoes each body, so the answers cross the 16 KiB read buffer too.
+#[test]
+fn request_bodies_around_16_kib_arrive_byte_for_byte() {
+    let server = TestServer::start(|req, _| {
+        Action::Reply(200, "application/octet-stream", req.body.clone())
+    });
+    let origin = http::Origin::parse(&format!("{}/base", server.url()), None).unwrap();
+    let pool = http::Pool::new(
+        origin,
+        8,
+        Duration::from_secs(1),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    // A pattern that does not repeat every 256 bytes (a part sent twice or out of place shows).
+    let body_of = |n: usize| -> Vec<u8> {
+        let mut x = n as u32 ^ 0x9e37_79b9;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    let sizes = [0, 1, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 100_000];
+    for &n in &sizes {
+        let body = body_of(n);
+        let req = http::Request {
+            method: "POST",
+            path: "/v1/echo",
+            headers: &[("X-Test", "t")],
+            body: Some(&body),
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let (resp, lease) = pool.exchange(&req, deadline, true, 200_000).unwrap();
+        assert_eq!(resp.status, 200, "{n} bytes");
+        assert!(resp.body_error.is_none() && !resp.truncated, "{n} bytes");
+        assert!(
+            resp.body == body,
+            "{n} bytes: the answer is the body echoed"
+        );
+        assert!(!lease.unsolicited_bytes(), "{n} bytes");
+        lease.release();
+    }
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), sizes.len(), "{reqs:?}");
+    let authority = server.addr.to_string();
+    for (k, (r, &n)) in reqs.iter().zip(&sizes).enumerate() {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/base/v1/echo")
+        );
+        assert!(r.body == body_of(n), "{n} bytes arrived byte for byte");
+        let names: Vec<&str> = r.headers.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Host", "User-Agent", "Accept", "X-Test", "Content-Length"],
+            "{n} bytes"
+        );
+        assert_eq!(r.header("host"), Some(authority.as_str()));
+        assert_eq!(
+            r.header("user-agent"),
+            Some(concat!("tsb-pkcs11/", env!("CARGO_PKG_VERSION")))
+        );
+        assert_eq!(r.header("accept"), Some("application/json"));
+        assert_eq!(r.header("content-length"), Some(n.to_string().as_str()));
+        assert_eq!(r.on_connection, k, "{n} bytes: one kept-alive connection");
+    }
+}
+
+/// The head of requests without a body: a `POST` or `PUT` says `Content-Length: 0`, a `GET`
+/// says nothing of a length; a request that may not reuse a connection asks the server to close
+/// it (and its connection is not kept).
+#[test]
+fn request_heads_without_a_body() {
+    let server = TestServer::start(|_, _| reply_json(200, json!({})));
+    let origin = http::Origin::parse(&server.url(), None).unwrap();
+    let pool = http::Pool::new(
+        origin,
+        8,
+        Duration::from_secs(1),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    let deadline = || Instant::now() + Duration::from_secs(2);
+    for (method, reuse) in [
+        ("GET", true),
+        ("POST", true),
+        ("PUT", true),
+        ("DELETE", false),
+    ] {
+        let req = http::Request {
+            method,
+            path: "/p",
+            headers: &[],
+            body: None,
+        };
+        let (resp, lease) = pool.exchange(&req, deadline(), reuse, 1024).unwrap();
+        assert_eq!((resp.status, resp.body.as_slice()), (200, &b"{}"[..]));
+        lease.release();
+        // The DELETE's connection is closed; the first one stays in the pool.
+        assert_eq!(pool.idle_len(), 1, "{method}");
+    }
+    let reqs = server.requests();
+    let heads: Vec<(&str, Option<&str>, Option<&str>)> = reqs
+        .iter()
+        .map(|r| {
+            (
+                r.method.as_str(),
+                r.header("content-length"),
+                r.header("connection"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            ("GET", None, None),
+            ("POST", Some("0"), None),
+            ("PUT", Some("0"), None),
+            ("DELETE", None, Some("close")),
+        ]
+    );
+    let on: Vec<usize> = reqs.iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 1, 2, 0]);
+}
+
+/// A pool with room for `max_idle` connections to `server`.
+fn pool_for(server: &TestServer, max_idle: usize) -> http::Pool {
+    let origin = http::Origin::parse(&server.url(), None).unwrap();
+    http::Pool::new(
+        origin,
+        max_idle,
+        Duration::from_secs(1),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    )
+}
+
+/// The pool keeps at most `max_idle` connections: a released one beyond them is closed.
+#[test]
+fn the_pool_keeps_at_most_max_idle_connections() {
+    let server = TestServer::start(|_, _| reply_json(200, json!({})));
+    let pool = pool_for(&server, 1);
+    let req = http::Request {
+        method: "GET",
+        path: "/a",
+        headers: &[],
+        body: None,
+    };
+    let deadline = || Instant::now() + Duration::from_secs(2);
+    // Two exchanges at once: two connections.
+    let (_, first) = pool.exchange(&req, deadline(), true, 1024).unwrap();
+    let (_, second) = pool.exchange(&req, deadline(), true, 1024).unwrap();
+    first.release();
+    second.release();
+    assert_eq!(pool.idle_len(), 1);
+    let (_, lease) = pool.exchange(&req, deadline(), true, 1024).unwrap();
+    assert!(lease.reused());
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 0, 1]);
+}
+
+/// A socket read that times out before the call's deadline (the socket timeout is half of
+/// what is left) is made again: an answer that comes after the first socket timeout but within
+/// the deadline is read.
+#[test]
+fn an_answer_after_the_first_socket_timeout_is_read() {
+    let server = TestServer::start(|_, _| {
+        // Past the first socket timeout (half of the 3 s deadline), well before the deadline.
+        std::thread::sleep(Duration::from_millis(1700));
+        reply_json(200, json!({"late": true}))
+    });
+    let pool = pool_for(&server, 8);
+    let req = http::Request {
+        method: "GET",
+        path: "/slow",
+        headers: &[],
+        body: None,
+    };
+    let (resp, _) = pool
+        .exchange(&req, Instant::now() + Duration::from_secs(3), true, 1024)
+        .unwrap();
+    assert_eq!(
+        (resp.status, resp.body.as_slice()),
+        (200, &br#"{"late":true}"#[..])
+    );
+}
+
+/// Bytes that came after a complete response are seen when they wait in the socket, not only
+/// in the read buffer: here the first answer fills the 16 KiB read buffer exactly, and a second
+/// answer (sent in the same write) waits behind it in the socket. The connection is not pooled.
+#[test]
+fn bytes_waiting_in_the_socket_after_a_response_are_seen() {
+    // `Action::Twice` heads: "HTTP/1.1 200 X", Content-Type and Content-Length lines.
+    let head_len = |n: usize| {
+        format!("HTTP/1.1 200 X\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n")
+            .len()
+    };
+    let n = (16_000..16 * 1024)
+        .find(|&n| head_len(n) + n == 16 * 1024)
+        .unwrap();
+    let server = TestServer::start(move |_, _| Action::Twice(vec![b'7'; n], 200, b"{}".to_vec()));
+    let pool = pool_for(&server, 8);
+    let req = http::Request {
+        method: "GET",
+        path: "/a",
+        headers: &[],
+        body: None,
+    };
+    let (resp, lease) = pool
+        .exchange(&req, Instant::now() + Duration::from_secs(2), true, 100_000)
+        .unwrap();
+    assert!(resp.body == vec![b'7'; n]);
+    assert!(lease.unsolicited_bytes());
+    lease.release();
+    assert_eq!(pool.idle_len(), 0);
+}
+
 #[test]
 fn connection_refused_is_not_sent() {
     let port = closed_port();
@@ -1170,6 +1389,99 @@ fn no_retry_when_a_connect_could_outlast_the_deadline() {
     });
     assert_eq!(c.list_keys().unwrap_err().http_status(), Some(503));
     assert_eq!(server.count(), 1);
+}
+
+/// With two nodes a read gives each node an equal share of the time left (`execute`): a node
+/// that never answers costs half the deadline, and the other node answers within the rest.
+#[test]
+fn a_hanging_node_leaves_the_next_node_its_share_of_the_deadline() {
+    let hanging = TestServer::start(|_, _| Action::Hang(Duration::from_secs(5)));
+    let live = TestServer::start(|_, _| reply_json(200, json!(["a"])));
+    let c = client_with(&hanging.url(), |cfg| {
+        cfg.rest_apis.push(live.url());
+        cfg.pkcs11.retries = 0;
+    });
+    assert_eq!(c.list_keys().unwrap(), vec!["a"]);
+    assert_eq!((hanging.count(), live.count()), (1, 1));
+}
+
+/// `tsb-pkcs11 doctor`'s view of the nodes: their URLs in configured order, and a probe of
+/// each alone that tells a node failure (an error) from an answer that says nothing against the
+/// node (`Ok(None)`, e.g. a 401).
+#[test]
+fn node_urls_and_probes_of_each_node() {
+    let up = TestServer::start(|_, _| reply_json(200, json!({"Version": "2.2.0"})));
+    let refusing = TestServer::start(|_, _| reply_json(401, json!({"errorCode": 401})));
+    let unavailable = TestServer::start(|_, _| Action::Reply(503, "text/plain", vec![]));
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let urls = [up.url(), refusing.url(), unavailable.url(), dead];
+    let c = client_with(&urls[0], |cfg| {
+        cfg.rest_apis = urls.to_vec();
+        cfg.pkcs11.retries = 0;
+    });
+    assert_eq!(c.node_urls(), urls);
+    assert_eq!(c.node_count(), 4);
+    assert_eq!(c.probe_node(0).unwrap().as_deref(), Some("2.2.0"));
+    assert_eq!(c.probe_node(1).unwrap(), None);
+    assert_eq!(c.probe_node(2).unwrap_err().http_status(), Some(503));
+    assert!(matches!(
+        c.probe_node(3).unwrap_err().kind,
+        TsbErrorKind::NotSent(_)
+    ));
+    // Each probe went to its node alone.
+    assert_eq!(
+        (up.count(), refusing.count(), unavailable.count()),
+        (1, 1, 1)
+    );
+}
+
+/// A key's attestation: the `xml` and its `xmlSignature` from the attributes answer; a blank
+/// `xml` is no attestation.
+#[test]
+fn key_attestation_needs_its_xml() {
+    let server = TestServer::start(|req, _| {
+        let label = req.json()["label"].as_str().unwrap_or_default().to_string();
+        let xml = if label == "blank" { "" } else { "<k/>" };
+        reply_json(
+            200,
+            json!({"json": {"label": label, "algorithm": "EC", "publicKey": "AQID"},
+                   "xml": xml, "xmlSignature": "c2ln", "attestationKeyName": "att"}),
+        )
+    });
+    let c = client(&server.url());
+    let a = c.key_attestation("k", None).unwrap();
+    assert_eq!(
+        (
+            a.xml.as_str(),
+            a.signature.as_slice(),
+            a.attestation_key_name.as_str()
+        ),
+        ("<k/>", &b"sig"[..], "att")
+    );
+    assert_eq!(a.public_key.as_deref(), Some(&[1u8, 2, 3][..]));
+    let e = c.key_attestation("blank", None).unwrap_err();
+    assert!(
+        matches!(&e.kind, TsbErrorKind::InvalidResponse(m) if m.contains("carries no \"xml\"")),
+        "{e:?}"
+    );
+}
+
+/// An approval request may not move to another node once sent, so its node gets all of the
+/// deadline, not a share of it: a node that answers after half of it still files the request,
+/// and the other node never sees it.
+#[test]
+fn an_approval_request_gets_all_of_the_deadline_on_its_node() {
+    let slow = TestServer::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(1300));
+        reply_json(201, json!({"signRequestId": "r1"}))
+    });
+    let other = TestServer::start(|_, _| reply_json(201, json!({"signRequestId": "r2"})));
+    let c = client_with(&slow.url(), |cfg| {
+        cfg.rest_apis.push(other.url());
+        cfg.pkcs11.retries = 0;
+    });
+    assert_eq!(c.sign_asynchronous(&sign_req()).unwrap(), "r1");
+    assert_eq!((slow.count(), other.count()), (1, 0));
 }
 
 #[test]
@@ -1559,6 +1871,28 @@ mod tls_server {
         assert_eq!(on, [0, 1, 2, 3, 0]);
     }
 
+    /// Bodies larger than the 16 KiB the request head's buffer carries and than the read
+    /// buffer, both ways over TLS: the server gets the sign's payload byte for byte, the client
+    /// the signature.
+    #[test]
+    fn large_bodies_cross_tls_whole() {
+        let pki = pki();
+        let server = tls_server_with(
+            &pki,
+            false,
+            Arc::new(|req: &Recorded, _| {
+                Action::Reply(200, "application/json", signature_body(&payload_of(req)))
+            }),
+        );
+        let c = https_client(&server, |cfg| cfg.ca_path = Some(pki.ca_pem.clone()));
+        let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        assert!(c.sign_synchronous(&sign_req_for(&payload)).unwrap() == payload);
+        assert!(c.sign_synchronous(&sign_req_for(b"small")).unwrap() == b"small");
+        let reqs = server.requests();
+        assert!(payload_of(&reqs[0]) == payload);
+        assert_eq!(reqs[1].on_connection, 1, "the connection stayed in step");
+    }
+
     fn https_client(server: &TestServer, f: impl FnOnce(&mut Config)) -> TsbClient {
         client_with(&format!("https://127.0.0.1:{}", server.addr.port()), f)
     }
@@ -1812,6 +2146,25 @@ fn framing_cases() -> Vec<(&'static str, Vec<u8>, Framed)> {
     let ok = |head: &str, body: &str| format!("HTTP/1.1 200 OK\r\n{head}\r\n{body}").into_bytes();
     let chunked = |body: &str| ok("Transfer-Encoding: chunked\r\n", body);
     let many = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+    // One field line of `n` bytes (CRLF included).
+    let line = |n: usize| format!("X-Long: {}\r\n", "a".repeat(n - 10));
+    // Field lines of `n` bytes in all, none longer than 8000.
+    let lines = |mut n: usize| {
+        let mut out = String::new();
+        for i in 0.. {
+            if n == 0 {
+                break;
+            }
+            let len = if n > 8000 && n - 8000 < 20 {
+                n - 20
+            } else {
+                n.min(8000)
+            };
+            out.push_str(&format!("X-{i:02}: {}\r\n", "a".repeat(len - 8)));
+            n -= len;
+        }
+        out
+    };
     vec![
         // Transfer-Encoding
         (
@@ -1978,6 +2331,70 @@ fn framing_cases() -> Vec<(&'static str, Vec<u8>, Framed)> {
             "HTTP/1.2",
             b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
             HeadRefused("malformed response head"),
+        ),
+        // The bounds, on either side
+        (
+            "64 header fields",
+            ok(&format!("{}Content-Length: 2\r\n", many(63)), "{}"),
+            Good(200, b"{}", true),
+        ),
+        (
+            "a header line of 8192 bytes",
+            ok(&format!("{}Content-Length: 2\r\n", line(8192)), "{}"),
+            Good(200, b"{}", true),
+        ),
+        (
+            "a header line of 8193 bytes",
+            ok(&format!("{}Content-Length: 2\r\n", line(8193)), "{}"),
+            HeadRefused("longer than 8192 bytes"),
+        ),
+        (
+            // Status line (17), Content-Length (19) and the empty line (2) around the padding.
+            "a head of 64 KiB",
+            ok(&format!("{}Content-Length: 2\r\n", lines(65536 - 38)), "{}"),
+            Good(200, b"{}", true),
+        ),
+        (
+            "a head of 64 KiB and 1 byte",
+            ok(&format!("{}Content-Length: 2\r\n", lines(65537 - 38)), "{}"),
+            HeadRefused("response head longer than 65536 bytes"),
+        ),
+        (
+            "64 trailer fields",
+            chunked(&format!("2\r\n{{}}\r\n0\r\n{}\r\n", many(64))),
+            Good(200, b"{}", true),
+        ),
+        (
+            // The empty line (2) ends the section.
+            "a trailer section of 64 KiB",
+            chunked(&format!("2\r\n{{}}\r\n0\r\n{}\r\n", lines(65536 - 2))),
+            Good(200, b"{}", true),
+        ),
+        (
+            "a trailer section of 64 KiB and 1 byte",
+            chunked(&format!("2\r\n{{}}\r\n0\r\n{}\r\n", lines(65537 - 2))),
+            BodyRefused(200, "trailer section longer than 65536 bytes"),
+        ),
+        (
+            // `2;` and CRLF around the extension.
+            "a chunk-size line of 1024 bytes",
+            chunked(&format!("2;{}\r\n{{}}\r\n0\r\n\r\n", "e".repeat(1020))),
+            Good(200, b"{}", true),
+        ),
+        (
+            "a chunk-size line of 1025 bytes",
+            chunked(&format!("2;{}\r\n{{}}\r\n0\r\n\r\n", "e".repeat(1021))),
+            BodyRefused(200, "longer than 1024 bytes"),
+        ),
+        (
+            "status code 599",
+            b"HTTP/1.1 599 X\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            Good(599, b"{}", true),
+        ),
+        (
+            "status code 600",
+            b"HTTP/1.1 600 X\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            HeadRefused("status code 600 out of range"),
         ),
         // What stays accepted
         (

@@ -180,6 +180,10 @@ fn key_list_shapes() {
     assert!(parse_key_list(&json!({"x": 1})).is_err());
     assert!(parse_key_list(&json!([1])).is_err());
     assert!(parse_key_list(&json!("a")).is_err());
+    // The shape the labels came in (`tsb-pkcs11 doctor` names a wrapper).
+    let wrapped = |v: Value| keys::parse_key_list_checked(&v).unwrap().wrapped_in;
+    assert_eq!(wrapped(json!(["a"])), None);
+    assert_eq!(wrapped(json!({"labels": ["a"]})), Some("labels"));
 }
 
 #[test]
