@@ -84,7 +84,7 @@ pub(super) struct FakeTsb {
     /// hostile TSB).
     pub(super) tamper: Mutex<Option<Tamper>>,
     /// The usage flags keys were created with (`decrypt`, `unwrap`, `derive`; all false for
-    /// the others).
+    /// the others; `encrypt`, `verify`, `wrap` reported where they were sent).
     pub(super) key_usage: Mutex<HashMap<String, NewKeyUsage>>,
     /// Knows the post-quantum algorithms only by their newer names (`ML_DSA`, `SLH_DSA`): the
     /// documented `DILITHIUM` / `SPHINCS_PLUS` get 400/600.
@@ -95,6 +95,9 @@ pub(super) struct FakeTsb {
     pub(super) raw_pqc_public_keys: std::sync::atomic::AtomicBool,
     /// The `signatureAlgorithm` and `context` of every sign request, in order.
     pub(super) sign_requests: Mutex<Vec<(String, Option<Vec<u8>>)>>,
+    /// When set, every synchronous signature fails with this (HTTP status, TSB code) after
+    /// the request is recorded.
+    pub(super) sign_error: Mutex<Option<(u16, i64)>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -583,7 +586,7 @@ impl Backend for FakeTsb {
             .get(label)
             .copied()
             .unwrap_or_default();
-        let body = json!({"json": {
+        let mut body = json!({"json": {
             "label": label,
             "id": self.key_ids.lock().get(label),
             "algorithm": algorithm,
@@ -601,6 +604,16 @@ impl Backend for FakeTsb {
             "policy": policy,
             "remainingSignatures": key.remaining,
         }});
+        // The public-key flags a key was created with (a TSB of 1.15.1 or later keeps them).
+        for (name, flag) in [
+            ("encrypt", usage.encrypt),
+            ("verify", usage.verify),
+            ("wrap", usage.wrap),
+        ] {
+            if let Some(flag) = flag {
+                body["json"]["attributes"][name] = json!(flag);
+            }
+        }
         Ok(crate::tsb::models::parse_key_attributes(&body).expect("fake attributes parse"))
     }
 
@@ -648,6 +661,9 @@ impl Backend for FakeTsb {
         self.sign_requests
             .lock()
             .push((req.algorithm.clone(), req.context.clone()));
+        if let Some((status, code)) = *self.sign_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         if req.context.is_some()
             && self
                 .no_context_field

@@ -916,3 +916,139 @@ fn tutorial_templates_store_usage_flags_and_generate_labels() {
     }
     assert_eq!(fake.count("create "), created);
 }
+
+/// §5.14 with §4.8/§4.9: an attribute of the other key class is CKR_ATTRIBUTE_TYPE_INVALID and
+/// nothing is created: CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP, CKA_VERIFY_RECOVER, CKA_EC_PARAMS,
+/// CKA_MODULUS_BITS and CKA_PUBLIC_EXPONENT belong to the public key; CKA_SIGN, CKA_DECRYPT,
+/// CKA_UNWRAP, CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_SIGN_RECOVER and the policy profile to the
+/// private key.
+#[test]
+fn usage_attributes_of_the_other_key_class_are_refused() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let rsa = || {
+        (
+            vec![
+                (CKA_TOKEN, vec![CK_TRUE]),
+                (CKA_MODULUS_BITS, ulong(2048)),
+                (CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+            ],
+            vec![(CKA_TOKEN, vec![CK_TRUE]), (CKA_SIGN, vec![CK_TRUE])],
+        )
+    };
+    let mut cases: Vec<(CK_MECHANISM_TYPE, (Template, Template), CK_ATTRIBUTE_TYPE)> = vec![];
+    for (attr, value) in [
+        (CKA_VERIFY, vec![CK_TRUE]),
+        (CKA_ENCRYPT, vec![CK_FALSE]),
+        (CKA_WRAP, vec![CK_FALSE]),
+        (CKA_VERIFY_RECOVER, vec![CK_FALSE]),
+        (CKA_EC_PARAMS, P256.to_vec()),
+    ] {
+        let mut t = ec_templates("misplaced", P256);
+        t.1.push((attr, value));
+        cases.push((CKM_EC_KEY_PAIR_GEN, t, attr));
+    }
+    for (attr, value) in [
+        (CKA_MODULUS_BITS, ulong(2048)),
+        (CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+    ] {
+        let mut t = rsa();
+        t.1.push((attr, value));
+        cases.push((CKM_RSA_PKCS_KEY_PAIR_GEN, t, attr));
+    }
+    for (attr, value) in [
+        (CKA_SIGN, vec![CK_TRUE]),
+        (CKA_DECRYPT, vec![CK_FALSE]),
+        (CKA_UNWRAP, vec![CK_FALSE]),
+        (CKA_SENSITIVE, vec![CK_TRUE]),
+        (CKA_EXTRACTABLE, vec![CK_FALSE]),
+        (CKA_SIGN_RECOVER, vec![CK_FALSE]),
+        (crate::token::keygen::CKA_TSB_POLICY_PROFILE, b"p".to_vec()),
+    ] {
+        let mut t = ec_templates("misplaced", P256);
+        t.0.push((attr, value));
+        cases.push((CKM_EC_KEY_PAIR_GEN, t, attr));
+    }
+    for (m, t, attr) in &cases {
+        assert_eq!(
+            generate(&token, s, *m, t).unwrap_err().code(),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            "attribute {attr:#x} in the other template"
+        );
+    }
+    assert_eq!(fake.count("create "), 0);
+    // In its own template each is taken.
+    generate(&token, s, CKM_RSA_PKCS_KEY_PAIR_GEN, &rsa()).unwrap();
+}
+
+/// The public-key usage flags (CKA_ENCRYPT, CKA_VERIFY, CKA_WRAP) are sent to the TSB only
+/// where they differ from what the objects report without them (encrypt = decrypt, wrap =
+/// unwrap, verify true), as a TSB before 1.15.1 does not know them; where they differ they are
+/// stored and reported as asked (§5.14: an attribute is honoured or refused, never dropped).
+#[test]
+fn public_usage_flags_are_sent_only_where_they_differ() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let usage_call = |label: &str| {
+        fake.calls()
+            .into_iter()
+            .find(|c| c.starts_with(&format!("create-usage {label} ")))
+            .unwrap()
+    };
+    let bool_attr = |h, attr| bytes_of(&token, s, h, attr);
+    // Differing from the private key's flags: sent, and reported.
+    let mut differ = ec_templates("differ", P256);
+    differ.0.retain(|(t, _)| *t != CKA_VERIFY);
+    differ.0.extend([
+        (CKA_ENCRYPT, vec![CK_TRUE]),
+        (CKA_VERIFY, vec![CK_FALSE]),
+        (CKA_WRAP, vec![CK_TRUE]),
+    ]);
+    differ
+        .1
+        .extend([(CKA_DECRYPT, vec![CK_FALSE]), (CKA_UNWRAP, vec![CK_FALSE])]);
+    let (public, private) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &differ).unwrap();
+    let call = usage_call("differ");
+    for sent in ["encrypt: Some(true)", "verify: Some(false)", "wrap: Some(true)"] {
+        assert!(call.contains(sent), "{sent}: {call}");
+    }
+    assert_eq!(bool_attr(public, CKA_ENCRYPT), [CK_TRUE]);
+    assert_eq!(bool_attr(public, CKA_VERIFY), [CK_FALSE]);
+    assert_eq!(bool_attr(public, CKA_WRAP), [CK_TRUE]);
+    assert_eq!(bool_attr(private, CKA_DECRYPT), [CK_FALSE]);
+    assert_eq!(bool_attr(private, CKA_UNWRAP), [CK_FALSE]);
+    // Equal to them: left out of the request, and still reported as asked.
+    let mut same = ec_templates("same", P256);
+    same.0.extend([(CKA_ENCRYPT, vec![CK_TRUE]), (CKA_WRAP, vec![CK_TRUE])]);
+    same.1
+        .extend([(CKA_DECRYPT, vec![CK_TRUE]), (CKA_UNWRAP, vec![CK_TRUE])]);
+    let (public, _) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &same).unwrap();
+    let call = usage_call("same");
+    for left_out in ["encrypt: None", "verify: None", "wrap: None"] {
+        assert!(call.contains(left_out), "{left_out}: {call}");
+    }
+    assert_eq!(bool_attr(public, CKA_ENCRYPT), [CK_TRUE]);
+    assert_eq!(bool_attr(public, CKA_VERIFY), [CK_TRUE]);
+    assert_eq!(bool_attr(public, CKA_WRAP), [CK_TRUE]);
+}
+
+/// A session key pair whose new key cannot be read back: C_GenerateKeyPair fails, and the
+/// temporary TSB key it created is deleted at once (no object refers to it; closing the
+/// session must not be what deletes it).
+#[test]
+fn a_session_key_that_cannot_be_read_back_is_deleted_at_once() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    *fake.attributes_error.lock() = Some((500, 700));
+    let e = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("lost")).unwrap_err();
+    assert_eq!(e.code(), CKR_DEVICE_ERROR);
+    assert_eq!(fake.count("create "), 1);
+    assert!(temporary_keys(&fake).is_empty(), "{:?}", fake.labels());
+    assert_eq!(fake.count("delete "), 1);
+    *fake.attributes_error.lock() = None;
+    token.close_session(s).unwrap();
+    assert_eq!(fake.count("delete "), 1, "nothing left to delete at close");
+}
