@@ -95,6 +95,9 @@ pub(super) struct FakeTsb {
     pub(super) raw_pqc_public_keys: std::sync::atomic::AtomicBool,
     /// The `signatureAlgorithm` and `context` of every sign request, in order.
     pub(super) sign_requests: Mutex<Vec<(String, Option<Vec<u8>>)>>,
+    /// While true, a `DELETE /v1/request/{id}` does not answer (a hanging TSB, for at most
+    /// 10 s); it goes on when cleared.
+    pub(super) cancel_hangs: std::sync::atomic::AtomicBool,
     /// When set, every synchronous signature fails with this (HTTP status, TSB code) after
     /// the request is recorded.
     pub(super) sign_error: Mutex<Option<(u16, i64)>>,
@@ -732,6 +735,12 @@ impl Backend for FakeTsb {
 
     fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
         self.record(format!("cancel {id}"));
+        let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.cancel_hangs.load(std::sync::atomic::Ordering::Relaxed)
+            && std::time::Instant::now() < hang_until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         if let Some((status, code)) = *self.cancel_error.lock() {
             return Err(tsb_error(status, code));
         }

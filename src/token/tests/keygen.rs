@@ -610,8 +610,10 @@ fn session_key_pairs_are_temporary_tsb_keys_deleted_at_close() {
 /// key (CKA_TOKEN true) stays as before.
 #[test]
 fn session_keys_are_deleted_on_destroy_close_all_and_finalize() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("requests.jsonl");
     let fake = FakeTsb::new();
-    let token = token_with(&fake, json!({}));
+    let token = token_with(&fake, json!({"requestJournal": journal}));
     let s = session(&token);
     let (_, persistent) =
         generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("kept", P256)).unwrap();
@@ -644,6 +646,9 @@ fn session_keys_are_deleted_on_destroy_close_all_and_finalize() {
     assert!(temporary_keys(&fake).is_empty(), "C_Finalize");
     assert!(fake.labels().contains(&"kept".to_string()));
     assert_eq!(fake.count("delete kept"), 0);
+    // C_Finalize waited for the confirmed deletions: none is journalled as left behind.
+    let entries = crate::journal::read(&journal).unwrap().entries;
+    assert!(entries.is_empty(), "{entries:?}");
 }
 
 /// A deletion of a temporary key that fails (close) or hangs (C_Finalize, which returns within
