@@ -251,6 +251,35 @@ fn an_unanswered_cancellation_carries_on_in_the_background() {
     );
 }
 
+/// With helper threads, a poll runs on its own thread: C_SessionCancel (v3.0 §5.6) ends the
+/// approval wait while a poll the TSB has not answered is still outstanding, and C_Finalize
+/// waits for that poll.
+#[test]
+fn cancelling_does_not_wait_for_an_unanswered_poll() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fake = FakeTsb::new();
+    fake.add_key("ska", true);
+    let token = token(&fake, true, json!({}));
+    fake.poll_hangs.store(true, Relaxed);
+    let s = session(&token);
+    let key = private_key(&token, s, "ska");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let signing = {
+        let token = token.clone();
+        std::thread::spawn(move || token.sign(s, b"x", Some(64)))
+    };
+    wait_for("the first poll", || (fake.count("poll ") > 0).then_some(()));
+    token.session_cancel(s, CKF_SIGN).unwrap();
+    assert_eq!(
+        signing.join().unwrap().unwrap_err().code(),
+        CKR_FUNCTION_CANCELED
+    );
+    assert_eq!(fake.count("polled "), 0, "the poll is still outstanding");
+    fake.poll_hangs.store(false, Relaxed);
+    token.finalize();
+    assert_eq!(fake.count("polled "), 1, "C_Finalize waited for the poll");
+}
+
 /// Starts `C_Sign` with key `ska` in session `s` on another thread and returns the thread and
 /// the id of the approval request it filed.
 fn start_waiting_sign(

@@ -95,6 +95,9 @@ pub(super) struct FakeTsb {
     pub(super) raw_pqc_public_keys: std::sync::atomic::AtomicBool,
     /// The `signatureAlgorithm` and `context` of every sign request, in order.
     pub(super) sign_requests: Mutex<Vec<(String, Option<Vec<u8>>)>>,
+    /// While true, a `GET /v1/request/{id}` does not answer (for at most 10 s); it goes on
+    /// when cleared, recording `polled {id}`.
+    pub(super) poll_hangs: std::sync::atomic::AtomicBool,
     /// While true, a `DELETE /v1/request/{id}` does not answer (a hanging TSB, for at most
     /// 10 s); it goes on when cleared.
     pub(super) cancel_hangs: std::sync::atomic::AtomicBool,
@@ -705,6 +708,15 @@ impl Backend for FakeTsb {
 
     fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
         self.record(format!("poll {id}"));
+        if self.poll_hangs.load(std::sync::atomic::Ordering::Relaxed) {
+            let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while self.poll_hangs.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < hang_until
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            self.record(format!("polled {id}"));
+        }
         let (state, key, algorithm, payload) = {
             let requests = self.requests.lock();
             let r = requests.get(id).ok_or_else(|| tsb_error(404, 651))?;

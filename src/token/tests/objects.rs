@@ -405,6 +405,35 @@ fn a_key_the_tsb_refuses_to_describe_is_left_out_of_listings() {
     assert_eq!(failed.err().map(|e| e.code()), Some(CKR_DEVICE_ERROR));
 }
 
+/// A refused C_SetAttributeValue names the attribute in its message (the module's WARN line),
+/// so an administrator sees which one the application tried to change.
+#[test]
+fn a_refused_modification_names_the_attribute() {
+    let fake = FakeTsb::new();
+    fake.add_key("k", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "k");
+    for (attr, name) in [
+        (CKA_LABEL, "CKA_LABEL"),
+        (CKA_ID, "CKA_ID"),
+        (CKA_TOKEN, "CKA_TOKEN"),
+        (CKA_PRIVATE, "CKA_PRIVATE"),
+        (CKA_SUBJECT, "CKA_SUBJECT"),
+        (CKA_VALUE, "CKA_VALUE"),
+        (CKA_SIGN, "CKA_SIGN"),
+        (CKA_DECRYPT, "CKA_DECRYPT"),
+        (CKA_START_DATE, "CKA_START_DATE"),
+        (CKA_END_DATE, "CKA_END_DATE"),
+        (CKA_MODULUS, "attribute 0x120"),
+    ] {
+        let e = token
+            .set_attribute_values(s, key, &[(attr, vec![0xaa; 3])])
+            .unwrap_err();
+        assert!(e.to_string().contains(name), "{name}: {e}");
+    }
+}
+
 /// §5.7.6 C_SetAttributeValue on objects whose CKA_MODIFIABLE is false: a template that
 /// changes nothing succeeds (SunPKCS11 sets CKA_ID to the alias it generated the key under);
 /// any change is CKR_ACTION_PROHIBITED, a sensitive attribute is refused without being
