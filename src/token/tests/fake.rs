@@ -101,6 +101,10 @@ pub(super) struct FakeTsb {
     /// While true, a `DELETE /v1/request/{id}` does not answer (a hanging TSB, for at most
     /// 10 s); it goes on when cleared.
     pub(super) cancel_hangs: std::sync::atomic::AtomicBool,
+    /// When set, every key creation fails with this (HTTP status, TSB code).
+    pub(super) create_error: Mutex<Option<(u16, i64)>>,
+    /// A key attribute request for this label panics (a bug in a fetch worker).
+    pub(super) attributes_panic: Mutex<Option<String>>,
     /// When set, every synchronous signature fails with this (HTTP status, TSB code) after
     /// the request is recorded.
     pub(super) sign_error: Mutex<Option<(u16, i64)>>,
@@ -526,6 +530,9 @@ impl Backend for FakeTsb {
         password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
         self.record(format!("attributes {label}"));
+        if self.attributes_panic.lock().as_deref() == Some(label) {
+            panic!("fake: attribute request for '{label}' panics");
+        }
         if let Some((status, code)) = *self.attributes_error.lock() {
             return Err(tsb_error(status, code));
         }
@@ -792,6 +799,9 @@ impl Backend for FakeTsb {
             "create-usage {} id={:?} {:?}",
             key.label, key.id, key.usage
         ));
+        if let Some((status, code)) = *self.create_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         if self.keys.lock().contains_key(key.label) {
             return Err(tsb_error(400, 608));
         }

@@ -370,6 +370,79 @@ fn key_generation_stops_on_a_tsb_failure() {
     assert_eq!(fake.count("create "), 0);
 }
 
+/// A credential the TSB rejects (617, HTTP 403) is CKR_PIN_INCORRECT when the PIN is the
+/// credential (`pinIs: token`), CKR_USER_NOT_LOGGED_IN when it comes from the configuration
+/// (error.rs, "map_tsb_error"); nothing is created.
+#[test]
+fn a_rejected_credential_depends_on_where_it_came_from() {
+    let fake = FakeTsb::new();
+    *fake.good_jwt.lock() = Some("jwt".into());
+    for (pkcs11, expected) in [
+        (json!({"pinIs": "token"}), CKR_PIN_INCORRECT),
+        (json!({}), CKR_USER_NOT_LOGGED_IN),
+    ] {
+        let token = token_with(&fake, pkcs11);
+        let s = session(&token);
+        if expected == CKR_PIN_INCORRECT {
+            token.login(s, CKU_USER, b"jwt").unwrap();
+        }
+        *fake.attributes_error.lock() = Some((403, 617));
+        assert_eq!(
+            generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("k", P256))
+                .unwrap_err()
+                .code(),
+            expected
+        );
+        *fake.attributes_error.lock() = None;
+    }
+    assert_eq!(fake.count("create "), 0);
+}
+
+/// A TSB failure of `POST /v1/key` other than a 400 is that failure (here 500:
+/// CKR_DEVICE_ERROR), not the template's fault (CKR_TEMPLATE_INCONSISTENT).
+#[test]
+fn a_tsb_failure_creating_the_key_is_that_failure() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    *fake.create_error.lock() = Some((500, 701));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("k", P256))
+            .unwrap_err()
+            .code(),
+        CKR_DEVICE_ERROR
+    );
+    *fake.create_error.lock() = Some((400, 600));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("k", P256))
+            .unwrap_err()
+            .code(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+}
+
+/// A refused template names the attribute (the WARN line says which one to drop).
+#[test]
+fn a_refused_template_names_the_attribute() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    for (private, attr, name) in [
+        (false, CKA_TRUSTED, "CKA_TRUSTED"),
+        (false, CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER"),
+        (true, CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER"),
+        (true, CKA_WRAP_WITH_TRUSTED, "CKA_WRAP_WITH_TRUSTED"),
+        (true, CKA_ALWAYS_AUTHENTICATE, "CKA_ALWAYS_AUTHENTICATE"),
+        (true, CKA_COPYABLE, "CKA_COPYABLE"),
+    ] {
+        let mut t = ec_templates("named", P256);
+        if private { &mut t.1 } else { &mut t.0 }.push((attr, vec![CK_TRUE]));
+        let e = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t).unwrap_err();
+        assert_eq!(e.code(), CKR_TEMPLATE_INCONSISTENT, "{name}");
+        assert!(e.to_string().contains(name), "{name}: {e}");
+    }
+}
+
 /// §5.14 with §4.7/§4.8: attributes a TSB key already has may be given with that value (empty
 /// dates and mechanism lists, false encrypt/wrap/verify-recover/derive/trusted on the public
 /// key); the opposite value, or a date, is CKR_TEMPLATE_INCONSISTENT.
@@ -1016,7 +1089,11 @@ fn public_usage_flags_are_sent_only_where_they_differ() {
         .extend([(CKA_DECRYPT, vec![CK_FALSE]), (CKA_UNWRAP, vec![CK_FALSE])]);
     let (public, private) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &differ).unwrap();
     let call = usage_call("differ");
-    for sent in ["encrypt: Some(true)", "verify: Some(false)", "wrap: Some(true)"] {
+    for sent in [
+        "encrypt: Some(true)",
+        "verify: Some(false)",
+        "wrap: Some(true)",
+    ] {
         assert!(call.contains(sent), "{sent}: {call}");
     }
     assert_eq!(bool_attr(public, CKA_ENCRYPT), [CK_TRUE]);
@@ -1026,7 +1103,8 @@ fn public_usage_flags_are_sent_only_where_they_differ() {
     assert_eq!(bool_attr(private, CKA_UNWRAP), [CK_FALSE]);
     // Equal to them: left out of the request, and still reported as asked.
     let mut same = ec_templates("same", P256);
-    same.0.extend([(CKA_ENCRYPT, vec![CK_TRUE]), (CKA_WRAP, vec![CK_TRUE])]);
+    same.0
+        .extend([(CKA_ENCRYPT, vec![CK_TRUE]), (CKA_WRAP, vec![CK_TRUE])]);
     same.1
         .extend([(CKA_DECRYPT, vec![CK_TRUE]), (CKA_UNWRAP, vec![CK_TRUE])]);
     let (public, _) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &same).unwrap();
