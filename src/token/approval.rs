@@ -540,6 +540,45 @@ mod tests {
         }
     }
 
+    /// docs/approvals.md, "Polling": each poll that finds nothing new waits half as long
+    /// again, up to `pollIntervalMaxMs`; a cap below `pollIntervalMs` keeps the start.
+    #[test]
+    fn the_poll_interval_grows_by_half_up_to_its_cap() {
+        let ms = Duration::from_millis;
+        let s = settings(None);
+        let mut interval = s.poll_interval;
+        let mut seen = vec![];
+        for _ in 0..8 {
+            interval = next_interval(interval, &s);
+            seen.push(interval.as_millis());
+        }
+        assert_eq!(seen, [1500, 2250, 3375, 5062, 7593, 10_000, 10_000, 10_000]);
+        let low_cap = ModuleSettings {
+            poll_interval: ms(500),
+            poll_interval_max: ms(200),
+            ..ModuleSettings::default()
+        };
+        assert_eq!(next_interval(ms(500), &low_cap), ms(500));
+    }
+
+    /// A helper thread is counted from its spawn to its end, so `C_Finalize`
+    /// (`wait_for_background`) waits for it: no thread runs module code after `C_Finalize`
+    /// returns (a host may `dlclose` the module next).
+    #[test]
+    fn helper_threads_are_counted_until_they_end() {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        spawn_counted("tsb-pkcs11-test", move || {
+            let _ = released.recv();
+            let _ = done.send(());
+        })
+        .expect("thread");
+        // Other tests' helpers may run too: at least this one is counted while it runs.
+        assert!(wait_for_background(Duration::ZERO) >= 1);
+        drop(release);
+        finished.recv().expect("the helper ran");
+    }
+
     #[test]
     fn unset_timeout_follows_the_policy_capped() {
         let s = settings(None);

@@ -204,6 +204,82 @@ fn the_journal_says_whether_the_tsb_confirmed_a_cancellation() {
     }
 }
 
+/// With helper threads, a cancellation the TSB does not answer holds up the waiting `C_Sign`
+/// for at most `CANCEL_WAIT`: it returns, the journal says `CANCEL_UNCONFIRMED`, the
+/// cancellation carries on in the background and journals the TSB's late confirmation, and
+/// `C_Finalize` waits for it.
+#[test]
+fn an_unanswered_cancellation_carries_on_in_the_background() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("requests.jsonl");
+    let fake = FakeTsb::new();
+    fake.add_key("ska", true);
+    let token = token(&fake, true, json!({"requestJournal": journal}));
+    let outcomes = || -> Vec<String> {
+        crate::journal::read(&journal)
+            .unwrap()
+            .entries
+            .into_iter()
+            .filter(|e| e.event == crate::journal::Event::Outcome)
+            .map(|e| e.status.unwrap())
+            .collect()
+    };
+    fake.cancel_hangs.store(true, Relaxed);
+    let s = session(&token);
+    let key = private_key(&token, s, "ska");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let signing = {
+        let token = token.clone();
+        std::thread::spawn(move || token.sign(s, b"x", Some(64)))
+    };
+    wait_for("the approval request", || {
+        (!fake.request_ids().is_empty()).then_some(())
+    });
+    token.close_session(s).unwrap();
+    assert_eq!(
+        signing.join().unwrap().unwrap_err().code(),
+        CKR_SESSION_CLOSED
+    );
+    assert_eq!(outcomes(), [crate::journal::CANCEL_UNCONFIRMED]);
+    fake.cancel_hangs.store(false, Relaxed);
+    token.finalize();
+    assert_eq!(
+        outcomes(),
+        [crate::journal::CANCEL_UNCONFIRMED, "CANCELLED"],
+        "the late confirmation, written before C_Finalize returned"
+    );
+}
+
+/// With helper threads, a poll runs on its own thread: C_SessionCancel (v3.0 §5.6) ends the
+/// approval wait while a poll the TSB has not answered is still outstanding, and C_Finalize
+/// waits for that poll.
+#[test]
+fn cancelling_does_not_wait_for_an_unanswered_poll() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fake = FakeTsb::new();
+    fake.add_key("ska", true);
+    let token = token(&fake, true, json!({}));
+    fake.poll_hangs.store(true, Relaxed);
+    let s = session(&token);
+    let key = private_key(&token, s, "ska");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let signing = {
+        let token = token.clone();
+        std::thread::spawn(move || token.sign(s, b"x", Some(64)))
+    };
+    wait_for("the first poll", || (fake.count("poll ") > 0).then_some(()));
+    token.session_cancel(s, CKF_SIGN).unwrap();
+    assert_eq!(
+        signing.join().unwrap().unwrap_err().code(),
+        CKR_FUNCTION_CANCELED
+    );
+    assert_eq!(fake.count("polled "), 0, "the poll is still outstanding");
+    fake.poll_hangs.store(false, Relaxed);
+    token.finalize();
+    assert_eq!(fake.count("polled "), 1, "C_Finalize waited for the poll");
+}
+
 /// Starts `C_Sign` with key `ska` in session `s` on another thread and returns the thread and
 /// the id of the approval request it filed.
 fn start_waiting_sign(

@@ -84,7 +84,7 @@ pub(super) struct FakeTsb {
     /// hostile TSB).
     pub(super) tamper: Mutex<Option<Tamper>>,
     /// The usage flags keys were created with (`decrypt`, `unwrap`, `derive`; all false for
-    /// the others).
+    /// the others; `encrypt`, `verify`, `wrap` reported where they were sent).
     pub(super) key_usage: Mutex<HashMap<String, NewKeyUsage>>,
     /// Knows the post-quantum algorithms only by their newer names (`ML_DSA`, `SLH_DSA`): the
     /// documented `DILITHIUM` / `SPHINCS_PLUS` get 400/600.
@@ -95,6 +95,19 @@ pub(super) struct FakeTsb {
     pub(super) raw_pqc_public_keys: std::sync::atomic::AtomicBool,
     /// The `signatureAlgorithm` and `context` of every sign request, in order.
     pub(super) sign_requests: Mutex<Vec<(String, Option<Vec<u8>>)>>,
+    /// While true, a `GET /v1/request/{id}` does not answer (for at most 10 s); it goes on
+    /// when cleared, recording `polled {id}`.
+    pub(super) poll_hangs: std::sync::atomic::AtomicBool,
+    /// While true, a `DELETE /v1/request/{id}` does not answer (a hanging TSB, for at most
+    /// 10 s); it goes on when cleared.
+    pub(super) cancel_hangs: std::sync::atomic::AtomicBool,
+    /// When set, every key creation fails with this (HTTP status, TSB code).
+    pub(super) create_error: Mutex<Option<(u16, i64)>>,
+    /// A key attribute request for this label panics (a bug in a fetch worker).
+    pub(super) attributes_panic: Mutex<Option<String>>,
+    /// When set, every synchronous signature fails with this (HTTP status, TSB code) after
+    /// the request is recorded.
+    pub(super) sign_error: Mutex<Option<(u16, i64)>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -517,6 +530,9 @@ impl Backend for FakeTsb {
         password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
         self.record(format!("attributes {label}"));
+        if self.attributes_panic.lock().as_deref() == Some(label) {
+            panic!("fake: attribute request for '{label}' panics");
+        }
         if let Some((status, code)) = *self.attributes_error.lock() {
             return Err(tsb_error(status, code));
         }
@@ -583,7 +599,7 @@ impl Backend for FakeTsb {
             .get(label)
             .copied()
             .unwrap_or_default();
-        let body = json!({"json": {
+        let mut body = json!({"json": {
             "label": label,
             "id": self.key_ids.lock().get(label),
             "algorithm": algorithm,
@@ -601,6 +617,16 @@ impl Backend for FakeTsb {
             "policy": policy,
             "remainingSignatures": key.remaining,
         }});
+        // The public-key flags a key was created with (a TSB of 1.15.1 or later keeps them).
+        for (name, flag) in [
+            ("encrypt", usage.encrypt),
+            ("verify", usage.verify),
+            ("wrap", usage.wrap),
+        ] {
+            if let Some(flag) = flag {
+                body["json"]["attributes"][name] = json!(flag);
+            }
+        }
         Ok(crate::tsb::models::parse_key_attributes(&body).expect("fake attributes parse"))
     }
 
@@ -648,6 +674,9 @@ impl Backend for FakeTsb {
         self.sign_requests
             .lock()
             .push((req.algorithm.clone(), req.context.clone()));
+        if let Some((status, code)) = *self.sign_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         if req.context.is_some()
             && self
                 .no_context_field
@@ -686,6 +715,15 @@ impl Backend for FakeTsb {
 
     fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
         self.record(format!("poll {id}"));
+        if self.poll_hangs.load(std::sync::atomic::Ordering::Relaxed) {
+            let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while self.poll_hangs.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < hang_until
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            self.record(format!("polled {id}"));
+        }
         let (state, key, algorithm, payload) = {
             let requests = self.requests.lock();
             let r = requests.get(id).ok_or_else(|| tsb_error(404, 651))?;
@@ -716,6 +754,12 @@ impl Backend for FakeTsb {
 
     fn cancel_request(&self, id: &str) -> Result<(), TsbError> {
         self.record(format!("cancel {id}"));
+        let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.cancel_hangs.load(std::sync::atomic::Ordering::Relaxed)
+            && std::time::Instant::now() < hang_until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         if let Some((status, code)) = *self.cancel_error.lock() {
             return Err(tsb_error(status, code));
         }
@@ -755,6 +799,9 @@ impl Backend for FakeTsb {
             "create-usage {} id={:?} {:?}",
             key.label, key.id, key.usage
         ));
+        if let Some((status, code)) = *self.create_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         if self.keys.lock().contains_key(key.label) {
             return Err(tsb_error(400, 608));
         }

@@ -370,6 +370,79 @@ fn key_generation_stops_on_a_tsb_failure() {
     assert_eq!(fake.count("create "), 0);
 }
 
+/// A credential the TSB rejects (617, HTTP 403) is CKR_PIN_INCORRECT when the PIN is the
+/// credential (`pinIs: token`), CKR_USER_NOT_LOGGED_IN when it comes from the configuration
+/// (error.rs, "map_tsb_error"); nothing is created.
+#[test]
+fn a_rejected_credential_depends_on_where_it_came_from() {
+    let fake = FakeTsb::new();
+    *fake.good_jwt.lock() = Some("jwt".into());
+    for (pkcs11, expected) in [
+        (json!({"pinIs": "token"}), CKR_PIN_INCORRECT),
+        (json!({}), CKR_USER_NOT_LOGGED_IN),
+    ] {
+        let token = token_with(&fake, pkcs11);
+        let s = session(&token);
+        if expected == CKR_PIN_INCORRECT {
+            token.login(s, CKU_USER, b"jwt").unwrap();
+        }
+        *fake.attributes_error.lock() = Some((403, 617));
+        assert_eq!(
+            generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("k", P256))
+                .unwrap_err()
+                .code(),
+            expected
+        );
+        *fake.attributes_error.lock() = None;
+    }
+    assert_eq!(fake.count("create "), 0);
+}
+
+/// A TSB failure of `POST /v1/key` other than a 400 is that failure (here 500:
+/// CKR_DEVICE_ERROR), not the template's fault (CKR_TEMPLATE_INCONSISTENT).
+#[test]
+fn a_tsb_failure_creating_the_key_is_that_failure() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    *fake.create_error.lock() = Some((500, 701));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("k", P256))
+            .unwrap_err()
+            .code(),
+        CKR_DEVICE_ERROR
+    );
+    *fake.create_error.lock() = Some((400, 600));
+    assert_eq!(
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("k", P256))
+            .unwrap_err()
+            .code(),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+}
+
+/// A refused template names the attribute (the WARN line says which one to drop).
+#[test]
+fn a_refused_template_names_the_attribute() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    for (private, attr, name) in [
+        (false, CKA_TRUSTED, "CKA_TRUSTED"),
+        (false, CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER"),
+        (true, CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER"),
+        (true, CKA_WRAP_WITH_TRUSTED, "CKA_WRAP_WITH_TRUSTED"),
+        (true, CKA_ALWAYS_AUTHENTICATE, "CKA_ALWAYS_AUTHENTICATE"),
+        (true, CKA_COPYABLE, "CKA_COPYABLE"),
+    ] {
+        let mut t = ec_templates("named", P256);
+        if private { &mut t.1 } else { &mut t.0 }.push((attr, vec![CK_TRUE]));
+        let e = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t).unwrap_err();
+        assert_eq!(e.code(), CKR_TEMPLATE_INCONSISTENT, "{name}");
+        assert!(e.to_string().contains(name), "{name}: {e}");
+    }
+}
+
 /// §5.14 with §4.7/§4.8: attributes a TSB key already has may be given with that value (empty
 /// dates and mechanism lists, false encrypt/wrap/verify-recover/derive/trusted on the public
 /// key); the opposite value, or a date, is CKR_TEMPLATE_INCONSISTENT.
@@ -610,8 +683,10 @@ fn session_key_pairs_are_temporary_tsb_keys_deleted_at_close() {
 /// key (CKA_TOKEN true) stays as before.
 #[test]
 fn session_keys_are_deleted_on_destroy_close_all_and_finalize() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("requests.jsonl");
     let fake = FakeTsb::new();
-    let token = token_with(&fake, json!({}));
+    let token = token_with(&fake, json!({"requestJournal": journal}));
     let s = session(&token);
     let (_, persistent) =
         generate(&token, s, CKM_EC_KEY_PAIR_GEN, &ec_templates("kept", P256)).unwrap();
@@ -644,6 +719,9 @@ fn session_keys_are_deleted_on_destroy_close_all_and_finalize() {
     assert!(temporary_keys(&fake).is_empty(), "C_Finalize");
     assert!(fake.labels().contains(&"kept".to_string()));
     assert_eq!(fake.count("delete kept"), 0);
+    // C_Finalize waited for the confirmed deletions: none is journalled as left behind.
+    let entries = crate::journal::read(&journal).unwrap().entries;
+    assert!(entries.is_empty(), "{entries:?}");
 }
 
 /// A deletion of a temporary key that fails (close) or hangs (C_Finalize, which returns within
@@ -915,4 +993,145 @@ fn tutorial_templates_store_usage_flags_and_generate_labels() {
         assert!(e.to_string().contains("CKA_"), "names the attribute: {e}");
     }
     assert_eq!(fake.count("create "), created);
+}
+
+/// §5.14 with §4.8/§4.9: an attribute of the other key class is CKR_ATTRIBUTE_TYPE_INVALID and
+/// nothing is created: CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP, CKA_VERIFY_RECOVER, CKA_EC_PARAMS,
+/// CKA_MODULUS_BITS and CKA_PUBLIC_EXPONENT belong to the public key; CKA_SIGN, CKA_DECRYPT,
+/// CKA_UNWRAP, CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_SIGN_RECOVER and the policy profile to the
+/// private key.
+#[test]
+fn usage_attributes_of_the_other_key_class_are_refused() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let rsa = || {
+        (
+            vec![
+                (CKA_TOKEN, vec![CK_TRUE]),
+                (CKA_MODULUS_BITS, ulong(2048)),
+                (CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+            ],
+            vec![(CKA_TOKEN, vec![CK_TRUE]), (CKA_SIGN, vec![CK_TRUE])],
+        )
+    };
+    let mut cases: Vec<(CK_MECHANISM_TYPE, (Template, Template), CK_ATTRIBUTE_TYPE)> = vec![];
+    for (attr, value) in [
+        (CKA_VERIFY, vec![CK_TRUE]),
+        (CKA_ENCRYPT, vec![CK_FALSE]),
+        (CKA_WRAP, vec![CK_FALSE]),
+        (CKA_VERIFY_RECOVER, vec![CK_FALSE]),
+        (CKA_EC_PARAMS, P256.to_vec()),
+    ] {
+        let mut t = ec_templates("misplaced", P256);
+        t.1.push((attr, value));
+        cases.push((CKM_EC_KEY_PAIR_GEN, t, attr));
+    }
+    for (attr, value) in [
+        (CKA_MODULUS_BITS, ulong(2048)),
+        (CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+    ] {
+        let mut t = rsa();
+        t.1.push((attr, value));
+        cases.push((CKM_RSA_PKCS_KEY_PAIR_GEN, t, attr));
+    }
+    for (attr, value) in [
+        (CKA_SIGN, vec![CK_TRUE]),
+        (CKA_DECRYPT, vec![CK_FALSE]),
+        (CKA_UNWRAP, vec![CK_FALSE]),
+        (CKA_SENSITIVE, vec![CK_TRUE]),
+        (CKA_EXTRACTABLE, vec![CK_FALSE]),
+        (CKA_SIGN_RECOVER, vec![CK_FALSE]),
+        (crate::token::keygen::CKA_TSB_POLICY_PROFILE, b"p".to_vec()),
+    ] {
+        let mut t = ec_templates("misplaced", P256);
+        t.0.push((attr, value));
+        cases.push((CKM_EC_KEY_PAIR_GEN, t, attr));
+    }
+    for (m, t, attr) in &cases {
+        assert_eq!(
+            generate(&token, s, *m, t).unwrap_err().code(),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            "attribute {attr:#x} in the other template"
+        );
+    }
+    assert_eq!(fake.count("create "), 0);
+    // In its own template each is taken.
+    generate(&token, s, CKM_RSA_PKCS_KEY_PAIR_GEN, &rsa()).unwrap();
+}
+
+/// The public-key usage flags (CKA_ENCRYPT, CKA_VERIFY, CKA_WRAP) are sent to the TSB only
+/// where they differ from what the objects report without them (encrypt = decrypt, wrap =
+/// unwrap, verify true), as a TSB before 1.15.1 does not know them; where they differ they are
+/// stored and reported as asked (§5.14: an attribute is honoured or refused, never dropped).
+#[test]
+fn public_usage_flags_are_sent_only_where_they_differ() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let usage_call = |label: &str| {
+        fake.calls()
+            .into_iter()
+            .find(|c| c.starts_with(&format!("create-usage {label} ")))
+            .unwrap()
+    };
+    let bool_attr = |h, attr| bytes_of(&token, s, h, attr);
+    // Differing from the private key's flags: sent, and reported.
+    let mut differ = ec_templates("differ", P256);
+    differ.0.retain(|(t, _)| *t != CKA_VERIFY);
+    differ.0.extend([
+        (CKA_ENCRYPT, vec![CK_TRUE]),
+        (CKA_VERIFY, vec![CK_FALSE]),
+        (CKA_WRAP, vec![CK_TRUE]),
+    ]);
+    differ
+        .1
+        .extend([(CKA_DECRYPT, vec![CK_FALSE]), (CKA_UNWRAP, vec![CK_FALSE])]);
+    let (public, private) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &differ).unwrap();
+    let call = usage_call("differ");
+    for sent in [
+        "encrypt: Some(true)",
+        "verify: Some(false)",
+        "wrap: Some(true)",
+    ] {
+        assert!(call.contains(sent), "{sent}: {call}");
+    }
+    assert_eq!(bool_attr(public, CKA_ENCRYPT), [CK_TRUE]);
+    assert_eq!(bool_attr(public, CKA_VERIFY), [CK_FALSE]);
+    assert_eq!(bool_attr(public, CKA_WRAP), [CK_TRUE]);
+    assert_eq!(bool_attr(private, CKA_DECRYPT), [CK_FALSE]);
+    assert_eq!(bool_attr(private, CKA_UNWRAP), [CK_FALSE]);
+    // Equal to them: left out of the request, and still reported as asked.
+    let mut same = ec_templates("same", P256);
+    same.0
+        .extend([(CKA_ENCRYPT, vec![CK_TRUE]), (CKA_WRAP, vec![CK_TRUE])]);
+    same.1
+        .extend([(CKA_DECRYPT, vec![CK_TRUE]), (CKA_UNWRAP, vec![CK_TRUE])]);
+    let (public, _) = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &same).unwrap();
+    let call = usage_call("same");
+    for left_out in ["encrypt: None", "verify: None", "wrap: None"] {
+        assert!(call.contains(left_out), "{left_out}: {call}");
+    }
+    assert_eq!(bool_attr(public, CKA_ENCRYPT), [CK_TRUE]);
+    assert_eq!(bool_attr(public, CKA_VERIFY), [CK_TRUE]);
+    assert_eq!(bool_attr(public, CKA_WRAP), [CK_TRUE]);
+}
+
+/// A session key pair whose new key cannot be read back: C_GenerateKeyPair fails, and the
+/// temporary TSB key it created is deleted at once (no object refers to it; closing the
+/// session must not be what deletes it).
+#[test]
+fn a_session_key_that_cannot_be_read_back_is_deleted_at_once() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    *fake.attributes_error.lock() = Some((500, 700));
+    let e = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("lost")).unwrap_err();
+    assert_eq!(e.code(), CKR_DEVICE_ERROR);
+    assert_eq!(fake.count("create "), 1);
+    assert!(temporary_keys(&fake).is_empty(), "{:?}", fake.labels());
+    assert_eq!(fake.count("delete "), 1);
+    *fake.attributes_error.lock() = None;
+    token.close_session(s).unwrap();
+    assert_eq!(fake.count("delete "), 1, "nothing left to delete at close");
 }

@@ -405,6 +405,82 @@ fn a_key_the_tsb_refuses_to_describe_is_left_out_of_listings() {
     assert_eq!(failed.err().map(|e| e.code()), Some(CKR_DEVICE_ERROR));
 }
 
+/// A key fetch worker that panics (a bug) fails the search with CKR_GENERAL_ERROR instead of
+/// leaving its key out of the result as if it did not exist.
+#[test]
+fn a_panicking_fetch_fails_the_search() {
+    let fake = FakeTsb::new();
+    for label in ["a", "b", "c"] {
+        fake.add_key(label, false);
+    }
+    *fake.attributes_panic.lock() = Some("b".into());
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let r = token
+        .find_objects_init(s, &[(CKA_CLASS, super::ulong(CKO_PRIVATE_KEY))])
+        .and_then(|()| token.find_objects(s, 10));
+    assert_eq!(r.unwrap_err().code(), CKR_GENERAL_ERROR);
+}
+
+/// §5.7.6 with §4.4: before login, on a token with private objects, a private key's handle is
+/// invalid for C_SetAttributeValue and C_CopyObject; its public key stays visible (refused as
+/// not modifiable).
+#[test]
+fn a_private_key_is_invisible_to_modification_before_login() {
+    let fake = FakeTsb::new();
+    fake.add_key("k", false);
+    *fake.good_jwt.lock() = Some("jwt".into());
+    let token = token_with(&fake, json!({"pinIs": "token"}));
+    let s = session(&token);
+    token.login(s, CKU_USER, b"jwt").unwrap();
+    let private = private_key(&token, s, "k");
+    let public = super::public_key(&token, s, "k");
+    token.logout(s).unwrap();
+    let change = [(CKA_LABEL, b"other".to_vec())];
+    let rv = |r: crate::error::Result<()>| r.err().map(|e| e.code());
+    assert_eq!(
+        rv(token.set_attribute_values(s, private, &change)),
+        Some(CKR_OBJECT_HANDLE_INVALID)
+    );
+    assert_eq!(
+        token.copy_object(s, private).err().map(|e| e.code()),
+        Some(CKR_OBJECT_HANDLE_INVALID)
+    );
+    assert_eq!(
+        rv(token.set_attribute_values(s, public, &change)),
+        Some(CKR_ACTION_PROHIBITED)
+    );
+}
+
+/// A refused C_SetAttributeValue names the attribute in its message (the module's WARN line),
+/// so an administrator sees which one the application tried to change.
+#[test]
+fn a_refused_modification_names_the_attribute() {
+    let fake = FakeTsb::new();
+    fake.add_key("k", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "k");
+    for (attr, name) in [
+        (CKA_LABEL, "CKA_LABEL"),
+        (CKA_ID, "CKA_ID"),
+        (CKA_TOKEN, "CKA_TOKEN"),
+        (CKA_PRIVATE, "CKA_PRIVATE"),
+        (CKA_SUBJECT, "CKA_SUBJECT"),
+        (CKA_VALUE, "CKA_VALUE"),
+        (CKA_SIGN, "CKA_SIGN"),
+        (CKA_DECRYPT, "CKA_DECRYPT"),
+        (CKA_START_DATE, "CKA_START_DATE"),
+        (CKA_END_DATE, "CKA_END_DATE"),
+        (CKA_MODULUS, "attribute 0x120"),
+    ] {
+        let e = token
+            .set_attribute_values(s, key, &[(attr, vec![0xaa; 3])])
+            .unwrap_err();
+        assert!(e.to_string().contains(name), "{name}: {e}");
+    }
+}
+
 /// §5.7.6 C_SetAttributeValue on objects whose CKA_MODIFIABLE is false: a template that
 /// changes nothing succeeds (SunPKCS11 sets CKA_ID to the alias it generated the key under);
 /// any change is CKR_ACTION_PROHIBITED, a sensitive attribute is refused without being

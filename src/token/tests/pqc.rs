@@ -421,6 +421,44 @@ fn newer_algorithm_names_are_tried_once() {
     assert_eq!(names, ["DILITHIUM", "ML_DSA", "SPHINCS_PLUS", "SLH_DSA"]);
 }
 
+/// Only a refused algorithm name is sent again under the newer name: another failure (here a
+/// TSB error 500) is answered at once, and the TSB sees the request once.
+#[test]
+fn other_sign_failures_are_not_retried_under_the_newer_name() {
+    let fake = FakeTsb::new();
+    fake.add_ml_dsa("mldsa", false);
+    *fake.sign_error.lock() = Some((500, 700));
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "mldsa");
+    token.sign_init(s, &mech(CKM_ML_DSA), key).unwrap();
+    assert_eq!(
+        token.sign(s, b"m", Some(3309)).unwrap_err().code(),
+        CKR_DEVICE_ERROR
+    );
+    assert_eq!(
+        *fake.sign_requests.lock(),
+        [("DILITHIUM".to_string(), None)]
+    );
+}
+
+/// docs/tsb-api.md: the TSB refuses a used-up LMS key's sign also with 614 (operation
+/// forbidden for the key): that is `CKR_KEY_EXHAUSTED` too (PKCS#11 v3.1).
+#[test]
+fn an_lms_sign_forbidden_by_the_tsb_is_key_exhausted() {
+    let fake = FakeTsb::new();
+    fake.add_lms("lms");
+    *fake.sign_error.lock() = Some((403, 614));
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "lms");
+    token.sign_init(s, &mech(CKM_HSS), key).unwrap();
+    assert_eq!(
+        token.sign(s, b"one", Some(1296)).unwrap_err().code(),
+        CKR_KEY_EXHAUSTED
+    );
+}
+
 /// An exhausted LMS key: the TSB's refusal (500/701 "LMS key exhausted") is
 /// `CKR_KEY_EXHAUSTED` (PKCS#11 v3.1), and once the TSB reports no signature left the module
 /// answers so without asking it again. `CKA_HSS_KEYS_REMAINING` counts down.

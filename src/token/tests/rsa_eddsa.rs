@@ -396,6 +396,17 @@ fn long_input_is_hashed_locally() {
         token.sign_update(s, b"one more").unwrap_err().code(),
         CKR_DATA_LEN_RANGE
     );
+    // Exactly 64 KiB is within the limit, single- and multi-part (OpenSSL verifies).
+    let sig = sign(&token, s, &Mechanism::new(CKM_EDDSA), ed, &long[..limit]);
+    let mut v = Verifier::new_without_digest(ed_key()).unwrap();
+    assert!(v.verify_oneshot(&sig, &long[..limit]).unwrap());
+    token.sign_init(s, &Mechanism::new(CKM_EDDSA), ed).unwrap();
+    for part in long[..limit].chunks(30_000) {
+        token.sign_update(s, part).unwrap();
+    }
+    let sig = signature(token.sign_final(s, Some(64)).unwrap());
+    let mut v = Verifier::new_without_digest(ed_key()).unwrap();
+    assert!(v.verify_oneshot(&sig, &long[..limit]).unwrap());
 }
 
 /// Ed25519 (v3.0 §2.3.14): CKA_EC_PARAMS names the curve, CKA_EC_POINT wraps the 32-byte key;
