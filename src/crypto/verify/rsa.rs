@@ -19,7 +19,7 @@
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::{Limb, Uint, Word};
 
-use super::{Scheme, SignedData};
+use super::scheme::{Scheme, SignedData};
 use crate::crypto::hash::{digest_info, HashAlg, Hasher};
 use crate::crypto::{CryptoError, CryptoResult};
 
