@@ -15,7 +15,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::{Config, ConfigError, CONFIG_ENV};
+use super::settings::{Config, ConfigError, CONFIG_ENV};
 
 /// The largest file the module reads (1 MiB).
 pub(crate) const MAX_FILE_SIZE: u64 = 1024 * 1024;
