@@ -7,7 +7,7 @@ use der::{Decode, Encode};
 use super::encoding;
 use super::hash::HashAlg;
 use super::keys::PublicKey;
-use super::{CryptoError, CryptoResult};
+use super::error::{CryptoError, CryptoResult};
 
 /// A parsed X.509 certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]

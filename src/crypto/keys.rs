@@ -15,7 +15,7 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKey
 
 use super::encoding;
 use super::pqc::{HssKey, MlDsaSet, SlhDsaSet};
-use super::{CryptoError, CryptoResult};
+use super::error::{CryptoError, CryptoResult};
 
 /// rsaEncryption, RFC 3279 §2.3.1.
 pub(crate) const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";

@@ -19,7 +19,7 @@ use ecdsa::signature::hazmat::PrehashVerifier;
 
 use super::hash::HashAlg;
 use super::keys::{Curve, PublicKey};
-use super::{CryptoError, CryptoResult};
+use super::error::{CryptoError, CryptoResult};
 pub use scheme::{Scheme, SignedData};
 
 fn fail(msg: &str) -> CryptoError {

@@ -21,7 +21,7 @@ use crypto_bigint::{Limb, Uint, Word};
 
 use super::scheme::{Scheme, SignedData};
 use crate::crypto::hash::{digest_info, HashAlg, Hasher};
-use crate::crypto::{CryptoError, CryptoResult};
+use crate::crypto::error::{CryptoError, CryptoResult};
 
 /// Largest RSA modulus accepted for verification, in bits.
 pub(crate) const RSA_MAX_BITS: usize = 16384;
