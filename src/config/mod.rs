@@ -21,6 +21,7 @@
 
 mod discovery;
 pub mod policy;
+mod reader;
 mod schema;
 mod secrets;
 mod settings;
@@ -34,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use discovery::read_regular_file;
+pub use reader::read_regular_file;
 pub(crate) use policy::PolicySpec;
 pub use secrets::Secret;
 pub(crate) use settings::{
