@@ -35,15 +35,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use reader::read_regular_file;
 pub(crate) use policy::PolicySpec;
+pub use reader::read_regular_file;
 pub use secrets::Secret;
-pub(crate) use settings::{
-    ProxySetting, RequestJournal, DEFAULT_APPROVAL_TIMEOUT, MAX_APPROVAL_WAIT,
-};
 pub use settings::{
     ApiKeys, ApplicationKeyPair, AuthType, Config, ConfigError, ModuleSettings, NodeStrategy,
     PinIs, CONFIG_ENV,
+};
+pub(crate) use settings::{
+    ProxySetting, RequestJournal, DEFAULT_APPROVAL_TIMEOUT, MAX_APPROVAL_WAIT,
 };
 pub(crate) use validate::normalise_url;
 

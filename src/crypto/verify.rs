@@ -17,9 +17,9 @@ mod scheme;
 
 use ecdsa::signature::hazmat::PrehashVerifier;
 
+use super::error::{CryptoError, CryptoResult};
 use super::hash::HashAlg;
 use super::keys::{Curve, PublicKey};
-use super::error::{CryptoError, CryptoResult};
 pub use scheme::{Scheme, SignedData};
 
 fn fail(msg: &str) -> CryptoError {
