@@ -30,13 +30,15 @@
 //!
 //! Files (`files_have_no_cycle`), in every crate of the workspace (its library and binaries,
 //! found from `cargo metadata`): inside each module with child modules (the crate root, a
-//! folder such as `token/` or `cli/doctor/`), the children use each other without a cycle. A
-//! child with a folder of its own counts as one node; the crate root (`lib.rs`, `main.rs`) is a
-//! node too, a folder's own file (`mod.rs`, or `x.rs` beside `x/`) is not: it stands for the
-//! folder, one node one level up. Modules come from the `mod x;` declarations (`#[cfg(test)]`
+//! folder such as `token/` or `cli/doctor/`), the module's own file (`lib.rs`, `main.rs`,
+//! `mod.rs`, or `x.rs` beside `x/`) and its children use each other without a cycle. A child
+//! with a folder of its own counts as one node. So a folder's own file only declares, re-exports
+//! and calls down: what its children share lives in a file beside them (`token/state.rs`,
+//! `cli/common.rs`), never in the module file they would reach back into. Modules come from
+//! the `mod x;` declarations (`#[cfg(test)]`
 //! modules and inline test modules left out: tests may use anything); edges from the paths in
 //! code (not in comments or strings), `use a::{b::X, c::{Y, Z}}` groups expanded, a name a
-//! module re-exports followed to where it comes from. The simulator's files also keep the
+//! module re-exports followed to where it comes from; `pub(in a::b)` is no edge. The simulator's files also keep the
 //! layers of the diagram in `tsb-sim/src/lib.rs` (`simulator_files_follow_their_layers`).
 
 /// The project's crates, with the project's crates each may depend on (normal and build
@@ -487,6 +489,15 @@ mod tests {
                         _ => i += 2,
                     }
                 }
+                // `pub(in crate::a)` names who may see an item, not what it uses.
+                Tok::Ident(w)
+                    if w == "in"
+                        && i >= 2
+                        && matches!(toks[i - 1], Tok::Punct('('))
+                        && is_ident(toks.get(i - 2), "pub") =>
+                {
+                    i = path_tree(&toks, i + 1).1.max(i + 1);
+                }
                 Tok::Ident(_)
                     if i == 0 || !matches!(toks[i - 1], Tok::Colons | Tok::Punct('.')) =>
                 {
@@ -601,9 +612,9 @@ mod tests {
     }
 
     /// For each module with child modules, the graph of its files: nodes are its child modules
-    /// (a folder with all its files counts as one node) and, for the crate root, its own file
-    /// (`lib.rs`, `main.rs`); an edge is a path in the code of one node that reaches into
-    /// another (see the module documentation).
+    /// (a folder with all its files counts as one node) and its own file (`lib.rs`, `main.rs`,
+    /// `mod.rs`, `x.rs` beside `x/`); an edge is a path in the code of one node that reaches
+    /// into another (see the module documentation).
     type FileGraphs = BTreeMap<Vec<String>, BTreeMap<String, BTreeSet<String>>>;
 
     fn file_graphs(root: &Path) -> FileGraphs {
@@ -616,14 +627,11 @@ mod tests {
             let m = modules.iter().find(|m| m.path == p).unwrap();
             m.file.file_name().unwrap().to_string_lossy().to_string()
         };
-        let root_file = file_name(&[]);
         let mut graphs = FileGraphs::new();
         for m in &modules {
             if !m.code.children.is_empty() {
                 let g = graphs.entry(m.path.clone()).or_default();
-                if m.path.is_empty() {
-                    g.entry(root_file.clone()).or_default();
-                }
+                g.entry(file_name(&m.path)).or_default();
                 for c in &m.code.children {
                     g.entry(c.clone()).or_default();
                 }
@@ -639,14 +647,12 @@ mod tests {
                     continue;
                 }
                 let scope = m.path[..c].to_vec();
-                // A folder's own file is the folder, not a node inside it.
+                // The folder's own file is a node beside its children.
                 let node = |p: &[String]| match p.get(c) {
-                    Some(child) => Some(child.clone()),
-                    None => scope.is_empty().then(|| root_file.clone()),
+                    Some(child) => child.clone(),
+                    None => file_name(&scope),
                 };
-                let (Some(from), Some(to)) = (node(&m.path), node(&t)) else {
-                    continue;
-                };
+                let (from, to) = (node(&m.path), node(&t));
                 graphs
                     .entry(scope.clone())
                     .or_default()
@@ -1024,15 +1030,24 @@ mod tests {
                     ("f/q.rs", "fn v(_: super::p::P) {}\n"),
                 ][..],
             ),
+            // A child uses what its folder's own file defines, the file uses the child.
+            (
+                "module-file",
+                &[
+                    ("f/mod.rs", "pub struct R;\nfn u() { p::y(); }\n"),
+                    ("f/p.rs", "pub fn y() {}\nfn t(_: super::R) {}\n"),
+                ][..],
+            ),
         ] {
             let found = crate_with(name, changes);
             assert_eq!(found.len(), 1, "{name}: {found:?}");
         }
-        // Only in comments, strings and tests: no cycle.
+        // Only in comments, strings, tests and visibilities: no cycle.
         assert!(crate_with(
             "quiet",
             &[
                 ("a.rs", "use crate::b::Thing;\n"),
+                ("f/q.rs", "pub(in crate::f) fn w() {}\n"),
                 (
                     "b.rs",
                     "// crate::a::x()\nconst S: &str = \"crate::a::x\";\n\

@@ -2,8 +2,8 @@
 //! the module is told to read.
 //!
 //! Every such file (the configuration, `file:` secrets, `caPath`, `certpath`/`keypath`,
-//! `pkcs11.certificates`) goes through [`read_regular_file`]: it must be a regular file of at
-//! most [`MAX_FILE_SIZE`] bytes. A FIFO would block `C_Initialize` forever, `/dev/zero` would be
+//! `pkcs11.certificates`) goes through [`read_regular_file`](super::reader::read_regular_file): it
+//! must be a regular file of at most [`MAX_FILE_SIZE`](super::reader::MAX_FILE_SIZE) bytes. A FIFO would block `C_Initialize` forever, `/dev/zero` would be
 //! read until memory runs out, and a huge file would abort the host application.
 //!
 //! The configuration file itself must moreover be safe from other users, like OpenSSH's
@@ -11,73 +11,14 @@
 //! that others cannot write (a world-writable folder is accepted only with the sticky bit and
 //! owned by root or the running user, like `/tmp`).
 
-use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Config, ConfigError, CONFIG_ENV};
-
-/// The largest file the module reads (1 MiB).
-pub(crate) const MAX_FILE_SIZE: u64 = 1024 * 1024;
+use super::reader::{open_regular, read_opened};
+use super::settings::{Config, ConfigError, CONFIG_ENV};
 
 /// The file name of the system-wide configuration.
 const SYSTEM_CONFIG: &str = "/etc/tsb-pkcs11/config.json";
-
-/// Reads a file the configuration names: a regular file of at most 1 MiB (following symlinks).
-/// Never blocks on a FIFO or device: the type is checked before the file is opened, and again
-/// on the opened file.
-pub fn read_regular_file(path: &Path) -> io::Result<Vec<u8>> {
-    let (file, meta) = open_regular(path)?;
-    read_opened(file, &meta)
-}
-
-/// Opens a regular file of at most [`MAX_FILE_SIZE`] bytes and returns it with its metadata
-/// (of the opened file, so no one can swap the file between the check and the read).
-pub(crate) fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
-    check_regular(&std::fs::metadata(path)?)?;
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // A FIFO put there after the check must not block the open.
-        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
-    }
-    let file = options.open(path)?;
-    let meta = file.metadata()?;
-    check_regular(&meta)?;
-    Ok((file, meta))
-}
-
-fn check_regular(meta: &Metadata) -> io::Result<()> {
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    if meta.len() > MAX_FILE_SIZE {
-        return Err(too_large());
-    }
-    Ok(())
-}
-
-fn too_large() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("larger than 1 MiB ({MAX_FILE_SIZE} bytes), the most the module reads"),
-    )
-}
-
-/// Reads an opened regular file, at most [`MAX_FILE_SIZE`] bytes (it may grow while read).
-fn read_opened(file: File, meta: &Metadata) -> io::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(meta.len().min(MAX_FILE_SIZE) as usize);
-    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > MAX_FILE_SIZE {
-        return Err(too_large());
-    }
-    Ok(data)
-}
 
 /// The search order, from the values of `TSB_PKCS11_CONFIG`, `XDG_CONFIG_HOME` and `HOME`.
 pub(super) fn search_paths_from(

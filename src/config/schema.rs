@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 
 use super::policy::PolicySpec;
 use super::secrets::{Secret, SecretList};
+use super::settings::MAX_APPROVAL_WAIT_SECS;
 use super::shape::Shape;
-use super::MAX_APPROVAL_WAIT_SECS;
 
 /// The top level of the file (Securosys' Notation plugin fields, `caPath`, `pkcs11`).
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{Error as _, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 
-use super::discovery::read_regular_file;
+use super::reader::read_regular_file;
 use super::shape::Shape;
 
 /// A secret string (JWT, API key, key password, private key). `Debug` and

@@ -2,6 +2,7 @@ use super::discovery::{load_first, search_paths_from};
 use super::validate::parse_sha256_hex;
 use super::*;
 use std::io::Write;
+use std::time::Duration;
 
 fn parse(json: &str) -> Result<Config, ConfigError> {
     Config::from_json_str(json, "test.json")

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::schema::{JournalValue, RawConfig, RawModuleSettings, RestApis, Text};
 use super::secrets::{note_literal_secret, resolve_path, Secret};
-use super::shape::truncate;
-use super::{
+use super::settings::{
     ApiKeys, ApplicationKeyPair, AuthType, Config, ConfigError, ModuleSettings, NodeStrategy,
     PinIs, ProxySetting, RequestJournal,
 };
+use super::shape::truncate;
 
 /// Errors about one field of one file.
 pub(super) struct Fields<'a> {

@@ -17,7 +17,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 
 use super::encoding;
-use super::{CryptoError, CryptoResult};
+use super::error::{CryptoError, CryptoResult};
 
 /// A parsed application private key (RSA). Parse once, sign many times.
 #[derive(Clone)]

@@ -5,9 +5,9 @@
 use der::{Decode, Encode};
 
 use super::encoding;
+use super::error::{CryptoError, CryptoResult};
 use super::hash::HashAlg;
 use super::keys::PublicKey;
-use super::{CryptoError, CryptoResult};
 
 /// A parsed X.509 certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]

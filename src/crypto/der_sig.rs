@@ -9,8 +9,8 @@
 //!
 //! The conversion is the `ecdsa` crate's (`Signature::from_der`, strict DER).
 
+use super::error::{CryptoError, CryptoResult};
 use super::keys::Curve;
-use super::{CryptoError, CryptoResult};
 
 /// Convert a DER `Ecdsa-Sig-Value` (RFC 3279 §2.2.3) to the PKCS#11 raw form
 /// `r || s`, each left-padded with zeros to the curve's field size (32 bytes for P-256

@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 
-use super::{CryptoError, CryptoResult};
+use super::error::{CryptoError, CryptoResult};
 
 /// One PEM block: its label (`"CERTIFICATE"`, `"PUBLIC KEY"`, …) and the
 /// decoded DER contents.

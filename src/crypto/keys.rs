@@ -14,8 +14,8 @@ use ecdsa::elliptic_curve::{AffinePoint, CurveArithmetic, FieldBytesSize};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 
 use super::encoding;
+use super::error::{CryptoError, CryptoResult};
 use super::pqc::{HssKey, MlDsaSet, SlhDsaSet};
-use super::{CryptoError, CryptoResult};
 
 /// rsaEncryption, RFC 3279 §2.3.1.
 pub(crate) const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";

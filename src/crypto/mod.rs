@@ -23,6 +23,7 @@ pub(crate) mod appkey;
 pub(crate) mod cert;
 pub(crate) mod der_sig;
 pub mod encoding;
+mod error;
 pub(crate) mod hash;
 pub(crate) mod keys;
 pub(crate) mod pqc;
@@ -32,34 +33,10 @@ pub mod x509req;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
-
 pub(crate) use appkey::sign_metadata;
 pub use cert::Certificate;
 pub(crate) use der_sig::ecdsa_der_to_raw;
+pub use error::{CryptoError, CryptoResult};
 pub use hash::{parse_digest_info, HashAlg, Hasher};
 pub use keys::PublicKey;
 pub use verify::{check_form, verify, verify_with, PreparedKey, Scheme, SignedData};
-
-/// Error of the crypto layer. The message is a short, human readable reason
-/// and never contains key material.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CryptoError(pub String);
-
-impl CryptoError {
-    /// Build an error from anything printable.
-    pub(crate) fn new(msg: impl Into<String>) -> Self {
-        CryptoError(msg.into())
-    }
-}
-
-impl fmt::Display for CryptoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CryptoError {}
-
-/// Result type of the crypto layer.
-pub type CryptoResult<T> = Result<T, CryptoError>;

@@ -14,7 +14,7 @@
 //! signatures (the message itself, no pre-hash), with the empty context (FIPS 204 §5.2, FIPS 205
 //! §10.2: ctx of length 0).
 
-use super::{CryptoError, CryptoResult};
+use super::error::{CryptoError, CryptoResult};
 
 fn fail(msg: impl Into<String>) -> CryptoError {
     CryptoError::new(msg)

@@ -20,10 +20,11 @@ use x509_cert::ext::Extension;
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
 
+use super::der_sig::ecdsa_der_to_raw;
+use super::error::{CryptoError, CryptoResult};
 use super::hash::HashAlg;
 use super::keys::{Curve, PublicKey};
 use super::verify::{verify, Scheme, SignedData};
-use super::{ecdsa_der_to_raw, CryptoError, CryptoResult};
 
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const SHA384_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");

@@ -9,8 +9,8 @@ use cryptoki_sys::*;
 
 use super::mechanisms::{MechParams, Mechanism};
 use super::objects::ObjectRef;
-use super::operations::{check_output, Staged};
-use super::Token;
+use super::operations::{check_output, DigestOp};
+use super::state::Token;
 use crate::crypto::{HashAlg, Hasher};
 use crate::error::{Error, Result};
 
@@ -38,27 +38,11 @@ pub(crate) fn digest_info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_I
     })
 }
 
-/// A digest in progress (`C_DigestInit` .. `C_Digest` / `C_DigestFinal`).
-pub(crate) struct DigestOp {
-    hasher: Hasher,
-    /// `C_DigestUpdate` was called: only further updates and `C_DigestFinal` may follow.
-    multi_part: bool,
-}
-
 /// What `C_Digest` / `C_DigestFinal` produced: the length (size query) or the digest.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DigestOutput {
     Length(usize),
     Digest(Vec<u8>),
-}
-
-impl Staged for DigestOp {
-    fn multi_part(&self) -> bool {
-        self.multi_part
-    }
-    fn output_len(&self) -> usize {
-        self.hasher.alg().output_len()
-    }
 }
 
 impl Token {

@@ -10,8 +10,8 @@ use cryptoki_sys::*;
 
 use super::mechanisms::{MechParams, Mechanism};
 use super::objects::{key_from_attributes, tsb_id_of, KeyObject, KeyPart, ObjectRef, Skipped};
+use super::state::Token;
 use super::template::{bool_of, inconsistent, ulong_of, value_invalid};
-use super::Token;
 use crate::config::PolicySpec;
 use crate::error::{map_tsb_error, Error, Result};
 use crate::logging::Net;

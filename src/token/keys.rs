@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use super::objects::{
     key_from_attributes, CertObject, CertSource, KeyObject, ObjectRef, ObjectStore, Skipped,
 };
+use super::state::Token;
 use super::Backend;
-use super::Token;
 use crate::config::Secret;
 use crate::crypto::Certificate;
 use crate::error::{map_tsb_error, CredentialContext, Error, Result};

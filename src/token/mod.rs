@@ -17,13 +17,14 @@ mod keys;
 mod modify;
 mod session_keys;
 mod signing;
+mod state;
 mod template;
 #[cfg(test)]
 mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cryptoki_sys::*;
 use parking_lot::Mutex;
@@ -39,12 +40,9 @@ use session::{CancelReason, SessionTable, Surrender};
 
 pub use digest::DigestOutput;
 pub use mechanisms::{MechParams, Mechanism};
-
-/// The longest `C_Finalize` takes, whatever the TSB does (hangs, is slow, refuses): waiting for
-/// the deletion of temporary keys and for helper threads (an approval request's cancellation,
-/// a poll) ends by then. What is unfinished is logged and journalled; its thread ends on its
-/// own within `requestTimeoutMs` and touches no state a later `C_Initialize` uses.
-pub(crate) const FINALIZE_BOUND: Duration = Duration::from_secs(2);
+pub use state::Token;
+pub(crate) use state::FINALIZE_BOUND;
+use state::{ClientCell, Login};
 
 /// The one slot's ID.
 pub const SLOT_ID: CK_SLOT_ID = 0;
@@ -58,40 +56,6 @@ pub const MODEL: &str = "TSB REST";
 pub enum SignOutput {
     Length(usize),
     Signature(Vec<u8>),
-}
-
-/// Login state (PKCS#11 v2.40 §6.7: login is per token, shared by all sessions). A JWT or
-/// API key given as the PIN (`pinIs: token` / `apiKey`) is kept by the client only, which
-/// sends it (`Backend::set_login_bearer`, `set_login_operation_key`).
-#[derive(Default)]
-struct Login {
-    logged_in: bool,
-    /// With `pinIs: keyPassword`, the PIN is the password of keys without a configured one.
-    key_password: Option<Secret>,
-}
-
-/// The HTTP client of the current process. A child after `fork()` must not touch its parent's
-/// connections, so a change of pid builds a fresh client (and leaks the parent's copy).
-struct ClientCell {
-    pid: u32,
-    client: Arc<dyn Backend>,
-}
-
-pub struct Token {
-    config: Arc<Config>,
-    client: Mutex<ClientCell>,
-    /// Builds the backend of a process (the TSB client; a fake in the core tests).
-    factory: BackendFactory,
-    objects: ObjectStore,
-    sessions: SessionTable,
-    /// Temporary TSB keys of session key pairs (`CKA_TOKEN` false), see session_keys.rs.
-    session_keys: session_keys::SessionKeys,
-    login: Mutex<Login>,
-    serial: String,
-    /// False when the application forbade creating threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`).
-    may_spawn_threads: bool,
-    /// The last `C_Login` as user failed with a wrong PIN (`CKF_USER_PIN_COUNT_LOW`).
-    pin_failed: AtomicBool,
 }
 
 impl Token {
@@ -131,7 +95,7 @@ impl Token {
             }),
             factory,
             sessions: SessionTable::default(),
-            session_keys: session_keys::SessionKeys::default(),
+            session_keys: state::SessionKeys::default(),
             login: Mutex::new(Login::default()),
             serial,
             may_spawn_threads,

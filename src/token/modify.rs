@@ -22,7 +22,7 @@ use cryptoki_sys::*;
 
 use super::attributes::AttrValue;
 use super::objects::ObjectRef;
-use super::Token;
+use super::state::Token;
 use crate::error::{Error, Result};
 use crate::logging::Net;
 

@@ -6,6 +6,7 @@ use cryptoki_sys::{CKR_FUNCTION_FAILED, CKR_OPERATION_NOT_INITIALIZED, CK_OBJECT
 
 use super::mechanisms::{DataSink, Plan};
 use super::objects::KeyObject;
+use crate::crypto::Hasher;
 use crate::error::{Error, Result};
 
 /// `C_FindObjectsInit` .. `C_FindObjectsFinal`: the matching handles, taken in chunks.
@@ -96,4 +97,20 @@ pub(crate) fn update(slot: &mut Option<KeyOp>, data: &[u8]) -> Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// A digest in progress (`C_DigestInit` .. `C_Digest` / `C_DigestFinal`).
+pub(crate) struct DigestOp {
+    pub(super) hasher: Hasher,
+    /// `C_DigestUpdate` was called: only further updates and `C_DigestFinal` may follow.
+    pub(super) multi_part: bool,
+}
+
+impl Staged for DigestOp {
+    fn multi_part(&self) -> bool {
+        self.multi_part
+    }
+    fn output_len(&self) -> usize {
+        self.hasher.alg().output_len()
+    }
 }

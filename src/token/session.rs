@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cryptoki_sys::*;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::operations::{FindOp, SignOp, VerifyOp};
+use super::operations::{DigestOp, FindOp, SignOp, VerifyOp};
 use crate::error::{Error, Result};
 
 /// Why a waiting operation was asked to stop.
@@ -128,7 +128,7 @@ pub type Surrender = Box<dyn Fn() -> bool + Send + Sync>;
 #[derive(Default)]
 pub(crate) struct Operations {
     pub(crate) find: Option<FindOp>,
-    pub(crate) digest: Option<super::digest::DigestOp>,
+    pub(crate) digest: Option<DigestOp>,
     pub(crate) sign: Option<SignOp>,
     pub(crate) verify: Option<VerifyOp>,
     /// A `C_Sign` / `C_SignFinal` of this session is at the TSB (possibly waiting for

@@ -2,7 +2,7 @@
 //! §4.4). The TSB has no session keys, so the pair is a TEMPORARY TSB key that the module
 //! deletes when the object's lifetime ends: at `C_CloseSession` of the session that created
 //! it, at `C_CloseAllSessions`, when the application destroys the private key object, and at
-//! `C_Finalize` (within [`super::FINALIZE_BOUND`]). A deletion that fails or does not finish in
+//! `C_Finalize` (within [`FINALIZE_BOUND`]). A deletion that fails or does not finish in
 //! time is logged at WARN with the TSB label and journalled (`keyNotDeleted`, src/journal.rs).
 //!
 //! A temporary key's TSB label is [`SESSION_KEY_PREFIX`] followed by 32 random hex digits. Keys
@@ -11,7 +11,6 @@
 //! (empty when it gave none) and `CKA_TOKEN` false, and the module deletes them even where
 //! `pkcs11.allowKeyDeletion` is false. docs/objects-and-mechanisms.md describes the rules.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +20,7 @@ use parking_lot::Mutex;
 
 use super::attributes::{self, AttrValue};
 use super::objects::{KeyPart, ObjectRef};
-use super::Token;
+use super::state::{Token, FINALIZE_BOUND};
 use crate::error::{map_tsb_error, Error, Result};
 use crate::logging::Net;
 
@@ -39,78 +38,6 @@ pub(crate) fn new_session_label() -> Result<String> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| Error::new(CKR_FUNCTION_FAILED, "no random bytes for a key label"))?;
     Ok(format!("{SESSION_KEY_PREFIX}{}", hex::encode(bytes)))
-}
-
-/// A temporary key this process created.
-#[derive(Clone, Debug)]
-struct SessionKey {
-    /// The session that created it: closing it deletes the key.
-    session: CK_SESSION_HANDLE,
-    /// The application's `CKA_LABEL` (shown as the objects' `CKA_LABEL`).
-    app_label: String,
-    /// The application destroyed the public key object (the key stays for the private one).
-    public_hidden: bool,
-}
-
-/// The temporary keys of this process, by TSB label.
-#[derive(Default)]
-pub(crate) struct SessionKeys {
-    keys: Mutex<HashMap<String, SessionKey>>,
-}
-
-impl SessionKeys {
-    fn insert(&self, label: &str, session: CK_SESSION_HANDLE, app_label: &str) {
-        self.keys.lock().insert(
-            label.to_string(),
-            SessionKey {
-                session,
-                app_label: app_label.to_string(),
-                public_hidden: false,
-            },
-        );
-    }
-
-    /// True when this process created the temporary key `label` (and has not deleted it).
-    pub(crate) fn is_own(&self, label: &str) -> bool {
-        self.keys.lock().contains_key(label)
-    }
-
-    /// The TSB labels of all own temporary keys.
-    pub(crate) fn labels(&self) -> Vec<String> {
-        self.keys.lock().keys().cloned().collect()
-    }
-
-    /// The TSB labels of the own temporary keys the application labelled `app_label`.
-    pub(crate) fn with_app_label(&self, app_label: &[u8]) -> Vec<String> {
-        self.keys
-            .lock()
-            .iter()
-            .filter(|(_, k)| k.app_label.as_bytes() == app_label)
-            .map(|(l, _)| l.clone())
-            .collect()
-    }
-
-    fn forget(&self, label: &str) {
-        self.keys.lock().remove(label);
-    }
-
-    /// Takes the keys of `session` out of the table (they are about to be deleted).
-    fn take_session(&self, session: CK_SESSION_HANDLE) -> Vec<String> {
-        let mut keys = self.keys.lock();
-        let labels: Vec<String> = keys
-            .iter()
-            .filter(|(_, k)| k.session == session)
-            .map(|(l, _)| l.clone())
-            .collect();
-        for l in &labels {
-            keys.remove(l);
-        }
-        labels
-    }
-
-    fn take_all(&self) -> Vec<String> {
-        self.keys.lock().drain().map(|(l, _)| l).collect()
-    }
 }
 
 /// How many temporary keys `C_Finalize` deletes at once.
@@ -336,7 +263,7 @@ impl Token {
                 &label,
                 &format!(
                     "{when}: the TSB did not confirm the deletion within the bound of {} ms",
-                    super::FINALIZE_BOUND.as_millis()
+                    FINALIZE_BOUND.as_millis()
                 ),
             );
         }

@@ -30,12 +30,15 @@ use super::{http, tls};
 mod attestation;
 mod forms;
 mod keys;
+mod parts;
 mod retry;
 mod send;
 use crate::config::{normalise_url, AuthType, Config, Secret};
 use crate::logging::Net;
 pub use attestation::KeyAttestation;
 pub use keys::{NewKey, NewKeyType, NewKeyUsage};
+pub use parts::{encode_segment, TsbClient};
+use parts::{segment, Call};
 use retry::{is_node_failure, Retry};
 
 /// The largest response body read (larger 2xx bodies are an `InvalidResponse`).
@@ -95,17 +98,6 @@ pub(crate) fn role_for_path(path: &str) -> Option<Role> {
     }
 }
 
-/// Percent-encodes one path segment: everything but the RFC 3986 §2.3 unreserved characters
-/// `A-Z a-z 0-9 - . _ ~` (so `/` too).
-pub fn encode_segment(s: &str) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
-}
-
 /// Whether a value may be sent in an HTTP header (visible ASCII, space, tab).
 fn header_safe(s: &str) -> bool {
     s.bytes()
@@ -117,59 +109,6 @@ fn header_safe(s: &str) -> bool {
 /// over a reused kept-alive connection, where it could be a late answer to an earlier request
 /// that nothing in HTTP/1.1 tells apart: such a signature must be verified in full.
 pub type SignatureCheck<'a> = dyn Fn(&[u8], bool) -> Result<Vec<u8>, String> + 'a;
-
-/// One request to make.
-struct Call<'a> {
-    method: &'static str,
-    /// The endpoint without ids, for errors and logs.
-    endpoint: &'static str,
-    /// The path with its (encoded) ids.
-    path: String,
-    body: Option<Vec<u8>>,
-    retry: Retry,
-    /// Non-2xx statuses handed to the parser instead of becoming errors.
-    accept: &'static [u16],
-    /// A bearer token to use instead of the login / configured one.
-    bearer: Option<&'a Secret>,
-    /// The single API key to use instead of the role's keys (no rollover).
-    api_key: Option<&'a Secret>,
-    /// Further secrets (e.g. a key password) to keep out of error messages.
-    secrets: Vec<&'a str>,
-    /// For a call the TSB offers in two forms: this call's form ...
-    form: Option<Form>,
-    /// ... and the other form, sent to a node that does not know this one (`client/forms.rs`).
-    fallback: Option<Box<Call<'a>>>,
-}
-
-impl<'a> Call<'a> {
-    fn new(method: &'static str, endpoint: &'static str, path: String, retry: Retry) -> Self {
-        Call {
-            method,
-            endpoint,
-            path,
-            body: None,
-            retry,
-            accept: &[],
-            bearer: None,
-            api_key: None,
-            secrets: Vec::new(),
-            form: None,
-            fallback: None,
-        }
-    }
-
-    /// This call in `form`, with `other` as the fallback (see `client/forms.rs`).
-    fn with_fallback(mut self, form: Form, other: Option<Call<'a>>) -> Self {
-        self.form = Some(form);
-        self.fallback = other.map(Box::new);
-        self
-    }
-
-    fn json_body(mut self, body: &Value) -> Self {
-        self.body = Some(body.to_string().into_bytes());
-        self
-    }
-}
 
 /// A response handed to a parser.
 struct Reply {
@@ -238,40 +177,6 @@ impl Reply {
         })?;
         de.end().map_err(|e| self.not_json(e))?;
         Ok(value)
-    }
-}
-
-/// The client of one TSB. `Send + Sync`; share it through an `Arc`. It owns no threads.
-pub struct TsbClient {
-    /// The TSB nodes (one unless `restApi` is an array), each with its kept-alive connections:
-    /// reads, idempotent requests, synchronous signs. Requests that must never be sent twice
-    /// (approval requests, certificate and key changes) go on a new connection each: a pooled
-    /// connection the TSB is closing could swallow one with no way to tell whether it arrived.
-    nodes: Nodes,
-    /// Connections opened (TCP connects attempted).
-    #[cfg(test)]
-    opened: Arc<AtomicU64>,
-    token: Option<Secret>,
-    /// Indexed by [`Role::index`].
-    api_keys: [Vec<Secret>; 3],
-    /// The index of the key of each role that worked last.
-    key_index: [AtomicUsize; 3],
-    login_bearer: RwLock<Option<Secret>>,
-    login_operation_key: RwLock<Option<Secret>>,
-    retries: u32,
-    backoff_base: Duration,
-    /// `requestTimeoutMs`: the deadline of one call, retries included.
-    request_timeout: Duration,
-    /// `connectTimeoutMs`, at most `requestTimeoutMs`.
-    connect_timeout: Duration,
-}
-
-impl fmt::Debug for TsbClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TsbClient")
-            .field("nodes", &self.node_urls())
-            .field("retries", &self.retries)
-            .finish_non_exhaustive()
     }
 }
 
@@ -868,18 +773,6 @@ fn sign_call<'a>(
         call.secrets.push(pw.expose());
     }
     call
-}
-
-/// A path segment for a label or id; `.`, `..` and empty are refused (URL normalisation
-/// would change the path).
-fn segment(value: &str, endpoint: &str) -> Result<String, TsbError> {
-    if value.is_empty() || value == "." || value == ".." {
-        return Err(TsbError::new(
-            endpoint,
-            TsbErrorKind::Config(format!("\"{value}\" cannot be used in a URL path")),
-        ));
-    }
-    Ok(encode_segment(value))
 }
 
 /// A random version-4 UUID (a request id that does not exist), from ring's system RNG.

@@ -13,9 +13,9 @@ use base64::Engine;
 use clap::Args;
 use serde_json::{json, Value};
 
+use super::common::{hex, load_config, Global, Out};
 use super::csr::write_new_file;
 use super::keys::pct;
-use super::{hex, load_config, Global, Out};
 use crate::crypto::x509req;
 use crate::crypto::{Certificate, HashAlg, PublicKey};
 use crate::logging::sanitize;
@@ -348,7 +348,7 @@ pub(crate) fn run(global: &Global, args: &AttestArgs, out: &Out) -> Result<i32, 
         let spki = att.public_key.clone();
         (att, chain, spki)
     };
-    super::take_warnings();
+    super::common::take_warnings();
     let verdict = match check(&att, &chain, root.as_deref(), key_spki.as_deref()) {
         Ok(v) => v,
         Err(why) => {

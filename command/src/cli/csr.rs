@@ -13,7 +13,7 @@ use clap::Args;
 use cryptoki_sys::*;
 use der::EncodePem;
 
-use super::{load_config, Global, Out};
+use super::common::{load_config, Global, Out};
 use crate::config::{Config, PinIs};
 use crate::crypto::x509req::{self, RequestAlgorithm, San};
 use crate::crypto::{HashAlg, PublicKey, Scheme};
@@ -150,7 +150,7 @@ pub(crate) fn run(global: &Global, args: &CsrArgs, out: &Out) -> Result<i32, Str
         return Err(format!("'{shown}': the request names another public key"));
     }
     drop(key);
-    super::take_warnings();
+    super::common::take_warnings();
     let pem = x509_cert::request::CertReq::try_from(der.as_slice())
         .map_err(|e| e.to_string())?
         .to_pem(der::pem::LineEnding::LF)

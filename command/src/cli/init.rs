@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 
-use super::{Global, Out};
+use super::common::{Global, Out};
 use crate::config::Config;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,7 +122,7 @@ pub(crate) fn run(_global: &Global, args: &InitArgs, out: &Out) -> Result<i32, S
     }
     // The module's own parser checks what was written.
     let check = Config::from_file(&output);
-    let warnings = super::take_warnings();
+    let warnings = super::common::take_warnings();
     // A secret's variable is exported where the application runs, not necessarily here.
     let check = match check {
         Err(e) if e.message.contains("is not set") => {

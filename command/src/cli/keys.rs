@@ -4,7 +4,7 @@
 use clap::Args;
 use serde::Serialize;
 
-use super::{hex, load_config, Global, Out};
+use super::common::{hex, load_config, Global, Out};
 use crate::config::Config;
 use crate::crypto::{Certificate, PublicKey};
 use crate::token::objects::{key_from_attributes, Skipped};
@@ -307,7 +307,7 @@ pub(crate) fn run(global: &Global, args: &KeysArgs, out: &Out) -> Result<i32, St
             reports.push(r);
         }
     }
-    super::take_warnings();
+    super::common::take_warnings();
     if out.json {
         out.json_doc(&serde_json::json!({
             "ok": true,

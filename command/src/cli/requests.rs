@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{load_config, Global, Out};
+use super::common::{load_config, Global, Out};
 use crate::journal::{self, Entry, Event};
 use crate::tsb::{RequestState, TsbClient};
 
@@ -176,7 +176,7 @@ pub(crate) fn run(global: &Global, args: &RequestsArgs, out: &Out) -> Result<i32
         }
         shown.push(row);
     }
-    super::take_warnings();
+    super::common::take_warnings();
     if out.json {
         out.json_doc(&serde_json::json!({
             "ok": true,
@@ -287,7 +287,7 @@ fn cancel(
         &status,
         Some("cancelled with tsb-pkcs11 requests cancel"),
     );
-    super::take_warnings();
+    super::common::take_warnings();
     if out.json {
         out.json_doc(&serde_json::json!({
             "ok": true, "id": id, "status": status, "inJournal": known.is_some()

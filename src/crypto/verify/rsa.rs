@@ -19,9 +19,9 @@
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::{Limb, Uint, Word};
 
-use super::{Scheme, SignedData};
+use super::scheme::{Scheme, SignedData};
+use crate::crypto::error::{CryptoError, CryptoResult};
 use crate::crypto::hash::{digest_info, HashAlg, Hasher};
-use crate::crypto::{CryptoError, CryptoResult};
 
 /// Largest RSA modulus accepted for verification, in bits.
 pub(crate) const RSA_MAX_BITS: usize = 16384;

@@ -7,7 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 
-use super::{Call, Retry, TsbClient};
+use super::parts::{Call, TsbClient};
+use super::retry::Retry;
 use crate::config::Secret;
 use crate::tsb::{TsbError, TsbErrorKind};
 

@@ -6,9 +6,11 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{segment, Call, Form, Retry, TsbClient};
+use super::parts::{segment, Call, TsbClient};
+use super::retry::Retry;
 use crate::config::{PolicySpec, Secret};
 use crate::tsb::models::password_chars;
+use crate::tsb::nodes::Form;
 use crate::tsb::TsbError;
 
 /// The type of a key to create.

@@ -2,7 +2,7 @@
 //! credentials (`versionInfo`, the key list, a request status), and why a refused role was
 //! refused, with the fix.
 
-use super::{Failure, Report};
+use super::report::{Failure, Report};
 use crate::config::{AuthType, Config, PinIs, Secret};
 use crate::tsb::{KeyList, TsbClient, TsbError, TsbErrorKind};
 

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{Report, Status};
+use super::report::{Report, Status};
 use crate::cli::{find_config, mode_and_owner, own_uid, take_warnings, Global};
 use crate::config::{AuthType, Config, PinIs};
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::Report;
+use super::report::Report;
 use crate::cli::mode_and_owner;
 use crate::config::Config;
 

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::auth::{explain_auth, Role};
-use super::{Report, Status};
+use super::report::{Report, Status};
 use crate::cli::keys::{inspect_key, labels, KeyReport};
 use crate::config::Config;
 use crate::tsb::{KeyList, TsbClient};

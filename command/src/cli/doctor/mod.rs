@@ -24,18 +24,19 @@ mod files;
 mod keys;
 mod network;
 mod nodes;
+mod report;
 mod sign;
 mod tls;
 
 use std::sync::Arc;
 
 use clap::Args;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{take_warnings, Global, Out};
+use super::{Global, Out};
 use crate::config::Config;
 use crate::tsb::TsbClient;
+use report::{Report, Status};
 
 #[derive(Args, Debug)]
 pub(crate) struct DoctorArgs {
@@ -47,103 +48,6 @@ pub(crate) struct DoctorArgs {
     /// never taken as an argument: it would show in the process list).
     #[arg(long, value_name = "NAME")]
     pin_env: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Status {
-    Ok,
-    Info,
-    Warn,
-    Fail,
-}
-
-#[derive(Debug, Serialize)]
-struct Check {
-    /// `config`, `dns`, `tcp`, `tls`, `node`, `cluster`, `auth`, `version`, `keys`, `key`,
-    /// `unknown`, `sign`.
-    step: &'static str,
-    status: Status,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fix: Option<String>,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    details: Value,
-}
-
-/// A failure's message and likely fix.
-type Failure = (String, Option<String>);
-
-#[derive(Default)]
-struct Report {
-    checks: Vec<Check>,
-}
-
-impl Report {
-    fn add(
-        &mut self,
-        step: &'static str,
-        status: Status,
-        message: impl Into<String>,
-    ) -> &mut Check {
-        self.checks.push(Check {
-            step,
-            status,
-            message: message.into(),
-            fix: None,
-            details: Value::Null,
-        });
-        self.checks.last_mut().expect("just pushed")
-    }
-    fn ok(&mut self, step: &'static str, message: impl Into<String>) -> &mut Check {
-        self.add(step, Status::Ok, message)
-    }
-    fn fail(&mut self, step: &'static str, message: impl Into<String>, fix: Option<String>) {
-        self.add(step, Status::Fail, message).fix = fix;
-    }
-    fn warn(&mut self, step: &'static str, message: impl Into<String>, fix: Option<String>) {
-        self.add(step, Status::Warn, message).fix = fix;
-    }
-    /// The library's warnings since the last call, as warnings of `step`.
-    fn warnings(&mut self, step: &'static str) {
-        for w in take_warnings() {
-            self.warn(step, w, None);
-        }
-    }
-    /// Fields of a TSB answer the module does not know: one warning naming them.
-    fn unknown_fields(&mut self, what: &str, fields: &[String]) {
-        if fields.is_empty() {
-            return;
-        }
-        self.warn(
-            "unknown",
-            format!(
-                "{what}: the TSB sent field(s) this module does not know: {}",
-                fields.join(", ")
-            ),
-            Some("the TSB differs from the contract this module was built for; the fields are ignored. Report them (with `tsb-pkcs11 doctor --json`) if keys or signatures misbehave".into()),
-        );
-        self.checks
-            .last_mut()
-            .expect("just added")
-            .with_details(json!({ "endpoint": what, "fields": fields }));
-    }
-    fn worst(&self) -> Status {
-        if self.checks.iter().any(|c| c.status == Status::Fail) {
-            Status::Fail
-        } else if self.checks.iter().any(|c| c.status == Status::Warn) {
-            Status::Warn
-        } else {
-            Status::Ok
-        }
-    }
-}
-
-impl Check {
-    fn with_details(&mut self, d: Value) -> &mut Check {
-        self.details = d;
-        self
-    }
 }
 
 pub(crate) fn run(global: &Global, args: &DoctorArgs, out: &Out) -> Result<i32, String> {
@@ -213,11 +117,4 @@ fn check_tsb(config: &Config, args: &DoctorArgs, r: &mut Report) {
     if let Some(label) = &args.sign {
         sign::test_signature(config, label, args.pin_env.as_deref(), r);
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Report, Status};
+use super::report::{Report, Status};
 use crate::config::Config;
 use crate::tsb::{Probe, TsbClient};
 

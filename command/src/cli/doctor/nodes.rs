@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Report, Status};
+use super::report::{Report, Status};
 use crate::config::{Config, NodeStrategy};
 use crate::tsb::TsbClient;
 

@@ -7,7 +7,7 @@ use base64::Engine;
 use cryptoki_sys::*;
 use serde_json::{json, Value};
 
-use super::{unix_now, Failure, Report};
+use super::report::{unix_now, Failure, Report};
 use crate::config::{Config, PinIs};
 use crate::crypto::{HashAlg, PublicKey, Scheme, SignedData};
 use crate::token::{Mechanism, SignOutput, Token, SLOT_ID};

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::{unix_now, Failure, Report};
+use super::report::{unix_now, Failure, Report};
 use crate::config::Config;
 use crate::tsb::{Connected, Probe, TlsFacts};
 
