@@ -611,6 +611,32 @@ fn configured_certificate_chains() {
     );
 }
 
+/// A certificate the TSB refuses with 400 (a well-formed X.509 it will not store) is the
+/// template's fault: CKR_ATTRIBUTE_VALUE_INVALID (PKCS#11 v2.40 §5.7.1 C_CreateObject); another
+/// TSB failure is not, and neither creates an object.
+#[test]
+fn a_certificate_the_tsb_refuses_is_an_invalid_value() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("ec", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let cert = certificate(&key, "leaf", 7);
+    let t = template(&cert, &[(CKA_LABEL, b"ec".to_vec())]);
+    *fake.import_error.lock() = Some((400, 600));
+    assert_eq!(
+        create(&token, s, &t).unwrap_err().code(),
+        CKR_ATTRIBUTE_VALUE_INVALID
+    );
+    *fake.import_error.lock() = Some((500, 701));
+    let other = create(&token, s, &t).unwrap_err().code();
+    assert_ne!(other, CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_ne!(other, CKR_OK);
+    assert_eq!(fake.count("import-certificate ec"), 2);
+    *fake.import_error.lock() = None;
+    assert!(find(&token, s, &[(CKA_CLASS, ulong(CKO_CERTIFICATE))]).is_empty());
+    create(&token, s, &t).unwrap();
+}
+
 /// Every refusal of C_CreateObject is one WARN line naming its reason (docs/troubleshooting.md),
 /// whether the refusal was logged where it was found or only where the call ends.
 #[test]

@@ -108,6 +108,9 @@ pub(super) struct FakeTsb {
     /// When set, every synchronous signature fails with this (HTTP status, TSB code) after
     /// the request is recorded.
     pub(super) sign_error: Mutex<Option<(u16, i64)>>,
+    /// When set, every certificate import of an existing key fails with this (HTTP status,
+    /// TSB code).
+    pub(super) import_error: Mutex<Option<(u16, i64)>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -640,6 +643,9 @@ impl Backend for FakeTsb {
         self.record(format!("import-certificate {label}"));
         if !self.keys.lock().contains_key(label) {
             return Err(tsb_error(404, 650));
+        }
+        if let Some((status, code)) = *self.import_error.lock() {
+            return Err(tsb_error(status, code));
         }
         if der.first() != Some(&0x30) {
             return Err(tsb_error(400, 600));

@@ -724,6 +724,35 @@ fn session_keys_are_deleted_on_destroy_close_all_and_finalize() {
     assert!(entries.is_empty(), "{entries:?}");
 }
 
+/// C_Finalize of an application that forbade helper threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`,
+/// PKCS#11 v2.40 §5.4 C_Initialize) deletes the temporary keys itself, one after the other,
+/// before its deadline: none is left on the TSB or journalled as left behind.
+#[test]
+fn session_keys_are_deleted_at_finalize_without_helper_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("requests.jsonl");
+    let fake = FakeTsb::new();
+    let config = json!({"restApi": "http://127.0.0.1:9", "pkcs11": {
+        "pollIntervalMs": 10, "pollIntervalMaxMs": 20, "requestJournal": journal}});
+    let config = crate::config::Config::from_json_str(&config.to_string(), "core-test").unwrap();
+    let token = Token::with_backend(config, false, fake.factory()).unwrap();
+    let s = session(&token);
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("c")).unwrap();
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("d")).unwrap();
+    let made = temporary_keys(&fake);
+    assert_eq!(made.len(), 2);
+    token.finalize();
+    assert!(
+        temporary_keys(&fake).is_empty(),
+        "C_Finalize without threads"
+    );
+    for label in &made {
+        assert_eq!(fake.count(&format!("delete {label}")), 1, "{label}");
+    }
+    let entries = crate::journal::read(&journal).unwrap().entries;
+    assert!(entries.is_empty(), "{entries:?}");
+}
+
 /// A deletion of a temporary key that fails (close) or hangs (C_Finalize, which returns within
 /// its bound all the same) is journalled with the key's TSB label.
 #[test]
