@@ -675,6 +675,18 @@ fn post_quantum_key_generation() {
             pqc_templates("x6", vec![(CKA_KEY_TYPE, ulong(CKK_SLH_DSA))]),
             CKR_TEMPLATE_INCONSISTENT,
         ),
+        // HSS attributes belong to HSS keys only, even with the one value the TSB makes.
+        (
+            CKM_ML_DSA_KEY_PAIR_GEN,
+            pqc_templates(
+                "x7",
+                vec![
+                    (CKA_PARAMETER_SET, ulong(CKP_ML_DSA_65)),
+                    (CKA_HSS_LMS_TYPES, ulong(5)),
+                ],
+            ),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+        ),
     ];
     for (m, t, rv) in refused {
         assert_eq!(gen(m, &t).unwrap_err().code(), rv, "{:?}", t.0);

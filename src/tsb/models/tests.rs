@@ -80,10 +80,22 @@ fn attributes_minimal_and_defaults() {
     // The inner object directly, numbers as id, string booleans
     let v = json!({"label": "ed", "algorithm": "ED", "id": 17, "curveOid": null,
                    "algorithmOid": "1.3.101.112",
-                   "attributes": {"sign": "true", "destroyable": "false"}});
+                   "attributes": {"sign": "true", "destroyable": "false", "sensitive": "false"}});
     let a = parse_key_attributes(&v).unwrap();
     assert_eq!(a.id.as_deref(), Some("17"));
     assert!(a.flags.sign && !a.flags.destroyable);
+    // A flag whose default is true is false when the TSB spells it as a string.
+    assert!(!a.flags.sensitive, "\"sensitive\": \"false\"");
+    for (spelling, want) in [
+        ("0", false),
+        ("no", false),
+        (" FALSE ", false),
+        ("yes", true),
+    ] {
+        let v = json!({"label": "ed", "algorithm": "ED", "attributes": {"sensitive": spelling}});
+        let a = parse_key_attributes(&v).unwrap();
+        assert_eq!(a.flags.sensitive, want, "{spelling:?}");
+    }
 }
 
 #[test]
