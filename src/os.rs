@@ -4,7 +4,7 @@
 //! journal). Nothing here knows PKCS#11 or the TSB.
 
 /// The effective user id of the process.
-pub(crate) fn effective_uid() -> u32 {
+pub fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 

@@ -231,12 +231,6 @@ pub(crate) fn mode_and_owner(path: &Path) -> Option<(u32, u32)> {
     Some((m.mode() & 0o7777, m.uid()))
 }
 
-/// The effective uid of this process (owner of `/proc/self`).
-pub(crate) fn own_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-}
-
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -20,9 +20,7 @@ use std::ffi::OsString;
 use clap::{Parser, Subcommand};
 
 use common::Capture;
-pub(crate) use common::{
-    config_fix, find_config, hex, mode_and_owner, own_uid, take_warnings, Global, Out,
-};
+pub(crate) use common::{config_fix, find_config, hex, mode_and_owner, take_warnings, Global, Out};
 
 #[derive(Parser, Debug)]
 #[command(

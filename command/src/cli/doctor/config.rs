@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::report::{Report, Status};
-use crate::cli::{find_config, mode_and_owner, own_uid, take_warnings, Global};
+use crate::cli::{find_config, mode_and_owner, take_warnings, Global};
 use crate::config::{AuthType, Config, PinIs};
 
 pub(super) fn check_config(global: &Global, r: &mut Report) -> Option<Config> {
@@ -48,14 +48,13 @@ pub(super) fn check_config(global: &Global, r: &mut Report) -> Option<Config> {
         ),
     )
     .with_details(json!({ "file": path, "how": found.how, "searched": searched }));
-    if let Some(me) = own_uid() {
-        if owner != me && owner != 0 {
-            r.warn(
-                "config",
-                format!("the file belongs to uid {owner}, not to this user (uid {me})"),
-                Some(format!("chown {me} {}", path.display())),
-            );
-        }
+    let me = tsb_pkcs11_core::os::effective_uid();
+    if owner != me && owner != 0 {
+        r.warn(
+            "config",
+            format!("the file belongs to uid {owner}, not to this user (uid {me})"),
+            Some(format!("chown {me} {}", path.display())),
+        );
     }
     if mode & 0o004 != 0 {
         r.warn(
