@@ -1108,13 +1108,12 @@ mod tests {
     ];
 
     /// The environment changes in `text`: (line number, the function they are in). Comments
-    /// are not code.
+    /// and string literals are not code ([`code_of`]).
     fn env_changes(text: &str) -> Vec<(usize, String)> {
         let needles = [["set", "_var("].concat(), ["remove", "_var("].concat()];
         let mut current_fn = String::new();
         let mut found = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
+        for (n, code) in code_of(text).lines().enumerate() {
             if let Some(i) = code.find("fn ") {
                 let before = code[..i].chars().last();
                 if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
