@@ -10,19 +10,14 @@
 //! Smart Key Attributes keys are approved (or rejected) by a thread acting as the approvers.
 //!
 //! The module is `target/<profile>/libtsb_pkcs11.so` (or `TSB_PKCS11_MODULE`). Cargo does not
-//! build it for this package, so the tests run `cargo build --workspace --lib` once first (a
-//! no-op when it is fresh). `--workspace`, not `-p tsb-pkcs11`: cargo unifies the features of
-//! dependencies over the packages one command builds, so a build of the module alone would
-//! compile its dependencies a second time, with other features, after scripts/test.sh's
-//! `cargo build --workspace`.
+//! build it for this package: the test support crate's `built_module()` builds it once per
+//! test process (tests/support/src/built.rs says how, and why over the whole workspace).
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -37,66 +32,9 @@ use tsb_sim::{SimConfig, Simulator};
 
 // ---------------------------------------------------------------- the module and the TSB
 
-/// `libtsb_pkcs11.so`, built if needed (once per test process).
-fn module() -> &'static Path {
-    static MODULE: OnceLock<PathBuf> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TSB_PKCS11_MODULE").filter(|p| !p.is_empty()) {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("test exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "-q", "--workspace", "--lib"])
-            .current_dir(workspace);
-        // Variables cargo sets for this test process: build scripts that watch them (ring's
-        // does) would see a change and rebuild, and the next plain `cargo build` rebuild back.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_BIN_EXE_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&k.as_ref())
-            {
-                build.env_remove(k.as_ref());
-            }
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let so = profile_dir.join("libtsb_pkcs11.so");
-        match build.status() {
-            Ok(s) if s.success() => {}
-            other => {
-                assert!(
-                    so.exists(),
-                    "cargo build --workspace --lib failed ({other:?}) and {} does not exist",
-                    so.display()
-                );
-                eprintln!("warning: cargo build --workspace --lib failed ({other:?}); using the existing module");
-            }
-        }
-        assert!(so.exists(), "{} not built", so.display());
-        so
-    })
+/// `libtsb_pkcs11.so`, built if needed (once per test process, by the test support crate).
+fn module() -> PathBuf {
+    tsb_pkcs11_test_support::built_module()
 }
 
 /// The simulator's key cache, shared with the root crate's tests (RSA-4096 is generated once).
