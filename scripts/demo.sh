@@ -9,13 +9,13 @@ root=$(pwd)
 . scripts/packages.sh
 ensure_packages pkg-config:pkg-config dpkg=libssl-dev:libssl-dev
 
-echo "== building the workspace and the demo (dev profile: optimised dependencies, as the tests)"
-# The build scripts/test.sh makes and the tests run (target/debug), plus the demo: one cargo
-# invocation over the whole workspace, so cargo resolves the dependencies' features as for the
-# tests (it unifies them over the packages one command builds) and the test command after the
-# demo compiles none of them again. The dev profile's dependencies are optimised (Cargo.toml):
-# the simulator's key generation and signing are theirs.
-cargo build -q --workspace --lib --bins --example demo
+echo "== building the module, the simulator and the demo (dev profile: optimised dependencies)"
+# Only what the demo runs: the module (libtsb_pkcs11.so), the simulator (tsb-sim) and the demo
+# program (module/examples/demo.rs). The dev profile's dependencies are optimised (Cargo.toml):
+# the simulator's key generation and signing are theirs. The tests (scripts/test.sh) build the
+# whole workspace; cargo resolves some dependencies' features differently for it, so they
+# compile those dependencies once more.
+cargo build -q -p tsb-pkcs11 -p tsb-sim --lib --bins --example demo
 bin=$(realpath "${CARGO_TARGET_DIR:-target}/debug")
 
 work=$(mktemp -d)
@@ -73,7 +73,7 @@ echo "== module configuration written to $config (restApi: $url)"
 ) &
 approver_pid=$!
 
-echo "== driving the module through PKCS#11 (examples/demo.rs)"
+echo "== driving the module through PKCS#11 (module/examples/demo.rs)"
 echo
 TSB_PKCS11_CONFIG="$config" TSB_PKCS11_LOG="${TSB_PKCS11_LOG:-info}" \
   "$bin/examples/demo" "$bin/libtsb_pkcs11.so"

@@ -43,6 +43,7 @@ mod concurrency;
 mod config_files;
 mod conformance;
 mod digest;
+mod header;
 mod high_availability;
 mod hostile;
 mod keygen;
