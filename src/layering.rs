@@ -5,12 +5,15 @@
 //! crate (`tsb-pkcs11-core`), never on each other; the core on neither; clap is linked into the
 //! command only (not into the core, hence not into libtsb_pkcs11.so); the simulator, the
 //! Notation plugin and the test support depend on none of the project's crates but the
-//! simulator.
+//! simulator, and the simulator only on its post-quantum arithmetic (`tsb-sim-pqc`,
+//! tsb-sim/pqc/, a crate of its own so the dev profile can optimise it alone).
 //!
 //! ```text
 //!   tsb-pkcs11 (module/, cdylib)     tsb-pkcs11-command (command/, bin, clap)
 //!                  \                  /
 //!                   tsb-pkcs11-core (src/)          tsb-sim    notation-pkcs11
+//!                                                      |
+//!                                                   tsb-sim-pqc
 //! ```
 //!
 //! Modules of this crate (`layers_only_point_down`): a module may use the modules of lower
@@ -48,7 +51,8 @@ const CRATES: &[(&str, &[&str])] = &[
     ("tsb-pkcs11-core", &[]),
     ("tsb-pkcs11", &["tsb-pkcs11-core"]),
     ("tsb-pkcs11-command", &["tsb-pkcs11-core"]),
-    ("tsb-sim", &[]),
+    ("tsb-sim", &["tsb-sim-pqc"]),
+    ("tsb-sim-pqc", &[]),
     ("notation-pkcs11", &[]),
     ("tsb-pkcs11-test-support", &["tsb-sim"]),
 ];
@@ -195,6 +199,7 @@ mod tests {
             ("tsb-pkcs11", "tsb-pkcs11-command", "normal"),
             ("tsb-pkcs11-command", "tsb-pkcs11", "build"),
             ("tsb-sim", "tsb-pkcs11-core", "normal"),
+            ("tsb-sim-pqc", "tsb-sim", "normal"),
             ("tsb-pkcs11-core", "clap", "normal"),
             ("tsb-pkcs11", "clap_builder", "normal"),
         ] {

@@ -20,8 +20,11 @@ fn checked_in_header_is_current() {
     bindings.write(&mut generated);
     let generated = String::from_utf8(generated).expect("the header is UTF-8");
     // scripts/header.sh copies it from here.
-    std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("tsb_pkcs11.h"), &generated)
-        .expect("write the generated header");
+    std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("tsb_pkcs11.h"),
+        &generated,
+    )
+    .expect("write the generated header");
     for f in [
         "C_GetFunctionList",
         "C_GetInterface",

@@ -11,11 +11,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use der::asn1::{BitString, ObjectIdentifier};
 use der::Encode;
-use hbs_lms::{HssParameter, LmotsAlgorithm, LmsAlgorithm, Sha256_256};
 use parking_lot::Mutex;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use tsb_sim_pqc::{MlDsa, SlhDsa};
 
 use crate::config::{KeyAlgorithm, KeySpec};
 use crate::error::{ApiError, SimError};
@@ -82,88 +82,38 @@ pub fn attributes_name(alg: KeyAlgorithm) -> &'static str {
     }
 }
 
-/// Runs `$body` with `$P` bound to the `slh-dsa` parameter type of `$alg`.
-macro_rules! with_slh {
-    ($alg:expr, $P:ident => $body:expr) => {
-        match $alg {
-            KeyAlgorithm::SlhDsaSha2_128s => {
-                type $P = slh_dsa::Sha2_128s;
-                $body
-            }
-            KeyAlgorithm::SlhDsaSha2_128f => {
-                type $P = slh_dsa::Sha2_128f;
-                $body
-            }
-            KeyAlgorithm::SlhDsaSha2_192s => {
-                type $P = slh_dsa::Sha2_192s;
-                $body
-            }
-            KeyAlgorithm::SlhDsaSha2_192f => {
-                type $P = slh_dsa::Sha2_192f;
-                $body
-            }
-            KeyAlgorithm::SlhDsaSha2_256s => {
-                type $P = slh_dsa::Sha2_256s;
-                $body
-            }
-            KeyAlgorithm::SlhDsaSha2_256f => {
-                type $P = slh_dsa::Sha2_256f;
-                $body
-            }
-            KeyAlgorithm::SlhDsaShake128s => {
-                type $P = slh_dsa::Shake128s;
-                $body
-            }
-            KeyAlgorithm::SlhDsaShake128f => {
-                type $P = slh_dsa::Shake128f;
-                $body
-            }
-            KeyAlgorithm::SlhDsaShake192s => {
-                type $P = slh_dsa::Shake192s;
-                $body
-            }
-            KeyAlgorithm::SlhDsaShake192f => {
-                type $P = slh_dsa::Shake192f;
-                $body
-            }
-            KeyAlgorithm::SlhDsaShake256s => {
-                type $P = slh_dsa::Shake256s;
-                $body
-            }
-            KeyAlgorithm::SlhDsaShake256f => {
-                type $P = slh_dsa::Shake256f;
-                $body
-            }
-            other => Err(ApiError::hsm(format!(
-                "{} is not an SLH-DSA key",
-                other.as_str()
-            ))),
-        }
-    };
+/// The `tsb-sim-pqc` parameter set of an ML-DSA key type.
+fn ml_set(alg: KeyAlgorithm) -> Option<MlDsa> {
+    match alg {
+        KeyAlgorithm::MlDsa44 => Some(MlDsa::P44),
+        KeyAlgorithm::MlDsa65 => Some(MlDsa::P65),
+        KeyAlgorithm::MlDsa87 => Some(MlDsa::P87),
+        _ => None,
+    }
 }
 
-/// Runs `$body` with `$P` bound to the `ml-dsa` parameter type of `$alg`.
-macro_rules! with_ml {
-    ($alg:expr, $P:ident => $body:expr) => {
-        match $alg {
-            KeyAlgorithm::MlDsa44 => {
-                type $P = ml_dsa::MlDsa44;
-                $body
-            }
-            KeyAlgorithm::MlDsa65 => {
-                type $P = ml_dsa::MlDsa65;
-                $body
-            }
-            KeyAlgorithm::MlDsa87 => {
-                type $P = ml_dsa::MlDsa87;
-                $body
-            }
-            other => Err(ApiError::hsm(format!(
-                "{} is not an ML-DSA key",
-                other.as_str()
-            ))),
-        }
-    };
+/// The `tsb-sim-pqc` parameter set of an SLH-DSA key type.
+fn slh_set(alg: KeyAlgorithm) -> Option<SlhDsa> {
+    use KeyAlgorithm::*;
+    Some(match alg {
+        SlhDsaSha2_128s => SlhDsa::Sha2_128s,
+        SlhDsaSha2_128f => SlhDsa::Sha2_128f,
+        SlhDsaSha2_192s => SlhDsa::Sha2_192s,
+        SlhDsaSha2_192f => SlhDsa::Sha2_192f,
+        SlhDsaSha2_256s => SlhDsa::Sha2_256s,
+        SlhDsaSha2_256f => SlhDsa::Sha2_256f,
+        SlhDsaShake128s => SlhDsa::Shake128s,
+        SlhDsaShake128f => SlhDsa::Shake128f,
+        SlhDsaShake192s => SlhDsa::Shake192s,
+        SlhDsaShake192f => SlhDsa::Shake192f,
+        SlhDsaShake256s => SlhDsa::Shake256s,
+        SlhDsaShake256f => SlhDsa::Shake256f,
+        _ => return None,
+    })
+}
+
+fn not_a(alg: KeyAlgorithm, family: &str) -> String {
+    format!("{} is not an {family} key", alg.as_str())
 }
 
 /// The private half of an LMS key, with its one-time key counter.
@@ -222,23 +172,6 @@ impl std::fmt::Debug for PqcKey {
 /// of these keys are not settled; the cache is the simulator's business only).
 const CACHE_HEADER: &str = "tsb-sim post-quantum private key";
 
-fn lms_parameters(spec: &KeySpec) -> Result<HssParameter<Sha256_256>, SimError> {
-    let lms = match spec.effective_lms_height() {
-        5 => LmsAlgorithm::LmsH5,
-        10 => LmsAlgorithm::LmsH10,
-        15 => LmsAlgorithm::LmsH15,
-        h => return Err(SimError::Key(format!("unsupported LMS height {h}"))),
-    };
-    let lmots = match spec.effective_lmots_w() {
-        1 => LmotsAlgorithm::LmotsW1,
-        2 => LmotsAlgorithm::LmotsW2,
-        4 => LmotsAlgorithm::LmotsW4,
-        8 => LmotsAlgorithm::LmotsW8,
-        w => return Err(SimError::Key(format!("unsupported LM-OTS w {w}"))),
-    };
-    Ok(HssParameter::new(lmots, lms))
-}
-
 /// Runs `f` on a thread with a large stack: the lattice and hash-tree code keeps big arrays on
 /// the stack, more than a test thread or a runtime worker has (2 MiB).
 fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -280,18 +213,15 @@ impl PqcKey {
             Some(Family::SlhDsa) => {
                 let alg = spec.algorithm;
                 let n = slh_n(alg);
-                let (secret, public) = with_slh!(alg, P => {
-                    let mut seeds = vec![0u8; 3 * n];
-                    OsRng.fill_bytes(&mut seeds);
-                    let sk = slh_dsa::SigningKey::<P>::slh_keygen_internal(
-                        &seeds[..n],
-                        &seeds[n..2 * n],
-                        &seeds[2 * n..],
-                    );
-                    let vk: &slh_dsa::VerifyingKey<P> = sk.as_ref();
-                    Ok((sk.to_vec(), vk.to_vec()))
-                })
-                .map_err(|e| SimError::Key(e.message))?;
+                let set = slh_set(alg).ok_or_else(|| SimError::Key(not_a(alg, "SLH-DSA")))?;
+                let mut seeds = vec![0u8; 3 * n];
+                OsRng.fill_bytes(&mut seeds);
+                let (secret, public) = tsb_sim_pqc::slh_dsa_keygen(
+                    set,
+                    &seeds[..n],
+                    &seeds[n..2 * n],
+                    &seeds[2 * n..],
+                );
                 Ok(PqcKey::SlhDsa {
                     alg,
                     secret,
@@ -299,20 +229,21 @@ impl PqcKey {
                 })
             }
             Some(Family::Lms) => {
-                let params = lms_parameters(spec)?;
-                let mut seed_bytes = [0u8; 32];
-                OsRng.fill_bytes(&mut seed_bytes);
-                let mut seed = hbs_lms::Seed::<Sha256_256>::default();
-                seed.as_mut_slice().copy_from_slice(&seed_bytes);
-                let (sk, vk) = hbs_lms::keygen::<Sha256_256>(&[params], &seed, None)
-                    .map_err(|_| SimError::Key("LMS key generation failed".into()))?;
+                let mut seed = [0u8; 32];
+                OsRng.fill_bytes(&mut seed);
+                let (sk, public) = tsb_sim_pqc::lms_keygen(
+                    spec.effective_lms_height(),
+                    spec.effective_lmots_w(),
+                    &seed,
+                )
+                .map_err(SimError::Key)?;
                 Ok(PqcKey::Lms {
                     key: LmsKey {
-                        secret: Mutex::new([&[0u8; 8][..], sk.as_slice()].concat()),
+                        secret: Mutex::new([&[0u8; 8][..], &sk].concat()),
                         total: 1u64 << spec.effective_lms_height(),
                         state_path: Mutex::new(None),
                     },
-                    public: vk.as_slice().to_vec(),
+                    public,
                 })
             }
             None => Err(SimError::Key(format!(
@@ -327,12 +258,8 @@ impl PqcKey {
     }
 
     fn ml_dsa_from_seed_here(alg: KeyAlgorithm, seed: [u8; 32]) -> Result<PqcKey, SimError> {
-        let public = with_ml!(alg, P => {
-            use ml_dsa::Keypair;
-            let sk = ml_dsa::SigningKey::<P>::from_seed(&seed.into());
-            Ok(sk.verifying_key().encode().to_vec())
-        })
-        .map_err(|e| SimError::Key(e.message))?;
+        let set = ml_set(alg).ok_or_else(|| SimError::Key(not_a(alg, "ML-DSA")))?;
+        let public = tsb_sim_pqc::ml_dsa_public(set, &seed);
         Ok(PqcKey::MlDsa { alg, seed, public })
     }
 
@@ -460,27 +387,26 @@ impl PqcKey {
             ));
         }
         match self {
-            PqcKey::MlDsa { alg, seed, .. } => with_ml!(*alg, P => {
-                let sk = ml_dsa::SigningKey::<P>::from_seed(&(*seed).into());
+            PqcKey::MlDsa { alg, seed, .. } => {
+                let set = ml_set(*alg).ok_or_else(|| ApiError::hsm(not_a(*alg, "ML-DSA")))?;
                 let mut rnd = [0u8; 32];
                 OsRng.fill_bytes(&mut rnd);
                 // FIPS 204 Algorithm 2: M' = 0 ‖ |ctx| ‖ ctx ‖ M.
                 let prefix = [0u8, context.len() as u8];
-                let sig = sk
-                    .expanded_key()
-                    .sign_internal(&[&prefix, context, message], &rnd.into());
-                Ok(sig.encode().to_vec())
-            }),
-            PqcKey::SlhDsa { alg, secret, .. } => with_slh!(*alg, P => {
-                let sk = slh_dsa::SigningKey::<P>::try_from(secret.as_slice())
-                    .map_err(|e| ApiError::hsm(format!("damaged SLH-DSA key: {e}")))?;
+                Ok(tsb_sim_pqc::ml_dsa_sign(
+                    set,
+                    seed,
+                    &[&prefix, context, message],
+                    &rnd,
+                ))
+            }
+            PqcKey::SlhDsa { alg, secret, .. } => {
+                let set = slh_set(*alg).ok_or_else(|| ApiError::hsm(not_a(*alg, "SLH-DSA")))?;
                 let mut opt_rand = vec![0u8; slh_n(*alg)];
                 OsRng.fill_bytes(&mut opt_rand);
-                let sig = sk
-                    .try_sign_with_context(message, context, Some(&opt_rand))
-                    .map_err(|e| ApiError::hsm(format!("SLH-DSA signing failed: {e}")))?;
-                Ok(slh_dsa::signature::SignatureEncoding::to_vec(&sig))
-            }),
+                tsb_sim_pqc::slh_dsa_sign(set, secret, message, context, &opt_rand)
+                    .map_err(ApiError::hsm)
+            }
             PqcKey::Lms { key, .. } => {
                 if !context.is_empty() {
                     return Err(ApiError::validation("LMS signatures take no context"));
@@ -492,19 +418,8 @@ impl PqcKey {
                     ));
                 }
                 let used = LmsKey::used(&secret);
-                let current = secret[8..].to_vec();
-                let mut updated: Option<Vec<u8>> = None;
-                let sig = hbs_lms::sign::<Sha256_256>(
-                    message,
-                    &current,
-                    &mut |new_key: &[u8]| {
-                        updated = Some(new_key.to_vec());
-                        Ok(())
-                    },
-                    None,
-                )
-                .map_err(|_| ApiError::hsm("LMS signing failed"))?;
-                let updated = updated.ok_or_else(|| ApiError::hsm("LMS state not advanced"))?;
+                let (sig, updated) =
+                    tsb_sim_pqc::lms_sign(message, &secret[8..]).map_err(ApiError::hsm)?;
                 *secret = [&(used + 1).to_be_bytes()[..], &updated].concat();
                 // The new state is on disk before the signature leaves the HSM: a restarted
                 // simulator never uses a one-time key twice.
@@ -514,7 +429,7 @@ impl PqcKey {
                         ApiError::hsm(format!("cannot store the LMS key state: {e}"))
                     })?;
                 }
-                Ok(sig.as_ref().to_vec())
+                Ok(sig)
             }
         }
     }
