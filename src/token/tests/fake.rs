@@ -52,7 +52,12 @@ struct FakeRequest {
     algorithm: String,
     payload: Vec<u8>,
     meta_data: Option<Vec<u8>>,
+    /// `approvedBy`, `notYetApprovedBy` and `rejectedBy` as the status answers them.
+    approvers: Approvers,
 }
+
+/// The approver lists of a request's status: (approved by, not yet approved by, rejected by).
+type Approvers = (Vec<String>, Vec<String>, Vec<String>);
 
 #[derive(Default)]
 pub(super) struct FakeTsb {
@@ -111,6 +116,10 @@ pub(super) struct FakeTsb {
     /// When set, every certificate import of an existing key fails with this (HTTP status,
     /// TSB code).
     pub(super) import_error: Mutex<Option<(u16, i64)>>,
+    /// When set, every credential check of `C_Login` (`check_bearer`,
+    /// `check_operation_api_key`) fails with this (HTTP status, TSB code): a TSB that cannot
+    /// judge the PIN.
+    pub(super) login_error: Mutex<Option<(u16, i64)>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -390,6 +399,22 @@ impl FakeTsb {
     pub(super) fn set_request_state(&self, id: &str, state: RequestState) {
         if let Some(r) = self.requests.lock().get_mut(id) {
             r.state = state;
+        }
+    }
+
+    /// Moves an approval request to `state` with these approver lists, at once.
+    pub(super) fn set_request_status(
+        &self,
+        id: &str,
+        state: RequestState,
+        approved_by: &[&str],
+        waiting_for: &[&str],
+        rejected_by: &[&str],
+    ) {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        if let Some(r) = self.requests.lock().get_mut(id) {
+            r.state = state;
+            r.approvers = (names(approved_by), names(waiting_for), names(rejected_by));
         }
     }
 
@@ -714,6 +739,7 @@ impl Backend for FakeTsb {
                 algorithm: req.algorithm.clone(),
                 payload: req.payload.clone(),
                 meta_data: req.meta_data.clone(),
+                approvers: (vec![], vec!["alice".into()], vec![]),
             },
         );
         Ok(id)
@@ -730,7 +756,7 @@ impl Backend for FakeTsb {
             }
             self.record(format!("polled {id}"));
         }
-        let (state, key, algorithm, payload) = {
+        let (state, key, algorithm, payload, approvers) = {
             let requests = self.requests.lock();
             let r = requests.get(id).ok_or_else(|| tsb_error(404, 651))?;
             (
@@ -738,6 +764,7 @@ impl Backend for FakeTsb {
                 r.key.clone(),
                 r.algorithm.clone(),
                 r.payload.clone(),
+                r.approvers.clone(),
             )
         };
         let result = match state {
@@ -749,11 +776,12 @@ impl Backend for FakeTsb {
             }
             _ => None,
         };
+        let (approved_by, not_yet_approved_by, rejected_by) = approvers;
         Ok(RequestStatus {
             state,
-            approved_by: vec![],
-            not_yet_approved_by: vec!["alice".into()],
-            rejected_by: vec![],
+            approved_by,
+            not_yet_approved_by,
+            rejected_by,
             result,
         })
     }
@@ -777,6 +805,9 @@ impl Backend for FakeTsb {
 
     fn check_bearer(&self, jwt: &Secret) -> Result<(), TsbError> {
         self.record("check-bearer".into());
+        if let Some((status, code)) = *self.login_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         match self.good_jwt.lock().as_deref() {
             Some(good) if good == jwt.expose() => Ok(()),
             _ => Err(tsb_error(401, 617)),
@@ -785,6 +816,9 @@ impl Backend for FakeTsb {
 
     fn check_operation_api_key(&self, _key: &Secret) -> Result<(), TsbError> {
         self.record("check-api-key".into());
+        if let Some((status, code)) = *self.login_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         Err(tsb_error(401, 631))
     }
 
