@@ -120,6 +120,9 @@ pub(super) struct FakeTsb {
     /// `check_operation_api_key`) fails with this (HTTP status, TSB code): a TSB that cannot
     /// judge the PIN.
     pub(super) login_error: Mutex<Option<(u16, i64)>>,
+    /// Run once by the next certificate import before it answers (something the application
+    /// does in another thread meanwhile).
+    pub(super) import_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -666,6 +669,10 @@ impl Backend for FakeTsb {
     /// Stores a certificate for an existing key; anything but a DER SEQUENCE is a 400.
     fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError> {
         self.record(format!("import-certificate {label}"));
+        let hook = self.import_hook.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
         if !self.keys.lock().contains_key(label) {
             return Err(tsb_error(404, 650));
         }

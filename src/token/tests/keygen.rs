@@ -1164,3 +1164,74 @@ fn a_session_key_that_cannot_be_read_back_is_deleted_at_once() {
     token.close_session(s).unwrap();
     assert_eq!(fake.count("delete "), 1, "nothing left to delete at close");
 }
+
+/// §5.7 C_DestroyObject without a login on a token whose keys are private objects: a private
+/// key's handle (read while logged in) is invalid and nothing is deleted, even with
+/// allowKeyDeletion; a public key object is refused as always (CKR_ACTION_PROHIBITED); a
+/// stored certificate needs the login (CKR_USER_NOT_LOGGED_IN) and stays.
+#[test]
+fn a_logged_out_application_destroys_nothing() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("pair", false);
+    *fake.good_jwt.lock() = Some("jwt".into());
+    let token = token_with(&fake, json!({"pinIs": "token", "allowKeyDeletion": true}));
+    let s = session(&token);
+    token.login(s, CKU_USER, b"jwt").unwrap();
+    let cert = super::certificates::certificate(&key, "pair", 3);
+    let cert = super::certificates::create(
+        &token,
+        s,
+        &vec![
+            (CKA_CLASS, ulong(CKO_CERTIFICATE)),
+            (CKA_CERTIFICATE_TYPE, ulong(CKC_X_509)),
+            (CKA_VALUE, cert.to_der().unwrap()),
+            (CKA_LABEL, b"pair".to_vec()),
+        ],
+    )
+    .unwrap();
+    let private = super::private_key(&token, s, "pair");
+    let public = super::public_key(&token, s, "pair");
+    token.logout(s).unwrap();
+    assert_eq!(
+        token.destroy_object(s, private).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert_eq!(
+        token.destroy_object(s, public).unwrap_err().code(),
+        CKR_ACTION_PROHIBITED
+    );
+    assert_eq!(
+        token.destroy_object(s, cert).unwrap_err().code(),
+        CKR_USER_NOT_LOGGED_IN
+    );
+    assert_eq!(fake.count("delete"), 0, "{:?}", fake.calls());
+    assert!(fake.labels().contains(&"pair".to_string()));
+}
+
+/// A temporary key already gone on the TSB (deleted by hand, or by the TSB) is no failure:
+/// destroying its private key object succeeds, and closing its session neither warns nor
+/// journals it as left behind.
+#[test]
+fn session_keys_already_gone_on_the_tsb_are_no_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("requests.jsonl");
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({"requestJournal": journal}));
+    let s = session(&token);
+    let (_, private) =
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("gone-a")).unwrap();
+    let label = temporary_keys(&fake).pop().unwrap();
+    fake.remove_key(&label);
+    token.destroy_object(s, private).unwrap();
+    assert_eq!(
+        token.destroy_object(s, private).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("gone-b")).unwrap();
+    let label = temporary_keys(&fake).pop().unwrap();
+    fake.remove_key(&label);
+    token.close_session(s).unwrap();
+    assert_eq!(fake.count(&format!("delete {label}")), 1);
+    let entries = crate::journal::read(&journal).unwrap().entries;
+    assert!(entries.is_empty(), "{entries:?}");
+}

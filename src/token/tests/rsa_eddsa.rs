@@ -347,9 +347,14 @@ fn long_input_is_hashed_locally() {
     let public = public_key(&token, s, "rsa");
     let long: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
     let limit = crate::token::mechanisms::PAYLOAD_LIMIT;
+    // docs/objects-and-mechanisms.md: `SHAxxx_WITH_RSA` with the message up to 64 KiB, else
+    // hashed here and `NONESHAxxx_WITH_RSA`.
+    let sent = || fake.sign_requests.lock().last().unwrap().0.clone();
     for data in [&long[..limit], &long[..limit + 1], &long[..]] {
+        let digest_sent = data.len() > limit;
         let m = Mechanism::new(CKM_SHA256_RSA_PKCS);
         let sig = sign(&token, s, &m, key, data);
+        assert_eq!(sent().starts_with("NONE"), digest_sent, "{}", sent());
         let mut v = Verifier::new(MessageDigest::sha256(), rsa_key()).unwrap();
         assert!(
             v.verify_oneshot(&sig, data).unwrap(),
@@ -362,6 +367,7 @@ fn long_input_is_hashed_locally() {
             token.sign_update(s, part).unwrap();
         }
         let sig = signature(token.sign_final(s, Some(256)).unwrap());
+        assert_eq!(sent().starts_with("NONE"), digest_sent, "{}", sent());
         let mut v = Verifier::new(MessageDigest::sha256(), rsa_key()).unwrap();
         assert!(
             v.verify_oneshot(&sig, data).unwrap(),
@@ -376,6 +382,7 @@ fn long_input_is_hashed_locally() {
 
         let m = pss(CKM_SHA384_RSA_PKCS_PSS, CKM_SHA384, CKG_MGF1_SHA384, 48);
         let sig = sign(&token, s, &m, key, data);
+        assert_eq!(sent().starts_with("NONE"), digest_sent, "{}", sent());
         assert!(openssl_pss_verifies(MessageDigest::sha384(), data, &sig));
     }
     // The TSB saw the message up to the limit, a digest beyond it.
