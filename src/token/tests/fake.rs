@@ -123,6 +123,8 @@ pub(super) struct FakeTsb {
     /// Run once by the next certificate import before it answers (something the application
     /// does in another thread meanwhile).
     pub(super) import_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The thread of every key attribute request, in order.
+    pub(super) attribute_threads: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -561,6 +563,9 @@ impl Backend for FakeTsb {
         password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
         self.record(format!("attributes {label}"));
+        self.attribute_threads
+            .lock()
+            .push(std::thread::current().id());
         if self.attributes_panic.lock().as_deref() == Some(label) {
             panic!("fake: attribute request for '{label}' panics");
         }

@@ -1077,12 +1077,30 @@ fn usage_attributes_of_the_other_key_class_are_refused() {
         t.0.push((attr, value));
         cases.push((CKM_EC_KEY_PAIR_GEN, t, attr));
     }
+    // The refusal (one WARN line) names the attribute as PKCS#11 does.
+    let named = [
+        (CKA_VERIFY, "CKA_VERIFY"),
+        (CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER"),
+        (CKA_SIGN, "CKA_SIGN"),
+        (CKA_SENSITIVE, "CKA_SENSITIVE"),
+        (CKA_EXTRACTABLE, "CKA_EXTRACTABLE"),
+        (CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER"),
+    ];
     for (m, t, attr) in &cases {
+        let err = generate(&token, s, *m, t).unwrap_err();
         assert_eq!(
-            generate(&token, s, *m, t).unwrap_err().code(),
+            err.code(),
             CKR_ATTRIBUTE_TYPE_INVALID,
             "attribute {attr:#x} in the other template"
         );
+        if let Some((_, name)) = named.iter().find(|(a, _)| a == attr) {
+            assert!(
+                err.message()
+                    .starts_with(&format!("{name} cannot be given in the")),
+                "{}",
+                err.message()
+            );
+        }
     }
     assert_eq!(fake.count("create "), 0);
     // In its own template each is taken.
