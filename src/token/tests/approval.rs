@@ -401,7 +401,10 @@ fn an_approval_wait_logs_its_progress_and_its_end() {
     };
     let logged = |id: &str, text: &str| {
         wait_for(text, || {
-            lines_of(id).iter().any(|l| l.starts_with(text)).then_some(())
+            lines_of(id)
+                .iter()
+                .any(|l| l.starts_with(text))
+                .then_some(())
         })
     };
     let start = || {
@@ -450,7 +453,13 @@ fn an_approval_wait_logs_its_progress_and_its_end() {
 
     // Expired: who approved and who did not.
     let (signing, id) = start();
-    fake.set_request_status(&id, RequestState::Expired, &["carol"], &["alice", "bob"], &[]);
+    fake.set_request_status(
+        &id,
+        RequestState::Expired,
+        &["carol"],
+        &["alice", "bob"],
+        &[],
+    );
     assert_eq!(
         signing.join().unwrap().unwrap_err().code(),
         CKR_FUNCTION_CANCELED

@@ -61,7 +61,11 @@ fn template(cert: &X509, extra: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Template {
     t
 }
 
-pub(super) fn create(token: &Token, s: CK_SESSION_HANDLE, t: &Template) -> Result<CK_OBJECT_HANDLE> {
+pub(super) fn create(
+    token: &Token,
+    s: CK_SESSION_HANDLE,
+    t: &Template,
+) -> Result<CK_OBJECT_HANDLE> {
     let fixed: Template = t
         .iter()
         .filter(|(a, _)| crate::token::attributes::fixed_len(*a).is_some())
@@ -691,7 +695,11 @@ fn every_authority_certificate_of_a_chain_is_an_object() {
     assert_eq!(authorities.len(), 2, "{authorities:?}");
     let mut seen = vec![];
     for h in authorities {
-        seen.push(token.attribute_values(s, h, &[CKA_LABEL, CKA_VALUE]).unwrap());
+        seen.push(
+            token
+                .attribute_values(s, h, &[CKA_LABEL, CKA_VALUE])
+                .unwrap(),
+        );
     }
     seen.sort_by_key(|v| format!("{v:?}"));
     assert_eq!(

@@ -355,7 +355,8 @@ fn sign_context_is_honoured_or_refused() {
         .unwrap_err();
     assert_eq!(err.code(), CKR_MECHANISM_PARAM_INVALID);
     assert!(
-        err.message().contains("CKH_DETERMINISTIC_REQUIRED cannot be honoured"),
+        err.message()
+            .contains("CKH_DETERMINISTIC_REQUIRED cannot be honoured"),
         "{}",
         err.message()
     );

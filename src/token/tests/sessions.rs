@@ -253,7 +253,11 @@ fn a_login_failing_for_another_reason_leaves_user_pin_count_low_alone() {
             CKR_DEVICE_ERROR,
             "{pin_is}"
         );
-        assert_eq!(count_low(), 0, "{pin_is}: a TSB that cannot answer is no wrong PIN");
+        assert_eq!(
+            count_low(),
+            0,
+            "{pin_is}: a TSB that cannot answer is no wrong PIN"
+        );
         assert!(token.session_info(s).unwrap().0 == CKS_RW_PUBLIC_SESSION);
 
         // A wrong PIN sets the flag; a later failure for another reason leaves it set.
