@@ -176,6 +176,19 @@ fn stored_certificate_objects() {
         CKR_OBJECT_HANDLE_INVALID
     );
     assert!(find(&token, s, &[(CKA_CLASS, ulong(CKO_CERTIFICATE))]).is_empty());
+    // The TSB fails to delete it (an HSM error): C_DestroyObject fails and the object stays.
+    let h = create(&token, s, &template(&cert, &[(CKA_LABEL, b"ec".to_vec())])).unwrap();
+    *fake.delete_certificate_error.lock() = Some((500, 701));
+    assert_eq!(
+        token.destroy_object(s, h).unwrap_err().code(),
+        CKR_DEVICE_ERROR
+    );
+    *fake.delete_certificate_error.lock() = None;
+    assert_eq!(
+        token.attribute_values(s, h, &[CKA_VALUE]).unwrap(),
+        vec![bytes(&der)]
+    );
+    token.destroy_object(s, h).unwrap();
     // Already gone on the TSB: the object goes all the same.
     let h = create(&token, s, &template(&cert, &[(CKA_LABEL, b"ec".to_vec())])).unwrap();
     fake.delete_certificate_behind_the_tokens_back("ec");

@@ -125,6 +125,8 @@ pub(super) struct FakeTsb {
     pub(super) import_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The thread of every key attribute request, in order.
     pub(super) attribute_threads: Mutex<Vec<std::thread::ThreadId>>,
+    /// When set, every certificate deletion fails with this (HTTP status, TSB code).
+    pub(super) delete_certificate_error: Mutex<Option<(u16, i64)>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -693,6 +695,9 @@ impl Backend for FakeTsb {
 
     fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
         self.record(format!("delete-certificate {label}"));
+        if let Some((status, code)) = *self.delete_certificate_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         match self.certificates.lock().remove(label) {
             Some(_) => Ok(()),
             None => Err(tsb_error(404, 650)),

@@ -1253,3 +1253,34 @@ fn session_keys_already_gone_on_the_tsb_are_no_failure() {
     let entries = crate::journal::read(&journal).unwrap().entries;
     assert!(entries.is_empty(), "{entries:?}");
 }
+
+/// Every refusal of C_GenerateKeyPair is one WARN line naming its reason
+/// (docs/objects-and-mechanisms.md).
+#[test]
+fn a_refused_key_generation_is_one_warn_line() {
+    use crate::tsb::tests::log_capture;
+    if !log_capture::install() {
+        eprintln!("another logger is installed; a_refused_key_generation_is_one_warn_line skipped");
+        return;
+    }
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let mut t = ec_templates("refused-warn", P256);
+    t.1.push((0x7e57_c0de, vec![1]));
+    let err = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t).unwrap_err();
+    assert_eq!(err.code(), CKR_ATTRIBUTE_TYPE_INVALID);
+    let lines: Vec<String> = crate::tsb::tests::log_capture::LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("0x7e57c0de"))
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("WARN ") && lines[0].contains("C_GenerateKeyPair refused"),
+        "{}",
+        lines[0]
+    );
+}

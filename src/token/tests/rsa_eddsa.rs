@@ -644,12 +644,35 @@ fn signatures_of_the_wrong_form_are_refused_without_verification() {
             }),
         ),
     ];
+    use crate::tsb::tests::log_capture;
+    let logged = log_capture::install();
+    let malformed = || {
+        log_capture::LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l.starts_with("ERROR ")
+                    && l.contains("signature from the TSB for key 'ec' (")
+                    && l.contains(") refused: malformed ECDSA signature (")
+            })
+            .count()
+    };
     for (label, what, mech, tamper) in cases {
+        let before = malformed();
         *fake.tamper.lock() = Some(tamper);
         let key = private_key(&token, s, label);
         token.sign_init(s, mech, key).unwrap();
         let e = token.sign(s, b"data", Some(512)).unwrap_err();
         assert_eq!(e.code(), CKR_DEVICE_ERROR, "{label}: {what}: {e}");
+        // An ECDSA answer that is neither DER nor r‖s of the curve's width is refused as
+        // malformed (the ERROR line says so) before its numbers are looked at.
+        if matches!(what, "malformed DER" | "r||s one byte short") && logged {
+            assert!(
+                malformed() > before,
+                "{what}: no ERROR line says it is malformed"
+            );
+        }
         *fake.tamper.lock() = None;
         token.sign_init(s, mech, key).unwrap();
         token
