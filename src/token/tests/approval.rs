@@ -471,3 +471,26 @@ fn an_approval_wait_logs_its_progress_and_its_end() {
         "{end}"
     );
 }
+
+/// C_SessionCancel (v3.0 §5.6) while the synchronous sign is at the TSB, which answers that
+/// the key now needs approvals: no approval request is filed (nobody is asked to approve a
+/// signature no one waits for), and C_Sign ends with CKR_FUNCTION_CANCELED.
+#[test]
+fn a_cancel_before_the_request_is_filed_files_nothing() {
+    let fake = FakeTsb::new();
+    fake.add_key("ska", false);
+    let token = token(&fake, true, json!({"cacheTtlSecs": 600}));
+    let s = session(&token);
+    let key = private_key(&token, s, "ska");
+    fake.set_needs_approval("ska", true);
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    *fake.sign_hook.lock() = Some(Box::new({
+        let token = token.clone();
+        move || token.session_cancel(s, CKF_SIGN).unwrap()
+    }));
+    let err = token.sign(s, b"cancelled", Some(64)).unwrap_err();
+    assert_eq!(err.code(), CKR_FUNCTION_CANCELED);
+    assert!(fake.sign_hook.lock().is_none(), "the hook ran");
+    assert_eq!(fake.count("file ska"), 0, "{:?}", fake.calls());
+    assert!(fake.request_ids().is_empty());
+}

@@ -127,6 +127,9 @@ pub(super) struct FakeTsb {
     pub(super) attribute_threads: Mutex<Vec<std::thread::ThreadId>>,
     /// When set, every certificate deletion fails with this (HTTP status, TSB code).
     pub(super) delete_certificate_error: Mutex<Option<(u16, i64)>>,
+    /// Run once by the next synchronous sign when it reaches the TSB (something the
+    /// application does in another thread meanwhile).
+    pub(super) sign_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -710,6 +713,10 @@ impl Backend for FakeTsb {
         check: &crate::tsb::SignatureCheck<'_>,
     ) -> Result<Vec<u8>, TsbError> {
         self.record(format!("sign {}", req.key));
+        let hook = self.sign_hook.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
         self.check_password(&req.key, req.key_password.as_ref())?;
         if self
             .keys

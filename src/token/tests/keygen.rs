@@ -1228,7 +1228,7 @@ fn a_logged_out_application_destroys_nothing() {
 
 /// A temporary key already gone on the TSB (deleted by hand, or by the TSB) is no failure:
 /// destroying its private key object succeeds, and closing its session neither warns nor
-/// journals it as left behind.
+/// journals it as left behind. A deletion the TSB fails for another reason is a failure.
 #[test]
 fn session_keys_already_gone_on_the_tsb_are_no_failure() {
     let dir = tempfile::tempdir().unwrap();
@@ -1239,6 +1239,15 @@ fn session_keys_already_gone_on_the_tsb_are_no_failure() {
     let (_, private) =
         generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("gone-a")).unwrap();
     let label = temporary_keys(&fake).pop().unwrap();
+    // A deletion the TSB fails (an HSM error) is no success: the key and its handle stay.
+    *fake.delete_error.lock() = Some((500, 701));
+    assert_eq!(
+        token.destroy_object(s, private).unwrap_err().code(),
+        CKR_DEVICE_ERROR
+    );
+    *fake.delete_error.lock() = None;
+    assert!(fake.labels().contains(&label));
+    token.attribute_values(s, private, &[CKA_LABEL]).unwrap();
     fake.remove_key(&label);
     token.destroy_object(s, private).unwrap();
     assert_eq!(
