@@ -577,6 +577,13 @@ mod tests {
         assert!(wait_for_background(Duration::ZERO) >= 1);
         drop(release);
         finished.recv().expect("the helper ran");
+        // Once the helpers have ended the wait returns at once, not at its limit (other tests'
+        // helpers end within their fakes' 10 s bounds).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(wait_for_background(Duration::from_secs(600)));
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(0));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::{Config, Secret};
 use crate::tsb::{
     KeyAttributes, NetOptions, NewKey, RequestStatus, SignRequest, SignatureCheck, TsbClient,
-    TsbError, TsbErrorKind,
+    TsbError,
 };
 
 /// The TSB operations the token uses (docs/tsb-api.md). Errors are the TSB client's, which
@@ -54,21 +54,9 @@ pub trait Backend: Send + Sync {
     /// them over).
     fn login_credentials(&self) -> (Option<Secret>, Option<Secret>);
     /// `POST /v1/key`: creates a key (C_GenerateKeyPair).
-    fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError> {
-        let _ = key;
-        Err(TsbError::new(
-            "POST /v1/key",
-            TsbErrorKind::Config("this backend cannot create keys".into()),
-        ))
-    }
+    fn create_key(&self, key: &NewKey<'_>) -> Result<(), TsbError>;
     /// Deletes a key (C_DestroyObject), with its password when it has one.
-    fn delete_key(&self, label: &str, password: Option<&Secret>) -> Result<(), TsbError> {
-        let _ = (label, password);
-        Err(TsbError::new(
-            "DELETE /v1/key/{label}",
-            TsbErrorKind::Config("this backend cannot delete keys".into()),
-        ))
-    }
+    fn delete_key(&self, label: &str, password: Option<&Secret>) -> Result<(), TsbError>;
 }
 
 /// Builds the backend of a process: called at `C_Initialize` and again in a child after `fork()`.

@@ -32,11 +32,12 @@ struct CertTemplate {
 }
 
 /// The content octets of a DER INTEGER (`CKA_SERIAL_NUMBER` is the whole DER INTEGER, but
-/// some applications pass only its value).
+/// some applications pass only its value). Only the short length form: a certificate's serial
+/// number is at most 20 octets (RFC 5280 §4.1.2.2), and x509-cert refuses longer ones before
+/// this code sees them.
 fn integer_content(der: &[u8]) -> &[u8] {
     match der {
         [0x02, len, rest @ ..] if (*len as usize) == rest.len() => rest,
-        [0x02, 0x81, len, rest @ ..] if (*len as usize) == rest.len() => rest,
         _ => der,
     }
 }

@@ -219,9 +219,9 @@ impl Token {
                 return None;
             }
         };
+        // Never an empty chain: chain_from_pem refuses input without a certificate.
         match Certificate::chain_from_pem(&pem) {
-            Ok(c) if !c.is_empty() => Some(c),
-            Ok(_) => None,
+            Ok(c) => Some(c),
             Err(e) => {
                 log::warn!("certificate chain for '{label}' ({}): {e}", path.display());
                 None

@@ -371,3 +371,126 @@ fn cancelling_during_an_approval_wait() {
         assert!(fake.calls().contains(&format!("cancel {id}")));
     }
 }
+
+/// The progress and end lines of an approval wait (docs/approvals.md, "With
+/// `TSB_PKCS11_LOG=info` a wait also reports its progress"): each change of status or of the
+/// approvers, then the end: `EXECUTED after …`, `REJECTED by <who> after …`, `EXPIRED after …:
+/// approved by [..], not approved by [..]`.
+#[test]
+fn an_approval_wait_logs_its_progress_and_its_end() {
+    use crate::tsb::tests::log_capture;
+    if !log_capture::install() {
+        eprintln!("another logger is installed; an_approval_wait_logs_its_progress skipped");
+        return;
+    }
+    // The captured lines of all tests mix: this test's lines name its own key.
+    let label = "ska-progress-log";
+    let fake = FakeTsb::new();
+    fake.add_key(label, true);
+    let token = token(&fake, true, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, label);
+    let lines_of = |id: &str| -> Vec<String> {
+        let of_request = format!("approval request {id} (key '{label}') ");
+        log_capture::LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| Some(l.split_once(&of_request)?.1.to_string()))
+            .collect()
+    };
+    let logged = |id: &str, text: &str| {
+        wait_for(text, || {
+            lines_of(id)
+                .iter()
+                .any(|l| l.starts_with(text))
+                .then_some(())
+        })
+    };
+    let start = || {
+        token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+        let before = fake.request_ids();
+        let signing = {
+            let token = token.clone();
+            std::thread::spawn(move || token.sign(s, b"log my progress", Some(64)))
+        };
+        let id = wait_for("the approval request", || {
+            fake.request_ids().into_iter().find(|i| !before.contains(i))
+        });
+        (signing, id)
+    };
+
+    // A quorum in progress, then a rejection naming who rejected.
+    let (signing, id) = start();
+    logged(&id, "PENDING: approved by [], waiting for [alice]");
+    fake.set_request_status(
+        &id,
+        RequestState::Pending,
+        &["alice", "dave"],
+        &["bob", "carol"],
+        &[],
+    );
+    logged(
+        &id,
+        "PENDING: approved by [alice, dave], waiting for [bob, carol]",
+    );
+    fake.set_request_status(&id, RequestState::Rejected, &["alice"], &[], &["bob"]);
+    let err = signing.join().unwrap().unwrap_err();
+    assert_eq!(err.code(), CKR_FUNCTION_REJECTED);
+    logged(&id, "REJECTED by bob after ");
+    assert_eq!(lines_of(&id).len(), 3, "{:?}", lines_of(&id));
+
+    // The quorum reached, then executed.
+    let (signing, id) = start();
+    fake.set_request_status(&id, RequestState::Approved, &["alice"], &[], &[]);
+    logged(
+        &id,
+        "APPROVED by [alice]: quorum reached, waiting for the TSB to execute it",
+    );
+    fake.approve(&id);
+    signing.join().unwrap().unwrap();
+    logged(&id, "EXECUTED after ");
+
+    // Expired: who approved and who did not.
+    let (signing, id) = start();
+    fake.set_request_status(
+        &id,
+        RequestState::Expired,
+        &["carol"],
+        &["alice", "bob"],
+        &[],
+    );
+    assert_eq!(
+        signing.join().unwrap().unwrap_err().code(),
+        CKR_FUNCTION_CANCELED
+    );
+    let end = lines_of(&id).pop().unwrap();
+    assert!(end.starts_with("EXPIRED after "), "{end}");
+    assert!(
+        end.ends_with("s: approved by [carol], not approved by [alice, bob]"),
+        "{end}"
+    );
+}
+
+/// C_SessionCancel (v3.0 §5.6) while the synchronous sign is at the TSB, which answers that
+/// the key now needs approvals: no approval request is filed (nobody is asked to approve a
+/// signature no one waits for), and C_Sign ends with CKR_FUNCTION_CANCELED.
+#[test]
+fn a_cancel_before_the_request_is_filed_files_nothing() {
+    let fake = FakeTsb::new();
+    fake.add_key("ska", false);
+    let token = token(&fake, true, json!({"cacheTtlSecs": 600}));
+    let s = session(&token);
+    let key = private_key(&token, s, "ska");
+    fake.set_needs_approval("ska", true);
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    *fake.sign_hook.lock() = Some(Box::new({
+        let token = token.clone();
+        move || token.session_cancel(s, CKF_SIGN).unwrap()
+    }));
+    let err = token.sign(s, b"cancelled", Some(64)).unwrap_err();
+    assert_eq!(err.code(), CKR_FUNCTION_CANCELED);
+    assert!(fake.sign_hook.lock().is_none(), "the hook ran");
+    assert_eq!(fake.count("file ska"), 0, "{:?}", fake.calls());
+    assert!(fake.request_ids().is_empty());
+}

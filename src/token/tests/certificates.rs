@@ -61,7 +61,11 @@ fn template(cert: &X509, extra: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Template {
     t
 }
 
-fn create(token: &Token, s: CK_SESSION_HANDLE, t: &Template) -> Result<CK_OBJECT_HANDLE> {
+pub(super) fn create(
+    token: &Token,
+    s: CK_SESSION_HANDLE,
+    t: &Template,
+) -> Result<CK_OBJECT_HANDLE> {
     let fixed: Template = t
         .iter()
         .filter(|(a, _)| crate::token::attributes::fixed_len(*a).is_some())
@@ -172,6 +176,19 @@ fn stored_certificate_objects() {
         CKR_OBJECT_HANDLE_INVALID
     );
     assert!(find(&token, s, &[(CKA_CLASS, ulong(CKO_CERTIFICATE))]).is_empty());
+    // The TSB fails to delete it (an HSM error): C_DestroyObject fails and the object stays.
+    let h = create(&token, s, &template(&cert, &[(CKA_LABEL, b"ec".to_vec())])).unwrap();
+    *fake.delete_certificate_error.lock() = Some((500, 701));
+    assert_eq!(
+        token.destroy_object(s, h).unwrap_err().code(),
+        CKR_DEVICE_ERROR
+    );
+    *fake.delete_certificate_error.lock() = None;
+    assert_eq!(
+        token.attribute_values(s, h, &[CKA_VALUE]).unwrap(),
+        vec![bytes(&der)]
+    );
+    token.destroy_object(s, h).unwrap();
     // Already gone on the TSB: the object goes all the same.
     let h = create(&token, s, &template(&cert, &[(CKA_LABEL, b"ec".to_vec())])).unwrap();
     fake.delete_certificate_behind_the_tokens_back("ec");
@@ -661,4 +678,77 @@ fn a_refused_create_object_is_one_warn_line() {
         .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("WARN"), "{}", lines[0]);
+}
+
+/// A chain with several authority certificates: each is an object of its own, with its own
+/// handle, label and value.
+#[test]
+fn every_authority_certificate_of_a_chain_is_an_object() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("ec", false);
+    let other = fake.add_key("other", false);
+    let (leaf, ca) = chain(&key);
+    let root = certificate(&other, "Root CA", 7);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ec-chain.pem");
+    let mut pem = leaf.to_pem().unwrap();
+    pem.extend(ca.to_pem().unwrap());
+    pem.extend(root.to_pem().unwrap());
+    std::fs::write(&path, &pem).unwrap();
+    let token = token_with(&fake, json!({"certificates": {"ec": path}}));
+    let s = session(&token);
+    let authorities = find(
+        &token,
+        s,
+        &[
+            (CKA_CLASS, ulong(CKO_CERTIFICATE)),
+            (CKA_CERTIFICATE_CATEGORY, ulong(2)),
+        ],
+    );
+    assert_eq!(authorities.len(), 2, "{authorities:?}");
+    let mut seen = vec![];
+    for h in authorities {
+        seen.push(
+            token
+                .attribute_values(s, h, &[CKA_LABEL, CKA_VALUE])
+                .unwrap(),
+        );
+    }
+    seen.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(
+        seen,
+        vec![
+            vec![bytes(b"ec CA 1"), bytes(&ca.to_der().unwrap())],
+            vec![bytes(b"ec CA 2"), bytes(&root.to_der().unwrap())],
+        ]
+    );
+}
+
+/// The handle C_CreateObject returns names the new certificate at once, even when the key's
+/// entry changed while the certificate was stored (another thread's search found the key
+/// unreadable for a moment): the key is read again.
+#[test]
+fn a_stored_certificate_s_handle_is_valid_when_the_key_changed_meanwhile() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("ec", false);
+    let token = std::sync::Arc::new(token_with(&fake, json!({"cacheTtlSecs": 0})));
+    let s = session(&token);
+    let cert = certificate(&key, "stored meanwhile", 9);
+    let other_session = session(&token);
+    *fake.import_hook.lock() = Some(Box::new({
+        let (fake, token) = (fake.clone(), token.clone());
+        move || {
+            fake.label_errors
+                .lock()
+                .insert("ec".to_string(), (400, None));
+            assert!(find(&token, other_session, &[(CKA_LABEL, b"ec".to_vec())]).is_empty());
+            fake.label_errors.lock().clear();
+        }
+    }));
+    let h = create(&token, s, &template(&cert, &[(CKA_LABEL, b"ec".to_vec())])).unwrap();
+    assert!(fake.import_hook.lock().is_none(), "the hook ran");
+    assert_eq!(
+        token.attribute_values(s, h, &[CKA_VALUE]).unwrap(),
+        vec![bytes(&cert.to_der().unwrap())]
+    );
 }

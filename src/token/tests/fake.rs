@@ -52,7 +52,12 @@ struct FakeRequest {
     algorithm: String,
     payload: Vec<u8>,
     meta_data: Option<Vec<u8>>,
+    /// `approvedBy`, `notYetApprovedBy` and `rejectedBy` as the status answers them.
+    approvers: Approvers,
 }
+
+/// The approver lists of a request's status: (approved by, not yet approved by, rejected by).
+type Approvers = (Vec<String>, Vec<String>, Vec<String>);
 
 #[derive(Default)]
 pub(super) struct FakeTsb {
@@ -111,6 +116,20 @@ pub(super) struct FakeTsb {
     /// When set, every certificate import of an existing key fails with this (HTTP status,
     /// TSB code).
     pub(super) import_error: Mutex<Option<(u16, i64)>>,
+    /// When set, every credential check of `C_Login` (`check_bearer`,
+    /// `check_operation_api_key`) fails with this (HTTP status, TSB code): a TSB that cannot
+    /// judge the PIN.
+    pub(super) login_error: Mutex<Option<(u16, i64)>>,
+    /// Run once by the next certificate import before it answers (something the application
+    /// does in another thread meanwhile).
+    pub(super) import_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The thread of every key attribute request, in order.
+    pub(super) attribute_threads: Mutex<Vec<std::thread::ThreadId>>,
+    /// When set, every certificate deletion fails with this (HTTP status, TSB code).
+    pub(super) delete_certificate_error: Mutex<Option<(u16, i64)>>,
+    /// Run once by the next synchronous sign when it reaches the TSB (something the
+    /// application does in another thread meanwhile).
+    pub(super) sign_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -393,6 +412,22 @@ impl FakeTsb {
         }
     }
 
+    /// Moves an approval request to `state` with these approver lists, at once.
+    pub(super) fn set_request_status(
+        &self,
+        id: &str,
+        state: RequestState,
+        approved_by: &[&str],
+        waiting_for: &[&str],
+        rejected_by: &[&str],
+    ) {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        if let Some(r) = self.requests.lock().get_mut(id) {
+            r.state = state;
+            r.approvers = (names(approved_by), names(waiting_for), names(rejected_by));
+        }
+    }
+
     /// Forgets an approval request (the TSB answers 651 for it from now on).
     pub(super) fn forget_request(&self, id: &str) {
         self.requests.lock().remove(id);
@@ -533,6 +568,9 @@ impl Backend for FakeTsb {
         password: Option<&Secret>,
     ) -> Result<KeyAttributes, TsbError> {
         self.record(format!("attributes {label}"));
+        self.attribute_threads
+            .lock()
+            .push(std::thread::current().id());
         if self.attributes_panic.lock().as_deref() == Some(label) {
             panic!("fake: attribute request for '{label}' panics");
         }
@@ -641,6 +679,10 @@ impl Backend for FakeTsb {
     /// Stores a certificate for an existing key; anything but a DER SEQUENCE is a 400.
     fn import_certificate(&self, label: &str, der: &[u8]) -> Result<(), TsbError> {
         self.record(format!("import-certificate {label}"));
+        let hook = self.import_hook.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
         if !self.keys.lock().contains_key(label) {
             return Err(tsb_error(404, 650));
         }
@@ -656,6 +698,9 @@ impl Backend for FakeTsb {
 
     fn delete_certificate(&self, label: &str) -> Result<(), TsbError> {
         self.record(format!("delete-certificate {label}"));
+        if let Some((status, code)) = *self.delete_certificate_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         match self.certificates.lock().remove(label) {
             Some(_) => Ok(()),
             None => Err(tsb_error(404, 650)),
@@ -668,6 +713,10 @@ impl Backend for FakeTsb {
         check: &crate::tsb::SignatureCheck<'_>,
     ) -> Result<Vec<u8>, TsbError> {
         self.record(format!("sign {}", req.key));
+        let hook = self.sign_hook.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
         self.check_password(&req.key, req.key_password.as_ref())?;
         if self
             .keys
@@ -714,6 +763,7 @@ impl Backend for FakeTsb {
                 algorithm: req.algorithm.clone(),
                 payload: req.payload.clone(),
                 meta_data: req.meta_data.clone(),
+                approvers: (vec![], vec!["alice".into()], vec![]),
             },
         );
         Ok(id)
@@ -730,7 +780,7 @@ impl Backend for FakeTsb {
             }
             self.record(format!("polled {id}"));
         }
-        let (state, key, algorithm, payload) = {
+        let (state, key, algorithm, payload, approvers) = {
             let requests = self.requests.lock();
             let r = requests.get(id).ok_or_else(|| tsb_error(404, 651))?;
             (
@@ -738,6 +788,7 @@ impl Backend for FakeTsb {
                 r.key.clone(),
                 r.algorithm.clone(),
                 r.payload.clone(),
+                r.approvers.clone(),
             )
         };
         let result = match state {
@@ -749,11 +800,12 @@ impl Backend for FakeTsb {
             }
             _ => None,
         };
+        let (approved_by, not_yet_approved_by, rejected_by) = approvers;
         Ok(RequestStatus {
             state,
-            approved_by: vec![],
-            not_yet_approved_by: vec!["alice".into()],
-            rejected_by: vec![],
+            approved_by,
+            not_yet_approved_by,
+            rejected_by,
             result,
         })
     }
@@ -777,6 +829,9 @@ impl Backend for FakeTsb {
 
     fn check_bearer(&self, jwt: &Secret) -> Result<(), TsbError> {
         self.record("check-bearer".into());
+        if let Some((status, code)) = *self.login_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         match self.good_jwt.lock().as_deref() {
             Some(good) if good == jwt.expose() => Ok(()),
             _ => Err(tsb_error(401, 617)),
@@ -785,6 +840,9 @@ impl Backend for FakeTsb {
 
     fn check_operation_api_key(&self, _key: &Secret) -> Result<(), TsbError> {
         self.record("check-api-key".into());
+        if let Some((status, code)) = *self.login_error.lock() {
+            return Err(tsb_error(status, code));
+        }
         Err(tsb_error(401, 631))
     }
 

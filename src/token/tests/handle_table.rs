@@ -276,3 +276,44 @@ fn a_new_tsb_key_id_gives_new_handles() {
         vec![AttrValue::Bytes(vec![2])]
     );
 }
+
+/// The one WARN line of a key that changed behind its label (docs/objects-and-mechanisms.md,
+/// "Handles and key identity") names both identities: the first 8 bytes of each public key's
+/// SHA-256 in hex, and the TSB id when there is one.
+#[test]
+fn a_changed_key_is_one_warn_line_with_both_fingerprints() {
+    use crate::tsb::tests::log_capture;
+    if !log_capture::install() {
+        eprintln!("another logger is installed; a_changed_key_is_one_warn_line skipped");
+        return;
+    }
+    // The captured lines of all tests mix: this test's label is its own.
+    let label = "k-changed-warn";
+    let fake = FakeTsb::new();
+    let first = fake.add_key(label, false);
+    let t = token_with(&fake, json!({"cacheTtlSecs": 0}));
+    let s = session(&t);
+    private_key(&t, s, label);
+    let second = fake.replace_key(label, "the key behind the label now");
+    fake.key_ids
+        .lock()
+        .insert(label.to_string(), "tsb-id-2".to_string());
+    private_key(&t, s, label);
+    let short = |key: &SigningKey| hex::encode(&openssl::sha::sha256(&spki(key))[..8]);
+    let lines: Vec<String> = log_capture::LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(&format!("label '{label}' changed")))
+        .cloned()
+        .collect();
+    let expected = format!(
+        "the key behind label '{label}' changed on the TSB (was sha256:{}…, now sha256:{}… id \
+         tsb-id-2): its old object handles are invalid, the new key gets new handles",
+        short(&first),
+        short(&second)
+    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("WARN "), "{}", lines[0]);
+    assert!(lines[0].ends_with(&expected), "{}\n{expected}", lines[0]);
+}

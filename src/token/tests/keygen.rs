@@ -1077,12 +1077,30 @@ fn usage_attributes_of_the_other_key_class_are_refused() {
         t.0.push((attr, value));
         cases.push((CKM_EC_KEY_PAIR_GEN, t, attr));
     }
+    // The refusal (one WARN line) names the attribute as PKCS#11 does.
+    let named = [
+        (CKA_VERIFY, "CKA_VERIFY"),
+        (CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER"),
+        (CKA_SIGN, "CKA_SIGN"),
+        (CKA_SENSITIVE, "CKA_SENSITIVE"),
+        (CKA_EXTRACTABLE, "CKA_EXTRACTABLE"),
+        (CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER"),
+    ];
     for (m, t, attr) in &cases {
+        let err = generate(&token, s, *m, t).unwrap_err();
         assert_eq!(
-            generate(&token, s, *m, t).unwrap_err().code(),
+            err.code(),
             CKR_ATTRIBUTE_TYPE_INVALID,
             "attribute {attr:#x} in the other template"
         );
+        if let Some((_, name)) = named.iter().find(|(a, _)| a == attr) {
+            assert!(
+                err.message()
+                    .starts_with(&format!("{name} cannot be given in the")),
+                "{}",
+                err.message()
+            );
+        }
     }
     assert_eq!(fake.count("create "), 0);
     // In its own template each is taken.
@@ -1163,4 +1181,115 @@ fn a_session_key_that_cannot_be_read_back_is_deleted_at_once() {
     *fake.attributes_error.lock() = None;
     token.close_session(s).unwrap();
     assert_eq!(fake.count("delete "), 1, "nothing left to delete at close");
+}
+
+/// §5.7 C_DestroyObject without a login on a token whose keys are private objects: a private
+/// key's handle (read while logged in) is invalid and nothing is deleted, even with
+/// allowKeyDeletion; a public key object is refused as always (CKR_ACTION_PROHIBITED); a
+/// stored certificate needs the login (CKR_USER_NOT_LOGGED_IN) and stays.
+#[test]
+fn a_logged_out_application_destroys_nothing() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("pair", false);
+    *fake.good_jwt.lock() = Some("jwt".into());
+    let token = token_with(&fake, json!({"pinIs": "token", "allowKeyDeletion": true}));
+    let s = session(&token);
+    token.login(s, CKU_USER, b"jwt").unwrap();
+    let cert = super::certificates::certificate(&key, "pair", 3);
+    let cert = super::certificates::create(
+        &token,
+        s,
+        &vec![
+            (CKA_CLASS, ulong(CKO_CERTIFICATE)),
+            (CKA_CERTIFICATE_TYPE, ulong(CKC_X_509)),
+            (CKA_VALUE, cert.to_der().unwrap()),
+            (CKA_LABEL, b"pair".to_vec()),
+        ],
+    )
+    .unwrap();
+    let private = super::private_key(&token, s, "pair");
+    let public = super::public_key(&token, s, "pair");
+    token.logout(s).unwrap();
+    assert_eq!(
+        token.destroy_object(s, private).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert_eq!(
+        token.destroy_object(s, public).unwrap_err().code(),
+        CKR_ACTION_PROHIBITED
+    );
+    assert_eq!(
+        token.destroy_object(s, cert).unwrap_err().code(),
+        CKR_USER_NOT_LOGGED_IN
+    );
+    assert_eq!(fake.count("delete"), 0, "{:?}", fake.calls());
+    assert!(fake.labels().contains(&"pair".to_string()));
+}
+
+/// A temporary key already gone on the TSB (deleted by hand, or by the TSB) is no failure:
+/// destroying its private key object succeeds, and closing its session neither warns nor
+/// journals it as left behind. A deletion the TSB fails for another reason is a failure.
+#[test]
+fn session_keys_already_gone_on_the_tsb_are_no_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("requests.jsonl");
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({"requestJournal": journal}));
+    let s = session(&token);
+    let (_, private) =
+        generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("gone-a")).unwrap();
+    let label = temporary_keys(&fake).pop().unwrap();
+    // A deletion the TSB fails (an HSM error) is no success: the key and its handle stay.
+    *fake.delete_error.lock() = Some((500, 701));
+    assert_eq!(
+        token.destroy_object(s, private).unwrap_err().code(),
+        CKR_DEVICE_ERROR
+    );
+    *fake.delete_error.lock() = None;
+    assert!(fake.labels().contains(&label));
+    token.attribute_values(s, private, &[CKA_LABEL]).unwrap();
+    fake.remove_key(&label);
+    token.destroy_object(s, private).unwrap();
+    assert_eq!(
+        token.destroy_object(s, private).unwrap_err().code(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    generate(&token, s, CKM_EC_KEY_PAIR_GEN, &session_templates("gone-b")).unwrap();
+    let label = temporary_keys(&fake).pop().unwrap();
+    fake.remove_key(&label);
+    token.close_session(s).unwrap();
+    assert_eq!(fake.count(&format!("delete {label}")), 1);
+    let entries = crate::journal::read(&journal).unwrap().entries;
+    assert!(entries.is_empty(), "{entries:?}");
+}
+
+/// Every refusal of C_GenerateKeyPair is one WARN line naming its reason
+/// (docs/objects-and-mechanisms.md).
+#[test]
+fn a_refused_key_generation_is_one_warn_line() {
+    use crate::tsb::tests::log_capture;
+    if !log_capture::install() {
+        eprintln!("another logger is installed; a_refused_key_generation_is_one_warn_line skipped");
+        return;
+    }
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let mut t = ec_templates("refused-warn", P256);
+    t.1.push((0x7e57_c0de, vec![1]));
+    let err = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t).unwrap_err();
+    assert_eq!(err.code(), CKR_ATTRIBUTE_TYPE_INVALID);
+    let lines: Vec<String> = crate::tsb::tests::log_capture::LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("0x7e57c0de"))
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("WARN ") && lines[0].contains("C_GenerateKeyPair refused"),
+        "{}",
+        lines[0]
+    );
 }

@@ -538,3 +538,30 @@ fn objects_cannot_be_modified_or_copied_but_an_unchanged_value_is_accepted() {
         Some(CKR_OBJECT_HANDLE_INVALID)
     );
 }
+
+/// An application that forbids helper threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`, PKCS#11
+/// v2.40 §5.4 C_Initialize): a full listing fetches every key's attributes on the calling
+/// thread; with threads allowed, on parallel workers.
+#[test]
+fn a_listing_starts_no_thread_when_the_application_forbids_them() {
+    for threads in [false, true] {
+        let fake = FakeTsb::new();
+        for label in ["k1", "k2", "k3"] {
+            fake.add_key(label, false);
+        }
+        let config = r#"{"restApi": "http://127.0.0.1:9"}"#;
+        let config = crate::config::Config::from_json_str(config, "core-test").unwrap();
+        let token = crate::token::Token::with_backend(config, threads, fake.factory()).unwrap();
+        let s = session(&token);
+        let keys = find(&token, s, &[(CKA_CLASS, ulong(CKO_PRIVATE_KEY))]);
+        assert_eq!(keys.len(), 3);
+        let me = std::thread::current().id();
+        let seen = fake.attribute_threads.lock().clone();
+        assert_eq!(seen.len(), 3, "threads {threads}");
+        assert_eq!(
+            seen.iter().all(|t| *t == me),
+            !threads,
+            "threads {threads}: {seen:?}"
+        );
+    }
+}

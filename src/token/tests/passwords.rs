@@ -112,3 +112,23 @@ fn the_pin_is_the_password_of_keys_without_a_configured_one() {
     token.logout(s).unwrap();
     assert_eq!(private_keys(&token, s), 0);
 }
+
+/// `pinIs: keyPassword`: a listed key that is gone when C_Login checks the PIN (TSB 650) is
+/// passed over; the PIN is checked against the next password-protected key.
+#[test]
+fn a_key_gone_during_the_pin_check_is_passed_over() {
+    let fake = FakeTsb::new();
+    fake.add_key("a-gone", false);
+    let locked = fake.add_password_key("b-pw", "core-test-kp-gone", false);
+    fake.label_errors
+        .lock()
+        .insert("a-gone".to_string(), (404, Some(650)));
+    let token = token_with(&fake, json!({"pinIs": "keyPassword"}));
+    let s = session(&token);
+    token.login(s, CKU_USER, b"core-test-kp-gone").unwrap();
+    assert_eq!(fake.count("attributes a-gone"), 1);
+    let key = private_key(&token, s, "b-pw");
+    token.sign_init(s, &ecdsa_sha256(), key).unwrap();
+    let sig = signature(token.sign(s, b"after the check", Some(64)).unwrap());
+    assert!(openssl_verifies(&locked, b"after the check", &sig));
+}

@@ -345,17 +345,20 @@ fn sign_context_is_honoured_or_refused() {
         "no context field when empty"
     );
     assert_eq!(sent[1], ("DILITHIUM".to_string(), Some(b"fw-v1".to_vec())));
-    // Deterministic signing is not what the TSB does.
-    assert_eq!(
-        token
-            .sign_init(
-                s,
-                &ctx_mech(CKM_ML_DSA, CKH_DETERMINISTIC_REQUIRED, b""),
-                key
-            )
-            .unwrap_err()
-            .code(),
-        CKR_MECHANISM_PARAM_INVALID
+    // Deterministic signing is not what the TSB does; the refusal says so.
+    let err = token
+        .sign_init(
+            s,
+            &ctx_mech(CKM_ML_DSA, CKH_DETERMINISTIC_REQUIRED, b""),
+            key,
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), CKR_MECHANISM_PARAM_INVALID);
+    assert!(
+        err.message()
+            .contains("CKH_DETERMINISTIC_REQUIRED cannot be honoured"),
+        "{}",
+        err.message()
     );
     assert_eq!(
         token

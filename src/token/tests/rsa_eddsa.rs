@@ -347,9 +347,14 @@ fn long_input_is_hashed_locally() {
     let public = public_key(&token, s, "rsa");
     let long: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
     let limit = crate::token::mechanisms::PAYLOAD_LIMIT;
+    // docs/objects-and-mechanisms.md: `SHAxxx_WITH_RSA` with the message up to 64 KiB, else
+    // hashed here and `NONESHAxxx_WITH_RSA`.
+    let sent = || fake.sign_requests.lock().last().unwrap().0.clone();
     for data in [&long[..limit], &long[..limit + 1], &long[..]] {
+        let digest_sent = data.len() > limit;
         let m = Mechanism::new(CKM_SHA256_RSA_PKCS);
         let sig = sign(&token, s, &m, key, data);
+        assert_eq!(sent().starts_with("NONE"), digest_sent, "{}", sent());
         let mut v = Verifier::new(MessageDigest::sha256(), rsa_key()).unwrap();
         assert!(
             v.verify_oneshot(&sig, data).unwrap(),
@@ -362,6 +367,7 @@ fn long_input_is_hashed_locally() {
             token.sign_update(s, part).unwrap();
         }
         let sig = signature(token.sign_final(s, Some(256)).unwrap());
+        assert_eq!(sent().starts_with("NONE"), digest_sent, "{}", sent());
         let mut v = Verifier::new(MessageDigest::sha256(), rsa_key()).unwrap();
         assert!(
             v.verify_oneshot(&sig, data).unwrap(),
@@ -376,6 +382,7 @@ fn long_input_is_hashed_locally() {
 
         let m = pss(CKM_SHA384_RSA_PKCS_PSS, CKM_SHA384, CKG_MGF1_SHA384, 48);
         let sig = sign(&token, s, &m, key, data);
+        assert_eq!(sent().starts_with("NONE"), digest_sent, "{}", sent());
         assert!(openssl_pss_verifies(MessageDigest::sha384(), data, &sig));
     }
     // The TSB saw the message up to the limit, a digest beyond it.
@@ -637,12 +644,35 @@ fn signatures_of_the_wrong_form_are_refused_without_verification() {
             }),
         ),
     ];
+    use crate::tsb::tests::log_capture;
+    let logged = log_capture::install();
+    let malformed = || {
+        log_capture::LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l.starts_with("ERROR ")
+                    && l.contains("signature from the TSB for key 'ec' (")
+                    && l.contains(") refused: malformed ECDSA signature (")
+            })
+            .count()
+    };
     for (label, what, mech, tamper) in cases {
+        let before = malformed();
         *fake.tamper.lock() = Some(tamper);
         let key = private_key(&token, s, label);
         token.sign_init(s, mech, key).unwrap();
         let e = token.sign(s, b"data", Some(512)).unwrap_err();
         assert_eq!(e.code(), CKR_DEVICE_ERROR, "{label}: {what}: {e}");
+        // An ECDSA answer that is neither DER nor r‖s of the curve's width is refused as
+        // malformed (the ERROR line says so) before its numbers are looked at.
+        if matches!(what, "malformed DER" | "r||s one byte short") && logged {
+            assert!(
+                malformed() > before,
+                "{what}: no ERROR line says it is malformed"
+            );
+        }
         *fake.tamper.lock() = None;
         token.sign_init(s, mech, key).unwrap();
         token

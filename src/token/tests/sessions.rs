@@ -236,6 +236,40 @@ fn wrong_pin_sets_user_pin_count_low() {
     );
 }
 
+/// PKCS#11 v2.40 §5.5 reserves CKF_USER_PIN_COUNT_LOW for "an incorrect user login PIN": a
+/// login the TSB could not judge (503, an HSM error: CKR_DEVICE_ERROR) neither sets the flag nor
+/// clears one a wrong PIN set.
+#[test]
+fn a_login_failing_for_another_reason_leaves_user_pin_count_low_alone() {
+    for pin_is in ["token", "apiKey"] {
+        let fake = FakeTsb::new();
+        *fake.good_jwt.lock() = Some("good".into());
+        let token = token_with(&fake, json!({ "pinIs": pin_is }));
+        let s = session(&token);
+        let count_low = || token.token_info(SLOT_ID).unwrap().0 & CKF_USER_PIN_COUNT_LOW;
+        *fake.login_error.lock() = Some((503, 701));
+        assert_eq!(
+            token.login(s, CKU_USER, b"good").unwrap_err().code(),
+            CKR_DEVICE_ERROR,
+            "{pin_is}"
+        );
+        assert_eq!(
+            count_low(),
+            0,
+            "{pin_is}: a TSB that cannot answer is no wrong PIN"
+        );
+        assert!(token.session_info(s).unwrap().0 == CKS_RW_PUBLIC_SESSION);
+
+        // A wrong PIN sets the flag; a later failure for another reason leaves it set.
+        *fake.login_error.lock() = None;
+        token.login(s, CKU_USER, b"bad").unwrap_err();
+        assert_eq!(count_low(), CKF_USER_PIN_COUNT_LOW, "{pin_is}");
+        *fake.login_error.lock() = Some((503, 701));
+        token.login(s, CKU_USER, b"good").unwrap_err();
+        assert_eq!(count_low(), CKF_USER_PIN_COUNT_LOW, "{pin_is}");
+    }
+}
+
 /// With a PIN required, private keys are private objects: invisible and unusable before
 /// C_Login (§4.4 CKA_PRIVATE, §5.13 CKR_USER_NOT_LOGGED_IN), visible after.
 #[test]

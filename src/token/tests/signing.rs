@@ -184,6 +184,16 @@ fn verification_accepts_good_and_rejects_bad_signatures() {
         token.verify_update(s, b"x").unwrap_err().code(),
         CKR_OPERATION_NOT_INITIALIZED
     );
+    // Ended at the C boundary (bad arguments, v3.0 §5.15): nothing is verified with it, and
+    // the next C_VerifyInit starts afresh.
+    token.verify_init(s, &ecdsa_sha256(), public).unwrap();
+    token.end_verify(s);
+    assert_eq!(
+        token.verify(s, b"message", &sig).unwrap_err().code(),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    token.verify_init(s, &ecdsa_sha256(), public).unwrap();
+    token.verify(s, b"message", &sig).unwrap();
 }
 
 /// CKM_ECDSA signs a digest the caller made; the signature is over that digest.
