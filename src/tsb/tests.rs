@@ -1391,6 +1391,69 @@ fn no_retry_when_a_connect_could_outlast_the_deadline() {
     assert_eq!(server.count(), 1);
 }
 
+/// The debug line of a call that failed for good says why it was not sent again: only a
+/// failure the table would retry, with retries left, is "requestTimeoutMs nearly used up"; a
+/// 4xx (never retried) and a failure after the last retry are the failure alone.
+#[test]
+fn a_failed_call_s_log_line_gives_the_reason_there_was_no_retry() {
+    if !log_capture::install() {
+        eprintln!("another logger is installed; test skipped");
+        return;
+    }
+    let lines_with = |marker: &str| -> Vec<String> {
+        log_capture::LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(marker) && l.contains("TSB request failed"))
+            .cloned()
+            .collect()
+    };
+    // A 4xx with retries left: never retried, and not for lack of time.
+    let server = TestServer::start(|_, _| {
+        reply_json(400, json!({"errorCode": 600, "reason": "marker-4xx-7c1e"}))
+    });
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 2);
+    c.list_keys().unwrap_err();
+    assert_eq!(server.count(), 1);
+    let lines = lines_with("marker-4xx-7c1e");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("DEBUG") && !lines[0].contains("no retry"), "{lines:?}");
+    // A 503 with retries left but no time for one (a connect could outlast the deadline).
+    let server = TestServer::start(|_, _| {
+        reply_json(503, json!({"errorCode": 600, "reason": "marker-5xx-7c1e"}))
+    });
+    let c = client_with(&server.url(), |cfg| {
+        cfg.pkcs11.request_timeout = Duration::from_millis(1000);
+        cfg.pkcs11.connect_timeout = Duration::from_millis(5000);
+    });
+    c.list_keys().unwrap_err();
+    assert_eq!(server.count(), 1);
+    let lines = lines_with("marker-5xx-7c1e");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("(no retry: requestTimeoutMs 1000 nearly used up)"),
+        "{lines:?}"
+    );
+    // A 503 retried once (a WARN line), then failing after the last retry: the failure alone.
+    let server = TestServer::start(|_, _| {
+        reply_json(503, json!({"errorCode": 600, "reason": "marker-last-7c1e"}))
+    });
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 1);
+    c.list_keys().unwrap_err();
+    assert_eq!(server.count(), 2);
+    let lines = lines_with("marker-last-7c1e");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("WARN") && lines[0].contains("(attempt 1 of 2; retrying in 10 ms)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("DEBUG") && !lines[1].contains("no retry"),
+        "{lines:?}"
+    );
+}
+
 /// With two nodes a read gives each node an equal share of the time left (`execute`): a node
 /// that never answers costs half the deadline, and the other node answers within the rest.
 #[test]

@@ -141,7 +141,8 @@ pub fn describe_tls_error(e: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(CertificateError::Other(other))
             if other.0.downcast_ref::<PinMismatch>().is_some() =>
         {
-            "TLS: server certificate does not match pkcs11.serverCertSha256".to_string()
+            // PinMismatch's Display is the one text of a pin mismatch.
+            format!("TLS: {}", other.0)
         }
         rustls::Error::InvalidCertificate(c) => {
             format!("TLS: server certificate rejected: {c:?}")
