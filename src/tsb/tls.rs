@@ -234,6 +234,31 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A pin mismatch is named as such; any other certificate error, also another
+    /// `CertificateError::Other`, is a rejected certificate with rustls's reason.
+    #[test]
+    fn tls_errors_are_described() {
+        let other = |e: Arc<dyn std::error::Error + Send + Sync>| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(e)))
+        };
+        assert_eq!(
+            describe_tls_error(&other(Arc::new(PinMismatch))),
+            "TLS: server certificate does not match pkcs11.serverCertSha256"
+        );
+        let io = std::io::Error::other("odd extension");
+        let text = describe_tls_error(&other(Arc::new(io)));
+        assert!(
+            text.starts_with("TLS: server certificate rejected: Other(") && text.contains("odd extension"),
+            "{text}"
+        );
+        assert_eq!(
+            describe_tls_error(&rustls::Error::InvalidCertificate(CertificateError::Expired)),
+            "TLS: server certificate rejected: Expired"
+        );
+        let text = describe_tls_error(&rustls::Error::General("x".into()));
+        assert!(text.starts_with("TLS: ") && text.contains('x'), "{text}");
+    }
+
     #[test]
     fn loopback_hosts() {
         for h in [
