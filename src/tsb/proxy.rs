@@ -625,6 +625,48 @@ mod tests {
         assert!(e.starts_with("HTTPS_PROXY:") && !e.contains("pw"), "{e}");
     }
 
+    /// `ProxyEnv::from_process` reads the process's variables. Checked in a child process (this
+    /// test binary running only `from_process_in_a_child`), as a test may not change its own
+    /// environment while other threads read it (src/layering.rs).
+    #[test]
+    fn the_process_environment_is_read() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tsb::proxy::tests::from_process_in_a_child",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("HTTPS_PROXY", "http://from-env:3128")
+            .env("no_proxy", ".bypass.example")
+            .env_remove("https_proxy")
+            .env_remove("NO_PROXY")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    const CHILD: &str = "TSB_PKCS11_TEST_PROXY_CHILD";
+
+    /// Run by `the_process_environment_is_read` in a child; does nothing in the test run itself.
+    #[test]
+    fn from_process_in_a_child() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        let env = ProxyEnv::from_process();
+        assert_eq!(
+            env.https_proxy,
+            Some(("HTTPS_PROXY", "http://from-env:3128".to_string()))
+        );
+        assert_eq!(env.no_proxy.as_deref(), Some(".bypass.example"));
+    }
+
     /// pkcs11.proxyPassword is for a proxy user without a password. A pkcs11.proxy URL with a
     /// password beside it is a conflict in one file, refused; an environment proxy's URL with
     /// a password is the environment's own setting: its password is used, not refused.

@@ -1454,6 +1454,61 @@ fn a_failed_call_s_log_line_gives_the_reason_there_was_no_retry() {
     );
 }
 
+/// A TLS handshake the server never answers ends at the deadline as not sent (safe to send
+/// anywhere again), saying it timed out; a server closing at once is a failed handshake.
+#[test]
+fn a_tls_handshake_without_an_answer_is_a_timeout_before_sending() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closing = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = [silent.local_addr().unwrap().port(), closing.local_addr().unwrap().port()];
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(held);
+    });
+    std::thread::spawn(move || {
+        for s in closing.incoming().take(1) {
+            drop(s);
+        }
+    });
+    let expected = ["TLS handshake timed out", "TLS handshake failed"];
+    for (port, why) in ports.into_iter().zip(expected) {
+        let c = client_with(&format!("https://127.0.0.1:{port}"), |cfg| {
+            cfg.pkcs11.request_timeout = Duration::from_millis(400);
+            cfg.pkcs11.retries = 0;
+        });
+        let e = c.sign_synchronous(&sign_req()).unwrap_err();
+        assert!(
+            matches!(&e.kind, TsbErrorKind::NotSent(m) if m.contains(why)),
+            "{why}: {e:?}"
+        );
+    }
+}
+
+/// A server that resets the connection while the request's body is being written: the write
+/// error ends the call as a transport failure at once, not retried until the deadline and then
+/// reported as a timeout.
+#[test]
+fn a_write_error_is_a_transport_failure_not_a_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(1) {
+            // Closing with unread bytes resets the connection.
+            let mut s = s.unwrap();
+            let _ = s.read(&mut [0u8; 1024]);
+        }
+    });
+    let c = client_with(&url, |cfg| cfg.pkcs11.retries = 0);
+    // 16 MiB (21 MiB of JSON): more than the socket buffers take before the reset.
+    let payload = vec![7u8; 16 << 20];
+    let e = c.sign_synchronous(&sign_req_for(&payload)).unwrap_err();
+    assert!(
+        matches!(&e.kind, TsbErrorKind::Transport(m) if m.contains("sending the request")),
+        "{e:?}"
+    );
+}
+
 /// With two nodes a read gives each node an equal share of the time left (`execute`): a node
 /// that never answers costs half the deadline, and the other node answers within the rest.
 #[test]
@@ -1527,6 +1582,38 @@ fn key_attestation_needs_its_xml() {
         matches!(&e.kind, TsbErrorKind::InvalidResponse(m) if m.contains("carries no \"xml\"")),
         "{e:?}"
     );
+}
+
+/// The attestation key's chain: each entry PEM or bare base64, in the TSB's order; an empty or
+/// missing list is an invalid answer, not an empty chain.
+#[test]
+fn attestation_chain_entries_in_order() {
+    let server = TestServer::start(|req, i| match (req.method.as_str(), req.path.as_str(), i) {
+        ("GET", "/v1/key/attestation/certificateChain", 0) => reply_json(
+            200,
+            json!({"attestationCertificateChain": [
+                "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n",
+                "BAUG"
+            ]}),
+        ),
+        ("GET", "/v1/key/attestation/certificateChain", 1) => {
+            reply_json(200, json!({"attestationCertificateChain": []}))
+        }
+        _ => reply_json(200, json!({})),
+    });
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    assert_eq!(
+        c.attestation_chain().unwrap(),
+        vec![vec![1u8, 2, 3], vec![4u8, 5, 6]]
+    );
+    for why in ["is empty", "no list"] {
+        let e = c.attestation_chain().unwrap_err();
+        assert!(
+            matches!(&e.kind, TsbErrorKind::InvalidResponse(m) if m.contains(why)),
+            "{e:?}"
+        );
+    }
+    assert_eq!(server.count(), 3);
 }
 
 /// An approval request may not move to another node once sent, so its node gets all of the

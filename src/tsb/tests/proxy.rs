@@ -216,7 +216,7 @@ fn signs_through_a_proxy_over_one_kept_tunnel_with_tls_to_the_tsb_name() {
 fn proxy_refusals_and_garbage_are_one_clear_error_and_nothing_reaches_the_tsb() {
     let pki = pki();
     let server = tsb(&pki);
-    let cases: [(Act, &str); 8] = [
+    let cases: [(Act, &str); 10] = [
         (
             Act::Answer(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n"),
             "refused CONNECT to localhost:PORT: HTTP 407 (proxy authentication failed",
@@ -231,6 +231,15 @@ fn proxy_refusals_and_garbage_are_one_clear_error_and_nothing_reaches_the_tsb() 
         ),
         (
             Act::Answer(b"SSH-2.0-OpenSSH_9.2\r\n\r\n"),
+            "the answer to CONNECT localhost:PORT is not HTTP",
+        ),
+        // A 200 of another protocol is no HTTP/1.x answer, and neither is an odd status.
+        (
+            Act::TunnelAfter(b"HTTP/2 200 OK\r\n\r\n"),
+            "the answer to CONNECT localhost:PORT is not HTTP",
+        ),
+        (
+            Act::TunnelAfter(b"HTTP/1.1 2000 OK\r\n\r\n"),
             "the answer to CONNECT localhost:PORT is not HTTP",
         ),
         (
