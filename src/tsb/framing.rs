@@ -515,6 +515,18 @@ mod tests {
         }
     }
 
+    /// A body that ends before its Content-Length is an error naming how much came, not a
+    /// short body.
+    #[test]
+    fn a_body_shorter_than_its_content_length_is_an_error() {
+        let out = parse_responses(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{\"sig", 1024);
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(&out[0].0, Ok((200, _, false, Some(e), false)) if e.contains("closed after 5 of 40 body bytes")),
+            "{out:?}"
+        );
+    }
+
     #[test]
     fn chunk_sizes_and_lengths() {
         assert_eq!(chunk_size(b"1aF").unwrap(), 0x1af);

@@ -1499,14 +1499,20 @@ fn a_write_error_is_a_transport_failure_not_a_timeout() {
             let _ = s.read(&mut [0u8; 1024]);
         }
     });
-    let c = client_with(&url, |cfg| cfg.pkcs11.retries = 0);
+    let c = client_with(&url, |cfg| {
+        cfg.pkcs11.retries = 0;
+        cfg.pkcs11.request_timeout = Duration::from_secs(20);
+    });
     // 16 MiB (21 MiB of JSON): more than the socket buffers take before the reset.
     let payload = vec![7u8; 16 << 20];
+    let started = Instant::now();
     let e = c.sign_synchronous(&sign_req_for(&payload)).unwrap_err();
     assert!(
         matches!(&e.kind, TsbErrorKind::Transport(m) if m.contains("sending the request")),
         "{e:?}"
     );
+    // Not written again and again until the 20 s deadline (a bound, not a speed target).
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 /// With two nodes a read gives each node an equal share of the time left (`execute`): a node

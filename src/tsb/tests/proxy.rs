@@ -24,6 +24,8 @@ enum Act {
     CloseAfter200,
     /// Reads the CONNECT and never answers (for 3 s).
     Silent,
+    /// Reads the CONNECT and resets the connection.
+    Reset,
 }
 
 struct FakeProxy {
@@ -124,6 +126,10 @@ fn serve_connect(
             let _ = client.read(&mut [0u8; 16]);
         }
         Act::Silent => std::thread::sleep(Duration::from_secs(3)),
+        Act::Reset => {
+            // A linger of zero: closing sends RST.
+            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+        }
     }
 }
 
@@ -216,7 +222,17 @@ fn signs_through_a_proxy_over_one_kept_tunnel_with_tls_to_the_tsb_name() {
 fn proxy_refusals_and_garbage_are_one_clear_error_and_nothing_reaches_the_tsb() {
     let pki = pki();
     let server = tsb(&pki);
-    let cases: [(Act, &str); 10] = [
+    let long_head = [&b"HTTP/1.1 200 OK\r\n"[..], &b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(400)].concat();
+    let cases: [(Act, &str); 12] = [
+        // No head is read beyond 16 KiB.
+        (
+            Act::Answer(Vec::leak(long_head)),
+            "answer to CONNECT longer than 16384 bytes",
+        ),
+        (
+            Act::Reset,
+            "reading the answer to CONNECT: ",
+        ),
         (
             Act::Answer(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n"),
             "refused CONNECT to localhost:PORT: HTTP 407 (proxy authentication failed",
