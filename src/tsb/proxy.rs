@@ -674,14 +674,17 @@ mod tests {
     fn a_url_password_beside_proxy_password() {
         let pw = Secret::new("from-file".into());
         let tsb = ep("https://tsb.example");
-        let env = ProxyEnv::from_lookup(|n| (n == "HTTPS_PROXY").then(|| "http://eve:env-pw@h:3128".into()));
+        let env = ProxyEnv::from_lookup(|n| {
+            (n == "HTTPS_PROXY").then(|| "http://eve:env-pw@h:3128".into())
+        });
         let r = route_for(&tsb, &ProxySetting::Environment, None, Some(&pw), &env).unwrap();
         assert_eq!(
             r.proxy().unwrap().authorization().unwrap().expose(),
             format!("Basic {}", STANDARD.encode("eve:env-pw"))
         );
         // The same environment URL with a user and no password takes pkcs11.proxyPassword.
-        let env = ProxyEnv::from_lookup(|n| (n == "HTTPS_PROXY").then(|| "http://eve@h:3128".into()));
+        let env =
+            ProxyEnv::from_lookup(|n| (n == "HTTPS_PROXY").then(|| "http://eve@h:3128".into()));
         let r = route_for(&tsb, &ProxySetting::Environment, None, Some(&pw), &env).unwrap();
         assert_eq!(
             r.proxy().unwrap().authorization().unwrap().expose(),
@@ -692,7 +695,9 @@ mod tests {
         let set = ProxySetting::Url(Secret::new("http://eve:url-pw@h:3128".into()));
         let e = route_for(&tsb, &set, None, Some(&pw), &env).unwrap_err();
         assert!(
-            e.starts_with("pkcs11.proxy:") && e.contains("pkcs11.proxyPassword") && !e.contains("pw@"),
+            e.starts_with("pkcs11.proxy:")
+                && e.contains("pkcs11.proxyPassword")
+                && !e.contains("pw@"),
             "{e}"
         );
         // Without pkcs11.proxyPassword the pkcs11.proxy URL's password is used.

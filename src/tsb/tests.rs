@@ -1418,7 +1418,10 @@ fn a_failed_call_s_log_line_gives_the_reason_there_was_no_retry() {
     assert_eq!(server.count(), 1);
     let lines = lines_with("marker-4xx-7c1e");
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("DEBUG") && !lines[0].contains("no retry"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("DEBUG") && !lines[0].contains("no retry"),
+        "{lines:?}"
+    );
     // A 503 with retries left but no time for one (a connect could outlast the deadline).
     let server = TestServer::start(|_, _| {
         reply_json(503, json!({"errorCode": 600, "reason": "marker-5xx-7c1e"}))
@@ -1460,7 +1463,10 @@ fn a_failed_call_s_log_line_gives_the_reason_there_was_no_retry() {
 fn a_tls_handshake_without_an_answer_is_a_timeout_before_sending() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let closing = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ports = [silent.local_addr().unwrap().port(), closing.local_addr().unwrap().port()];
+    let ports = [
+        silent.local_addr().unwrap().port(),
+        closing.local_addr().unwrap().port(),
+    ];
     std::thread::spawn(move || {
         let held: Vec<_> = silent.incoming().take(1).collect();
         std::thread::sleep(Duration::from_secs(3));
@@ -1512,7 +1518,11 @@ fn a_write_error_is_a_transport_failure_not_a_timeout() {
         "{e:?}"
     );
     // Not written again and again until the 20 s deadline (a bound, not a speed target).
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// With two nodes a read gives each node an equal share of the time left (`execute`): a node

@@ -222,7 +222,11 @@ fn signs_through_a_proxy_over_one_kept_tunnel_with_tls_to_the_tsb_name() {
 fn proxy_refusals_and_garbage_are_one_clear_error_and_nothing_reaches_the_tsb() {
     let pki = pki();
     let server = tsb(&pki);
-    let long_head = [&b"HTTP/1.1 200 OK\r\n"[..], &b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(400)].concat();
+    let long_head = [
+        &b"HTTP/1.1 200 OK\r\n"[..],
+        &b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(400),
+    ]
+    .concat();
     let cases: [(Act, &str); 12] = [
         // No head is read beyond 16 KiB.
         (
