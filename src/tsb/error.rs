@@ -367,6 +367,13 @@ mod tests {
         assert!(!TsbError::new("x", TsbErrorKind::Transport("404 650".into())).is_key_not_found());
     }
 
+    /// Only tags are left out of an HTML page's text: a `>` in the text stays.
+    #[test]
+    fn html_text_keeps_a_greater_than_sign() {
+        let (_, _, message) = parse_error_body(b"<html><p>load > 90 %</p></html>", &[]);
+        assert_eq!(message.as_deref(), Some("load > 90 %"));
+    }
+
     #[test]
     fn label_in_use_is_608_and_622() {
         // 608 is the TSB catalogue's code; 622 the one earlier simulators sent.

@@ -103,8 +103,9 @@ impl Proxy {
                         .into(),
                 ),
                 (Some(p), _) => Some(p),
-                (None, Some(p)) if user.is_some() => Some(p.clone()),
-                _ => None,
+                // Used only with a user (`authorization`, `Display`).
+                (None, Some(p)) => Some(p.clone()),
+                (None, None) => None,
             };
         Ok(Proxy {
             endpoint,

@@ -1525,6 +1525,49 @@ fn a_write_error_is_a_transport_failure_not_a_timeout() {
     );
 }
 
+/// How a broken answer is reported: the server closing the connection in the middle of an
+/// answer is "closed without a complete response"; a reset after some bytes of one is the
+/// reset as the socket reported it (not read past, not taken for a close).
+#[test]
+fn a_broken_answer_says_how_it_broke() {
+    // The server reads the request, sends `bytes`, then closes (FIN) or resets (RST).
+    let serve = |bytes: &'static [u8], reset: bool| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            if let Some(Ok(mut s)) = listener.incoming().next() {
+                let _ = s.read(&mut [0u8; 4096]);
+                let _ = s.write_all(bytes);
+                // The bytes arrive first; a linger of zero makes the close an RST.
+                std::thread::sleep(Duration::from_millis(50));
+                if reset {
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                }
+            }
+        });
+        url
+    };
+    for (bytes, reset, want) in [
+        (
+            &b"HTTP/1.1 2"[..],
+            false,
+            "the server closed the connection without a complete response",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Le",
+            true,
+            "reading the response: Connection reset",
+        ),
+    ] {
+        let c = client_with(&serve(bytes, reset), |cfg| cfg.pkcs11.retries = 0);
+        let e = c.list_keys().unwrap_err();
+        assert!(
+            matches!(&e.kind, TsbErrorKind::Transport(m) if m.contains(want)),
+            "{want}: {e:?}"
+        );
+    }
+}
+
 /// With two nodes a read gives each node an equal share of the time left (`execute`): a node
 /// that never answers costs half the deadline, and the other node answers within the rest.
 #[test]

@@ -253,6 +253,24 @@ fn attrs(v: Value) -> Result<KeyAttributes, String> {
     parse_key_attributes(&v)
 }
 
+/// The algorithms of the contract and the post-quantum parameter sets are known; others not.
+#[test]
+fn known_algorithms() {
+    for a in [
+        "RSA",
+        "EC",
+        "ED",
+        "HSS-LMS",
+        "ML-DSA-65",
+        "SLH-DSA-SHA2-128f",
+    ] {
+        assert!(keys::known_algorithm(a), "{a}");
+    }
+    for a in ["", "rsa", "ML-DSA-1", "SLH-DSA", "FOO"] {
+        assert!(!keys::known_algorithm(a), "{a}");
+    }
+}
+
 /// An LMS key's one-time signatures left, under each name the TSB may use, as a number or a
 /// string; null or absent is not reported.
 #[test]

@@ -489,3 +489,23 @@ fn failover_through_a_proxy_that_cannot_reach_a_node() {
     assert_eq!(targets, [format!("localhost:{dead}"), live]);
     assert_eq!(server.count(), 1);
 }
+
+/// `tsb-pkcs11 doctor`'s probe opens the tunnel as the module does and says why the proxy
+/// refused it.
+#[test]
+fn the_probe_s_tunnel_step_gives_the_proxy_s_refusal() {
+    let pki = pki();
+    let server = tsb(&pki);
+    let proxy = FakeProxy::start(Act::Answer(b"HTTP/1.1 403 Forbidden\r\n\r\n"));
+    let c = proxied_client(&server, &pki, &proxy.url(""), |_| {});
+    let probe = c.probe(0);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let addrs = probe.resolve(deadline).unwrap();
+    let mut connected = probe.connect(&addrs, deadline).unwrap();
+    let e = probe.tunnel(&mut connected, deadline).unwrap_err();
+    assert!(
+        e.contains("refused CONNECT") && e.contains("HTTP 403"),
+        "{e}"
+    );
+    assert_eq!(server.count(), 0);
+}
