@@ -527,6 +527,18 @@ mod tests {
         );
     }
 
+    /// A chunk cut short by the connection's end, also after earlier chunks, is named as such.
+    #[test]
+    fn a_chunk_cut_short_is_an_error() {
+        let bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n5\r\nab";
+        let out = parse_responses(bytes, 1024);
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(&out[0].0, Ok((200, _, false, Some(e), false)) if e.contains("closed in the middle of a chunk")),
+            "{out:?}"
+        );
+    }
+
     #[test]
     fn chunk_sizes_and_lengths() {
         assert_eq!(chunk_size(b"1aF").unwrap(), 0x1af);
