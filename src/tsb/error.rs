@@ -312,6 +312,68 @@ mod tests {
         assert_eq!(strip_tags(&body).trim(), "");
     }
 
+    /// Each TSB errorCode the module acts on has its name (docs/tsb-api.md, "Errors"), the
+    /// ranges end where they should, and other codes have none.
+    #[test]
+    fn tsb_codes_by_name() {
+        use TsbReason::*;
+        for (code, reason) in [
+            (401, Some(MissingApproval)),
+            (600, Some(ValidationFailed)),
+            (607, Some(AlgorithmNotSupported)),
+            (612, Some(InvalidPayload)),
+            (614, Some(OperationForbidden)),
+            (617, Some(InvalidToken)),
+            (620, Some(WrongPassword)),
+            (621, Some(InvalidJson)),
+            (631, Some(InvalidApiKey)),
+            (449, None),
+            (450, Some(NotAuthorized)),
+            (459, Some(NotAuthorized)),
+            (460, None),
+            (650, Some(KeyNotFound)),
+            (651, Some(RequestNotFound)),
+            (699, None),
+            (700, Some(HsmError)),
+            (799, Some(HsmError)),
+            (800, None),
+            (0, None),
+            (-650, None),
+        ] {
+            assert_eq!(TsbReason::from_code(code), reason, "{code}");
+        }
+    }
+
+    /// A key that does not exist: TSB 650 under whatever status, or HTTP 404 whatever the body.
+    #[test]
+    fn key_not_found_by_code_or_status() {
+        let http = |status, code| {
+            TsbError::new(
+                "POST /v1/key/attributes",
+                TsbErrorKind::Http {
+                    status,
+                    code,
+                    reason: None,
+                    message: None,
+                },
+            )
+        };
+        assert!(http(400, Some(650)).is_key_not_found());
+        assert!(http(404, Some(650)).is_key_not_found());
+        assert!(http(404, None).is_key_not_found());
+        assert!(http(404, Some(600)).is_key_not_found());
+        assert!(!http(400, Some(651)).is_key_not_found());
+        assert!(!http(400, None).is_key_not_found());
+        assert!(!TsbError::new("x", TsbErrorKind::Transport("404 650".into())).is_key_not_found());
+    }
+
+    /// Only tags are left out of an HTML page's text: a `>` in the text stays.
+    #[test]
+    fn html_text_keeps_a_greater_than_sign() {
+        let (_, _, message) = parse_error_body(b"<html><p>load > 90 %</p></html>", &[]);
+        assert_eq!(message.as_deref(), Some("load > 90 %"));
+    }
+
     #[test]
     fn label_in_use_is_608_and_622() {
         // 608 is the TSB catalogue's code; 622 the one earlier simulators sent.

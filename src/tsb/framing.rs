@@ -445,7 +445,9 @@ pub(crate) fn parse_responses(bytes: &[u8], max_body: usize) -> Vec<(Parsed, usi
         };
         let after = bytes.len() - io.get_ref().len() - io.buffer().len();
         used += after - before;
-        let go_on = matches!(&parsed, Ok((_, _, false, None, true))) && after > before;
+        // A response read whole used at least its status line, so the loop moves on (and it
+        // stops at 64 responses whatever happens).
+        let go_on = matches!(&parsed, Ok((_, _, false, None, true)));
         out.push((parsed, after - before));
         if !go_on || after == bytes.len() || out.len() >= 64 {
             debug_assert!(used <= bytes.len());
@@ -511,6 +513,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A body that ends before its Content-Length is an error naming how much came, not a
+    /// short body.
+    #[test]
+    fn a_body_shorter_than_its_content_length_is_an_error() {
+        let out = parse_responses(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{\"sig", 1024);
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(&out[0].0, Ok((200, _, false, Some(e), false)) if e.contains("closed after 5 of 40 body bytes")),
+            "{out:?}"
+        );
+    }
+
+    /// A chunk cut short by the connection's end, also after earlier chunks, is named as such.
+    #[test]
+    fn a_chunk_cut_short_is_an_error() {
+        let bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n5\r\nab";
+        let out = parse_responses(bytes, 1024);
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(&out[0].0, Ok((200, _, false, Some(e), false)) if e.contains("closed in the middle of a chunk")),
+            "{out:?}"
+        );
     }
 
     #[test]

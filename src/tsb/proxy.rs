@@ -103,8 +103,9 @@ impl Proxy {
                         .into(),
                 ),
                 (Some(p), _) => Some(p),
-                (None, Some(p)) if user.is_some() => Some(p.clone()),
-                _ => None,
+                // Used only with a user (`authorization`, `Display`).
+                (None, Some(p)) => Some(p.clone()),
+                (None, None) => None,
             };
         Ok(Proxy {
             endpoint,
@@ -623,5 +624,88 @@ mod tests {
             ProxyEnv::from_lookup(|n| (n == "HTTPS_PROXY").then(|| "socks5://u:pw@h:1".into()));
         let e = route_for(&tsb, &ProxySetting::Environment, None, None, &env).unwrap_err();
         assert!(e.starts_with("HTTPS_PROXY:") && !e.contains("pw"), "{e}");
+    }
+
+    /// `ProxyEnv::from_process` reads the process's variables. Checked in a child process (this
+    /// test binary running only `from_process_in_a_child`), as a test may not change its own
+    /// environment while other threads read it (src/layering.rs).
+    #[test]
+    fn the_process_environment_is_read() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tsb::proxy::tests::from_process_in_a_child",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("HTTPS_PROXY", "http://from-env:3128")
+            .env("no_proxy", ".bypass.example")
+            .env_remove("https_proxy")
+            .env_remove("NO_PROXY")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    const CHILD: &str = "TSB_PKCS11_TEST_PROXY_CHILD";
+
+    /// Run by `the_process_environment_is_read` in a child; does nothing in the test run itself.
+    #[test]
+    fn from_process_in_a_child() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        let env = ProxyEnv::from_process();
+        assert_eq!(
+            env.https_proxy,
+            Some(("HTTPS_PROXY", "http://from-env:3128".to_string()))
+        );
+        assert_eq!(env.no_proxy.as_deref(), Some(".bypass.example"));
+    }
+
+    /// pkcs11.proxyPassword is for a proxy user without a password. A pkcs11.proxy URL with a
+    /// password beside it is a conflict in one file, refused; an environment proxy's URL with
+    /// a password is the environment's own setting: its password is used, not refused.
+    #[test]
+    fn a_url_password_beside_proxy_password() {
+        let pw = Secret::new("from-file".into());
+        let tsb = ep("https://tsb.example");
+        let env = ProxyEnv::from_lookup(|n| {
+            (n == "HTTPS_PROXY").then(|| "http://eve:env-pw@h:3128".into())
+        });
+        let r = route_for(&tsb, &ProxySetting::Environment, None, Some(&pw), &env).unwrap();
+        assert_eq!(
+            r.proxy().unwrap().authorization().unwrap().expose(),
+            format!("Basic {}", STANDARD.encode("eve:env-pw"))
+        );
+        // The same environment URL with a user and no password takes pkcs11.proxyPassword.
+        let env =
+            ProxyEnv::from_lookup(|n| (n == "HTTPS_PROXY").then(|| "http://eve@h:3128".into()));
+        let r = route_for(&tsb, &ProxySetting::Environment, None, Some(&pw), &env).unwrap();
+        assert_eq!(
+            r.proxy().unwrap().authorization().unwrap().expose(),
+            format!("Basic {}", STANDARD.encode("eve:from-file"))
+        );
+        // pkcs11.proxy with a password and pkcs11.proxyPassword: refused, naming the setting
+        // and not the password.
+        let set = ProxySetting::Url(Secret::new("http://eve:url-pw@h:3128".into()));
+        let e = route_for(&tsb, &set, None, Some(&pw), &env).unwrap_err();
+        assert!(
+            e.starts_with("pkcs11.proxy:")
+                && e.contains("pkcs11.proxyPassword")
+                && !e.contains("pw@"),
+            "{e}"
+        );
+        // Without pkcs11.proxyPassword the pkcs11.proxy URL's password is used.
+        let r = route_for(&tsb, &set, None, None, &env).unwrap();
+        assert_eq!(
+            r.proxy().unwrap().authorization().unwrap().expose(),
+            format!("Basic {}", STANDARD.encode("eve:url-pw"))
+        );
     }
 }

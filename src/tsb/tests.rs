@@ -1391,6 +1391,183 @@ fn no_retry_when_a_connect_could_outlast_the_deadline() {
     assert_eq!(server.count(), 1);
 }
 
+/// The debug line of a call that failed for good says why it was not sent again: only a
+/// failure the table would retry, with retries left, is "requestTimeoutMs nearly used up"; a
+/// 4xx (never retried) and a failure after the last retry are the failure alone.
+#[test]
+fn a_failed_call_s_log_line_gives_the_reason_there_was_no_retry() {
+    if !log_capture::install() {
+        eprintln!("another logger is installed; test skipped");
+        return;
+    }
+    let lines_with = |marker: &str| -> Vec<String> {
+        log_capture::LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(marker) && l.contains("TSB request failed"))
+            .cloned()
+            .collect()
+    };
+    // A 4xx with retries left: never retried, and not for lack of time.
+    let server = TestServer::start(|_, _| {
+        reply_json(400, json!({"errorCode": 600, "reason": "marker-4xx-7c1e"}))
+    });
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 2);
+    c.list_keys().unwrap_err();
+    assert_eq!(server.count(), 1);
+    let lines = lines_with("marker-4xx-7c1e");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("DEBUG") && !lines[0].contains("no retry"),
+        "{lines:?}"
+    );
+    // A 503 with retries left but no time for one (a connect could outlast the deadline).
+    let server = TestServer::start(|_, _| {
+        reply_json(503, json!({"errorCode": 600, "reason": "marker-5xx-7c1e"}))
+    });
+    let c = client_with(&server.url(), |cfg| {
+        cfg.pkcs11.request_timeout = Duration::from_millis(1000);
+        cfg.pkcs11.connect_timeout = Duration::from_millis(5000);
+    });
+    c.list_keys().unwrap_err();
+    assert_eq!(server.count(), 1);
+    let lines = lines_with("marker-5xx-7c1e");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("(no retry: requestTimeoutMs 1000 nearly used up)"),
+        "{lines:?}"
+    );
+    // A 503 retried once (a WARN line), then failing after the last retry: the failure alone.
+    let server = TestServer::start(|_, _| {
+        reply_json(503, json!({"errorCode": 600, "reason": "marker-last-7c1e"}))
+    });
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 1);
+    c.list_keys().unwrap_err();
+    assert_eq!(server.count(), 2);
+    let lines = lines_with("marker-last-7c1e");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("WARN") && lines[0].contains("(attempt 1 of 2; retrying in 10 ms)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("DEBUG") && !lines[1].contains("no retry"),
+        "{lines:?}"
+    );
+}
+
+/// A TLS handshake the server never answers ends at the deadline as not sent (safe to send
+/// anywhere again), saying it timed out; a server closing at once is a failed handshake.
+#[test]
+fn a_tls_handshake_without_an_answer_is_a_timeout_before_sending() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closing = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = [
+        silent.local_addr().unwrap().port(),
+        closing.local_addr().unwrap().port(),
+    ];
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(held);
+    });
+    std::thread::spawn(move || {
+        for s in closing.incoming().take(1) {
+            drop(s);
+        }
+    });
+    let expected = ["TLS handshake timed out", "TLS handshake failed"];
+    for (port, why) in ports.into_iter().zip(expected) {
+        let c = client_with(&format!("https://127.0.0.1:{port}"), |cfg| {
+            cfg.pkcs11.request_timeout = Duration::from_millis(400);
+            cfg.pkcs11.retries = 0;
+        });
+        let e = c.sign_synchronous(&sign_req()).unwrap_err();
+        assert!(
+            matches!(&e.kind, TsbErrorKind::NotSent(m) if m.contains(why)),
+            "{why}: {e:?}"
+        );
+    }
+}
+
+/// A server that resets the connection while the request's body is being written: the write
+/// error ends the call as a transport failure at once, not retried until the deadline and then
+/// reported as a timeout.
+#[test]
+fn a_write_error_is_a_transport_failure_not_a_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(1) {
+            // Closing with unread bytes resets the connection.
+            let mut s = s.unwrap();
+            let _ = s.read(&mut [0u8; 1024]);
+        }
+    });
+    let c = client_with(&url, |cfg| {
+        cfg.pkcs11.retries = 0;
+        cfg.pkcs11.request_timeout = Duration::from_secs(20);
+    });
+    // 16 MiB (21 MiB of JSON): more than the socket buffers take before the reset.
+    let payload = vec![7u8; 16 << 20];
+    let started = Instant::now();
+    let e = c.sign_synchronous(&sign_req_for(&payload)).unwrap_err();
+    assert!(
+        matches!(&e.kind, TsbErrorKind::Transport(m) if m.contains("sending the request")),
+        "{e:?}"
+    );
+    // Not written again and again until the 20 s deadline (a bound, not a speed target).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// How a broken answer is reported: the server closing the connection in the middle of an
+/// answer is "closed without a complete response"; a reset after some bytes of one is the
+/// reset as the socket reported it (not read past, not taken for a close).
+#[test]
+fn a_broken_answer_says_how_it_broke() {
+    // The server reads the request, sends `bytes`, then closes (FIN) or resets (RST).
+    let serve = |bytes: &'static [u8], reset: bool| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            if let Some(Ok(mut s)) = listener.incoming().next() {
+                let _ = s.read(&mut [0u8; 4096]);
+                let _ = s.write_all(bytes);
+                // The bytes arrive first; a linger of zero makes the close an RST.
+                std::thread::sleep(Duration::from_millis(50));
+                if reset {
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                }
+            }
+        });
+        url
+    };
+    for (bytes, reset, want) in [
+        (
+            &b"HTTP/1.1 2"[..],
+            false,
+            "the server closed the connection without a complete response",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Le",
+            true,
+            "reading the response: Connection reset",
+        ),
+    ] {
+        let c = client_with(&serve(bytes, reset), |cfg| cfg.pkcs11.retries = 0);
+        let e = c.list_keys().unwrap_err();
+        assert!(
+            matches!(&e.kind, TsbErrorKind::Transport(m) if m.contains(want)),
+            "{want}: {e:?}"
+        );
+    }
+}
+
 /// With two nodes a read gives each node an equal share of the time left (`execute`): a node
 /// that never answers costs half the deadline, and the other node answers within the rest.
 #[test]
@@ -1464,6 +1641,38 @@ fn key_attestation_needs_its_xml() {
         matches!(&e.kind, TsbErrorKind::InvalidResponse(m) if m.contains("carries no \"xml\"")),
         "{e:?}"
     );
+}
+
+/// The attestation key's chain: each entry PEM or bare base64, in the TSB's order; an empty or
+/// missing list is an invalid answer, not an empty chain.
+#[test]
+fn attestation_chain_entries_in_order() {
+    let server = TestServer::start(|req, i| match (req.method.as_str(), req.path.as_str(), i) {
+        ("GET", "/v1/key/attestation/certificateChain", 0) => reply_json(
+            200,
+            json!({"attestationCertificateChain": [
+                "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n",
+                "BAUG"
+            ]}),
+        ),
+        ("GET", "/v1/key/attestation/certificateChain", 1) => {
+            reply_json(200, json!({"attestationCertificateChain": []}))
+        }
+        _ => reply_json(200, json!({})),
+    });
+    let c = client_with(&server.url(), |cfg| cfg.pkcs11.retries = 0);
+    assert_eq!(
+        c.attestation_chain().unwrap(),
+        vec![vec![1u8, 2, 3], vec![4u8, 5, 6]]
+    );
+    for why in ["is empty", "no list"] {
+        let e = c.attestation_chain().unwrap_err();
+        assert!(
+            matches!(&e.kind, TsbErrorKind::InvalidResponse(m) if m.contains(why)),
+            "{e:?}"
+        );
+    }
+    assert_eq!(server.count(), 3);
 }
 
 /// An approval request may not move to another node once sent, so its node gets all of the

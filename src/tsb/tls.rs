@@ -31,23 +31,24 @@ pub fn client_config(config: &Config) -> Result<Arc<rustls::ClientConfig>, Strin
             .with_custom_certificate_verifier(Arc::new(PinnedVerifier { inner: webpki, pin })),
         None => builder.with_webpki_verifier(webpki),
     };
-    let use_client_cert = config.auth_type == AuthType::Cert
-        || (config.client_cert.is_some() && config.client_key.is_some());
-    let tls = if use_client_cert {
-        let (Some(cert_path), Some(key_path)) = (&config.client_cert, &config.client_key) else {
-            return Err("authType CERT needs certpath and keypath".to_string());
-        };
-        let certs = load_certs(cert_path, "certpath")?;
-        let key = load_key(key_path)?;
-        builder.with_client_auth_cert(certs, key).map_err(|e| {
-            format!(
-                "client certificate {} / keypath {}: {e}",
-                cert_path.display(),
-                key_path.display()
-            )
-        })?
-    } else {
-        builder.with_no_client_auth()
+    // A client certificate when both files are given (the configuration loader refuses one
+    // without the other); authType CERT cannot do without one.
+    let tls = match (&config.client_cert, &config.client_key) {
+        (Some(cert_path), Some(key_path)) => {
+            let certs = load_certs(cert_path, "certpath")?;
+            let key = load_key(key_path)?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                format!(
+                    "client certificate {} / keypath {}: {e}",
+                    cert_path.display(),
+                    key_path.display()
+                )
+            })?
+        }
+        _ if config.auth_type == AuthType::Cert => {
+            return Err("authType CERT needs certpath and keypath".to_string())
+        }
+        _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(tls))
 }
@@ -141,7 +142,8 @@ pub fn describe_tls_error(e: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(CertificateError::Other(other))
             if other.0.downcast_ref::<PinMismatch>().is_some() =>
         {
-            "TLS: server certificate does not match pkcs11.serverCertSha256".to_string()
+            // PinMismatch's Display is the one text of a pin mismatch.
+            format!("TLS: {}", other.0)
         }
         rustls::Error::InvalidCertificate(c) => {
             format!("TLS: server certificate rejected: {c:?}")
@@ -233,6 +235,34 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A pin mismatch is named as such; any other certificate error, also another
+    /// `CertificateError::Other`, is a rejected certificate with rustls's reason.
+    #[test]
+    fn tls_errors_are_described() {
+        let other = |e: Arc<dyn std::error::Error + Send + Sync>| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(e)))
+        };
+        assert_eq!(
+            describe_tls_error(&other(Arc::new(PinMismatch))),
+            "TLS: server certificate does not match pkcs11.serverCertSha256"
+        );
+        let io = std::io::Error::other("odd extension");
+        let text = describe_tls_error(&other(Arc::new(io)));
+        assert!(
+            text.starts_with("TLS: server certificate rejected: Other(")
+                && text.contains("odd extension"),
+            "{text}"
+        );
+        assert_eq!(
+            describe_tls_error(&rustls::Error::InvalidCertificate(
+                CertificateError::Expired
+            )),
+            "TLS: server certificate rejected: Expired"
+        );
+        let text = describe_tls_error(&rustls::Error::General("x".into()));
+        assert!(text.starts_with("TLS: ") && text.contains('x'), "{text}");
+    }
+
     #[test]
     fn loopback_hosts() {
         for h in [
@@ -266,6 +296,21 @@ mod tests {
         c.ca_path = Some("/nonexistent/ca.pem".into());
         let e = client_config(&c).unwrap_err();
         assert!(e.contains("caPath /nonexistent/ca.pem"), "{e}");
+    }
+
+    /// authType CERT without its client certificate files is refused before any connection;
+    /// another authType without them simply has no client certificate.
+    #[test]
+    fn cert_auth_needs_its_files() {
+        let mut c = Config::for_url("https://tsb.example");
+        c.auth_type = AuthType::Cert;
+        let e = client_config(&c).unwrap_err();
+        assert_eq!(e, "authType CERT needs certpath and keypath");
+        c.client_cert = Some("/nonexistent/client.pem".into());
+        assert_eq!(client_config(&c).unwrap_err(), e);
+        c.auth_type = AuthType::Token;
+        c.client_cert = None;
+        assert!(client_config(&c).is_ok());
     }
 
     /// PEM files as people have them: CRLF line ends, text around the blocks, several

@@ -226,7 +226,8 @@ impl TsbClient {
             return self.send_once(node, call, None, deadline, parse);
         }
         let n = keys.len();
-        let start = self.key_index[role.index()].load(Ordering::Relaxed) % n;
+        // The index of the key that last worked (below n; `% n` below wraps in any case).
+        let start = self.key_index[role.index()].load(Ordering::Relaxed);
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;

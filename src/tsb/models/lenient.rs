@@ -7,7 +7,9 @@
 //! [`from_value_tracked`] runs a derive-based parse with the field path in errors
 //! (`serde_path_to_error`) and the paths of the fields the model does not know
 //! (`serde_ignored`). The visitors below hand a map on through
-//! [`MapAccessDeserializer`], so both wrappers keep seeing nested fields.
+//! [`MapAccessDeserializer`], so both wrappers keep seeing nested fields. A JSON `null` reaches
+//! them as `visit_unit` (serde_json's `deserialize_any` never calls `visit_none` or
+//! `visit_some`, which are for `deserialize_option`), so they have neither.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -124,12 +126,6 @@ impl<'de> Visitor<'de> for KnownVisitor {
     fn visit_unit<E>(self) -> Result<Known, E> {
         Ok(Known)
     }
-    fn visit_none<E>(self) -> Result<Known, E> {
-        Ok(Known)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Known, D::Error> {
-        Known::deserialize(d)
-    }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Known, A::Error> {
         while seq.next_element::<Known>()?.is_some() {}
         Ok(Known)
@@ -222,12 +218,6 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     fn visit_unit<E>(self) -> Result<Scalar, E> {
         Ok(Scalar::Null)
     }
-    fn visit_none<E>(self) -> Result<Scalar, E> {
-        Ok(Scalar::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
-        Scalar::deserialize(d)
-    }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
         KnownVisitor.visit_seq(seq).map(|_| Scalar::Other)
     }
@@ -316,12 +306,6 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
     fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
         Ok(None)
     }
-    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-        d.deserialize_any(self)
-    }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<T>, E> {
         self.other()
     }
@@ -409,12 +393,6 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for ShapeVisitor<T> {
     fn visit_unit<E: de::Error>(self) -> Result<Shape<T>, E> {
         Ok(Shape::Null)
     }
-    fn visit_none<E: de::Error>(self) -> Result<Shape<T>, E> {
-        Ok(Shape::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Shape<T>, D::Error> {
-        d.deserialize_any(self)
-    }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Shape<T>, E> {
         if s.trim().is_empty() {
             return Ok(Shape::Null);
@@ -485,12 +463,6 @@ where
         }
         fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
             Ok(Vec::new())
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Vec<T>, E> {
-            Ok(Vec::new())
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
-            d.deserialize_any(self)
         }
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Vec<T>, E> {
             Ok(vec![T::default()])

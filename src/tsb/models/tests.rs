@@ -253,6 +253,41 @@ fn attrs(v: Value) -> Result<KeyAttributes, String> {
     parse_key_attributes(&v)
 }
 
+/// The algorithms of the contract and the post-quantum parameter sets are known; others not.
+#[test]
+fn known_algorithms() {
+    for a in [
+        "RSA",
+        "EC",
+        "ED",
+        "HSS-LMS",
+        "ML-DSA-65",
+        "SLH-DSA-SHA2-128f",
+    ] {
+        assert!(keys::known_algorithm(a), "{a}");
+    }
+    for a in ["", "rsa", "ML-DSA-1", "SLH-DSA", "FOO"] {
+        assert!(!keys::known_algorithm(a), "{a}");
+    }
+}
+
+/// An LMS key's one-time signatures left, under each name the TSB may use, as a number or a
+/// string; null or absent is not reported.
+#[test]
+fn remaining_signatures_under_each_name() {
+    for (field, value, want) in [
+        ("remainingSignatures", json!(5), Some(5)),
+        ("keysRemaining", json!("7"), Some(7)),
+        ("usagesRemaining", json!(0), Some(0)),
+        ("remainingSignatures", json!(null), None),
+        ("other", json!(3), None),
+    ] {
+        let mut v = json!({"label": "k", "algorithm": "HSS"});
+        v[field] = value;
+        assert_eq!(attrs(v).unwrap().remaining_signatures, want, "{field}");
+    }
+}
+
 #[test]
 fn attribute_tolerances() {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};

@@ -24,6 +24,8 @@ enum Act {
     CloseAfter200,
     /// Reads the CONNECT and never answers (for 3 s).
     Silent,
+    /// Reads the CONNECT and resets the connection.
+    Reset,
 }
 
 struct FakeProxy {
@@ -124,6 +126,10 @@ fn serve_connect(
             let _ = client.read(&mut [0u8; 16]);
         }
         Act::Silent => std::thread::sleep(Duration::from_secs(3)),
+        Act::Reset => {
+            // A linger of zero: closing sends RST.
+            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+        }
     }
 }
 
@@ -216,7 +222,21 @@ fn signs_through_a_proxy_over_one_kept_tunnel_with_tls_to_the_tsb_name() {
 fn proxy_refusals_and_garbage_are_one_clear_error_and_nothing_reaches_the_tsb() {
     let pki = pki();
     let server = tsb(&pki);
-    let cases: [(Act, &str); 8] = [
+    let long_head = [
+        &b"HTTP/1.1 200 OK\r\n"[..],
+        &b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(400),
+    ]
+    .concat();
+    let cases: [(Act, &str); 12] = [
+        // No head is read beyond 16 KiB.
+        (
+            Act::Answer(Vec::leak(long_head)),
+            "answer to CONNECT longer than 16384 bytes",
+        ),
+        (
+            Act::Reset,
+            "reading the answer to CONNECT: ",
+        ),
         (
             Act::Answer(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n"),
             "refused CONNECT to localhost:PORT: HTTP 407 (proxy authentication failed",
@@ -231,6 +251,15 @@ fn proxy_refusals_and_garbage_are_one_clear_error_and_nothing_reaches_the_tsb() 
         ),
         (
             Act::Answer(b"SSH-2.0-OpenSSH_9.2\r\n\r\n"),
+            "the answer to CONNECT localhost:PORT is not HTTP",
+        ),
+        // A 200 of another protocol is no HTTP/1.x answer, and neither is an odd status.
+        (
+            Act::TunnelAfter(b"HTTP/2 200 OK\r\n\r\n"),
+            "the answer to CONNECT localhost:PORT is not HTTP",
+        ),
+        (
+            Act::TunnelAfter(b"HTTP/1.1 2000 OK\r\n\r\n"),
             "the answer to CONNECT localhost:PORT is not HTTP",
         ),
         (
@@ -459,4 +488,24 @@ fn failover_through_a_proxy_that_cannot_reach_a_node() {
     let live = format!("localhost:{}", server.addr.port());
     assert_eq!(targets, [format!("localhost:{dead}"), live]);
     assert_eq!(server.count(), 1);
+}
+
+/// `tsb-pkcs11 doctor`'s probe opens the tunnel as the module does and says why the proxy
+/// refused it.
+#[test]
+fn the_probe_s_tunnel_step_gives_the_proxy_s_refusal() {
+    let pki = pki();
+    let server = tsb(&pki);
+    let proxy = FakeProxy::start(Act::Answer(b"HTTP/1.1 403 Forbidden\r\n\r\n"));
+    let c = proxied_client(&server, &pki, &proxy.url(""), |_| {});
+    let probe = c.probe(0);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let addrs = probe.resolve(deadline).unwrap();
+    let mut connected = probe.connect(&addrs, deadline).unwrap();
+    let e = probe.tunnel(&mut connected, deadline).unwrap_err();
+    assert!(
+        e.contains("refused CONNECT") && e.contains("HTTP 403"),
+        "{e}"
+    );
+    assert_eq!(server.count(), 0);
 }
