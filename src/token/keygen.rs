@@ -11,7 +11,7 @@ use cryptoki_sys::*;
 use super::mechanisms::{MechParams, Mechanism};
 use super::objects::{key_from_attributes, tsb_id_of, KeyObject, KeyPart, ObjectRef, Skipped};
 use super::state::Token;
-use super::template::{bool_of, inconsistent, ulong_of, value_invalid};
+use super::template::{attribute_name, bool_of, inconsistent, ulong_of, value_invalid};
 use crate::config::PolicySpec;
 use crate::error::{map_tsb_error, Error, Result};
 use crate::logging::Net;
@@ -112,31 +112,6 @@ struct KeyGenRequest {
     profile: Option<String>,
 }
 
-/// The name of an attribute for refusals.
-fn attr_name(t: CK_ATTRIBUTE_TYPE) -> String {
-    let name = match t {
-        CKA_SIGN => "CKA_SIGN",
-        CKA_VERIFY => "CKA_VERIFY",
-        CKA_SENSITIVE => "CKA_SENSITIVE",
-        CKA_EXTRACTABLE => "CKA_EXTRACTABLE",
-        CKA_SIGN_RECOVER => "CKA_SIGN_RECOVER",
-        CKA_VERIFY_RECOVER => "CKA_VERIFY_RECOVER",
-        CKA_WRAP_WITH_TRUSTED => "CKA_WRAP_WITH_TRUSTED",
-        CKA_ALWAYS_AUTHENTICATE => "CKA_ALWAYS_AUTHENTICATE",
-        CKA_TRUSTED => "CKA_TRUSTED",
-        CKA_COPYABLE => "CKA_COPYABLE",
-        CKA_PRIVATE => "CKA_PRIVATE",
-        CKA_PARAMETER_SET => "CKA_PARAMETER_SET",
-        CKA_HSS_LEVELS => "CKA_HSS_LEVELS",
-        CKA_HSS_LMS_TYPES => "CKA_HSS_LMS_TYPES",
-        CKA_HSS_LMOTS_TYPES => "CKA_HSS_LMOTS_TYPES",
-        CKA_HSS_LMS_TYPE => "CKA_HSS_LMS_TYPE",
-        CKA_HSS_LMOTS_TYPE => "CKA_HSS_LMOTS_TYPE",
-        _ => return format!("attribute {t:#x}"),
-    };
-    name.to_string()
-}
-
 /// Checks both templates against what the TSB can create: a key that signs and never leaves
 /// the HSM. Every attribute is honoured or refused, never dropped (§5.14): the usage flags the
 /// TSB stores (`decrypt`, `unwrap`, `derive`, `encrypt`, `verify`, `wrap`) are stored as asked,
@@ -180,10 +155,10 @@ fn parse_templates(
             let t = *t;
             // Attributes that must be `want` if given.
             let require = |want: bool, why: &str| -> Result<()> {
-                if bool_of(&attr_name(t), v)? != want {
+                if bool_of(&attribute_name(t), v)? != want {
                     return Err(inconsistent(format!(
                         "{} {} on the {which} key is not possible: {why}",
-                        attr_name(t),
+                        attribute_name(t),
                         if want { "false" } else { "true" }
                     )));
                 }
@@ -300,7 +275,7 @@ fn parse_templates(
                     if !ulongs_all(v, TSB_LMS_TYPE) {
                         return Err(value_invalid(format!(
                             "{}: the TSB creates LMS keys of type LMS_SHA256_M32_H5 (5) only",
-                            attr_name(t)
+                            attribute_name(t)
                         )));
                     }
                 }
@@ -308,7 +283,7 @@ fn parse_templates(
                     if !ulongs_all(v, TSB_LMOTS_TYPE) {
                         return Err(value_invalid(format!(
                             "{}: the TSB creates LMS keys with LMOTS_SHA256_N32_W1 (1) only",
-                            attr_name(t)
+                            attribute_name(t)
                         )));
                     }
                 }
@@ -342,7 +317,7 @@ fn parse_templates(
                 other => {
                     return Err(Error::new(
                         CKR_ATTRIBUTE_TYPE_INVALID,
-                        format!("{} cannot be given in the {which} key template", attr_name(other)),
+                        format!("{} cannot be given in the {which} key template", attribute_name(other)),
                     ))
                 }
             }

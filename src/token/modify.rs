@@ -23,30 +23,13 @@ use cryptoki_sys::*;
 use super::attributes::AttrValue;
 use super::objects::ObjectRef;
 use super::state::Token;
+use super::template::attribute_name;
 use crate::error::{Error, Result};
 use crate::logging::Net;
 
 /// Where the documentation describes how to give a generated key its name.
 const NAMING_HINT: &str =
     "generate the key with CKA_TOKEN true and its CKA_LABEL (docs/clients.md)";
-
-/// The PKCS#11 name of the attributes a refusal names most often, else the number.
-fn attr_name(t: CK_ATTRIBUTE_TYPE) -> String {
-    let name = match t {
-        CKA_LABEL => "CKA_LABEL",
-        CKA_ID => "CKA_ID",
-        CKA_TOKEN => "CKA_TOKEN",
-        CKA_PRIVATE => "CKA_PRIVATE",
-        CKA_SUBJECT => "CKA_SUBJECT",
-        CKA_VALUE => "CKA_VALUE",
-        CKA_SIGN => "CKA_SIGN",
-        CKA_DECRYPT => "CKA_DECRYPT",
-        CKA_START_DATE => "CKA_START_DATE",
-        CKA_END_DATE => "CKA_END_DATE",
-        _ => return format!("attribute {t:#x}"),
-    };
-    name.to_string()
-}
 
 impl Token {
     /// `C_SetAttributeValue` (§5.7.6); see the module documentation.
@@ -89,7 +72,7 @@ impl Token {
                 AttrValue::Invalid => {
                     return Err(Error::new(
                         CKR_ATTRIBUTE_TYPE_INVALID,
-                        format!("{}: not an attribute of this object", attr_name(*t)),
+                        format!("{}: not an attribute of this object", attribute_name(*t)),
                     ))
                 }
                 AttrValue::Sensitive | AttrValue::Bytes(_) => {
@@ -98,7 +81,7 @@ impl Token {
                         format!(
                             "{}: CKA_MODIFIABLE is false (the TSB cannot change a key's label, \
                              id or usage); {NAMING_HINT}",
-                            attr_name(*t)
+                            attribute_name(*t)
                         ),
                     ))
                 }

@@ -654,6 +654,37 @@ fn a_certificate_the_tsb_refuses_is_an_invalid_value() {
     create(&token, s, &t).unwrap();
 }
 
+/// A certificate for a key deleted on the TSB since the application found it (the import
+/// answers "key not found") is refused as inconsistent with the token, and the key's cached
+/// objects are dropped at once.
+#[test]
+fn a_certificate_for_a_key_gone_from_the_tsb_is_inconsistent() {
+    let fake = FakeTsb::new();
+    let key = fake.add_key("ec", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let label = (CKA_LABEL, b"ec".to_vec());
+    assert_eq!(
+        find(&token, s, &[label.clone()]).len(),
+        2,
+        "the key's two halves"
+    );
+    let cert = certificate(&key, "leaf", 7);
+    let t = template(&cert, &[label.clone()]);
+    fake.remove_key("ec");
+    let err = create(&token, s, &t).unwrap_err();
+    assert_eq!(err.code(), CKR_TEMPLATE_INCONSISTENT, "{}", err.message());
+    assert!(
+        err.message().contains("key 'ec' is no longer on the TSB"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        find(&token, s, &[label]).is_empty(),
+        "the key left the list"
+    );
+}
+
 /// Every refusal of C_CreateObject is one WARN line naming its reason (docs/troubleshooting.md),
 /// whether the refusal was logged where it was found or only where the call ends.
 #[test]

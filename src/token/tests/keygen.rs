@@ -1293,3 +1293,41 @@ fn a_refused_key_generation_is_one_warn_line() {
         lines[0]
     );
 }
+
+/// Refusals of creation, key generation and C_SetAttributeValue templates name an attribute as
+/// PKCS#11 spells it, and any other by its number.
+#[test]
+fn refusals_name_attributes_as_pkcs11_spells_them() {
+    use crate::token::template::attribute_name;
+    for (t, name) in [
+        (CKA_LABEL, "CKA_LABEL"),
+        (CKA_ID, "CKA_ID"),
+        (CKA_TOKEN, "CKA_TOKEN"),
+        (CKA_PRIVATE, "CKA_PRIVATE"),
+        (CKA_SUBJECT, "CKA_SUBJECT"),
+        (CKA_VALUE, "CKA_VALUE"),
+        (CKA_SIGN, "CKA_SIGN"),
+        (CKA_VERIFY, "CKA_VERIFY"),
+        (CKA_DECRYPT, "CKA_DECRYPT"),
+        (CKA_SENSITIVE, "CKA_SENSITIVE"),
+        (CKA_EXTRACTABLE, "CKA_EXTRACTABLE"),
+        (CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER"),
+        (CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER"),
+        (CKA_WRAP_WITH_TRUSTED, "CKA_WRAP_WITH_TRUSTED"),
+        (CKA_ALWAYS_AUTHENTICATE, "CKA_ALWAYS_AUTHENTICATE"),
+        (CKA_TRUSTED, "CKA_TRUSTED"),
+        (CKA_COPYABLE, "CKA_COPYABLE"),
+        (CKA_START_DATE, "CKA_START_DATE"),
+        (CKA_END_DATE, "CKA_END_DATE"),
+        (CKA_PARAMETER_SET, "CKA_PARAMETER_SET"),
+        (CKA_HSS_LEVELS, "CKA_HSS_LEVELS"),
+        (CKA_HSS_LMS_TYPES, "CKA_HSS_LMS_TYPES"),
+        (CKA_HSS_LMOTS_TYPES, "CKA_HSS_LMOTS_TYPES"),
+        (CKA_HSS_LMS_TYPE, "CKA_HSS_LMS_TYPE"),
+        (CKA_HSS_LMOTS_TYPE, "CKA_HSS_LMOTS_TYPE"),
+    ] {
+        assert_eq!(attribute_name(t), name);
+    }
+    assert_eq!(attribute_name(0x8000_1234), "attribute 0x80001234");
+    assert_eq!(attribute_name(CKA_MODULUS), "attribute 0x120");
+}
