@@ -665,12 +665,12 @@ fn a_certificate_for_a_key_gone_from_the_tsb_is_inconsistent() {
     let s = session(&token);
     let label = (CKA_LABEL, b"ec".to_vec());
     assert_eq!(
-        find(&token, s, &[label.clone()]).len(),
+        find(&token, s, std::slice::from_ref(&label)).len(),
         2,
         "the key's two halves"
     );
     let cert = certificate(&key, "leaf", 7);
-    let t = template(&cert, &[label.clone()]);
+    let t = template(&cert, std::slice::from_ref(&label));
     fake.remove_key("ec");
     let err = create(&token, s, &t).unwrap_err();
     assert_eq!(err.code(), CKR_TEMPLATE_INCONSISTENT, "{}", err.message());
