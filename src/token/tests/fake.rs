@@ -130,6 +130,9 @@ pub(super) struct FakeTsb {
     /// Run once by the next synchronous sign when it reaches the TSB (something the
     /// application does in another thread meanwhile).
     pub(super) sign_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// While true, an LMS key's signature is answered as the bare LMS signature of its one
+    /// tree (RFC 8554 §5.4), without the HSS wrapping (§6.2: `Nspk` = 0).
+    pub(super) bare_lms: std::sync::atomic::AtomicBool,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -342,7 +345,12 @@ impl FakeTsb {
                 };
                 *sk = signed;
                 key.remaining = key.remaining.map(|n| n - 1);
-                Some(Ok(sig.as_ref().to_vec()))
+                let sig = sig.as_ref();
+                if self.bare_lms.load(std::sync::atomic::Ordering::SeqCst) {
+                    assert_eq!(sig[..4], [0, 0, 0, 0], "an HSS signature of one level");
+                    return Some(Ok(sig[4..].to_vec()));
+                }
+                Some(Ok(sig.to_vec()))
             }
             _ if matches!(
                 algorithm,

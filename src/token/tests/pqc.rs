@@ -462,6 +462,25 @@ fn an_lms_sign_forbidden_by_the_tsb_is_key_exhausted() {
     );
 }
 
+/// A TSB that answers a one-level LMS key's signature as the bare LMS signature (RFC 8554
+/// §5.4) still gives the application the HSS signature CKM_HSS returns (§6.2: `Nspk` = 0 in
+/// front), which verifies under the key's HSS public key.
+#[test]
+fn a_bare_lms_signature_is_returned_as_the_hss_signature() {
+    let fake = FakeTsb::new();
+    let pk = fake.add_lms("lms");
+    fake.bare_lms
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    let key = private_key(&token, s, "lms");
+    token.sign_init(s, &mech(CKM_HSS), key).unwrap();
+    let sig = signature(token.sign(s, b"bare", Some(1296)).unwrap());
+    assert_eq!(sig.len(), 1296);
+    assert_eq!(sig[..4], [0, 0, 0, 0], "Nspk = 0");
+    assert!(lms_verifies(&pk, b"bare", &sig));
+}
+
 /// An exhausted LMS key: the TSB's refusal (500/701 "LMS key exhausted") is
 /// `CKR_KEY_EXHAUSTED` (PKCS#11 v3.1), and once the TSB reports no signature left the module
 /// answers so without asking it again. `CKA_HSS_KEYS_REMAINING` counts down.
