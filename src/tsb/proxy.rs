@@ -515,6 +515,14 @@ mod tests {
         // A name pattern never matches an IP literal, and the reverse.
         assert!(!NoProxy::parse("127.0.0.1").matches(&ep("https://localhost")));
         assert!(NoProxy::parse("localhost").matches(&ep("https://localhost:8443")));
+        // A port that is not all digits is no port (u16's parse would take "+9443"): the entry
+        // is a name with a ':', which matches no host.
+        for entry in ["tsb.local:+9443", "tsb.local:abc", "tsb.local:"] {
+            let np = NoProxy::parse(entry);
+            for u in ["https://tsb.local:9443", "https://tsb.local"] {
+                assert!(!np.matches(&ep(u)), "{entry}: {u} should use the proxy");
+            }
+        }
     }
 
     #[test]

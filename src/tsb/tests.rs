@@ -1525,6 +1525,86 @@ fn a_write_error_is_a_transport_failure_not_a_timeout() {
     );
 }
 
+/// A peer that never reads: the request's body fills the socket buffers and each write then
+/// times out on the socket's own timeout (a part of the time left). Such a write is made again
+/// until the deadline: the call ends as a timeout, never before `requestTimeoutMs`. (A lower
+/// bound the clock guarantees, not a speed target: giving up at the first socket timeout would
+/// end the call at about half of it.)
+#[test]
+fn a_write_to_a_peer_that_never_reads_lasts_until_the_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        // Accepted and held, never read, until the call is over.
+        let held: Vec<_> = listener.incoming().take(1).collect();
+        let _ = wait.recv_timeout(Duration::from_secs(30));
+        drop(held);
+    });
+    let timeout = Duration::from_millis(1500);
+    let c = client_with(&url, |cfg| {
+        cfg.pkcs11.retries = 0;
+        cfg.pkcs11.request_timeout = timeout;
+    });
+    // 16 MiB (21 MiB of JSON): more than the socket buffers take.
+    let payload = vec![7u8; 16 << 20];
+    let started = Instant::now();
+    let e = c.sign_synchronous(&sign_req_for(&payload)).unwrap_err();
+    let elapsed = started.elapsed();
+    let _ = done.send(());
+    assert!(matches!(&e.kind, TsbErrorKind::Timeout(_)), "{e:?}");
+    assert!(elapsed >= timeout * 9 / 10, "{elapsed:?}: {e:?}");
+}
+
+/// Failover over two nodes that both refuse connections: a debug line says the first node of
+/// the round failed and the next is tried (none for the last node), and the error names each
+/// node with its own failure.
+#[test]
+fn when_every_node_fails_the_error_names_each_and_the_log_the_failover() {
+    if !log_capture::install() {
+        eprintln!("another logger is installed; test skipped");
+        return;
+    }
+    let urls = [
+        format!("http://127.0.0.1:{}", closed_port()),
+        format!("http://127.0.0.1:{}", closed_port()),
+    ];
+    let c = client_with(&urls[0], |cfg| {
+        cfg.rest_apis = urls.to_vec();
+        cfg.pkcs11.retries = 0;
+    });
+    let e = c.list_keys().unwrap_err();
+    let TsbErrorKind::NotSent(m) = &e.kind else {
+        panic!("{e:?}")
+    };
+    assert!(
+        m.starts_with("every TSB node failed within requestTimeoutMs (2000 ms): "),
+        "{m}"
+    );
+    for url in &urls {
+        assert!(
+            m.contains(&format!("{url}: request not sent: ")),
+            "{url}: {m}"
+        );
+    }
+    let failover: Vec<String> = log_capture::LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l.contains("trying the next node") && urls.iter().any(|u| l.contains(u.as_str()))
+        })
+        .cloned()
+        .collect();
+    // One line, for the first node of the round (whichever the plan put first).
+    assert_eq!(failover.len(), 1, "{failover:?}");
+    assert!(
+        failover[0].starts_with("DEBUG")
+            && failover[0].contains(" failed on node http://127.0.0.1:"),
+        "{failover:?}"
+    );
+}
+
 /// How a broken answer is reported: the server closing the connection in the middle of an
 /// answer is "closed without a complete response"; a reset after some bytes of one is the
 /// reset as the socket reported it (not read past, not taken for a close).
