@@ -1565,10 +1565,11 @@ fn when_every_node_fails_the_error_names_each_and_the_log_the_failover() {
         eprintln!("another logger is installed; test skipped");
         return;
     }
-    let urls = [
-        format!("http://127.0.0.1:{}", closed_port()),
-        format!("http://127.0.0.1:{}", closed_port()),
-    ];
+    let first = closed_port();
+    let second = std::iter::repeat_with(closed_port)
+        .find(|&p| p != first)
+        .unwrap();
+    let urls = [first, second].map(|p| format!("http://127.0.0.1:{p}"));
     let c = client_with(&urls[0], |cfg| {
         cfg.rest_apis = urls.to_vec();
         cfg.pkcs11.retries = 0;
@@ -1592,7 +1593,10 @@ fn when_every_node_fails_the_error_names_each_and_the_log_the_failover() {
         .unwrap()
         .iter()
         .filter(|l| {
-            l.contains("trying the next node") && urls.iter().any(|u| l.contains(u.as_str()))
+            l.contains("trying the next node")
+                && urls
+                    .iter()
+                    .any(|u| l.contains(&format!("failed on node {u} (")))
         })
         .cloned()
         .collect();
