@@ -372,7 +372,7 @@ impl<'de> Deserialize<'de> for KeyListWire {
                 f.write_str(NOT_A_KEY_LIST)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<KeyListWire, A::Error> {
-                EntriesVisitor.visit_seq(seq).map(KeyListWire::Array)
+                entries(seq).map(KeyListWire::Array)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<KeyListWire, A::Error> {
                 KeyListWrapper::deserialize(MapAccessDeserializer::new(map))
@@ -383,20 +383,13 @@ impl<'de> Deserialize<'de> for KeyListWire {
     }
 }
 
-struct EntriesVisitor;
-
-impl<'de> Visitor<'de> for EntriesVisitor {
-    type Value = Vec<KeyListEntry>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON array")
+/// The entries of a key list array.
+fn entries<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<KeyListEntry>, A::Error> {
+    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+    while let Some(entry) = seq.next_element()? {
+        out.push(entry);
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(entry) = seq.next_element()? {
-            out.push(entry);
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 /// An array → its entries; anything else → `None` (the next wrapper name is tried).
@@ -410,7 +403,7 @@ fn entries_if_array<'de, D: Deserializer<'de>>(
             f.write_str("a JSON array")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-            EntriesVisitor.visit_seq(seq).map(Some)
+            entries(seq).map(Some)
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             while map.next_entry::<Known, Known>()?.is_some() {}
