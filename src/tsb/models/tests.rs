@@ -568,7 +568,7 @@ fn request_status_tolerances() {
         (
             "approver entries of every shape",
             json!({"status": "PENDING", "approvedBy": [
-                "pk-a", "", null, 7, 2.5, true,
+                "pk-a", "", null, 7, -3, 2.5, true,
                 {"name": "n"}, {"approverName": "an"}, {"publicKey": "pk"},
                 {"approverPublicKey": "apk"}, {"approver": "ap"}, {"certificate": "c"},
                 {"id": 9}, {"value": "v"}, {"name": "", "value": "v2"}, {"other": 1}, [1, 2]]}),
@@ -578,6 +578,7 @@ fn request_status_tolerances() {
                         "pk-a",
                         "",
                         "7",
+                        "-3",
                         "2.5",
                         "true",
                         "n",
