@@ -112,6 +112,22 @@ fn a_key_that_gains_a_policy_switches_to_a_request() {
     assert_eq!(fake.count("file ska"), 1);
 }
 
+/// A poll the TSB fails for a passing reason (503, an HSM error) is retried: only "request not
+/// found" ends the wait. The request is then approved and the signature verifies.
+#[test]
+fn a_failed_poll_is_retried() {
+    let fake = FakeTsb::new();
+    let signer = fake.add_key("ska", true);
+    let token = token(&fake, true, json!({}));
+    fake.poll_errors.lock().extend([(503, 0), (500, 701)]);
+    let sig = sign_and_decide(&fake, &token, |id| fake.approve(id)).unwrap();
+    assert!(openssl_verifies(&signer, b"approve me", &sig));
+    assert!(
+        fake.poll_errors.lock().is_empty(),
+        "both failures were polled"
+    );
+}
+
 /// Closing the session from another thread ends a waiting C_Sign with CKR_SESSION_CLOSED
 /// (§5.6 C_CloseSession) and cancels the request.
 #[test]

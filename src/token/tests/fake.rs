@@ -133,6 +133,9 @@ pub(super) struct FakeTsb {
     /// While true, an LMS key's signature is answered as the bare LMS signature of its one
     /// tree (RFC 8554 §5.4), without the HSS wrapping (§6.2: `Nspk` = 0).
     pub(super) bare_lms: std::sync::atomic::AtomicBool,
+    /// Failures the next polls of a request answer with, one each, first in first out
+    /// (HTTP status, TSB code): a TSB with a passing fault.
+    pub(super) poll_errors: Mutex<std::collections::VecDeque<(u16, i64)>>,
 }
 
 /// Runs `f` on a thread with a 64 MiB stack (hbs-lms's key generation and signing need it).
@@ -779,6 +782,9 @@ impl Backend for FakeTsb {
 
     fn request_status(&self, id: &str) -> Result<RequestStatus, TsbError> {
         self.record(format!("poll {id}"));
+        if let Some((status, code)) = self.poll_errors.lock().pop_front() {
+            return Err(tsb_error(status, code));
+        }
         if self.poll_hangs.load(std::sync::atomic::Ordering::Relaxed) {
             let hang_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while self.poll_hangs.load(std::sync::atomic::Ordering::Relaxed)

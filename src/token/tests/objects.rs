@@ -565,3 +565,19 @@ fn a_listing_starts_no_thread_when_the_application_forbids_them() {
         );
     }
 }
+
+/// Within `cacheTtlSecs` a key's attributes are fetched once: finding it again by its label
+/// asks the TSB nothing more.
+#[test]
+fn a_key_is_fetched_once_within_the_cache_lifetime() {
+    let fake = FakeTsb::new();
+    fake.add_key("ec", false);
+    let token = token_with(&fake, json!({"cacheTtlSecs": 600}));
+    let s = session(&token);
+    let label = [(CKA_LABEL, b"ec".to_vec())];
+    assert_eq!(find(&token, s, &label).len(), 2);
+    let fetched = fake.count("attributes ec");
+    assert_eq!(find(&token, s, &label).len(), 2);
+    private_key(&token, s, "ec");
+    assert_eq!(fake.count("attributes ec"), fetched, "no second fetch");
+}
