@@ -298,6 +298,15 @@ fn strip_tags(html: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A body that is a JSON string (some gateways answer so) is the message itself.
+    #[test]
+    fn a_json_string_body_is_the_message() {
+        assert_eq!(
+            parse_error_body(br#""key not found""#, &[]),
+            (None, None, Some("key not found".to_string()))
+        );
+    }
+
     #[test]
     fn html_text_is_read_up_to_four_times_the_message_length() {
         // A tag becomes a space: `<p>` and the spaces make 4 × MAX_MESSAGE_CHARS bytes, then

@@ -979,6 +979,26 @@ fn a_repeated_answer_to_a_different_sign_is_refused() {
     assert_eq!(on, [0, 1, 2, 0]);
 }
 
+/// An approval request (and every other call that may be sent only once) never rides a
+/// kept-alive connection, which the server may be closing: it opens its own, and does not
+/// leave it for others. Reads keep theirs (docs/architecture.md, the retry table).
+#[test]
+fn an_approval_request_is_sent_on_a_new_connection() {
+    let server = TestServer::start(|req, _| match req.path.as_str() {
+        "/v1/key" => reply_json(200, json!(["a"])),
+        _ => reply_json(201, json!({"signRequestId": "r"})),
+    });
+    let c = client(&server.url());
+    c.list_keys().unwrap();
+    assert_eq!(c.sign_asynchronous(&sign_req()).unwrap(), "r");
+    c.list_keys().unwrap();
+    // Each request's place on its connection: the approval request is the first on a new one,
+    // the second listing the second on the first connection.
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 0, 1], "the request on a connection of its own");
+    assert_eq!(c.connections_opened(), 2);
+}
+
 /// Issue 19: a connection goes back to the pool only after the caller accepted its answer. An
 /// answer the check refuses on a reused connection is sent once more on a new connection; the
 /// refused connections are closed, never reused.
