@@ -212,8 +212,8 @@ impl PqcKey {
             }
             Some(Family::SlhDsa) => {
                 let alg = spec.algorithm;
-                let n = slh_n(alg);
                 let set = slh_set(alg).ok_or_else(|| SimError::Key(not_a(alg, "SLH-DSA")))?;
+                let n = set.n();
                 let mut seeds = vec![0u8; 3 * n];
                 OsRng.fill_bytes(&mut seeds);
                 let (secret, public) = tsb_sim_pqc::slh_dsa_keygen(
@@ -402,7 +402,7 @@ impl PqcKey {
             }
             PqcKey::SlhDsa { alg, secret, .. } => {
                 let set = slh_set(*alg).ok_or_else(|| ApiError::hsm(not_a(*alg, "SLH-DSA")))?;
-                let mut opt_rand = vec![0u8; slh_n(*alg)];
+                let mut opt_rand = vec![0u8; set.n()];
                 OsRng.fill_bytes(&mut opt_rand);
                 tsb_sim_pqc::slh_dsa_sign(set, secret, message, context, &opt_rand)
                     .map_err(ApiError::hsm)
@@ -432,18 +432,6 @@ impl PqcKey {
                 Ok(sig)
             }
         }
-    }
-}
-
-/// n of an SLH-DSA parameter set (bytes of each seed, half the public key).
-fn slh_n(alg: KeyAlgorithm) -> usize {
-    let name = alg.as_str();
-    if name.contains("128") {
-        16
-    } else if name.contains("192") {
-        24
-    } else {
-        32
     }
 }
 

@@ -32,6 +32,18 @@ pub enum SlhDsa {
     Shake256f,
 }
 
+impl SlhDsa {
+    /// n of the parameter set (FIPS 205 Table 2): bytes of each seed, half the public key.
+    pub fn n(self) -> usize {
+        use SlhDsa::*;
+        match self {
+            Sha2_128s | Sha2_128f | Shake128s | Shake128f => 16,
+            Sha2_192s | Sha2_192f | Shake192s | Shake192f => 24,
+            Sha2_256s | Sha2_256f | Shake256s | Shake256f => 32,
+        }
+    }
+}
+
 /// Runs `$body` with `$P` bound to the `ml-dsa` parameter type of `$set`.
 macro_rules! with_ml {
     ($set:expr, $P:ident => $body:expr) => {
