@@ -714,6 +714,54 @@ mod tests {
         assert_eq!(timeout_to_set(&mut t, ms(14)), Some(ms(14)));
     }
 
+    /// `outcome`'s decision table for a write that failed: only a reused connection on which
+    /// not one byte of a response arrived may have the request sent again (`Stale`).
+    #[test]
+    fn a_failed_write_is_stale_only_on_a_reused_connection_that_answered_nothing() {
+        let pipe = || Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        let reset = |seen| {
+            Err(ReadFailure {
+                seen,
+                error: io::Error::from(io::ErrorKind::ConnectionReset),
+            })
+        };
+        let answer = || {
+            Ok((
+                Response {
+                    status: 200,
+                    body: vec![],
+                    truncated: false,
+                    body_error: None,
+                },
+                true,
+            ))
+        };
+        let name = |r: Result<(Response, bool), Failure>| match r {
+            Ok(_) => "ok".to_string(),
+            Err(Failure::Stale(_)) => "stale".into(),
+            Err(Failure::Transport(m)) => format!("transport: {m}"),
+            Err(Failure::Timeout(_)) => "timeout".into(),
+            Err(Failure::NotSent(_)) => "not sent".into(),
+        };
+        assert_eq!(name(outcome(pipe(), reset(0), true)), "stale");
+        let fresh = name(outcome(pipe(), reset(0), false));
+        assert!(
+            fresh.starts_with("transport: sending the request"),
+            "{fresh}"
+        );
+        assert!(!fresh.contains("answered before"), "{fresh}");
+        for (response, reused) in [(reset(3), true), (reset(3), false), (answer(), true)] {
+            let r = name(outcome(pipe(), response, reused));
+            assert!(
+                r.contains("answered before the request was sent whole"),
+                "{r}"
+            );
+        }
+        let slow = Err(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(name(outcome(slow, reset(0), true)), "timeout");
+        assert_eq!(name(outcome(Ok(()), answer(), true)), "ok");
+    }
+
     #[test]
     fn origins() {
         let o = Origin::parse("http://127.0.0.1:8080/tsb", None).unwrap();

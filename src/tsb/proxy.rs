@@ -406,7 +406,8 @@ pub(crate) fn open_tunnel(
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if super::wire::is_timeout(&e) && left().is_some() => {}
+            // The read timeout is all that is left before the deadline, so a timeout here is
+            // the deadline (`io_fail` names it so).
             Err(e) => return Err(io_fail(e, "reading the answer to CONNECT")),
         }
     };

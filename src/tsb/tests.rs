@@ -2955,3 +2955,65 @@ fn a_connection_older_than_the_idle_age_is_not_reused() {
     let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
     assert_eq!(on, [0, 0, 0, 1]);
 }
+
+#[test]
+fn key_creation_sends_its_body_and_gives_the_tsb_s_refusal() {
+    // `POST /v1/key` is answered 201 with an empty body; a label in use is TSB 608.
+    let server = TestServer::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/v1/key") if req.json()["label"] == "taken" => reply_json(
+            400,
+            json!({"errorCode": 608, "reason": "res.error.key.already.existing"}),
+        ),
+        ("POST", "/v1/key") => Action::Reply(201, "text/plain", vec![]),
+        _ => spring(404),
+    });
+    let c = client(&server.url());
+    let policy = crate::config::PolicySpec::default();
+    let pw = secret("pw1");
+    let rsa = NewKey {
+        label: "r1",
+        id: Some("01"),
+        usage: NewKeyUsage::default(),
+        key_type: NewKeyType::Rsa(3072),
+        password: Some(&pw),
+        destroyable: true,
+        modifiable: false,
+        policy: &policy,
+    };
+    c.create_key(&rsa).unwrap();
+    let ec = NewKey {
+        label: "e1",
+        id: None,
+        key_type: NewKeyType::Ec("1.2.840.10045.3.1.7"),
+        password: None,
+        ..rsa
+    };
+    c.create_key(&ec).unwrap();
+    let e = c
+        .create_key(&NewKey {
+            label: "taken",
+            ..ec
+        })
+        .unwrap_err();
+    assert_eq!(e.reason(), Some(TsbReason::KeyExists));
+    assert_eq!(e.endpoint, "POST /v1/key");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3, "a refusal is not sent again");
+    let rsa_body = reqs[0].json();
+    assert_eq!(rsa_body["label"], "r1");
+    assert_eq!(rsa_body["id"], "01");
+    assert_eq!(rsa_body["algorithm"], "RSA");
+    assert_eq!(rsa_body["keySize"], 3072);
+    assert!(rsa_body.get("curveOid").is_none());
+    assert_eq!(rsa_body["password"], json!(["p", "w", "1"]));
+    assert_eq!(rsa_body["attributes"]["sign"], true);
+    assert_eq!(rsa_body["attributes"]["destroyable"], true);
+    assert_eq!(rsa_body["attributes"]["modifiable"], false);
+    let ec_body = reqs[1].json();
+    assert_eq!(ec_body["algorithm"], "EC");
+    assert_eq!(ec_body["curveOid"], "1.2.840.10045.3.1.7");
+    assert!(ec_body.get("keySize").is_none());
+    assert!(ec_body.get("password").is_none());
+    assert!(ec_body.get("id").is_none());
+    assert!(ec_body.get("policy").is_some());
+}
