@@ -15,7 +15,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -343,12 +343,27 @@ fn in_network(addr: IpAddr, net: IpAddr, bits: u8) -> bool {
     (a >> shift) == (n >> shift)
 }
 
+/// What [`open_tunnel`] needs of its connection: a `TcpStream`, or a scripted one in tests.
+pub(crate) trait TunnelSocket: Read + Write {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
+    fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl TunnelSocket for TcpStream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, t)
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_write_timeout(self, t)
+    }
+}
+
 /// Opens a CONNECT tunnel to `target` on `tcp`, a fresh connection to `proxy`, before
 /// `deadline`. On success the stream carries the TSB's bytes from its first byte: an answer that
 /// has anything after its head (bytes the TSB cannot have sent, since TLS's client speaks first)
 /// is refused, so nothing of the proxy is taken for the TSB's TLS.
 pub(crate) fn open_tunnel(
-    tcp: &mut TcpStream,
+    tcp: &mut impl TunnelSocket,
     proxy: &Proxy,
     target: &Endpoint,
     deadline: Instant,
@@ -405,6 +420,8 @@ pub(crate) fn open_tunnel(
                 )))
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A signal (`EINTR`: with a receive timeout set, even a handler installed with
+            // `SA_RESTART` interrupts recv(2)); read again with the time then left.
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // The read timeout is all that is left before the deadline, so a timeout here is
             // the deadline (`io_fail` names it so).
@@ -511,6 +528,13 @@ mod tests {
         assert!(!NoProxy::parse("").matches(&ep("https://anything")));
         assert!(NoProxy::parse("::1").matches(&ep("https://[::1]")));
         assert!(NoProxy::parse("[::1]").matches(&ep("https://[::1]:8443")));
+        // Anything after an IPv6 literal's `]` other than `:port` spoils the entry.
+        for entry in ["[::1]x", "[::1]/8", "[::1]8443"] {
+            assert!(
+                !NoProxy::parse(entry).matches(&ep("https://[::1]")),
+                "{entry}"
+            );
+        }
         assert!(NoProxy::parse("fd00::/8").matches(&ep("https://[fd12::1]")));
         assert!(!NoProxy::parse("fd00::/8").matches(&ep("https://[fe12::1]")));
         // A name pattern never matches an IP literal, and the reverse.
@@ -524,6 +548,81 @@ mod tests {
                 assert!(!np.matches(&ep(u)), "{entry}: {u} should use the proxy");
             }
         }
+    }
+
+    /// A connection answering from a script, recording what was set and written.
+    struct Scripted {
+        reads: Vec<std::io::Result<Vec<u8>>>,
+        written: Vec<u8>,
+        read_timeouts: std::cell::RefCell<Vec<Duration>>,
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let bytes = self.reads.remove(0)?;
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            Ok(bytes.len())
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.written.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl TunnelSocket for Scripted {
+        fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+            self.read_timeouts.borrow_mut().push(t.unwrap());
+            Ok(())
+        }
+        fn set_write_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_signal_while_waiting_for_connect_s_answer_is_read_through() {
+        use std::io::ErrorKind::{Interrupted, WouldBlock};
+        let proxy = Proxy::parse("http://proxy.corp:3128", "pkcs11.proxy", None).unwrap();
+        let target = ep("https://tsb.corp:8443");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut sock = Scripted {
+            reads: vec![
+                Err(Interrupted.into()),
+                Ok(b"HTTP/1.1 200 Connection".to_vec()),
+                Err(Interrupted.into()),
+                Ok(b" established\r\n\r\n".to_vec()),
+            ],
+            written: vec![],
+            read_timeouts: Default::default(),
+        };
+        open_tunnel(&mut sock, &proxy, &target, deadline).unwrap();
+        assert!(sock.reads.is_empty());
+        let head = String::from_utf8(sock.written).unwrap();
+        assert!(
+            head.starts_with("CONNECT tsb.corp:8443 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        // Each read is bounded by what is left of the deadline, measured again after a signal.
+        let t = sock.read_timeouts.into_inner();
+        assert_eq!(t.len(), 4);
+        assert!(t.windows(2).all(|w| w[1] <= w[0]) && t[0] <= Duration::from_secs(30));
+        // A timeout is the deadline: one clear error, not a read failure.
+        let mut sock = Scripted {
+            reads: vec![Err(WouldBlock.into())],
+            written: vec![],
+            read_timeouts: Default::default(),
+        };
+        let e = open_tunnel(&mut sock, &proxy, &target, deadline).unwrap_err();
+        assert!(
+            matches!(&e, Failure::NotSent(m) if m.ends_with("no answer to CONNECT tsb.corp:8443 in time")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -562,6 +661,16 @@ mod tests {
                 .to_string(),
             "http://[::1]:3128"
         );
+        // No port, or an empty one: 1080 too (the colons of an IPv6 literal are no port).
+        for (url, shown) in [
+            ("http://[::1]", "http://[::1]:1080"),
+            ("http://[fd00::7]/", "http://[fd00::7]:1080"),
+            ("http://proxy.corp:", "http://proxy.corp:1080"),
+            ("http://u:p@proxy.corp:/", "http://proxy.corp:1080"),
+        ] {
+            let p = Proxy::parse(url, "HTTPS_PROXY", None).unwrap();
+            assert_eq!(p.to_string(), shown, "{url}");
+        }
         // The password from pkcs11.proxyPassword for a user without one.
         let pw = Secret::new("from-file".into());
         let p = Proxy::parse("http://bob@proxy:3128", "pkcs11.proxy", Some(&pw)).unwrap();
