@@ -1627,6 +1627,47 @@ fn when_every_node_fails_the_error_names_each_and_the_log_the_failover() {
             && failover[0].contains(" failed on node http://127.0.0.1:"),
         "{failover:?}"
     );
+    // One ERROR line naming each node with its failure.
+    let every = every_node_failed_lines(&urls);
+    assert_eq!(every.len(), 1, "{every:?}");
+    assert!(
+        every[0].starts_with("ERROR")
+            && every[0].contains("TSB GET /v1/key: every TSB node failed: "),
+        "{every:?}"
+    );
+    for url in &urls {
+        assert!(
+            every[0].contains(&format!("{url} (request not sent: ")),
+            "{every:?}"
+        );
+    }
+    // Over two nodes, a round that one node's TSB answer ends (a 4xx is no node failure) is
+    // not "every node failed".
+    let answering: Vec<TestServer> = (0..2)
+        .map(|_| {
+            TestServer::start(|_, _| {
+                reply_json(400, json!({"errorCode": 600, "reason": "validation"}))
+            })
+        })
+        .collect();
+    let urls: Vec<String> = answering.iter().map(|s| s.url()).collect();
+    let c = client_with(&urls[0], |cfg| cfg.rest_apis = urls.clone());
+    assert_eq!(c.list_keys().unwrap_err().http_status(), Some(400));
+    assert_eq!(answering.iter().map(|s| s.count()).sum::<usize>(), 1);
+    assert_eq!(every_node_failed_lines(&urls), Vec::<String>::new());
+}
+
+/// The captured "every TSB node failed" lines that name one of `urls`.
+fn every_node_failed_lines(urls: &[String]) -> Vec<String> {
+    log_capture::LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l.contains("every TSB node failed: ") && urls.iter().any(|u| l.contains(u.as_str()))
+        })
+        .cloned()
+        .collect()
 }
 
 /// How a broken answer is reported: the server closing the connection in the middle of an
@@ -1702,6 +1743,15 @@ fn node_urls_and_probes_of_each_node() {
     });
     assert_eq!(c.node_urls(), urls);
     assert_eq!(c.node_count(), 4);
+    // Debug output (a host's panic or trace) names the nodes and never a credential.
+    let c_keyed = client_with(&urls[0], |cfg| {
+        cfg.rest_apis = urls.to_vec();
+        cfg.api_keys.key_operation = vec![secret("op-key-5d1f")];
+    });
+    let shown = format!("{c_keyed:?}");
+    assert!(shown.starts_with("TsbClient {"), "{shown}");
+    assert!(urls.iter().all(|u| shown.contains(u.as_str())), "{shown}");
+    assert!(!shown.contains("op-key-5d1f"), "{shown}");
     assert_eq!(c.probe_node(0).unwrap().as_deref(), Some("2.2.0"));
     assert_eq!(c.probe_node(1).unwrap(), None);
     assert_eq!(c.probe_node(2).unwrap_err().http_status(), Some(503));

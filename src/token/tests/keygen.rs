@@ -1331,3 +1331,41 @@ fn refusals_name_attributes_as_pkcs11_spells_them() {
     assert_eq!(attribute_name(0x8000_1234), "attribute 0x80001234");
     assert_eq!(attribute_name(CKA_MODULUS), "attribute 0x120");
 }
+
+/// The post-quantum attributes belong to their key types: CKA_PARAMETER_SET to ML-DSA and
+/// SLH-DSA, the CKA_HSS_* attributes to HSS. In an EC or RSA template either is
+/// CKR_ATTRIBUTE_TYPE_INVALID naming it, and nothing is created on the TSB.
+#[test]
+fn post_quantum_attributes_of_another_key_type_are_refused() {
+    let fake = FakeTsb::new();
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    for (private, attr, value, name) in [
+        (
+            false,
+            CKA_PARAMETER_SET,
+            ulong(CKP_ML_DSA_65),
+            "CKA_PARAMETER_SET",
+        ),
+        (
+            true,
+            CKA_PARAMETER_SET,
+            ulong(CKP_ML_DSA_65),
+            "CKA_PARAMETER_SET",
+        ),
+        (false, CKA_HSS_LEVELS, ulong(1), "CKA_HSS_LEVELS"),
+        (true, CKA_HSS_LMS_TYPE, ulong(5), "CKA_HSS_LMS_TYPE"),
+        (false, CKA_HSS_LMOTS_TYPES, ulong(1), "CKA_HSS_LMOTS_TYPES"),
+    ] {
+        let mut t = ec_templates("pq-on-ec", P256);
+        if private { &mut t.1 } else { &mut t.0 }.push((attr, value));
+        let e = generate(&token, s, CKM_EC_KEY_PAIR_GEN, &t).unwrap_err();
+        assert_eq!(e.code(), CKR_ATTRIBUTE_TYPE_INVALID, "{name}: {e}");
+        assert!(e.to_string().contains(name), "{name}: {e}");
+    }
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("create ")),
+        "{:?}",
+        fake.calls()
+    );
+}

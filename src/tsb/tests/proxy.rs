@@ -509,3 +509,47 @@ fn the_probe_s_tunnel_step_gives_the_proxy_s_refusal() {
     );
     assert_eq!(server.count(), 0);
 }
+
+/// An approval request (filed at most once, so its first node gets the whole deadline) whose
+/// first node's name lookup never answers: the error names that node's failure and the other
+/// node as not tried, and no log line claims that every node failed.
+#[test]
+fn an_approval_request_stuck_on_its_first_node_names_the_other_as_not_tried() {
+    let resolver = Arc::new(StuckResolver::default());
+    let urls = ["https://tsb-a.example:8443", "https://tsb-b.example:8443"];
+    let mut c = Config::for_url(urls[0]);
+    c.rest_apis = urls.iter().map(|u| u.to_string()).collect();
+    c.pkcs11.request_timeout = Duration::from_millis(300);
+    c.pkcs11.retries = 0;
+    let net = NetOptions {
+        env: ProxyEnv::default(),
+        threads: true,
+        resolver: resolver.clone(),
+    };
+    let client = TsbClient::with_net(&c, net).unwrap();
+    let captured = log_capture::install();
+    let e = client.sign_asynchronous(&sign_req()).unwrap_err();
+    assert_eq!(resolver.calls.load(Ordering::SeqCst), 1, "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("every TSB node failed within requestTimeoutMs (300 ms): "),
+        "{m}"
+    );
+    assert!(m.contains("DNS lookup of tsb-"), "{m}");
+    assert!(
+        m.contains(".example:8443: not tried (requestTimeoutMs used up)"),
+        "{m}"
+    );
+    if captured {
+        let claimed: Vec<String> = log_capture::LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("every TSB node failed: ") && l.contains("tsb-a.example"))
+            .cloned()
+            .collect();
+        assert_eq!(claimed, Vec::<String>::new());
+    }
+    *resolver.released.lock().unwrap() = true;
+    resolver.wake.notify_all();
+}
