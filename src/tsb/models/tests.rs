@@ -874,3 +874,132 @@ fn lenient_lists_keep_counts() {
         assert_eq!(l.items.len(), n, "{items}");
     }
 }
+
+/// Every lenient scalar reader over every JSON shape a TSB, a proxy or another version might
+/// send: what each gives, in one table (strings, numbers as text, fractions, negatives, blank
+/// text, booleans as words, arrays and objects).
+#[test]
+fn lenient_scalars_over_every_json_shape() {
+    use super::lenient;
+    let max = u64::from(u32::MAX);
+    #[rustfmt::skip]
+    let table: Vec<(Value, &str, Option<&str>, Option<&str>, Option<u64>, Option<bool>)> = vec![
+        // input, string, opt_string, opt_text, opt_u64, opt_bool
+        (json!(null), "", None, None, None, None),
+        (json!(true), "", None, None, None, Some(true)),
+        (json!(false), "", None, None, None, Some(false)),
+        (json!(0), "0", Some("0"), None, Some(0), Some(false)),
+        (json!(7), "7", Some("7"), None, Some(7), Some(true)),
+        (json!(-3), "-3", Some("-3"), None, None, Some(true)),
+        (json!(2.9), "2.9", Some("2.9"), None, Some(2), None),
+        (json!(-0.5), "-0.5", Some("-0.5"), None, None, None),
+        (json!(5_000_000_000u64), "5000000000", Some("5000000000"), None, Some(5_000_000_000), Some(true)),
+        (json!(""), "", None, None, None, None),
+        (json!("  "), "  ", Some("  "), None, None, None),
+        (json!(" 7 "), " 7 ", Some(" 7 "), Some(" 7 "), Some(7), None),
+        (json!("1"), "1", Some("1"), Some("1"), Some(1), Some(true)),
+        (json!("0"), "0", Some("0"), Some("0"), Some(0), Some(false)),
+        (json!(" TRUE "), " TRUE ", Some(" TRUE "), Some(" TRUE "), None, Some(true)),
+        (json!("False"), "False", Some("False"), Some("False"), None, Some(false)),
+        (json!("yes"), "yes", Some("yes"), Some("yes"), None, Some(true)),
+        (json!("No"), "No", Some("No"), Some("No"), None, Some(false)),
+        (json!("-3"), "-3", Some("-3"), Some("-3"), None, None),
+        (json!("x"), "x", Some("x"), Some("x"), None, None),
+        (json!([1, "a", {"b": null}]), "", None, None, None, None),
+        (json!({"n": 1, "m": [true]}), "", None, None, None, None),
+    ];
+    for (v, string, opt_string, opt_text, opt_u64, opt_bool) in table {
+        let owned = |o: Option<&str>| o.map(str::to_string);
+        assert_eq!(lenient::string(&v).unwrap(), string, "string {v}");
+        assert_eq!(
+            lenient::opt_string(&v).unwrap(),
+            owned(opt_string),
+            "opt_string {v}"
+        );
+        assert_eq!(
+            lenient::opt_text(&v).unwrap(),
+            owned(opt_text),
+            "opt_text {v}"
+        );
+        assert_eq!(lenient::opt_u64(&v).unwrap(), opt_u64, "opt_u64 {v}");
+        assert_eq!(lenient::u64(&v).unwrap(), opt_u64.unwrap_or(0), "u64 {v}");
+        let capped = opt_u64.map_or(0, |n| n.min(max) as u32);
+        assert_eq!(lenient::u32(&v).unwrap(), capped, "u32 {v}");
+        assert_eq!(lenient::opt_bool(&v).unwrap(), opt_bool, "opt_bool {v}");
+        assert_eq!(
+            lenient::bool(&v).unwrap(),
+            opt_bool.unwrap_or(false),
+            "bool {v}"
+        );
+        // `Known` takes anything.
+        assert!(
+            serde_json::from_value::<lenient::Known>(v.clone()).is_ok(),
+            "{v}"
+        );
+    }
+}
+
+/// Object fields: `object_or_json_text` (strict), `lenient_object` and `object_or_default`
+/// over every shape, a string holding JSON included.
+#[test]
+fn lenient_objects_over_every_json_shape() {
+    use super::lenient;
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    struct P {
+        #[serde(default, deserialize_with = "lenient::u64")]
+        n: u64,
+    }
+    let p = |n| Some(P { n });
+    // input, object_or_json_text (Err: its message starts so), lenient_object, object_or_default
+    let table: Vec<(Value, Result<Option<P>, &str>, Option<P>, P)> = vec![
+        (json!(null), Ok(None), None, P::default()),
+        (json!({"n": 3}), Ok(p(3)), p(3), P { n: 3 }),
+        (json!({"n": "4", "x": [1]}), Ok(p(4)), p(4), P { n: 4 }),
+        (json!(""), Ok(None), None, P::default()),
+        (json!(" \n "), Ok(None), None, P::default()),
+        (json!("null"), Ok(None), None, P::default()),
+        (json!("{\"n\": 5}"), Ok(p(5)), p(5), P::default()),
+        (
+            json!(" [1,2] "),
+            Err("not a JSON object"),
+            p(0),
+            P::default(),
+        ),
+        (json!("7"), Err("not a JSON object"), p(0), P::default()),
+        (
+            json!("{oops"),
+            Err("not a JSON object (a string that is no JSON: line 1, column 2)"),
+            None,
+            P::default(),
+        ),
+        (json!(true), Err("not a JSON object"), p(0), P::default()),
+        (json!(-1), Err("not a JSON object"), p(0), P::default()),
+        (json!(8), Err("not a JSON object"), p(0), P::default()),
+        (json!(1.5), Err("not a JSON object"), p(0), P::default()),
+        (
+            json!([{"n": 1}]),
+            Err("not a JSON object"),
+            p(0),
+            P::default(),
+        ),
+    ];
+    for (v, strict, lenient_obj, or_default) in table {
+        let got: Result<Option<P>, String> =
+            lenient::object_or_json_text(&v).map_err(|e: serde_json::Error| e.to_string());
+        match (&got, &strict) {
+            (Ok(g), Ok(w)) => assert_eq!(g, w, "{v}"),
+            (Err(g), Err(w)) => assert!(g.starts_with(w), "{v}: {g}"),
+            _ => panic!("{v}: {got:?}, expected {strict:?}"),
+        }
+        assert_eq!(
+            lenient::lenient_object::<_, P>(&v).unwrap(),
+            lenient_obj,
+            "{v}"
+        );
+        assert_eq!(
+            lenient::object_or_default::<_, P>(&v).unwrap(),
+            or_default,
+            "{v}"
+        );
+    }
+}
