@@ -883,7 +883,8 @@ fn lenient_scalars_over_every_json_shape() {
     use super::lenient;
     let max = u64::from(u32::MAX);
     #[rustfmt::skip]
-    let table: Vec<(Value, &str, Option<&str>, Option<&str>, Option<u64>, Option<bool>)> = vec![
+    type Row = (Value, &'static str, Option<&'static str>, Option<&'static str>, Option<u64>, Option<bool>);
+    let table: Vec<Row> = vec![
         // input, string, opt_string, opt_text, opt_u64, opt_bool
         (json!(null), "", None, None, None, None),
         (json!(true), "", None, None, None, Some(true)),
@@ -893,15 +894,43 @@ fn lenient_scalars_over_every_json_shape() {
         (json!(-3), "-3", Some("-3"), None, None, Some(true)),
         (json!(2.9), "2.9", Some("2.9"), None, Some(2), None),
         (json!(-0.5), "-0.5", Some("-0.5"), None, None, None),
-        (json!(5_000_000_000u64), "5000000000", Some("5000000000"), None, Some(5_000_000_000), Some(true)),
+        (
+            json!(5_000_000_000u64),
+            "5000000000",
+            Some("5000000000"),
+            None,
+            Some(5_000_000_000),
+            Some(true),
+        ),
         (json!(""), "", None, None, None, None),
         (json!("  "), "  ", Some("  "), None, None, None),
         (json!(" 7 "), " 7 ", Some(" 7 "), Some(" 7 "), Some(7), None),
         (json!("1"), "1", Some("1"), Some("1"), Some(1), Some(true)),
         (json!("0"), "0", Some("0"), Some("0"), Some(0), Some(false)),
-        (json!(" TRUE "), " TRUE ", Some(" TRUE "), Some(" TRUE "), None, Some(true)),
-        (json!("False"), "False", Some("False"), Some("False"), None, Some(false)),
-        (json!("yes"), "yes", Some("yes"), Some("yes"), None, Some(true)),
+        (
+            json!(" TRUE "),
+            " TRUE ",
+            Some(" TRUE "),
+            Some(" TRUE "),
+            None,
+            Some(true),
+        ),
+        (
+            json!("False"),
+            "False",
+            Some("False"),
+            Some("False"),
+            None,
+            Some(false),
+        ),
+        (
+            json!("yes"),
+            "yes",
+            Some("yes"),
+            Some("yes"),
+            None,
+            Some(true),
+        ),
         (json!("No"), "No", Some("No"), Some("No"), None, Some(false)),
         (json!("-3"), "-3", Some("-3"), Some("-3"), None, None),
         (json!("x"), "x", Some("x"), Some("x"), None, None),
@@ -951,7 +980,8 @@ fn lenient_objects_over_every_json_shape() {
     }
     let p = |n| Some(P { n });
     // input, object_or_json_text (Err: its message starts so), lenient_object, object_or_default
-    let table: Vec<(Value, Result<Option<P>, &str>, Option<P>, P)> = vec![
+    type Row = (Value, Result<Option<P>, &'static str>, Option<P>, P);
+    let table: Vec<Row> = vec![
         (json!(null), Ok(None), None, P::default()),
         (json!({"n": 3}), Ok(p(3)), p(3), P { n: 3 }),
         (json!({"n": "4", "x": [1]}), Ok(p(4)), p(4), P { n: 4 }),
