@@ -499,6 +499,7 @@ fn the_probe_s_tunnel_step_gives_the_proxy_s_refusal() {
     let proxy = FakeProxy::start(Act::Answer(b"HTTP/1.1 403 Forbidden\r\n\r\n"));
     let c = proxied_client(&server, &pki, &proxy.url(""), |_| {});
     let probe = c.probe(0);
+    assert!(probe.is_tls(), "the TSB behind the proxy is https://");
     let deadline = Instant::now() + Duration::from_secs(2);
     let addrs = probe.resolve(deadline).unwrap();
     let mut connected = probe.connect(&addrs, deadline).unwrap();
