@@ -644,6 +644,25 @@ mod tests {
             !shown.contains("s:cret") && !shown.contains("s%3Acret"),
             "{shown}"
         );
+        assert_eq!(
+            route.to_string(),
+            "through the HTTP proxy http://proxy.corp:3128 (from pkcs11.proxy; user and \
+             password set, not shown)"
+        );
+        let user_only = Proxy::parse("http://carol@proxy.corp:3128", "https_proxy", None).unwrap();
+        assert_eq!(
+            Route::Proxy(Box::new(user_only)).to_string(),
+            "through the HTTP proxy http://proxy.corp:3128 (from https_proxy; user set, no password)"
+        );
+        let anonymous = Proxy::parse("http://proxy.corp:3128", "HTTPS_PROXY", None).unwrap();
+        assert_eq!(
+            Route::Proxy(Box::new(anonymous)).to_string(),
+            "through the HTTP proxy http://proxy.corp:3128 (from HTTPS_PROXY; no proxy authentication)"
+        );
+        assert_eq!(
+            Route::Direct("no proxy set").to_string(),
+            "direct (no proxy set)"
+        );
         // No scheme: http://, curl's default port 1080; explicit :80 stays.
         let p = Proxy::parse("proxy.corp", "HTTPS_PROXY", None).unwrap();
         assert_eq!(p.to_string(), "http://proxy.corp:1080");
