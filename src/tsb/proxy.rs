@@ -736,10 +736,12 @@ mod tests {
         assert_eq!(r.proxy().unwrap().source, "https_proxy");
         let direct = ep("https://a.direct.example");
         let r = route_for(&direct, &ProxySetting::Environment, None, None, &env).unwrap();
-        assert!(matches!(r, Route::Direct(_)), "{r}");
+        assert_eq!(r.to_string(), "direct (NO_PROXY lists it)");
         // pkcs11.noProxy overrides NO_PROXY.
         let r = route_for(&direct, &ProxySetting::Environment, Some(""), None, &env).unwrap();
         assert!(r.proxy().is_some(), "{r}");
+        let r = route_for(&tsb, &ProxySetting::Environment, Some("tsb.example"), None, &env);
+        assert_eq!(r.unwrap().to_string(), "direct (pkcs11.noProxy lists it)");
         // "none" and the explicit URL override the environment.
         let r = route_for(&tsb, &ProxySetting::None, None, None, &env).unwrap();
         assert!(matches!(r, Route::Direct(_)));
