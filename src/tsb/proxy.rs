@@ -740,7 +740,13 @@ mod tests {
         // pkcs11.noProxy overrides NO_PROXY.
         let r = route_for(&direct, &ProxySetting::Environment, Some(""), None, &env).unwrap();
         assert!(r.proxy().is_some(), "{r}");
-        let r = route_for(&tsb, &ProxySetting::Environment, Some("tsb.example"), None, &env);
+        let r = route_for(
+            &tsb,
+            &ProxySetting::Environment,
+            Some("tsb.example"),
+            None,
+            &env,
+        );
         assert_eq!(r.unwrap().to_string(), "direct (pkcs11.noProxy lists it)");
         // "none" and the explicit URL override the environment.
         let r = route_for(&tsb, &ProxySetting::None, None, None, &env).unwrap();

@@ -1033,3 +1033,73 @@ fn lenient_objects_over_every_json_shape() {
         );
     }
 }
+
+/// Approver lists in every shape a TSB version or a proxy might send: what each names, with
+/// an object's name fields in their order of preference.
+#[test]
+fn approver_lists_in_every_shape() {
+    let names = |v: Value| -> Vec<String> {
+        let body = json!({"status": "PENDING", "approvedBy": v.clone(), "rejectedBy": v});
+        let s = super::parse_request_status(&body, "r1").unwrap();
+        assert_eq!(s.approved_by, s.rejected_by);
+        s.approved_by
+    };
+    let none: Vec<String> = vec![];
+    for v in [
+        json!(null),
+        json!(true),
+        json!(3),
+        json!(-3),
+        json!(2.5),
+        json!([]),
+    ] {
+        assert_eq!(names(v.clone()), none, "{v}");
+    }
+    assert_eq!(names(json!("alice")), ["alice"]);
+    assert_eq!(
+        names(json!(["a", null, {"name": "b"}, 5, -2, 1.5, true, [1, 2], {"other": 1}])),
+        ["a", "b", "5", "-2", "1.5", "true", "[1,2]", "{\"other\":1}"]
+    );
+    // A single object; its name fields in order of preference, each shown once the ones
+    // before it are gone (or null).
+    let fields = [
+        "name",
+        "approverName",
+        "publicKey",
+        "approverPublicKey",
+        "approver",
+        "certificate",
+        "id",
+        "value",
+    ];
+    for k in 0..fields.len() {
+        let mut o = serde_json::Map::new();
+        o.insert(fields[0].into(), Value::Null);
+        for f in &fields[k..] {
+            o.insert(f.to_string(), json!(format!("{f}-v")));
+        }
+        assert_eq!(names(Value::Object(o)), [format!("{}-v", fields[k])], "{k}");
+    }
+    assert_eq!(names(json!({"id": 7})), ["7"]);
+}
+
+/// Request states: the names the TSB uses (any case, spaces around, both spellings of
+/// cancelled), which of them end a wait, and an unknown one kept as received.
+#[test]
+fn request_states_and_which_are_final() {
+    for (text, state, terminal) in [
+        ("PENDING", RequestState::Pending, false),
+        (" approved ", RequestState::Approved, false),
+        ("Executed", RequestState::Executed, true),
+        ("REJECTED", RequestState::Rejected, true),
+        ("expired", RequestState::Expired, true),
+        ("CANCELLED", RequestState::Cancelled, true),
+        ("canceled", RequestState::Cancelled, true),
+        ("FAILED", RequestState::Failed, true),
+        (" On Hold ", RequestState::Other(" On Hold ".into()), false),
+    ] {
+        let s = RequestState::parse(text);
+        assert_eq!(s, state, "{text}");
+        assert_eq!(s.is_terminal(), terminal, "{text}");
+    }
+}
