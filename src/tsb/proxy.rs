@@ -276,9 +276,9 @@ impl NoProxy {
                 (Pattern::Net(net, bits), Some(addr)) => in_network(addr, *net, *bits),
                 (Pattern::Name(name), None) => {
                     host == *name
-                        || (host.len() > name.len()
-                            && host.ends_with(name.as_str())
-                            && host.as_bytes()[host.len() - name.len() - 1] == b'.')
+                        || host
+                            .strip_suffix(name.as_str())
+                            .is_some_and(|above| above.ends_with('.'))
                 }
                 _ => false,
             }
