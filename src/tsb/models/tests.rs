@@ -514,6 +514,11 @@ fn key_list_tolerances() {
             vec!["b"],
         ),
         (json!({"keys": ["a"], "labels": [null]}), vec!["a"]),
+        (json!({"keys": {"a": [1]}, "labels": ["b"]}), vec!["b"]),
+        (
+            json!({"keys": null, "labels": 5, "keyLabels": ["c"]}),
+            vec!["c"],
+        ),
     ] {
         assert_eq!(parse_key_list(&input).unwrap(), labels, "{input}");
     }
@@ -523,6 +528,14 @@ fn key_list_tolerances() {
         (json!({"x": ["a"]}), "expected a JSON array of key labels"),
         (json!(["a", 1]), "[1]: a key list entry is not a string"),
         (json!(["a", null]), "[1]: a key list entry is not a string"),
+        (json!(["a", -1]), "[1]: a key list entry is not a string"),
+        (json!(["a", 1.5]), "[1]: a key list entry is not a string"),
+        (json!(["a", true]), "[1]: a key list entry is not a string"),
+        (json!(["a", ["b"]]), "[1]: a key list entry is not a string"),
+        (
+            json!(["a", {"label": null}]),
+            "[1]: a key list entry has no label",
+        ),
         (json!([{"name": "a"}]), "[0]: a key list entry has no label"),
         (
             json!({"labels": [{"label": ""}]}),
