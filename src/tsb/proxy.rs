@@ -345,16 +345,14 @@ fn in_network(addr: IpAddr, net: IpAddr, bits: u8) -> bool {
 
 /// What [`open_tunnel`] needs of its connection: a `TcpStream`, or a scripted one in tests.
 pub(crate) trait TunnelSocket: Read + Write {
-    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
-    fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
+    /// Bounds the next reads and writes by `t`.
+    fn set_timeout(&self, t: Duration) -> std::io::Result<()>;
 }
 
 impl TunnelSocket for TcpStream {
-    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        TcpStream::set_read_timeout(self, t)
-    }
-    fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        TcpStream::set_write_timeout(self, t)
+    fn set_timeout(&self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
     }
 }
 
@@ -394,8 +392,7 @@ pub(crate) fn open_tunnel(
         }
     };
     let l = left().ok_or_else(timed_out)?;
-    tcp.set_write_timeout(Some(l))
-        .map_err(|e| io_fail(e, "socket"))?;
+    tcp.set_timeout(l).map_err(|e| io_fail(e, "socket"))?;
     tcp.write_all(head.as_bytes())
         .map_err(|e| io_fail(e, "sending CONNECT"))?;
     drop(head);
@@ -410,8 +407,7 @@ pub(crate) fn open_tunnel(
             )));
         }
         let l = left().ok_or_else(timed_out)?;
-        tcp.set_read_timeout(Some(l))
-            .map_err(|e| io_fail(e, "socket"))?;
+        tcp.set_timeout(l).map_err(|e| io_fail(e, "socket"))?;
         let mut chunk = [0u8; 1024];
         match tcp.read(&mut chunk) {
             Ok(0) => {
@@ -554,7 +550,7 @@ mod tests {
     struct Scripted {
         reads: Vec<std::io::Result<Vec<u8>>>,
         written: Vec<u8>,
-        read_timeouts: std::cell::RefCell<Vec<Duration>>,
+        timeouts: std::cell::RefCell<Vec<Duration>>,
     }
 
     impl Read for Scripted {
@@ -576,11 +572,8 @@ mod tests {
     }
 
     impl TunnelSocket for Scripted {
-        fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-            self.read_timeouts.borrow_mut().push(t.unwrap());
-            Ok(())
-        }
-        fn set_write_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+        fn set_timeout(&self, t: Duration) -> std::io::Result<()> {
+            self.timeouts.borrow_mut().push(t);
             Ok(())
         }
     }
@@ -599,7 +592,7 @@ mod tests {
                 Ok(b" established\r\n\r\n".to_vec()),
             ],
             written: vec![],
-            read_timeouts: Default::default(),
+            timeouts: Default::default(),
         };
         open_tunnel(&mut sock, &proxy, &target, deadline).unwrap();
         assert!(sock.reads.is_empty());
@@ -608,15 +601,16 @@ mod tests {
             head.starts_with("CONNECT tsb.corp:8443 HTTP/1.1\r\n"),
             "{head}"
         );
-        // Each read is bounded by what is left of the deadline, measured again after a signal.
-        let t = sock.read_timeouts.into_inner();
-        assert_eq!(t.len(), 4);
+        // The write and each read are bounded by what is left of the deadline, measured again
+        // after a signal.
+        let t = sock.timeouts.into_inner();
+        assert_eq!(t.len(), 5, "the write, then each read");
         assert!(t.windows(2).all(|w| w[1] <= w[0]) && t[0] <= Duration::from_secs(30));
         // A timeout is the deadline: one clear error, not a read failure.
         let mut sock = Scripted {
             reads: vec![Err(WouldBlock.into())],
             written: vec![],
-            read_timeouts: Default::default(),
+            timeouts: Default::default(),
         };
         let e = open_tunnel(&mut sock, &proxy, &target, deadline).unwrap_err();
         assert!(
