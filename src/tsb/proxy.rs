@@ -619,6 +619,54 @@ mod tests {
         );
     }
 
+    /// What a proxy's refusal of CONNECT tells the user to look at, by status and by whether
+    /// credentials were sent.
+    #[test]
+    fn refusal_hints() {
+        for (status, sent, hint) in [
+            (
+                407,
+                true,
+                "proxy authentication failed: check the proxy user and password",
+            ),
+            (
+                401,
+                true,
+                "proxy authentication failed: check the proxy user and password",
+            ),
+            (
+                407,
+                false,
+                "the proxy requires authentication: give a user and password in the proxy URL",
+            ),
+            (
+                401,
+                false,
+                "the proxy requires authentication: give a user and password in the proxy URL",
+            ),
+            (
+                403,
+                true,
+                "forbidden by the proxy: is CONNECT to this host and port allowed?",
+            ),
+            (
+                403,
+                false,
+                "forbidden by the proxy: is CONNECT to this host and port allowed?",
+            ),
+            (502, false, "the proxy could not reach the TSB"),
+            (504, true, "the proxy could not reach the TSB"),
+            (503, false, "the proxy is unavailable"),
+            (400, true, "the proxy refused the request"),
+            (405, false, "the proxy refused the request"),
+            (499, false, "the proxy refused the request"),
+            (500, true, "the proxy failed"),
+            (302, false, "the proxy failed"),
+        ] {
+            assert_eq!(refusal_hint(status, sent), hint, "{status} {sent}");
+        }
+    }
+
     #[test]
     fn proxy_urls() {
         let p = Proxy::parse(
