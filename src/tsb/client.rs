@@ -840,6 +840,11 @@ mod unit_tests {
         assert!(header_safe("eyJhbGciOi.abc-_=+/"));
         assert!(!header_safe("a\r\nX-Evil: 1"));
         assert!(!header_safe("é"));
+        // Visible ASCII from '!' to '~', space and tab; no other control character, no DEL.
+        assert!(header_safe("Bearer a!~\tb"));
+        for bad in ["a\u{7f}", "a\0", "\u{1f}", "a\nb", "a\u{b}"] {
+            assert!(!header_safe(bad), "{bad:?}");
+        }
     }
 
     #[test]
