@@ -3067,3 +3067,48 @@ fn key_creation_sends_its_body_and_gives_the_tsb_s_refusal() {
     assert!(ec_body.get("id").is_none());
     assert!(ec_body.get("policy").is_some());
 }
+
+/// A connect that gets no answer (a listener whose accept queue is full drops the SYN) ends
+/// at connectTimeoutMs as "connect timed out"; a refused one is "connection failed". Both are
+/// not sent.
+#[test]
+fn a_connect_without_an_answer_times_out_and_a_refused_one_fails() {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // The one connection a backlog of 0 queues; the listener never accepts.
+    let _queued = std::net::TcpStream::connect(addr).unwrap();
+    let c = client_with(&format!("http://{addr}"), |cfg| {
+        cfg.pkcs11.connect_timeout = Duration::from_millis(200);
+        cfg.pkcs11.retries = 0;
+    });
+    let e = c.version_info().unwrap_err();
+    let TsbErrorKind::NotSent(m) = &e.kind else {
+        panic!("{e:?}")
+    };
+    assert!(m.starts_with("connect timed out: "), "{m}");
+    let c = client(&format!("http://127.0.0.1:{}", closed_port()));
+    let e = c.version_info().unwrap_err();
+    let TsbErrorKind::NotSent(m) = &e.kind else {
+        panic!("{e:?}")
+    };
+    assert!(m.starts_with("connection failed: "), "{m}");
+}
+
+/// The system resolver answers a name with its addresses, at the port asked for.
+#[test]
+fn the_system_resolver_resolves_localhost() {
+    use crate::tsb::connect::{Resolve, SystemResolver};
+    let addrs = SystemResolver.resolve("localhost", 8443).unwrap();
+    assert!(!addrs.is_empty());
+    assert!(
+        addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 8443),
+        "{addrs:?}"
+    );
+}
