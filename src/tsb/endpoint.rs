@@ -74,7 +74,8 @@ impl Endpoint {
             }
         };
         let host = match url.host() {
-            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+            // An http(s) URL's domain is never empty (the url crate refuses an empty host).
+            Some(url::Host::Domain(d)) => d.to_string(),
             Some(url::Host::Ipv4(a)) => a.to_string(),
             Some(url::Host::Ipv6(a)) => a.to_string(),
             _ => return Err("the URL has no host".into()),
@@ -197,6 +198,21 @@ mod tests {
             "http://h\u{7f}",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
+        }
+        // Refused as written, though the url crate would trim them away: a space (not a
+        // control character) and a control character that is no whitespace, at either end.
+        for bad in [
+            "http://h ",
+            " http://h",
+            "http://h\u{1}",
+            "\u{1f}http://h",
+            "http://h\u{7f}",
+        ] {
+            assert_eq!(
+                Endpoint::parse(bad).unwrap_err(),
+                "the URL contains whitespace or control characters",
+                "{bad:?}"
+            );
         }
     }
 
