@@ -529,15 +529,11 @@ impl Pool {
     /// Sends `req` over `conn` (a new connection of [`open`], never pooled: the request asks
     /// the server to close it) and reads the response. A failure is the `io::Error` as it came
     /// (a TLS alert inside it), for `tsb-pkcs11 doctor` to explain.
-    pub(super) fn send_once(
-        &self,
-        mut conn: Conn,
-        req: &Request<'_>,
-        max_body: usize,
-    ) -> io::Result<Response> {
+    pub(super) fn send_once(&self, mut conn: Conn, req: &Request<'_>) -> io::Result<Response> {
         let head = self.request_bytes(req, false);
         write_request(conn.io.get_mut(), &head, req.body)?;
-        read_response(&mut conn.io, max_body)
+        // The probe uses the status only: no byte of the body is kept.
+        read_response(&mut conn.io, 0)
             .map(|(resp, _)| resp)
             .map_err(|f| f.error)
     }

@@ -151,10 +151,7 @@ impl<'c> Probe<'c> {
             headers: &[],
             body: None,
         };
-        self.node
-            .pool
-            .send_once(o.conn, &req, 64 * 1024)
-            .map(|r| r.status)
+        self.node.pool.send_once(o.conn, &req).map(|r| r.status)
     }
 }
 
