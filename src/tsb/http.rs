@@ -708,6 +708,9 @@ mod tests {
         assert_eq!(timeout_to_set(&mut t, ms(15)), Some(ms(15)));
         assert_eq!(t, Some(ms(15)));
         assert_eq!(timeout_to_set(&mut t, ms(14)), Some(ms(14)));
+        // 20 ms or less is all set at once; above, half.
+        assert_eq!(timeout_to_set(&mut None, ms(20)), Some(ms(20)));
+        assert_eq!(timeout_to_set(&mut None, ms(22)), Some(ms(11)));
     }
 
     /// `outcome`'s decision table for a write that failed: only a reused connection on which
