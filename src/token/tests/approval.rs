@@ -510,3 +510,27 @@ fn a_cancel_before_the_request_is_filed_files_nothing() {
     assert_eq!(fake.count("file ska"), 0, "{:?}", fake.calls());
     assert!(fake.request_ids().is_empty());
 }
+
+/// C_Finalize warns only about helper threads still running when its bound ends: a finalize
+/// that has none to wait for (or whose threads all ended) logs no "still running" line.
+#[test]
+fn a_finalize_with_nothing_left_running_warns_of_nothing() {
+    use crate::tsb::tests::log_capture;
+    if !log_capture::install() {
+        eprintln!("another logger is installed; a_finalize_with_nothing_left_running skipped");
+        return;
+    }
+    let fake = FakeTsb::new();
+    let token = token(&fake, false, json!({}));
+    session(&token);
+    token.finalize();
+    // The captured lines of all tests mix, and helper threads are counted process-wide: a
+    // count of 0 is never worth a line, whichever finalize logged it.
+    let lines = log_capture::LINES.lock().unwrap().clone();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("C_Finalize: 0 TSB request(s) still running")),
+        "{lines:#?}"
+    );
+}

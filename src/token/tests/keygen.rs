@@ -59,9 +59,16 @@ fn generated_keys_sign_at_once() {
         );
         assert!(token.mechanism_list(0).unwrap().contains(&m));
     }
+    // PKCS#11 v3.0 §2.3.2: EC generation over F_p, named curves given by OID, uncompressed
+    // points, and nothing else.
     assert_eq!(
-        token.mechanism_info(0, CKM_EC_KEY_PAIR_GEN).unwrap().flags & CKF_EC_F_P,
-        CKF_EC_F_P
+        token.mechanism_info(0, CKM_EC_KEY_PAIR_GEN).unwrap().flags,
+        CKF_HW
+            | CKF_GENERATE_KEY_PAIR
+            | CKF_EC_F_P
+            | CKF_EC_NAMEDCURVE
+            | CKF_EC_UNCOMPRESS
+            | CKF_EC_OID
     );
     assert_eq!(
         token

@@ -581,3 +581,22 @@ fn a_key_is_fetched_once_within_the_cache_lifetime() {
     private_key(&token, s, "ec");
     assert_eq!(fake.count("attributes ec"), fetched, "no second fetch");
 }
+
+/// A `CKA_ID` that cannot be a TSB label (empty, or with a control character) is not looked up
+/// as one: the search goes to the key list, and no key is asked for by that name.
+#[test]
+fn an_id_that_is_no_label_is_not_looked_up_as_one() {
+    let fake = FakeTsb::new();
+    fake.add_key("ec", false);
+    let token = token_with(&fake, json!({}));
+    let s = session(&token);
+    for id in [&b"a\nb"[..], b"\tec"] {
+        assert!(find(&token, s, &[(CKA_ID, id.to_vec())]).is_empty());
+        let label = String::from_utf8(id.to_vec()).unwrap();
+        assert!(
+            !fake.calls().contains(&format!("attributes {label}")),
+            "{:?}",
+            fake.calls()
+        );
+    }
+}

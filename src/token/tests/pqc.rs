@@ -253,6 +253,12 @@ fn post_quantum_signatures_single_and_multi_part() {
         CKR_DATA_LEN_RANGE
     );
     assert_eq!(fake.count("sign "), before);
+    // Exactly 64 KiB is within the limit: signed, and the signature verifies.
+    let (.., len, pk) = keys.iter().find(|k| k.0 == "mldsa").unwrap();
+    let at_limit = vec![7u8; 64 * 1024];
+    token.sign_init(s, &mech(CKM_ML_DSA), key).unwrap();
+    let sig = signature(token.sign(s, &at_limit, Some(*len)).unwrap());
+    assert!(ml_dsa_verifies(pk, &at_limit, &[], &sig));
 }
 
 /// A signature the TSB returns for other data or another key, or of the wrong length, is never
@@ -460,6 +466,37 @@ fn an_lms_sign_forbidden_by_the_tsb_is_key_exhausted() {
         token.sign(s, b"one", Some(1296)).unwrap_err().code(),
         CKR_KEY_EXHAUSTED
     );
+}
+
+/// Only an LMS key is used up: the same 614 for an ML-DSA key is the key's function not
+/// permitted, and another failure of an LMS key's sign (a TSB error 500) is a device error,
+/// neither `CKR_KEY_EXHAUSTED`.
+#[test]
+fn only_an_lms_key_refused_as_used_up_is_key_exhausted() {
+    for (forbidden, label, m, len, want) in [
+        (
+            (403, 614),
+            "mldsa",
+            CKM_ML_DSA,
+            3309,
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+        ),
+        ((500, 700), "lms", CKM_HSS, 1296, CKR_DEVICE_ERROR),
+    ] {
+        let fake = FakeTsb::new();
+        fake.add_ml_dsa("mldsa", false);
+        fake.add_lms("lms");
+        *fake.sign_error.lock() = Some(forbidden);
+        let token = token_with(&fake, json!({}));
+        let s = session(&token);
+        let key = private_key(&token, s, label);
+        token.sign_init(s, &mech(m), key).unwrap();
+        assert_eq!(
+            token.sign(s, b"one", Some(len)).unwrap_err().code(),
+            want,
+            "{label}: {forbidden:?}"
+        );
+    }
 }
 
 /// A TSB that answers a one-level LMS key's signature as the bare LMS signature (RFC 8554
