@@ -1084,6 +1084,38 @@ fn the_pool_takes_a_connection_back_only_on_release_and_only_clean() {
     assert_eq!(on, [0, 0, 1]);
 }
 
+/// A server that closes the connection after a complete answer (without `Connection: close`):
+/// the answer stands (a close is no unsolicited byte), and the connection is not pooled.
+#[test]
+fn a_connection_the_server_closed_after_its_answer_is_not_pooled() {
+    let server = TestServer::start(|_, _| {
+        Action::Raw(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+    });
+    let origin = http::Origin::parse(&server.url(), None).unwrap();
+    let pool = http::Pool::new(
+        origin,
+        8,
+        Duration::from_secs(1),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    let req = http::Request {
+        method: "GET",
+        path: "/a",
+        headers: &[],
+        body: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (resp, lease) = pool.exchange(&req, deadline, true, 1024).unwrap();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"{}"[..]));
+    // Let the server's FIN arrive (loopback: microseconds); this waits, it measures nothing.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!lease.unsolicited_bytes());
+    lease.release();
+    assert_eq!(pool.idle_len(), 0, "closed by the server: not pooled");
+}
+
 /// A request body of at most 16 KiB goes out in the head's buffer (one write), a larger one is
 /// written after the head (`http.rs`): on both sides of that limit the server gets the body
 /// whole, byte for byte, with its `Content-Length`, and the connection stays in step for the
