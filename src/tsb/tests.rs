@@ -2288,6 +2288,29 @@ mod tls_server {
         assert_eq!(reqs[1].on_connection, 1, "the connection stayed in step");
     }
 
+    /// `tsb-pkcs11 doctor`'s probe of an https:// node: the TLS session's protocol and the
+    /// server certificate it verified, then an answer over that session.
+    #[test]
+    fn the_probe_reports_the_tls_session_and_its_certificate() {
+        let pki = pki();
+        let server = tls_server(&pki, false);
+        let c = https_client(&server, |cfg| cfg.ca_path = Some(pki.ca_pem.clone()));
+        let probe = c.probe(0);
+        assert!(probe.is_tls());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let addrs = probe.resolve(deadline).unwrap();
+        let connected = probe.connect(&addrs, deadline).unwrap();
+        let opened = probe.open(connected, deadline).unwrap();
+        let tls = opened.tls.as_ref().expect("TLS facts");
+        assert!(tls.protocol.starts_with("TLSv1_"), "{}", tls.protocol);
+        let cert = tls.certificate.as_ref().expect("the server's certificate");
+        let want: [u8; 32] = Sha256::digest(&pki.server_der).into();
+        assert_eq!(cert.sha256, want);
+        let subject = cert.subject.as_deref().unwrap_or_default();
+        assert!(subject.contains("localhost"), "{subject}");
+        assert_eq!(probe.request(opened, "/v1/versionInfo").unwrap(), 200);
+    }
+
     fn https_client(server: &TestServer, f: impl FnOnce(&mut Config)) -> TsbClient {
         client_with(&format!("https://127.0.0.1:{}", server.addr.port()), f)
     }
