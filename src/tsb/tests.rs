@@ -1084,6 +1084,40 @@ fn the_pool_takes_a_connection_back_only_on_release_and_only_clean() {
     assert_eq!(on, [0, 0, 1]);
 }
 
+/// A connection given back to the pool drops those idle past connectionMaxIdleMs (they may
+/// have been closed by the server or a NAT) and keeps the younger ones.
+#[test]
+fn a_release_drops_the_connections_idle_past_the_idle_age() {
+    let server = TestServer::start(|_, _| reply_json(200, json!({})));
+    let origin = http::Origin::parse(&server.url(), None).unwrap();
+    let pool = http::Pool::new(
+        origin,
+        8,
+        Duration::from_secs(1),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    )
+    .with_max_idle_age(Duration::from_millis(500));
+    let req = http::Request {
+        method: "GET",
+        path: "/a",
+        headers: &[],
+        body: None,
+    };
+    let deadline = || Instant::now() + Duration::from_secs(2);
+    let (_, a) = pool.exchange(&req, deadline(), true, 1024).unwrap();
+    let (_, b) = pool.exchange(&req, deadline(), true, 1024).unwrap();
+    let (_, c) = pool.exchange(&req, deadline(), true, 1024).unwrap();
+    a.release();
+    // Past the idle age for `a` (a lower bound only: the clock cannot make it shorter).
+    std::thread::sleep(Duration::from_millis(700));
+    b.release();
+    assert_eq!(pool.idle_len(), 1, "a, idle past the age, dropped; b kept");
+    c.release();
+    assert_eq!(pool.idle_len(), 2, "b, young, kept beside c");
+    let on: Vec<usize> = server.requests().iter().map(|r| r.on_connection).collect();
+    assert_eq!(on, [0, 0, 0], "three connections");
+}
+
 /// A server that closes the connection after a complete answer (without `Connection: close`):
 /// the answer stands (a close is no unsolicited byte), and the connection is not pooled.
 #[test]
