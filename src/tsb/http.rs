@@ -759,6 +759,27 @@ mod tests {
         let slow = Err(io::Error::from(io::ErrorKind::TimedOut));
         assert_eq!(name(outcome(slow, reset(0), true)), "timeout");
         assert_eq!(name(outcome(Ok(()), answer(), true)), "ok");
+        // A read that fails before one byte on a reused connection: Stale only when the
+        // connection was closed or reset, not for any other error.
+        let read = |kind| {
+            Err(ReadFailure {
+                seen: 0,
+                error: io::Error::from(kind),
+            })
+        };
+        for kind in [
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::BrokenPipe,
+        ] {
+            assert_eq!(name(outcome(Ok(()), read(kind), true)), "stale", "{kind:?}");
+            assert!(name(outcome(Ok(()), read(kind), false)).starts_with("transport: "));
+        }
+        for kind in [io::ErrorKind::InvalidData, io::ErrorKind::PermissionDenied] {
+            let r = name(outcome(Ok(()), read(kind), true));
+            assert!(r.starts_with("transport: "), "{kind:?}: {r}");
+        }
     }
 
     #[test]
