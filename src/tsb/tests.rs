@@ -1050,13 +1050,7 @@ fn the_pool_takes_a_connection_back_only_on_release_and_only_clean() {
         "/extra" => Action::Twice(b"{}".to_vec(), 200, b"{}".to_vec()),
         _ => reply_json(200, json!({})),
     });
-    let origin = http::Origin::parse(&server.url(), None).unwrap();
-    let pool = http::Pool::new(
-        origin,
-        8,
-        Duration::from_secs(1),
-        Arc::new(std::sync::atomic::AtomicU64::new(0)),
-    );
+    let pool = pool_for(&server, 8);
     let get = |path: &'static str| http::Request {
         method: "GET",
         path,
@@ -1089,14 +1083,7 @@ fn the_pool_takes_a_connection_back_only_on_release_and_only_clean() {
 #[test]
 fn a_release_drops_the_connections_idle_past_the_idle_age() {
     let server = TestServer::start(|_, _| reply_json(200, json!({})));
-    let origin = http::Origin::parse(&server.url(), None).unwrap();
-    let pool = http::Pool::new(
-        origin,
-        8,
-        Duration::from_secs(1),
-        Arc::new(std::sync::atomic::AtomicU64::new(0)),
-    )
-    .with_max_idle_age(Duration::from_millis(500));
+    let pool = pool_for(&server, 8).with_max_idle_age(Duration::from_millis(500));
     let req = http::Request {
         method: "GET",
         path: "/a",
@@ -1127,13 +1114,7 @@ fn a_connection_the_server_closed_after_its_answer_is_not_pooled() {
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
         )
     });
-    let origin = http::Origin::parse(&server.url(), None).unwrap();
-    let pool = http::Pool::new(
-        origin,
-        8,
-        Duration::from_secs(1),
-        Arc::new(std::sync::atomic::AtomicU64::new(0)),
-    );
+    let pool = pool_for(&server, 8);
     let req = http::Request {
         method: "GET",
         path: "/a",
@@ -1228,13 +1209,7 @@ fn request_bodies_around_16_kib_arrive_byte_for_byte() {
 #[test]
 fn request_heads_without_a_body() {
     let server = TestServer::start(|_, _| reply_json(200, json!({})));
-    let origin = http::Origin::parse(&server.url(), None).unwrap();
-    let pool = http::Pool::new(
-        origin,
-        8,
-        Duration::from_secs(1),
-        Arc::new(std::sync::atomic::AtomicU64::new(0)),
-    );
+    let pool = pool_for(&server, 8);
     let deadline = || Instant::now() + Duration::from_secs(2);
     for (method, reuse) in [
         ("GET", true),
